@@ -1,0 +1,208 @@
+# libtsq - build, test, install.
+#
+#   make            build build/$(BLAS)/libtsq.so and libtsq.a
+#   make check      install missing Debian packages, build, run every test
+#   make demo       install missing packages, run the Fashion-MNIST demo
+#   make bench      benchmarks, one JSON object per line
+#   make install PREFIX=/usr/local DESTDIR=
+#   make deps       apt-get install what is missing (Debian 12)
+#   make check-asan / check-valgrind / docs
+#
+# BLAS=openblas (default) or BLAS=cblas (Debian's reference libblas-dev).
+
+VERSION_MAJOR := 0
+VERSION_MINOR := 1
+VERSION_PATCH := 0
+VERSION := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
+SONAME := libtsq.so.$(VERSION_MAJOR)
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+
+BLAS ?= openblas
+SAN ?=
+CC ?= cc
+ifeq ($(CC),cc)
+CC := gcc
+endif
+
+BUILD := build/$(BLAS)$(if $(SAN),-$(SAN))
+
+MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null)
+ifeq ($(BLAS),openblas)
+BLAS_CFLAGS = $(shell pkg-config --cflags openblas 2>/dev/null) -DTSQ_BLAS_OPENBLAS=1
+BLAS_LIBS = $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+else ifeq ($(BLAS),cblas)
+# Debian's reference BLAS: its own header and its own directory, with an rpath,
+# because /usr/lib/<arch>/libblas.so.3 is an alternative that may be OpenBLAS.
+BLAS_CFLAGS = -DTSQ_BLAS_NETLIB=1
+BLAS_LIBS = -L/usr/lib/$(MULTIARCH)/blas -Wl,-rpath,/usr/lib/$(MULTIARCH)/blas -lblas
+else
+$(error BLAS must be openblas or cblas)
+endif
+
+OPT ?= -O2
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+SAN_FLAGS :=
+ifeq ($(SAN),asan)
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+endif
+ifeq ($(SAN),tsan)
+SAN_FLAGS := -fsanitize=thread
+endif
+
+CFLAGS_ALL = -std=c11 $(OPT) -g $(WARN) -D_POSIX_C_SOURCE=200809L -fPIC \
+             -fvisibility=hidden -Iinclude -Ilibtsq/core $(BLAS_CFLAGS) $(SAN_FLAGS) $(CFLAGS)
+LIBS_ALL = $(BLAS_LIBS) -lm -lpthread -ldl
+
+# Per-file instruction sets: a source opts into a vector ISA by its name, and
+# is only ever called after run-time CPU detection says the ISA is present.
+ISA_AVX2 := -mavx2 -mfma
+ISA_AVX512 := -mavx2 -mfma -mavx512f -mavx512bw -mavx512vl -mavx512dq
+ISA_VNNI := $(ISA_AVX512) -mavx512vnni
+ISA_POPCNT := $(ISA_AVX512) -mavx512vpopcntdq
+
+LIB_SRCS := $(sort $(wildcard libtsq/*/*.c))
+LIB_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRCS))
+TEST_SRCS := $(sort $(wildcard tests/test_*.c))
+TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
+TEST_SUPPORT_SRCS := $(sort $(wildcard tests/support/*.c))
+TEST_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(TEST_SUPPORT_SRCS))
+BENCH_SRCS := $(sort $(wildcard tests/bench/*.c))
+BENCH_BINS := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
+
+SHLIB := $(BUILD)/libtsq.so.$(VERSION)
+STLIB := $(BUILD)/libtsq.a
+
+CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt)
+
+.PHONY: all lib check check-run check-asan check-valgrind check-cblas bench demo \
+        install uninstall deps docs clean tests examples
+
+all: lib examples
+
+lib: $(SHLIB) $(BUILD)/$(SONAME) $(BUILD)/libtsq.so $(STLIB)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+$(BUILD)/%_avx2.o: CFLAGS_ALL += $(ISA_AVX2)
+$(BUILD)/%_avx512.o: CFLAGS_ALL += $(ISA_AVX512)
+$(BUILD)/%_vnni.o: CFLAGS_ALL += $(ISA_VNNI)
+$(BUILD)/%_vpopcnt.o: CFLAGS_ALL += $(ISA_POPCNT)
+
+$(SHLIB): $(LIB_OBJS) libtsq/libtsq.map
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=libtsq/libtsq.map \
+	    -Wl,--no-undefined $(SAN_FLAGS) -o $@ $(LIB_OBJS) $(LIBS_ALL)
+
+$(BUILD)/$(SONAME): $(SHLIB)
+	ln -sf $(notdir $(SHLIB)) $@
+
+$(BUILD)/libtsq.so: $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $@
+
+$(STLIB): $(LIB_OBJS)
+	rm -f $@
+	ar rcs $@ $(LIB_OBJS)
+
+# Tests link the static archive, so they can also reach internal kernels.
+$(BUILD)/tests/test_%: tests/test_%.c $(STLIB) $(TEST_SUPPORT_OBJS) tests/support/harness.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(CHECK_CFLAGS) -Itests/support -o $@ $< $(TEST_SUPPORT_OBJS) \
+	    $(STLIB) $(CHECK_LIBS) $(LIBS_ALL)
+
+$(BUILD)/bench/%: tests/bench/%.c $(STLIB) tests/bench/bench.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Itests/bench -o $@ $< $(STLIB) $(LIBS_ALL)
+
+EXAMPLES := $(BUILD)/examples/minimal
+examples: $(EXAMPLES)
+
+$(BUILD)/examples/minimal: examples/minimal.c $(BUILD)/libtsq.so
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 $(OPT) $(WARN) -Iinclude $(SAN_FLAGS) -o $@ $< -L$(BUILD) -ltsq \
+	    -Wl,-rpath,'$$ORIGIN/..'
+
+tests: $(TEST_BINS)
+
+# ---- the README's test command -------------------------------------------
+check:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory check-run
+	@$(MAKE) --no-print-directory check-run BLAS=cblas CHECK_QUICK=1
+
+check-run: all tests
+	@BUILD=$(BUILD) BLAS=$(BLAS) CC=$(CC) CHECK_QUICK=$(CHECK_QUICK) \
+	    sh tests/run.sh $(TEST_BINS)
+
+check-asan:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory check-run SAN=asan CC=gcc
+
+check-valgrind:
+	@$(MAKE) --no-print-directory deps DEPS_EXTRA=valgrind
+	@$(MAKE) --no-print-directory all tests
+	@BUILD=$(BUILD) VALGRIND=1 sh tests/run.sh $(TEST_BINS)
+
+bench:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory $(BENCH_BINS) OPT=-O3
+	@for b in $(BENCH_BINS); do $$b || exit 1; done
+
+demo:
+	@$(MAKE) --no-print-directory deps DEPS_EXTRA=dataset-fashion-mnist
+	@$(MAKE) --no-print-directory all
+	@echo "the Fashion-MNIST demo lands with the end-to-end issue"
+
+# ---- install ---------------------------------------------------------------
+$(BUILD)/tsq.pc: tsq.pc.in Makefile
+	@mkdir -p $(BUILD)
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	    -e 's|@BLAS_LIBS@|$(BLAS_LIBS)|g' $< > $@
+
+install: lib $(BUILD)/tsq.pc
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/tsq
+	install -m 644 include/tsq.h $(DESTDIR)$(INCLUDEDIR)/tsq.h
+	install -m 644 include/tsq/*.h $(DESTDIR)$(INCLUDEDIR)/tsq/
+	install -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/
+	ln -sf $(notdir $(SHLIB)) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libtsq.so
+	install -m 644 $(STLIB) $(DESTDIR)$(LIBDIR)/
+	install -m 644 $(BUILD)/tsq.pc $(DESTDIR)$(LIBDIR)/pkgconfig/tsq.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/tsq.h $(DESTDIR)$(LIBDIR)/libtsq.* \
+	    $(DESTDIR)$(LIBDIR)/pkgconfig/tsq.pc
+	rm -rf $(DESTDIR)$(INCLUDEDIR)/tsq
+
+# ---- Debian packages --------------------------------------------------------
+# Installed by name when missing; `make check` and `make demo` call this first.
+DEPS_CORE := gcc g++ make pkg-config libopenblas-dev libblas-dev check zlib1g-dev \
+             python3 python3-numpy
+DEPS_EXTRA ?=
+deps:
+	@missing=""; for p in $(DEPS_CORE) $(DEPS_EXTRA); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' \
+	        || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	    echo "make deps: installing$$missing"; \
+	    if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root (or: sudo make deps)" >&2; exit 1; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        --no-install-recommends $$missing; \
+	fi
+
+docs:
+	@$(MAKE) --no-print-directory deps DEPS_EXTRA=doxygen
+	doxygen docs/Doxyfile
+
+clean:
+	rm -rf build
+
+.SECONDARY:
+
+-include $(LIB_OBJS:.o=.d)

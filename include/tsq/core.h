@@ -1,0 +1,228 @@
+/*
+ * libtsq - Two-Step Quantization for low-bit neural networks.
+ * core.h: versions, status codes, the context, allocators, logging, info.
+ *
+ * ABI policy (see docs/abi.md):
+ *   - only opaque pointers and fixed-width scalars cross the API; no struct
+ *     is ever passed by value and no struct layout is public;
+ *   - every call that can fail returns a tsq_status; the only calls that
+ *     cannot fail return a plain value (version queries, tsq_status_string)
+ *     or nothing (the *_destroy functions, which accept NULL like free());
+ *   - status numbers are frozen once released; new ones are only appended;
+ *   - a released signature never changes: a changed call gets a _v2 name;
+ *   - calls declared under TSQ_EXPERIMENTAL are outside these promises.
+ *
+ * Threads: libtsq keeps no global mutable state. A handle (context, tensor,
+ * quantizer, ...) must not be used by two threads at the same time, but
+ * distinct handles may be used from distinct threads at once. A context
+ * counts as a handle: creating objects from one context is a use of it.
+ * Immutable objects say so in their own documentation.
+ */
+#ifndef TSQ_CORE_H
+#define TSQ_CORE_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* TSQ_API marks the exported calls. The library is built with hidden
+ * visibility; only what carries TSQ_API is exported (and the version script
+ * libtsq/libtsq.map further restricts exports to tsq_* names). */
+#ifndef TSQ_API
+#  if defined(TSQ_BUILDING_LIBRARY) && defined(__GNUC__)
+#    define TSQ_API __attribute__((visibility("default")))
+#  else
+#    define TSQ_API
+#  endif
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Versions                                                            */
+/* ------------------------------------------------------------------ */
+
+#define TSQ_VERSION_MAJOR 0
+#define TSQ_VERSION_MINOR 1
+#define TSQ_VERSION_PATCH 0
+/* MAJOR*10000 + MINOR*100 + PATCH, so 0.1.0 is 100. */
+#define TSQ_VERSION_NUMBER \
+    (TSQ_VERSION_MAJOR * 10000 + TSQ_VERSION_MINOR * 100 + TSQ_VERSION_PATCH)
+#define TSQ_VERSION_STRING "0.1.0"
+
+/*! tsq_version_number() :
+ *  @return the TSQ_VERSION_NUMBER the library was built with. A program can
+ *  compare it with the TSQ_VERSION_NUMBER of the header it was compiled
+ *  against; the major parts must match. Cannot fail. Thread-safe. */
+TSQ_API uint32_t tsq_version_number(void);
+
+/*! tsq_version_string() :
+ *  @return the library's version as a static "MAJOR.MINOR.PATCH" string.
+ *  Cannot fail. Thread-safe. */
+TSQ_API const char *tsq_version_string(void);
+
+/* ------------------------------------------------------------------ */
+/* Status codes                                                        */
+/* ------------------------------------------------------------------ */
+
+/* A status is a fixed-width integer; the numbers below are frozen. */
+typedef int32_t tsq_status;
+
+enum {
+    TSQ_OK = 0,                /* success */
+    TSQ_ERR_NULL = 1,          /* a required pointer argument was NULL */
+    TSQ_ERR_INVALID = 2,       /* an argument is out of its documented range */
+    TSQ_ERR_SHAPE = 3,         /* tensor shapes do not fit together */
+    TSQ_ERR_DTYPE = 4,         /* a tensor has the wrong element type */
+    TSQ_ERR_OVERFLOW = 5,      /* a size computation would overflow */
+    TSQ_ERR_NO_MEMORY = 6,     /* the allocator returned NULL */
+    TSQ_ERR_NOT_FINITE = 7,    /* NaN or Inf found where numbers are needed */
+    TSQ_ERR_STATE = 8,         /* the call is not valid in the object's state */
+    TSQ_ERR_UNSUPPORTED = 9,   /* not available in this build or on this CPU */
+    TSQ_ERR_IO = 10,           /* reading or writing a file failed */
+    TSQ_ERR_FORMAT = 11,       /* malformed or corrupt serialized data */
+    TSQ_ERR_VERSION = 12,      /* serialized data of an unsupported version */
+    TSQ_ERR_NO_DATA = 13,      /* nothing was observed or given to work on */
+    TSQ_ERR_TOO_SMALL = 14,    /* a caller-supplied buffer is too small */
+    TSQ_ERR_INTERNAL = 15      /* a bug in libtsq: please report it */
+};
+
+/*! tsq_status_string() :
+ *  @return a static, human-readable name for a status ("TSQ_ERR_SHAPE: tensor
+ *  shapes do not fit together"). Unknown values give "unknown status".
+ *  Cannot fail. Thread-safe. */
+TSQ_API const char *tsq_status_string(tsq_status status);
+
+/* ------------------------------------------------------------------ */
+/* Context                                                             */
+/* ------------------------------------------------------------------ */
+
+/* The context holds the allocator, the thread count, the random seed and the
+ * log callback. Every other object is created from a context and keeps a
+ * pointer to it: destroy the context last. */
+typedef struct tsq_context tsq_context;
+
+/*! Allocator callbacks.
+ *  alloc(user, size, alignment) returns a block of at least `size` bytes
+ *  aligned to `alignment` (a power of two, at most 64), or NULL on failure.
+ *  free(user, ptr) releases such a block; ptr is never NULL.
+ *  If objects made from one context are used from several threads at once,
+ *  both callbacks must be thread-safe. */
+typedef void *(*tsq_alloc_fn)(void *user, uint64_t size, uint64_t alignment);
+typedef void (*tsq_free_fn)(void *user, void *ptr);
+
+/*! tsq_context_create() :
+ *  Creates a context with the default allocator (posix_memalign/free), one
+ *  thread, seed 0 and no log callback. *out receives the new context, or NULL
+ *  on failure.
+ *  @return TSQ_OK, TSQ_ERR_NULL (out is NULL), TSQ_ERR_NO_MEMORY. */
+TSQ_API tsq_status tsq_context_create(tsq_context **out);
+
+/*! tsq_context_create_with_allocator() :
+ *  As tsq_context_create(), but every allocation made by the context and the
+ *  objects created from it goes through alloc_fn/free_fn, including the
+ *  context itself. `user` is passed back unchanged.
+ *  @return TSQ_OK, TSQ_ERR_NULL (out, alloc_fn or free_fn is NULL),
+ *  TSQ_ERR_NO_MEMORY. */
+TSQ_API tsq_status tsq_context_create_with_allocator(tsq_context **out,
+                                                     tsq_alloc_fn alloc_fn,
+                                                     tsq_free_fn free_fn,
+                                                     void *user);
+
+/*! tsq_context_destroy() :
+ *  Frees the context. Accepts NULL. Objects created from it must have been
+ *  destroyed first. */
+TSQ_API void tsq_context_destroy(tsq_context *ctx);
+
+/*! tsq_context_errmsg() :
+ *  @return the message of the last failed call made on this context (a
+ *  context call or a constructor that was given this context), "" if none.
+ *  The string is owned by the context and valid until its next call.
+ *  A NULL ctx gives a static "no context". */
+TSQ_API const char *tsq_context_errmsg(const tsq_context *ctx);
+
+/* Context options (tsq_context_set_option / get_option / option_bounds). */
+enum {
+    TSQ_CONTEXT_THREADS = 1,   /* worker threads for libtsq's own loops; 1..256, default 1 */
+    TSQ_CONTEXT_LOG_LEVEL = 2  /* 0 none, 1 errors, 2 warnings, 3 info, 4 debug; default 1 */
+};
+
+/*! tsq_context_set_option() :
+ *  Sets an integer option of the context.
+ *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (unknown key or value out of
+ *  the bounds that tsq_context_option_bounds() reports). */
+TSQ_API tsq_status tsq_context_set_option(tsq_context *ctx, int32_t key, int64_t value);
+
+/*! tsq_context_get_option() : reads an option into *value.
+ *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (unknown key). */
+TSQ_API tsq_status tsq_context_get_option(const tsq_context *ctx, int32_t key,
+                                          int64_t *value);
+
+/*! tsq_context_option_bounds() : the inclusive range of an option's values.
+ *  Needs no context. Thread-safe.
+ *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (unknown key). */
+TSQ_API tsq_status tsq_context_option_bounds(int32_t key, int64_t *lo, int64_t *hi);
+
+/*! tsq_context_set_seed() :
+ *  Sets the 64-bit seed from which every random stream of objects created
+ *  afterwards is derived. The same seed and thread count give the same
+ *  results. @return TSQ_OK, TSQ_ERR_NULL. */
+TSQ_API tsq_status tsq_context_set_seed(tsq_context *ctx, uint64_t seed);
+
+/*! tsq_context_get_seed() : @return TSQ_OK, TSQ_ERR_NULL. */
+TSQ_API tsq_status tsq_context_get_seed(const tsq_context *ctx, uint64_t *seed);
+
+/*! Log callback: level as TSQ_CONTEXT_LOG_LEVEL, message without newline.
+ *  libtsq never prints by itself; messages go only here. */
+typedef void (*tsq_log_fn)(void *user, int32_t level, const char *message);
+
+/*! tsq_context_set_log() :
+ *  Installs (or, with fn NULL, removes) the log callback. Messages at or
+ *  below the TSQ_CONTEXT_LOG_LEVEL option are passed to it, from the thread
+ *  that made the call. @return TSQ_OK, TSQ_ERR_NULL (ctx). */
+TSQ_API tsq_status tsq_context_set_log(tsq_context *ctx, tsq_log_fn fn, void *user);
+
+/* ------------------------------------------------------------------ */
+/* Build, BLAS and CPU information                                     */
+/* ------------------------------------------------------------------ */
+
+/* CPU feature bits, as reported by tsq_cpu_features(). */
+enum {
+    TSQ_CPU_AVX2 = 1 << 0,
+    TSQ_CPU_FMA = 1 << 1,
+    TSQ_CPU_AVX512F = 1 << 2,
+    TSQ_CPU_AVX512BW = 1 << 3,
+    TSQ_CPU_AVX512VL = 1 << 4,
+    TSQ_CPU_AVX512VNNI = 1 << 5,
+    TSQ_CPU_AVX512VPOPCNTDQ = 1 << 6,
+    TSQ_CPU_AVXVNNI = 1 << 7
+};
+
+/*! tsq_cpu_features() :
+ *  Detects the CPU's features (including whether the OS saves the vector
+ *  registers) and writes the TSQ_CPU_* bits to *features. The runtime kernel
+ *  choice is based on the same detection. Thread-safe.
+ *  @return TSQ_OK, TSQ_ERR_NULL. */
+TSQ_API tsq_status tsq_cpu_features(uint32_t *features);
+
+/* Keys of tsq_context_info(). */
+enum {
+    TSQ_INFO_VERSION = 1,   /* "0.1.0" */
+    TSQ_INFO_BLAS = 2,      /* the BLAS running: "OpenBLAS 0.3.21 ...", "reference CBLAS" */
+    TSQ_INFO_BLAS_CORE = 3, /* the BLAS kernel: e.g. "SkylakeX", "Prescott", "n/a" */
+    TSQ_INFO_CPU = 4,       /* detected features: "avx2 fma avx512f ..." */
+    TSQ_INFO_BUILD = 5,     /* compiler and build BLAS choice */
+    TSQ_INFO_SUMMARY = 6    /* all of the above on one line */
+};
+
+/*! tsq_context_info() :
+ *  Writes a pointer to a NUL-terminated description to *out. The string is
+ *  owned by the context and stays valid until the next tsq_context_info() on
+ *  it or its destruction.
+ *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (unknown key). */
+TSQ_API tsq_status tsq_context_info(tsq_context *ctx, int32_t key, const char **out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TSQ_CORE_H */

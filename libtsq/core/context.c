@@ -1,0 +1,224 @@
+/* The context: allocator, options, seed, logging, and error recording. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TSQ_ALIGN 64
+
+static void *default_alloc(void *user, uint64_t size, uint64_t alignment)
+{
+    void *p = NULL;
+    (void)user;
+    if (size > SIZE_MAX)
+        return NULL;
+    if (alignment < sizeof(void *))
+        alignment = sizeof(void *);
+    if (posix_memalign(&p, (size_t)alignment, size ? (size_t)size : 1) != 0)
+        return NULL;
+    return p;
+}
+
+static void default_free(void *user, void *ptr)
+{
+    (void)user;
+    free(ptr);
+}
+
+void *tsq__alloc(tsq_context *ctx, size_t size)
+{
+    return ctx->alloc_fn(ctx->alloc_user, (uint64_t)(size ? size : 1), TSQ_ALIGN);
+}
+
+void *tsq__calloc(tsq_context *ctx, size_t count, size_t size)
+{
+    size_t total;
+    void *p;
+    if (!tsq__mul_size(count, size, &total))
+        return NULL;
+    p = tsq__alloc(ctx, total);
+    if (p)
+        memset(p, 0, total);
+    return p;
+}
+
+void tsq__free(tsq_context *ctx, void *ptr)
+{
+    if (ptr)
+        ctx->free_fn(ctx->alloc_user, ptr);
+}
+
+int tsq__mul_size(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > SIZE_MAX / a)
+        return 0;
+    *out = a * b;
+    return 1;
+}
+
+int tsq__mul_i64(int64_t a, int64_t b, int64_t *out)
+{
+    /* Only non-negative operands occur in shape arithmetic. */
+    if (a < 0 || b < 0)
+        return 0;
+    if (a != 0 && b > INT64_MAX / a)
+        return 0;
+    *out = a * b;
+    return 1;
+}
+
+void tsq__object_init(tsq__object *obj, tsq_context *ctx)
+{
+    obj->ctx = ctx;
+    obj->msg[0] = '\0';
+}
+
+void tsq__clear(tsq__object *obj)
+{
+    obj->msg[0] = '\0';
+}
+
+static void vlog(tsq_context *ctx, int32_t level, const char *fmt, va_list ap)
+{
+    char line[TSQ_MSG_CAP];
+    if (!ctx || !ctx->log_fn || level > ctx->log_level)
+        return;
+    vsnprintf(line, sizeof line, fmt, ap);
+    ctx->log_fn(ctx->log_user, level, line);
+}
+
+void tsq__log(tsq_context *ctx, int32_t level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(ctx, level, fmt, ap);
+    va_end(ap);
+}
+
+tsq_status tsq__fail(tsq__object *obj, tsq_status status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(obj->msg, sizeof obj->msg, fmt, ap);
+    va_end(ap);
+    if (obj->ctx && obj->ctx->log_fn && obj->ctx->log_level >= 1)
+        obj->ctx->log_fn(obj->ctx->log_user, 1, obj->msg);
+    return status;
+}
+
+static tsq_status create(tsq_context **out, tsq_alloc_fn alloc_fn, tsq_free_fn free_fn,
+                         void *user)
+{
+    tsq_context *ctx;
+    ctx = alloc_fn(user, sizeof *ctx, TSQ_ALIGN);
+    if (!ctx)
+        return TSQ_ERR_NO_MEMORY;
+    memset(ctx, 0, sizeof *ctx);
+    tsq__object_init(&ctx->obj, ctx);
+    ctx->alloc_fn = alloc_fn;
+    ctx->free_fn = free_fn;
+    ctx->alloc_user = user;
+    ctx->threads = 1;
+    ctx->log_level = 1;
+    *out = ctx;
+    return TSQ_OK;
+}
+
+tsq_status tsq_context_create(tsq_context **out)
+{
+    if (!out)
+        return TSQ_ERR_NULL;
+    *out = NULL;
+    return create(out, default_alloc, default_free, NULL);
+}
+
+tsq_status tsq_context_create_with_allocator(tsq_context **out, tsq_alloc_fn alloc_fn,
+                                             tsq_free_fn free_fn, void *user)
+{
+    if (!out)
+        return TSQ_ERR_NULL;
+    *out = NULL;
+    if (!alloc_fn || !free_fn)
+        return TSQ_ERR_NULL;
+    return create(out, alloc_fn, free_fn, user);
+}
+
+void tsq_context_destroy(tsq_context *ctx)
+{
+    if (ctx)
+        ctx->free_fn(ctx->alloc_user, ctx);
+}
+
+const char *tsq_context_errmsg(const tsq_context *ctx)
+{
+    return ctx ? ctx->obj.msg : "no context";
+}
+
+tsq_status tsq_context_option_bounds(int32_t key, int64_t *lo, int64_t *hi)
+{
+    if (!lo || !hi)
+        return TSQ_ERR_NULL;
+    switch (key) {
+    case TSQ_CONTEXT_THREADS: *lo = 1; *hi = 256; return TSQ_OK;
+    case TSQ_CONTEXT_LOG_LEVEL: *lo = 0; *hi = 4; return TSQ_OK;
+    default: return TSQ_ERR_INVALID;
+    }
+}
+
+tsq_status tsq_context_set_option(tsq_context *ctx, int32_t key, int64_t value)
+{
+    int64_t lo, hi;
+    if (!ctx)
+        return TSQ_ERR_NULL;
+    if (tsq_context_option_bounds(key, &lo, &hi) != TSQ_OK)
+        return tsq__fail(&ctx->obj, TSQ_ERR_INVALID,
+                         "context_set_option: unknown option key %d", (int)key);
+    if (value < lo || value > hi)
+        return tsq__fail(&ctx->obj, TSQ_ERR_INVALID,
+                         "context_set_option: value %lld for option %d is outside %lld..%lld",
+                         (long long)value, (int)key, (long long)lo, (long long)hi);
+    if (key == TSQ_CONTEXT_THREADS)
+        ctx->threads = value;
+    else
+        ctx->log_level = value;
+    tsq__clear(&ctx->obj);
+    return TSQ_OK;
+}
+
+tsq_status tsq_context_get_option(const tsq_context *ctx, int32_t key, int64_t *value)
+{
+    if (!ctx || !value)
+        return TSQ_ERR_NULL;
+    switch (key) {
+    case TSQ_CONTEXT_THREADS: *value = ctx->threads; return TSQ_OK;
+    case TSQ_CONTEXT_LOG_LEVEL: *value = ctx->log_level; return TSQ_OK;
+    default: return TSQ_ERR_INVALID;
+    }
+}
+
+tsq_status tsq_context_set_seed(tsq_context *ctx, uint64_t seed)
+{
+    if (!ctx)
+        return TSQ_ERR_NULL;
+    ctx->seed = seed;
+    ctx->streams = 0;
+    return TSQ_OK;
+}
+
+tsq_status tsq_context_get_seed(const tsq_context *ctx, uint64_t *seed)
+{
+    if (!ctx || !seed)
+        return TSQ_ERR_NULL;
+    *seed = ctx->seed;
+    return TSQ_OK;
+}
+
+tsq_status tsq_context_set_log(tsq_context *ctx, tsq_log_fn fn, void *user)
+{
+    if (!ctx)
+        return TSQ_ERR_NULL;
+    ctx->log_fn = fn;
+    ctx->log_user = fn ? user : NULL;
+    return TSQ_OK;
+}

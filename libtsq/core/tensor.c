@@ -1,0 +1,315 @@
+/* Tensors: shape validation with overflow checks, owned or wrapped data. */
+#include "internal.h"
+
+#include <math.h>
+#include <string.h>
+
+size_t tsq__dtype_size(int32_t dtype)
+{
+    switch (dtype) {
+    case TSQ_DTYPE_F32: return 4;
+    case TSQ_DTYPE_U8: return 1;
+    case TSQ_DTYPE_I8: return 1;
+    default: return 0;
+    }
+}
+
+static const char *dtype_name(int32_t dtype)
+{
+    switch (dtype) {
+    case TSQ_DTYPE_F32: return "f32";
+    case TSQ_DTYPE_U8: return "u8";
+    case TSQ_DTYPE_I8: return "i8";
+    default: return "unknown";
+    }
+}
+
+tsq_status tsq__shape_check(tsq__object *obj, const char *where, int32_t dtype,
+                            int32_t ndim, const int64_t *shape, int64_t *numel,
+                            uint64_t *nbytes)
+{
+    int64_t n = 1, bytes;
+    int32_t i;
+    size_t esize = tsq__dtype_size(dtype);
+    if (!esize)
+        return tsq__fail(obj, TSQ_ERR_DTYPE, "%s: unknown dtype %d", where, (int)dtype);
+    if (ndim < 1 || ndim > TSQ_MAX_DIMS)
+        return tsq__fail(obj, TSQ_ERR_SHAPE, "%s: ndim %d is outside 1..%d", where, (int)ndim,
+                         TSQ_MAX_DIMS);
+    for (i = 0; i < ndim; i++) {
+        if (shape[i] < 1)
+            return tsq__fail(obj, TSQ_ERR_SHAPE, "%s: dimension %d is %lld, must be >= 1",
+                             where, (int)i, (long long)shape[i]);
+        if (!tsq__mul_i64(n, shape[i], &n))
+            return tsq__fail(obj, TSQ_ERR_OVERFLOW, "%s: element count overflows at dimension %d",
+                             where, (int)i);
+    }
+    if (!tsq__mul_i64(n, (int64_t)esize, &bytes) || (uint64_t)bytes > (uint64_t)SIZE_MAX)
+        return tsq__fail(obj, TSQ_ERR_OVERFLOW, "%s: byte size of %lld elements overflows",
+                         where, (long long)n);
+    *numel = n;
+    *nbytes = (uint64_t)bytes;
+    return TSQ_OK;
+}
+
+tsq_status tsq__expect_dtype(tsq__object *obj, const char *where, const char *name,
+                             const tsq_tensor *t, int32_t dtype)
+{
+    if (!t)
+        return tsq__fail(obj, TSQ_ERR_NULL, "%s: %s is NULL", where, name);
+    if (t->dtype != dtype)
+        return tsq__fail(obj, TSQ_ERR_DTYPE, "%s: %s has dtype %s, expected %s", where, name,
+                         dtype_name(t->dtype), dtype_name(dtype));
+    return TSQ_OK;
+}
+
+int tsq__all_finite(const float *x, int64_t n)
+{
+    int64_t i;
+    for (i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return 0;
+    return 1;
+}
+
+static tsq_status make(tsq_context *ctx, int32_t dtype, int32_t ndim, const int64_t *shape,
+                       void *data, uint64_t nbytes, int wrap, tsq_tensor **out)
+{
+    tsq_tensor *t;
+    int64_t numel;
+    uint64_t need;
+    tsq_status st;
+    const char *where = wrap ? "tensor_wrap" : "tensor_create";
+
+    if (!out)
+        return ctx ? tsq__fail(&ctx->obj, TSQ_ERR_NULL, "%s: out is NULL", where) : TSQ_ERR_NULL;
+    *out = NULL;
+    if (!ctx)
+        return TSQ_ERR_NULL;
+    if (!shape)
+        return tsq__fail(&ctx->obj, TSQ_ERR_NULL, "%s: shape is NULL", where);
+    st = tsq__shape_check(&ctx->obj, where, dtype, ndim, shape, &numel, &need);
+    if (st != TSQ_OK)
+        return st;
+    if (wrap && !data)
+        return tsq__fail(&ctx->obj, TSQ_ERR_NULL, "%s: data is NULL", where);
+    if (wrap && nbytes < need)
+        return tsq__fail(&ctx->obj, TSQ_ERR_TOO_SMALL,
+                         "%s: buffer has %llu bytes, shape needs %llu", where,
+                         (unsigned long long)nbytes, (unsigned long long)need);
+    t = tsq__alloc(ctx, sizeof *t);
+    if (!t)
+        return tsq__fail(&ctx->obj, TSQ_ERR_NO_MEMORY, "%s: out of memory for the handle", where);
+    memset(t, 0, sizeof *t);
+    tsq__object_init(&t->obj, ctx);
+    if (!wrap) {
+        data = tsq__alloc(ctx, (size_t)need);
+        if (!data) {
+            tsq__free(ctx, t);
+            return tsq__fail(&ctx->obj, TSQ_ERR_NO_MEMORY, "%s: out of memory for %llu bytes",
+                             where, (unsigned long long)need);
+        }
+        memset(data, 0, (size_t)need);
+    }
+    t->dtype = dtype;
+    t->ndim = ndim;
+    memcpy(t->shape, shape, (size_t)ndim * sizeof shape[0]);
+    t->numel = numel;
+    t->data = data;
+    t->owns_data = !wrap;
+    tsq__clear(&ctx->obj);
+    *out = t;
+    return TSQ_OK;
+}
+
+tsq_status tsq_tensor_create(tsq_context *ctx, int32_t dtype, int32_t ndim,
+                             const int64_t *shape, tsq_tensor **out)
+{
+    return make(ctx, dtype, ndim, shape, NULL, 0, 0, out);
+}
+
+tsq_status tsq_tensor_wrap(tsq_context *ctx, int32_t dtype, int32_t ndim,
+                           const int64_t *shape, void *data, uint64_t nbytes,
+                           tsq_tensor **out)
+{
+    return make(ctx, dtype, ndim, shape, data, nbytes, 1, out);
+}
+
+void tsq_tensor_destroy(tsq_tensor *t)
+{
+    if (!t)
+        return;
+    if (t->owns_data)
+        tsq__free(t->obj.ctx, t->data);
+    tsq__free(t->obj.ctx, t);
+}
+
+const char *tsq_tensor_errmsg(const tsq_tensor *t)
+{
+    return t ? t->obj.msg : "no tensor";
+}
+
+static uint64_t byte_size(const tsq_tensor *t)
+{
+    return (uint64_t)t->numel * tsq__dtype_size(t->dtype);
+}
+
+tsq_status tsq_tensor_dtype(const tsq_tensor *t, int32_t *dtype)
+{
+    if (!t || !dtype)
+        return TSQ_ERR_NULL;
+    *dtype = t->dtype;
+    return TSQ_OK;
+}
+
+tsq_status tsq_tensor_ndim(const tsq_tensor *t, int32_t *ndim)
+{
+    if (!t || !ndim)
+        return TSQ_ERR_NULL;
+    *ndim = t->ndim;
+    return TSQ_OK;
+}
+
+tsq_status tsq_tensor_dim(const tsq_tensor *t, int32_t axis, int64_t *size)
+{
+    if (!t || !size)
+        return TSQ_ERR_NULL;
+    if (axis < 0 || axis >= t->ndim)
+        return tsq__fail((tsq__object *)&t->obj, TSQ_ERR_INVALID,
+                         "tensor_dim: axis %d outside 0..%d", (int)axis, (int)t->ndim - 1);
+    *size = t->shape[axis];
+    return TSQ_OK;
+}
+
+tsq_status tsq_tensor_numel(const tsq_tensor *t, int64_t *count)
+{
+    if (!t || !count)
+        return TSQ_ERR_NULL;
+    *count = t->numel;
+    return TSQ_OK;
+}
+
+tsq_status tsq_tensor_nbytes(const tsq_tensor *t, uint64_t *nbytes)
+{
+    if (!t || !nbytes)
+        return TSQ_ERR_NULL;
+    *nbytes = byte_size(t);
+    return TSQ_OK;
+}
+
+tsq_status tsq_tensor_shape(const tsq_tensor *t, int64_t *shape, int32_t capacity,
+                            int32_t *ndim)
+{
+    if (!t || !shape || !ndim)
+        return TSQ_ERR_NULL;
+    if (capacity < t->ndim)
+        return tsq__fail((tsq__object *)&t->obj, TSQ_ERR_TOO_SMALL,
+                         "tensor_shape: capacity %d < ndim %d", (int)capacity, (int)t->ndim);
+    memcpy(shape, t->shape, (size_t)t->ndim * sizeof shape[0]);
+    *ndim = t->ndim;
+    return TSQ_OK;
+}
+
+tsq_status tsq_tensor_data(tsq_tensor *t, void **data)
+{
+    if (!t || !data)
+        return TSQ_ERR_NULL;
+    *data = t->data;
+    return TSQ_OK;
+}
+
+tsq_status tsq_tensor_copy_in(tsq_tensor *t, const void *src, uint64_t nbytes)
+{
+    if (!t)
+        return TSQ_ERR_NULL;
+    if (!src)
+        return tsq__fail(&t->obj, TSQ_ERR_NULL, "tensor_copy_in: src is NULL");
+    if (nbytes != byte_size(t))
+        return tsq__fail(&t->obj, TSQ_ERR_TOO_SMALL,
+                         "tensor_copy_in: got %llu bytes, tensor holds %llu",
+                         (unsigned long long)nbytes, (unsigned long long)byte_size(t));
+    memmove(t->data, src, (size_t)nbytes);
+    tsq__clear(&t->obj);
+    return TSQ_OK;
+}
+
+tsq_status tsq_tensor_copy_out(const tsq_tensor *t, void *dst, uint64_t nbytes)
+{
+    tsq__object *obj;
+    if (!t)
+        return TSQ_ERR_NULL;
+    obj = (tsq__object *)&t->obj; /* the message buffer is not part of the value */
+    if (!dst)
+        return tsq__fail(obj, TSQ_ERR_NULL, "tensor_copy_out: dst is NULL");
+    if (nbytes < byte_size(t))
+        return tsq__fail(obj, TSQ_ERR_TOO_SMALL,
+                         "tensor_copy_out: buffer has %llu bytes, tensor holds %llu",
+                         (unsigned long long)nbytes, (unsigned long long)byte_size(t));
+    memmove(dst, t->data, (size_t)byte_size(t));
+    tsq__clear(obj);
+    return TSQ_OK;
+}
+
+tsq_status tsq_tensor_reshape(tsq_tensor *t, int32_t ndim, const int64_t *shape)
+{
+    int64_t numel;
+    uint64_t nbytes;
+    tsq_status st;
+    if (!t)
+        return TSQ_ERR_NULL;
+    if (!shape)
+        return tsq__fail(&t->obj, TSQ_ERR_NULL, "tensor_reshape: shape is NULL");
+    st = tsq__shape_check(&t->obj, "tensor_reshape", t->dtype, ndim, shape, &numel, &nbytes);
+    if (st != TSQ_OK)
+        return st;
+    if (numel != t->numel)
+        return tsq__fail(&t->obj, TSQ_ERR_SHAPE,
+                         "tensor_reshape: new shape has %lld elements, tensor has %lld",
+                         (long long)numel, (long long)t->numel);
+    t->ndim = ndim;
+    memset(t->shape, 0, sizeof t->shape);
+    memcpy(t->shape, shape, (size_t)ndim * sizeof shape[0]);
+    tsq__clear(&t->obj);
+    return TSQ_OK;
+}
+
+tsq_status tsq_tensor_fill(tsq_tensor *t, double value)
+{
+    int64_t i;
+    if (!t)
+        return TSQ_ERR_NULL;
+    if (!isfinite(value))
+        return tsq__fail(&t->obj, TSQ_ERR_NOT_FINITE, "tensor_fill: value is not finite");
+    if (t->dtype == TSQ_DTYPE_F32) {
+        float *x = t->data;
+        if (fabs(value) > 3.4028234663852886e38)
+            return tsq__fail(&t->obj, TSQ_ERR_INVALID, "tensor_fill: %g overflows float", value);
+        for (i = 0; i < t->numel; i++)
+            x[i] = (float)value;
+    } else {
+        double lo = t->dtype == TSQ_DTYPE_U8 ? 0 : -128, hi = t->dtype == TSQ_DTYPE_U8 ? 255 : 127;
+        if (value != floor(value) || value < lo || value > hi)
+            return tsq__fail(&t->obj, TSQ_ERR_INVALID,
+                             "tensor_fill: %g is not an integer in %g..%g", value, lo, hi);
+        if (t->dtype == TSQ_DTYPE_U8)
+            memset(t->data, (int)(uint8_t)value, (size_t)t->numel);
+        else
+            memset(t->data, (int)(uint8_t)(int8_t)value, (size_t)t->numel);
+    }
+    tsq__clear(&t->obj);
+    return TSQ_OK;
+}
+
+tsq_status tsq_tensor_count_nonfinite(const tsq_tensor *t, int64_t *count)
+{
+    int64_t i, n = 0;
+    if (!t || !count)
+        return TSQ_ERR_NULL;
+    if (t->dtype == TSQ_DTYPE_F32) {
+        const float *x = t->data;
+        for (i = 0; i < t->numel; i++)
+            n += !isfinite(x[i]);
+    }
+    *count = n;
+    return TSQ_OK;
+}

@@ -1,0 +1,57 @@
+#!/bin/sh
+# Runs the test binaries given as arguments and the shell checks
+# tests/check_*.sh, then prints one closing line "N passed, N failed".
+# Environment: BUILD (build dir), VALGRIND=1 (run binaries under valgrind,
+# skip the shell checks), CHECK_QUICK=1 (smaller problem sizes).
+passed=0
+failed=0
+failed_names=""
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+[ -n "$CHECK_QUICK" ] && export TSQ_TEST_QUICK=1
+
+for bin in "$@"; do
+    name=$(basename "$bin")
+    if [ -n "$VALGRIND" ]; then
+        CK_FORK=no valgrind -q --error-exitcode=99 --leak-check=full \
+            --errors-for-leak-kinds=definite,indirect "$bin" >"$log" 2>&1
+    else
+        "$bin" >"$log" 2>&1
+    fi
+    rc=$?
+    cat "$log"
+    line=$(grep -E '^[0-9]+%: Checks: ' "$log" | tail -n 1)
+    if [ -n "$line" ]; then
+        n=$(echo "$line" | sed -E 's/.*Checks: ([0-9]+).*/\1/')
+        f=$(echo "$line" | sed -E 's/.*Failures: ([0-9]+).*/\1/')
+        e=$(echo "$line" | sed -E 's/.*Errors: ([0-9]+).*/\1/')
+        bad=$((f + e))
+        passed=$((passed + n - bad))
+        failed=$((failed + bad))
+        if [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ]; then
+            failed=$((failed + 1)); failed_names="$failed_names $name(exit $rc)"
+        fi
+        [ "$bad" -ne 0 ] && failed_names="$failed_names $name"
+    else
+        failed=$((failed + 1)); failed_names="$failed_names $name(no summary, exit $rc)"
+    fi
+done
+
+if [ -z "$VALGRIND" ]; then
+    for chk in tests/check_*.sh; do
+        [ -f "$chk" ] || continue
+        name=$(basename "$chk" .sh)
+        if sh "$chk" >"$log" 2>&1; then
+            echo "$name: passed"
+            passed=$((passed + 1))
+        else
+            cat "$log"
+            echo "$name: FAILED"
+            failed=$((failed + 1)); failed_names="$failed_names $name"
+        fi
+    done
+fi
+
+[ -n "$failed_names" ] && echo "failed:$failed_names"
+echo "${BUILD:-tests}: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
