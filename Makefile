@@ -28,7 +28,8 @@ ifeq ($(CC),cc)
 CC := gcc
 endif
 
-BUILD := build/$(BLAS)$(if $(SAN),-$(SAN))
+BUILDROOT ?= build
+BUILD := $(BUILDROOT)/$(BLAS)$(if $(SAN),-$(SAN))
 
 MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null)
 ifeq ($(BLAS),openblas)
@@ -54,7 +55,7 @@ SAN_FLAGS := -fsanitize=thread
 endif
 
 CFLAGS_ALL = -std=c11 $(OPT) -g $(WARN) -D_POSIX_C_SOURCE=200809L -fPIC \
-             -fvisibility=hidden -Iinclude -Ilibtsq/core $(BLAS_CFLAGS) $(SAN_FLAGS) $(CFLAGS)
+             -fvisibility=hidden -Iinclude -Ilibtsq -Ilibtsq/core $(BLAS_CFLAGS) $(SAN_FLAGS) $(CFLAGS)
 LIBS_ALL = $(BLAS_LIBS) -lm -lpthread -ldl
 
 # Per-file instruction sets: a source opts into a vector ISA by its name, and
@@ -79,7 +80,7 @@ STLIB := $(BUILD)/libtsq.a
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt)
 
-.PHONY: all lib check check-run check-asan check-valgrind check-cblas bench demo \
+.PHONY: symbols all lib check check-run check-asan check-valgrind check-cblas bench demo \
         install uninstall deps docs clean tests examples
 
 all: lib examples
@@ -206,3 +207,8 @@ clean:
 .SECONDARY:
 
 -include $(LIB_OBJS:.o=.d)
+
+# Rewrites tests/symbols.txt from the built library (after adding public calls).
+symbols: lib
+	nm -D --defined-only $(BUILD)/libtsq.so | awk '$$2 ~ /^[TDBR]$$/ {print $$3}' \
+	    | sed 's/@.*//' | sort -u > tests/symbols.txt

@@ -13,5 +13,9 @@
 
 #include "tsq/core.h"
 #include "tsq/tensor.h"
+#include "tsq/quantizer.h"
+#include "tsq/regressor.h"
+#include "tsq/nn.h"
+#include "tsq/plan.h"
 
 #endif /* TSQ_H */
