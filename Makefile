@@ -137,7 +137,7 @@ check:
 	@$(MAKE) --no-print-directory check-run BLAS=cblas CHECK_QUICK=1
 
 check-run: all tests
-	@BUILD=$(BUILD) BLAS=$(BLAS) CC=$(CC) CHECK_QUICK=$(CHECK_QUICK) \
+	@BUILD=$(BUILD) BLAS=$(BLAS) CC=$(CC) SAN=$(SAN) CHECK_QUICK=$(CHECK_QUICK) \
 	    sh tests/run.sh $(TEST_BINS)
 
 check-asan:
