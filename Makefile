@@ -110,6 +110,12 @@ $(STLIB): $(LIB_OBJS)
 	rm -f $@
 	ar rcs $@ $(LIB_OBJS)
 
+# The demo's IDX reader is tested like the library, with zlib.
+$(BUILD)/tests/test_idx: tests/test_idx.c examples/fmnist/idx.c $(STLIB) $(TEST_SUPPORT_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(CHECK_CFLAGS) -Itests/support -o $@ $< examples/fmnist/idx.c \
+	    $(TEST_SUPPORT_OBJS) $(STLIB) $(CHECK_LIBS) -lz $(LIBS_ALL)
+
 # Tests link the static archive, so they can also reach internal kernels.
 $(BUILD)/tests/test_%: tests/test_%.c $(STLIB) $(TEST_SUPPORT_OBJS) tests/support/harness.h
 	@mkdir -p $(dir $@)
