@@ -50,6 +50,10 @@ SAN_FLAGS :=
 ifeq ($(SAN),asan)
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 endif
+ifeq ($(SAN),fuzz)
+SAN_FLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined \
+             -fno-omit-frame-pointer
+endif
 ifeq ($(SAN),tsan)
 SAN_FLAGS := -fsanitize=thread
 endif
@@ -80,7 +84,7 @@ STLIB := $(BUILD)/libtsq.a
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt)
 
-.PHONY: symbols all lib check check-run check-asan check-valgrind check-cblas bench demo \
+.PHONY: fuzz fuzz-run symbols all lib check check-run check-asan check-valgrind check-cblas bench demo \
         install uninstall deps docs clean tests examples
 
 all: lib examples
@@ -125,6 +129,39 @@ $(BUILD)/tests/test_%: tests/test_%.c $(STLIB) $(TEST_SUPPORT_OBJS) tests/suppor
 $(BUILD)/bench/%: tests/bench/%.c $(STLIB) tests/bench/bench.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Itests/bench -o $@ $< $(STLIB) $(LIBS_ALL)
+
+# ---- fuzzing (libFuzzer, clang) ---------------------------------------------
+FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
+FUZZ_SECONDS ?= 30
+FUZZ_LINK := -fsanitize=fuzzer,address,undefined
+
+$(BUILD)/fuzz/fuzz_idx: tests/fuzz/fuzz_idx.c examples/fmnist/idx.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(FUZZ_LINK) -o $@ $^ -lz
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(STLIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(FUZZ_LINK) -o $@ $< $(STLIB) $(LIBS_ALL)
+
+# Each target runs FUZZ_SECONDS on its committed seed corpus; new inputs go to
+# the build tree, so the repository's corpus only grows by hand.
+fuzz:
+	@$(MAKE) --no-print-directory deps DEPS_EXTRA="clang libclang-rt-14-dev"
+	@$(MAKE) --no-print-directory fuzz-run SAN=fuzz CC=clang
+
+fuzz-run: $(FUZZ_BINS)
+	@for f in $(FUZZ_BINS); do \
+	    name=$$(basename $$f | sed 's/^fuzz_//'); \
+	    mkdir -p $(BUILD)/corpus/$$name; \
+	    echo "fuzz $$name: $(FUZZ_SECONDS) s"; \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	        -print_final_stats=1 $(BUILD)/corpus/$$name tests/fuzz/corpus/$$name \
+	        > $(BUILD)/fuzz-$$name.log 2>&1 \
+	        || { tail -n 40 $(BUILD)/fuzz-$$name.log; exit 1; }; \
+	    grep -E 'stat::number_of_executed_units|stat::peak_rss_mb' $(BUILD)/fuzz-$$name.log; \
+	    grep -E '^#[0-9]+.*(DONE|cov:)' $(BUILD)/fuzz-$$name.log | tail -n 1; \
+	done
 
 EXAMPLES := $(BUILD)/examples/minimal
 examples: $(EXAMPLES)
