@@ -58,7 +58,7 @@ ifeq ($(SAN),tsan)
 SAN_FLAGS := -fsanitize=thread
 endif
 
-CFLAGS_ALL = -std=c11 $(OPT) -g $(WARN) -D_POSIX_C_SOURCE=200809L -fPIC \
+CFLAGS_ALL = -std=c11 $(OPT) -g $(WARN) -ffp-contract=off -D_POSIX_C_SOURCE=200809L -fPIC \
              -fvisibility=hidden -Iinclude -Ilibtsq -Ilibtsq/core $(BLAS_CFLAGS) $(SAN_FLAGS) $(CFLAGS)
 LIBS_ALL = $(BLAS_LIBS) -lm -lpthread -ldl
 

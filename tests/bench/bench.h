@@ -1,6 +1,6 @@
 /*
- * Benchmark support shared by tests/bench/*.c. Every benchmark prints one
- * JSON object per line with at least "name", "value" and "unit", plus
+ * Benchmark support shared by the programs in tests/bench/. Every benchmark
+ * prints one JSON object per line with at least "name", "value" and "unit", plus
  * "baseline" and "ratio" where a baseline was measured in the same process.
  * Timings are medians of several runs. The first line of each program is an
  * "info" object naming the BLAS and its kernel, since a benchmark against

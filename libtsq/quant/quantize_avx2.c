@@ -1,0 +1,124 @@
+/* AVX2 versions of the encode kernels and the finite check. Each vector
+ * step performs exactly the float operations of tsq__quant_code
+ * (quant_internal.h): x * inv_delta, + 0.5f, floor, clamp to [1, maxcode],
+ * and 0 where !(x > eps); multiply and add stay separate instructions (no
+ * FMA), so the codes are bit-identical to the plain C kernels. Compiled
+ * with -mavx2 -mfma by the Makefile's naming rule; called only when the CPU
+ * detection reports AVX2. Tails shorter than a vector go through a padded
+ * copy, so no scalar formula is compiled here. */
+#include "quant/activation_histogram.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define BLOCK 32 /* floats per step: four vectors give one 32-byte store */
+
+/* Eight codes as int32 lanes. */
+static inline __m256i codes8(__m256 x, __m256 eps, __m256 inv, __m256 top)
+{
+    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+    __m256 k = _mm256_floor_ps(_mm256_add_ps(_mm256_mul_ps(x, inv), half));
+    __m256 pos = _mm256_cmp_ps(x, eps, _CMP_GT_OQ); /* false for NaN, as !(x > eps) */
+    k = _mm256_min_ps(_mm256_max_ps(k, one), top);
+    return _mm256_cvttps_epi32(_mm256_and_ps(k, pos));
+}
+
+/* Packs 4 x 8 int32 codes (each 0..255) into 32 bytes in order. */
+static inline __m256i pack32(__m256i c0, __m256i c1, __m256i c2, __m256i c3)
+{
+    /* packus works within 128-bit lanes: the 4-byte groups come out as
+     * c0lo c1lo c2lo c3lo | c0hi c1hi c2hi c3hi, and the permute restores
+     * c0lo c0hi c1lo c1hi ... */
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256i b = _mm256_packus_epi16(_mm256_packus_epi32(c0, c1), _mm256_packus_epi32(c2, c3));
+    return _mm256_permutevar8x32_epi32(b, order);
+}
+
+static inline void encode_block(const float *x, uint8_t *codes, __m256 eps, __m256 inv,
+                                __m256 top)
+{
+    __m256i c0 = codes8(_mm256_loadu_ps(x), eps, inv, top);
+    __m256i c1 = codes8(_mm256_loadu_ps(x + 8), eps, inv, top);
+    __m256i c2 = codes8(_mm256_loadu_ps(x + 16), eps, inv, top);
+    __m256i c3 = codes8(_mm256_loadu_ps(x + 24), eps, inv, top);
+    _mm256_storeu_si256((__m256i *)codes, pack32(c0, c1, c2, c3));
+}
+
+void tsq__encode_span_avx2(const float *x, uint8_t *codes, int64_t n, float eps,
+                           float inv_delta, int32_t maxcode)
+{
+    const __m256 ve = _mm256_set1_ps(eps), vi = _mm256_set1_ps(inv_delta);
+    const __m256 top = _mm256_set1_ps((float)maxcode);
+    int64_t i = 0;
+    for (; i + BLOCK <= n; i += BLOCK)
+        encode_block(x + i, codes + i, ve, vi, top);
+    if (i < n) {
+        float xt[BLOCK] = {0};
+        uint8_t ct[BLOCK];
+        memcpy(xt, x + i, (size_t)(n - i) * sizeof *x);
+        encode_block(xt, ct, ve, vi, top);
+        memcpy(codes + i, ct, (size_t)(n - i));
+    }
+}
+
+static inline void encode_row_block(const float *x, uint8_t *codes, const float *eps,
+                                    const float *inv, __m256 top)
+{
+    __m256i c[4];
+    int j;
+    for (j = 0; j < 4; j++)
+        c[j] = codes8(_mm256_loadu_ps(x + 8 * j), _mm256_loadu_ps(eps + 8 * j),
+                      _mm256_loadu_ps(inv + 8 * j), top);
+    _mm256_storeu_si256((__m256i *)codes, pack32(c[0], c[1], c[2], c[3]));
+}
+
+void tsq__encode_row_avx2(const float *x, uint8_t *codes, int64_t n, const float *eps,
+                          const float *inv_delta, int32_t maxcode)
+{
+    const __m256 top = _mm256_set1_ps((float)maxcode);
+    int64_t i = 0;
+    for (; i + BLOCK <= n; i += BLOCK)
+        encode_row_block(x + i, codes + i, eps + i, inv_delta + i, top);
+    if (i < n) {
+        /* Padding lanes get x = 0, eps = 0, inv = 1: code 0, discarded. */
+        float xt[BLOCK] = {0}, et[BLOCK] = {0}, it[BLOCK];
+        uint8_t ct[BLOCK];
+        int j;
+        for (j = 0; j < BLOCK; j++)
+            it[j] = 1.0f;
+        memcpy(xt, x + i, (size_t)(n - i) * sizeof *x);
+        memcpy(et, eps + i, (size_t)(n - i) * sizeof *eps);
+        memcpy(it, inv_delta + i, (size_t)(n - i) * sizeof *inv_delta);
+        encode_row_block(xt, ct, et, it, top);
+        memcpy(codes + i, ct, (size_t)(n - i));
+    }
+}
+
+int64_t tsq__count_nonfinite_avx2(const float *x, int64_t n)
+{
+    /* A float is NaN or Inf when its exponent bits are all ones. Lanes
+     * count in int32 (minus the all-ones compare mask), flushed to the
+     * int64 total before they could overflow. */
+    const __m256i expo = _mm256_set1_epi32(0x7F800000);
+    const int64_t flush = (int64_t)1 << 28;
+    int64_t i = 0, total = 0;
+    while (i + 8 <= n) {
+        __m256i acc = _mm256_setzero_si256();
+        int64_t end = n - i > flush ? i + flush : n;
+        int32_t lanes[8];
+        int j;
+        for (; i + 8 <= end; i += 8) {
+            __m256i b = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i)), expo);
+            acc = _mm256_sub_epi32(acc, _mm256_cmpeq_epi32(b, expo));
+        }
+        _mm256_storeu_si256((__m256i *)lanes, acc);
+        for (j = 0; j < 8; j++)
+            total += lanes[j];
+    }
+    for (; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, &x[i], sizeof b);
+        total += (b & 0x7F800000u) == 0x7F800000u;
+    }
+    return total;
+}
