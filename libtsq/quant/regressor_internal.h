@@ -1,0 +1,164 @@
+/*
+ * Internals of the step-2 regressor (issue 4): the weight alphabet, the
+ * output quantizer of one channel, and the three updates of TSQ.md "Step 2"
+ * (regressor_solve.c), the exact low-bit approximation that starts a fit
+ * (lowbit_init.c). regressor.c drives them over passes of data.
+ */
+#ifndef TSQ_REGRESSOR_INTERNAL_H
+#define TSQ_REGRESSOR_INTERNAL_H
+
+#include "blas.h"
+#include "quant_internal.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- the weight alphabet S: distinct integers in ascending order ---- */
+typedef struct tsq__alphabet {
+    int32_t count;
+    int32_t symmetric; /* v in S <=> -v in S */
+    int32_t range;     /* L when S = {-L .. L}, else 0 (fast nearest) */
+    int32_t values[256];
+} tsq__alphabet;
+
+/* S = {-L .. L}. */
+void tsq__alphabet_range(tsq__alphabet *a, int32_t L);
+/* S from caller values (sorted, deduplicated); 0 when they are unusable. */
+int tsq__alphabet_custom(tsq__alphabet *a, const int32_t *values, int32_t count);
+/* The element of S nearest to u; ties go to the smaller magnitude. */
+int32_t tsq__alphabet_nearest(const tsq__alphabet *a, double u);
+
+/* ---- the output quantizer of one channel (TSQ.md "Step 1") ---- */
+typedef struct tsq__outq {
+    float eps, delta, inv_delta;
+    int32_t bits, maxcode;
+} tsq__outq;
+
+/* Fills q from (bits, eps, delta); 0 when they are unusable. */
+int tsq__outq_init(tsq__outq *q, int32_t bits, float eps, float delta);
+
+/* The quantizer's bins, closed, each finite end moved inward by `margin`
+ * (a length; a bin narrower than two margins becomes its midpoint):
+ * lo[m], hi[m] for m = 0 .. maxcode, in float. Bins that eps swallows get
+ * lo > hi. Bin 0 is (-inf, eps], bin 1 starts at eps, the top bin is
+ * unbounded above. */
+void tsq__zstep_bins(const tsq__outq *q, double margin, float *lo, float *hi);
+
+/* TSQ.md "Step 2", update 3, for one sample: given the output v = alpha
+ * x.w + b and its code y, returns z = clamp(v, I_m) for the bin m
+ * minimising delta^2 (y - m)^2 + lambda (clamp(v, I_m) - v)^2, the bins
+ * from tsq__zstep_bins; adds that bin's (y - m)^2 (codes: the caller
+ * scales by delta^2) to *data_cost. The shrunk bins are disjoint and
+ * ordered, so their distance to v grows away from v on each side: only the
+ * bins between Q(v) and y and the nearest non-empty one beyond each end
+ * can win (a neighbour's shrunk part can be nearer than v's own). When v's
+ * code is already y every other bin costs at least delta^2, so the own bin
+ * wins as soon as it costs less. Ties keep the own bin, then the lower m.
+ * All in float: this is the definition the fit uses, inline because it
+ * runs once per sample and channel. */
+static inline float tsq__zstep_coded(const tsq__outq *q, const float *lo, const float *hi,
+                                     float v, int32_t k, int32_t y, float lambda,
+                                     double *data_cost)
+{
+    int32_t m, best_m = k, first, last;
+    float delta2 = q->delta * q->delta, z, best;
+    z = v < lo[k] ? lo[k] : v > hi[k] ? hi[k] : v;
+    best = delta2 * (float)((y - k) * (y - k)) + lambda * (z - v) * (z - v);
+    if (k == y && best < delta2)
+        return z;
+    first = (k < y ? k : y) - 1;
+    last = (k > y ? k : y) + 1;
+    while (first >= 1 && lo[first] > hi[first])
+        first--;
+    if (first < 0)
+        first = 0;
+    if (last > q->maxcode)
+        last = q->maxcode;
+    for (m = first; m <= last; m++) {
+        float zz, cost;
+        if (m == k || lo[m] > hi[m])
+            continue;
+        zz = v < lo[m] ? lo[m] : v > hi[m] ? hi[m] : v;
+        cost = delta2 * (float)((y - m) * (y - m)) + lambda * (zz - v) * (zz - v);
+        if (cost < best) {
+            best = cost;
+            best_m = m;
+            z = zz;
+        }
+    }
+    *data_cost += (double)((y - best_m) * (y - best_m));
+    return z;
+}
+
+/* The z-step as above; tsq__zstep_coded takes v's code k = Q(v)/delta
+ * already computed (the fit has it from the objective). */
+static inline float tsq__zstep(const tsq__outq *q, const float *lo, const float *hi, float v,
+                               int32_t y, float lambda, double *data_cost)
+{
+    return tsq__zstep_coded(q, lo, hi, v, tsq__quant_code(v, q->eps, q->inv_delta, q->maxcode),
+                            y, lambda, data_cost);
+}
+
+/* The per-sample work of a pass over rows, for one block of rows:
+ * v = alpha (Xw) + b, the squared code error (y - Q(v)/delta)^2 and, with
+ * zstep, z = tsq__zstep(v) with its sums. Every output is added to.
+ * Per-channel float copies of the quantizer (eps, inv_delta, maxcode as a
+ * float, delta^2) let the SIMD path load four channels at once. */
+typedef struct tsq__zrows {
+    int64_t rows, C;
+    const float *xw;        /* rows x C: X w */
+    const uint8_t *y;       /* rows x C: codes */
+    const float *alpha, *b; /* C */
+    const tsq__outq *q;     /* C */
+    const float *eps, *inv_delta, *top, *delta2; /* C each, copies of q */
+    const float *lo, *hi;   /* C x nbins: tsq__zstep_bins per channel */
+    int32_t nbins, zstep;
+    float lambda;
+    float *z;               /* rows x C, written when zstep */
+    double *err, *zsum, *zsq, *zcost; /* C each, added to */
+} tsq__zrows;
+
+/* simd = 0: plain C; 1: SSE2 where the build has it (bit-identical). */
+void tsq__zrows_run(const tsq__zrows *a, int simd);
+
+/* ---- the sufficient statistics of one layer ---- */
+typedef struct tsq__gram {
+    const double *m;      /* d x d: X^T X, centred (X^T X - s s^T / N) with offsets */
+    const double *colsum; /* s = X^T 1 (d) */
+    double rows;          /* N */
+    int64_t d;
+    int offset;           /* the per-channel offset b is fitted */
+} tsq__gram;
+
+/* t = X^T z - s zsum / N with offsets (the centred target), else X^T z. */
+void tsq__centre_target(const tsq__gram *g, const double *xtz, double zsum, double *t);
+
+/* One round's alpha and w updates of one channel against a fixed target:
+ * alpha refit, then up to `sweeps` coordinate sweeps, each followed by an
+ * alpha refit; then the same descent restarted from a few rescaled alphas,
+ * the best result kept. t is the (centred) target; r scratch of 2 d
+ * doubles, w_try of d bytes. Returns the number of weight changes. */
+int64_t tsq__channel_round(const tsq__gram *g, const double *t, const tsq__alphabet *a,
+                           int32_t sweeps, int8_t *w, double *alpha, double *r, int8_t *w_try);
+
+/* b = zbar - alpha mu.w with offsets (the profiled offset), else 0. */
+double tsq__profile_offset(const tsq__gram *g, double zsum, const int8_t *w, double alpha);
+
+/* sum over samples of (z - alpha x.w - b)^2, from the statistics. */
+double tsq__linear_objective(const tsq__gram *g, const double *xtz, double zsum, double zsq,
+                             const int8_t *w, double alpha, double b);
+
+/* Least squares W = (M + rho I)^-1 T for the C columns of T (d x C,
+ * row-major, overwritten with W), rho a tiny ridge that keeps M definite.
+ * m_work: d x d scratch. Returns 0 when no factorisation succeeded. */
+int tsq__least_squares(const double *m, int64_t d, double *t, int64_t C, double *m_work);
+
+/* ---- the exact best low-bit approximation (lowbit_init.c) ---- */
+/* Bytes of scratch tsq__lowbit_approx needs for d weights. */
+size_t tsq__lowbit_scratch_bytes(int64_t d);
+/* Minimises ||w - alpha q||^2 over alpha > 0 and q in S^d exactly; w has d
+ * entries at stride `stride`. Writes q and alpha; returns the error. */
+double tsq__lowbit_approx(const tsq__alphabet *a, const double *w, int64_t d, int64_t stride,
+                          int8_t *q, double *alpha, void *scratch);
+
+#endif

@@ -1,0 +1,659 @@
+/*
+ * bench_regressor: speed and memory of TSQ's step 2 (tsq_fit_transform),
+ * and the quality figures of docs/regressor.md.
+ *
+ * Speed: a ternary fit with N = 100,000 rows of 2-bit codes, d = 576
+ * (a 3x3 convolution over 64 channels), C = 64 outputs, 10 rounds (3 of
+ * them linear), P given, tolerance 0 so that every round runs. GFLOP/s
+ * count the work done: X^T X (N d^2), every N x d x C product (2 N d C
+ * each: X^T z0 in the first pass, X w in every later pass, X^T z in the 7
+ * z-step passes) and the sweeps (about 2 C d^2 per round); the baseline is
+ * cblas_sgemm on a 100,000 x 576 x 64 product in the same process.
+ * Memory: the context's allocator counts the library's bytes; X, Y and P
+ * belong to the caller (plain malloc) and are not counted.
+ *
+ * Environment: TSQ_BENCH_THREADS (default: online CPUs), TSQ_BENCH_RUNS
+ * (default 5), TSQ_BENCH_QUICK=1 (N = 20,000, quality part smaller),
+ * TSQ_BENCH_GRID=1 (also the margin / lambda0 / growth grid, ~1 min).
+ */
+/* bench.h's opening comment contains "tests/bench/" followed by "*.c",
+ * which -Wcomment (in -Wall) flags; silence it for that header only. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wcomment"
+#include "bench.h"
+#pragma GCC diagnostic pop
+
+#include "blas.h" /* libtsq/core/blas.h: the build's CBLAS header */
+#include <math.h>
+#include <stdint.h>
+#include <unistd.h>
+
+/* ---- a counting allocator: live and peak bytes ---- */
+typedef struct counter {
+    int64_t live, peak;
+} counter;
+
+typedef struct block_header {
+    uint64_t size;
+    void *base;
+} block_header;
+
+static void *count_alloc(void *user, uint64_t size, uint64_t alignment)
+{
+    counter *c = user;
+    unsigned char *base, *p;
+    if (alignment < 16)
+        alignment = 16;
+    base = malloc((size_t)(size + alignment + sizeof(block_header)));
+    if (!base)
+        return NULL;
+    p = (unsigned char *)(((uintptr_t)base + sizeof(block_header) + alignment - 1) &
+                          ~(uintptr_t)(alignment - 1));
+    ((block_header *)p)[-1].size = size;
+    ((block_header *)p)[-1].base = base;
+    c->live += (int64_t)size;
+    if (c->live > c->peak)
+        c->peak = c->live;
+    return p;
+}
+
+static void count_free(void *user, void *ptr)
+{
+    counter *c = user;
+    block_header *h = (block_header *)ptr - 1;
+    c->live -= (int64_t)h->size;
+    free(h->base);
+}
+
+/* ---- data ---- */
+static uint64_t rng_state = 12345;
+
+static uint64_t rng_next(void)
+{
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static double rng_uniform(void) { return (double)(rng_next() >> 11) * 0x1.0p-53; }
+
+static double rng_normal(void)
+{
+    double u = 1.0 - rng_uniform(), v = rng_uniform();
+    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+}
+
+static int code_of(float x, float eps, float delta, int maxcode)
+{
+    float k;
+    if (!(x > eps))
+        return 0;
+    k = floorf(x * (1.0f / delta) + 0.5f);
+    return k < 1.0f ? 1 : k > (float)maxcode ? maxcode : (int)k;
+}
+
+/* A layer: sparse 2-bit input codes (60% zeros, like post-quantizer
+ * activations), Gaussian full-precision weights, P = X W + b + noise, and
+ * Y = Q(P) on a 2-bit quantizer (eps 0.33, delta 0.65). */
+typedef struct layer {
+    int64_t n, d, C;
+    uint8_t *x, *y;
+    float *p, *w;
+} layer;
+
+static void layer_make(layer *L, int64_t n, int64_t d, int64_t C, double noise)
+{
+    int64_t i, j, c;
+    double *acc = malloc((size_t)C * sizeof *acc);
+    L->n = n;
+    L->d = d;
+    L->C = C;
+    L->x = malloc((size_t)(n * d));
+    L->y = malloc((size_t)(n * C));
+    L->p = malloc((size_t)(n * C) * sizeof(float));
+    L->w = malloc((size_t)(d * C) * sizeof(float));
+    for (i = 0; i < n * d; i++) {
+        double u = rng_uniform();
+        L->x[i] = u < 0.6 ? 0 : u < 0.8 ? 1 : u < 0.92 ? 2 : 3;
+    }
+    for (i = 0; i < d * C; i++)
+        L->w[i] = (float)(rng_normal() * 1.3 / sqrt((double)d));
+    for (i = 0; i < n; i++) {
+        for (c = 0; c < C; c++)
+            acc[c] = -0.3;
+        for (j = 0; j < d; j++) {
+            double xv = L->x[i * d + j];
+            if (xv != 0.0)
+                for (c = 0; c < C; c++)
+                    acc[c] += xv * L->w[j * C + c];
+        }
+        for (c = 0; c < C; c++) {
+            L->p[i * C + c] = (float)(acc[c] + noise * rng_normal());
+            L->y[i * C + c] = (uint8_t)code_of(L->p[i * C + c], 0.33f, 0.65f, 3);
+        }
+    }
+    free(acc);
+}
+
+static void layer_free(layer *L)
+{
+    free(L->x);
+    free(L->y);
+    free(L->p);
+    free(L->w);
+}
+
+typedef struct run_result {
+    double seconds, cpu_seconds, objective, start, after_linear;
+    int32_t iterates;
+} run_result;
+
+/* CPU time of the whole process (all its threads). */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int fit_with(tsq_context *ctx, const layer *L, int use_p, int use_w, int rounds,
+                    int linear, double tol, double lambda0, double growth, double margin,
+                    run_result *out);
+
+static int fit(tsq_context *ctx, const layer *L, int use_p, int use_w, int rounds, int linear,
+               double tol, run_result *out)
+{
+    return fit_with(ctx, L, use_p, use_w, rounds, linear, tol, 0.1, 1.1, 0.5, out);
+}
+
+static int fit_with(tsq_context *ctx, const layer *L, int use_p, int use_w, int rounds,
+                    int linear, double tol, double lambda0, double growth, double margin,
+                    run_result *out)
+{
+    int64_t sx[2] = {L->n, L->d}, sy[2] = {L->n, L->C}, sw[2] = {L->d, L->C}, sc = L->C;
+    tsq_tensor *X = NULL, *Y = NULL, *P = NULL, *W0 = NULL, *W = NULL, *A = NULL, *B = NULL;
+    tsq_regressor *reg = NULL;
+    double h[256], t0;
+    int32_t n = 0;
+    tsq_status st = TSQ_OK;
+    st |= tsq_tensor_wrap(ctx, TSQ_DTYPE_U8, 2, sx, L->x, (uint64_t)(L->n * L->d), &X);
+    st |= tsq_tensor_wrap(ctx, TSQ_DTYPE_U8, 2, sy, L->y, (uint64_t)(L->n * L->C), &Y);
+    st |= tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 2, sy, L->p, (uint64_t)(L->n * L->C) * 4, &P);
+    st |= tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 2, sw, L->w, (uint64_t)(L->d * L->C) * 4, &W0);
+    st |= tsq_tensor_create(ctx, TSQ_DTYPE_I8, 2, sw, &W);
+    st |= tsq_tensor_create(ctx, TSQ_DTYPE_F32, 1, &sc, &A);
+    st |= tsq_tensor_create(ctx, TSQ_DTYPE_F32, 1, &sc, &B);
+    st |= tsq_regressor_create(ctx, &reg);
+    if (st == TSQ_OK) {
+        tsq_regressor_set_levels(reg, 2, 0.33f, 0.65f);
+        tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, rounds);
+        tsq_regressor_set_param(reg, TSQ_REGRESSOR_LINEAR_ROUNDS, linear);
+        tsq_regressor_set_param(reg, TSQ_REGRESSOR_TOLERANCE, tol);
+        tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA0, lambda0);
+        tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, growth);
+        tsq_regressor_set_param(reg, TSQ_REGRESSOR_MARGIN, margin);
+        double c0 = cpu_now();
+        t0 = bench_now();
+        st = tsq_fit_transform(reg, X, Y, use_w ? W0 : NULL, use_p ? P : NULL, W, A, B,
+                               &out->objective);
+        out->seconds = bench_now() - t0;
+        out->cpu_seconds = cpu_now() - c0;
+        if (st != TSQ_OK)
+            fprintf(stderr, "fit: %s\n", tsq_regressor_errmsg(reg));
+        tsq_regressor_history(reg, TSQ_HISTORY_OBJECTIVE, h, 256, &n);
+        out->iterates = n;
+        out->start = n > 0 ? h[0] : 0.0;
+        out->after_linear = n > linear ? h[linear] : out->start;
+    }
+    tsq_regressor_destroy(reg);
+    tsq_tensor_destroy(X);
+    tsq_tensor_destroy(Y);
+    tsq_tensor_destroy(P);
+    tsq_tensor_destroy(W0);
+    tsq_tensor_destroy(W);
+    tsq_tensor_destroy(A);
+    tsq_tensor_destroy(B);
+    return st == TSQ_OK;
+}
+
+static void speed(int64_t threads, int runs, int quick)
+{
+    const int64_t n = quick ? 20000 : 100000, d = 576, C = 64;
+    const int rounds = 10, linear = 3;
+    counter cnt = {0, 0};
+    tsq_context *ctx = NULL;
+    layer L;
+    double t[64], base[64], cpu[64], cpu_base[64], flops, gf, gf_base, t_med;
+    float *a, *b, *c;
+    int r, products;
+    char name[128];
+    rng_state = 1;
+    layer_make(&L, n, d, C, 0.05);
+    if (tsq_context_create_with_allocator(&ctx, count_alloc, count_free, &cnt) != TSQ_OK)
+        return;
+    tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads);
+    for (r = 0; r < runs; r++) {
+        run_result res;
+        if (!fit(ctx, &L, 1, 1, rounds, linear, 0.0, &res))
+            return;
+        t[r] = res.seconds;
+        cpu[r] = res.cpu_seconds;
+    }
+    /* The baseline: one sgemm of the same shape (X w, in float). */
+    a = malloc((size_t)(n * d) * sizeof *a);
+    b = malloc((size_t)(d * C) * sizeof *b);
+    c = malloc((size_t)(n * C) * sizeof *c);
+    for (r = 0; r < n * d; r++)
+        a[r] = L.x[r];
+    for (r = 0; r < d * C; r++)
+        b[r] = L.w[r];
+    for (r = 0; r < runs; r++) {
+        double t0 = bench_now(), c0 = cpu_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)C, (int)d, 1.0f, a,
+                    (int)d, b, (int)C, 0.0f, c, (int)C);
+        base[r] = bench_now() - t0;
+        cpu_base[r] = cpu_now() - c0;
+    }
+    /* Products: X^T z0 (pass 0), X w in passes 1..rounds+1, X^T z in the
+     * rounds - linear z-step passes. */
+    products = 1 + (rounds + 1) + (rounds - linear);
+    flops = (double)n * d * d + products * 2.0 * n * d * C + rounds * 2.0 * C * d * d;
+    t_med = bench_median(t, runs);
+    gf = flops / t_med * 1e-9;
+    gf_base = 2.0 * n * d * C / bench_median(base, runs) * 1e-9;
+    snprintf(name, sizeof name, "fit_transform ternary N=%lld d=%lld C=%lld rounds=%d wall",
+             (long long)n, (long long)d, (long long)C, rounds);
+    bench_line(name, t_med, "s");
+    snprintf(name, sizeof name, "fit_transform ternary N=%lld d=%lld C=%lld rounds=%d",
+             (long long)n, (long long)d, (long long)C, rounds);
+    bench_line_ratio(name, gf, "GFLOP/s", "cblas_sgemm 100000x576x64", gf_base);
+    /* The count: X^T X plus two products per round, sweeps. */
+    flops = (double)n * d * d + rounds * 4.0 * n * d * C + rounds * 2.0 * C * d * d;
+    bench_line_ratio("fit_transform ternary, counted as SYRK + 2 NdC per round", flops / t_med * 1e-9,
+                     "GFLOP/s", "cblas_sgemm 100000x576x64", gf_base);
+    /* The same in process CPU time: with one thread for libtsq and one for
+     * the BLAS (TSQ_BENCH_THREADS=1 OPENBLAS_NUM_THREADS=1) this measures
+     * the work itself, little disturbed by other processes on the machine. */
+    flops = (double)n * d * d + products * 2.0 * n * d * C + rounds * 2.0 * C * d * d;
+    bench_line_ratio("fit_transform ternary, per CPU second", flops / bench_median(cpu, runs) * 1e-9,
+                     "GFLOP/s", "cblas_sgemm 100000x576x64 per CPU second",
+                     2.0 * n * d * C / bench_median(cpu_base, runs) * 1e-9);
+    bench_line("fit_transform peak library memory", (double)cnt.peak, "bytes");
+    bench_line_ratio("fit_transform peak library memory vs d^2 + d C doubles", (double)cnt.peak,
+                     "bytes", "8 (d^2 + d C)", 8.0 * (double)(d * d + d * C));
+    bench_line("caller's X + Y + P", (double)(n * d + n * C + 4 * n * C), "bytes");
+    free(a);
+    free(b);
+    free(c);
+    tsq_context_destroy(ctx);
+    layer_free(&L);
+}
+
+/* Quality: objectives reached (the table of docs/regressor.md). */
+static void quality_line(const char *what, const run_result *r, double fp)
+{
+    printf("{\"name\": \"quality %s\", \"value\": %.6g, \"unit\": \"objective\", "
+           "\"start\": %.6g, \"after_linear\": %.6g, \"fp_weights\": %.6g, \"iterates\": %d, "
+           "\"seconds\": %.3g}\n",
+           what, r->objective, r->start, r->after_linear, fp, (int)r->iterates, r->seconds);
+    fflush(stdout);
+}
+
+/* The objective of the full-precision weights themselves. */
+static double fp_objective(const layer *L)
+{
+    double s = 0.0;
+    int64_t i, j, c;
+    for (i = 0; i < L->n; i++)
+        for (c = 0; c < L->C; c++) {
+            double v = -0.3;
+            int k;
+            for (j = 0; j < L->d; j++)
+                v += L->x[i * L->d + j] * L->w[j * L->C + c];
+            k = code_of((float)v, 0.33f, 0.65f, 3) - L->y[i * L->C + c];
+            s += 0.65 * 0.65 * k * k;
+        }
+    return s;
+}
+
+static void quality(int64_t threads, int quick)
+{
+    tsq_context *ctx = NULL;
+    const double noises[2] = {0.05, 0.3};
+    int k, mode;
+    if (tsq_context_create(&ctx) != TSQ_OK)
+        return;
+    tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads);
+    for (k = 0; k < 2; k++) {
+        layer L;
+        double fp;
+        rng_state = 100 + (uint64_t)k;
+        layer_make(&L, quick ? 5000 : 20000, 144, 16, noises[k]);
+        fp = fp_objective(&L);
+        for (mode = 0; mode < 4; mode++) {
+            static const char *names[4] = {"P given", "W_init only", "codes only",
+                                           "codes only, 30 rounds"};
+            run_result r;
+            char what[128];
+            if (!fit(ctx, &L, mode == 0, mode == 1, mode == 3 ? 30 : 10, 3, 1e-4, &r))
+                return;
+            snprintf(what, sizeof what, "random layer N=%lld d=144 C=16 noise %.2f, %s",
+                     (long long)L.n, noises[k], names[mode]);
+            quality_line(what, &r, fp);
+        }
+        layer_free(&L);
+    }
+    tsq_context_destroy(ctx);
+}
+
+/* A planted ternary layer as in tests/test_regressor.c: X 2-bit codes,
+ * alpha* on a delta/4 grid and b* an eighth off it, so that every output is
+ * at least delta/8 from a level boundary; Y = Q(alpha* X w* + b*), exact. */
+typedef struct planted {
+    int64_t n, d, C;
+    uint8_t *x, *y;
+    float *p, *w0;
+    int8_t *w;
+} planted;
+
+static void planted_make(planted *pl, int64_t n, int64_t d, int64_t C)
+{
+    int64_t i, j, c;
+    float *alpha = malloc((size_t)C * sizeof *alpha), *b = malloc((size_t)C * sizeof *b);
+    pl->n = n;
+    pl->d = d;
+    pl->C = C;
+    pl->x = malloc((size_t)(n * d));
+    pl->y = malloc((size_t)(n * C));
+    pl->p = malloc((size_t)(n * C) * sizeof(float));
+    pl->w0 = malloc((size_t)(d * C) * sizeof(float));
+    pl->w = malloc((size_t)(d * C));
+    for (i = 0; i < n * d; i++)
+        pl->x[i] = (uint8_t)(rng_next() % 4);
+    for (c = 0; c < C; c++) {
+        double mean = 0.0;
+        for (j = 0; j < d; j++) {
+            pl->w[j * C + c] = (int8_t)((int)(rng_next() % 3) - 1);
+            mean += pl->w[j * C + c] * 1.5;
+        }
+        alpha[c] = 0.25f * (float)(1 + c % 2);
+        b[c] = 1.125f - 0.25f * (float)floor(mean * alpha[c] / 0.25);
+    }
+    for (j = 0; j < d * C; j++)
+        pl->w0[j] = alpha[j % C] * ((float)pl->w[j] + 0.2f * (float)rng_normal());
+    for (i = 0; i < n; i++)
+        for (c = 0; c < C; c++) {
+            int32_t u = 0;
+            for (j = 0; j < d; j++)
+                u += pl->x[i * d + j] * pl->w[j * C + c];
+            pl->p[i * C + c] = alpha[c] * (float)u + b[c];
+            pl->y[i * C + c] = (uint8_t)code_of(pl->p[i * C + c], 0.5f, 1.0f, 3);
+        }
+    free(alpha);
+    free(b);
+}
+
+static void planted_free(planted *pl)
+{
+    free(pl->x);
+    free(pl->y);
+    free(pl->p);
+    free(pl->w0);
+    free(pl->w);
+}
+
+/* One planted fit; prints (what != NULL) the objective reached and the
+ * wrong weights; returns the objective. */
+static double planted_fit_lambda(tsq_context *ctx, const planted *pl, const char *what,
+                                 int use_p, int use_w, int rounds, double lambda0,
+                                 double growth, double margin)
+{
+    int64_t sx[2] = {pl->n, pl->d}, sy[2] = {pl->n, pl->C}, sw[2] = {pl->d, pl->C}, sc = pl->C;
+    tsq_tensor *X = NULL, *Y = NULL, *P = NULL, *W0 = NULL, *W = NULL, *A = NULL, *B = NULL;
+    tsq_regressor *reg = NULL;
+    double obj = -1.0, h[64];
+    int32_t n = 0;
+    int64_t j, wrong = 0;
+    int8_t *w = NULL;
+    tsq_tensor_wrap(ctx, TSQ_DTYPE_U8, 2, sx, pl->x, (uint64_t)(pl->n * pl->d), &X);
+    tsq_tensor_wrap(ctx, TSQ_DTYPE_U8, 2, sy, pl->y, (uint64_t)(pl->n * pl->C), &Y);
+    tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 2, sy, pl->p, (uint64_t)(pl->n * pl->C) * 4, &P);
+    tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 2, sw, pl->w0, (uint64_t)(pl->d * pl->C) * 4, &W0);
+    tsq_tensor_create(ctx, TSQ_DTYPE_I8, 2, sw, &W);
+    tsq_tensor_create(ctx, TSQ_DTYPE_F32, 1, &sc, &A);
+    tsq_tensor_create(ctx, TSQ_DTYPE_F32, 1, &sc, &B);
+    tsq_regressor_create(ctx, &reg);
+    tsq_regressor_set_levels(reg, 2, 0.5f, 1.0f);
+    tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, rounds);
+    tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA0, lambda0);
+    tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, growth);
+    tsq_regressor_set_param(reg, TSQ_REGRESSOR_MARGIN, margin);
+    if (tsq_fit_transform(reg, X, Y, use_w ? W0 : NULL, use_p ? P : NULL, W, A, B, &obj) ==
+            TSQ_OK &&
+        what) {
+        tsq_tensor_data(W, (void **)&w);
+        for (j = 0; j < pl->d * pl->C; j++)
+            wrong += w[j] != pl->w[j];
+        tsq_regressor_history(reg, TSQ_HISTORY_OBJECTIVE, h, 64, &n);
+        printf("{\"name\": \"quality planted N=%lld d=%lld C=%lld, %s\", \"value\": %.6g, "
+               "\"unit\": \"objective\", \"start\": %.6g, \"wrong_weights\": %lld, "
+               "\"iterates\": %d}\n",
+               (long long)pl->n, (long long)pl->d, (long long)pl->C, what, obj, n ? h[0] : 0.0,
+               (long long)wrong, (int)n);
+        fflush(stdout);
+    }
+    tsq_regressor_destroy(reg);
+    tsq_tensor_destroy(X);
+    tsq_tensor_destroy(Y);
+    tsq_tensor_destroy(P);
+    tsq_tensor_destroy(W0);
+    tsq_tensor_destroy(W);
+    tsq_tensor_destroy(A);
+    tsq_tensor_destroy(B);
+    return obj;
+}
+
+static double planted_fit(tsq_context *ctx, const planted *pl, const char *what, int use_p,
+                          int use_w, int rounds, double growth, double margin)
+{
+    return planted_fit_lambda(ctx, pl, what, use_p, use_w, rounds, 0.1, growth, margin);
+}
+
+static void quality_planted(int64_t threads, int quick)
+{
+    tsq_context *ctx = NULL;
+    planted pl;
+    const double margins[3] = {0.0, 0.25, 0.5};
+    int k;
+    char what[128];
+    if (tsq_context_create(&ctx) != TSQ_OK)
+        return;
+    tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads);
+    rng_state = 11;
+    planted_make(&pl, quick ? 6000 : 20000, 24, 6);
+    planted_fit(ctx, &pl, "P given, defaults", 1, 0, 10, 1.1, 0.5);
+    planted_fit(ctx, &pl, "codes only, defaults (10 rounds)", 0, 0, 10, 1.1, 0.5);
+    for (k = 0; k < 3; k++) {
+        snprintf(what, sizeof what, "codes only, 40 rounds, growth 1, margin %.2f", margins[k]);
+        planted_fit(ctx, &pl, what, 0, 0, 40, 1.0, margins[k]);
+    }
+    planted_fit(ctx, &pl, "W_init (weights + 20% noise), 40 rounds, growth 1", 0, 1, 40, 1.0, 0.5);
+    planted_free(&pl);
+    tsq_context_destroy(ctx);
+}
+
+/* The brute-force comparison of tests/test_regressor.c (linear loss, all
+ * 3^d ternary vectors with the best alpha and b each), summarised. */
+static double brute(const uint8_t *x, const float *t, int64_t n, int d, int64_t C, int64_t c)
+{
+    double A[9][9] = {{0}}, mu[9] = {0}, tc[9] = {0}, tt = 0.0, tbar = 0.0, best;
+    int idx[9], i, j;
+    int64_t k;
+    for (k = 0; k < n; k++) {
+        tbar += t[k * C + c];
+        for (i = 0; i < d; i++)
+            mu[i] += x[k * d + i];
+    }
+    tbar /= (double)n;
+    for (i = 0; i < d; i++)
+        mu[i] /= (double)n;
+    for (k = 0; k < n; k++) {
+        double tk = t[k * C + c] - tbar;
+        tt += tk * tk;
+        for (i = 0; i < d; i++) {
+            tc[i] += (x[k * d + i] - mu[i]) * tk;
+            for (j = 0; j < d; j++)
+                A[i][j] += (x[k * d + i] - mu[i]) * (x[k * d + j] - mu[j]);
+        }
+    }
+    best = tt;
+    for (i = 0; i < d; i++)
+        idx[i] = -1;
+    for (;;) {
+        double wt = 0.0, waw = 0.0;
+        for (i = 0; i < d; i++) {
+            wt += idx[i] * tc[i];
+            for (j = 0; j < d; j++)
+                waw += idx[i] * A[i][j] * idx[j];
+        }
+        if (waw > 0.0 && tt - wt * wt / waw < best)
+            best = tt - wt * wt / waw;
+        for (i = 0; i < d && ++idx[i] == 2; i++)
+            idx[i] = -1;
+        if (i == d)
+            break;
+    }
+    return best;
+}
+
+static void quality_brute_force(void)
+{
+    tsq_context *ctx = NULL;
+    const int64_t n = 200, C = 10;
+    int fit_no, within = 0, start_within = 0, exact = 0;
+    double worst = 1.0, sum_ratio = 0.0;
+    if (tsq_context_create(&ctx) != TSQ_OK)
+        return;
+    rng_state = 7;
+    for (fit_no = 0; fit_no < 10; fit_no++) {
+        int d = 4 + fit_no % 6;
+        int64_t sx[2] = {n, d}, sp[2] = {n, C}, sw[2] = {d, C}, sc = C, i, j, c;
+        uint8_t *x = malloc((size_t)(n * d));
+        float *p = malloc((size_t)(n * C) * sizeof *p);
+        double start[10], got[10], wt[9];
+        tsq_tensor *X = NULL, *P = NULL, *W = NULL, *A = NULL, *B = NULL;
+        tsq_regressor *reg = NULL;
+        for (i = 0; i < n * d; i++)
+            x[i] = (uint8_t)(rng_next() % 4);
+        for (c = 0; c < C; c++) {
+            for (j = 0; j < d; j++)
+                wt[j] = rng_normal();
+            for (i = 0; i < n; i++) {
+                double v = 0.7;
+                for (j = 0; j < d; j++)
+                    v += x[i * d + j] * wt[j];
+                p[i * C + c] = (float)(v + 0.5 * rng_normal());
+            }
+        }
+        tsq_tensor_wrap(ctx, TSQ_DTYPE_U8, 2, sx, x, (uint64_t)(n * d), &X);
+        tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 2, sp, p, (uint64_t)(n * C) * 4, &P);
+        tsq_tensor_create(ctx, TSQ_DTYPE_I8, 2, sw, &W);
+        tsq_tensor_create(ctx, TSQ_DTYPE_F32, 1, &sc, &A);
+        tsq_tensor_create(ctx, TSQ_DTYPE_F32, 1, &sc, &B);
+        tsq_regressor_create(ctx, &reg);
+        tsq_regressor_set_param(reg, TSQ_REGRESSOR_LOSS, TSQ_LOSS_LINEAR);
+        tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 0);
+        tsq_fit_transform(reg, X, NULL, NULL, P, W, A, B, NULL);
+        tsq_regressor_channel_objectives(reg, start, C);
+        tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 10);
+        tsq_fit_transform(reg, X, NULL, NULL, P, W, A, B, NULL);
+        tsq_regressor_channel_objectives(reg, got, C);
+        for (c = 0; c < C; c++) {
+            double opt = brute(x, p, n, d, C, c), ratio = got[c] / opt;
+            within += ratio <= 1.01;
+            exact += ratio <= 1.0 + 1e-9;
+            start_within += start[c] / opt <= 1.01;
+            worst = ratio > worst ? ratio : worst;
+            sum_ratio += ratio;
+        }
+        tsq_regressor_destroy(reg);
+        tsq_tensor_destroy(X);
+        tsq_tensor_destroy(P);
+        tsq_tensor_destroy(W);
+        tsq_tensor_destroy(A);
+        tsq_tensor_destroy(B);
+        free(x);
+        free(p);
+    }
+    printf("{\"name\": \"quality brute force, 100 ternary instances d=4..9 N=200, linear loss\", "
+           "\"value\": %d, \"unit\": \"instances within 1%% of the optimum\", \"exact\": %d, "
+           "\"start_within\": %d, \"mean_ratio\": %.6g, \"worst_ratio\": %.6g}\n",
+           within, exact, start_within, sum_ratio / 100.0, worst);
+    fflush(stdout);
+    tsq_context_destroy(ctx);
+}
+
+/* The grid behind the defaults of margin, lambda0 and growth
+ * (TSQ_BENCH_GRID=1): the random layer with noise 0.05, codes only and P
+ * given, 10 rounds; the planted layer, codes only 10 and 40 rounds, and
+ * W_init with 20% noise, 40 rounds. */
+static void quality_grid(int64_t threads)
+{
+    static const double margins[3] = {0.0, 0.25, 0.5}, lambdas[3] = {0.1, 1.0, 10.0},
+                        growths[2] = {1.1, 1.25};
+    tsq_context *ctx = NULL;
+    layer L;
+    planted pl;
+    int a, b, g;
+    if (tsq_context_create(&ctx) != TSQ_OK)
+        return;
+    tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads);
+    rng_state = 100;
+    layer_make(&L, 20000, 144, 16, 0.05);
+    rng_state = 11;
+    planted_make(&pl, 20000, 24, 6);
+    for (a = 0; a < 3; a++)
+        for (b = 0; b < 3; b++)
+            for (g = 0; g < 2; g++) {
+                run_result codes, pre;
+                double p10, p40, w40;
+                fit_with(ctx, &L, 0, 0, 10, 3, 1e-4, lambdas[b], growths[g], margins[a], &codes);
+                fit_with(ctx, &L, 1, 0, 10, 3, 1e-4, lambdas[b], growths[g], margins[a], &pre);
+                p10 = planted_fit_lambda(ctx, &pl, NULL, 0, 0, 10, lambdas[b], growths[g],
+                                         margins[a]);
+                p40 = planted_fit_lambda(ctx, &pl, NULL, 0, 0, 40, lambdas[b], growths[g],
+                                         margins[a]);
+                w40 = planted_fit_lambda(ctx, &pl, NULL, 0, 1, 40, lambdas[b], growths[g],
+                                         margins[a]);
+                printf("{\"name\": \"grid margin %.2f lambda0 %g growth %g\", \"value\": %.6g, "
+                       "\"unit\": \"objective, random codes only\", \"random_P\": %.6g, "
+                       "\"planted_10\": %.6g, \"planted_40\": %.6g, \"planted_w_init_40\": "
+                       "%.6g}\n",
+                       margins[a], lambdas[b], growths[g], codes.objective, pre.objective, p10,
+                       p40, w40);
+                fflush(stdout);
+            }
+    layer_free(&L);
+    planted_free(&pl);
+    tsq_context_destroy(ctx);
+}
+
+int main(void)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int64_t threads = getenv("TSQ_BENCH_THREADS") ? atoll(getenv("TSQ_BENCH_THREADS"))
+                                                  : (cpus > 0 ? cpus : 1);
+    int runs = getenv("TSQ_BENCH_RUNS") ? atoi(getenv("TSQ_BENCH_RUNS")) : 5;
+    int quick = getenv("TSQ_BENCH_QUICK") != NULL;
+    if (runs < 1 || runs > 64)
+        runs = 5;
+    bench_info("bench_regressor");
+    speed(threads, runs, quick);
+    quality(threads, quick);
+    quality_planted(threads, quick);
+    quality_brute_force();
+    if (getenv("TSQ_BENCH_GRID"))
+        quality_grid(threads);
+    return 0;
+}

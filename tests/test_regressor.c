@@ -1,0 +1,1850 @@
+/* The step-2 regressor: planted recovery, brute force, monotone objectives,
+ * the k-bit limit, streamed and merged statistics, im2col, and every error
+ * path (status, message, outputs untouched), with a counting allocator that
+ * proves nothing leaks. */
+#include "harness.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant/regressor_internal.h" /* the start and the z-step, tested directly */
+
+/* ------------------------------------------------------------------ */
+/* Helpers                                                             */
+/* ------------------------------------------------------------------ */
+
+typedef struct trng {
+    uint64_t s;
+} trng;
+
+static uint64_t trng_next(trng *r)
+{
+    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static double trng_uniform(trng *r) { return (double)(trng_next(r) >> 11) * 0x1.0p-53; }
+
+static int trng_int(trng *r, int n) { return (int)(trng_next(r) % (uint64_t)n); }
+
+static double trng_normal(trng *r)
+{
+    double u = 1.0 - trng_uniform(r), v = trng_uniform(r);
+    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+}
+
+/* The quantizer formula of TSQ.md "Step 1", written out independently. */
+static int ref_code(float x, float eps, float delta, int maxcode)
+{
+    float k;
+    if (!(x > eps))
+        return 0;
+    k = floorf(x * (1.0f / delta) + 0.5f);
+    if (k < 1.0f)
+        return 1;
+    if (k > (float)maxcode)
+        return maxcode;
+    return (int)k;
+}
+
+static tsq_tensor *mat(tsq_context *ctx, int32_t dtype, int64_t rows, int64_t cols)
+{
+    int64_t shape[2] = {rows, cols};
+    tsq_tensor *t = NULL;
+    TH_OK(ctx, tsq_tensor_create(ctx, dtype, 2, shape, &t));
+    return t;
+}
+
+static tsq_tensor *vec(tsq_context *ctx, int64_t n)
+{
+    tsq_tensor *t = NULL;
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_F32, 1, &n, &t));
+    return t;
+}
+
+static void *data_of(tsq_tensor *t)
+{
+    void *p = NULL;
+    ck_assert_int_eq(tsq_tensor_data(t, &p), TSQ_OK);
+    return p;
+}
+
+/* A layer problem with a planted solution: X codes 0..maxx, ternary (or
+ * k-bit) w*, alpha*, b*, and Y = Q(alpha* X w* + b*), P the pre-activation. */
+typedef struct planted {
+    int64_t n, d, C;
+    tsq_tensor *X, *Y, *P;
+    int8_t *w;       /* d x C */
+    float *alpha, *b;
+    float eps, delta;
+    int bits;
+} planted;
+
+static void planted_make(tsq_context *ctx, planted *pl, int64_t n, int64_t d, int64_t C,
+                         int maxx, uint64_t seed)
+{
+    trng r = {seed};
+    uint8_t *x, *y;
+    float *p;
+    int64_t i, j, c;
+    memset(pl, 0, sizeof *pl);
+    pl->n = n;
+    pl->d = d;
+    pl->C = C;
+    pl->bits = 2;
+    pl->delta = 1.0f;
+    pl->eps = 0.5f;
+    pl->X = mat(ctx, TSQ_DTYPE_U8, n, d);
+    pl->Y = mat(ctx, TSQ_DTYPE_U8, n, C);
+    pl->P = mat(ctx, TSQ_DTYPE_F32, n, C);
+    pl->w = malloc((size_t)(d * C));
+    pl->alpha = malloc((size_t)C * sizeof(float));
+    pl->b = malloc((size_t)C * sizeof(float));
+    x = data_of(pl->X);
+    y = data_of(pl->Y);
+    p = data_of(pl->P);
+    for (i = 0; i < n * d; i++)
+        x[i] = (uint8_t)trng_int(&r, maxx + 1);
+    for (c = 0; c < C; c++) {
+        double mean = 0.0;
+        for (j = 0; j < d; j++) {
+            int v = trng_int(&r, 3) - 1;
+            pl->w[j * C + c] = (int8_t)v;
+            mean += v * 0.5 * maxx;
+        }
+        /* alpha* a multiple of delta/4 and b* at 1/8 off the grid: every
+         * pre-activation is at least delta/8 away from a level boundary
+         * (eps = delta/2, then 1.5, 2.5), the well-conditioned case. */
+        pl->alpha[c] = 0.25f * (float)(1 + c % 2);
+        pl->b[c] = 1.125f - 0.25f * (float)floor(mean * pl->alpha[c] / 0.25);
+    }
+    for (i = 0; i < n; i++)
+        for (c = 0; c < C; c++) {
+            int32_t u = 0;
+            for (j = 0; j < d; j++)
+                u += x[i * d + j] * pl->w[j * C + c];
+            p[i * C + c] = pl->alpha[c] * (float)u + pl->b[c];
+            y[i * C + c] = (uint8_t)ref_code(p[i * C + c], pl->eps, pl->delta, 3);
+        }
+}
+
+static void planted_free(planted *pl)
+{
+    tsq_tensor_destroy(pl->X);
+    tsq_tensor_destroy(pl->Y);
+    tsq_tensor_destroy(pl->P);
+    free(pl->w);
+    free(pl->alpha);
+    free(pl->b);
+}
+
+/* ||Y - Q(alpha X w + b)||^2 in value units, recomputed here. */
+static double true_objective(const planted *pl, const int8_t *w, const float *alpha,
+                             const float *b)
+{
+    const uint8_t *x = pl->X ? data_of(pl->X) : NULL, *y = data_of(pl->Y);
+    double s = 0.0;
+    int64_t i, j, c, d = pl->d, C = pl->C;
+    for (i = 0; i < pl->n; i++)
+        for (c = 0; c < C; c++) {
+            int32_t u = 0;
+            float v;
+            int k;
+            for (j = 0; j < d; j++)
+                u += x[i * d + j] * w[j * C + c];
+            v = alpha[c] * (float)u + b[c];
+            k = ref_code(v, pl->eps, pl->delta, (1 << pl->bits) - 1);
+            s += (double)pl->delta * pl->delta * (double)(y[i * C + c] - k) * (y[i * C + c] - k);
+        }
+    return s;
+}
+
+typedef struct fit_out {
+    tsq_tensor *W, *alpha, *b;
+    double objective;
+} fit_out;
+
+static void fit_out_make(tsq_context *ctx, fit_out *o, int64_t d, int64_t C)
+{
+    o->W = mat(ctx, TSQ_DTYPE_I8, d, C);
+    o->alpha = vec(ctx, C);
+    o->b = vec(ctx, C);
+    o->objective = -1.0;
+}
+
+static void fit_out_free(fit_out *o)
+{
+    tsq_tensor_destroy(o->W);
+    tsq_tensor_destroy(o->alpha);
+    tsq_tensor_destroy(o->b);
+}
+
+static tsq_regressor *make_reg(tsq_context *ctx, const planted *pl)
+{
+    tsq_regressor *reg = NULL;
+    TH_OK(ctx, tsq_regressor_create(ctx, &reg));
+    ck_assert_int_eq(tsq_regressor_set_levels(reg, pl->bits, pl->eps, pl->delta), TSQ_OK);
+    return reg;
+}
+
+#define REG_OK(reg, expr)                                                     \
+    do {                                                                      \
+        tsq_status st_ = (expr);                                              \
+        ck_assert_msg(st_ == TSQ_OK, "%s -> %s (%s)", #expr,                  \
+                      tsq_status_string(st_), tsq_regressor_errmsg(reg));     \
+    } while (0)
+
+/* ------------------------------------------------------------------ */
+/* Planted recovery                                                    */
+/* ------------------------------------------------------------------ */
+
+static void check_planted(int use_p, int use_w_init)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    fit_out o;
+    tsq_regressor *reg;
+    tsq_tensor *W0 = NULL;
+    int64_t n = th_quick() ? 6000 : 20000, d = 24, C = 6, j, c, wrong = 0;
+    const int8_t *w;
+    planted_make(ctx, &pl, n, d, C, 3, 11 + (uint64_t)use_p * 7 + (uint64_t)use_w_init);
+    reg = make_reg(ctx, &pl);
+    /* Without P the z-steps must carry alpha and b from the least-squares
+     * fit of the codes (a slope shrunk by the saturated levels) to an exact
+     * fit: give them rounds, at a constant lambda. */
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 40));
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, 1.0));
+    fit_out_make(ctx, &o, d, C);
+    if (use_w_init) { /* full-precision weights: the planted ones plus noise
+                       * small enough that the start has the planted signs;
+                       * X W_init has no offset, the z-steps must find b */
+        trng r = {99};
+        float *w0;
+        W0 = mat(ctx, TSQ_DTYPE_F32, d, C);
+        w0 = data_of(W0);
+        for (j = 0; j < d * C; j++)
+            w0[j] = pl.alpha[j % C] * ((float)pl.w[j] + 0.1f * (float)trng_normal(&r));
+    }
+    REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, W0, use_p ? pl.P : NULL, o.W, o.alpha, o.b,
+                                  &o.objective));
+    ck_assert_msg(o.objective == 0.0, "planted objective is 0, the fit reached %g", o.objective);
+    if (!use_p) { /* the start was not already exact: the rounds did the work */
+        double h0;
+        int32_t cnt;
+        REG_OK(reg, tsq_regressor_history(reg, TSQ_HISTORY_OBJECTIVE, &h0, 1, &cnt) ==
+                            TSQ_ERR_TOO_SMALL ? TSQ_OK : TSQ_ERR_INTERNAL);
+        ck_assert_int_gt(cnt, 2);
+        {
+            double *h = malloc((size_t)cnt * sizeof *h);
+            REG_OK(reg, tsq_regressor_history(reg, TSQ_HISTORY_OBJECTIVE, h, cnt, &cnt));
+            ck_assert_msg(h[0] > 0.0, "the start was already exact");
+            free(h);
+        }
+    }
+    ck_assert(true_objective(&pl, data_of(o.W), data_of(o.alpha), data_of(o.b)) == 0.0);
+    w = data_of(o.W);
+    for (c = 0; c < C; c++)
+        for (j = 0; j < d; j++)
+            wrong += w[j * C + c] != pl.w[j * C + c];
+    ck_assert_msg(wrong == 0, "%lld weights differ from the planted ones", (long long)wrong);
+    tsq_tensor_destroy(W0);
+    fit_out_free(&o);
+    tsq_regressor_destroy(reg);
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+
+START_TEST(test_planted_codes_only) { check_planted(0, 0); }
+END_TEST
+
+START_TEST(test_planted_with_preact) { check_planted(1, 0); }
+END_TEST
+
+START_TEST(test_planted_with_w_init) { check_planted(0, 1); }
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* The start: exact best low-bit approximation, against brute force    */
+/* ------------------------------------------------------------------ */
+
+/* min over q in S^d, alpha > 0 of ||w - alpha q||^2 by enumeration. */
+static double brute_lowbit(const int32_t *S, int ns, const double *w, int d)
+{
+    int idx[16] = {0}, j;
+    double ww = 0.0, best;
+    for (j = 0; j < d; j++)
+        ww += w[j] * w[j];
+    best = ww; /* alpha -> 0 */
+    for (;;) {
+        double dot = 0.0, nn = 0.0;
+        for (j = 0; j < d; j++) {
+            dot += S[idx[j]] * w[j];
+            nn += (double)S[idx[j]] * S[idx[j]];
+        }
+        if (dot > 0.0 && nn > 0.0 && ww - dot * dot / nn < best)
+            best = ww - dot * dot / nn;
+        for (j = 0; j < d && ++idx[j] == ns; j++)
+            idx[j] = 0;
+        if (j == d)
+            break;
+    }
+    return best;
+}
+
+static void check_lowbit(const tsq__alphabet *a, int dmax, int cases, uint64_t seed)
+{
+    trng r = {seed};
+    void *scratch = malloc(tsq__lowbit_scratch_bytes(16));
+    int k, j;
+    for (k = 0; k < cases; k++) {
+        int d = 1 + k % dmax;
+        double w[16], alpha, err, ref, direct = 0.0;
+        int8_t q[16];
+        for (j = 0; j < d; j++)
+            w[j] = trng_int(&r, 5) == 0 ? 0.0 : trng_normal(&r); /* some exact zeros */
+        err = tsq__lowbit_approx(a, w, d, 1, q, &alpha, scratch);
+        ref = brute_lowbit(a->values, a->count, w, d);
+        ck_assert(alpha > 0.0);
+        for (j = 0; j < d; j++) {
+            int v, found = 0;
+            for (v = 0; v < a->count; v++)
+                found |= a->values[v] == q[j];
+            ck_assert_msg(found, "weight %d not in the alphabet", q[j]);
+            direct += (w[j] - alpha * q[j]) * (w[j] - alpha * q[j]);
+        }
+        ck_assert_msg(fabs(direct - err) <= 1e-9 * (1.0 + direct), "reported %g, actual %g", err,
+                      direct);
+        ck_assert_msg(direct <= ref + 1e-9 * (1.0 + ref), "case %d (d=%d): %g > optimum %g", k, d,
+                      direct, ref);
+    }
+    free(scratch);
+}
+
+START_TEST(test_lowbit_start_is_exact)
+{
+    tsq__alphabet a;
+    const int32_t asym[4] = {-3, -1, 0, 2}, nozero[2] = {-1, 2};
+    tsq__alphabet_range(&a, 1); /* ternary */
+    check_lowbit(&a, 8, 300, 1);
+    tsq__alphabet_range(&a, 3); /* 3-bit */
+    check_lowbit(&a, 4, 200, 2);
+    ck_assert(tsq__alphabet_custom(&a, asym, 4));
+    ck_assert_int_eq(a.symmetric, 0);
+    check_lowbit(&a, 5, 200, 3);
+    ck_assert(tsq__alphabet_custom(&a, nozero, 2));
+    check_lowbit(&a, 6, 200, 4);
+}
+END_TEST
+
+START_TEST(test_lowbit_ternary_rule)
+{
+    /* TSQ.md: sort |w|, keep the top r maximising (sum)^2 / r, alpha the
+     * mean of |w| there, signs of w. */
+    const double w[6] = {0.9, -0.1, -1.1, 0.5, 0.05, -0.45};
+    tsq__alphabet a;
+    int8_t q[6];
+    double alpha;
+    void *scratch = malloc(tsq__lowbit_scratch_bytes(6));
+    tsq__alphabet_range(&a, 1);
+    tsq__lowbit_approx(&a, w, 6, 1, q, &alpha, scratch);
+    /* sorted |w|: 1.1 .9 .5 .45 .1 .05 -> r=1: 1.21, r=2: 2.0, r=3: 2.0833,
+     * r=4: 2.1756, r=5: 1.8605, r=6: 1.5504, so r = 4. */
+    ck_assert_int_eq(q[0], 1);
+    ck_assert_int_eq(q[1], 0);
+    ck_assert_int_eq(q[2], -1);
+    ck_assert_int_eq(q[3], 1);
+    ck_assert_int_eq(q[4], 0);
+    ck_assert_int_eq(q[5], -1);
+    ck_assert(fabs(alpha - 2.95 / 4.0) < 1e-12);
+    free(scratch);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* The z-step, against every bin                                       */
+/* ------------------------------------------------------------------ */
+
+START_TEST(test_zstep_is_the_best_bin)
+{
+    trng r = {5};
+    const double lambdas[4] = {0.01, 0.3, 1.0, 10.0}, margins[3] = {0.0, 0.25, 0.5};
+    int k;
+    for (k = 0; k < 20000; k++) {
+        tsq__outq q;
+        int bits = 1 + trng_int(&r, 3), maxcode = (1 << bits) - 1, y = trng_int(&r, maxcode + 1);
+        float delta = (float)(0.2 + trng_uniform(&r)), eps = (float)(trng_uniform(&r) * 1.5) * delta;
+        float v = (float)((trng_uniform(&r) * (maxcode + 3) - 1.5) * delta), z;
+        double lambda = lambdas[k % 4], margin = margins[(k / 4) % 3] * delta, cost = 0.0, best;
+        int m;
+        float zlo[8], zhi[8];
+        ck_assert(tsq__outq_init(&q, bits, eps, delta));
+        tsq__zstep_bins(&q, margin, zlo, zhi);
+        z = tsq__zstep(&q, zlo, zhi, v, y, (float)lambda, &cost); /* adds (y - m)^2 */
+        cost = cost * delta * delta + lambda * ((double)z - v) * ((double)z - v);
+        /* The oracle: every bin, closed, shrunk by the margin. */
+        best = HUGE_VAL;
+        for (m = 0; m <= maxcode; m++) {
+            double lo = m == 0 ? -HUGE_VAL : m == 1 ? eps : fmax(eps, (m - 0.5) * delta);
+            double hi = m == 0 ? eps : m == maxcode ? HUGE_VAL : (m + 0.5) * delta, c, zz;
+            if (m > 0 && !(lo < hi))
+                continue;
+            if (isfinite(lo))
+                lo += margin;
+            if (isfinite(hi))
+                hi -= margin;
+            if (lo > hi)
+                lo = hi = 0.5 * (lo - margin + hi + margin);
+            zz = v < lo ? lo : v > hi ? hi : v;
+            c = (double)delta * delta * (y - m) * (y - m) + lambda * (zz - v) * (zz - v);
+            best = fmin(best, c);
+        }
+        ck_assert_msg(fabs(cost - best) <= 1e-5 * (1.0 + best),
+                      "case %d: bits %d eps %g delta %g v %g y %d lambda %g margin %g: %g vs %g",
+                      k, bits, eps, delta, v, y, lambda, margin, cost, best);
+    }
+}
+END_TEST
+
+START_TEST(test_zstep_bins_match_the_quantizer)
+{
+    /* The unshrunk bins are the quantizer's: z = v when v's code is y. */
+    trng r = {6};
+    int k;
+    for (k = 0; k < 20000; k++) {
+        tsq__outq q;
+        int bits = 1 + trng_int(&r, 3);
+        float delta = (float)(0.2 + trng_uniform(&r)), eps = (float)(trng_uniform(&r) * 1.5) * delta;
+        float v = (float)((trng_uniform(&r) * ((1 << bits) + 2) - 1.5) * delta);
+        int y = ref_code(v, eps, delta, (1 << bits) - 1);
+        double cost = 0.0;
+        float lo[8], hi[8];
+        ck_assert(tsq__outq_init(&q, bits, eps, delta));
+        tsq__zstep_bins(&q, 0.0, lo, hi);
+        ck_assert(tsq__zstep(&q, lo, hi, v, y, 1.0f, &cost) == v);
+        ck_assert(cost == 0.0);
+    }
+}
+END_TEST
+
+START_TEST(test_zrows_simd_matches_plain)
+{
+    /* The SSE2 path of the per-sample work is bit-identical to plain C:
+     * 11 channels (two groups of four and a tail), mixed quantizers. */
+    enum { R = 700, C = 11, NB = 256 };
+    trng r = {19};
+    tsq__outq q[C];
+    float eps[C], inv[C], top[C], d2[C], alpha[C], b[C], *lo = malloc(C * NB * sizeof(float));
+    float *hi = malloc(C * NB * sizeof(float)), *xw = malloc(R * C * sizeof(float));
+    float *z0 = malloc(R * C * sizeof(float)), *z1 = malloc(R * C * sizeof(float));
+    uint8_t *y = malloc(R * C);
+    double sums[2][4][C];
+    int c, pass, zstep;
+    int64_t i;
+    for (c = 0; c < C; c++) {
+        int bits = 1 + c % 4;
+        float delta = (float)(0.3 + trng_uniform(&r));
+        ck_assert(tsq__outq_init(&q[c], bits, (float)(trng_uniform(&r) * 1.2) * delta, delta));
+        eps[c] = q[c].eps;
+        inv[c] = q[c].inv_delta;
+        top[c] = (float)q[c].maxcode;
+        d2[c] = q[c].delta * q[c].delta;
+        /* every other channel passes X w through unchanged, so that the
+         * values below land exactly on eps and on level boundaries */
+        alpha[c] = c % 2 ? (float)(0.1 + trng_uniform(&r)) : 1.0f;
+        b[c] = c % 2 ? (float)trng_normal(&r) : 0.0f;
+        tsq__zstep_bins(&q[c], (c % 3) * 0.25 * delta, lo + c * NB, hi + c * NB);
+    }
+    for (i = 0; i < R * C; i++) {
+        c = (int)(i % C);
+        xw[i] = (float)(trng_normal(&r) * 4.0);
+        if (i % 7 == 0) /* exactly on eps, or on a level boundary */
+            xw[i] = i % 3 ? q[c].eps : ((float)(1 + i % 5) - 0.5f) * q[c].delta;
+        y[i] = (uint8_t)trng_int(&r, q[c].maxcode + 1);
+    }
+    for (zstep = 0; zstep < 2; zstep++) {
+        for (pass = 0; pass < 2; pass++) {
+            tsq__zrows a;
+            memset(sums[pass], 0, sizeof sums[pass]);
+            a.rows = R;
+            a.C = C;
+            a.xw = xw;
+            a.y = y;
+            a.alpha = alpha;
+            a.b = b;
+            a.q = q;
+            a.eps = eps;
+            a.inv_delta = inv;
+            a.top = top;
+            a.delta2 = d2;
+            a.lo = lo;
+            a.hi = hi;
+            a.nbins = NB;
+            a.zstep = zstep;
+            a.lambda = 0.3f;
+            a.z = pass ? z1 : z0;
+            a.err = sums[pass][0];
+            a.zsum = sums[pass][1];
+            a.zsq = sums[pass][2];
+            a.zcost = sums[pass][3];
+            tsq__zrows_run(&a, pass);
+        }
+        ck_assert_mem_eq(sums[0], sums[1], sizeof sums[0]);
+        if (zstep)
+            ck_assert_mem_eq(z0, z1, R * C * sizeof(float));
+        ck_assert(sums[0][0][3] > 0.0);
+    }
+    free(lo);
+    free(hi);
+    free(xw);
+    free(z0);
+    free(z1);
+    free(y);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Brute force over all ternary vectors (linear loss)                  */
+/* ------------------------------------------------------------------ */
+
+/* Best ||t - alpha X w - b||^2 over w in {-1,0,1}^d, alpha, b (closed form
+ * for alpha and b given w). */
+static double brute_ternary(const uint8_t *x, const float *t, int64_t n, int d, int64_t C, int c)
+{
+    double A[9][9], mu[9], tc[9], tt = 0.0, tbar = 0.0, best;
+    int idx[9], i, j;
+    int64_t k;
+    memset(A, 0, sizeof A);
+    memset(mu, 0, sizeof mu);
+    memset(tc, 0, sizeof tc);
+    for (k = 0; k < n; k++) {
+        tbar += t[k * C + c];
+        for (i = 0; i < d; i++)
+            mu[i] += x[k * d + i];
+    }
+    tbar /= (double)n;
+    for (i = 0; i < d; i++)
+        mu[i] /= (double)n;
+    for (k = 0; k < n; k++) {
+        double tk = t[k * C + c] - tbar;
+        tt += tk * tk;
+        for (i = 0; i < d; i++) {
+            tc[i] += (x[k * d + i] - mu[i]) * tk;
+            for (j = 0; j < d; j++)
+                A[i][j] += (x[k * d + i] - mu[i]) * (x[k * d + j] - mu[j]);
+        }
+    }
+    best = tt;
+    for (i = 0; i < d; i++)
+        idx[i] = -1;
+    for (;;) {
+        double wt = 0.0, waw = 0.0;
+        for (i = 0; i < d; i++) {
+            wt += idx[i] * tc[i];
+            for (j = 0; j < d; j++)
+                waw += idx[i] * A[i][j] * idx[j];
+        }
+        if (waw > 0.0 && tt - wt * wt / waw < best)
+            best = tt - wt * wt / waw;
+        for (i = 0; i < d && ++idx[i] == 2; i++)
+            idx[i] = -1;
+        if (i == d)
+            break;
+    }
+    return best;
+}
+
+START_TEST(test_brute_force_ternary)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    trng r = {7};
+    const int64_t n = 200, C = 10;
+    int fit, c, within = 0, instances = 0;
+    double worst = 0.0;
+    for (fit = 0; fit < 10; fit++) {
+        int d = 4 + fit % 6;
+        tsq_tensor *X = mat(ctx, TSQ_DTYPE_U8, n, d), *P = mat(ctx, TSQ_DTYPE_F32, n, C);
+        uint8_t *x = data_of(X);
+        float *p = data_of(P);
+        double wt[9], start[10], got[10];
+        fit_out o;
+        tsq_regressor *reg = NULL;
+        int64_t i, j;
+        for (i = 0; i < n * d; i++)
+            x[i] = (uint8_t)trng_int(&r, 4);
+        for (c = 0; c < C; c++) {
+            for (j = 0; j < d; j++)
+                wt[j] = trng_normal(&r);
+            for (i = 0; i < n; i++) {
+                double v = 0.7;
+                for (j = 0; j < d; j++)
+                    v += x[i * d + j] * wt[j];
+                p[i * C + c] = (float)(v + 0.5 * trng_normal(&r));
+            }
+        }
+        TH_OK(ctx, tsq_regressor_create(ctx, &reg));
+        REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LOSS, TSQ_LOSS_LINEAR));
+        fit_out_make(ctx, &o, d, C);
+        REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 0));
+        REG_OK(reg, tsq_fit_transform(reg, X, NULL, NULL, P, o.W, o.alpha, o.b, NULL));
+        REG_OK(reg, tsq_regressor_channel_objectives(reg, start, C));
+        REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 10));
+        REG_OK(reg, tsq_fit_transform(reg, X, NULL, NULL, P, o.W, o.alpha, o.b, NULL));
+        REG_OK(reg, tsq_regressor_channel_objectives(reg, got, C));
+        for (c = 0; c < C; c++) {
+            double opt = brute_ternary(x, p, n, d, C, c);
+            ck_assert_msg(got[c] <= start[c] * (1.0 + 1e-9), "worse than its start: %g > %g",
+                          got[c], start[c]);
+            ck_assert_msg(got[c] >= opt * (1.0 - 1e-6), "below the optimum: %g < %g", got[c], opt);
+            within += got[c] <= 1.01 * opt;
+            worst = fmax(worst, got[c] / opt);
+            instances++;
+        }
+        fit_out_free(&o);
+        tsq_regressor_destroy(reg);
+        tsq_tensor_destroy(X);
+        tsq_tensor_destroy(P);
+    }
+    ck_assert_int_eq(instances, 100);
+    ck_assert_msg(within >= 90, "within 1%% of the optimum on %d of 100 (worst ratio %g)", within,
+                  worst);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+START_TEST(test_never_worse_than_start)
+{
+    /* Quantized loss on random (not planted) layers: per channel, the result
+     * is never worse than the start. */
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    int k;
+    for (k = 0; k < 6; k++) {
+        planted pl;
+        fit_out o;
+        tsq_regressor *reg;
+        double start[8], got[8];
+        int c;
+        trng r = {100 + (uint64_t)k};
+        float *p;
+        uint8_t *y;
+        int64_t i;
+        planted_make(ctx, &pl, 3000, 10, 8, 3, 40 + (uint64_t)k);
+        /* Noise on P makes the codes inconsistent with any ternary layer. */
+        p = data_of(pl.P);
+        y = data_of(pl.Y);
+        for (i = 0; i < pl.n * pl.C; i++) {
+            p[i] += (float)(0.7 * trng_normal(&r));
+            y[i] = (uint8_t)ref_code(p[i], pl.eps, pl.delta, 3);
+        }
+        reg = make_reg(ctx, &pl);
+        fit_out_make(ctx, &o, pl.d, pl.C);
+        REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 0));
+        REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, k % 2 ? pl.P : NULL, o.W, o.alpha,
+                                      o.b, NULL));
+        REG_OK(reg, tsq_regressor_channel_objectives(reg, start, pl.C));
+        REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 8));
+        REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, k % 2 ? pl.P : NULL, o.W, o.alpha,
+                                      o.b, &o.objective));
+        REG_OK(reg, tsq_regressor_channel_objectives(reg, got, pl.C));
+        for (c = 0; c < pl.C; c++)
+            ck_assert_msg(got[c] <= start[c], "channel %d: %g > start %g", c, got[c], start[c]);
+        /* The reported objective is the true one of the returned weights. */
+        ck_assert(fabs(true_objective(&pl, data_of(o.W), data_of(o.alpha), data_of(o.b)) -
+                       o.objective) <= 1e-9 * o.objective);
+        fit_out_free(&o);
+        tsq_regressor_destroy(reg);
+        planted_free(&pl);
+    }
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Monotone objectives                                                 */
+/* ------------------------------------------------------------------ */
+
+static double *history(tsq_regressor *reg, int32_t series, int32_t *count)
+{
+    double *h;
+    REG_OK(reg, tsq_regressor_history(reg, series, NULL, 0, count));
+    h = malloc((size_t)(*count > 0 ? *count : 1) * sizeof *h);
+    REG_OK(reg, tsq_regressor_history(reg, series, h, *count, count));
+    return h;
+}
+
+START_TEST(test_relaxed_objective_never_increases)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    fit_out o;
+    tsq_regressor *reg;
+    const int L = 3, R = 16;
+    double *obj, *best, *relax, *lam;
+    int32_t n, k;
+    trng r = {8};
+    float *p;
+    uint8_t *y;
+    int64_t i;
+    planted_make(ctx, &pl, 4000, 12, 5, 3, 77);
+    p = data_of(pl.P);
+    y = data_of(pl.Y);
+    for (i = 0; i < pl.n * pl.C; i++) { /* noisy codes: the rounds keep moving */
+        p[i] += (float)(0.4 * trng_normal(&r));
+        y[i] = (uint8_t)ref_code(p[i], pl.eps, pl.delta, 3);
+    }
+    reg = make_reg(ctx, &pl);
+    fit_out_make(ctx, &o, pl.d, pl.C);
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, R));
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LINEAR_ROUNDS, L));
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA0, 0.5));
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, 1.0));
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_TOLERANCE, 0.0));
+    REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o.W, o.alpha, o.b, &o.objective));
+    obj = history(reg, TSQ_HISTORY_OBJECTIVE, &n);
+    best = history(reg, TSQ_HISTORY_BEST, &n);
+    relax = history(reg, TSQ_HISTORY_RELAXED, &n);
+    lam = history(reg, TSQ_HISTORY_LAMBDA, &n);
+    ck_assert_int_eq(n, R + 1);
+    for (k = 0; k <= R; k++) {
+        ck_assert(best[k] <= obj[k]);
+        if (k > 0)
+            ck_assert(best[k] <= best[k - 1]);
+        ck_assert(lam[k] == (k > L ? 0.5 : 0.0));
+        /* Linear rounds: the same least-squares objective against z0.
+         * z-step rounds after the first: the relaxed objective at a fixed
+         * lambda (float rounding of the outputs aside). */
+        if ((k >= 1 && k <= L) || k >= L + 2)
+            ck_assert_msg(relax[k] <= relax[k - 1] * (1.0 + 1e-6), "round %d: %.9g > %.9g", k,
+                          relax[k], relax[k - 1]);
+    }
+    ck_assert(best[R] == o.objective);
+    ck_assert_msg(relax[R] < relax[L + 1], "the z-steps made no progress");
+    free(obj);
+    free(best);
+    free(relax);
+    free(lam);
+    fit_out_free(&o);
+    tsq_regressor_destroy(reg);
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+START_TEST(test_linear_objective_never_increases)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    fit_out o;
+    tsq_regressor *reg;
+    double *obj;
+    int32_t n, k;
+    trng r = {9};
+    tsq_tensor *W0;
+    float *w0;
+    int64_t j;
+    planted_make(ctx, &pl, 3000, 20, 6, 3, 78);
+    W0 = mat(ctx, TSQ_DTYPE_F32, pl.d, pl.C);
+    w0 = data_of(W0);
+    for (j = 0; j < pl.d * pl.C; j++)
+        w0[j] = (float)trng_normal(&r);
+    reg = make_reg(ctx, &pl);
+    fit_out_make(ctx, &o, pl.d, pl.C);
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LOSS, TSQ_LOSS_LINEAR));
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_TOLERANCE, 0.0));
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_SWEEPS, 1));
+    /* Target X W0 (the GPTQ objective): no Y needed. */
+    REG_OK(reg, tsq_fit_transform(reg, pl.X, NULL, W0, NULL, o.W, o.alpha, o.b, &o.objective));
+    obj = history(reg, TSQ_HISTORY_OBJECTIVE, &n);
+    ck_assert_int_eq(n, 11);
+    for (k = 1; k < n; k++)
+        ck_assert_msg(obj[k] <= obj[k - 1] * (1.0 + 1e-12), "round %d: %.12g > %.12g", k, obj[k],
+                      obj[k - 1]);
+    ck_assert(obj[n - 1] < obj[0]);
+    free(obj);
+    tsq_tensor_destroy(W0);
+    fit_out_free(&o);
+    tsq_regressor_destroy(reg);
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* k-bit weights approach least squares                                */
+/* ------------------------------------------------------------------ */
+
+/* Solves the (m x m) system a x = b in place (Gaussian elimination with
+ * partial pivoting); a is row-major. */
+static void solve(double *a, double *b, int m)
+{
+    int i, j, k;
+    for (k = 0; k < m; k++) {
+        int piv = k;
+        for (i = k + 1; i < m; i++)
+            if (fabs(a[i * m + k]) > fabs(a[piv * m + k]))
+                piv = i;
+        for (j = 0; j < m; j++) {
+            double t = a[k * m + j];
+            a[k * m + j] = a[piv * m + j];
+            a[piv * m + j] = t;
+        }
+        {
+            double t = b[k];
+            b[k] = b[piv];
+            b[piv] = t;
+        }
+        for (i = k + 1; i < m; i++) {
+            double f = a[i * m + k] / a[k * m + k];
+            for (j = k; j < m; j++)
+                a[i * m + j] -= f * a[k * m + j];
+            b[i] -= f * b[k];
+        }
+    }
+    for (k = m - 1; k >= 0; k--) {
+        for (j = k + 1; j < m; j++)
+            b[k] -= a[k * m + j] * b[j];
+        b[k] /= a[k * m + k];
+    }
+}
+
+START_TEST(test_kbit_approaches_least_squares)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    trng r = {10};
+    enum { N = 4000, D = 16 };
+    tsq_tensor *X = mat(ctx, TSQ_DTYPE_F32, N, D), *P = mat(ctx, TSQ_DTYPE_F32, N, 1);
+    float *x = data_of(X), *p = data_of(P);
+    double wt[D], a[(D + 1) * (D + 1)], rhs[D + 1], ls = 0.0, naive[9], f[9];
+    int i, j, k;
+    fit_out o;
+    tsq_regressor *reg = NULL;
+    for (j = 0; j < D; j++)
+        wt[j] = trng_normal(&r);
+    for (i = 0; i < N; i++) {
+        double v = 0.7;
+        for (j = 0; j < D; j++) {
+            x[i * D + j] = (float)trng_normal(&r);
+            v += x[i * D + j] * wt[j];
+        }
+        p[i] = (float)(v + 0.5 * trng_normal(&r));
+    }
+    /* Unconstrained least squares with an intercept (column D). */
+    memset(a, 0, sizeof a);
+    memset(rhs, 0, sizeof rhs);
+    for (i = 0; i < N; i++)
+        for (j = 0; j <= D; j++) {
+            double xj = j < D ? x[i * D + j] : 1.0;
+            rhs[j] += xj * p[i];
+            for (k = 0; k <= D; k++)
+                a[j * (D + 1) + k] += xj * (k < D ? x[i * D + k] : 1.0);
+        }
+    solve(a, rhs, D + 1);
+    for (i = 0; i < N; i++) {
+        double e = p[i] - rhs[D];
+        for (j = 0; j < D; j++)
+            e -= x[i * D + j] * rhs[j];
+        ls += e * e;
+    }
+    TH_OK(ctx, tsq_regressor_create(ctx, &reg));
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LOSS, TSQ_LOSS_LINEAR));
+    fit_out_make(ctx, &o, D, 1);
+    for (k = 2; k <= 8; k++) {
+        /* The naive reference: round w_ls on the k-bit grid scaled to its
+         * largest weight, then refit only the offset. */
+        int L = (1 << (k - 1)) - 1;
+        double amax = 0.0, sc, e2 = 0.0, mean = 0.0;
+        for (j = 0; j < D; j++)
+            amax = fmax(amax, fabs(rhs[j]));
+        sc = amax / L;
+        for (i = 0; i < N; i++) {
+            double v = p[i];
+            for (j = 0; j < D; j++)
+                v -= x[i * D + j] * sc * (double)lrint(rhs[j] / sc);
+            mean += v / N;
+        }
+        for (i = 0; i < N; i++) {
+            double v = p[i] - mean;
+            for (j = 0; j < D; j++)
+                v -= x[i * D + j] * sc * (double)lrint(rhs[j] / sc);
+            e2 += v * v;
+        }
+        naive[k] = e2;
+        REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_WEIGHT_BITS, k));
+        REG_OK(reg, tsq_fit_transform(reg, X, NULL, NULL, P, o.W, o.alpha, o.b, &f[k]));
+        ck_assert_msg(f[k] >= ls * (1.0 - 1e-6), "k=%d beats least squares: %g < %g", k, f[k], ls);
+        ck_assert_msg(f[k] <= naive[k] * (1.0 + 1e-9), "k=%d: %g worse than naive rounding %g", k,
+                      f[k], naive[k]);
+        {
+            const int8_t *w = data_of(o.W);
+            for (j = 0; j < D; j++)
+                ck_assert(w[j] >= -L && w[j] <= L);
+        }
+    }
+    /* Each extra bit cuts the excess over least squares; 8 bits are within
+     * 0.1% of it here (the rounding error of 16 weights on 127 levels). */
+    for (k = 3; k <= 8; k++)
+        ck_assert_msg(f[k] - ls <= (f[k - 1] - ls) * 0.7 + 1e-9 * ls,
+                      "k=%d: excess %g, k=%d: %g", k, f[k] - ls, k - 1, f[k - 1] - ls);
+    ck_assert_msg(f[8] <= ls * 1.001, "8 bits: %g, least squares %g", f[8], ls);
+    {
+        /* alpha w approximates w_ls to within the grid step */
+        const int8_t *w = data_of(o.W);
+        const float *al = data_of(o.alpha), *b = data_of(o.b);
+        for (j = 0; j < D; j++)
+            ck_assert_msg(fabs(al[0] * w[j] - rhs[j]) <= 2.0 * al[0], "weight %d: %g vs %g", j,
+                          al[0] * w[j], rhs[j]);
+        ck_assert(fabs(b[0] - rhs[D]) < 0.05);
+    }
+    fit_out_free(&o);
+    tsq_regressor_destroy(reg);
+    tsq_tensor_destroy(X);
+    tsq_tensor_destroy(P);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Bad input: status, message, outputs untouched                       */
+/* ------------------------------------------------------------------ */
+
+/* Outputs filled with a sentinel, checked unchanged after a failed call. */
+static void fill_sentinel(fit_out *o)
+{
+    ck_assert_int_eq(tsq_tensor_fill(o->W, 7), TSQ_OK);
+    ck_assert_int_eq(tsq_tensor_fill(o->alpha, 7), TSQ_OK);
+    ck_assert_int_eq(tsq_tensor_fill(o->b, 7), TSQ_OK);
+    o->objective = 7.0;
+}
+
+static void check_untouched(fit_out *o)
+{
+    int64_t i, n;
+    const int8_t *w = data_of(o->W);
+    const float *a = data_of(o->alpha), *b = data_of(o->b);
+    ck_assert_int_eq(tsq_tensor_numel(o->W, &n), TSQ_OK);
+    for (i = 0; i < n; i++)
+        ck_assert_int_eq(w[i], 7);
+    ck_assert_int_eq(tsq_tensor_numel(o->alpha, &n), TSQ_OK);
+    for (i = 0; i < n; i++)
+        ck_assert(a[i] == 7.0f && b[i] == 7.0f);
+    ck_assert(o->objective == 7.0);
+}
+
+#define EXPECT_FAIL(reg, expr, status, text)                                              \
+    do {                                                                                  \
+        tsq_status st_ = (expr);                                                          \
+        ck_assert_msg(st_ == (status), "%s -> %s, expected %s (%s)", #expr,               \
+                      tsq_status_string(st_), tsq_status_string(status),                  \
+                      tsq_regressor_errmsg(reg));                                         \
+        ck_assert_msg(strstr(tsq_regressor_errmsg(reg), text) != NULL,                    \
+                      "message \"%s\" lacks \"%s\"", tsq_regressor_errmsg(reg), text);    \
+    } while (0)
+
+static void copy_u8_to_f32(tsq_tensor *dst, tsq_tensor *src)
+{
+    int64_t i, n;
+    const uint8_t *s = data_of(src);
+    float *d = data_of(dst);
+    ck_assert_int_eq(tsq_tensor_numel(src, &n), TSQ_OK);
+    for (i = 0; i < n; i++)
+        d[i] = s[i];
+}
+
+START_TEST(test_bad_input_fit_transform)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    fit_out o;
+    tsq_regressor *reg;
+    tsq_tensor *Yshort, *Wbad, *Xf, *Yf, *Xzero, *Xi8, *Wout_f32, *alpha_bad;
+    const int64_t n = 64, d = 5, C = 3;
+    planted_make(ctx, &pl, n, d, C, 3, 5);
+    reg = make_reg(ctx, &pl);
+    fit_out_make(ctx, &o, d, C);
+    Yshort = mat(ctx, TSQ_DTYPE_U8, n - 1, C);
+    Wbad = mat(ctx, TSQ_DTYPE_F32, d - 1, C);
+    Xf = mat(ctx, TSQ_DTYPE_F32, n, d);
+    Yf = mat(ctx, TSQ_DTYPE_F32, n, C);
+    Xzero = mat(ctx, TSQ_DTYPE_U8, n, d);
+    Xi8 = mat(ctx, TSQ_DTYPE_I8, n, d);
+    Wout_f32 = mat(ctx, TSQ_DTYPE_F32, d, C);
+    alpha_bad = vec(ctx, C + 1);
+    copy_u8_to_f32(Xf, pl.X);
+    copy_u8_to_f32(Yf, pl.Y);
+    fill_sentinel(&o);
+
+    /* N of X != N of Y */
+    EXPECT_FAIL(reg, tsq_fit_transform(reg, pl.X, Yshort, NULL, NULL, o.W, o.alpha, o.b,
+                                       &o.objective), TSQ_ERR_SHAPE, "X has 64 rows");
+    /* W_init of the wrong shape */
+    EXPECT_FAIL(reg, tsq_fit_transform(reg, pl.X, pl.Y, Wbad, NULL, o.W, o.alpha, o.b,
+                                       &o.objective), TSQ_ERR_SHAPE, "W_init");
+    /* NaN in X (f32), in Y (f32 codes), Inf in P */
+    ((float *)data_of(Xf))[2 * d + 3] = NAN;
+    EXPECT_FAIL(reg, tsq_fit_transform(reg, Xf, pl.Y, NULL, NULL, o.W, o.alpha, o.b,
+                                       &o.objective), TSQ_ERR_NOT_FINITE, "X[2, 3]");
+    ((float *)data_of(Yf))[4 * C + 1] = NAN;
+    EXPECT_FAIL(reg, tsq_fit_transform(reg, pl.X, Yf, NULL, NULL, o.W, o.alpha, o.b,
+                                       &o.objective), TSQ_ERR_NOT_FINITE, "Y[4, 1]");
+    ((float *)data_of(Yf))[4 * C + 1] = 1.5f;
+    EXPECT_FAIL(reg, tsq_fit_transform(reg, pl.X, Yf, NULL, NULL, o.W, o.alpha, o.b,
+                                       &o.objective), TSQ_ERR_INVALID, "not a code");
+    ((float *)data_of(pl.P))[7] = INFINITY;
+    EXPECT_FAIL(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, pl.P, o.W, o.alpha, o.b,
+                                       &o.objective), TSQ_ERR_NOT_FINITE, "P[2, 1]");
+    ((float *)data_of(pl.P))[7] = 0.0f;
+    /* all-zero X */
+    EXPECT_FAIL(reg, tsq_fit_transform(reg, Xzero, pl.Y, NULL, NULL, o.W, o.alpha, o.b,
+                                       &o.objective), TSQ_ERR_NO_DATA, "X is all zero");
+    /* Y not on the quantizer's levels: codes up to 3 against a 1-bit one */
+    REG_OK(reg, tsq_regressor_set_levels(reg, 1, 0.5f, 1.0f));
+    EXPECT_FAIL(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o.W, o.alpha, o.b,
+                                       &o.objective), TSQ_ERR_INVALID, "above the top code 1");
+    /* wrong dtypes and shapes of inputs and outputs */
+    REG_OK(reg, tsq_regressor_set_levels(reg, 2, 0.5f, 1.0f));
+    EXPECT_FAIL(reg, tsq_fit_transform(reg, Xi8, pl.Y, NULL, NULL, o.W, o.alpha, o.b, NULL),
+                TSQ_ERR_DTYPE, "X must be u8 codes or f32");
+    EXPECT_FAIL(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, Wout_f32, o.alpha, o.b, NULL),
+                TSQ_ERR_DTYPE, "W_out");
+    EXPECT_FAIL(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o.W, alpha_bad, o.b, NULL),
+                TSQ_ERR_SHAPE, "alpha_out");
+    EXPECT_FAIL(reg, tsq_fit_transform(reg, pl.X, NULL, NULL, NULL, o.W, o.alpha, o.b, NULL),
+                TSQ_ERR_NULL, "Y (the step-1 codes) is NULL");
+    EXPECT_FAIL(reg, tsq_fit_transform(reg, NULL, pl.Y, NULL, NULL, o.W, o.alpha, o.b, NULL),
+                TSQ_ERR_NULL, "X is NULL");
+    ck_assert_int_eq(tsq_fit_transform(NULL, pl.X, pl.Y, NULL, NULL, o.W, o.alpha, o.b, NULL),
+                     TSQ_ERR_NULL);
+    check_untouched(&o);
+    /* No quantizer at all */
+    tsq_regressor_destroy(reg);
+    TH_OK(ctx, tsq_regressor_create(ctx, &reg));
+    EXPECT_FAIL(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o.W, o.alpha, o.b,
+                                       &o.objective), TSQ_ERR_STATE, "no output quantizer");
+    /* ... which the linear loss needs only for the codes as target */
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LOSS, TSQ_LOSS_LINEAR));
+    EXPECT_FAIL(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o.W, o.alpha, o.b,
+                                       &o.objective), TSQ_ERR_STATE, "no output quantizer");
+    check_untouched(&o);
+    REG_OK(reg, tsq_fit_transform(reg, pl.X, NULL, NULL, pl.P, o.W, o.alpha, o.b, &o.objective));
+    /* A call refused for its arguments keeps the previous fit's results. */
+    EXPECT_FAIL(reg, tsq_fit_transform(reg, Xf, NULL, NULL, pl.P, o.W, o.alpha, o.b, NULL),
+                TSQ_ERR_NOT_FINITE, "X[2, 3]");
+    {
+        double per[3];
+        REG_OK(reg, tsq_regressor_channel_objectives(reg, per, 3));
+        ck_assert(fabs(per[0] + per[1] + per[2] - o.objective) <= 1e-9 * (1.0 + o.objective));
+    }
+
+    tsq_tensor_destroy(Yshort);
+    tsq_tensor_destroy(Wbad);
+    tsq_tensor_destroy(Xf);
+    tsq_tensor_destroy(Yf);
+    tsq_tensor_destroy(Xzero);
+    tsq_tensor_destroy(Xi8);
+    tsq_tensor_destroy(Wout_f32);
+    tsq_tensor_destroy(alpha_bad);
+    fit_out_free(&o);
+    tsq_regressor_destroy(reg);
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+START_TEST(test_bad_input_streaming)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    fit_out o;
+    tsq_regressor *reg;
+    tsq_tensor *Xwide;
+    int32_t done = 7;
+    int64_t size = 0;
+    double buf[4] = {0, 0, 0, 0}, *stats;
+    planted_make(ctx, &pl, 50, 4, 2, 3, 6);
+    reg = make_reg(ctx, &pl);
+    fit_out_make(ctx, &o, 4, 2);
+    fill_sentinel(&o);
+    Xwide = mat(ctx, TSQ_DTYPE_U8, 50, 5);
+    /* Calls out of order */
+    EXPECT_FAIL(reg, tsq_regressor_feed(reg, pl.X, pl.Y, NULL), TSQ_ERR_STATE, "no fit");
+    EXPECT_FAIL(reg, tsq_regressor_end_pass(reg, &done), TSQ_ERR_STATE, "no fit");
+    EXPECT_FAIL(reg, tsq_regressor_result(reg, o.W, o.alpha, o.b, &o.objective), TSQ_ERR_STATE,
+                "no finished fit");
+    EXPECT_FAIL(reg, tsq_regressor_stats_size(reg, &size), TSQ_ERR_STATE, "no pass");
+    ck_assert_int_eq(done, 7);
+    /* d = 0 and C = 0 */
+    EXPECT_FAIL(reg, tsq_regressor_begin(reg, 0, 2, NULL, 0), TSQ_ERR_SHAPE, "d = 0");
+    EXPECT_FAIL(reg, tsq_regressor_begin(reg, 4, 0, NULL, 0), TSQ_ERR_SHAPE, "C = 0");
+    EXPECT_FAIL(reg, tsq_regressor_begin(reg, 4, 2, NULL, 2), TSQ_ERR_INVALID, "with_preact");
+    /* A fit in progress */
+    REG_OK(reg, tsq_regressor_begin(reg, 4, 2, NULL, 0));
+    EXPECT_FAIL(reg, tsq_regressor_feed(reg, Xwide, pl.Y, NULL), TSQ_ERR_SHAPE, "5 columns");
+    EXPECT_FAIL(reg, tsq_regressor_feed(reg, pl.X, pl.Y, pl.P), TSQ_ERR_INVALID,
+                "with_preact = 0");
+    EXPECT_FAIL(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 3), TSQ_ERR_STATE,
+                "in progress");
+    EXPECT_FAIL(reg, tsq_regressor_set_levels(reg, 2, 0.5f, 1.0f), TSQ_ERR_STATE, "in progress");
+    EXPECT_FAIL(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o.W, o.alpha, o.b,
+                                       &o.objective), TSQ_ERR_STATE, "in progress");
+    REG_OK(reg, tsq_regressor_stats_size(reg, &size));
+    /* N, s, the triangle of X^T X, X^T z0, sum z0, sum z0^2 (z0 = delta Y) */
+    ck_assert_int_eq(size, 1 + 4 + 10 + 8 + 2 + 2);
+    EXPECT_FAIL(reg, tsq_regressor_stats_export(reg, buf, 4), TSQ_ERR_TOO_SMALL, "count 4");
+    stats = calloc((size_t)size, sizeof *stats);
+    EXPECT_FAIL(reg, tsq_regressor_stats_import(reg, stats, size, 3), TSQ_ERR_INVALID, "mode");
+    stats[3] = NAN;
+    EXPECT_FAIL(reg, tsq_regressor_stats_import(reg, stats, size, TSQ_STATS_ADD),
+                TSQ_ERR_NOT_FINITE, "element 3");
+    /* A pass without rows abandons the fit */
+    EXPECT_FAIL(reg, tsq_regressor_end_pass(reg, &done), TSQ_ERR_NO_DATA, "no rows");
+    EXPECT_FAIL(reg, tsq_regressor_feed(reg, pl.X, pl.Y, NULL), TSQ_ERR_STATE, "no fit");
+    /* A later pass with other rows than the first */
+    REG_OK(reg, tsq_regressor_begin(reg, 4, 2, NULL, 0));
+    REG_OK(reg, tsq_regressor_feed(reg, pl.X, pl.Y, NULL));
+    REG_OK(reg, tsq_regressor_end_pass(reg, &done));
+    ck_assert_int_eq(done, 0);
+    REG_OK(reg, tsq_regressor_feed(reg, pl.X, pl.Y, NULL));
+    REG_OK(reg, tsq_regressor_feed(reg, pl.X, pl.Y, NULL));
+    EXPECT_FAIL(reg, tsq_regressor_end_pass(reg, &done), TSQ_ERR_SHAPE,
+                "pass 1 saw 100 rows, the first pass 50");
+    check_untouched(&o);
+    free(stats);
+    tsq_tensor_destroy(Xwide);
+    fit_out_free(&o);
+    tsq_regressor_destroy(reg);
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+START_TEST(test_options)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    tsq_regressor *reg = NULL;
+    double v, lo, hi;
+    int32_t vals[256], count;
+    const int32_t custom[5] = {4, -4, 1, 0, -1}, twice[2] = {3, 3}, far[2] = {0, 200};
+    TH_OK(ctx, tsq_regressor_create(ctx, &reg));
+    REG_OK(reg, tsq_regressor_get_param(reg, TSQ_REGRESSOR_WEIGHT_BITS, &v));
+    ck_assert(v == 2.0);
+    REG_OK(reg, tsq_regressor_get_param(reg, TSQ_REGRESSOR_MARGIN, &v));
+    ck_assert(v == 0.5);
+    REG_OK(reg, tsq_regressor_get_alphabet(reg, vals, 256, &count));
+    ck_assert_int_eq(count, 3);
+    ck_assert(vals[0] == -1 && vals[1] == 0 && vals[2] == 1);
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_WEIGHT_BITS, 4));
+    REG_OK(reg, tsq_regressor_get_alphabet(reg, NULL, 0, &count));
+    ck_assert_int_eq(count, 15);
+    EXPECT_FAIL(reg, tsq_regressor_get_alphabet(reg, vals, 14, &count), TSQ_ERR_TOO_SMALL,
+                "capacity 14");
+    EXPECT_FAIL(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_WEIGHT_BITS, 9), TSQ_ERR_INVALID,
+                "2 .. 8");
+    EXPECT_FAIL(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_WEIGHT_BITS, 3.5),
+                TSQ_ERR_INVALID, "an integer");
+    EXPECT_FAIL(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA0, NAN), TSQ_ERR_INVALID,
+                "key 7");
+    EXPECT_FAIL(reg, tsq_regressor_set_param(reg, 999, 1.0), TSQ_ERR_INVALID, "unknown key 999");
+    EXPECT_FAIL(reg, tsq_regressor_get_param(reg, 999, &v), TSQ_ERR_INVALID, "unknown key 999");
+    ck_assert_int_eq(tsq_regressor_param_bounds(TSQ_REGRESSOR_SWEEPS, &lo, &hi), TSQ_OK);
+    ck_assert(lo == 1.0 && hi == 10000.0);
+    ck_assert_int_eq(tsq_regressor_param_bounds(0, &lo, &hi), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_regressor_param_bounds(1, NULL, &hi), TSQ_ERR_NULL);
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, 1.5));
+    REG_OK(reg, tsq_regressor_get_param(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, &v));
+    ck_assert(v == 1.5);
+    /* Custom alphabets */
+    REG_OK(reg, tsq_regressor_set_alphabet(reg, custom, 5));
+    REG_OK(reg, tsq_regressor_get_param(reg, TSQ_REGRESSOR_WEIGHT_BITS, &v));
+    ck_assert(v == 0.0);
+    REG_OK(reg, tsq_regressor_get_alphabet(reg, vals, 256, &count));
+    ck_assert_int_eq(count, 5);
+    ck_assert(vals[0] == -4 && vals[2] == 0 && vals[4] == 4);
+    EXPECT_FAIL(reg, tsq_regressor_set_alphabet(reg, twice, 2), TSQ_ERR_INVALID, "2 distinct");
+    EXPECT_FAIL(reg, tsq_regressor_set_alphabet(reg, far, 2), TSQ_ERR_INVALID, "-128..127");
+    EXPECT_FAIL(reg, tsq_regressor_set_alphabet(reg, custom, 0), TSQ_ERR_INVALID, "count");
+    EXPECT_FAIL(reg, tsq_regressor_set_alphabet(reg, NULL, 3), TSQ_ERR_NULL, "values");
+    /* Levels */
+    EXPECT_FAIL(reg, tsq_regressor_set_levels(reg, 9, 0.5f, 1.0f), TSQ_ERR_INVALID, "bits");
+    EXPECT_FAIL(reg, tsq_regressor_set_levels(reg, 2, 0.5f, 0.0f), TSQ_ERR_INVALID, "delta");
+    EXPECT_FAIL(reg, tsq_regressor_set_levels(reg, 2, -1.0f, 1.0f), TSQ_ERR_INVALID, "eps");
+    EXPECT_FAIL(reg, tsq_regressor_set_levels(reg, 2, NAN, 1.0f), TSQ_ERR_NOT_FINITE, "finite");
+    REG_OK(reg, tsq_regressor_set_levels(reg, 2, 0.5f, 1.0f));
+    ck_assert_str_eq(tsq_regressor_errmsg(reg), "");
+    ck_assert_str_eq(tsq_regressor_errmsg(NULL), "no regressor");
+    ck_assert_int_eq(tsq_regressor_create(ctx, NULL), TSQ_ERR_NULL);
+    ck_assert_int_eq(tsq_regressor_create(NULL, &reg), TSQ_ERR_NULL);
+    tsq_regressor_destroy(NULL);
+    tsq_regressor_destroy(reg);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+START_TEST(test_out_of_memory)
+{
+    /* Every allocation failure is reported, leaves the outputs untouched,
+     * and leaks nothing; the call eventually succeeds. */
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    fit_out o;
+    tsq_regressor *reg;
+    int64_t k, base;
+    tsq_status s = TSQ_ERR_NO_MEMORY;
+    planted_make(ctx, &pl, 200, 6, 3, 3, 12);
+    reg = make_reg(ctx, &pl);
+    fit_out_make(ctx, &o, 6, 3);
+    for (k = 1; s != TSQ_OK && k < 50; k++) {
+        fill_sentinel(&o);
+        base = st.total_allocs;
+        st.fail_at = base + k;
+        s = tsq_fit_transform(reg, pl.X, pl.Y, NULL, k % 2 ? pl.P : NULL, o.W, o.alpha, o.b,
+                              &o.objective);
+        st.fail_at = 0;
+        if (s != TSQ_OK) {
+            ck_assert_int_eq(s, TSQ_ERR_NO_MEMORY);
+            ck_assert_ptr_nonnull(strstr(tsq_regressor_errmsg(reg), "out of memory"));
+            check_untouched(&o);
+        }
+    }
+    ck_assert_int_eq(s, TSQ_OK);
+    ck_assert_int_gt(k, 2);
+    fit_out_free(&o);
+    tsq_regressor_destroy(reg);
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Streaming, shards and merged statistics                             */
+/* ------------------------------------------------------------------ */
+
+/* A view of rows [first, first + rows) of a row-major matrix. */
+static tsq_tensor *rows_view(tsq_context *ctx, tsq_tensor *t, int64_t first, int64_t rows)
+{
+    int64_t shape[2], cols;
+    int32_t dtype, nd;
+    tsq_tensor *v = NULL;
+    size_t es;
+    if (!t)
+        return NULL;
+    ck_assert_int_eq(tsq_tensor_shape(t, shape, 2, &nd), TSQ_OK);
+    ck_assert_int_eq(tsq_tensor_dtype(t, &dtype), TSQ_OK);
+    cols = shape[1];
+    es = dtype == TSQ_DTYPE_F32 ? 4 : 1;
+    shape[0] = rows;
+    TH_OK(ctx, tsq_tensor_wrap(ctx, dtype, 2, shape,
+                               (unsigned char *)data_of(t) + (size_t)(first * cols) * es,
+                               (uint64_t)(rows * cols) * es, &v));
+    return v;
+}
+
+/* Fits the whole data on `nshards` regressors, each fed its own rows in
+ * batches of `batch`, their sums exchanged after every pass. */
+static void fit_sharded(tsq_context *ctx, tsq_regressor **regs, int nshards, const planted *pl,
+                        const tsq_tensor *W0, int use_p, int64_t batch)
+{
+    int32_t done = 0, k;
+    int64_t size = 0, i;
+    int sh;
+    double *sum = NULL, *part = NULL;
+    for (sh = 0; sh < nshards; sh++)
+        REG_OK(regs[sh], tsq_regressor_begin(regs[sh], pl->d, pl->C, W0, use_p));
+    for (k = 0; !done; k++) {
+        ck_assert_int_lt(k, 100);
+        for (sh = 0; sh < nshards; sh++) {
+            int64_t lo = pl->n * sh / nshards, hi = pl->n * (sh + 1) / nshards, first;
+            for (first = lo; first < hi; first += batch) {
+                int64_t rows = hi - first < batch ? hi - first : batch;
+                tsq_tensor *x = rows_view(ctx, pl->X, first, rows),
+                           *y = rows_view(ctx, pl->Y, first, rows),
+                           *p = use_p ? rows_view(ctx, pl->P, first, rows) : NULL;
+                REG_OK(regs[sh], tsq_regressor_feed(regs[sh], x, y, p));
+                tsq_tensor_destroy(x);
+                tsq_tensor_destroy(y);
+                tsq_tensor_destroy(p);
+            }
+        }
+        if (nshards > 1) { /* what MPI_Allreduce would do */
+            REG_OK(regs[0], tsq_regressor_stats_size(regs[0], &size));
+            sum = realloc(sum, (size_t)size * sizeof *sum);
+            part = realloc(part, (size_t)size * sizeof *part);
+            memset(sum, 0, (size_t)size * sizeof *sum);
+            for (sh = 0; sh < nshards; sh++) {
+                REG_OK(regs[sh], tsq_regressor_stats_export(regs[sh], part, size));
+                for (i = 0; i < size; i++)
+                    sum[i] += part[i];
+            }
+            for (sh = 0; sh < nshards; sh++)
+                REG_OK(regs[sh], tsq_regressor_stats_import(regs[sh], sum, size,
+                                                            TSQ_STATS_REPLACE));
+        }
+        for (sh = 0; sh < nshards; sh++) {
+            int32_t d_sh = -1;
+            REG_OK(regs[sh], tsq_regressor_end_pass(regs[sh], &d_sh));
+            if (sh == 0)
+                done = d_sh;
+            ck_assert_int_eq(d_sh, done);
+        }
+    }
+    free(sum);
+    free(part);
+}
+
+static void check_same_fit(const fit_out *a, const fit_out *b, int64_t d, int64_t C, double rel)
+{
+    const int8_t *wa = data_of(a->W), *wb = data_of(b->W);
+    const float *aa = data_of(a->alpha), *ab = data_of(b->alpha), *ba = data_of(a->b),
+                *bb = data_of(b->b);
+    int64_t j;
+    for (j = 0; j < d * C; j++)
+        ck_assert_int_eq(wa[j], wb[j]);
+    for (j = 0; j < C; j++) {
+        ck_assert_msg(fabs(aa[j] - ab[j]) <= rel * fabs(aa[j]), "alpha %g vs %g", aa[j], ab[j]);
+        ck_assert_msg(fabs(ba[j] - bb[j]) <= rel * (fabs(ba[j]) + fabs(aa[j])), "b %g vs %g",
+                      ba[j], bb[j]);
+    }
+    ck_assert_msg(fabs(a->objective - b->objective) <= rel * (1.0 + a->objective),
+                  "objective %g vs %g", a->objective, b->objective);
+}
+
+static void check_merge(int loss, int use_p, int use_w0)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    fit_out whole, shard[2], streamed;
+    tsq_regressor *reg, *regs[2], *one;
+    tsq_tensor *W0 = NULL;
+    trng r = {31};
+    float *p;
+    uint8_t *y;
+    int64_t i;
+    int sh;
+    planted_make(ctx, &pl, 3000, 12, 4, 3, 90);
+    p = data_of(pl.P);
+    y = data_of(pl.Y);
+    for (i = 0; i < pl.n * pl.C; i++) { /* noise: a fit that keeps moving */
+        p[i] += (float)(0.3 * trng_normal(&r));
+        y[i] = (uint8_t)ref_code(p[i], pl.eps, pl.delta, 3);
+    }
+    if (use_w0) {
+        float *w0;
+        W0 = mat(ctx, TSQ_DTYPE_F32, pl.d, pl.C);
+        w0 = data_of(W0);
+        for (i = 0; i < pl.d * pl.C; i++)
+            w0[i] = pl.alpha[i % pl.C] * pl.w[i] + 0.2f * (float)trng_normal(&r);
+    }
+    reg = make_reg(ctx, &pl);
+    one = make_reg(ctx, &pl);
+    regs[0] = make_reg(ctx, &pl);
+    regs[1] = make_reg(ctx, &pl);
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LOSS, loss));
+    REG_OK(one, tsq_regressor_set_param(one, TSQ_REGRESSOR_LOSS, loss));
+    for (sh = 0; sh < 2; sh++)
+        REG_OK(regs[sh], tsq_regressor_set_param(regs[sh], TSQ_REGRESSOR_LOSS, loss));
+    fit_out_make(ctx, &whole, pl.d, pl.C);
+    fit_out_make(ctx, &streamed, pl.d, pl.C);
+    fit_out_make(ctx, &shard[0], pl.d, pl.C);
+    fit_out_make(ctx, &shard[1], pl.d, pl.C);
+    REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, W0, use_p ? pl.P : NULL, whole.W, whole.alpha,
+                                  whole.b, &whole.objective));
+    /* Two half-shards merged after every pass, in uneven batches. */
+    fit_sharded(ctx, regs, 2, &pl, W0, use_p, 700);
+    for (sh = 0; sh < 2; sh++)
+        REG_OK(regs[sh], tsq_regressor_result(regs[sh], shard[sh].W, shard[sh].alpha,
+                                              shard[sh].b, &shard[sh].objective));
+    /* One regressor streaming the whole data in batches of 1000. */
+    fit_sharded(ctx, &one, 1, &pl, W0, use_p, 1000);
+    REG_OK(one, tsq_regressor_result(one, streamed.W, streamed.alpha, streamed.b,
+                                     &streamed.objective));
+    /* The shards agree exactly (same sums); with the whole, up to the
+     * rounding of sums added in another order. */
+    check_same_fit(&shard[0], &shard[1], pl.d, pl.C, 0.0);
+    check_same_fit(&whole, &shard[0], pl.d, pl.C, 1e-5);
+    check_same_fit(&whole, &streamed, pl.d, pl.C, 1e-5);
+    {
+        int32_t n1, n2;
+        double *h1 = history(reg, TSQ_HISTORY_OBJECTIVE, &n1),
+               *h2 = history(regs[0], TSQ_HISTORY_OBJECTIVE, &n2);
+        ck_assert_int_eq(n1, n2);
+        ck_assert_int_gt(n1, 2);
+        free(h1);
+        free(h2);
+    }
+    fit_out_free(&whole);
+    fit_out_free(&streamed);
+    fit_out_free(&shard[0]);
+    fit_out_free(&shard[1]);
+    tsq_regressor_destroy(reg);
+    tsq_regressor_destroy(one);
+    tsq_regressor_destroy(regs[0]);
+    tsq_regressor_destroy(regs[1]);
+    tsq_tensor_destroy(W0);
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+
+START_TEST(test_merge_quantized_codes) { check_merge(TSQ_LOSS_QUANTIZED, 0, 0); }
+END_TEST
+
+START_TEST(test_merge_quantized_preact) { check_merge(TSQ_LOSS_QUANTIZED, 1, 0); }
+END_TEST
+
+START_TEST(test_merge_quantized_w_init) { check_merge(TSQ_LOSS_QUANTIZED, 0, 1); }
+END_TEST
+
+START_TEST(test_merge_linear_w_init) { check_merge(TSQ_LOSS_LINEAR, 0, 1); }
+END_TEST
+
+START_TEST(test_threads_same_result)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    fit_out o[2];
+    int t;
+    planted_make(ctx, &pl, 5000, 30, 7, 3, 14);
+    for (t = 0; t < 2; t++) {
+        tsq_regressor *reg;
+        TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, t ? 3 : 1));
+        reg = make_reg(ctx, &pl);
+        REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_BATCH_ROWS, 600));
+        fit_out_make(ctx, &o[t], pl.d, pl.C);
+        REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o[t].W, o[t].alpha, o[t].b,
+                                      &o[t].objective));
+        tsq_regressor_destroy(reg);
+    }
+    check_same_fit(&o[0], &o[1], pl.d, pl.C, 0.0);
+    fit_out_free(&o[0]);
+    fit_out_free(&o[1]);
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+START_TEST(test_custom_alphabets)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    const int32_t sym[5] = {-4, -1, 0, 1, 4}, asym[3] = {0, 1, 2};
+    const int32_t *alph[3] = {sym, asym, NULL};
+    const int nalph[3] = {5, 3, 0};
+    int a;
+    planted_make(ctx, &pl, 3000, 10, 4, 3, 15);
+    for (a = 0; a < 3; a++) {
+        tsq_regressor *reg = make_reg(ctx, &pl);
+        fit_out o;
+        double start, *h;
+        int32_t n;
+        int64_t j;
+        const int8_t *w;
+        const float *al;
+        fit_out_make(ctx, &o, pl.d, pl.C);
+        if (alph[a])
+            REG_OK(reg, tsq_regressor_set_alphabet(reg, alph[a], nalph[a]));
+        else
+            REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_WEIGHT_BITS, 3));
+        REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, pl.P, o.W, o.alpha, o.b,
+                                      &o.objective));
+        h = history(reg, TSQ_HISTORY_OBJECTIVE, &n);
+        start = h[0];
+        free(h);
+        ck_assert(o.objective <= start);
+        w = data_of(o.W);
+        al = data_of(o.alpha);
+        for (j = 0; j < pl.d * pl.C; j++) {
+            int ok = 0, v;
+            if (alph[a]) {
+                for (v = 0; v < nalph[a]; v++)
+                    ok |= w[j] == alph[a][v];
+            } else {
+                ok = w[j] >= -3 && w[j] <= 3;
+            }
+            ck_assert_msg(ok, "alphabet %d: weight %d", a, w[j]);
+        }
+        for (j = 0; j < pl.C; j++)
+            ck_assert(al[j] > 0.0f);
+        fit_out_free(&o);
+        tsq_regressor_destroy(reg);
+    }
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+START_TEST(test_history_queries)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    fit_out o;
+    tsq_regressor *reg;
+    double v[64], *lam;
+    int32_t n = -1, k;
+    planted_make(ctx, &pl, 2000, 8, 3, 3, 16);
+    reg = make_reg(ctx, &pl);
+    REG_OK(reg, tsq_regressor_history(reg, TSQ_HISTORY_OBJECTIVE, v, 64, &n));
+    ck_assert_int_eq(n, 0); /* nothing fitted yet */
+    EXPECT_FAIL(reg, tsq_regressor_history(reg, 42, v, 64, &n), TSQ_ERR_INVALID, "series 42");
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 6));
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LINEAR_ROUNDS, 2));
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA0, 0.2));
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, 2.0));
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_TOLERANCE, 0.0));
+    fit_out_make(ctx, &o, pl.d, pl.C);
+    REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o.W, o.alpha, o.b, &o.objective));
+    EXPECT_FAIL(reg, tsq_regressor_history(reg, TSQ_HISTORY_BEST, v, 3, &n), TSQ_ERR_TOO_SMALL,
+                "capacity 3");
+    ck_assert_int_eq(n, 7);
+    lam = history(reg, TSQ_HISTORY_LAMBDA, &n);
+    for (k = 0; k < n; k++)
+        ck_assert(lam[k] == (k <= 2 ? 0.0 : 0.2 * pow(2.0, k - 3)));
+    free(lam);
+    EXPECT_FAIL(reg, tsq_regressor_channel_objectives(reg, v, 2), TSQ_ERR_TOO_SMALL, "C = 3");
+    REG_OK(reg, tsq_regressor_channel_objectives(reg, v, 3));
+    ck_assert(fabs(v[0] + v[1] + v[2] - o.objective) <= 1e-12 * (1.0 + o.objective));
+    fit_out_free(&o);
+    tsq_regressor_destroy(reg);
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Convolutions: im2col rows                                           */
+/* ------------------------------------------------------------------ */
+
+static tsq_tensor *nchw(tsq_context *ctx, int32_t dtype, int64_t n, int64_t c, int64_t h,
+                        int64_t w)
+{
+    int64_t shape[4] = {n, c, h, w};
+    tsq_tensor *t = NULL;
+    TH_OK(ctx, tsq_tensor_create(ctx, dtype, 4, shape, &t));
+    return t;
+}
+
+/* The naive im2col value of image n, position (oh, ow), column col. */
+static double naive_patch(const tsq_tensor *in, const int64_t *s, int kh, int kw, int sh, int sw,
+                          int ph, int pw, int64_t n, int64_t oh, int64_t ow, int64_t col)
+{
+    int64_t ci = col / (kh * kw), i = (col / kw) % kh, j = col % kw;
+    int64_t y = oh * sh - ph + i, x = ow * sw - pw + j, idx;
+    int32_t dt;
+    void *p = NULL;
+    if (y < 0 || y >= s[2] || x < 0 || x >= s[3])
+        return 0.0;
+    idx = ((n * s[1] + ci) * s[2] + y) * s[3] + x;
+    tsq_tensor_dtype(in, &dt);
+    tsq_tensor_data((tsq_tensor *)in, &p);
+    return dt == TSQ_DTYPE_U8 ? (double)((uint8_t *)p)[idx] : (double)((float *)p)[idx];
+}
+
+static double at(tsq_tensor *t, int64_t i)
+{
+    int32_t dt;
+    tsq_tensor_dtype(t, &dt);
+    return dt == TSQ_DTYPE_U8 ? (double)((uint8_t *)data_of(t))[i] : (double)((float *)data_of(t))[i];
+}
+
+static void check_im2col(int32_t dtype)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    const int64_t s[4] = {2, 3, 7, 6};
+    const int kh = 3, kw = 2, sh = 2, sw = 1, ph = 1, pw = 0;
+    const int64_t oh = (7 + 2 - 3) / 2 + 1, ow = (6 - 2) / 1 + 1, d = 3 * 3 * 2;
+    tsq_tensor *in = nchw(ctx, dtype, s[0], s[1], s[2], s[3]), *rows = NULL, *sub = NULL;
+    tsq_tensor *out = nchw(ctx, dtype, 2, 4, oh, ow), *orows = NULL, *osub = NULL;
+    int64_t i, n, p, col, shape[2], pos[2 * 5];
+    int32_t nd;
+    trng r = {20};
+    for (i = 0; i < 2 * 3 * 7 * 6; i++) {
+        if (dtype == TSQ_DTYPE_U8)
+            ((uint8_t *)data_of(in))[i] = (uint8_t)(1 + trng_int(&r, 200));
+        else
+            ((float *)data_of(in))[i] = (float)trng_normal(&r);
+    }
+    for (i = 0; i < 2 * 4 * oh * ow; i++) {
+        if (dtype == TSQ_DTYPE_U8)
+            ((uint8_t *)data_of(out))[i] = (uint8_t)trng_int(&r, 4);
+        else
+            ((float *)data_of(out))[i] = (float)trng_normal(&r);
+    }
+    TH_OK(ctx, tsq_im2col_rows(ctx, in, kh, kw, sh, sw, ph, pw, NULL, 0, &rows));
+    TH_OK(ctx, tsq_tensor_shape(rows, shape, 2, &nd));
+    ck_assert_int_eq(shape[0], 2 * oh * ow);
+    ck_assert_int_eq(shape[1], d);
+    for (n = 0; n < 2; n++)
+        for (p = 0; p < oh * ow; p++)
+            for (col = 0; col < d; col++)
+                ck_assert(at(rows, (n * oh * ow + p) * d + col) ==
+                          naive_patch(in, s, kh, kw, sh, sw, ph, pw, n, p / ow, p % ow, col));
+    /* Sampled positions: 5 per image, the matching rows of both sides. */
+    TH_OK(ctx, tsq_context_set_seed(ctx, 42));
+    TH_OK(ctx, tsq_im2col_sample_positions(ctx, 2, oh * ow, 5, pos));
+    for (n = 0; n < 2; n++)
+        for (p = 0; p < 5; p++) {
+            ck_assert(pos[n * 5 + p] >= 0 && pos[n * 5 + p] < oh * ow);
+            if (p)
+                ck_assert(pos[n * 5 + p] > pos[n * 5 + p - 1]);
+        }
+    TH_OK(ctx, tsq_im2col_rows(ctx, in, kh, kw, sh, sw, ph, pw, pos, 5, &sub));
+    TH_OK(ctx, tsq_im2col_output_rows(ctx, out, pos, 5, &osub));
+    TH_OK(ctx, tsq_im2col_output_rows(ctx, out, NULL, 0, &orows));
+    for (n = 0; n < 2; n++)
+        for (p = 0; p < 5; p++) {
+            int64_t q = pos[n * 5 + p];
+            for (col = 0; col < d; col++)
+                ck_assert(at(sub, (n * 5 + p) * d + col) == at(rows, (n * oh * ow + q) * d + col));
+            for (col = 0; col < 4; col++) {
+                double want = at(out, ((n * 4 + col) * oh + q / ow) * ow + q % ow);
+                ck_assert(at(osub, (n * 5 + p) * 4 + col) == want);
+                ck_assert(at(orows, (n * oh * ow + q) * 4 + col) == want);
+            }
+        }
+    tsq_tensor_destroy(rows);
+    tsq_tensor_destroy(sub);
+    tsq_tensor_destroy(orows);
+    tsq_tensor_destroy(osub);
+    tsq_tensor_destroy(in);
+    tsq_tensor_destroy(out);
+    th_context_done(ctx, &st);
+}
+
+START_TEST(test_im2col_u8) { check_im2col(TSQ_DTYPE_U8); }
+END_TEST
+
+START_TEST(test_im2col_f32) { check_im2col(TSQ_DTYPE_F32); }
+END_TEST
+
+START_TEST(test_im2col_errors_and_sampling)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    tsq_tensor *in = nchw(ctx, TSQ_DTYPE_U8, 1, 2, 4, 4), *i8 = NULL, *m = mat(ctx, TSQ_DTYPE_U8, 4, 4);
+    tsq_tensor *out = (tsq_tensor *)&st; /* must be reset to NULL on failure */
+    int64_t pos[8], again[8], bad[2] = {0, 9}, shape[4] = {1, 2, 4, 4}, k, total = 0;
+    int counts[9] = {0};
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_I8, 4, shape, &i8));
+    ck_assert_int_eq(tsq_im2col_rows(ctx, in, 5, 5, 1, 1, 0, 0, NULL, 0, &out), TSQ_ERR_SHAPE);
+    ck_assert_ptr_null(out);
+    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "does not fit"));
+    ck_assert_int_eq(tsq_im2col_rows(ctx, in, 3, 3, 0, 1, 0, 0, NULL, 0, &out), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_im2col_rows(ctx, in, 3, 3, 1, 1, -1, 0, NULL, 0, &out), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_im2col_rows(ctx, i8, 3, 3, 1, 1, 0, 0, NULL, 0, &out), TSQ_ERR_DTYPE);
+    ck_assert_int_eq(tsq_im2col_rows(ctx, m, 3, 3, 1, 1, 0, 0, NULL, 0, &out), TSQ_ERR_SHAPE);
+    ck_assert_int_eq(tsq_im2col_rows(ctx, NULL, 3, 3, 1, 1, 0, 0, NULL, 0, &out), TSQ_ERR_NULL);
+    /* 3x3 kernel on 4x4: 2x2 = 4 positions; 9 is out of range */
+    ck_assert_int_eq(tsq_im2col_rows(ctx, in, 3, 3, 1, 1, 0, 0, bad, 2, &out), TSQ_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "positions[1] = 9"));
+    ck_assert_int_eq(tsq_im2col_rows(ctx, in, 3, 3, 1, 1, 0, 0, bad, 0, &out), TSQ_ERR_INVALID);
+    /* as an output tensor the 4x4 input has 16 positions: 9 is fine */
+    TH_OK(ctx, tsq_im2col_output_rows(ctx, in, bad, 2, &out));
+    tsq_tensor_destroy(out);
+    out = NULL;
+    ck_assert_int_eq(tsq_im2col_sample_positions(ctx, 1, 4, 5, pos), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_im2col_sample_positions(ctx, 0, 4, 1, pos), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_im2col_sample_positions(ctx, 1, 4, 1, NULL), TSQ_ERR_NULL);
+    /* Same seed and call order, same positions; every position is drawn. */
+    TH_OK(ctx, tsq_context_set_seed(ctx, 3));
+    TH_OK(ctx, tsq_im2col_sample_positions(ctx, 2, 9, 4, pos));
+    TH_OK(ctx, tsq_context_set_seed(ctx, 3));
+    TH_OK(ctx, tsq_im2col_sample_positions(ctx, 2, 9, 4, again));
+    ck_assert_mem_eq(pos, again, sizeof pos);
+    for (k = 0; k < 300; k++) {
+        int j;
+        TH_OK(ctx, tsq_im2col_sample_positions(ctx, 1, 9, 3, pos));
+        for (j = 0; j < 3; j++)
+            counts[pos[j]]++;
+    }
+    for (k = 0; k < 9; k++) { /* 100 expected each; binomial sd about 8 */
+        ck_assert_msg(counts[k] > 50 && counts[k] < 150, "position %d drawn %d times",
+                      (int)k, counts[k]);
+        total += counts[k];
+    }
+    ck_assert_int_eq(total, 900);
+    tsq_tensor_destroy(in);
+    tsq_tensor_destroy(i8);
+    tsq_tensor_destroy(m);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+START_TEST(test_conv_planted)
+{
+    /* A planted ternary 3x3 convolution, fitted from sampled positions. */
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    const int64_t N = 40, Ci = 2, H = 10, Wd = 10, Co = 3, kh = 3, kw = 3;
+    const int64_t oh = 10, ow = 10, d = Ci * kh * kw, npos = 30;
+    tsq_tensor *in = nchw(ctx, TSQ_DTYPE_U8, N, Ci, H, Wd), *pre = nchw(ctx, TSQ_DTYPE_F32, N, Co,
+                                                                     oh, ow);
+    tsq_tensor *codes = nchw(ctx, TSQ_DTYPE_U8, N, Co, oh, ow), *X = NULL, *Y = NULL, *P = NULL;
+    int8_t wconv[3 * 18];
+    float alpha[3] = {0.25f, 0.5f, 0.25f}, bias[3] = {0.625f, 1.125f, 1.875f};
+    int64_t *pos = malloc((size_t)(N * npos) * sizeof *pos), n, co, y, x, ci, i, j;
+    trng r = {21};
+    fit_out o;
+    tsq_regressor *reg = NULL;
+    const int8_t *w;
+    for (i = 0; i < N * Ci * H * Wd; i++)
+        ((uint8_t *)data_of(in))[i] = (uint8_t)trng_int(&r, 4);
+    for (i = 0; i < Co * d; i++)
+        wconv[i] = (int8_t)(trng_int(&r, 3) - 1);
+    for (n = 0; n < N; n++) /* the convolution, naively, with padding 1 */
+        for (co = 0; co < Co; co++)
+            for (y = 0; y < oh; y++)
+                for (x = 0; x < ow; x++) {
+                    int32_t acc = 0;
+                    float v;
+                    for (ci = 0; ci < Ci; ci++)
+                        for (i = 0; i < kh; i++)
+                            for (j = 0; j < kw; j++) {
+                                int64_t yy = y - 1 + i, xx = x - 1 + j;
+                                if (yy >= 0 && yy < H && xx >= 0 && xx < Wd)
+                                    acc += wconv[co * d + (ci * kh + i) * kw + j] *
+                                           ((uint8_t *)data_of(in))[((n * Ci + ci) * H + yy) * Wd + xx];
+                            }
+                    v = alpha[co] * (float)acc + bias[co];
+                    ((float *)data_of(pre))[((n * Co + co) * oh + y) * ow + x] = v;
+                    ((uint8_t *)data_of(codes))[((n * Co + co) * oh + y) * ow + x] =
+                        (uint8_t)ref_code(v, 0.5f, 1.0f, 3);
+                }
+    TH_OK(ctx, tsq_im2col_sample_positions(ctx, N, oh * ow, npos, pos));
+    TH_OK(ctx, tsq_im2col_rows(ctx, in, 3, 3, 1, 1, 1, 1, pos, npos, &X));
+    TH_OK(ctx, tsq_im2col_output_rows(ctx, codes, pos, npos, &Y));
+    TH_OK(ctx, tsq_im2col_output_rows(ctx, pre, pos, npos, &P));
+    TH_OK(ctx, tsq_regressor_create(ctx, &reg));
+    REG_OK(reg, tsq_regressor_set_levels(reg, 2, 0.5f, 1.0f));
+    fit_out_make(ctx, &o, d, Co);
+    REG_OK(reg, tsq_fit_transform(reg, X, Y, NULL, P, o.W, o.alpha, o.b, &o.objective));
+    ck_assert(o.objective == 0.0);
+    w = data_of(o.W); /* W is d x C: the conv weight reshaped and transposed */
+    for (co = 0; co < Co; co++)
+        for (i = 0; i < d; i++)
+            ck_assert_int_eq(w[i * Co + co], wconv[co * d + i]);
+    fit_out_free(&o);
+    tsq_regressor_destroy(reg);
+    tsq_tensor_destroy(X);
+    tsq_tensor_destroy(Y);
+    tsq_tensor_destroy(P);
+    tsq_tensor_destroy(in);
+    tsq_tensor_destroy(pre);
+    tsq_tensor_destroy(codes);
+    free(pos);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* The step-1 quantizer handle                                         */
+/* ------------------------------------------------------------------ */
+
+START_TEST(test_quantizer_handle)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    fit_out a, b;
+    tsq_regressor *reg;
+    tsq_quantizer *qt = NULL, *qc = NULL, *q3 = NULL, *unfit = NULL;
+    int64_t c;
+    planted_make(ctx, &pl, 2000, 8, 4, 3, 17);
+    fit_out_make(ctx, &a, pl.d, pl.C);
+    fit_out_make(ctx, &b, pl.d, pl.C);
+    /* set_levels and an equal per-tensor quantizer give the same fit */
+    reg = make_reg(ctx, &pl);
+    REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, a.W, a.alpha, a.b, &a.objective));
+    TH_OK(ctx, tsq_quantizer_create(ctx, 2, 0, &qt));
+    ck_assert_int_eq(tsq_quantizer_set_channel(qt, 0, pl.eps, pl.delta), TSQ_OK);
+    REG_OK(reg, tsq_regressor_set_quantizer(reg, qt));
+    REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, b.W, b.alpha, b.b, &b.objective));
+    check_same_fit(&a, &b, pl.d, pl.C, 0.0);
+    /* ... and a per-channel one with the same parameters on every channel */
+    TH_OK(ctx, tsq_quantizer_create(ctx, 2, pl.C, &qc));
+    for (c = 0; c < pl.C; c++)
+        ck_assert_int_eq(tsq_quantizer_set_channel(qc, c, pl.eps, pl.delta), TSQ_OK);
+    REG_OK(reg, tsq_regressor_set_quantizer(reg, qc));
+    REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, b.W, b.alpha, b.b, &b.objective));
+    check_same_fit(&a, &b, pl.d, pl.C, 0.0);
+    /* The parameters were copied: the quantizer can go. */
+    tsq_quantizer_destroy(qc);
+    REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, b.W, b.alpha, b.b, &b.objective));
+    check_same_fit(&a, &b, pl.d, pl.C, 0.0);
+    /* Per-channel with a channel count other than C; an unfitted one */
+    TH_OK(ctx, tsq_quantizer_create(ctx, 2, 3, &q3));
+    for (c = 0; c < 3; c++)
+        ck_assert_int_eq(tsq_quantizer_set_channel(q3, c, pl.eps, pl.delta), TSQ_OK);
+    REG_OK(reg, tsq_regressor_set_quantizer(reg, q3));
+    fill_sentinel(&b);
+    EXPECT_FAIL(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, b.W, b.alpha, b.b,
+                                       &b.objective), TSQ_ERR_STATE, "3 channels, the layer 4");
+    check_untouched(&b);
+    TH_OK(ctx, tsq_quantizer_create(ctx, 2, 0, &unfit));
+    EXPECT_FAIL(reg, tsq_regressor_set_quantizer(reg, unfit), TSQ_ERR_STATE, "not fitted");
+    EXPECT_FAIL(reg, tsq_regressor_set_quantizer(reg, NULL), TSQ_ERR_NULL, "NULL");
+    tsq_quantizer_destroy(qt);
+    tsq_quantizer_destroy(q3);
+    tsq_quantizer_destroy(unfit);
+    fit_out_free(&a);
+    fit_out_free(&b);
+    tsq_regressor_destroy(reg);
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("regressor");
+    TCase *tc = tcase_create("regressor");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_lowbit_start_is_exact);
+    tcase_add_test(tc, test_lowbit_ternary_rule);
+    tcase_add_test(tc, test_zstep_is_the_best_bin);
+    tcase_add_test(tc, test_zstep_bins_match_the_quantizer);
+    tcase_add_test(tc, test_zrows_simd_matches_plain);
+    tcase_add_test(tc, test_planted_codes_only);
+    tcase_add_test(tc, test_planted_with_preact);
+    tcase_add_test(tc, test_planted_with_w_init);
+    tcase_add_test(tc, test_brute_force_ternary);
+    tcase_add_test(tc, test_never_worse_than_start);
+    tcase_add_test(tc, test_relaxed_objective_never_increases);
+    tcase_add_test(tc, test_linear_objective_never_increases);
+    tcase_add_test(tc, test_kbit_approaches_least_squares);
+    tcase_add_test(tc, test_bad_input_fit_transform);
+    tcase_add_test(tc, test_bad_input_streaming);
+    tcase_add_test(tc, test_options);
+    tcase_add_test(tc, test_out_of_memory);
+    tcase_add_test(tc, test_merge_quantized_codes);
+    tcase_add_test(tc, test_merge_quantized_preact);
+    tcase_add_test(tc, test_merge_quantized_w_init);
+    tcase_add_test(tc, test_merge_linear_w_init);
+    tcase_add_test(tc, test_threads_same_result);
+    tcase_add_test(tc, test_custom_alphabets);
+    tcase_add_test(tc, test_history_queries);
+    tcase_add_test(tc, test_im2col_u8);
+    tcase_add_test(tc, test_im2col_f32);
+    tcase_add_test(tc, test_im2col_errors_and_sampling);
+    tcase_add_test(tc, test_conv_planted);
+    tcase_add_test(tc, test_quantizer_handle);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return th_run(suite()); }
