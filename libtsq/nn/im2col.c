@@ -1,0 +1,161 @@
+/* im2col / col2im for one image: the patch matrix that turns a convolution
+ * into one GEMM. Row r = (c, i, j) of the k x ohw matrix holds, for every
+ * output position (oy, ox), the input pixel x[c][oy*s - p + i][ox*s - p + j]
+ * (0 outside the image); rows are `ld` floats apart, so that several images
+ * can sit side by side in one matrix. The bounds of the valid output columns are worked
+ * out once per row, so the inner loops are plain copies without tests. */
+#include "nn_internal.h"
+
+#include <string.h>
+
+int tsq__conv_geom_init(tsq__conv_geom *g, int64_t cin, int64_t h, int64_t w, int64_t cout,
+                        int64_t kh, int64_t kw, int64_t stride, int64_t pad)
+{
+    int64_t hp = h + 2 * pad, wp = w + 2 * pad;
+    if (hp < kh || wp < kw)
+        return 0;
+    g->cin = cin;
+    g->h = h;
+    g->w = w;
+    g->cout = cout;
+    g->kh = kh;
+    g->kw = kw;
+    g->stride = stride;
+    g->pad = pad;
+    g->oh = (hp - kh) / stride + 1;
+    g->ow = (wp - kw) / stride + 1;
+    g->k = cin * kh * kw;
+    g->ohw = g->oh * g->ow;
+    /* GEMMs narrower than ~128 columns run well below the BLAS's speed
+     * (196 still runs at full speed, measured): put that many output
+     * positions side by side (a property of the shape alone, so results do
+     * not depend on the batch split). */
+    g->group = g->ohw >= 128 ? 1 : (128 + g->ohw - 1) / g->ohw;
+    if (g->group > 64)
+        g->group = 64;
+    g->direct = kh == 1 && kw == 1 && stride == 1 && pad == 0 && g->group == 1;
+    return 1;
+}
+
+/* The output range [lo, hi) along one axis for which the input coordinate
+ * o*s - p + t lies inside [0, n). */
+static void valid_range(int64_t n, int64_t out, int64_t s, int64_t p, int64_t t, int64_t *lo,
+                        int64_t *hi)
+{
+    int64_t a = p - t;               /* need o*s >= a */
+    int64_t b = n + p - t;           /* need o*s < b */
+    int64_t l = a <= 0 ? 0 : (a + s - 1) / s;
+    int64_t h = b <= 0 ? 0 : (b + s - 1) / s;
+    if (h > out)
+        h = out;
+    if (l > h)
+        l = h;
+    *lo = l;
+    *hi = h;
+}
+
+/* Zeroes a few floats (a row or two here: a libc call costs more). */
+static void zero(float *p, int64_t n)
+{
+    int64_t i;
+    for (i = 0; i < n; i++)
+        p[i] = 0.0f;
+}
+
+void tsq__im2col(const tsq__conv_geom *g, const float *x, float *col, int64_t ld)
+{
+    int64_t c, i, j, oy, ox;
+    const int64_t s = g->stride, p = g->pad, ow = g->ow;
+    for (c = 0; c < g->cin; c++) {
+        const float *plane = x + c * g->h * g->w;
+        for (i = 0; i < g->kh; i++) {
+            int64_t ylo, yhi;
+            valid_range(g->h, g->oh, s, p, i, &ylo, &yhi);
+            for (j = 0; j < g->kw; j++) {
+                int64_t xlo, xhi, y0 = ylo, y1 = yhi;
+                float *row = col + ((c * g->kh + i) * g->kw + j) * ld;
+                valid_range(g->w, ow, s, p, j, &xlo, &xhi);
+                if (xhi == xlo) /* this kernel column never meets the image */
+                    y0 = y1 = 0;
+                zero(row, y0 * ow);
+                if (s == 1 && ow == g->w && y0 < y1) {
+                    /* Output and input rows have the same length, so the
+                     * whole valid block is one shifted copy; the columns
+                     * that wrapped around into a neighbouring row are
+                     * zeroed afterwards. */
+                    int64_t first = y0 * ow + xlo, last = (y1 - 1) * ow + xhi;
+                    const float *src = plane + (y0 - p + i) * g->w + (xlo - p + j);
+                    memcpy(row + first, src, (size_t)(last - first) * sizeof(float));
+                    for (oy = y0; oy < y1; oy++) {
+                        float *dst = row + oy * ow;
+                        for (ox = 0; ox < xlo; ox++)
+                            dst[ox] = 0.0f;
+                        for (ox = xhi; ox < ow; ox++)
+                            dst[ox] = 0.0f;
+                    }
+                    y0 = y1; /* rows done */
+                }
+                for (oy = y0; oy < y1; oy++) {
+                    /* src points at the input pixel of output column xlo. */
+                    const float *src = plane + (oy * s - p + i) * g->w + (xlo * s - p + j);
+                    float *dst = row + oy * ow;
+                    for (ox = 0; ox < xlo; ox++)
+                        dst[ox] = 0.0f;
+                    if (s == 1) {
+                        memcpy(dst + xlo, src, (size_t)(xhi - xlo) * sizeof(float));
+                    } else {
+                        for (ox = xlo; ox < xhi; ox++)
+                            dst[ox] = src[(ox - xlo) * s];
+                    }
+                    for (ox = xhi; ox < ow; ox++)
+                        dst[ox] = 0.0f;
+                }
+                zero(row + y1 * ow, (g->oh - y1) * ow);
+            }
+        }
+    }
+}
+
+void tsq__col2im(const tsq__conv_geom *g, float *col, int64_t ld, float *x)
+{
+    int64_t c, i, j, oy, ox;
+    const int64_t s = g->stride, p = g->pad, ow = g->ow;
+    memset(x, 0, (size_t)(g->cin * g->h * g->w) * sizeof(float));
+    for (c = 0; c < g->cin; c++) {
+        float *plane = x + c * g->h * g->w;
+        for (i = 0; i < g->kh; i++) {
+            int64_t ylo, yhi;
+            valid_range(g->h, g->oh, s, p, i, &ylo, &yhi);
+            for (j = 0; j < g->kw; j++) {
+                int64_t xlo, xhi, y0 = ylo;
+                float *row = col + ((c * g->kh + i) * g->kw + j) * ld;
+                valid_range(g->w, ow, s, p, j, &xlo, &xhi);
+                if (s == 1 && ow == g->w && ylo < yhi && xlo < xhi) {
+                    /* As in im2col: one contiguous add, after zeroing the
+                     * entries that would wrap into a neighbouring row. */
+                    int64_t first = ylo * ow + xlo, last = (yhi - 1) * ow + xhi;
+                    for (oy = ylo; oy < yhi; oy++) {
+                        float *r = row + oy * ow;
+                        for (ox = 0; ox < xlo; ox++)
+                            r[ox] = 0.0f;
+                        for (ox = xhi; ox < ow; ox++)
+                            r[ox] = 0.0f;
+                    }
+                    tsq__vec_add(plane + (ylo - p + i) * g->w + (xlo - p + j), row + first,
+                            last - first);
+                    y0 = yhi;
+                }
+                for (oy = y0; oy < yhi && xlo < xhi; oy++) {
+                    float *dst = plane + (oy * s - p + i) * g->w + (xlo * s - p + j);
+                    const float *src = row + oy * ow + xlo;
+                    if (s == 1) {
+                        tsq__vec_add(dst, src, xhi - xlo);
+                    } else {
+                        for (ox = 0; ox < xhi - xlo; ox++)
+                            dst[ox * s] += src[ox];
+                    }
+                }
+            }
+        }
+    }
+}

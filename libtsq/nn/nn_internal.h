@@ -1,0 +1,280 @@
+/*
+ * Internals of the layers and the sequential network (issue 5).
+ *
+ * A layer is a tsq_layer header (below) followed by its kind's own fields;
+ * the kind's functions live in a tsq__layer_ops table. Activations cross
+ * layers as contiguous float buffers of `batch` samples, each sample in the
+ * layer's per-sample shape (C,H,W row-major, i.e. NCHW over the batch, or a
+ * feature vector).
+ *
+ * Gradient convention: backward() OVERWRITES the parameter gradients with
+ * the gradient of the current batch and writes dx (when dx is not NULL).
+ */
+#ifndef TSQ_NN_INTERNAL_H
+#define TSQ_NN_INTERNAL_H
+
+#include "internal.h"
+
+#include <stddef.h>
+
+#define TSQ__LAYER_MAX_PARAMS 4
+#define TSQ__LAYER_MAX_STATES 4
+#define TSQ__MAX_SAMPLE_DIMS 3
+
+/* A named tensor of a layer. Trainable parameters have a gradient tensor of
+ * the same shape; states (running statistics, weight codes) have none. */
+typedef struct tsq__param {
+    tsq_tensor *value;
+    tsq_tensor *grad;
+    const char *name;
+    int decay; /* weight decay applies (weights yes; biases, BN, alpha no) */
+} tsq__param;
+
+typedef struct tsq__layer_ops {
+    int32_t kind;
+    const char *name;
+    /* Size of the kind's struct, for clone's copy. */
+    size_t size;
+    /* Checks the per-sample input shape; writes the per-sample output shape.
+     * Errors are recorded on the layer. Called once, by tsq_net_append. */
+    tsq_status (*setup)(tsq_layer *l, int32_t in_ndim, const int64_t *in_shape,
+                        int32_t *out_ndim, int64_t *out_shape);
+    /* y = layer(x) for `batch` samples. May allocate workspace. */
+    tsq_status (*forward)(tsq_layer *l, const float *x, float *y, int64_t batch, int train);
+    /* Gradients from the last forward's x and y; dx may be NULL. */
+    tsq_status (*backward)(tsq_layer *l, const float *x, const float *y, const float *dy,
+                           float *dx, int64_t batch);
+    /* Called on a byte-wise copy `dst` of src, before the parameters are
+     * duplicated: replaces every buffer pointer the kind owns with a copy
+     * (or NULL for workspaces), so that dst never shares src's memory, even
+     * when it fails part-way (then it leaves NULL in what it could not copy).
+     * NULL when the kind owns no buffers. */
+    tsq_status (*clone_extra)(const tsq_layer *src, tsq_layer *dst);
+    /* Frees the kind's own buffers (not the parameters, not the handle). */
+    void (*destroy_extra)(tsq_layer *l);
+    /* Kind-specific options (NULL: none). */
+    tsq_status (*set_option)(tsq_layer *l, int32_t key, double value);
+    tsq_status (*get_option)(const tsq_layer *l, int32_t key, double *value);
+    /* Kind-specific configuration (NULL: none). */
+    tsq_status (*info)(const tsq_layer *l, int32_t key, int64_t *value);
+} tsq__layer_ops;
+
+struct tsq_layer {
+    tsq__object obj;
+    const tsq__layer_ops *ops;
+    int32_t nparams, nstates;
+    tsq__param params[TSQ__LAYER_MAX_PARAMS];
+    tsq__param states[TSQ__LAYER_MAX_STATES];
+    int32_t in_ndim, out_ndim;
+    int64_t in_shape[TSQ__MAX_SAMPLE_DIMS], out_shape[TSQ__MAX_SAMPLE_DIMS];
+    int64_t in_numel, out_numel;
+    int is_setup;       /* shapes fixed by tsq_net_append */
+    const void *owner;  /* the net that owns it, or NULL */
+    int trainable;      /* the built-in optimiser updates the parameters */
+    int tsq_select;     /* TSQ_LAYER_OPT_TSQ_SELECT: -1 default, 0 no, 1 yes */
+    int last_train;     /* mode of the last forward */
+    /* Scratch memory owned by the layer, grown on demand, never shrunk. */
+    float *ws;
+    size_t ws_floats;
+};
+
+/* ---- layer.c: common machinery ---- */
+/* Allocates a zeroed layer of ops->size bytes and initialises the header. */
+tsq_status tsq__layer_alloc(tsq_context *ctx, const tsq__layer_ops *ops, const char *where,
+                            tsq_layer **out);
+/* Adds a parameter (trainable, with a zeroed gradient) or a state tensor of
+ * the given shape; errors on the context (used by constructors). */
+tsq_status tsq__layer_add_param(tsq_layer *l, const char *where, const char *name, int decay,
+                                int32_t ndim, const int64_t *shape, float **data);
+tsq_status tsq__layer_add_state(tsq_layer *l, const char *where, const char *name,
+                                int32_t dtype, int32_t ndim, const int64_t *shape,
+                                void **data);
+/* Frees a layer that no net owns (and its tensors). */
+void tsq__layer_free(tsq_layer *l);
+/* Deep copy of a layer, not owned by any net; errors on the source's context. */
+tsq_status tsq__layer_clone(const tsq_layer *src, tsq_layer **out);
+/* Makes l->ws hold at least n floats. */
+tsq_status tsq__layer_workspace(tsq_layer *l, const char *where, size_t n);
+/* Data of parameter / state i. */
+float *tsq__param_data(const tsq_layer *l, int32_t i);
+float *tsq__param_grad(const tsq_layer *l, int32_t i);
+void *tsq__state_data(const tsq_layer *l, int32_t i);
+int64_t tsq__layer_threads(const tsq_layer *l);
+/* Formats a per-sample shape as "(32,28,28)" into buf. */
+const char *tsq__shape_str(char *buf, size_t cap, int32_t ndim, const int64_t *shape);
+/* He/Kaiming normal initialisation: N(0, 2/fan_in), from a fresh stream of
+ * the context's seed (so the result depends on seed and creation order). */
+void tsq__init_he_normal(tsq_context *ctx, float *w, int64_t n, int64_t fan_in);
+
+/* Runs fn(arg, lo, hi) over [0, n) split into at most `threads` contiguous
+ * chunks (deterministic: the split depends only on n and threads). `cost`
+ * is the rough number of elements touched per item: small jobs run inline,
+ * since starting threads costs more than they would save. */
+typedef void (*tsq__range_fn)(void *arg, int64_t lo, int64_t hi);
+void tsq__parallel_range(int64_t threads, int64_t n, int64_t cost, tsq__range_fn fn, void *arg);
+
+/* ---- elementwise.c: vectorisable loops (pointers must not overlap unless
+ * the name says in place) ---- */
+void tsq__vec_relu(float *restrict y, const float *restrict x, int64_t n);
+void tsq__vec_relu_grad(float *restrict dx, const float *restrict x, const float *restrict dy,
+                        int64_t n);
+void tsq__vec_affine(float *restrict y, const float *restrict x, float a, float b, int64_t n);
+void tsq__vec_affine_inplace(float *y, float a, float b, int64_t n);
+void tsq__vec_axpbypc(float *restrict y, const float *restrict dy, const float *restrict x,
+                      float a, float b, float c, int64_t n);
+/* *sum += sum x, *sumsq += sum x^2 (in double). */
+void tsq__vec_sums(const float *restrict x, int64_t n, double *sum, double *sumsq);
+/* *sum_dy += sum dy, *sum_dyx += sum dy x (in double). */
+void tsq__vec_dot_sum(const float *restrict dy, const float *restrict x, int64_t n,
+                      double *sum_dy, double *sum_dyx);
+void tsq__vec_add(float *restrict dst, const float *restrict src, int64_t n);
+
+/* ---- im2col.c ---- */
+typedef struct tsq__conv_geom {
+    int64_t cin, h, w;     /* input */
+    int64_t cout, oh, ow;  /* output */
+    int64_t kh, kw, stride, pad;
+    int64_t k;             /* rows of the patch matrix: cin*kh*kw */
+    int64_t ohw;           /* oh*ow */
+    int direct;            /* 1x1, stride 1, pad 0: the input is its own patch matrix */
+    int64_t group;         /* images side by side in one GEMM (small outputs) */
+} tsq__conv_geom;
+
+/* Fills geometry; returns 0 if the output would be empty. */
+int tsq__conv_geom_init(tsq__conv_geom *g, int64_t cin, int64_t h, int64_t w, int64_t cout,
+                        int64_t kh, int64_t kw, int64_t stride, int64_t pad);
+/* col (k x ohw, rows ld >= ohw floats apart) = patches of one image x
+ * (cin x h x w). */
+void tsq__im2col(const tsq__conv_geom *g, const float *x, float *col, int64_t ld);
+/* x (cin x h x w) = sum of the patches in col (as above), x overwritten.
+ * col is scratch: entries that fall outside the image may be zeroed. */
+void tsq__col2im(const tsq__conv_geom *g, float *col, int64_t ld, float *x);
+
+/* ---- conv2d.c: the convolution core, shared with the low-bit layer ---- */
+/* y[n] = scale (.) (W * x[n]) + bias per output channel (scale may be NULL
+ * for 1). W is cout x k. `ws` holds tsq__conv_ws_floats(g, threads, 0). */
+size_t tsq__conv_ws_floats(const tsq__conv_geom *g, int64_t threads, int backward);
+void tsq__conv_forward(const tsq__conv_geom *g, int64_t threads, const float *x,
+                       const float *w, const float *scale, const float *bias, float *y,
+                       int64_t batch, float *ws);
+/* From dy: dw = sum_n dy[n] col(x[n])^T (cout x k), db = sum dy over
+ * positions (NULL to skip), dx = W^T dy col2im'd (NULL to skip). */
+void tsq__conv_backward(const tsq__conv_geom *g, int64_t threads, const float *x,
+                        const float *w, const float *dy, float *dw, float *db, float *dx,
+                        int64_t batch, float *ws);
+const tsq__conv_geom *tsq__conv2d_geom(const tsq_layer *l);
+/* Argument checks and configuration keys shared by conv2d and low-bit conv. */
+tsq_status tsq__conv_check_args(tsq_context *ctx, const char *where, int64_t cin, int64_t cout,
+                                int64_t kh, int64_t kw, int64_t stride, int64_t pad);
+tsq_status tsq__conv_info(int64_t cin, int64_t cout, int64_t kh, int64_t kw, int64_t stride,
+                          int64_t pad, int32_t key, int64_t *value);
+
+/* ---- dense.c ---- */
+tsq_status tsq__dense_check_args(tsq_context *ctx, const char *where, int64_t in, int64_t out);
+tsq_status tsq__dense_setup(tsq_layer *l, int64_t in, int64_t out, int32_t in_ndim,
+                            const int64_t *in_shape, int32_t *out_ndim, int64_t *out_shape);
+/* y = x W^T (.) scale + bias (x batch x in, W out x in); threads as for
+ * the convolution (> 1: libtsq's threads split the rows). */
+void tsq__dense_forward(int64_t threads, int64_t in, int64_t out, const float *x,
+                        const float *w, const float *scale, const float *bias, float *y,
+                        int64_t batch);
+void tsq__dense_backward(int64_t threads, int64_t in, int64_t out, const float *x,
+                         const float *w, const float *dy, float *dw, float *db, float *dx,
+                         int64_t batch);
+
+/* ---- kinds (constructors are public; these are for the net's rewrites) ---- */
+int tsq__layer_is(const tsq_layer *l, int32_t kind);
+/* Batch-norm: the per-channel affine y = s*x + t it applies in eval mode. */
+void tsq__batchnorm_eval_affine(const tsq_layer *bn, float *s, float *t);
+int64_t tsq__batchnorm_channels(const tsq_layer *bn);
+/* Low-bit layer pieces. */
+int tsq__layer_is_lowbit(const tsq_layer *l);
+void tsq__lowbit_fold_affine(tsq_layer *l, const float *s, const float *t);
+/* Activation quantizer layer parameters of input channel c (c >= 0). */
+int tsq__layer_is_act_quant(const tsq_layer *l);
+void tsq__act_quant_channel(const tsq_layer *l, int64_t c, int32_t *bits, float *eps,
+                            float *delta);
+int64_t tsq__act_quant_nchannels(const tsq_layer *l);
+
+/* ---- the sequential net (net.c), optimisers (optimizer.c, schedule.c) ---- */
+enum { TSQ__OPT_NONE = 0, TSQ__OPT_SGD = 1, TSQ__OPT_ADAM = 2 };
+
+typedef struct tsq__optimizer {
+    int32_t kind;
+    double lr, momentum, beta1, beta2, eps, weight_decay;
+    int nesterov;
+    int32_t schedule;       /* TSQ_LR_* */
+    int64_t schedule_steps;
+    double schedule_param;
+    int64_t t;              /* updates made so far */
+    /* Per trainable parameter (net order): first and second moments;
+     * allocated by tsq__optimizer_prepare, dropped when the net changes. */
+    float **m, **v;
+    int32_t nstate;
+} tsq__optimizer;
+
+struct tsq_net {
+    tsq__object obj;
+    tsq_layer **layers;
+    int32_t nlayers, cap;
+    int32_t in_ndim;
+    int64_t in_shape[TSQ__MAX_SAMPLE_DIMS], in_numel;
+    /* act[0] = copy of the input, act[i+1] = output of layer i; each holds
+     * act_cap samples. */
+    float **act;
+    int64_t act_cap;
+    float *grad_a, *grad_b;  /* backward ping-pong, grad_cap floats each */
+    size_t grad_cap;
+    int64_t batch;           /* samples of the last forward */
+    int have_forward;        /* act[] hold a whole forward of `batch` samples */
+    int32_t act_valid;       /* act[0..act_valid] hold the last (partial) forward */
+    uint64_t generation;     /* counts changes of the layer list */
+    /* Network-level TSQ (net_tsq.c): options, the step-2 regressor, and the
+     * state of a running or finished session. */
+    double tsq_opt[7];
+    tsq_regressor *tsq_reg;
+    struct tsq__net_tsq *tsq;
+    /* Trainable parameters in layer order. */
+    tsq__param **params;
+    int32_t *param_layer;
+    int32_t nparams;
+    tsq__optimizer opt;
+};
+
+/* After any change of the layer list: parameter list rebuilt, activations
+ * and optimiser moments dropped. */
+tsq_status tsq__net_structure_changed(tsq_net *net);
+/* Forward of layers [0, upto) (upto = nlayers for the whole net) on n
+ * samples already in act[0]; buffers must hold n samples. */
+tsq_status tsq__net_run(tsq_net *net, int32_t upto, int64_t n, int train);
+/* Makes the activation buffers hold n samples. */
+tsq_status tsq__net_reserve(tsq_net *net, int64_t n);
+/* Checks x (f32, first dim N, N * in_numel elements, finite); *n = N. */
+tsq_status tsq__net_check_input(tsq_net *net, const char *where, const tsq_tensor *x,
+                                int64_t *n);
+/* Inserts / removes (and frees) / replaces (freeing the old one) a layer,
+ * with shape checks but no ownership checks (the caller made sure). On
+ * failure the net is unchanged. */
+tsq_status tsq__net_insert(tsq_net *net, const char *where, int32_t index, tsq_layer *layer);
+tsq_status tsq__net_remove(tsq_net *net, int32_t index);
+tsq_status tsq__net_replace(tsq_net *net, const char *where, int32_t index, tsq_layer *layer);
+
+/* net_tsq.c */
+void tsq__net_tsq_init(tsq_net *net);
+void tsq__net_tsq_free(tsq_net *net);
+tsq_status tsq__net_tsq_copy_settings(tsq_net *dst, const tsq_net *src);
+
+void tsq__optimizer_free_state(tsq_net *net);
+tsq_status tsq__optimizer_prepare(tsq_net *net, const char *where);
+void tsq__optimizer_update(tsq_net *net);
+tsq_status tsq__optimizer_copy(tsq_net *dst, const tsq_net *src);
+double tsq__schedule_lr(const tsq__optimizer *opt, int64_t t);
+
+/* ---- loss.c ---- */
+/* Mean softmax cross-entropy of `batch` rows of `classes` logits; labels
+ * must be valid. dlogits (may be NULL) receives d(loss)/d(logits). */
+void tsq__softmax_xent(const float *logits, const int32_t *labels, int64_t batch,
+                       int64_t classes, double *loss, int64_t *correct, int32_t *pred,
+                       float *dlogits);
+
+#endif

@@ -1,0 +1,463 @@
+/* Network-level TSQ: tsq_net_learn_codes puts quantizers in place of the
+ * ReLUs from the caller's batches; tsq_net_fit_transform converts a trained
+ * step-1 network layer by layer, and every converted layer's codes match its
+ * step-1 codes on >= 90% of positions of the calibration data; fine-tuning
+ * the converted net; the session's errors. */
+#include "nn_testutil.h"
+
+#include <stdio.h>
+
+#define NCAL 200
+#define BATCH 50
+
+/* Images 1x8x8 with a bright 3x3 square in one of 4 quadrants. */
+static void make_images(nt_rng *r, float *x, int32_t *labels, int64_t n)
+{
+    const double noise = 0.1;
+    int64_t i, p, a, b;
+    for (i = 0; i < n; i++) {
+        int32_t c = (int32_t)(nt_next(r) % 4);
+        int64_t oy = (c / 2) * 4 + (int64_t)(nt_uniform(r) * 2);
+        int64_t ox = (c % 2) * 4 + (int64_t)(nt_uniform(r) * 2);
+        float *img = x + i * 64;
+        for (p = 0; p < 64; p++)
+            img[p] = (float)(noise * nt_normal(r));
+        for (a = 0; a < 3; a++)
+            for (b = 0; b < 3; b++)
+                img[(oy + a) * 8 + ox + b] += 1.5f;
+        labels[i] = c;
+    }
+}
+
+static void append(tsq_context *ctx, tsq_net *net, tsq_layer *l)
+{
+    ck_assert_msg(tsq_net_append(net, l) == TSQ_OK, "%s", tsq_net_errmsg(net));
+    (void)ctx;
+}
+
+/* conv-BN-relu x2, pool, conv-BN-relu, flatten, fc-BN-relu, fc: the
+ * Fashion-MNIST network's pattern at a smaller scale (inputs d of the
+ * converted layers: 144, 288, 512). */
+static tsq_net *cnn(tsq_context *ctx)
+{
+    const int64_t in[3] = {1, 8, 8};
+    tsq_net *net = NULL;
+    tsq_layer *l = NULL;
+    TH_OK(ctx, tsq_net_create(ctx, 3, in, &net));
+    TH_OK(ctx, tsq_layer_conv2d_create(ctx, 1, 32, 3, 3, 1, 1, &l));
+    append(ctx, net, l);
+    TH_OK(ctx, tsq_layer_batchnorm_create(ctx, 32, &l));
+    append(ctx, net, l);
+    TH_OK(ctx, tsq_layer_relu_create(ctx, &l));
+    append(ctx, net, l);
+    TH_OK(ctx, tsq_layer_conv2d_create(ctx, 32, 48, 3, 3, 1, 1, &l));
+    append(ctx, net, l);
+    TH_OK(ctx, tsq_layer_batchnorm_create(ctx, 48, &l));
+    append(ctx, net, l);
+    TH_OK(ctx, tsq_layer_relu_create(ctx, &l));
+    append(ctx, net, l);
+    TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &l));
+    append(ctx, net, l);
+    TH_OK(ctx, tsq_layer_conv2d_create(ctx, 48, 48, 3, 3, 1, 1, &l));
+    append(ctx, net, l);
+    TH_OK(ctx, tsq_layer_batchnorm_create(ctx, 48, &l));
+    append(ctx, net, l);
+    TH_OK(ctx, tsq_layer_relu_create(ctx, &l));
+    append(ctx, net, l);
+    TH_OK(ctx, tsq_layer_flatten_create(ctx, &l));
+    append(ctx, net, l);
+    TH_OK(ctx, tsq_layer_dense_create(ctx, 768, 64, &l));
+    append(ctx, net, l);
+    TH_OK(ctx, tsq_layer_batchnorm_create(ctx, 64, &l));
+    append(ctx, net, l);
+    TH_OK(ctx, tsq_layer_relu_create(ctx, &l));
+    append(ctx, net, l);
+    TH_OK(ctx, tsq_layer_dense_create(ctx, 64, 4, &l));
+    append(ctx, net, l);
+    return net;
+}
+
+typedef struct {
+    float x[NCAL * 64];
+    int32_t y[NCAL];
+    tsq_tensor *batch[NCAL / BATCH];
+} dataset;
+
+static void make_dataset(tsq_context *ctx, dataset *d, uint64_t seed)
+{
+    nt_rng r = {seed};
+    int64_t shape[4] = {BATCH, 1, 8, 8};
+    int b;
+    make_images(&r, d->x, d->y, NCAL);
+    for (b = 0; b < NCAL / BATCH; b++)
+        TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 4, shape, d->x + b * BATCH * 64,
+                                   BATCH * 64 * 4, &d->batch[b]));
+}
+
+static void free_dataset(dataset *d)
+{
+    int b;
+    for (b = 0; b < NCAL / BATCH; b++)
+        tsq_tensor_destroy(d->batch[b]);
+}
+
+static void train(tsq_net *net, dataset *d, int epochs)
+{
+    int e, b;
+    for (e = 0; e < epochs; e++)
+        for (b = 0; b < NCAL / BATCH; b++)
+            ck_assert_msg(tsq_net_train_step(net, d->batch[b], d->y + b * BATCH, BATCH, NULL,
+                                             NULL) == TSQ_OK,
+                          "%s", tsq_net_errmsg(net));
+}
+
+static double accuracy(tsq_net *net, dataset *d)
+{
+    int64_t hits = 0, c;
+    int b;
+    for (b = 0; b < NCAL / BATCH; b++) {
+        ck_assert_msg(tsq_net_evaluate(net, d->batch[b], d->y + b * BATCH, BATCH, NULL, &c,
+                                       NULL) == TSQ_OK,
+                      "%s", tsq_net_errmsg(net));
+        hits += c;
+    }
+    return 100.0 * (double)hits / NCAL;
+}
+
+static int count_kind(tsq_net *net, int32_t kind)
+{
+    int32_t n, i, k, c = 0;
+    tsq_layer *l;
+    ck_assert_int_eq(tsq_net_layer_count(net, &n), TSQ_OK);
+    for (i = 0; i < n; i++) {
+        ck_assert_int_eq(tsq_net_layer(net, i, &l), TSQ_OK);
+        ck_assert_int_eq(tsq_layer_kind(l, &k), TSQ_OK);
+        c += k == kind;
+    }
+    return c;
+}
+
+/* Index of the k-th layer of a kind, or -1. */
+static int32_t nth_kind(tsq_net *net, int32_t kind, int nth)
+{
+    int32_t n, i, k;
+    tsq_layer *l;
+    ck_assert_int_eq(tsq_net_layer_count(net, &n), TSQ_OK);
+    for (i = 0; i < n; i++) {
+        ck_assert_int_eq(tsq_net_layer(net, i, &l), TSQ_OK);
+        ck_assert_int_eq(tsq_layer_kind(l, &k), TSQ_OK);
+        if (k == kind && nth-- == 0)
+            return i;
+    }
+    return -1;
+}
+
+/* The codes of quantizer layer `qi` of net on batch b (values are divided
+ * by delta; codes mode gives them directly). */
+static void quantizer_codes(tsq_context *ctx, tsq_net *net, int32_t qi, dataset *d, int b,
+                            int32_t *codes, int64_t *count)
+{
+    tsq_layer *q = NULL;
+    tsq_tensor *out;
+    int64_t in[3], out_shape[3], n = 1, i, per, nch;
+    int32_t ind, ond, bits;
+    float eps, delta;
+    double mode;
+    int32_t y[BATCH];
+    TH_OK(ctx, tsq_net_layer(net, qi, &q));
+    TH_OK(ctx, tsq_layer_sample_shapes(q, in, &ind, out_shape, &ond, 3));
+    for (i = 0; i < ond; i++)
+        n *= out_shape[i];
+    out = nt_tensor(ctx, 2, BATCH, n, 0, 0);
+    ck_assert_msg(tsq_net_evaluate(net, d->batch[b], NULL, 0, NULL, NULL, y) == TSQ_OK, "%s",
+                  tsq_net_errmsg(net));
+    TH_OK(ctx, tsq_net_layer_output(net, qi, out));
+    TH_OK(ctx, tsq_layer_get_option(q, TSQ_LAYER_OPT_AQ_OUTPUT_CODES, &mode));
+    TH_OK(ctx, tsq_layer_act_quant_get_channel(q, 0, &nch, NULL, NULL, NULL));
+    per = n / out_shape[0];
+    {
+        const float *o = nt_data(out);
+        float *deltas = malloc((size_t)out_shape[0] * sizeof(float));
+        for (i = 0; i < out_shape[0]; i++) {
+            TH_OK(ctx, tsq_layer_act_quant_get_channel(q, nch > 0 ? i : 0, NULL, &bits, &eps,
+                                                       &delta));
+            deltas[i] = delta;
+        }
+        /* (no ck_assert in this loop: each one costs Check two writes) */
+        for (i = 0; i < BATCH * n; i++) {
+            float dl = deltas[(i / per) % out_shape[0]];
+            codes[i] = mode == 1 ? (int32_t)o[i] : (int32_t)lrintf(o[i] / dl);
+        }
+        free(deltas);
+    }
+    *count = BATCH * n;
+    tsq_tensor_destroy(out);
+}
+
+/* Runs step 1 (learn codes + training) and step 2 on the CNN; checks the
+ * code agreement of every converted layer on the calibration data. */
+static void run_pipeline(int per_channel, int64_t positions, int convert_last)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    static dataset d;
+    tsq_net *net, *step1 = NULL;
+    tsq_regressor *reg = NULL;
+    int32_t done = 0, stage, unit, units, passes, total_passes = 0, layer_index, count;
+    int b, k, nconv;
+    double acc_fp, acc_s1, acc_s2, hist[64];
+    TH_OK(ctx, tsq_context_set_seed(ctx, 3));
+    make_dataset(ctx, &d, 21);
+    net = cnn(ctx);
+    TH_OK(ctx, tsq_net_set_optimizer_sgd(net, 0.05, 0.9, 0, 1e-4));
+    train(net, &d, 6);
+    acc_fp = accuracy(net, &d);
+    ck_assert_msg(acc_fp >= 95.0, "full precision %.1f%%", acc_fp);
+
+    /* Step 1: quantizers in place of the four ReLUs. */
+    TH_OK(ctx, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_PER_CHANNEL, per_channel));
+    for (b = 0; b < NCAL / BATCH; b++) {
+        ck_assert_msg(tsq_net_learn_codes(net, d.batch[b], b == NCAL / BATCH - 1, &done) == TSQ_OK,
+                      "%s", tsq_net_errmsg(net));
+        ck_assert_int_eq(done, b == NCAL / BATCH - 1);
+        if (b == 0) {
+            TH_OK(ctx, tsq_net_tsq_progress(net, &stage, NULL, NULL, NULL));
+            ck_assert_int_eq(stage, TSQ_NET_TSQ_LEARNING);
+        }
+    }
+    ck_assert_int_eq(count_kind(net, TSQ_LAYER_RELU), 0);
+    ck_assert_int_eq(count_kind(net, TSQ_LAYER_ACT_QUANT), 4);
+    TH_OK(ctx, tsq_net_set_optimizer_sgd(net, 0.02, 0.9, 0, 1e-4));
+    train(net, &d, 4);
+    acc_s1 = accuracy(net, &d);
+    ck_assert_msg(acc_s1 >= 95.0, "step 1 %.1f%%", acc_s1);
+    TH_OK(ctx, tsq_net_clone(net, &step1));
+
+    /* Step 2. */
+    TH_OK(ctx, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_POSITIONS, (double)positions));
+    if (convert_last) {
+        tsq_layer *last = NULL;
+        TH_OK(ctx, tsq_net_layer(net, nth_kind(net, TSQ_LAYER_DENSE, 1), &last));
+        TH_OK(ctx, tsq_layer_set_option(last, TSQ_LAYER_OPT_TSQ_SELECT, 1));
+    }
+    TH_OK(ctx, tsq_net_tsq_regressor(net, &reg));
+    /* Quick runs: fewer regressor rounds (about half the passes). */
+    if (th_quick())
+        TH_OK(ctx, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 4));
+    while (!done || total_passes == 0) {
+        done = 0;
+        for (b = 0; b < NCAL / BATCH; b++)
+            ck_assert_msg(tsq_net_fit_transform(net, d.batch[b], b == NCAL / BATCH - 1, &done) ==
+                              TSQ_OK,
+                          "pass %d: %s", total_passes, tsq_net_errmsg(net));
+        total_passes++;
+        ck_assert_int_lt(total_passes, 100);
+        if (!done) {
+            TH_OK(ctx, tsq_net_tsq_progress(net, &stage, &unit, &units, &passes));
+            ck_assert_int_eq(stage, TSQ_NET_TSQ_FITTING);
+            ck_assert_int_eq(units, 3 + convert_last);
+        }
+    }
+    TH_OK(ctx, tsq_net_tsq_progress(net, &stage, &unit, &units, NULL));
+    ck_assert_int_eq(stage, TSQ_NET_TSQ_IDLE);
+    ck_assert_int_eq(unit, units);
+    ck_assert_int_ge(total_passes, units * 2);
+    nconv = count_kind(net, TSQ_LAYER_LOWBIT_CONV2D);
+    ck_assert_int_eq(nconv, 2);
+    ck_assert_int_eq(count_kind(net, TSQ_LAYER_LOWBIT_DENSE), 1 + convert_last);
+    ck_assert_int_eq(count_kind(net, TSQ_LAYER_CONV2D), 1);  /* the first stays */
+    ck_assert_int_eq(count_kind(net, TSQ_LAYER_BATCHNORM), 1); /* only the first's */
+    /* The regressor's history of every converted layer. */
+    for (k = 0; k < units; k++) {
+        int32_t i;
+        TH_OK(ctx, tsq_net_tsq_history(net, k, TSQ_HISTORY_BEST, hist, 64, &count, &layer_index));
+        ck_assert_int_ge(count, 2);
+        if (getenv("TSQ_TEST_VERBOSE"))
+            fprintf(stderr, "unit %d (layer %d): best objective %g -> %g over %d iterates\n", k,
+                    (int)layer_index, hist[0], hist[count - 1], (int)count);
+        for (i = 1; i < count; i++)
+            ck_assert(hist[i] <= hist[i - 1]);
+    }
+    /* Codes of every converted layer against step 1 (the quantizers 2..4
+     * follow converted layers; quantizer 1 follows the full-precision one). */
+    for (k = 1; k < 4; k++) {
+        int32_t *c1 = malloc(sizeof(int32_t) * BATCH * 4096), *c2 = malloc(sizeof(int32_t) * BATCH * 4096);
+        int64_t n1, n2, same = 0, total = 0, i;
+        for (b = 0; b < NCAL / BATCH; b++) {
+            quantizer_codes(ctx, step1, nth_kind(step1, TSQ_LAYER_ACT_QUANT, k), &d, b, c1, &n1);
+            quantizer_codes(ctx, net, nth_kind(net, TSQ_LAYER_ACT_QUANT, k), &d, b, c2, &n2);
+            ck_assert_int_eq(n1, n2);
+            for (i = 0; i < n1; i++)
+                same += c1[i] == c2[i];
+            total += n1;
+        }
+        if (getenv("TSQ_TEST_VERBOSE"))
+            fprintf(stderr, "pipeline(%d,%lld,%d): quantizer %d matches %.2f%%\n", per_channel,
+                    (long long)positions, convert_last, k, 100.0 * (double)same / (double)total);
+        ck_assert_msg(same >= 0.9 * (double)total,
+                      "quantizer %d: codes match step 1 on %.1f%% of positions", k,
+                      100.0 * (double)same / (double)total);
+        free(c1);
+        free(c2);
+    }
+    acc_s2 = accuracy(net, &d);
+    ck_assert_msg(acc_s2 >= acc_s1 - 5.0, "step 2 %.1f%% vs step 1 %.1f%%", acc_s2, acc_s1);
+    /* Fine-tune the converted net gently: it trains, codes stay ternary. */
+    TH_OK(ctx, tsq_net_set_optimizer_sgd(net, 0.002, 0.9, 0, 0));
+    train(net, &d, 2);
+    {
+        tsq_layer *q = NULL;
+        tsq_tensor *codes = NULL;
+        int8_t *cd;
+        int64_t i, n;
+        TH_OK(ctx, tsq_net_layer(net, nth_kind(net, TSQ_LAYER_LOWBIT_CONV2D, 0), &q));
+        TH_OK(ctx, tsq_layer_state(q, 0, &codes, NULL));
+        TH_OK(ctx, tsq_tensor_numel(codes, &n));
+        ck_assert_int_eq(tsq_tensor_data(codes, (void **)&cd), TSQ_OK);
+        for (i = 0; i < n; i++)
+            ck_assert(cd[i] >= -1 && cd[i] <= 1);
+    }
+    ck_assert_msg(accuracy(net, &d) >= acc_s1 - 5.0, "after fine-tuning");
+    tsq_net_destroy(step1);
+    tsq_net_destroy(net);
+    free_dataset(&d);
+    th_context_done(ctx, &st);
+}
+
+START_TEST(test_pipeline_per_tensor)
+{
+    run_pipeline(0, 0, 0);
+}
+END_TEST
+
+START_TEST(test_pipeline_per_channel_sampled_last)
+{
+    run_pipeline(1, 20, 1);
+}
+END_TEST
+
+START_TEST(test_session_errors)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    static dataset d;
+    tsq_net *net;
+    tsq_layer *l = NULL;
+    int32_t done = 7, n;
+    double lo, hi, v;
+    tsq_tensor *bad = nt_tensor(ctx, 4, 5, 1, 8, 7);
+    make_dataset(ctx, &d, 22);
+    net = cnn(ctx);
+    /* Options. */
+    TH_OK(ctx, tsq_net_tsq_option_bounds(TSQ_NET_TSQ_ACT_BITS, &lo, &hi));
+    ck_assert(lo == 1 && hi == 8);
+    ck_assert_int_eq(tsq_net_set_tsq_option(net, TSQ_NET_TSQ_ACT_BITS, 9), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_net_set_tsq_option(net, TSQ_NET_TSQ_ACT_BITS, 2.5), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_net_set_tsq_option(net, 99, 1), TSQ_ERR_INVALID);
+    TH_OK(ctx, tsq_net_get_tsq_option(net, TSQ_NET_TSQ_EPS_MODE, &v));
+    ck_assert(v == TSQ_EPS_JOINT);
+    /* Bad arguments. */
+    ck_assert_int_eq(tsq_net_learn_codes(net, d.batch[0], 2, &done), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_net_learn_codes(net, NULL, 0, &done), TSQ_ERR_NULL);
+    ck_assert_int_eq(tsq_net_learn_codes(net, bad, 0, &done), TSQ_ERR_SHAPE);
+    /* A learn_codes session blocks fit_transform and option changes. */
+    TH_OK(ctx, tsq_net_learn_codes(net, d.batch[0], 0, &done));
+    ck_assert_int_eq(done, 0);
+    ck_assert_int_eq(tsq_net_fit_transform(net, d.batch[0], 0, &done), TSQ_ERR_STATE);
+    ck_assert_ptr_nonnull(strstr(tsq_net_errmsg(net), "learn_codes session is running"));
+    ck_assert_int_eq(tsq_net_set_tsq_option(net, TSQ_NET_TSQ_ACT_BITS, 3), TSQ_ERR_STATE);
+    /* Changing the layers cancels it. */
+    TH_OK(ctx, tsq_layer_relu_create(ctx, &l));
+    TH_OK(ctx, tsq_net_append(net, l));
+    ck_assert_int_eq(tsq_net_learn_codes(net, d.batch[1], 1, &done), TSQ_ERR_STATE);
+    ck_assert_ptr_nonnull(strstr(tsq_net_errmsg(net), "changed during the session"));
+    ck_assert_int_eq(count_kind(net, TSQ_LAYER_ACT_QUANT), 0);
+    TH_OK(ctx, tsq_net_remove_layer(net, 15));
+    /* fit_transform with nothing selected. */
+    TH_OK(ctx, tsq_net_layer_count(net, &n));
+    {
+        int32_t i;
+        for (i = 0; i < n; i++) {
+            int32_t k;
+            TH_OK(ctx, tsq_net_layer(net, i, &l));
+            TH_OK(ctx, tsq_layer_kind(l, &k));
+            if (k == TSQ_LAYER_CONV2D || k == TSQ_LAYER_DENSE)
+                TH_OK(ctx, tsq_layer_set_option(l, TSQ_LAYER_OPT_TSQ_SELECT, 0));
+        }
+    }
+    ck_assert_int_eq(tsq_net_fit_transform(net, d.batch[0], 1, &done), TSQ_ERR_STATE);
+    ck_assert_ptr_nonnull(strstr(tsq_net_errmsg(net), "no dense or conv2d layer is selected"));
+    TH_OK(ctx, tsq_layer_flatten_create(ctx, &l));
+    ck_assert_int_eq(tsq_layer_set_option(l, TSQ_LAYER_OPT_TSQ_SELECT, 1), TSQ_ERR_INVALID);
+    tsq_layer_destroy(l);
+    /* Cancel in the middle of a fit: the layer being fitted stays in full
+     * precision and its input quantizer goes back to values. */
+    {
+        int32_t i;
+        for (i = 0; i < n; i++) {
+            TH_OK(ctx, tsq_net_layer(net, i, &l));
+            tsq_layer_set_option(l, TSQ_LAYER_OPT_TSQ_SELECT, -1);
+        }
+        for (i = 0; i < NCAL / BATCH; i++)
+            TH_OK(ctx, tsq_net_learn_codes(net, d.batch[i], i == NCAL / BATCH - 1, &done));
+        ck_assert_int_eq(done, 1);
+        TH_OK(ctx, tsq_net_fit_transform(net, d.batch[0], 0, &done));
+        TH_OK(ctx, tsq_net_layer(net, nth_kind(net, TSQ_LAYER_ACT_QUANT, 0), &l));
+        TH_OK(ctx, tsq_layer_get_option(l, TSQ_LAYER_OPT_AQ_OUTPUT_CODES, &v));
+        ck_assert(v == 1);
+        TH_OK(ctx, tsq_net_tsq_cancel(net));
+        TH_OK(ctx, tsq_layer_get_option(l, TSQ_LAYER_OPT_AQ_OUTPUT_CODES, &v));
+        ck_assert(v == 0);
+        ck_assert_int_eq(count_kind(net, TSQ_LAYER_LOWBIT_CONV2D), 0);
+        ck_assert_int_eq(tsq_net_tsq_history(net, 0, TSQ_HISTORY_BEST, NULL, 0, &n, NULL),
+                         TSQ_ERR_STATE);
+    }
+    tsq_tensor_destroy(bad);
+    tsq_net_destroy(net);
+    free_dataset(&d);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+START_TEST(test_act_quant_from_quantizer)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    tsq_quantizer *q = NULL;
+    tsq_layer *l = NULL;
+    int32_t bits;
+    float eps, delta;
+    int64_t nch;
+    TH_OK(ctx, tsq_quantizer_create(ctx, 3, 2, &q));
+    ck_assert_int_eq(tsq_layer_act_quant_create_from(ctx, q, &l), TSQ_ERR_STATE);
+    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "not fitted"));
+    TH_OK(ctx, tsq_quantizer_set_channel(q, 0, 0.1f, 0.25f));
+    TH_OK(ctx, tsq_quantizer_set_channel(q, 1, 0.2f, 0.5f));
+    TH_OK(ctx, tsq_layer_act_quant_create_from(ctx, q, &l));
+    TH_OK(ctx, tsq_layer_act_quant_get_channel(l, 1, &nch, &bits, &eps, &delta));
+    ck_assert_int_eq(nch, 2);
+    ck_assert_int_eq(bits, 3);
+    ck_assert(eps == 0.2f && delta == 0.5f);
+    tsq_layer_destroy(l);
+    tsq_quantizer_destroy(q);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("nn_tsq");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_pipeline_per_tensor);
+    tcase_add_test(tc, test_pipeline_per_channel_sampled_last);
+    tcase_add_test(tc, test_session_errors);
+    tcase_add_test(tc, test_act_quant_from_quantizer);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return th_run(suite());
+}
