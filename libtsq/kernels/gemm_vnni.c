@@ -1,0 +1,205 @@
+/* AVX-512 VNNI kernel: vpdpbusd multiplies 4 unsigned codes by 4 signed
+ * weights and adds the 4 products to an int32 lane, exactly (the products
+ * are summed in 32 bits, so no intermediate saturates). TSQ's codes are
+ * unsigned and its weights signed, so they go straight into the two operands
+ * with no offset correction.
+ *
+ * Tile: up to 8 rows x 2 panels (32 columns). Per group of 4 k: one dword
+ * of each row broadcast, two 64-byte weight rows loaded, 16 vpdpbusd.
+ * Also here: the AVX-512 decoder from bit planes to panels. Compiled with
+ * -mavx512vnni; called only when the CPU has it. */
+#include "kernels_internal.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define TILE_ROWS 8
+#define TILE_PANELS 2
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE __m512i bcast4(const uint8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+/* The last, partial group of 4 codes (k % 4 of them), zero-filled. */
+INLINE __m512i bcast_tail(const uint8_t *p, int64_t n)
+{
+    uint8_t b[4] = {0, 0, 0, 0};
+    memcpy(b, p, (size_t)n);
+    return bcast4(b);
+}
+
+/* S independent sets of accumulators, summed at the end: with one or two
+ * rows there are too few vpdpbusd chains to hide its latency otherwise. */
+INLINE void tile(const uint8_t *x, int64_t ldx, int64_t k, const int8_t *w,
+                 int64_t panel_stride, int64_t ncols, int32_t *acc, int64_t ldacc,
+                 const int R, const int C, const int S)
+{
+    __m512i a[4][TILE_ROWS][TILE_PANELS];
+    int64_t q, kq = k / 4, kmain = kq / S * S;
+    int r, c, u;
+#pragma GCC unroll 4
+    for (u = 0; u < S; u++)
+#pragma GCC unroll 8
+        for (r = 0; r < R; r++)
+#pragma GCC unroll 2
+            for (c = 0; c < C; c++)
+                a[u][r][c] = _mm512_setzero_si512();
+    for (q = 0; q < kmain; q += S) {
+#pragma GCC unroll 4
+        for (u = 0; u < S; u++) {
+            __m512i wv[TILE_PANELS];
+#pragma GCC unroll 2
+            for (c = 0; c < C; c++)
+                wv[c] = _mm512_loadu_si512((const void *)(w + c * panel_stride + (q + u) * 64));
+#pragma GCC unroll 8
+            for (r = 0; r < R; r++) {
+                __m512i xb = bcast4(x + r * ldx + (q + u) * 4);
+#pragma GCC unroll 2
+                for (c = 0; c < C; c++)
+                    a[u][r][c] = _mm512_dpbusd_epi32(a[u][r][c], xb, wv[c]);
+            }
+        }
+    }
+    for (; q <= kq; q++) {
+        /* The groups left over by the unrolling, then the partial group of
+         * k % 4 codes (q == kq), if any. */
+        __m512i wv[TILE_PANELS];
+        if (q == kq && k % 4 == 0)
+            break;
+#pragma GCC unroll 2
+        for (c = 0; c < C; c++)
+            wv[c] = _mm512_loadu_si512((const void *)(w + c * panel_stride + q * 64));
+#pragma GCC unroll 8
+        for (r = 0; r < R; r++) {
+            __m512i xb = q < kq ? bcast4(x + r * ldx + q * 4)
+                                : bcast_tail(x + r * ldx + kq * 4, k % 4);
+#pragma GCC unroll 2
+            for (c = 0; c < C; c++)
+                a[0][r][c] = _mm512_dpbusd_epi32(a[0][r][c], xb, wv[c]);
+        }
+    }
+#pragma GCC unroll 8
+    for (r = 0; r < R; r++)
+#pragma GCC unroll 2
+        for (c = 0; c < C; c++) {
+            int64_t left = ncols - 16 * c;
+            int32_t *dst = acc + r * ldacc + 16 * c;
+            __m512i sum = a[0][r][c];
+#pragma GCC unroll 4
+            for (u = 1; u < S; u++)
+                sum = _mm512_add_epi32(sum, a[u][r][c]);
+            if (left >= 16)
+                _mm512_storeu_si512((void *)dst, sum);
+            else
+                _mm512_mask_storeu_epi32(dst, (__mmask16)((1u << left) - 1u), sum);
+        }
+}
+
+typedef void (*tile_fn)(const uint8_t *, int64_t, int64_t, const int8_t *, int64_t, int64_t,
+                        int32_t *, int64_t);
+
+#define TILE(R, C)                                                                        \
+    static void tile_##R##_##C(const uint8_t *x, int64_t ldx, int64_t k, const int8_t *w, \
+                               int64_t ps, int64_t nc, int32_t *acc, int64_t ldacc)       \
+    {                                                                                     \
+        tile(x, ldx, k, w, ps, nc, acc, ldacc, R, C, R <= 2 ? 4 : 1);                     \
+    }
+TILE(1, 1) TILE(2, 1) TILE(3, 1) TILE(4, 1) TILE(5, 1) TILE(6, 1) TILE(7, 1) TILE(8, 1)
+TILE(1, 2) TILE(2, 2) TILE(3, 2) TILE(4, 2) TILE(5, 2) TILE(6, 2) TILE(7, 2) TILE(8, 2)
+
+static const tile_fn tiles[TILE_ROWS + 1][TILE_PANELS + 1] = {
+    {NULL, NULL, NULL},
+    {NULL, tile_1_1, tile_1_2}, {NULL, tile_2_1, tile_2_2}, {NULL, tile_3_1, tile_3_2},
+    {NULL, tile_4_1, tile_4_2}, {NULL, tile_5_1, tile_5_2}, {NULL, tile_6_1, tile_6_2},
+    {NULL, tile_7_1, tile_7_2}, {NULL, tile_8_1, tile_8_2},
+};
+
+void tsq__gemm_vnni(const uint8_t *x, int64_t ldx, int64_t m, int64_t k, const int8_t *dec,
+                    int64_t c0, int64_t c1, int32_t *acc, int64_t ldacc)
+{
+    int64_t panel_stride = tsq__k4n(k) * 64, c, r;
+    for (c = c0; c < c1; c += 16 * TILE_PANELS) {
+        int64_t ncols = c1 - c < 16 * TILE_PANELS ? c1 - c : 16 * TILE_PANELS;
+        int np = (int)((ncols + 15) / 16);
+        const int8_t *w = dec + (c - c0) / 16 * panel_stride;
+        for (r = 0; r < m; r += TILE_ROWS) {
+            int nr = m - r < TILE_ROWS ? (int)(m - r) : TILE_ROWS;
+            tiles[nr][np](x + r * ldx, ldx, k, w, panel_stride, ncols, acc + r * ldacc + c,
+                          ldacc);
+        }
+    }
+}
+
+/* ---- decoder: bit planes -> panels ------------------------------------ */
+
+/* 16 x 16 transpose of 32-bit elements: v[l] holds column l's 16 dwords
+ * (groups of 4 k); afterwards v[i] holds dword i of every column. */
+static void transpose16(__m512i v[16])
+{
+    __m512i t[16], u[16];
+    int i;
+    for (i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(v[i], v[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(v[i], v[i + 1]);
+    }
+    for (i = 0; i < 16; i += 4) {
+        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    /* u[4b + e], 128-bit lane L, holds element 4L + e of rows 4b .. 4b+3:
+     * a 4 x 4 transpose of 128-bit lanes finishes the job. */
+    for (i = 0; i < 4; i++) {
+        __m512i a0 = _mm512_shuffle_i32x4(u[i], u[4 + i], 0x44);
+        __m512i a1 = _mm512_shuffle_i32x4(u[i], u[4 + i], 0xEE);
+        __m512i a2 = _mm512_shuffle_i32x4(u[8 + i], u[12 + i], 0x44);
+        __m512i a3 = _mm512_shuffle_i32x4(u[8 + i], u[12 + i], 0xEE);
+        v[i] = _mm512_shuffle_i32x4(a0, a2, 0x88);
+        v[4 + i] = _mm512_shuffle_i32x4(a0, a2, 0xDD);
+        v[8 + i] = _mm512_shuffle_i32x4(a1, a3, 0x88);
+        v[12 + i] = _mm512_shuffle_i32x4(a1, a3, 0xDD);
+    }
+}
+
+/* 64 weights of column c at k-word kw as int8 bytes: each plane's mask
+ * selects its coefficient, 2^j or, for the sign plane, -2^(b-1). */
+static __m512i column_bytes(const tsq_packed_weights *pw, int64_t c, int64_t kw)
+{
+    const uint64_t *base;
+    __m512i v = _mm512_setzero_si512();
+    int32_t j;
+    if (c >= pw->n)
+        return v;
+    base = pw->planes + (size_t)((c / TSQ__GROUP_COLS) * pw->bits * pw->kwords + kw) *
+                            TSQ__GROUP_COLS + c % TSQ__GROUP_COLS;
+    for (j = 0; j < pw->bits; j++) {
+        __mmask64 mk = base[(size_t)(j * pw->kwords) * TSQ__GROUP_COLS];
+        int8_t coef = (int8_t)(j == pw->bits - 1 ? -(1 << j) : 1 << j);
+        v = _mm512_add_epi8(v, _mm512_maskz_mov_epi8(mk, _mm512_set1_epi8(coef)));
+    }
+    return v;
+}
+
+void tsq__decode_panels_avx512(const tsq_packed_weights *pw, int64_t p0, int64_t p1,
+                               int8_t *dec)
+{
+    int64_t k4n = tsq__k4n(pw->k), p, kw;
+    int i;
+    for (p = p0; p < p1; p++) {
+        int8_t *panel = dec + (p - p0) * k4n * 64;
+        for (kw = 0; kw < pw->kwords; kw++) {
+            __m512i v[16];
+            for (i = 0; i < 16; i++)
+                v[i] = column_bytes(pw, p * TSQ__PANEL_COLS + i, kw);
+            transpose16(v);
+            for (i = 0; i < 16 && kw * 16 + i < k4n; i++)
+                _mm512_storeu_si512((void *)(panel + (kw * 16 + i) * 64), v[i]);
+        }
+    }
+}

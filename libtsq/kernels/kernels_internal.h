@@ -1,0 +1,129 @@
+/*
+ * Internal interface of the low-bit kernels (include/tsq/plan.h is the
+ * public one). docs/kernels.md describes the layouts drawn here.
+ *
+ * Packed weights (pack.c). A b-bit weight w is stored in two's complement,
+ * one bit plane per bit j = 0 .. b-1:
+ *
+ *     w = sum_{j < b-1} 2^j * bit_j  -  2^(b-1) * bit_{b-1}
+ *
+ * (ternary: plane 0 = "nonzero", plane 1 = "negative"). Columns are grouped
+ * by 8 (a "column group", one 64-bit lane per column of a 512-bit vector)
+ * and K by 64 (a "k-word"):
+ *
+ *     planes[((g * b + j) * kwords + kw) * 8 + lane]
+ *       bit (k % 64) = bit j of W[k][8g + lane],  kw = k / 64
+ *
+ * Padding (k >= K, columns >= N) holds zero bits, i.e. weight 0.
+ *
+ * Decoded panels (for the AVX2 and VNNI kernels, built per call in the
+ * workspace): 16 columns per panel, K in groups of 4 ("k4"):
+ *
+ *     dec[(p * k4n + q) * 64 + l * 4 + i] = W[4q + i][16p + l]   (int8, 0 in padding)
+ *
+ * so one 64-byte row holds, for each of 16 columns, the 4 consecutive k of
+ * one vpdpbusd dword (AVX2 reads it as two 32-byte halves of 8 columns).
+ *
+ * Activation bit planes (VPOPCNT kernel, built per row block in the
+ * workspace): xplanes[(r * nb + b) * kwords + kw], bit (k % 64) = bit b of
+ * X[r][k]; zero beyond K.
+ */
+#ifndef TSQ_KERNELS_INTERNAL_H
+#define TSQ_KERNELS_INTERNAL_H
+
+#include "internal.h"
+
+#define TSQ__GROUP_COLS 8  /* columns per column group (popcount lanes) */
+#define TSQ__PANEL_COLS 16 /* columns per decoded panel */
+#define TSQ__KWORD 64      /* k per k-word */
+
+struct tsq_packed_weights {
+    tsq__object obj; /* ctx for freeing; the message is unused (immutable) */
+    int64_t k, n;
+    int32_t bits;
+    int64_t kwords;  /* ceil(k / 64) */
+    int64_t groups;  /* ceil(n / 8) */
+    uint64_t bytes;  /* size of planes */
+    uint64_t *planes;
+};
+
+struct tsq_thresholds {
+    tsq__object obj; /* ctx for freeing; the message is unused (immutable) */
+    int64_t channels;
+    int64_t padded;   /* channels rounded up to 16; padding gives code 0 */
+    int32_t bits;
+    int32_t maxcode;  /* 2^bits - 1 */
+    int32_t *t;       /* [maxcode][padded] thresholds, non-decreasing in m */
+    int32_t *flip;    /* [padded] 0 (compare acc) or -1 (compare ~acc) */
+    int32_t *top;     /* [padded] the largest code of the channel */
+};
+
+/* Largest weight magnitude of b-bit weights and largest code of n-bit codes. */
+static inline int32_t tsq__max_weight(int32_t bits) { return (1 << (bits - 1)) - 1; }
+static inline int32_t tsq__max_code(int32_t bits) { return (1 << bits) - 1; }
+
+/* ---- pack.c ---- */
+/* W (K x N int8, row-major) from the planes. */
+void tsq__unpack_weights(const tsq_packed_weights *pw, int8_t *w);
+/* Decoded panels p0 .. p1-1 into dec (layout above; dec receives panel p0). */
+void tsq__decode_panels(const tsq_packed_weights *pw, int64_t p0, int64_t p1, int8_t *dec);
+static inline int64_t tsq__k4n(int64_t k) { return (k + 3) / 4; }
+static inline int64_t tsq__panels(int64_t n) { return (n + TSQ__PANEL_COLS - 1) / TSQ__PANEL_COLS; }
+
+/* ---- the kernels: rows 0..m-1 of codes x (row stride ldx) times column
+ * range [c0, c1) of the weights into acc (row stride ldacc, acc points at
+ * column 0 of row 0). c0 is a multiple of 32. Only acc[r][c0..c1-1] is
+ * written. The decoded-panel kernels get dec pointing at panel c0 / 16. ---- */
+void tsq__gemm_ref(const uint8_t *x, int64_t ldx, int64_t m, int64_t k, const int8_t *w,
+                   int64_t n, int64_t c0, int64_t c1, int32_t *acc, int64_t ldacc);
+/* maxprod = largest code times largest weight magnitude: it bounds the
+ * 16-bit partial sums (vpmaddubsw saturates). */
+void tsq__gemm_avx2(const uint8_t *x, int64_t ldx, int64_t m, int64_t k, const int8_t *dec,
+                    int32_t maxprod, int64_t c0, int64_t c1, int32_t *acc, int64_t ldacc);
+void tsq__gemm_vnni(const uint8_t *x, int64_t ldx, int64_t m, int64_t k, const int8_t *dec,
+                    int64_t c0, int64_t c1, int32_t *acc, int64_t ldacc);
+/* AVX2 and AVX-512 versions of tsq__decode_panels (same output). */
+void tsq__decode_panels_avx2(const tsq_packed_weights *pw, int64_t p0, int64_t p1,
+                             int8_t *dec);
+void tsq__decode_panels_avx512(const tsq_packed_weights *pw, int64_t p0, int64_t p1,
+                               int8_t *dec);
+/* Bit planes of m rows of codes (nb planes) into xp (layout above). */
+void tsq__bitplanes_avx512(const uint8_t *x, int64_t ldx, int64_t m, int64_t k, int32_t nb,
+                           int64_t kwords, uint64_t *xp);
+void tsq__gemm_vpopcnt(const uint64_t *xp, int64_t m, int32_t nb,
+                       const tsq_packed_weights *pw, int64_t c0, int64_t c1, int32_t *acc,
+                       int64_t ldacc);
+
+/* OR of n bytes (for the code range check). */
+uint8_t tsq__or_bytes_avx2(const uint8_t *x, int64_t n);
+
+/* ---- thresholds.c and its SIMD variants: codes of rows 0..rows-1,
+ * channels [c0, c1), from acc (row stride ldacc, pointing at channel 0)
+ * into out (row stride ldo, pointing at channel 0). ---- */
+void tsq__thresholds_apply_ref(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc,
+                               int64_t rows, int64_t c0, int64_t c1, uint8_t *out,
+                               int64_t ldo);
+void tsq__thresholds_apply_avx2(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc,
+                                int64_t rows, int64_t c0, int64_t c1, uint8_t *out,
+                                int64_t ldo);
+void tsq__thresholds_apply_avx512(const tsq_thresholds *th, const int32_t *acc,
+                                  int64_t ldacc, int64_t rows, int64_t c0, int64_t c1,
+                                  uint8_t *out, int64_t ldo);
+/* The float epilogue the thresholds replace (TSQ.md, "Deployment
+ * consequence"): code of fl(fl((float)acc * alpha) + bias). */
+int32_t tsq__affine_code(int32_t acc, float alpha, float bias, float eps, float inv_delta,
+                         int32_t maxcode);
+
+/* ---- dispatch.c ---- */
+/* The kernel a request resolves to, or TSQ_ERR_UNSUPPORTED / INVALID with a
+ * message on obj. */
+tsq_status tsq__kernel_resolve(tsq__object *obj, const char *where, int32_t kernel,
+                               int64_t m, int32_t code_bits, int32_t weight_bits,
+                               int32_t *chosen);
+/* The same for a given set of TSQ_CPU_* features (tests use it to check
+ * the refusal of kernels this machine happens to have). */
+tsq_status tsq__kernel_resolve_for(tsq__object *obj, const char *where, int32_t kernel,
+                                   uint32_t features, int64_t m, int32_t code_bits,
+                                   int32_t weight_bits, int32_t *chosen);
+
+#endif /* TSQ_KERNELS_INTERNAL_H */

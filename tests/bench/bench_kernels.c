@@ -1,0 +1,398 @@
+/* Low-bit kernels against cblas_sgemm / cblas_sgemv on the same shapes, in
+ * the same process: ternary weights x 2-bit codes.
+ *
+ * Shapes: M = N = K = 1024; the Fashion-MNIST convolutions at batch 128 as
+ * im2col GEMMs (conv2 M = 128*28*28, K = 32*9, N = 32; conv3 M = 128*14*14,
+ * K = 288, N = 64; conv4 K = 576, N = 64); its dense layer (M = 128,
+ * K = 3136, N = 256); and a GEMV (one row, 4096 x 4096). For each shape and
+ * kernel (ref, avx2, vnni, vpopcnt, and auto with the kernel it picks): GOPS
+ * (2*M*N*K / time) and the ratio to sgemm(v); the fused threshold epilogue;
+ * packed weight bytes against fp32. Then, single-threaded, every kernel on
+ * a GEMM (4096 x 576 x 64) and a GEMV (4096 x 4096) for code bits 1..8 and
+ * weight bits 2..8: the table behind TSQ_KERNEL_AUTO.
+ *
+ * Threads: the program runs itself once per thread count in
+ * TSQ_BENCH_THREADS (default "1 2"), each child with OPENBLAS_NUM_THREADS
+ * set to the same count, since OpenBLAS reads it only at start-up. A single
+ * count can also be run directly:
+ *     OPENBLAS_NUM_THREADS=2 TSQ_BENCH_CHILD=2 build/.../bench/bench_kernels
+ * Timings are medians of 5 or more runs (of about 0.2 s at least). */
+#include "bench.h"
+#include "blas.h"
+
+#include <spawn.h>
+#include <stdint.h>
+#include <sys/wait.h>
+
+extern char **environ;
+
+typedef struct {
+    const char *name;
+    int64_t m, k, n;
+} shape;
+
+static const shape shapes[] = {
+    {"square1024", 1024, 1024, 1024},
+    {"fmnist_conv2", 128 * 28 * 28, 32 * 9, 32},
+    {"fmnist_conv3", 128 * 14 * 14, 288, 64},
+    {"fmnist_conv4", 128 * 14 * 14, 576, 64},
+    {"fmnist_fc", 128, 3136, 256},
+    {"gemv4096", 1, 4096, 4096},
+};
+
+static const int32_t kernels[] = {TSQ_KERNEL_REF, TSQ_KERNEL_AVX2, TSQ_KERNEL_VNNI,
+                                  TSQ_KERNEL_VPOPCNT, TSQ_KERNEL_AUTO};
+
+static uint64_t rng_state = 12345;
+static uint64_t rng_next(void)
+{
+    uint64_t x = rng_state += UINT64_C(0x9E3779B97F4A7C15);
+    x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return x ^ (x >> 31);
+}
+
+static void die(const char *what, tsq_context *ctx)
+{
+    fprintf(stderr, "bench_kernels: %s failed: %s\n", what, ctx ? tsq_context_errmsg(ctx) : "");
+    exit(1);
+}
+
+/* Median time of fn over at least 5 runs and about min_total seconds. */
+typedef void (*run_fn)(void *);
+static double time_median(run_fn fn, void *arg, double min_total)
+{
+    double t[64], start = bench_now();
+    int n = 0;
+    fn(arg); /* warm-up */
+    while (n < 64 && (n < 5 || bench_now() - start < min_total)) {
+        double t0 = bench_now();
+        fn(arg);
+        t[n++] = bench_now() - t0;
+    }
+    return bench_median(t, n);
+}
+
+typedef struct {
+    const shape *s;
+    float *a, *b, *c;
+} sgemm_args;
+
+static void run_sgemm(void *p)
+{
+    sgemm_args *g = p;
+    if (g->s->m == 1)
+        cblas_sgemv(CblasRowMajor, CblasTrans, (int)g->s->k, (int)g->s->n, 1.0f, g->b,
+                    (int)g->s->n, g->a, 1, 0.0f, g->c, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->s->m, (int)g->s->n,
+                    (int)g->s->k, 1.0f, g->a, (int)g->s->k, g->b, (int)g->s->n, 0.0f, g->c,
+                    (int)g->s->n);
+}
+
+typedef struct {
+    tsq_context *ctx;
+    tsq_packed_weights *pw;
+    tsq_tensor *codes, *out;
+    tsq_thresholds *th;
+    int32_t kernel, code_bits;
+    int32_t *acc;
+    int64_t count;
+    void *ws;
+    uint64_t ws_bytes;
+} lowbit_args;
+
+static void run_lowbit(void *p)
+{
+    lowbit_args *g = p;
+    if (tsq_lowbit_gemm(g->ctx, g->pw, g->codes, g->code_bits, g->kernel, g->acc, g->count,
+                        g->ws, g->ws_bytes) != TSQ_OK)
+        die("tsq_lowbit_gemm", g->ctx);
+}
+
+static void run_lowbit_threshold(void *p)
+{
+    lowbit_args *g = p;
+    if (tsq_lowbit_gemm_threshold(g->ctx, g->pw, g->codes, 2, g->th, g->kernel, g->out, g->ws,
+                                  g->ws_bytes) != TSQ_OK)
+        die("tsq_lowbit_gemm_threshold", g->ctx);
+}
+
+static void bench_shape(tsq_context *ctx, const shape *s, int64_t threads)
+{
+    int64_t m = s->m, k = s->k, n = s->n, i;
+    const int64_t cshape[2] = {m, k}, wshape[2] = {k, n}, oshape[2] = {m, n};
+    double ops = 2.0 * (double)m * (double)n * (double)k, base_t, base_gops;
+    const char *base_name = m == 1 ? "cblas_sgemv" : "cblas_sgemm";
+    tsq_tensor *codes = NULL, *w = NULL, *out = NULL;
+    tsq_packed_weights *pw = NULL;
+    tsq_thresholds *th = NULL;
+    sgemm_args sg;
+    lowbit_args lb;
+    uint8_t *x;
+    int8_t *wv;
+    int32_t *want = NULL;
+    int64_t packed;
+    size_t ki;
+    int have_want = 0;
+    char name[160];
+    float alpha_one = 0.05f, eps = 0.32f, delta = 0.65f;
+    float *alpha = malloc((size_t)n * sizeof *alpha);
+
+    if (tsq_tensor_create(ctx, TSQ_DTYPE_U8, 2, cshape, &codes) != TSQ_OK ||
+        tsq_tensor_create(ctx, TSQ_DTYPE_I8, 2, wshape, &w) != TSQ_OK ||
+        tsq_tensor_create(ctx, TSQ_DTYPE_U8, 2, oshape, &out) != TSQ_OK || !alpha)
+        die("tensor_create", ctx);
+    tsq_tensor_data(codes, (void **)&x);
+    tsq_tensor_data(w, (void **)&wv);
+    sg.s = s;
+    sg.a = malloc((size_t)(m * k) * sizeof(float));
+    sg.b = malloc((size_t)(k * n) * sizeof(float));
+    sg.c = malloc((size_t)(m * n) * sizeof(float));
+    if (!sg.a || !sg.b || !sg.c)
+        die("malloc", NULL);
+    /* Uniform 2-bit codes and ternary weights (the SIMD kernels do not care
+     * about the values; the reference skips zero codes, so this is its
+     * slowest case). */
+    for (i = 0; i < m * k; i++) {
+        x[i] = (uint8_t)(rng_next() & 3);
+        sg.a[i] = (float)x[i];
+    }
+    for (i = 0; i < k * n; i++) {
+        wv[i] = (int8_t)((int)(rng_next() % 3) - 1);
+        sg.b[i] = (float)wv[i];
+    }
+    for (i = 0; i < n; i++)
+        alpha[i] = alpha_one * (i % 2 ? 1.0f : -1.0f);
+    if (tsq_packed_weights_create(ctx, w, 2, &pw) != TSQ_OK ||
+        tsq_thresholds_create(ctx, n, alpha, NULL, 2, &eps, &delta, 1, &th) != TSQ_OK)
+        die("packing", ctx);
+
+    base_t = time_median(run_sgemm, &sg, 0.3);
+    base_gops = ops / base_t * 1e-9;
+    snprintf(name, sizeof name, "%s_%s_t%lld_gops", s->name, base_name, (long long)threads);
+    bench_line(name, base_gops, "GOPS");
+
+    lb.ctx = ctx;
+    lb.code_bits = 2;
+    lb.pw = pw;
+    lb.codes = codes;
+    lb.out = out;
+    lb.th = th;
+    lb.count = m * n;
+    lb.acc = malloc((size_t)(m * n) * sizeof(int32_t));
+    want = malloc((size_t)(m * n) * sizeof(int32_t));
+    if (!lb.acc || !want)
+        die("malloc", NULL);
+    for (ki = 0; ki < sizeof kernels / sizeof kernels[0]; ki++) {
+        int32_t avail, chosen;
+        double t;
+        tsq_kernel_available(kernels[ki], &avail);
+        if (!avail) {
+            printf("{\"name\": \"%s_%s_t%lld_gops\", \"value\": 0, \"unit\": \"GOPS\", "
+                   "\"skipped\": \"CPU lacks the kernel\"}\n",
+                   s->name, tsq_kernel_name(kernels[ki]), (long long)threads);
+            continue;
+        }
+        /* The reference is the oracle, far slower: only once, single-threaded. */
+        if (kernels[ki] == TSQ_KERNEL_REF && threads > 1)
+            continue;
+        lb.kernel = kernels[ki];
+        if (tsq_lowbit_kernel_select(ctx, pw, m, 2, lb.kernel, &chosen) != TSQ_OK ||
+            tsq_lowbit_workspace_size(ctx, pw, m, 2, lb.kernel, &lb.ws_bytes) != TSQ_OK)
+            die("kernel query", ctx);
+        lb.ws = malloc((size_t)lb.ws_bytes + 1);
+        if (!lb.ws)
+            die("malloc", NULL);
+        t = time_median(run_lowbit, &lb, kernels[ki] == TSQ_KERNEL_REF ? 0.0 : 0.3);
+        /* Every kernel must give the same bits as the first one run (the
+         * reference, with one thread). */
+        if (!have_want) {
+            memcpy(want, lb.acc, (size_t)(m * n) * sizeof(int32_t));
+            have_want = 1;
+        } else if (memcmp(want, lb.acc, (size_t)(m * n) * sizeof(int32_t)) != 0) {
+            fprintf(stderr, "bench_kernels: %s differs from the reference on %s\n",
+                    tsq_kernel_name(lb.kernel), s->name);
+            exit(1);
+        }
+        snprintf(name, sizeof name, "%s_%s_t%lld_gops", s->name, tsq_kernel_name(lb.kernel),
+                 (long long)threads);
+        if (lb.kernel == TSQ_KERNEL_AUTO)
+            printf("{\"name\": \"%s\", \"value\": %.6g, \"unit\": \"GOPS\", \"baseline\": "
+                   "\"%s\", \"baseline_value\": %.6g, \"ratio\": %.4g, \"kernel\": \"%s\"}\n",
+                   name, ops / t * 1e-9, base_name, base_gops, ops / t * 1e-9 / base_gops,
+                   tsq_kernel_name(chosen));
+        else
+            bench_line_ratio(name, ops / t * 1e-9, "GOPS", base_name, base_gops);
+        if (lb.kernel == TSQ_KERNEL_AUTO) {
+            /* The fused hidden layer: GEMM, then thresholds into u8 codes. */
+            t = time_median(run_lowbit_threshold, &lb, 0.3);
+            snprintf(name, sizeof name, "%s_auto_threshold_t%lld_gops", s->name,
+                     (long long)threads);
+            bench_line_ratio(name, ops / t * 1e-9, "GOPS", base_name, base_gops);
+        }
+        fflush(stdout);
+        free(lb.ws);
+    }
+    if (threads == 1) {
+        tsq_packed_weights_get(pw, TSQ_PACKED_BYTES, &packed);
+        snprintf(name, sizeof name, "%s_weight_bytes", s->name);
+        bench_line_ratio(name, (double)packed, "bytes", "fp32 bytes", 4.0 * (double)(k * n));
+    }
+    free(want);
+    free(lb.acc);
+    free(sg.a);
+    free(sg.b);
+    free(sg.c);
+    free(alpha);
+    tsq_thresholds_destroy(th);
+    tsq_packed_weights_destroy(pw);
+    tsq_tensor_destroy(out);
+    tsq_tensor_destroy(w);
+    tsq_tensor_destroy(codes);
+}
+
+/* Which kernel wins as the bit widths grow (the work of the bit-serial
+ * kernel grows with code_bits * weight_bits, that of the byte kernels does
+ * not): one conv-like shape, every kernel but the reference. This is the
+ * table behind TSQ_KERNEL_AUTO. */
+static void bench_bit_widths(tsq_context *ctx, int64_t threads, const char *tag, int64_t m,
+                             int64_t k, int64_t n)
+{
+    static const int32_t cbits[] = {1, 2, 3, 4, 8}, wbits[] = {2, 3, 4, 8};
+    const int64_t cshape[2] = {m, k}, wshape[2] = {k, n};
+    double ops = 2.0 * (double)m * (double)n * (double)k;
+    size_t a, b, ki;
+    for (a = 0; a < sizeof cbits / sizeof cbits[0]; a++)
+        for (b = 0; b < sizeof wbits / sizeof wbits[0]; b++) {
+            tsq_tensor *codes = NULL, *w = NULL;
+            tsq_packed_weights *pw = NULL;
+            lowbit_args lb;
+            uint8_t *x;
+            int8_t *wv;
+            int32_t lim = (1 << (wbits[b] - 1)) - 1, chosen = 0;
+            int64_t i;
+            if (tsq_tensor_create(ctx, TSQ_DTYPE_U8, 2, cshape, &codes) != TSQ_OK ||
+                tsq_tensor_create(ctx, TSQ_DTYPE_I8, 2, wshape, &w) != TSQ_OK)
+                die("tensor_create", ctx);
+            tsq_tensor_data(codes, (void **)&x);
+            tsq_tensor_data(w, (void **)&wv);
+            for (i = 0; i < m * k; i++)
+                x[i] = (uint8_t)(rng_next() & ((1u << cbits[a]) - 1));
+            for (i = 0; i < k * n; i++)
+                wv[i] = (int8_t)((int)(rng_next() % (uint64_t)(2 * lim + 1)) - lim);
+            if (tsq_packed_weights_create(ctx, w, wbits[b], &pw) != TSQ_OK)
+                die("packing", ctx);
+            memset(&lb, 0, sizeof lb);
+            lb.ctx = ctx;
+            lb.pw = pw;
+            lb.codes = codes;
+            lb.code_bits = cbits[a];
+            lb.count = m * n;
+            lb.acc = malloc((size_t)(m * n) * sizeof(int32_t));
+            if (!lb.acc)
+                die("malloc", NULL);
+            for (ki = 1; ki < sizeof kernels / sizeof kernels[0]; ki++) {
+                int32_t avail;
+                char name[128];
+                double t;
+                tsq_kernel_available(kernels[ki], &avail);
+                if (!avail)
+                    continue;
+                lb.kernel = kernels[ki];
+                if (tsq_lowbit_kernel_select(ctx, pw, m, cbits[a], lb.kernel, &chosen) !=
+                        TSQ_OK ||
+                    tsq_lowbit_workspace_size(ctx, pw, m, cbits[a], lb.kernel, &lb.ws_bytes) !=
+                        TSQ_OK)
+                    die("kernel query", ctx);
+                lb.ws = malloc((size_t)lb.ws_bytes);
+                if (!lb.ws)
+                    die("malloc", NULL);
+                t = time_median(run_lowbit, &lb, 0.1);
+                snprintf(name, sizeof name, "%s_c%d_w%d_%s_t%lld_gops", tag, (int)cbits[a],
+                         (int)wbits[b], tsq_kernel_name(lb.kernel), (long long)threads);
+                if (lb.kernel == TSQ_KERNEL_AUTO)
+                    printf("{\"name\": \"%s\", \"value\": %.6g, \"unit\": \"GOPS\", "
+                           "\"kernel\": \"%s\"}\n", name, ops / t * 1e-9,
+                           tsq_kernel_name(chosen));
+                else
+                    bench_line(name, ops / t * 1e-9, "GOPS");
+                free(lb.ws);
+            }
+            free(lb.acc);
+            tsq_packed_weights_destroy(pw);
+            tsq_tensor_destroy(w);
+            tsq_tensor_destroy(codes);
+        }
+}
+
+static int run_child(const char *self, const char *count)
+{
+    char blas[64], child[64];
+    char *argv[2];
+    pid_t pid;
+    int status;
+    snprintf(blas, sizeof blas, "OPENBLAS_NUM_THREADS=%s", count);
+    snprintf(child, sizeof child, "TSQ_BENCH_CHILD=%s", count);
+    argv[0] = (char *)self;
+    argv[1] = NULL;
+    {
+        /* The parent's environment plus the two settings. */
+        size_t ne = 0, i, j = 0;
+        char **env;
+        while (environ[ne])
+            ne++;
+        env = malloc((ne + 3) * sizeof *env);
+        if (!env)
+            return 1;
+        for (i = 0; i < ne; i++)
+            if (strncmp(environ[i], "OPENBLAS_NUM_THREADS=", 21) != 0 &&
+                strncmp(environ[i], "TSQ_BENCH_CHILD=", 16) != 0)
+                env[j++] = environ[i];
+        env[j++] = blas;
+        env[j++] = child;
+        env[j] = NULL;
+        if (posix_spawn(&pid, "/proc/self/exe", NULL, NULL, argv, env) != 0) {
+            free(env);
+            return 1;
+        }
+        free(env);
+    }
+    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status))
+        return 1;
+    return WEXITSTATUS(status);
+}
+
+int main(int argc, char **argv)
+{
+    const char *child = getenv("TSQ_BENCH_CHILD");
+    tsq_context *ctx = NULL;
+    size_t i;
+    int64_t threads;
+    (void)argc;
+    if (!child) {
+        /* Parent: one child per thread count. */
+        const char *list = getenv("TSQ_BENCH_THREADS");
+        char buf[64], *tok, *save = NULL;
+        int rc = 0;
+        bench_info("bench_kernels");
+        snprintf(buf, sizeof buf, "%s", list ? list : "1 2");
+        for (tok = strtok_r(buf, " ,", &save); tok; tok = strtok_r(NULL, " ,", &save))
+            rc |= run_child(argv[0], tok);
+        return rc;
+    }
+    threads = atoll(child);
+    if (threads < 1 || threads > 256)
+        threads = 1;
+    if (tsq_context_create(&ctx) != TSQ_OK ||
+        tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads) != TSQ_OK)
+        die("context", ctx);
+    for (i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        bench_shape(ctx, &shapes[i], threads);
+    if (threads == 1) {
+        bench_bit_widths(ctx, threads, "bits_gemm4096x576x64", 4096, 576, 64);
+        bench_bit_widths(ctx, threads, "bits_gemv4096", 1, 4096, 4096);
+    }
+    tsq_context_destroy(ctx);
+    return 0;
+}

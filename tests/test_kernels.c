@@ -1,0 +1,986 @@
+/* Low-bit kernels: packing round trips, every kernel bit-exact against a
+ * brute-force product and against the reference kernel on random shapes
+ * (sizes that are not multiples of any vector width included), saturation
+ * corners, threads, workspaces, the fused threshold epilogue, im2col on
+ * codes against a direct convolution, and every error path. Kernels the CPU
+ * lacks are skipped, and the test says so. */
+#include "harness.h"
+#include "kernels/kernels_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const int32_t simd_kernels[] = {TSQ_KERNEL_AVX2, TSQ_KERNEL_VNNI, TSQ_KERNEL_VPOPCNT};
+#define NSIMD 3
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t x = *s += UINT64_C(0x9E3779B97F4A7C15);
+    x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return x ^ (x >> 31);
+}
+
+static int64_t rng_below(uint64_t *s, int64_t n) { return (int64_t)(rng_next(s) % (uint64_t)n); }
+
+static int kernel_here(int32_t kernel)
+{
+    int32_t avail = 0;
+    ck_assert_int_eq(tsq_kernel_available(kernel, &avail), TSQ_OK);
+    return avail;
+}
+
+static void say_skip(const char *test, int32_t kernel)
+{
+    printf("%s: SKIP kernel '%s': this CPU lacks its instructions\n", test,
+           tsq_kernel_name(kernel));
+}
+
+/* Random weights of the b-bit alphabet; mode 0 random, 1 all +max,
+ * 2 all -max, 3 sparse (most 0). */
+static tsq_tensor *make_weights(tsq_context *ctx, int64_t k, int64_t n, int32_t bits, int mode,
+                                uint64_t *s)
+{
+    const int64_t shape[2] = {k, n};
+    tsq_tensor *t = NULL;
+    int8_t *w;
+    int32_t lim = (1 << (bits - 1)) - 1;
+    int64_t i;
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_I8, 2, shape, &t));
+    TH_OK(ctx, tsq_tensor_data(t, (void **)&w));
+    for (i = 0; i < k * n; i++) {
+        switch (mode) {
+        case 1: w[i] = (int8_t)lim; break;
+        case 2: w[i] = (int8_t)-lim; break;
+        case 3: w[i] = rng_below(s, 4) ? 0 : (int8_t)(rng_below(s, 2 * lim + 1) - lim); break;
+        default: w[i] = (int8_t)(rng_below(s, 2 * lim + 1) - lim); break;
+        }
+    }
+    return t;
+}
+
+/* Random codes; mode 0 random, 1 all max, 2 sparse (about 60% zero). */
+static tsq_tensor *make_codes(tsq_context *ctx, int64_t m, int64_t k, int32_t bits, int mode,
+                              uint64_t *s)
+{
+    const int64_t shape[2] = {m, k};
+    tsq_tensor *t = NULL;
+    uint8_t *x;
+    int32_t maxcode = (1 << bits) - 1;
+    int64_t i;
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_U8, 2, shape, &t));
+    TH_OK(ctx, tsq_tensor_data(t, (void **)&x));
+    for (i = 0; i < m * k; i++) {
+        if (mode == 1)
+            x[i] = (uint8_t)maxcode;
+        else if (mode == 2)
+            x[i] = rng_below(s, 5) < 3 ? 0 : (uint8_t)rng_below(s, maxcode + 1);
+        else
+            x[i] = (uint8_t)rng_below(s, maxcode + 1);
+    }
+    return t;
+}
+
+static int32_t *brute(const tsq_tensor *codes, const tsq_tensor *w)
+{
+    int64_t m = codes->shape[0], k = codes->shape[1], n = w->shape[1], r, c, i;
+    const uint8_t *x = codes->data;
+    const int8_t *wv = w->data;
+    int32_t *out = malloc((size_t)(m * n) * sizeof *out);
+    ck_assert_ptr_nonnull(out);
+    for (r = 0; r < m; r++)
+        for (c = 0; c < n; c++) {
+            int64_t sum = 0;
+            for (i = 0; i < k; i++)
+                sum += (int64_t)x[r * k + i] * wv[i * n + c];
+            ck_assert(sum >= INT32_MIN && sum <= INT32_MAX);
+            out[r * n + c] = (int32_t)sum;
+        }
+    return out;
+}
+
+/* Runs one kernel into a fresh buffer (with a canary after it). */
+static int32_t *run_gemm(tsq_context *ctx, const tsq_packed_weights *pw, const tsq_tensor *codes,
+                         int32_t bits, int32_t kernel)
+{
+    int64_t m = codes->ndim == 2 ? codes->shape[0] : 1, n;
+    int32_t *acc;
+    int64_t i;
+    TH_OK(ctx, tsq_packed_weights_get(pw, TSQ_PACKED_COLS, &n));
+    acc = malloc((size_t)(m * n + 16) * sizeof *acc);
+    ck_assert_ptr_nonnull(acc);
+    for (i = 0; i < m * n + 16; i++)
+        acc[i] = 0x5A5A5A5A;
+    TH_OK(ctx, tsq_lowbit_gemm(ctx, pw, codes, bits, kernel, acc, m * n, NULL, 0));
+    for (i = m * n; i < m * n + 16; i++)
+        ck_assert_int_eq(acc[i], 0x5A5A5A5A);
+    return acc;
+}
+
+static void assert_same(const int32_t *want, const int32_t *got, int64_t m, int64_t n,
+                        const char *what, int32_t kernel)
+{
+    int64_t i;
+    for (i = 0; i < m * n; i++)
+        ck_assert_msg(want[i] == got[i], "%s, kernel %s: acc[%lld][%lld] = %d, expected %d", what,
+                      tsq_kernel_name(kernel), (long long)(i / n), (long long)(i % n), got[i],
+                      want[i]);
+}
+
+/* One shape and bit widths through every kernel here; returns nothing,
+ * asserts bit-exactness against brute force. */
+static void check_shape(tsq_context *ctx, int64_t m, int64_t k, int64_t n, int32_t cbits,
+                        int32_t wbits, int cmode, int wmode, uint64_t *s)
+{
+    tsq_tensor *codes = make_codes(ctx, m, k, cbits, cmode, s);
+    tsq_tensor *w = make_weights(ctx, k, n, wbits, wmode, s);
+    tsq_packed_weights *pw = NULL;
+    int32_t *want = brute(codes, w), *got;
+    char what[128];
+    int i;
+    snprintf(what, sizeof what, "M=%lld K=%lld N=%lld codes %d-bit weights %d-bit", (long long)m,
+             (long long)k, (long long)n, (int)cbits, (int)wbits);
+    TH_OK(ctx, tsq_packed_weights_create(ctx, w, wbits, &pw));
+    got = run_gemm(ctx, pw, codes, cbits, TSQ_KERNEL_REF);
+    assert_same(want, got, m, n, what, TSQ_KERNEL_REF);
+    free(got);
+    for (i = 0; i < NSIMD; i++) {
+        if (!kernel_here(simd_kernels[i]))
+            continue;
+        got = run_gemm(ctx, pw, codes, cbits, simd_kernels[i]);
+        assert_same(want, got, m, n, what, simd_kernels[i]);
+        free(got);
+    }
+    got = run_gemm(ctx, pw, codes, cbits, TSQ_KERNEL_AUTO);
+    assert_same(want, got, m, n, what, TSQ_KERNEL_AUTO);
+    free(got);
+    free(want);
+    tsq_packed_weights_destroy(pw);
+    tsq_tensor_destroy(w);
+    tsq_tensor_destroy(codes);
+}
+
+static void report_skips(const char *test)
+{
+    int i;
+    for (i = 0; i < NSIMD; i++)
+        if (!kernel_here(simd_kernels[i]))
+            say_skip(test, simd_kernels[i]);
+}
+
+/* ---- packing ------------------------------------------------------------ */
+
+START_TEST(test_pack_roundtrip)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    uint64_t s = 1;
+    static const int64_t sizes[][2] = {{1, 1}, {63, 7}, {64, 8}, {65, 9}, {130, 17}, {5, 33}};
+    int32_t bits;
+    size_t i;
+    for (bits = 2; bits <= 8; bits++)
+        for (i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+            int64_t k = sizes[i][0], n = sizes[i][1], v;
+            tsq_tensor *w = make_weights(ctx, k, n, bits, 0, &s), *back = NULL;
+            tsq_packed_weights *pw = NULL;
+            TH_OK(ctx, tsq_packed_weights_create(ctx, w, bits, &pw));
+            TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_I8, 2, w->shape, &back));
+            TH_OK(ctx, tsq_packed_weights_unpack(pw, back));
+            ck_assert_mem_eq(w->data, back->data, (size_t)(k * n));
+            TH_OK(ctx, tsq_packed_weights_get(pw, TSQ_PACKED_ROWS, &v));
+            ck_assert_int_eq(v, k);
+            TH_OK(ctx, tsq_packed_weights_get(pw, TSQ_PACKED_COLS, &v));
+            ck_assert_int_eq(v, n);
+            TH_OK(ctx, tsq_packed_weights_get(pw, TSQ_PACKED_WEIGHT_BITS, &v));
+            ck_assert_int_eq(v, bits);
+            /* b bits per weight, K padded to 64 and N to 8. */
+            TH_OK(ctx, tsq_packed_weights_get(pw, TSQ_PACKED_BYTES, &v));
+            ck_assert_int_eq(v, (k + 63) / 64 * 8 * ((n + 7) / 8 * 8) * bits);
+            tsq_tensor_destroy(back);
+            tsq_packed_weights_destroy(pw);
+            tsq_tensor_destroy(w);
+        }
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+START_TEST(test_pack_two_bits_per_ternary_weight)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    uint64_t s = 2;
+    tsq_tensor *w = make_weights(ctx, 3136, 256, 2, 0, &s);
+    tsq_packed_weights *pw = NULL;
+    int64_t bytes;
+    TH_OK(ctx, tsq_packed_weights_create(ctx, w, 2, &pw));
+    TH_OK(ctx, tsq_packed_weights_get(pw, TSQ_PACKED_BYTES, &bytes));
+    ck_assert_int_eq(bytes, 3136 * 256 * 2 / 8); /* no padding at this shape */
+    tsq_packed_weights_destroy(pw);
+    tsq_tensor_destroy(w);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+START_TEST(test_pack_errors)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    uint64_t s = 3;
+    const int64_t shape1[1] = {4}, shape2[2] = {4, 3};
+    tsq_tensor *w = make_weights(ctx, 4, 3, 2, 0, &s), *w1 = NULL, *f = NULL, *back = NULL;
+    tsq_packed_weights *pw = (tsq_packed_weights *)&st;
+    int64_t v;
+    int8_t *data;
+    TH_OK(ctx, tsq_tensor_data(w, (void **)&data));
+    data[2 * 3 + 1] = 2; /* not ternary */
+    ck_assert_int_eq(tsq_packed_weights_create(ctx, w, 2, &pw), TSQ_ERR_INVALID);
+    ck_assert_ptr_null(pw);
+    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "w[2][1] = 2"));
+    TH_OK(ctx, tsq_packed_weights_create(ctx, w, 3, &pw)); /* 2 is a 3-bit weight */
+    tsq_packed_weights_destroy(pw);
+    data[0] = -128;
+    ck_assert_int_eq(tsq_packed_weights_create(ctx, w, 8, &pw), TSQ_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "-127..127"));
+    data[0] = 0;
+    ck_assert_int_eq(tsq_packed_weights_create(ctx, w, 1, &pw), TSQ_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "weight_bits 1"));
+    ck_assert_int_eq(tsq_packed_weights_create(ctx, w, 9, &pw), TSQ_ERR_INVALID);
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_I8, 1, shape1, &w1));
+    ck_assert_int_eq(tsq_packed_weights_create(ctx, w1, 2, &pw), TSQ_ERR_SHAPE);
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_F32, 2, shape2, &f));
+    ck_assert_int_eq(tsq_packed_weights_create(ctx, f, 2, &pw), TSQ_ERR_DTYPE);
+    ck_assert_int_eq(tsq_packed_weights_create(ctx, NULL, 2, &pw), TSQ_ERR_NULL);
+    ck_assert_int_eq(tsq_packed_weights_create(ctx, w, 3, NULL), TSQ_ERR_NULL);
+    ck_assert_int_eq(tsq_packed_weights_create(NULL, w, 3, &pw), TSQ_ERR_NULL);
+    /* Unpack into the wrong shape or type writes nothing. */
+    TH_OK(ctx, tsq_packed_weights_create(ctx, w, 3, &pw));
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_I8, 2, (const int64_t[]){3, 4}, &back));
+    TH_OK(ctx, tsq_tensor_fill(back, 7));
+    ck_assert_int_eq(tsq_packed_weights_unpack(pw, back), TSQ_ERR_SHAPE);
+    ck_assert_ptr_nonnull(strstr(tsq_tensor_errmsg(back), "must be 4 x 3"));
+    ck_assert_int_eq(((int8_t *)back->data)[0], 7);
+    ck_assert_int_eq(tsq_packed_weights_unpack(pw, f), TSQ_ERR_DTYPE);
+    ck_assert_int_eq(tsq_packed_weights_unpack(NULL, back), TSQ_ERR_NULL);
+    ck_assert_int_eq(tsq_packed_weights_get(pw, 99, &v), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_packed_weights_get(pw, TSQ_PACKED_ROWS, NULL), TSQ_ERR_NULL);
+    tsq_packed_weights_destroy(pw);
+    tsq_packed_weights_destroy(NULL);
+    tsq_tensor_destroy(back);
+    tsq_tensor_destroy(f);
+    tsq_tensor_destroy(w1);
+    tsq_tensor_destroy(w);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+START_TEST(test_pack_out_of_memory)
+{
+    int64_t k;
+    uint64_t s = 4;
+    for (k = 1; k <= 2; k++) {
+        th_alloc_stats st;
+        tsq_context *ctx = th_context(&st);
+        tsq_tensor *w = make_weights(ctx, 10, 10, 2, 0, &s);
+        tsq_packed_weights *pw = NULL;
+        st.fail_at = st.total_allocs + k;
+        ck_assert_int_eq(tsq_packed_weights_create(ctx, w, 2, &pw), TSQ_ERR_NO_MEMORY);
+        ck_assert_ptr_null(pw);
+        ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "out of memory"));
+        tsq_tensor_destroy(w);
+        th_context_done(ctx, &st);
+    }
+}
+END_TEST
+
+/* The decoded panels (both decoders) hold exactly the weights. */
+START_TEST(test_decode_panels)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    uint64_t s = 5;
+    int32_t bits;
+    for (bits = 2; bits <= 8; bits += 3) {
+        int64_t k = 161, n = 37, k4n = tsq__k4n(k), np = tsq__panels(n), q, c, i;
+        tsq_tensor *w = make_weights(ctx, k, n, bits, 0, &s);
+        tsq_packed_weights *pw = NULL;
+        int8_t *a = malloc((size_t)(np * k4n * 64)), *b = malloc((size_t)(np * k4n * 64));
+        const int8_t *wv = w->data;
+        TH_OK(ctx, tsq_packed_weights_create(ctx, w, bits, &pw));
+        memset(a, 0x33, (size_t)(np * k4n * 64));
+        tsq__decode_panels(pw, 0, np, a);
+        for (q = 0; q < k4n; q++)
+            for (c = 0; c < np * 16; c++)
+                for (i = 0; i < 4; i++) {
+                    int64_t kk = 4 * q + i;
+                    int8_t want = kk < k && c < n ? wv[kk * n + c] : 0;
+                    ck_assert_int_eq(a[((c / 16) * k4n + q) * 64 + (c % 16) * 4 + i], want);
+                }
+        if (kernel_here(TSQ_KERNEL_AVX2)) {
+            memset(b, 0x44, (size_t)(np * k4n * 64));
+            tsq__decode_panels_avx2(pw, 0, np, b);
+            ck_assert_mem_eq(a, b, (size_t)(np * k4n * 64));
+            /* A sub-range lands at the start of the buffer. */
+            memset(b, 0x44, (size_t)(np * k4n * 64));
+            tsq__decode_panels_avx2(pw, 1, np, b);
+            ck_assert_mem_eq(a + k4n * 64, b, (size_t)((np - 1) * k4n * 64));
+        }
+        if (kernel_here(TSQ_KERNEL_VNNI)) {
+            memset(b, 0x44, (size_t)(np * k4n * 64));
+            tsq__decode_panels_avx512(pw, 0, np, b);
+            ck_assert_mem_eq(a, b, (size_t)(np * k4n * 64));
+            memset(b, 0x44, (size_t)(np * k4n * 64));
+            tsq__decode_panels_avx512(pw, 1, np, b);
+            ck_assert_mem_eq(a + k4n * 64, b, (size_t)((np - 1) * k4n * 64));
+        }
+        free(a);
+        free(b);
+        tsq_packed_weights_destroy(pw);
+        tsq_tensor_destroy(w);
+    }
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* ---- GEMM bit-exactness ---------------------------------------------------- */
+
+START_TEST(test_gemm_small_shapes_all_kernels)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    uint64_t s = 10;
+    static const int64_t ms[] = {1, 2, 5, 7, 9, 13};
+    static const int64_t ks[] = {1, 3, 4, 5, 63, 64, 65, 130};
+    static const int64_t ns[] = {1, 7, 8, 9, 16, 17, 31, 33};
+    size_t a, b, c;
+    report_skips("test_gemm_small_shapes_all_kernels");
+    for (a = 0; a < sizeof ms / sizeof ms[0]; a++)
+        for (b = 0; b < sizeof ks / sizeof ks[0]; b++)
+            for (c = 0; c < sizeof ns / sizeof ns[0]; c++)
+                check_shape(ctx, ms[a], ks[b], ns[c], 2, 2, 2, 0, &s);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+START_TEST(test_gemm_random_shapes_and_bits)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    uint64_t s = 11;
+    int trial, trials = th_quick() ? 25 : 80;
+    report_skips("test_gemm_random_shapes_and_bits");
+    for (trial = 0; trial < trials; trial++) {
+        int64_t m = 1 + rng_below(&s, 120), k = 1 + rng_below(&s, 700);
+        int64_t n = 1 + rng_below(&s, 100);
+        int32_t cbits = 1 + (int32_t)rng_below(&s, 8), wbits = 2 + (int32_t)rng_below(&s, 7);
+        check_shape(ctx, m, k, n, cbits, wbits, (int)rng_below(&s, 3), (int)rng_below(&s, 4),
+                    &s);
+    }
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* Extreme operands: every code and weight at its largest magnitude, so the
+ * 16-bit partial sums of the AVX2 kernel sit at their bound, including the
+ * one-step bound (7-bit codes x 8-bit weights, 8 x 7) and the nibble split
+ * (8 x 8). */
+START_TEST(test_gemm_saturation_corners)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    uint64_t s = 12;
+    static const int32_t pairs[][2] = {{2, 2}, {4, 4}, {7, 8}, {8, 7}, {8, 8}, {8, 2}, {1, 8}};
+    size_t i;
+    int wmode;
+    report_skips("test_gemm_saturation_corners");
+    for (i = 0; i < sizeof pairs / sizeof pairs[0]; i++)
+        for (wmode = 1; wmode <= 2; wmode++) {
+            check_shape(ctx, 11, 1001, 19, pairs[i][0], pairs[i][1], 1, wmode, &s);
+            check_shape(ctx, 3, 258, 40, pairs[i][0], pairs[i][1], 1, wmode, &s);
+        }
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* Long K with 2-bit codes: more 16-bit steps than one flush period of the
+ * AVX2 kernel (5461 groups of 4), and the largest accumulators. */
+START_TEST(test_gemm_long_k)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    uint64_t s = 13;
+    report_skips("test_gemm_long_k");
+    check_shape(ctx, 3, 4 * 5461 + 77, 18, 2, 2, 1, 1, &s);
+    check_shape(ctx, 2, 4 * 5461 + 77, 18, 2, 2, 0, 0, &s);
+    check_shape(ctx, 2, 3000, 20, 4, 4, 1, 2, &s);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+START_TEST(test_gemv_rows_of_one)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    uint64_t s = 14;
+    const int64_t shape1[1] = {777};
+    tsq_tensor *codes = make_codes(ctx, 1, 777, 2, 2, &s), *flat = NULL;
+    tsq_tensor *w = make_weights(ctx, 777, 301, 2, 0, &s);
+    tsq_packed_weights *pw = NULL;
+    int32_t *want = brute(codes, w), *got;
+    int i;
+    report_skips("test_gemv_rows_of_one");
+    TH_OK(ctx, tsq_packed_weights_create(ctx, w, 2, &pw));
+    /* A 1-D code vector is one row. */
+    TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_U8, 1, shape1, codes->data, 777, &flat));
+    for (i = 0; i < NSIMD; i++) {
+        if (!kernel_here(simd_kernels[i]))
+            continue;
+        got = run_gemm(ctx, pw, flat, 2, simd_kernels[i]);
+        assert_same(want, got, 1, 301, "gemv", simd_kernels[i]);
+        free(got);
+    }
+    got = run_gemm(ctx, pw, flat, 2, TSQ_KERNEL_REF);
+    assert_same(want, got, 1, 301, "gemv", TSQ_KERNEL_REF);
+    free(got);
+    free(want);
+    tsq_tensor_destroy(flat);
+    tsq_packed_weights_destroy(pw);
+    tsq_tensor_destroy(w);
+    tsq_tensor_destroy(codes);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* Threads split rows (many rows) or columns (few rows); the result is the
+ * same bits as one thread. */
+START_TEST(test_gemm_threads)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    uint64_t s = 15;
+    /* Each shape has enough work (>= 3 * 2^20 multiply-adds) for 3 threads. */
+    static const int64_t shapes[][3] = {{1, 2000, 1700}, {5, 1500, 450}, {200, 150, 110},
+                                        {500, 150, 100}};
+    size_t a;
+    int64_t threads;
+    for (a = 0; a < sizeof shapes / sizeof shapes[0]; a++) {
+        int64_t m = shapes[a][0], k = shapes[a][1], n = shapes[a][2];
+        tsq_tensor *codes = make_codes(ctx, m, k, 2, 2, &s);
+        tsq_tensor *w = make_weights(ctx, k, n, 2, 0, &s);
+        tsq_packed_weights *pw = NULL;
+        int32_t *want = brute(codes, w), *got;
+        ck_assert_int_ge(m * k * n, 3 << 20);
+        TH_OK(ctx, tsq_packed_weights_create(ctx, w, 2, &pw));
+        for (threads = 2; threads <= 3; threads++) {
+            int kern;
+            TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads));
+            for (kern = TSQ_KERNEL_AUTO; kern <= TSQ_KERNEL_VPOPCNT; kern++) {
+                if (!kernel_here(kern))
+                    continue;
+                got = run_gemm(ctx, pw, codes, 2, kern);
+                assert_same(want, got, m, n, "threads", kern);
+                free(got);
+            }
+        }
+        TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, 1));
+        free(want);
+        tsq_packed_weights_destroy(pw);
+        tsq_tensor_destroy(w);
+        tsq_tensor_destroy(codes);
+    }
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* ---- workspace ------------------------------------------------------------ */
+
+START_TEST(test_workspace_caller_supplied)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    uint64_t s = 16;
+    tsq_tensor *codes = make_codes(ctx, 37, 99, 3, 0, &s);
+    tsq_tensor *w = make_weights(ctx, 99, 45, 3, 0, &s);
+    tsq_packed_weights *pw = NULL;
+    int32_t *want = brute(codes, w), got[37 * 45];
+    int k;
+    TH_OK(ctx, tsq_packed_weights_create(ctx, w, 3, &pw));
+    for (k = TSQ_KERNEL_AUTO; k <= TSQ_KERNEL_VPOPCNT; k++) {
+        uint64_t need;
+        uint8_t *buf;
+        int64_t allocs;
+        if (!kernel_here(k))
+            continue;
+        TH_OK(ctx, tsq_lowbit_workspace_size(ctx, pw, 37, 3, k, &need));
+        buf = malloc((size_t)need + 1);
+        /* Any alignment will do; the call then allocates nothing. */
+        allocs = st.total_allocs;
+        TH_OK(ctx, tsq_lowbit_gemm(ctx, pw, codes, 3, k, got, 37 * 45, buf + 1, need));
+        ck_assert_int_eq(st.total_allocs, allocs);
+        assert_same(want, got, 37, 45, "caller workspace", k);
+        /* One byte short: refused, acc untouched. */
+        memset(got, 0x11, sizeof got);
+        ck_assert_int_eq(tsq_lowbit_gemm(ctx, pw, codes, 3, k, got, 37 * 45, buf + 1, need - 1),
+                         TSQ_ERR_TOO_SMALL);
+        ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "workspace has"));
+        ck_assert_int_eq(got[0], 0x11111111);
+        free(buf);
+    }
+    free(want);
+    tsq_packed_weights_destroy(pw);
+    tsq_tensor_destroy(w);
+    tsq_tensor_destroy(codes);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* ---- kernel choice ---------------------------------------------------------- */
+
+START_TEST(test_kernel_select)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    uint64_t s = 17;
+    tsq_tensor *w = make_weights(ctx, 64, 8, 2, 0, &s);
+    tsq_packed_weights *pw = NULL;
+    int32_t chosen, avail, k;
+    TH_OK(ctx, tsq_packed_weights_create(ctx, w, 2, &pw));
+    TH_OK(ctx, tsq_lowbit_kernel_select(ctx, pw, 10, 2, TSQ_KERNEL_AUTO, &chosen));
+    ck_assert(chosen >= TSQ_KERNEL_REF && chosen <= TSQ_KERNEL_VPOPCNT);
+    ck_assert(kernel_here(chosen));
+    printf("test_kernel_select: auto picks '%s' for ternary x 2-bit here\n",
+           tsq_kernel_name(chosen));
+    for (k = TSQ_KERNEL_REF; k <= TSQ_KERNEL_VPOPCNT; k++) {
+        if (kernel_here(k)) {
+            TH_OK(ctx, tsq_lowbit_kernel_select(ctx, pw, 10, 2, k, &chosen));
+            ck_assert_int_eq(chosen, k);
+        } else {
+            ck_assert_int_eq(tsq_lowbit_kernel_select(ctx, pw, 10, 2, k, &chosen),
+                             TSQ_ERR_UNSUPPORTED);
+            ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "this CPU does not have"));
+        }
+    }
+    ck_assert_int_eq(tsq_lowbit_kernel_select(ctx, pw, 10, 2, 7, &chosen), TSQ_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "unknown kernel 7"));
+    ck_assert_int_eq(tsq_lowbit_kernel_select(ctx, pw, 0, 2, 0, &chosen), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_lowbit_kernel_select(ctx, pw, 1, 9, 0, &chosen), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_lowbit_kernel_select(ctx, NULL, 1, 2, 0, &chosen), TSQ_ERR_NULL);
+    ck_assert_str_eq(tsq_kernel_name(TSQ_KERNEL_VPOPCNT), "vpopcnt");
+    ck_assert_str_eq(tsq_kernel_name(TSQ_KERNEL_AVX2), "avx2");
+    ck_assert_str_eq(tsq_kernel_name(42), "unknown");
+    TH_OK(ctx, tsq_kernel_available(TSQ_KERNEL_REF, &avail));
+    ck_assert_int_eq(avail, 1);
+    ck_assert_int_eq(tsq_kernel_available(-1, &avail), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_kernel_available(TSQ_KERNEL_REF, NULL), TSQ_ERR_NULL);
+    tsq_packed_weights_destroy(pw);
+    tsq_tensor_destroy(w);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* A forced kernel the CPU lacks: this machine may have them all, so the
+ * resolution is also checked against a CPU without any feature. */
+START_TEST(test_forced_kernel_missing)
+{
+    tsq__object obj;
+    int32_t chosen = -1, k;
+    tsq__object_init(&obj, NULL);
+    for (k = TSQ_KERNEL_AVX2; k <= TSQ_KERNEL_VPOPCNT; k++) {
+        ck_assert_int_eq(tsq__kernel_resolve_for(&obj, "lowbit_gemm", k, 0u, 4, 2, 2, &chosen),
+                         TSQ_ERR_UNSUPPORTED);
+        ck_assert_ptr_nonnull(strstr(obj.msg, tsq_kernel_name(k)));
+        ck_assert_ptr_nonnull(strstr(obj.msg, "this CPU does not have"));
+        ck_assert_int_eq(chosen, -1);
+    }
+    ck_assert_ptr_nonnull(strstr(obj.msg, "VPOPCNTDQ"));
+    TH_OK(NULL, tsq__kernel_resolve_for(&obj, "x", TSQ_KERNEL_AUTO, 0u, 4, 2, 2, &chosen));
+    ck_assert_int_eq(chosen, TSQ_KERNEL_REF);
+    TH_OK(NULL, tsq__kernel_resolve_for(&obj, "x", TSQ_KERNEL_AUTO, TSQ_CPU_AVX2 | TSQ_CPU_FMA,
+                                        4, 2, 2, &chosen));
+    ck_assert_int_eq(chosen, TSQ_KERNEL_AVX2);
+}
+END_TEST
+
+/* The automatic choice follows the measured table (docs/kernels.md): the
+ * bit-serial kernel for few rows or few bit planes, else VNNI, else AVX2. */
+START_TEST(test_auto_choice_table)
+{
+    const uint32_t all = TSQ_CPU_AVX2 | TSQ_CPU_FMA | TSQ_CPU_AVX512F | TSQ_CPU_AVX512BW |
+                         TSQ_CPU_AVX512VL | TSQ_CPU_AVX512VNNI | TSQ_CPU_AVX512VPOPCNTDQ;
+    const uint32_t no_popcnt = all & ~(uint32_t)TSQ_CPU_AVX512VPOPCNTDQ;
+    static const struct {
+        uint32_t features;
+        int64_t m;
+        int32_t cbits, wbits, want;
+    } cases[] = {
+        {0xFFFFFFFFu, 1, 8, 8, TSQ_KERNEL_VPOPCNT}, {0xFFFFFFFFu, 100, 2, 2, TSQ_KERNEL_VPOPCNT},
+        {0xFFFFFFFFu, 100, 1, 4, TSQ_KERNEL_VPOPCNT}, {0xFFFFFFFFu, 100, 2, 3, TSQ_KERNEL_VNNI},
+        {0xFFFFFFFFu, 9, 4, 2, TSQ_KERNEL_VNNI},
+    };
+    tsq__object obj;
+    size_t i;
+    int32_t chosen;
+    tsq__object_init(&obj, NULL);
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        TH_OK(NULL, tsq__kernel_resolve_for(&obj, "x", TSQ_KERNEL_AUTO, cases[i].features & all,
+                                            cases[i].m, cases[i].cbits, cases[i].wbits,
+                                            &chosen));
+        ck_assert_int_eq(chosen, cases[i].want);
+    }
+    TH_OK(NULL, tsq__kernel_resolve_for(&obj, "x", TSQ_KERNEL_AUTO, no_popcnt, 1, 2, 2, &chosen));
+    ck_assert_int_eq(chosen, TSQ_KERNEL_VNNI);
+}
+END_TEST
+
+/* ---- errors ------------------------------------------------------------------ */
+
+START_TEST(test_gemm_errors)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    uint64_t s = 18;
+    const int64_t shape3[3] = {2, 3, 10};
+    tsq_tensor *codes = make_codes(ctx, 4, 10, 2, 0, &s);
+    tsq_tensor *w = make_weights(ctx, 10, 6, 2, 0, &s), *w9 = make_weights(ctx, 9, 6, 2, 0, &s);
+    tsq_tensor *bad = NULL, *f = NULL;
+    tsq_packed_weights *pw = NULL, *pw9 = NULL;
+    int32_t acc[24], i;
+    uint8_t *x;
+    TH_OK(ctx, tsq_packed_weights_create(ctx, w, 2, &pw));
+    TH_OK(ctx, tsq_packed_weights_create(ctx, w9, 2, &pw9));
+    for (i = 0; i < 24; i++)
+        acc[i] = -7;
+#define REFUSED(call, status, text)                                                  \
+    do {                                                                             \
+        ck_assert_int_eq((call), (status));                                          \
+        ck_assert_msg(strstr(tsq_context_errmsg(ctx), (text)) != NULL, "message '%s'", \
+                      tsq_context_errmsg(ctx));                                      \
+        ck_assert_int_eq(acc[0], -7);                                                \
+    } while (0)
+    REFUSED(tsq_lowbit_gemm(ctx, pw9, codes, 2, 0, acc, 24, NULL, 0), TSQ_ERR_SHAPE,
+            "codes have 10 columns, the weights 9 rows");
+    REFUSED(tsq_lowbit_gemm(ctx, pw, codes, 2, 0, acc, 23, NULL, 0), TSQ_ERR_TOO_SMALL,
+            "acc holds 23 values");
+    REFUSED(tsq_lowbit_gemm(ctx, pw, codes, 0, 0, acc, 24, NULL, 0), TSQ_ERR_INVALID,
+            "code_bits 0");
+    REFUSED(tsq_lowbit_gemm(ctx, pw, codes, 2, 5, acc, 24, NULL, 0), TSQ_ERR_INVALID,
+            "unknown kernel 5");
+    REFUSED(tsq_lowbit_gemm(ctx, pw, codes, 2, 0, NULL, 24, NULL, 0), TSQ_ERR_NULL, "acc");
+    REFUSED(tsq_lowbit_gemm(ctx, NULL, codes, 2, 0, acc, 24, NULL, 0), TSQ_ERR_NULL,
+            "packed weights");
+    REFUSED(tsq_lowbit_gemm(ctx, pw, NULL, 2, 0, acc, 24, NULL, 0), TSQ_ERR_NULL, "codes");
+    REFUSED(tsq_lowbit_gemm(ctx, pw, codes, 2, 0, acc, 24, NULL, 5), TSQ_ERR_NULL,
+            "workspace is NULL");
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_U8, 3, shape3, &bad));
+    REFUSED(tsq_lowbit_gemm(ctx, pw, bad, 2, 0, acc, 24, NULL, 0), TSQ_ERR_SHAPE,
+            "3 dimensions");
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_F32, 2, codes->shape, &f));
+    REFUSED(tsq_lowbit_gemm(ctx, pw, f, 2, 0, acc, 24, NULL, 0), TSQ_ERR_DTYPE, "dtype f32");
+    /* A code above 2^n - 1, with its position. */
+    TH_OK(ctx, tsq_tensor_data(codes, (void **)&x));
+    x[2 * 10 + 7] = 4;
+    for (i = TSQ_KERNEL_AUTO; i <= TSQ_KERNEL_VPOPCNT; i++)
+        if (kernel_here(i))
+            REFUSED(tsq_lowbit_gemm(ctx, pw, codes, 2, i, acc, 24, NULL, 0), TSQ_ERR_INVALID,
+                    "codes[2][7] = 4 exceeds 2^2 - 1 = 3");
+    TH_OK(ctx, tsq_lowbit_gemm(ctx, pw, codes, 3, 0, acc, 24, NULL, 0)); /* fine for 3 bits */
+    ck_assert_int_eq(tsq_lowbit_gemm(NULL, pw, codes, 3, 0, acc, 24, NULL, 0), TSQ_ERR_NULL);
+#undef REFUSED
+    tsq_tensor_destroy(f);
+    tsq_tensor_destroy(bad);
+    tsq_packed_weights_destroy(pw9);
+    tsq_packed_weights_destroy(pw);
+    tsq_tensor_destroy(w9);
+    tsq_tensor_destroy(w);
+    tsq_tensor_destroy(codes);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* K * maxcode * maxweight above 2^31 - 1 could overflow an accumulator. */
+START_TEST(test_gemm_overflow_refused)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    uint64_t s = 19;
+    int64_t k = INT32_MAX / (255 * 127) + 1;
+    tsq_tensor *codes = make_codes(ctx, 1, k, 8, 0, &s);
+    tsq_tensor *w = make_weights(ctx, k, 1, 8, 0, &s);
+    tsq_packed_weights *pw = NULL;
+    int32_t acc = -7;
+    TH_OK(ctx, tsq_packed_weights_create(ctx, w, 8, &pw));
+    ck_assert_int_eq(tsq_lowbit_gemm(ctx, pw, codes, 8, 0, &acc, 1, NULL, 0), TSQ_ERR_OVERFLOW);
+    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "can overflow int32"));
+    ck_assert_int_eq(acc, -7);
+    {
+        uint8_t *x = codes->data;
+        int64_t i;
+        for (i = 0; i < k; i++)
+            x[i] &= 127;
+    }
+    TH_OK(ctx, tsq_lowbit_gemm(ctx, pw, codes, 7, 0, &acc, 1, NULL, 0)); /* 7-bit codes fit */
+    tsq_packed_weights_destroy(pw);
+    tsq_tensor_destroy(w);
+    tsq_tensor_destroy(codes);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+START_TEST(test_gemm_out_of_memory)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    uint64_t s = 20;
+    tsq_tensor *codes = make_codes(ctx, 4, 10, 2, 0, &s);
+    tsq_tensor *w = make_weights(ctx, 10, 6, 2, 0, &s);
+    tsq_packed_weights *pw = NULL;
+    int32_t acc[24];
+    TH_OK(ctx, tsq_packed_weights_create(ctx, w, 2, &pw));
+    acc[0] = -7;
+    st.fail_at = st.total_allocs + 1;
+    ck_assert_int_eq(tsq_lowbit_gemm(ctx, pw, codes, 2, 0, acc, 24, NULL, 0), TSQ_ERR_NO_MEMORY);
+    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "workspace"));
+    ck_assert_int_eq(acc[0], -7);
+    tsq_packed_weights_destroy(pw);
+    tsq_tensor_destroy(w);
+    tsq_tensor_destroy(codes);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* ---- fused thresholds ------------------------------------------------------ */
+
+START_TEST(test_gemm_threshold_fused)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    uint64_t s = 21;
+    int64_t m = 131, k = 288, n = 37, i;
+    tsq_tensor *codes = make_codes(ctx, m, k, 2, 2, &s);
+    tsq_tensor *w = make_weights(ctx, k, n, 2, 0, &s), *out = NULL;
+    tsq_packed_weights *pw = NULL;
+    tsq_thresholds *th = NULL;
+    float alpha[37], bias[37], eps = 0.3f, delta = 0.65f;
+    int32_t *acc = brute(codes, w);
+    int threads, kk;
+    const uint8_t *got;
+    for (i = 0; i < n; i++) {
+        alpha[i] = (float)((int)rng_below(&s, 200) - 60) / 1000.0f; /* some negative, one 0 */
+        bias[i] = (float)((int)rng_below(&s, 200) - 100) / 100.0f;
+    }
+    alpha[5] = 0.0f;
+    TH_OK(ctx, tsq_packed_weights_create(ctx, w, 2, &pw));
+    TH_OK(ctx, tsq_thresholds_create(ctx, n, alpha, bias, 2, &eps, &delta, 1, &th));
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_U8, 2, (const int64_t[]){m, n}, &out));
+    got = out->data;
+    for (threads = 1; threads <= 2; threads++) {
+        TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads));
+        for (kk = TSQ_KERNEL_AUTO; kk <= TSQ_KERNEL_VPOPCNT; kk++) {
+            if (!kernel_here(kk))
+                continue;
+            TH_OK(ctx, tsq_tensor_fill(out, 77));
+            TH_OK(ctx, tsq_lowbit_gemm_threshold(ctx, pw, codes, 2, th, kk, out, NULL, 0));
+            for (i = 0; i < m * n; i++) {
+                int32_t want = tsq__affine_code(acc[i], alpha[i % n], bias[i % n], eps,
+                                                1.0f / delta, 3);
+                ck_assert_msg(got[i] == want, "kernel %s: code[%lld][%lld] = %d, expected %d",
+                              tsq_kernel_name(kk), (long long)(i / n), (long long)(i % n),
+                              got[i], want);
+            }
+        }
+    }
+    /* Wrong channel count, wrong output size: refused, output untouched. */
+    TH_OK(ctx, tsq_tensor_fill(out, 77));
+    {
+        tsq_thresholds *th2 = NULL;
+        tsq_tensor *small = NULL;
+        TH_OK(ctx, tsq_thresholds_create(ctx, n - 1, alpha, bias, 2, &eps, &delta, 1, &th2));
+        ck_assert_int_eq(tsq_lowbit_gemm_threshold(ctx, pw, codes, 2, th2, 0, out, NULL, 0),
+                         TSQ_ERR_SHAPE);
+        ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "36 channels"));
+        TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_U8, 1, (const int64_t[]){m * n - 1}, &small));
+        ck_assert_int_eq(tsq_lowbit_gemm_threshold(ctx, pw, codes, 2, th, 0, small, NULL, 0),
+                         TSQ_ERR_SHAPE);
+        ck_assert_int_eq(tsq_lowbit_gemm_threshold(ctx, pw, codes, 2, NULL, 0, out, NULL, 0),
+                         TSQ_ERR_NULL);
+        ck_assert_int_eq(got[0], 77);
+        tsq_tensor_destroy(small);
+        tsq_thresholds_destroy(th2);
+    }
+    free(acc);
+    tsq_tensor_destroy(out);
+    tsq_thresholds_destroy(th);
+    tsq_packed_weights_destroy(pw);
+    tsq_tensor_destroy(w);
+    tsq_tensor_destroy(codes);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* ---- im2col ------------------------------------------------------------------ */
+
+/* A direct integer convolution in NCHW against im2col + GEMM, for both
+ * layouts (the NHWC weights are the same filters, reordered). */
+static void check_conv(tsq_context *ctx, int64_t b, int64_t c, int64_t h, int64_t wd,
+                       int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t ph, int32_t pw_,
+                       int64_t cout, uint64_t *s)
+{
+    int64_t oh = (h + 2 * ph - kh) / sh + 1, ow = (wd + 2 * pw_ - kw) / sw + 1;
+    int64_t rows = b * oh * ow, cols = c * kh * kw, i, n, oy, ox, co, ci, ky, kx, yy, xx;
+    tsq_tensor *in = NULL, *in_hwc = NULL, *patches = NULL, *wt, *wt_hwc = NULL;
+    tsq_packed_weights *pk = NULL, *pk_hwc = NULL;
+    uint8_t *x, *xh;
+    int8_t *wv, *wh;
+    int32_t *acc = malloc((size_t)(rows * cout) * sizeof *acc);
+    int32_t *acc2 = malloc((size_t)(rows * cout) * sizeof *acc2);
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_U8, 4, (const int64_t[]){b, c, h, wd}, &in));
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_U8, 4, (const int64_t[]){b, h, wd, c}, &in_hwc));
+    x = in->data;
+    xh = in_hwc->data;
+    for (n = 0; n < b; n++)
+        for (ci = 0; ci < c; ci++)
+            for (yy = 0; yy < h; yy++)
+                for (xx = 0; xx < wd; xx++) {
+                    uint8_t v = (uint8_t)rng_below(s, 4);
+                    x[((n * c + ci) * h + yy) * wd + xx] = v;
+                    xh[((n * h + yy) * wd + xx) * c + ci] = v;
+                }
+    wt = make_weights(ctx, cols, cout, 2, 0, s); /* rows (ci, ky, kx) */
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_I8, 2, (const int64_t[]){cols, cout}, &wt_hwc));
+    wv = wt->data;
+    wh = wt_hwc->data;
+    for (ci = 0; ci < c; ci++)
+        for (ky = 0; ky < kh; ky++)
+            for (kx = 0; kx < kw; kx++)
+                for (co = 0; co < cout; co++)
+                    wh[((ky * kw + kx) * c + ci) * cout + co] =
+                        wv[((ci * kh + ky) * kw + kx) * cout + co];
+    TH_OK(ctx, tsq_packed_weights_create(ctx, wt, 2, &pk));
+    TH_OK(ctx, tsq_packed_weights_create(ctx, wt_hwc, 2, &pk_hwc));
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_U8, 2, (const int64_t[]){rows, cols}, &patches));
+    TH_OK(ctx, tsq_im2col_codes(ctx, in, TSQ_LAYOUT_NCHW, kh, kw, sh, sw, ph, pw_, patches));
+    TH_OK(ctx, tsq_lowbit_gemm(ctx, pk, patches, 2, TSQ_KERNEL_AUTO, acc, rows * cout, NULL, 0));
+    TH_OK(ctx, tsq_im2col_codes(ctx, in_hwc, TSQ_LAYOUT_NHWC, kh, kw, sh, sw, ph, pw_, patches));
+    TH_OK(ctx, tsq_lowbit_gemm(ctx, pk_hwc, patches, 2, TSQ_KERNEL_AUTO, acc2, rows * cout, NULL,
+                               0));
+    for (n = 0; n < b; n++)
+        for (oy = 0; oy < oh; oy++)
+            for (ox = 0; ox < ow; ox++)
+                for (co = 0; co < cout; co++) {
+                    int32_t sum = 0;
+                    for (ci = 0; ci < c; ci++)
+                        for (ky = 0; ky < kh; ky++)
+                            for (kx = 0; kx < kw; kx++) {
+                                yy = oy * sh - ph + ky;
+                                xx = ox * sw - pw_ + kx;
+                                if (yy < 0 || yy >= h || xx < 0 || xx >= wd)
+                                    continue;
+                                sum += x[((n * c + ci) * h + yy) * wd + xx] *
+                                       wv[((ci * kh + ky) * kw + kx) * cout + co];
+                            }
+                    i = ((n * oh + oy) * ow + ox) * cout + co;
+                    ck_assert_int_eq(acc[i], sum);
+                    ck_assert_int_eq(acc2[i], sum);
+                }
+    free(acc);
+    free(acc2);
+    tsq_packed_weights_destroy(pk);
+    tsq_packed_weights_destroy(pk_hwc);
+    tsq_tensor_destroy(patches);
+    tsq_tensor_destroy(wt);
+    tsq_tensor_destroy(wt_hwc);
+    tsq_tensor_destroy(in);
+    tsq_tensor_destroy(in_hwc);
+}
+
+START_TEST(test_im2col_conv)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    uint64_t s = 22;
+    check_conv(ctx, 2, 3, 7, 6, 3, 3, 1, 1, 1, 1, 5, &s);
+    check_conv(ctx, 1, 4, 9, 8, 3, 2, 2, 1, 0, 1, 33, &s);
+    check_conv(ctx, 3, 1, 5, 5, 1, 1, 1, 1, 0, 0, 2, &s);
+    check_conv(ctx, 2, 32, 14, 14, 3, 3, 1, 1, 1, 1, 64, &s); /* a Fashion-MNIST layer */
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+START_TEST(test_im2col_errors)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    tsq_tensor *in = NULL, *out = NULL, *in3 = NULL, *f = NULL;
+    const uint8_t *o;
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_U8, 4, (const int64_t[]){1, 2, 4, 4}, &in));
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_U8, 2, (const int64_t[]){16, 18}, &out));
+    TH_OK(ctx, tsq_tensor_fill(out, 9));
+    o = out->data;
+    TH_OK(ctx, tsq_im2col_codes(ctx, in, TSQ_LAYOUT_NCHW, 3, 3, 1, 1, 1, 1, out));
+    ck_assert_int_eq(o[0], 0);
+    TH_OK(ctx, tsq_tensor_fill(out, 9));
+    ck_assert_int_eq(tsq_im2col_codes(ctx, in, TSQ_LAYOUT_NCHW, 3, 3, 1, 1, 0, 0, out),
+                     TSQ_ERR_SHAPE);
+    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "out must be 4 x 18"));
+    ck_assert_int_eq(tsq_im2col_codes(ctx, in, 7, 3, 3, 1, 1, 1, 1, out), TSQ_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "unknown layout 7"));
+    ck_assert_int_eq(tsq_im2col_codes(ctx, in, TSQ_LAYOUT_NCHW, 0, 3, 1, 1, 0, 0, out),
+                     TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_im2col_codes(ctx, in, TSQ_LAYOUT_NCHW, 3, 3, 0, 1, 0, 0, out),
+                     TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_im2col_codes(ctx, in, TSQ_LAYOUT_NCHW, 3, 3, 1, 1, 3, 0, out),
+                     TSQ_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "padding"));
+    ck_assert_int_eq(tsq_im2col_codes(ctx, in, TSQ_LAYOUT_NCHW, 7, 3, 1, 1, 1, 1, out),
+                     TSQ_ERR_SHAPE);
+    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "does not fit"));
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_U8, 3, (const int64_t[]){2, 4, 4}, &in3));
+    ck_assert_int_eq(tsq_im2col_codes(ctx, in3, TSQ_LAYOUT_NCHW, 3, 3, 1, 1, 1, 1, out),
+                     TSQ_ERR_SHAPE);
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_F32, 2, (const int64_t[]){16, 18}, &f));
+    ck_assert_int_eq(tsq_im2col_codes(ctx, in, TSQ_LAYOUT_NCHW, 3, 3, 1, 1, 1, 1, f),
+                     TSQ_ERR_DTYPE);
+    ck_assert_int_eq(tsq_im2col_codes(ctx, NULL, TSQ_LAYOUT_NCHW, 3, 3, 1, 1, 1, 1, out),
+                     TSQ_ERR_NULL);
+    ck_assert_int_eq(o[5], 9);
+    tsq_tensor_destroy(f);
+    tsq_tensor_destroy(in3);
+    tsq_tensor_destroy(out);
+    tsq_tensor_destroy(in);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+static Suite *kernels_suite(void)
+{
+    Suite *s = suite_create("kernels");
+    TCase *tc = tcase_create("kernels");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_pack_roundtrip);
+    tcase_add_test(tc, test_pack_two_bits_per_ternary_weight);
+    tcase_add_test(tc, test_pack_errors);
+    tcase_add_test(tc, test_pack_out_of_memory);
+    tcase_add_test(tc, test_decode_panels);
+    tcase_add_test(tc, test_gemm_small_shapes_all_kernels);
+    tcase_add_test(tc, test_gemm_random_shapes_and_bits);
+    tcase_add_test(tc, test_gemm_saturation_corners);
+    tcase_add_test(tc, test_gemm_long_k);
+    tcase_add_test(tc, test_gemv_rows_of_one);
+    tcase_add_test(tc, test_gemm_threads);
+    tcase_add_test(tc, test_workspace_caller_supplied);
+    tcase_add_test(tc, test_kernel_select);
+    tcase_add_test(tc, test_forced_kernel_missing);
+    tcase_add_test(tc, test_auto_choice_table);
+    tcase_add_test(tc, test_gemm_errors);
+    tcase_add_test(tc, test_gemm_overflow_refused);
+    tcase_add_test(tc, test_gemm_out_of_memory);
+    tcase_add_test(tc, test_gemm_threshold_fused);
+    tcase_add_test(tc, test_im2col_conv);
+    tcase_add_test(tc, test_im2col_errors);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return th_run(kernels_suite()); }
