@@ -17,5 +17,6 @@
 #include "tsq/regressor.h"
 #include "tsq/nn.h"
 #include "tsq/plan.h"
+#include "tsq/model.h"
 
 #endif /* TSQ_H */
