@@ -54,6 +54,24 @@ if [ -z "$VALGRIND" ] && [ -z "$SAN" ]; then
     done
 fi
 
+# The Python bindings' tests (unittest), counted with the rest.
+if [ -z "$VALGRIND" ] && [ -z "$SAN" ] && [ -n "$BUILD" ] && [ -x /usr/bin/python3 ]; then
+    sh bindings/python/run_tests.sh "$BUILD" >"$log" 2>&1
+    rc=$?
+    tail -n 25 "$log"
+    line=$(grep -E '^python: [0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+    if [ -n "$line" ]; then
+        p=$(echo "$line" | sed -E 's/python: ([0-9]+) passed.*/\1/')
+        f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+        passed=$((passed + p))
+        failed=$((failed + f))
+        [ "$f" -ne 0 ] && failed_names="$failed_names python"
+    fi
+    if [ -z "$line" ] || { [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; }; then
+        failed=$((failed + 1)); failed_names="$failed_names python(exit $rc)"
+    fi
+fi
+
 [ -n "$failed_names" ] && echo "failed:$failed_names"
 echo "${BUILD:-tests}: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

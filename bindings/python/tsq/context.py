@@ -1,0 +1,325 @@
+"""The context: threads, seed, logging, allocator, build information."""
+
+import ctypes
+import logging
+import weakref
+
+from . import _ffi
+from ._base import Handle, check_static
+from ._lib import TsqError, lib
+
+__all__ = ["Context", "Allocator", "CountingAllocator", "cpu_features", "cpu_feature_names"]
+
+_INFO_KEYS = {
+    "version": _ffi.TSQ_INFO_VERSION,
+    "blas": _ffi.TSQ_INFO_BLAS,
+    "blas_core": _ffi.TSQ_INFO_BLAS_CORE,
+    "cpu": _ffi.TSQ_INFO_CPU,
+    "build": _ffi.TSQ_INFO_BUILD,
+    "summary": _ffi.TSQ_INFO_SUMMARY,
+}
+
+_OPTION_KEYS = {"threads": _ffi.TSQ_CONTEXT_THREADS, "log_level": _ffi.TSQ_CONTEXT_LOG_LEVEL}
+
+# libtsq log levels -> logging levels.
+_LOG_LEVELS = {1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO, 4: logging.DEBUG}
+
+_CPU_NAMES = [(getattr(_ffi, k), k[len("TSQ_CPU_"):].lower())
+              for k in sorted(_ffi.CONSTANTS, key=lambda n: _ffi.CONSTANTS[n])
+              if k.startswith("TSQ_CPU_")]
+
+
+def _key(table, key, what):
+    if isinstance(key, str):
+        try:
+            return table[key]
+        except KeyError:
+            raise ValueError("unknown %s %r (known: %s)" % (what, key, ", ".join(sorted(table))))
+    return int(key)
+
+
+def cpu_features():
+    """The TSQ_CPU_* bits of this CPU (as the runtime kernel choice sees them)."""
+    bits = ctypes.c_uint32()
+    check_static(lib.tsq_cpu_features(ctypes.byref(bits)), "tsq_cpu_features")
+    return bits.value
+
+
+def cpu_feature_names():
+    """The detected CPU features as lowercase names ("avx2", "avx512vnni"...)."""
+    bits = cpu_features()
+    return [name for bit, name in _CPU_NAMES if bits & bit]
+
+
+class Allocator(object):
+    """Base class of Python allocators for Context(allocator=...).
+
+    Subclasses implement alloc(size, alignment) -> address (int, 0 on
+    failure) and free(address). They are called by libtsq for every block
+    the context and its objects use (from worker threads too, when the
+    context has several threads; ctypes takes the GIL). An exception in
+    alloc counts as a failed allocation (TSQ_ERR_NO_MEMORY)."""
+
+    def alloc(self, size, alignment):
+        """Returns the address of a block of at least `size` bytes aligned
+        to `alignment` (a power of two, at most 64), or 0 on failure."""
+        raise NotImplementedError
+
+    def free(self, address):
+        """Releases a block that alloc returned."""
+        raise NotImplementedError
+
+
+class CountingAllocator(Allocator):
+    """An allocator over the C library's posix_memalign/free that counts
+    live blocks and bytes, to check that nothing leaks:
+
+        alloc = tsq.CountingAllocator()
+        with tsq.Context(allocator=alloc) as ctx:
+            ...
+        assert alloc.live_blocks == 0
+
+    ``fail_after`` (optional) makes the allocation after that many
+    successful ones fail, to exercise out-of-memory paths."""
+
+    def __init__(self, fail_after=None):
+        libc = ctypes.CDLL(None)
+        self._memalign = libc.posix_memalign
+        self._memalign.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t,
+                                   ctypes.c_size_t]
+        self._memalign.restype = ctypes.c_int
+        self._free = libc.free
+        self._free.argtypes = [ctypes.c_void_p]
+        self._free.restype = None
+        self.sizes = {}
+        self.live_blocks = 0
+        self.live_bytes = 0
+        self.peak_bytes = 0
+        self.total_blocks = 0
+        self.fail_after = fail_after
+
+    def alloc(self, size, alignment):
+        """posix_memalign, counted (see Allocator.alloc)."""
+        if self.fail_after is not None:
+            if self.fail_after <= 0:
+                return 0
+            self.fail_after -= 1
+        p = ctypes.c_void_p()
+        if self._memalign(ctypes.byref(p), max(alignment, ctypes.sizeof(ctypes.c_void_p)),
+                          max(size, 1)) != 0 or not p.value:
+            return 0
+        self.sizes[p.value] = size
+        self.live_blocks += 1
+        self.live_bytes += size
+        self.total_blocks += 1
+        self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+        return p.value
+
+    def free(self, address):
+        """free, counted; refuses a block this allocator did not give."""
+        size = self.sizes.pop(address, None)
+        if size is None:
+            raise RuntimeError("free of a block this allocator did not give: %#x" % address)
+        self.live_blocks -= 1
+        self.live_bytes -= size
+        self._free(address)
+
+
+def _alloc_thunk(allocator):
+    def alloc(user, size, alignment):
+        try:
+            p = allocator.alloc(int(size), int(alignment))
+        except Exception:               # a failed allocation, reported by libtsq
+            return None
+        return p or None
+    return _ffi.tsq_alloc_fn(alloc)
+
+
+def _free_thunk(allocator):
+    def free(user, ptr):
+        allocator.free(int(ptr))
+    return _ffi.tsq_free_fn(free)
+
+
+class Context(Handle):
+    """A libtsq context: allocator, worker threads, random seed, logging.
+
+    Every other object is made from a context and keeps it alive; the C
+    context is destroyed only after them. Closing a context (close(), or the
+    end of ``with tsq.Context() as ctx:``) closes every object made from it
+    that is still open.
+
+    Args:
+        threads: worker threads for libtsq's own loops (1..256, default 1).
+        seed: 64-bit seed of every random stream derived afterwards.
+        log: where libtsq's messages go: a logging.Logger, a callable
+            ``f(level, message)`` (level 1 error .. 4 debug), or None.
+        log_level: 0 none .. 4 debug (libtsq default 1: errors).
+        allocator: an Allocator (e.g. CountingAllocator) for every block of
+            memory the context and its objects use.
+    """
+
+    _destroy_name = "tsq_context_destroy"
+    _errmsg_name = "tsq_context_errmsg"
+
+    def __init__(self, threads=None, seed=None, log=None, log_level=None, allocator=None):
+        self._children = weakref.WeakSet()
+        self._log_thunk = None
+        self._log_target = None
+        self.allocator = allocator
+        out = ctypes.POINTER(_ffi.tsq_context)()
+        if allocator is None:
+            st = lib.tsq_context_create(ctypes.byref(out))
+            keep = None
+        else:
+            if not isinstance(allocator, Allocator):
+                raise TypeError("allocator must be a tsq.Allocator")
+            thunks = (_alloc_thunk(allocator), _free_thunk(allocator))
+            st = lib.tsq_context_create_with_allocator(ctypes.byref(out), thunks[0],
+                                                       thunks[1], None)
+            keep = (thunks, allocator)      # the C context is freed through them
+        if st:
+            raise TsqError(st, "context_create: %s" % lib.tsq_status_string(st).decode(),
+                           "tsq_context_create")
+        self._adopt(None, out, keep)
+        try:
+            if threads is not None:
+                self.threads = threads
+            if seed is not None:
+                self.seed = seed
+            if log_level is not None:
+                self.log_level = log_level
+            if log is not None:
+                self.set_log(log)
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- options ---------------------------------------------------------
+
+    def set_option(self, key, value):
+        """Sets an integer option: key "threads", "log_level" or a
+        TSQ_CONTEXT_* number."""
+        self._call("tsq_context_set_option", _key(_OPTION_KEYS, key, "context option"),
+                   int(value))
+
+    def get_option(self, key):
+        """Reads an integer option (see set_option)."""
+        v = ctypes.c_int64()
+        self._call("tsq_context_get_option", _key(_OPTION_KEYS, key, "context option"),
+                   ctypes.byref(v))
+        return v.value
+
+    @staticmethod
+    def option_bounds(key):
+        """The inclusive (lo, hi) range of an option's values."""
+        lo, hi = ctypes.c_int64(), ctypes.c_int64()
+        check_static(lib.tsq_context_option_bounds(_key(_OPTION_KEYS, key, "context option"),
+                                                   ctypes.byref(lo), ctypes.byref(hi)),
+                     "tsq_context_option_bounds")
+        return lo.value, hi.value
+
+    @property
+    def threads(self):
+        """Worker threads for libtsq's own loops (1..256)."""
+        return self.get_option("threads")
+
+    @threads.setter
+    def threads(self, value):
+        self.set_option("threads", value)
+
+    @property
+    def log_level(self):
+        """Messages at or below this level reach the log callback
+        (0 none, 1 errors, 2 warnings, 3 info, 4 debug)."""
+        return self.get_option("log_level")
+
+    @log_level.setter
+    def log_level(self, value):
+        self.set_option("log_level", value)
+
+    @property
+    def seed(self):
+        """The 64-bit seed of random streams derived from now on."""
+        v = ctypes.c_uint64()
+        self._call("tsq_context_get_seed", ctypes.byref(v))
+        return v.value
+
+    @seed.setter
+    def seed(self, value):
+        value = int(value)
+        if not 0 <= value < 1 << 64:
+            raise ValueError("seed must be in 0 .. 2**64 - 1")
+        self._call("tsq_context_set_seed", value)
+
+    # ---- logging -------------------------------------------------------
+
+    def set_log(self, target, level=None):
+        """Sends libtsq's messages to `target`: a logging.Logger (levels
+        mapped to ERROR, WARNING, INFO, DEBUG), a callable f(level, message),
+        or None to stop. `level` optionally sets log_level too. Messages
+        come from the thread that made the failing call."""
+        if target is None:
+            thunk = _ffi.tsq_log_fn()
+        else:
+            if isinstance(target, logging.Logger):
+                logger = target
+
+                def emit(lvl, msg):
+                    logger.log(_LOG_LEVELS.get(lvl, logging.DEBUG), "%s", msg)
+            elif callable(target):
+                emit = target
+            else:
+                raise TypeError("log target must be a logging.Logger, a callable or None")
+
+            def callback(user, lvl, msg):
+                emit(int(lvl), msg.decode("utf-8", "replace") if msg else "")
+            thunk = _ffi.tsq_log_fn(callback)
+        self._call("tsq_context_set_log", thunk, None)
+        self._log_thunk = thunk if target is not None else None
+        self._log_target = target
+        if level is not None:
+            self.log_level = level
+
+    @property
+    def log(self):
+        """The current log target (see set_log)."""
+        return self._log_target
+
+    # ---- information -----------------------------------------------------
+
+    def info(self, key="summary"):
+        """A description of the build: key "version", "blas", "blas_core",
+        "cpu", "build" or "summary" (or a TSQ_INFO_* number)."""
+        out = ctypes.c_char_p()
+        self._call("tsq_context_info", _key(_INFO_KEYS, key, "info key"), ctypes.byref(out))
+        return out.value.decode("utf-8", "replace") if out.value else ""
+
+    # ---- object factories ------------------------------------------------
+
+    def tensor(self, data, dtype=None):
+        """A Tensor over `data` (zero-copy when possible; see Tensor)."""
+        from .tensor import Tensor
+        return Tensor(self, data, dtype=dtype)
+
+    def zeros(self, shape, dtype="float32"):
+        """A zero-filled Tensor that owns its memory."""
+        from .tensor import Tensor
+        return Tensor.zeros(self, shape, dtype)
+
+    # ---- lifetime --------------------------------------------------------
+
+    def close(self):
+        """Closes every object made from this context that is still open
+        (newest first), then destroys the context."""
+        if self._h is None:
+            return
+        children = sorted(self._children, key=lambda c: c._serial, reverse=True)
+        for child in children:
+            child.close()
+        Handle.close(self)
+
+    def __repr__(self):
+        if self.closed:
+            return "<tsq.Context closed>"
+        return "<tsq.Context threads=%d seed=%d>" % (self.threads, self.seed)

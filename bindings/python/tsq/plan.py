@@ -1,0 +1,270 @@
+"""Packed low-bit inference: packed weights, integer GEMM kernels,
+thresholds and im2col on codes (include/tsq/plan.h)."""
+
+import ctypes
+
+from . import _buffers as B
+from . import _ffi
+from ._base import Handle, check_static
+from ._call import Call
+from ._lib import lib
+
+__all__ = ["KERNELS", "LAYOUTS", "kernel_name", "kernel_available", "available_kernels",
+           "PackedWeights", "Thresholds", "lowbit_kernel_select", "lowbit_workspace_size",
+           "lowbit_gemm", "lowbit_gemm_threshold", "im2col_codes"]
+
+KERNELS = {"auto": _ffi.TSQ_KERNEL_AUTO, "ref": _ffi.TSQ_KERNEL_REF,
+           "avx2": _ffi.TSQ_KERNEL_AVX2, "vnni": _ffi.TSQ_KERNEL_VNNI,
+           "vpopcnt": _ffi.TSQ_KERNEL_VPOPCNT}
+LAYOUTS = {"nchw": _ffi.TSQ_LAYOUT_NCHW, "nhwc": _ffi.TSQ_LAYOUT_NHWC}
+
+
+def _kernel(k):
+    if isinstance(k, str):
+        try:
+            return KERNELS[k]
+        except KeyError:
+            raise ValueError("unknown kernel %r (known: %s)" % (k, ", ".join(KERNELS)))
+    return int(k)
+
+
+def _pair(v):
+    if isinstance(v, (tuple, list)):
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def kernel_name(kernel):
+    """The name of a TSQ_KERNEL_* value ("auto", "ref", "avx2", ...)."""
+    return lib.tsq_kernel_name(_kernel(kernel)).decode()
+
+
+def kernel_available(kernel):
+    """True if this CPU can run the kernel ("avx2", TSQ_KERNEL_VNNI...)."""
+    v = ctypes.c_int32()
+    check_static(lib.tsq_kernel_available(_kernel(kernel), ctypes.byref(v)),
+                 "tsq_kernel_available")
+    return bool(v.value)
+
+
+def available_kernels():
+    """Names of the kernels this CPU can run."""
+    return [name for name, k in sorted(KERNELS.items(), key=lambda kv: kv[1])
+            if kernel_available(k)]
+
+
+class PackedWeights(Handle):
+    """Low-bit weights w (K x N int8, values in the weight_bits alphabet)
+    packed into bit planes (tsq_packed_weights). Immutable: shareable by
+    threads, each passing its own Context to the kernels."""
+
+    _destroy_name = "tsq_packed_weights_destroy"
+    _errmsg_name = None             # errors go on the context
+
+    def __init__(self, ctx, w, weight_bits=2):
+        out = ctypes.POINTER(_ffi.tsq_packed_weights)()
+        with Call(ctx) as c:
+            ctx._check(lib.tsq_packed_weights_create(ctx.handle, c.input(w, B.I8),
+                                                     int(weight_bits), ctypes.byref(out)),
+                       "tsq_packed_weights_create")
+        self._adopt(ctx, out)
+
+    def get(self, key):
+        """A property: "rows" (K), "cols" (N), "weight_bits", "bytes" (or a
+        TSQ_PACKED_* number)."""
+        keys = {"rows": _ffi.TSQ_PACKED_ROWS, "cols": _ffi.TSQ_PACKED_COLS,
+                "weight_bits": _ffi.TSQ_PACKED_WEIGHT_BITS, "bytes": _ffi.TSQ_PACKED_BYTES}
+        k = keys[key] if isinstance(key, str) else int(key)
+        v = ctypes.c_int64()
+        check_static(lib.tsq_packed_weights_get(self.handle, k, ctypes.byref(v)),
+                     "tsq_packed_weights_get")
+        return v.value
+
+    rows = property(lambda self: self.get("rows"), doc="K, the reduction length.")
+    cols = property(lambda self: self.get("cols"), doc="N, the output channels.")
+    weight_bits = property(lambda self: self.get("weight_bits"), doc="Bits per weight.")
+    nbytes = property(lambda self: self.get("bytes"), doc="Bytes of packed data.")
+
+    def unpack(self, out=None):
+        """The weights back as K x N int8 (a round trip of the packing)."""
+        with Call(self._ctx, like=out) as c:
+            if out is None and B.np is None:
+                c.want_tensor = True
+            wt, result = c.output(out, B.I8, (self.rows, self.cols))
+            wt._check(lib.tsq_packed_weights_unpack(self.handle, wt),
+                      "tsq_packed_weights_unpack")   # the message is on w
+        return result
+
+    def __repr__(self):
+        if self.closed:
+            return "<tsq.PackedWeights closed>"
+        return "<tsq.PackedWeights %dx%d %d-bit>" % (self.rows, self.cols, self.weight_bits)
+
+
+def _float_arg(values):
+    if values is None:
+        return None, 0, None
+    return B.typed_array(ctypes.c_float, values)
+
+
+class Thresholds(Handle):
+    """The integer thresholds of "affine, then quantize" per output channel
+    (tsq_thresholds): alpha, bias (None for 0), and the quantizer's eps and
+    delta, one value for all channels or one per channel. Immutable."""
+
+    _destroy_name = "tsq_thresholds_destroy"
+    _errmsg_name = None
+
+    def __init__(self, ctx, alpha, bias, code_bits, eps, delta):
+        a, n, ka = _float_arg(alpha)
+        b, nb, kb = _float_arg(bias)
+        if isinstance(eps, (int, float)):
+            eps = [eps]
+        if isinstance(delta, (int, float)):
+            delta = [delta]
+        e, ne, ke = _float_arg(eps)
+        d, nd, kd = _float_arg(delta)
+        if ne != nd:
+            raise ValueError("eps and delta must have the same length (1 or one per channel)")
+        out = ctypes.POINTER(_ffi.tsq_thresholds)()
+        ctx._check(lib.tsq_thresholds_create(ctx.handle, n, a, b, int(code_bits), e, d, ne,
+                                             ctypes.byref(out)), "tsq_thresholds_create")
+        self._adopt(ctx, out)
+
+    def get(self, key):
+        """"channels" or "code_bits" (or a TSQ_THRESHOLDS_* number)."""
+        keys = {"channels": _ffi.TSQ_THRESHOLDS_CHANNELS,
+                "code_bits": _ffi.TSQ_THRESHOLDS_CODE_BITS}
+        k = keys[key] if isinstance(key, str) else int(key)
+        v = ctypes.c_int64()
+        check_static(lib.tsq_thresholds_get(self.handle, k, ctypes.byref(v)),
+                     "tsq_thresholds_get")
+        return v.value
+
+    channels = property(lambda self: self.get("channels"), doc="Output channels.")
+    code_bits = property(lambda self: self.get("code_bits"), doc="Output code bits n.")
+
+    def channel(self, c):
+        """(direction, top, thresholds list) of channel c: the code of acc
+        is min(#{m : a >= t[m-1]}, top) with a = acc if direction > 0 else
+        ~acc."""
+        cap = (1 << self.code_bits) - 1
+        t = (ctypes.c_int32 * cap)()
+        direction, top = ctypes.c_int32(), ctypes.c_int32()
+        check_static(lib.tsq_thresholds_channel(self.handle, int(c), ctypes.byref(direction),
+                                                ctypes.byref(top), t, cap),
+                     "tsq_thresholds_channel")
+        return direction.value, top.value, list(t)
+
+    def apply(self, acc, rows, kernel="auto", out=None, ctx=None):
+        """Codes (uint8, rows x channels) from int32 accumulators acc
+        (rows x channels, row-major). ctx: the calling thread's context
+        (default: the one this object was made from)."""
+        ctx = ctx or self._ctx
+        a, n, _keep = B.typed_array(ctypes.c_int32, acc)
+        with Call(ctx, like=out) as c:
+            ot, result = c.output(out, B.U8, (int(rows), self.channels))
+            ctx._check(lib.tsq_thresholds_apply(ctx.handle, self.handle, a, n, int(rows),
+                                                _kernel(kernel), ot), "tsq_thresholds_apply")
+        return result
+
+
+def lowbit_kernel_select(ctx, packed, m, code_bits, kernel="auto"):
+    """The kernel lowbit_gemm would use for m rows of code_bits codes (name)."""
+    v = ctypes.c_int32()
+    ctx._check(lib.tsq_lowbit_kernel_select(ctx.handle, packed, int(m), int(code_bits),
+                                            _kernel(kernel), ctypes.byref(v)),
+               "tsq_lowbit_kernel_select")
+    return kernel_name(v.value)
+
+
+def lowbit_workspace_size(ctx, packed, m, code_bits, kernel="auto"):
+    """Scratch bytes lowbit_gemm needs with these arguments and the
+    context's thread count."""
+    v = ctypes.c_uint64()
+    ctx._check(lib.tsq_lowbit_workspace_size(ctx.handle, packed, int(m), int(code_bits),
+                                             _kernel(kernel), ctypes.byref(v)),
+               "tsq_lowbit_workspace_size")
+    return v.value
+
+
+def _workspace(workspace):
+    if workspace is None:
+        return None, 0, None
+    mv = memoryview(workspace)
+    if mv.readonly or not mv.c_contiguous:
+        raise ValueError("the workspace must be a writable contiguous buffer")
+    cbuf = (ctypes.c_char * mv.nbytes).from_buffer(mv)
+    return cbuf, mv.nbytes, (mv, cbuf)
+
+
+def _rows(codes_t):
+    shape = codes_t.shape
+    return shape[0] if len(shape) == 2 else 1
+
+
+def lowbit_gemm(ctx, packed, codes, code_bits, kernel="auto", out=None, workspace=None):
+    """acc = codes (M x K uint8) times the packed weights (K x N), exactly,
+    as int32 M x N (numpy; array.array('i') without numpy). out: an int32
+    C-contiguous array to fill. workspace: an optional writable buffer of
+    lowbit_workspace_size() bytes (then the call allocates nothing)."""
+    with Call(ctx) as c:
+        ct = c.input(codes, B.U8)
+        m, ncols = _rows(ct), packed.cols
+        if out is None:
+            out = B.new_array("i", (m, ncols))
+        ptr, n, _keep = _int32_out(out)
+        ws, wn, _wkeep = _workspace(workspace)
+        ctx._check(lib.tsq_lowbit_gemm(ctx.handle, packed, ct, int(code_bits), _kernel(kernel),
+                                       ptr, n, ws, wn), "tsq_lowbit_gemm")
+    return out
+
+
+def _int32_out(out):
+    if B.is_numpy(out):
+        if out.dtype.name != "int32" or not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError("acc output must be a writable C-contiguous int32 array")
+        return out.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)), out.size, out
+    ptr, n, keep = B.typed_array(ctypes.c_int32, out)
+    if not isinstance(keep, tuple):
+        raise ValueError("acc output must be an int32 numpy array or array.array('i')")
+    return ptr, n, keep
+
+
+def lowbit_gemm_threshold(ctx, packed, codes, code_bits, thresholds, kernel="auto", out=None,
+                          workspace=None):
+    """The fused hidden layer: output codes (uint8, M x N) of
+    thresholds(codes x W)."""
+    with Call(ctx, like=codes) as c:
+        ct = c.input(codes, B.U8)
+        ot, result = c.output(out, B.U8, (_rows(ct), packed.cols))
+        ws, wn, _wkeep = _workspace(workspace)
+        ctx._check(lib.tsq_lowbit_gemm_threshold(ctx.handle, packed, ct, int(code_bits),
+                                                 thresholds, _kernel(kernel), ot, ws, wn),
+                   "tsq_lowbit_gemm_threshold")
+    return result
+
+
+def im2col_codes(ctx, codes, kh, kw, stride=1, pad=0, layout="nchw", out=None):
+    """Unfolds uint8 codes (4-D, NCHW or NHWC) into the patch matrix
+    (B*Ho*Wo) x (C*kh*kw), uint8."""
+    sh, sw = _pair(stride)
+    ph, pw = _pair(pad)
+    lay = LAYOUTS[layout.lower()] if isinstance(layout, str) else int(layout)
+    with Call(ctx, like=codes) as c:
+        it = c.input(codes, B.U8)
+        shape = it.shape
+        if len(shape) == 4:
+            if lay == _ffi.TSQ_LAYOUT_NHWC:
+                b, h, w, ch = shape
+            else:
+                b, ch, h, w = shape
+            ho = (h + 2 * ph - kh) // sh + 1 if sh > 0 else 0
+            wo = (w + 2 * pw - kw) // sw + 1 if sw > 0 else 0
+            oshape = (max(b * ho * wo, 1), max(ch * kh * kw, 1))
+        else:
+            oshape = (1, 1)             # the library reports the bad input
+        ot, result = c.output(out, B.U8, oshape)
+        ctx._check(lib.tsq_im2col_codes(ctx.handle, it, lay, int(kh), int(kw), sh, sw, ph, pw,
+                                        ot), "tsq_im2col_codes")
+    return result

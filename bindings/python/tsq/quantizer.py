@@ -1,0 +1,291 @@
+"""Step 1 of TSQ: the sparse activation quantizer (include/tsq/quantizer.h)."""
+
+import collections
+import ctypes
+
+from . import _buffers as B
+from . import _ffi
+from ._base import Handle, check_static
+from ._call import Call
+from ._lib import lib
+
+__all__ = ["Quantizer", "LearnResult", "learn_codes", "EPS_MODES"]
+
+EPS_MODES = {"fixed": _ffi.TSQ_EPS_FIXED, "sparsity": _ffi.TSQ_EPS_SPARSITY,
+             "joint": _ffi.TSQ_EPS_JOINT, "plain": _ffi.TSQ_EPS_PLAIN}
+_EPS_MODE_NAMES = dict((v, k) for k, v in EPS_MODES.items())
+
+_PARAMS = {"bits": _ffi.TSQ_QUANTIZER_BITS, "eps_mode": _ffi.TSQ_QUANTIZER_EPS_MODE,
+           "eps": _ffi.TSQ_QUANTIZER_EPS, "sparsity": _ffi.TSQ_QUANTIZER_SPARSITY,
+           "hist_resolution": _ffi.TSQ_QUANTIZER_HIST_RESOLUTION,
+           "channels": _ffi.TSQ_QUANTIZER_CHANNELS, "fitted": _ffi.TSQ_QUANTIZER_FITTED,
+           "observed": _ffi.TSQ_QUANTIZER_OBSERVED}
+
+LearnResult = collections.namedtuple("LearnResult", "codes error sparsity")
+LearnResult.__doc__ = """Result of Quantizer.learn_codes: the codes (or None),
+the mean squared quantization error over all samples, and the fraction of
+zero codes (see quantizer.h for the exact definitions)."""
+
+
+def _param_key(key):
+    if isinstance(key, str):
+        try:
+            return _PARAMS[key]
+        except KeyError:
+            raise ValueError("unknown quantizer option %r (known: %s)"
+                             % (key, ", ".join(sorted(_PARAMS))))
+    return int(key)
+
+
+def _param_value(key, value):
+    if key == _ffi.TSQ_QUANTIZER_EPS_MODE and isinstance(value, str):
+        try:
+            return float(EPS_MODES[value])
+        except KeyError:
+            raise ValueError("unknown eps mode %r (known: %s)" % (value, ", ".join(EPS_MODES)))
+    return float(value)
+
+
+class Quantizer(Handle):
+    """The sparse activation quantizer of TSQ step 1 (tsq_quantizer).
+
+    k(x) = 0 if x <= eps, else clamp(floor(x / delta + 1/2), 1, 2^bits - 1);
+    the quantized value is k * delta. Per tensor (channels=0) or per
+    channel along axis 1 (channels=C).
+
+    Args:
+        ctx: the Context.
+        bits: activation bits, 1..8.
+        channels: 0 per tensor, C per channel.
+        **options: eps_mode ("joint", "fixed", "sparsity", "plain"), eps,
+            sparsity, hist_resolution (see quantizer.h).
+
+    Typical use::
+
+        q = tsq.Quantizer(ctx, bits=2)
+        for batch in batches: q.observe(batch)
+        q.fit()
+        codes = q.encode(x)
+    """
+
+    _destroy_name = "tsq_quantizer_destroy"
+    _errmsg_name = "tsq_quantizer_errmsg"
+
+    def __init__(self, ctx, bits=2, channels=0, **options):
+        out = ctypes.POINTER(_ffi.tsq_quantizer)()
+        ctx._check(lib.tsq_quantizer_create(ctx.handle, int(bits), int(channels),
+                                            ctypes.byref(out)), "tsq_quantizer_create")
+        self._adopt(ctx, out)
+        try:
+            for k, v in options.items():
+                self.set_param(k, v)
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- options ---------------------------------------------------------
+
+    def set_param(self, key, value):
+        """Sets an option: key a name ("bits", "eps_mode", "eps", "sparsity",
+        "hist_resolution") or a TSQ_QUANTIZER_* number; eps_mode may be a
+        name ("joint", ...)."""
+        k = _param_key(key)
+        self._call("tsq_quantizer_set_param", k, _param_value(k, value))
+
+    def get_param(self, key):
+        """Reads an option (a float; see set_param for the keys)."""
+        v = ctypes.c_double()
+        self._call("tsq_quantizer_get_param", _param_key(key), ctypes.byref(v))
+        return v.value
+
+    @staticmethod
+    def param_bounds(key):
+        """The inclusive (lo, hi) range of an option."""
+        lo, hi = ctypes.c_double(), ctypes.c_double()
+        check_static(lib.tsq_quantizer_param_bounds(_param_key(key), ctypes.byref(lo),
+                                                    ctypes.byref(hi)),
+                     "tsq_quantizer_param_bounds")
+        return lo.value, hi.value
+
+    @property
+    def bits(self):
+        """Activation bits n (codes 0 .. 2^n - 1)."""
+        return int(self.get_param("bits"))
+
+    @bits.setter
+    def bits(self, v):
+        self.set_param("bits", v)
+
+    @property
+    def eps_mode(self):
+        """How fit() chooses eps: "joint", "fixed", "sparsity" or "plain"."""
+        return _EPS_MODE_NAMES.get(int(self.get_param("eps_mode")))
+
+    @eps_mode.setter
+    def eps_mode(self, v):
+        self.set_param("eps_mode", v)
+
+    @property
+    def eps(self):
+        """The eps option used by the "fixed" mode (not the fitted eps; see
+        get_channel)."""
+        return self.get_param("eps")
+
+    @eps.setter
+    def eps(self, v):
+        self.set_param("eps", v)
+
+    @property
+    def sparsity(self):
+        """Target zero fraction of the "sparsity" mode."""
+        return self.get_param("sparsity")
+
+    @sparsity.setter
+    def sparsity(self, v):
+        self.set_param("sparsity", v)
+
+    @property
+    def hist_resolution(self):
+        """Histogram resolution (0 automatic, else 1..10)."""
+        return int(self.get_param("hist_resolution"))
+
+    @hist_resolution.setter
+    def hist_resolution(self, v):
+        self.set_param("hist_resolution", v)
+
+    @property
+    def channels(self):
+        """Channel count (0 for a per-tensor quantizer). Read-only."""
+        return int(self.get_param("channels"))
+
+    @property
+    def fitted(self):
+        """True once every channel has parameters. Read-only."""
+        return bool(self.get_param("fitted"))
+
+    @property
+    def observed(self):
+        """Samples observed since the last reset. Read-only."""
+        return int(self.get_param("observed"))
+
+    # ---- statistics and fitting -------------------------------------------
+
+    def observe(self, x):
+        """Adds the samples of x (float32 data or Tensor) to the statistics."""
+        with Call(self._ctx) as c:
+            self._call("tsq_quantizer_observe", c.input(x, B.F32))
+        return self
+
+    def reset(self):
+        """Drops the statistics (keeps the options and parameters)."""
+        self._call("tsq_quantizer_reset")
+        return self
+
+    def fit(self):
+        """Fits (eps, delta) of every channel from the statistics."""
+        self._call("tsq_quantizer_fit")
+        return self
+
+    def set_channel(self, c, eps, delta):
+        """Sets channel c's (eps, delta) by hand (per tensor: c = 0)."""
+        self._call("tsq_quantizer_set_channel", int(c), float(eps), float(delta))
+        return self
+
+    def get_channel(self, c=0):
+        """Channel c's (eps, delta) as floats."""
+        eps, delta = ctypes.c_float(), ctypes.c_float()
+        self._call("tsq_quantizer_get_channel", int(c), ctypes.byref(eps), ctypes.byref(delta))
+        return eps.value, delta.value
+
+    def parameters(self):
+        """[(eps, delta)] of every channel (one pair per tensor)."""
+        return [self.get_channel(c) for c in range(max(self.channels, 1))]
+
+    # ---- elementwise calls -------------------------------------------------
+
+    def _unary(self, name, x, xdtype, ydtype, out):
+        with Call(self._ctx, like=x) as c:
+            xt = c.input(x, xdtype)
+            yt, result = c.output(out, ydtype, xt.shape)
+            self._call(name, xt, yt)
+        return result
+
+    def forward(self, x, out=None):
+        """The quantized values k(x) * delta (float32, x's shape). out may be
+        x itself (in place)."""
+        if out is not None and out is x:
+            with Call(self._ctx, like=x) as c:
+                xt, result = c.output(x, B.F32, None)      # in place: never a copy
+                self._call("tsq_quantizer_forward", xt, xt)
+            return result
+        return self._unary("tsq_quantizer_forward", x, B.F32, B.F32, out)
+
+    def encode(self, x, out=None):
+        """The codes k(x) (uint8, x's shape)."""
+        return self._unary("tsq_quantizer_encode", x, B.F32, B.U8, out)
+
+    def decode(self, codes, out=None):
+        """The values codes * delta (float32, the codes' shape)."""
+        return self._unary("tsq_quantizer_decode", codes, B.U8, B.F32, out)
+
+    def backward(self, x, grad_out, out=None):
+        """The straight-through estimator: grad_out where
+        0 < x < (2^bits - 1) delta, else 0 (float32). out may be grad_out."""
+        with Call(self._ctx, like=x) as c:
+            xt = c.input(x, B.F32)
+            if out is not None and out is grad_out:
+                gt, result = c.output(grad_out, B.F32, None)   # in place: never a copy
+                dt = gt
+            else:
+                gt = c.input(grad_out, B.F32)
+                dt, result = c.output(out, B.F32, xt.shape)
+            self._call("tsq_quantizer_backward", xt, gt, dt)
+        return result
+
+    def learn_codes(self, x=None, codes=True):
+        """Step 1 in one call (tsq_learn_codes): fits (eps, delta) on the
+        samples of x (or, with x None, on the observed statistics) and
+        returns LearnResult(codes, error, sparsity). codes=True returns the
+        codes of x, False skips them, or give an output array/Tensor."""
+        err, sp = ctypes.c_double(), ctypes.c_double()
+        with Call(self._ctx, like=x) as c:
+            xt = c.input(x, B.F32)
+            ct, result = None, None
+            if xt is not None and codes is not False and codes is not None:
+                ct, result = c.output(None if codes is True else codes, B.U8, xt.shape)
+            elif codes is not True and codes is not False and codes is not None:
+                ct = c.input(codes, B.U8)       # refused by the library: no x
+            self._call("tsq_learn_codes", xt, ct, ctypes.byref(err), ctypes.byref(sp))
+        return LearnResult(result, err.value, sp.value)
+
+    # ---- serialisation -----------------------------------------------------
+
+    def save(self):
+        """The quantizer's options and parameters as bytes ("TSQQ" format)."""
+        size = ctypes.c_uint64()
+        self._call("tsq_quantizer_save", None, 0, ctypes.byref(size))
+        buf = (ctypes.c_char * size.value)()
+        self._call("tsq_quantizer_save", buf, size.value, ctypes.byref(size))
+        return bytes(buf[:size.value])
+
+    @classmethod
+    def load(cls, ctx, data):
+        """A new quantizer from bytes made by save() (no statistics)."""
+        data = bytes(data)
+        out = ctypes.POINTER(_ffi.tsq_quantizer)()
+        ctx._check(lib.tsq_quantizer_load(ctx.handle, data, len(data), ctypes.byref(out)),
+                   "tsq_quantizer_load")
+        q = cls.__new__(cls)
+        q._adopt(ctx, out)
+        return q
+
+    def __repr__(self):
+        if self.closed:
+            return "<tsq.Quantizer closed>"
+        return "<tsq.Quantizer bits=%d channels=%d fitted=%s>" % (
+            self.bits, self.channels, self.fitted)
+
+
+def learn_codes(quantizer, x=None, codes=True):
+    """tsq_learn_codes: the same as quantizer.learn_codes(x, codes)."""
+    return quantizer.learn_codes(x, codes)

@@ -1,0 +1,374 @@
+"""Step 2 of TSQ: the low-bit weight regressor (include/tsq/regressor.h)."""
+
+import collections
+import ctypes
+
+from . import _buffers as B
+from . import _ffi
+from ._base import Handle, check_static
+from ._call import Call
+from ._lib import lib
+from .tensor import Tensor
+
+__all__ = ["Regressor", "FitResult", "fit_transform", "im2col_rows", "im2col_output_rows",
+           "im2col_sample_positions", "LOSSES", "HISTORY_SERIES"]
+
+LOSSES = {"quantized": _ffi.TSQ_LOSS_QUANTIZED, "linear": _ffi.TSQ_LOSS_LINEAR}
+_LOSS_NAMES = dict((v, k) for k, v in LOSSES.items())
+HISTORY_SERIES = {"objective": _ffi.TSQ_HISTORY_OBJECTIVE, "best": _ffi.TSQ_HISTORY_BEST,
+                  "relaxed": _ffi.TSQ_HISTORY_RELAXED, "lambda": _ffi.TSQ_HISTORY_LAMBDA}
+_STATS_MODES = {"add": _ffi.TSQ_STATS_ADD, "replace": _ffi.TSQ_STATS_REPLACE}
+
+_PARAMS = {"weight_bits": _ffi.TSQ_REGRESSOR_WEIGHT_BITS, "offset": _ffi.TSQ_REGRESSOR_OFFSET,
+           "loss": _ffi.TSQ_REGRESSOR_LOSS, "rounds": _ffi.TSQ_REGRESSOR_ROUNDS,
+           "linear_rounds": _ffi.TSQ_REGRESSOR_LINEAR_ROUNDS,
+           "sweeps": _ffi.TSQ_REGRESSOR_SWEEPS, "lambda0": _ffi.TSQ_REGRESSOR_LAMBDA0,
+           "lambda_growth": _ffi.TSQ_REGRESSOR_LAMBDA_GROWTH,
+           "tolerance": _ffi.TSQ_REGRESSOR_TOLERANCE,
+           "batch_rows": _ffi.TSQ_REGRESSOR_BATCH_ROWS, "margin": _ffi.TSQ_REGRESSOR_MARGIN}
+
+FitResult = collections.namedtuple("FitResult", "weights alpha bias objective")
+FitResult.__doc__ = """Result of a step-2 fit: weights (d x C int8 codes w),
+alpha (C float32 scales), bias (C float32 offsets b) and the objective."""
+
+
+def _lookup(table, key, what):
+    if isinstance(key, str):
+        try:
+            return table[key]
+        except KeyError:
+            raise ValueError("unknown %s %r (known: %s)" % (what, key, ", ".join(sorted(table))))
+    return int(key)
+
+
+def _pair(v, what):
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError("%s must be an int or a pair" % what)
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def _dim(t, axis, default=1):
+    shape = t.shape
+    return shape[axis] if len(shape) > axis else default
+
+
+class Regressor(Handle):
+    """The step-2 regressor (tsq_regressor): low-bit weights w, scales alpha
+    and offsets b per output channel minimising ||y - Q(alpha X w + b)||^2
+    (or the linear loss), see regressor.h.
+
+    Args:
+        ctx: the Context.
+        **options: weight_bits, offset, loss ("quantized" or "linear"),
+            rounds, linear_rounds, sweeps, lambda0, lambda_growth, tolerance,
+            batch_rows, margin (bounds: Regressor.param_bounds(name)).
+
+    In-memory fit: ``reg.set_quantizer(q); r = reg.fit_transform(X, Y, W_init)``.
+    Streamed (data larger than memory, or several processes):
+    ``reg.begin(d, C)``; per pass ``reg.feed(X, Y)`` for each batch, optionally
+    ``reg.stats_import(allreduce(reg.stats_export()), "replace")``, then
+    ``reg.end_pass()`` until it returns True; then ``reg.result()``.
+    """
+
+    _destroy_name = "tsq_regressor_destroy"
+    _errmsg_name = "tsq_regressor_errmsg"
+
+    def __init__(self, ctx, **options):
+        out = ctypes.POINTER(_ffi.tsq_regressor)()
+        ctx._check(lib.tsq_regressor_create(ctx.handle, ctypes.byref(out)),
+                   "tsq_regressor_create")
+        self._adopt(ctx, out)
+        self._dims = None
+        try:
+            for k, v in options.items():
+                self.set_param(k, v)
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def _view(cls, ctx, ptr, owner):
+        r = cls._new_borrowed(ctx, ptr, owner)
+        r._dims = None
+        return r
+
+    # ---- options ---------------------------------------------------------
+
+    def set_param(self, key, value):
+        """Sets an option by name (see the class doc) or TSQ_REGRESSOR_*
+        number; loss may be "quantized" or "linear"."""
+        k = _lookup(_PARAMS, key, "regressor option")
+        if k == _ffi.TSQ_REGRESSOR_LOSS and isinstance(value, str):
+            value = _lookup(LOSSES, value, "loss")
+        self._call("tsq_regressor_set_param", k, float(value))
+
+    def get_param(self, key):
+        """Reads an option (a float)."""
+        v = ctypes.c_double()
+        self._call("tsq_regressor_get_param", _lookup(_PARAMS, key, "regressor option"),
+                   ctypes.byref(v))
+        return v.value
+
+    @staticmethod
+    def param_bounds(key):
+        """The inclusive (lo, hi) range of an option."""
+        lo, hi = ctypes.c_double(), ctypes.c_double()
+        check_static(lib.tsq_regressor_param_bounds(_lookup(_PARAMS, key, "regressor option"),
+                                                    ctypes.byref(lo), ctypes.byref(hi)),
+                     "tsq_regressor_param_bounds")
+        return lo.value, hi.value
+
+    @property
+    def weight_bits(self):
+        """k of the symmetric k-bit alphabet (0 while a custom one is set)."""
+        return int(self.get_param("weight_bits"))
+
+    @weight_bits.setter
+    def weight_bits(self, v):
+        self.set_param("weight_bits", v)
+
+    @property
+    def loss(self):
+        """"quantized" (TSQ) or "linear" (GPTQ/BitSplit objective)."""
+        return _LOSS_NAMES.get(int(self.get_param("loss")))
+
+    @loss.setter
+    def loss(self, v):
+        self.set_param("loss", v)
+
+    @property
+    def alphabet(self):
+        """The weight alphabet S, ascending (settable to a custom list of
+        integers in -128..127)."""
+        count = ctypes.c_int32()
+        self._call("tsq_regressor_get_alphabet", None, 0, ctypes.byref(count))
+        vals = (ctypes.c_int32 * max(count.value, 1))()
+        self._call("tsq_regressor_get_alphabet", vals, count.value, ctypes.byref(count))
+        return [vals[i] for i in range(count.value)]
+
+    @alphabet.setter
+    def alphabet(self, values):
+        arr, n, _keep = B.typed_array(ctypes.c_int32, values)
+        self._call("tsq_regressor_set_alphabet", arr, n)
+
+    def set_quantizer(self, quantizer):
+        """Copies the fitted output quantizer's (bits, eps, delta) into the
+        regressor."""
+        self._call("tsq_regressor_set_quantizer", quantizer)
+        return self
+
+    def set_levels(self, bits, eps, delta):
+        """Sets a per-tensor output quantizer directly."""
+        self._call("tsq_regressor_set_levels", int(bits), float(eps), float(delta))
+        return self
+
+    # ---- in-memory fit -----------------------------------------------------
+
+    def fit_transform(self, X, Y=None, W_init=None, P=None, out=None):
+        """Step 2 on in-memory data (tsq_fit_transform).
+
+        X: N x d codes (uint8) or floats; Y: N x C step-1 codes; W_init:
+        d x C float32 start weights; P: N x C pre-activations. Returns
+        FitResult(weights d x C int8, alpha C, bias C, objective). `out` may
+        be a (weights, alpha, bias) triple of arrays/Tensors to fill."""
+        obj = ctypes.c_double()
+        with Call(self._ctx, like=X) as c:
+            xt = c.input(X)
+            yt = c.input(Y, _y_dtype(Y))
+            wt = c.input(W_init, B.F32)
+            pt = c.input(P, B.F32)
+            d = _dim(xt, 1)
+            C = next((_dim(t, 1) for t in (yt, wt, pt) if t is not None), 1)
+            wo, ao, bo = out if out is not None else (None, None, None)
+            W, Wr = c.output(wo, B.I8, (d, C))
+            A, Ar = c.output(ao, B.F32, (C,))
+            Bt, Br = c.output(bo, B.F32, (C,))
+            self._call("tsq_fit_transform", xt, yt, wt, pt, W, A, Bt, ctypes.byref(obj))
+        self._dims = (d, C)
+        return FitResult(Wr, Ar, Br, obj.value)
+
+    # ---- streamed fit --------------------------------------------------------
+
+    def begin(self, d, C, W_init=None, with_preact=False):
+        """Starts a streamed fit of a layer with d inputs and C outputs."""
+        with Call(self._ctx) as c:
+            self._call("tsq_regressor_begin", int(d), int(C), c.input(W_init, B.F32),
+                       1 if with_preact is True else (0 if with_preact is False
+                                                      else int(with_preact)))
+        self._dims = (int(d), int(C))
+        return self
+
+    def feed(self, X, Y=None, P=None):
+        """Adds one batch (X n x d, Y n x C codes, P n x C) to the pass."""
+        with Call(self._ctx) as c:
+            self._call("tsq_regressor_feed", c.input(X), c.input(Y, _y_dtype(Y)),
+                       c.input(P, B.F32))
+        return self
+
+    def end_pass(self):
+        """Ends the pass; True when the fit is finished."""
+        done = ctypes.c_int32()
+        self._call("tsq_regressor_end_pass", ctypes.byref(done))
+        return bool(done.value)
+
+    def stats_size(self):
+        """The number of doubles in the current pass's sums."""
+        v = ctypes.c_int64()
+        self._call("tsq_regressor_stats_size", ctypes.byref(v))
+        return v.value
+
+    def stats_export(self, out=None):
+        """The current pass's sums as float64: a new numpy array (array.array
+        'd' without numpy), or written straight into `out` (a C-contiguous
+        float64 numpy array or array.array('d') of stats_size() entries)."""
+        if out is None:
+            out = B.new_array("d", (self.stats_size(),))
+        ptr, n, _keep = _double_buffer(out, writable=True)
+        self._call("tsq_regressor_stats_export", ptr, n)
+        return out
+
+    def stats_import(self, data, mode="add"):
+        """Adds ("add") the float64 array `data` to the pass's sums, or
+        replaces them by it ("replace"), e.g. the MPI_Allreduce sum of every
+        process's stats_export(). A C-contiguous float64 numpy array or
+        array.array('d') is read in place."""
+        ptr, n, _keep = _double_buffer(data, writable=False)
+        self._call("tsq_regressor_stats_import", ptr, n,
+                   _lookup(_STATS_MODES, mode, "stats mode"))
+        return self
+
+    def result(self, out=None):
+        """The finished fit's FitResult (after end_pass returned True or
+        fit_transform). `out`: optional (weights, alpha, bias) to fill."""
+        d, C = self._dims or (1, 1)
+        obj = ctypes.c_double()
+        with Call(self._ctx, like=out[0] if out else None) as c:
+            wo, ao, bo = out if out is not None else (None, None, None)
+            W, Wr = c.output(wo, B.I8, (d, C))
+            A, Ar = c.output(ao, B.F32, (C,))
+            Bt, Br = c.output(bo, B.F32, (C,))
+            self._call("tsq_regressor_result", W, A, Bt, ctypes.byref(obj))
+        return FitResult(Wr, Ar, Br, obj.value)
+
+    def fit_stream(self, batches, d, C, W_init=None, with_preact=False, reduce=None,
+                   max_passes=100000):
+        """Runs the streamed protocol: begin, then passes over `batches` (a
+        sequence re-read every pass, or a callable returning a new iterable
+        of (X, Y) or (X, Y, P) tuples) until done. reduce: optional function
+        taking this process's exported sums (float64 array) and returning the
+        sums over all processes (e.g. an MPI Allreduce), imported with
+        "replace" before each end_pass. Returns result()."""
+        self.begin(d, C, W_init, with_preact)
+        for _ in range(max_passes):
+            for batch in (batches() if callable(batches) else batches):
+                self.feed(*batch)
+            if reduce is not None:
+                self.stats_import(reduce(self.stats_export()), "replace")
+            if self.end_pass():
+                return self.result()
+        raise RuntimeError("fit_stream: not done after %d passes" % max_passes)
+
+    # ---- after a fit -------------------------------------------------------
+
+    def history(self, series="objective"):
+        """A per-iterate series of the current or last fit ("objective",
+        "best", "relaxed", "lambda" or a TSQ_HISTORY_* number), as floats."""
+        key = _lookup(HISTORY_SERIES, series, "history series")
+        count = ctypes.c_int32()
+        self._call("tsq_regressor_history", key, None, 0, ctypes.byref(count))
+        vals = (ctypes.c_double * max(count.value, 1))()
+        self._call("tsq_regressor_history", key, vals, count.value, ctypes.byref(count))
+        return [vals[i] for i in range(count.value)]
+
+    def channel_objectives(self, count=None):
+        """The objective of each channel's result (float64 array of C)."""
+        if count is None:
+            count = self._dims[1] if self._dims else 0
+        out = B.new_array("d", (count,))
+        self._call("tsq_regressor_channel_objectives", B.array_pointer(out, ctypes.c_double),
+                   count)
+        return out
+
+    def __repr__(self):
+        if self.closed:
+            return "<tsq.Regressor closed>"
+        return "<tsq.Regressor weight_bits=%d loss=%s>" % (self.weight_bits, self.loss)
+
+
+def _y_dtype(Y):
+    """Y may be uint8 codes or float32 holding integer codes: keep a numpy
+    array's own type when it is one of them, else convert to uint8."""
+    if Y is None or isinstance(Y, Tensor):
+        return None
+    if B.is_numpy(Y):
+        return None if Y.dtype.name in ("uint8", "float32") else B.U8
+    return None
+
+
+def _double_buffer(data, writable):
+    """(double pointer, count, keep-alive) over float64 data in place."""
+    if B.is_numpy(data):
+        if data.dtype.name != "float64" or not data.flags.c_contiguous:
+            if writable:
+                raise ValueError("stats output must be a C-contiguous float64 array")
+            data = B.np.ascontiguousarray(data, dtype="float64")
+        return data.ctypes.data_as(ctypes.POINTER(ctypes.c_double)), data.size, data
+    ptr, n, keep = B.typed_array(ctypes.c_double, data)
+    if writable and keep is not None and not isinstance(keep, tuple):
+        raise ValueError("stats output must be a float64 numpy array or array.array('d')")
+    return ptr, n, keep
+
+
+def fit_transform(regressor, X, Y=None, W_init=None, P=None):
+    """tsq_fit_transform: the same as regressor.fit_transform(...)."""
+    return regressor.fit_transform(X, Y, W_init, P)
+
+
+def _positions(positions, images):
+    if positions is None:
+        return None, 0, None
+    ptr, n, keep = B.typed_array(ctypes.c_int64, positions)
+    return ptr, (n // images if images else 0), keep
+
+
+def im2col_rows(ctx, input, kh, kw, stride=1, pad=0, positions=None):
+    """The regressor's X for a convolution (tsq_im2col_rows): input is
+    N x C_in x H x W (uint8 or float32); returns rows x (C_in kh kw) of the
+    input's dtype (a Tensor for a Tensor input, else a numpy array).
+    positions: None for every output position, or N * npos indices."""
+    sh, sw = _pair(stride, "stride")
+    ph, pw = _pair(pad, "pad")
+    out = ctypes.POINTER(_ffi.tsq_tensor)()
+    with Call(ctx, like=input) as c:
+        it = c.input(input)
+        pos, npos, _keep = _positions(positions, _dim(it, 0))
+        ctx._check(lib.tsq_im2col_rows(ctx.handle, it, int(kh), int(kw), sh, sw, ph, pw,
+                                       pos, npos, ctypes.byref(out)), "tsq_im2col_rows")
+        return c.take(out)
+
+
+def im2col_output_rows(ctx, output, positions=None):
+    """The rows of a convolution's output N x C x OH x OW matching
+    im2col_rows with the same positions (tsq_im2col_output_rows)."""
+    out = ctypes.POINTER(_ffi.tsq_tensor)()
+    with Call(ctx, like=output) as c:
+        ot = c.input(output)
+        pos, npos, _keep = _positions(positions, _dim(ot, 0))
+        ctx._check(lib.tsq_im2col_output_rows(ctx.handle, ot, pos, npos, ctypes.byref(out)),
+                   "tsq_im2col_output_rows")
+        return c.take(out)
+
+
+def im2col_sample_positions(ctx, images, total, npos):
+    """npos distinct random positions out of `total` per image, ascending
+    (int64 array of images * npos; from the context's seed)."""
+    images, npos = int(images), int(npos)
+    count = images * npos if images > 0 and npos > 0 else 0
+    out = B.new_array("q", (count,))
+    ctx._check(lib.tsq_im2col_sample_positions(ctx.handle, images, int(total), npos,
+                                               B.array_pointer(out, ctypes.c_int64)
+                                               if count else None),
+               "tsq_im2col_sample_positions")
+    return out
