@@ -36,7 +36,7 @@ typedef struct report_layer {
 
 typedef struct report {
     char title[128];
-    char machine[256];
+    char machine[1024];
     char command[512];
     int32_t nstages, nlayers;
     report_stage stages[REPORT_MAX_STAGES];

@@ -1,0 +1,840 @@
+/*
+ * fmnist: Two-Step Quantization end to end on Fashion-MNIST.
+ *
+ *   train FP32 -> step 1 (code learning, 2-bit sparse activations)
+ *              -> step 2 (layer-wise tsq_net_fit_transform on a calibration set)
+ *              -> fine-tune -> evaluate on the 10,000 test images
+ *
+ * plus the baselines: naive post-training quantization, the same pipeline
+ * with eps = 0, and joint training of ternary weights and 2-bit activations.
+ * Prints a table (accuracy, weight bytes, time per stage), writes JSON and an
+ * HTML report, and saves the converted network as a .tsq model file.
+ * The host program owns the data, the epochs and the batches; libtsq only
+ * sees one batch per call. Recipe defaults: docs/demo.md.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <tsq.h>
+
+#include "dataset.h"
+#include "progress.h"
+#include "report.h"
+
+#define DEBIAN_DATA "/usr/share/datasets/fashion-mnist"
+#define BATCH 128
+#define EVAL_BATCH 500
+#define CALIB_BATCH 256
+
+typedef struct options {
+    const char *data_dir;
+    const char *json_path, *html_path, *model_path, *sweep_out;
+    int quick, sweep, quantize_all, baselines;
+    int epochs_fp32, epochs_step1, epochs_finetune;
+    double lr_fp32, lr_step1, lr_finetune;
+    int64_t calib, validation, limit_train, limit_test;
+    int threads, act_bits, rounds;
+    uint64_t seed;
+    double min_tsq_acc; /* --quick: fail below this test accuracy after step 2 */
+} options;
+
+typedef struct demo {
+    options opt;
+    tsq_context *ctx;
+    dataset train, val, test;
+    float *calib_x;   /* calib images, in CALIB_BATCH batches */
+    int64_t ncalib;
+    report rep;
+    char cmdline[512];
+} demo;
+
+/* ------------------------------------------------------------------ */
+/* Error handling: the demo stops on the first failed call, with the    */
+/* library's message.                                                   */
+/* ------------------------------------------------------------------ */
+
+static void die(const char *what, tsq_status st, const char *msg)
+{
+    fprintf(stderr, "fmnist: %s failed: %s\n  %s\n", what, tsq_status_string(st), msg);
+    exit(1);
+}
+
+static void check_ctx(demo *d, tsq_status st, const char *what)
+{
+    if (st != TSQ_OK)
+        die(what, st, tsq_context_errmsg(d->ctx));
+}
+
+static void check_net(tsq_net *net, tsq_status st, const char *what)
+{
+    if (st != TSQ_OK)
+        die(what, st, tsq_net_errmsg(net));
+}
+
+/* ------------------------------------------------------------------ */
+/* The network: fmnist-cnn                                              */
+/* ------------------------------------------------------------------ */
+
+/* `l` is read only after the constructor in `st` has run (the order in
+ * which C evaluates arguments is unspecified). */
+static void add(demo *d, tsq_net *net, tsq_status st, tsq_layer **l, const char *what)
+{
+    check_ctx(d, st, what);
+    check_net(net, tsq_net_append(net, *l), what);
+}
+
+static void add_conv_block(demo *d, tsq_net *net, int64_t cin, int64_t cout)
+{
+    tsq_layer *l = NULL;
+    add(d, net, tsq_layer_conv2d_create(d->ctx, cin, cout, 3, 3, 1, 1, &l), &l, "conv2d");
+    add(d, net, tsq_layer_batchnorm_create(d->ctx, cout, &l), &l, "batchnorm");
+    add(d, net, tsq_layer_relu_create(d->ctx, &l), &l, "relu");
+}
+
+/* conv3x3-32, BN, ReLU -> conv3x3-32, BN, ReLU -> max-pool 2 -> conv3x3-64,
+ * BN, ReLU -> conv3x3-64, BN, ReLU -> max-pool 2 -> fc-256, BN, ReLU -> fc-10 */
+static tsq_net *build_net(demo *d)
+{
+    const int64_t shape[3] = {1, IMG_H, IMG_W};
+    tsq_net *net = NULL;
+    tsq_layer *l = NULL;
+    check_ctx(d, tsq_net_create(d->ctx, 3, shape, &net), "net_create");
+    add_conv_block(d, net, 1, 32);
+    add_conv_block(d, net, 32, 32);
+    add(d, net, tsq_layer_maxpool2d_create(d->ctx, 2, 2, &l), &l, "maxpool");
+    add_conv_block(d, net, 32, 64);
+    add_conv_block(d, net, 64, 64);
+    add(d, net, tsq_layer_maxpool2d_create(d->ctx, 2, 2, &l), &l, "maxpool");
+    add(d, net, tsq_layer_flatten_create(d->ctx, &l), &l, "flatten");
+    add(d, net, tsq_layer_dense_create(d->ctx, 64 * 7 * 7, 256, &l), &l, "dense");
+    add(d, net, tsq_layer_batchnorm_create(d->ctx, 256, &l), &l, "batchnorm");
+    add(d, net, tsq_layer_relu_create(d->ctx, &l), &l, "relu");
+    add(d, net, tsq_layer_dense_create(d->ctx, 256, 10, &l), &l, "dense");
+    return net;
+}
+
+static tsq_net *clone_net(tsq_net *net)
+{
+    tsq_net *copy = NULL;
+    check_net(net, tsq_net_clone(net, &copy), "net_clone");
+    return copy;
+}
+
+/* ------------------------------------------------------------------ */
+/* Evaluation and training loops (the host's own)                       */
+/* ------------------------------------------------------------------ */
+
+static double evaluate(demo *d, tsq_net *net, const dataset *set)
+{
+    int64_t shape[4] = {EVAL_BATCH, 1, IMG_H, IMG_W}, start, correct = 0;
+    tsq_tensor *x = NULL;
+    float *xd = NULL;
+    int32_t labels[EVAL_BATCH];
+    int64_t idx[EVAL_BATCH];
+    for (start = 0; start < set->count; start += EVAL_BATCH) {
+        int64_t n = set->count - start < EVAL_BATCH ? set->count - start : EVAL_BATCH, i, c = 0;
+        shape[0] = n;
+        check_ctx(d, tsq_tensor_create(d->ctx, TSQ_DTYPE_F32, 4, shape, &x), "tensor_create");
+        tsq_tensor_data(x, (void **)&xd);
+        for (i = 0; i < n; i++)
+            idx[i] = start + i;
+        dataset_batch(set, idx, n, 0, NULL, xd, labels);
+        check_net(net, tsq_net_evaluate(net, x, labels, n, NULL, &c, NULL), "net_evaluate");
+        correct += c;
+        tsq_tensor_destroy(x);
+    }
+    return 100.0 * (double)correct / (double)set->count;
+}
+
+typedef struct train_plan {
+    const char *label;
+    int epochs;
+    double lr, weight_decay;
+    int keep_best;   /* evaluate on the validation split each half epoch, keep the best */
+} train_plan;
+
+/* One epoch budget of SGD (momentum 0.9, Nesterov) with a cosine schedule to
+ * zero, shuffled and augmented batches. With keep_best, the net ends as the
+ * best network seen on the validation split (never the test set). */
+static void train(demo *d, tsq_net *net, const train_plan *p, demo_rng *rng)
+{
+    int64_t n = d->train.count, steps_per_epoch = n / BATCH, total, step = 0;
+    int64_t *idx = malloc((size_t)n * sizeof *idx);
+    const int64_t shape[4] = {BATCH, 1, IMG_H, IMG_W};
+    tsq_tensor *x = NULL;
+    tsq_net *best = NULL;
+    double best_acc = -1, run_loss = 0;
+    int32_t labels[BATCH];
+    float *xd = NULL;
+    progress pr;
+    int e;
+    if (!idx || p->epochs <= 0 || steps_per_epoch < 1) {
+        free(idx);
+        return;
+    }
+    total = steps_per_epoch * p->epochs;
+    check_net(net, tsq_net_set_optimizer_sgd(net, p->lr, 0.9, 1, p->weight_decay), "sgd");
+    check_net(net, tsq_net_set_lr_schedule(net, TSQ_LR_COSINE, total, 0.0), "lr schedule");
+    check_ctx(d, tsq_tensor_create(d->ctx, TSQ_DTYPE_F32, 4, shape, &x), "tensor_create");
+    tsq_tensor_data(x, (void **)&xd);
+    progress_start(&pr, p->label, total);
+    for (e = 0; e < p->epochs; e++) {
+        int64_t s;
+        shuffle_indices(idx, n, rng);
+        for (s = 0; s < steps_per_epoch; s++, step++) {
+            double loss = 0;
+            char note[64];
+            dataset_batch(&d->train, idx + s * BATCH, BATCH, 1, rng, xd, labels);
+            check_net(net, tsq_net_train_step(net, x, labels, BATCH, &loss, NULL), "train_step");
+            run_loss = step ? 0.98 * run_loss + 0.02 * loss : loss;
+            snprintf(note, sizeof note, "loss %.3f", run_loss);
+            progress_update(&pr, step + 1, note);
+            if (p->keep_best && d->val.count > 0 &&
+                ((s + 1) % (steps_per_epoch / 2) == 0 || s + 1 == steps_per_epoch)) {
+                double acc = evaluate(d, net, &d->val);
+                if (acc > best_acc) {
+                    best_acc = acc;
+                    tsq_net_destroy(best);
+                    best = clone_net(net);
+                }
+            }
+        }
+    }
+    if (best) {
+        char note[64];
+        check_net(net, tsq_net_copy_params(net, best), "copy_params");
+        tsq_net_destroy(best);
+        snprintf(note, sizeof note, "(best validation accuracy %.2f%%)", best_acc);
+        progress_finish(&pr, note);
+    } else {
+        progress_finish(&pr, NULL);
+    }
+    tsq_tensor_destroy(x);
+    free(idx);
+}
+
+/* ------------------------------------------------------------------ */
+/* TSQ steps through the network-level calls                            */
+/* ------------------------------------------------------------------ */
+
+static void calib_batch(demo *d, int64_t b, tsq_tensor **x)
+{
+    int64_t start = b * CALIB_BATCH;
+    int64_t n = d->ncalib - start < CALIB_BATCH ? d->ncalib - start : CALIB_BATCH;
+    const int64_t shape[4] = {n, 1, IMG_H, IMG_W};
+    check_ctx(d, tsq_tensor_wrap(d->ctx, TSQ_DTYPE_F32, 4, shape, d->calib_x + start * IMG_SIZE,
+                                 (uint64_t)(n * IMG_SIZE * sizeof(float)), x),
+              "tensor_wrap");
+}
+
+static int64_t calib_batches(const demo *d)
+{
+    return (d->ncalib + CALIB_BATCH - 1) / CALIB_BATCH;
+}
+
+static void select_layers(demo *d, tsq_net *net)
+{
+    int32_t n = 0, i, first = -1, last = -1;
+    if (!d->opt.quantize_all)
+        return;
+    tsq_net_layer_count(net, &n);
+    for (i = 0; i < n; i++) {
+        tsq_layer *l = NULL;
+        int32_t kind = 0;
+        tsq_net_layer(net, i, &l);
+        tsq_layer_kind(l, &kind);
+        if (kind == TSQ_LAYER_CONV2D || kind == TSQ_LAYER_DENSE) {
+            if (first < 0)
+                first = i;
+            last = i;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        tsq_layer *l = NULL;
+        tsq_net_layer(net, i, &l);
+        if (i == first || i == last)
+            check_net(net, tsq_layer_set_option(l, TSQ_LAYER_OPT_TSQ_SELECT, 1), "select");
+    }
+}
+
+/* Step 1's first half: fit the activation quantizers on the calibration set
+ * and put them in place of the hidden ReLUs. */
+static void insert_quantizers(demo *d, tsq_net *net, int32_t eps_mode, int32_t act_bits)
+{
+    int64_t b, nb = calib_batches(d);
+    int32_t done = 0;
+    check_net(net, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_ACT_BITS, act_bits), "tsq option");
+    check_net(net, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_EPS_MODE, eps_mode), "tsq option");
+    for (b = 0; b < nb; b++) {
+        tsq_tensor *x = NULL;
+        calib_batch(d, b, &x);
+        check_net(net, tsq_net_learn_codes(net, x, b == nb - 1, &done), "net_learn_codes");
+        tsq_tensor_destroy(x);
+    }
+    if (!done)
+        die("net_learn_codes", TSQ_ERR_INTERNAL, "the session did not finish");
+}
+
+typedef struct weight_choice {
+    const char *name;
+    int32_t bits;            /* symmetric k-bit alphabet, or 0 */
+    int32_t alphabet[4];     /* custom alphabet when bits == 0 */
+    int32_t alphabet_size;
+} weight_choice;
+
+static const weight_choice TERNARY = {"ternary", 2, {0}, 0};
+
+/* Step 2: convert the selected layers, pass after pass over the
+ * calibration batches, until the net says it is done. rounds < 0 keeps the
+ * regressor's default. */
+static void fit_transform(demo *d, tsq_net *net, const weight_choice *w, int rounds,
+                          const char *label)
+{
+    tsq_regressor *reg = NULL;
+    int64_t b, nb = calib_batches(d);
+    int32_t done = 0, stage, unit = 0, units = 0, passes = 0;
+    progress pr;
+    select_layers(d, net);
+    check_net(net, tsq_net_tsq_regressor(net, &reg), "net_tsq_regressor");
+    if (w->bits)
+        check_net(net, tsq_regressor_set_param(reg, TSQ_REGRESSOR_WEIGHT_BITS, w->bits),
+                  tsq_regressor_errmsg(reg));
+    else if (tsq_regressor_set_alphabet(reg, w->alphabet, w->alphabet_size) != TSQ_OK)
+        die("regressor_set_alphabet", TSQ_ERR_INVALID, tsq_regressor_errmsg(reg));
+    if (rounds >= 0 && tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, rounds) != TSQ_OK)
+        die("regressor rounds", TSQ_ERR_INVALID, tsq_regressor_errmsg(reg));
+    progress_start(&pr, label, 1);
+    while (!done) {
+        for (b = 0; b < nb; b++) {
+            tsq_tensor *x = NULL;
+            calib_batch(d, b, &x);
+            check_net(net, tsq_net_fit_transform(net, x, b == nb - 1, &done), "net_fit_transform");
+            tsq_tensor_destroy(x);
+        }
+        tsq_net_tsq_progress(net, &stage, &unit, &units, &passes);
+        if (units > 0) {
+            char note[64];
+            pr.total = units;
+            snprintf(note, sizeof note, "layer %d/%d, pass %d", unit + 1 > units ? units : unit + 1,
+                     units, passes);
+            progress_update(&pr, unit, note);
+        }
+    }
+    progress_finish(&pr, NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* Report helpers                                                      */
+/* ------------------------------------------------------------------ */
+
+static double weight_bytes(tsq_net *net)
+{
+    uint64_t b = 0;
+    check_net(net, tsq_net_weight_bytes(net, &b), "net_weight_bytes");
+    return (double)b;
+}
+
+static report_stage *stage_done(demo *d, const char *key, const char *label, tsq_net *net,
+                                double seconds, int measure)
+{
+    report_stage *s = report_add_stage(&d->rep, key, label);
+    if (measure) {
+        s->accuracy = evaluate(d, net, &d->test);
+        s->weight_bytes = weight_bytes(net);
+    }
+    s->seconds = seconds;
+    printf("  => %s: %.2f%% test accuracy (%.1fs)\n", label, s->accuracy, seconds);
+    fflush(stdout);
+    return s;
+}
+
+/* The index of the first quantizer layer at or after `from`, or -1. */
+static int32_t next_quantizer(tsq_net *net, int32_t from)
+{
+    int32_t n = 0, i;
+    tsq_net_layer_count(net, &n);
+    for (i = from; i < n; i++) {
+        tsq_layer *l = NULL;
+        int32_t kind = 0;
+        tsq_net_layer(net, i, &l);
+        tsq_layer_kind(l, &kind);
+        if (kind == TSQ_LAYER_ACT_QUANT)
+            return i;
+    }
+    return -1;
+}
+
+/* Histograms of the step-1 pre-activations (the input of each quantizer)
+ * with eps and the levels drawn on them, and the step-2 objective per round
+ * of the layer whose output each quantizer codes. */
+static void record_layers(demo *d, tsq_net *step1, tsq_net *step2)
+{
+    int64_t yshape[2] = {0, 10};
+    tsq_tensor *x = NULL, *y = NULL, *act = NULL;
+    int32_t q = next_quantizer(step1, 0), units = 0, u;
+    calib_batch(d, 0, &x);
+    tsq_tensor_dim(x, 0, &yshape[0]);
+    check_ctx(d, tsq_tensor_create(d->ctx, TSQ_DTYPE_F32, 2, yshape, &y), "tensor_create");
+    check_net(step1, tsq_net_forward(step1, x, y, 0), "net_forward");
+    for (; q >= 0; q = next_quantizer(step1, q + 1)) {
+        tsq_layer *l = NULL;
+        int64_t in_shape[3], out_shape[3], shape[2] = {yshape[0], 1}, nch;
+        int32_t in_nd = 0, out_nd = 0, k, bits = 2;
+        float eps = 0, delta = 1, *a = NULL;
+        char name[32];
+        report_layer *rl;
+        tsq_net_layer(step1, q, &l);
+        tsq_layer_sample_shapes(l, in_shape, &in_nd, out_shape, &out_nd, 3);
+        for (k = 0; k < in_nd; k++)
+            shape[1] *= in_shape[k];
+        check_ctx(d, tsq_tensor_create(d->ctx, TSQ_DTYPE_F32, 2, shape, &act), "tensor_create");
+        check_net(step1, tsq_net_layer_output(step1, q - 1, act), "net_layer_output");
+        tsq_layer_act_quant_get_channel(l, 0, &nch, &bits, &eps, &delta);
+        snprintf(name, sizeof name, "quantizer at layer %d", (int)q);
+        rl = report_add_layer(&d->rep, name);
+        if (rl) {
+            rl->eps = eps;
+            rl->delta = delta;
+            rl->levels = (1 << bits) - 1;
+            tsq_tensor_data(act, (void **)&a);
+            report_layer_histogram(rl, a, shape[0] * shape[1], -2.0,
+                                   (double)delta * (rl->levels + 1.5));
+        }
+        tsq_tensor_destroy(act);
+        act = NULL;
+    }
+    tsq_tensor_destroy(x);
+    tsq_tensor_destroy(y);
+    /* objective traces: unit u converted the layer at step-1 index li,
+     * whose codes the next quantizer after li produces */
+    tsq_net_tsq_progress(step2, NULL, NULL, &units, NULL);
+    for (u = 0; u < units; u++) {
+        double vals[REPORT_MAX_ROUNDS];
+        int32_t count = 0, li = -1, qi, r;
+        if (tsq_net_tsq_history(step2, u, TSQ_HISTORY_OBJECTIVE, vals, REPORT_MAX_ROUNDS, &count,
+                                &li) != TSQ_OK)
+            continue;
+        qi = next_quantizer(step1, li + 1);
+        for (r = 0; r < d->rep.nlayers; r++) {
+            char want[32];
+            snprintf(want, sizeof want, "quantizer at layer %d", (int)qi);
+            if (strcmp(d->rep.layers[r].name, want) == 0) {
+                d->rep.layers[r].rounds = count;
+                memcpy(d->rep.layers[r].objective, vals, (size_t)count * sizeof vals[0]);
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Model file round trip                                                */
+/* ------------------------------------------------------------------ */
+
+static void save_and_verify(demo *d, tsq_net *net)
+{
+    tsq_net *back = NULL;
+    double a, b;
+    if (!d->opt.model_path)
+        return;
+    check_net(net, tsq_net_save_file(net, d->opt.model_path), "net_save_file");
+    check_ctx(d, tsq_net_load_file(d->ctx, d->opt.model_path, &back), "net_load_file");
+    a = evaluate(d, net, &d->test);
+    b = evaluate(d, back, &d->test);
+    printf("  model file %s: %.0f bytes of weights; reloaded accuracy %.2f%% (%s)\n",
+           d->opt.model_path, weight_bytes(back), b, a == b ? "identical" : "DIFFERENT");
+    if (a != b)
+        die("model round trip", TSQ_ERR_INTERNAL, "the reloaded network predicts differently");
+    tsq_net_destroy(back);
+}
+
+/* ------------------------------------------------------------------ */
+/* The pipeline                                                        */
+/* ------------------------------------------------------------------ */
+
+static tsq_net *run_step1(demo *d, tsq_net *fp32, int32_t eps_mode, int32_t act_bits,
+                          const char *label, demo_rng *rng)
+{
+    tsq_net *net = clone_net(fp32);
+    train_plan p = {label, d->opt.epochs_step1, d->opt.lr_step1, 5e-4, 0};
+    insert_quantizers(d, net, eps_mode, act_bits);
+    train(d, net, &p, rng);
+    return net;
+}
+
+static void finetune(demo *d, tsq_net *net, const char *label, demo_rng *rng)
+{
+    train_plan p = {label, d->opt.epochs_finetune, d->opt.lr_finetune, 0.0, 1};
+    train(d, net, &p, rng);
+}
+
+static tsq_net *run_fp32(demo *d, demo_rng *rng)
+{
+    tsq_net *net = build_net(d);
+    train_plan p = {"FP32 training", d->opt.epochs_fp32, d->opt.lr_fp32, 5e-4, 0};
+    double t0 = progress_now();
+    train(d, net, &p, rng);
+    stage_done(d, "fp32", "FP32", net, progress_now() - t0, 1);
+    return net;
+}
+
+static tsq_net *run_naive(demo *d, tsq_net *fp32)
+{
+    tsq_net *net = clone_net(fp32);
+    double t0 = progress_now();
+    insert_quantizers(d, net, TSQ_EPS_JOINT, d->opt.act_bits);
+    fit_transform(d, net, &TERNARY, 0, "naive PTQ");
+    stage_done(d, "naive", "naive PTQ (optimal ternary, fitted 2-bit)", net,
+               progress_now() - t0, 1);
+    return net;
+}
+
+/* step 1, step 2 and fine-tuning with one eps mode; returns the final net
+ * and, through *step1_out, the step-1 net (or destroys it when NULL). */
+static tsq_net *run_tsq(demo *d, tsq_net *fp32, int32_t eps_mode, const char *tag,
+                        tsq_net **step1_out, demo_rng *rng)
+{
+    char key[32], label[64];
+    int plain = eps_mode == TSQ_EPS_PLAIN;
+    double t0 = progress_now(), t1, t2;
+    tsq_net *step1 = run_step1(d, fp32, eps_mode, d->opt.act_bits, "step 1 training", rng);
+    tsq_net *net;
+    t1 = progress_now();
+    if (!plain)
+        stage_done(d, "step1", "step 1: code learning (FP weights, 2-bit A)", step1, t1 - t0, 1);
+    net = clone_net(step1);
+    fit_transform(d, net, &TERNARY, d->opt.rounds, "step 2 fit_transform");
+    t2 = progress_now();
+    if (!plain) {
+        stage_done(d, "step2", "step 2: transformation (ternary W, 2-bit A)", net, t2 - t1, 1);
+        record_layers(d, step1, net);
+    }
+    finetune(d, net, "fine-tuning", rng);
+    snprintf(key, sizeof key, "%s", tag);
+    snprintf(label, sizeof label, plain ? "same pipeline with eps = 0" :
+                                          "TSQ: after fine-tuning");
+    stage_done(d, key, label, net, progress_now() - (plain ? t0 : t2), 1);
+    if (step1_out)
+        *step1_out = step1;
+    else
+        tsq_net_destroy(step1);
+    return net;
+}
+
+static void run_joint(demo *d, tsq_net *fp32, demo_rng *rng)
+{
+    tsq_net *net = clone_net(fp32);
+    train_plan p = {"joint training", d->opt.epochs_step1 + d->opt.epochs_finetune,
+                    d->opt.lr_step1, 0.0, 1};
+    double t0 = progress_now();
+    insert_quantizers(d, net, TSQ_EPS_JOINT, d->opt.act_bits);
+    fit_transform(d, net, &TERNARY, 0, "ternarise");
+    train(d, net, &p, rng);
+    stage_done(d, "joint", "joint training (ternary W + 2-bit A, STE)", net,
+               progress_now() - t0, 1);
+    tsq_net_destroy(net);
+}
+
+/* ------------------------------------------------------------------ */
+/* Sweep: weights x activations x eps, step 1 + step 2 (no fine-tune)   */
+/* ------------------------------------------------------------------ */
+
+static void run_sweep(demo *d, tsq_net *fp32, double fp32_acc, demo_rng *rng)
+{
+    static const weight_choice weights[3] = {
+        {"ternary", 2, {0}, 0},
+        {"2-bit {-3,-1,1,3}", 0, {-3, -1, 1, 3}, 4},
+        {"4-bit", 4, {0}, 0},
+    };
+    static const int32_t act_bits[3] = {1, 2, 4};
+    static const int32_t eps_modes[2] = {TSQ_EPS_PLAIN, TSQ_EPS_JOINT};
+    double acc[3][3][2];
+    int a, e, w;
+    FILE *f;
+    for (a = 0; a < 3; a++) {
+        for (e = 0; e < 2; e++) {
+            char label[64];
+            tsq_net *step1;
+            snprintf(label, sizeof label, "sweep step 1: A%d %s", act_bits[a],
+                     e ? "eps fitted" : "eps=0");
+            step1 = run_step1(d, fp32, eps_modes[e], act_bits[a], label, rng);
+            for (w = 0; w < 3; w++) {
+                tsq_net *net = clone_net(step1);
+                fit_transform(d, net, &weights[w], d->opt.rounds, "sweep step 2");
+                acc[w][a][e] = evaluate(d, net, &d->test);
+                printf("  sweep: W %s, A %d-bit, %s: %.2f%%\n", weights[w].name, act_bits[a],
+                       e ? "eps fitted" : "eps = 0", acc[w][a][e]);
+                tsq_net_destroy(net);
+            }
+            tsq_net_destroy(step1);
+        }
+    }
+    f = fopen(d->opt.sweep_out, "w");
+    if (!f) {
+        fprintf(stderr, "fmnist: cannot write %s\n", d->opt.sweep_out);
+        return;
+    }
+    fprintf(f, "# TSQ sweep on Fashion-MNIST\n\nTest accuracy (%%) of fmnist-cnn after step 1 "
+               "and step 2 (no fine-tuning), %lld test images; FP32: %.2f%%.\n"
+               "Hidden layers quantized; the first conv and the last fc stay FP.\n\n",
+            (long long)d->test.count, fp32_acc);
+    fprintf(f, "| weights | A 1-bit, eps=0 | A 1-bit, eps fitted | A 2-bit, eps=0 | "
+               "A 2-bit, eps fitted | A 4-bit, eps=0 | A 4-bit, eps fitted |\n"
+               "|---|---|---|---|---|---|---|\n");
+    for (w = 0; w < 3; w++) {
+        fprintf(f, "| %s ", weights[w].name);
+        for (a = 0; a < 3; a++)
+            for (e = 0; e < 2; e++)
+                fprintf(f, "| %.2f ", acc[w][a][e]);
+        fprintf(f, "|\n");
+    }
+    fprintf(f, "\nProduced by:\n\n```\n%s\n```\n\non: %s\n", d->cmdline, d->rep.machine);
+    fclose(f);
+    printf("  sweep table written to %s\n", d->opt.sweep_out);
+}
+
+/* ------------------------------------------------------------------ */
+/* Command line                                                        */
+/* ------------------------------------------------------------------ */
+
+static void usage(void)
+{
+    printf("usage: fmnist [options]\n"
+           "  --data DIR         MNIST-format gzipped IDX files (default %s,\n"
+           "                     else tests/data/fmnist-tiny)\n"
+           "  --quick            a small subset and few epochs; asserts an accuracy floor\n"
+           "  --json FILE        write the table as JSON\n"
+           "  --report FILE      write an HTML report with SVG charts\n"
+           "  --model FILE       save the TSQ network as a .tsq model file\n"
+           "  --sweep FILE       weights x activations x eps sweep, as Markdown\n"
+           "  --no-baselines     skip the eps = 0 and joint-training rows\n"
+           "  --quantize-all     also quantize the first conv and the last fc\n"
+           "  --epochs A,B,C     FP32, step-1 and fine-tune epochs\n"
+           "  --calib N          calibration images for step 2\n"
+           "  --rounds N         step-2 regressor rounds\n"
+           "  --threads N        libtsq threads (the BLAS has its own: OPENBLAS_NUM_THREADS)\n"
+           "  --seed N\n",
+           DEBIAN_DATA);
+}
+
+static void defaults(options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->epochs_fp32 = 4;
+    o->epochs_step1 = 2;
+    o->epochs_finetune = 1;
+    o->lr_fp32 = 0.05;
+    o->lr_step1 = 0.01;
+    o->lr_finetune = 0.002;
+    o->calib = 4096;
+    o->validation = 5000;
+    o->threads = 2;
+    o->act_bits = 2;
+    o->rounds = -1;
+    o->seed = 1;
+    o->baselines = 1;
+    o->model_path = "build/fmnist-tsq.tsq";
+}
+
+static void quick_defaults(options *o)
+{
+    o->limit_train = 6000;
+    o->limit_test = 2000;
+    o->epochs_fp32 = 3;
+    o->epochs_step1 = 1;
+    o->epochs_finetune = 1;
+    o->calib = 1024;
+    o->validation = 1000;
+    o->min_tsq_acc = 70.0;
+}
+
+static int parse_args(options *o, int argc, char **argv)
+{
+    int i;
+    defaults(o);
+    for (i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--quick") == 0)
+            quick_defaults(o);
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--quick") == 0) {
+            o->quick = 1;
+            continue;
+        }
+        if (strcmp(a, "--no-baselines") == 0) {
+            o->baselines = 0;
+            continue;
+        }
+        if (strcmp(a, "--quantize-all") == 0) {
+            o->quantize_all = 1;
+            continue;
+        }
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage();
+            exit(0);
+        }
+        if (!v) {
+            fprintf(stderr, "fmnist: %s needs a value (see --help)\n", a);
+            return -1;
+        }
+        i++;
+        if (strcmp(a, "--data") == 0) o->data_dir = v;
+        else if (strcmp(a, "--json") == 0) o->json_path = v;
+        else if (strcmp(a, "--report") == 0) o->html_path = v;
+        else if (strcmp(a, "--model") == 0) o->model_path = v;
+        else if (strcmp(a, "--sweep") == 0) { o->sweep = 1; o->sweep_out = v; }
+        else if (strcmp(a, "--calib") == 0) o->calib = atoll(v);
+        else if (strcmp(a, "--rounds") == 0) o->rounds = atoi(v);
+        else if (strcmp(a, "--threads") == 0) o->threads = atoi(v);
+        else if (strcmp(a, "--seed") == 0) o->seed = strtoull(v, NULL, 10);
+        else if (strcmp(a, "--epochs") == 0) {
+            if (sscanf(v, "%d,%d,%d", &o->epochs_fp32, &o->epochs_step1,
+                       &o->epochs_finetune) != 3) {
+                fprintf(stderr, "fmnist: --epochs wants A,B,C\n");
+                return -1;
+            }
+        } else {
+            fprintf(stderr, "fmnist: unknown option %s (see --help)\n", a);
+            return -1;
+        }
+    }
+    if (o->calib < CALIB_BATCH || o->threads < 1 || o->threads > 256) {
+        fprintf(stderr, "fmnist: --calib must be >= %d and --threads in 1..256\n", CALIB_BATCH);
+        return -1;
+    }
+    return 0;
+}
+
+static void load_data(demo *d)
+{
+    char err[512];
+    const char *dir = d->opt.data_dir;
+    if (!dir)
+        dir = access(DEBIAN_DATA "/train-images-idx3-ubyte.gz", R_OK) == 0
+                  ? DEBIAN_DATA : "tests/data/fmnist-tiny";
+    if (dataset_load(dir, &d->train, &d->test, d->opt.limit_train, d->opt.limit_test, err,
+                     (int)sizeof err) != 0) {
+        fprintf(stderr, "fmnist: %s\n", err);
+        exit(1);
+    }
+    dataset_split_tail(&d->train, d->opt.validation, &d->val);
+    printf("data: %s: %lld training, %lld validation, %lld test images\n", dir,
+           (long long)d->train.count, (long long)d->val.count, (long long)d->test.count);
+}
+
+/* The calibration set: the first `calib` images of a shuffled training set. */
+static void make_calibration(demo *d, demo_rng *rng)
+{
+    int64_t *idx = malloc((size_t)d->train.count * sizeof *idx);
+    int32_t *labels;
+    d->ncalib = d->opt.calib < d->train.count ? d->opt.calib : d->train.count;
+    d->calib_x = malloc((size_t)d->ncalib * IMG_SIZE * sizeof(float));
+    labels = malloc((size_t)d->ncalib * sizeof *labels);
+    if (!idx || !d->calib_x || !labels) {
+        fprintf(stderr, "fmnist: out of memory\n");
+        exit(1);
+    }
+    shuffle_indices(idx, d->train.count, rng);
+    dataset_batch(&d->train, idx, d->ncalib, 0, NULL, d->calib_x, labels);
+    free(idx);
+    free(labels);
+}
+
+static void describe_machine(demo *d)
+{
+    const char *info = "";
+    struct utsname u;
+    char host[160] = "unknown";
+    if (uname(&u) == 0)
+        snprintf(host, sizeof host, "%.70s %.70s", u.sysname, u.machine);
+    tsq_context_info(d->ctx, TSQ_INFO_SUMMARY, &info);
+    snprintf(d->rep.machine, sizeof d->rep.machine, "%s, %ld cores online; %s", host,
+             sysconf(_SC_NPROCESSORS_ONLN), info);
+    printf("%s\n", d->rep.machine);
+}
+
+static void command_line(demo *d, int argc, char **argv)
+{
+    int i;
+    size_t used = 0;
+    for (i = 0; i < argc && used + 2 < sizeof d->cmdline; i++) {
+        int n = snprintf(d->cmdline + used, sizeof d->cmdline - used, "%s%s", i ? " " : "",
+                         argv[i]);
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
+    snprintf(d->rep.command, sizeof d->rep.command, "%s", d->cmdline);
+}
+
+static int quick_floor(demo *d)
+{
+    int i, ok = 1;
+    for (i = 0; i < d->rep.nstages; i++) {
+        const report_stage *s = &d->rep.stages[i];
+        if ((strcmp(s->key, "step2") == 0 || strcmp(s->key, "tsq") == 0) &&
+            s->accuracy < d->opt.min_tsq_acc) {
+            printf("QUICK CHECK FAILED: %s accuracy %.2f%% is below the floor %.1f%%\n",
+                   s->label, s->accuracy, d->opt.min_tsq_acc);
+            ok = 0;
+        }
+    }
+    if (ok)
+        printf("quick check passed: step 2 and TSQ accuracy >= %.1f%%\n", d->opt.min_tsq_acc);
+    return ok;
+}
+
+int main(int argc, char **argv)
+{
+    demo d;
+    demo_rng rng;
+    tsq_net *fp32, *naive, *step1 = NULL, *tsq;
+    double fp32_acc;
+    int ok = 1;
+    memset(&d, 0, sizeof d);
+    if (parse_args(&d.opt, argc, argv) != 0)
+        return 2;
+    rng.s = d.opt.seed;
+    if (tsq_context_create(&d.ctx) != TSQ_OK)
+        return 1;
+    check_ctx(&d, tsq_context_set_option(d.ctx, TSQ_CONTEXT_THREADS, d.opt.threads), "threads");
+    check_ctx(&d, tsq_context_set_seed(d.ctx, d.opt.seed), "seed");
+    report_init(&d.rep, "Two-Step Quantization on Fashion-MNIST (fmnist-cnn)");
+    command_line(&d, argc, argv);
+    describe_machine(&d);
+    load_data(&d);
+    make_calibration(&d, &rng);
+
+    fp32 = run_fp32(&d, &rng);
+    fp32_acc = d.rep.stages[0].accuracy;
+    if (d.opt.sweep) {
+        run_sweep(&d, fp32, fp32_acc, &rng);
+    } else {
+        naive = run_naive(&d, fp32);
+        tsq_net_destroy(naive);
+        tsq = run_tsq(&d, fp32, TSQ_EPS_JOINT, "tsq", &step1, &rng);
+        save_and_verify(&d, tsq);
+        tsq_net_destroy(tsq);
+        tsq_net_destroy(step1);
+        if (d.opt.baselines) {
+            tsq_net_destroy(run_tsq(&d, fp32, TSQ_EPS_PLAIN, "eps0", NULL, &rng));
+            run_joint(&d, fp32, &rng);
+        }
+        report_print_table(&d.rep, stdout);
+        if (d.opt.json_path && report_write_json(&d.rep, d.opt.json_path) != 0)
+            fprintf(stderr, "fmnist: cannot write %s\n", d.opt.json_path);
+        if (d.opt.html_path && report_write_html(&d.rep, d.opt.html_path) != 0)
+            fprintf(stderr, "fmnist: cannot write %s\n", d.opt.html_path);
+        if (d.opt.quick)
+            ok = quick_floor(&d);
+    }
+    tsq_net_destroy(fp32);
+    free(d.calib_x);
+    dataset_free(&d.train);
+    dataset_free(&d.test);
+    tsq_context_destroy(d.ctx);
+    return ok ? 0 : 1;
+}
