@@ -378,7 +378,8 @@ START_TEST(test_zstep_is_the_best_bin)
     for (k = 0; k < 20000; k++) {
         tsq__outq q;
         int bits = 1 + trng_int(&r, 3), maxcode = (1 << bits) - 1, y = trng_int(&r, maxcode + 1);
-        float delta = (float)(0.2 + trng_uniform(&r)), eps = (float)(trng_uniform(&r) * 1.5) * delta;
+        float delta = (float)(0.2 + trng_uniform(&r));
+        float eps = (float)(trng_uniform(&r) * 1.5) * delta;
         float v = (float)((trng_uniform(&r) * (maxcode + 3) - 1.5) * delta), z;
         double lambda = lambdas[k % 4], margin = margins[(k / 4) % 3] * delta, cost = 0.0, best;
         int m;
@@ -419,7 +420,8 @@ START_TEST(test_zstep_bins_match_the_quantizer)
     for (k = 0; k < 20000; k++) {
         tsq__outq q;
         int bits = 1 + trng_int(&r, 3);
-        float delta = (float)(0.2 + trng_uniform(&r)), eps = (float)(trng_uniform(&r) * 1.5) * delta;
+        float delta = (float)(0.2 + trng_uniform(&r));
+        float eps = (float)(trng_uniform(&r) * 1.5) * delta;
         float v = (float)((trng_uniform(&r) * ((1 << bits) + 2) - 1.5) * delta);
         int y = ref_code(v, eps, delta, (1 << bits) - 1);
         double cost = 0.0;
@@ -1558,7 +1560,8 @@ static double at(tsq_tensor *t, int64_t i)
 {
     int32_t dt;
     tsq_tensor_dtype(t, &dt);
-    return dt == TSQ_DTYPE_U8 ? (double)((uint8_t *)data_of(t))[i] : (double)((float *)data_of(t))[i];
+    return dt == TSQ_DTYPE_U8 ? (double)((uint8_t *)data_of(t))[i]
+                              : (double)((float *)data_of(t))[i];
 }
 
 static void check_im2col(int32_t dtype)
@@ -1636,7 +1639,8 @@ START_TEST(test_im2col_errors_and_sampling)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    tsq_tensor *in = nchw(ctx, TSQ_DTYPE_U8, 1, 2, 4, 4), *i8 = NULL, *m = mat(ctx, TSQ_DTYPE_U8, 4, 4);
+    tsq_tensor *in = nchw(ctx, TSQ_DTYPE_U8, 1, 2, 4, 4), *i8 = NULL;
+    tsq_tensor *m = mat(ctx, TSQ_DTYPE_U8, 4, 4);
     tsq_tensor *out = (tsq_tensor *)&st; /* must be reset to NULL on failure */
     int64_t pos[8], again[8], bad[2] = {0, 9}, shape[4] = {1, 2, 4, 4}, k, total = 0;
     int counts[9] = {0};
@@ -1702,8 +1706,9 @@ START_TEST(test_conv_planted)
     fit_out o;
     tsq_regressor *reg = NULL;
     const int8_t *w;
+    uint8_t *xin = data_of(in);
     for (i = 0; i < N * Ci * H * Wd; i++)
-        ((uint8_t *)data_of(in))[i] = (uint8_t)trng_int(&r, 4);
+        xin[i] = (uint8_t)trng_int(&r, 4);
     for (i = 0; i < Co * d; i++)
         wconv[i] = (int8_t)(trng_int(&r, 3) - 1);
     for (n = 0; n < N; n++) /* the convolution, naively, with padding 1 */
@@ -1718,7 +1723,7 @@ START_TEST(test_conv_planted)
                                 int64_t yy = y - 1 + i, xx = x - 1 + j;
                                 if (yy >= 0 && yy < H && xx >= 0 && xx < Wd)
                                     acc += wconv[co * d + (ci * kh + i) * kw + j] *
-                                           ((uint8_t *)data_of(in))[((n * Ci + ci) * H + yy) * Wd + xx];
+                                           xin[((n * Ci + ci) * H + yy) * Wd + xx];
                             }
                     v = alpha[co] * (float)acc + bias[co];
                     ((float *)data_of(pre))[((n * Co + co) * oh + y) * ow + x] = v;

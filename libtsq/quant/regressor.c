@@ -722,7 +722,8 @@ static tsq_status check_batch(tsq_regressor *reg, const char *where, const tsq_t
                              where);
         if (Y->ndim != 2 || Y->shape[0] != n || Y->shape[1] != f->C)
             return tsq__fail(&reg->obj, TSQ_ERR_SHAPE,
-                             "%s: Y must be N x C = %lld x %lld (X has %lld rows), got %s%lld x %lld",
+                             "%s: Y must be N x C = %lld x %lld (X has %lld rows), "
+                             "got %s%lld x %lld",
                              where, (long long)n, (long long)f->C, (long long)n,
                              Y->ndim != 2 ? "a non-matrix " : "", (long long)Y->shape[0],
                              (long long)(Y->ndim > 1 ? Y->shape[1] : 1));
@@ -1492,7 +1493,8 @@ tsq_status tsq_regressor_stats_export(const tsq_regressor *reg, double *out, int
     if (!reg)
         return TSQ_ERR_NULL;
     if (!out)
-        return tsq__fail((tsq__object *)&reg->obj, TSQ_ERR_NULL, "regressor_stats_export: out is NULL");
+        return tsq__fail((tsq__object *)&reg->obj, TSQ_ERR_NULL,
+                         "regressor_stats_export: out is NULL");
     st = stats_common(reg, "regressor_stats_export", &size);
     if (st != TSQ_OK)
         return st;

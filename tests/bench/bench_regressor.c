@@ -16,12 +16,7 @@
  * (default 5), TSQ_BENCH_QUICK=1 (N = 20,000, quality part smaller),
  * TSQ_BENCH_GRID=1 (also the margin / lambda0 / growth grid, ~1 min).
  */
-/* bench.h's opening comment contains "tests/bench/" followed by "*.c",
- * which -Wcomment (in -Wall) flags; silence it for that header only. */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wcomment"
 #include "bench.h"
-#pragma GCC diagnostic pop
 
 #include "blas.h" /* libtsq/core/blas.h: the build's CBLAS header */
 #include <math.h>
@@ -270,14 +265,15 @@ static void speed(int64_t threads, int runs, int quick)
     bench_line_ratio(name, gf, "GFLOP/s", "cblas_sgemm 100000x576x64", gf_base);
     /* The count: X^T X plus two products per round, sweeps. */
     flops = (double)n * d * d + rounds * 4.0 * n * d * C + rounds * 2.0 * C * d * d;
-    bench_line_ratio("fit_transform ternary, counted as SYRK + 2 NdC per round", flops / t_med * 1e-9,
-                     "GFLOP/s", "cblas_sgemm 100000x576x64", gf_base);
+    bench_line_ratio("fit_transform ternary, counted as SYRK + 2 NdC per round",
+                     flops / t_med * 1e-9, "GFLOP/s", "cblas_sgemm 100000x576x64", gf_base);
     /* The same in process CPU time: with one thread for libtsq and one for
      * the BLAS (TSQ_BENCH_THREADS=1 OPENBLAS_NUM_THREADS=1) this measures
      * the work itself, little disturbed by other processes on the machine. */
     flops = (double)n * d * d + products * 2.0 * n * d * C + rounds * 2.0 * C * d * d;
-    bench_line_ratio("fit_transform ternary, per CPU second", flops / bench_median(cpu, runs) * 1e-9,
-                     "GFLOP/s", "cblas_sgemm 100000x576x64 per CPU second",
+    bench_line_ratio("fit_transform ternary, per CPU second",
+                     flops / bench_median(cpu, runs) * 1e-9, "GFLOP/s",
+                     "cblas_sgemm 100000x576x64 per CPU second",
                      2.0 * n * d * C / bench_median(cpu_base, runs) * 1e-9);
     bench_line("fit_transform peak library memory", (double)cnt.peak, "bytes");
     bench_line_ratio("fit_transform peak library memory vs d^2 + d C doubles", (double)cnt.peak,
