@@ -399,7 +399,7 @@ static void store_param(tsq_quantizer *q, int64_t c, float eps, float delta)
 tsq_status tsq_quantizer_observe(tsq_quantizer *q, const tsq_tensor *x)
 {
     static const char *where = "quantizer_observe";
-    layout l;
+    layout l = {0, 0, 0};
     tsq_status st;
     if (!q)
         return TSQ_ERR_NULL;
@@ -663,7 +663,7 @@ static void encode_all(const tsq_quantizer *q, const float *x, uint8_t *codes, c
 tsq_status tsq_quantizer_encode(tsq_quantizer *q, const tsq_tensor *x, tsq_tensor *codes)
 {
     static const char *where = "quantizer_encode";
-    layout l;
+    layout l = {0, 0, 0};
     tsq_status st;
     if (!q)
         return TSQ_ERR_NULL;
@@ -688,7 +688,7 @@ tsq_status tsq_quantizer_forward(tsq_quantizer *q, const tsq_tensor *x, tsq_tens
     float *ys;
     int32_t maxcode;
     int64_t o, c, i;
-    layout l;
+    layout l = {0, 0, 0};
     tsq_status st;
     if (!q)
         return TSQ_ERR_NULL;
@@ -721,7 +721,7 @@ tsq_status tsq_quantizer_decode(tsq_quantizer *q, const tsq_tensor *codes, tsq_t
     float *ys;
     int32_t maxcode;
     int64_t o, c, i;
-    layout l;
+    layout l = {0, 0, 0};
     tsq_status st;
     if (!q)
         return TSQ_ERR_NULL;
@@ -760,7 +760,7 @@ tsq_status tsq_quantizer_backward(tsq_quantizer *q, const tsq_tensor *x,
     float *gi;
     int32_t maxcode;
     int64_t o, c, i;
-    layout l;
+    layout l = {0, 0, 0};
     tsq_status st;
     if (!q)
         return TSQ_ERR_NULL;
@@ -845,7 +845,7 @@ tsq_status tsq_learn_codes(tsq_quantizer *q, const tsq_tensor *x, tsq_tensor *co
     static const char *where = "learn_codes";
     tsq__act_hist *hist;
     double err_sum, zeros;
-    layout l;
+    layout l = {0, 0, 0};
     tsq_status st;
     if (!q)
         return TSQ_ERR_NULL;
