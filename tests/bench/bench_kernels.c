@@ -16,7 +16,11 @@
  * set to the same count, since OpenBLAS reads it only at start-up. A single
  * count can also be run directly:
  *     OPENBLAS_NUM_THREADS=2 TSQ_BENCH_CHILD=2 build/.../bench/bench_kernels
- * Timings are medians of 5 or more runs (of about 0.2 s at least). */
+ * Timings are medians of 5 or more runs. On each shape, sgemm and the SIMD
+ * kernels are timed in interleaved rounds (one run of each per round), so
+ * that load from other processes affects them alike. Single-threaded runs
+ * are timed in thread CPU time (see clock_now), multi-threaded ones in wall
+ * time. */
 #include "bench.h"
 #include "blas.h"
 
@@ -52,6 +56,21 @@ static uint64_t rng_next(void)
     return x ^ (x >> 31);
 }
 
+/* The clock of the timings: with one thread, the calling thread's CPU time
+ * (libtsq and OpenBLAS both run inline then), which leaves out the time
+ * the thread waits for a core on a shared machine; with more threads, wall
+ * time. */
+static int use_thread_clock;
+
+static double clock_now(void)
+{
+    struct timespec ts;
+    if (!use_thread_clock)
+        return bench_now();
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static void die(const char *what, tsq_context *ctx)
 {
     fprintf(stderr, "bench_kernels: %s failed: %s\n", what, ctx ? tsq_context_errmsg(ctx) : "");
@@ -66,11 +85,44 @@ static double time_median(run_fn fn, void *arg, double min_total)
     int n = 0;
     fn(arg); /* warm-up */
     while (n < 64 && (n < 5 || bench_now() - start < min_total)) {
-        double t0 = bench_now();
+        double t0 = clock_now();
         fn(arg);
-        t[n++] = bench_now() - t0;
+        t[n++] = clock_now() - t0;
     }
     return bench_median(t, n);
+}
+
+/* Several methods timed in rounds (one run of each per round) until each
+ * has at least 5 runs and the rounds took min_total seconds. */
+typedef struct {
+    const char *label;
+    run_fn fn;
+    void *arg;
+    int32_t kernel;
+    double t[64];
+    int n;
+    double median;
+} method;
+
+static void time_interleaved(method *m, int count, double min_total)
+{
+    double start;
+    int i, r = 0;
+    for (i = 0; i < count; i++) {
+        m[i].fn(m[i].arg); /* warm-up */
+        m[i].n = 0;
+    }
+    start = bench_now();
+    while (r < 64 && (r < 5 || bench_now() - start < min_total)) {
+        for (i = 0; i < count; i++) {
+            double t0 = clock_now();
+            m[i].fn(m[i].arg);
+            m[i].t[m[i].n++] = clock_now() - t0;
+        }
+        r++;
+    }
+    for (i = 0; i < count; i++)
+        m[i].median = bench_median(m[i].t, m[i].n);
 }
 
 typedef struct {
@@ -122,13 +174,17 @@ static void bench_shape(tsq_context *ctx, const shape *s, int64_t threads)
 {
     int64_t m = s->m, k = s->k, n = s->n, i;
     const int64_t cshape[2] = {m, k}, wshape[2] = {k, n}, oshape[2] = {m, n};
-    double ops = 2.0 * (double)m * (double)n * (double)k, base_t, base_gops;
+    double ops = 2.0 * (double)m * (double)n * (double)k, base_gops;
     const char *base_name = m == 1 ? "cblas_sgemv" : "cblas_sgemm";
     tsq_tensor *codes = NULL, *w = NULL, *out = NULL;
     tsq_packed_weights *pw = NULL;
     tsq_thresholds *th = NULL;
     sgemm_args sg;
-    lowbit_args lb;
+    lowbit_args lbs[sizeof kernels / sizeof kernels[0]];
+    int32_t chosen[sizeof kernels / sizeof kernels[0]];
+    method meth[8];
+    int nmeth, have_ref = 0;
+    double ref_gops = 0;
     uint8_t *x;
     int8_t *wv;
     int32_t *want = NULL;
@@ -168,25 +224,19 @@ static void bench_shape(tsq_context *ctx, const shape *s, int64_t threads)
         tsq_thresholds_create(ctx, n, alpha, NULL, 2, &eps, &delta, 1, &th) != TSQ_OK)
         die("packing", ctx);
 
-    base_t = time_median(run_sgemm, &sg, 0.3);
-    base_gops = ops / base_t * 1e-9;
-    snprintf(name, sizeof name, "%s_%s_t%lld_gops", s->name, base_name, (long long)threads);
-    bench_line(name, base_gops, "GOPS");
-
-    lb.ctx = ctx;
-    lb.code_bits = 2;
-    lb.pw = pw;
-    lb.codes = codes;
-    lb.out = out;
-    lb.th = th;
-    lb.count = m * n;
-    lb.acc = malloc((size_t)(m * n) * sizeof(int32_t));
+    /* One lowbit_args per kernel (its own workspace), checked once against
+     * the reference (single thread) or the first kernel, then timed. */
+    nmeth = 0;
+    meth[nmeth].label = base_name;
+    meth[nmeth].fn = run_sgemm;
+    meth[nmeth].arg = &sg;
+    meth[nmeth++].kernel = -1;
     want = malloc((size_t)(m * n) * sizeof(int32_t));
-    if (!lb.acc || !want)
+    if (!want)
         die("malloc", NULL);
     for (ki = 0; ki < sizeof kernels / sizeof kernels[0]; ki++) {
-        int32_t avail, chosen;
-        double t;
+        lowbit_args *g = &lbs[ki];
+        int32_t avail;
         tsq_kernel_available(kernels[ki], &avail);
         if (!avail) {
             printf("{\"name\": \"%s_%s_t%lld_gops\", \"value\": 0, \"unit\": \"GOPS\", "
@@ -194,45 +244,81 @@ static void bench_shape(tsq_context *ctx, const shape *s, int64_t threads)
                    s->name, tsq_kernel_name(kernels[ki]), (long long)threads);
             continue;
         }
-        /* The reference is the oracle, far slower: only once, single-threaded. */
+        /* The reference is the oracle, far slower: once, single-threaded. */
         if (kernels[ki] == TSQ_KERNEL_REF && threads > 1)
             continue;
-        lb.kernel = kernels[ki];
-        if (tsq_lowbit_kernel_select(ctx, pw, m, 2, lb.kernel, &chosen) != TSQ_OK ||
-            tsq_lowbit_workspace_size(ctx, pw, m, 2, lb.kernel, &lb.ws_bytes) != TSQ_OK)
+        memset(g, 0, sizeof *g);
+        g->ctx = ctx;
+        g->code_bits = 2;
+        g->pw = pw;
+        g->codes = codes;
+        g->out = out;
+        g->th = th;
+        g->count = m * n;
+        g->kernel = kernels[ki];
+        g->acc = malloc((size_t)(m * n) * sizeof(int32_t));
+        if (tsq_lowbit_kernel_select(ctx, pw, m, 2, g->kernel, &chosen[ki]) != TSQ_OK ||
+            tsq_lowbit_workspace_size(ctx, pw, m, 2, g->kernel, &g->ws_bytes) != TSQ_OK)
             die("kernel query", ctx);
-        lb.ws = malloc((size_t)lb.ws_bytes + 1);
-        if (!lb.ws)
+        g->ws = malloc((size_t)g->ws_bytes + 1);
+        if (!g->acc || !g->ws)
             die("malloc", NULL);
-        t = time_median(run_lowbit, &lb, kernels[ki] == TSQ_KERNEL_REF ? 0.0 : 0.3);
-        /* Every kernel must give the same bits as the first one run (the
-         * reference, with one thread). */
+        run_lowbit(g);
         if (!have_want) {
-            memcpy(want, lb.acc, (size_t)(m * n) * sizeof(int32_t));
+            memcpy(want, g->acc, (size_t)(m * n) * sizeof(int32_t));
             have_want = 1;
-        } else if (memcmp(want, lb.acc, (size_t)(m * n) * sizeof(int32_t)) != 0) {
+        } else if (memcmp(want, g->acc, (size_t)(m * n) * sizeof(int32_t)) != 0) {
             fprintf(stderr, "bench_kernels: %s differs from the reference on %s\n",
-                    tsq_kernel_name(lb.kernel), s->name);
+                    tsq_kernel_name(g->kernel), s->name);
             exit(1);
         }
-        snprintf(name, sizeof name, "%s_%s_t%lld_gops", s->name, tsq_kernel_name(lb.kernel),
-                 (long long)threads);
-        if (lb.kernel == TSQ_KERNEL_AUTO)
-            printf("{\"name\": \"%s\", \"value\": %.6g, \"unit\": \"GOPS\", \"baseline\": "
-                   "\"%s\", \"baseline_value\": %.6g, \"ratio\": %.4g, \"kernel\": \"%s\"}\n",
-                   name, ops / t * 1e-9, base_name, base_gops, ops / t * 1e-9 / base_gops,
-                   tsq_kernel_name(chosen));
-        else
-            bench_line_ratio(name, ops / t * 1e-9, "GOPS", base_name, base_gops);
-        if (lb.kernel == TSQ_KERNEL_AUTO) {
-            /* The fused hidden layer: GEMM, then thresholds into u8 codes. */
-            t = time_median(run_lowbit_threshold, &lb, 0.3);
-            snprintf(name, sizeof name, "%s_auto_threshold_t%lld_gops", s->name,
-                     (long long)threads);
-            bench_line_ratio(name, ops / t * 1e-9, "GOPS", base_name, base_gops);
+        if (g->kernel == TSQ_KERNEL_REF) {
+            /* Not interleaved: a handful of slow runs. */
+            double t = time_median(run_lowbit, g, 0.0);
+            snprintf(name, sizeof name, "%s_ref_t%lld_gops", s->name, (long long)threads);
+            ref_gops = ops / t * 1e-9;
+            have_ref = 1;
+            continue;
         }
-        fflush(stdout);
-        free(lb.ws);
+        meth[nmeth].label = tsq_kernel_name(g->kernel);
+        meth[nmeth].fn = run_lowbit;
+        meth[nmeth].arg = g;
+        meth[nmeth++].kernel = (int32_t)ki;
+        if (g->kernel == TSQ_KERNEL_AUTO) {
+            /* The fused hidden layer: GEMM, then thresholds into u8 codes. */
+            meth[nmeth].label = "auto_threshold";
+            meth[nmeth].fn = run_lowbit_threshold;
+            meth[nmeth].arg = g;
+            meth[nmeth++].kernel = (int32_t)ki;
+        }
+    }
+    /* Interleaved rounds, so that every method sees the same share of
+     * whatever else the machine is doing; medians per method. */
+    time_interleaved(meth, nmeth, 1.5);
+    base_gops = ops / meth[0].median * 1e-9;
+    snprintf(name, sizeof name, "%s_%s_t%lld_gops", s->name, base_name, (long long)threads);
+    bench_line(name, base_gops, "GOPS");
+    if (have_ref) {
+        snprintf(name, sizeof name, "%s_ref_t%lld_gops", s->name, (long long)threads);
+        bench_line_ratio(name, ref_gops, "GOPS", base_name, base_gops);
+    }
+    for (i = 1; i < nmeth; i++) {
+        double gops = ops / meth[i].median * 1e-9;
+        snprintf(name, sizeof name, "%s_%s_t%lld_gops", s->name, meth[i].label,
+                 (long long)threads);
+        if (strcmp(meth[i].label, "auto") == 0)
+            printf("{\"name\": \"%s\", \"value\": %.6g, \"unit\": \"GOPS\", \"baseline\": "
+                   "\"%s\", \"baseline_value\": %.6g, \"ratio\": %.4g, \"kernel\": \"%s\", "
+                   "\"runs\": %d}\n",
+                   name, gops, base_name, base_gops, gops / base_gops,
+                   tsq_kernel_name(chosen[meth[i].kernel]), meth[i].n);
+        else
+            bench_line_ratio(name, gops, "GOPS", base_name, base_gops);
+    }
+    fflush(stdout);
+    for (ki = 0; ki < sizeof kernels / sizeof kernels[0]; ki++) {
+        free(lbs[ki].ws);
+        free(lbs[ki].acc);
     }
     if (threads == 1) {
         tsq_packed_weights_get(pw, TSQ_PACKED_BYTES, &packed);
@@ -240,7 +326,6 @@ static void bench_shape(tsq_context *ctx, const shape *s, int64_t threads)
         bench_line_ratio(name, (double)packed, "bytes", "fp32 bytes", 4.0 * (double)(k * n));
     }
     free(want);
-    free(lb.acc);
     free(sg.a);
     free(sg.b);
     free(sg.c);
@@ -384,6 +469,9 @@ int main(int argc, char **argv)
     threads = atoll(child);
     if (threads < 1 || threads > 256)
         threads = 1;
+    use_thread_clock = threads == 1;
+    printf("{\"name\": \"clock_t%lld\", \"value\": 0, \"unit\": \"\", \"clock\": \"%s\"}\n",
+           (long long)threads, use_thread_clock ? "thread CPU time" : "wall time");
     if (tsq_context_create(&ctx) != TSQ_OK ||
         tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads) != TSQ_OK)
         die("context", ctx);
