@@ -237,7 +237,8 @@ uninstall:
 # ---- Debian packages --------------------------------------------------------
 # Installed by name when missing; `make check` and `make demo` call this first.
 DEPS_CORE := gcc g++ make pkg-config libopenblas-dev libblas-dev check zlib1g-dev clang libclang-rt-14-dev \
-             python3 python3-numpy python3-torch openmpi-bin libopenmpi-dev
+             python3 python3-numpy python3-torch openmpi-bin libopenmpi-dev \
+             dataset-fashion-mnist
 DEPS_EXTRA ?=
 deps:
 	@missing=""; for p in $(DEPS_CORE) $(DEPS_EXTRA); do \

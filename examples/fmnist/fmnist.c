@@ -38,6 +38,7 @@ typedef struct options {
     double lr_fp32, lr_step1, lr_finetune;
     int64_t calib, validation, limit_train, limit_test;
     int threads, act_bits, rounds;
+    int64_t positions; /* conv output positions per image fed to step 2 (0: all) */
     uint64_t seed;
     double min_tsq_acc; /* --quick: fail below this test accuracy after step 2 */
 } options;
@@ -307,6 +308,8 @@ static void fit_transform(demo *d, tsq_net *net, const weight_choice *w, int rou
         die("regressor_set_alphabet", TSQ_ERR_INVALID, tsq_regressor_errmsg(reg));
     if (rounds >= 0 && tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, rounds) != TSQ_OK)
         die("regressor rounds", TSQ_ERR_INVALID, tsq_regressor_errmsg(reg));
+    check_net(net, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_POSITIONS, (double)d->opt.positions),
+              "tsq positions");
     progress_start(&pr, label, 1);
     while (!done) {
         for (b = 0; b < nb; b++) {
@@ -615,6 +618,7 @@ static void usage(void)
            "  --epochs A,B,C     FP32, step-1 and fine-tune epochs\n"
            "  --calib N          calibration images for step 2\n"
            "  --rounds N         step-2 regressor rounds\n"
+           "  --positions N      conv output positions per image fed to step 2 (0: all)\n"
            "  --threads N        libtsq threads (the BLAS has its own: OPENBLAS_NUM_THREADS)\n"
            "  --seed N\n",
            DEBIAN_DATA);
@@ -634,6 +638,7 @@ static void defaults(options *o)
     o->threads = 2;
     o->act_bits = 2;
     o->rounds = -1;
+    o->positions = 64;
     o->seed = 1;
     o->baselines = 1;
     o->model_path = "build/fmnist-tsq.tsq";
@@ -641,14 +646,16 @@ static void defaults(options *o)
 
 static void quick_defaults(options *o)
 {
-    o->limit_train = 6000;
+    o->limit_train = 4500;
     o->limit_test = 2000;
-    o->epochs_fp32 = 3;
+    o->epochs_fp32 = 2;
     o->epochs_step1 = 1;
     o->epochs_finetune = 1;
-    o->calib = 1024;
-    o->validation = 1000;
-    o->min_tsq_acc = 70.0;
+    o->calib = 512;
+    o->validation = 500;
+    /* Measured on this subset: FP32 86%, naive PTQ 74%, step 2 85%. A step 2
+     * that did no better than the naive start would fall below. */
+    o->min_tsq_acc = 79.0;
 }
 
 static int parse_args(options *o, int argc, char **argv)
@@ -688,6 +695,7 @@ static int parse_args(options *o, int argc, char **argv)
         else if (strcmp(a, "--sweep") == 0) { o->sweep = 1; o->sweep_out = v; }
         else if (strcmp(a, "--calib") == 0) o->calib = atoll(v);
         else if (strcmp(a, "--rounds") == 0) o->rounds = atoi(v);
+        else if (strcmp(a, "--positions") == 0) o->positions = atoll(v);
         else if (strcmp(a, "--threads") == 0) o->threads = atoi(v);
         else if (strcmp(a, "--seed") == 0) o->seed = strtoull(v, NULL, 10);
         else if (strcmp(a, "--epochs") == 0) {

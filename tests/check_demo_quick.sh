@@ -1,0 +1,17 @@
+#!/bin/sh
+# The end-to-end demo in --quick mode: a Fashion-MNIST subset through FP32,
+# naive PTQ, step 1, step 2 and fine-tuning; the demo itself exits non-zero
+# when step 2 or the fine-tuned TSQ network falls below its accuracy floor
+# (which a broken step 2 would miss), and when the reloaded model file
+# predicts differently. Needs Debian's dataset-fashion-mnist (make deps).
+# Runs in the first (OpenBLAS) pass of make check only: with CHECK_QUICK set
+# (the reference-BLAS pass) it is skipped, as the reference sgemm is ~10x slower.
+set -e
+if [ -n "$CHECK_QUICK" ]; then echo "demo --quick: skipped in the quick pass"; exit 0; fi
+data=/usr/share/datasets/fashion-mnist
+[ -f "$data/train-images-idx3-ubyte.gz" ] || { echo "missing $data (apt-get install dataset-fashion-mnist)"; exit 1; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+timeout 900 "$BUILD/examples/fmnist" --quick --no-baselines --json "$tmp/quick.json" \
+    --model "$tmp/quick.tsq" > "$tmp/log" 2>&1 || { tail -n 40 "$tmp/log"; exit 1; }
+tail -n 12 "$tmp/log"
+grep -q '"tsq_acc"' "$tmp/quick.json"
