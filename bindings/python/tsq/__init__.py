@@ -30,7 +30,7 @@ from .nn import (Layer, Dense, Conv2d, BatchNorm, ReLU, MaxPool2d, GlobalAvgPool
                  TsqProgress, softmax_cross_entropy, layer_kind_name)
 from .plan import (KERNELS, LAYOUTS, kernel_name, kernel_available, available_kernels,
                    PackedWeights, Thresholds, lowbit_kernel_select, lowbit_workspace_size,
-                   lowbit_gemm, lowbit_gemm_threshold, im2col_codes)
+                   lowbit_gemm, lowbit_gemm_threshold, im2col_codes, Plan)
 
 globals().update(CONSTANTS)                 # TSQ_OK, TSQ_EPS_JOINT, ... as in C
 

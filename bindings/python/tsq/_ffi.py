@@ -35,6 +35,9 @@ class tsq_packed_weights(C.Structure):
 class tsq_thresholds(C.Structure):
     pass
 
+class tsq_plan(C.Structure):
+    pass
+
 
 # Callback types.
 tsq_alloc_fn = C.CFUNCTYPE(C.c_void_p, C.c_void_p, C.c_uint64, C.c_uint64)
@@ -168,6 +171,14 @@ TSQ_THRESHOLDS_CHANNELS = 1
 TSQ_THRESHOLDS_CODE_BITS = 2
 TSQ_LAYOUT_NCHW = 1
 TSQ_LAYOUT_NHWC = 2
+TSQ_PLAN_LOWBIT_LAYERS = 1
+TSQ_PLAN_FUSED_THRESHOLDS = 2
+TSQ_PLAN_PACKED_BYTES = 3
+TSQ_PLAN_PACKED_FP32_BYTES = 4
+TSQ_PLAN_FLOAT_BYTES = 5
+TSQ_PLAN_INPUT_SIZE = 6
+TSQ_PLAN_OUTPUT_SIZE = 7
+TSQ_PLAN_STAGES = 8
 # model.h
 TSQ_MODEL_FORMAT_VERSION = 1
 
@@ -292,6 +303,14 @@ CONSTANTS = {
     'TSQ_THRESHOLDS_CODE_BITS': TSQ_THRESHOLDS_CODE_BITS,
     'TSQ_LAYOUT_NCHW': TSQ_LAYOUT_NCHW,
     'TSQ_LAYOUT_NHWC': TSQ_LAYOUT_NHWC,
+    'TSQ_PLAN_LOWBIT_LAYERS': TSQ_PLAN_LOWBIT_LAYERS,
+    'TSQ_PLAN_FUSED_THRESHOLDS': TSQ_PLAN_FUSED_THRESHOLDS,
+    'TSQ_PLAN_PACKED_BYTES': TSQ_PLAN_PACKED_BYTES,
+    'TSQ_PLAN_PACKED_FP32_BYTES': TSQ_PLAN_PACKED_FP32_BYTES,
+    'TSQ_PLAN_FLOAT_BYTES': TSQ_PLAN_FLOAT_BYTES,
+    'TSQ_PLAN_INPUT_SIZE': TSQ_PLAN_INPUT_SIZE,
+    'TSQ_PLAN_OUTPUT_SIZE': TSQ_PLAN_OUTPUT_SIZE,
+    'TSQ_PLAN_STAGES': TSQ_PLAN_STAGES,
     'TSQ_MODEL_FORMAT_VERSION': TSQ_MODEL_FORMAT_VERSION,
 }
 
@@ -1061,6 +1080,31 @@ FUNCTIONS = {
         C.c_int32,
         [C.POINTER(tsq_context), C.POINTER(tsq_tensor), C.c_int32, C.c_int32, C.c_int32, C.c_int32, C.c_int32, C.c_int32, C.c_int32, C.POINTER(tsq_tensor)],
         ['ctx', 'in', 'layout', 'kh', 'kw', 'stride_h', 'stride_w', 'pad_h', 'pad_w', 'out'],
+        'plan.h', False),
+    'tsq_plan_create': (
+        C.c_int32,
+        [C.POINTER(tsq_context), C.POINTER(tsq_net), C.POINTER(C.POINTER(tsq_plan))],
+        ['ctx', 'net', 'out'],
+        'plan.h', False),
+    'tsq_plan_destroy': (
+        None,
+        [C.POINTER(tsq_plan)],
+        ['plan'],
+        'plan.h', False),
+    'tsq_plan_workspace_size': (
+        C.c_int32,
+        [C.POINTER(tsq_context), C.POINTER(tsq_plan), C.c_int64, C.POINTER(C.c_uint64)],
+        ['ctx', 'plan', 'batch', 'bytes'],
+        'plan.h', False),
+    'tsq_plan_run': (
+        C.c_int32,
+        [C.POINTER(tsq_context), C.POINTER(tsq_plan), C.POINTER(tsq_tensor), C.POINTER(tsq_tensor), C.c_void_p, C.c_uint64],
+        ['ctx', 'plan', 'x', 'y', 'workspace', 'workspace_bytes'],
+        'plan.h', False),
+    'tsq_plan_get': (
+        C.c_int32,
+        [C.POINTER(tsq_plan), C.c_int32, C.POINTER(C.c_int64)],
+        ['plan', 'key', 'value'],
         'plan.h', False),
     'tsq_net_save': (
         C.c_int32,

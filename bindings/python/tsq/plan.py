@@ -11,7 +11,7 @@ from ._lib import lib
 
 __all__ = ["KERNELS", "LAYOUTS", "kernel_name", "kernel_available", "available_kernels",
            "PackedWeights", "Thresholds", "lowbit_kernel_select", "lowbit_workspace_size",
-           "lowbit_gemm", "lowbit_gemm_threshold", "im2col_codes"]
+           "lowbit_gemm", "lowbit_gemm_threshold", "im2col_codes", "Plan"]
 
 KERNELS = {"auto": _ffi.TSQ_KERNEL_AUTO, "ref": _ffi.TSQ_KERNEL_REF,
            "avx2": _ffi.TSQ_KERNEL_AVX2, "vnni": _ffi.TSQ_KERNEL_VNNI,
@@ -268,3 +268,57 @@ def im2col_codes(ctx, codes, kh, kw, stride=1, pad=0, layout="nchw", out=None):
         ctx._check(lib.tsq_im2col_codes(ctx.handle, it, lay, int(kh), int(kw), sh, sw, ph, pw,
                                         ot), "tsq_im2col_codes")
     return result
+
+
+class Plan(Handle):
+    """An inference plan made from a converted Net (tsq_plan): packed
+    low-bit weights, integer thresholds between hidden layers, float first
+    and last layers. Immutable: share it between threads, each calling
+    run() with its own Context (errors go on that context). The net may be
+    destroyed once the plan exists."""
+
+    _destroy_name = "tsq_plan_destroy"
+    _errmsg_name = None
+
+    def __init__(self, ctx, net):
+        out = ctypes.POINTER(_ffi.tsq_plan)()
+        ctx._check(lib.tsq_plan_create(ctx.handle, net.handle, ctypes.byref(out)),
+                   "tsq_plan_create")
+        self._adopt(ctx, out)
+
+    _KEYS = {"lowbit_layers": "TSQ_PLAN_LOWBIT_LAYERS",
+             "fused_thresholds": "TSQ_PLAN_FUSED_THRESHOLDS",
+             "packed_bytes": "TSQ_PLAN_PACKED_BYTES",
+             "packed_fp32_bytes": "TSQ_PLAN_PACKED_FP32_BYTES",
+             "float_bytes": "TSQ_PLAN_FLOAT_BYTES", "input_size": "TSQ_PLAN_INPUT_SIZE",
+             "output_size": "TSQ_PLAN_OUTPUT_SIZE", "stages": "TSQ_PLAN_STAGES"}
+
+    def get(self, key):
+        """A figure of the plan: "packed_bytes", "float_bytes", "input_size",
+        "output_size", "lowbit_layers", ... (or a TSQ_PLAN_* number)."""
+        k = getattr(_ffi, self._KEYS[key]) if isinstance(key, str) else int(key)
+        v = ctypes.c_int64()
+        check_static(lib.tsq_plan_get(self.handle, k, ctypes.byref(v)), "tsq_plan_get")
+        return v.value
+
+    def workspace_size(self, batch, ctx=None):
+        """Bytes of workspace run() needs for `batch` samples with ctx's
+        thread count (default: the plan's context)."""
+        ctx = ctx or self._ctx
+        v = ctypes.c_uint64()
+        ctx._check(lib.tsq_plan_workspace_size(ctx.handle, self.handle, int(batch),
+                                               ctypes.byref(v)), "tsq_plan_workspace_size")
+        return v.value
+
+    def run(self, x, out=None, workspace=None, ctx=None):
+        """Runs the plan on x (float32, N x sample shape) and returns the
+        outputs (float32, N x outputs). workspace: an optional writable
+        buffer of workspace_size(N) bytes (else the call allocates)."""
+        ctx = ctx or self._ctx
+        with Call(ctx, like=x) as c:
+            xt = c.input(x, B.F32)
+            n = xt.shape[0]
+            yt, result = c.output(out, B.F32, (n, self.get("output_size")))
+            ws, wn, _keep = _workspace(workspace)
+            ctx._check(lib.tsq_plan_run(ctx.handle, self.handle, xt, yt, ws, wn), "tsq_plan_run")
+        return result

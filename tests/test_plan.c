@@ -1,0 +1,525 @@
+/* The inference plan (issue 7): on small converted nets built directly
+ * (float conv + BN + codes quantizer, low-bit convs and dense layers with
+ * random codes, per-tensor and per-channel quantizers, a fused values-mode
+ * quantizer before a float classifier, or a low-bit last layer with float
+ * output), the plan's outputs equal tsq_net_forward's eval-mode float
+ * simulation: identical predictions and every logit within 1e-4 relative;
+ * a plan shared by 4 threads gives bit-identical outputs; every error path
+ * returns its status and message and leaves y untouched. */
+#include "nn_testutil.h"
+
+#include <pthread.h>
+#include <stdio.h>
+
+#define IMG 8
+
+static tsq_layer *quant(tsq_context *ctx, int32_t bits, float eps, float delta, int codes)
+{
+    tsq_layer *l = NULL;
+    TH_OK(ctx, tsq_layer_act_quant_create(ctx, bits, eps, delta, &l));
+    if (codes)
+        TH_OK(ctx, tsq_layer_set_option(l, TSQ_LAYER_OPT_AQ_OUTPUT_CODES, 1.0));
+    return l;
+}
+
+/* Random codes, alpha scaled so that alpha * acc is O(1), random bias. */
+static void set_lowbit(tsq_context *ctx, tsq_layer *l, int64_t out, int64_t in, int32_t wbits,
+                       nt_rng *r)
+{
+    int64_t shape[1] = {out * in}, i;
+    int32_t m = (1 << (wbits - 1)) - 1;
+    tsq_tensor *codes = NULL, *alpha = nt_tensor(ctx, 1, out, 0, 0, 0);
+    tsq_tensor *bias = nt_tensor(ctx, 1, out, 0, 0, 0);
+    int8_t *c;
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_I8, 1, shape, &codes));
+    TH_OK(ctx, tsq_tensor_data(codes, (void **)&c));
+    for (i = 0; i < out * in; i++)
+        c[i] = (int8_t)((int64_t)(nt_next(r) % (uint64_t)(2 * m + 1)) - m);
+    for (i = 0; i < out; i++) {
+        nt_data(alpha)[i] = (float)((0.5 + nt_uniform(r)) / sqrt((double)in));
+        nt_data(bias)[i] = (float)(0.3 * nt_normal(r));
+    }
+    TH_OK(ctx, tsq_layer_lowbit_set(l, codes, alpha, bias));
+    tsq_tensor_destroy(codes);
+    tsq_tensor_destroy(alpha);
+    tsq_tensor_destroy(bias);
+}
+
+static void randomize_float(tsq_context *ctx, tsq_layer *l, nt_rng *r)
+{
+    int32_t n = 0, i;
+    TH_OK(ctx, tsq_layer_param_count(l, &n));
+    for (i = 0; i < n; i++) {
+        tsq_tensor *v = NULL;
+        TH_OK(ctx, tsq_layer_param(l, i, &v, NULL, NULL));
+        nt_fill_normal(v, r, 0.5);
+    }
+}
+
+/* variant 0: conv-BN-Q | lbconv-Q(per channel)-pool | lbconv-Q-flatten |
+ *            lbdense(3-bit)-Q(values) | dense   (3 low-bit, all fused)
+ * variant 1: the same with a low-bit last layer (float output) and a
+ *            values-mode quantizer feeding a float dense in the middle. */
+static tsq_net *make_net(tsq_context *ctx, int variant, uint64_t seed)
+{
+    nt_rng r = {seed};
+    int64_t shape[3] = {1, IMG, IMG};
+    tsq_layer *L[16] = {0};
+    tsq_net *net;
+    tsq_tensor *v = NULL;
+    int n = 0, c;
+    TH_OK(ctx, tsq_layer_conv2d_create(ctx, 1, 4, 3, 3, 1, 1, &L[n]));
+    randomize_float(ctx, L[n++], &r);
+    TH_OK(ctx, tsq_layer_batchnorm_create(ctx, 4, &L[n]));
+    randomize_float(ctx, L[n], &r);
+    TH_OK(ctx, tsq_layer_state(L[n], 1, &v, NULL)); /* running_var */
+    for (c = 0; c < 4; c++)
+        nt_data(v)[c] = (float)(0.5 + nt_uniform(&r));
+    n++;
+    L[n++] = quant(ctx, 2, 0.3f, 0.4f, 1);
+    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 4, 6, 3, 3, 1, 1, 2, &L[n]));
+    set_lowbit(ctx, L[n++], 6, 36, 2, &r);
+    L[n] = quant(ctx, 2, 0.2f, 0.5f, 1);
+    for (c = 0; c < 6; c++)
+        TH_OK(ctx, tsq_layer_act_quant_set_channel(L[n], c, 6, 2, 0.1f + 0.05f * (float)c,
+                                                   0.3f + 0.1f * (float)c));
+    n++;
+    TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
+    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 6, 8, 3, 3, 1, 1, 2, &L[n]));
+    set_lowbit(ctx, L[n++], 8, 54, 2, &r);
+    L[n++] = quant(ctx, 2, 0.25f, 0.45f, 1);
+    TH_OK(ctx, tsq_layer_flatten_create(ctx, &L[n++]));
+    if (variant == 0) {
+        TH_OK(ctx, tsq_layer_lowbit_dense_create(ctx, 128, 16, 3, &L[n]));
+        set_lowbit(ctx, L[n++], 16, 128, 3, &r);
+        L[n++] = quant(ctx, 2, 0.3f, 0.5f, 0);
+        TH_OK(ctx, tsq_layer_dense_create(ctx, 16, 5, &L[n]));
+        randomize_float(ctx, L[n++], &r);
+    } else {
+        TH_OK(ctx, tsq_layer_lowbit_dense_create(ctx, 128, 16, 2, &L[n]));
+        set_lowbit(ctx, L[n++], 16, 128, 2, &r);
+        L[n++] = quant(ctx, 2, 0.3f, 0.5f, 0);
+        TH_OK(ctx, tsq_layer_dense_create(ctx, 16, 12, &L[n]));
+        randomize_float(ctx, L[n++], &r);
+        TH_OK(ctx, tsq_layer_relu_create(ctx, &L[n++]));
+        L[n++] = quant(ctx, 2, 0.2f, 0.5f, 1);
+        TH_OK(ctx, tsq_layer_lowbit_dense_create(ctx, 12, 5, 2, &L[n]));
+        set_lowbit(ctx, L[n++], 5, 12, 2, &r);
+    }
+    L[n] = NULL;
+    net = nt_net(ctx, 3, shape, L);
+    return net;
+}
+
+static void compare(const float *plan, const float *ref, int64_t batch, int64_t classes)
+{
+    int64_t i, c;
+    for (i = 0; i < batch; i++) {
+        int64_t ap = 0, ar = 0;
+        for (c = 0; c < classes; c++) {
+            float a = plan[i * classes + c], b = ref[i * classes + c];
+            NT_REQUIRE(fabsf(a - b) <= 1e-4f * fabsf(b) + 1e-30f,
+                       "sample %lld logit %lld: plan %.9g, net %.9g", (long long)i,
+                       (long long)c, (double)a, (double)b);
+            if (plan[i * classes + c] > plan[i * classes + ap])
+                ap = c;
+            if (ref[i * classes + c] > ref[i * classes + ar])
+                ar = c;
+        }
+        NT_REQUIRE(ap == ar, "sample %lld: plan predicts %lld, net %lld", (long long)i,
+                   (long long)ap, (long long)ar);
+    }
+}
+
+static void check_equivalence(int variant, int32_t threads)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    int64_t batch = th_quick() ? 16 : 64, classes = 5, lowbit = 0, fused = 0, v;
+    tsq_net *net;
+    tsq_plan *plan = NULL;
+    tsq_tensor *x = nt_tensor(ctx, 4, batch, 1, IMG, IMG);
+    tsq_tensor *yref = nt_tensor(ctx, 2, batch, classes, 0, 0);
+    tsq_tensor *y = nt_tensor(ctx, 2, batch, classes, 0, 0);
+    nt_rng r = {77 + (uint64_t)variant};
+    uint64_t bytes = 0;
+    void *ws;
+    TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads));
+    net = make_net(ctx, variant, 1000 + (uint64_t)variant);
+    nt_fill_normal(x, &r, 1.0);
+    TH_OK(ctx, tsq_net_forward(net, x, yref, 0));
+    TH_OK(ctx, tsq_plan_create(ctx, net, &plan));
+    TH_OK(ctx, tsq_plan_get(plan, TSQ_PLAN_LOWBIT_LAYERS, &lowbit));
+    TH_OK(ctx, tsq_plan_get(plan, TSQ_PLAN_FUSED_THRESHOLDS, &fused));
+    ck_assert_int_eq(lowbit, variant == 0 ? 3 : 4);
+    ck_assert_int_eq(fused, 3);
+    TH_OK(ctx, tsq_plan_get(plan, TSQ_PLAN_INPUT_SIZE, &v));
+    ck_assert_int_eq(v, IMG * IMG);
+    TH_OK(ctx, tsq_plan_get(plan, TSQ_PLAN_OUTPUT_SIZE, &v));
+    ck_assert_int_eq(v, classes);
+    /* the plan copies what it needs: the net can go */
+    tsq_net_destroy(net);
+    TH_OK(ctx, tsq_plan_workspace_size(ctx, plan, batch, &bytes));
+    ws = malloc(bytes + 3);
+    ck_assert_ptr_nonnull(ws);
+    /* an unaligned caller workspace of exactly the size asked for */
+    TH_OK(ctx, tsq_plan_run(ctx, plan, x, y, (char *)ws + 3, bytes));
+    compare(nt_data(y), nt_data(yref), batch, classes);
+    /* and with the plan's own allocation */
+    memset(nt_data(y), 0, (size_t)(batch * classes) * sizeof(float));
+    TH_OK(ctx, tsq_plan_run(ctx, plan, x, y, NULL, 0));
+    compare(nt_data(y), nt_data(yref), batch, classes);
+    free(ws);
+    tsq_plan_destroy(plan);
+    tsq_tensor_destroy(x);
+    tsq_tensor_destroy(y);
+    tsq_tensor_destroy(yref);
+    th_context_done(ctx, &st);
+}
+
+START_TEST(test_equivalence_fused)
+{
+    check_equivalence(0, 1);
+}
+END_TEST
+
+START_TEST(test_equivalence_float_last)
+{
+    check_equivalence(1, 1);
+}
+END_TEST
+
+START_TEST(test_equivalence_two_threads)
+{
+    check_equivalence(0, 2);
+    check_equivalence(1, 2);
+}
+END_TEST
+
+/* A net converted by TSQ itself (tsq_net_learn_codes, tsq_net_fit_transform
+ * on random calibration images; untrained weights): whatever the
+ * conversion leaves (BN folded into alpha and b, quantizers switched to
+ * codes, the last dense in float after a values-mode quantizer), the plan
+ * agrees with the net's eval forward. */
+static void check_fit_transformed(int per_channel)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    int64_t shape[3] = {1, IMG, IMG}, batch = 32, lowbit = 0;
+    tsq_layer *L[16] = {0};
+    tsq_net *net;
+    tsq_plan *plan = NULL;
+    tsq_regressor *reg = NULL;
+    tsq_tensor *x = nt_tensor(ctx, 4, batch, 1, IMG, IMG);
+    tsq_tensor *y = nt_tensor(ctx, 2, batch, 4, 0, 0);
+    tsq_tensor *yref = nt_tensor(ctx, 2, batch, 4, 0, 0);
+    nt_rng r = {31 + (uint64_t)per_channel};
+    int32_t done = 0;
+    int n = 0, passes = 0;
+    TH_OK(ctx, tsq_context_set_seed(ctx, 5));
+    TH_OK(ctx, tsq_layer_conv2d_create(ctx, 1, 8, 3, 3, 1, 1, &L[n++]));
+    TH_OK(ctx, tsq_layer_batchnorm_create(ctx, 8, &L[n++]));
+    TH_OK(ctx, tsq_layer_relu_create(ctx, &L[n++]));
+    TH_OK(ctx, tsq_layer_conv2d_create(ctx, 8, 8, 3, 3, 1, 1, &L[n++]));
+    TH_OK(ctx, tsq_layer_batchnorm_create(ctx, 8, &L[n++]));
+    TH_OK(ctx, tsq_layer_relu_create(ctx, &L[n++]));
+    TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
+    TH_OK(ctx, tsq_layer_flatten_create(ctx, &L[n++]));
+    TH_OK(ctx, tsq_layer_dense_create(ctx, 128, 16, &L[n++]));
+    TH_OK(ctx, tsq_layer_batchnorm_create(ctx, 16, &L[n++]));
+    TH_OK(ctx, tsq_layer_relu_create(ctx, &L[n++]));
+    TH_OK(ctx, tsq_layer_dense_create(ctx, 16, 4, &L[n++]));
+    net = nt_net(ctx, 3, shape, L);
+    TH_OK(ctx, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_PER_CHANNEL, per_channel));
+    nt_fill_normal(x, &r, 1.0);
+    ck_assert_msg(tsq_net_learn_codes(net, x, 1, &done) == TSQ_OK, "%s", tsq_net_errmsg(net));
+    TH_OK(ctx, tsq_net_tsq_regressor(net, &reg));
+    TH_OK(ctx, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 2));
+    done = 0;
+    while (!done) {
+        ck_assert_msg(tsq_net_fit_transform(net, x, 1, &done) == TSQ_OK, "%s",
+                      tsq_net_errmsg(net));
+        ck_assert_int_lt(++passes, 100);
+    }
+    nt_fill_normal(x, &r, 1.0); /* fresh inputs */
+    TH_OK(ctx, tsq_net_forward(net, x, yref, 0));
+    TH_OK(ctx, tsq_plan_create(ctx, net, &plan));
+    TH_OK(ctx, tsq_plan_get(plan, TSQ_PLAN_LOWBIT_LAYERS, &lowbit));
+    ck_assert_int_eq(lowbit, 2);
+    TH_OK(ctx, tsq_plan_run(ctx, plan, x, y, NULL, 0));
+    compare(nt_data(y), nt_data(yref), batch, 4);
+    tsq_plan_destroy(plan);
+    tsq_net_destroy(net);
+    tsq_tensor_destroy(x);
+    tsq_tensor_destroy(y);
+    tsq_tensor_destroy(yref);
+    th_context_done(ctx, &st);
+}
+
+START_TEST(test_equivalence_fit_transformed)
+{
+    check_fit_transformed(0);
+    check_fit_transformed(1);
+}
+END_TEST
+
+/* ---- a plan shared by 4 threads ---- */
+
+typedef struct {
+    const tsq_plan *plan;
+    const tsq_tensor *x;
+    int64_t batch, classes;
+    float *out;
+    int use_null_ws;
+    tsq_status st;
+} worker;
+
+static void *work(void *arg)
+{
+    worker *w = arg;
+    tsq_context *ctx = NULL;
+    tsq_tensor *y = NULL;
+    int64_t shape[2] = {w->batch, w->classes};
+    uint64_t bytes = 0;
+    void *ws = NULL;
+    int rep;
+    w->st = tsq_context_create(&ctx);
+    if (w->st != TSQ_OK)
+        return NULL;
+    w->st = tsq_tensor_create(ctx, TSQ_DTYPE_F32, 2, shape, &y);
+    if (w->st == TSQ_OK)
+        w->st = tsq_plan_workspace_size(ctx, w->plan, w->batch, &bytes);
+    if (w->st == TSQ_OK && !w->use_null_ws) {
+        ws = malloc(bytes);
+        if (!ws)
+            w->st = TSQ_ERR_NO_MEMORY;
+    }
+    for (rep = 0; rep < 3 && w->st == TSQ_OK; rep++)
+        w->st = tsq_plan_run(ctx, w->plan, w->x, y, ws, bytes);
+    if (w->st == TSQ_OK)
+        w->st = tsq_tensor_copy_out(y, w->out,
+                                    (uint64_t)(w->batch * w->classes) * sizeof(float));
+    free(ws);
+    tsq_tensor_destroy(y);
+    tsq_context_destroy(ctx);
+    return NULL;
+}
+
+START_TEST(test_shared_by_four_threads)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    int64_t batch = 32, classes = 5, i;
+    tsq_net *net = make_net(ctx, 0, 5);
+    tsq_plan *plan = NULL;
+    tsq_tensor *x = nt_tensor(ctx, 4, batch, 1, IMG, IMG);
+    tsq_tensor *y = nt_tensor(ctx, 2, batch, classes, 0, 0);
+    nt_rng r = {9};
+    worker w[4];
+    pthread_t t[4];
+    nt_fill_normal(x, &r, 1.0);
+    TH_OK(ctx, tsq_plan_create(ctx, net, &plan));
+    TH_OK(ctx, tsq_plan_run(ctx, plan, x, y, NULL, 0));
+    for (i = 0; i < 4; i++) {
+        w[i].plan = plan;
+        w[i].x = x;
+        w[i].batch = batch;
+        w[i].classes = classes;
+        w[i].out = calloc((size_t)(batch * classes), sizeof(float));
+        w[i].use_null_ws = i == 3;
+        w[i].st = TSQ_ERR_INTERNAL;
+        ck_assert_int_eq(pthread_create(&t[i], NULL, work, &w[i]), 0);
+    }
+    for (i = 0; i < 4; i++)
+        ck_assert_int_eq(pthread_join(t[i], NULL), 0);
+    for (i = 0; i < 4; i++) {
+        ck_assert_msg(w[i].st == TSQ_OK, "thread %d: %s", (int)i,
+                      tsq_status_string(w[i].st));
+        ck_assert_msg(memcmp(w[i].out, nt_data(y), (size_t)(batch * classes) * sizeof(float)) ==
+                          0,
+                      "thread %d differs from the single-threaded run", (int)i);
+        free(w[i].out);
+    }
+    tsq_plan_destroy(plan);
+    tsq_net_destroy(net);
+    tsq_tensor_destroy(x);
+    tsq_tensor_destroy(y);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* ---- errors ---- */
+
+static void expect(tsq_context *ctx, tsq_status got, tsq_status want, const char *needle)
+{
+    ck_assert_msg(got == want, "got %s, want %s (%s)", tsq_status_string(got),
+                  tsq_status_string(want), tsq_context_errmsg(ctx));
+    if (needle)
+        ck_assert_msg(strstr(tsq_context_errmsg(ctx), needle) != NULL,
+                      "message \"%s\" lacks \"%s\"", tsq_context_errmsg(ctx), needle);
+}
+
+static void require_untouched(tsq_tensor *y)
+{
+    int64_t i, n = nt_numel(y);
+    for (i = 0; i < n; i++)
+        NT_REQUIRE(nt_data(y)[i] == 7.0f, "y[%lld] was written", (long long)i);
+}
+
+START_TEST(test_create_errors)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    int64_t shape[3] = {1, IMG, IMG};
+    tsq_layer *L[8] = {0};
+    tsq_net *net;
+    tsq_plan *plan = (tsq_plan *)ctx; /* must become NULL */
+
+    ck_assert_int_eq(tsq_plan_create(NULL, NULL, &plan), TSQ_ERR_NULL);
+    expect(ctx, tsq_plan_create(ctx, NULL, &plan), TSQ_ERR_NULL, "net is NULL");
+
+    /* an unconverted net: float layers only */
+    TH_OK(ctx, tsq_layer_conv2d_create(ctx, 1, 4, 3, 3, 1, 1, &L[0]));
+    TH_OK(ctx, tsq_layer_relu_create(ctx, &L[1]));
+    TH_OK(ctx, tsq_layer_flatten_create(ctx, &L[2]));
+    TH_OK(ctx, tsq_layer_dense_create(ctx, 4 * IMG * IMG, 3, &L[3]));
+    net = nt_net(ctx, 3, shape, L);
+    expect(ctx, tsq_plan_create(ctx, net, &plan), TSQ_ERR_STATE, "no low-bit layer");
+    ck_assert_ptr_null(plan);
+    tsq_net_destroy(net);
+
+    /* an empty net */
+    TH_OK(ctx, tsq_net_create(ctx, 3, shape, &net));
+    expect(ctx, tsq_plan_create(ctx, net, &plan), TSQ_ERR_STATE, "no layers");
+    tsq_net_destroy(net);
+
+    /* a low-bit layer fed by floats, not codes */
+    memset(L, 0, sizeof L);
+    TH_OK(ctx, tsq_layer_conv2d_create(ctx, 1, 4, 3, 3, 1, 1, &L[0]));
+    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 4, 4, 3, 3, 1, 1, 2, &L[1]));
+    net = nt_net(ctx, 3, shape, L);
+    expect(ctx, tsq_plan_create(ctx, net, &plan), TSQ_ERR_UNSUPPORTED,
+           "low-bit layer 1 is not fed by a codes-mode quantizer");
+    ck_assert_ptr_null(plan);
+    tsq_net_destroy(net);
+
+    /* a layer kind the plan does not run */
+    memset(L, 0, sizeof L);
+    L[0] = quant(ctx, 2, 0.3f, 0.4f, 1);
+    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 1, 4, 3, 3, 1, 1, 2, &L[1]));
+    TH_OK(ctx, tsq_layer_global_avgpool_create(ctx, &L[2]));
+    net = nt_net(ctx, 3, shape, L);
+    expect(ctx, tsq_plan_create(ctx, net, &plan), TSQ_ERR_UNSUPPORTED, "layer 2 (");
+    ck_assert_ptr_null(plan);
+    tsq_net_destroy(net);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+START_TEST(test_run_errors)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    int64_t batch = 4, v = 0, shape[4] = {batch, 1, IMG, IMG};
+    tsq_net *net = make_net(ctx, 0, 3);
+    tsq_plan *plan = NULL;
+    tsq_tensor *x = nt_tensor(ctx, 4, batch, 1, IMG, IMG);
+    tsq_tensor *x3 = nt_tensor(ctx, 4, batch, 1, IMG, IMG - 1);
+    tsq_tensor *y = nt_tensor(ctx, 2, batch, 5, 0, 0);
+    tsq_tensor *y6 = nt_tensor(ctx, 2, batch, 6, 0, 0);
+    tsq_tensor *yb = nt_tensor(ctx, 2, batch + 1, 5, 0, 0);
+    tsq_tensor *xu8 = NULL;
+    nt_rng r = {4};
+    uint64_t bytes = 0, b1 = 0;
+    void *ws;
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_U8, 4, shape, &xu8));
+    nt_fill_normal(x, &r, 1.0);
+    TH_OK(ctx, tsq_plan_create(ctx, net, &plan));
+    TH_OK(ctx, tsq_plan_workspace_size(ctx, plan, batch, &bytes));
+    TH_OK(ctx, tsq_plan_workspace_size(ctx, plan, 1, &b1));
+    ck_assert_uint_gt(bytes, b1);
+    ws = malloc(bytes);
+    TH_OK(ctx, tsq_tensor_fill(y, 7.0));
+
+    ck_assert_int_eq(tsq_plan_run(NULL, plan, x, y, NULL, 0), TSQ_ERR_NULL);
+    expect(ctx, tsq_plan_run(ctx, NULL, x, y, NULL, 0), TSQ_ERR_NULL, "plan is NULL");
+    expect(ctx, tsq_plan_run(ctx, plan, NULL, y, NULL, 0), TSQ_ERR_NULL, "x is NULL");
+    expect(ctx, tsq_plan_run(ctx, plan, x, NULL, NULL, 0), TSQ_ERR_NULL, "y is NULL");
+    expect(ctx, tsq_plan_run(ctx, plan, xu8, y, NULL, 0), TSQ_ERR_DTYPE, "x");
+    require_untouched(y);
+    /* a batch shape that does not fit */
+    expect(ctx, tsq_plan_run(ctx, plan, x3, y, NULL, 0), TSQ_ERR_SHAPE, "plan expects N x 64");
+    require_untouched(y);
+    expect(ctx, tsq_plan_run(ctx, plan, x, y6, NULL, 0), TSQ_ERR_SHAPE, "expected 4 x 5");
+    expect(ctx, tsq_plan_run(ctx, plan, x, yb, NULL, 0), TSQ_ERR_SHAPE, "expected 4 x 5");
+    /* a workspace that is too small */
+    expect(ctx, tsq_plan_run(ctx, plan, x, y, ws, bytes - 1), TSQ_ERR_TOO_SMALL, "needed");
+    expect(ctx, tsq_plan_run(ctx, plan, x, y, ws, b1), TSQ_ERR_TOO_SMALL, "for batch 4");
+    require_untouched(y);
+    /* non-finite input */
+    nt_data(x)[5] = NAN;
+    expect(ctx, tsq_plan_run(ctx, plan, x, y, ws, bytes), TSQ_ERR_NOT_FINITE, "NaN");
+    require_untouched(y);
+    nt_data(x)[5] = 0.0f;
+    TH_OK(ctx, tsq_plan_run(ctx, plan, x, y, ws, bytes));
+    ck_assert_str_eq(tsq_context_errmsg(ctx), "");
+
+    expect(ctx, tsq_plan_workspace_size(ctx, plan, 0, &bytes), TSQ_ERR_INVALID, "batch 0");
+    expect(ctx, tsq_plan_workspace_size(ctx, plan, 1, NULL), TSQ_ERR_NULL, "bytes");
+    ck_assert_int_eq(tsq_plan_get(plan, 999, &v), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_plan_get(NULL, TSQ_PLAN_STAGES, &v), TSQ_ERR_NULL);
+    ck_assert_int_eq(tsq_plan_get(plan, TSQ_PLAN_STAGES, NULL), TSQ_ERR_NULL);
+    tsq_plan_destroy(NULL);
+
+    free(ws);
+    tsq_plan_destroy(plan);
+    tsq_net_destroy(net);
+    tsq_tensor_destroy(x);
+    tsq_tensor_destroy(x3);
+    tsq_tensor_destroy(xu8);
+    tsq_tensor_destroy(y);
+    tsq_tensor_destroy(y6);
+    tsq_tensor_destroy(yb);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* Packed weights: 2 bits per ternary weight against 32 (padding aside). */
+START_TEST(test_weight_bytes)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    tsq_net *net = make_net(ctx, 1, 8);
+    tsq_plan *plan = NULL;
+    int64_t packed = 0, fp32 = 0;
+    TH_OK(ctx, tsq_plan_create(ctx, net, &plan));
+    TH_OK(ctx, tsq_plan_get(plan, TSQ_PLAN_PACKED_BYTES, &packed));
+    TH_OK(ctx, tsq_plan_get(plan, TSQ_PLAN_PACKED_FP32_BYTES, &fp32));
+    ck_assert_int_eq(fp32, 4 * (6 * 36 + 8 * 54 + 16 * 128 + 5 * 12));
+    ck_assert_int_gt(packed, 0);
+    /* every ternary weight takes at least its 2 bits */
+    ck_assert_int_ge(packed * 16, fp32);
+    tsq_plan_destroy(plan);
+    tsq_net_destroy(net);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+static Suite *plan_suite(void)
+{
+    Suite *s = suite_create("plan");
+    TCase *tc = tcase_create("plan");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_equivalence_fused);
+    tcase_add_test(tc, test_equivalence_float_last);
+    tcase_add_test(tc, test_equivalence_two_threads);
+    tcase_add_test(tc, test_equivalence_fit_transformed);
+    tcase_add_test(tc, test_shared_by_four_threads);
+    tcase_add_test(tc, test_create_errors);
+    tcase_add_test(tc, test_run_errors);
+    tcase_add_test(tc, test_weight_bytes);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return th_run(plan_suite()); }
