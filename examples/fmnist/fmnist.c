@@ -437,6 +437,63 @@ static void record_layers(demo *d, tsq_net *step1, tsq_net *step2)
 /* Model file round trip                                                */
 /* ------------------------------------------------------------------ */
 
+/* Runs the packed integer plan made from `net` on the whole test set and
+ * compares it with the net's float simulation: every prediction equal and
+ * every logit within 1e-4 relative (of the batch's largest logit). */
+static void verify_plan(demo *d, tsq_net *net)
+{
+    int64_t shape[4] = {EVAL_BATCH, 1, IMG_H, IMG_W}, yshape[2] = {EVAL_BATCH, 10}, start;
+    int64_t same = 0, idx[EVAL_BATCH];
+    int32_t labels[EVAL_BATCH];
+    double worst = 0, t_plan = 0, t_net = 0;
+    tsq_plan *plan = NULL;
+    check_ctx(d, tsq_plan_create(d->ctx, net, &plan), "plan_create");
+    for (start = 0; start < d->test.count; start += EVAL_BATCH) {
+        int64_t n = d->test.count - start < EVAL_BATCH ? d->test.count - start : EVAL_BATCH, i;
+        tsq_tensor *x = NULL, *yp = NULL, *yn = NULL;
+        float *xd, *a, *b, scale = 0;
+        double t0;
+        shape[0] = yshape[0] = n;
+        check_ctx(d, tsq_tensor_create(d->ctx, TSQ_DTYPE_F32, 4, shape, &x), "tensor_create");
+        check_ctx(d, tsq_tensor_create(d->ctx, TSQ_DTYPE_F32, 2, yshape, &yp), "tensor_create");
+        check_ctx(d, tsq_tensor_create(d->ctx, TSQ_DTYPE_F32, 2, yshape, &yn), "tensor_create");
+        tsq_tensor_data(x, (void **)&xd);
+        for (i = 0; i < n; i++)
+            idx[i] = start + i;
+        dataset_batch(&d->test, idx, n, 0, NULL, xd, labels);
+        t0 = progress_now();
+        check_ctx(d, tsq_plan_run(d->ctx, plan, x, yp, NULL, 0), "plan_run");
+        t_plan += progress_now() - t0;
+        t0 = progress_now();
+        check_net(net, tsq_net_forward(net, x, yn, 0), "net_forward");
+        t_net += progress_now() - t0;
+        tsq_tensor_data(yp, (void **)&a);
+        tsq_tensor_data(yn, (void **)&b);
+        for (i = 0; i < n * 10; i++)
+            scale = fabsf(b[i]) > scale ? fabsf(b[i]) : scale;
+        for (i = 0; i < n; i++) {
+            int k, ka = 0, kb = 0;
+            for (k = 0; k < 10; k++) {
+                double diff = fabs((double)a[i * 10 + k] - b[i * 10 + k]) / (scale > 0 ? scale : 1);
+                worst = diff > worst ? diff : worst;
+                ka = a[i * 10 + k] > a[i * 10 + ka] ? k : ka;
+                kb = b[i * 10 + k] > b[i * 10 + kb] ? k : kb;
+            }
+            same += ka == kb;
+        }
+        tsq_tensor_destroy(x);
+        tsq_tensor_destroy(yp);
+        tsq_tensor_destroy(yn);
+    }
+    printf("  integer plan on %lld test images: %lld predictions equal to the float simulation, "
+           "largest logit difference %.2g relative; %.0f vs %.0f images/s\n",
+           (long long)d->test.count, (long long)same, worst, (double)d->test.count / t_plan,
+           (double)d->test.count / t_net);
+    tsq_plan_destroy(plan);
+    if (same != d->test.count || worst > 1e-4)
+        die("plan equivalence", TSQ_ERR_INTERNAL, "the integer plan differs from the simulation");
+}
+
 static void save_and_verify(demo *d, tsq_net *net)
 {
     tsq_net *back = NULL;
@@ -451,6 +508,8 @@ static void save_and_verify(demo *d, tsq_net *net)
            d->opt.model_path, weight_bytes(back), b, a == b ? "identical" : "DIFFERENT");
     if (a != b)
         die("model round trip", TSQ_ERR_INTERNAL, "the reloaded network predicts differently");
+    /* the plan is made from the network loaded from the model file */
+    verify_plan(d, back);
     tsq_net_destroy(back);
 }
 
