@@ -444,6 +444,77 @@ START_TEST(test_act_quant_from_quantizer)
 }
 END_TEST
 
+
+/* The first layer converted too (its X is the float input: no quantizer
+ * feeds it), on an MLP over Gaussian blobs; weights of 3 bits. */
+START_TEST(test_convert_first_layer)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    nt_rng r = {31};
+    const int64_t in[1] = {6}, shape[2] = {60, 6};
+    float x[300 * 6];
+    int32_t y[300], done = 0;
+    tsq_tensor *bt[5];
+    tsq_layer *L[8] = {NULL}, *first = NULL;
+    tsq_regressor *reg = NULL;
+    tsq_net *net;
+    int64_t i, k, hits, c;
+    int b, e, passes = 0;
+    for (i = 0; i < 300; i++) {
+        y[i] = (int32_t)(i % 3);
+        for (k = 0; k < 6; k++)
+            x[i * 6 + k] = (float)(nt_normal(&r) + (k % 3 == y[i] ? 3.0 : 0.0));
+    }
+    for (b = 0; b < 5; b++)
+        TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 2, shape, x + b * 360, 360 * 4, &bt[b]));
+    TH_OK(ctx, tsq_layer_dense_create(ctx, 6, 32, &L[0]));
+    TH_OK(ctx, tsq_layer_batchnorm_create(ctx, 32, &L[1]));
+    TH_OK(ctx, tsq_layer_relu_create(ctx, &L[2]));
+    TH_OK(ctx, tsq_layer_dense_create(ctx, 32, 32, &L[3]));
+    TH_OK(ctx, tsq_layer_batchnorm_create(ctx, 32, &L[4]));
+    TH_OK(ctx, tsq_layer_relu_create(ctx, &L[5]));
+    TH_OK(ctx, tsq_layer_dense_create(ctx, 32, 3, &L[6]));
+    net = nt_net(ctx, 1, in, L);
+    TH_OK(ctx, tsq_net_set_optimizer_adam(net, 0.01, 0.9, 0.999, 1e-8, 0));
+    for (e = 0; e < 10; e++)
+        for (b = 0; b < 5; b++)
+            TH_OK(ctx, tsq_net_train_step(net, bt[b], y + b * 60, 60, NULL, NULL));
+    for (b = 0; b < 5; b++)
+        TH_OK(ctx, tsq_net_learn_codes(net, bt[b], b == 4, &done));
+    ck_assert_int_eq(done, 1);
+    TH_OK(ctx, tsq_net_layer(net, 0, &first));
+    TH_OK(ctx, tsq_layer_set_option(first, TSQ_LAYER_OPT_TSQ_SELECT, 1));
+    TH_OK(ctx, tsq_net_tsq_regressor(net, &reg));
+    TH_OK(ctx, tsq_regressor_set_param(reg, TSQ_REGRESSOR_WEIGHT_BITS, 3));
+    for (done = 0; !done && passes < 100; passes++)
+        for (b = 0; b < 5; b++)
+            ck_assert_msg(tsq_net_fit_transform(net, bt[b], b == 4, &done) == TSQ_OK, "%s",
+                          tsq_net_errmsg(net));
+    ck_assert_int_eq(done, 1);
+    ck_assert_int_eq(count_kind(net, TSQ_LAYER_LOWBIT_DENSE), 2);
+    ck_assert_int_eq(count_kind(net, TSQ_LAYER_DENSE), 1);
+    ck_assert_int_eq(count_kind(net, TSQ_LAYER_BATCHNORM), 0);
+    {
+        tsq_layer *l = NULL;
+        int64_t bits = 0;
+        TH_OK(ctx, tsq_net_layer(net, 0, &l));
+        TH_OK(ctx, tsq_layer_info(l, TSQ_LAYER_INFO_WEIGHT_BITS, &bits));
+        ck_assert_int_eq(bits, 3);
+    }
+    for (hits = 0, b = 0; b < 5; b++) {
+        TH_OK(ctx, tsq_net_evaluate(net, bt[b], y + b * 60, 60, NULL, &c, NULL));
+        hits += c;
+    }
+    ck_assert_msg(hits >= 285, "accuracy %lld / 300 after converting every hidden layer",
+                  (long long)hits);
+    for (b = 0; b < 5; b++)
+        tsq_tensor_destroy(bt[b]);
+    tsq_net_destroy(net);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("nn_tsq");
@@ -453,6 +524,10 @@ static Suite *suite(void)
     tcase_add_test(tc, test_pipeline_per_channel_sampled_last);
     tcase_add_test(tc, test_session_errors);
     tcase_add_test(tc, test_act_quant_from_quantizer);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("first_layer");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_convert_first_layer);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -20,9 +20,6 @@
  * openblas_set_num_threads, looked up at run time (no effect on other BLAS).
  * Medians of >= 5 timed runs after a warm-up. */
 #define _GNU_SOURCE 1
-/* bench.h's first comment contains "tests/bench/" "*.c", which -Wcomment
- * flags; reported to the lead (the header is not ours to edit). */
-#pragma GCC diagnostic ignored "-Wcomment"
 #include "bench.h"
 
 #include "blas.h"
