@@ -203,13 +203,16 @@ bench:
 	@$(MAKE) --no-print-directory $(BENCH_BINS) OPT=-O3
 	@for b in $(BENCH_BINS); do $$b || exit 1; done
 
-# The end-to-end TSQ demo (docs/demo.md). DEMO_ARGS adds options, e.g.
+# The end-to-end TSQ demo (docs/demo.md). libtsq's own threads split each
+# batch, each calling a one-threaded BLAS: measured faster than OpenBLAS's
+# threads, which collapse when the machine is shared (docs/nn.md, Speed).
+# DEMO_ARGS adds options, e.g.
 # DEMO_ARGS=--quick or DEMO_ARGS="--sweep docs/results.md".
 DEMO_ARGS ?=
 demo:
 	@$(MAKE) --no-print-directory deps DEPS_EXTRA=dataset-fashion-mnist
 	@$(MAKE) --no-print-directory all OPT=-O3
-	$(BUILD)/examples/fmnist --json build/fmnist.json --report build/fmnist-report.html \
+	OPENBLAS_NUM_THREADS=1 $(BUILD)/examples/fmnist --json build/fmnist.json --report build/fmnist-report.html \
 	    --model build/fmnist-tsq.tsq $(DEMO_ARGS)
 
 # ---- install ---------------------------------------------------------------

@@ -11,7 +11,7 @@ if [ -n "$CHECK_QUICK" ]; then echo "demo --quick: skipped in the quick pass"; e
 data=/usr/share/datasets/fashion-mnist
 [ -f "$data/train-images-idx3-ubyte.gz" ] || { echo "missing $data (apt-get install dataset-fashion-mnist)"; exit 1; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-timeout 900 "$BUILD/examples/fmnist" --quick --no-baselines --json "$tmp/quick.json" \
+OPENBLAS_NUM_THREADS=1 timeout 900 "$BUILD/examples/fmnist" --quick --no-baselines --json "$tmp/quick.json" \
     --model "$tmp/quick.tsq" > "$tmp/log" 2>&1 || { tail -n 40 "$tmp/log"; exit 1; }
 tail -n 12 "$tmp/log"
 grep -q '"tsq_acc"' "$tmp/quick.json"
