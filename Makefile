@@ -163,8 +163,14 @@ fuzz-run: $(FUZZ_BINS)
 	    grep -E '^#[0-9]+.*(DONE|cov:)' $(BUILD)/fuzz-$$name.log | tail -n 1; \
 	done
 
-EXAMPLES := $(BUILD)/examples/minimal $(BUILD)/examples/fmnist
+EXAMPLES := $(BUILD)/examples/minimal $(BUILD)/examples/fmnist $(BUILD)/examples/train_loop
 examples: $(EXAMPLES)
+
+# The caller-driven loop of docs/training-loop.md, built so that it cannot rot.
+$(BUILD)/examples/train_loop: examples/train_loop.c $(BUILD)/libtsq.so
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 $(OPT) $(WARN) -D_POSIX_C_SOURCE=200809L -Iinclude $(SAN_FLAGS) -o $@ $< \
+	    -L$(BUILD) -ltsq -lm -Wl,-rpath,'$$ORIGIN/..'
 
 FMNIST_SRCS := $(sort $(wildcard examples/fmnist/*.c))
 $(BUILD)/examples/fmnist: $(FMNIST_SRCS) $(wildcard examples/fmnist/*.h) $(BUILD)/libtsq.so
