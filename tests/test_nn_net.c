@@ -318,6 +318,64 @@ START_TEST(test_optimizer_formulas)
 }
 END_TEST
 
+/* TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA: by default an update moves the shadow
+ * weights and offsets of a low-bit layer but not its scales; with the
+ * option set, alpha moves by exactly -lr * its gradient (plain SGD). */
+START_TEST(test_lowbit_alpha_option)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    const int64_t in[1] = {3};
+    tsq_layer *l = NULL, *dense = NULL;
+    tsq_net *net;
+    tsq_tensor *v[3], *g[3];
+    int32_t np, li, i;
+    const char *name;
+    double on = -1, lo, hi;
+    float before[3];
+    TH_OK(ctx, tsq_layer_lowbit_dense_create(ctx, 3, 2, 2, &l));
+    net = nt_net(ctx, 1, in, (tsq_layer *[]){l, NULL});
+    TH_OK(ctx, tsq_net_param_count(net, &np));
+    ck_assert_int_eq(np, 3);
+    for (i = 0; i < 3; i++)
+        TH_OK(ctx, tsq_net_param(net, i, &v[i], &g[i], &li, &name));
+    ck_assert_str_eq(name, "bias");
+    TH_OK(ctx, tsq_layer_get_option(l, TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA, &on));
+    ck_assert(on == 0);
+    TH_OK(ctx, tsq_layer_option_bounds(TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA, &lo, &hi));
+    ck_assert(lo == 0 && hi == 1);
+    TH_OK(ctx, tsq_net_set_optimizer_sgd(net, 0.1, 0.0, 0, 0.0));
+    for (i = 0; i < 3; i++) {
+        nt_data(g[i])[0] = 0.5f;
+        before[i] = nt_data(v[i])[0];
+    }
+    TH_OK(ctx, tsq_net_update(net));
+    ck_assert(nt_data(v[0])[0] == before[0] - 0.05f); /* shadow weight */
+    ck_assert(nt_data(v[1])[0] == before[1]);         /* alpha held */
+    ck_assert(nt_data(v[2])[0] == before[2] - 0.05f); /* bias */
+    TH_OK(ctx, tsq_layer_set_option(l, TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA, 1));
+    TH_OK(ctx, tsq_layer_get_option(l, TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA, &on));
+    ck_assert(on == 1);
+    before[1] = nt_data(v[1])[0];
+    TH_OK(ctx, tsq_net_update(net));
+    ck_assert(nt_data(v[1])[0] == before[1] - 0.05f);
+    /* Not a flag value; not a low-bit layer: refused, state kept. */
+    ck_assert_int_eq(tsq_layer_set_option(l, TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA, 0.5),
+                     TSQ_ERR_INVALID);
+    TH_OK(ctx, tsq_layer_get_option(l, TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA, &on));
+    ck_assert(on == 1);
+    TH_OK(ctx, tsq_layer_dense_create(ctx, 2, 2, &dense));
+    ck_assert_int_eq(tsq_layer_set_option(dense, TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA, 1),
+                     TSQ_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(tsq_layer_errmsg(dense), "does not apply to a dense layer"));
+    ck_assert_int_eq(tsq_layer_get_option(dense, TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA, &on),
+                     TSQ_ERR_INVALID);
+    tsq_layer_destroy(dense);
+    tsq_net_destroy(net);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
 START_TEST(test_schedules)
 {
     th_alloc_stats st;
@@ -672,6 +730,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_mlp_learns_blobs);
     tcase_add_test(tc, test_determinism);
     tcase_add_test(tc, test_optimizer_formulas);
+    tcase_add_test(tc, test_lowbit_alpha_option);
     tcase_add_test(tc, test_schedules);
     tcase_add_test(tc, test_clone_and_copy);
     tcase_add_test(tc, test_rewrites);

@@ -22,9 +22,10 @@
  *     the BLAS, which may thread it (OPENBLAS_NUM_THREADS);
  *   - T > 1: libtsq's T threads split the batch, each running its own
  *     GEMMs. Give the BLAS one thread then (OPENBLAS_NUM_THREADS=1):
- *     OpenBLAS makes concurrent multi-threaded calls wait for each other.
- * On 2 cores the second is the faster (docs/nn.md, "Speed"). With the same
- * seed, thread count and BLAS, results are bit-identical.
+ *     OpenBLAS makes concurrent multi-threaded calls wait for each other,
+ *     and its idle threads spin: T > 1 with a multi-threaded BLAS was
+ *     ~20 times slower on 2 cores (docs/nn.md, "Speed").
+ * With the same seed, thread count and BLAS, results are bit-identical.
  */
 #ifndef TSQ_NN_H
 #define TSQ_NN_H
@@ -253,7 +254,14 @@ enum {
      * (or refits) a quantizer there (default: yes). On a dense or conv2d
      * layer: whether tsq_net_fit_transform converts it to low-bit (default:
      * every one except the first and the last dense/conv of the net). */
-    TSQ_LAYER_OPT_TSQ_SELECT = 6
+    TSQ_LAYER_OPT_TSQ_SELECT = 6,
+    /* Low-bit dense/conv2d: 1: the built-in optimisers update the scales
+     * alpha; 0: they hold alpha fixed (shadow weights and offsets still
+     * train; the gradient of alpha is still computed). Default 0: a trained
+     * alpha was unstable at fine-tuning learning rates (docs/nn.md,
+     * "Fine-tuning low-bit layers"). A caller's own optimiser can read this
+     * option to follow suit. */
+    TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA = 7
 };
 
 /*! tsq_layer_set_option() / tsq_layer_get_option() :

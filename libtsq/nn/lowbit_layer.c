@@ -28,6 +28,9 @@ typedef struct {
     float *weff; /* alpha (.) codes, for the input gradient */
 } lowbit_layer;
 
+/* TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA's default, as "frozen". */
+enum { LOWBIT_ALPHA_FROZEN_DEFAULT = 1 };
+
 enum { P_SHADOW = 0, P_ALPHA = 1, P_BIAS = 2 };
 enum { S_CODES = 0 };
 
@@ -206,14 +209,39 @@ static void lb_destroy_extra(tsq_layer *l)
     tsq__free(l->obj.ctx, ((lowbit_layer *)l)->wq);
 }
 
+/* Whether the optimisers move alpha (TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA).
+ * dL/dalpha_c sums the channel's whole accumulator, so one SGD step at the
+ * net's learning rate can move alpha_c by a large fraction of itself, and
+ * every move re-rounds all of the channel's codes w = rint(S / alpha):
+ * docs/nn.md, "Fine-tuning low-bit layers". */
+static tsq_status lb_set_option(tsq_layer *l, int32_t key, double value)
+{
+    if (key != TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA)
+        return tsq__fail(&l->obj, TSQ_ERR_INVALID, "layer_set_option: key %d does not apply to a %s layer",
+                         (int)key, l->ops->name);
+    l->params[P_ALPHA].frozen = value == 0;
+    tsq__clear(&l->obj);
+    return TSQ_OK;
+}
+
+static tsq_status lb_get_option(const tsq_layer *l, int32_t key, double *value)
+{
+    if (key != TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA)
+        return tsq__fail((tsq__object *)&l->obj, TSQ_ERR_INVALID,
+                         "layer_get_option: key %d does not apply to a %s layer", (int)key,
+                         l->ops->name);
+    *value = l->params[P_ALPHA].frozen ? 0 : 1;
+    return TSQ_OK;
+}
+
 static const tsq__layer_ops lowbit_dense_ops = {
     TSQ_LAYER_LOWBIT_DENSE, "lowbit_dense", sizeof(lowbit_layer), lb_setup, lb_forward,
-    lb_backward, lb_clone_extra, lb_destroy_extra, NULL, NULL, lb_info,
+    lb_backward, lb_clone_extra, lb_destroy_extra, lb_set_option, lb_get_option, lb_info,
 };
 
 static const tsq__layer_ops lowbit_conv_ops = {
     TSQ_LAYER_LOWBIT_CONV2D, "lowbit_conv2d", sizeof(lowbit_layer), lb_setup, lb_forward,
-    lb_backward, lb_clone_extra, lb_destroy_extra, NULL, NULL, lb_info,
+    lb_backward, lb_clone_extra, lb_destroy_extra, lb_set_option, lb_get_option, lb_info,
 };
 
 static tsq_status make(tsq_context *ctx, const char *where, const tsq__layer_ops *ops,
@@ -258,6 +286,7 @@ static tsq_status make(tsq_context *ctx, const char *where, const tsq__layer_ops
     }
     for (c = 0; c < out; c++)
         alpha[c] = 1.0f;
+    l->params[P_ALPHA].frozen = LOWBIT_ALPHA_FROZEN_DEFAULT;
     tsq__clear(&ctx->obj);
     *layer = l;
     return TSQ_OK;

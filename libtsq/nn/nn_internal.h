@@ -28,6 +28,7 @@ typedef struct tsq__param {
     tsq_tensor *grad;
     const char *name;
     int decay; /* weight decay applies (weights yes; biases, BN, alpha no) */
+    int frozen; /* the built-in optimisers skip it (a low-bit layer's held alpha) */
 } tsq__param;
 
 typedef struct tsq__layer_ops {

@@ -108,7 +108,7 @@ void tsq__optimizer_update(tsq_net *net)
     float lr = (float)tsq__schedule_lr(o, o->t);
     int32_t i;
     for (i = 0; i < net->nparams; i++) {
-        if (!net->layers[net->param_layer[i]]->trainable)
+        if (!net->layers[net->param_layer[i]]->trainable || net->params[i]->frozen)
             continue;
         if (o->kind == TSQ__OPT_SGD)
             sgd_update(o, lr, net->params[i], o->m ? o->m[i] : NULL);
