@@ -432,8 +432,21 @@ def param_groups(net, weight_decay):
         for name, p in m.named_parameters(recurse=False):
             wants = (isinstance(m, (nn.Conv2d, nn.Linear)) and name == "weight") or \
                     (isinstance(m, LowbitLayer) and name == "shadow")
-            (decay if wants and weight_decay > 0 else rest).append(p)
+            if p.requires_grad:
+                (decay if wants and weight_decay > 0 else rest).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def hold_alpha(net, hold):
+    """Whether the low-bit layers' scales alpha stay fixed in training.
+    Trained by SGD at the network's learning rate (as libtsq's low-bit layer
+    does), alpha's gradient, a sum over the whole accumulator, moved it by
+    30-210% within 15 steps of fine-tuning (up to 430% later) and, since the
+    codes are rint(S / alpha), flipped up to 64% of them: test accuracy fell
+    from 89% to 44% (docs/embedding.md). Held fixed, S and b still train."""
+    for m in net.modules():
+        if isinstance(m, LowbitLayer):
+            m.alpha.requires_grad_(not hold)
 
 
 def train(net, data, label, epochs, lr, weight_decay, keep_best, gen):
@@ -568,6 +581,7 @@ def tsq_pipeline(ctx, fp32, data, opt, eps_mode, rep, key, gen, naive_q=None):
     t2 = time.time()
     if main:
         rep.stage("step2", "step 2: transformation (ternary W, 2-bit A)", net, t2 - t1, data)
+    hold_alpha(net, not opt.train_alpha)
     train(net, data, "fine-tuning", opt.epochs[2], opt.lr[2], 0.0, True, gen)
     if main:
         rep.stage("tsq", "TSQ: after fine-tuning", net, time.time() - t2, data)
@@ -597,6 +611,10 @@ def parse_args(argv):
                    help="conv rows from a Tensor.unfold view (default) or F.unfold; the "
                    "first batch of every layer checks both against tsq_im2col_rows")
     p.add_argument("--rounds", type=int, help="step-2 regressor rounds (default: libtsq's)")
+    p.add_argument("--train-alpha", action="store_true",
+                   help="train the low-bit layers' alpha in fine-tuning and joint training "
+                   "(libtsq's low-bit layer does with TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA=1; unstable, "
+                   "see hold_alpha)")
     p.add_argument("--train", type=int, help="use the first N training images (0: all)")
     p.add_argument("--test", type=int, help="use the first N test images (0: all)")
     p.add_argument("--min-acc", type=float, help="--quick: the accuracy floor (default 70)")
@@ -677,6 +695,7 @@ def main(argv):
             tsq_pipeline(ctx, fp32, data, opt, "plain", rep, "eps0", gen)
             t0 = time.time()
             joint = copy.deepcopy(naive)         # ternarised FP32 net (rounds 0), then trained
+            hold_alpha(joint, not opt.train_alpha)
             train(joint, data, "joint training", opt.epochs[1] + opt.epochs[2], opt.lr[1], 0.0,
                   True, gen)
             rep.stage("joint", "joint training (ternary W + 2-bit A, STE)", joint,

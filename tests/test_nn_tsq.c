@@ -515,20 +515,25 @@ START_TEST(test_convert_first_layer)
 }
 END_TEST
 
+/* One test case per pipeline, so that each can run alone (CK_RUN_CASE),
+ * e.g. under valgrind. */
+static TCase *tcase(const char *name, const TTest *test)
+{
+    TCase *tc = tcase_create(name);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test);
+    return tc;
+}
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("nn_tsq");
-    TCase *tc = tcase_create("core");
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, test_pipeline_per_tensor);
-    tcase_add_test(tc, test_pipeline_per_channel_sampled_last);
-    tcase_add_test(tc, test_session_errors);
+    TCase *tc = tcase("session", test_session_errors);
     tcase_add_test(tc, test_act_quant_from_quantizer);
     suite_add_tcase(s, tc);
-    tc = tcase_create("first_layer");
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, test_convert_first_layer);
-    suite_add_tcase(s, tc);
+    suite_add_tcase(s, tcase("pipeline_tensor", test_pipeline_per_tensor));
+    suite_add_tcase(s, tcase("pipeline_channel", test_pipeline_per_channel_sampled_last));
+    suite_add_tcase(s, tcase("first_layer", test_convert_first_layer));
     return s;
 }
 

@@ -33,7 +33,7 @@
 typedef struct options {
     const char *data_dir;
     const char *json_path, *html_path, *model_path, *sweep_out;
-    int quick, sweep, quantize_all, baselines;
+    int quick, sweep, quantize_all, baselines, train_alpha;
     int epochs_fp32, epochs_step1, epochs_finetune;
     double lr_fp32, lr_step1, lr_finetune;
     int64_t calib, validation, limit_train, limit_test;
@@ -182,6 +182,12 @@ static void train(demo *d, tsq_net *net, const train_plan *p, demo_rng *rng)
     check_net(net, tsq_net_set_lr_schedule(net, TSQ_LR_COSINE, total, 0.0), "lr schedule");
     check_ctx(d, tsq_tensor_create(d->ctx, TSQ_DTYPE_F32, 4, shape, &x), "tensor_create");
     tsq_tensor_data(x, (void **)&xd);
+    /* The starting network is a candidate too: fine-tuning then never ends
+     * below where it started, as measured on the validation split. */
+    if (p->keep_best && d->val.count > 0) {
+        best_acc = evaluate(d, net, &d->val);
+        best = clone_net(net);
+    }
     progress_start(&pr, p->label, total);
     for (e = 0; e < p->epochs; e++) {
         int64_t s;
@@ -527,9 +533,28 @@ static tsq_net *run_step1(demo *d, tsq_net *fp32, int32_t eps_mode, int32_t act_
     return net;
 }
 
+/* Whether the optimiser moves the low-bit layers' scales alpha. Held fixed
+ * by default (--train-alpha trains them): alpha's gradient sums the whole
+ * channel accumulator and every move re-rounds the channel's codes
+ * (docs/demo.md, "Recipe"). */
+static void set_alpha_training(tsq_net *net, int train_alpha)
+{
+    int32_t i, n = 0, kind;
+    tsq_net_layer_count(net, &n);
+    for (i = 0; i < n; i++) {
+        tsq_layer *l = NULL;
+        tsq_net_layer(net, i, &l);
+        tsq_layer_kind(l, &kind);
+        if (kind == TSQ_LAYER_LOWBIT_DENSE || kind == TSQ_LAYER_LOWBIT_CONV2D)
+            check_net(net, tsq_layer_set_option(l, TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA, train_alpha),
+                      "train alpha");
+    }
+}
+
 static void finetune(demo *d, tsq_net *net, const char *label, demo_rng *rng)
 {
     train_plan p = {label, d->opt.epochs_finetune, d->opt.lr_finetune, 0.0, 1};
+    set_alpha_training(net, d->opt.train_alpha);
     train(d, net, &p, rng);
 }
 
@@ -594,6 +619,7 @@ static void run_joint(demo *d, tsq_net *fp32, demo_rng *rng)
     double t0 = progress_now();
     insert_quantizers(d, net, TSQ_EPS_JOINT, d->opt.act_bits);
     fit_transform(d, net, &TERNARY, 0, "ternarise");
+    set_alpha_training(net, d->opt.train_alpha);
     train(d, net, &p, rng);
     stage_done(d, "joint", "joint training (ternary W + 2-bit A, STE)", net,
                progress_now() - t0, 1);
@@ -674,6 +700,7 @@ static void usage(void)
            "  --sweep FILE       weights x activations x eps sweep, as Markdown\n"
            "  --no-baselines     skip the eps = 0 and joint-training rows\n"
            "  --quantize-all     also quantize the first conv and the last fc\n"
+           "  --train-alpha      train the low-bit scales alpha in fine-tuning (default: fixed)\n"
            "  --epochs A,B,C     FP32, step-1 and fine-tune epochs\n"
            "  --calib N          calibration images for step 2\n"
            "  --rounds N         step-2 regressor rounds\n"
@@ -736,6 +763,10 @@ static int parse_args(options *o, int argc, char **argv)
         }
         if (strcmp(a, "--quantize-all") == 0) {
             o->quantize_all = 1;
+            continue;
+        }
+        if (strcmp(a, "--train-alpha") == 0) {
+            o->train_alpha = 1;
             continue;
         }
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
