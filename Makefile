@@ -6,7 +6,7 @@
 #   make bench      benchmarks, one JSON object per line
 #   make install PREFIX=/usr/local DESTDIR=
 #   make deps       apt-get install what is missing (Debian 12)
-#   make check-asan / check-valgrind / docs
+#   make check-asan / check-valgrind / check-tsan / check-abi / docs
 #
 # BLAS=openblas (default) or BLAS=cblas (Debian's reference libblas-dev).
 
@@ -204,6 +204,71 @@ check-valgrind:
 	@$(MAKE) --no-print-directory all tests
 	@BUILD=$(BUILD) VALGRIND=1 sh tests/run.sh $(TEST_BINS)
 
+# ---- ThreadSanitizer (docs/reliability.md, "Concurrency") -----------------
+# The tests that run threads (several of their own, or libtsq's workers with
+# TSQ_CONTEXT_THREADS > 1), built with gcc -fsanitize=thread into
+# $(BUILDROOT)/openblas-tsan (clang does not link its TSan runtime into the
+# shared library under --no-undefined) and run with one OpenBLAS thread:
+# OpenBLAS is not instrumented, so its own threads could only hide races.
+# halt_on_error=1: the first report ends the test with exit code 66, which
+# Check counts as an error (fork mode works: each test's child reports and
+# exits by itself). test_concurrency runs at full size, the others quick.
+TSAN_TESTS ?= plan nn_layers nn_net quantizer regressor kernels
+.PHONY: check-tsan check-tsan-run check-abi check-abi-run abi-baseline abi-baseline-run
+check-tsan:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory check-tsan-run SAN=tsan CC=gcc
+
+check-tsan-run: $(BUILD)/tests/test_concurrency $(patsubst %,$(BUILD)/tests/test_%,$(TSAN_TESTS))
+	@OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 $(TSAN_OPTIONS)" BUILD=$(BUILD) \
+	    SAN=$(SAN) sh tests/run.sh $(BUILD)/tests/test_concurrency
+	@OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 $(TSAN_OPTIONS)" BUILD=$(BUILD) \
+	    SAN=$(SAN) CHECK_QUICK=1 sh tests/run.sh $(patsubst %,$(BUILD)/tests/test_%,$(TSAN_TESTS))
+
+# ---- ABI (docs/reliability.md, "ABI") ---------------------------------------
+# tests/abi/libtsq.so.0.abi is the ABI of release 0.1.0: abidw of the plain
+# -O2 -g library, public headers only, without paths, source locations or
+# DT_NEEDED, so it does not depend on the build directory, compiler or BLAS.
+# check-abi compares the library of $(BUILD) with it. Any abidiff exit bit
+# fails: 8 (ABIDIFF_ABI_INCOMPATIBLE_CHANGE: a removed function or variable),
+# 4 (ABIDIFF_ABI_CHANGE: e.g. a changed parameter or return type, which
+# abidiff leaves for review but core.h's policy forbids), 1 or 2 (error).
+# New functions are compatible: --no-added-syms leaves them out of the
+# verdict; the summary counts them.
+ABI_BASELINE := tests/abi/libtsq.so.$(VERSION_MAJOR).abi
+ABIDW_FLAGS := --no-corpus-path --no-comp-dir-path --no-show-locs --no-elf-needed \
+               --type-id-style hash --headers-dir include --drop-private-types
+# The baseline holds public types only already (abidw --headers-dir);
+# --headers-dir1 on an ABI XML file with --drop-private-types makes abidiff
+# 2.2 abort in its reader, so only the new library is filtered here.
+ABIDIFF_FLAGS := --headers-dir2 include --drop-private-types --fail-no-debug-info --no-show-locs
+check-abi:
+	@$(MAKE) --no-print-directory deps DEPS_EXTRA=abigail-tools
+	@$(MAKE) --no-print-directory check-abi-run SAN=
+
+check-abi-run: $(SHLIB)
+	@added=$$(abidiff $(ABIDIFF_FLAGS) $(ABI_BASELINE) $(SHLIB) 2>/dev/null \
+	    | sed -n 's/^Functions changes summary:.* \([0-9][0-9]*\) Added function.*/\1/p'); \
+	abidiff $(ABIDIFF_FLAGS) --no-added-syms $(ABI_BASELINE) $(SHLIB) > $(BUILD)/abidiff.log 2>&1; \
+	rc=$$?; \
+	if [ $$rc -eq 0 ]; then \
+	    echo "check-abi: $(notdir $(SHLIB)) is compatible with $(ABI_BASELINE) ($${added:-0} function(s) added)"; \
+	else \
+	    cat $(BUILD)/abidiff.log; \
+	    echo "check-abi: $(notdir $(SHLIB)) BREAKS $(ABI_BASELINE) (abidiff exit $$rc: 8 incompatible, 4 changed, 1/2 error)"; \
+	    exit 1; \
+	fi
+
+# Only for a deliberate soname bump (VERSION_MAJOR changes, a new baseline
+# file): a compatible release keeps the baseline of its major version.
+abi-baseline:
+	@$(MAKE) --no-print-directory deps DEPS_EXTRA=abigail-tools
+	@$(MAKE) --no-print-directory abi-baseline-run SAN=
+
+abi-baseline-run: $(SHLIB)
+	@mkdir -p $(dir $(ABI_BASELINE))
+	abidw $(ABIDW_FLAGS) --out-file $(ABI_BASELINE) $(SHLIB)
+
 bench:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory $(BENCH_BINS) OPT=-O3
@@ -246,7 +311,7 @@ uninstall:
 # ---- Debian packages --------------------------------------------------------
 # Installed by name when missing; `make check` and `make demo` call this first.
 DEPS_CORE := gcc g++ make pkg-config libopenblas-dev libblas-dev check zlib1g-dev clang libclang-rt-14-dev \
-             python3 python3-numpy python3-torch openmpi-bin libopenmpi-dev \
+             abigail-tools python3 python3-numpy python3-torch openmpi-bin libopenmpi-dev \
              dataset-fashion-mnist
 DEPS_EXTRA ?=
 deps:

@@ -127,7 +127,8 @@ TSQ_API tsq_status tsq_layer_flatten_create(tsq_context *ctx, tsq_layer **layer)
  *  Backward is the straight-through estimator: dx = dy where
  *  0 < x < (2^bits - 1) delta, else 0 (divided by delta in codes mode).
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (bits outside 1..8, eps
- *  < 0, delta <= 0), TSQ_ERR_NOT_FINITE, TSQ_ERR_NO_MEMORY. */
+ *  < 0, delta <= 0, or 1/delta or (2^bits - 1) delta not finite in float,
+ *  e.g. a denormal delta), TSQ_ERR_NOT_FINITE, TSQ_ERR_NO_MEMORY. */
 TSQ_API tsq_status tsq_layer_act_quant_create(tsq_context *ctx, int32_t bits, float eps,
                                               float delta, tsq_layer **layer);
 
@@ -383,7 +384,10 @@ TSQ_API tsq_status tsq_net_output_shape(const tsq_net *net, int64_t *shape, int3
  *  inference. The activations are kept for tsq_net_backward().
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_DTYPE, TSQ_ERR_SHAPE (x or y does
  *  not fit: wrong sample size, batch sizes differ), TSQ_ERR_STATE (no
- *  layers), TSQ_ERR_NOT_FINITE (NaN/Inf in x), TSQ_ERR_NO_MEMORY. */
+ *  layers), TSQ_ERR_NOT_FINITE (NaN/Inf in x), TSQ_ERR_NO_MEMORY.
+ *  The parameters are not checked: a NaN parameter gives NaN outputs, or
+ *  finite ones where a ReLU or max-pool drops it (train_step checks them).
+ *  Nor are the outputs: activations that overflow float may give Inf/NaN. */
 TSQ_API tsq_status tsq_net_forward(tsq_net *net, const tsq_tensor *x, tsq_tensor *y,
                                    int32_t train);
 
@@ -455,7 +459,8 @@ TSQ_API tsq_status tsq_net_get_lr(const tsq_net *net, double *lr);
 /*! tsq_net_step_count() / tsq_net_set_step_count() :
  *  The optimiser's update counter t (drives the schedule and Adam's bias
  *  correction); setting it lets a host resume a schedule.
- *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (negative). */
+ *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (negative, or above 2^62
+ *  so that counting updates cannot overflow). */
 TSQ_API tsq_status tsq_net_step_count(const tsq_net *net, int64_t *steps);
 TSQ_API tsq_status tsq_net_set_step_count(tsq_net *net, int64_t steps);
 
@@ -478,7 +483,9 @@ TSQ_API tsq_status tsq_net_update(tsq_net *net);
  *  be NULL.
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_DTYPE, TSQ_ERR_SHAPE, TSQ_ERR_STATE
  *  (no optimiser set, no layers), TSQ_ERR_INVALID (label count or range),
- *  TSQ_ERR_NOT_FINITE (input, parameter, loss), TSQ_ERR_NO_MEMORY. */
+ *  TSQ_ERR_NOT_FINITE (input, parameter, loss), TSQ_ERR_NO_MEMORY. On any
+ *  error no parameter is updated; after TSQ_ERR_NO_MEMORY the batch-norm
+ *  running statistics before the failing layer may have seen the batch. */
 TSQ_API tsq_status tsq_net_train_step(tsq_net *net, const tsq_tensor *x,
                                       const int32_t *labels, int64_t n, double *loss,
                                       int64_t *correct);
@@ -605,7 +612,9 @@ TSQ_API tsq_status tsq_net_tsq_regressor(tsq_net *net, tsq_regressor **reg);
  *  the net changed, or nothing to quantize), TSQ_ERR_INVALID (last not
  *  0/1), TSQ_ERR_UNSUPPORTED (an existing per-channel quantizer with
  *  mixed bits), TSQ_ERR_NO_MEMORY. A failed call leaves the session
- *  running (the batch is not counted) except for TSQ_ERR_STATE. */
+ *  running (the batch is not counted) except for TSQ_ERR_STATE, and except
+ *  when the final call (last = 1) fails while fitting or installing the
+ *  quantizers: the session then ends with the net unchanged (start again). */
 TSQ_API tsq_status tsq_net_learn_codes(tsq_net *net, const tsq_tensor *x, int32_t last,
                                        int32_t *done);
 

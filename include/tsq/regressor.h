@@ -249,7 +249,9 @@ TSQ_API tsq_status tsq_regressor_set_levels(tsq_regressor *reg, int32_t bits, fl
  *  or a non-integral code in an f32 Y), TSQ_ERR_STATE (no output
  *  quantizer while one is needed, a per-channel quantizer with a channel
  *  count other than C, or a streamed fit in progress), TSQ_ERR_NO_DATA (X
- *  is all zero), TSQ_ERR_NO_MEMORY. */
+ *  is all zero), TSQ_ERR_NO_MEMORY. Denormal or huge X are accepted; when a
+ *  fitted alpha or b does not fit in float (e.g. X of denormals, alpha ~
+ *  1/|X|) the call fails with TSQ_ERR_NOT_FINITE and writes nothing. */
 TSQ_API tsq_status tsq_fit_transform(tsq_regressor *reg, const tsq_tensor *X,
                                      const tsq_tensor *Y, const tsq_tensor *W_init,
                                      const tsq_tensor *P, tsq_tensor *W_out,
@@ -335,7 +337,8 @@ TSQ_API tsq_status tsq_regressor_stats_import(tsq_regressor *reg, const double *
  *  (alpha_out, C f32), b (b_out, C f32, may be NULL) and the objective
  *  (may be NULL), as tsq_fit_transform does.
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_DTYPE, TSQ_ERR_SHAPE,
- *  TSQ_ERR_STATE (no finished fit). */
+ *  TSQ_ERR_STATE (no finished fit), TSQ_ERR_NOT_FINITE (alpha or b
+ *  overflows float, as in tsq_fit_transform; nothing written). */
 TSQ_API tsq_status tsq_regressor_result(tsq_regressor *reg, tsq_tensor *W_out,
                                         tsq_tensor *alpha_out, tsq_tensor *b_out,
                                         double *objective);

@@ -101,7 +101,8 @@ TSQ_API tsq_status tsq_tensor_reshape(tsq_tensor *t, int32_t ndim, const int64_t
 /*! tsq_tensor_fill() :
  *  Sets every element to `value` (converted to the tensor's type; for u8/i8
  *  it must be an integer in the type's range).
- *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID, TSQ_ERR_NOT_FINITE. */
+ *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (f32: |value| > FLT_MAX;
+ *  u8/i8: not an integer in range), TSQ_ERR_NOT_FINITE (NaN, +-Inf). */
 TSQ_API tsq_status tsq_tensor_fill(tsq_tensor *t, double value);
 
 /*! tsq_tensor_count_nonfinite() :

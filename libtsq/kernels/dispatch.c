@@ -136,7 +136,10 @@ static int64_t padded_cols(int64_t n) { return (n + COL_ALIGN - 1) / COL_ALIGN *
  * up to a multiple of 8. */
 static int64_t block_rows(int64_t m, int64_t threads)
 {
-    int64_t share = (m + threads - 1) / threads;
+    int64_t share;
+    if (threads <= 1 || m > (int64_t)BLOCK_ROWS * threads) /* also keeps m + threads small */
+        return m < BLOCK_ROWS ? m : BLOCK_ROWS;
+    share = (m + threads - 1) / threads;
     share = (share + 7) / 8 * 8;
     if (share > BLOCK_ROWS || threads <= 1)
         share = BLOCK_ROWS;

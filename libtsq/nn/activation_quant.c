@@ -263,6 +263,12 @@ static tsq_status check_params(tsq__object *obj, const char *where, int32_t bits
         return tsq__fail(obj, TSQ_ERR_INVALID,
                          "%s: bits %d must be in 1..8, eps %g >= 0, delta %g > 0", where,
                          (int)bits, (double)eps, (double)delta);
+    /* The rule of tsq_quantizer_set_channel: the codes use 1/delta and the
+     * top level (2^bits - 1) delta, and codes-mode backward divides by delta. */
+    if (!isfinite(1.0f / delta) || !isfinite((float)((1 << bits) - 1) * delta))
+        return tsq__fail(obj, TSQ_ERR_INVALID,
+                         "%s: delta %g makes 1/delta or the top level %d * delta overflow float",
+                         where, (double)delta, (1 << bits) - 1);
     return TSQ_OK;
 }
 

@@ -159,7 +159,12 @@ tsq_status tsq__net_structure_changed(tsq_net *net)
     tsq__optimizer_free_state(net);
     for (i = 0; i < net->nlayers; i++)
         count += net->layers[i]->nparams;
-    if (count > 0) {
+    if (count > 0 && count <= net->nparams) {
+        /* No more parameters than before: reuse the lists, so that removing
+         * a layer cannot fail (fit_transform's and fold's rewrites rely on it). */
+        params = net->params;
+        owner = net->param_layer;
+    } else if (count > 0) {
         params = tsq__alloc(ctx, (size_t)count * sizeof *params);
         owner = tsq__alloc(ctx, (size_t)count * sizeof *owner);
         if (!params || !owner) {
@@ -174,8 +179,10 @@ tsq_status tsq__net_structure_changed(tsq_net *net)
             params[count] = &net->layers[i]->params[j];
             owner[count++] = i;
         }
-    tsq__free(ctx, net->params);
-    tsq__free(ctx, net->param_layer);
+    if (params != net->params) {
+        tsq__free(ctx, net->params);
+        tsq__free(ctx, net->param_layer);
+    }
     net->params = params;
     net->param_layer = owner;
     net->nparams = count;

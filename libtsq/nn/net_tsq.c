@@ -439,23 +439,43 @@ static tsq_status begin_learning(tsq_net *net, const char *where)
     return TSQ_OK;
 }
 
+/* Adds one batch to every quantizer, or to none: the documentation promises
+ * that a failed call does not count the batch. So every allocation and the
+ * finiteness check come before the first observation; the only allocation
+ * left, the histograms made by each quantizer's first observation, happens
+ * on the session's first batch, where a failure is undone by clearing the
+ * quantizers that already observed it. */
 static tsq_status observe_batch(tsq_net *net, const char *where, const tsq_tensor *x)
 {
+    tsq_context *ctx = net->obj.ctx;
     session *s = net->tsq;
+    tsq_tensor **t = NULL;
     int64_t n;
-    int32_t i;
+    int32_t i, j;
     tsq_status st = tsq__net_check_input(net, where, x, &n);
     if (st == TSQ_OK)
         st = run_prefix(net, net, where, x, n, s->pos[s->npos - 1]);
+    if (st == TSQ_OK && !(t = tsq__calloc(ctx, (size_t)s->npos, sizeof *t)))
+        st = tsq__fail(&net->obj, TSQ_ERR_NO_MEMORY, "%s: out of memory", where);
     for (i = 0; st == TSQ_OK && i < s->npos; i++) {
         const tsq_layer *l = net->layers[s->pos[i]];
-        tsq_tensor *t = NULL;
-        st = wrap_batch(net, where, net->act[s->pos[i]], n, l->in_ndim, l->in_shape, &t);
-        if (st == TSQ_OK && (st = tsq_quantizer_observe(s->quant[i], t)) != TSQ_OK)
+        st = wrap_batch(net, where, net->act[s->pos[i]], n, l->in_ndim, l->in_shape, &t[i]);
+        if (st == TSQ_OK && !tsq__all_finite(net->act[s->pos[i]], t[i]->numel))
+            st = tsq__fail(&net->obj, TSQ_ERR_NOT_FINITE,
+                           "%s: layer %d: its input holds NaN or Inf", where, (int)s->pos[i]);
+    }
+    for (i = 0; st == TSQ_OK && i < s->npos; i++)
+        if ((st = tsq_quantizer_observe(s->quant[i], t[i])) != TSQ_OK) {
             tsq__fail(&net->obj, st, "%s: layer %d: %s", where, (int)s->pos[i],
                       tsq_quantizer_errmsg(s->quant[i]));
-        tsq_tensor_destroy(t);
-    }
+            for (j = 0; j < i && s->batch_in_pass == 0; j++)
+                tsq_quantizer_reset(s->quant[j]);
+        }
+    if (st == TSQ_OK)
+        s->batch_in_pass++; /* batches observed in this session */
+    for (i = 0; t && i < s->npos; i++)
+        tsq_tensor_destroy(t[i]);
+    tsq__free(ctx, t);
     return st;
 }
 
@@ -1005,8 +1025,8 @@ static tsq_status finish_unit(tsq_net *net, const char *where)
     }
     if (st == TSQ_OK && (st = tsq_layer_lowbit_set(nl, codes, alpha, b)) != TSQ_OK)
         tsq__fail(&net->obj, st, "%s: %s", where, tsq_layer_errmsg(nl));
-    if (st == TSQ_OK)
-        st = keep_history(net, u);
+    if (st == TSQ_OK && (st = keep_history(net, u)) != TSQ_OK)
+        tsq__fail(&net->obj, st, "%s: out of memory for the regressor history", where);
     if (st == TSQ_OK) {
         nl->trainable = net->layers[li]->trainable;
         st = tsq__net_replace(net, where, li, nl);

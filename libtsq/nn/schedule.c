@@ -4,6 +4,9 @@
 
 #include <math.h>
 
+/* Far below INT64_MAX, so that counting updates (t + 1) cannot overflow. */
+#define MAX_STEP_COUNT (INT64_C(1) << 62)
+
 double tsq__schedule_lr(const tsq__optimizer *opt, int64_t t)
 {
     switch (opt->schedule) {
@@ -74,9 +77,9 @@ tsq_status tsq_net_set_step_count(tsq_net *net, int64_t steps)
 {
     if (!net)
         return TSQ_ERR_NULL;
-    if (steps < 0)
-        return tsq__fail(&net->obj, TSQ_ERR_INVALID, "net_set_step_count: %lld is negative",
-                         (long long)steps);
+    if (steps < 0 || steps > MAX_STEP_COUNT)
+        return tsq__fail(&net->obj, TSQ_ERR_INVALID,
+                         "net_set_step_count: %lld is outside 0..2^62", (long long)steps);
     net->opt.t = steps;
     tsq__clear(&net->obj);
     return TSQ_OK;

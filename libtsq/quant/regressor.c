@@ -16,6 +16,7 @@
  */
 #include "regressor_internal.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -55,6 +56,7 @@ typedef struct fit_state {
     /* work: sums of the current pass */
     double rows;
     double *obj, *g, *zsum, *zsq, *zcost;
+    double *lin;        /* per-channel linear objectives (linear_total's scratch) */
     /* work: the iterate (w is C x d, channel-major) */
     int8_t *w;
     double *alpha, *b;
@@ -401,6 +403,7 @@ static size_t layout_work(fit_state *f, unsigned char *base, int have_w_init)
     CARVE(zsum, C);
     CARVE(zsq, C);
     CARVE(zcost, C);
+    CARVE(lin, C);
     CARVE(w, C * d);
     CARVE(alpha, C);
     CARVE(b, C);
@@ -1087,20 +1090,41 @@ static void start_channels(void *arg, int64_t task)
     }
 }
 
-/* Sum over channels of the linear objective against (xtz, zsum, zsq). */
+typedef struct linear_job {
+    const fit_state *f;
+    const tsq__gram *g;
+    const double *xtz, *zsum, *zsq;
+} linear_job;
+
+static void linear_channel(void *arg, int64_t c)
+{
+    const linear_job *job = arg;
+    const fit_state *f = job->f;
+    int64_t d = f->d;
+    column(job->xtz, d, f->C, c, f->t + c * d);
+    f->lin[c] = tsq__linear_objective(job->g, f->t + c * d, job->zsum[c], job->zsq[c],
+                                      f->w + c * d, f->alpha[c], f->b[c]);
+}
+
+/* Sum over channels of the linear objective against (xtz, zsum, zsq).
+ * Each channel costs a d x d quadratic form: spread over the threads, and
+ * summed in channel order, so the total does not depend on them. */
 static double linear_total(const fit_state *f, const tsq__gram *g, const double *xtz,
                            const double *zsum, const double *zsq, double *per_channel)
 {
-    int64_t c, d = f->d;
+    linear_job job;
+    int64_t c;
     double total = 0.0;
+    job.f = f;
+    job.g = g;
+    job.xtz = xtz;
+    job.zsum = zsum;
+    job.zsq = zsq;
+    tsq__parallel_for(threads_for(f, f->C * f->d * f->d), f->C, linear_channel, &job);
     for (c = 0; c < f->C; c++) {
-        double v;
-        column(xtz, d, f->C, c, f->t + c * d);
-        v = tsq__linear_objective(g, f->t + c * d, zsum[c], zsq[c], f->w + c * d, f->alpha[c],
-                                  f->b[c]);
         if (per_channel)
-            per_channel[c] = v;
-        total += v;
+            per_channel[c] = f->lin[c];
+        total += f->lin[c];
     }
     return total;
 }
@@ -1588,6 +1612,22 @@ static void write_results(const fit_state *f, tsq_tensor *W_out, tsq_tensor *alp
         *objective = best_total(f);
 }
 
+/* alpha and b are computed in double: with inputs of extreme magnitude
+ * (e.g. denormal X, where alpha ~ 1/|X|) they may not fit in float. Refuse
+ * rather than hand out an infinite scale. */
+static tsq_status check_results_fit_float(tsq_regressor *reg, const char *where)
+{
+    const fit_state *f = reg->fit;
+    int64_t c;
+    for (c = 0; c < f->C; c++)
+        if (!(fabs(f->best_alpha[c]) <= FLT_MAX) || !(fabs(f->best_b[c]) <= FLT_MAX))
+            return tsq__fail(&reg->obj, TSQ_ERR_NOT_FINITE,
+                             "%s: channel %lld: alpha %g or b %g overflows float (inputs of "
+                             "extreme magnitude?)",
+                             where, (long long)c, f->best_alpha[c], f->best_b[c]);
+    return TSQ_OK;
+}
+
 static int fit_done(const tsq_regressor *reg)
 {
     return reg->fit && reg->fit->status == FIT_DONE;
@@ -1603,6 +1643,8 @@ tsq_status tsq_regressor_result(tsq_regressor *reg, tsq_tensor *W_out, tsq_tenso
         return tsq__fail(&reg->obj, TSQ_ERR_STATE, "regressor_result: no finished fit");
     st = check_outputs(reg, "regressor_result", W_out, alpha_out, b_out, reg->fit->d,
                        reg->fit->C);
+    if (st == TSQ_OK)
+        st = check_results_fit_float(reg, "regressor_result");
     if (st != TSQ_OK)
         return st;
     write_results(reg->fit, W_out, alpha_out, b_out, objective);
@@ -1710,6 +1752,9 @@ tsq_status tsq_fit_transform(tsq_regressor *reg, const tsq_tensor *X, const tsq_
         if (st != TSQ_OK)
             return st; /* end_pass abandoned the fit */
     }
+    st = check_results_fit_float(reg, where);
+    if (st != TSQ_OK)
+        return st;
     write_results(reg->fit, W_out, alpha_out, b_out, objective);
     tsq__clear(&reg->obj);
     return TSQ_OK;
