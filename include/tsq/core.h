@@ -16,6 +16,12 @@
  * quantizer, ...) must not be used by two threads at the same time, but
  * distinct handles may be used from distinct threads at once. A context
  * counts as a handle: creating objects from one context is a use of it.
+ * Calls on other handles may still allocate through the context they were
+ * made from (e.g. tsq_net_learn_codes, tsq_net_fit_transform), so handles
+ * made from one context may be used by several threads at once only with a
+ * thread-safe allocator (the default one is); the log callback may then be
+ * called from several threads at once. A failed call records its message
+ * on the handle it was given (constructors: on the context).
  * Immutable objects say so in their own documentation.
  */
 #ifndef TSQ_CORE_H

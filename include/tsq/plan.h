@@ -335,10 +335,11 @@ TSQ_API tsq_status tsq_plan_workspace_size(tsq_context *ctx, const tsq_plan *pla
  *  workspace: a caller buffer (any alignment) of workspace_bytes >=
  *  tsq_plan_workspace_size(batch) bytes, then the call allocates nothing;
  *  or NULL (workspace_bytes ignored) to allocate it through ctx for this
- *  call: if several threads share one context that way, its allocator
- *  must be thread-safe (the default one is). Uses ctx's
- *  TSQ_CONTEXT_THREADS threads. Thread-safety: plan may be shared; ctx, y
- *  and workspace must be this call's own.
+ *  call. Uses ctx's TSQ_CONTEXT_THREADS threads. Thread-safety: plan may
+ *  be shared; y and workspace must be this call's own; ctx may be shared
+ *  by threads running plans only if its allocator is thread-safe (the
+ *  default one is), and then the message of a failed call may be
+ *  overwritten by another thread's (the returned status is reliable).
  *  @return TSQ_OK, TSQ_ERR_NULL (ctx, plan, x or y), TSQ_ERR_DTYPE,
  *  TSQ_ERR_SHAPE (x or y does not fit the plan's sample shapes),
  *  TSQ_ERR_NOT_FINITE (x holds NaN or Inf), TSQ_ERR_TOO_SMALL (workspace

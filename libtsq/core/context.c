@@ -76,7 +76,12 @@ void tsq__object_init(tsq__object *obj, tsq_context *ctx)
 
 void tsq__clear(tsq__object *obj)
 {
-    obj->msg[0] = '\0';
+    /* Only write when there is a message: a call that succeeds then only
+     * reads the object, so handles that create objects from a shared
+     * context (tsq_net_learn_codes, tsq_net_fit_transform, tsq_plan_run
+     * with a shared context) do not race on its message. */
+    if (obj->msg[0] != '\0')
+        obj->msg[0] = '\0';
 }
 
 static void vlog(tsq_context *ctx, int32_t level, const char *fmt, va_list ap)
