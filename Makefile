@@ -131,37 +131,65 @@ $(BUILD)/bench/%: tests/bench/%.c $(STLIB) tests/bench/bench.h
 	$(CC) $(CFLAGS_ALL) -Itests/bench -o $@ $< $(STLIB) $(LIBS_ALL)
 
 # ---- fuzzing (libFuzzer, clang) ---------------------------------------------
+# docs/reliability.md, "Fuzzing". `make fuzz FUZZ_SECONDS=600` reproduces it;
+# `make fuzz-seeds` regenerates the seed corpora from the library itself.
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 FUZZ_SECONDS ?= 30
+FUZZ_JOBS ?= 2
 FUZZ_LINK := -fsanitize=fuzzer,address,undefined
 
 $(BUILD)/fuzz/fuzz_idx: tests/fuzz/fuzz_idx.c examples/fmnist/idx.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(FUZZ_LINK) -o $@ $^ -lz
 
-$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(STLIB)
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(STLIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(FUZZ_LINK) -o $@ $< $(STLIB) $(LIBS_ALL)
 
-# Each target runs FUZZ_SECONDS on its committed seed corpus; new inputs go to
-# the build tree, so the repository's corpus only grows by hand.
+# Each target runs FUZZ_SECONDS on its committed seed corpus, FUZZ_JOBS
+# targets at a time; new inputs go to the build tree, so the repository's
+# corpus only grows by hand. A crash, leak, UBSan report, timeout or
+# out-of-memory fails the run and prints the end of that target's log.
 fuzz:
 	@$(MAKE) --no-print-directory deps DEPS_EXTRA="clang libclang-rt-14-dev"
 	@$(MAKE) --no-print-directory fuzz-run SAN=fuzz CC=clang
 
 fuzz-run: $(FUZZ_BINS)
-	@for f in $(FUZZ_BINS); do \
-	    name=$$(basename $$f | sed 's/^fuzz_//'); \
-	    mkdir -p $(BUILD)/corpus/$$name; \
-	    echo "fuzz $$name: $(FUZZ_SECONDS) s"; \
-	    $$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
-	        -print_final_stats=1 $(BUILD)/corpus/$$name tests/fuzz/corpus/$$name \
-	        > $(BUILD)/fuzz-$$name.log 2>&1 \
-	        || { tail -n 40 $(BUILD)/fuzz-$$name.log; exit 1; }; \
-	    grep -E 'stat::number_of_executed_units|stat::peak_rss_mb' $(BUILD)/fuzz-$$name.log; \
-	    grep -E '^#[0-9]+.*(DONE|cov:)' $(BUILD)/fuzz-$$name.log | tail -n 1; \
-	done
+	@set -- $(FUZZ_BINS); fail=0; \
+	while [ $$# -gt 0 ]; do \
+	    jobs=""; i=0; \
+	    while [ $$# -gt 0 ] && [ $$i -lt $(FUZZ_JOBS) ]; do \
+	        f=$$1; shift; i=$$((i + 1)); \
+	        name=$$(basename $$f | sed 's/^fuzz_//'); \
+	        mkdir -p $(BUILD)/corpus/$$name; \
+	        echo "fuzz $$name: $(FUZZ_SECONDS) s"; \
+	        $$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	            -print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz-$$name- \
+	            $(BUILD)/corpus/$$name tests/fuzz/corpus/$$name \
+	            > $(BUILD)/fuzz-$$name.log 2>&1 & \
+	        jobs="$$jobs $$!:$$name"; \
+	    done; \
+	    for j in $$jobs; do \
+	        name=$${j#*:}; log=$(BUILD)/fuzz-$$name.log; \
+	        if wait $${j%%:*}; then \
+	            echo "fuzz $$name: $$(grep -E '^#[0-9]+.*DONE' $$log | tail -n 1)"; \
+	            echo "fuzz $$name: $$(grep -E 'stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' $$log | tr -s ' \n' ' ')"; \
+	        else \
+	            tail -n 40 $$log; echo "fuzz $$name: FAILED (log: $$log)"; fail=1; \
+	        fi; \
+	    done; \
+	done; \
+	exit $$fail
+
+# The seed generator links the plain library (no sanitizer needed).
+.PHONY: fuzz-seeds
+$(BUILD)/fuzz/make_seeds: tests/fuzz/make_seeds.c $(STLIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(STLIB) $(LIBS_ALL)
+
+fuzz-seeds: $(BUILD)/fuzz/make_seeds
+	$(BUILD)/fuzz/make_seeds tests/fuzz/corpus
 
 EXAMPLES := $(BUILD)/examples/minimal $(BUILD)/examples/fmnist $(BUILD)/examples/train_loop
 examples: $(EXAMPLES)

@@ -799,6 +799,20 @@ static tsq_status fill_float(load_state *ls, const tensor_record *t, tsq_tensor 
     return TSQ_OK;
 }
 
+/* A variance below 0 is corrupt data: eval mode would divide by the square
+ * root of a negative number, and folding would put NaN into the weights. */
+static tsq_status check_variance(load_state *ls, tsq_tensor *var)
+{
+    const float *v = NULL;
+    int64_t n = 0, i;
+    tsq_tensor_data(var, (void **)&v);
+    tsq_tensor_numel(var, &n);
+    for (i = 0; i < n; i++)
+        if (!(v[i] >= 0.0f))
+            return LOAD_FAIL(ls, "running_var[%lld] is %g, below 0", (long long)i, v[i]);
+    return TSQ_OK;
+}
+
 static tsq_status fill_lowbit(load_state *ls, const layer_record *lr, const kind_spec *spec,
                               tsq_layer *l)
 {
@@ -890,6 +904,8 @@ static tsq_status fill_layer(load_state *ls, const layer_record *lr, const kind_
         if (!rec)
             return LOAD_FAIL(ls, "state '%s' is missing", name);
         if ((st = fill_float(ls, rec, t)) != TSQ_OK)
+            return st;
+        if (strcmp(name, "running_var") == 0 && (st = check_variance(ls, t)) != TSQ_OK)
             return st;
     }
     return TSQ_OK;

@@ -85,7 +85,10 @@ static void requantize(lowbit_layer *q)
         a = alpha[c];
         for (j = 0; j < q->in; j++) {
             float v = rintf(S[c * q->in + j] / a);
-            v = v < -m ? -m : v > m ? m : v;
+            /* A NaN shadow weight (written by the host, or folded from a
+             * degenerate batch-norm) gives code 0: converting NaN to int8
+             * would be undefined behaviour. */
+            v = v < -m ? -m : v > m ? m : v == v ? v : 0.0f;
             codes[c * q->in + j] = (int8_t)v;
             q->wq[c * q->in + j] = v;
         }
