@@ -602,7 +602,7 @@ def parse_args(argv):
                    help="skip the eps = 0 and joint-training rows (default in --quick)")
     p.add_argument("--baselines", dest="baselines", action="store_true",
                    help="run the eps = 0 and joint-training rows (default without --quick)")
-    p.add_argument("--epochs", help="FP32, step-1 and fine-tune epochs, e.g. 4,2,1")
+    p.add_argument("--epochs", help="FP32, step-1 and fine-tune epochs (default 9,3,0)")
     p.add_argument("--calib", type=int, help="calibration images for the fits (default 4096)")
     p.add_argument("--positions", type=int,
                    help="output positions per image a conv feeds to the regressor "
@@ -610,7 +610,7 @@ def parse_args(argv):
     p.add_argument("--unfold", choices=("view", "functional"), default="view",
                    help="conv rows from a Tensor.unfold view (default) or F.unfold; the "
                    "first batch of every layer checks both against tsq_im2col_rows")
-    p.add_argument("--rounds", type=int, help="step-2 regressor rounds (default: libtsq's)")
+    p.add_argument("--rounds", type=int, help="step-2 regressor rounds (default 6, as the C demo)")
     p.add_argument("--train-alpha", action="store_true",
                    help="train the low-bit layers' alpha in fine-tuning and joint training "
                    "(libtsq's low-bit layer does with TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA=1; unstable, "
@@ -628,15 +628,15 @@ def parse_args(argv):
     opt = p.parse_args(argv)
     quick = opt.quick
     opt.epochs = [int(v) for v in opt.epochs.split(",")] if opt.epochs else \
-        ([2, 1, 1] if quick else [4, 2, 1])
+        ([2, 1, 1] if quick else [9, 3, 0])  # the C demo's defaults (docs/demo.md)
     if len(opt.epochs) != 3:
         p.error("--epochs wants A,B,C")
-    opt.lr = [0.05, 0.01, 0.002]
+    opt.lr = [0.05, 0.01, 0.002] if quick else [0.05, 0.02, 0.002]
     opt.act_bits = 2
     opt.calib = opt.calib or (512 if quick else 4096)
     opt.positions = opt.positions if opt.positions is not None else (32 if quick else 64)
     # --quick: fc1 (d = 3136) costs about 8 s per regressor round on 2 cores
-    opt.rounds = opt.rounds if opt.rounds is not None else (2 if quick else None)
+    opt.rounds = opt.rounds if opt.rounds is not None else (2 if quick else 6)
     opt.validation = 500 if quick else 5000
     opt.train = opt.train if opt.train is not None else (3000 if quick else 0)
     opt.test = opt.test if opt.test is not None else (1000 if quick else 0)
