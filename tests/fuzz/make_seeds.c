@@ -23,7 +23,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "tsq.h"
+#include "fuzz_common.h" /* the CRC-32 and little-endian helpers */
 
 static const char *root;
 
@@ -55,27 +55,6 @@ static void write_file(const char *dir, const char *name, const void *p, size_t 
         perror(path);
         exit(1);
     }
-}
-
-static uint32_t crc32_of(const uint8_t *p, size_t n)
-{
-    uint32_t c = 0xFFFFFFFFu;
-    size_t i;
-    int k;
-    for (i = 0; i < n; i++) {
-        c ^= p[i];
-        for (k = 0; k < 8; k++)
-            c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
-    }
-    return c ^ 0xFFFFFFFFu;
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
 }
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
@@ -149,10 +128,12 @@ static void lowbit(tsq_context *ctx, tsq_layer *l, int64_t out, int64_t count, i
     tsq_tensor_destroy(bias);
 }
 
-static void append(tsq_net *net, tsq_status st, tsq_layer *l)
+/* The layer is read through a pointer, after the constructor (an argument
+ * evaluated in unspecified order) has run. */
+static void append(tsq_net *net, tsq_status st, tsq_layer *const *l)
 {
     CHECK(st);
-    CHECK(tsq_net_append(net, l));
+    CHECK(tsq_net_append(net, *l));
 }
 
 static uint8_t *save_net(tsq_net *net, size_t *n)
@@ -177,12 +158,12 @@ static void model_seeds(tsq_context *ctx)
 
     /* a float CNN */
     CHECK(tsq_net_create(ctx, 3, img, &net));
-    append(net, tsq_layer_conv2d_create(ctx, 1, 2, 3, 3, 1, 1, &l), l);
-    append(net, tsq_layer_batchnorm_create(ctx, 2, &l), l);
-    append(net, tsq_layer_relu_create(ctx, &l), l);
-    append(net, tsq_layer_maxpool2d_create(ctx, 2, 2, &l), l);
-    append(net, tsq_layer_flatten_create(ctx, &l), l);
-    append(net, tsq_layer_dense_create(ctx, 18, 3, &l), l);
+    append(net, tsq_layer_conv2d_create(ctx, 1, 2, 3, 3, 1, 1, &l), &l);
+    append(net, tsq_layer_batchnorm_create(ctx, 2, &l), &l);
+    append(net, tsq_layer_relu_create(ctx, &l), &l);
+    append(net, tsq_layer_maxpool2d_create(ctx, 2, 2, &l), &l);
+    append(net, tsq_layer_flatten_create(ctx, &l), &l);
+    append(net, tsq_layer_dense_create(ctx, 18, 3, &l), &l);
     randomize(net);
     buf = save_net(net, &n);
     write_file("model", "float_cnn.tsq", buf, n);
@@ -191,8 +172,8 @@ static void model_seeds(tsq_context *ctx)
 
     /* a converted net, as tsq_net_fit_transform leaves one */
     CHECK(tsq_net_create(ctx, 3, img, &net));
-    append(net, tsq_layer_conv2d_create(ctx, 1, 3, 3, 3, 1, 1, &l), l);
-    append(net, tsq_layer_batchnorm_create(ctx, 3, &l), l);
+    append(net, tsq_layer_conv2d_create(ctx, 1, 3, 3, 3, 1, 1, &l), &l);
+    append(net, tsq_layer_batchnorm_create(ctx, 3, &l), &l);
     CHECK(tsq_layer_act_quant_create(ctx, 2, 0.1f, 0.4f, &l));
     for (c = 0; c < 3; c++)
         CHECK(tsq_layer_act_quant_set_channel(l, c, 3, 2, 0.05f * (float)c, 0.3f + 0.1f * (float)c));
@@ -204,13 +185,13 @@ static void model_seeds(tsq_context *ctx)
     CHECK(tsq_layer_act_quant_create(ctx, 2, 0.3f, 0.6f, &l));
     CHECK(tsq_layer_set_option(l, TSQ_LAYER_OPT_AQ_OUTPUT_CODES, 1));
     CHECK(tsq_net_append(net, l));
-    append(net, tsq_layer_maxpool2d_create(ctx, 2, 2, &l), l);
-    append(net, tsq_layer_flatten_create(ctx, &l), l);
+    append(net, tsq_layer_maxpool2d_create(ctx, 2, 2, &l), &l);
+    append(net, tsq_layer_flatten_create(ctx, &l), &l);
     CHECK(tsq_layer_lowbit_dense_create(ctx, 18, 4, 4, &l));
     lowbit(ctx, l, 4, 18 * 4, 4);
     CHECK(tsq_net_append(net, l));
-    append(net, tsq_layer_batchnorm_create(ctx, 4, &l), l);
-    append(net, tsq_layer_dense_create(ctx, 4, 3, &l), l);
+    append(net, tsq_layer_batchnorm_create(ctx, 4, &l), &l);
+    append(net, tsq_layer_dense_create(ctx, 4, 3, &l), &l);
     randomize(net);
     {
         tsq_plan *plan = NULL;
@@ -220,11 +201,11 @@ static void model_seeds(tsq_context *ctx)
     buf = save_net(net, &n);
     write_file("model", "converted.tsq", buf, n);
     write_file("model", "converted_truncated.tsq", buf, n / 2);
-    put_u32(buf + 4, 2); /* a newer format version, with a valid header CRC */
-    put_u32(buf + 12, crc32_of(buf, 12));
+    fz_put_u32(buf + 4, 2); /* a newer format version, with a valid header CRC */
+    fz_put_u32(buf + 12, fz_crc32(buf, 12));
     write_file("model", "converted_version2.tsq", buf, n);
-    put_u32(buf + 4, 1);
-    put_u32(buf + 12, crc32_of(buf, 12));
+    fz_put_u32(buf + 4, 1);
+    fz_put_u32(buf + 12, fz_crc32(buf, 12));
     buf[n - 40] ^= 0x10; /* a payload byte of the last layer: CRC mismatch */
     write_file("model", "converted_flipped.tsq", buf, n);
     free(buf);
@@ -232,10 +213,10 @@ static void model_seeds(tsq_context *ctx)
 
     /* global average pool, per-tensor quantizer in values mode */
     CHECK(tsq_net_create(ctx, 3, img, &net));
-    append(net, tsq_layer_conv2d_create(ctx, 1, 4, 3, 3, 2, 0, &l), l);
-    append(net, tsq_layer_act_quant_create(ctx, 3, 0.2f, 0.25f, &l), l);
-    append(net, tsq_layer_global_avgpool_create(ctx, &l), l);
-    append(net, tsq_layer_dense_create(ctx, 4, 2, &l), l);
+    append(net, tsq_layer_conv2d_create(ctx, 1, 4, 3, 3, 2, 0, &l), &l);
+    append(net, tsq_layer_act_quant_create(ctx, 3, 0.2f, 0.25f, &l), &l);
+    append(net, tsq_layer_global_avgpool_create(ctx, &l), &l);
+    append(net, tsq_layer_dense_create(ctx, 4, 2, &l), &l);
     randomize(net);
     buf = save_net(net, &n);
     write_file("model", "avgpool.tsq", buf, n);
@@ -253,7 +234,7 @@ static void model_seeds(tsq_context *ctx)
     write_file("model", "magic_only", "TSQM", 4);
     {
         uint8_t h[16] = {'T', 'S', 'Q', 'M', 1, 0, 0, 0, 0, 0, 0, 0};
-        put_u32(h + 12, crc32_of(h, 12));
+        fz_put_u32(h + 12, fz_crc32(h, 12));
         write_file("model", "zero_sections", h, sizeof h);
     }
 }
@@ -290,8 +271,8 @@ static void quantizer_seeds(tsq_context *ctx)
     CHECK(tsq_learn_codes(q, x, NULL, NULL, NULL));
     buf = save_q(q, &n);
     write_file("quantizer", "per_channel_learned.tsqq", buf, n);
-    put_u32(buf + 4, 2);
-    put_u32(buf + n - 4, crc32_of(buf, n - 4));
+    fz_put_u32(buf + 4, 2);
+    fz_put_u32(buf + n - 4, fz_crc32(buf, n - 4));
     write_file("quantizer", "version2.tsqq", buf, n);
     write_file("quantizer", "truncated.tsqq", buf, n - 5);
     memcpy(buf, "TSQX", 4);
@@ -328,7 +309,7 @@ static void op(uint8_t *p, int handle, int action, int vmode, int raw_key, int32
 {
     p[0] = (uint8_t)handle;
     p[1] = (uint8_t)(action | vmode << 2 | (raw_key ? 0x10 : 0));
-    put_u32(p + 2, (uint32_t)key);
+    fz_put_u32(p + 2, (uint32_t)key);
     memcpy(p + 6, value, 8);
 }
 
