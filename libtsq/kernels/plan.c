@@ -208,17 +208,6 @@ static tsq_status build_quant(builder *b, const tsq_layer *l)
     return TSQ_OK;
 }
 
-/* Effective codes of a low-bit layer as its forward re-derives them from
- * the shadow weights (lowbit_layer.c): clamp(rint(S / alpha), -m, m). */
-static int8_t lowbit_code(float S, float alpha, int32_t m)
-{
-    float v = rintf(S / alpha);
-    v = v < (float)-m ? (float)-m : v > (float)m ? (float)m : v;
-    return (int8_t)v;
-}
-
-#define LOWBIT_ALPHA_MIN 1e-12f /* lowbit_layer.c keeps alpha at least this */
-
 static tsq_status pack_lowbit(builder *b, stage *s, tsq_layer *l, int64_t in, int64_t out,
                               const float *alpha)
 {
@@ -244,7 +233,7 @@ static tsq_status pack_lowbit(builder *b, stage *s, tsq_layer *l, int64_t in, in
             } else {
                 row = i;
             }
-            w[row * out + o] = lowbit_code(S[o * in + i], alpha[o], m);
+            w[row * out + o] = tsq__lowbit_code(S[o * in + i], alpha[o], m);
         }
     st = tsq_packed_weights_create(b->ctx, wt, bits, &s->pw);
     tsq_tensor_destroy(wt);
@@ -296,8 +285,8 @@ static tsq_status build_lowbit(builder *b, int32_t index, tsq_layer *l, tsq_laye
         return oom(b);
     s->alpha = alpha;
     for (c = 0; c < out; c++)
-        if (!(alpha[c] >= LOWBIT_ALPHA_MIN))
-            alpha[c] = LOWBIT_ALPHA_MIN;
+        if (!(alpha[c] >= TSQ__LOWBIT_ALPHA_MIN))
+            alpha[c] = TSQ__LOWBIT_ALPHA_MIN;
     st = pack_lowbit(b, s, l, in, out, alpha);
     if (st != TSQ_OK)
         return st;

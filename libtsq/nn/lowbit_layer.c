@@ -35,7 +35,6 @@ enum { P_SHADOW = 0, P_ALPHA = 1, P_BIAS = 2 };
 enum { S_CODES = 0 };
 
 /* Alpha is kept positive: an optimiser step could drive it to or below 0. */
-#define ALPHA_MIN 1e-12f
 
 int tsq__layer_is_lowbit(const tsq_layer *l)
 {
@@ -76,21 +75,16 @@ static void requantize(lowbit_layer *q)
     const float *S = tsq__param_data(&q->base, P_SHADOW);
     float *alpha = tsq__param_data(&q->base, P_ALPHA);
     int8_t *codes = tsq__state_data(&q->base, S_CODES);
-    float m = (float)q->m;
     int64_t c, j;
     for (c = 0; c < q->out; c++) {
         float a;
-        if (!(alpha[c] >= ALPHA_MIN))
-            alpha[c] = ALPHA_MIN;
+        if (!(alpha[c] >= TSQ__LOWBIT_ALPHA_MIN))
+            alpha[c] = TSQ__LOWBIT_ALPHA_MIN;
         a = alpha[c];
         for (j = 0; j < q->in; j++) {
-            float v = rintf(S[c * q->in + j] / a);
-            /* A NaN shadow weight (written by the host, or folded from a
-             * degenerate batch-norm) gives code 0: converting NaN to int8
-             * would be undefined behaviour. */
-            v = v < -m ? -m : v > m ? m : v == v ? v : 0.0f;
-            codes[c * q->in + j] = (int8_t)v;
-            q->wq[c * q->in + j] = v;
+            int8_t code = tsq__lowbit_code(S[c * q->in + j], a, q->m);
+            codes[c * q->in + j] = code;
+            q->wq[c * q->in + j] = (float)code;
         }
     }
 }

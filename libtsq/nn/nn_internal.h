@@ -15,6 +15,7 @@
 
 #include "internal.h"
 
+#include <math.h>
 #include <stddef.h>
 
 #define TSQ__LAYER_MAX_PARAMS 4
@@ -277,5 +278,21 @@ double tsq__schedule_lr(const tsq__optimizer *opt, int64_t t);
 void tsq__softmax_xent(const float *logits, const int32_t *labels, int64_t batch,
                        int64_t classes, double *loss, int64_t *correct, int32_t *pred,
                        float *dlogits);
+
+/* Low-bit layers (lowbit_layer.c) keep every scale alpha at least this, in
+ * case an optimiser drives it to 0. */
+#define TSQ__LOWBIT_ALPHA_MIN 1e-12f
+
+/* A low-bit layer's effective weight code: clamp(rint(S / alpha), -m, m),
+ * with alpha >= TSQ__LOWBIT_ALPHA_MIN. The one place of this rule: the
+ * layer's forward and the inference plan (kernels/plan.c) must agree. A NaN
+ * shadow weight (written by the host, or folded from a degenerate
+ * batch-norm) gives code 0: converting NaN to int8 is undefined. */
+static inline int8_t tsq__lowbit_code(float S, float alpha, int32_t m)
+{
+    float v = rintf(S / alpha), fm = (float)m;
+    v = v < -fm ? -fm : v > fm ? fm : v == v ? v : 0.0f;
+    return (int8_t)v;
+}
 
 #endif
