@@ -15,6 +15,12 @@ flags=$(pkg-config --define-variable=prefix="$root" --define-variable=libdir="$r
         --define-variable=includedir="$root/include" --cflags --libs tsq)
 ${CC:-cc} -std=c11 -Wall -Wextra -Werror examples/minimal.c $flags -o "$tmp/minimal"
 LD_LIBRARY_PATH="$root/lib" "$tmp/minimal" | grep -q 'tensor of 6 elements'
+# README's non-system prefix: an rpath from pkg-config's libdir, no LD_LIBRARY_PATH.
+libdir=$(pkg-config --define-variable=prefix="$root" --define-variable=libdir="$root/lib" \
+        --variable=libdir tsq)
+${CC:-cc} -std=c11 -Wall -Wextra -Werror examples/minimal.c $flags -Wl,-rpath,"$libdir" \
+    -o "$tmp/minimal_rpath"
+env -u LD_LIBRARY_PATH "$tmp/minimal_rpath" | grep -q 'tensor of 6 elements'
 # And statically, with the private libraries.
 sflags=$(pkg-config --define-variable=prefix="$root" --define-variable=libdir="$root/lib" \
         --define-variable=includedir="$root/include" --static --cflags --libs tsq)
