@@ -218,6 +218,8 @@ check:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory check-run
 	@$(MAKE) --no-print-directory check-run BLAS=cblas CHECK_QUICK=1
+	@# make demo and make bench build at -O3, where gcc warns about other things.
+	@$(MAKE) --no-print-directory -s lib OPT=-O3 BUILDROOT=$(BUILDROOT)/O3 && echo "check: -O3 build clean"
 
 check-run: all tests
 	@BUILD=$(BUILD) BLAS=$(BLAS) CC=$(CC) SAN=$(SAN) CHECK_QUICK=$(CHECK_QUICK) \

@@ -806,7 +806,7 @@ tsq_status tsq_net_loss_backward(tsq_net *net, const int32_t *labels, int64_t n,
 {
     static const char *where = "net_loss_backward";
     tsq_status st;
-    int64_t k;
+    int64_t k = 0; /* set by classes(); gcc -O3 cannot see it */
     if (!net)
         return TSQ_ERR_NULL;
     if (!net->have_forward)
@@ -829,7 +829,7 @@ tsq_status tsq_net_train_step(tsq_net *net, const tsq_tensor *x, const int32_t *
 {
     static const char *where = "train_step";
     tsq_status st;
-    int64_t k, N;
+    int64_t k = 0, N; /* k: set by classes() */
     if (!net)
         return TSQ_ERR_NULL;
     if (net->opt.kind == TSQ__OPT_NONE)
@@ -867,7 +867,7 @@ tsq_status tsq_net_evaluate(tsq_net *net, const tsq_tensor *x, const int32_t *la
 {
     static const char *where = "evaluate";
     tsq_status st;
-    int64_t k, N;
+    int64_t k = 0, N; /* k: set by classes() */
     double l;
     int64_t c;
     if (!net)
