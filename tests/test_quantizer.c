@@ -15,7 +15,7 @@
 /* Internal pieces tested directly: the encode kernels and the CRC. */
 #include "quant/activation_histogram.h"
 #include "quant/quant_internal.h"
-#include "io/crc32.h"
+#include "core/codec.h"
 
 /* ---- a tiny local generator: splitmix64 and Box-Muller ---- */
 typedef struct test_rng {

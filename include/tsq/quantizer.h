@@ -68,37 +68,38 @@ enum {
     TSQ_EPS_PLAIN = 4     /* eps = 0 */
 };
 
-/* Option keys of tsq_quantizer_set_param / get_param / param_bounds.
+/* Option keys of tsq_quantizer_set_param / get_param / param_bounds: the
+ * quantizer family, 0x0200 (a key of another family is refused).
  * Values are doubles; integer options take integral values. */
 enum {
     /* Activation bits n, 1..8 (codes 0 .. 2^n - 1). Default: the value given
      * to tsq_quantizer_create. Changing it clears the fitted parameters (the
      * statistics stay). */
-    TSQ_QUANTIZER_BITS = 1,
+    TSQ_QUANTIZER_BITS = 0x0201,
     /* How the next fit chooses eps: TSQ_EPS_FIXED, TSQ_EPS_SPARSITY,
      * TSQ_EPS_JOINT or TSQ_EPS_PLAIN. Default TSQ_EPS_JOINT. */
-    TSQ_QUANTIZER_EPS_MODE = 2,
+    TSQ_QUANTIZER_EPS_MODE = 0x0202,
     /* eps used by TSQ_EPS_FIXED, 0 .. 3.4e38 (FLT_MAX); a negative value is
      * refused. Default 0.32, the value of TSQ's 2-bit demo on
      * batch-normalised inputs. (This is the option; the eps a fit chose
      * for a channel is read with tsq_quantizer_get_channel.) */
-    TSQ_QUANTIZER_EPS = 3,
+    TSQ_QUANTIZER_EPS = 0x0203,
     /* Target fraction of zero codes for TSQ_EPS_SPARSITY, 0 .. 1.
      * Default 0.63 (what eps = 0.32 gives on unit-Gaussian inputs). */
-    TSQ_QUANTIZER_SPARSITY = 4,
+    TSQ_QUANTIZER_SPARSITY = 0x0204,
     /* Histogram resolution r: 2^r bins per octave (relative bin width
      * 2^-r), 1 .. 10, or 0 (the default) for automatic: r = max(7, bits + 1),
      * chosen when the histogram is made (first observation). Each channel's
      * histogram has 17 * 2^r bins of 24 bytes: 52 KiB at r = 7, 209 KiB at
      * r = 9 (8 bits). Can only be changed while no statistics are held
      * (TSQ_ERR_STATE otherwise: reset first). */
-    TSQ_QUANTIZER_HIST_RESOLUTION = 5,
+    TSQ_QUANTIZER_HIST_RESOLUTION = 0x0205,
     /* Read-only: the number of channels (0 for a per-tensor quantizer). */
-    TSQ_QUANTIZER_CHANNELS = 6,
+    TSQ_QUANTIZER_CHANNELS = 0x0206,
     /* Read-only: 1 when every channel has parameters (fitted or set), else 0. */
-    TSQ_QUANTIZER_FITTED = 7,
+    TSQ_QUANTIZER_FITTED = 0x0207,
     /* Read-only: the number of samples observed since the last reset. */
-    TSQ_QUANTIZER_OBSERVED = 8
+    TSQ_QUANTIZER_OBSERVED = 0x0208
 };
 
 /*! tsq_quantizer_create() :

@@ -24,7 +24,7 @@ static const char *dtype_name(int32_t dtype)
     }
 }
 
-tsq_status tsq__shape_check(tsq__object *obj, const char *where, int32_t dtype,
+tsq_status tsq__shape_check(const tsq__object *obj, const char *where, int32_t dtype,
                             int32_t ndim, const int64_t *shape, int64_t *numel,
                             uint64_t *nbytes)
 {
@@ -52,7 +52,7 @@ tsq_status tsq__shape_check(tsq__object *obj, const char *where, int32_t dtype,
     return TSQ_OK;
 }
 
-tsq_status tsq__expect_dtype(tsq__object *obj, const char *where, const char *name,
+tsq_status tsq__expect_dtype(const tsq__object *obj, const char *where, const char *name,
                              const tsq_tensor *t, int32_t dtype)
 {
     if (!t)
@@ -93,6 +93,10 @@ static tsq_status make(tsq_context *ctx, int32_t dtype, int32_t ndim, const int6
         return st;
     if (wrap && !data)
         return tsq__fail(&ctx->obj, TSQ_ERR_NULL, "%s: data is NULL", where);
+    if (wrap && ((uintptr_t)data & (tsq__dtype_size(dtype) - 1)) != 0)
+        return tsq__fail(&ctx->obj, TSQ_ERR_INVALID,
+                         "%s: data at %p is not aligned to the %u bytes of dtype %s", where,
+                         data, (unsigned)tsq__dtype_size(dtype), dtype_name(dtype));
     if (wrap && nbytes < need)
         return tsq__fail(&ctx->obj, TSQ_ERR_TOO_SMALL,
                          "%s: buffer has %llu bytes, shape needs %llu", where,
@@ -156,43 +160,47 @@ static uint64_t byte_size(const tsq_tensor *t)
 
 tsq_status tsq_tensor_dtype(const tsq_tensor *t, int32_t *dtype)
 {
-    if (!t || !dtype)
+    if (!t)
         return TSQ_ERR_NULL;
+    TSQ_RETURN_ERROR_IF(!dtype, &t->obj, TSQ_ERR_NULL, "tensor_dtype: dtype is NULL");
     *dtype = t->dtype;
     return TSQ_OK;
 }
 
 tsq_status tsq_tensor_ndim(const tsq_tensor *t, int32_t *ndim)
 {
-    if (!t || !ndim)
+    if (!t)
         return TSQ_ERR_NULL;
+    TSQ_RETURN_ERROR_IF(!ndim, &t->obj, TSQ_ERR_NULL, "tensor_ndim: ndim is NULL");
     *ndim = t->ndim;
     return TSQ_OK;
 }
 
 tsq_status tsq_tensor_dim(const tsq_tensor *t, int32_t axis, int64_t *size)
 {
-    if (!t || !size)
+    if (!t)
         return TSQ_ERR_NULL;
-    if (axis < 0 || axis >= t->ndim)
-        return tsq__fail((tsq__object *)&t->obj, TSQ_ERR_INVALID,
-                         "tensor_dim: axis %d outside 0..%d", (int)axis, (int)t->ndim - 1);
+    TSQ_RETURN_ERROR_IF(!size, &t->obj, TSQ_ERR_NULL, "tensor_dim: size is NULL");
+    TSQ_RETURN_ERROR_IF(axis < 0 || axis >= t->ndim, &t->obj, TSQ_ERR_INVALID,
+                        "tensor_dim: axis %d outside 0..%d", (int)axis, (int)t->ndim - 1);
     *size = t->shape[axis];
     return TSQ_OK;
 }
 
 tsq_status tsq_tensor_numel(const tsq_tensor *t, int64_t *count)
 {
-    if (!t || !count)
+    if (!t)
         return TSQ_ERR_NULL;
+    TSQ_RETURN_ERROR_IF(!count, &t->obj, TSQ_ERR_NULL, "tensor_numel: count is NULL");
     *count = t->numel;
     return TSQ_OK;
 }
 
 tsq_status tsq_tensor_nbytes(const tsq_tensor *t, uint64_t *nbytes)
 {
-    if (!t || !nbytes)
+    if (!t)
         return TSQ_ERR_NULL;
+    TSQ_RETURN_ERROR_IF(!nbytes, &t->obj, TSQ_ERR_NULL, "tensor_nbytes: nbytes is NULL");
     *nbytes = byte_size(t);
     return TSQ_OK;
 }
@@ -200,11 +208,12 @@ tsq_status tsq_tensor_nbytes(const tsq_tensor *t, uint64_t *nbytes)
 tsq_status tsq_tensor_shape(const tsq_tensor *t, int64_t *shape, int32_t capacity,
                             int32_t *ndim)
 {
-    if (!t || !shape || !ndim)
+    if (!t)
         return TSQ_ERR_NULL;
-    if (capacity < t->ndim)
-        return tsq__fail((tsq__object *)&t->obj, TSQ_ERR_TOO_SMALL,
-                         "tensor_shape: capacity %d < ndim %d", (int)capacity, (int)t->ndim);
+    TSQ_RETURN_ERROR_IF(!shape || !ndim, &t->obj, TSQ_ERR_NULL, "tensor_shape: %s is NULL",
+                        shape ? "ndim" : "shape");
+    TSQ_RETURN_ERROR_IF(capacity < t->ndim, &t->obj, TSQ_ERR_TOO_SMALL,
+                        "tensor_shape: capacity %d < ndim %d", (int)capacity, (int)t->ndim);
     memcpy(shape, t->shape, (size_t)t->ndim * sizeof shape[0]);
     *ndim = t->ndim;
     return TSQ_OK;
@@ -212,8 +221,9 @@ tsq_status tsq_tensor_shape(const tsq_tensor *t, int64_t *shape, int32_t capacit
 
 tsq_status tsq_tensor_data(tsq_tensor *t, void **data)
 {
-    if (!t || !data)
+    if (!t)
         return TSQ_ERR_NULL;
+    TSQ_RETURN_ERROR_IF(!data, &t->obj, TSQ_ERR_NULL, "tensor_data: data is NULL");
     *data = t->data;
     return TSQ_OK;
 }
@@ -235,10 +245,10 @@ tsq_status tsq_tensor_copy_in(tsq_tensor *t, const void *src, uint64_t nbytes)
 
 tsq_status tsq_tensor_copy_out(const tsq_tensor *t, void *dst, uint64_t nbytes)
 {
-    tsq__object *obj;
+    const tsq__object *obj;
     if (!t)
         return TSQ_ERR_NULL;
-    obj = (tsq__object *)&t->obj; /* the message buffer is not part of the value */
+    obj = &t->obj;
     if (!dst)
         return tsq__fail(obj, TSQ_ERR_NULL, "tensor_copy_out: dst is NULL");
     if (nbytes < byte_size(t))
@@ -303,8 +313,9 @@ tsq_status tsq_tensor_fill(tsq_tensor *t, double value)
 tsq_status tsq_tensor_count_nonfinite(const tsq_tensor *t, int64_t *count)
 {
     int64_t i, n = 0;
-    if (!t || !count)
+    if (!t)
         return TSQ_ERR_NULL;
+    TSQ_RETURN_ERROR_IF(!count, &t->obj, TSQ_ERR_NULL, "tensor_count_nonfinite: count is NULL");
     if (t->dtype == TSQ_DTYPE_F32) {
         const float *x = t->data;
         for (i = 0; i < t->numel; i++)

@@ -10,7 +10,7 @@
  * then one LAYR section per layer, in order.
  */
 #include "internal.h"
-#include "io/crc32.h"
+#include "core/codec.h"
 #include "nn/nn_internal.h"
 
 #include <errno.h>
