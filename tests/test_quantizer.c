@@ -17,41 +17,6 @@
 #include "quant/quant_internal.h"
 #include "core/codec.h"
 
-/* ---- a tiny local generator: splitmix64 and Box-Muller ---- */
-typedef struct test_rng {
-    uint64_t s;
-} test_rng;
-
-static uint64_t rng_next(test_rng *r)
-{
-    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double rng_uniform(test_rng *r) /* [0, 1) */
-{
-    return (double)(rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-static double rng_normal(test_rng *r)
-{
-    double u = 1.0 - rng_uniform(r), v = rng_uniform(r);
-    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-}
-
-static float *gaussian(int64_t n, uint64_t seed)
-{
-    test_rng r = {seed};
-    float *x = malloc((size_t)n * sizeof *x);
-    int64_t i;
-    ck_assert_ptr_nonnull(x);
-    for (i = 0; i < n; i++)
-        x[i] = (float)rng_normal(&r);
-    return x;
-}
-
 static tsq_tensor *wrap(tsq_context *ctx, int32_t dtype, int32_t ndim, const int64_t *shape,
                         void *data)
 {
@@ -164,7 +129,7 @@ START_TEST(test_tsq_table)
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
     const int64_t n = 1000000;
-    float *x = gaussian(n, 20180618);
+    float *x = th_gaussian(n, 20180618);
     uint8_t *codes = malloc((size_t)n);
     tsq_tensor *tx = wrap1(ctx, TSQ_DTYPE_F32, n, x), *tc = wrap1(ctx, TSQ_DTYPE_U8, n, codes);
     size_t r;
@@ -220,17 +185,17 @@ START_TEST(test_bruteforce_small_discrete)
     const double grid = 0.0005;
     const int32_t modes[3] = {TSQ_EPS_FIXED, TSQ_EPS_PLAIN, TSQ_EPS_JOINT};
     int trials = th_quick() ? 3 : 8, trial, b, m;
-    test_rng r = {77};
+    th_rng r = {77};
     float x[MAXN];
     for (trial = 0; trial < trials; trial++) {
         int64_t n = 0;
         int j;
         /* 4..14 distinct values on a 0.05 grid in (0, 3], repeated 1..6
          * times, plus a few non-positive samples. */
-        int distinct = 4 + (int)(rng_next(&r) % 11);
+        int distinct = 4 + (int)(th_rng_next(&r) % 11);
         for (j = 0; j < distinct; j++) {
-            float v = 0.05f * (float)(1 + rng_next(&r) % 60);
-            int reps = 1 + (int)(rng_next(&r) % 6), k;
+            float v = 0.05f * (float)(1 + th_rng_next(&r) % 60);
+            int reps = 1 + (int)(th_rng_next(&r) % 6), k;
             for (k = 0; k < reps && n < MAXN; k++)
                 x[n++] = v;
         }
@@ -278,11 +243,11 @@ START_TEST(test_fit_optimal_on_raw_samples)
     tsq_context *ctx = th_context(&st);
     const int64_t n = th_quick() ? 20000 : 100000, batch = 1000;
     float *x = malloc((size_t)n * sizeof *x);
-    test_rng r = {5};
+    th_rng r = {5};
     int32_t bits;
     int64_t i;
     for (i = 0; i < n; i++) /* log-normal above 0, a third of it negative */
-        x[i] = (float)(i % 3 == 0 ? -rng_uniform(&r) : exp(1.2 * rng_normal(&r)));
+        x[i] = (float)(i % 3 == 0 ? -th_rng_uniform(&r) : exp(1.2 * th_rng_normal(&r)));
     for (bits = 1; bits <= 8; bits += 1 + (bits >= 4)) {
         tsq_quantizer *q = make_q(ctx, bits, 0, TSQ_EPS_JOINT, 0);
         float eps, delta;
@@ -313,7 +278,7 @@ START_TEST(test_target_sparsity)
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
     const int64_t n = 1000000;
-    float *x = gaussian(n, 99);
+    float *x = th_gaussian(n, 99);
     tsq_tensor *tx = wrap1(ctx, TSQ_DTYPE_F32, n, x);
     const double targets[5] = {0.501, 0.55, 0.63, 0.8, 0.97};
     int i;
@@ -357,7 +322,7 @@ START_TEST(test_streaming_matches_one_batch)
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
     const int64_t n = 1000000, nb = 100, per = n / nb;
-    float *x = gaussian(n, 1234), *sorted = malloc((size_t)n * sizeof *x);
+    float *x = th_gaussian(n, 1234), *sorted = malloc((size_t)n * sizeof *x);
     const int32_t modes[4] = {TSQ_EPS_FIXED, TSQ_EPS_SPARSITY, TSQ_EPS_JOINT, TSQ_EPS_PLAIN};
     int m, pass;
     int64_t i, b;
@@ -461,7 +426,7 @@ START_TEST(test_codes_levels_roundtrip)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    test_rng r = {3};
+    th_rng r = {3};
     uint8_t codes[256], back[256];
     float levels[256], again[256];
     int32_t bits;
@@ -474,8 +439,8 @@ START_TEST(test_codes_levels_roundtrip)
             tsq_tensor *tb = wrap1(ctx, TSQ_DTYPE_U8, n, back);
             tsq_tensor *tl = wrap1(ctx, TSQ_DTYPE_F32, n, levels);
             tsq_tensor *ta = wrap1(ctx, TSQ_DTYPE_F32, n, again);
-            float delta = (float)exp(8.0 * rng_uniform(&r) - 4.0); /* 0.018 .. 55 */
-            float eps = (float)(rng_uniform(&r) * 0.999) * delta;  /* eps < delta */
+            float delta = (float)exp(8.0 * th_rng_uniform(&r) - 4.0); /* 0.018 .. 55 */
+            float eps = (float)(th_rng_uniform(&r) * 0.999) * delta;  /* eps < delta */
             for (i = 0; i < n; i++)
                 codes[i] = (uint8_t)i;
             Q_OK(q, tsq_quantizer_set_channel(q, 0, eps, delta));
@@ -516,21 +481,21 @@ END_TEST
 
 /* Hard inputs for the formula: ties at every boundary, eps itself, zeros,
  * subnormals, huge values, Inf (encode kernels must agree even there). */
-static void fill_hard(float *x, int64_t n, float eps, float delta, test_rng *r)
+static void fill_hard(float *x, int64_t n, float eps, float delta, th_rng *r)
 {
     int64_t i;
     for (i = 0; i < n; i++) {
-        uint64_t kind = rng_next(r) % 8;
-        float k = (float)(rng_next(r) % 300);
+        uint64_t kind = th_rng_next(r) % 8;
+        float k = (float)(th_rng_next(r) % 300);
         switch (kind) {
         case 0: x[i] = (k + 0.5f) * delta; break;
         case 1: x[i] = nextafterf((k + 0.5f) * delta, 0.0f); break;
         case 2: x[i] = eps; break;
         case 3: x[i] = nextafterf(eps, 1.0f); break;
-        case 4: x[i] = (rng_next(r) & 1) ? -0.0f : FLT_TRUE_MIN * k; break;
-        case 5: x[i] = (rng_next(r) & 1) ? FLT_MAX : -INFINITY; break;
-        case 6: x[i] = (rng_next(r) & 1) ? INFINITY : -FLT_MAX; break;
-        default: x[i] = (float)(rng_normal(r) * 100.0 * delta); break;
+        case 4: x[i] = (th_rng_next(r) & 1) ? -0.0f : FLT_TRUE_MIN * k; break;
+        case 5: x[i] = (th_rng_next(r) & 1) ? FLT_MAX : -INFINITY; break;
+        case 6: x[i] = (th_rng_next(r) & 1) ? INFINITY : -FLT_MAX; break;
+        default: x[i] = (float)(th_rng_normal(r) * 100.0 * delta); break;
         }
     }
 }
@@ -538,7 +503,7 @@ static void fill_hard(float *x, int64_t n, float eps, float delta, test_rng *r)
 START_TEST(test_simd_bit_exact)
 {
     uint32_t cpu = 0;
-    test_rng r = {11};
+    th_rng r = {11};
     enum { N = 1000 };
     float x[N], eps_row[N], inv_row[N];
     uint8_t c_ref[N + 1], c_simd[N + 1];
@@ -550,8 +515,8 @@ START_TEST(test_simd_bit_exact)
     for (bits = 1; bits <= 8; bits++)
         for (n = 0; n <= N; n += (n < 80 ? 1 : 97)) {
             int32_t maxcode = (1 << bits) - 1;
-            float delta = (float)exp(6.0 * rng_uniform(&r) - 3.0);
-            float eps = (float)(rng_uniform(&r) * 2.0) * delta, inv = 1.0f / delta;
+            float delta = (float)exp(6.0 * th_rng_uniform(&r) - 3.0);
+            float eps = (float)(th_rng_uniform(&r) * 2.0) * delta, inv = 1.0f / delta;
             int64_t i;
             fill_hard(x, n, eps, delta, &r);
             c_ref[n] = c_simd[n] = 0xEE; /* canary past the end */
@@ -560,8 +525,8 @@ START_TEST(test_simd_bit_exact)
             ck_assert_mem_eq(c_ref, c_simd, (size_t)n + 1);
             for (i = 0; i < n; i++) {
                 ck_assert_int_eq(c_ref[i], tsq__quant_code(x[i], eps, inv, maxcode));
-                eps_row[i] = (float)(rng_uniform(&r) * 2.0) * delta;
-                inv_row[i] = 1.0f / (delta * (float)(0.5 + rng_uniform(&r)));
+                eps_row[i] = (float)(th_rng_uniform(&r) * 2.0) * delta;
+                inv_row[i] = 1.0f / (delta * (float)(0.5 + th_rng_uniform(&r)));
             }
             tsq__encode_row_c(x, c_ref, n, eps_row, inv_row, maxcode);
             tsq__encode_row_avx2(x, c_simd, n, eps_row, inv_row, maxcode);
@@ -569,8 +534,8 @@ START_TEST(test_simd_bit_exact)
             ck_assert_uint_eq(c_ref[n], 0xEE);
             /* NaN and Inf counting. */
             for (i = 0; i < n; i++)
-                if (rng_next(&r) % 5 == 0)
-                    x[i] = (rng_next(&r) & 1) ? NAN : -INFINITY;
+                if (th_rng_next(&r) % 5 == 0)
+                    x[i] = (th_rng_next(&r) & 1) ? NAN : -INFINITY;
             ck_assert_int_eq(tsq__count_nonfinite_avx2(x, n), tsq__count_nonfinite_c(x, n));
         }
 }
@@ -584,7 +549,7 @@ START_TEST(test_encode_paths_agree)
     tsq_context *ctx = th_context(&st);
     const int64_t shapes[3][4] = {{3, 37, 1, 1}, {5, 3, 17, 19}, {2, 40, 73, 97}};
     const int32_t ndims[3] = {2, 4, 4};
-    test_rng r = {8};
+    th_rng r = {8};
     int s, threads;
     for (threads = 1; threads <= 2; threads++) {
         TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads));
@@ -643,13 +608,13 @@ START_TEST(test_per_channel_scales)
     const int64_t N = 100000, C = 3, shape[2] = {100000, 3};
     const double scale[3] = {0.01, 1.0, 300.0};
     float *x = malloc((size_t)(N * C) * sizeof *x);
-    test_rng r = {21};
+    th_rng r = {21};
     tsq_quantizer *q = make_q(ctx, 2, C, TSQ_EPS_JOINT, 0);
     tsq_tensor *tx = wrap(ctx, TSQ_DTYPE_F32, 2, shape, x);
     int64_t i, c;
     double ch;
     for (i = 0; i < N * C; i++)
-        x[i] = (float)(rng_normal(&r) * scale[i % C]);
+        x[i] = (float)(th_rng_normal(&r) * scale[i % C]);
     TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, 2));
     Q_OK(q, tsq_learn_codes(q, tx, NULL, NULL, NULL));
     for (c = 0; c < C; c++) {
@@ -1115,9 +1080,9 @@ START_TEST(test_allocation_failures)
     tsq_context *ctx = th_context(&st);
     float x[64];
     int64_t k, baseline = st.live_blocks; /* the context itself */
-    test_rng r = {4};
+    th_rng r = {4};
     for (k = 0; k < 64; k++)
-        x[k] = (float)rng_normal(&r);
+        x[k] = (float)th_rng_normal(&r);
     for (k = 1; k < 40; k++) {
         tsq_quantizer *q = NULL;
         tsq_tensor *tx = wrap1(ctx, TSQ_DTYPE_F32, 64, x);
