@@ -13,8 +13,7 @@
 #include <string.h>
 
 /* Internal pieces tested directly: the encode kernels and the CRC. */
-#include "quant/activation_histogram.h"
-#include "quant/quant_internal.h"
+#include "quant/quantizer_internal.h"
 #include "core/codec.h"
 
 static tsq_tensor *wrap(tsq_context *ctx, int32_t dtype, int32_t ndim, const int64_t *shape,
@@ -538,6 +537,219 @@ START_TEST(test_simd_bit_exact)
                     x[i] = (th_rng_next(&r) & 1) ? NAN : -INFINITY;
             ck_assert_int_eq(tsq__count_nonfinite_avx2(x, n), tsq__count_nonfinite_c(x, n));
         }
+}
+END_TEST
+
+/* Fake-quant forward and the straight-through backward: AVX2 against C,
+ * bit for bit (hard inputs, every tail length, span and row forms), and
+ * both against the references written from the header's formula. */
+START_TEST(test_fakequant_ste_simd_bit_exact)
+{
+    uint32_t cpu = 0;
+    th_rng r = {12};
+    enum { N = 600 };
+    float x[N], go[N], eps_row[N], inv_row[N], d_row[N];
+    float y_ref[N + 1], y_simd[N + 1], g_ref[N + 1], g_simd[N + 1];
+    int64_t n, i;
+    int32_t bits;
+    tsq_cpu_features(&cpu);
+    for (bits = 1; bits <= 8; bits++)
+        for (n = 0; n <= N; n += (n < 40 ? 1 : 61)) {
+            int32_t maxcode = (1 << bits) - 1;
+            float delta = (float)exp(6.0 * th_rng_uniform(&r) - 3.0);
+            float eps = (float)(th_rng_uniform(&r) * 2.0) * delta, inv = 1.0f / delta;
+            fill_hard(x, n, eps, delta, &r);
+            for (i = 0; i < n; i++) {
+                if (!isfinite(x[i]))
+                    x[i] = (float)maxcode * delta; /* the STE window's top, exactly */
+                go[i] = i % 17 == 3 ? NAN : (float)th_rng_normal(&r);
+                eps_row[i] = (float)(th_rng_uniform(&r) * 2.0) * delta;
+                d_row[i] = delta * (float)(0.5 + th_rng_uniform(&r));
+                inv_row[i] = 1.0f / d_row[i];
+            }
+            y_ref[n] = y_simd[n] = g_ref[n] = g_simd[n] = -7.0f; /* canaries */
+            tsq__fakequant_span_c(x, y_ref, n, eps, inv, delta, maxcode);
+            tsq__ste_span_c(x, go, g_ref, n, delta, maxcode);
+            for (i = 0; i < n; i++) {
+                ck_assert(y_ref[i] == (float)th_ref_code(x[i], eps, delta, maxcode) * delta);
+                if (th_ref_ste_passes(x[i], delta, maxcode))
+                    ck_assert_mem_eq(&g_ref[i], &go[i], sizeof(float));
+                else
+                    ck_assert_mem_eq(&g_ref[i], &(float){0.0f}, sizeof(float));
+            }
+            if (cpu & TSQ_CPU_AVX2) {
+                tsq__fakequant_span_avx2(x, y_simd, n, eps, inv, delta, maxcode);
+                tsq__ste_span_avx2(x, go, g_simd, n, delta, maxcode);
+                ck_assert_mem_eq(y_ref, y_simd, (size_t)(n + 1) * sizeof(float));
+                ck_assert_mem_eq(g_ref, g_simd, (size_t)(n + 1) * sizeof(float));
+            }
+            tsq__fakequant_row_c(x, y_ref, n, eps_row, inv_row, d_row, maxcode);
+            tsq__ste_row_c(x, go, g_ref, n, d_row, maxcode);
+            if (cpu & TSQ_CPU_AVX2) {
+                tsq__fakequant_row_avx2(x, y_simd, n, eps_row, inv_row, d_row, maxcode);
+                tsq__ste_row_avx2(x, go, g_simd, n, d_row, maxcode);
+                ck_assert_mem_eq(y_ref, y_simd, (size_t)(n + 1) * sizeof(float));
+                ck_assert_mem_eq(g_ref, g_simd, (size_t)(n + 1) * sizeof(float));
+            }
+            ck_assert(y_ref[n] == -7.0f && g_ref[n] == -7.0f);
+        }
+}
+END_TEST
+
+/* The code is floor(x * (1.0f / delta) + 0.5f) in float, as quantizer.h
+ * says, and not floor(x / delta + 1/2): at values within 2 ulp of a level
+ * boundary the two differ, and encode follows the header. */
+START_TEST(test_formula_at_boundaries)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    enum { N = 1 << 14 };
+    float *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y);
+    uint8_t *codes = malloc(N);
+    tsq_tensor *tx = wrap1(ctx, TSQ_DTYPE_F32, N, x), *ty = wrap1(ctx, TSQ_DTYPE_F32, N, y);
+    tsq_tensor *tc = wrap1(ctx, TSQ_DTYPE_U8, N, codes);
+    th_rng r = {31};
+    int64_t differ_from_division = 0;
+    int trial, threads;
+    for (threads = 1; threads <= 2; threads++) {
+        TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads));
+        for (trial = 0; trial < 8; trial++) {
+            int32_t bits = 1 + trial % 8, maxcode = (1 << bits) - 1;
+            tsq_quantizer *q = make_q(ctx, bits, 0, TSQ_EPS_FIXED, 0);
+            float delta = (float)exp(4.0 * th_rng_uniform(&r) - 2.0), eps = 0.5f * delta;
+            int64_t i;
+            for (i = 0; i < N; i++) {
+                /* the boundary between codes k and k + 1, moved by -2..2 ulp */
+                float b = ((float)(1 + th_rng_below(&r, maxcode)) - 0.5f) * delta;
+                int ulps = (int)th_rng_below(&r, 5) - 2;
+                for (; ulps < 0; ulps++)
+                    b = nextafterf(b, 0.0f);
+                for (; ulps > 0; ulps--)
+                    b = nextafterf(b, FLT_MAX);
+                x[i] = b;
+            }
+            Q_OK(q, tsq_quantizer_set_channel(q, 0, eps, delta));
+            Q_OK(q, tsq_quantizer_encode(q, tx, tc));
+            Q_OK(q, tsq_quantizer_forward(q, tx, ty));
+            for (i = 0; i < N; i++) {
+                int32_t want = th_ref_code(x[i], eps, delta, maxcode);
+                double by_division = floor((double)x[i] / (double)delta + 0.5);
+                ck_assert_msg(codes[i] == want, "x = %a, delta = %a: code %d, formula %d",
+                              (double)x[i], (double)delta, codes[i], want);
+                ck_assert(y[i] == (float)want * delta);
+                if (x[i] > eps && by_division >= 1 && by_division <= maxcode &&
+                    by_division != want)
+                    differ_from_division++;
+            }
+            tsq_quantizer_destroy(q);
+        }
+    }
+    /* The test means something: the exact quotient rounds otherwise for some. */
+    ck_assert_int_gt(differ_from_division, 0);
+    tsq_tensor_destroy(tx);
+    tsq_tensor_destroy(ty);
+    tsq_tensor_destroy(tc);
+    free(x);
+    free(y);
+    free(codes);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* Forward and backward split large tensors over threads like encode; the
+ * result does not depend on the thread count (per tensor, NCHW, N x C). */
+START_TEST(test_fakequant_threads_agree)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    const int64_t shapes[3][2] = {{1, 0}, {4, 3}, {1 << 13, 40}};
+    int s;
+    for (s = 0; s < 3; s++) {
+        int64_t C = shapes[s][1], n = 40 * 8192, i, shape[4];
+        int32_t ndim;
+        float *x = th_gaussian(n, 5 + (uint64_t)s), *g = th_gaussian(n, 9);
+        float *y[2], *gi[2];
+        tsq_quantizer *q = make_q(ctx, 2, C, TSQ_EPS_JOINT, 0);
+        tsq_tensor *tx, *tg, *ty, *tgi;
+        int t;
+        if (C == 0) {
+            ndim = 1;
+            shape[0] = n;
+        } else if (s == 1) {
+            ndim = 4;
+            shape[0] = 4; shape[1] = C; shape[2] = 160; shape[3] = n / (4 * C * 160);
+            n = shape[0] * shape[1] * shape[2] * shape[3];
+        } else {
+            ndim = 2;
+            shape[0] = n / C;
+            shape[1] = C;
+        }
+        tx = wrap(ctx, TSQ_DTYPE_F32, ndim, shape, x);
+        tg = wrap(ctx, TSQ_DTYPE_F32, ndim, shape, g);
+        for (i = 0; i < (C ? C : 1); i++)
+            Q_OK(q, tsq_quantizer_set_channel(q, i, 0.3f + 0.01f * (float)i, 0.6f + 0.02f * (float)i));
+        for (t = 0; t < 2; t++) {
+            y[t] = malloc((size_t)n * sizeof(float));
+            gi[t] = malloc((size_t)n * sizeof(float));
+            ty = wrap(ctx, TSQ_DTYPE_F32, ndim, shape, y[t]);
+            tgi = wrap(ctx, TSQ_DTYPE_F32, ndim, shape, gi[t]);
+            TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, 1 + 2 * t));
+            Q_OK(q, tsq_quantizer_forward(q, tx, ty));
+            Q_OK(q, tsq_quantizer_backward(q, tx, tg, tgi));
+            tsq_tensor_destroy(ty);
+            tsq_tensor_destroy(tgi);
+        }
+        ck_assert_mem_eq(y[0], y[1], (size_t)n * sizeof(float));
+        ck_assert_mem_eq(gi[0], gi[1], (size_t)n * sizeof(float));
+        for (i = 0; i < n; i += 997) { /* and they are the formula */
+            int64_t c = C == 0 ? 0 : (ndim == 2 ? i % C : (i / (shape[2] * shape[3])) % C);
+            float e = 0.3f + 0.01f * (float)c, d = 0.6f + 0.02f * (float)c;
+            ck_assert(y[0][i] == (float)th_ref_code(x[i], e, d, 3) * d);
+            ck_assert(gi[0][i] == (th_ref_ste_passes(x[i], d, 3) ? g[i] : 0.0f));
+        }
+        for (t = 0; t < 2; t++) {
+            free(y[t]);
+            free(gi[t]);
+        }
+        tsq_tensor_destroy(tx);
+        tsq_tensor_destroy(tg);
+        tsq_quantizer_destroy(q);
+        free(x);
+        free(g);
+    }
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* A NULL output pointer is TSQ_ERR_NULL with a message on the quantizer
+ * (core.h); a key of another family is refused, not taken for another. */
+START_TEST(test_null_outputs_and_key_families)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    tsq_quantizer *q = make_q(ctx, 2, 0, TSQ_EPS_JOINT, 0);
+    float e;
+    double v, lo, hi;
+    Q_FAILS(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_BITS, NULL), TSQ_ERR_NULL, "value");
+    Q_OK(q, tsq_quantizer_set_channel(q, 0, 0.25f, 0.5f));
+    Q_FAILS(q, tsq_quantizer_get_channel(q, 0, &e, NULL), TSQ_ERR_NULL, "delta");
+    Q_FAILS(q, tsq_quantizer_get_channel(q, 0, NULL, &e), TSQ_ERR_NULL, "eps");
+    Q_FAILS(q, tsq_quantizer_save(q, NULL, 0, NULL), TSQ_ERR_NULL, "size");
+    ck_assert_int_eq(TSQ_QUANTIZER_BITS, 0x0201);
+    ck_assert_int_eq(TSQ_QUANTIZER_OBSERVED, 0x0208);
+    Q_FAILS(q, tsq_quantizer_set_param(q, TSQ_CONTEXT_THREADS, 2), TSQ_ERR_INVALID,
+            "context key");
+    Q_FAILS(q, tsq_quantizer_get_param(q, TSQ_CONTEXT_LOG_LEVEL, &v), TSQ_ERR_INVALID,
+            "context key");
+    Q_FAILS(q, tsq_quantizer_set_param(q, 0x0200, 2), TSQ_ERR_INVALID, "unknown key");
+    Q_FAILS(q, tsq_quantizer_set_param(q, 0x0209, 2), TSQ_ERR_INVALID, "unknown key");
+    ck_assert_int_eq(tsq_quantizer_param_bounds(TSQ_CONTEXT_THREADS, &lo, &hi), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_quantizer_param_bounds(TSQ_INFO_VERSION, &lo, &hi), TSQ_ERR_INVALID);
+    /* The quantizer was not touched by the refusals. */
+    Q_OK(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_BITS, &v));
+    ck_assert(v == 2);
+    tsq_quantizer_destroy(q);
+    th_context_done(ctx, &st);
 }
 END_TEST
 
@@ -1149,6 +1361,10 @@ static Suite *quantizer_suite(void)
     tcase_add_test(tc, test_save_load);
     tcase_add_test(tc, test_bad_input);
     tcase_add_test(tc, test_allocation_failures);
+    tcase_add_test(tc, test_fakequant_ste_simd_bit_exact);
+    tcase_add_test(tc, test_formula_at_boundaries);
+    tcase_add_test(tc, test_fakequant_threads_agree);
+    tcase_add_test(tc, test_null_outputs_and_key_families);
     suite_add_tcase(s, tc);
     return s;
 }
