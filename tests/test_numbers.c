@@ -1,5 +1,5 @@
 /* Special numbers and size arithmetic at every public call that takes data
- * (issue 9). Input classes: NaN, +Inf, -Inf ("non-finite"), the denormal
+ * Input classes: NaN, +Inf, -Inf ("non-finite"), the denormal
  * 1e-40f, and the huge finite values FLT_MAX and 1e30. The contexts use a
  * counting allocator that refuses (and records) any request above 256 MiB,
  * so that a size computation gone wrong shows up as a recorded huge request

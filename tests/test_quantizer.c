@@ -1,4 +1,4 @@
-/* The sparse activation quantizer (issue 3): TSQ.md's check table on 10^6
+/* The sparse activation quantizer: the reference table of fits on 10^6
  * unit-Gaussian samples, brute-force optimality of the fitted delta on small
  * discrete sets and on raw continuous samples, target sparsity, streaming
  * equivalence, the straight-through mask at its boundaries, exact round
@@ -106,7 +106,7 @@ START_TEST(test_crc32_known_values)
 }
 END_TEST
 
-/* TSQ.md's table: n, eps (or joint), delta, error over x > 0 per sample. */
+/* The reference table (docs/quantizer.md): n, eps (or joint), delta, error over x > 0 per sample. */
 typedef struct table_row {
     int32_t bits;
     int32_t mode;

@@ -1,5 +1,5 @@
 /*
- * The sparse activation quantizer's formula (TSQ.md, "Step 1"), in the one
+ * The sparse activation quantizer's formula (docs/method.md §2.1), in the one
  * place every part of libtsq takes it from: the quantizer, the regressor's
  * loss, the layers and the threshold derivation of the inference plan.
  *
@@ -32,7 +32,7 @@ static inline int32_t tsq__quant_code(float x, float eps, float inv_delta, int32
     return (int32_t)k;
 }
 
-/* The straight-through mask of TSQ.md: the gradient passes where
+/* The straight-through mask (docs/method.md §2.2): the gradient passes where
  * 0 < x < maxcode * delta, and is zero elsewhere. */
 static inline int tsq__quant_passes(float x, float delta, int32_t maxcode)
 {
