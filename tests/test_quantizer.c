@@ -687,7 +687,8 @@ START_TEST(test_fakequant_threads_agree)
         tx = wrap(ctx, TSQ_DTYPE_F32, ndim, shape, x);
         tg = wrap(ctx, TSQ_DTYPE_F32, ndim, shape, g);
         for (i = 0; i < (C ? C : 1); i++)
-            Q_OK(q, tsq_quantizer_set_channel(q, i, 0.3f + 0.01f * (float)i, 0.6f + 0.02f * (float)i));
+            Q_OK(q, tsq_quantizer_set_channel(q, i, 0.3f + 0.01f * (float)i,
+                                              0.6f + 0.02f * (float)i));
         for (t = 0; t < 2; t++) {
             y[t] = malloc((size_t)n * sizeof(float));
             gi[t] = malloc((size_t)n * sizeof(float));
