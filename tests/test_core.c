@@ -60,7 +60,7 @@ START_TEST(test_context_defaults_and_options)
     ck_assert_int_eq(v, 4);
     /* Out of bounds: refused, value unchanged, message says why. */
     ck_assert_int_eq(tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, 0), TSQ_ERR_INVALID);
-    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "outside 1 .. 256"));
+    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "outside 1..256"));
     ck_assert_int_eq(tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, 257), TSQ_ERR_INVALID);
     TH_OK(ctx, tsq_context_get_option(ctx, TSQ_CONTEXT_THREADS, &v));
     ck_assert_int_eq(v, 4);
@@ -252,7 +252,8 @@ static const tsq__option toy_options[] = {
     {0x0303, "real", -1, 1, 0.5, TSQ__OPT_F64, 0, offsetof(toy, real)},
     {0x0304, "derived", 0, 100, 0, TSQ__OPT_COMPUTED, 1, 0},
 };
-static const tsq__option_table toy_table = {"regressor", 0x0300, 4, toy_options, toy_computed};
+static const tsq__option_table toy_table = {"regressor", 0x0300, 4, toy_options, toy_computed,
+                                            NULL};
 
 START_TEST(test_option_table)
 {
@@ -301,6 +302,10 @@ START_TEST(test_option_table)
     ck_assert_int_eq(tsq__option_get(&toy_table, &ct->obj, "toy_get", ct, 0x0301, NULL),
                      TSQ_ERR_NULL);
     ck_assert_ptr_nonnull(strstr(ct->obj.msg, "toy_get: value is NULL"));
+    ck_assert_int_eq(tsq__option_default(&toy_table, 0x0303, &v), TSQ_OK);
+    ck_assert(v == 0.5);
+    ck_assert_int_eq(tsq__option_default(&toy_table, 0x0304, &v), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq__option_default(&toy_table, 0x0201, &v), TSQ_ERR_INVALID);
     ck_assert_str_eq(tsq__key_family(0x0A06), "context info");
     ck_assert_ptr_null(tsq__key_family(0x0B01));
     ck_assert_ptr_null(tsq__key_family(0x0100));

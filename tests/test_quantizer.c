@@ -15,6 +15,7 @@
 /* Internal pieces tested directly: the encode kernels and the CRC. */
 #include "quant/quantizer_internal.h"
 #include "core/codec.h"
+#include "core/options.h"
 
 static tsq_tensor *wrap(tsq_context *ctx, int32_t dtype, int32_t ndim, const int64_t *shape,
                         void *data)
@@ -746,6 +747,13 @@ START_TEST(test_null_outputs_and_key_families)
     Q_FAILS(q, tsq_quantizer_set_param(q, 0x0209, 2), TSQ_ERR_INVALID, "unknown key");
     ck_assert_int_eq(tsq_quantizer_param_bounds(TSQ_CONTEXT_THREADS, &lo, &hi), TSQ_ERR_INVALID);
     ck_assert_int_eq(tsq_quantizer_param_bounds(TSQ_INFO_VERSION, &lo, &hi), TSQ_ERR_INVALID);
+    /* The table other handles read the quantizer's defaults from. */
+    ck_assert_int_eq(tsq__option_default(tsq__quantizer_options(), TSQ_QUANTIZER_EPS, &v), TSQ_OK);
+    ck_assert(v == 0.32);
+    Q_OK(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_SPARSITY, &lo));
+    ck_assert_int_eq(tsq__option_default(tsq__quantizer_options(), TSQ_QUANTIZER_SPARSITY, &v),
+                     TSQ_OK);
+    ck_assert(v == lo);
     /* The quantizer was not touched by the refusals. */
     Q_OK(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_BITS, &v));
     ck_assert(v == 2);

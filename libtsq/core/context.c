@@ -125,7 +125,7 @@ static const tsq__option context_options[] = {
 
 static const tsq__option_table context_table = {
     "context", 0x0100, (int32_t)(sizeof context_options / sizeof context_options[0]),
-    context_options, NULL};
+    context_options, NULL, ".."};
 
 static tsq_status create(tsq_context **out, tsq_alloc_fn alloc_fn, tsq_free_fn free_fn,
                          void *user)

@@ -65,7 +65,8 @@ tsq_status tsq__option_check(const tsq__option_table *t, const tsq__object *obj,
     TSQ_RETURN_ERROR_IF(o->read_only || o->type == TSQ__OPT_COMPUTED, obj, TSQ_ERR_INVALID,
                         "%s: %s is read-only", where, o->name);
     TSQ_RETURN_ERROR_IF(!(value >= o->lo && value <= o->hi), obj, TSQ_ERR_INVALID,
-                        "%s: %s = %g is outside %g .. %g", where, o->name, value, o->lo, o->hi);
+                        "%s: %s = %g is outside %g%s%g", where, o->name, value, o->lo,
+                        t->range_sep ? t->range_sep : " .. ", o->hi);
     TSQ_RETURN_ERROR_IF(o->type != TSQ__OPT_F64 && value != floor(value), obj, TSQ_ERR_INVALID,
                         "%s: %s must be an integer, got %g", where, o->name, value);
     *opt = o;
@@ -107,6 +108,15 @@ tsq_status tsq__option_get(const tsq__option_table *t, const tsq__object *obj,
     case TSQ__OPT_F64: *value = *(const double *)(const void *)field; break;
     default: *value = t->computed(handle, key); break;
     }
+    return TSQ_OK;
+}
+
+tsq_status tsq__option_default(const tsq__option_table *t, int32_t key, double *def)
+{
+    const tsq__option *o = tsq__option_find(t, key);
+    if (!o || o->type == TSQ__OPT_COMPUTED)
+        return TSQ_ERR_INVALID;
+    *def = o->def;
     return TSQ_OK;
 }
 

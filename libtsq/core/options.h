@@ -48,6 +48,9 @@ typedef struct tsq__option_table {
     const tsq__option *options; /* options[i].key == base + 1 + i */
     /* value of a TSQ__OPT_COMPUTED option of `handle` */
     double (*computed)(const void *handle, int32_t key);
+    /* between the bounds in "x is outside lo<sep>hi": each family keeps
+     * the spelling its messages had ("..", " .. ") */
+    const char *range_sep;
 } tsq__option_table;
 
 /* The family that owns a key ("quantizer"), or NULL. */
@@ -78,6 +81,12 @@ tsq_status tsq__option_set(const tsq__option_table *t, const tsq__object *obj,
  * TSQ_ERR_INVALID for a key of another family or none). */
 tsq_status tsq__option_get(const tsq__option_table *t, const tsq__object *obj,
                            const char *where, const void *handle, int32_t key, double *value);
+
+/* The default of key's option (TSQ_ERR_INVALID: not in the table), so
+ * that another handle offering the same option (the net conversion
+ * session's per-layer quantizer options) reads it from here instead of
+ * repeating it. */
+tsq_status tsq__option_default(const tsq__option_table *t, int32_t key, double *def);
 
 /* Writes every option's default into the handle. */
 void tsq__option_defaults(const tsq__option_table *t, void *handle);

@@ -45,6 +45,10 @@ static inline int tsq__quant_passes(float x, float delta, int32_t maxcode)
  * tsq__quantizer_channel returns TSQ_ERR_STATE if the quantizer is not
  * fitted yet and TSQ_ERR_INVALID for a channel out of range. */
 struct tsq_quantizer;
+struct tsq__option_table;
+/* The quantizer's option table (core/options.h): its keys, bounds and
+ * defaults, for handles that offer quantizer options of their own. */
+const struct tsq__option_table *tsq__quantizer_options(void);
 int64_t tsq__quantizer_nchannels(const struct tsq_quantizer *q);
 tsq_status tsq__quantizer_channel(const struct tsq_quantizer *q, int64_t channel,
                                   int32_t *bits, float *eps, float *delta);

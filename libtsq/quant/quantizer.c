@@ -47,7 +47,12 @@ static const tsq__option quantizer_options[] = {
 
 static const tsq__option_table quantizer_table = {
     "quantizer", 0x0200, (int32_t)(sizeof quantizer_options / sizeof quantizer_options[0]),
-    quantizer_options, computed_option};
+    quantizer_options, computed_option, " .. "};
+
+const struct tsq__option_table *tsq__quantizer_options(void)
+{
+    return &quantizer_table;
+}
 
 static void clear_params(tsq_quantizer *q)
 {
