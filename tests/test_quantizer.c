@@ -107,7 +107,8 @@ START_TEST(test_crc32_known_values)
 }
 END_TEST
 
-/* The reference table (docs/quantizer.md): n, eps (or joint), delta, error over x > 0 per sample. */
+/* The reference table (docs/quantizer.md): n, eps (or joint), delta, error
+ * over x > 0 per sample. */
 typedef struct table_row {
     int32_t bits;
     int32_t mode;
