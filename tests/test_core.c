@@ -1,5 +1,15 @@
-/* Core: versions, status strings, context options, allocator, info, CPU. */
+/* Core: versions, status strings, context options, allocator, info, CPU;
+ * the contracts of core.h (a NULL output gets a message, key families are
+ * disjoint) and the internal pieces every handle shares: the option table,
+ * the little-endian codec and the CRC-32. */
 #include "harness.h"
+
+#include "core/codec.h"
+#include "core/options.h"
+
+#include <float.h>
+#include <math.h>
+#include <stddef.h>
 
 #include <stdio.h>
 #include <string.h>
@@ -55,7 +65,7 @@ START_TEST(test_context_defaults_and_options)
     TH_OK(ctx, tsq_context_get_option(ctx, TSQ_CONTEXT_THREADS, &v));
     ck_assert_int_eq(v, 4);
     ck_assert_int_eq(tsq_context_set_option(ctx, 999, 1), TSQ_ERR_INVALID);
-    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "unknown option"));
+    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "unknown key"));
     ck_assert_int_eq(tsq_context_get_option(ctx, 999, &v), TSQ_ERR_INVALID);
     ck_assert_int_eq(tsq_context_option_bounds(999, &lo, &hi), TSQ_ERR_INVALID);
     /* A successful call clears the message. */
@@ -187,6 +197,192 @@ START_TEST(test_cpu_features)
 }
 END_TEST
 
+/* A NULL output pointer is TSQ_ERR_NULL with a message on the context;
+ * keys of another family are refused by name. */
+START_TEST(test_context_contracts)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    const char *info = NULL;
+    int64_t v = 0, lo, hi;
+    ck_assert_int_eq(TSQ_CONTEXT_THREADS, 0x0101);
+    ck_assert_int_eq(TSQ_CONTEXT_LOG_LEVEL, 0x0102);
+    ck_assert_int_eq(TSQ_INFO_VERSION, 0x0A01);
+    ck_assert_int_eq(TSQ_INFO_SUMMARY, 0x0A06);
+    ck_assert_int_eq(tsq_context_info(ctx, TSQ_INFO_VERSION, NULL), TSQ_ERR_NULL);
+    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "context_info: out is NULL"));
+    ck_assert_int_eq(tsq_context_get_option(ctx, TSQ_CONTEXT_THREADS, NULL), TSQ_ERR_NULL);
+    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "value is NULL"));
+    ck_assert_int_eq(tsq_context_get_seed(ctx, NULL), TSQ_ERR_NULL);
+    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "seed is NULL"));
+    /* another family's key, with the value of one of ours */
+    ck_assert_int_eq(tsq_context_set_option(ctx, TSQ_QUANTIZER_BITS, 2), TSQ_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "quantizer key"));
+    ck_assert_int_eq(tsq_context_get_option(ctx, TSQ_INFO_CPU, &v), TSQ_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "context info key"));
+    ck_assert_int_eq(tsq_context_option_bounds(1, &lo, &hi), TSQ_ERR_INVALID); /* old number */
+    ck_assert_int_eq(tsq_context_info(ctx, TSQ_CONTEXT_THREADS, &info), TSQ_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "unknown key"));
+    ck_assert_int_eq(tsq_context_info(ctx, 1, &info), TSQ_ERR_INVALID);
+    /* nothing changed, and a successful call clears the message */
+    TH_OK(ctx, tsq_context_get_option(ctx, TSQ_CONTEXT_THREADS, &v));
+    ck_assert_int_eq(v, 1);
+    TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, 1));
+    ck_assert_str_eq(tsq_context_errmsg(ctx), "");
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* The option table of core/options.h, on a handle of its own. */
+typedef struct toy {
+    tsq__object obj;
+    int32_t small;
+    int64_t big;
+    double real;
+} toy;
+
+static double toy_computed(const void *handle, int32_t key)
+{
+    return (double)((const toy *)handle)->small * 10 + (key & 0xFF);
+}
+
+static const tsq__option toy_options[] = {
+    {0x0301, "small", -3, 5, 2, TSQ__OPT_I32, 0, offsetof(toy, small)},
+    {0x0302, "big", 0, 1e15, 7, TSQ__OPT_I64, 0, offsetof(toy, big)},
+    {0x0303, "real", -1, 1, 0.5, TSQ__OPT_F64, 0, offsetof(toy, real)},
+    {0x0304, "derived", 0, 100, 0, TSQ__OPT_COMPUTED, 1, 0},
+};
+static const tsq__option_table toy_table = {"regressor", 0x0300, 4, toy_options, toy_computed,
+                                            NULL};
+
+START_TEST(test_option_table)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    toy t;
+    const toy *ct = &t;
+    double v, lo, hi;
+    memset(&t, 0, sizeof t);
+    tsq__object_init(&t.obj, ctx);
+    tsq__option_defaults(&toy_table, &t);
+    ck_assert(t.small == 2 && t.big == 7 && t.real == 0.5);
+    ck_assert_int_eq(tsq__option_bounds(&toy_table, 0x0302, &lo, &hi), TSQ_OK);
+    ck_assert(lo == 0 && hi == 1e15);
+    ck_assert_int_eq(tsq__option_bounds(&toy_table, 0x0305, &lo, &hi), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq__option_bounds(&toy_table, 0x0301, NULL, &hi), TSQ_ERR_NULL);
+    /* set: bounds, integrality, NaN, read-only, families; failures change nothing */
+    ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0301, -3), TSQ_OK);
+    ck_assert_int_eq(t.small, -3);
+    ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0301, 6),
+                     TSQ_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(t.obj.msg, "toy_set: small = 6 is outside -3 .. 5"));
+    ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0301, 1.5),
+                     TSQ_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(t.obj.msg, "must be an integer"));
+    ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0303, NAN),
+                     TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0304, 1),
+                     TSQ_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(t.obj.msg, "derived is read-only"));
+    ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0201, 1),
+                     TSQ_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(t.obj.msg, "a quantizer key, not a regressor one"));
+    ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0300, 1),
+                     TSQ_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(t.obj.msg, "no regressor option"));
+    ck_assert(t.small == -3 && t.big == 7 && t.real == 0.5);
+    ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0302, 1e15), TSQ_OK);
+    ck_assert(t.big == INT64_C(1000000000000000));
+    ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0303, -0.25), TSQ_OK);
+    /* get through a const handle: the message is still writable */
+    ck_assert_int_eq(tsq__option_get(&toy_table, &ct->obj, "toy_get", ct, 0x0303, &v), TSQ_OK);
+    ck_assert(v == -0.25);
+    ck_assert_int_eq(tsq__option_get(&toy_table, &ct->obj, "toy_get", ct, 0x0304, &v), TSQ_OK);
+    ck_assert(v == -30 + 4);
+    ck_assert_int_eq(tsq__option_get(&toy_table, &ct->obj, "toy_get", ct, 0x0301, NULL),
+                     TSQ_ERR_NULL);
+    ck_assert_ptr_nonnull(strstr(ct->obj.msg, "toy_get: value is NULL"));
+    ck_assert_int_eq(tsq__option_default(&toy_table, 0x0303, &v), TSQ_OK);
+    ck_assert(v == 0.5);
+    ck_assert_int_eq(tsq__option_default(&toy_table, 0x0304, &v), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq__option_default(&toy_table, 0x0201, &v), TSQ_ERR_INVALID);
+    ck_assert_str_eq(tsq__key_family(0x0A06), "context info");
+    ck_assert_ptr_null(tsq__key_family(0x0B01));
+    ck_assert_ptr_null(tsq__key_family(0x0100));
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* The one little-endian codec: byte order, floats by their bits, the
+ * counting writer, the reader that stops at its end; and zlib's CRC-32. */
+START_TEST(test_codec_and_crc)
+{
+    unsigned char b[32], big[64];
+    const unsigned char want[12] = {0x04, 0x03, 0x02, 0x01, 0x08, 0x07, 0x06, 0x05,
+                                    0x04, 0x03, 0x02, 0x01};
+    tsq__le_writer w = {NULL, 0, 0};
+    tsq__le_reader r;
+    unsigned i;
+    tsq__le_put_u32(b, 0x01020304u);
+    tsq__le_put_u64(b + 4, UINT64_C(0x0102030405060708));
+    ck_assert_mem_eq(b, want, 4);
+    ck_assert_mem_eq(b + 4, want + 4, 8);
+    ck_assert_uint_eq(tsq__le_get_u32(b), 0x01020304u);
+    ck_assert(tsq__le_get_u64(b + 4) == UINT64_C(0x0102030405060708));
+    tsq__le_put_f32(b, -1.5f);
+    ck_assert_uint_eq(tsq__le_get_u32(b), 0xBFC00000u);
+    ck_assert(tsq__le_get_f32(b) == -1.5f);
+    tsq__le_put_f64(b, DBL_MAX);
+    ck_assert(tsq__le_get_f64(b) == DBL_MAX);
+    /* the writer counts without a buffer, then writes the same bytes */
+    tsq__lew_u8(&w, 7);
+    tsq__lew_u32(&w, 1);
+    tsq__lew_u64(&w, 2);
+    tsq__lew_f32(&w, 0.5f);
+    tsq__lew_f64(&w, 0.25);
+    tsq__lew_bytes(&w, "abc", 3);
+    ck_assert(w.pos == 1 + 4 + 8 + 4 + 8 + 3);
+    w.buf = big;
+    w.cap = sizeof big;
+    w.pos = 0;
+    tsq__lew_u8(&w, 7);
+    tsq__lew_u32(&w, 1);
+    tsq__lew_u64(&w, 2);
+    tsq__lew_f32(&w, 0.5f);
+    tsq__lew_f64(&w, 0.25);
+    tsq__lew_bytes(&w, "abc", 3);
+    tsq__ler_init(&r, big, w.pos);
+    ck_assert_uint_eq(tsq__ler_u8(&r), 7);
+    ck_assert_uint_eq(tsq__ler_u32(&r), 1);
+    ck_assert(tsq__ler_u64(&r) == 2);
+    ck_assert(tsq__ler_f32(&r) == 0.5f);
+    ck_assert(tsq__ler_f64(&r) == 0.25);
+    ck_assert_mem_eq(tsq__ler_take(&r, 3), "abc", 3);
+    ck_assert(!r.bad && tsq__ler_left(&r) == 0);
+    ck_assert_uint_eq(tsq__ler_u32(&r), 0); /* past the end: zero, and bad from now on */
+    ck_assert(r.bad);
+    tsq__ler_init(&r, big, 3);
+    ck_assert_ptr_null(tsq__ler_take(&r, UINT64_MAX));
+    ck_assert(r.bad && tsq__ler_u8(&r) == 0);
+    /* a writer past its capacity writes nothing but keeps counting */
+    w.buf = b;
+    w.cap = 2;
+    w.pos = 0;
+    memset(b, 0, sizeof b);
+    tsq__lew_u32(&w, 0xFFFFFFFFu);
+    ck_assert(w.pos == 4 && b[0] == 0 && b[1] == 0);
+    /* CRC-32: the check value, and the bitwise reference on every length */
+    ck_assert_uint_eq(tsq__crc32(0, "123456789", 9), 0xCBF43926u);
+    for (i = 0; i < sizeof big; i++)
+        big[i] = (unsigned char)(i * 37 + 11);
+    for (i = 0; i <= sizeof big; i++) {
+        ck_assert_uint_eq(tsq__crc32(0, big, i), th_ref_crc32(big, i));
+        ck_assert_uint_eq(tsq__crc32(tsq__crc32(0, big, i / 2), big + i / 2, i - i / 2),
+                          th_ref_crc32(big, i));
+    }
+}
+END_TEST
+
 static Suite *core_suite(void)
 {
     Suite *s = suite_create("core");
@@ -199,6 +395,9 @@ static Suite *core_suite(void)
     tcase_add_test(tc, test_log_callback);
     tcase_add_test(tc, test_info);
     tcase_add_test(tc, test_cpu_features);
+    tcase_add_test(tc, test_context_contracts);
+    tcase_add_test(tc, test_option_table);
+    tcase_add_test(tc, test_codec_and_crc);
     suite_add_tcase(s, tc);
     return s;
 }

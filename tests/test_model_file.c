@@ -1,7 +1,10 @@
 /* The .tsq model file: bit-identical round trips, a corrupted byte in each
  * section detected, every truncation refused, version checks, allocation
- * failure at every step of a load. */
+ * failure at every step of a load, and the generic record reader of io/
+ * used on its own (what an inference-only reader builds on). */
 #include "harness.h"
+
+#include "io/model_records.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -14,16 +17,15 @@
 #define IN_W 6
 #define BATCH 5
 
-static void fill_random(tsq_tensor *t, uint64_t *state, float scale)
+/* Uniform in [-scale/2, scale/2). */
+static void fill_random(tsq_tensor *t, th_rng *r, float scale)
 {
     float *x = NULL;
     int64_t n = 0, i;
     tsq_tensor_data(t, (void **)&x);
     tsq_tensor_numel(t, &n);
-    for (i = 0; i < n; i++) {
-        *state = *state * 6364136223846793005ull + 1442695040888963407ull;
-        x[i] = scale * ((float)(*state >> 40) / (float)(1 << 24) - 0.5f);
-    }
+    for (i = 0; i < n; i++)
+        x[i] = scale * ((float)th_rng_uniform(r) - 0.5f);
 }
 
 static void append(tsq_net *net, tsq_layer *l)
@@ -41,7 +43,7 @@ static tsq_net *make_net(tsq_context *ctx)
     tsq_net *net = NULL;
     tsq_layer *l = NULL;
     tsq_tensor *codes = NULL, *alpha = NULL, *bias = NULL, *p;
-    uint64_t seed = 42;
+    th_rng seed = {42};
     int32_t i, j, n, nl;
     int64_t nw = 4 * 4 * 3 * 3, c4 = 4, nd = 8 * 36, c8 = 8;
     int8_t *cw;
@@ -135,7 +137,7 @@ static void run(tsq_context *ctx, tsq_net *net, float *out)
 {
     const int64_t xs[4] = {BATCH, IN_C, IN_H, IN_W}, ys[2] = {BATCH, 3};
     tsq_tensor *x = NULL, *y = NULL;
-    uint64_t seed = 7;
+    th_rng seed = {7};
     TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_F32, 4, xs, &x));
     TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_F32, 2, ys, &y));
     fill_random(x, &seed, 4.0f);
@@ -398,6 +400,96 @@ START_TEST(test_load_alloc_failures)
 }
 END_TEST
 
+/* The container's record reader, with a sink that only looks: the head
+ * and one record per layer, in order, with the layer's kind and arrays. */
+typedef struct seen {
+    tsq_net *net;
+    int32_t heads, records;
+    int64_t in_shape[3];
+    int32_t in_ndim;
+} seen;
+
+static tsq_status seen_head(void *user, const tsq__model_cursor *cur, const tsq__model_head *h)
+{
+    seen *s = user;
+    (void)cur;
+    s->heads++;
+    s->in_ndim = h->in_ndim;
+    memcpy(s->in_shape, h->in_shape, sizeof s->in_shape);
+    return TSQ_OK;
+}
+
+static tsq_status seen_record(void *user, const tsq__model_cursor *cur,
+                              const tsq__layer_rec *rec)
+{
+    seen *s = user;
+    tsq_layer *l = NULL;
+    int32_t kind = -1, i;
+    ck_assert_int_eq(cur->record, s->records);
+    ck_assert_int_eq(cur->section, s->records + 1);
+    ck_assert_int_eq(tsq_net_layer(s->net, s->records, &l), TSQ_OK);
+    tsq_layer_kind(l, &kind);
+    ck_assert_int_eq(rec->kind, kind);
+    for (i = 0; i < rec->narrays; i++) {
+        const tsq__rec_array *a = &rec->arrays[i];
+        ck_assert(a->numel >= 1 && a->data != NULL && a->name[0] != '\0');
+        if (a->encoding == TSQ__REC_RAW && a->dtype == TSQ_DTYPE_F32) {
+            float *x = malloc((size_t)a->numel * sizeof *x);
+            ck_assert_int_eq(tsq__rec_read_f32(a, x), -1); /* all finite */
+            free(x);
+        }
+    }
+    if (kind == TSQ_LAYER_ACT_QUANT) {
+        int32_t bits;
+        float eps, delta;
+        tsq__rec_channel(rec, 0, &bits, &eps, &delta);
+        ck_assert(bits >= 1 && bits <= 8 && delta > 0.0f);
+    }
+    s->records++;
+    /* a sink's failure stops the reader and comes back as it is */
+    return s->records == 100 ? tsq__model_fail(cur, "stop") : TSQ_OK;
+}
+
+START_TEST(test_generic_record_reader)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    tsq_net *net = make_net(ctx);
+    tsq__model_sink sink;
+    seen s;
+    uint64_t size, bytes = 0;
+    uint8_t *buf = save(ctx, net, &size);
+    int32_t nl = 0;
+    memset(&s, 0, sizeof s);
+    s.net = net;
+    sink.head = seen_head;
+    sink.record = seen_record;
+    sink.user = &s;
+    TH_OK(ctx, tsq__model_read(ctx, "reader", buf, size, &sink));
+    tsq_net_layer_count(net, &nl);
+    ck_assert_int_eq(s.heads, 1);
+    ck_assert_int_eq(s.records, nl);
+    ck_assert_int_eq(s.in_ndim, 3);
+    ck_assert(s.in_shape[0] == IN_C && s.in_shape[1] == IN_H && s.in_shape[2] == IN_W);
+    /* its messages carry the caller's name and the section */
+    buf[size - 1] ^= 1;
+    s.records = 0;
+    ck_assert_int_eq(tsq__model_read(ctx, "reader", buf, size, &sink), TSQ_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "reader: section"));
+    buf[size - 1] ^= 1;
+    /* NULL outputs of the model calls get a message on the net */
+    ck_assert_int_eq(tsq_net_save(net, NULL, 0, NULL), TSQ_ERR_NULL);
+    ck_assert_ptr_nonnull(strstr(tsq_net_errmsg(net), "size is NULL"));
+    ck_assert_int_eq(tsq_net_weight_bytes(net, NULL), TSQ_ERR_NULL);
+    ck_assert_ptr_nonnull(strstr(tsq_net_errmsg(net), "bytes is NULL"));
+    TH_OK(ctx, tsq_net_weight_bytes(net, &bytes));
+    ck_assert(bytes > 0 && bytes < size);
+    free(buf);
+    tsq_net_destroy(net);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
 static Suite *model_suite(void)
 {
     Suite *s = suite_create("model_file");
@@ -409,6 +501,7 @@ static Suite *model_suite(void)
     tcase_add_test(tc, test_versions);
     tcase_add_test(tc, test_save_errors_and_files);
     tcase_add_test(tc, test_load_alloc_failures);
+    tcase_add_test(tc, test_generic_record_reader);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,5 +1,5 @@
 /* Special numbers and size arithmetic at every public call that takes data
- * (issue 9). Input classes: NaN, +Inf, -Inf ("non-finite"), the denormal
+ * Input classes: NaN, +Inf, -Inf ("non-finite"), the denormal
  * 1e-40f, and the huge finite values FLT_MAX and 1e30. The contexts use a
  * counting allocator that refuses (and records) any request above 256 MiB,
  * so that a size computation gone wrong shows up as a recorded huge request
@@ -63,51 +63,20 @@
 
 #define BIG_LIMIT ((uint64_t)256 << 20)
 
-typedef struct {
-    int64_t live;
-    int64_t huge;       /* requests above BIG_LIMIT (refused) */
-    uint64_t largest;
-} guard_stats;
-
-static void *guard_alloc(void *user, uint64_t size, uint64_t alignment)
-{
-    guard_stats *g = user;
-    void *p = NULL;
-    if (size > g->largest)
-        g->largest = size;
-    if (size > BIG_LIMIT) {
-        g->huge++;
-        return NULL;
-    }
-    if (alignment < sizeof(void *))
-        alignment = sizeof(void *);
-    if (posix_memalign(&p, (size_t)alignment, (size_t)(size ? size : 1)) != 0)
-        return NULL;
-    g->live++;
-    return p;
-}
-
-static void guard_free(void *user, void *ptr)
-{
-    guard_stats *g = user;
-    g->live--;
-    free(ptr);
-}
+/* The harness's allocator, refusing (and counting) any request above
+ * BIG_LIMIT; th_context_done asserts there was none and nothing leaked. */
+typedef th_alloc_stats guard_stats;
 
 static tsq_context *gctx(guard_stats *g)
 {
-    tsq_context *ctx = NULL;
-    memset(g, 0, sizeof *g);
-    ck_assert_int_eq(tsq_context_create_with_allocator(&ctx, guard_alloc, guard_free, g), TSQ_OK);
+    tsq_context *ctx = th_context(g);
+    g->refuse_above = BIG_LIMIT;
     return ctx;
 }
 
 static void gdone(tsq_context *ctx, guard_stats *g)
 {
-    tsq_context_destroy(ctx);
-    ck_assert_msg(g->live == 0, "%lld allocation(s) leaked", (long long)g->live);
-    ck_assert_msg(g->huge == 0, "%lld allocation request(s) above 256 MiB (largest %llu bytes)",
-                  (long long)g->huge, (unsigned long long)g->largest);
+    th_context_done(ctx, g);
 }
 
 /* A status and a non-empty message (containing `sub` unless it is ""). */
@@ -241,7 +210,7 @@ START_TEST(test_tensor_sizes)
      * refuses; wrapping it needs the caller's bytes first. */
     EXPECT(tsq_tensor_wrap(ctx, TSQ_DTYPE_U8, 1, max1, buf, sizeof buf, &t), TSQ_ERR_TOO_SMALL,
            tsq_context_errmsg(ctx), "");
-    ck_assert_int_eq(g.huge, 0);
+    ck_assert_int_eq(g.refused_big, 0);
     {
         const int64_t s1[1] = {4};
         tsq_tensor *r = f32(ctx, 1, 4, 0, 0, 0);

@@ -1,4 +1,4 @@
-/* The sparse activation quantizer (issue 3): TSQ.md's check table on 10^6
+/* The sparse activation quantizer: the reference table of fits on 10^6
  * unit-Gaussian samples, brute-force optimality of the fitted delta on small
  * discrete sets and on raw continuous samples, target sparsity, streaming
  * equivalence, the straight-through mask at its boundaries, exact round
@@ -13,44 +13,9 @@
 #include <string.h>
 
 /* Internal pieces tested directly: the encode kernels and the CRC. */
-#include "quant/activation_histogram.h"
-#include "quant/quant_internal.h"
-#include "io/crc32.h"
-
-/* ---- a tiny local generator: splitmix64 and Box-Muller ---- */
-typedef struct test_rng {
-    uint64_t s;
-} test_rng;
-
-static uint64_t rng_next(test_rng *r)
-{
-    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double rng_uniform(test_rng *r) /* [0, 1) */
-{
-    return (double)(rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-static double rng_normal(test_rng *r)
-{
-    double u = 1.0 - rng_uniform(r), v = rng_uniform(r);
-    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-}
-
-static float *gaussian(int64_t n, uint64_t seed)
-{
-    test_rng r = {seed};
-    float *x = malloc((size_t)n * sizeof *x);
-    int64_t i;
-    ck_assert_ptr_nonnull(x);
-    for (i = 0; i < n; i++)
-        x[i] = (float)rng_normal(&r);
-    return x;
-}
+#include "quant/quantizer_internal.h"
+#include "core/codec.h"
+#include "core/options.h"
 
 static tsq_tensor *wrap(tsq_context *ctx, int32_t dtype, int32_t ndim, const int64_t *shape,
                         void *data)
@@ -142,7 +107,8 @@ START_TEST(test_crc32_known_values)
 }
 END_TEST
 
-/* TSQ.md's table: n, eps (or joint), delta, error over x > 0 per sample. */
+/* The reference table (docs/quantizer.md): n, eps (or joint), delta, error
+ * over x > 0 per sample. */
 typedef struct table_row {
     int32_t bits;
     int32_t mode;
@@ -164,7 +130,7 @@ START_TEST(test_tsq_table)
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
     const int64_t n = 1000000;
-    float *x = gaussian(n, 20180618);
+    float *x = th_gaussian(n, 20180618);
     uint8_t *codes = malloc((size_t)n);
     tsq_tensor *tx = wrap1(ctx, TSQ_DTYPE_F32, n, x), *tc = wrap1(ctx, TSQ_DTYPE_U8, n, codes);
     size_t r;
@@ -220,17 +186,17 @@ START_TEST(test_bruteforce_small_discrete)
     const double grid = 0.0005;
     const int32_t modes[3] = {TSQ_EPS_FIXED, TSQ_EPS_PLAIN, TSQ_EPS_JOINT};
     int trials = th_quick() ? 3 : 8, trial, b, m;
-    test_rng r = {77};
+    th_rng r = {77};
     float x[MAXN];
     for (trial = 0; trial < trials; trial++) {
         int64_t n = 0;
         int j;
         /* 4..14 distinct values on a 0.05 grid in (0, 3], repeated 1..6
          * times, plus a few non-positive samples. */
-        int distinct = 4 + (int)(rng_next(&r) % 11);
+        int distinct = 4 + (int)(th_rng_next(&r) % 11);
         for (j = 0; j < distinct; j++) {
-            float v = 0.05f * (float)(1 + rng_next(&r) % 60);
-            int reps = 1 + (int)(rng_next(&r) % 6), k;
+            float v = 0.05f * (float)(1 + th_rng_next(&r) % 60);
+            int reps = 1 + (int)(th_rng_next(&r) % 6), k;
             for (k = 0; k < reps && n < MAXN; k++)
                 x[n++] = v;
         }
@@ -278,11 +244,11 @@ START_TEST(test_fit_optimal_on_raw_samples)
     tsq_context *ctx = th_context(&st);
     const int64_t n = th_quick() ? 20000 : 100000, batch = 1000;
     float *x = malloc((size_t)n * sizeof *x);
-    test_rng r = {5};
+    th_rng r = {5};
     int32_t bits;
     int64_t i;
     for (i = 0; i < n; i++) /* log-normal above 0, a third of it negative */
-        x[i] = (float)(i % 3 == 0 ? -rng_uniform(&r) : exp(1.2 * rng_normal(&r)));
+        x[i] = (float)(i % 3 == 0 ? -th_rng_uniform(&r) : exp(1.2 * th_rng_normal(&r)));
     for (bits = 1; bits <= 8; bits += 1 + (bits >= 4)) {
         tsq_quantizer *q = make_q(ctx, bits, 0, TSQ_EPS_JOINT, 0);
         float eps, delta;
@@ -313,7 +279,7 @@ START_TEST(test_target_sparsity)
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
     const int64_t n = 1000000;
-    float *x = gaussian(n, 99);
+    float *x = th_gaussian(n, 99);
     tsq_tensor *tx = wrap1(ctx, TSQ_DTYPE_F32, n, x);
     const double targets[5] = {0.501, 0.55, 0.63, 0.8, 0.97};
     int i;
@@ -357,7 +323,7 @@ START_TEST(test_streaming_matches_one_batch)
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
     const int64_t n = 1000000, nb = 100, per = n / nb;
-    float *x = gaussian(n, 1234), *sorted = malloc((size_t)n * sizeof *x);
+    float *x = th_gaussian(n, 1234), *sorted = malloc((size_t)n * sizeof *x);
     const int32_t modes[4] = {TSQ_EPS_FIXED, TSQ_EPS_SPARSITY, TSQ_EPS_JOINT, TSQ_EPS_PLAIN};
     int m, pass;
     int64_t i, b;
@@ -461,7 +427,7 @@ START_TEST(test_codes_levels_roundtrip)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    test_rng r = {3};
+    th_rng r = {3};
     uint8_t codes[256], back[256];
     float levels[256], again[256];
     int32_t bits;
@@ -474,8 +440,8 @@ START_TEST(test_codes_levels_roundtrip)
             tsq_tensor *tb = wrap1(ctx, TSQ_DTYPE_U8, n, back);
             tsq_tensor *tl = wrap1(ctx, TSQ_DTYPE_F32, n, levels);
             tsq_tensor *ta = wrap1(ctx, TSQ_DTYPE_F32, n, again);
-            float delta = (float)exp(8.0 * rng_uniform(&r) - 4.0); /* 0.018 .. 55 */
-            float eps = (float)(rng_uniform(&r) * 0.999) * delta;  /* eps < delta */
+            float delta = (float)exp(8.0 * th_rng_uniform(&r) - 4.0); /* 0.018 .. 55 */
+            float eps = (float)(th_rng_uniform(&r) * 0.999) * delta;  /* eps < delta */
             for (i = 0; i < n; i++)
                 codes[i] = (uint8_t)i;
             Q_OK(q, tsq_quantizer_set_channel(q, 0, eps, delta));
@@ -516,21 +482,21 @@ END_TEST
 
 /* Hard inputs for the formula: ties at every boundary, eps itself, zeros,
  * subnormals, huge values, Inf (encode kernels must agree even there). */
-static void fill_hard(float *x, int64_t n, float eps, float delta, test_rng *r)
+static void fill_hard(float *x, int64_t n, float eps, float delta, th_rng *r)
 {
     int64_t i;
     for (i = 0; i < n; i++) {
-        uint64_t kind = rng_next(r) % 8;
-        float k = (float)(rng_next(r) % 300);
+        uint64_t kind = th_rng_next(r) % 8;
+        float k = (float)(th_rng_next(r) % 300);
         switch (kind) {
         case 0: x[i] = (k + 0.5f) * delta; break;
         case 1: x[i] = nextafterf((k + 0.5f) * delta, 0.0f); break;
         case 2: x[i] = eps; break;
         case 3: x[i] = nextafterf(eps, 1.0f); break;
-        case 4: x[i] = (rng_next(r) & 1) ? -0.0f : FLT_TRUE_MIN * k; break;
-        case 5: x[i] = (rng_next(r) & 1) ? FLT_MAX : -INFINITY; break;
-        case 6: x[i] = (rng_next(r) & 1) ? INFINITY : -FLT_MAX; break;
-        default: x[i] = (float)(rng_normal(r) * 100.0 * delta); break;
+        case 4: x[i] = (th_rng_next(r) & 1) ? -0.0f : FLT_TRUE_MIN * k; break;
+        case 5: x[i] = (th_rng_next(r) & 1) ? FLT_MAX : -INFINITY; break;
+        case 6: x[i] = (th_rng_next(r) & 1) ? INFINITY : -FLT_MAX; break;
+        default: x[i] = (float)(th_rng_normal(r) * 100.0 * delta); break;
         }
     }
 }
@@ -538,7 +504,7 @@ static void fill_hard(float *x, int64_t n, float eps, float delta, test_rng *r)
 START_TEST(test_simd_bit_exact)
 {
     uint32_t cpu = 0;
-    test_rng r = {11};
+    th_rng r = {11};
     enum { N = 1000 };
     float x[N], eps_row[N], inv_row[N];
     uint8_t c_ref[N + 1], c_simd[N + 1];
@@ -550,8 +516,8 @@ START_TEST(test_simd_bit_exact)
     for (bits = 1; bits <= 8; bits++)
         for (n = 0; n <= N; n += (n < 80 ? 1 : 97)) {
             int32_t maxcode = (1 << bits) - 1;
-            float delta = (float)exp(6.0 * rng_uniform(&r) - 3.0);
-            float eps = (float)(rng_uniform(&r) * 2.0) * delta, inv = 1.0f / delta;
+            float delta = (float)exp(6.0 * th_rng_uniform(&r) - 3.0);
+            float eps = (float)(th_rng_uniform(&r) * 2.0) * delta, inv = 1.0f / delta;
             int64_t i;
             fill_hard(x, n, eps, delta, &r);
             c_ref[n] = c_simd[n] = 0xEE; /* canary past the end */
@@ -560,8 +526,8 @@ START_TEST(test_simd_bit_exact)
             ck_assert_mem_eq(c_ref, c_simd, (size_t)n + 1);
             for (i = 0; i < n; i++) {
                 ck_assert_int_eq(c_ref[i], tsq__quant_code(x[i], eps, inv, maxcode));
-                eps_row[i] = (float)(rng_uniform(&r) * 2.0) * delta;
-                inv_row[i] = 1.0f / (delta * (float)(0.5 + rng_uniform(&r)));
+                eps_row[i] = (float)(th_rng_uniform(&r) * 2.0) * delta;
+                inv_row[i] = 1.0f / (delta * (float)(0.5 + th_rng_uniform(&r)));
             }
             tsq__encode_row_c(x, c_ref, n, eps_row, inv_row, maxcode);
             tsq__encode_row_avx2(x, c_simd, n, eps_row, inv_row, maxcode);
@@ -569,10 +535,231 @@ START_TEST(test_simd_bit_exact)
             ck_assert_uint_eq(c_ref[n], 0xEE);
             /* NaN and Inf counting. */
             for (i = 0; i < n; i++)
-                if (rng_next(&r) % 5 == 0)
-                    x[i] = (rng_next(&r) & 1) ? NAN : -INFINITY;
+                if (th_rng_next(&r) % 5 == 0)
+                    x[i] = (th_rng_next(&r) & 1) ? NAN : -INFINITY;
             ck_assert_int_eq(tsq__count_nonfinite_avx2(x, n), tsq__count_nonfinite_c(x, n));
         }
+}
+END_TEST
+
+/* Fake-quant forward and the straight-through backward: AVX2 against C,
+ * bit for bit (hard inputs, every tail length, span and row forms), and
+ * both against the references written from the header's formula. */
+START_TEST(test_fakequant_ste_simd_bit_exact)
+{
+    uint32_t cpu = 0;
+    th_rng r = {12};
+    enum { N = 600 };
+    float x[N], go[N], eps_row[N], inv_row[N], d_row[N];
+    float y_ref[N + 1], y_simd[N + 1], g_ref[N + 1], g_simd[N + 1];
+    int64_t n, i;
+    int32_t bits;
+    tsq_cpu_features(&cpu);
+    for (bits = 1; bits <= 8; bits++)
+        for (n = 0; n <= N; n += (n < 40 ? 1 : 61)) {
+            int32_t maxcode = (1 << bits) - 1;
+            float delta = (float)exp(6.0 * th_rng_uniform(&r) - 3.0);
+            float eps = (float)(th_rng_uniform(&r) * 2.0) * delta, inv = 1.0f / delta;
+            fill_hard(x, n, eps, delta, &r);
+            for (i = 0; i < n; i++) {
+                if (!isfinite(x[i]))
+                    x[i] = (float)maxcode * delta; /* the STE window's top, exactly */
+                go[i] = i % 17 == 3 ? NAN : (float)th_rng_normal(&r);
+                eps_row[i] = (float)(th_rng_uniform(&r) * 2.0) * delta;
+                d_row[i] = delta * (float)(0.5 + th_rng_uniform(&r));
+                inv_row[i] = 1.0f / d_row[i];
+            }
+            y_ref[n] = y_simd[n] = g_ref[n] = g_simd[n] = -7.0f; /* canaries */
+            tsq__fakequant_span_c(x, y_ref, n, eps, inv, delta, maxcode);
+            tsq__ste_span_c(x, go, g_ref, n, delta, maxcode);
+            for (i = 0; i < n; i++) {
+                ck_assert(y_ref[i] == (float)th_ref_code(x[i], eps, delta, maxcode) * delta);
+                if (th_ref_ste_passes(x[i], delta, maxcode))
+                    ck_assert_mem_eq(&g_ref[i], &go[i], sizeof(float));
+                else
+                    ck_assert_mem_eq(&g_ref[i], &(float){0.0f}, sizeof(float));
+            }
+            if (cpu & TSQ_CPU_AVX2) {
+                tsq__fakequant_span_avx2(x, y_simd, n, eps, inv, delta, maxcode);
+                tsq__ste_span_avx2(x, go, g_simd, n, delta, maxcode);
+                ck_assert_mem_eq(y_ref, y_simd, (size_t)(n + 1) * sizeof(float));
+                ck_assert_mem_eq(g_ref, g_simd, (size_t)(n + 1) * sizeof(float));
+            }
+            tsq__fakequant_row_c(x, y_ref, n, eps_row, inv_row, d_row, maxcode);
+            tsq__ste_row_c(x, go, g_ref, n, d_row, maxcode);
+            if (cpu & TSQ_CPU_AVX2) {
+                tsq__fakequant_row_avx2(x, y_simd, n, eps_row, inv_row, d_row, maxcode);
+                tsq__ste_row_avx2(x, go, g_simd, n, d_row, maxcode);
+                ck_assert_mem_eq(y_ref, y_simd, (size_t)(n + 1) * sizeof(float));
+                ck_assert_mem_eq(g_ref, g_simd, (size_t)(n + 1) * sizeof(float));
+            }
+            ck_assert(y_ref[n] == -7.0f && g_ref[n] == -7.0f);
+        }
+}
+END_TEST
+
+/* The code is floor(x * (1.0f / delta) + 0.5f) in float, as quantizer.h
+ * says, and not floor(x / delta + 1/2): at values within 2 ulp of a level
+ * boundary the two differ, and encode follows the header. */
+START_TEST(test_formula_at_boundaries)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    enum { N = 1 << 14 };
+    float *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y);
+    uint8_t *codes = malloc(N);
+    tsq_tensor *tx = wrap1(ctx, TSQ_DTYPE_F32, N, x), *ty = wrap1(ctx, TSQ_DTYPE_F32, N, y);
+    tsq_tensor *tc = wrap1(ctx, TSQ_DTYPE_U8, N, codes);
+    th_rng r = {31};
+    int64_t differ_from_division = 0;
+    int trial, threads;
+    for (threads = 1; threads <= 2; threads++) {
+        TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads));
+        for (trial = 0; trial < 8; trial++) {
+            int32_t bits = 1 + trial % 8, maxcode = (1 << bits) - 1;
+            tsq_quantizer *q = make_q(ctx, bits, 0, TSQ_EPS_FIXED, 0);
+            float delta = (float)exp(4.0 * th_rng_uniform(&r) - 2.0), eps = 0.5f * delta;
+            int64_t i;
+            for (i = 0; i < N; i++) {
+                /* the boundary between codes k and k + 1, moved by -2..2 ulp */
+                float b = ((float)(1 + th_rng_below(&r, maxcode)) - 0.5f) * delta;
+                int ulps = (int)th_rng_below(&r, 5) - 2;
+                for (; ulps < 0; ulps++)
+                    b = nextafterf(b, 0.0f);
+                for (; ulps > 0; ulps--)
+                    b = nextafterf(b, FLT_MAX);
+                x[i] = b;
+            }
+            Q_OK(q, tsq_quantizer_set_channel(q, 0, eps, delta));
+            Q_OK(q, tsq_quantizer_encode(q, tx, tc));
+            Q_OK(q, tsq_quantizer_forward(q, tx, ty));
+            for (i = 0; i < N; i++) {
+                int32_t want = th_ref_code(x[i], eps, delta, maxcode);
+                double by_division = floor((double)x[i] / (double)delta + 0.5);
+                ck_assert_msg(codes[i] == want, "x = %a, delta = %a: code %d, formula %d",
+                              (double)x[i], (double)delta, codes[i], want);
+                ck_assert(y[i] == (float)want * delta);
+                if (x[i] > eps && by_division >= 1 && by_division <= maxcode &&
+                    by_division != want)
+                    differ_from_division++;
+            }
+            tsq_quantizer_destroy(q);
+        }
+    }
+    /* The test means something: the exact quotient rounds otherwise for some. */
+    ck_assert_int_gt(differ_from_division, 0);
+    tsq_tensor_destroy(tx);
+    tsq_tensor_destroy(ty);
+    tsq_tensor_destroy(tc);
+    free(x);
+    free(y);
+    free(codes);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* Forward and backward split large tensors over threads like encode; the
+ * result does not depend on the thread count (per tensor, NCHW, N x C). */
+START_TEST(test_fakequant_threads_agree)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    const int64_t shapes[3][2] = {{1, 0}, {4, 3}, {1 << 13, 40}};
+    int s;
+    for (s = 0; s < 3; s++) {
+        int64_t C = shapes[s][1], n = 40 * 8192, i, shape[4];
+        int32_t ndim;
+        float *x = th_gaussian(n, 5 + (uint64_t)s), *g = th_gaussian(n, 9);
+        float *y[2], *gi[2];
+        tsq_quantizer *q = make_q(ctx, 2, C, TSQ_EPS_JOINT, 0);
+        tsq_tensor *tx, *tg, *ty, *tgi;
+        int t;
+        if (C == 0) {
+            ndim = 1;
+            shape[0] = n;
+        } else if (s == 1) {
+            ndim = 4;
+            shape[0] = 4; shape[1] = C; shape[2] = 160; shape[3] = n / (4 * C * 160);
+            n = shape[0] * shape[1] * shape[2] * shape[3];
+        } else {
+            ndim = 2;
+            shape[0] = n / C;
+            shape[1] = C;
+        }
+        tx = wrap(ctx, TSQ_DTYPE_F32, ndim, shape, x);
+        tg = wrap(ctx, TSQ_DTYPE_F32, ndim, shape, g);
+        for (i = 0; i < (C ? C : 1); i++)
+            Q_OK(q, tsq_quantizer_set_channel(q, i, 0.3f + 0.01f * (float)i,
+                                              0.6f + 0.02f * (float)i));
+        for (t = 0; t < 2; t++) {
+            y[t] = malloc((size_t)n * sizeof(float));
+            gi[t] = malloc((size_t)n * sizeof(float));
+            ty = wrap(ctx, TSQ_DTYPE_F32, ndim, shape, y[t]);
+            tgi = wrap(ctx, TSQ_DTYPE_F32, ndim, shape, gi[t]);
+            TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, 1 + 2 * t));
+            Q_OK(q, tsq_quantizer_forward(q, tx, ty));
+            Q_OK(q, tsq_quantizer_backward(q, tx, tg, tgi));
+            tsq_tensor_destroy(ty);
+            tsq_tensor_destroy(tgi);
+        }
+        ck_assert_mem_eq(y[0], y[1], (size_t)n * sizeof(float));
+        ck_assert_mem_eq(gi[0], gi[1], (size_t)n * sizeof(float));
+        for (i = 0; i < n; i += 997) { /* and they are the formula */
+            int64_t c = C == 0 ? 0 : (ndim == 2 ? i % C : (i / (shape[2] * shape[3])) % C);
+            float e = 0.3f + 0.01f * (float)c, d = 0.6f + 0.02f * (float)c;
+            ck_assert(y[0][i] == (float)th_ref_code(x[i], e, d, 3) * d);
+            ck_assert(gi[0][i] == (th_ref_ste_passes(x[i], d, 3) ? g[i] : 0.0f));
+        }
+        for (t = 0; t < 2; t++) {
+            free(y[t]);
+            free(gi[t]);
+        }
+        tsq_tensor_destroy(tx);
+        tsq_tensor_destroy(tg);
+        tsq_quantizer_destroy(q);
+        free(x);
+        free(g);
+    }
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* A NULL output pointer is TSQ_ERR_NULL with a message on the quantizer
+ * (core.h); a key of another family is refused, not taken for another. */
+START_TEST(test_null_outputs_and_key_families)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    tsq_quantizer *q = make_q(ctx, 2, 0, TSQ_EPS_JOINT, 0);
+    float e;
+    double v, lo, hi;
+    Q_FAILS(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_BITS, NULL), TSQ_ERR_NULL, "value");
+    Q_OK(q, tsq_quantizer_set_channel(q, 0, 0.25f, 0.5f));
+    Q_FAILS(q, tsq_quantizer_get_channel(q, 0, &e, NULL), TSQ_ERR_NULL, "delta");
+    Q_FAILS(q, tsq_quantizer_get_channel(q, 0, NULL, &e), TSQ_ERR_NULL, "eps");
+    Q_FAILS(q, tsq_quantizer_save(q, NULL, 0, NULL), TSQ_ERR_NULL, "size");
+    ck_assert_int_eq(TSQ_QUANTIZER_BITS, 0x0201);
+    ck_assert_int_eq(TSQ_QUANTIZER_OBSERVED, 0x0208);
+    Q_FAILS(q, tsq_quantizer_set_param(q, TSQ_CONTEXT_THREADS, 2), TSQ_ERR_INVALID,
+            "context key");
+    Q_FAILS(q, tsq_quantizer_get_param(q, TSQ_CONTEXT_LOG_LEVEL, &v), TSQ_ERR_INVALID,
+            "context key");
+    Q_FAILS(q, tsq_quantizer_set_param(q, 0x0200, 2), TSQ_ERR_INVALID, "unknown key");
+    Q_FAILS(q, tsq_quantizer_set_param(q, 0x0209, 2), TSQ_ERR_INVALID, "unknown key");
+    ck_assert_int_eq(tsq_quantizer_param_bounds(TSQ_CONTEXT_THREADS, &lo, &hi), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_quantizer_param_bounds(TSQ_INFO_VERSION, &lo, &hi), TSQ_ERR_INVALID);
+    /* The table other handles read the quantizer's defaults from. */
+    ck_assert_int_eq(tsq__option_default(tsq__quantizer_options(), TSQ_QUANTIZER_EPS, &v), TSQ_OK);
+    ck_assert(v == 0.32);
+    Q_OK(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_SPARSITY, &lo));
+    ck_assert_int_eq(tsq__option_default(tsq__quantizer_options(), TSQ_QUANTIZER_SPARSITY, &v),
+                     TSQ_OK);
+    ck_assert(v == lo);
+    /* The quantizer was not touched by the refusals. */
+    Q_OK(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_BITS, &v));
+    ck_assert(v == 2);
+    tsq_quantizer_destroy(q);
+    th_context_done(ctx, &st);
 }
 END_TEST
 
@@ -584,7 +771,7 @@ START_TEST(test_encode_paths_agree)
     tsq_context *ctx = th_context(&st);
     const int64_t shapes[3][4] = {{3, 37, 1, 1}, {5, 3, 17, 19}, {2, 40, 73, 97}};
     const int32_t ndims[3] = {2, 4, 4};
-    test_rng r = {8};
+    th_rng r = {8};
     int s, threads;
     for (threads = 1; threads <= 2; threads++) {
         TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads));
@@ -643,13 +830,13 @@ START_TEST(test_per_channel_scales)
     const int64_t N = 100000, C = 3, shape[2] = {100000, 3};
     const double scale[3] = {0.01, 1.0, 300.0};
     float *x = malloc((size_t)(N * C) * sizeof *x);
-    test_rng r = {21};
+    th_rng r = {21};
     tsq_quantizer *q = make_q(ctx, 2, C, TSQ_EPS_JOINT, 0);
     tsq_tensor *tx = wrap(ctx, TSQ_DTYPE_F32, 2, shape, x);
     int64_t i, c;
     double ch;
     for (i = 0; i < N * C; i++)
-        x[i] = (float)(rng_normal(&r) * scale[i % C]);
+        x[i] = (float)(th_rng_normal(&r) * scale[i % C]);
     TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, 2));
     Q_OK(q, tsq_learn_codes(q, tx, NULL, NULL, NULL));
     for (c = 0; c < C; c++) {
@@ -1115,9 +1302,9 @@ START_TEST(test_allocation_failures)
     tsq_context *ctx = th_context(&st);
     float x[64];
     int64_t k, baseline = st.live_blocks; /* the context itself */
-    test_rng r = {4};
+    th_rng r = {4};
     for (k = 0; k < 64; k++)
-        x[k] = (float)rng_normal(&r);
+        x[k] = (float)th_rng_normal(&r);
     for (k = 1; k < 40; k++) {
         tsq_quantizer *q = NULL;
         tsq_tensor *tx = wrap1(ctx, TSQ_DTYPE_F32, 64, x);
@@ -1184,6 +1371,10 @@ static Suite *quantizer_suite(void)
     tcase_add_test(tc, test_save_load);
     tcase_add_test(tc, test_bad_input);
     tcase_add_test(tc, test_allocation_failures);
+    tcase_add_test(tc, test_fakequant_ste_simd_bit_exact);
+    tcase_add_test(tc, test_formula_at_boundaries);
+    tcase_add_test(tc, test_fakequant_threads_agree);
+    tcase_add_test(tc, test_null_outputs_and_key_families);
     suite_add_tcase(s, tc);
     return s;
 }

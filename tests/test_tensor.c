@@ -223,6 +223,68 @@ START_TEST(test_null_handles)
 }
 END_TEST
 
+/* A NULL output pointer: TSQ_ERR_NULL with a message on the tensor. */
+START_TEST(test_null_outputs)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    const int64_t shape[2] = {2, 3};
+    tsq_tensor *t = NULL;
+    int64_t s[4];
+    int32_t nd;
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_F32, 2, shape, &t));
+#define NULL_OUT(expr, sub)                                                              \
+    do {                                                                                 \
+        ck_assert_int_eq((expr), TSQ_ERR_NULL);                                          \
+        ck_assert_msg(strstr(tsq_tensor_errmsg(t), sub) != NULL, "%s: message \"%s\"", \
+                      #expr, tsq_tensor_errmsg(t));                                      \
+    } while (0)
+    NULL_OUT(tsq_tensor_dtype(t, NULL), "tensor_dtype: dtype is NULL");
+    NULL_OUT(tsq_tensor_ndim(t, NULL), "tensor_ndim: ndim is NULL");
+    NULL_OUT(tsq_tensor_dim(t, 0, NULL), "tensor_dim: size is NULL");
+    NULL_OUT(tsq_tensor_numel(t, NULL), "tensor_numel: count is NULL");
+    NULL_OUT(tsq_tensor_nbytes(t, NULL), "tensor_nbytes: nbytes is NULL");
+    NULL_OUT(tsq_tensor_shape(t, NULL, 4, &nd), "tensor_shape: shape is NULL");
+    NULL_OUT(tsq_tensor_shape(t, s, 4, NULL), "tensor_shape: ndim is NULL");
+    NULL_OUT(tsq_tensor_data(t, NULL), "tensor_data: data is NULL");
+    NULL_OUT(tsq_tensor_count_nonfinite(t, NULL), "tensor_count_nonfinite: count is NULL");
+#undef NULL_OUT
+    tsq_tensor_destroy(t);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* tsq_tensor_wrap refuses an f32 buffer that is not 4-byte aligned (as
+ * tensor.h promises) and leaves *out NULL; byte types take any address. */
+START_TEST(test_wrap_alignment)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    const int64_t shape[1] = {4};
+    float store[6];
+    char *base = (char *)store;
+    tsq_tensor *t = (tsq_tensor *)base; /* any non-NULL value: must become NULL */
+    int off;
+    for (off = 1; off < 4; off++) {
+        t = (tsq_tensor *)base;
+        ck_assert_int_eq(tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 1, shape, base + off, 16, &t),
+                         TSQ_ERR_INVALID);
+        ck_assert_ptr_null(t);
+        ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "not aligned"));
+        TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_U8, 1, shape, base + off, 4, &t));
+        TH_OK(ctx, tsq_tensor_fill(t, 3));
+        tsq_tensor_destroy(t);
+        TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_I8, 1, shape, base + off, 4, &t));
+        tsq_tensor_destroy(t);
+    }
+    TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 1, shape, base + 4, 16, &t));
+    TH_OK(ctx, tsq_tensor_fill(t, 1.5));
+    ck_assert(store[1] == 1.5f && store[4] == 1.5f);
+    tsq_tensor_destroy(t);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
 static Suite *tensor_suite(void)
 {
     Suite *s = suite_create("tensor");
@@ -235,6 +297,8 @@ static Suite *tensor_suite(void)
     tcase_add_test(tc, test_reshape);
     tcase_add_test(tc, test_fill_and_nonfinite);
     tcase_add_test(tc, test_null_handles);
+    tcase_add_test(tc, test_null_outputs);
+    tcase_add_test(tc, test_wrap_alignment);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -20,9 +20,25 @@
  * made from (e.g. tsq_net_learn_codes, tsq_net_fit_transform), so handles
  * made from one context may be used by several threads at once only with a
  * thread-safe allocator (the default one is); the log callback may then be
- * called from several threads at once. A failed call records its message
- * on the handle it was given (constructors: on the context).
- * Immutable objects say so in their own documentation.
+ * called from several threads at once. Immutable objects say so in their
+ * own documentation.
+ *
+ * Life cycle of a handle, and where its message lives. A handle is made by
+ * a constructor that takes the context (or a parent handle) and an output
+ * pointer, and lives until its destroy call, which accepts NULL; the
+ * context is destroyed last. Every handle carries one message buffer, part
+ * of the handle, allocated with it and freed with it. A call that fails
+ * returns a status and writes what was wrong (with the argument, index or
+ * section) into the message of the handle it was given, a constructor or
+ * loader into the context's; a NULL output pointer is such a failure
+ * (TSQ_ERR_NULL with a message), only a NULL handle has no message to
+ * carry. A call that succeeds clears the message (one that takes the
+ * handle as const may leave an older message in place). The message is the one
+ * part of a handle that a call taking it as `const` may change: such a call
+ * reads the handle's value and never changes it, but it does record its
+ * failure, so, for threads, a const call is a use of the handle like any
+ * other. Read the message with the handle's *_errmsg call (the pointer
+ * stays valid until the next call on the handle).
  */
 #ifndef TSQ_CORE_H
 #define TSQ_CORE_H
@@ -147,20 +163,25 @@ TSQ_API void tsq_context_destroy(tsq_context *ctx);
  *  A NULL ctx gives a static "no context". */
 TSQ_API const char *tsq_context_errmsg(const tsq_context *ctx);
 
-/* Context options (tsq_context_set_option / get_option / option_bounds). */
+/* Context options (tsq_context_set_option / get_option / option_bounds).
+ * Option-key families have disjoint ranges (context 0x0100, quantizer
+ * 0x0200, ..., context info 0x0A00), so a key of another family is refused
+ * with TSQ_ERR_INVALID instead of being taken for a context option. */
 enum {
-    TSQ_CONTEXT_THREADS = 1,   /* worker threads for libtsq's own loops; 1..256, default 1 */
-    TSQ_CONTEXT_LOG_LEVEL = 2  /* 0 none, 1 errors, 2 warnings, 3 info, 4 debug; default 1 */
+    TSQ_CONTEXT_THREADS = 0x0101,  /* worker threads for libtsq's own loops; 1..256, default 1 */
+    TSQ_CONTEXT_LOG_LEVEL = 0x0102 /* 0 none, 1 errors, 2 warnings, 3 info, 4 debug; default 1 */
 };
 
 /*! tsq_context_set_option() :
  *  Sets an integer option of the context.
- *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (unknown key or value out of
- *  the bounds that tsq_context_option_bounds() reports). */
+ *  @return TSQ_OK, TSQ_ERR_NULL (ctx), TSQ_ERR_INVALID (unknown key, a key of
+ *  another family, or a value out of the bounds that
+ *  tsq_context_option_bounds() reports). */
 TSQ_API tsq_status tsq_context_set_option(tsq_context *ctx, int32_t key, int64_t value);
 
 /*! tsq_context_get_option() : reads an option into *value.
- *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (unknown key). */
+ *  @return TSQ_OK, TSQ_ERR_NULL (ctx, or value: with a message on ctx),
+ *  TSQ_ERR_INVALID (unknown key). */
 TSQ_API tsq_status tsq_context_get_option(const tsq_context *ctx, int32_t key,
                                           int64_t *value);
 
@@ -175,7 +196,8 @@ TSQ_API tsq_status tsq_context_option_bounds(int32_t key, int64_t *lo, int64_t *
  *  results. @return TSQ_OK, TSQ_ERR_NULL. */
 TSQ_API tsq_status tsq_context_set_seed(tsq_context *ctx, uint64_t seed);
 
-/*! tsq_context_get_seed() : @return TSQ_OK, TSQ_ERR_NULL. */
+/*! tsq_context_get_seed() : @return TSQ_OK, TSQ_ERR_NULL (ctx, or seed: with
+ *  a message on ctx). */
 TSQ_API tsq_status tsq_context_get_seed(const tsq_context *ctx, uint64_t *seed);
 
 /*! Log callback: level as TSQ_CONTEXT_LOG_LEVEL, message without newline.
@@ -211,21 +233,22 @@ enum {
  *  @return TSQ_OK, TSQ_ERR_NULL. */
 TSQ_API tsq_status tsq_cpu_features(uint32_t *features);
 
-/* Keys of tsq_context_info(). */
+/* Keys of tsq_context_info(): the context-info family, 0x0A00. */
 enum {
-    TSQ_INFO_VERSION = 1,   /* "0.1.0" */
-    TSQ_INFO_BLAS = 2,      /* the BLAS running: "OpenBLAS 0.3.21 ...", "reference CBLAS" */
-    TSQ_INFO_BLAS_CORE = 3, /* the BLAS kernel: e.g. "SkylakeX", "Prescott", "n/a" */
-    TSQ_INFO_CPU = 4,       /* detected features: "avx2 fma avx512f ..." */
-    TSQ_INFO_BUILD = 5,     /* compiler and build BLAS choice */
-    TSQ_INFO_SUMMARY = 6    /* all of the above on one line */
+    TSQ_INFO_VERSION = 0x0A01,   /* "0.1.0" */
+    TSQ_INFO_BLAS = 0x0A02,      /* the BLAS running: "OpenBLAS 0.3.21 ...", "reference CBLAS" */
+    TSQ_INFO_BLAS_CORE = 0x0A03, /* the BLAS kernel: e.g. "SkylakeX", "Prescott", "n/a" */
+    TSQ_INFO_CPU = 0x0A04,       /* detected features: "avx2 fma avx512f ..." */
+    TSQ_INFO_BUILD = 0x0A05,     /* compiler and build BLAS choice */
+    TSQ_INFO_SUMMARY = 0x0A06    /* all of the above on one line */
 };
 
 /*! tsq_context_info() :
  *  Writes a pointer to a NUL-terminated description to *out. The string is
  *  owned by the context and stays valid until the next tsq_context_info() on
  *  it or its destruction.
- *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (unknown key). */
+ *  @return TSQ_OK, TSQ_ERR_NULL (ctx, or out: with a message on ctx),
+ *  TSQ_ERR_INVALID (unknown key). */
 TSQ_API tsq_status tsq_context_info(tsq_context *ctx, int32_t key, const char **out);
 
 #ifdef __cplusplus

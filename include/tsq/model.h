@@ -35,7 +35,8 @@ extern "C" {
  *  computes the size. *size receives the number of bytes needed (written
  *  on success). The optimiser state is not saved: a model file is for
  *  inference and for resuming from the weights.
- *  @return TSQ_OK, TSQ_ERR_NULL (net or size), TSQ_ERR_TOO_SMALL (capacity
+ *  @return TSQ_OK, TSQ_ERR_NULL (net; size with a message on the net),
+ *  TSQ_ERR_TOO_SMALL (capacity
  *  < *size; nothing useful is written), TSQ_ERR_UNSUPPORTED (a layer kind
  *  the format cannot hold), TSQ_ERR_INVALID (a low-bit code outside its
  *  alphabet). Errors go on the net. */
@@ -64,7 +65,7 @@ TSQ_API tsq_status tsq_net_load_file(tsq_context *ctx, const char *path, tsq_net
  *  plus every float parameter and state (scales, offsets, batch-norm
  *  statistics, quantizer parameters). A full-precision net gives 4 bytes
  *  per parameter.
- *  @return TSQ_OK, TSQ_ERR_NULL. */
+ *  @return TSQ_OK, TSQ_ERR_NULL (net; bytes with a message on the net). */
 TSQ_API tsq_status tsq_net_weight_bytes(tsq_net *net, uint64_t *bytes);
 
 #ifdef __cplusplus

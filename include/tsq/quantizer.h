@@ -1,13 +1,20 @@
 /*
  * libtsq - quantizer.h: Step 1 of TSQ, the sparse activation quantizer and
- * tsq_learn_codes (issue 3). docs/quantizer.md explains the method.
+ * tsq_learn_codes (docs/method.md §2; docs/quantizer.md for this library).
  *
  * For n-bit activations (n = 1..8) the quantizer maps x to the code
  *
- *     k(x) = 0                                        if x <= eps
- *          = clamp(floor(x / delta + 1/2), 1, 2^n - 1) otherwise
+ *     k(x) = 0                                                 if !(x > eps)
+ *          = clamp(floor(x * inv_delta + 0.5f), 1, 2^n - 1)    otherwise,
+ *     inv_delta = 1.0f / delta,
  *
- * and to the level k * delta. eps >= 0 is the threshold below which an
+ * every operation in float, in this order: inv_delta is rounded to float
+ * once, the product x * inv_delta is rounded to float, then 0.5f is added
+ * (no fused multiply-add). This is not always floor(x / delta + 1/2): for
+ * x within an ulp or two of a level boundary the rounded reciprocal can put
+ * x on the other side. Every path (the C and SIMD kernels, the layers, the
+ * integer thresholds of an inference plan) computes exactly this, so they
+ * agree bit for bit. The level is k * delta, rounded to float. eps >= 0 is the threshold below which an
  * activation becomes 0 (eps above delta/2 makes the output sparser than
  * rounding would), delta > 0 the step between levels. A quantizer is either
  * per tensor (one (eps, delta)) or per channel (one pair per channel along
@@ -39,7 +46,7 @@
  *
  * Error and sparsity, as reported by tsq_learn_codes: error is
  * (1/N) * sum over samples with x > 0 of (x - k(x) delta)^2, where N counts
- * all samples (TSQ.md's table uses this); sparsity is the fraction of all
+ * all samples (as docs/method.md §2.3 counts it); sparsity is the fraction of all
  * N samples whose code is 0. For per-channel quantizers both are taken over
  * all channels together.
  *
@@ -68,37 +75,38 @@ enum {
     TSQ_EPS_PLAIN = 4     /* eps = 0 */
 };
 
-/* Option keys of tsq_quantizer_set_param / get_param / param_bounds.
+/* Option keys of tsq_quantizer_set_param / get_param / param_bounds: the
+ * quantizer family, 0x0200 (a key of another family is refused).
  * Values are doubles; integer options take integral values. */
 enum {
     /* Activation bits n, 1..8 (codes 0 .. 2^n - 1). Default: the value given
      * to tsq_quantizer_create. Changing it clears the fitted parameters (the
      * statistics stay). */
-    TSQ_QUANTIZER_BITS = 1,
+    TSQ_QUANTIZER_BITS = 0x0201,
     /* How the next fit chooses eps: TSQ_EPS_FIXED, TSQ_EPS_SPARSITY,
      * TSQ_EPS_JOINT or TSQ_EPS_PLAIN. Default TSQ_EPS_JOINT. */
-    TSQ_QUANTIZER_EPS_MODE = 2,
+    TSQ_QUANTIZER_EPS_MODE = 0x0202,
     /* eps used by TSQ_EPS_FIXED, 0 .. 3.4e38 (FLT_MAX); a negative value is
      * refused. Default 0.32, the value of TSQ's 2-bit demo on
      * batch-normalised inputs. (This is the option; the eps a fit chose
      * for a channel is read with tsq_quantizer_get_channel.) */
-    TSQ_QUANTIZER_EPS = 3,
+    TSQ_QUANTIZER_EPS = 0x0203,
     /* Target fraction of zero codes for TSQ_EPS_SPARSITY, 0 .. 1.
      * Default 0.63 (what eps = 0.32 gives on unit-Gaussian inputs). */
-    TSQ_QUANTIZER_SPARSITY = 4,
+    TSQ_QUANTIZER_SPARSITY = 0x0204,
     /* Histogram resolution r: 2^r bins per octave (relative bin width
      * 2^-r), 1 .. 10, or 0 (the default) for automatic: r = max(7, bits + 1),
      * chosen when the histogram is made (first observation). Each channel's
      * histogram has 17 * 2^r bins of 24 bytes: 52 KiB at r = 7, 209 KiB at
      * r = 9 (8 bits). Can only be changed while no statistics are held
      * (TSQ_ERR_STATE otherwise: reset first). */
-    TSQ_QUANTIZER_HIST_RESOLUTION = 5,
+    TSQ_QUANTIZER_HIST_RESOLUTION = 0x0205,
     /* Read-only: the number of channels (0 for a per-tensor quantizer). */
-    TSQ_QUANTIZER_CHANNELS = 6,
+    TSQ_QUANTIZER_CHANNELS = 0x0206,
     /* Read-only: 1 when every channel has parameters (fitted or set), else 0. */
-    TSQ_QUANTIZER_FITTED = 7,
+    TSQ_QUANTIZER_FITTED = 0x0207,
     /* Read-only: the number of samples observed since the last reset. */
-    TSQ_QUANTIZER_OBSERVED = 8
+    TSQ_QUANTIZER_OBSERVED = 0x0208
 };
 
 /*! tsq_quantizer_create() :
@@ -132,7 +140,8 @@ TSQ_API const char *tsq_quantizer_errmsg(const tsq_quantizer *q);
 TSQ_API tsq_status tsq_quantizer_set_param(tsq_quantizer *q, int32_t key, double value);
 
 /*! tsq_quantizer_get_param() : writes option `key`'s value to *value.
- *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (unknown key). */
+ *  @return TSQ_OK, TSQ_ERR_NULL (q, or value: with a message on q),
+ *  TSQ_ERR_INVALID (unknown key, or a key of another family). */
 TSQ_API tsq_status tsq_quantizer_get_param(const tsq_quantizer *q, int32_t key, double *value);
 
 /*! tsq_quantizer_param_bounds() :
@@ -177,7 +186,8 @@ TSQ_API tsq_status tsq_quantizer_set_channel(tsq_quantizer *q, int64_t c, float 
 
 /*! tsq_quantizer_get_channel() :
  *  Writes channel c's parameters to *eps and *delta (per tensor: c = 0).
- *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (c out of range),
+ *  @return TSQ_OK, TSQ_ERR_NULL (q; eps or delta with a message on q),
+ *  TSQ_ERR_INVALID (c out of range),
  *  TSQ_ERR_STATE (the channel has no parameters yet). */
 TSQ_API tsq_status tsq_quantizer_get_channel(const tsq_quantizer *q, int64_t c, float *eps,
                                              float *delta);
@@ -186,7 +196,8 @@ TSQ_API tsq_status tsq_quantizer_get_channel(const tsq_quantizer *q, int64_t c, 
  *  y = k(x) * delta, elementwise: the quantized activation as a float.
  *  x and y are f32 tensors of the same shape (per channel: as for observe).
  *  y may be the very same tensor or memory as x (in place); partially
- *  overlapping memory is not allowed.
+ *  overlapping memory is not allowed. Uses AVX2 when the CPU has it (bit
+ *  for bit the plain C result) and the context's threads for large tensors.
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_DTYPE, TSQ_ERR_SHAPE,
  *  TSQ_ERR_NOT_FINITE (x holds NaN or Inf), TSQ_ERR_STATE (not fitted). */
 TSQ_API tsq_status tsq_quantizer_forward(tsq_quantizer *q, const tsq_tensor *x, tsq_tensor *y);
@@ -210,11 +221,13 @@ TSQ_API tsq_status tsq_quantizer_decode(tsq_quantizer *q, const tsq_tensor *code
                                         tsq_tensor *y);
 
 /*! tsq_quantizer_backward() :
- *  The straight-through estimator of TSQ.md: grad_in = grad_out where
- *  0 < x < (2^n - 1) * delta, and 0 elsewhere. All three are f32 tensors of
+ *  The straight-through estimator (docs/method.md §2.2): grad_in = grad_out
+ *  where 0 < x < (2^n - 1) * delta (the product rounded to float), and +0
+ *  elsewhere. All three are f32 tensors of
  *  the same shape. grad_in may be the very same tensor or memory as
  *  grad_out or x (in place); partially overlapping memory is not allowed.
  *  grad_out is passed through as is (NaN included); x must be finite.
+ *  AVX2 and threads as for tsq_quantizer_forward().
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_DTYPE, TSQ_ERR_SHAPE,
  *  TSQ_ERR_NOT_FINITE (x), TSQ_ERR_STATE (not fitted). */
 TSQ_API tsq_status tsq_quantizer_backward(tsq_quantizer *q, const tsq_tensor *x,
@@ -243,7 +256,8 @@ TSQ_API tsq_status tsq_learn_codes(tsq_quantizer *q, const tsq_tensor *x, tsq_te
  *  the statistics) to buf: little-endian, magic "TSQQ", format version 1,
  *  CRC-32 at the end. With buf NULL only *size is written (the bytes
  *  needed). The quantizer need not be fitted.
- *  @return TSQ_OK, TSQ_ERR_NULL (q or size), TSQ_ERR_TOO_SMALL (capacity <
+ *  @return TSQ_OK, TSQ_ERR_NULL (q; size with a message on q),
+ *  TSQ_ERR_TOO_SMALL (capacity <
  *  the size; *size is still written, buf is not). */
 TSQ_API tsq_status tsq_quantizer_save(tsq_quantizer *q, void *buf, uint64_t capacity,
                                       uint64_t *size);

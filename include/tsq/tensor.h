@@ -42,8 +42,9 @@ TSQ_API tsq_status tsq_tensor_create(tsq_context *ctx, int32_t dtype, int32_t nd
  *  Creates a tensor over caller memory `data` of `nbytes` bytes, without
  *  copying. nbytes must be at least the tensor's byte size. The caller keeps
  *  ownership; data must stay valid until the tensor is destroyed and must be
- *  suitably aligned for the element type.
- *  @return as tsq_tensor_create(), plus TSQ_ERR_TOO_SMALL (nbytes short). */
+ *  aligned for the element type (f32: an address that is a multiple of 4).
+ *  @return as tsq_tensor_create(), plus TSQ_ERR_NULL (data),
+ *  TSQ_ERR_TOO_SMALL (nbytes short), TSQ_ERR_INVALID (data misaligned). */
 TSQ_API tsq_status tsq_tensor_wrap(tsq_context *ctx, int32_t dtype, int32_t ndim,
                                    const int64_t *shape, void *data, uint64_t nbytes,
                                    tsq_tensor **out);
@@ -58,8 +59,9 @@ TSQ_API void tsq_tensor_destroy(tsq_tensor *t);
 TSQ_API const char *tsq_tensor_errmsg(const tsq_tensor *t);
 
 /*! Queries. Each writes one value and returns TSQ_OK, or TSQ_ERR_NULL when t
- *  or the output pointer is NULL. tsq_tensor_dim also returns TSQ_ERR_INVALID
- *  for an axis outside 0..ndim-1. */
+ *  or the output pointer is NULL (a NULL output leaves a message on t).
+ *  tsq_tensor_dim also returns TSQ_ERR_INVALID for an axis outside
+ *  0..ndim-1. */
 TSQ_API tsq_status tsq_tensor_dtype(const tsq_tensor *t, int32_t *dtype);
 TSQ_API tsq_status tsq_tensor_ndim(const tsq_tensor *t, int32_t *ndim);
 TSQ_API tsq_status tsq_tensor_dim(const tsq_tensor *t, int32_t axis, int64_t *size);

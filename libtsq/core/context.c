@@ -1,6 +1,9 @@
-/* The context: allocator, options, seed, logging, and error recording. */
+/* The context: allocator, options, seed, logging, and error recording
+ * (the one error path of every handle: tsq__fail / tsq__clear). */
 #include "internal.h"
+#include "core/options.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,10 +74,11 @@ int tsq__mul_i64(int64_t a, int64_t b, int64_t *out)
 void tsq__object_init(tsq__object *obj, tsq_context *ctx)
 {
     obj->ctx = ctx;
-    obj->msg[0] = '\0';
+    obj->msg = obj->msg_buf;
+    obj->msg_buf[0] = '\0';
 }
 
-void tsq__clear(tsq__object *obj)
+void tsq__clear(const tsq__object *obj)
 {
     /* Only write when there is a message: a call that succeeds then only
      * reads the object, so handles that create objects from a shared
@@ -101,16 +105,27 @@ void tsq__log(tsq_context *ctx, int32_t level, const char *fmt, ...)
     va_end(ap);
 }
 
-tsq_status tsq__fail(tsq__object *obj, tsq_status status, const char *fmt, ...)
+tsq_status tsq__fail(const tsq__object *obj, tsq_status status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(obj->msg, sizeof obj->msg, fmt, ap);
+    vsnprintf(obj->msg, TSQ_MSG_CAP, fmt, ap);
     va_end(ap);
     if (obj->ctx && obj->ctx->log_fn && obj->ctx->log_level >= 1)
         obj->ctx->log_fn(obj->ctx->log_user, 1, obj->msg);
     return status;
 }
+
+static const tsq__option context_options[] = {
+    {TSQ_CONTEXT_THREADS, "threads", 1, 256, 1, TSQ__OPT_I64, 0,
+     offsetof(tsq_context, threads)},
+    {TSQ_CONTEXT_LOG_LEVEL, "log_level", 0, 4, 1, TSQ__OPT_I64, 0,
+     offsetof(tsq_context, log_level)},
+};
+
+static const tsq__option_table context_table = {
+    "context", 0x0100, (int32_t)(sizeof context_options / sizeof context_options[0]),
+    context_options, NULL, ".."};
 
 static tsq_status create(tsq_context **out, tsq_alloc_fn alloc_fn, tsq_free_fn free_fn,
                          void *user)
@@ -124,8 +139,7 @@ static tsq_status create(tsq_context **out, tsq_alloc_fn alloc_fn, tsq_free_fn f
     ctx->alloc_fn = alloc_fn;
     ctx->free_fn = free_fn;
     ctx->alloc_user = user;
-    ctx->threads = 1;
-    ctx->log_level = 1;
+    tsq__option_defaults(&context_table, ctx);
     *out = ctx;
     return TSQ_OK;
 }
@@ -162,44 +176,37 @@ const char *tsq_context_errmsg(const tsq_context *ctx)
 
 tsq_status tsq_context_option_bounds(int32_t key, int64_t *lo, int64_t *hi)
 {
+    double l, h;
     if (!lo || !hi)
         return TSQ_ERR_NULL;
-    switch (key) {
-    case TSQ_CONTEXT_THREADS: *lo = 1; *hi = 256; return TSQ_OK;
-    case TSQ_CONTEXT_LOG_LEVEL: *lo = 0; *hi = 4; return TSQ_OK;
-    default: return TSQ_ERR_INVALID;
-    }
+    TSQ_FORWARD_IF_ERROR(tsq__option_bounds(&context_table, key, &l, &h));
+    *lo = (int64_t)l;
+    *hi = (int64_t)h;
+    return TSQ_OK;
 }
 
 tsq_status tsq_context_set_option(tsq_context *ctx, int32_t key, int64_t value)
 {
-    int64_t lo, hi;
     if (!ctx)
         return TSQ_ERR_NULL;
-    if (tsq_context_option_bounds(key, &lo, &hi) != TSQ_OK)
-        return tsq__fail(&ctx->obj, TSQ_ERR_INVALID,
-                         "context_set_option: unknown option key %d", (int)key);
-    if (value < lo || value > hi)
-        return tsq__fail(&ctx->obj, TSQ_ERR_INVALID,
-                         "context_set_option: value %lld for option %d is outside %lld..%lld",
-                         (long long)value, (int)key, (long long)lo, (long long)hi);
-    if (key == TSQ_CONTEXT_THREADS)
-        ctx->threads = value;
-    else
-        ctx->log_level = value;
+    /* Every option's bounds lie within +-2^53, where the double is exact;
+     * a value beyond is out of bounds as a double too. */
+    TSQ_FORWARD_IF_ERROR(tsq__option_set(&context_table, &ctx->obj, "context_set_option", ctx,
+                                         key, (double)value));
     tsq__clear(&ctx->obj);
     return TSQ_OK;
 }
 
 tsq_status tsq_context_get_option(const tsq_context *ctx, int32_t key, int64_t *value)
 {
-    if (!ctx || !value)
+    double v = 0.0;
+    if (!ctx)
         return TSQ_ERR_NULL;
-    switch (key) {
-    case TSQ_CONTEXT_THREADS: *value = ctx->threads; return TSQ_OK;
-    case TSQ_CONTEXT_LOG_LEVEL: *value = ctx->log_level; return TSQ_OK;
-    default: return TSQ_ERR_INVALID;
-    }
+    TSQ_RETURN_ERROR_IF(!value, &ctx->obj, TSQ_ERR_NULL, "context_get_option: value is NULL");
+    TSQ_FORWARD_IF_ERROR(tsq__option_get(&context_table, &ctx->obj, "context_get_option", ctx,
+                                         key, &v));
+    *value = (int64_t)v;
+    return TSQ_OK;
 }
 
 tsq_status tsq_context_set_seed(tsq_context *ctx, uint64_t seed)
@@ -213,8 +220,9 @@ tsq_status tsq_context_set_seed(tsq_context *ctx, uint64_t seed)
 
 tsq_status tsq_context_get_seed(const tsq_context *ctx, uint64_t *seed)
 {
-    if (!ctx || !seed)
+    if (!ctx)
         return TSQ_ERR_NULL;
+    TSQ_RETURN_ERROR_IF(!seed, &ctx->obj, TSQ_ERR_NULL, "context_get_seed: seed is NULL");
     *seed = ctx->seed;
     return TSQ_OK;
 }

@@ -109,8 +109,9 @@ static void build_string(char *dst, size_t cap)
 tsq_status tsq_context_info(tsq_context *ctx, int32_t key, const char **out)
 {
     char a[128], b[128], c[64], d[128];
-    if (!ctx || !out)
+    if (!ctx)
         return TSQ_ERR_NULL;
+    TSQ_RETURN_ERROR_IF(!out, &ctx->obj, TSQ_ERR_NULL, "context_info: out is NULL");
     switch (key) {
     case TSQ_INFO_VERSION: snprintf(ctx->info, sizeof ctx->info, "%s", TSQ_VERSION_STRING); break;
     case TSQ_INFO_BLAS: blas_name(ctx->info, sizeof ctx->info); break;
@@ -126,8 +127,11 @@ tsq_status tsq_context_info(tsq_context *ctx, int32_t key, const char **out)
                  a, b, c, d);
         break;
     default:
-        return tsq__fail(&ctx->obj, TSQ_ERR_INVALID, "context_info: unknown key %d", (int)key);
+        return tsq__fail(&ctx->obj, TSQ_ERR_INVALID,
+                         "context_info: unknown key 0x%04x; info keys are 0x%04x..0x%04x",
+                         (unsigned)key, (unsigned)TSQ_INFO_VERSION, (unsigned)TSQ_INFO_SUMMARY);
     }
     *out = ctx->info;
+    tsq__clear(&ctx->obj);
     return TSQ_OK;
 }

@@ -16,12 +16,17 @@
 #define TSQ_MSG_CAP 256
 #define TSQ_INFO_CAP 640
 
-/* Every handle begins with this, so that error reporting is uniform: the
- * message lives in the handle (no allocation needed to report an error, so
- * out-of-memory can always be reported). */
+/* Every handle begins with this, so that error reporting is uniform. The
+ * message is the one part of a handle that calls taking the handle as const
+ * may write (core.h, "Life cycle of a handle"): `msg` points at `msg_buf`,
+ * so a const handle reaches a writable buffer without a cast. The buffer is
+ * inside the handle, so reporting never allocates and out-of-memory can
+ * always be reported. Handles are never copied by value (the pointer would
+ * then point into the original). */
 typedef struct tsq__object {
     tsq_context *ctx;
-    char msg[TSQ_MSG_CAP];
+    char *msg;                  /* == msg_buf, set by tsq__object_init */
+    char msg_buf[TSQ_MSG_CAP];
 } tsq__object;
 
 struct tsq_context {
@@ -49,14 +54,36 @@ int tsq__mul_i64(int64_t a, int64_t b, int64_t *out);
 
 /* ---- errors ---- */
 /* Records "fmt..." as the object's message, logs it at level 1, and returns
- * `status`, so that a failing path reads `return tsq__fail(obj, st, ...);`. */
-tsq_status tsq__fail(tsq__object *obj, tsq_status status, const char *fmt, ...)
+ * `status`. Takes a const object: see tsq__object. */
+tsq_status tsq__fail(const tsq__object *obj, tsq_status status, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
-/* Clears the object's message (called on entry of calls that succeed). */
-void tsq__clear(tsq__object *obj);
+/* Clears the object's message (called when a call succeeds). Writes only when
+ * there is a message, so successful calls on a shared handle do not race. */
+void tsq__clear(const tsq__object *obj);
+
+/* The one error path. TSQ_RETURN_ERROR_IF fails the calling function with
+ * a message on obj when cond holds; TSQ_FORWARD_IF_ERROR returns the status
+ * of a call that failed (its message is already recorded, by the callee):
+ *
+ *     TSQ_RETURN_ERROR_IF(!out, &q->obj, TSQ_ERR_NULL, "%s: out is NULL", where);
+ *     TSQ_FORWARD_IF_ERROR(check_input(q, where, "x", x, &l));
+ *
+ * Both leave through `return`, so they belong before the first write. */
+#define TSQ_RETURN_ERROR_IF(cond, obj, status, ...)                                \
+    do {                                                                           \
+        if (cond)                                                                  \
+            return tsq__fail((obj), (status), __VA_ARGS__);                        \
+    } while (0)
+#define TSQ_FORWARD_IF_ERROR(expr)                                                 \
+    do {                                                                           \
+        tsq_status tsq__forwarded = (expr);                                        \
+        if (tsq__forwarded != TSQ_OK)                                              \
+            return tsq__forwarded;                                                 \
+    } while (0)
+
 void tsq__log(tsq_context *ctx, int32_t level, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
@@ -78,11 +105,11 @@ struct tsq_tensor {
 size_t tsq__dtype_size(int32_t dtype);
 /* Validates dtype/ndim/shape and computes numel and byte count; on failure
  * records the message on obj and returns the status. */
-tsq_status tsq__shape_check(tsq__object *obj, const char *where, int32_t dtype,
+tsq_status tsq__shape_check(const tsq__object *obj, const char *where, int32_t dtype,
                             int32_t ndim, const int64_t *shape, int64_t *numel,
                             uint64_t *nbytes);
 /* Checks t is non-NULL and has the given dtype; records the error on obj. */
-tsq_status tsq__expect_dtype(tsq__object *obj, const char *where, const char *name,
+tsq_status tsq__expect_dtype(const tsq__object *obj, const char *where, const char *name,
                              const tsq_tensor *t, int32_t dtype);
 /* 1 if every float is finite. */
 int tsq__all_finite(const float *x, int64_t n);

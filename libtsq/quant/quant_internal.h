@@ -1,5 +1,5 @@
 /*
- * The sparse activation quantizer's formula (TSQ.md, "Step 1"), in the one
+ * The sparse activation quantizer's formula (docs/method.md §2.1), in the one
  * place every part of libtsq takes it from: the quantizer, the regressor's
  * loss, the layers and the threshold derivation of the inference plan.
  *
@@ -32,7 +32,7 @@ static inline int32_t tsq__quant_code(float x, float eps, float inv_delta, int32
     return (int32_t)k;
 }
 
-/* The straight-through mask of TSQ.md: the gradient passes where
+/* The straight-through mask (docs/method.md §2.2): the gradient passes where
  * 0 < x < maxcode * delta, and is zero elsewhere. */
 static inline int tsq__quant_passes(float x, float delta, int32_t maxcode)
 {
@@ -45,6 +45,10 @@ static inline int tsq__quant_passes(float x, float delta, int32_t maxcode)
  * tsq__quantizer_channel returns TSQ_ERR_STATE if the quantizer is not
  * fitted yet and TSQ_ERR_INVALID for a channel out of range. */
 struct tsq_quantizer;
+struct tsq__option_table;
+/* The quantizer's option table (core/options.h): its keys, bounds and
+ * defaults, for handles that offer quantizer options of their own. */
+const struct tsq__option_table *tsq__quantizer_options(void);
 int64_t tsq__quantizer_nchannels(const struct tsq_quantizer *q);
 tsq_status tsq__quantizer_channel(const struct tsq_quantizer *q, int64_t channel,
                                   int32_t *bits, float *eps, float *delta);

@@ -1,4 +1,5 @@
-/* AVX2 versions of the encode kernels and the finite check. Each vector
+/* AVX2 versions of the encode, fake-quant and straight-through kernels and
+ * of the finite check (the C oracles are in quantizer_ops.c). Each vector
  * step performs exactly the float operations of tsq__quant_code
  * (quant_internal.h): x * inv_delta, + 0.5f, floor, clamp to [1, maxcode],
  * and 0 where !(x > eps); multiply and add stay separate instructions (no
@@ -6,21 +7,27 @@
  * with -mavx2 -mfma by the Makefile's naming rule; called only when the CPU
  * detection reports AVX2. Tails shorter than a vector go through a padded
  * copy, so no scalar formula is compiled here. */
-#include "quant/activation_histogram.h"
+#include "quant/quantizer_internal.h"
 
 #include <immintrin.h>
 #include <string.h>
 
 #define BLOCK 32 /* floats per step: four vectors give one 32-byte store */
 
-/* Eight codes as int32 lanes. */
-static inline __m256i codes8(__m256 x, __m256 eps, __m256 inv, __m256 top)
+/* Eight codes as floats (0.0f or k), before the conversion to integers. */
+static inline __m256 levels8(__m256 x, __m256 eps, __m256 inv, __m256 top)
 {
     const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
     __m256 k = _mm256_floor_ps(_mm256_add_ps(_mm256_mul_ps(x, inv), half));
     __m256 pos = _mm256_cmp_ps(x, eps, _CMP_GT_OQ); /* false for NaN, as !(x > eps) */
     k = _mm256_min_ps(_mm256_max_ps(k, one), top);
-    return _mm256_cvttps_epi32(_mm256_and_ps(k, pos));
+    return _mm256_and_ps(k, pos);
+}
+
+/* Eight codes as int32 lanes. */
+static inline __m256i codes8(__m256 x, __m256 eps, __m256 inv, __m256 top)
+{
+    return _mm256_cvttps_epi32(levels8(x, eps, inv, top));
 }
 
 /* Packs 4 x 8 int32 codes (each 0..255) into 32 bytes in order. */
@@ -121,4 +128,99 @@ int64_t tsq__count_nonfinite_avx2(const float *x, int64_t n)
         total += (b & 0x7F800000u) == 0x7F800000u;
     }
     return total;
+}
+
+/* ---- fake-quant: y = (float)k(x) * delta. k is an exact small integer in
+ * float, so k * delta is the C kernel's (float)code * delta, bit for bit
+ * (0 * delta is +0 in both, delta being positive and finite). ---- */
+
+void tsq__fakequant_span_avx2(const float *x, float *y, int64_t n, float eps, float inv_delta,
+                              float delta, int32_t maxcode)
+{
+    const __m256 ve = _mm256_set1_ps(eps), vi = _mm256_set1_ps(inv_delta);
+    const __m256 vd = _mm256_set1_ps(delta), top = _mm256_set1_ps((float)maxcode);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(levels8(_mm256_loadu_ps(x + i), ve, vi, top), vd));
+    if (i < n) {
+        float xt[8] = {0}, yt[8];
+        memcpy(xt, x + i, (size_t)(n - i) * sizeof *x);
+        _mm256_storeu_ps(yt, _mm256_mul_ps(levels8(_mm256_loadu_ps(xt), ve, vi, top), vd));
+        memcpy(y + i, yt, (size_t)(n - i) * sizeof *y);
+    }
+}
+
+static inline __m256 fakequant_row8(const float *x, const float *eps, const float *inv,
+                                    const float *delta, __m256 top)
+{
+    __m256 k = levels8(_mm256_loadu_ps(x), _mm256_loadu_ps(eps), _mm256_loadu_ps(inv), top);
+    return _mm256_mul_ps(k, _mm256_loadu_ps(delta));
+}
+
+void tsq__fakequant_row_avx2(const float *x, float *y, int64_t n, const float *eps,
+                             const float *inv_delta, const float *delta, int32_t maxcode)
+{
+    const __m256 top = _mm256_set1_ps((float)maxcode);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, fakequant_row8(x + i, eps + i, inv_delta + i, delta + i, top));
+    if (i < n) {
+        /* Padding lanes: x = 0, eps = 0, inv = delta = 1, discarded. */
+        float xt[8] = {0}, et[8] = {0}, it[8], dt[8], yt[8];
+        int j;
+        for (j = 0; j < 8; j++)
+            it[j] = dt[j] = 1.0f;
+        memcpy(xt, x + i, (size_t)(n - i) * sizeof *x);
+        memcpy(et, eps + i, (size_t)(n - i) * sizeof *eps);
+        memcpy(it, inv_delta + i, (size_t)(n - i) * sizeof *inv_delta);
+        memcpy(dt, delta + i, (size_t)(n - i) * sizeof *delta);
+        _mm256_storeu_ps(yt, fakequant_row8(xt, et, it, dt, top));
+        memcpy(y + i, yt, (size_t)(n - i) * sizeof *y);
+    }
+}
+
+/* ---- straight-through: gi = go where 0 < x < maxcode * delta, else +0.
+ * The window's top is the C kernel's float product (float)maxcode * delta;
+ * masking go with the comparison keeps its bits (NaN included). ---- */
+
+static inline __m256 ste8(__m256 x, __m256 go, __m256 top)
+{
+    __m256 in = _mm256_and_ps(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ),
+                              _mm256_cmp_ps(x, top, _CMP_LT_OQ));
+    return _mm256_and_ps(go, in);
+}
+
+void tsq__ste_span_avx2(const float *x, const float *go, float *gi, int64_t n, float delta,
+                        int32_t maxcode)
+{
+    const __m256 top = _mm256_set1_ps((float)maxcode * delta);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(gi + i, ste8(_mm256_loadu_ps(x + i), _mm256_loadu_ps(go + i), top));
+    if (i < n) {
+        float xt[8] = {0}, gt[8] = {0}, rt[8];
+        memcpy(xt, x + i, (size_t)(n - i) * sizeof *x);
+        memcpy(gt, go + i, (size_t)(n - i) * sizeof *go);
+        _mm256_storeu_ps(rt, ste8(_mm256_loadu_ps(xt), _mm256_loadu_ps(gt), top));
+        memcpy(gi + i, rt, (size_t)(n - i) * sizeof *gi);
+    }
+}
+
+void tsq__ste_row_avx2(const float *x, const float *go, float *gi, int64_t n,
+                       const float *delta, int32_t maxcode)
+{
+    const __m256 m = _mm256_set1_ps((float)maxcode);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(gi + i, ste8(_mm256_loadu_ps(x + i), _mm256_loadu_ps(go + i),
+                                      _mm256_mul_ps(m, _mm256_loadu_ps(delta + i))));
+    if (i < n) {
+        float xt[8] = {0}, gt[8] = {0}, dt[8] = {0}, rt[8];
+        memcpy(xt, x + i, (size_t)(n - i) * sizeof *x);
+        memcpy(gt, go + i, (size_t)(n - i) * sizeof *go);
+        memcpy(dt, delta + i, (size_t)(n - i) * sizeof *delta);
+        _mm256_storeu_ps(rt, ste8(_mm256_loadu_ps(xt), _mm256_loadu_ps(gt),
+                                  _mm256_mul_ps(m, _mm256_loadu_ps(dt))));
+        memcpy(gi + i, rt, (size_t)(n - i) * sizeof *gi);
+    }
 }

@@ -1,5 +1,5 @@
 /* Fitting (eps, delta) of the sparse activation quantizer from a channel's
- * histogram (TSQ.md, "Step 1", fitting paragraph).
+ * histogram (docs/method.md §2.3).
  *
  * For a given eps, delta minimises the empirical error
  *     E(delta) = sum over x > 0 of (x - Q(x))^2,
@@ -42,7 +42,7 @@ typedef struct fit_problem {
     double eps; /* otherwise */
 } fit_problem;
 
-/* E(delta) of TSQ.md over the histogram, and the Lloyd update's sums
+/* E(delta) of docs/method.md §2.3 over the histogram, and the Lloyd update's sums
  * sum k x and sum k^2 over the samples with a non-zero code. */
 static double evaluate(const fit_problem *p, double delta, double *sum_kx, double *sum_kk)
 {

@@ -6,9 +6,11 @@
  *    through a context is proven freed when the context is destroyed;
  *  - FZ_REQUIRE, which reports a broken promise and abort()s: libFuzzer then
  *    saves the input as a crash;
- *  - the CRC-32 of the serialized formats (zlib's, as libtsq/io/crc32.c), so
- *    that a target can repair the checksums of a mutated input and reach the
- *    parsing behind them.
+ *  - the CRC-32 and little-endian codec of the serialized formats, the
+ *    library's own (libtsq/core/codec.h; the targets link the static
+ *    library), so that a target can repair the checksums of a mutated input
+ *    and reach the parsing behind them. test_core checks that CRC against a
+ *    bit-by-bit reference.
  *
  * Everything here is static: each target is one translation unit. */
 #ifndef TSQ_FUZZ_COMMON_H
@@ -21,6 +23,7 @@
 #include <string.h>
 
 #include "tsq.h"
+#include "core/codec.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -109,38 +112,16 @@ static inline void fz_check_msg(const char *msg, int nonempty, const char *what)
         FZ_REQUIRE(n > 0, "%s: a failed call left no message", what);
 }
 
-/* ---- CRC-32 (zlib: reflected, polynomial 0xEDB88320) ----------------------- */
+/* ---- the library's own little-endian codec and CRC-32 (core/codec.h) ----- */
 
 static inline uint32_t fz_crc32(const uint8_t *p, uint64_t n)
 {
-    uint32_t c = 0xFFFFFFFFu;
-    uint64_t i;
-    int k;
-    for (i = 0; i < n; i++) {
-        c ^= p[i];
-        for (k = 0; k < 8; k++)
-            c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
-    }
-    return c ^ 0xFFFFFFFFu;
+    return tsq__crc32(0, p, (size_t)n);
 }
 
-static inline uint32_t fz_get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static inline uint64_t fz_get_u64(const uint8_t *p)
-{
-    return (uint64_t)fz_get_u32(p) | (uint64_t)fz_get_u32(p + 4) << 32;
-}
-
-static inline void fz_put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
+static inline uint32_t fz_get_u32(const uint8_t *p) { return tsq__le_get_u32(p); }
+static inline uint64_t fz_get_u64(const uint8_t *p) { return tsq__le_get_u64(p); }
+static inline void fz_put_u32(uint8_t *p, uint32_t v) { tsq__le_put_u32(p, v); }
 
 /* Bitwise equality of doubles (NaN equals the same NaN). */
 static inline int fz_same_double(double a, double b)

@@ -8,6 +8,13 @@ void *th_alloc(void *user, uint64_t size, uint64_t alignment)
     th_alloc_stats *s = user;
     void *p = NULL;
     s->total_allocs++;
+    if (size > s->largest)
+        s->largest = size;
+    if (s->refuse_above && size > s->refuse_above) {
+        s->refused_big++;
+        s->failures++;
+        return NULL;
+    }
     if ((s->fail_at && s->total_allocs == s->fail_at) ||
         (s->fail_every_after && s->fail_at && s->total_allocs > s->fail_at)) {
         s->failures++;
@@ -44,6 +51,10 @@ void th_context_done(tsq_context *ctx, th_alloc_stats *stats)
     tsq_context_destroy(ctx);
     ck_assert_msg(stats->live_blocks == 0, "%lld allocation(s) leaked",
                   (long long)stats->live_blocks);
+    ck_assert_msg(stats->refused_big == 0,
+                  "%lld allocation request(s) above %llu bytes (largest %llu bytes)",
+                  (long long)stats->refused_big, (unsigned long long)stats->refuse_above,
+                  (unsigned long long)stats->largest);
 }
 
 int th_run(Suite *suite)

@@ -1,7 +1,10 @@
-/* Shared test support: a counting allocator that can fail on demand, and
- * helpers to run a Check suite. Every test creates its contexts with
+/* Shared test support: a counting allocator that can fail on demand (the
+ * k-th request, every request after it, or every request above a size),
+ * and helpers to run a Check suite. Every test creates its contexts with
  * th_context() and ends with th_context_done(), which asserts that every
- * allocation made through the context was freed. */
+ * allocation made through the context was freed and that no request was
+ * above refuse_above. The generator is in rng.h, the brute-force
+ * references in reference.h. */
 #ifndef TSQ_TEST_HARNESS_H
 #define TSQ_TEST_HARNESS_H
 
@@ -9,6 +12,8 @@
 #include <stdint.h>
 
 #include "tsq.h"
+#include "reference.h"
+#include "rng.h"
 
 typedef struct th_alloc_stats {
     int64_t live_blocks;   /* allocations not yet freed */
@@ -16,6 +21,9 @@ typedef struct th_alloc_stats {
     int64_t fail_at;       /* fail the fail_at-th allocation (1-based); 0 = never */
     int64_t fail_every_after; /* if nonzero, also fail every later one */
     int64_t failures;      /* allocations refused */
+    uint64_t refuse_above; /* if nonzero, refuse (and count) larger requests */
+    int64_t refused_big;   /* requests above refuse_above */
+    uint64_t largest;      /* the largest request seen */
 } th_alloc_stats;
 
 void *th_alloc(void *user, uint64_t size, uint64_t alignment);
@@ -23,7 +31,8 @@ void th_free(void *user, void *ptr);
 
 /* A context whose allocations are counted in *stats (zeroed here). */
 tsq_context *th_context(th_alloc_stats *stats);
-/* Destroys the context and asserts that no block is still live. */
+/* Destroys the context and asserts that no block is still live and that no
+ * request was above stats->refuse_above (when set). */
 void th_context_done(tsq_context *ctx, th_alloc_stats *stats);
 
 /* Runs the suite (CK_NORMAL output) and returns a process exit code. */

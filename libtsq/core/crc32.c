@@ -1,6 +1,6 @@
 /* CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320), the checksum of
- * zlib, PNG and gzip, shared by every serialized libtsq format. */
-#include "io/crc32.h"
+ * zlib, PNG and gzip, shared by every serialized libtsq format (declared in core/codec.h). */
+#include "core/codec.h"
 
 /* crc_table[i] is the CRC of the single byte i; generated once by the
  * bit-at-a-time definition and kept as a constant so there is no

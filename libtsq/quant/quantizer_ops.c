@@ -1,0 +1,277 @@
+/* The quantizer's element-wise calls: encode (codes), forward (the
+ * fake-quantized float k(x) * delta), decode and backward (the
+ * straight-through gradient, docs/method.md §2.2). The plain C kernels here
+ * are the oracle of the AVX2 ones in quantize_avx2.c, picked at run time
+ * from the CPU detection made when the quantizer was created; encode,
+ * forward and backward split large tensors over the context's threads. */
+#include "quant/quantizer_internal.h"
+
+#include <string.h>
+
+/* Work is split into pieces of this many elements across threads, and only
+ * tensors of at least PARALLEL_MIN_ELEMENTS are split at all. */
+#define CHUNK ((int64_t)1 << 16)
+#define PARALLEL_MIN_ELEMENTS ((int64_t)1 << 18)
+
+/* ------------------------------------------------------------------ */
+/* Plain C kernels                                                      */
+/* ------------------------------------------------------------------ */
+
+void tsq__encode_span_c(const float *x, uint8_t *codes, int64_t n, float eps, float inv_delta,
+                        int32_t maxcode)
+{
+    int64_t i;
+    for (i = 0; i < n; i++)
+        codes[i] = (uint8_t)tsq__quant_code(x[i], eps, inv_delta, maxcode);
+}
+
+void tsq__encode_row_c(const float *x, uint8_t *codes, int64_t n, const float *eps,
+                       const float *inv_delta, int32_t maxcode)
+{
+    int64_t i;
+    for (i = 0; i < n; i++)
+        codes[i] = (uint8_t)tsq__quant_code(x[i], eps[i], inv_delta[i], maxcode);
+}
+
+int64_t tsq__count_nonfinite_c(const float *x, int64_t n)
+{
+    int64_t i, count = 0;
+    for (i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &x[i], sizeof bits);
+        count += (bits & 0x7F800000u) == 0x7F800000u; /* exponent all ones */
+    }
+    return count;
+}
+
+void tsq__fakequant_span_c(const float *x, float *y, int64_t n, float eps, float inv_delta,
+                           float delta, int32_t maxcode)
+{
+    int64_t i;
+    for (i = 0; i < n; i++)
+        y[i] = (float)tsq__quant_code(x[i], eps, inv_delta, maxcode) * delta;
+}
+
+void tsq__fakequant_row_c(const float *x, float *y, int64_t n, const float *eps,
+                          const float *inv_delta, const float *delta, int32_t maxcode)
+{
+    int64_t i;
+    for (i = 0; i < n; i++)
+        y[i] = (float)tsq__quant_code(x[i], eps[i], inv_delta[i], maxcode) * delta[i];
+}
+
+void tsq__ste_span_c(const float *x, const float *go, float *gi, int64_t n, float delta,
+                     int32_t maxcode)
+{
+    int64_t i;
+    for (i = 0; i < n; i++)
+        gi[i] = tsq__quant_passes(x[i], delta, maxcode) ? go[i] : 0.0f;
+}
+
+void tsq__ste_row_c(const float *x, const float *go, float *gi, int64_t n, const float *delta,
+                    int32_t maxcode)
+{
+    int64_t i;
+    for (i = 0; i < n; i++)
+        gi[i] = tsq__quant_passes(x[i], delta[i], maxcode) ? go[i] : 0.0f;
+}
+
+/* ------------------------------------------------------------------ */
+/* One threaded driver for the three element-wise operations            */
+/* ------------------------------------------------------------------ */
+
+enum { OP_ENCODE, OP_FORWARD, OP_BACKWARD };
+
+/* Units that threads share: pieces of a per-tensor span, channel spans of
+ * an N x C x ... tensor, or rows of an N x C one. */
+typedef struct op_job {
+    const tsq_quantizer *q;
+    int op;
+    const float *x;
+    const float *go;   /* backward: the incoming gradient */
+    void *out;         /* u8 codes, or f32 y / grad_in */
+    tsq__qlayout l;
+    int64_t nunits;
+} op_job;
+
+/* n elements from `start`, all of channel c. */
+static void run_span(const op_job *job, int64_t start, int64_t n, int64_t c)
+{
+    const tsq_quantizer *q = job->q;
+    const float *x = job->x + start;
+    int32_t m = tsq__qmax_code(q);
+    float e = q->eps[c], inv = q->inv_delta[c], d = q->delta[c];
+    if (job->op == OP_ENCODE) {
+        uint8_t *codes = (uint8_t *)job->out + start;
+        if (q->use_avx2)
+            tsq__encode_span_avx2(x, codes, n, e, inv, m);
+        else
+            tsq__encode_span_c(x, codes, n, e, inv, m);
+    } else if (job->op == OP_FORWARD) {
+        float *y = (float *)job->out + start;
+        if (q->use_avx2)
+            tsq__fakequant_span_avx2(x, y, n, e, inv, d, m);
+        else
+            tsq__fakequant_span_c(x, y, n, e, inv, d, m);
+    } else {
+        float *gi = (float *)job->out + start;
+        if (q->use_avx2)
+            tsq__ste_span_avx2(x, job->go + start, gi, n, d, m);
+        else
+            tsq__ste_span_c(x, job->go + start, gi, n, d, m);
+    }
+}
+
+/* One row of an N x C tensor: element c uses channel c. */
+static void run_row(const op_job *job, int64_t start)
+{
+    const tsq_quantizer *q = job->q;
+    const float *x = job->x + start;
+    int64_t n = q->channels;
+    int32_t m = tsq__qmax_code(q);
+    if (job->op == OP_ENCODE) {
+        uint8_t *codes = (uint8_t *)job->out + start;
+        if (q->use_avx2)
+            tsq__encode_row_avx2(x, codes, n, q->eps, q->inv_delta, m);
+        else
+            tsq__encode_row_c(x, codes, n, q->eps, q->inv_delta, m);
+    } else if (job->op == OP_FORWARD) {
+        float *y = (float *)job->out + start;
+        if (q->use_avx2)
+            tsq__fakequant_row_avx2(x, y, n, q->eps, q->inv_delta, q->delta, m);
+        else
+            tsq__fakequant_row_c(x, y, n, q->eps, q->inv_delta, q->delta, m);
+    } else {
+        float *gi = (float *)job->out + start;
+        if (q->use_avx2)
+            tsq__ste_row_avx2(x, job->go + start, gi, n, q->delta, m);
+        else
+            tsq__ste_row_c(x, job->go + start, gi, n, q->delta, m);
+    }
+}
+
+static void run_unit(void *arg, int64_t u)
+{
+    const op_job *job = arg;
+    const tsq_quantizer *q = job->q;
+    if (q->channels == 0) {
+        int64_t start = u * CHUNK;
+        run_span(job, start, job->l.numel - start < CHUNK ? job->l.numel - start : CHUNK, 0);
+    } else if (job->l.inner > 1) {
+        run_span(job, u * job->l.inner, job->l.inner, u % q->channels);
+    } else {
+        run_row(job, u * q->channels);
+    }
+}
+
+static void run_all(const tsq_quantizer *q, int op, const float *x, const float *go, void *out,
+                    const tsq__qlayout *l)
+{
+    op_job job;
+    int64_t threads = q->obj.ctx->threads;
+    job.q = q;
+    job.op = op;
+    job.x = x;
+    job.go = go;
+    job.out = out;
+    job.l = *l;
+    if (q->channels == 0)
+        job.nunits = (l->numel + CHUNK - 1) / CHUNK;
+    else if (l->inner > 1)
+        job.nunits = l->outer * q->channels;
+    else
+        job.nunits = l->outer;
+    if (l->numel < PARALLEL_MIN_ELEMENTS)
+        threads = 1;
+    tsq__parallel_for(threads, job.nunits, run_unit, &job);
+}
+
+void tsq__q_encode_all(const tsq_quantizer *q, const float *x, uint8_t *codes,
+                       const tsq__qlayout *l)
+{
+    run_all(q, OP_ENCODE, x, NULL, codes, l);
+}
+
+/* ------------------------------------------------------------------ */
+/* Public calls                                                         */
+/* ------------------------------------------------------------------ */
+
+tsq_status tsq_quantizer_encode(tsq_quantizer *q, const tsq_tensor *x, tsq_tensor *codes)
+{
+    static const char *where = "quantizer_encode";
+    tsq__qlayout l = {0, 0, 0};
+    if (!q)
+        return TSQ_ERR_NULL;
+    TSQ_FORWARD_IF_ERROR(tsq__q_require_fitted(q, where));
+    TSQ_FORWARD_IF_ERROR(tsq__expect_dtype(&q->obj, where, "x", x, TSQ_DTYPE_F32));
+    TSQ_FORWARD_IF_ERROR(tsq__q_check_like(q, where, "codes", codes, TSQ_DTYPE_U8, "x", x));
+    TSQ_FORWARD_IF_ERROR(tsq__q_check_input(q, where, "x", x, &l));
+    run_all(q, OP_ENCODE, (const float *)x->data, NULL, codes->data, &l);
+    tsq__clear(&q->obj);
+    return TSQ_OK;
+}
+
+tsq_status tsq_quantizer_forward(tsq_quantizer *q, const tsq_tensor *x, tsq_tensor *y)
+{
+    static const char *where = "quantizer_forward";
+    tsq__qlayout l = {0, 0, 0};
+    if (!q)
+        return TSQ_ERR_NULL;
+    TSQ_FORWARD_IF_ERROR(tsq__q_require_fitted(q, where));
+    TSQ_FORWARD_IF_ERROR(tsq__expect_dtype(&q->obj, where, "x", x, TSQ_DTYPE_F32));
+    TSQ_FORWARD_IF_ERROR(tsq__q_check_like(q, where, "y", y, TSQ_DTYPE_F32, "x", x));
+    TSQ_FORWARD_IF_ERROR(tsq__q_check_input(q, where, "x", x, &l));
+    run_all(q, OP_FORWARD, (const float *)x->data, NULL, y->data, &l);
+    tsq__clear(&q->obj);
+    return TSQ_OK;
+}
+
+tsq_status tsq_quantizer_backward(tsq_quantizer *q, const tsq_tensor *x,
+                                  const tsq_tensor *grad_out, tsq_tensor *grad_in)
+{
+    static const char *where = "quantizer_backward";
+    tsq__qlayout l = {0, 0, 0};
+    if (!q)
+        return TSQ_ERR_NULL;
+    TSQ_FORWARD_IF_ERROR(tsq__q_require_fitted(q, where));
+    TSQ_FORWARD_IF_ERROR(tsq__expect_dtype(&q->obj, where, "x", x, TSQ_DTYPE_F32));
+    TSQ_FORWARD_IF_ERROR(
+        tsq__q_check_like(q, where, "grad_out", grad_out, TSQ_DTYPE_F32, "x", x));
+    TSQ_FORWARD_IF_ERROR(tsq__q_check_like(q, where, "grad_in", grad_in, TSQ_DTYPE_F32, "x", x));
+    TSQ_FORWARD_IF_ERROR(tsq__q_check_input(q, where, "x", x, &l));
+    run_all(q, OP_BACKWARD, (const float *)x->data, (const float *)grad_out->data,
+            grad_in->data, &l);
+    tsq__clear(&q->obj);
+    return TSQ_OK;
+}
+
+tsq_status tsq_quantizer_decode(tsq_quantizer *q, const tsq_tensor *codes, tsq_tensor *y)
+{
+    static const char *where = "quantizer_decode";
+    const uint8_t *k;
+    float *ys;
+    int32_t maxcode;
+    int64_t o, c, i;
+    tsq__qlayout l = {0, 0, 0};
+    if (!q)
+        return TSQ_ERR_NULL;
+    TSQ_FORWARD_IF_ERROR(tsq__q_require_fitted(q, where));
+    TSQ_FORWARD_IF_ERROR(tsq__expect_dtype(&q->obj, where, "codes", codes, TSQ_DTYPE_U8));
+    TSQ_FORWARD_IF_ERROR(tsq__q_check_like(q, where, "y", y, TSQ_DTYPE_F32, "codes", codes));
+    TSQ_FORWARD_IF_ERROR(tsq__q_layout(q, where, "codes", codes, &l));
+    maxcode = tsq__qmax_code(q);
+    k = (const uint8_t *)codes->data;
+    for (i = 0; i < l.numel; i++)
+        TSQ_RETURN_ERROR_IF(k[i] > maxcode, &q->obj, TSQ_ERR_INVALID,
+                            "%s: code %u at index %lld exceeds %d, the top code of %d bits",
+                            where, (unsigned)k[i], (long long)i, (int)maxcode, (int)q->bits);
+    ys = (float *)y->data;
+    for (o = 0; o < l.outer; o++)
+        for (c = 0; c < q->nparams; c++, k += l.inner, ys += l.inner) {
+            float delta = q->delta[c];
+            for (i = 0; i < l.inner; i++)
+                ys[i] = (float)k[i] * delta;
+        }
+    tsq__clear(&q->obj);
+    return TSQ_OK;
+}
