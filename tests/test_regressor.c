@@ -1157,13 +1157,25 @@ START_TEST(test_options)
     EXPECT_FAIL(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_WEIGHT_BITS, 3.5),
                 TSQ_ERR_INVALID, "an integer");
     EXPECT_FAIL(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA0, NAN), TSQ_ERR_INVALID,
-                "key 7");
-    EXPECT_FAIL(reg, tsq_regressor_set_param(reg, 999, 1.0), TSQ_ERR_INVALID, "unknown key 999");
-    EXPECT_FAIL(reg, tsq_regressor_get_param(reg, 999, &v), TSQ_ERR_INVALID, "unknown key 999");
+                "key 0x0307");
+    EXPECT_FAIL(reg, tsq_regressor_set_param(reg, 0x03F0, 1.0), TSQ_ERR_INVALID,
+                "unknown key 0x03f0");
+    EXPECT_FAIL(reg, tsq_regressor_get_param(reg, 0x03F0, &v), TSQ_ERR_INVALID,
+                "unknown key 0x03f0");
+    /* The keys are the 0x0300 family: the old numbers, and other families'
+     * keys (the quantizer's bits, 0x0201), are refused by name. */
+    ck_assert_int_eq(TSQ_REGRESSOR_WEIGHT_BITS, 0x0301);
+    EXPECT_FAIL(reg, tsq_regressor_set_param(reg, 4, 10.0), TSQ_ERR_INVALID,
+                "not a regressor key");
+    EXPECT_FAIL(reg, tsq_regressor_set_param(reg, 0x0201, 2.0), TSQ_ERR_INVALID,
+                "not a regressor key");
+    EXPECT_FAIL(reg, tsq_regressor_get_param(reg, 0x0104, &v), TSQ_ERR_INVALID,
+                "not a regressor key");
+    ck_assert_int_eq(tsq_regressor_param_bounds(0x0201, &lo, &hi), TSQ_ERR_INVALID);
     ck_assert_int_eq(tsq_regressor_param_bounds(TSQ_REGRESSOR_SWEEPS, &lo, &hi), TSQ_OK);
     ck_assert(lo == 1.0 && hi == 10000.0);
     ck_assert_int_eq(tsq_regressor_param_bounds(0, &lo, &hi), TSQ_ERR_INVALID);
-    ck_assert_int_eq(tsq_regressor_param_bounds(1, NULL, &hi), TSQ_ERR_NULL);
+    ck_assert_int_eq(tsq_regressor_param_bounds(TSQ_REGRESSOR_ROUNDS, NULL, &hi), TSQ_ERR_NULL);
     REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, 1.5));
     REG_OK(reg, tsq_regressor_get_param(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, &v));
     ck_assert(v == 1.5);
@@ -1814,6 +1826,157 @@ START_TEST(test_quantizer_handle)
 }
 END_TEST
 
+
+/* ------------------------------------------------------------------ */
+/* Contracts: NULL outputs, aliased outputs, messages, odd statistics  */
+/* ------------------------------------------------------------------ */
+
+START_TEST(test_null_outputs_have_messages)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    tsq_regressor *reg;
+    int32_t count = -1;
+    planted_make(ctx, &pl, 64, 4, 2, 3, 5);
+    reg = make_reg(ctx, &pl);
+    EXPECT_FAIL(reg, tsq_regressor_get_param(reg, TSQ_REGRESSOR_ROUNDS, NULL), TSQ_ERR_NULL,
+                "value is NULL");
+    EXPECT_FAIL(reg, tsq_regressor_history(reg, TSQ_HISTORY_BEST, NULL, 0, NULL), TSQ_ERR_NULL,
+                "count is NULL");
+    EXPECT_FAIL(reg, tsq_regressor_get_alphabet(reg, NULL, 0, NULL), TSQ_ERR_NULL,
+                "count is NULL");
+    REG_OK(reg, tsq_regressor_begin(reg, 4, 2, NULL, 0));
+    EXPECT_FAIL(reg, tsq_regressor_stats_size(reg, NULL), TSQ_ERR_NULL, "count is NULL");
+    EXPECT_FAIL(reg, tsq_regressor_stats_export(reg, NULL, 1), TSQ_ERR_NULL, "out is NULL");
+    EXPECT_FAIL(reg, tsq_regressor_end_pass(reg, NULL), TSQ_ERR_NULL, "done is NULL");
+    EXPECT_FAIL(reg, tsq_regressor_channel_objectives(reg, NULL, 2), TSQ_ERR_NULL,
+                "out is NULL");
+    REG_OK(reg, tsq_regressor_history(reg, TSQ_HISTORY_BEST, NULL, 0, &count));
+    ck_assert_int_eq(count, 0);
+    tsq_regressor_destroy(reg);
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+START_TEST(test_outputs_must_not_alias)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    fit_out o;
+    tsq_regressor *reg;
+    tsq_tensor *ab = NULL, *wide = NULL;
+    float buf[8];
+    int64_t C = 4, n = 4;
+    planted_make(ctx, &pl, 200, 6, C, 3, 17);
+    reg = make_reg(ctx, &pl);
+    fit_out_make(ctx, &o, 6, C);
+    fill_sentinel(&o);
+    /* the same tensor as alpha_out and b_out */
+    EXPECT_FAIL(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o.W, o.alpha, o.alpha,
+                                       &o.objective), TSQ_ERR_INVALID, "share memory");
+    check_untouched(&o);
+    /* two wraps of overlapping parts of one buffer */
+    TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 1, &n, buf, 4 * sizeof(float), &wide));
+    TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 1, &n, buf + 3, 4 * sizeof(float), &ab));
+    EXPECT_FAIL(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o.W, wide, ab,
+                                       &o.objective), TSQ_ERR_INVALID, "alpha_out and b_out");
+    check_untouched(&o);
+    /* a W_out with one column too many is named, with C from Y */
+    tsq_tensor_destroy(ab);
+    ab = mat(ctx, TSQ_DTYPE_I8, 6, C + 1);
+    EXPECT_FAIL(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, ab, o.alpha, o.b,
+                                       &o.objective), TSQ_ERR_SHAPE,
+                "W_out must be d x C = 6 x 4 (C from Y), got 6 x 5");
+    check_untouched(&o);
+    /* the streamed result refuses aliases too */
+    REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o.W, o.alpha, o.b, NULL));
+    fill_sentinel(&o);
+    EXPECT_FAIL(reg, tsq_regressor_result(reg, o.W, o.b, o.b, &o.objective), TSQ_ERR_INVALID,
+                "share memory");
+    check_untouched(&o);
+    tsq_tensor_destroy(ab);
+    tsq_tensor_destroy(wide);
+    fit_out_free(&o);
+    tsq_regressor_destroy(reg);
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* Imported sums whose X^T X is finite but indefinite (no data give them):
+ * a documented TSQ_ERR_INVALID from end_pass, never TSQ_ERR_INTERNAL. */
+START_TEST(test_indefinite_import_is_invalid)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    tsq_regressor *reg;
+    int64_t size, d = 4;
+    int32_t done = 0, neg;
+    double *stats;
+    planted_make(ctx, &pl, 100, d, 2, 3, 23);
+    reg = make_reg(ctx, &pl);
+    for (neg = 0; neg < 2; neg++) {
+        REG_OK(reg, tsq_regressor_begin(reg, d, 2, NULL, 0));
+        REG_OK(reg, tsq_regressor_feed(reg, pl.X, pl.Y, NULL));
+        REG_OK(reg, tsq_regressor_stats_size(reg, &size));
+        stats = malloc((size_t)size * sizeof *stats);
+        REG_OK(reg, tsq_regressor_stats_export(reg, stats, size));
+        /* layout: N, s (d), then the upper triangle of X^T X row by row */
+        if (neg)
+            stats[1 + d] = -stats[1 + d];       /* (0,0) < 0 */
+        else
+            stats[1 + d + 1] = 1e3 * stats[1 + d]; /* (0,1) far above sqrt((0,0)(1,1)) */
+        REG_OK(reg, tsq_regressor_stats_import(reg, stats, size, TSQ_STATS_REPLACE));
+        EXPECT_FAIL(reg, tsq_regressor_end_pass(reg, &done), TSQ_ERR_INVALID,
+                    neg ? "negative diagonal" : "not positive semi-definite");
+        EXPECT_FAIL(reg, tsq_regressor_feed(reg, pl.X, pl.Y, NULL), TSQ_ERR_STATE, "no fit");
+        free(stats);
+    }
+    tsq_regressor_destroy(reg);
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* A channel whose codes are all zero: nothing to fit, documented as
+ * alpha = 1 (any alpha gives the same outputs) and all-zero weights, b
+ * then at or below eps. */
+START_TEST(test_all_zero_channel)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    fit_out o;
+    tsq_regressor *reg;
+    int64_t i, j, C = 3, d = 8;
+    uint8_t *y;
+    const int8_t *w;
+    const float *a, *b;
+    planted_make(ctx, &pl, 500, d, C, 3, 29);
+    y = data_of(pl.Y);
+    for (i = 0; i < pl.n; i++)
+        y[i * C + 1] = 0;
+    reg = make_reg(ctx, &pl);
+    fit_out_make(ctx, &o, d, C);
+    REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o.W, o.alpha, o.b, &o.objective));
+    w = data_of(o.W);
+    a = data_of(o.alpha);
+    b = data_of(o.b);
+    for (j = 0; j < d; j++)
+        ck_assert_int_eq(w[j * C + 1], 0);
+    ck_assert_msg(a[1] == 1.0f, "alpha of the all-zero channel is %g", a[1]);
+    ck_assert_msg(b[1] <= pl.eps, "b of the all-zero channel is %g", b[1]);
+    fit_out_free(&o);
+    tsq_regressor_destroy(reg);
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("regressor");
@@ -1848,6 +2011,10 @@ static Suite *suite(void)
     tcase_add_test(tc, test_im2col_errors_and_sampling);
     tcase_add_test(tc, test_conv_planted);
     tcase_add_test(tc, test_quantizer_handle);
+    tcase_add_test(tc, test_null_outputs_have_messages);
+    tcase_add_test(tc, test_outputs_must_not_alias);
+    tcase_add_test(tc, test_indefinite_import_is_invalid);
+    tcase_add_test(tc, test_all_zero_channel);
     suite_add_tcase(s, tc);
     return s;
 }

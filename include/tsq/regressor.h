@@ -75,45 +75,45 @@ enum {
      * k = 2 is ternary {-1, 0, +1}, the default. Reads 0 while a custom
      * alphabet (tsq_regressor_set_alphabet) is in use; setting it replaces
      * the custom alphabet. */
-    TSQ_REGRESSOR_WEIGHT_BITS = 1,
+    TSQ_REGRESSOR_WEIGHT_BITS = 0x0301,
     /* 1: fit a per-channel offset b (a folded batch-norm), default; 0: b = 0. */
-    TSQ_REGRESSOR_OFFSET = 2,
+    TSQ_REGRESSOR_OFFSET = 0x0302,
     /* TSQ_LOSS_QUANTIZED (default) or TSQ_LOSS_LINEAR. */
-    TSQ_REGRESSOR_LOSS = 3,
+    TSQ_REGRESSOR_LOSS = 0x0303,
     /* Rounds of alpha/b, w (and z) updates after the start, 0..100000,
      * default 10. */
-    TSQ_REGRESSOR_ROUNDS = 4,
+    TSQ_REGRESSOR_ROUNDS = 0x0304,
     /* The first this many rounds hold z at its start ("linear" rounds);
      * later rounds take z-steps. 0..100000, default 3. Ignored by the linear
      * loss, whose rounds are all linear. */
-    TSQ_REGRESSOR_LINEAR_ROUNDS = 5,
+    TSQ_REGRESSOR_LINEAR_ROUNDS = 0x0305,
     /* At most this many coordinate sweeps over w (each followed by an alpha
      * refit) per descent; a descent stops early when a sweep changes
      * nothing. A round runs one descent, then four more restarted from the
      * result with alpha scaled by 0.5, 0.7, 1.4 and 2, keeping the best.
      * 1..10000, default 8. */
-    TSQ_REGRESSOR_SWEEPS = 6,
+    TSQ_REGRESSOR_SWEEPS = 0x0306,
     /* lambda of the first z-step round, 1e-12..1e12, default 0.1. Round k
      * of the z-steps uses lambda0 * growth^(k-1). lambda weighs the move of
      * z away from the layer's output against the codes' squared error (both
      * in output units): below 1, z nearly always moves into its code's bin;
      * large values keep z at the output and end the progress. */
-    TSQ_REGRESSOR_LAMBDA0 = 7,
+    TSQ_REGRESSOR_LAMBDA0 = 0x0307,
     /* lambda's growth per z-step round, 1..1000, default 1.1. */
-    TSQ_REGRESSOR_LAMBDA_GROWTH = 8,
+    TSQ_REGRESSOR_LAMBDA_GROWTH = 0x0308,
     /* Early stop: the fit ends after a z-step round (or, with the linear
      * loss, any round) that changed no weight and moved every alpha and b
      * by less than this fraction (b relative to |b| + alpha). The true
      * objective is not used for this: it is piecewise constant in alpha and
      * b and often stays flat for rounds before it drops. 0..1, default
      * 1e-4; 0 runs every round. */
-    TSQ_REGRESSOR_TOLERANCE = 9,
+    TSQ_REGRESSOR_TOLERANCE = 0x0309,
     /* Rows processed at a time inside a pass (memory: this many rows of X
      * and of the C outputs in float). 16..1048576, default 1024. For u8 X
      * it is lowered when needed so that each batch's X^T X is exact in
      * float (rows * maxcode^2 <= 2^24). Does not change the results beyond
      * floating-point rounding. */
-    TSQ_REGRESSOR_BATCH_ROWS = 10,
+    TSQ_REGRESSOR_BATCH_ROWS = 0x030A,
     /* The z-step aims inside the bins: each bin of the output quantizer is
      * shrunk by this fraction of delta at its finite ends before z is
      * clamped into it (0.5 shrinks the inner bins to their centres, and the
@@ -121,7 +121,7 @@ enum {
      * in TSQ.md, outputs on the wrong side of a boundary are pulled only
      * onto it, and the refit converges to the boundary without crossing
      * it; see docs/regressor.md for the measurements. 0..0.5, default 0.5. */
-    TSQ_REGRESSOR_MARGIN = 11
+    TSQ_REGRESSOR_MARGIN = 0x030B
 };
 
 /* Modes of tsq_regressor_stats_import. */

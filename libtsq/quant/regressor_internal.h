@@ -1,8 +1,10 @@
 /*
- * Internals of the step-2 regressor (issue 4): the weight alphabet, the
- * output quantizer of one channel, and the three updates of TSQ.md "Step 2"
- * (regressor_solve.c), the exact low-bit approximation that starts a fit
- * (lowbit_init.c). regressor.c drives them over passes of data.
+ * The step-2 solver's interface (docs/method.md §3): the weight alphabet
+ * and the output quantizer of one channel, the z step (regressor_levels.c),
+ * the alpha/b and w updates on sufficient statistics (regressor_solve.c),
+ * the exact low-bit approximation that starts a fit (lowbit_init.c) and
+ * the direct alpha/b search on fixed products (regressor_polish.c). The
+ * drivers (regressor_fit.h) call these; nothing here knows a fit's state.
  */
 #ifndef TSQ_REGRESSOR_INTERNAL_H
 #define TSQ_REGRESSOR_INTERNAL_H
@@ -28,7 +30,7 @@ int tsq__alphabet_custom(tsq__alphabet *a, const int32_t *values, int32_t count)
 /* The element of S nearest to u; ties go to the smaller magnitude. */
 int32_t tsq__alphabet_nearest(const tsq__alphabet *a, double u);
 
-/* ---- the output quantizer of one channel (TSQ.md "Step 1") ---- */
+/* ---- the output quantizer of one channel (docs/method.md §2.1) ---- */
 typedef struct tsq__outq {
     float eps, delta, inv_delta;
     int32_t bits, maxcode;
@@ -44,7 +46,7 @@ int tsq__outq_init(tsq__outq *q, int32_t bits, float eps, float delta);
  * unbounded above. */
 void tsq__zstep_bins(const tsq__outq *q, double margin, float *lo, float *hi);
 
-/* TSQ.md "Step 2", update 3, for one sample: given the output v = alpha
+/* The z step (docs/method.md §3.4), for one sample: given the output v = alpha
  * x.w + b and its code y, returns z = clamp(v, I_m) for the bin m
  * minimising delta^2 (y - m)^2 + lambda (clamp(v, I_m) - v)^2, the bins
  * from tsq__zstep_bins; adds that bin's (y - m)^2 (codes: the caller

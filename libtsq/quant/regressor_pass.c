@@ -1,0 +1,425 @@
+/*
+ * The end of a pass: from the pass's sums, the start iterate (pass 0),
+ * round k's alpha/b, w and z updates on every channel (the solver in
+ * regressor_solve.c), the best iterate per channel and the history. With
+ * the linear loss every objective follows from the statistics, so pass 0
+ * is the only one.
+ */
+#include "regressor_fit.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ */
+/* The end of a pass: start, rounds, best iterate, history              */
+/* ------------------------------------------------------------------ */
+
+static tsq__gram gram_of(const fit_state *f)
+{
+    tsq__gram g;
+    g.m = f->gram;
+    g.colsum = f->colsum;
+    g.rows = f->rows0;
+    g.d = f->d;
+    g.offset = f->opt.offset;
+    return g;
+}
+
+/* The target of round `round`'s updates: z0 for linear rounds, the z of
+ * the pass for z-step rounds. */
+typedef struct round_job {
+    fit_state *f;
+    tsq__gram g;
+    const double *xtz, *zsum, *zsq;
+    void *lowbit;      /* start: one scratch per task */
+    size_t lowbit_bytes;
+    const double *w0;  /* start: d x C weights to approximate */
+    int64_t tasks;
+} round_job;
+
+static void column(const double *m, int64_t d, int64_t C, int64_t c, double *out)
+{
+    int64_t j;
+    for (j = 0; j < d; j++)
+        out[j] = m[j * C + c];
+}
+
+static void update_channel(void *arg, int64_t c)
+{
+    round_job *job = arg;
+    fit_state *f = job->f;
+    int64_t d = f->d, changes;
+    double *t = f->t + c * d, *x = f->r + c * 2 * d, alpha0 = f->alpha[c], b0 = f->b[c];
+    double tol = f->opt.tol;
+    int8_t *w = f->w + c * d;
+    column(job->xtz, d, f->C, c, x);
+    tsq__centre_target(&job->g, x, job->zsum[c], t);
+    changes = tsq__channel_round(&job->g, t, &f->opt.alphabet, f->opt.sweeps, w, &f->alpha[c],
+                                 f->r + c * 2 * d, f->w_try + c * d);
+    f->b[c] = tsq__profile_offset(&job->g, job->zsum[c], w, f->alpha[c]);
+    f->moved[c] = changes > 0 || fabs(f->alpha[c] - alpha0) > tol * alpha0 ||
+                  fabs(f->b[c] - b0) > tol * (fabs(b0) + alpha0);
+}
+
+static void start_channels(void *arg, int64_t task)
+{
+    round_job *job = arg;
+    fit_state *f = job->f;
+    void *scratch = (unsigned char *)job->lowbit + (size_t)task * job->lowbit_bytes;
+    int64_t c;
+    for (c = task; c < f->C; c += job->tasks) {
+        tsq__lowbit_approx(&f->opt.alphabet, job->w0 + c, f->d, f->C, f->w + c * f->d,
+                           &f->alpha[c], scratch);
+        f->b[c] = tsq__profile_offset(&job->g, job->zsum[c], f->w + c * f->d, f->alpha[c]);
+    }
+}
+
+typedef struct linear_job {
+    const fit_state *f;
+    const tsq__gram *g;
+    const double *xtz, *zsum, *zsq;
+} linear_job;
+
+static void linear_channel(void *arg, int64_t c)
+{
+    const linear_job *job = arg;
+    const fit_state *f = job->f;
+    int64_t d = f->d;
+    column(job->xtz, d, f->C, c, f->t + c * d);
+    f->lin[c] = tsq__linear_objective(job->g, f->t + c * d, job->zsum[c], job->zsq[c],
+                                      f->w + c * d, f->alpha[c], f->b[c]);
+}
+
+/* Sum over channels of the linear objective against (xtz, zsum, zsq).
+ * Each channel costs a d x d quadratic form: spread over the threads, and
+ * summed in channel order, so the total does not depend on them. */
+static double linear_total(const fit_state *f, const tsq__gram *g, const double *xtz,
+                           const double *zsum, const double *zsq, double *per_channel)
+{
+    linear_job job;
+    int64_t c;
+    double total = 0.0;
+    job.f = f;
+    job.g = g;
+    job.xtz = xtz;
+    job.zsum = zsum;
+    job.zsq = zsq;
+    tsq__parallel_for(threads_for(f, f->C * f->d * f->d), f->C, linear_channel, &job);
+    for (c = 0; c < f->C; c++) {
+        if (per_channel)
+            per_channel[c] = f->lin[c];
+        total += f->lin[c];
+    }
+    return total;
+}
+
+/* Iterate h_count has objective obj[] per channel: record it, keep the best
+ * per channel, extend the history. */
+static void record_iterate(fit_state *f, const double *obj, double relaxed, double lambda)
+{
+    int64_t c, d = f->d;
+    double total = 0.0, best = 0.0;
+    int32_t r = f->h_count;
+    for (c = 0; c < f->C; c++) {
+        total += obj[c];
+        if (obj[c] < f->best_obj[c]) {
+            f->best_obj[c] = obj[c];
+            f->best_alpha[c] = f->alpha[c];
+            f->best_b[c] = f->b[c];
+            memcpy(f->best_w + c * d, f->w + c * d, (size_t)d);
+        }
+        best += f->best_obj[c];
+    }
+    f->h_obj[r] = total;
+    f->h_best[r] = best;
+    f->h_relax[r] = relaxed;
+    f->h_lambda[r] = lambda;
+    f->h_count = r + 1;
+}
+
+/* The fit ends early after a round that changed no weight and moved no
+ * alpha or b by more than the tolerance (tolerance 0: never). The true
+ * objective is no guide here: it is piecewise constant in alpha and b, and
+ * the z-steps often move them for several rounds before a level boundary
+ * is crossed and the objective drops. */
+static int stalled(const fit_state *f)
+{
+    int64_t c;
+    if (f->opt.tol <= 0.0)
+        return 0;
+    for (c = 0; c < f->C; c++)
+        if (f->moved[c])
+            return 0;
+    return 1;
+}
+
+/* Rounds `round` of updates on all channels (parallel over channels). */
+static void run_round(fit_state *f, const tsq__gram *g, const double *xtz, const double *zsum,
+                      const double *zsq)
+{
+    round_job job;
+    memset(&job, 0, sizeof job);
+    job.f = f;
+    job.g = *g;
+    job.xtz = xtz;
+    job.zsum = zsum;
+    job.zsq = zsq;
+    tsq__parallel_for(f->threads, f->C, update_channel, &job);
+}
+
+/* Prepares pass k: whether it takes a z-step, lambda, w as floats. */
+static void setup_pass(fit_state *f, int32_t k)
+{
+    int64_t c, j, C = f->C, d = f->d;
+    int32_t zround = k - f->opt.linear_rounds;
+    f->pass = k;
+    f->zpass = zround >= 1 && k <= f->opt.rounds;
+    f->lambda = f->zpass ? f->opt.lambda0 * pow(f->opt.growth, zround - 1) : 0.0;
+    for (c = 0; c < C; c++) {
+        f->af[c] = (float)f->alpha[c];
+        f->bf[c] = (float)f->b[c];
+        for (j = 0; j < d; j++)
+            f->wf[j * C + c] = (float)f->w[c * d + j];
+        if (f->zpass)
+            tsq__zstep_bins(&f->q[c], f->opt.margin * f->q[c].delta, f->zlo + c * f->nbins,
+                            f->zhi + c * f->nbins);
+    }
+    tsq__reg_reset_pass_sums(f);
+}
+
+/* End of pass 0 for the target z0 = X W_init (+ beta): its sums follow
+ * from X^T X and s, so it needs no product over the data. */
+static void derive_xw_target(fit_state *f)
+{
+    int64_t d = f->d, C = f->C, j, c;
+    double *w = f->t; /* d x C doubles fit in the C x d scratch */
+    for (j = 0; j < d * C; j++)
+        w[j] = f->w_init[j];
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)d, (int)C, (int)d, 1.0, f->gram,
+                (int)d, w, (int)C, 0.0, f->g0, (int)C);
+    for (c = 0; c < C; c++) {
+        double s = 0.0, q = 0.0, beta;
+        for (j = 0; j < d; j++) {
+            s += f->colsum[j] * w[j * C + c];
+            q += w[j * C + c] * f->g0[j * C + c];
+        }
+        beta = shifts_xw(f) ? (f->ysum[c] - s) / f->rows0 : 0.0;
+        for (j = 0; j < d; j++)
+            f->g0[j * C + c] += f->colsum[j] * beta;
+        f->z0sum[c] = s + f->rows0 * beta;
+        f->z0sq[c] = q + 2.0 * beta * s + f->rows0 * beta * beta;
+    }
+}
+
+/* The start iterate: the exact low-bit approximation of W_init, or of the
+ * least-squares solution for z0 when W_init is NULL. */
+static tsq_status start_iterate(tsq_regressor *reg, const char *where, const tsq__gram *g)
+{
+    fit_state *f = reg->fit;
+    tsq_context *ctx = reg->obj.ctx;
+    int64_t d = f->d, C = f->C, c, j;
+    round_job job;
+    double *w0 = f->t, *m_work = NULL; /* d x C doubles in the C x d scratch */
+    memset(&job, 0, sizeof job);
+    if (f->w_init) {
+        for (j = 0; j < d * C; j++)
+            w0[j] = f->w_init[j];
+    } else {
+        /* The centred target of every channel, then M W = T in place. */
+        for (j = 0; j < d; j++)
+            for (c = 0; c < C; c++)
+                w0[j * C + c] = g->offset ? f->g0[j * C + c] - f->colsum[j] * f->z0sum[c] / g->rows
+                                          : f->g0[j * C + c];
+        m_work = tsq__alloc(ctx, (size_t)(d * d) * sizeof(double));
+        if (!m_work)
+            return tsq__fail(&reg->obj, TSQ_ERR_NO_MEMORY, "%s: out of memory", where);
+        if (!tsq__least_squares(g->m, d, w0, C, m_work)) {
+            tsq__free(ctx, m_work);
+            return tsq__fail(&reg->obj, TSQ_ERR_INVALID,
+                             "%s: X^T X is not positive semi-definite, so no data gave these "
+                             "statistics (an imported array that is not a sum of exports?)",
+                             where);
+        }
+        tsq__free(ctx, m_work);
+    }
+    job.f = f;
+    job.g = *g;
+    job.zsum = f->z0sum;
+    job.w0 = w0;
+    job.tasks = f->threads < C ? f->threads : C;
+    if (job.tasks < 1)
+        job.tasks = 1;
+    job.lowbit_bytes = align64(tsq__lowbit_scratch_bytes(d));
+    job.lowbit = tsq__alloc(ctx, job.lowbit_bytes * (size_t)job.tasks);
+    if (!job.lowbit)
+        return tsq__fail(&reg->obj, TSQ_ERR_NO_MEMORY, "%s: out of memory", where);
+    tsq__parallel_for(job.tasks, job.tasks, start_channels, &job);
+    tsq__free(ctx, job.lowbit);
+    return TSQ_OK;
+}
+
+static void finish(tsq_regressor *reg)
+{
+    fit_state *f = reg->fit;
+    int64_t c, j;
+    /* A channel left with all-zero weights (e.g. its codes are all 0):
+     * alpha changes nothing there, and 1 is safer downstream than the
+     * start's tiny value (thresholds divide by alpha). */
+    for (c = 0; c < f->C; c++) {
+        for (j = 0; j < f->d && !f->best_w[c * f->d + j]; j++)
+            ;
+        if (j == f->d)
+            f->best_alpha[c] = 1.0;
+    }
+    f->status = FIT_DONE;
+    tsq__free(reg->obj.ctx, f->work); /* statistics and scratch; results stay */
+    f->work = NULL;
+}
+
+static void abandon(tsq_regressor *reg)
+{
+    tsq__reg_fit_free(reg->obj.ctx, reg->fit);
+    reg->fit = NULL;
+}
+
+/* The linear loss: every round and objective from the statistics. */
+static void run_linear(fit_state *f, const tsq__gram *g)
+{
+    double *obj = f->zcost; /* per-channel objectives */
+    int32_t r;
+    double total = linear_total(f, g, f->g0, f->z0sum, f->z0sq, obj);
+    record_iterate(f, obj, total, 0.0);
+    for (r = 1; r <= f->opt.rounds; r++) {
+        run_round(f, g, f->g0, f->z0sum, f->z0sq);
+        total = linear_total(f, g, f->g0, f->z0sum, f->z0sq, obj);
+        record_iterate(f, obj, total, 0.0);
+        if (stalled(f))
+            break;
+    }
+}
+
+static tsq_status end_first_pass(tsq_regressor *reg, const char *where, int32_t *done)
+{
+    fit_state *f = reg->fit;
+    int64_t d = f->d, i, j;
+    double trace = 0.0;
+    tsq__gram g;
+    tsq_status st;
+    if (f->rows < 1.0) {
+        abandon(reg);
+        return tsq__fail(&reg->obj, TSQ_ERR_NO_DATA, "%s: the pass saw no rows", where);
+    }
+    for (i = 0; i < d; i++) {
+        if (f->gram[i * d + i] < 0.0) { /* a sum of squares: only an import gets here */
+            abandon(reg);
+            return tsq__fail(&reg->obj, TSQ_ERR_INVALID,
+                             "%s: X^T X has a negative diagonal entry %g at %lld: no data gave "
+                             "these statistics (an imported array that is not a sum of "
+                             "exports?)", where, f->gram[i * d + i], (long long)i);
+        }
+        trace += f->gram[i * d + i];
+        for (j = i + 1; j < d; j++)
+            f->gram[j * d + i] = f->gram[i * d + j];
+    }
+    if (!(trace > 0.0)) {
+        abandon(reg);
+        return tsq__fail(&reg->obj, TSQ_ERR_NO_DATA, "%s: X is all zero: nothing to fit", where);
+    }
+    f->rows0 = f->rows;
+    if (f->target == TARGET_XW)
+        derive_xw_target(f);
+    if (f->opt.offset) /* centre: X^T X - s s^T / N (docs/method.md §3.6) */
+        for (i = 0; i < d; i++)
+            for (j = 0; j < d; j++)
+                f->gram[i * d + j] -= f->colsum[i] * f->colsum[j] / f->rows0;
+    g = gram_of(f);
+    st = start_iterate(reg, where, &g);
+    if (st != TSQ_OK) {
+        abandon(reg);
+        return st;
+    }
+    if (f->opt.loss == TSQ_LOSS_LINEAR) {
+        run_linear(f, &g);
+        finish(reg);
+        *done = 1;
+        return TSQ_OK;
+    }
+    /* Quantized loss: entry 0's relaxed value is its linear fit to z0; its
+     * true objective comes from pass 1. */
+    f->h_relax[0] = linear_total(f, &g, f->g0, f->z0sum, f->z0sq, NULL);
+    setup_pass(f, 1);
+    *done = 0;
+    return TSQ_OK;
+}
+
+static tsq_status end_later_pass(tsq_regressor *reg, const char *where, int32_t *done)
+{
+    fit_state *f = reg->fit;
+    int32_t k = f->pass, it = k - 1; /* this pass evaluated iterate k-1 */
+    tsq__gram g = gram_of(f);
+    double relaxed;
+    int64_t c;
+    if (f->rows != f->rows0) {
+        double seen = f->rows;
+        abandon(reg);
+        return tsq__fail(&reg->obj, TSQ_ERR_SHAPE,
+                         "%s: pass %d saw %.0f rows, the first pass %.0f", where, (int)k, seen,
+                         g.rows);
+    }
+    for (c = 0; c < f->C; c++) { /* counts of squared code errors -> output units */
+        double delta2 = (double)f->q[c].delta * f->q[c].delta;
+        f->obj[c] *= delta2;
+        f->zcost[c] *= delta2;
+    }
+    relaxed = f->h_relax[it];
+    record_iterate(f, f->obj, relaxed, it == 0 ? 0.0 : f->h_lambda[it]);
+    if (it == f->opt.rounds) {
+        finish(reg);
+        *done = 1;
+        return TSQ_OK;
+    }
+    /* Round k's update, against z0 (linear round) or this pass's z. */
+    if (f->zpass) {
+        run_round(f, &g, f->g, f->zsum, f->zsq);
+        relaxed = 0.0;
+        for (c = 0; c < f->C; c++)
+            relaxed += f->zcost[c];
+        relaxed += f->lambda * linear_total(f, &g, f->g, f->zsum, f->zsq, NULL);
+    } else {
+        run_round(f, &g, f->g0, f->z0sum, f->z0sq);
+        relaxed = linear_total(f, &g, f->g0, f->z0sum, f->z0sq, NULL);
+    }
+    f->h_relax[k] = relaxed;
+    f->h_lambda[k] = f->zpass ? f->lambda : 0.0;
+    if (stalled(f) && f->zpass) {
+        /* Iterate k is iterate k-1 up to the tolerance: already evaluated. */
+        finish(reg);
+        *done = 1;
+        return TSQ_OK;
+    }
+    setup_pass(f, k + 1);
+    *done = 0;
+    return TSQ_OK;
+}
+
+tsq_status tsq__reg_end_pass(tsq_regressor *reg, const char *where, int32_t *done)
+{
+    return reg->fit->pass == 0 ? end_first_pass(reg, where, done)
+                               : end_later_pass(reg, where, done);
+}
+
+tsq_status tsq_regressor_end_pass(tsq_regressor *reg, int32_t *done)
+{
+    tsq_status st;
+    if (!reg)
+        return TSQ_ERR_NULL;
+    if (!done)
+        return tsq__fail(&reg->obj, TSQ_ERR_NULL, "regressor_end_pass: done is NULL");
+    if (!fit_running(reg))
+        return tsq__fail(&reg->obj, TSQ_ERR_STATE, "regressor_end_pass: no fit in progress");
+    st = tsq__reg_end_pass(reg, "regressor_end_pass", done);
+    if (st == TSQ_OK)
+        tsq__clear(&reg->obj);
+    return st;
+}
+
