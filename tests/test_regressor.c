@@ -269,6 +269,119 @@ END_TEST
 START_TEST(test_planted_with_w_init) { check_planted(0, 1); }
 END_TEST
 
+
+/* A new user's planted layer: Gaussian inputs, ternary weights, alpha and
+ * b drawn at random (not on any grid, so outputs fall anywhere in the
+ * bins), Y = Q(alpha X w + b), no P. With the default options the fit must
+ * give back >= 99.9% of the codes and alpha within 1%, from the codes
+ * alone and from W_init = alpha (w + noise) at noise 0.2 and 0.5 (a
+ * layer's full-precision weights against its best ternary ones). The
+ * inputs are continuous so that alpha is identified to 1% by the data:
+ * with small integer X w, a range of alpha several percent wide gives the
+ * very same codes. */
+static void check_planted_user(double noise, uint64_t seed, int verbose)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    fit_out o;
+    tsq_regressor *reg;
+    tsq_tensor *W0 = NULL;
+    trng r = {seed};
+    int64_t n = th_quick() ? 4000 : 10000, d = 64, C = 8, i, j, c, same = 0;
+    float *x;
+    uint8_t *y;
+    const int8_t *w;
+    const float *a, *b;
+    double worst_alpha = 0.0;
+    memset(&pl, 0, sizeof pl);
+    pl.n = n;
+    pl.d = d;
+    pl.C = C;
+    pl.bits = 2;
+    pl.delta = 0.65f;
+    pl.eps = 0.33f;
+    pl.X = mat(ctx, TSQ_DTYPE_F32, n, d);
+    pl.Y = mat(ctx, TSQ_DTYPE_U8, n, C);
+    pl.w = malloc((size_t)(d * C));
+    pl.alpha = malloc((size_t)C * sizeof(float));
+    pl.b = malloc((size_t)C * sizeof(float));
+    x = data_of(pl.X);
+    y = data_of(pl.Y);
+    for (i = 0; i < n * d; i++)
+        x[i] = (float)trng_normal(&r);
+    for (c = 0; c < C; c++) {
+        for (j = 0; j < d; j++)
+            pl.w[j * C + c] = (int8_t)(trng_int(&r, 3) - 1);
+        pl.alpha[c] = (float)(0.08 + 0.1 * trng_uniform(&r));
+        pl.b[c] = (float)(0.3 + 0.8 * trng_uniform(&r));
+    }
+    for (i = 0; i < n; i++)
+        for (c = 0; c < C; c++) {
+            double u = 0.0;
+            for (j = 0; j < d; j++)
+                u += (double)x[i * d + j] * pl.w[j * C + c];
+            y[i * C + c] = (uint8_t)ref_code(pl.alpha[c] * (float)u + pl.b[c], pl.eps, pl.delta, 3);
+        }
+    if (noise > 0.0) {
+        float *w0;
+        W0 = mat(ctx, TSQ_DTYPE_F32, d, C);
+        w0 = data_of(W0);
+        for (j = 0; j < d * C; j++)
+            w0[j] = pl.alpha[j % C] * ((float)pl.w[j] + (float)(noise * trng_normal(&r)));
+    }
+    reg = make_reg(ctx, &pl);
+    fit_out_make(ctx, &o, d, C);
+    REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, W0, NULL, o.W, o.alpha, o.b, &o.objective));
+    w = data_of(o.W);
+    a = data_of(o.alpha);
+    b = data_of(o.b);
+    for (i = 0; i < n; i++)
+        for (c = 0; c < C; c++) {
+            double u = 0.0;
+            for (j = 0; j < d; j++)
+                u += (double)x[i * d + j] * w[j * C + c];
+            same += ref_code(a[c] * (float)u + b[c], pl.eps, pl.delta, 3) == y[i * C + c];
+        }
+    for (c = 0; c < C; c++)
+        worst_alpha = fmax(worst_alpha, fabs(a[c] / pl.alpha[c] - 1.0));
+    if (verbose) {
+        int64_t wrong = 0;
+        for (j = 0; j < d * C; j++)
+            wrong += w[j] != pl.w[j];
+        printf("planted user noise %.1f: codes %.5f, worst alpha error %.4f, objective %g, "
+               "%lld weights differ\n", noise, (double)same / (double)(n * C), worst_alpha,
+               o.objective, (long long)wrong);
+        {
+            double h[64];
+            int32_t cnt = 0, k;
+            REG_OK(reg, tsq_regressor_history(reg, TSQ_HISTORY_BEST, h, 64, &cnt));
+            printf("  best:");
+            for (k = 0; k < cnt; k++)
+                printf(" %.4g", h[k]);
+            printf("\n");
+        }
+    }
+    ck_assert_msg((double)same >= 0.999 * (double)(n * C), "noise %.1f: %lld of %lld codes",
+                  noise, (long long)same, (long long)(n * C));
+    ck_assert_msg(worst_alpha <= 0.01, "noise %.1f: alpha off by %.4f", noise, worst_alpha);
+    tsq_tensor_destroy(W0);
+    fit_out_free(&o);
+    tsq_regressor_destroy(reg);
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+
+START_TEST(test_planted_user_codes_only) { check_planted_user(0.0, 41, getenv("TSQ_TEST_VERBOSE") != NULL); }
+END_TEST
+
+START_TEST(test_planted_user_noisy_w_init)
+{
+    check_planted_user(0.2, 43, getenv("TSQ_TEST_VERBOSE") != NULL);
+    check_planted_user(0.5, 47, getenv("TSQ_TEST_VERBOSE") != NULL);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* The start: exact best low-bit approximation, against brute force    */
 /* ------------------------------------------------------------------ */
@@ -648,10 +761,12 @@ START_TEST(test_never_worse_than_start)
         reg = make_reg(ctx, &pl);
         fit_out_make(ctx, &o, pl.d, pl.C);
         REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 0));
+        REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_POLISH, 0)); /* the start itself */
         REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, k % 2 ? pl.P : NULL, o.W, o.alpha,
                                       o.b, NULL));
         REG_OK(reg, tsq_regressor_channel_objectives(reg, start, pl.C));
         REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 8));
+        REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_POLISH, 10));
         REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, k % 2 ? pl.P : NULL, o.W, o.alpha,
                                       o.b, &o.objective));
         REG_OK(reg, tsq_regressor_channel_objectives(reg, got, pl.C));
@@ -709,6 +824,7 @@ START_TEST(test_relaxed_objective_never_increases)
     REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA0, 0.5));
     REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, 1.0));
     REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_TOLERANCE, 0.0));
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_POLISH, 0)); /* the rounds only */
     REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o.W, o.alpha, o.b, &o.objective));
     obj = history(reg, TSQ_HISTORY_OBJECTIVE, &n);
     best = history(reg, TSQ_HISTORY_BEST, &n);
@@ -1520,6 +1636,7 @@ START_TEST(test_history_queries)
     REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA0, 0.2));
     REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, 2.0));
     REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_TOLERANCE, 0.0));
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_POLISH, 0));
     fit_out_make(ctx, &o, pl.d, pl.C);
     REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o.W, o.alpha, o.b, &o.objective));
     EXPECT_FAIL(reg, tsq_regressor_history(reg, TSQ_HISTORY_BEST, v, 3, &n), TSQ_ERR_TOO_SMALL,
@@ -1990,6 +2107,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_planted_codes_only);
     tcase_add_test(tc, test_planted_with_preact);
     tcase_add_test(tc, test_planted_with_w_init);
+    tcase_add_test(tc, test_planted_user_codes_only);
+    tcase_add_test(tc, test_planted_user_noisy_w_init);
     tcase_add_test(tc, test_brute_force_ternary);
     tcase_add_test(tc, test_never_worse_than_start);
     tcase_add_test(tc, test_relaxed_objective_never_increases);

@@ -121,7 +121,18 @@ enum {
      * in TSQ.md, outputs on the wrong side of a boundary are pulled only
      * onto it, and the refit converges to the boundary without crossing
      * it; see docs/regressor.md for the measurements. 0..0.5, default 0.5. */
-    TSQ_REGRESSOR_MARGIN = 0x030B
+    TSQ_REGRESSOR_MARGIN = 0x030B,
+    /* Polish passes after the rounds (quantized loss only): with each
+     * channel's best w fixed, alpha and b are searched on the true
+     * objective itself, a pattern search over the 8 neighbours of the
+     * current (alpha, b) per pass (docs/regressor.md, "Polish"). It ends
+     * early once no channel improves and the steps are below 1/16 of their
+     * start. 0..1000, default 8; 0 turns it off. */
+    TSQ_REGRESSOR_POLISH = 0x030C,
+    /* Restarted descents per round: after the first coordinate descent,
+     * up to this many more from the result with alpha scaled by 0.5, 0.7,
+     * 1.4 and 2, keeping the best. 0..4, default 4. */
+    TSQ_REGRESSOR_RESTARTS = 0x030D
 };
 
 /* Modes of tsq_regressor_stats_import. */

@@ -68,7 +68,19 @@ static size_t layout_work(fit_state *f, unsigned char *base, int have_w_init)
     CARVE(t, C * d);
     CARVE(r, C * d * 2);
     CARVE(w_try, C * d);
-    CARVE(part, (size_t)MAX_BLOCKS * PART_SERIES * C);
+    CARVE(part, (size_t)MAX_BLOCKS * PART_STRIDE * C);
+    CARVE(hist, f->opt.polish ? C * (size_t)f->nbins * (size_t)f->hbins : 0);
+    CARVE(hlo, C);
+    CARVE(hscale, C);
+    CARVE(ubar, C);
+    CARVE(ph, C);
+    CARVE(pg, C);
+    CARVE(hscratch, f->opt.polish ? C * 5 * (size_t)f->hbins : 0);
+    CARVE(cand, (size_t)TSQ__POLISH_CAND * C);
+    CARVE(cad, (size_t)TSQ__POLISH_CAND * C);
+    CARVE(cbd, (size_t)TSQ__POLISH_CAND * C);
+    CARVE(caf, (size_t)TSQ__POLISH_CAND * C);
+    CARVE(cbf, (size_t)TSQ__POLISH_CAND * C);
     CARVE(moved, C);
     CARVE(xf, n * d);
     CARVE(vf, n * C);
@@ -82,7 +94,7 @@ static size_t layout_work(fit_state *f, unsigned char *base, int have_w_init)
 
 static size_t layout_keep(fit_state *f, unsigned char *base)
 {
-    size_t off = 0, d = (size_t)f->d, C = (size_t)f->C, h = (size_t)f->opt.rounds + 1;
+    size_t off = 0, d = (size_t)f->d, C = (size_t)f->C, h = (size_t)f->opt.rounds + 1 + (size_t)f->opt.polish;
     CARVE(best_w, C * d);
     CARVE(best_alpha, C);
     CARVE(best_b, C);
@@ -183,6 +195,9 @@ void tsq__reg_reset_pass_sums(fit_state *f)
     memset(f->zsum, 0, C * sizeof f->zsum[0]);
     memset(f->zsq, 0, C * sizeof f->zsq[0]);
     memset(f->zcost, 0, C * sizeof f->zcost[0]);
+    memset(f->cand, 0, C * TSQ__POLISH_CAND * sizeof f->cand[0]);
+    if (f->polishing == 1)
+        memset(f->hist, 0, C * (size_t)f->nbins * (size_t)f->hbins * sizeof f->hist[0]);
 }
 
 /* Makes a new fit state in *out (reg->fit is left alone). */
@@ -225,6 +240,7 @@ tsq_status tsq__reg_begin_fit(tsq_regressor *reg, const char *where, int64_t d, 
         if (q->maxcode + 1 > f->nbins)
             f->nbins = q->maxcode + 1;
     }
+    f->hbins = TSQ__POLISH_CELLS / f->nbins < 16 ? 16 : TSQ__POLISH_CELLS / f->nbins;
     work_bytes = layout_work(f, NULL, W_init != NULL);
     keep_bytes = layout_keep(f, NULL);
     f->work = tsq__alloc(ctx, work_bytes);

@@ -79,7 +79,7 @@ static void reduce_parts(fit_state *f, int64_t nblocks, double *const *into, int
     int s;
     for (blk = 0; blk < nblocks; blk++)
         for (s = 0; s < series; s++) {
-            const double *p = f->part + (blk * PART_SERIES + s) * C;
+            const double *p = f->part + (blk * PART_STRIDE + s) * C;
             for (c = 0; c < C; c++)
                 into[s][c] += p[c];
         }
@@ -145,7 +145,7 @@ static void eval_block(void *arg, int64_t blk)
     a.zstep = f->zpass;
     a.lambda = (float)f->lambda;
     a.z = f->zf + lo * C;
-    a.err = f->part + blk * PART_SERIES * C;
+    a.err = f->part + blk * PART_STRIDE * C;
     a.zsum = a.err + C;
     a.zsq = a.zsum + C;
     a.zcost = a.zsq + C;
@@ -188,6 +188,60 @@ static void stats_rows(fit_state *f, block_job *job)
     }
 }
 
+/* A polish pass: the squared code errors of every candidate (alpha, b). */
+static void polish_block(void *arg, int64_t blk)
+{
+    block_job *job = arg;
+    fit_state *f = job->f;
+    int64_t lo, hi, C = f->C;
+    tsq__polish_rows_args a;
+    block_range(job, blk, &lo, &hi);
+    a.rows = hi - lo;
+    a.C = C;
+    a.xw = f->vf + lo * C;
+    a.y = (job->bt.ydt == TSQ_DTYPE_U8 ? (const uint8_t *)job->bt.y : f->yc) + lo * C;
+    a.alpha = f->caf;
+    a.b = f->cbf;
+    a.q = f->q;
+    a.err = f->part + blk * PART_STRIDE * C;
+    memset(a.err, 0, TSQ__POLISH_CAND * (size_t)C * sizeof a.err[0]);
+    tsq__polish_rows(&a);
+}
+
+/* Polish pass 1: the histograms, channels spread over the tasks (each
+ * task owns its channels' counts: no reduction, exact in any order). */
+static void hist_task(void *arg, int64_t task)
+{
+    block_job *job = arg;
+    fit_state *f = job->f;
+    int64_t per = (f->C + job->nblocks - 1) / job->nblocks;
+    tsq__polish_hist_args a;
+    a.rows = job->bt.n;
+    a.C = f->C;
+    a.c0 = task * per;
+    a.c1 = a.c0 + per < f->C ? a.c0 + per : f->C;
+    a.xw = f->vf;
+    a.y = job->bt.ydt == TSQ_DTYPE_U8 ? (const uint8_t *)job->bt.y : f->yc;
+    a.lo = f->hlo;
+    a.scale = f->hscale;
+    a.nb = f->nbins;
+    a.bins = f->hbins;
+    a.hist = f->hist;
+    if (a.c0 < a.c1)
+        tsq__polish_hist_rows(&a);
+}
+
+static void polish_rows(fit_state *f, block_job *job)
+{
+    int64_t blk, k, c, C = f->C;
+    tsq__parallel_for(threads_for(f, job->bt.n * C * TSQ__POLISH_CAND / 4), job->nblocks,
+                      polish_block, job);
+    for (blk = 0; blk < job->nblocks; blk++) /* in block order: thread-count free */
+        for (k = 0; k < TSQ__POLISH_CAND; k++)
+            for (c = 0; c < C; c++)
+                f->cand[k * C + c] += f->part[(blk * PART_STRIDE + k) * C + c];
+}
+
 static void eval_rows(fit_state *f, block_job *job)
 {
     int d = (int)f->d, C = (int)f->C, n = (int)job->bt.n;
@@ -200,6 +254,16 @@ static void eval_rows(fit_state *f, block_job *job)
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, C, d, 1.0f, job->xf, d, f->wf, C,
                 0.0f, f->vf, C);
+    if (f->polishing == 1) {
+        block_job hj = *job;
+        hj.nblocks = threads_for(f, (int64_t)n * C); /* one task per thread */
+        tsq__parallel_for(hj.nblocks, hj.nblocks, hist_task, &hj);
+        return;
+    }
+    if (f->polishing >= 2) {
+        polish_rows(f, job);
+        return;
+    }
     tsq__parallel_for(threads_for(f, (int64_t)n * C), job->nblocks, eval_block, job);
     reduce_parts(f, job->nblocks, into, f->zpass ? PART_SERIES : 1);
     if (f->zpass) {

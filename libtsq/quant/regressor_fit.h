@@ -17,7 +17,7 @@ enum { FIT_RUNNING = 1, FIT_DONE = 2 };
 enum { STATS_EXPORT = 0 };
 
 typedef struct fit_options {
-    int32_t loss, offset, rounds, linear_rounds, sweeps, batch_rows;
+    int32_t loss, offset, rounds, linear_rounds, sweeps, batch_rows, polish, restarts;
     double lambda0, growth, tol, margin;
     tsq__alphabet alphabet;
 } fit_options;
@@ -31,6 +31,7 @@ typedef struct fit_state {
     int32_t pass;       /* 0: statistics; k >= 1: evaluates iterate k-1 */
     int32_t zpass;      /* the current pass takes round `pass`'s z-step */
     double lambda;      /* lambda of that z-step */
+    int32_t polishing;  /* polish passes begun (0: still in the rounds) */
     int32_t chunk;      /* rows per block of work */
     int32_t threads;
     void *work, *keep;
@@ -55,6 +56,16 @@ typedef struct fit_state {
     /* work: scratch */
     double *t, *r, *part;
     int8_t *moved;      /* per channel: the last round moved it (see stalled) */
+    /* work: the polish (regressor_polish.c) */
+    double *hist;            /* C x nbins x hbins: pass 1's histograms */
+    float *hlo, *hscale;     /* C: the histogram's bins of u */
+    double *ubar;            /* C: mean u of the fixed w */
+    double *ph, *pg;         /* C: the compass steps (alpha relative, b in deltas) */
+    double *hscratch;        /* C x 4 hbins: the searches' scratch */
+    int32_t hbins;
+    double *cand;            /* TSQ__POLISH_CAND x C: pass 2's sums */
+    double *cad, *cbd;       /* TSQ__POLISH_CAND x C: the candidates */
+    float *caf, *cbf;        /* the same as evaluated */
     int8_t *w_try;      /* per channel: the w of a restarted descent */
     float *xf, *vf, *zf, *gf;
     double *xd, *td, *ones; /* pass 0 works in double: rows of X, of z0 */
@@ -76,8 +87,10 @@ struct tsq_regressor {
     fit_state *fit;
 };
 
-/* Partial sums per block of rows: obj, zsum, zsq, zcost (or z0sum, z0sq). */
+/* Partial sums per block of rows: obj, zsum, zsq, zcost; a polish pass
+ * has TSQ__POLISH_CAND series. PART_STRIDE series are reserved per block. */
 #define PART_SERIES 4
+#define PART_STRIDE TSQ__POLISH_CAND
 #define MAX_BLOCKS 64
 /* Pass 0 converts rows to double this many at a time. */
 #define DOUBLE_ROWS 256
@@ -85,6 +98,10 @@ struct tsq_regressor {
  * many elements: a fork-join costs a thread start and, on a busy machine,
  * a wait for a scheduler slot, which finer shares do not repay. */
 #define MIN_SHARE 131072
+/* Levels of the context's log callback (TSQ_CONTEXT_LOG_LEVEL): a line per
+ * pass at info, the per-round objectives at debug. */
+#define REG_LOG_INFO 3
+#define REG_LOG_DEBUG 4
 
 
 static inline int fit_running(const tsq_regressor *reg)

@@ -141,10 +141,14 @@ void tsq__centre_target(const tsq__gram *g, const double *xtz, double zsum, doub
  * the best result kept. t is the (centred) target; r scratch of 2 d
  * doubles, w_try of d bytes. Returns the number of weight changes. */
 int64_t tsq__channel_round(const tsq__gram *g, const double *t, const tsq__alphabet *a,
-                           int32_t sweeps, int8_t *w, double *alpha, double *r, int8_t *w_try);
+                           int32_t sweeps, int32_t restarts, int8_t *w, double *alpha,
+                           double *r, int8_t *w_try);
 
 /* b = zbar - alpha mu.w with offsets (the profiled offset), else 0. */
 double tsq__profile_offset(const tsq__gram *g, double zsum, const int8_t *w, double alpha);
+
+/* w^T M w, adding the rows of M of the nonzero weights. */
+double tsq__quad_form(const tsq__gram *g, const int8_t *w);
 
 /* sum over samples of (z - alpha x.w - b)^2, from the statistics. */
 double tsq__linear_objective(const tsq__gram *g, const double *xtz, double zsum, double zsq,
@@ -162,5 +166,52 @@ size_t tsq__lowbit_scratch_bytes(int64_t d);
  * entries at stride `stride`. Writes q and alpha; returns the error. */
 double tsq__lowbit_approx(const tsq__alphabet *a, const double *w, int64_t d, int64_t stride,
                           int8_t *q, double *alpha, void *scratch);
+
+/* ---- the polish of alpha and b on fixed products (regressor_polish.c) ---- */
+#define TSQ__POLISH_CAND 9       /* the centre and the 8 best of the search */
+#define TSQ__POLISH_CELLS 4096   /* histogram cells (codes x bins) per channel */
+#define TSQ__POLISH_SPREAD 5.0   /* the histogram spans mean(u) +- this many sd */
+
+/* Pass 1: adds rows' (u, y) to the histograms of channels [c0, c1):
+ * hist[(c nb + y) bins + k] += 1, k the bin of u (clamped to the ends). */
+typedef struct tsq__polish_hist_args {
+    int64_t rows, C, c0, c1;
+    const float *xw;              /* rows x C: u = X w */
+    const uint8_t *y;             /* rows x C: codes */
+    const float *lo, *scale;      /* C: bin of u = (u - lo) scale */
+    int32_t nb, bins;             /* codes per channel (stride), bins per code */
+    double *hist;                 /* C x nb x bins */
+} tsq__polish_hist_args;
+void tsq__polish_hist_rows(const tsq__polish_hist_args *a);
+
+/* The search on one channel's histogram (nb x bins counts, codes of oq):
+ * candidate 0 is the centre (alpha, b), 1 .. 8 the best the grid found.
+ * scratch: 5 bins doubles; bins a multiple of 4. */
+typedef struct tsq__polish_search_args {
+    const double *hist;
+    int32_t bins;
+    double lo, scale, ubar, alpha, b;
+    const tsq__outq *oq;
+} tsq__polish_search_args;
+void tsq__polish_search(const tsq__polish_search_args *a, double *alpha, double *b,
+                        double *scratch);
+
+/* Passes 3 ..: the centre (alpha0, b0) and its 8 neighbours at relative
+ * step h of alpha (the mean output alpha ubar + b kept) and step g delta
+ * of b. */
+void tsq__polish_compass(double alpha0, double b0, double h, double g, double ubar,
+                         double delta, double *alpha, double *b);
+
+/* Passes 2 ..: squared code errors of every candidate on a block of rows:
+ * err[k C + c] += sum_i (y_ic - Q(alpha[k C + c] u_ic + b[k C + c]) / delta)^2. */
+typedef struct tsq__polish_rows_args {
+    int64_t rows, C;
+    const float *xw;        /* rows x C: u = X w */
+    const uint8_t *y;       /* rows x C: codes */
+    const float *alpha, *b; /* TSQ__POLISH_CAND x C */
+    const tsq__outq *q;     /* C */
+    double *err;            /* TSQ__POLISH_CAND x C, added to */
+} tsq__polish_rows_args;
+void tsq__polish_rows(const tsq__polish_rows_args *a);
 
 #endif

@@ -30,6 +30,8 @@ static const param_info params[] = {
     {TSQ_REGRESSOR_TOLERANCE, 0, 1, 1e-4, 0},
     {TSQ_REGRESSOR_BATCH_ROWS, 16, 1048576, 1024, 1},
     {TSQ_REGRESSOR_MARGIN, 0, 0.5, 0.5, 0},
+    {TSQ_REGRESSOR_POLISH, 0, 1000, 10, 1},
+    {TSQ_REGRESSOR_RESTARTS, 0, 4, 4, 1},
 };
 
 /* Regressor keys are 0x0301 ..: a key of another family (a quantizer's
@@ -96,6 +98,8 @@ tsq_status tsq_regressor_set_param(tsq_regressor *reg, int32_t key, double value
     case TSQ_REGRESSOR_LAMBDA_GROWTH: o->growth = value; break;
     case TSQ_REGRESSOR_TOLERANCE: o->tol = value; break;
     case TSQ_REGRESSOR_MARGIN: o->margin = value; break;
+    case TSQ_REGRESSOR_POLISH: o->polish = (int32_t)value; break;
+    case TSQ_REGRESSOR_RESTARTS: o->restarts = (int32_t)value; break;
     default: o->batch_rows = (int32_t)value; break;
     }
     tsq__clear(&reg->obj);
@@ -123,6 +127,8 @@ tsq_status tsq_regressor_get_param(const tsq_regressor *reg, int32_t key, double
     case TSQ_REGRESSOR_TOLERANCE: *value = o->tol; break;
     case TSQ_REGRESSOR_BATCH_ROWS: *value = o->batch_rows; break;
     case TSQ_REGRESSOR_MARGIN: *value = o->margin; break;
+    case TSQ_REGRESSOR_POLISH: *value = o->polish; break;
+    case TSQ_REGRESSOR_RESTARTS: *value = o->restarts; break;
     default:
         return tsq__fail((tsq__object *)&reg->obj, TSQ_ERR_INVALID,
                          "regressor_get_param: unknown key 0x%04x%s", (unsigned)key,

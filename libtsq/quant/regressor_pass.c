@@ -54,7 +54,8 @@ static void update_channel(void *arg, int64_t c)
     int8_t *w = f->w + c * d;
     column(job->xtz, d, f->C, c, x);
     tsq__centre_target(&job->g, x, job->zsum[c], t);
-    changes = tsq__channel_round(&job->g, t, &f->opt.alphabet, f->opt.sweeps, w, &f->alpha[c],
+    changes = tsq__channel_round(&job->g, t, &f->opt.alphabet, f->opt.sweeps, f->opt.restarts,
+                                 w, &f->alpha[c],
                                  f->r + c * 2 * d, f->w_try + c * d);
     f->b[c] = tsq__profile_offset(&job->g, job->zsum[c], w, f->alpha[c]);
     f->moved[c] = changes > 0 || fabs(f->alpha[c] - alpha0) > tol * alpha0 ||
@@ -352,6 +353,175 @@ static tsq_status end_first_pass(tsq_regressor *reg, const char *where, int32_t 
     return TSQ_OK;
 }
 
+/* ---- the polish: alpha and b on the true objective, w fixed ---- */
+
+typedef struct polish_job {
+    fit_state *f;
+    tsq__gram g;
+} polish_job;
+
+/* The histogram's range for channel c: mean(u) +- TSQ__POLISH_SPREAD sd(u),
+ * both from the statistics (w^T M w is the centred sum of squares with
+ * offsets, the raw one without). */
+static void polish_range(void *arg, int64_t c)
+{
+    polish_job *job = arg;
+    fit_state *f = job->f;
+    const int8_t *w = f->w + c * f->d;
+    double n = f->rows0, su = 0.0, var, sd, width;
+    int64_t j;
+    for (j = 0; j < f->d; j++)
+        su += (double)w[j] * f->colsum[j];
+    f->ubar[c] = su / n;
+    var = tsq__quad_form(&job->g, w) / n - (job->g.offset ? 0.0 : f->ubar[c] * f->ubar[c]);
+    sd = var > 0.0 ? sqrt(var) : 0.0;
+    width = 2.0 * TSQ__POLISH_SPREAD * sd;
+    if (!(width > 1e-30 * (fabs(f->ubar[c]) + 1.0)))
+        width = fabs(f->ubar[c]) + 1.0; /* u (nearly) constant: one wide bin does */
+    f->hlo[c] = (float)(f->ubar[c] - 0.5 * width);
+    f->hscale[c] = (float)(f->hbins / width);
+}
+
+/* After the rounds: each channel's best iterate becomes the centre, its w
+ * the fixed weights; pass 1 builds the histograms. */
+static void begin_polish(fit_state *f)
+{
+    int64_t c, j, C = f->C, d = f->d;
+    polish_job job;
+    for (c = 0; c < C; c++) {
+        memcpy(f->w + c * d, f->best_w + c * d, (size_t)d);
+        f->alpha[c] = f->best_alpha[c];
+        f->b[c] = f->best_b[c];
+        for (j = 0; j < d; j++)
+            f->wf[j * C + c] = (float)f->w[c * d + j];
+    }
+    job.f = f;
+    job.g = gram_of(f);
+    tsq__parallel_for(threads_for(f, C * d * d / 4), C, polish_range, &job);
+    f->polishing = 1;
+    f->pass++;
+    f->zpass = 0;
+    tsq__reg_reset_pass_sums(f);
+}
+
+static void polish_search(void *arg, int64_t c)
+{
+    polish_job *job = arg;
+    fit_state *f = job->f;
+    int64_t k, C = f->C;
+    double cad[TSQ__POLISH_CAND], cbd[TSQ__POLISH_CAND];
+    tsq__polish_search_args a;
+    a.hist = f->hist + c * f->nbins * f->hbins;
+    a.bins = f->hbins;
+    a.lo = f->hlo[c];
+    a.scale = f->hscale[c];
+    a.ubar = f->ubar[c];
+    a.alpha = f->alpha[c];
+    a.b = f->b[c];
+    a.oq = &f->q[c];
+    tsq__polish_search(&a, cad, cbd, f->hscratch + c * 5 * f->hbins);
+    for (k = 0; k < TSQ__POLISH_CAND; k++) {
+        f->cad[k * C + c] = cad[k];
+        f->cbd[k * C + c] = cbd[k];
+        f->caf[k * C + c] = (float)cad[k];
+        f->cbf[k * C + c] = (float)cbd[k];
+    }
+}
+
+static tsq_status finish_or_polish(tsq_regressor *reg, int32_t *done)
+{
+    fit_state *f = reg->fit;
+    if (f->opt.polish && f->polishing == 0) {
+        begin_polish(f);
+        *done = 0;
+        return TSQ_OK;
+    }
+    finish(reg);
+    *done = 1;
+    return TSQ_OK;
+}
+
+/* The next compass pass's candidates; 0 when every step is below the
+ * float resolution of alpha and b (nothing left to search). */
+static int setup_compass(fit_state *f)
+{
+    int64_t c, k, C = f->C, live = 0;
+    for (c = 0; c < C; c++) {
+        double cad[TSQ__POLISH_CAND], cbd[TSQ__POLISH_CAND];
+        tsq__polish_compass(f->alpha[c], f->b[c], f->ph[c], f->pg[c], f->ubar[c],
+                            f->q[c].delta, cad, cbd);
+        live += f->ph[c] > 1e-7 || f->pg[c] * f->q[c].delta > 1e-7 * (fabs(f->b[c]) + 1e-30);
+        for (k = 0; k < TSQ__POLISH_CAND; k++) {
+            f->cad[k * C + c] = cad[k];
+            f->cbd[k * C + c] = cbd[k];
+            f->caf[k * C + c] = (float)cad[k];
+            f->cbf[k * C + c] = (float)cbd[k];
+        }
+    }
+    return live > 0;
+}
+
+/* Pass 1 ended: search each channel's histogram; pass 2 evaluates its
+ * candidates exactly, each channel taking the best (ties go to the
+ * search's order, then to the centre: never worse than the rounds). From
+ * pass 3 on, a compass search on the exact objective refines (alpha, b)
+ * below the histogram's resolution: steps start at one bin, grow by 1.5
+ * after a move and halve when the centre stays best. */
+static tsq_status end_polish_pass(tsq_regressor *reg, int32_t *done)
+{
+    fit_state *f = reg->fit;
+    int64_t c, k, C = f->C, moved = 0;
+    double total = 0.0;
+    if (f->polishing == 1) {
+        polish_job job;
+        job.f = f;
+        job.g = gram_of(f);
+        tsq__parallel_for(threads_for(f, C * TSQ__POLISH_CELLS * 8), C, polish_search, &job);
+        f->polishing = 2;
+        f->pass++;
+        tsq__reg_reset_pass_sums(f);
+        *done = 0;
+        return TSQ_OK;
+    }
+    for (c = 0; c < C; c++) {
+        double delta2 = (double)f->q[c].delta * f->q[c].delta;
+        int64_t best = f->polishing == 2 ? 1 : 0;
+        for (k = 0; k < TSQ__POLISH_CAND; k++)
+            if (f->cand[k * C + c] < f->cand[best * C + c])
+                best = k;
+        moved += best != 0;
+        f->alpha[c] = f->cad[best * C + c];
+        f->b[c] = f->cbd[best * C + c];
+        f->obj[c] = f->cand[best * C + c] * delta2;
+        total += f->obj[c];
+        if (f->polishing == 2) { /* one histogram bin, in alpha and in b */
+            double sd = f->hbins / (f->hscale[c] * 2.0 * TSQ__POLISH_SPREAD);
+            f->ph[c] = 1.0 / (f->hscale[c] * 2.0 * sd);
+            f->pg[c] = f->alpha[c] / (f->hscale[c] * f->q[c].delta);
+        } else if (best) {
+            f->ph[c] = fmin(1.5 * f->ph[c], 0.25);
+            f->pg[c] = fmin(1.5 * f->pg[c], 1.0);
+        } else {
+            f->ph[c] *= 0.5;
+            f->pg[c] *= 0.5;
+        }
+    }
+    record_iterate(f, f->obj, total, 0.0);
+    tsq__log(reg->obj.ctx, REG_LOG_DEBUG, "regressor: polish pass %d: objective %g, %lld of %lld "
+             "channels moved", (int)f->polishing, total, (long long)moved, (long long)C);
+    if (f->polishing + 1 > f->opt.polish || !setup_compass(f)) {
+        tsq__log(reg->obj.ctx, REG_LOG_INFO, "regressor: polished to objective %g", total);
+        finish(reg);
+        *done = 1;
+        return TSQ_OK;
+    }
+    f->polishing++;
+    f->pass++;
+    tsq__reg_reset_pass_sums(f);
+    *done = 0;
+    return TSQ_OK;
+}
+
 static tsq_status end_later_pass(tsq_regressor *reg, const char *where, int32_t *done)
 {
     fit_state *f = reg->fit;
@@ -366,6 +536,8 @@ static tsq_status end_later_pass(tsq_regressor *reg, const char *where, int32_t 
                          "%s: pass %d saw %.0f rows, the first pass %.0f", where, (int)k, seen,
                          g.rows);
     }
+    if (f->polishing)
+        return end_polish_pass(reg, done);
     for (c = 0; c < f->C; c++) { /* counts of squared code errors -> output units */
         double delta2 = (double)f->q[c].delta * f->q[c].delta;
         f->obj[c] *= delta2;
@@ -373,11 +545,8 @@ static tsq_status end_later_pass(tsq_regressor *reg, const char *where, int32_t 
     }
     relaxed = f->h_relax[it];
     record_iterate(f, f->obj, relaxed, it == 0 ? 0.0 : f->h_lambda[it]);
-    if (it == f->opt.rounds) {
-        finish(reg);
-        *done = 1;
-        return TSQ_OK;
-    }
+    if (it == f->opt.rounds)
+        return finish_or_polish(reg, done);
     /* Round k's update, against z0 (linear round) or this pass's z. */
     if (f->zpass) {
         run_round(f, &g, f->g, f->zsum, f->zsq);
@@ -391,12 +560,8 @@ static tsq_status end_later_pass(tsq_regressor *reg, const char *where, int32_t 
     }
     f->h_relax[k] = relaxed;
     f->h_lambda[k] = f->zpass ? f->lambda : 0.0;
-    if (stalled(f) && f->zpass) {
-        /* Iterate k is iterate k-1 up to the tolerance: already evaluated. */
-        finish(reg);
-        *done = 1;
-        return TSQ_OK;
-    }
+    if (stalled(f) && f->zpass) /* iterate k is iterate k-1 up to the tolerance */
+        return finish_or_polish(reg, done);
     setup_pass(f, k + 1);
     *done = 0;
     return TSQ_OK;

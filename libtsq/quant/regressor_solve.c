@@ -120,7 +120,8 @@ static int64_t descend(const tsq__gram *g, const double *t, const tsq__alphabet 
 }
 
 int64_t tsq__channel_round(const tsq__gram *g, const double *t, const tsq__alphabet *a,
-                           int32_t sweeps, int8_t *w, double *alpha, double *r, int8_t *w_try)
+                           int32_t sweeps, int32_t restarts, int8_t *w, double *alpha,
+                           double *r, int8_t *w_try)
 {
     /* Coordinate descent stops at a point no single weight can improve,
      * for the alpha it converged with. Descents restarted from the same w
@@ -135,7 +136,7 @@ int64_t tsq__channel_round(const tsq__gram *g, const double *t, const tsq__alpha
     gram_times(g, w, r); /* fresh each round: no drift from the updates */
     total = descend(g, t, a, sweeps, 1e-12 * maxdiag, w, alpha, r);
     best = round_objective(w, r, t, d, *alpha);
-    for (k = 0; k < sizeof scales / sizeof scales[0]; k++) {
+    for (k = 0; k < sizeof scales / sizeof scales[0] && (int32_t)k < restarts; k++) {
         double alpha_try = *alpha * scales[k], f;
         memcpy(w_try, w, (size_t)d);
         memcpy(r_try, r, (size_t)d * sizeof r[0]);
@@ -165,7 +166,7 @@ double tsq__profile_offset(const tsq__gram *g, double zsum, const int8_t *w, dou
 }
 
 /* w^T M w over the nonzero weights. */
-static double quad_form(const tsq__gram *g, const int8_t *w)
+double tsq__quad_form(const tsq__gram *g, const int8_t *w)
 {
     int64_t d = g->d, i, k;
     double s = 0.0;
@@ -188,7 +189,7 @@ double tsq__linear_objective(const tsq__gram *g, const double *xtz, double zsum,
                              const int8_t *w, double alpha, double b)
 {
     double n = g->rows, sw = dot_w(w, g->colsum, g->d), wx = dot_w(w, xtz, g->d);
-    double wmw = quad_form(g, w), f;
+    double wmw = tsq__quad_form(g, w), f;
     if (g->offset) {
         double zbar = zsum / n, mean_gap = zbar - alpha * sw / n - b;
         f = (zsq - zsum * zbar) - 2.0 * alpha * (wx - sw * zbar) + alpha * alpha * wmw +

@@ -37,6 +37,10 @@ static int stats_segments(fit_state *f, segment *seg, int64_t *total)
         } else if (shifts_xw(f)) {
             SEG(f->ysum, C);
         }
+    } else if (f->polishing == 1) {
+        SEG(f->hist, C * f->nbins * f->hbins);
+    } else if (f->polishing >= 2) {
+        SEG(f->cand, TSQ__POLISH_CAND * C);
     } else {
         SEG(f->obj, C);
         if (f->zpass) {

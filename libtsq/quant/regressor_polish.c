@@ -1,0 +1,250 @@
+/*
+ * The polish of alpha and b on the true quantized objective (docs/method.md
+ * §3.2, docs/regressor.md "Polish"). Once the rounds are over, each
+ * channel's w is fixed and its objective ||y - Q(alpha u + b)||^2, u = X w,
+ * is a 2-D problem in (alpha, b). It is piecewise constant, so neither
+ * least squares nor a local search reaches its optimum (a compass search
+ * stalls at once on the planted layers). Its data, though, are small: the
+ * joint histogram of (u, y). So the polish takes two passes:
+ *   1. a histogram of u per code y and channel, over mean(u) +- 5 sd(u)
+ *      (both known from the statistics; outliers go to the end bins),
+ *   2. an exact evaluation, on the data, of the centre (the best iterate)
+ *      and the 8 best (alpha, b) that a grid search on the histogram finds;
+ *      each channel keeps the best of the nine (never worse than before).
+ * The cost is often flat (0 on planted layers) over a region of (alpha, b):
+ * the search then prefers the widest margins (outputs nearest the centres
+ * of their bins), and pass 2 prefers the search's order to the centre.
+ * Histogram counts and candidate sums add over shards, so a streamed or
+ * MPI fit polishes to the same result.
+ */
+#include "regressor_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---- pass 1: the histogram ---- */
+
+void tsq__polish_hist_rows(const tsq__polish_hist_args *a)
+{
+    int64_t i, c;
+    for (c = a->c0; c < a->c1; c++) {
+        const float lo = a->lo[c], scale = a->scale[c];
+        double *h = a->hist + c * a->nb * a->bins;
+        for (i = 0; i < a->rows; i++) {
+            float t = (a->xw[i * a->C + c] - lo) * scale;
+            int32_t k = t < 0.0f ? 0 : t >= (float)(a->bins - 1) ? a->bins - 1 : (int32_t)t;
+            h[(int64_t)a->y[i * a->C + c] * a->bins + k] += 1.0;
+        }
+    }
+}
+
+/* ---- the search on the histogram ---- */
+
+#define COARSE 4 /* bins merged for the coarse grid */
+#define ZOOMS 3  /* coarse optima zoomed into */
+
+typedef struct hist_view {
+    const double *n, *s, *q; /* per bin: count, sum of codes, sum of squared codes */
+    const double *u;         /* bin centres */
+    int32_t bins;
+    const tsq__outq *oq;
+    float lo[256], hi[256];  /* the bins shrunk by delta / 2 (tsq__zstep_bins) */
+} hist_view;
+
+/* sum over bins of sum_i (y_i - m)^2, m the code of alpha u + b, and, to
+ * break its ties (the cost is often 0 on a whole region), the squared
+ * distances of the outputs to their bins shrunk by half a step: among
+ * equal costs, the (alpha, b) with the widest margins. */
+static double hist_cost(const hist_view *h, double alpha, double b, double *pen)
+{
+    double total = 0.0, p = 0.0;
+    int32_t k;
+    for (k = 0; k < h->bins; k++) {
+        int32_t m;
+        float v, gap;
+        if (h->n[k] == 0.0)
+            continue;
+        v = (float)(alpha * h->u[k] + b);
+        m = tsq__quant_code(v, h->oq->eps, h->oq->inv_delta, h->oq->maxcode);
+        total += h->q[k] - 2.0 * m * h->s[k] + (double)m * m * h->n[k];
+        gap = v < h->lo[m] ? h->lo[m] - v : v > h->hi[m] ? v - h->hi[m] : 0.0f;
+        p += h->n[k] * (double)gap * gap;
+    }
+    *pen = p;
+    return total;
+}
+
+/* The `keep` best (alpha, b) seen, sorted by cost (ties keep the first). */
+typedef struct top_list {
+    int32_t count, keep;
+    double cost[TSQ__POLISH_CAND], pen[TSQ__POLISH_CAND];
+    double alpha[TSQ__POLISH_CAND], b[TSQ__POLISH_CAND];
+} top_list;
+
+static int better(double cost, double pen, double cost2, double pen2)
+{
+    return cost < cost2 || (cost == cost2 && pen < pen2);
+}
+
+static void top_add(top_list *t, double cost, double pen, double alpha, double b)
+{
+    int32_t i;
+    if (t->count < t->keep) {
+        i = t->count++;
+    } else {
+        i = t->keep - 1;
+        if (!better(cost, pen, t->cost[i], t->pen[i]))
+            return;
+    }
+    while (i > 0 && better(cost, pen, t->cost[i - 1], t->pen[i - 1])) {
+        t->cost[i] = t->cost[i - 1];
+        t->pen[i] = t->pen[i - 1];
+        t->alpha[i] = t->alpha[i - 1];
+        t->b[i] = t->b[i - 1];
+        i--;
+    }
+    t->cost[i] = cost;
+    t->pen[i] = pen;
+    t->alpha[i] = alpha;
+    t->b[i] = b;
+}
+
+/* A grid of n x n points: alpha = a0 exp(i ls), b keeping the mean output
+ * alpha ubar + b of (a0, b0), plus j lb delta; i, j in -(n-1)/2 .. (n-1)/2. */
+static void grid(const hist_view *h, top_list *t, double a0, double b0, double ubar,
+                 double ls, double lb, int32_t n)
+{
+    int32_t i, j, half = (n - 1) / 2;
+    for (i = -half; i <= half; i++) {
+        double alpha = a0 * exp(i * ls), base = b0 - (alpha - a0) * ubar;
+        for (j = -half; j <= half; j++) {
+            double b = base + j * lb * h->oq->delta, pen, cost = hist_cost(h, alpha, b, &pen);
+            top_add(t, cost, pen, alpha, b);
+        }
+    }
+}
+
+void tsq__polish_search(const tsq__polish_search_args *a, double *alpha, double *b,
+                        double *scratch)
+{
+    hist_view h;
+    top_list top, coarse;
+    int32_t k, y, i, j, z, nb = a->oq->maxcode + 1, level;
+    double *n = scratch, *s = n + a->bins, *q = s + a->bins, *u = q + a->bins;
+    double *nc = u + a->bins, *sc = nc + a->bins / COARSE, *qc = sc + a->bins / COARSE;
+    double *uc = qc + a->bins / COARSE;
+    double delta = a->oq->delta, sd = a->bins / (a->scale * 2.0 * TSQ__POLISH_SPREAD);
+    double a_ref = a->oq->maxcode * delta / (4.0 * sd), m_mid = 0.5 * a->oq->maxcode * delta;
+    double ls = 5.0 / 64, lm = (a->oq->maxcode + 2) * delta / 64;
+    for (k = 0; k < a->bins; k++) {
+        n[k] = s[k] = q[k] = 0.0;
+        u[k] = a->lo + (k + 0.5) / a->scale;
+        for (y = 0; y < nb; y++) {
+            double cnt = a->hist[(int64_t)y * a->bins + k];
+            n[k] += cnt;
+            s[k] += cnt * y;
+            q[k] += cnt * y * y;
+        }
+    }
+    /* The coarse grid runs on bins merged by COARSE (cheaper), the zoom on
+     * the full histogram. */
+    for (k = 0; k < a->bins / COARSE; k++) {
+        int32_t t;
+        nc[k] = sc[k] = qc[k] = 0.0;
+        uc[k] = a->lo + (k + 0.5) * COARSE / a->scale;
+        for (t = 0; t < COARSE; t++) {
+            nc[k] += n[k * COARSE + t];
+            sc[k] += s[k * COARSE + t];
+            qc[k] += q[k * COARSE + t];
+        }
+    }
+    h.n = nc;
+    h.s = sc;
+    h.q = qc;
+    h.u = uc;
+    h.bins = a->bins / COARSE;
+    h.oq = a->oq;
+    tsq__zstep_bins(a->oq, 0.5 * delta, h.lo, h.hi);
+    memset(&coarse, 0, sizeof coarse);
+    coarse.keep = ZOOMS;
+    /* The coarse grid depends on the histogram only, not on where the
+     * rounds ended, so that processes whose rounds differ by rounding still
+     * search the same points: alpha within a_ref e^(+-2.5) (a_ref maps
+     * +-2 sd of u onto the codes' range), the mean output alpha ubar + b
+     * from -delta to (maxcode + 1) delta. */
+    for (i = -32; i <= 32; i++) {
+        double al = a_ref * exp(i * ls);
+        for (j = -32; j <= 32; j++) {
+            double bb = m_mid + j * lm - al * a->ubar, pen, cost = hist_cost(&h, al, bb, &pen);
+            top_add(&coarse, cost, pen, al, bb);
+        }
+    }
+    h.n = n;
+    h.s = s;
+    h.q = q;
+    h.u = u;
+    h.bins = a->bins;
+    memset(&top, 0, sizeof top);
+    top.keep = TSQ__POLISH_CAND - 1;
+    for (z = 0; z < coarse.count; z++) { /* zoom in around each of the best */
+        double zl = ls, zm = lm / delta, best_a = coarse.alpha[z], best_b = coarse.b[z];
+        top_list local;
+        memset(&local, 0, sizeof local);
+        local.keep = 1;
+        for (level = 0; level < 4; level++) {
+            zl /= 4.0;
+            zm /= 4.0;
+            grid(&h, &local, best_a, best_b, a->ubar, zl, zm, 9);
+            best_a = local.alpha[0];
+            best_b = local.b[0];
+        }
+        top_add(&top, local.cost[0], local.pen[0], best_a, best_b);
+        grid(&h, &top, best_a, best_b, a->ubar, zl / 4.0, zm / 4.0, 3); /* its neighbours */
+    }
+    alpha[0] = a->alpha;
+    b[0] = a->b;
+    for (k = 1; k < TSQ__POLISH_CAND; k++) { /* fewer than 8 seen: repeat the centre */
+        alpha[k] = k - 1 < top.count ? top.alpha[k - 1] : a->alpha;
+        b[k] = k - 1 < top.count ? top.b[k - 1] : a->b;
+    }
+}
+
+/* ---- passes 3 ..: a compass search on the exact objective ---- */
+
+void tsq__polish_compass(double alpha0, double b0, double h, double g, double ubar,
+                         double delta, double *alpha, double *b)
+{
+    int32_t i, j, k = 1;
+    alpha[0] = alpha0;
+    b[0] = b0;
+    for (i = -1; i <= 1; i++)
+        for (j = -1; j <= 1; j++) {
+            if (!i && !j)
+                continue;
+            alpha[k] = alpha0 * (1.0 + i * h);
+            b[k] = b0 - alpha0 * i * h * ubar + j * g * delta;
+            k++;
+        }
+}
+
+/* ---- passes 2 ..: the exact objective of every candidate ---- */
+
+void tsq__polish_rows(const tsq__polish_rows_args *a)
+{
+    int64_t i, c, C = a->C;
+    int32_t k;
+    for (i = 0; i < a->rows; i++) {
+        const float *u = a->xw + i * C;
+        const uint8_t *y = a->y + i * C;
+        for (k = 0; k < TSQ__POLISH_CAND; k++) {
+            const float *al = a->alpha + k * C, *bb = a->b + k * C;
+            double *err = a->err + k * C;
+            for (c = 0; c < C; c++) {
+                float v = al[c] * u[c] + bb[c];
+                int32_t code = tsq__quant_code(v, a->q[c].eps, a->q[c].inv_delta, a->q[c].maxcode);
+                int32_t e = (int32_t)y[c] - code;
+                err[c] += (double)(e * e);
+            }
+        }
+    }
+}
