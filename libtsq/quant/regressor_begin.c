@@ -73,6 +73,10 @@ static size_t layout_work(fit_state *f, unsigned char *base, int have_w_init)
     CARVE(hlo, C);
     CARVE(hscale, C);
     CARVE(ubar, C);
+    CARVE(wlo, C * (size_t)f->nw);
+    CARVE(wscale, C);
+    CARVE(wedge, C * (size_t)f->nw);
+    CARVE(wused, C * (size_t)f->nw);
     CARVE(ph, C);
     CARVE(pg, C);
     CARVE(hscratch, f->opt.polish ? C * 5 * (size_t)f->hbins : 0);
@@ -196,7 +200,7 @@ void tsq__reg_reset_pass_sums(fit_state *f)
     memset(f->zsq, 0, C * sizeof f->zsq[0]);
     memset(f->zcost, 0, C * sizeof f->zcost[0]);
     memset(f->cand, 0, C * TSQ__POLISH_CAND * sizeof f->cand[0]);
-    if (f->polishing == 1)
+    if (f->pstage == POLISH_HIST || f->pstage == POLISH_WINDOW)
         memset(f->hist, 0, C * (size_t)f->nbins * (size_t)f->hbins * sizeof f->hist[0]);
 }
 
@@ -241,6 +245,10 @@ tsq_status tsq__reg_begin_fit(tsq_regressor *reg, const char *where, int64_t d, 
             f->nbins = q->maxcode + 1;
     }
     f->hbins = TSQ__POLISH_CELLS / f->nbins < 16 ? 16 : TSQ__POLISH_CELLS / f->nbins;
+    f->nw = f->nbins > 1 ? f->nbins - 1 : 1;
+    f->fb = TSQ__POLISH_CELLS / (f->nw * f->nbins);
+    if (f->fb < 8) /* too many codes for fine windows: the compass refines */
+        f->fb = 0;
     work_bytes = layout_work(f, NULL, W_init != NULL);
     keep_bytes = layout_keep(f, NULL);
     f->work = tsq__alloc(ctx, work_bytes);

@@ -231,6 +231,29 @@ static void hist_task(void *arg, int64_t task)
         tsq__polish_hist_rows(&a);
 }
 
+/* Polish pass 3: the windows' histograms, as hist_task. */
+static void window_task(void *arg, int64_t task)
+{
+    block_job *job = arg;
+    fit_state *f = job->f;
+    int64_t per = (f->C + job->nblocks - 1) / job->nblocks;
+    tsq__polish_window_args a;
+    a.rows = job->bt.n;
+    a.C = f->C;
+    a.c0 = task * per;
+    a.c1 = a.c0 + per < f->C ? a.c0 + per : f->C;
+    a.xw = f->vf;
+    a.y = job->bt.ydt == TSQ_DTYPE_U8 ? (const uint8_t *)job->bt.y : f->yc;
+    a.wlo = f->wlo;
+    a.wscale = f->wscale;
+    a.nw = f->nw;
+    a.nb = f->nbins;
+    a.fb = f->fb;
+    a.hist = f->hist;
+    if (a.c0 < a.c1)
+        tsq__polish_window_rows(&a);
+}
+
 static void polish_rows(fit_state *f, block_job *job)
 {
     int64_t blk, k, c, C = f->C;
@@ -254,13 +277,14 @@ static void eval_rows(fit_state *f, block_job *job)
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, C, d, 1.0f, job->xf, d, f->wf, C,
                 0.0f, f->vf, C);
-    if (f->polishing == 1) {
+    if (f->pstage == POLISH_HIST || f->pstage == POLISH_WINDOW) {
         block_job hj = *job;
         hj.nblocks = threads_for(f, (int64_t)n * C); /* one task per thread */
-        tsq__parallel_for(hj.nblocks, hj.nblocks, hist_task, &hj);
+        tsq__parallel_for(hj.nblocks, hj.nblocks,
+                          f->pstage == POLISH_HIST ? hist_task : window_task, &hj);
         return;
     }
-    if (f->polishing >= 2) {
+    if (f->pstage) {
         polish_rows(f, job);
         return;
     }

@@ -15,6 +15,9 @@
 enum { TARGET_PREACT = 1, TARGET_XW = 2, TARGET_CODES = 3 };
 enum { FIT_RUNNING = 1, FIT_DONE = 2 };
 enum { STATS_EXPORT = 0 };
+/* The polish's passes (regressor_polish.c): the histogram, its candidates,
+ * the windows, their candidates, then compass steps. */
+enum { POLISH_HIST = 1, POLISH_VERIFY, POLISH_WINDOW, POLISH_WVERIFY, POLISH_COMPASS };
 
 typedef struct fit_options {
     int32_t loss, offset, rounds, linear_rounds, sweeps, batch_rows, polish, restarts;
@@ -32,6 +35,7 @@ typedef struct fit_state {
     int32_t zpass;      /* the current pass takes round `pass`'s z-step */
     double lambda;      /* lambda of that z-step */
     int32_t polishing;  /* polish passes begun (0: still in the rounds) */
+    int32_t pstage;     /* the polish pass's kind: POLISH_HIST .. POLISH_COMPASS */
     int32_t chunk;      /* rows per block of work */
     int32_t threads;
     void *work, *keep;
@@ -61,6 +65,9 @@ typedef struct fit_state {
     float *hlo, *hscale;     /* C: the histogram's bins of u */
     double *ubar;            /* C: mean u of the fixed w */
     double *ph, *pg;         /* C: the compass steps (alpha relative, b in deltas) */
+    float *wlo, *wscale, *wedge; /* C x nw, C, C x nw: pass 3's windows */
+    int8_t *wused;           /* C x nw: window m has a threshold */
+    int32_t nw, fb;          /* windows per channel, bins per window (0: none) */
     double *hscratch;        /* C x 4 hbins: the searches' scratch */
     int32_t hbins;
     double *cand;            /* TSQ__POLISH_CAND x C: pass 2's sums */

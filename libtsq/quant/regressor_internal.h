@@ -196,7 +196,36 @@ typedef struct tsq__polish_search_args {
 void tsq__polish_search(const tsq__polish_search_args *a, double *alpha, double *b,
                         double *scratch);
 
-/* Passes 3 ..: the centre (alpha0, b0) and its 8 neighbours at relative
+/* Pass 3: rows' (u, y) into windows around the thresholds' preimages:
+ * window m of channel c covers [wlo[c nw + m], + fb / wscale[c]), fb bins;
+ * a sample goes to the first window that covers it, else nowhere. */
+typedef struct tsq__polish_window_args {
+    int64_t rows, C, c0, c1;
+    const float *xw;
+    const uint8_t *y;
+    const float *wlo, *wscale; /* C x nw, C */
+    int32_t nw, nb, fb;        /* windows, codes (stride), bins per window */
+    double *hist;              /* C x nw x nb x fb */
+} tsq__polish_window_args;
+void tsq__polish_window_rows(const tsq__polish_window_args *a);
+
+/* The search on one channel's windows: candidates as tsq__polish_search.
+ * edge[m]: the threshold of window m (used[m] 0 for none). scratch: 4 nw
+ * fb doubles. */
+typedef struct tsq__polish_window_search_args {
+    const double *hist;
+    const float *wlo;
+    const float *edge;
+    const int8_t *used;
+    float wscale;
+    int32_t nw, fb;
+    double alpha, b;
+    const tsq__outq *oq;
+} tsq__polish_window_search_args;
+void tsq__polish_window_search(const tsq__polish_window_search_args *a, double *alpha,
+                               double *b, double *scratch);
+
+/* Passes 5 ..: the centre (alpha0, b0) and its 8 neighbours at relative
  * step h of alpha (the mean output alpha ubar + b kept) and step g delta
  * of b. */
 void tsq__polish_compass(double alpha0, double b0, double h, double g, double ubar,

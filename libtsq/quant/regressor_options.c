@@ -30,7 +30,7 @@ static const param_info params[] = {
     {TSQ_REGRESSOR_TOLERANCE, 0, 1, 1e-4, 0},
     {TSQ_REGRESSOR_BATCH_ROWS, 16, 1048576, 1024, 1},
     {TSQ_REGRESSOR_MARGIN, 0, 0.5, 0.5, 0},
-    {TSQ_REGRESSOR_POLISH, 0, 1000, 10, 1},
+    {TSQ_REGRESSOR_POLISH, 0, 1000, 4, 1},
     {TSQ_REGRESSOR_RESTARTS, 0, 4, 4, 1},
 };
 

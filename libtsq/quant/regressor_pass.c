@@ -7,6 +7,7 @@
  */
 #include "regressor_fit.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -399,6 +400,7 @@ static void begin_polish(fit_state *f)
     job.g = gram_of(f);
     tsq__parallel_for(threads_for(f, C * d * d / 4), C, polish_range, &job);
     f->polishing = 1;
+    f->pstage = POLISH_HIST;
     f->pass++;
     f->zpass = 0;
     tsq__reg_reset_pass_sums(f);
@@ -461,43 +463,77 @@ static int setup_compass(fit_state *f)
     return live > 0;
 }
 
-/* Pass 1 ended: search each channel's histogram; pass 2 evaluates its
- * candidates exactly, each channel taking the best (ties go to the
- * search's order, then to the centre: never worse than the rounds). From
- * pass 3 on, a compass search on the exact objective refines (alpha, b)
- * below the histogram's resolution: steps start at one bin, grow by 1.5
- * after a move and halve when the centre stays best. */
-static tsq_status end_polish_pass(tsq_regressor *reg, int32_t *done)
+/* Pass 3's windows for channel c around the preimages (t_m - b) / alpha
+ * of its thresholds t_m (the lower ends of bins 1 .. maxcode), each 8
+ * bins of pass 1 wide. */
+static void setup_windows(fit_state *f, int64_t c)
 {
-    fit_state *f = reg->fit;
-    int64_t c, k, C = f->C, moved = 0;
-    double total = 0.0;
-    if (f->polishing == 1) {
-        polish_job job;
-        job.f = f;
-        job.g = gram_of(f);
-        tsq__parallel_for(threads_for(f, C * TSQ__POLISH_CELLS * 8), C, polish_search, &job);
-        f->polishing = 2;
-        f->pass++;
-        tsq__reg_reset_pass_sums(f);
-        *done = 0;
-        return TSQ_OK;
+    float lo[256], hi[256];
+    const tsq__outq *q = &f->q[c];
+    double half = 4.0 / f->hscale[c];
+    int32_t m;
+    tsq__zstep_bins(q, 0.0, lo, hi);
+    f->wscale[c] = (float)(f->fb / (2.0 * half));
+    for (m = 0; m < f->nw; m++) {
+        int64_t at = c * f->nw + m;
+        int used = m + 1 <= q->maxcode && lo[m + 1] <= hi[m + 1];
+        f->wused[at] = (int8_t)used;
+        f->wedge[at] = used ? lo[m + 1] : 0.0f;
+        f->wlo[at] = used ? (float)((lo[m + 1] - f->b[c]) / f->alpha[c] - half) : FLT_MAX;
     }
+}
+
+static void window_search(void *arg, int64_t c)
+{
+    polish_job *job = arg;
+    fit_state *f = job->f;
+    int64_t k, C = f->C;
+    double cad[TSQ__POLISH_CAND], cbd[TSQ__POLISH_CAND];
+    tsq__polish_window_search_args a;
+    a.hist = f->hist + c * f->nw * f->nbins * f->fb;
+    a.wlo = f->wlo + c * f->nw;
+    a.edge = f->wedge + c * f->nw;
+    a.used = f->wused + c * f->nw;
+    a.wscale = f->wscale[c];
+    a.nw = f->nw;
+    a.fb = f->fb;
+    a.alpha = f->alpha[c];
+    a.b = f->b[c];
+    a.oq = &f->q[c];
+    tsq__polish_window_search(&a, cad, cbd, f->hscratch + c * 5 * f->hbins);
+    for (k = 0; k < TSQ__POLISH_CAND; k++) {
+        f->cad[k * C + c] = cad[k];
+        f->cbd[k * C + c] = cbd[k];
+        f->caf[k * C + c] = (float)cad[k];
+        f->cbf[k * C + c] = (float)cbd[k];
+    }
+}
+
+/* Each channel takes its best candidate: after a search, ties go to the
+ * search's order, then to the centre; in the compass, to the centre. The
+ * centre is the previous best, so the polish never loses. Then the
+ * compass steps: one bin of the histogram just searched, later grown by
+ * 1.5 after a move and halved when the centre stays best. */
+static double take_best(fit_state *f, int64_t *moved)
+{
+    int64_t c, k, C = f->C;
+    double total = 0.0;
     for (c = 0; c < C; c++) {
         double delta2 = (double)f->q[c].delta * f->q[c].delta;
-        int64_t best = f->polishing == 2 ? 1 : 0;
+        int64_t best = f->pstage == POLISH_COMPASS ? 0 : 1;
         for (k = 0; k < TSQ__POLISH_CAND; k++)
             if (f->cand[k * C + c] < f->cand[best * C + c])
                 best = k;
-        moved += best != 0;
+        *moved += best != 0;
         f->alpha[c] = f->cad[best * C + c];
         f->b[c] = f->cbd[best * C + c];
         f->obj[c] = f->cand[best * C + c] * delta2;
         total += f->obj[c];
-        if (f->polishing == 2) { /* one histogram bin, in alpha and in b */
+        if (f->pstage != POLISH_COMPASS) {
+            double width = f->pstage == POLISH_VERIFY ? 1.0 / f->hscale[c] : 1.0 / f->wscale[c];
             double sd = f->hbins / (f->hscale[c] * 2.0 * TSQ__POLISH_SPREAD);
-            f->ph[c] = 1.0 / (f->hscale[c] * 2.0 * sd);
-            f->pg[c] = f->alpha[c] / (f->hscale[c] * f->q[c].delta);
+            f->ph[c] = width / (2.0 * sd);
+            f->pg[c] = f->alpha[c] * width / f->q[c].delta;
         } else if (best) {
             f->ph[c] = fmin(1.5 * f->ph[c], 0.25);
             f->pg[c] = fmin(1.5 * f->pg[c], 1.0);
@@ -506,15 +542,45 @@ static tsq_status end_polish_pass(tsq_regressor *reg, int32_t *done)
             f->pg[c] *= 0.5;
         }
     }
+    return total;
+}
+
+/* Ends a polish pass (see regressor_polish.c for the sequence). */
+static tsq_status end_polish_pass(tsq_regressor *reg, int32_t *done)
+{
+    fit_state *f = reg->fit;
+    int64_t c, moved = 0;
+    double total;
+    int32_t next;
+    polish_job job;
+    job.f = f;
+    job.g = gram_of(f);
+    if (f->pstage == POLISH_HIST || f->pstage == POLISH_WINDOW) {
+        tsq__parallel_for(threads_for(f, f->C * TSQ__POLISH_CELLS * 8), f->C,
+                          f->pstage == POLISH_HIST ? polish_search : window_search, &job);
+        f->pstage++;
+        f->polishing++;
+        f->pass++;
+        tsq__reg_reset_pass_sums(f);
+        *done = 0;
+        return TSQ_OK;
+    }
+    total = take_best(f, &moved);
     record_iterate(f, f->obj, total, 0.0);
     tsq__log(reg->obj.ctx, REG_LOG_DEBUG, "regressor: polish pass %d: objective %g, %lld of %lld "
-             "channels moved", (int)f->polishing, total, (long long)moved, (long long)C);
-    if (f->polishing + 1 > f->opt.polish || !setup_compass(f)) {
+             "channels moved", (int)f->polishing, total, (long long)moved, (long long)f->C);
+    next = f->pstage == POLISH_VERIFY && f->fb ? POLISH_WINDOW : POLISH_COMPASS;
+    if (f->polishing + (next == POLISH_WINDOW ? 2 : 1) > f->opt.polish ||
+        (next == POLISH_COMPASS && !setup_compass(f))) {
         tsq__log(reg->obj.ctx, REG_LOG_INFO, "regressor: polished to objective %g", total);
         finish(reg);
         *done = 1;
         return TSQ_OK;
     }
+    if (next == POLISH_WINDOW)
+        for (c = 0; c < f->C; c++)
+            setup_windows(f, c);
+    f->pstage = next;
     f->polishing++;
     f->pass++;
     tsq__reg_reset_pass_sums(f);

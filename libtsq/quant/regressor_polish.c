@@ -10,7 +10,12 @@
  *      (both known from the statistics; outliers go to the end bins),
  *   2. an exact evaluation, on the data, of the centre (the best iterate)
  *      and the 8 best (alpha, b) that a grid search on the histogram finds;
- *      each channel keeps the best of the nine (never worse than before).
+ *      each channel keeps the best of the nine (never worse than before);
+ *   3. finer histograms of u in windows of 8 bins around each threshold's
+ *      preimage (t_m - b) / alpha: only the samples there can change code
+ *      when (alpha, b) moves by less than half a window;
+ *   4. an exact evaluation of the 8 best the search on those finds;
+ *   5 .. a compass search on the exact objective, when asked for.
  * The cost is often flat (0 on planted layers) over a region of (alpha, b):
  * the search then prefers the widest margins (outputs nearest the centres
  * of their bins), and pass 2 prefers the search's order to the centre.
@@ -209,7 +214,110 @@ void tsq__polish_search(const tsq__polish_search_args *a, double *alpha, double 
     }
 }
 
-/* ---- passes 3 ..: a compass search on the exact objective ---- */
+/* ---- pass 3: windows around the thresholds ---- */
+
+void tsq__polish_window_rows(const tsq__polish_window_args *a)
+{
+    int64_t i, c;
+    int32_t m;
+    for (c = a->c0; c < a->c1; c++) {
+        const float *wlo = a->wlo + c * a->nw, scale = a->wscale[c];
+        double *h = a->hist + c * a->nw * a->nb * a->fb;
+        for (i = 0; i < a->rows; i++) {
+            float u = a->xw[i * a->C + c];
+            for (m = 0; m < a->nw; m++) {
+                float t = (u - wlo[m]) * scale;
+                if (t >= 0.0f && t < (float)a->fb) { /* the first window claims it */
+                    int32_t k = (int32_t)t < a->fb ? (int32_t)t : a->fb - 1;
+                    h[((int64_t)m * a->nb + a->y[i * a->C + c]) * a->fb + k] += 1.0;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+void tsq__polish_window_search(const tsq__polish_window_search_args *a, double *alpha,
+                               double *b, double *scratch)
+{
+    hist_view h;
+    top_list top;
+    int32_t m, y, k, i, j, level, nb = a->oq->maxcode + 1, nbins = a->nw * a->fb;
+    int32_t first = -1, last = -1;
+    double *n = scratch, *s = n + nbins, *q = s + nbins, *u = q + nbins;
+    double half = 0.5 * a->fb / a->wscale, step = half / 16.0, u_first = 0, u_last = 0;
+    for (m = 0; m < a->nw; m++) {
+        if (a->used[m]) {
+            if (first < 0)
+                first = m;
+            last = m;
+        }
+        for (k = 0; k < a->fb; k++) {
+            int64_t at = (int64_t)m * a->fb + k;
+            n[at] = s[at] = q[at] = 0.0;
+            u[at] = a->wlo[m] + (k + 0.5) / a->wscale;
+            for (y = 0; y < nb; y++) {
+                double cnt = a->hist[((int64_t)m * nb + y) * a->fb + k];
+                n[at] += cnt;
+                s[at] += cnt * y;
+                q[at] += cnt * y * y;
+            }
+        }
+    }
+    alpha[0] = a->alpha;
+    b[0] = a->b;
+    for (k = 1; k < TSQ__POLISH_CAND; k++) {
+        alpha[k] = a->alpha;
+        b[k] = a->b;
+    }
+    if (first < 0)
+        return;
+    h.n = n;
+    h.s = s;
+    h.q = q;
+    h.u = u;
+    h.bins = nbins;
+    h.oq = a->oq;
+    tsq__zstep_bins(a->oq, 0.5 * a->oq->delta, h.lo, h.hi);
+    memset(&top, 0, sizeof top);
+    top.keep = TSQ__POLISH_CAND - 1;
+    u_first = (a->edge[first] - a->b) / a->alpha;
+    u_last = (a->edge[last] - a->b) / a->alpha;
+    /* (alpha, b) through the moved preimages of the first and last
+     * thresholds: shifts (i, j) steps, within half a window; the first
+     * level on a 33 x 33 grid, then three zooms of 9 x 9 around the best. */
+    for (level = 0; level < 4; level++) {
+        int32_t r = level ? 4 : 16;
+        double ca = top.count ? top.alpha[0] : a->alpha, cb = top.count ? top.b[0] : a->b;
+        double c_first = (a->edge[first] - cb) / ca, c_last = (a->edge[last] - cb) / ca;
+        if (level)
+            step /= 4.0;
+        for (i = -r; i <= r; i++)
+            for (j = -r; j <= r; j++) {
+                double uf = c_first + i * step, ul = c_last + j * step, al, bb, pen, cost;
+                if (fabs(uf - u_first) > half || fabs(ul - u_last) > half)
+                    continue;
+                if (first == last) { /* one threshold: alpha stays */
+                    if (j)
+                        continue;
+                    al = ca;
+                } else {
+                    if (!(ul > uf))
+                        continue;
+                    al = (a->edge[last] - a->edge[first]) / (ul - uf);
+                }
+                bb = a->edge[first] - al * uf;
+                cost = hist_cost(&h, al, bb, &pen);
+                top_add(&top, cost, pen, al, bb);
+            }
+    }
+    for (k = 1; k < TSQ__POLISH_CAND && k - 1 < top.count; k++) {
+        alpha[k] = top.alpha[k - 1];
+        b[k] = top.b[k - 1];
+    }
+}
+
+/* ---- passes 5 ..: a compass search on the exact objective ---- */
 
 void tsq__polish_compass(double alpha0, double b0, double h, double g, double ubar,
                          double delta, double *alpha, double *b)

@@ -37,9 +37,11 @@ static int stats_segments(fit_state *f, segment *seg, int64_t *total)
         } else if (shifts_xw(f)) {
             SEG(f->ysum, C);
         }
-    } else if (f->polishing == 1) {
+    } else if (f->pstage == POLISH_HIST) {
         SEG(f->hist, C * f->nbins * f->hbins);
-    } else if (f->polishing >= 2) {
+    } else if (f->pstage == POLISH_WINDOW) {
+        SEG(f->hist, C * f->nw * f->nbins * f->fb);
+    } else if (f->pstage) {
         SEG(f->cand, TSQ__POLISH_CAND * C);
     } else {
         SEG(f->obj, C);
