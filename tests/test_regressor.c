@@ -2094,6 +2094,56 @@ START_TEST(test_all_zero_channel)
 }
 END_TEST
 
+/* The context's log callback hears a line per pass (info) and the rounds'
+ * objectives (debug), and nothing below its level. */
+typedef struct log_count {
+    int info, debug, other;
+} log_count;
+
+static void count_log(void *user, int32_t level, const char *message)
+{
+    log_count *lc = user;
+    ck_assert(strstr(message, "regressor") != NULL);
+    if (level == 3)
+        lc->info++;
+    else if (level == 4)
+        lc->debug++;
+    else
+        lc->other++;
+}
+
+START_TEST(test_progress_log)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    fit_out o;
+    tsq_regressor *reg;
+    log_count lc = {0, 0, 0};
+    planted_make(ctx, &pl, 500, 8, 3, 3, 31);
+    reg = make_reg(ctx, &pl);
+    fit_out_make(ctx, &o, 8, 3);
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 4));
+    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_TOLERANCE, 0));
+    ck_assert_int_eq(tsq_context_set_log(ctx, count_log, &lc), TSQ_OK);
+    ck_assert_int_eq(tsq_context_set_option(ctx, TSQ_CONTEXT_LOG_LEVEL, 3), TSQ_OK);
+    REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o.W, o.alpha, o.b, NULL));
+    ck_assert_int_ge(lc.info, 1 + 5); /* pass 0, the 5 evaluations, the polish */
+    ck_assert_int_eq(lc.debug, 0);
+    ck_assert_int_eq(tsq_context_set_option(ctx, TSQ_CONTEXT_LOG_LEVEL, 4), TSQ_OK);
+    lc.info = 0;
+    REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o.W, o.alpha, o.b, NULL));
+    ck_assert_int_ge(lc.info, 6);
+    ck_assert_int_ge(lc.debug, 4); /* a line per round */
+    ck_assert_int_eq(lc.other, 0);
+    ck_assert_int_eq(tsq_context_set_log(ctx, NULL, NULL), TSQ_OK);
+    fit_out_free(&o);
+    tsq_regressor_destroy(reg);
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("regressor");
@@ -2134,6 +2184,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_outputs_must_not_alias);
     tcase_add_test(tc, test_indefinite_import_is_invalid);
     tcase_add_test(tc, test_all_zero_channel);
+    tcase_add_test(tc, test_progress_log);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -349,6 +349,9 @@ static tsq_status end_first_pass(tsq_regressor *reg, const char *where, int32_t 
     /* Quantized loss: entry 0's relaxed value is its linear fit to z0; its
      * true objective comes from pass 1. */
     f->h_relax[0] = linear_total(f, &g, f->g0, f->z0sum, f->z0sq, NULL);
+    tsq__log(reg->obj.ctx, REG_LOG_INFO, "regressor: pass 0: statistics of %.0f rows, d = %lld, "
+             "C = %lld; the start's linear objective %g", f->rows0, (long long)d,
+             (long long)f->C, f->h_relax[0]);
     setup_pass(f, 1);
     *done = 0;
     return TSQ_OK;
@@ -611,6 +614,8 @@ static tsq_status end_later_pass(tsq_regressor *reg, const char *where, int32_t 
     }
     relaxed = f->h_relax[it];
     record_iterate(f, f->obj, relaxed, it == 0 ? 0.0 : f->h_lambda[it]);
+    tsq__log(reg->obj.ctx, REG_LOG_INFO, "regressor: pass %d: iterate %d has objective %g "
+             "(best per channel %g)", (int)k, (int)it, f->h_obj[it], f->h_best[it]);
     if (it == f->opt.rounds)
         return finish_or_polish(reg, done);
     /* Round k's update, against z0 (linear round) or this pass's z. */
@@ -626,6 +631,8 @@ static tsq_status end_later_pass(tsq_regressor *reg, const char *where, int32_t 
     }
     f->h_relax[k] = relaxed;
     f->h_lambda[k] = f->zpass ? f->lambda : 0.0;
+    tsq__log(reg->obj.ctx, REG_LOG_DEBUG, "regressor: round %d (%s): relaxed objective %g, "
+             "lambda %g", (int)k, f->zpass ? "z step" : "linear", relaxed, f->h_lambda[k]);
     if (stalled(f) && f->zpass) /* iterate k is iterate k-1 up to the tolerance */
         return finish_or_polish(reg, done);
     setup_pass(f, k + 1);
