@@ -68,6 +68,18 @@ static size_t layout_work(fit_state *f, unsigned char *base, int have_w_init)
     CARVE(t, C * d);
     CARVE(r, C * d * 2);
     CARVE(w_try, C * d);
+    CARVE(tt, d * C);
+    CARVE(wd, d * C);
+    CARVE(dw, 64 * C);
+    CARVE(alpha_try, C);
+    CARVE(sbest, C);
+    CARVE(alpha_prev, C);
+    CARVE(b_prev, C);
+    CARVE(changes, C);
+    CARVE(count, C);
+    CARVE(tries, C);
+    CARVE(active, C);
+    CARVE(wmw, C);
     CARVE(part, (size_t)MAX_BLOCKS * PART_STRIDE * C);
     CARVE(hist, f->opt.polish ? C * (size_t)f->nbins * (size_t)f->hbins : 0);
     CARVE(hlo, C);

@@ -74,6 +74,12 @@ typedef struct fit_state {
     double *cad, *cbd;       /* TSQ__POLISH_CAND x C: the candidates */
     float *caf, *cbf;        /* the same as evaluated */
     int8_t *w_try;      /* per channel: the w of a restarted descent */
+    /* work: the blocked sweeps (regressor_sweep.c) */
+    double *tt, *wd, *dw;          /* d x C, d x C, 64 x C */
+    double *alpha_try, *sbest, *alpha_prev, *b_prev; /* C each */
+    int64_t *changes, *count, *tries; /* C each */
+    int8_t *active;                /* C */
+    double *wmw;                   /* C: w^T M w of the iterate (linear objectives) */
     float *xf, *vf, *zf, *gf;
     double *xd, *td, *ones; /* pass 0 works in double: rows of X, of z0 */
     /* keep: the best iterate per channel and the history */

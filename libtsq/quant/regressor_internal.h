@@ -135,14 +135,27 @@ typedef struct tsq__gram {
 /* t = X^T z - s zsum / N with offsets (the centred target), else X^T z. */
 void tsq__centre_target(const tsq__gram *g, const double *xtz, double zsum, double *t);
 
-/* One round's alpha and w updates of one channel against a fixed target:
- * alpha refit, then up to `sweeps` coordinate sweeps, each followed by an
- * alpha refit; then the same descent restarted from a few rescaled alphas,
- * the best result kept. t is the (centred) target; r scratch of 2 d
- * doubles, w_try of d bytes. Returns the number of weight changes. */
-int64_t tsq__channel_round(const tsq__gram *g, const double *t, const tsq__alphabet *a,
-                           int32_t sweeps, int32_t restarts, int8_t *w, double *alpha,
-                           double *r, int8_t *w_try);
+/* One round's alpha and w updates of every channel against fixed targets
+ * (regressor_sweep.c): alpha refit, up to `sweeps` coordinate sweeps each
+ * followed by an alpha refit, then `restarts` descents from scaled alphas,
+ * the best kept; channels spread over `threads` tasks. */
+typedef struct tsq__sweep_args {
+    const tsq__gram *g;
+    const double *t;           /* d x C: the centred targets */
+    const tsq__alphabet *a;
+    int32_t sweeps, restarts;
+    int64_t C;
+    double diag_floor;         /* coordinates with M_jj below it get weight 0 */
+    int8_t *w;                 /* C x d, channel-major: updated */
+    double *alpha;             /* C: updated */
+    int64_t *changes;          /* C: weight changes of the round, written */
+    double *r, *r_try, *wd;    /* d x C scratch each */
+    double *dw;                /* 64 x C scratch */
+    int8_t *w_try, *active;    /* C x d, C scratch */
+    double *alpha_try, *best;  /* C scratch each */
+    int64_t *count, *tries;    /* C scratch each */
+} tsq__sweep_args;
+void tsq__sweep_round(const tsq__sweep_args *a, int64_t threads);
 
 /* b = zbar - alpha mu.w with offsets (the profiled offset), else 0. */
 double tsq__profile_offset(const tsq__gram *g, double zsum, const int8_t *w, double alpha);
@@ -150,9 +163,10 @@ double tsq__profile_offset(const tsq__gram *g, double zsum, const int8_t *w, dou
 /* w^T M w, adding the rows of M of the nonzero weights. */
 double tsq__quad_form(const tsq__gram *g, const int8_t *w);
 
-/* sum over samples of (z - alpha x.w - b)^2, from the statistics. */
+/* sum over samples of (z - alpha x.w - b)^2, from the statistics; wmw is
+ * w^T M w (tsq__quad_form, or w.r with r = M w at hand). */
 double tsq__linear_objective(const tsq__gram *g, const double *xtz, double zsum, double zsq,
-                             const int8_t *w, double alpha, double b);
+                             const int8_t *w, double wmw, double alpha, double b);
 
 /* Least squares W = (M + rho I)^-1 T for the C columns of T (d x C,
  * row-major, overwritten with W), rho a tiny ridge that keeps M definite.

@@ -45,24 +45,6 @@ static void column(const double *m, int64_t d, int64_t C, int64_t c, double *out
         out[j] = m[j * C + c];
 }
 
-static void update_channel(void *arg, int64_t c)
-{
-    round_job *job = arg;
-    fit_state *f = job->f;
-    int64_t d = f->d, changes;
-    double *t = f->t + c * d, *x = f->r + c * 2 * d, alpha0 = f->alpha[c], b0 = f->b[c];
-    double tol = f->opt.tol;
-    int8_t *w = f->w + c * d;
-    column(job->xtz, d, f->C, c, x);
-    tsq__centre_target(&job->g, x, job->zsum[c], t);
-    changes = tsq__channel_round(&job->g, t, &f->opt.alphabet, f->opt.sweeps, f->opt.restarts,
-                                 w, &f->alpha[c],
-                                 f->r + c * 2 * d, f->w_try + c * d);
-    f->b[c] = tsq__profile_offset(&job->g, job->zsum[c], w, f->alpha[c]);
-    f->moved[c] = changes > 0 || fabs(f->alpha[c] - alpha0) > tol * alpha0 ||
-                  fabs(f->b[c] - b0) > tol * (fabs(b0) + alpha0);
-}
-
 static void start_channels(void *arg, int64_t task)
 {
     round_job *job = arg;
@@ -73,6 +55,7 @@ static void start_channels(void *arg, int64_t task)
         tsq__lowbit_approx(&f->opt.alphabet, job->w0 + c, f->d, f->C, f->w + c * f->d,
                            &f->alpha[c], scratch);
         f->b[c] = tsq__profile_offset(&job->g, job->zsum[c], f->w + c * f->d, f->alpha[c]);
+        f->wmw[c] = tsq__quad_form(&job->g, f->w + c * f->d); /* later rounds: from r */
     }
 }
 
@@ -89,12 +72,12 @@ static void linear_channel(void *arg, int64_t c)
     int64_t d = f->d;
     column(job->xtz, d, f->C, c, f->t + c * d);
     f->lin[c] = tsq__linear_objective(job->g, f->t + c * d, job->zsum[c], job->zsq[c],
-                                      f->w + c * d, f->alpha[c], f->b[c]);
+                                      f->w + c * d, f->wmw[c], f->alpha[c], f->b[c]);
 }
 
-/* Sum over channels of the linear objective against (xtz, zsum, zsq).
- * Each channel costs a d x d quadratic form: spread over the threads, and
- * summed in channel order, so the total does not depend on them. */
+/* Sum over channels of the linear objective against (xtz, zsum, zsq),
+ * w^T M w taken from f->wmw: spread over the threads and summed in
+ * channel order, so the total does not depend on them. */
 static double linear_total(const fit_state *f, const tsq__gram *g, const double *xtz,
                            const double *zsum, const double *zsq, double *per_channel)
 {
@@ -106,7 +89,7 @@ static double linear_total(const fit_state *f, const tsq__gram *g, const double 
     job.xtz = xtz;
     job.zsum = zsum;
     job.zsq = zsq;
-    tsq__parallel_for(threads_for(f, f->C * f->d * f->d), f->C, linear_channel, &job);
+    tsq__parallel_for(threads_for(f, f->C * f->d * 4), f->C, linear_channel, &job);
     for (c = 0; c < f->C; c++) {
         if (per_channel)
             per_channel[c] = f->lin[c];
@@ -155,18 +138,55 @@ static int stalled(const fit_state *f)
     return 1;
 }
 
-/* Rounds `round` of updates on all channels (parallel over channels). */
+/* One round of alpha/b and w updates on every channel against the targets
+ * (xtz, zsum): centred targets, the blocked sweeps (regressor_sweep.c),
+ * then each channel's profiled offset and whether it moved. */
 static void run_round(fit_state *f, const tsq__gram *g, const double *xtz, const double *zsum,
                       const double *zsq)
 {
-    round_job job;
-    memset(&job, 0, sizeof job);
-    job.f = f;
-    job.g = *g;
-    job.xtz = xtz;
-    job.zsum = zsum;
-    job.zsq = zsq;
-    tsq__parallel_for(f->threads, f->C, update_channel, &job);
+    int64_t d = f->d, C = f->C, j, c;
+    double maxdiag = 0.0, tol = f->opt.tol;
+    tsq__sweep_args a;
+    (void)zsq;
+    for (j = 0; j < d; j++) {
+        maxdiag = fmax(maxdiag, g->m[j * d + j]);
+        for (c = 0; c < C; c++)
+            f->tt[j * C + c] = g->offset ? xtz[j * C + c] - g->colsum[j] * zsum[c] / g->rows
+                                         : xtz[j * C + c];
+    }
+    memcpy(f->alpha_prev, f->alpha, (size_t)C * sizeof f->alpha[0]);
+    memcpy(f->b_prev, f->b, (size_t)C * sizeof f->b[0]);
+    memset(&a, 0, sizeof a);
+    a.g = g;
+    a.t = f->tt;
+    a.a = &f->opt.alphabet;
+    a.sweeps = f->opt.sweeps;
+    a.restarts = f->opt.restarts;
+    a.C = C;
+    a.diag_floor = 1e-12 * maxdiag;
+    a.w = f->w;
+    a.alpha = f->alpha;
+    a.changes = f->changes;
+    a.r = f->r;
+    a.r_try = f->r + d * C;
+    a.wd = f->wd;
+    a.dw = f->dw;
+    a.w_try = f->w_try;
+    a.active = f->active;
+    a.alpha_try = f->alpha_try;
+    a.best = f->sbest;
+    a.count = f->count;
+    a.tries = f->tries;
+    tsq__sweep_round(&a, f->threads);
+    for (c = 0; c < C; c++) {
+        double alpha0 = f->alpha_prev[c], b0 = f->b_prev[c], wmw = 0.0;
+        for (j = 0; j < d; j++) /* r = M w of the round's w */
+            wmw += (double)f->w[c * d + j] * f->r[j * C + c];
+        f->wmw[c] = wmw;
+        f->b[c] = tsq__profile_offset(g, zsum[c], f->w + c * d, f->alpha[c]);
+        f->moved[c] = f->changes[c] > 0 || fabs(f->alpha[c] - alpha0) > tol * alpha0 ||
+                      fabs(f->b[c] - b0) > tol * (fabs(b0) + alpha0);
+    }
 }
 
 /* Prepares pass k: whether it takes a z-step, lambda, w as floats. */

@@ -1,10 +1,10 @@
 /*
  * The solver of step 2 on sufficient statistics (X^T X, X^T z, sums),
  * never on data rows (docs/method.md §3):
- *   alpha, b given w, z   refit_alpha, tsq__profile_offset (§3.2)
- *   w given alpha, z      sweep, descend, tsq__channel_round: coordinate
- *                         descent over the shared Gram matrix (§3.3)
- * plus the statistics-only objective and the least-squares start (§3.5).
+ *   b given alpha, w, z   tsq__profile_offset (§3.2)
+ *   the objective         tsq__linear_objective, tsq__quad_form
+ *   the start             tsq__least_squares (§3.5)
+ * The alpha and w updates (§3.2, §3.3) are regressor_sweep.c's.
  * The drivers (regressor_pass.c) call in; nothing here calls out.
  */
 #include "regressor_internal.h"
@@ -24,17 +24,6 @@ void tsq__centre_target(const tsq__gram *g, const double *xtz, double zsum, doub
         t[j] = g->offset ? xtz[j] - g->colsum[j] * zbar : xtz[j];
 }
 
-/* r = M w, adding one row of M per nonzero weight (w is sparse when
- * ternary, and M is symmetric so rows are columns). */
-static void gram_times(const tsq__gram *g, const int8_t *w, double *r)
-{
-    int64_t d = g->d, k;
-    memset(r, 0, (size_t)d * sizeof r[0]);
-    for (k = 0; k < d; k++)
-        if (w[k])
-            cblas_daxpy((int)d, (double)w[k], g->m + k * d, 1, r, 1);
-}
-
 static double dot_w(const int8_t *w, const double *x, int64_t d)
 {
     double s = 0.0;
@@ -42,118 +31,6 @@ static double dot_w(const int8_t *w, const double *x, int64_t d)
     for (j = 0; j < d; j++)
         s += (double)w[j] * x[j];
     return s;
-}
-
-/* docs/method.md §3.2: alpha = w^T t / w^T M w (t, M centred when the
- * offset is profiled out). alpha must stay positive: with a symmetric
- * alphabet a negative fit flips w instead (same objective); otherwise, and
- * when w^T M w = 0, alpha is kept. */
-static int64_t refit_alpha(const tsq__gram *g, const double *t, const tsq__alphabet *a,
-                           int8_t *w, double *r, double *alpha)
-{
-    int64_t d = g->d, j, flipped = 0;
-    double wt = dot_w(w, t, d), wmw = dot_w(w, r, d);
-    if (!(wmw > 0.0))
-        return 0;
-    if (wt < 0.0 && a->symmetric) {
-        for (j = 0; j < d; j++) {
-            flipped += w[j] != 0;
-            w[j] = (int8_t)-w[j];
-            r[j] = -r[j];
-        }
-        wt = -wt;
-    }
-    if (wt > 0.0)
-        *alpha = wt / wmw;
-    return flipped;
-}
-
-/* docs/method.md §3.3: one cyclic pass of exact coordinate descent on
- * f(w) = alpha^2 w^T M w - 2 alpha w^T t. With the others fixed, coordinate
- * j's best real value is (t_j / alpha - (r_j - M_jj w_j)) / M_jj, and its
- * best value in S the nearest element (f is a parabola in w_j). r = M w is
- * kept up to date with one row of M per change. Returns the changes. */
-static int64_t sweep(const tsq__gram *g, const double *t, const tsq__alphabet *a, double alpha,
-                     double diag_floor, int8_t *w, double *r)
-{
-    int64_t d = g->d, j, changed = 0;
-    int32_t zero = tsq__alphabet_nearest(a, 0.0);
-    for (j = 0; j < d; j++) {
-        const double *row = g->m + j * d;
-        double mjj = row[j];
-        int32_t target;
-        if (mjj > diag_floor)
-            target = tsq__alphabet_nearest(a, (t[j] / alpha - (r[j] - mjj * w[j])) / mjj);
-        else
-            target = zero; /* a column without variance: its weight does nothing */
-        if (target != w[j]) {
-            cblas_daxpy((int)d, (double)(target - w[j]), row, 1, r, 1);
-            w[j] = (int8_t)target;
-            changed++;
-        }
-    }
-    return changed;
-}
-
-/* f(alpha, w) = alpha^2 w^T M w - 2 alpha w^T t, the objective of the w
- * step up to a constant (r = M w). */
-static double round_objective(const int8_t *w, const double *r, const double *t, int64_t d,
-                              double alpha)
-{
-    return alpha * alpha * dot_w(w, r, d) - 2.0 * alpha * dot_w(w, t, d);
-}
-
-/* Coordinate sweeps, each followed by an alpha refit, until a sweep
- * changes nothing or `sweeps` ran. r = M w on entry and exit. */
-static int64_t descend(const tsq__gram *g, const double *t, const tsq__alphabet *a,
-                       int32_t sweeps, double diag_floor, int8_t *w, double *alpha, double *r)
-{
-    int64_t total = refit_alpha(g, t, a, w, r, alpha);
-    int32_t s;
-    for (s = 0; s < sweeps; s++) {
-        int64_t changed = sweep(g, t, a, *alpha, diag_floor, w, r);
-        total += changed + refit_alpha(g, t, a, w, r, alpha);
-        if (!changed)
-            break;
-    }
-    return total;
-}
-
-int64_t tsq__channel_round(const tsq__gram *g, const double *t, const tsq__alphabet *a,
-                           int32_t sweeps, int32_t restarts, int8_t *w, double *alpha,
-                           double *r, int8_t *w_try)
-{
-    /* Coordinate descent stops at a point no single weight can improve,
-     * for the alpha it converged with. Descents restarted from the same w
-     * at other scales of alpha reach other such points; the best is kept
-     * (only a strictly better one replaces w, so the round never loses). */
-    static const double scales[] = {0.5, 0.7, 1.4, 2.0};
-    int64_t d = g->d, j, total;
-    double maxdiag = 0.0, best, *r_try = r + d;
-    size_t k;
-    for (j = 0; j < d; j++)
-        maxdiag = fmax(maxdiag, g->m[j * d + j]);
-    gram_times(g, w, r); /* fresh each round: no drift from the updates */
-    total = descend(g, t, a, sweeps, 1e-12 * maxdiag, w, alpha, r);
-    best = round_objective(w, r, t, d, *alpha);
-    for (k = 0; k < sizeof scales / sizeof scales[0] && (int32_t)k < restarts; k++) {
-        double alpha_try = *alpha * scales[k], f;
-        memcpy(w_try, w, (size_t)d);
-        memcpy(r_try, r, (size_t)d * sizeof r[0]);
-        /* a sweep first: at the scaled alpha, before any refit */
-        sweep(g, t, a, alpha_try, 1e-12 * maxdiag, w_try, r_try);
-        descend(g, t, a, sweeps, 1e-12 * maxdiag, w_try, &alpha_try, r_try);
-        f = round_objective(w_try, r_try, t, d, alpha_try);
-        if (f < best) {
-            for (j = 0; j < d; j++)
-                total += w_try[j] != w[j];
-            best = f;
-            *alpha = alpha_try;
-            memcpy(w, w_try, (size_t)d);
-            memcpy(r, r_try, (size_t)d * sizeof r[0]);
-        }
-    }
-    return total;
 }
 
 /* docs/method.md §3.2, the offset profiled out:
@@ -186,10 +63,9 @@ double tsq__quad_form(const tsq__gram *g, const int8_t *w)
  *   (zsq - N zbar^2) - 2 alpha w^T t_c + alpha^2 w^T M w
  *   + N (zbar - alpha mu^T w - b)^2.                                   */
 double tsq__linear_objective(const tsq__gram *g, const double *xtz, double zsum, double zsq,
-                             const int8_t *w, double alpha, double b)
+                             const int8_t *w, double wmw, double alpha, double b)
 {
-    double n = g->rows, sw = dot_w(w, g->colsum, g->d), wx = dot_w(w, xtz, g->d);
-    double wmw = tsq__quad_form(g, w), f;
+    double n = g->rows, sw = dot_w(w, g->colsum, g->d), wx = dot_w(w, xtz, g->d), f;
     if (g->offset) {
         double zbar = zsum / n, mean_gap = zbar - alpha * sw / n - b;
         f = (zsq - zsum * zbar) - 2.0 * alpha * (wx - sw * zbar) + alpha * alpha * wmw +
