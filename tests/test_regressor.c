@@ -2144,6 +2144,60 @@ START_TEST(test_progress_log)
 }
 END_TEST
 
+/* The polish's candidate sums: the SSE2 path gives exactly the plain C
+ * sums, on outputs placed on and around every bin boundary. */
+START_TEST(test_polish_rows_simd_matches_plain)
+{
+    enum { ROWS = 700, C = 11 };
+    static float xw[ROWS * C], al[TSQ__POLISH_CAND * C], bb[TSQ__POLISH_CAND * C];
+    static float eps[C], inv[C], top[C];
+    static uint8_t y[ROWS * C];
+    double e0[TSQ__POLISH_CAND * C], e1[TSQ__POLISH_CAND * C];
+    tsq__outq q[C];
+    tsq__polish_rows_args a;
+    trng r = {5};
+    int64_t i, c;
+    for (c = 0; c < C; c++) {
+        ck_assert(tsq__outq_init(&q[c], 1 + (int32_t)(c % 8), (float)(0.1 * (c % 3)),
+                                 (float)(0.3 + 0.1 * c)));
+        eps[c] = q[c].eps;
+        inv[c] = q[c].inv_delta;
+        top[c] = (float)q[c].maxcode;
+    }
+    for (i = 0; i < ROWS * C; i++) {
+        c = i % C;
+        /* half of the products exactly on a boundary of the first candidate */
+        xw[i] = trng_int(&r, 2) ? (float)((trng_int(&r, 2 * q[c].maxcode + 2) - 0.5) * 0.5)
+                                : (float)(trng_normal(&r) * 2.0);
+        y[i] = (uint8_t)trng_int(&r, q[c].maxcode + 1);
+    }
+    for (i = 0; i < TSQ__POLISH_CAND * C; i++) {
+        c = i % C;
+        al[i] = i < C ? 2.0f * q[c].delta : (float)(0.5 + trng_uniform(&r));
+        bb[i] = i < C ? 0.0f : (float)(trng_normal(&r) * 0.3);
+    }
+    a.rows = ROWS;
+    a.C = C;
+    a.xw = xw;
+    a.y = y;
+    a.alpha = al;
+    a.b = bb;
+    a.q = q;
+    a.eps = eps;
+    a.inv_delta = inv;
+    a.top = top;
+    memset(e0, 0, sizeof e0);
+    memset(e1, 0, sizeof e1);
+    a.err = e0;
+    tsq__polish_rows(&a, 0);
+    a.err = e1;
+    tsq__polish_rows(&a, 1);
+    for (i = 0; i < TSQ__POLISH_CAND * C; i++)
+        ck_assert_msg(e0[i] == e1[i], "candidate %lld channel %lld: %g vs %g",
+                      (long long)(i / C), (long long)(i % C), e0[i], e1[i]);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("regressor");
@@ -2185,6 +2239,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_indefinite_import_is_invalid);
     tcase_add_test(tc, test_all_zero_channel);
     tcase_add_test(tc, test_progress_log);
+    tcase_add_test(tc, test_polish_rows_simd_matches_plain);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -205,7 +205,10 @@ static void polish_block(void *arg, int64_t blk)
     a.q = f->q;
     a.err = f->part + blk * PART_STRIDE * C;
     memset(a.err, 0, TSQ__POLISH_CAND * (size_t)C * sizeof a.err[0]);
-    tsq__polish_rows(&a);
+    a.eps = f->qeps;
+    a.inv_delta = f->qinv;
+    a.top = f->qtop;
+    tsq__polish_rows(&a, 1);
 }
 
 /* Polish pass 1: the histograms, channels spread over the tasks (each

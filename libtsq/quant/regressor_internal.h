@@ -253,8 +253,11 @@ typedef struct tsq__polish_rows_args {
     const uint8_t *y;       /* rows x C: codes */
     const float *alpha, *b; /* TSQ__POLISH_CAND x C */
     const tsq__outq *q;     /* C */
+    const float *eps, *inv_delta, *top; /* C each, copies of q (for SIMD) */
     double *err;            /* TSQ__POLISH_CAND x C, added to */
 } tsq__polish_rows_args;
-void tsq__polish_rows(const tsq__polish_rows_args *a);
+/* simd = 0: plain C; 1: SSE2 where the build has it (the same sums: the
+ * squared code errors are integers, added exactly). */
+void tsq__polish_rows(const tsq__polish_rows_args *a, int simd);
 
 #endif

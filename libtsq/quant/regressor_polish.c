@@ -27,6 +27,10 @@
 #include <math.h>
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 /* ---- pass 1: the histogram ---- */
 
 void tsq__polish_hist_rows(const tsq__polish_hist_args *a)
@@ -337,22 +341,83 @@ void tsq__polish_compass(double alpha0, double b0, double h, double g, double ub
 
 /* ---- passes 2 ..: the exact objective of every candidate ---- */
 
-void tsq__polish_rows(const tsq__polish_rows_args *a)
+/* Candidate k on channels [c0, c1) of a block of rows, plain C. */
+static void polish_plain(const tsq__polish_rows_args *a, int32_t k, int64_t c0, int64_t c1)
 {
     int64_t i, c, C = a->C;
-    int32_t k;
+    const float *al = a->alpha + k * C, *bb = a->b + k * C;
+    double *err = a->err + k * C;
     for (i = 0; i < a->rows; i++) {
         const float *u = a->xw + i * C;
         const uint8_t *y = a->y + i * C;
-        for (k = 0; k < TSQ__POLISH_CAND; k++) {
-            const float *al = a->alpha + k * C, *bb = a->b + k * C;
-            double *err = a->err + k * C;
-            for (c = 0; c < C; c++) {
-                float v = al[c] * u[c] + bb[c];
-                int32_t code = tsq__quant_code(v, a->q[c].eps, a->q[c].inv_delta, a->q[c].maxcode);
-                int32_t e = (int32_t)y[c] - code;
-                err[c] += (double)(e * e);
+        for (c = c0; c < c1; c++) {
+            float v = al[c] * u[c] + bb[c];
+            int32_t e = (int32_t)y[c] -
+                        tsq__quant_code(v, a->q[c].eps, a->q[c].inv_delta, a->q[c].maxcode);
+            err[c] += (double)(e * e);
+        }
+    }
+}
+
+#if defined(__SSE2__)
+/* Candidate k on channels [c0, c0 + 4), four lanes: the code as in
+ * tsq__zrows_run's SSE2 path (bit-identical to tsq__quant_code); squared
+ * errors summed in float lanes, exact while below 2^24: flushed to double
+ * every FLUSH rows (FLUSH 255^2 < 2^24). */
+#define FLUSH 256
+static void polish_four(const tsq__polish_rows_args *a, int32_t k, int64_t c)
+{
+    int64_t i, C = a->C, r0;
+    const __m128 al = _mm_loadu_ps(a->alpha + k * C + c), bb = _mm_loadu_ps(a->b + k * C + c);
+    const __m128 eps = _mm_loadu_ps(a->eps + c), inv = _mm_loadu_ps(a->inv_delta + c);
+    const __m128 top = _mm_loadu_ps(a->top + c), half = _mm_set1_ps(0.5f), one = _mm_set1_ps(1.0f);
+    double *err = a->err + k * C + c;
+    for (r0 = 0; r0 < a->rows; r0 += FLUSH) {
+        int64_t r1 = r0 + FLUSH < a->rows ? r0 + FLUSH : a->rows;
+        __m128 acc = _mm_setzero_ps();
+        float lanes[4];
+        for (i = r0; i < r1; i++) {
+            __m128 v = _mm_add_ps(_mm_mul_ps(al, _mm_loadu_ps(a->xw + i * C + c)), bb);
+            __m128 t = _mm_add_ps(_mm_mul_ps(v, inv), half);
+            __m128i kk, y, e;
+            int32_t packed;
+            t = _mm_max_ps(_mm_min_ps(t, top), one);
+            kk = _mm_and_si128(_mm_cvttps_epi32(t), _mm_castps_si128(_mm_cmpgt_ps(v, eps)));
+            memcpy(&packed, a->y + i * C + c, 4);
+            y = _mm_unpacklo_epi16(
+                _mm_unpacklo_epi8(_mm_cvtsi32_si128(packed), _mm_setzero_si128()),
+                _mm_setzero_si128());
+            e = _mm_sub_epi32(y, kk);
+            {
+                __m128 ef = _mm_cvtepi32_ps(e);
+                acc = _mm_add_ps(acc, _mm_mul_ps(ef, ef)); /* exact integers */
             }
         }
+        _mm_storeu_ps(lanes, acc);
+        err[0] += lanes[0];
+        err[1] += lanes[1];
+        err[2] += lanes[2];
+        err[3] += lanes[3];
+    }
+}
+#endif
+
+void tsq__polish_rows(const tsq__polish_rows_args *a, int simd)
+{
+    int64_t c4 = 0;
+    int32_t k;
+#if defined(__SSE2__)
+    if (simd)
+        c4 = a->C & ~(int64_t)3;
+#else
+    (void)simd;
+#endif
+    for (k = 0; k < TSQ__POLISH_CAND; k++) {
+#if defined(__SSE2__)
+        int64_t c;
+        for (c = 0; c < c4; c += 4)
+            polish_four(a, k, c);
+#endif
+        polish_plain(a, k, c4, a->C);
     }
 }
