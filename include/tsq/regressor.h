@@ -147,7 +147,9 @@ enum {
     TSQ_REGRESSOR_POLISH = 0x030C,
     /* Restarted descents per round: after the first coordinate descent,
      * this many more from its result with alpha scaled by 0.5, 0.7, 1.4 and
-     * 2 (in that order), keeping the best. 0..4, default 4. */
+     * 2 (in that order), keeping the best. -1..4, default -1: 4 with the
+     * linear loss, 0 with the quantized loss (whose polish gains more for
+     * the time; docs/regressor.md, "Speed"). */
     TSQ_REGRESSOR_RESTARTS = 0x030D
 };
 

@@ -141,7 +141,7 @@ void tsq__centre_target(const tsq__gram *g, const double *xtz, double zsum, doub
  * the best kept; channels spread over `threads` tasks. */
 typedef struct tsq__sweep_args {
     const tsq__gram *g;
-    const double *t;           /* d x C: the centred targets */
+    const double *t;           /* C x d: the centred targets, channel-major */
     const tsq__alphabet *a;
     int32_t sweeps, restarts;
     int64_t C;
@@ -149,8 +149,8 @@ typedef struct tsq__sweep_args {
     int8_t *w;                 /* C x d, channel-major: updated */
     double *alpha;             /* C: updated */
     int64_t *changes;          /* C: weight changes of the round, written */
-    double *r, *r_try, *wd;    /* d x C scratch each */
-    double *dw;                /* 64 x C scratch */
+    double *r, *r_try, *wd;    /* C x d scratch each (r = M w per channel) */
+    double *dw;                /* C x 64 scratch */
     int8_t *w_try, *active;    /* C x d, C scratch */
     double *alpha_try, *best;  /* C scratch each */
     int64_t *count, *tries;    /* C scratch each */

@@ -31,7 +31,7 @@ static const param_info params[] = {
     {TSQ_REGRESSOR_BATCH_ROWS, 16, 1048576, 1024, 1},
     {TSQ_REGRESSOR_MARGIN, 0, 0.5, 0.5, 0},
     {TSQ_REGRESSOR_POLISH, 0, 1000, 4, 1},
-    {TSQ_REGRESSOR_RESTARTS, 0, 4, 0, 1},
+    {TSQ_REGRESSOR_RESTARTS, -1, 4, -1, 1},
 };
 
 /* Regressor keys are 0x0301 ..: a key of another family (a quantizer's

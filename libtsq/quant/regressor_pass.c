@@ -150,8 +150,8 @@ static void run_round(fit_state *f, const tsq__gram *g, const double *xtz, const
     (void)zsq;
     for (j = 0; j < d; j++) {
         maxdiag = fmax(maxdiag, g->m[j * d + j]);
-        for (c = 0; c < C; c++)
-            f->tt[j * C + c] = g->offset ? xtz[j * C + c] - g->colsum[j] * zsum[c] / g->rows
+        for (c = 0; c < C; c++) /* channel-major for the sweeps */
+            f->tt[c * d + j] = g->offset ? xtz[j * C + c] - g->colsum[j] * zsum[c] / g->rows
                                          : xtz[j * C + c];
     }
     memcpy(f->alpha_prev, f->alpha, (size_t)C * sizeof f->alpha[0]);
@@ -161,7 +161,11 @@ static void run_round(fit_state *f, const tsq__gram *g, const double *xtz, const
     a.t = f->tt;
     a.a = &f->opt.alphabet;
     a.sweeps = f->opt.sweeps;
-    a.restarts = f->opt.restarts;
+    /* -1: the restarts pay with the linear loss (no passes over the data,
+     * the descents are all the work), not with the quantized one (the
+     * polish gains far more per second): docs/regressor.md, "Speed". */
+    a.restarts = f->opt.restarts >= 0 ? f->opt.restarts
+                                       : f->opt.loss == TSQ_LOSS_LINEAR ? 4 : 0;
     a.C = C;
     a.diag_floor = 1e-12 * maxdiag;
     a.w = f->w;
@@ -181,7 +185,7 @@ static void run_round(fit_state *f, const tsq__gram *g, const double *xtz, const
     for (c = 0; c < C; c++) {
         double alpha0 = f->alpha_prev[c], b0 = f->b_prev[c], wmw = 0.0;
         for (j = 0; j < d; j++) /* r = M w of the round's w */
-            wmw += (double)f->w[c * d + j] * f->r[j * C + c];
+            wmw += (double)f->w[c * d + j] * f->r[c * d + j];
         f->wmw[c] = wmw;
         f->b[c] = tsq__profile_offset(g, zsum[c], f->w + c * d, f->alpha[c]);
         f->moved[c] = f->changes[c] > 0 || fabs(f->alpha[c] - alpha0) > tol * alpha0 ||

@@ -9,9 +9,15 @@
  * Here a task owns a range of channels and sweeps them together, 64
  * coordinates at a time: inside a block each channel updates a local copy
  * of r over the block only (M's 64 x 64 diagonal block, in cache); at the
- * end of the block one dgemm brings every r of the range up to date,
- * R += M[J, :]^T dW[J, range]. The coordinates are visited in the same
- * order and each decision sees the same r as the one-at-a-time descent.
+ * end of the block the channels that changed many weights there are
+ * brought up to date by one dgemm per run of such channels,
+ * R[run, :] += dW[run, J] M[J, :]; a channel with a few changes takes them
+ * as daxpys (a dgemm would cost d per weight of the block, changed or not).
+ * Which path a channel takes depends on its own changes only, so results
+ * do not depend on how the channels are split over threads. The
+ * coordinates are visited in the same order, and each decision sees the
+ * same r, as in the one-at-a-time descent. R and the targets are stored
+ * channel-major (C x d), so that a channel's r is contiguous.
  * M, r and the targets are float64: r is a running sum of up to d rows of
  * M, and a decision compares it with t / alpha near ties, where float's
  * 24 bits would flip weights the double path keeps.
@@ -22,6 +28,8 @@
 #include <string.h>
 
 #define BLOCK 64
+/* A channel with at most this many changes in a block takes daxpys. */
+#define SPARSE 8
 
 /* The scales of alpha that restarted descents start from, in order. */
 static const double restart_scales[4] = {0.5, 0.7, 1.4, 2.0};
@@ -31,12 +39,12 @@ typedef struct task {
     int64_t c0, c1;
 } task;
 
-static double dot_col(const int8_t *w, const double *m, int64_t d, int64_t C)
+static double dot_w(const int8_t *w, const double *m, int64_t d)
 {
     double s = 0.0;
     int64_t j;
     for (j = 0; j < d; j++)
-        s += (double)w[j] * m[j * C];
+        s += (double)w[j] * m[j];
     return s;
 }
 
@@ -44,15 +52,15 @@ static double dot_col(const int8_t *w, const double *m, int64_t d, int64_t C)
  * symmetric alphabet; alpha kept when w.M w = 0 or the fit is <= 0. */
 static int64_t refit(const tsq__sweep_args *a, int64_t c, int8_t *w, double *r, double *alpha)
 {
-    int64_t d = a->g->d, C = a->C, j, flipped = 0;
-    double wt = dot_col(w, a->t + c, d, C), wmw = dot_col(w, r + c, d, C);
+    int64_t d = a->g->d, j, flipped = 0;
+    double wt = dot_w(w, a->t + c * d, d), wmw = dot_w(w, r + c * d, d);
     if (!(wmw > 0.0))
         return 0;
     if (wt < 0.0 && a->a->symmetric) {
         for (j = 0; j < d; j++) {
             flipped += w[j] != 0;
             w[j] = (int8_t)-w[j];
-            r[j * C + c] = -r[j * C + c];
+            r[c * d + j] = -r[c * d + j];
         }
         wt = -wt;
     }
@@ -61,16 +69,26 @@ static int64_t refit(const tsq__sweep_args *a, int64_t c, int8_t *w, double *r, 
     return flipped;
 }
 
-/* R[:, c0:c1] = M W^T for the task's channels (W channel-major int8). */
+/* R[c0:c1, :] = W M for the task's channels (rows of R are the r = M w
+ * of the channels, M symmetric). */
 static void gram_times(const task *tk, const int8_t *w, double *r)
 {
     const tsq__sweep_args *a = tk->a;
-    int64_t d = a->g->d, C = a->C, j, c;
-    for (j = 0; j < d; j++)
-        for (c = tk->c0; c < tk->c1; c++)
-            a->wd[j * C + c] = (double)w[c * d + j];
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)d, (int)(tk->c1 - tk->c0),
-                (int)d, 1.0, a->g->m, (int)d, a->wd + tk->c0, (int)C, 0.0, r + tk->c0, (int)C);
+    int64_t d = a->g->d, i;
+    for (i = tk->c0 * d; i < tk->c1 * d; i++)
+        a->wd[i] = (double)w[i];
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(tk->c1 - tk->c0), (int)d,
+                (int)d, 1.0, a->wd + tk->c0 * d, (int)d, a->g->m, (int)d, 0.0, r + tk->c0 * d,
+                (int)d);
+}
+
+/* R[c0:c1, :] += dW[c0:c1, J] M[J, :] for a run of dense channels. */
+static void dense_update(const tsq__sweep_args *a, int64_t c0, int64_t c1, int64_t j0,
+                         int64_t nb, double *r)
+{
+    int64_t d = a->g->d;
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(c1 - c0), (int)d, (int)nb, 1.0,
+                a->dw + c0 * BLOCK, BLOCK, a->g->m + j0 * d, (int)d, 1.0, r + c0 * d, (int)d);
 }
 
 /* One cyclic sweep of the task's active channels at their alphas; adds
@@ -80,44 +98,50 @@ static void sweep(const task *tk, int8_t *w_all, double *r, const double *alpha,
 {
     const tsq__sweep_args *a = tk->a;
     const double *m = a->g->m;
-    int64_t d = a->g->d, C = a->C, n = tk->c1 - tk->c0, j0, c;
+    int64_t d = a->g->d, j0, c;
     int32_t zero = tsq__alphabet_nearest(a->a, 0.0);
-    double *dw = a->dw; /* BLOCK x C, this task's columns only */
     for (j0 = 0; j0 < d; j0 += BLOCK) {
-        int64_t nb = d - j0 < BLOCK ? d - j0 : BLOCK, i, j, any = 0;
-        for (i = 0; i < nb; i++)
-            memset(dw + i * C + tk->c0, 0, (size_t)n * sizeof dw[0]);
-        for (c = tk->c0; c < tk->c1; c++) {
-            double rloc[BLOCK];
-            int8_t *w = w_all + c * d;
-            if (!active[c])
-                continue;
-            for (i = 0; i < nb; i++)
-                rloc[i] = r[(j0 + i) * C + c];
-            for (j = 0; j < nb; j++) {
-                const double *row = m + (j0 + j) * d + j0;
-                double mjj = row[j];
-                int32_t target, delta;
-                if (mjj > a->diag_floor)
-                    target = tsq__alphabet_nearest(
-                        a->a, (a->t[(j0 + j) * C + c] / alpha[c] - (rloc[j] - mjj * w[j0 + j])) /
-                                  mjj);
-                else
-                    target = zero; /* a column without variance: its weight does nothing */
-                delta = target - w[j0 + j];
-                if (!delta)
-                    continue;
-                for (i = j + 1; i < nb; i++)
-                    rloc[i] += row[i] * delta;
-                w[j0 + j] = (int8_t)target;
-                dw[j * C + c] = delta;
-                changed[c]++;
-                any = 1;
+        int64_t nb = d - j0 < BLOCK ? d - j0 : BLOCK, i, j, run = -1;
+        for (c = tk->c0; c <= tk->c1; c++) {
+            int64_t n = 0;
+            if (c < tk->c1 && active[c]) {
+                double rloc[BLOCK], *dw = a->dw + c * BLOCK;
+                int8_t *w = w_all + c * d;
+                const double *t = a->t + c * d + j0;
+                memcpy(rloc, r + c * d + j0, (size_t)nb * sizeof rloc[0]);
+                for (j = 0; j < nb; j++) {
+                    const double *row = m + (j0 + j) * d + j0;
+                    double mjj = row[j];
+                    int32_t target, delta;
+                    if (mjj > a->diag_floor)
+                        target = tsq__alphabet_nearest(
+                            a->a, (t[j] / alpha[c] - (rloc[j] - mjj * w[j0 + j])) / mjj);
+                    else
+                        target = zero; /* a column without variance: its weight does nothing */
+                    delta = target - w[j0 + j];
+                    dw[j] = delta;
+                    if (!delta)
+                        continue;
+                    for (i = j + 1; i < nb; i++)
+                        rloc[i] += row[i] * delta;
+                    w[j0 + j] = (int8_t)target;
+                    n++;
+                }
+                changed[c] += n;
+                if (n > 0 && n <= SPARSE) /* few changes: a daxpy each, in order */
+                    for (j = 0; j < nb; j++)
+                        if (dw[j] != 0.0)
+                            cblas_daxpy((int)d, dw[j], m + (j0 + j) * d, 1, r + c * d, 1);
+            }
+            /* runs of consecutive dense channels share one dgemm */
+            if (c < tk->c1 && n > SPARSE) {
+                if (run < 0)
+                    run = c;
+            } else if (run >= 0) {
+                dense_update(a, run, c, j0, nb, r);
+                run = -1;
             }
         }
-        if (any) /* every r of the range, all d rows: R += M[J, :]^T dW */
-            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)n, (int)nb, 1.0,
-                        m + j0 * d, (int)d, dw + tk->c0, (int)C, 1.0, r + tk->c0, (int)C);
     }
 }
 
@@ -153,15 +177,15 @@ static void descend(const task *tk, int8_t *w, double *r, double *alpha, int64_t
 static double objective(const tsq__sweep_args *a, int64_t c, const int8_t *w, const double *r,
                         double alpha)
 {
-    int64_t d = a->g->d, C = a->C;
-    return alpha * alpha * dot_col(w, r + c, d, C) - 2.0 * alpha * dot_col(w, a->t + c, d, C);
+    int64_t d = a->g->d;
+    return alpha * alpha * dot_w(w, r + c * d, d) - 2.0 * alpha * dot_w(w, a->t + c * d, d);
 }
 
 static void round_task(void *arg, int64_t k)
 {
     const task *tk = (const task *)arg + k;
     const tsq__sweep_args *a = tk->a;
-    int64_t d = a->g->d, C = a->C, c, j, s;
+    int64_t d = a->g->d, c, j, s;
     for (c = tk->c0; c < tk->c1; c++)
         a->changes[c] = 0;
     gram_times(tk, a->w, a->r); /* fresh each round: no drift from the updates */
@@ -175,8 +199,7 @@ static void round_task(void *arg, int64_t k)
          * w, so the round never loses. */
         for (c = tk->c0; c < tk->c1; c++) {
             memcpy(a->w_try + c * d, a->w + c * d, (size_t)d);
-            for (j = 0; j < d; j++)
-                a->r_try[j * C + c] = a->r[j * C + c];
+            memcpy(a->r_try + c * d, a->r + c * d, (size_t)d * sizeof a->r[0]);
             a->alpha_try[c] = a->alpha[c] * restart_scales[s];
             a->active[c] = 1;
             a->count[c] = 0;
@@ -193,8 +216,7 @@ static void round_task(void *arg, int64_t k)
             a->best[c] = f;
             a->alpha[c] = a->alpha_try[c];
             memcpy(a->w + c * d, a->w_try + c * d, (size_t)d);
-            for (j = 0; j < d; j++)
-                a->r[j * C + c] = a->r_try[j * C + c];
+            memcpy(a->r + c * d, a->r_try + c * d, (size_t)d * sizeof a->r[0]);
         }
     }
 }
