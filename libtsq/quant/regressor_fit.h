@@ -80,6 +80,7 @@ typedef struct fit_state {
     int64_t *changes, *count, *tries; /* C each */
     int8_t *active;                /* C */
     double *wmw;                   /* C: w^T M w of the iterate (linear objectives) */
+    int32_t r_valid;               /* r holds M w of the current w */
     float *xf, *vf, *zf, *gf;
     double *xd, *td, *ones; /* pass 0 works in double: rows of X, of z0 */
     /* keep: the best iterate per channel and the history */

@@ -144,6 +144,7 @@ typedef struct tsq__sweep_args {
     const double *t;           /* C x d: the centred targets, channel-major */
     const tsq__alphabet *a;
     int32_t sweeps, restarts;
+    int32_t fresh;             /* 1: compute r = M w first; 0: r holds it */
     int64_t C;
     double diag_floor;         /* coordinates with M_jj below it get weight 0 */
     int8_t *w;                 /* C x d, channel-major: updated */
@@ -160,11 +161,8 @@ void tsq__sweep_round(const tsq__sweep_args *a, int64_t threads);
 /* b = zbar - alpha mu.w with offsets (the profiled offset), else 0. */
 double tsq__profile_offset(const tsq__gram *g, double zsum, const int8_t *w, double alpha);
 
-/* w^T M w, adding the rows of M of the nonzero weights. */
-double tsq__quad_form(const tsq__gram *g, const int8_t *w);
-
 /* sum over samples of (z - alpha x.w - b)^2, from the statistics; wmw is
- * w^T M w (tsq__quad_form, or w.r with r = M w at hand). */
+ * w^T M w (w.r with r = M w, which the sweeps keep). */
 double tsq__linear_objective(const tsq__gram *g, const double *xtz, double zsum, double zsq,
                              const int8_t *w, double wmw, double alpha, double b);
 

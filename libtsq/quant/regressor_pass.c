@@ -55,8 +55,48 @@ static void start_channels(void *arg, int64_t task)
         tsq__lowbit_approx(&f->opt.alphabet, job->w0 + c, f->d, f->C, f->w + c * f->d,
                            &f->alpha[c], scratch);
         f->b[c] = tsq__profile_offset(&job->g, job->zsum[c], f->w + c * f->d, f->alpha[c]);
-        f->wmw[c] = tsq__quad_form(&job->g, f->w + c * f->d); /* later rounds: from r */
     }
+}
+
+/* r = M w for every channel (rows of f->r, channel-major) and w^T M w into
+ * f->wmw: one dgemm per thread's range of channels, instead of a d x d
+ * form per channel. f->r then serves the next round's sweeps. */
+typedef struct forms_job {
+    fit_state *f;
+    const tsq__gram *g;
+    int64_t per;
+} forms_job;
+
+static void forms_task(void *arg, int64_t k)
+{
+    forms_job *job = arg;
+    fit_state *f = job->f;
+    int64_t d = f->d, c0 = k * job->per, c1 = c0 + job->per < f->C ? c0 + job->per : f->C, c, j;
+    if (c0 >= c1)
+        return;
+    for (j = c0 * d; j < c1 * d; j++)
+        f->wd[j] = (double)f->w[j];
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(c1 - c0), (int)d, (int)d, 1.0,
+                f->wd + c0 * d, (int)d, job->g->m, (int)d, 0.0, f->r + c0 * d, (int)d);
+    for (c = c0; c < c1; c++) {
+        double s = 0.0;
+        for (j = 0; j < d; j++)
+            s += (double)f->w[c * d + j] * f->r[c * d + j];
+        f->wmw[c] = s;
+    }
+}
+
+static void all_quad_forms(fit_state *f, const tsq__gram *g)
+{
+    forms_job job;
+    int64_t tasks = f->threads < f->C ? f->threads : f->C;
+    if (tasks < 1)
+        tasks = 1;
+    job.f = f;
+    job.g = g;
+    job.per = (f->C + tasks - 1) / tasks;
+    tsq__parallel_for(tasks, tasks, forms_task, &job);
+    f->r_valid = 1;
 }
 
 typedef struct linear_job {
@@ -181,7 +221,9 @@ static void run_round(fit_state *f, const tsq__gram *g, const double *xtz, const
     a.best = f->sbest;
     a.count = f->count;
     a.tries = f->tries;
+    a.fresh = !f->r_valid;
     tsq__sweep_round(&a, f->threads);
+    f->r_valid = 1; /* r = M w of the round's w: the next round starts from it */
     for (c = 0; c < C; c++) {
         double alpha0 = f->alpha_prev[c], b0 = f->b_prev[c], wmw = 0.0;
         for (j = 0; j < d; j++) /* r = M w of the round's w */
@@ -281,6 +323,7 @@ static tsq_status start_iterate(tsq_regressor *reg, const char *where, const tsq
         return tsq__fail(&reg->obj, TSQ_ERR_NO_MEMORY, "%s: out of memory", where);
     tsq__parallel_for(job.tasks, job.tasks, start_channels, &job);
     tsq__free(ctx, job.lowbit);
+    all_quad_forms(f, g);
     return TSQ_OK;
 }
 
@@ -401,7 +444,7 @@ static void polish_range(void *arg, int64_t c)
     for (j = 0; j < f->d; j++)
         su += (double)w[j] * f->colsum[j];
     f->ubar[c] = su / n;
-    var = tsq__quad_form(&job->g, w) / n - (job->g.offset ? 0.0 : f->ubar[c] * f->ubar[c]);
+    var = f->wmw[c] / n - (job->g.offset ? 0.0 : f->ubar[c] * f->ubar[c]);
     sd = var > 0.0 ? sqrt(var) : 0.0;
     width = 2.0 * TSQ__POLISH_SPREAD * sd;
     if (!(width > 1e-30 * (fabs(f->ubar[c]) + 1.0)))
@@ -425,7 +468,8 @@ static void begin_polish(fit_state *f)
     }
     job.f = f;
     job.g = gram_of(f);
-    tsq__parallel_for(threads_for(f, C * d * d / 4), C, polish_range, &job);
+    all_quad_forms(f, &job.g);
+    tsq__parallel_for(threads_for(f, C * d), C, polish_range, &job);
     f->polishing = 1;
     f->pstage = POLISH_HIST;
     f->pass++;

@@ -50,7 +50,7 @@ void tsq__polish_hist_rows(const tsq__polish_hist_args *a)
 /* ---- the search on the histogram ---- */
 
 #define COARSE 4 /* bins merged for the coarse grid */
-#define ZOOMS 3  /* coarse optima zoomed into */
+#define ZOOMS 2  /* coarse optima zoomed into */
 
 typedef struct hist_view {
     const double *n, *s, *q; /* per bin: count, sum of codes, sum of squared codes */
@@ -144,7 +144,7 @@ void tsq__polish_search(const tsq__polish_search_args *a, double *alpha, double 
     double *uc = qc + a->bins / COARSE;
     double delta = a->oq->delta, sd = a->bins / (a->scale * 2.0 * TSQ__POLISH_SPREAD);
     double a_ref = a->oq->maxcode * delta / (4.0 * sd), m_mid = 0.5 * a->oq->maxcode * delta;
-    double ls = 5.0 / 64, lm = (a->oq->maxcode + 2) * delta / 64;
+    double ls = 5.0 / 40, lm = (a->oq->maxcode + 2) * delta / 40;
     for (k = 0; k < a->bins; k++) {
         n[k] = s[k] = q[k] = 0.0;
         u[k] = a->lo + (k + 0.5) / a->scale;
@@ -181,9 +181,9 @@ void tsq__polish_search(const tsq__polish_search_args *a, double *alpha, double 
      * search the same points: alpha within a_ref e^(+-2.5) (a_ref maps
      * +-2 sd of u onto the codes' range), the mean output alpha ubar + b
      * from -delta to (maxcode + 1) delta. */
-    for (i = -32; i <= 32; i++) {
+    for (i = -20; i <= 20; i++) {
         double al = a_ref * exp(i * ls);
-        for (j = -32; j <= 32; j++) {
+        for (j = -20; j <= 20; j++) {
             double bb = m_mid + j * lm - al * a->ubar, pen, cost = hist_cost(&h, al, bb, &pen);
             top_add(&coarse, cost, pen, al, bb);
         }

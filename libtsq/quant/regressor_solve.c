@@ -2,7 +2,7 @@
  * The solver of step 2 on sufficient statistics (X^T X, X^T z, sums),
  * never on data rows (docs/method.md §3):
  *   b given alpha, w, z   tsq__profile_offset (§3.2)
- *   the objective         tsq__linear_objective, tsq__quad_form
+ *   the objective         tsq__linear_objective
  *   the start             tsq__least_squares (§3.5)
  * The alpha and w updates (§3.2, §3.3) are regressor_sweep.c's.
  * The drivers (regressor_pass.c) call in; nothing here calls out.
@@ -40,22 +40,6 @@ double tsq__profile_offset(const tsq__gram *g, double zsum, const int8_t *w, dou
     if (!g->offset)
         return 0.0;
     return (zsum - alpha * dot_w(w, g->colsum, g->d)) / g->rows;
-}
-
-/* w^T M w over the nonzero weights. */
-double tsq__quad_form(const tsq__gram *g, const int8_t *w)
-{
-    int64_t d = g->d, i, k;
-    double s = 0.0;
-    for (i = 0; i < d; i++) {
-        double row = 0.0;
-        if (!w[i])
-            continue;
-        for (k = 0; k < d; k++)
-            row += g->m[i * d + k] * (double)w[k];
-        s += (double)w[i] * row;
-    }
-    return s;
 }
 
 /* sum (z - alpha X w - b)^2 expanded over the statistics. With offsets M is

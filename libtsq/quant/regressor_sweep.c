@@ -188,7 +188,8 @@ static void round_task(void *arg, int64_t k)
     int64_t d = a->g->d, c, j, s;
     for (c = tk->c0; c < tk->c1; c++)
         a->changes[c] = 0;
-    gram_times(tk, a->w, a->r); /* fresh each round: no drift from the updates */
+    if (a->fresh) /* else r carries over from the last round (same w) */
+        gram_times(tk, a->w, a->r);
     descend(tk, a->w, a->r, a->alpha, a->changes);
     for (c = tk->c0; c < tk->c1; c++)
         a->best[c] = objective(a, c, a->w + c * d, a->r, a->alpha[c]);
