@@ -380,11 +380,12 @@ static tsq_status end_first_pass(tsq_regressor *reg, const char *where, int32_t 
     }
     for (i = 0; i < d; i++) {
         if (f->gram[i * d + i] < 0.0) { /* a sum of squares: only an import gets here */
-            abandon(reg);
+            double v = f->gram[i * d + i];
+            abandon(reg); /* frees f */
             return tsq__fail(&reg->obj, TSQ_ERR_INVALID,
                              "%s: X^T X has a negative diagonal entry %g at %lld: no data gave "
                              "these statistics (an imported array that is not a sum of "
-                             "exports?)", where, f->gram[i * d + i], (long long)i);
+                             "exports?)", where, v, (long long)i);
         }
         trace += f->gram[i * d + i];
         for (j = i + 1; j < d; j++)
