@@ -38,7 +38,7 @@ static double trng_normal(trng *r)
     return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
 }
 
-/* The quantizer formula of TSQ.md "Step 1", written out independently. */
+/* The quantizer formula (docs/method.md §2.1), written out independently. */
 static int ref_code(float x, float eps, float delta, int maxcode)
 {
     float k;
@@ -457,7 +457,7 @@ END_TEST
 
 START_TEST(test_lowbit_ternary_rule)
 {
-    /* TSQ.md: sort |w|, keep the top r maximising (sum)^2 / r, alpha the
+    /* the method: sort |w|, keep the top r maximising (sum)^2 / r, alpha the
      * mean of |w| there, signs of w. */
     const double w[6] = {0.9, -0.1, -1.1, 0.5, 0.05, -0.45};
     tsq__alphabet a;

@@ -2,7 +2,7 @@
  * The step-2 regressor's fit state, shared by the files that drive a fit
  * over passes of data (regressor_options.c, regressor_begin.c,
  * regressor_feed.c, regressor_stats.c, regressor_pass.c,
- * regressor_result.c). The solver (regressor_solve.c, regressor_levels.c,
+ * regressor_polish_pass.c, regressor_result.c). The solver (regressor_solve.c, regressor_levels.c,
  * lowbit_init.c) sees only regressor_internal.h and never this state, so
  * the dependency runs one way: drivers -> solver.
  */
@@ -180,5 +180,17 @@ void tsq__reg_feed_rows(fit_state *f, const batch *bt);
 
 /* regressor_pass.c: ends the current pass (abandons the fit on failure). */
 tsq_status tsq__reg_end_pass(tsq_regressor *reg, const char *where, int32_t *done);
+tsq__gram tsq__reg_gram_of(const fit_state *f);
+/* Iterate h_count has objective obj[] per channel: record it, keep the best
+ * per channel, extend the history. */
+void tsq__reg_record_iterate(fit_state *f, const double *obj, double relaxed, double lambda);
+/* r = M w of every channel into f->r and w^T M w into f->wmw. */
+void tsq__reg_quad_forms(fit_state *f, const tsq__gram *g);
+/* Marks the fit done and frees its work arena (results stay). */
+void tsq__reg_finish(tsq_regressor *reg);
+
+/* regressor_polish_pass.c: after the rounds, the polish (or the end). */
+tsq_status tsq__reg_finish_or_polish(tsq_regressor *reg, int32_t *done);
+tsq_status tsq__reg_end_polish_pass(tsq_regressor *reg, int32_t *done);
 
 #endif
