@@ -51,8 +51,9 @@
  *
  * Threads: a regressor must not be used by two threads at once; distinct
  * regressors may. A fit spreads output channels and row blocks over the
- * context's TSQ_CONTEXT_THREADS threads (BLAS calls use the BLAS's own
- * threads). Results do not depend on the thread count.
+ * context's TSQ_CONTEXT_THREADS threads; each thread's channels make their
+ * own BLAS calls, so the BLAS should run one thread per call there
+ * (OPENBLAS_NUM_THREADS=1). Results do not depend on the thread count.
  * Every call validates its arguments before it changes anything: when it
  * fails, its outputs and the caller's tensors are untouched and
  * tsq_regressor_errmsg() says what was wrong.
