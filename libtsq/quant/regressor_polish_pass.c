@@ -19,6 +19,21 @@ typedef struct polish_job {
 /* The histogram's range for channel c: mean(u) +- TSQ__POLISH_SPREAD sd(u),
  * both from the statistics (w^T M w is the centred sum of squares with
  * offsets, the raw one without). */
+/* Channel c's candidates, as doubles and as the floats evaluated; one whose
+ * alpha or b would not be a positive finite float (inputs of extreme
+ * magnitude) is replaced by the centre. */
+static void set_candidates(fit_state *f, int64_t c, const double *cad, const double *cbd)
+{
+    int64_t k, C = f->C;
+    for (k = 0; k < TSQ__POLISH_CAND; k++) {
+        int ok = (float)cad[k] > 0.0f && isfinite((float)cad[k]) && isfinite((float)cbd[k]);
+        f->cad[k * C + c] = ok ? cad[k] : cad[0];
+        f->cbd[k * C + c] = ok ? cbd[k] : cbd[0];
+        f->caf[k * C + c] = (float)f->cad[k * C + c];
+        f->cbf[k * C + c] = (float)f->cbd[k * C + c];
+    }
+}
+
 static void polish_range(void *arg, int64_t c)
 {
     polish_job *job = arg;
@@ -66,7 +81,6 @@ static void polish_search(void *arg, int64_t c)
 {
     polish_job *job = arg;
     fit_state *f = job->f;
-    int64_t k, C = f->C;
     double cad[TSQ__POLISH_CAND], cbd[TSQ__POLISH_CAND];
     tsq__polish_search_args a;
     a.hist = f->hist + c * f->nbins * f->hbins;
@@ -78,12 +92,7 @@ static void polish_search(void *arg, int64_t c)
     a.b = f->b[c];
     a.oq = &f->q[c];
     tsq__polish_search(&a, cad, cbd, f->hscratch + c * 5 * f->hbins);
-    for (k = 0; k < TSQ__POLISH_CAND; k++) {
-        f->cad[k * C + c] = cad[k];
-        f->cbd[k * C + c] = cbd[k];
-        f->caf[k * C + c] = (float)cad[k];
-        f->cbf[k * C + c] = (float)cbd[k];
-    }
+    set_candidates(f, c, cad, cbd);
 }
 
 tsq_status tsq__reg_finish_or_polish(tsq_regressor *reg, int32_t *done)
@@ -103,18 +112,13 @@ tsq_status tsq__reg_finish_or_polish(tsq_regressor *reg, int32_t *done)
  * float resolution of alpha and b (nothing left to search). */
 static int setup_compass(fit_state *f)
 {
-    int64_t c, k, C = f->C, live = 0;
+    int64_t c, C = f->C, live = 0;
     for (c = 0; c < C; c++) {
         double cad[TSQ__POLISH_CAND], cbd[TSQ__POLISH_CAND];
         tsq__polish_compass(f->alpha[c], f->b[c], f->ph[c], f->pg[c], f->ubar[c],
                             f->q[c].delta, cad, cbd);
         live += f->ph[c] > 1e-7 || f->pg[c] * f->q[c].delta > 1e-7 * (fabs(f->b[c]) + 1e-30);
-        for (k = 0; k < TSQ__POLISH_CAND; k++) {
-            f->cad[k * C + c] = cad[k];
-            f->cbd[k * C + c] = cbd[k];
-            f->caf[k * C + c] = (float)cad[k];
-            f->cbf[k * C + c] = (float)cbd[k];
-        }
+        set_candidates(f, c, cad, cbd);
     }
     return live > 0;
 }
@@ -143,7 +147,6 @@ static void window_search(void *arg, int64_t c)
 {
     polish_job *job = arg;
     fit_state *f = job->f;
-    int64_t k, C = f->C;
     double cad[TSQ__POLISH_CAND], cbd[TSQ__POLISH_CAND];
     tsq__polish_window_search_args a;
     a.hist = f->hist + c * f->nw * f->nbins * f->fb;
@@ -157,12 +160,7 @@ static void window_search(void *arg, int64_t c)
     a.b = f->b[c];
     a.oq = &f->q[c];
     tsq__polish_window_search(&a, cad, cbd, f->hscratch + c * 5 * f->hbins);
-    for (k = 0; k < TSQ__POLISH_CAND; k++) {
-        f->cad[k * C + c] = cad[k];
-        f->cbd[k * C + c] = cbd[k];
-        f->caf[k * C + c] = (float)cad[k];
-        f->cbf[k * C + c] = (float)cbd[k];
-    }
+    set_candidates(f, c, cad, cbd);
 }
 
 /* Each channel takes its best candidate: after a search, ties go to the
