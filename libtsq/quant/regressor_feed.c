@@ -4,8 +4,10 @@
  * start target z0). Pass k >= 1 evaluates iterate k-1 on the rows (its
  * true objective, for the history and the best-per-channel) and, when
  * round k takes a z-step, computes z from that iterate and accumulates
- * X^T z. Rows are split into blocks whose partial sums are reduced in
- * block order, so results do not depend on the thread count.
+ * X^T z. The polish's passes (regressor_polish_pass.c) instead count
+ * (X w, y) into histograms or sum each candidate's code errors. Rows are
+ * split into blocks whose partial sums are reduced in block order (counts
+ * are exact in any order), so results do not depend on the thread count.
  */
 #include "regressor_fit.h"
 
