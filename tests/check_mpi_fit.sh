@@ -1,5 +1,5 @@
 #!/bin/sh
-# Multi-process step 2 (issue 8): examples/mpi_fit.c, built with mpicc against
+# Multi-process step 2 (docs/regressor.md, "Data larger than memory"): examples/mpi_fit.c, built with mpicc against
 # the static library, under `mpirun -np 2` on this machine only. The two ranks
 # each feed half the calibration rows to the regressor and sum its statistics
 # with MPI_Allreduce at every pass; rank 0 compares the result with a

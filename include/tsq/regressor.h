@@ -1,6 +1,7 @@
 /*
  * libtsq - regressor.h: Step 2 of TSQ, the low-bit weight regressor and
- * tsq_fit_transform (issue 4). docs/regressor.md explains the solver.
+ * tsq_fit_transform (docs/method.md §3). docs/regressor.md explains the
+ * solver.
  *
  * A layer maps input rows X (N samples x d columns: the codes of the
  * previous layer, or im2col patches for a convolution, see tsq_im2col_rows)
@@ -20,14 +21,21 @@
  * (squared), summed over samples and channels.
  *
  * The solver relaxes Q with an auxiliary z and weight lambda and alternates
- * (TSQ.md, "Step 2"): alpha/b by least squares; w by coordinate descent over
+ * (docs/method.md §3.1-§3.4): alpha/b by least squares; w by coordinate
+ * descent over
  * the shared Gram matrix X^T X, centred so that the offset is profiled out;
  * z elementwise, into the quantizer's bins shrunk by TSQ_REGRESSOR_MARGIN.
  * The first TSQ_REGRESSOR_LINEAR_ROUNDS rounds keep z at its start (P, else
  * X W_init, else delta Y); z-steps come after. It starts from the exact best
  * low-bit approximation of W_init (or of the least-squares solution when
- * W_init is NULL), evaluates the true objective of every iterate and returns,
- * per channel, the best iterate seen: never worse than the start.
+ * W_init is NULL), evaluates the true objective of every iterate and keeps,
+ * per channel, the best iterate seen: never worse than the start. With the
+ * quantized loss a polish follows (TSQ_REGRESSOR_POLISH): each channel's w
+ * fixed, alpha and b are searched on the true objective itself, which the
+ * relaxation only approximates.
+ *
+ * A channel whose weights all end at 0 (e.g. its codes are all 0, so that
+ * every output is b) gets alpha = 1: alpha multiplies nothing there.
  *
  * Data larger than memory: the fit is driven by the caller in passes over
  * the data (tsq_regressor_begin, then per pass tsq_regressor_feed for every
@@ -38,12 +46,14 @@
  * tsq_fit_transform runs the same protocol on in-memory data.
  *
  * Memory: besides the caller's X, Y (and P), a fit holds O(d^2 + d C)
- * doubles and one batch of TSQ_REGRESSOR_BATCH_ROWS rows in float.
+ * doubles, 4096 doubles per channel for the polish, and one batch of
+ * TSQ_REGRESSOR_BATCH_ROWS rows in float.
  *
  * Threads: a regressor must not be used by two threads at once; distinct
  * regressors may. A fit spreads output channels and row blocks over the
- * context's TSQ_CONTEXT_THREADS threads (BLAS calls use the BLAS's own
- * threads). Results do not depend on the thread count.
+ * context's TSQ_CONTEXT_THREADS threads; each thread's channels make their
+ * own BLAS calls, so the BLAS should run one thread per call there
+ * (OPENBLAS_NUM_THREADS=1). Results do not depend on the thread count.
  * Every call validates its arguments before it changes anything: when it
  * fails, its outputs and the caller's tensors are untouched and
  * tsq_regressor_errmsg() says what was wrong.
@@ -66,62 +76,82 @@ enum {
     TSQ_LOSS_LINEAR = 2     /* || t - (alpha X w + b) ||^2, GPTQ/BitSplit */
 };
 
-/* Option keys of tsq_regressor_set_param / get_param / param_bounds.
- * Values are doubles; integer options take integral values. Options are
- * read by tsq_regressor_begin (and tsq_fit_transform): changing them while
- * a fit is in progress is refused with TSQ_ERR_STATE. */
+/* Option keys of tsq_regressor_set_param / get_param / param_bounds: the
+ * 0x0300 family (a key of another family, e.g. a quantizer's 0x02xx, is
+ * refused with TSQ_ERR_INVALID). Values are doubles; integer options take
+ * integral values. Options are read by tsq_regressor_begin (and
+ * tsq_fit_transform): changing them while a fit is in progress is refused
+ * with TSQ_ERR_STATE. */
 enum {
     /* Symmetric k-bit weights, S = {-(2^(k-1) - 1) .. 2^(k-1) - 1}, k = 2..8.
      * k = 2 is ternary {-1, 0, +1}, the default. Reads 0 while a custom
      * alphabet (tsq_regressor_set_alphabet) is in use; setting it replaces
      * the custom alphabet. */
-    TSQ_REGRESSOR_WEIGHT_BITS = 1,
+    TSQ_REGRESSOR_WEIGHT_BITS = 0x0301,
     /* 1: fit a per-channel offset b (a folded batch-norm), default; 0: b = 0. */
-    TSQ_REGRESSOR_OFFSET = 2,
+    TSQ_REGRESSOR_OFFSET = 0x0302,
     /* TSQ_LOSS_QUANTIZED (default) or TSQ_LOSS_LINEAR. */
-    TSQ_REGRESSOR_LOSS = 3,
+    TSQ_REGRESSOR_LOSS = 0x0303,
     /* Rounds of alpha/b, w (and z) updates after the start, 0..100000,
      * default 10. */
-    TSQ_REGRESSOR_ROUNDS = 4,
+    TSQ_REGRESSOR_ROUNDS = 0x0304,
     /* The first this many rounds hold z at its start ("linear" rounds);
      * later rounds take z-steps. 0..100000, default 3. Ignored by the linear
      * loss, whose rounds are all linear. */
-    TSQ_REGRESSOR_LINEAR_ROUNDS = 5,
+    TSQ_REGRESSOR_LINEAR_ROUNDS = 0x0305,
     /* At most this many coordinate sweeps over w (each followed by an alpha
      * refit) per descent; a descent stops early when a sweep changes
-     * nothing. A round runs one descent, then four more restarted from the
-     * result with alpha scaled by 0.5, 0.7, 1.4 and 2, keeping the best.
+     * nothing. A round runs one descent, then TSQ_REGRESSOR_RESTARTS more
+     * restarted from the result with scaled alphas, keeping the best.
      * 1..10000, default 8. */
-    TSQ_REGRESSOR_SWEEPS = 6,
+    TSQ_REGRESSOR_SWEEPS = 0x0306,
     /* lambda of the first z-step round, 1e-12..1e12, default 0.1. Round k
      * of the z-steps uses lambda0 * growth^(k-1). lambda weighs the move of
      * z away from the layer's output against the codes' squared error (both
      * in output units): below 1, z nearly always moves into its code's bin;
      * large values keep z at the output and end the progress. */
-    TSQ_REGRESSOR_LAMBDA0 = 7,
+    TSQ_REGRESSOR_LAMBDA0 = 0x0307,
     /* lambda's growth per z-step round, 1..1000, default 1.1. */
-    TSQ_REGRESSOR_LAMBDA_GROWTH = 8,
+    TSQ_REGRESSOR_LAMBDA_GROWTH = 0x0308,
     /* Early stop: the fit ends after a z-step round (or, with the linear
      * loss, any round) that changed no weight and moved every alpha and b
      * by less than this fraction (b relative to |b| + alpha). The true
      * objective is not used for this: it is piecewise constant in alpha and
      * b and often stays flat for rounds before it drops. 0..1, default
      * 1e-4; 0 runs every round. */
-    TSQ_REGRESSOR_TOLERANCE = 9,
+    TSQ_REGRESSOR_TOLERANCE = 0x0309,
     /* Rows processed at a time inside a pass (memory: this many rows of X
      * and of the C outputs in float). 16..1048576, default 1024. For u8 X
      * it is lowered when needed so that each batch's X^T X is exact in
      * float (rows * maxcode^2 <= 2^24). Does not change the results beyond
      * floating-point rounding. */
-    TSQ_REGRESSOR_BATCH_ROWS = 10,
+    TSQ_REGRESSOR_BATCH_ROWS = 0x030A,
     /* The z-step aims inside the bins: each bin of the output quantizer is
      * shrunk by this fraction of delta at its finite ends before z is
      * clamped into it (0.5 shrinks the inner bins to their centres, and the
      * two outer bins to half-lines starting half a step inside). With 0, as
-     * in TSQ.md, outputs on the wrong side of a boundary are pulled only
+     * in the method's z step, outputs on the wrong side of a boundary are
+     * pulled only
      * onto it, and the refit converges to the boundary without crossing
      * it; see docs/regressor.md for the measurements. 0..0.5, default 0.5. */
-    TSQ_REGRESSOR_MARGIN = 11
+    TSQ_REGRESSOR_MARGIN = 0x030B,
+    /* Passes of the polish after the rounds (quantized loss only): with
+     * each channel's best w fixed, alpha and b are searched on the true
+     * objective ||y - Q(alpha X w + b)||^2 itself (docs/regressor.md,
+     * "Polish"). Pass 1 builds a histogram of (X w, y) per channel, pass 2
+     * checks on the data the 8 best (alpha, b) a search on it finds; passes
+     * 3 and 4 do the same on finer histograms near each threshold; later
+     * passes refine by a compass search on the true objective and end
+     * early once no step is left. Each channel keeps its best candidate:
+     * never worse than the rounds. 0..1000, default 4 (1 and 2 run the
+     * first histogram and its check; 3 as 2); 0 turns the polish off. */
+    TSQ_REGRESSOR_POLISH = 0x030C,
+    /* Restarted descents per round: after the first coordinate descent,
+     * this many more from its result with alpha scaled by 0.5, 0.7, 1.4 and
+     * 2 (in that order), keeping the best. -1..4, default -1: 4 with the
+     * linear loss, 0 with the quantized loss (whose polish gains more for
+     * the time; docs/regressor.md, "Speed"). */
+    TSQ_REGRESSOR_RESTARTS = 0x030D
 };
 
 /* Modes of tsq_regressor_stats_import. */
@@ -131,7 +161,10 @@ enum {
 };
 
 /* Series of tsq_regressor_history. Entry r is iterate r: 0 the start, r >= 1
- * the result of round r. Every value is summed over the channels. */
+ * the result of round r; after the last round, one entry per polish pass
+ * that checked candidates on the data (its objective is the polished one;
+ * its RELAXED entry repeats it, its LAMBDA entry is 0). Every value is
+ * summed over the channels. */
 enum {
     /* The true objective of iterate r (the quantized or linear loss). */
     TSQ_HISTORY_OBJECTIVE = 1,
@@ -173,7 +206,8 @@ TSQ_API const char *tsq_regressor_errmsg(const tsq_regressor *reg);
 TSQ_API tsq_status tsq_regressor_set_param(tsq_regressor *reg, int32_t key, double value);
 
 /*! tsq_regressor_get_param() : writes option `key`'s value to *value.
- *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (unknown key). */
+ *  @return TSQ_OK, TSQ_ERR_NULL (reg; or value, with a message on reg),
+ *  TSQ_ERR_INVALID (unknown key, or a key of another family). */
 TSQ_API tsq_status tsq_regressor_get_param(const tsq_regressor *reg, int32_t key,
                                            double *value);
 
@@ -199,8 +233,8 @@ TSQ_API tsq_status tsq_regressor_set_alphabet(tsq_regressor *reg, const int32_t 
  *  Writes the alphabet in ascending order to values[0..*count-1]; capacity
  *  is the room in values (256 always suffices). With values NULL only
  *  *count is written.
- *  @return TSQ_OK, TSQ_ERR_NULL (reg or count), TSQ_ERR_TOO_SMALL (capacity
- *  < *count: *count is written, values is not). */
+ *  @return TSQ_OK, TSQ_ERR_NULL (reg; or count, with a message on reg),
+ *  TSQ_ERR_TOO_SMALL (capacity < *count: *count is written, values is not). */
 TSQ_API tsq_status tsq_regressor_get_alphabet(const tsq_regressor *reg, int32_t *values,
                                               int32_t capacity, int32_t *count);
 
@@ -237,6 +271,9 @@ TSQ_API tsq_status tsq_regressor_set_levels(tsq_regressor *reg, int32_t bits, fl
  *  P: N x C f32 step-1 pre-activations (Q(P) = Y), or NULL.
  *  W_out: d x C i8, receives w. alpha_out: C f32, receives alpha > 0.
  *  b_out: C f32 or NULL, receives b (zeros without offsets).
+ *  The three outputs must be distinct tensors over disjoint memory.
+ *  C is taken from Y (else P, else W_init, else alpha_out), and a W_out
+ *  whose shape is not d x C is named in the message.
  *  objective: receives the final objective (may be NULL).
  *  The caller keeps every tensor; nothing is written unless the call
  *  succeeds. The per-round history stays queryable on reg afterwards. A
@@ -246,7 +283,8 @@ TSQ_API tsq_status tsq_regressor_set_levels(tsq_regressor *reg, int32_t bits, fl
  *  the loss needs), TSQ_ERR_DTYPE, TSQ_ERR_SHAPE (sizes that do not agree,
  *  e.g. N of X != N of Y), TSQ_ERR_NOT_FINITE (NaN or Inf in X, Y, P or
  *  W_init), TSQ_ERR_INVALID (a code of Y above its quantizer's top code,
- *  or a non-integral code in an f32 Y), TSQ_ERR_STATE (no output
+ *  a non-integral code in an f32 Y, or outputs that share memory),
+ *  TSQ_ERR_STATE (no output
  *  quantizer while one is needed, a per-channel quantizer with a channel
  *  count other than C, or a streamed fit in progress), TSQ_ERR_NO_DATA (X
  *  is all zero), TSQ_ERR_NO_MEMORY. Denormal or huge X are accepted; when a
@@ -271,7 +309,7 @@ TSQ_API tsq_status tsq_fit_transform(tsq_regressor *reg, const tsq_tensor *X,
  *  merge the pass's sums with other processes (tsq_regressor_stats_*), and
  *  call tsq_regressor_end_pass, until it sets *done. Every pass must see
  *  the same rows (in any batching and order). The quantized loss needs
- *  1 + (rounds + 1) passes at most, the linear loss one.
+ *  1 + (rounds + 1) + polish passes at most, the linear loss one.
  *  @return TSQ_OK, TSQ_ERR_NULL (reg), TSQ_ERR_SHAPE (d or C < 1, W_init
  *  not d x C), TSQ_ERR_DTYPE (W_init not f32), TSQ_ERR_INVALID
  *  (with_preact not 0 or 1), TSQ_ERR_NOT_FINITE (W_init), TSQ_ERR_STATE (no
@@ -296,17 +334,22 @@ TSQ_API tsq_status tsq_regressor_feed(tsq_regressor *reg, const tsq_tensor *X,
  *  Ends the current pass: updates the iterate from the pass's sums, and
  *  writes 1 to *done when the fit is finished (results ready, see
  *  tsq_regressor_result), else 0 (feed the data again).
- *  On TSQ_ERR_NO_DATA or TSQ_ERR_SHAPE the fit is abandoned (begin again).
+ *  On TSQ_ERR_NO_DATA, TSQ_ERR_SHAPE or TSQ_ERR_INVALID the fit is
+ *  abandoned (begin again). With the context's log callback, a line per
+ *  pass at info level (3) and the objectives at debug level (4).
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_STATE (no fit in progress, or done),
  *  TSQ_ERR_NO_DATA (no rows in the pass, or X all zero), TSQ_ERR_SHAPE (a
- *  pass saw a different number of rows than the first), TSQ_ERR_NO_MEMORY. */
+ *  pass saw a different number of rows than the first), TSQ_ERR_INVALID
+ *  (imported sums whose X^T X is not positive semi-definite, which no data
+ *  give: e.g. an array that is not a sum of exports), TSQ_ERR_NO_MEMORY. */
 TSQ_API tsq_status tsq_regressor_end_pass(tsq_regressor *reg, int32_t *done);
 
 /*! tsq_regressor_stats_size() :
  *  Writes to *count the number of doubles in the current pass's sums: in
  *  the first pass 1 + d + d(d+1)/2, plus d C + 2 C when z0 is P or delta Y,
  *  or C when it is X W_init with the quantized loss and offsets; in later
- *  passes 1 + C, plus d C + 3 C in z-step passes (docs/regressor.md).
+ *  passes 1 + C, plus d C + 3 C in z-step passes; in polish passes 1 + at
+ *  most 4096 C (histograms) or 1 + 9 C (candidates) (docs/regressor.md).
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_STATE (no pass in progress). */
 TSQ_API tsq_status tsq_regressor_stats_size(const tsq_regressor *reg, int64_t *count);
 
@@ -337,6 +380,7 @@ TSQ_API tsq_status tsq_regressor_stats_import(tsq_regressor *reg, const double *
  *  (alpha_out, C f32), b (b_out, C f32, may be NULL) and the objective
  *  (may be NULL), as tsq_fit_transform does.
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_DTYPE, TSQ_ERR_SHAPE,
+ *  TSQ_ERR_INVALID (outputs that share memory),
  *  TSQ_ERR_STATE (no finished fit), TSQ_ERR_NOT_FINITE (alpha or b
  *  overflows float, as in tsq_fit_transform; nothing written). */
 TSQ_API tsq_status tsq_regressor_result(tsq_regressor *reg, tsq_tensor *W_out,
@@ -348,8 +392,9 @@ TSQ_API tsq_status tsq_regressor_result(tsq_regressor *reg, tsq_tensor *W_out,
  *  value per evaluated iterate (start included), to values[0..*count-1].
  *  With values NULL only *count is written. Available as soon as iterates
  *  are evaluated, so a streamed fit can be watched pass by pass.
- *  @return TSQ_OK, TSQ_ERR_NULL (reg or count), TSQ_ERR_INVALID (unknown
- *  series), TSQ_ERR_TOO_SMALL (capacity < *count; *count is written). */
+ *  @return TSQ_OK, TSQ_ERR_NULL (reg; or count, with a message on reg),
+ *  TSQ_ERR_INVALID (unknown series), TSQ_ERR_TOO_SMALL (capacity < *count;
+ *  *count is written). */
 TSQ_API tsq_status tsq_regressor_history(const tsq_regressor *reg, int32_t series,
                                          double *values, int32_t capacity, int32_t *count);
 

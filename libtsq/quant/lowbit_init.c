@@ -1,6 +1,6 @@
 /*
  * The exact best low-bit approximation of full-precision weights, which
- * starts every fit (TSQ.md, "Step 2", last paragraph):
+ * starts every fit (docs/method.md §3.5):
  *
  *     min over alpha > 0, q in S^d   || w - alpha q ||^2
  *
@@ -11,7 +11,7 @@
  * w_j / m, m a midpoint between neighbouring elements of S. Sweeping alpha
  * down from infinity through those breakpoints (merged from the d
  * coordinates with a heap) visits every such q; the best score
- * (q.w)^2 / q.q wins. For ternary S this is TSQ.md's rule: sort |w|, keep
+ * (q.w)^2 / q.q wins. For ternary S this is the method's rule: sort |w|, keep
  * the top r maximising (sum of the top r)^2 / r, alpha their mean.
  * Cost O(E log d) for E breakpoints (d for ternary, d (|S| - 1) at most).
  */

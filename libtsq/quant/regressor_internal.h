@@ -1,8 +1,10 @@
 /*
- * Internals of the step-2 regressor (issue 4): the weight alphabet, the
- * output quantizer of one channel, and the three updates of TSQ.md "Step 2"
- * (regressor_solve.c), the exact low-bit approximation that starts a fit
- * (lowbit_init.c). regressor.c drives them over passes of data.
+ * The step-2 solver's interface (docs/method.md §3): the weight alphabet
+ * and the output quantizer of one channel, the z step (regressor_levels.c),
+ * the alpha/b and w updates on sufficient statistics (regressor_solve.c),
+ * the exact low-bit approximation that starts a fit (lowbit_init.c) and
+ * the direct alpha/b search on fixed products (regressor_polish.c). The
+ * drivers (regressor_fit.h) call these; nothing here knows a fit's state.
  */
 #ifndef TSQ_REGRESSOR_INTERNAL_H
 #define TSQ_REGRESSOR_INTERNAL_H
@@ -28,7 +30,7 @@ int tsq__alphabet_custom(tsq__alphabet *a, const int32_t *values, int32_t count)
 /* The element of S nearest to u; ties go to the smaller magnitude. */
 int32_t tsq__alphabet_nearest(const tsq__alphabet *a, double u);
 
-/* ---- the output quantizer of one channel (TSQ.md "Step 1") ---- */
+/* ---- the output quantizer of one channel (docs/method.md §2.1) ---- */
 typedef struct tsq__outq {
     float eps, delta, inv_delta;
     int32_t bits, maxcode;
@@ -44,7 +46,7 @@ int tsq__outq_init(tsq__outq *q, int32_t bits, float eps, float delta);
  * unbounded above. */
 void tsq__zstep_bins(const tsq__outq *q, double margin, float *lo, float *hi);
 
-/* TSQ.md "Step 2", update 3, for one sample: given the output v = alpha
+/* The z step (docs/method.md §3.4), for one sample: given the output v = alpha
  * x.w + b and its code y, returns z = clamp(v, I_m) for the bin m
  * minimising delta^2 (y - m)^2 + lambda (clamp(v, I_m) - v)^2, the bins
  * from tsq__zstep_bins; adds that bin's (y - m)^2 (codes: the caller
@@ -133,20 +135,36 @@ typedef struct tsq__gram {
 /* t = X^T z - s zsum / N with offsets (the centred target), else X^T z. */
 void tsq__centre_target(const tsq__gram *g, const double *xtz, double zsum, double *t);
 
-/* One round's alpha and w updates of one channel against a fixed target:
- * alpha refit, then up to `sweeps` coordinate sweeps, each followed by an
- * alpha refit; then the same descent restarted from a few rescaled alphas,
- * the best result kept. t is the (centred) target; r scratch of 2 d
- * doubles, w_try of d bytes. Returns the number of weight changes. */
-int64_t tsq__channel_round(const tsq__gram *g, const double *t, const tsq__alphabet *a,
-                           int32_t sweeps, int8_t *w, double *alpha, double *r, int8_t *w_try);
+/* One round's alpha and w updates of every channel against fixed targets
+ * (regressor_sweep.c): alpha refit, up to `sweeps` coordinate sweeps each
+ * followed by an alpha refit, then `restarts` descents from scaled alphas,
+ * the best kept; channels spread over `threads` tasks. */
+typedef struct tsq__sweep_args {
+    const tsq__gram *g;
+    const double *t;           /* C x d: the centred targets, channel-major */
+    const tsq__alphabet *a;
+    int32_t sweeps, restarts;
+    int32_t fresh;             /* 1: compute r = M w first; 0: r holds it */
+    int64_t C;
+    double diag_floor;         /* coordinates with M_jj below it get weight 0 */
+    int8_t *w;                 /* C x d, channel-major: updated */
+    double *alpha;             /* C: updated */
+    int64_t *changes;          /* C: weight changes of the round, written */
+    double *r, *r_try, *wd;    /* C x d scratch each (r = M w per channel) */
+    double *dw;                /* C x 64 scratch */
+    int8_t *w_try, *active;    /* C x d, C scratch */
+    double *alpha_try, *best;  /* C scratch each */
+    int64_t *count, *tries;    /* C scratch each */
+} tsq__sweep_args;
+void tsq__sweep_round(const tsq__sweep_args *a, int64_t threads);
 
 /* b = zbar - alpha mu.w with offsets (the profiled offset), else 0. */
 double tsq__profile_offset(const tsq__gram *g, double zsum, const int8_t *w, double alpha);
 
-/* sum over samples of (z - alpha x.w - b)^2, from the statistics. */
+/* sum over samples of (z - alpha x.w - b)^2, from the statistics; wmw is
+ * w^T M w (w.r with r = M w, which the sweeps keep). */
 double tsq__linear_objective(const tsq__gram *g, const double *xtz, double zsum, double zsq,
-                             const int8_t *w, double alpha, double b);
+                             const int8_t *w, double wmw, double alpha, double b);
 
 /* Least squares W = (M + rho I)^-1 T for the C columns of T (d x C,
  * row-major, overwritten with W), rho a tiny ridge that keeps M definite.
@@ -160,5 +178,84 @@ size_t tsq__lowbit_scratch_bytes(int64_t d);
  * entries at stride `stride`. Writes q and alpha; returns the error. */
 double tsq__lowbit_approx(const tsq__alphabet *a, const double *w, int64_t d, int64_t stride,
                           int8_t *q, double *alpha, void *scratch);
+
+/* ---- the polish of alpha and b on fixed products (regressor_polish.c) ---- */
+#define TSQ__POLISH_CAND 9       /* the centre and the 8 best of the search */
+#define TSQ__POLISH_CELLS 4096   /* histogram cells (codes x bins) per channel */
+#define TSQ__POLISH_SPREAD 5.0   /* the histogram spans mean(u) +- this many sd */
+
+/* Pass 1: adds rows' (u, y) to the histograms of channels [c0, c1):
+ * hist[(c nb + y) bins + k] += 1, k the bin of u (clamped to the ends). */
+typedef struct tsq__polish_hist_args {
+    int64_t rows, C, c0, c1;
+    const float *xw;              /* rows x C: u = X w */
+    const uint8_t *y;             /* rows x C: codes */
+    const float *lo, *scale;      /* C: bin of u = (u - lo) scale */
+    int32_t nb, bins;             /* codes per channel (stride), bins per code */
+    double *hist;                 /* C x nb x bins */
+} tsq__polish_hist_args;
+void tsq__polish_hist_rows(const tsq__polish_hist_args *a);
+
+/* The search on one channel's histogram (nb x bins counts, codes of oq):
+ * candidate 0 is the centre (alpha, b), 1 .. 8 the best the grid found.
+ * scratch: 5 bins doubles; bins a multiple of 4. */
+typedef struct tsq__polish_search_args {
+    const double *hist;
+    int32_t bins;
+    double lo, scale, ubar, alpha, b;
+    const tsq__outq *oq;
+} tsq__polish_search_args;
+void tsq__polish_search(const tsq__polish_search_args *a, double *alpha, double *b,
+                        double *scratch);
+
+/* Pass 3: rows' (u, y) into windows around the thresholds' preimages:
+ * window m of channel c covers [wlo[c nw + m], + fb / wscale[c]), fb bins;
+ * a sample goes to the first window that covers it, else nowhere. */
+typedef struct tsq__polish_window_args {
+    int64_t rows, C, c0, c1;
+    const float *xw;
+    const uint8_t *y;
+    const float *wlo, *wscale; /* C x nw, C */
+    int32_t nw, nb, fb;        /* windows, codes (stride), bins per window */
+    double *hist;              /* C x nw x nb x fb */
+} tsq__polish_window_args;
+void tsq__polish_window_rows(const tsq__polish_window_args *a);
+
+/* The search on one channel's windows: candidates as tsq__polish_search.
+ * edge[m]: the threshold of window m (used[m] 0 for none). scratch: 4 nw
+ * fb doubles. */
+typedef struct tsq__polish_window_search_args {
+    const double *hist;
+    const float *wlo;
+    const float *edge;
+    const int8_t *used;
+    float wscale;
+    int32_t nw, fb;
+    double alpha, b;
+    const tsq__outq *oq;
+} tsq__polish_window_search_args;
+void tsq__polish_window_search(const tsq__polish_window_search_args *a, double *alpha,
+                               double *b, double *scratch);
+
+/* Passes 5 ..: the centre (alpha0, b0) and its 8 neighbours at relative
+ * step h of alpha (the mean output alpha ubar + b kept) and step g delta
+ * of b. */
+void tsq__polish_compass(double alpha0, double b0, double h, double g, double ubar,
+                         double delta, double *alpha, double *b);
+
+/* Passes 2 ..: squared code errors of every candidate on a block of rows:
+ * err[k C + c] += sum_i (y_ic - Q(alpha[k C + c] u_ic + b[k C + c]) / delta)^2. */
+typedef struct tsq__polish_rows_args {
+    int64_t rows, C;
+    const float *xw;        /* rows x C: u = X w */
+    const uint8_t *y;       /* rows x C: codes */
+    const float *alpha, *b; /* TSQ__POLISH_CAND x C */
+    const tsq__outq *q;     /* C */
+    const float *eps, *inv_delta, *top; /* C each, copies of q (for SIMD) */
+    double *err;            /* TSQ__POLISH_CAND x C, added to */
+} tsq__polish_rows_args;
+/* simd = 0: plain C; 1: SSE2 where the build has it (the same sums: the
+ * squared code errors are integers, added exactly). */
+void tsq__polish_rows(const tsq__polish_rows_args *a, int simd);
 
 #endif

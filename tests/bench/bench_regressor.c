@@ -2,19 +2,21 @@
  * bench_regressor: speed and memory of TSQ's step 2 (tsq_fit_transform),
  * and the quality figures of docs/regressor.md.
  *
- * Speed: a ternary fit with N = 100,000 rows of 2-bit codes, d = 576
- * (a 3x3 convolution over 64 channels), C = 64 outputs, 10 rounds (3 of
- * them linear), P given, tolerance 0 so that every round runs. GFLOP/s
- * count the work done: X^T X (N d^2), every N x d x C product (2 N d C
- * each: X^T z0 in the first pass, X w in every later pass, X^T z in the 7
- * z-step passes) and the sweeps (about 2 C d^2 per round); the baseline is
- * cblas_sgemm on a 100,000 x 576 x 64 product in the same process.
- * Memory: the context's allocator counts the library's bytes; X, Y and P
- * belong to the caller (plain malloc) and are not counted.
+ * Speed, three rows (docs/regressor.md, "Speed"): ternary fits of sparse
+ * 2-bit codes without W_init or P, 10 rounds, at the current defaults and
+ * at the previous ones (4 restarts, no polish), each against one
+ * cblas_sgemm of the same N x d x C shape:
+ *   row 1  N = 100,000, d = 576, C = 64 (a 3x3 convolution over 64 channels)
+ *   row 2  N = 20,000, d = 4,608, C = 512 (a ResNet-18 3x3 convolution)
+ *   row 3  fmnist-cnn's four quantized layers at the demo's calibration
+ * then the time against d (576 .. 4,608) and C (64 .. 512) with the fitted
+ * exponents. Memory: the context's allocator counts the library's bytes
+ * in row 1; X and Y belong to the caller and are not counted.
  *
- * Environment: TSQ_BENCH_THREADS (default: online CPUs), TSQ_BENCH_RUNS
- * (default 5), TSQ_BENCH_QUICK=1 (N = 20,000, quality part smaller),
- * TSQ_BENCH_GRID=1 (also the margin / lambda0 / growth grid, ~1 min).
+ * Environment: TSQ_BENCH_THREADS (default: 2, or 1 on one CPU),
+ * TSQ_BENCH_QUICK=1 (smaller rows and quality part), TSQ_BENCH_GRID=1
+ * (also the margin / lambda0 / growth grid, ~1 min). Set
+ * OPENBLAS_NUM_THREADS=1: libtsq spreads the channels itself.
  */
 #include "bench.h"
 
@@ -212,78 +214,172 @@ static int fit_with(tsq_context *ctx, const layer *L, int use_p, int use_w, int 
     return st == TSQ_OK;
 }
 
-static void speed(int64_t threads, int runs, int quick)
+/* ---- Step 2 at the width of real networks ----
+ * Each row: a layer of sparse 2-bit codes (layer_make, no W_init, no P),
+ * 10 rounds, fitted with the current defaults and with the previous ones
+ * (4 restarted descents per round, no polish), against one cblas_sgemm of
+ * the same N x d x C shape. One run each (the wide rows take minutes);
+ * the load average is printed beside, since the machine may be shared. */
+
+typedef struct timed {
+    double seconds, cpu, objective;
+} timed;
+
+static int fit_defaults(tsq_context *ctx, const layer *L, int old, timed *out)
 {
-    const int64_t n = quick ? 20000 : 100000, d = 576, C = 64;
-    const int rounds = 10, linear = 3;
-    counter cnt = {0, 0};
+    int64_t sx[2] = {L->n, L->d}, sy[2] = {L->n, L->C}, sw[2] = {L->d, L->C}, sc = L->C;
+    tsq_tensor *X = NULL, *Y = NULL, *W = NULL, *A = NULL, *B = NULL;
+    tsq_regressor *reg = NULL;
+    tsq_status st = TSQ_OK;
+    st |= tsq_tensor_wrap(ctx, TSQ_DTYPE_U8, 2, sx, L->x, (uint64_t)(L->n * L->d), &X);
+    st |= tsq_tensor_wrap(ctx, TSQ_DTYPE_U8, 2, sy, L->y, (uint64_t)(L->n * L->C), &Y);
+    st |= tsq_tensor_create(ctx, TSQ_DTYPE_I8, 2, sw, &W);
+    st |= tsq_tensor_create(ctx, TSQ_DTYPE_F32, 1, &sc, &A);
+    st |= tsq_tensor_create(ctx, TSQ_DTYPE_F32, 1, &sc, &B);
+    st |= tsq_regressor_create(ctx, &reg);
+    if (st == TSQ_OK) {
+        double t0, c0;
+        tsq_regressor_set_levels(reg, 2, 0.33f, 0.65f);
+        tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 10);
+        if (old) {
+            tsq_regressor_set_param(reg, TSQ_REGRESSOR_RESTARTS, 4);
+            tsq_regressor_set_param(reg, TSQ_REGRESSOR_POLISH, 0);
+        }
+        c0 = cpu_now();
+        t0 = bench_now();
+        st = tsq_fit_transform(reg, X, Y, NULL, NULL, W, A, B, &out->objective);
+        out->seconds = bench_now() - t0;
+        out->cpu = cpu_now() - c0;
+        if (st != TSQ_OK)
+            fprintf(stderr, "fit: %s\n", tsq_regressor_errmsg(reg));
+    }
+    tsq_regressor_destroy(reg);
+    tsq_tensor_destroy(X);
+    tsq_tensor_destroy(Y);
+    tsq_tensor_destroy(W);
+    tsq_tensor_destroy(A);
+    tsq_tensor_destroy(B);
+    return st == TSQ_OK;
+}
+
+/* One cblas_sgemm of the shape (N x d) (d x C), in seconds. */
+static double sgemm_seconds(const layer *L)
+{
+    int64_t i, n = L->n, d = L->d, C = L->C;
+    float *a = malloc((size_t)(n * d) * sizeof *a), *c = malloc((size_t)(n * C) * sizeof *c);
+    double t0, t;
+    for (i = 0; i < n * d; i++)
+        a[i] = L->x[i];
+    t0 = bench_now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)C, (int)d, 1.0f, a,
+                (int)d, L->w, (int)C, 0.0f, c, (int)C);
+    t = bench_now() - t0;
+    free(a);
+    free(c);
+    return t;
+}
+
+static void loadavg(char *buf, size_t size)
+{
+    FILE *f = fopen("/proc/loadavg", "r");
+    buf[0] = 0;
+    if (f) {
+        if (!fgets(buf, (int)size, f))
+            buf[0] = 0;
+        fclose(f);
+    }
+    buf[strcspn(buf, "\n")] = 0;
+}
+
+/* Fits L with the current and the previous defaults; prints one line. */
+static double speed_row(tsq_context *ctx, const char *name, const layer *L, double target,
+                        int64_t threads, int with_old)
+{
+    timed now, old = {0, 0, 0};
+    double gemm = sgemm_seconds(L);
+    char load[128];
+    if (!fit_defaults(ctx, L, 0, &now) || (with_old && !fit_defaults(ctx, L, 1, &old)))
+        return 0.0;
+    loadavg(load, sizeof load);
+    printf("{\"name\": \"step 2 %s N=%lld d=%lld C=%lld\", \"value\": %.4g, \"unit\": \"s\", "
+           "\"target\": %.4g, \"threads\": %lld, \"cpu_per_wall\": %.3g, \"objective\": %.8g, "
+           "\"sgemm_s\": %.4g, \"ratio_to_sgemm\": %.4g, \"old_defaults_s\": %.4g, "
+           "\"old_objective\": %.8g, \"speedup_vs_old\": %.3g, \"loadavg\": \"%s\"}\n",
+           name, (long long)L->n, (long long)L->d, (long long)L->C, now.seconds, target,
+           (long long)threads, now.cpu / now.seconds, now.objective, gemm, now.seconds / gemm,
+           old.seconds, old.objective, with_old ? old.seconds / now.seconds : 0.0, load);
+    fflush(stdout);
+    return now.seconds;
+}
+
+/* Time against d (C = 64) and against C (d = 576) at N = 20,000: the
+ * fitted exponents of t ~ d^p and t ~ C^q. */
+static void growth(tsq_context *ctx, int64_t threads, int quick)
+{
+    static const int64_t ds[4] = {576, 1152, 2304, 4608}, cs[4] = {64, 128, 256, 512};
+    int64_t n = quick ? 4000 : 20000;
+    double lx[4], ly[4];
+    int k, axis;
+    for (axis = 0; axis < 2; axis++) {
+        double sx = 0, sy = 0, sxx = 0, sxy = 0, p;
+        for (k = 0; k < 4; k++) {
+            layer L;
+            char name[64];
+            int64_t d = axis ? 576 : ds[k], C = axis ? cs[k] : 64;
+            rng_state = 7;
+            layer_make(&L, n, d, C, 0.1);
+            snprintf(name, sizeof name, "growth in %s", axis ? "C" : "d");
+            ly[k] = log(speed_row(ctx, name, &L, 0.0, threads, 0));
+            lx[k] = log((double)(axis ? C : d));
+            layer_free(&L);
+            sx += lx[k];
+            sy += ly[k];
+            sxx += lx[k] * lx[k];
+            sxy += lx[k] * ly[k];
+        }
+        p = (4 * sxy - sx * sy) / (4 * sxx - sx * sx);
+        printf("{\"name\": \"step 2 time grows as %s^p (N=%lld, %s)\", \"value\": %.3g, "
+               "\"unit\": \"p\"}\n", axis ? "C" : "d", (long long)n,
+               axis ? "d=576, C=64..512" : "C=64, d=576..4608", p);
+        fflush(stdout);
+    }
+}
+
+static void speed_rows(int64_t threads, int quick)
+{
+    /* fmnist-cnn's quantized layers with the demo's calibration: 4096
+     * images, 64 positions per image for the convolutions. */
+    static const int64_t fm[4][3] = {{262144, 288, 32}, {262144, 288, 64}, {262144, 576, 64},
+                                     {4096, 3136, 256}};
     tsq_context *ctx = NULL;
+    counter cnt = {0, 0};
     layer L;
-    double t[64], base[64], cpu[64], cpu_base[64], flops, gf, gf_base, t_med;
-    float *a, *b, *c;
-    int r, products;
-    char name[128];
-    rng_state = 1;
-    layer_make(&L, n, d, C, 0.05);
+    double total = 0.0;
+    int k;
     if (tsq_context_create_with_allocator(&ctx, count_alloc, count_free, &cnt) != TSQ_OK)
         return;
     tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads);
-    for (r = 0; r < runs; r++) {
-        run_result res;
-        if (!fit(ctx, &L, 1, 1, rounds, linear, 0.0, &res))
-            return;
-        t[r] = res.seconds;
-        cpu[r] = res.cpu_seconds;
-    }
-    /* The baseline: one sgemm of the same shape (X w, in float). */
-    a = malloc((size_t)(n * d) * sizeof *a);
-    b = malloc((size_t)(d * C) * sizeof *b);
-    c = malloc((size_t)(n * C) * sizeof *c);
-    for (r = 0; r < n * d; r++)
-        a[r] = L.x[r];
-    for (r = 0; r < d * C; r++)
-        b[r] = L.w[r];
-    for (r = 0; r < runs; r++) {
-        double t0 = bench_now(), c0 = cpu_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)C, (int)d, 1.0f, a,
-                    (int)d, b, (int)C, 0.0f, c, (int)C);
-        base[r] = bench_now() - t0;
-        cpu_base[r] = cpu_now() - c0;
-    }
-    /* Products: X^T z0 (pass 0), X w in passes 1..rounds+1, X^T z in the
-     * rounds - linear z-step passes. */
-    products = 1 + (rounds + 1) + (rounds - linear);
-    flops = (double)n * d * d + products * 2.0 * n * d * C + rounds * 2.0 * C * d * d;
-    t_med = bench_median(t, runs);
-    gf = flops / t_med * 1e-9;
-    gf_base = 2.0 * n * d * C / bench_median(base, runs) * 1e-9;
-    snprintf(name, sizeof name, "fit_transform ternary N=%lld d=%lld C=%lld rounds=%d wall",
-             (long long)n, (long long)d, (long long)C, rounds);
-    bench_line(name, t_med, "s");
-    snprintf(name, sizeof name, "fit_transform ternary N=%lld d=%lld C=%lld rounds=%d",
-             (long long)n, (long long)d, (long long)C, rounds);
-    bench_line_ratio(name, gf, "GFLOP/s", "cblas_sgemm 100000x576x64", gf_base);
-    /* The count: X^T X plus two products per round, sweeps. */
-    flops = (double)n * d * d + rounds * 4.0 * n * d * C + rounds * 2.0 * C * d * d;
-    bench_line_ratio("fit_transform ternary, counted as SYRK + 2 NdC per round",
-                     flops / t_med * 1e-9, "GFLOP/s", "cblas_sgemm 100000x576x64", gf_base);
-    /* The same in process CPU time: with one thread for libtsq and one for
-     * the BLAS (TSQ_BENCH_THREADS=1 OPENBLAS_NUM_THREADS=1) this measures
-     * the work itself, little disturbed by other processes on the machine. */
-    flops = (double)n * d * d + products * 2.0 * n * d * C + rounds * 2.0 * C * d * d;
-    bench_line_ratio("fit_transform ternary, per CPU second",
-                     flops / bench_median(cpu, runs) * 1e-9, "GFLOP/s",
-                     "cblas_sgemm 100000x576x64 per CPU second",
-                     2.0 * n * d * C / bench_median(cpu_base, runs) * 1e-9);
-    bench_line("fit_transform peak library memory", (double)cnt.peak, "bytes");
-    bench_line_ratio("fit_transform peak library memory vs d^2 + d C doubles", (double)cnt.peak,
-                     "bytes", "8 (d^2 + d C)", 8.0 * (double)(d * d + d * C));
-    bench_line("caller's X + Y + P", (double)(n * d + n * C + 4 * n * C), "bytes");
-    free(a);
-    free(b);
-    free(c);
-    tsq_context_destroy(ctx);
+    rng_state = 1;
+    layer_make(&L, quick ? 20000 : 100000, 576, 64, 0.1);
+    speed_row(ctx, "row 1", &L, quick ? 0.0 : 0.6, threads, 1);
+    bench_line_ratio("step 2 row 1 peak library memory", (double)cnt.peak, "bytes",
+                     "8 (d^2 + d C)", 8.0 * (double)(L.d * L.d + L.d * L.C));
     layer_free(&L);
+    rng_state = 2;
+    layer_make(&L, quick ? 4000 : 20000, quick ? 2304 : 4608, quick ? 256 : 512, 0.1);
+    speed_row(ctx, "row 2", &L, quick ? 0.0 : 60.0, threads, 1);
+    layer_free(&L);
+    for (k = 0; k < 4; k++) {
+        rng_state = 3 + (uint64_t)k;
+        layer_make(&L, quick ? fm[k][0] / 8 : fm[k][0], fm[k][1], fm[k][2], 0.1);
+        total += speed_row(ctx, "row 3 fmnist-cnn layer", &L, 0.0, threads, 1);
+        layer_free(&L);
+    }
+    printf("{\"name\": \"step 2 row 3 fmnist-cnn, the four layers\", \"value\": %.4g, "
+           "\"unit\": \"s\", \"target\": %.4g}\n", total, quick ? 0.0 : 40.0);
+    fflush(stdout);
+    growth(ctx, threads, quick);
+    tsq_context_destroy(ctx);
 }
 
 /* Quality: objectives reached (the table of docs/regressor.md). */
@@ -639,13 +735,14 @@ int main(void)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     int64_t threads = getenv("TSQ_BENCH_THREADS") ? atoll(getenv("TSQ_BENCH_THREADS"))
-                                                  : (cpus > 0 ? cpus : 1);
+                                                  : (cpus > 0 ? (cpus < 2 ? cpus : 2) : 1);
     int runs = getenv("TSQ_BENCH_RUNS") ? atoi(getenv("TSQ_BENCH_RUNS")) : 5;
     int quick = getenv("TSQ_BENCH_QUICK") != NULL;
     if (runs < 1 || runs > 64)
         runs = 5;
     bench_info("bench_regressor");
-    speed(threads, runs, quick);
+    (void)runs;
+    speed_rows(threads, quick);
     quality(threads, quick);
     quality_planted(threads, quick);
     quality_brute_force();
