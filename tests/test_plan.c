@@ -6,7 +6,9 @@
  * simulation: identical predictions and every logit within 1e-4 relative;
  * a plan shared by 4 threads gives bit-identical outputs; every error path
  * returns its status and message and leaves y untouched. */
+#define TSQ_EXPERIMENTAL 1 /* the kernel-level calls */
 #include "nn_testutil.h"
+#include "tsq/experimental.h"
 
 #include <pthread.h>
 #include <stdio.h>

@@ -125,6 +125,7 @@ static tsq_status create(tsq_context **out, tsq_alloc_fn alloc_fn, tsq_free_fn f
     ctx->free_fn = free_fn;
     ctx->alloc_user = user;
     ctx->threads = 1;
+    ctx->cpu = tsq__cpu_detect(); /* once: the kernels and plans read it here */
     ctx->log_level = 1;
     *out = ctx;
     return TSQ_OK;

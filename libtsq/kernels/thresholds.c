@@ -21,7 +21,7 @@
  * holds for every a, INT32_MAX included; codes every int32 reaches get
  * T_m = INT32_MIN. */
 #include "kernels_internal.h"
-#include "quant/quant_internal.h"
+#include "kernels/encode.h"
 
 #include <math.h>
 #include <string.h>

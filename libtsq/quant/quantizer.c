@@ -1,8 +1,8 @@
 /* The sparse activation quantizer of TSQ (TSQ.md, "Step 1"): the handle,
  * its options, observe/fit, forward/encode/decode/backward, tsq_learn_codes
- * and the serialized form. The formula itself lives in quant_internal.h,
- * the statistics in activation_histogram.c, the fit in quantizer_fit.c and
- * the AVX2 encode in quantize_avx2.c. */
+ * and the serialized form. The formula and the encode kernels live in
+ * kernels/encode.h, the statistics in activation_histogram.c, the fit in
+ * quantizer_fit.c. */
 #include "quant/activation_histogram.h"
 #include "quant/quant_internal.h"
 #include "io/crc32.h"
@@ -43,37 +43,6 @@ static int32_t max_code(const tsq_quantizer *q) { return (1 << q->bits) - 1; }
 static int32_t hist_sub_bits(const tsq_quantizer *q)
 {
     return q->sub_bits ? q->sub_bits : TSQ__HIST_SUB_BITS_AUTO(q->bits);
-}
-
-/* ------------------------------------------------------------------ */
-/* Plain C kernels (the oracle of the SIMD ones)                        */
-/* ------------------------------------------------------------------ */
-
-void tsq__encode_span_c(const float *x, uint8_t *codes, int64_t n, float eps, float inv_delta,
-                        int32_t maxcode)
-{
-    int64_t i;
-    for (i = 0; i < n; i++)
-        codes[i] = (uint8_t)tsq__quant_code(x[i], eps, inv_delta, maxcode);
-}
-
-void tsq__encode_row_c(const float *x, uint8_t *codes, int64_t n, const float *eps,
-                       const float *inv_delta, int32_t maxcode)
-{
-    int64_t i;
-    for (i = 0; i < n; i++)
-        codes[i] = (uint8_t)tsq__quant_code(x[i], eps[i], inv_delta[i], maxcode);
-}
-
-int64_t tsq__count_nonfinite_c(const float *x, int64_t n)
-{
-    int64_t i, count = 0;
-    for (i = 0; i < n; i++) {
-        uint32_t bits;
-        memcpy(&bits, &x[i], sizeof bits);
-        count += (bits & 0x7F800000u) == 0x7F800000u; /* exponent all ones */
-    }
-    return count;
 }
 
 static int64_t count_nonfinite(const tsq_quantizer *q, const float *x, int64_t n)

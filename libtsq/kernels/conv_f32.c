@@ -22,7 +22,8 @@
  * Either way a unit's patch matrix is used right after it is built, while
  * it is in cache, and backward rebuilds it rather than keeping the whole
  * batch's. */
-#include "nn_internal.h"
+#include "kernels/conv.h"
+#include "kernels/vec.h"
 
 #include "blas.h"
 
