@@ -80,6 +80,10 @@ BENCH_BINS := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 
 SHLIB := $(BUILD)/libtsq.so.$(VERSION)
 STLIB := $(BUILD)/libtsq.a
+# The inference-only library (docs/kernels.md, "The inference-only
+# library"): core, kernels and runtime, no training code.
+RT_OBJS := $(filter $(BUILD)/libtsq/core/% $(BUILD)/libtsq/kernels/% $(BUILD)/libtsq/runtime/%,$(LIB_OBJS))
+RTLIB := $(BUILD)/libtsq_runtime.a
 
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt)
@@ -89,7 +93,11 @@ CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubun
 
 all: lib examples
 
-lib: $(SHLIB) $(BUILD)/$(SONAME) $(BUILD)/libtsq.so $(STLIB)
+lib: $(SHLIB) $(BUILD)/$(SONAME) $(BUILD)/libtsq.so $(STLIB) $(RTLIB)
+
+.PHONY: runtime
+runtime: $(RTLIB)
+	@echo "$(RTLIB): $$(wc -c < $(RTLIB)) bytes ($(words $(RT_OBJS)) objects: core, kernels, runtime)"
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -113,6 +121,10 @@ $(BUILD)/libtsq.so: $(BUILD)/$(SONAME)
 $(STLIB): $(LIB_OBJS)
 	rm -f $@
 	ar rcs $@ $(LIB_OBJS)
+
+$(RTLIB): $(RT_OBJS)
+	rm -f $@
+	ar rcs $@ $(RT_OBJS)
 
 # The demo's IDX reader is tested like the library, with zlib.
 $(BUILD)/tests/test_idx: tests/test_idx.c examples/fmnist/idx.c $(STLIB) $(TEST_SUPPORT_OBJS)

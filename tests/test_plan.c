@@ -507,6 +507,119 @@ START_TEST(test_weight_bytes)
 }
 END_TEST
 
+/* tsq_plan_load reads the model file into the same plan tsq_plan_create
+ * makes from tsq_net_load of it: outputs equal bit for bit, at batch 1, 7
+ * and 257 and with two threads. */
+static void *save_model(tsq_context *ctx, tsq_net *net, uint64_t *size)
+{
+    void *buf;
+    TH_OK(ctx, tsq_net_save(net, NULL, 0, size));
+    buf = malloc(*size);
+    ck_assert_ptr_nonnull(buf);
+    TH_OK(ctx, tsq_net_save(net, buf, *size, size));
+    return buf;
+}
+
+static void run_both(tsq_context *ctx, tsq_plan *a, tsq_plan *b, int64_t batch, uint64_t seed)
+{
+    tsq_tensor *x = nt_tensor(ctx, 4, batch, 1, IMG, IMG);
+    tsq_tensor *ya = nt_tensor(ctx, 2, batch, 5, 0, 0), *yb = nt_tensor(ctx, 2, batch, 5, 0, 0);
+    nt_rng r = {seed};
+    nt_fill_normal(x, &r, 1.0);
+    TH_OK(ctx, tsq_plan_run(ctx, a, x, ya, NULL, 0));
+    TH_OK(ctx, tsq_plan_run(ctx, b, x, yb, NULL, 0));
+    ck_assert_msg(memcmp(nt_data(ya), nt_data(yb), (size_t)(batch * 5) * sizeof(float)) == 0,
+                  "batch %lld: the loaded plan differs", (long long)batch);
+    tsq_tensor_destroy(x);
+    tsq_tensor_destroy(ya);
+    tsq_tensor_destroy(yb);
+}
+
+START_TEST(test_plan_load_same_bits)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    int variant, threads;
+    for (variant = 0; variant < 2; variant++)
+        for (threads = 1; threads <= 2; threads++) {
+            tsq_net *net = make_net(ctx, variant, 2000 + (uint64_t)variant), *back = NULL;
+            tsq_plan *a = NULL, *b = NULL;
+            uint64_t size = 0;
+            void *buf = save_model(ctx, net, &size);
+            int64_t va = 0, vb = 0;
+            int32_t key;
+            TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads));
+            TH_OK(ctx, tsq_net_load(ctx, buf, size, &back));
+            TH_OK(ctx, tsq_plan_create(ctx, back, &a));
+            TH_OK(ctx, tsq_plan_load(ctx, buf, size, &b));
+            for (key = TSQ_PLAN_LOWBIT_LAYERS; key <= TSQ_PLAN_STAGES; key++) {
+                TH_OK(ctx, tsq_plan_get(a, key, &va));
+                TH_OK(ctx, tsq_plan_get(b, key, &vb));
+                ck_assert_int_eq(va, vb);
+            }
+            run_both(ctx, a, b, 1, 11);
+            run_both(ctx, a, b, 7, 12);
+            if (!th_quick())
+                run_both(ctx, a, b, 257, 13);
+            tsq_plan_destroy(a);
+            tsq_plan_destroy(b);
+            tsq_net_destroy(back);
+            tsq_net_destroy(net);
+            free(buf);
+        }
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* A corrupt or cut file is refused with a message, never read past its
+ * end; every allocation failure is reported and leaks nothing. */
+START_TEST(test_plan_load_errors)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    tsq_net *net = make_net(ctx, 0, 3000);
+    tsq_plan *p = NULL;
+    uint64_t size = 0, i;
+    uint8_t *buf = save_model(ctx, net, &size), *cut;
+    int64_t fail;
+    tsq_net_destroy(net);
+    ck_assert_int_eq(tsq_plan_load(ctx, NULL, size, &p), TSQ_ERR_NULL);
+    ck_assert_int_eq(tsq_plan_load(ctx, buf, size, NULL), TSQ_ERR_NULL);
+    ck_assert_int_eq(tsq_plan_load(NULL, buf, size, &p), TSQ_ERR_NULL);
+    for (i = 0; i < size; i += 1 + i / 64) { /* flip a bit: a CRC catches it */
+        tsq_status s;
+        buf[i] ^= 0x10;
+        s = tsq_plan_load(ctx, buf, size, &p);
+        ck_assert_msg(s == TSQ_ERR_FORMAT || s == TSQ_ERR_VERSION, "byte %llu: %s",
+                      (unsigned long long)i, tsq_status_string(s));
+        ck_assert_ptr_null(p);
+        ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "plan_load"));
+        buf[i] ^= 0x10;
+    }
+    for (i = 0; i < size; i += 1 + i / 256) { /* cut: a copy of exactly i bytes */
+        cut = malloc(i ? i : 1);
+        memcpy(cut, buf, i);
+        ck_assert_int_eq(tsq_plan_load(ctx, cut, i, &p), TSQ_ERR_FORMAT);
+        free(cut);
+    }
+    for (fail = 1;; fail++) {
+        tsq_status s;
+        st.fail_at = st.total_allocs + fail;
+        s = tsq_plan_load(ctx, buf, size, &p);
+        st.fail_at = 0;
+        if (s == TSQ_OK) {
+            tsq_plan_destroy(p);
+            break;
+        }
+        ck_assert_int_eq(s, TSQ_ERR_NO_MEMORY);
+        ck_assert_ptr_null(p);
+    }
+    ck_assert_int_gt(fail, 5);
+    free(buf);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
 static Suite *plan_suite(void)
 {
     Suite *s = suite_create("plan");
@@ -520,6 +633,8 @@ static Suite *plan_suite(void)
     tcase_add_test(tc, test_create_errors);
     tcase_add_test(tc, test_run_errors);
     tcase_add_test(tc, test_weight_bytes);
+    tcase_add_test(tc, test_plan_load_same_bits);
+    tcase_add_test(tc, test_plan_load_errors);
     suite_add_tcase(s, tc);
     return s;
 }

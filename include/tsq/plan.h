@@ -60,6 +60,23 @@ typedef struct tsq_plan tsq_plan;
  *  tsq_thresholds_create (e.g. TSQ_ERR_NOT_FINITE). Errors on ctx. */
 TSQ_API tsq_status tsq_plan_create(tsq_context *ctx, struct tsq_net *net, tsq_plan **out);
 
+/*! tsq_plan_load() :
+ *  Compiles the model file bytes buf[0 .. size-1] (the .tsq format of
+ *  docs/format.md, as tsq_net_save writes it) into a plan, without
+ *  building a tsq_net: the call the inference-only library
+ *  (libtsq_runtime.a, docs/kernels.md) runs models with. The plan is the
+ *  one tsq_plan_create would make from tsq_net_load of the same bytes, and
+ *  computes the same bits. buf is only read and may be freed afterwards.
+ *  *out receives the plan, or NULL on failure.
+ *  @return TSQ_OK, TSQ_ERR_NULL (ctx, buf or out), TSQ_ERR_FORMAT (not a
+ *  model file, a checksum mismatch, a malformed or out-of-range value: the
+ *  message names the section, the layer and the field), TSQ_ERR_VERSION
+ *  (a newer format), or a status of tsq_plan_create (TSQ_ERR_STATE without
+ *  a low-bit layer, TSQ_ERR_UNSUPPORTED, TSQ_ERR_NO_MEMORY...). Errors on
+ *  ctx. */
+TSQ_API tsq_status tsq_plan_load(tsq_context *ctx, const void *buf, uint64_t size,
+                                 tsq_plan **out);
+
 /*! tsq_plan_destroy() : frees the plan. Accepts NULL. No thread may be
  *  running it. */
 TSQ_API void tsq_plan_destroy(tsq_plan *plan);

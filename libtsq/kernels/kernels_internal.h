@@ -58,6 +58,10 @@ struct tsq_thresholds {
     int32_t *top;     /* [padded] the largest code of the channel */
 };
 
+/* The smallest scale alpha of a low-bit layer: the layers, the plan and
+ * the model reader clamp to it alike. */
+#define TSQ__LOWBIT_ALPHA_MIN 1e-12f
+
 /* Largest weight magnitude of b-bit weights and largest code of n-bit codes. */
 static inline int32_t tsq__max_weight(int32_t bits) { return (1 << (bits - 1)) - 1; }
 static inline int32_t tsq__max_code(int32_t bits) { return (1 << bits) - 1; }

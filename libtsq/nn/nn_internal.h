@@ -15,6 +15,7 @@
 
 #include "internal.h"
 #include "kernels/conv.h"
+#include "kernels/kernels_internal.h"
 #include "kernels/vec.h"
 
 #include <math.h>
@@ -222,9 +223,9 @@ void tsq__softmax_xent(const float *logits, const int32_t *labels, int64_t batch
                        int64_t classes, double *loss, int64_t *correct, int32_t *pred,
                        float *dlogits);
 
-/* Low-bit layers (lowbit_layer.c) keep every scale alpha at least this, in
- * case an optimiser drives it to 0. */
-#define TSQ__LOWBIT_ALPHA_MIN 1e-12f
+/* Low-bit layers (lowbit_layer.c) keep every scale alpha at least
+ * TSQ__LOWBIT_ALPHA_MIN (kernels/kernels_internal.h), in case an optimiser
+ * drives it to 0; the plan and the model reader clamp alike. */
 
 /* A low-bit layer's effective weight code: clamp(rint(S / alpha), -m, m),
  * with alpha >= TSQ__LOWBIT_ALPHA_MIN. The one place of this rule: the
