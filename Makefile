@@ -310,6 +310,14 @@ abi-baseline-run: $(SHLIB)
 	@mkdir -p $(dir $(ABI_BASELINE))
 	abidw $(ABIDW_FLAGS) --out-file $(ABI_BASELINE) $(SHLIB)
 
+# PyTorch fp32 / int8 against the plan and the float net (docs/kernels.md,
+# "Against PyTorch"): one JSON line per (batch, threads).
+.PHONY: bench-compare
+bench-compare:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory lib OPT=-O3
+	TSQ_LIBRARY=$(BUILD)/libtsq.so /usr/bin/python3 tests/bench/bench_compare.py $(BENCH_ARGS)
+
 bench:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory $(BENCH_BINS) OPT=-O3
