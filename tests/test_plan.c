@@ -620,6 +620,48 @@ START_TEST(test_plan_load_errors)
 }
 END_TEST
 
+/* A sample's output does not depend on the batch around it: the plan runs
+ * a large batch in tiles (on one thread each) and a small one whole (its
+ * stages split over the threads), and every row must equal the same image
+ * run alone, up to the float first and last layers' BLAS, whose summation
+ * order may follow the GEMM's shape (so the same tolerance as against the
+ * net). The workspace of a large batch stays that of a few tiles. */
+START_TEST(test_batch_independent)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    int64_t batch = th_quick() ? 70 : 257, i;
+    int32_t threads;
+    for (threads = 1; threads <= 2; threads++) {
+        tsq_net *net = make_net(ctx, threads - 1, 4000);
+        tsq_plan *plan = NULL;
+        tsq_tensor *x = nt_tensor(ctx, 4, batch, 1, IMG, IMG), *y = nt_tensor(ctx, 2, batch, 5, 0, 0);
+        tsq_tensor *x1 = nt_tensor(ctx, 4, 1, 1, IMG, IMG), *y1 = nt_tensor(ctx, 2, 1, 5, 0, 0);
+        uint64_t big = 0, small = 0;
+        nt_rng r = {99};
+        TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads));
+        TH_OK(ctx, tsq_plan_create(ctx, net, &plan));
+        nt_fill_normal(x, &r, 1.0);
+        TH_OK(ctx, tsq_plan_run(ctx, plan, x, y, NULL, 0));
+        for (i = 0; i < batch; i++) {
+            memcpy(nt_data(x1), nt_data(x) + i * IMG * IMG, IMG * IMG * sizeof(float));
+            TH_OK(ctx, tsq_plan_run(ctx, plan, x1, y1, NULL, 0));
+            compare(nt_data(y1), nt_data(y) + i * 5, 1, 5);
+        }
+        TH_OK(ctx, tsq_plan_workspace_size(ctx, plan, batch, &big));
+        TH_OK(ctx, tsq_plan_workspace_size(ctx, plan, 64 * batch, &small));
+        ck_assert_uint_eq(big, small); /* bounded by the tiles, not the batch */
+        tsq_plan_destroy(plan);
+        tsq_net_destroy(net);
+        tsq_tensor_destroy(x);
+        tsq_tensor_destroy(y);
+        tsq_tensor_destroy(x1);
+        tsq_tensor_destroy(y1);
+    }
+    th_context_done(ctx, &st);
+}
+END_TEST
+
 static Suite *plan_suite(void)
 {
     Suite *s = suite_create("plan");
@@ -634,6 +676,7 @@ static Suite *plan_suite(void)
     tcase_add_test(tc, test_run_errors);
     tcase_add_test(tc, test_weight_bytes);
     tcase_add_test(tc, test_plan_load_same_bits);
+    tcase_add_test(tc, test_batch_independent);
     tcase_add_test(tc, test_plan_load_errors);
     suite_add_tcase(s, tc);
     return s;

@@ -59,6 +59,9 @@ void tsq__col2im(const tsq__conv_geom *g, float *col, int64_t ld, float *x);
 /* y[n] = scale (.) (W * x[n]) + bias per output channel (scale may be NULL
  * for 1). W is cout x k. `ws` holds tsq__conv_ws_floats(g, threads, 0). */
 size_t tsq__conv_ws_floats(const tsq__conv_geom *g, int64_t threads, int backward);
+/* The floats tsq__conv_forward needs for `batch` images at most (less than
+ * tsq__conv_ws_floats for small batches: the inference plan's tiles). */
+size_t tsq__conv_forward_ws_floats(const tsq__conv_geom *g, int64_t threads, int64_t batch);
 void tsq__conv_forward(const tsq__conv_geom *g, int64_t threads, const float *x,
                        const float *w, const float *scale, const float *bias, float *y,
                        int64_t batch, float *ws);

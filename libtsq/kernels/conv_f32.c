@@ -46,7 +46,10 @@ static int workers_mode(int64_t threads)
     return threads > 1;
 }
 
-static ws_layout layout(const tsq__conv_geom *g, int64_t threads)
+/* `units`: the most units a call will have (a pipeline chunk never holds
+ * more slots than that; the layout of fewer slots is a prefix of the
+ * layout of more, so a workspace sized for more always fits). */
+static ws_layout layout(const tsq__conv_geom *g, int64_t threads, int64_t units)
 {
     ws_layout L;
     int64_t cols = g->group * g->ohw;
@@ -59,6 +62,8 @@ static ws_layout layout(const tsq__conv_geom *g, int64_t threads)
             L.slots = 1;
         if (L.slots > 64)
             L.slots = 64;
+        if (L.slots > units)
+            L.slots = units < 1 ? 1 : units;
         L.accs = 1;
     }
     L.col = 0;
@@ -75,7 +80,12 @@ static ws_layout layout(const tsq__conv_geom *g, int64_t threads)
 size_t tsq__conv_ws_floats(const tsq__conv_geom *g, int64_t threads, int backward)
 {
     (void)backward; /* one layout serves both directions */
-    return (size_t)layout(g, threads < 1 ? 1 : threads).total;
+    return (size_t)layout(g, threads < 1 ? 1 : threads, INT64_MAX).total;
+}
+
+size_t tsq__conv_forward_ws_floats(const tsq__conv_geom *g, int64_t threads, int64_t batch)
+{
+    return (size_t)layout(g, threads < 1 ? 1 : threads, (batch + g->group - 1) / g->group).total;
 }
 
 typedef struct {
@@ -318,9 +328,9 @@ static void init_job(conv_job *j, const tsq__conv_geom *g, int64_t threads, int6
     memset(j, 0, sizeof *j);
     j->g = g;
     j->threads = threads < 1 ? 1 : threads;
-    j->L = layout(g, j->threads);
     j->batch = batch;
     j->units = (batch + g->group - 1) / g->group;
+    j->L = layout(g, j->threads, j->units);
     j->ws = ws;
     j->ones = ones;
     j->cols = ones ? g->k + 1 : g->k;

@@ -209,14 +209,14 @@ static tsq_status check_codes(tsq__object *obj, const char *where, const tsq_ten
 }
 
 tsq_status tsq__lowbit_prepare(tsq_context *ctx, const char *where, const tsq_packed_weights *pw,
-                               int64_t m, int32_t code_bits, int32_t kernel,
+                               int64_t m, int32_t code_bits, int32_t kernel, int64_t threads,
                                tsq__lowbit_call *call)
 {
     tsq_status st = tsq__kernel_resolve(&ctx->obj, where, kernel, m, code_bits, pw->bits,
                                         &call->kernel);
     if (st != TSQ_OK)
         return st;
-    call->threads = useful_threads(ctx->threads, m, pw->k, pw->n);
+    call->threads = useful_threads(threads, m, pw->k, pw->n);
     st = layout_ws(&ctx->obj, where, pw, m, code_bits, call->kernel, call->threads, &call->ws);
     if (st != TSQ_OK)
         return st;
@@ -257,7 +257,7 @@ static tsq_status check_call(tsq_context *ctx, const char *where, const tsq_pack
     if (!workspace && workspace_bytes)
         return tsq__fail(obj, TSQ_ERR_NULL, "%s: workspace is NULL but workspace_bytes is %llu",
                          where, (unsigned long long)workspace_bytes);
-    st = tsq__lowbit_prepare(ctx, where, pw, m, code_bits, kernel, call);
+    st = tsq__lowbit_prepare(ctx, where, pw, m, code_bits, kernel, ctx->threads, call);
     if (st != TSQ_OK)
         return st;
     if (workspace && workspace_bytes < call->ws.total)

@@ -141,10 +141,11 @@ typedef struct {
 } tsq__lowbit_call;
 
 /* Fills *call for M rows of code_bits codes times pw, with the kernel
- * request resolved against ctx's CPU features and ctx's thread count.
- * Errors (a forced kernel the CPU lacks, an overflowing size) on ctx. */
+ * request resolved against ctx's CPU features, on at most `threads`
+ * threads (fewer for little work). Errors (a forced kernel the CPU lacks,
+ * an overflowing size) on ctx; on success ctx is not written. */
 tsq_status tsq__lowbit_prepare(tsq_context *ctx, const char *where, const tsq_packed_weights *pw,
-                               int64_t m, int32_t code_bits, int32_t kernel,
+                               int64_t m, int32_t code_bits, int32_t kernel, int64_t threads,
                                tsq__lowbit_call *call);
 /* Runs the product prepared in *call on codes x (M x K, row-major, every
  * code within code_bits: not checked). th NULL: accumulators into acc
