@@ -7,6 +7,7 @@
 #include "harness.h"
 #include "kernels/conv.h"
 #include "kernels/kernels_internal.h"
+#include "kernels/vec.h"
 #if defined(TSQ_BLAS_OPENBLAS)
 #include "blas.h" /* openblas_set_num_threads */
 #endif
@@ -1066,6 +1067,40 @@ START_TEST(test_im2col_rows_one_kernel)
 }
 END_TEST
 
+/* The code max-pool (NHWC bytes, SIMD inside) against a brute-force
+ * window maximum, with channel counts around the vector width. */
+START_TEST(test_code_maxpool)
+{
+    const int64_t cs[] = {1, 15, 16, 17, 37, 64};
+    uint64_t seed = 3;
+    size_t t;
+    for (t = 0; t < sizeof cs / sizeof cs[0]; t++) {
+        int64_t c = cs[t], n = 3, h = 7, w = 6, k = 2, s = 2, oh = 3, ow = 3, i, b, y, x, ch;
+        uint8_t *in = malloc((size_t)(n * h * w * c)), *out = malloc((size_t)(n * oh * ow * c));
+        for (i = 0; i < n * h * w * c; i++) {
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            in[i] = (uint8_t)(seed >> 56);
+        }
+        tsq__maxpool_u8_nhwc(in, out, 0, n, h, w, c, oh, ow, k, s);
+        for (b = 0; b < n; b++)
+            for (y = 0; y < oh; y++)
+                for (x = 0; x < ow; x++)
+                    for (ch = 0; ch < c; ch++) {
+                        int64_t a, d;
+                        uint8_t m = 0;
+                        for (a = 0; a < k; a++)
+                            for (d = 0; d < k; d++) {
+                                uint8_t v = in[((b * h + y * s + a) * w + x * s + d) * c + ch];
+                                m = v > m ? v : m;
+                            }
+                        ck_assert_int_eq(out[((b * oh + y) * ow + x) * c + ch], m);
+                    }
+        free(in);
+        free(out);
+    }
+}
+END_TEST
+
 static Suite *kernels_suite(void)
 {
     Suite *s = suite_create("kernels");
@@ -1074,6 +1109,7 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_pack_roundtrip);
     tcase_add_test(tc, test_blas_single_threaded_in_regions);
     tcase_add_test(tc, test_im2col_rows_one_kernel);
+    tcase_add_test(tc, test_code_maxpool);
     tcase_add_test(tc, test_pack_two_bits_per_ternary_weight);
     tcase_add_test(tc, test_pack_errors);
     tcase_add_test(tc, test_pack_out_of_memory);

@@ -215,12 +215,27 @@ static void window_row(const tsq__conv_geom *g, size_t es, int32_t layout,
 {
     int64_t c, ky, kx;
     if (layout == TSQ__NHWC) {
+        /* A window row is kw pixels of cin elements; where it lies inside
+         * the image (and the stride along x is 1) they are one contiguous
+         * run of kw * cin elements. */
         size_t run = (size_t)g->cin * es;
+        int64_t x0 = ox * g->stride_w - g->pad_w;
+        int inside_x = x0 >= 0 && x0 + g->kw <= g->w;
         for (ky = 0; ky < g->kh; ky++) {
             int64_t iy = oy * g->stride - g->pad + ky;
+            if (iy < 0 || iy >= g->h) {
+                memset(row, 0, run * (size_t)g->kw);
+                row += run * (size_t)g->kw;
+                continue;
+            }
+            if (inside_x) {
+                memcpy(row, img + (size_t)(iy * g->w + x0) * run, run * (size_t)g->kw);
+                row += run * (size_t)g->kw;
+                continue;
+            }
             for (kx = 0; kx < g->kw; kx++, row += run) {
-                int64_t ix = ox * g->stride_w - g->pad_w + kx;
-                if (iy >= 0 && iy < g->h && ix >= 0 && ix < g->w)
+                int64_t ix = x0 + kx;
+                if (ix >= 0 && ix < g->w)
                     memcpy(row, img + (size_t)(iy * g->w + ix) * run, run);
                 else
                     memset(row, 0, run);
