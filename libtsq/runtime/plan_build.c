@@ -227,6 +227,7 @@ static tsq_status build_lowbit(builder *b, const tsq__stage_desc *d, const tsq__
     if (st != TSQ_OK)
         return st;
     set_dims(b, s, out, s->conv ? d->out_h : 1, s->conv ? d->out_w : 1);
+    b->plan->macs += (double)in * (double)out * (double)(s->oh * s->ow);
     b->flat = 0;
     if (next && next->kind == TSQ__STAGE_QUANT) {
         b->bits = quant_bits(next, &mixed);
@@ -257,6 +258,7 @@ static tsq_status build_weights(builder *b, const tsq__stage_desc *d)
         return oom(b);
     b->plan->float_bytes += 4 * (wn + out);
     set_dims(b, s, out, conv ? d->out_h : 1, conv ? d->out_w : 1);
+    b->plan->macs += (double)wn * (double)(s->oh * s->ow);
     return TSQ_OK;
 }
 

@@ -55,6 +55,7 @@ struct tsq_plan {
     int32_t nstages;
     uint32_t cpu;    /* the creating context's CPU features */
     int64_t in_numel, out_numel;
+    double macs;     /* multiply-adds per sample (products of every stage) */
     int64_t lowbit, fused, packed_bytes, packed_fp32, float_bytes;
 };
 

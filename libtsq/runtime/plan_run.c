@@ -79,11 +79,17 @@ static tsq_status layout(tsq_context *ctx, const tsq_plan *p, int64_t n, int64_t
  * once, its stages split over the threads. */
 #define TILE_BYTES (3u << 20) /* workspace of one tile, at most (or one image) */
 #define TILE_MAX 64           /* images per tile, at most */
+/* A batch of one tile splits its stages over the threads only with at
+ * least this many multiply-adds: each split costs a fork-join of some tens
+ * of microseconds (bench_threads), about what one thread does in 2^25
+ * low-bit multiply-adds. */
+#define SPLIT_MIN_MACS 33554432.0
 #define MAX_WORKERS 256
 
 typedef struct {
     int64_t tile;     /* images per tile (the whole batch when workers == 0) */
     int64_t workers;  /* threads taking tiles; 0: one run of the whole batch */
+    int64_t threads;  /* of that one run */
     ws_layout w;      /* of one tile on one thread, or of the whole batch */
     uint64_t total;   /* bytes, alignment slack included */
 } run_layout;
@@ -101,7 +107,8 @@ static tsq_status plan_layout(tsq_context *ctx, const tsq_plan *p, int64_t n, ru
     if (tiles <= 1) {
         r->tile = n;
         r->workers = 0;
-        st = layout(ctx, p, n, ctx->threads, &r->w);
+        r->threads = p->macs * (double)n >= SPLIT_MIN_MACS ? ctx->threads : 1;
+        st = layout(ctx, p, n, r->threads, &r->w);
         r->total = r->w.total + ALIGN;
         return st;
     }
@@ -417,7 +424,7 @@ tsq_status tsq_plan_run(tsq_context *ctx, const tsq_plan *plan, const tsq_tensor
     /* After the checks above no stage can fail (the layout prepared every
      * product), so y is only written by a run that succeeds. */
     if (r.workers == 0) {
-        st = run_stages(ctx, plan, &r.w, ctx->threads, x->data, y->data, n, base);
+        st = run_stages(ctx, plan, &r.w, r.threads, x->data, y->data, n, base);
     } else {
         tile_job j;
         j.ctx = ctx;
