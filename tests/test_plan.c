@@ -1,4 +1,4 @@
-/* The inference plan (issue 7): on small converted nets built directly
+/* The inference plan: on small converted nets built directly
  * (float conv + BN + codes quantizer, low-bit convs and dense layers with
  * random codes, per-tensor and per-channel quantizers, a fused values-mode
  * quantizer before a float classifier, or a low-bit last layer with float

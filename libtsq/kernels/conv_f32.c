@@ -1,4 +1,5 @@
-/* The convolution as GEMMs, shared by the conv2d and low-bit conv layers.
+/* The float convolution as GEMMs, shared by the conv2d and low-bit conv
+ * layers and the inference plan.
  *
  * Per "unit" of images (one image, or g->group images side by side when the
  * output is small, since narrow GEMMs run well below the BLAS's speed):
@@ -17,8 +18,8 @@
  *    unit and does its im2col, GEMMs and col2im alone, with its own
  *    buffers and its own weight-gradient accumulator; the accumulators are
  *    added in thread order at the end (deterministic for a given T). The
- *    BLAS should then run one thread per call (OPENBLAS_NUM_THREADS=1),
- *    or the calls wait for each other.
+ *    BLAS runs one thread per call there (tsq__parallel_for sets
+ *    OpenBLAS to one thread inside its regions).
  * Either way a unit's patch matrix is used right after it is built, while
  * it is in cache, and backward rebuilds it rather than keeping the whole
  * batch's. */

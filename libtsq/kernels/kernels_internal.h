@@ -113,8 +113,8 @@ void tsq__thresholds_apply_avx2(const tsq_thresholds *th, const int32_t *acc, in
 void tsq__thresholds_apply_avx512(const tsq_thresholds *th, const int32_t *acc,
                                   int64_t ldacc, int64_t rows, int64_t c0, int64_t c1,
                                   uint8_t *out, int64_t ldo);
-/* The float epilogue the thresholds replace (TSQ.md, "Deployment
- * consequence"): code of fl(fl((float)acc * alpha) + bias). */
+/* The float epilogue the thresholds replace (docs/method.md §6.1):
+ * code of fl(fl((float)acc * alpha) + bias). */
 int32_t tsq__affine_code(int32_t acc, float alpha, float bias, float eps, float inv_delta,
                          int32_t maxcode);
 
