@@ -348,48 +348,60 @@ static const int8_t *panels_for(const gemm_job *job, int64_t c0, int64_t c1, voi
     return scratch;
 }
 
-static void run_kernel(const gemm_job *job, const uint8_t *x, int64_t rows, void *scratch,
-                       int64_t c0, int64_t c1, int32_t *acc, int64_t ldacc)
+/* One signature per operation, and one table of the kernels a resolved
+ * TSQ_KERNEL_* value runs: the GEMM of a row block (rows of codes x times
+ * columns [c0, c1) into acc) and the threshold epilogue. The table is
+ * constant; which entry runs is decided once per call from the CPU
+ * features the context detected at its creation. */
+typedef void (*gemm_block_fn)(const gemm_job *job, const uint8_t *x, int64_t rows,
+                              void *scratch, int64_t c0, int64_t c1, int32_t *acc,
+                              int64_t ldacc);
+
+static void block_ref(const gemm_job *job, const uint8_t *x, int64_t rows, void *scratch,
+                      int64_t c0, int64_t c1, int32_t *acc, int64_t ldacc)
+{
+    (void)scratch;
+    tsq__gemm_ref(x, job->call->k, rows, job->call->k, (const int8_t *)job->base, job->pw->n,
+                  c0, c1, acc, ldacc);
+}
+
+/* AVX2 and VNNI: over decoded 16-column panels (all decoded up front, or
+ * two at a time when streaming). */
+static void block_decoded(const gemm_job *job, const uint8_t *x, int64_t rows, void *scratch,
+                          int64_t c0, int64_t c1, int32_t *acc, int64_t ldacc)
 {
     const tsq__lowbit_call *call = job->call;
-    const tsq_packed_weights *pw = job->pw;
     int64_t c, step = call->ws.streaming ? 2 * TSQ__PANEL_COLS : c1 - c0;
-    switch (call->kernel) {
-    case TSQ_KERNEL_AVX2:
-    case TSQ_KERNEL_VNNI:
-        for (c = c0; c < c1; c += step) {
-            int64_t ce = c + step < c1 ? c + step : c1;
-            const int8_t *dec = panels_for(job, c, ce, scratch);
-            if (call->kernel == TSQ_KERNEL_VNNI)
-                tsq__gemm_vnni(x, call->k, rows, call->k, dec, c, ce, acc, ldacc);
-            else
-                tsq__gemm_avx2(x, call->k, rows, call->k, dec,
-                               tsq__max_code(call->code_bits) * tsq__max_weight(pw->bits), c,
-                               ce, acc, ldacc);
-        }
-        break;
-    case TSQ_KERNEL_VPOPCNT:
-        tsq__bitplanes_avx512(x, call->k, rows, call->k, call->code_bits, pw->kwords, scratch);
-        tsq__gemm_vpopcnt(scratch, rows, call->code_bits, pw, c0, c1, acc, ldacc);
-        break;
-    default:
-        tsq__gemm_ref(x, call->k, rows, call->k, (const int8_t *)job->base, pw->n, c0, c1, acc,
-                      ldacc);
-        break;
+    for (c = c0; c < c1; c += step) {
+        int64_t ce = c + step < c1 ? c + step : c1;
+        const int8_t *dec = panels_for(job, c, ce, scratch);
+        if (call->kernel == TSQ_KERNEL_VNNI)
+            tsq__gemm_vnni(x, call->k, rows, call->k, dec, c, ce, acc, ldacc);
+        else
+            tsq__gemm_avx2(x, call->k, rows, call->k, dec,
+                           tsq__max_code(call->code_bits) * tsq__max_weight(job->pw->bits), c,
+                           ce, acc, ldacc);
     }
 }
 
-static void apply_thresholds(int32_t kernel, const tsq_thresholds *th, const int32_t *acc,
-                             int64_t ldacc, int64_t rows, int64_t c0, int64_t c1, uint8_t *out,
-                             int64_t ldo)
+static void block_vpopcnt(const gemm_job *job, const uint8_t *x, int64_t rows, void *scratch,
+                          int64_t c0, int64_t c1, int32_t *acc, int64_t ldacc)
 {
-    if (kernel == TSQ_KERNEL_VNNI || kernel == TSQ_KERNEL_VPOPCNT)
-        tsq__thresholds_apply_avx512(th, acc, ldacc, rows, c0, c1, out, ldo);
-    else if (kernel == TSQ_KERNEL_AVX2)
-        tsq__thresholds_apply_avx2(th, acc, ldacc, rows, c0, c1, out, ldo);
-    else
-        tsq__thresholds_apply_ref(th, acc, ldacc, rows, c0, c1, out, ldo);
+    const tsq__lowbit_call *call = job->call;
+    tsq__bitplanes_avx512(x, call->k, rows, call->k, call->code_bits, job->pw->kwords, scratch);
+    tsq__gemm_vpopcnt(scratch, rows, call->code_bits, job->pw, c0, c1, acc, ldacc);
 }
+
+static const struct {
+    gemm_block_fn gemm;
+    tsq__thresholds_fn thresholds;
+} kernel_table[] = {
+    {block_ref, tsq__thresholds_apply_ref},          /* TSQ_KERNEL_AUTO: never resolved */
+    {block_ref, tsq__thresholds_apply_ref},          /* TSQ_KERNEL_REF */
+    {block_decoded, tsq__thresholds_apply_avx2},     /* TSQ_KERNEL_AVX2: AVX2 only */
+    {block_decoded, tsq__thresholds_apply_avx512},   /* TSQ_KERNEL_VNNI */
+    {block_vpopcnt, tsq__thresholds_apply_avx512},   /* TSQ_KERNEL_VPOPCNT */
+};
 
 /* One thread's share: items slot, slot + threads, ... */
 static void gemm_task(void *arg, int64_t slot)
@@ -409,10 +421,10 @@ static void gemm_task(void *arg, int64_t slot)
         if (c0 >= c1)
             continue;
         if (!job->th) {
-            run_kernel(job, x, rows, mine, c0, c1, job->acc + r0 * n, n);
+            kernel_table[call->kernel].gemm(job, x, rows, mine, c0, c1, job->acc + r0 * n, n);
         } else {
-            run_kernel(job, x, rows, mine, c0, c1, block, padded_cols(n));
-            apply_thresholds(call->kernel, job->th, block, padded_cols(n), rows, c0, c1,
+            kernel_table[call->kernel].gemm(job, x, rows, mine, c0, c1, block, padded_cols(n));
+            kernel_table[call->kernel].thresholds(job->th, block, padded_cols(n), rows, c0, c1,
                              job->out + r0 * n, n);
         }
     }
@@ -581,7 +593,7 @@ tsq_status tsq_thresholds_apply(tsq_context *ctx, const tsq_thresholds *th,
     st = tsq__kernel_resolve(&ctx->obj, where, kernel, rows, th->bits, 2, &chosen);
     if (st != TSQ_OK)
         return st;
-    apply_thresholds(chosen, th, acc, th->channels, rows, 0, th->channels, out->data,
+    kernel_table[chosen].thresholds(th, acc, th->channels, rows, 0, th->channels, out->data,
                      th->channels);
     tsq__clear(&ctx->obj);
     return TSQ_OK;

@@ -104,6 +104,9 @@ uint8_t tsq__or_bytes_avx2(const uint8_t *x, int64_t n);
 /* ---- thresholds.c and its SIMD variants: codes of rows 0..rows-1,
  * channels [c0, c1), from acc (row stride ldacc, pointing at channel 0)
  * into out (row stride ldo, pointing at channel 0). ---- */
+typedef void (*tsq__thresholds_fn)(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc,
+                                   int64_t rows, int64_t c0, int64_t c1, uint8_t *out,
+                                   int64_t ldo);
 void tsq__thresholds_apply_ref(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc,
                                int64_t rows, int64_t c0, int64_t c1, uint8_t *out,
                                int64_t ldo);
