@@ -388,4 +388,4 @@ clean:
 # Rewrites tests/symbols.txt from the built library (after adding public calls).
 symbols: lib
 	nm -D --defined-only $(BUILD)/libtsq.so | awk '$$2 ~ /^[TDBR]$$/ {print $$3}' \
-	    | sed 's/@@*/ /' | sort -u > tests/symbols.txt
+	    | sed 's/@.*//' | sort -u > tests/symbols.txt

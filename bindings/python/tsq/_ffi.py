@@ -1009,6 +1009,11 @@ FUNCTIONS = {
         [C.POINTER(tsq_context), C.POINTER(tsq_net), C.POINTER(C.POINTER(tsq_plan))],
         ['ctx', 'net', 'out'],
         'plan.h', False),
+    'tsq_plan_load': (
+        C.c_int32,
+        [C.POINTER(tsq_context), C.c_void_p, C.c_uint64, C.POINTER(C.POINTER(tsq_plan))],
+        ['ctx', 'buf', 'size', 'out'],
+        'plan.h', False),
     'tsq_plan_destroy': (
         None,
         [C.POINTER(tsq_plan)],
