@@ -80,6 +80,10 @@ BENCH_BINS := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 
 SHLIB := $(BUILD)/libtsq.so.$(VERSION)
 STLIB := $(BUILD)/libtsq.a
+# The inference-only library (docs/kernels.md, "The inference-only
+# library"): core, kernels and runtime, no training code.
+RT_OBJS := $(filter $(BUILD)/libtsq/core/% $(BUILD)/libtsq/kernels/% $(BUILD)/libtsq/runtime/%,$(LIB_OBJS))
+RTLIB := $(BUILD)/libtsq_runtime.a
 
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt)
@@ -89,7 +93,11 @@ CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubun
 
 all: lib examples
 
-lib: $(SHLIB) $(BUILD)/$(SONAME) $(BUILD)/libtsq.so $(STLIB)
+lib: $(SHLIB) $(BUILD)/$(SONAME) $(BUILD)/libtsq.so $(STLIB) $(RTLIB)
+
+.PHONY: runtime
+runtime: $(RTLIB)
+	@echo "$(RTLIB): $$(wc -c < $(RTLIB)) bytes ($(words $(RT_OBJS)) objects: core, kernels, runtime)"
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -113,6 +121,10 @@ $(BUILD)/libtsq.so: $(BUILD)/$(SONAME)
 $(STLIB): $(LIB_OBJS)
 	rm -f $@
 	ar rcs $@ $(LIB_OBJS)
+
+$(RTLIB): $(RT_OBJS)
+	rm -f $@
+	ar rcs $@ $(RT_OBJS)
 
 # The demo's IDX reader is tested like the library, with zlib.
 $(BUILD)/tests/test_idx: tests/test_idx.c examples/fmnist/idx.c $(STLIB) $(TEST_SUPPORT_OBJS)
@@ -274,7 +286,8 @@ ABIDW_FLAGS := --no-corpus-path --no-comp-dir-path --no-show-locs --no-elf-neede
 # The baseline holds public types only already (abidw --headers-dir);
 # --headers-dir1 on an ABI XML file with --drop-private-types makes abidiff
 # 2.2 abort in its reader, so only the new library is filtered here.
-ABIDIFF_FLAGS := --headers-dir2 include --drop-private-types --fail-no-debug-info --no-show-locs
+ABIDIFF_FLAGS := --headers-dir2 include --drop-private-types --fail-no-debug-info --no-show-locs \
+                 --suppressions tests/abi-experimental.supp
 check-abi:
 	@$(MAKE) --no-print-directory deps DEPS_EXTRA=abigail-tools
 	@$(MAKE) --no-print-directory check-abi-run SAN=
@@ -301,6 +314,14 @@ abi-baseline:
 abi-baseline-run: $(SHLIB)
 	@mkdir -p $(dir $(ABI_BASELINE))
 	abidw $(ABIDW_FLAGS) --out-file $(ABI_BASELINE) $(SHLIB)
+
+# PyTorch fp32 / int8 against the plan and the float net (docs/kernels.md,
+# "Against PyTorch"): one JSON line per (batch, threads).
+.PHONY: bench-compare
+bench-compare:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory lib OPT=-O3
+	TSQ_LIBRARY=$(BUILD)/libtsq.so /usr/bin/python3 tests/bench/bench_compare.py $(BENCH_ARGS)
 
 bench:
 	@$(MAKE) --no-print-directory deps

@@ -35,7 +35,9 @@
  *   - th_context_done() then proves that nothing leaked.
  * Every k must hit a call (the allocation count is deterministic).
  */
+#define TSQ_EXPERIMENTAL 1 /* the kernel-level calls */
 #include "nn_testutil.h"
+#include "tsq/experimental.h"
 
 #include <ctype.h>
 #include <stdio.h>

@@ -5,7 +5,12 @@
  * codes against a direct convolution, and every error path. Kernels the CPU
  * lacks are skipped, and the test says so. */
 #include "harness.h"
+#include "kernels/conv.h"
 #include "kernels/kernels_internal.h"
+#include "kernels/vec.h"
+#if defined(TSQ_BLAS_OPENBLAS)
+#include "blas.h" /* openblas_set_num_threads */
+#endif
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -953,12 +958,158 @@ START_TEST(test_im2col_errors)
 }
 END_TEST
 
+/* Inside libtsq's parallel regions the BLAS runs one thread: every worker
+ * calls it, and an OpenBLAS threading each call as well collapses (a
+ * net with TSQ_CONTEXT_THREADS = 2 ran several times slower). Checked
+ * through the count each worker sees, not through timings; afterwards the
+ * caller's count is back. */
+typedef struct {
+    int seen[8];
+} blas_seen;
+
+static void record_blas_threads(void *arg, int64_t i)
+{
+    ((blas_seen *)arg)->seen[i] = tsq__blas_threads();
+}
+
+START_TEST(test_blas_single_threaded_in_regions)
+{
+    blas_seen b;
+    int before, i;
+#if defined(TSQ_BLAS_OPENBLAS)
+    openblas_set_num_threads(2);
+#endif
+    before = tsq__blas_threads();
+    memset(&b, 0, sizeof b);
+    tsq__parallel_for(4, 8, record_blas_threads, &b);
+    for (i = 0; i < 8; i++)
+        ck_assert_int_eq(b.seen[i], 1);
+    ck_assert_int_eq(tsq__blas_threads(), before);
+    /* One thread: no region, the BLAS keeps its own threads. */
+    tsq__parallel_for(1, 2, record_blas_threads, &b);
+    ck_assert_int_eq(b.seen[0], before);
+}
+END_TEST
+
+/* The one im2col (kernels/conv.h) against a brute-force window read: u8
+ * and f32 elements, both layouts, all or listed positions, rectangular
+ * strides and padding. */
+static double elem_at(const void *x, size_t es, int64_t i)
+{
+    if (es == 1)
+        return ((const uint8_t *)x)[i];
+    return ((const float *)x)[i];
+}
+
+static void check_rows(size_t es, int32_t layout, int64_t n, int64_t c, int64_t h, int64_t w,
+                       int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                       int sampled, uint64_t *seed)
+{
+    tsq__conv_geom g;
+    tsq__object obj;
+    int64_t npos, b, i, ci, ky, kx, numel = n * c * h * w;
+    unsigned char *x = malloc((size_t)numel * es), *rows;
+    int64_t *pos = NULL;
+    memset(&obj, 0, sizeof obj);
+    ck_assert_int_eq(tsq__conv_geom_check(&obj, "test", c, h, w, kh, kw, sh, sw, ph, pw, &g),
+                     TSQ_OK);
+    for (i = 0; i < numel; i++) {
+        *seed = *seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        if (es == 1)
+            x[i] = (unsigned char)(1 + (*seed >> 60));
+        else
+            ((float *)x)[i] = (float)(1 + (*seed >> 40) % 1000) / 8.0f;
+    }
+    npos = sampled ? (g.ohw + 1) / 2 : g.ohw;
+    if (sampled) {
+        pos = malloc((size_t)(n * npos) * sizeof *pos);
+        for (i = 0; i < n * npos; i++)
+            pos[i] = (i * 7 + i / npos) % g.ohw;
+    }
+    rows = malloc((size_t)(n * npos * g.k) * es);
+    tsq__im2col_rows(&g, es, layout, x, rows, 0, n, pos, npos);
+    for (b = 0; b < n; b++)
+        for (i = 0; i < npos; i++) {
+            int64_t p = pos ? pos[b * npos + i] : i, oy = p / g.ow, ox = p % g.ow;
+            const unsigned char *row = rows + (size_t)((b * npos + i) * g.k) * es;
+            for (ci = 0; ci < c; ci++)
+                for (ky = 0; ky < kh; ky++)
+                    for (kx = 0; kx < kw; kx++) {
+                        int64_t iy = oy * sh - ph + ky, ix = ox * sw - pw + kx, col, src;
+                        double want = 0.0;
+                        col = layout == TSQ__NCHW ? (ci * kh + ky) * kw + kx
+                                                  : (ky * kw + kx) * c + ci;
+                        src = layout == TSQ__NCHW ? ((b * c + ci) * h + iy) * w + ix
+                                                  : ((b * h + iy) * w + ix) * c + ci;
+                        if (iy >= 0 && iy < h && ix >= 0 && ix < w)
+                            want = elem_at(x, es, src);
+                        ck_assert_msg(elem_at(row, es, col) == want,
+                                      "es %d layout %d image %lld position %lld column %lld",
+                                      (int)es, (int)layout, (long long)b, (long long)p,
+                                      (long long)col);
+                    }
+        }
+    free(rows);
+    free(pos);
+    free(x);
+}
+
+START_TEST(test_im2col_rows_one_kernel)
+{
+    uint64_t seed = 5;
+    int32_t layout;
+    for (layout = TSQ__NCHW; layout <= TSQ__NHWC; layout++) {
+        check_rows(1, layout, 2, 3, 7, 6, 3, 3, 1, 1, 1, 1, 0, &seed);
+        check_rows(1, layout, 3, 5, 9, 8, 3, 2, 2, 1, 0, 1, 1, &seed);
+        check_rows(4, layout, 2, 7, 6, 5, 2, 3, 1, 2, 1, 2, 0, &seed);
+        check_rows(4, layout, 1, 9, 5, 5, 1, 1, 1, 1, 0, 0, 1, &seed);
+    }
+}
+END_TEST
+
+/* The code max-pool (NHWC bytes, SIMD inside) against a brute-force
+ * window maximum, with channel counts around the vector width. */
+START_TEST(test_code_maxpool)
+{
+    const int64_t cs[] = {1, 15, 16, 17, 37, 64};
+    uint64_t seed = 3;
+    size_t t;
+    for (t = 0; t < sizeof cs / sizeof cs[0]; t++) {
+        int64_t c = cs[t], n = 3, h = 7, w = 6, k = 2, s = 2, oh = 3, ow = 3, i, b, y, x, ch;
+        uint8_t *in = malloc((size_t)(n * h * w * c)), *out = malloc((size_t)(n * oh * ow * c));
+        for (i = 0; i < n * h * w * c; i++) {
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            in[i] = (uint8_t)(seed >> 56);
+        }
+        tsq__maxpool_u8_nhwc(in, out, 0, n, h, w, c, oh, ow, k, s);
+        for (b = 0; b < n; b++)
+            for (y = 0; y < oh; y++)
+                for (x = 0; x < ow; x++)
+                    for (ch = 0; ch < c; ch++) {
+                        int64_t a, d;
+                        uint8_t m = 0;
+                        for (a = 0; a < k; a++)
+                            for (d = 0; d < k; d++) {
+                                uint8_t v = in[((b * h + y * s + a) * w + x * s + d) * c + ch];
+                                m = v > m ? v : m;
+                            }
+                        ck_assert_int_eq(out[((b * oh + y) * ow + x) * c + ch], m);
+                    }
+        free(in);
+        free(out);
+    }
+}
+END_TEST
+
 static Suite *kernels_suite(void)
 {
     Suite *s = suite_create("kernels");
     TCase *tc = tcase_create("kernels");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_pack_roundtrip);
+    tcase_add_test(tc, test_blas_single_threaded_in_regions);
+    tcase_add_test(tc, test_im2col_rows_one_kernel);
+    tcase_add_test(tc, test_code_maxpool);
     tcase_add_test(tc, test_pack_two_bits_per_ternary_weight);
     tcase_add_test(tc, test_pack_errors);
     tcase_add_test(tc, test_pack_out_of_memory);

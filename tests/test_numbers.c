@@ -56,7 +56,9 @@
  *        INT64_MAX or with products beyond int64  | INVALID, SHAPE, OVERFLOW or TOO_SMALL; never a crash,
  *                                                   never an allocation request above 256 MiB.
  */
+#define TSQ_EXPERIMENTAL 1 /* the kernel-level calls */
 #include "nn_testutil.h"
+#include "tsq/experimental.h"
 
 #include <float.h>
 #include <stdio.h>

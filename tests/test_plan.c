@@ -1,4 +1,4 @@
-/* The inference plan (issue 7): on small converted nets built directly
+/* The inference plan: on small converted nets built directly
  * (float conv + BN + codes quantizer, low-bit convs and dense layers with
  * random codes, per-tensor and per-channel quantizers, a fused values-mode
  * quantizer before a float classifier, or a low-bit last layer with float
@@ -6,7 +6,9 @@
  * simulation: identical predictions and every logit within 1e-4 relative;
  * a plan shared by 4 threads gives bit-identical outputs; every error path
  * returns its status and message and leaves y untouched. */
+#define TSQ_EXPERIMENTAL 1 /* the kernel-level calls */
 #include "nn_testutil.h"
+#include "tsq/experimental.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -505,6 +507,161 @@ START_TEST(test_weight_bytes)
 }
 END_TEST
 
+/* tsq_plan_load reads the model file into the same plan tsq_plan_create
+ * makes from tsq_net_load of it: outputs equal bit for bit, at batch 1, 7
+ * and 257 and with two threads. */
+static void *save_model(tsq_context *ctx, tsq_net *net, uint64_t *size)
+{
+    void *buf;
+    TH_OK(ctx, tsq_net_save(net, NULL, 0, size));
+    buf = malloc(*size);
+    ck_assert_ptr_nonnull(buf);
+    TH_OK(ctx, tsq_net_save(net, buf, *size, size));
+    return buf;
+}
+
+static void run_both(tsq_context *ctx, tsq_plan *a, tsq_plan *b, int64_t batch, uint64_t seed)
+{
+    tsq_tensor *x = nt_tensor(ctx, 4, batch, 1, IMG, IMG);
+    tsq_tensor *ya = nt_tensor(ctx, 2, batch, 5, 0, 0), *yb = nt_tensor(ctx, 2, batch, 5, 0, 0);
+    nt_rng r = {seed};
+    nt_fill_normal(x, &r, 1.0);
+    TH_OK(ctx, tsq_plan_run(ctx, a, x, ya, NULL, 0));
+    TH_OK(ctx, tsq_plan_run(ctx, b, x, yb, NULL, 0));
+    ck_assert_msg(memcmp(nt_data(ya), nt_data(yb), (size_t)(batch * 5) * sizeof(float)) == 0,
+                  "batch %lld: the loaded plan differs", (long long)batch);
+    tsq_tensor_destroy(x);
+    tsq_tensor_destroy(ya);
+    tsq_tensor_destroy(yb);
+}
+
+START_TEST(test_plan_load_same_bits)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    int variant, threads;
+    for (variant = 0; variant < 2; variant++)
+        for (threads = 1; threads <= 2; threads++) {
+            tsq_net *net = make_net(ctx, variant, 2000 + (uint64_t)variant), *back = NULL;
+            tsq_plan *a = NULL, *b = NULL;
+            uint64_t size = 0;
+            void *buf = save_model(ctx, net, &size);
+            int64_t va = 0, vb = 0;
+            int32_t key;
+            TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads));
+            TH_OK(ctx, tsq_net_load(ctx, buf, size, &back));
+            TH_OK(ctx, tsq_plan_create(ctx, back, &a));
+            TH_OK(ctx, tsq_plan_load(ctx, buf, size, &b));
+            for (key = TSQ_PLAN_LOWBIT_LAYERS; key <= TSQ_PLAN_STAGES; key++) {
+                TH_OK(ctx, tsq_plan_get(a, key, &va));
+                TH_OK(ctx, tsq_plan_get(b, key, &vb));
+                ck_assert_int_eq(va, vb);
+            }
+            run_both(ctx, a, b, 1, 11);
+            run_both(ctx, a, b, 7, 12);
+            if (!th_quick())
+                run_both(ctx, a, b, 257, 13);
+            tsq_plan_destroy(a);
+            tsq_plan_destroy(b);
+            tsq_net_destroy(back);
+            tsq_net_destroy(net);
+            free(buf);
+        }
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* A corrupt or cut file is refused with a message, never read past its
+ * end; every allocation failure is reported and leaks nothing. */
+START_TEST(test_plan_load_errors)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    tsq_net *net = make_net(ctx, 0, 3000);
+    tsq_plan *p = NULL;
+    uint64_t size = 0, i;
+    uint8_t *buf = save_model(ctx, net, &size), *cut;
+    int64_t fail;
+    tsq_net_destroy(net);
+    ck_assert_int_eq(tsq_plan_load(ctx, NULL, size, &p), TSQ_ERR_NULL);
+    ck_assert_int_eq(tsq_plan_load(ctx, buf, size, NULL), TSQ_ERR_NULL);
+    ck_assert_int_eq(tsq_plan_load(NULL, buf, size, &p), TSQ_ERR_NULL);
+    for (i = 0; i < size; i += 1 + i / 64) { /* flip a bit: a CRC catches it */
+        tsq_status s;
+        buf[i] ^= 0x10;
+        s = tsq_plan_load(ctx, buf, size, &p);
+        ck_assert_msg(s == TSQ_ERR_FORMAT || s == TSQ_ERR_VERSION, "byte %llu: %s",
+                      (unsigned long long)i, tsq_status_string(s));
+        ck_assert_ptr_null(p);
+        ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "plan_load"));
+        buf[i] ^= 0x10;
+    }
+    for (i = 0; i < size; i += 1 + i / 256) { /* cut: a copy of exactly i bytes */
+        cut = malloc(i ? i : 1);
+        memcpy(cut, buf, i);
+        ck_assert_int_eq(tsq_plan_load(ctx, cut, i, &p), TSQ_ERR_FORMAT);
+        free(cut);
+    }
+    for (fail = 1;; fail++) {
+        tsq_status s;
+        st.fail_at = st.total_allocs + fail;
+        s = tsq_plan_load(ctx, buf, size, &p);
+        st.fail_at = 0;
+        if (s == TSQ_OK) {
+            tsq_plan_destroy(p);
+            break;
+        }
+        ck_assert_int_eq(s, TSQ_ERR_NO_MEMORY);
+        ck_assert_ptr_null(p);
+    }
+    ck_assert_int_gt(fail, 5);
+    free(buf);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* A sample's output does not depend on the batch around it: the plan runs
+ * a large batch in tiles (on one thread each) and a small one whole (its
+ * stages split over the threads), and every row must equal the same image
+ * run alone, up to the float first and last layers' BLAS, whose summation
+ * order may follow the GEMM's shape (so the same tolerance as against the
+ * net). The workspace of a large batch stays that of a few tiles. */
+START_TEST(test_batch_independent)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    int64_t batch = th_quick() ? 70 : 257, i;
+    int32_t threads;
+    for (threads = 1; threads <= 2; threads++) {
+        tsq_net *net = make_net(ctx, threads - 1, 4000);
+        tsq_plan *plan = NULL;
+        tsq_tensor *x = nt_tensor(ctx, 4, batch, 1, IMG, IMG), *y = nt_tensor(ctx, 2, batch, 5, 0, 0);
+        tsq_tensor *x1 = nt_tensor(ctx, 4, 1, 1, IMG, IMG), *y1 = nt_tensor(ctx, 2, 1, 5, 0, 0);
+        uint64_t big = 0, small = 0;
+        nt_rng r = {99};
+        TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads));
+        TH_OK(ctx, tsq_plan_create(ctx, net, &plan));
+        nt_fill_normal(x, &r, 1.0);
+        TH_OK(ctx, tsq_plan_run(ctx, plan, x, y, NULL, 0));
+        for (i = 0; i < batch; i++) {
+            memcpy(nt_data(x1), nt_data(x) + i * IMG * IMG, IMG * IMG * sizeof(float));
+            TH_OK(ctx, tsq_plan_run(ctx, plan, x1, y1, NULL, 0));
+            compare(nt_data(y1), nt_data(y) + i * 5, 1, 5);
+        }
+        TH_OK(ctx, tsq_plan_workspace_size(ctx, plan, batch, &big));
+        TH_OK(ctx, tsq_plan_workspace_size(ctx, plan, 64 * batch, &small));
+        ck_assert_uint_eq(big, small); /* bounded by the tiles, not the batch */
+        tsq_plan_destroy(plan);
+        tsq_net_destroy(net);
+        tsq_tensor_destroy(x);
+        tsq_tensor_destroy(y);
+        tsq_tensor_destroy(x1);
+        tsq_tensor_destroy(y1);
+    }
+    th_context_done(ctx, &st);
+}
+END_TEST
+
 static Suite *plan_suite(void)
 {
     Suite *s = suite_create("plan");
@@ -518,6 +675,9 @@ static Suite *plan_suite(void)
     tcase_add_test(tc, test_create_errors);
     tcase_add_test(tc, test_run_errors);
     tcase_add_test(tc, test_weight_bytes);
+    tcase_add_test(tc, test_plan_load_same_bits);
+    tcase_add_test(tc, test_batch_independent);
+    tcase_add_test(tc, test_plan_load_errors);
     suite_add_tcase(s, tc);
     return s;
 }

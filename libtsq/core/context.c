@@ -140,6 +140,7 @@ static tsq_status create(tsq_context **out, tsq_alloc_fn alloc_fn, tsq_free_fn f
     ctx->free_fn = free_fn;
     ctx->alloc_user = user;
     tsq__option_defaults(&context_table, ctx);
+    ctx->cpu = tsq__cpu_detect(); /* once: the kernels and plans read it here */
     *out = ctx;
     return TSQ_OK;
 }

@@ -7,7 +7,9 @@
 #define TSQ_INTERNAL_H
 
 #define TSQ_BUILDING_LIBRARY 1
+#define TSQ_EXPERIMENTAL 1
 #include "tsq.h"
+#include "tsq/experimental.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -35,6 +37,7 @@ struct tsq_context {
     tsq_free_fn free_fn;
     void *alloc_user;
     int64_t threads;
+    uint32_t cpu;       /* TSQ_CPU_* features, detected once at creation */
     int64_t log_level;
     uint64_t seed;
     uint64_t streams;   /* number of random streams handed out so far */
@@ -136,5 +139,7 @@ uint64_t tsq__rng_below(tsq__rng *rng, uint64_t n); /* [0, n) */
  * fail; it records its own errors. With threads <= 1 it runs inline. */
 typedef void (*tsq__task_fn)(void *arg, int64_t index);
 void tsq__parallel_for(int64_t threads, int64_t n, tsq__task_fn fn, void *arg);
+/* Contiguous-range splitting and the BLAS thread rule: core/parallel.h. */
+#include "parallel.h"
 
 #endif /* TSQ_INTERNAL_H */

@@ -1,8 +1,23 @@
-/* A minimal fork-join loop over POSIX threads. Threads are started per call:
- * libtsq parallelises only coarse work (output channels, batch items), where
- * the ~20 us start-up is negligible, and a per-call pool keeps the library
- * free of global state and background threads. */
+/* libtsq's fork-join loops over POSIX threads, and the BLAS thread rule.
+ *
+ * Threads are started per call: libtsq parallelises only coarse work
+ * (output channels, batch items, row blocks), and a per-call fork keeps
+ * the library free of background threads (docs/kernels.md, "Threads",
+ * compares it with a pool).
+ *
+ * Inside a region with more than one thread, each of libtsq's threads may
+ * call the BLAS; OpenBLAS would then thread every call as well and the
+ * calls collapse into waiting for each other. So the region sets
+ * OpenBLAS's thread count to 1 and puts the caller's value back after.
+ * OpenBLAS keeps that count process-wide: two contexts running regions in
+ * different threads at once may leave it at 1 (never wrong, only slower
+ * for the caller's own BLAS calls). The reference CBLAS has no threads:
+ * nothing to do there. */
 #include "internal.h"
+
+#if defined(TSQ_BLAS_OPENBLAS)
+#include "blas.h" /* openblas_get_num_threads / openblas_set_num_threads */
+#endif
 
 #include <pthread.h>
 
@@ -26,6 +41,39 @@ static void *worker(void *p)
     return NULL;
 }
 
+int tsq__blas_threads(void)
+{
+#if defined(TSQ_BLAS_OPENBLAS)
+    return openblas_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+/* Sets the BLAS to one thread; returns what to restore (0: nothing). */
+static int blas_single_begin(void)
+{
+#if defined(TSQ_BLAS_OPENBLAS)
+    int saved = openblas_get_num_threads();
+    if (saved == 1)
+        return 0;
+    openblas_set_num_threads(1);
+    return saved;
+#else
+    return 0;
+#endif
+}
+
+static void blas_single_end(int saved)
+{
+#if defined(TSQ_BLAS_OPENBLAS)
+    if (saved > 0)
+        openblas_set_num_threads(saved);
+#else
+    (void)saved;
+#endif
+}
+
 void tsq__parallel_for(int64_t threads, int64_t n, tsq__task_fn fn, void *arg)
 {
     enum { MAX_THREADS = 256 };
@@ -33,6 +81,7 @@ void tsq__parallel_for(int64_t threads, int64_t n, tsq__task_fn fn, void *arg)
     worker_args args[MAX_THREADS];
     int started[MAX_THREADS];
     int64_t t, i;
+    int saved;
 
     if (threads > n)
         threads = n;
@@ -43,6 +92,7 @@ void tsq__parallel_for(int64_t threads, int64_t n, tsq__task_fn fn, void *arg)
             fn(arg, i);
         return;
     }
+    saved = blas_single_begin();
     for (t = 0; t < threads; t++) {
         args[t].fn = fn;
         args[t].arg = arg;
@@ -62,4 +112,38 @@ void tsq__parallel_for(int64_t threads, int64_t n, tsq__task_fn fn, void *arg)
         else
             run_share(&args[t]);
     }
+    blas_single_end(saved);
+}
+
+typedef struct {
+    tsq__range_fn fn;
+    void *arg;
+    int64_t n, chunks;
+} range_job;
+
+static void range_task(void *p, int64_t i)
+{
+    range_job *j = p;
+    int64_t lo = j->n * i / j->chunks, hi = j->n * (i + 1) / j->chunks;
+    if (lo < hi)
+        j->fn(j->arg, lo, hi);
+}
+
+void tsq__parallel_range(int64_t threads, int64_t n, int64_t cost, tsq__range_fn fn, void *arg)
+{
+    range_job j;
+    if (n <= 0)
+        return;
+    if (threads > n)
+        threads = n;
+    /* Below ~64k elements a thread start (~20 us) costs more than it saves. */
+    if (threads <= 1 || (double)n * (double)cost < 65536.0) {
+        fn(arg, 0, n);
+        return;
+    }
+    j.fn = fn;
+    j.arg = arg;
+    j.n = n;
+    j.chunks = threads;
+    tsq__parallel_for(threads, threads, range_task, &j);
 }

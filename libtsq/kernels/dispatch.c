@@ -106,7 +106,7 @@ tsq_status tsq__kernel_resolve(tsq__object *obj, const char *where, int32_t kern
                                int64_t m, int32_t code_bits, int32_t weight_bits,
                                int32_t *chosen)
 {
-    return tsq__kernel_resolve_for(obj, where, kernel, tsq__cpu_detect(), m, code_bits,
+    return tsq__kernel_resolve_for(obj, where, kernel, obj->ctx->cpu, m, code_bits,
                                    weight_bits, chosen);
 }
 
@@ -117,15 +117,6 @@ tsq_status tsq__kernel_resolve(tsq__object *obj, const char *where, int32_t kern
  * at most one row block, "stream": each thread decodes the two panels it is
  * about to use into its own scratch, so a GEMV never writes and re-reads a
  * K x N byte matrix through memory. */
-typedef struct {
-    uint64_t shared;     /* decoded weights (ref: K x N int8; avx2/vnni: all panels) */
-    uint64_t scratch;    /* per thread: bit planes (vpopcnt) or two panels (streaming) */
-    uint64_t block;      /* per thread: int32 accumulators of a row block */
-    int64_t rows;        /* rows per block */
-    int64_t threads;     /* slots */
-    int streaming;       /* avx2/vnni decode per panel pair into scratch */
-    uint64_t total;      /* including the alignment slack */
-} ws_layout;
 
 static uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
@@ -150,7 +141,7 @@ static int64_t block_rows(int64_t m, int64_t threads)
  * double first to refuse anything that would not fit in 62 bits. */
 static tsq_status layout_ws(tsq__object *obj, const char *where, const tsq_packed_weights *pw,
                             int64_t m, int32_t code_bits, int32_t kernel, int64_t threads,
-                            ws_layout *ws)
+                            tsq__lowbit_ws *ws)
 {
     int64_t rows = block_rows(m, threads);
     double panel = (double)tsq__k4n(pw->k) * 64.0, shared = 0, scratch = 0, block, total;
@@ -181,17 +172,10 @@ static tsq_status layout_ws(tsq__object *obj, const char *where, const tsq_packe
 
 /* ---- argument checks ----------------------------------------------------- */
 
-typedef struct {
-    const uint8_t *x;
-    int64_t m, k;
-    int32_t code_bits;
-    int32_t kernel;   /* resolved */
-    int64_t threads;
-    ws_layout ws;
-} gemm_call;
 
 /* Threads are started per call (tsq__parallel_for), some tens of
- * microseconds each: a thread gets at least 2^20 multiply-adds or none. */
+ * microseconds each: a thread gets at least 2^20 multiply-adds or none, so
+ * the split follows the work size (a batch of one runs on one thread). */
 static int64_t useful_threads(int64_t threads, int64_t m, int64_t k, int64_t n)
 {
     double work = (double)m * (double)k * (double)n / 1048576.0;
@@ -209,7 +193,7 @@ static tsq_status check_codes(tsq__object *obj, const char *where, const tsq_ten
         return TSQ_OK;
     /* One OR over all codes (vectorised where possible) tells whether any
      * is too large; only then is the first one searched for the message. */
-    if (cpu_runs(TSQ_KERNEL_AVX2, tsq__cpu_detect()))
+    if (cpu_runs(TSQ_KERNEL_AVX2, obj->ctx->cpu))
         any = tsq__or_bytes_avx2(x, n);
     else
         for (i = 0; i < n; i++)
@@ -224,9 +208,28 @@ static tsq_status check_codes(tsq__object *obj, const char *where, const tsq_ten
                      (int)maxcode);
 }
 
+tsq_status tsq__lowbit_prepare(tsq_context *ctx, const char *where, const tsq_packed_weights *pw,
+                               int64_t m, int32_t code_bits, int32_t kernel, int64_t threads,
+                               tsq__lowbit_call *call)
+{
+    tsq_status st = tsq__kernel_resolve(&ctx->obj, where, kernel, m, code_bits, pw->bits,
+                                        &call->kernel);
+    if (st != TSQ_OK)
+        return st;
+    call->threads = useful_threads(threads, m, pw->k, pw->n);
+    st = layout_ws(&ctx->obj, where, pw, m, code_bits, call->kernel, call->threads, &call->ws);
+    if (st != TSQ_OK)
+        return st;
+    call->x = NULL;
+    call->m = m;
+    call->k = pw->k;
+    call->code_bits = code_bits;
+    return TSQ_OK;
+}
+
 static tsq_status check_call(tsq_context *ctx, const char *where, const tsq_packed_weights *pw,
                              const tsq_tensor *codes, int32_t code_bits, int32_t kernel,
-                             void *workspace, uint64_t workspace_bytes, gemm_call *call)
+                             void *workspace, uint64_t workspace_bytes, tsq__lowbit_call *call)
 {
     tsq__object *obj = &ctx->obj;
     int64_t m, k;
@@ -254,11 +257,7 @@ static tsq_status check_call(tsq_context *ctx, const char *where, const tsq_pack
     if (!workspace && workspace_bytes)
         return tsq__fail(obj, TSQ_ERR_NULL, "%s: workspace is NULL but workspace_bytes is %llu",
                          where, (unsigned long long)workspace_bytes);
-    st = tsq__kernel_resolve(obj, where, kernel, m, code_bits, pw->bits, &call->kernel);
-    if (st != TSQ_OK)
-        return st;
-    call->threads = useful_threads(ctx->threads, m, k, pw->n);
-    st = layout_ws(obj, where, pw, m, code_bits, call->kernel, call->threads, &call->ws);
+    st = tsq__lowbit_prepare(ctx, where, pw, m, code_bits, kernel, ctx->threads, call);
     if (st != TSQ_OK)
         return st;
     if (workspace && workspace_bytes < call->ws.total)
@@ -270,9 +269,6 @@ static tsq_status check_call(tsq_context *ctx, const char *where, const tsq_pack
     if (st != TSQ_OK)
         return st;
     call->x = codes->data;
-    call->m = m;
-    call->k = k;
-    call->code_bits = code_bits;
     return TSQ_OK;
 }
 
@@ -304,7 +300,7 @@ tsq_status tsq_lowbit_workspace_size(tsq_context *ctx, const tsq_packed_weights 
                                      uint64_t *bytes)
 {
     static const char *where = "lowbit_workspace_size";
-    ws_layout ws;
+    tsq__lowbit_ws ws;
     int32_t k;
     tsq_status st;
     if (!ctx)
@@ -328,7 +324,7 @@ tsq_status tsq_lowbit_workspace_size(tsq_context *ctx, const tsq_packed_weights 
 /* ---- execution ----------------------------------------------------------- */
 
 typedef struct {
-    const gemm_call *call;
+    const tsq__lowbit_call *call;
     const tsq_packed_weights *pw;
     const tsq_thresholds *th; /* NULL: plain accumulators */
     int32_t *acc;             /* M x N, when th is NULL */
@@ -341,7 +337,7 @@ typedef struct {
  * or, streaming, the pair decoded now into this thread's scratch. */
 static const int8_t *panels_for(const gemm_job *job, int64_t c0, int64_t c1, void *scratch)
 {
-    const gemm_call *call = job->call;
+    const tsq__lowbit_call *call = job->call;
     int64_t p0 = c0 / TSQ__PANEL_COLS, p1 = (c1 + TSQ__PANEL_COLS - 1) / TSQ__PANEL_COLS;
     if (!call->ws.streaming)
         return (const int8_t *)job->base + p0 * tsq__k4n(call->k) * 64;
@@ -352,54 +348,66 @@ static const int8_t *panels_for(const gemm_job *job, int64_t c0, int64_t c1, voi
     return scratch;
 }
 
-static void run_kernel(const gemm_job *job, const uint8_t *x, int64_t rows, void *scratch,
-                       int64_t c0, int64_t c1, int32_t *acc, int64_t ldacc)
+/* One signature per operation, and one table of the kernels a resolved
+ * TSQ_KERNEL_* value runs: the GEMM of a row block (rows of codes x times
+ * columns [c0, c1) into acc) and the threshold epilogue. The table is
+ * constant; which entry runs is decided once per call from the CPU
+ * features the context detected at its creation. */
+typedef void (*gemm_block_fn)(const gemm_job *job, const uint8_t *x, int64_t rows,
+                              void *scratch, int64_t c0, int64_t c1, int32_t *acc,
+                              int64_t ldacc);
+
+static void block_ref(const gemm_job *job, const uint8_t *x, int64_t rows, void *scratch,
+                      int64_t c0, int64_t c1, int32_t *acc, int64_t ldacc)
 {
-    const gemm_call *call = job->call;
-    const tsq_packed_weights *pw = job->pw;
+    (void)scratch;
+    tsq__gemm_ref(x, job->call->k, rows, job->call->k, (const int8_t *)job->base, job->pw->n,
+                  c0, c1, acc, ldacc);
+}
+
+/* AVX2 and VNNI: over decoded 16-column panels (all decoded up front, or
+ * two at a time when streaming). */
+static void block_decoded(const gemm_job *job, const uint8_t *x, int64_t rows, void *scratch,
+                          int64_t c0, int64_t c1, int32_t *acc, int64_t ldacc)
+{
+    const tsq__lowbit_call *call = job->call;
     int64_t c, step = call->ws.streaming ? 2 * TSQ__PANEL_COLS : c1 - c0;
-    switch (call->kernel) {
-    case TSQ_KERNEL_AVX2:
-    case TSQ_KERNEL_VNNI:
-        for (c = c0; c < c1; c += step) {
-            int64_t ce = c + step < c1 ? c + step : c1;
-            const int8_t *dec = panels_for(job, c, ce, scratch);
-            if (call->kernel == TSQ_KERNEL_VNNI)
-                tsq__gemm_vnni(x, call->k, rows, call->k, dec, c, ce, acc, ldacc);
-            else
-                tsq__gemm_avx2(x, call->k, rows, call->k, dec,
-                               tsq__max_code(call->code_bits) * tsq__max_weight(pw->bits), c,
-                               ce, acc, ldacc);
-        }
-        break;
-    case TSQ_KERNEL_VPOPCNT:
-        tsq__bitplanes_avx512(x, call->k, rows, call->k, call->code_bits, pw->kwords, scratch);
-        tsq__gemm_vpopcnt(scratch, rows, call->code_bits, pw, c0, c1, acc, ldacc);
-        break;
-    default:
-        tsq__gemm_ref(x, call->k, rows, call->k, (const int8_t *)job->base, pw->n, c0, c1, acc,
-                      ldacc);
-        break;
+    for (c = c0; c < c1; c += step) {
+        int64_t ce = c + step < c1 ? c + step : c1;
+        const int8_t *dec = panels_for(job, c, ce, scratch);
+        if (call->kernel == TSQ_KERNEL_VNNI)
+            tsq__gemm_vnni(x, call->k, rows, call->k, dec, c, ce, acc, ldacc);
+        else
+            tsq__gemm_avx2(x, call->k, rows, call->k, dec,
+                           tsq__max_code(call->code_bits) * tsq__max_weight(job->pw->bits), c,
+                           ce, acc, ldacc);
     }
 }
 
-static void apply_thresholds(int32_t kernel, const tsq_thresholds *th, const int32_t *acc,
-                             int64_t ldacc, int64_t rows, int64_t c0, int64_t c1, uint8_t *out,
-                             int64_t ldo)
+static void block_vpopcnt(const gemm_job *job, const uint8_t *x, int64_t rows, void *scratch,
+                          int64_t c0, int64_t c1, int32_t *acc, int64_t ldacc)
 {
-    if (kernel == TSQ_KERNEL_VNNI || kernel == TSQ_KERNEL_VPOPCNT)
-        tsq__thresholds_apply_avx512(th, acc, ldacc, rows, c0, c1, out, ldo);
-    else if (kernel == TSQ_KERNEL_AVX2)
-        tsq__thresholds_apply_avx2(th, acc, ldacc, rows, c0, c1, out, ldo);
-    else
-        tsq__thresholds_apply_ref(th, acc, ldacc, rows, c0, c1, out, ldo);
+    const tsq__lowbit_call *call = job->call;
+    tsq__bitplanes_avx512(x, call->k, rows, call->k, call->code_bits, job->pw->kwords, scratch);
+    tsq__gemm_vpopcnt(scratch, rows, call->code_bits, job->pw, c0, c1, acc, ldacc);
 }
+
+static const struct {
+    gemm_block_fn gemm;
+    tsq__thresholds_fn thresholds;
+} kernel_table[] = {
+    {block_ref, tsq__thresholds_apply_ref},          /* TSQ_KERNEL_AUTO: never resolved */
+    {block_ref, tsq__thresholds_apply_ref},          /* TSQ_KERNEL_REF */
+    {block_decoded, tsq__thresholds_apply_avx2},     /* TSQ_KERNEL_AVX2: AVX2 only */
+    {block_decoded, tsq__thresholds_apply_avx512},   /* TSQ_KERNEL_VNNI */
+    {block_vpopcnt, tsq__thresholds_apply_avx512},   /* TSQ_KERNEL_VPOPCNT */
+};
 
 /* One thread's share: items slot, slot + threads, ... */
 static void gemm_task(void *arg, int64_t slot)
 {
     const gemm_job *job = arg;
-    const gemm_call *call = job->call;
+    const tsq__lowbit_call *call = job->call;
     int64_t n = job->pw->n, item;
     uint8_t *mine = job->base + call->ws.shared +
                     (uint64_t)slot * (call->ws.scratch + call->ws.block);
@@ -413,10 +421,10 @@ static void gemm_task(void *arg, int64_t slot)
         if (c0 >= c1)
             continue;
         if (!job->th) {
-            run_kernel(job, x, rows, mine, c0, c1, job->acc + r0 * n, n);
+            kernel_table[call->kernel].gemm(job, x, rows, mine, c0, c1, job->acc + r0 * n, n);
         } else {
-            run_kernel(job, x, rows, mine, c0, c1, block, padded_cols(n));
-            apply_thresholds(call->kernel, job->th, block, padded_cols(n), rows, c0, c1,
+            kernel_table[call->kernel].gemm(job, x, rows, mine, c0, c1, block, padded_cols(n));
+            kernel_table[call->kernel].thresholds(job->th, block, padded_cols(n), rows, c0, c1,
                              job->out + r0 * n, n);
         }
     }
@@ -443,7 +451,7 @@ static void decode_task(void *arg, int64_t t)
 }
 
 /* Builds the shared decoded weights of the chosen kernel, if it has any. */
-static void prepare_weights(const gemm_call *call, const tsq_packed_weights *pw, uint8_t *base)
+static void prepare_weights(const tsq__lowbit_call *call, const tsq_packed_weights *pw, uint8_t *base)
 {
     decode_job d;
     if (call->kernel == TSQ_KERNEL_REF) {
@@ -463,21 +471,15 @@ static void prepare_weights(const gemm_call *call, const tsq_packed_weights *pw,
     tsq__parallel_for(call->threads, call->threads, decode_task, &d);
 }
 
-static tsq_status run(tsq_context *ctx, const char *where, const gemm_call *call,
-                      const tsq_packed_weights *pw, const tsq_thresholds *th, int32_t *acc,
-                      uint8_t *out, void *workspace)
+void tsq__lowbit_execute(const tsq__lowbit_call *call, const tsq_packed_weights *pw,
+                         const uint8_t *x, const tsq_thresholds *th, int32_t *acc, uint8_t *out,
+                         void *workspace)
 {
     gemm_job job;
-    void *owned = NULL;
-    int64_t row_blocks = (call->m + call->ws.rows - 1) / call->ws.rows;
-    if (!workspace) {
-        workspace = owned = tsq__alloc(ctx, (size_t)call->ws.total);
-        if (!owned)
-            return tsq__fail(&ctx->obj, TSQ_ERR_NO_MEMORY,
-                             "%s: out of memory for a %llu-byte workspace", where,
-                             (unsigned long long)call->ws.total);
-    }
-    job.call = call;
+    tsq__lowbit_call c = *call;
+    int64_t row_blocks = (c.m + c.ws.rows - 1) / c.ws.rows;
+    c.x = x;
+    job.call = &c;
     job.pw = pw;
     job.th = th;
     job.acc = acc;
@@ -485,11 +487,26 @@ static tsq_status run(tsq_context *ctx, const char *where, const gemm_call *call
     job.base = (uint8_t *)round_up((uint64_t)(uintptr_t)workspace, WS_ALIGN);
     /* Enough row blocks keep every thread busy; otherwise the columns are
      * split as well (each part repacks its rows' bit planes: cheap). */
-    job.col_ranges = row_blocks >= call->threads ? 1 : call->threads;
+    job.col_ranges = row_blocks >= c.threads ? 1 : c.threads;
     job.col_step = padded_cols((pw->n + job.col_ranges - 1) / job.col_ranges);
     job.nitems = row_blocks * job.col_ranges;
-    prepare_weights(call, pw, job.base);
-    tsq__parallel_for(call->threads, call->threads, gemm_task, &job);
+    prepare_weights(&c, pw, job.base);
+    tsq__parallel_for(c.threads, c.threads, gemm_task, &job);
+}
+
+static tsq_status run(tsq_context *ctx, const char *where, const tsq__lowbit_call *call,
+                      const tsq_packed_weights *pw, const tsq_thresholds *th, int32_t *acc,
+                      uint8_t *out, void *workspace)
+{
+    void *owned = NULL;
+    if (!workspace) {
+        workspace = owned = tsq__alloc(ctx, (size_t)call->ws.total);
+        if (!owned)
+            return tsq__fail(&ctx->obj, TSQ_ERR_NO_MEMORY,
+                             "%s: out of memory for a %llu-byte workspace", where,
+                             (unsigned long long)call->ws.total);
+    }
+    tsq__lowbit_execute(call, pw, call->x, th, acc, out, workspace);
     tsq__free(ctx, owned);
     tsq__clear(&ctx->obj);
     return TSQ_OK;
@@ -501,7 +518,7 @@ tsq_status tsq_lowbit_gemm(tsq_context *ctx, const tsq_packed_weights *pw,
                            uint64_t workspace_bytes)
 {
     static const char *where = "lowbit_gemm";
-    gemm_call call;
+    tsq__lowbit_call call;
     tsq_status st;
     if (!ctx)
         return TSQ_ERR_NULL;
@@ -524,7 +541,7 @@ tsq_status tsq_lowbit_gemm_threshold(tsq_context *ctx, const tsq_packed_weights 
                                      uint64_t workspace_bytes)
 {
     static const char *where = "lowbit_gemm_threshold";
-    gemm_call call;
+    tsq__lowbit_call call;
     tsq_status st;
     if (!ctx)
         return TSQ_ERR_NULL;
@@ -576,7 +593,7 @@ tsq_status tsq_thresholds_apply(tsq_context *ctx, const tsq_thresholds *th,
     st = tsq__kernel_resolve(&ctx->obj, where, kernel, rows, th->bits, 2, &chosen);
     if (st != TSQ_OK)
         return st;
-    apply_thresholds(chosen, th, acc, th->channels, rows, 0, th->channels, out->data,
+    kernel_table[chosen].thresholds(th, acc, th->channels, rows, 0, th->channels, out->data,
                      th->channels);
     tsq__clear(&ctx->obj);
     return TSQ_OK;

@@ -58,6 +58,10 @@ struct tsq_thresholds {
     int32_t *top;     /* [padded] the largest code of the channel */
 };
 
+/* The smallest scale alpha of a low-bit layer: the layers, the plan and
+ * the model reader clamp to it alike. */
+#define TSQ__LOWBIT_ALPHA_MIN 1e-12f
+
 /* Largest weight magnitude of b-bit weights and largest code of n-bit codes. */
 static inline int32_t tsq__max_weight(int32_t bits) { return (1 << (bits - 1)) - 1; }
 static inline int32_t tsq__max_code(int32_t bits) { return (1 << bits) - 1; }
@@ -100,6 +104,9 @@ uint8_t tsq__or_bytes_avx2(const uint8_t *x, int64_t n);
 /* ---- thresholds.c and its SIMD variants: codes of rows 0..rows-1,
  * channels [c0, c1), from acc (row stride ldacc, pointing at channel 0)
  * into out (row stride ldo, pointing at channel 0). ---- */
+typedef void (*tsq__thresholds_fn)(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc,
+                                   int64_t rows, int64_t c0, int64_t c1, uint8_t *out,
+                                   int64_t ldo);
 void tsq__thresholds_apply_ref(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc,
                                int64_t rows, int64_t c0, int64_t c1, uint8_t *out,
                                int64_t ldo);
@@ -109,12 +116,49 @@ void tsq__thresholds_apply_avx2(const tsq_thresholds *th, const int32_t *acc, in
 void tsq__thresholds_apply_avx512(const tsq_thresholds *th, const int32_t *acc,
                                   int64_t ldacc, int64_t rows, int64_t c0, int64_t c1,
                                   uint8_t *out, int64_t ldo);
-/* The float epilogue the thresholds replace (TSQ.md, "Deployment
- * consequence"): code of fl(fl((float)acc * alpha) + bias). */
+/* The float epilogue the thresholds replace (docs/method.md §6.1):
+ * code of fl(fl((float)acc * alpha) + bias). */
 int32_t tsq__affine_code(int32_t acc, float alpha, float bias, float eps, float inv_delta,
                          int32_t maxcode);
 
-/* ---- dispatch.c ---- */
+/* ---- dispatch.c: what a low-bit product of M rows decides before it
+ * touches any data (the kernel, the thread count, the workspace layout),
+ * so that the plan can run it without the public calls' checks. ---- */
+typedef struct {
+    uint64_t shared;     /* decoded weights (ref: K x N int8; avx2/vnni: all panels) */
+    uint64_t scratch;    /* per thread: bit planes (vpopcnt) or two panels (streaming) */
+    uint64_t block;      /* per thread: int32 accumulators of a row block */
+    int64_t rows;        /* rows per block */
+    int64_t threads;     /* slots */
+    int streaming;       /* avx2/vnni decode per panel pair into scratch */
+    uint64_t total;      /* including the alignment slack */
+} tsq__lowbit_ws;
+
+typedef struct {
+    const uint8_t *x;
+    int64_t m, k;
+    int32_t code_bits;
+    int32_t kernel;   /* resolved */
+    int64_t threads;
+    tsq__lowbit_ws ws;
+} tsq__lowbit_call;
+
+/* Fills *call for M rows of code_bits codes times pw, with the kernel
+ * request resolved against ctx's CPU features, on at most `threads`
+ * threads (fewer for little work). Errors (a forced kernel the CPU lacks,
+ * an overflowing size) on ctx; on success ctx is not written. */
+tsq_status tsq__lowbit_prepare(tsq_context *ctx, const char *where, const tsq_packed_weights *pw,
+                               int64_t m, int32_t code_bits, int32_t kernel, int64_t threads,
+                               tsq__lowbit_call *call);
+/* Runs the product prepared in *call on codes x (M x K, row-major, every
+ * code within code_bits: not checked). th NULL: accumulators into acc
+ * (M x N); else codes into out (M x N). workspace holds call->ws.total
+ * bytes (any alignment). Cannot fail. */
+void tsq__lowbit_execute(const tsq__lowbit_call *call, const tsq_packed_weights *pw,
+                         const uint8_t *x, const tsq_thresholds *th, int32_t *acc, uint8_t *out,
+                         void *workspace);
+
+/* ---- dispatch.c: kernel resolution ---- */
 /* The kernel a request resolves to, or TSQ_ERR_UNSUPPORTED / INVALID with a
  * message on obj. */
 tsq_status tsq__kernel_resolve(tsq__object *obj, const char *where, int32_t kernel,

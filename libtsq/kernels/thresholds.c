@@ -1,5 +1,5 @@
-/* Integer thresholds for "affine, then quantize" (TSQ.md, "Deployment
- * consequence"). For one channel, f(acc) = Q(fl(fl((float)acc * alpha) + b))
+/* Integer thresholds for "affine, then quantize" (docs/method.md §6.1).
+ * For one channel, f(acc) = Q(fl(fl((float)acc * alpha) + b))
  * is a monotone step function of the integer acc: every float operation in
  * it (int to float, the product, the sum, the quantizer's scaling, floor,
  * clamp) is monotone, non-decreasing for alpha > 0 and non-increasing for
@@ -21,7 +21,7 @@
  * holds for every a, INT32_MAX included; codes every int32 reaches get
  * T_m = INT32_MIN. */
 #include "kernels_internal.h"
-#include "quant/quant_internal.h"
+#include "kernels/encode.h"
 
 #include <math.h>
 #include <string.h>

@@ -209,39 +209,6 @@ void tsq__init_he_normal(tsq_context *ctx, float *w, int64_t n, int64_t fan_in)
         w[i] = (float)(sd * tsq__rng_normal(&rng));
 }
 
-typedef struct {
-    tsq__range_fn fn;
-    void *arg;
-    int64_t n, chunks;
-} range_job;
-
-static void range_task(void *p, int64_t i)
-{
-    range_job *j = p;
-    int64_t lo = j->n * i / j->chunks, hi = j->n * (i + 1) / j->chunks;
-    if (lo < hi)
-        j->fn(j->arg, lo, hi);
-}
-
-void tsq__parallel_range(int64_t threads, int64_t n, int64_t cost, tsq__range_fn fn, void *arg)
-{
-    range_job j;
-    if (n <= 0)
-        return;
-    if (threads > n)
-        threads = n;
-    /* Below ~64k elements a thread start (~20 us) costs more than it saves. */
-    if (threads <= 1 || (double)n * (double)cost < 65536.0) {
-        fn(arg, 0, n);
-        return;
-    }
-    j.fn = fn;
-    j.arg = arg;
-    j.n = n;
-    j.chunks = threads;
-    tsq__parallel_for(threads, threads, range_task, &j);
-}
-
 /* ------------------------------------------------------------------ */
 /* Public calls                                                         */
 /* ------------------------------------------------------------------ */

@@ -14,6 +14,9 @@
 #define TSQ_NN_INTERNAL_H
 
 #include "internal.h"
+#include "kernels/conv.h"
+#include "kernels/kernels_internal.h"
+#include "kernels/vec.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -108,62 +111,11 @@ const char *tsq__shape_str(char *buf, size_t cap, int32_t ndim, const int64_t *s
  * the context's seed (so the result depends on seed and creation order). */
 void tsq__init_he_normal(tsq_context *ctx, float *w, int64_t n, int64_t fan_in);
 
-/* Runs fn(arg, lo, hi) over [0, n) split into at most `threads` contiguous
- * chunks (deterministic: the split depends only on n and threads). `cost`
- * is the rough number of elements touched per item: small jobs run inline,
- * since starting threads costs more than they would save. */
-typedef void (*tsq__range_fn)(void *arg, int64_t lo, int64_t hi);
-void tsq__parallel_range(int64_t threads, int64_t n, int64_t cost, tsq__range_fn fn, void *arg);
+/* The float kernels the layers run (geometry, im2col, conv and dense GEMMs,
+ * element-wise loops, pooling) live in kernels/; tsq__parallel_range in
+ * core/parallel.h. */
 
-/* ---- elementwise.c: vectorisable loops (pointers must not overlap unless
- * the name says in place) ---- */
-void tsq__vec_relu(float *restrict y, const float *restrict x, int64_t n);
-void tsq__vec_relu_grad(float *restrict dx, const float *restrict x, const float *restrict dy,
-                        int64_t n);
-void tsq__vec_affine(float *restrict y, const float *restrict x, float a, float b, int64_t n);
-void tsq__vec_affine_inplace(float *y, float a, float b, int64_t n);
-void tsq__vec_axpbypc(float *restrict y, const float *restrict dy, const float *restrict x,
-                      float a, float b, float c, int64_t n);
-/* *sum += sum x, *sumsq += sum x^2 (in double). */
-void tsq__vec_sums(const float *restrict x, int64_t n, double *sum, double *sumsq);
-/* *sum_dy += sum dy, *sum_dyx += sum dy x (in double). */
-void tsq__vec_dot_sum(const float *restrict dy, const float *restrict x, int64_t n,
-                      double *sum_dy, double *sum_dyx);
-void tsq__vec_add(float *restrict dst, const float *restrict src, int64_t n);
-
-/* ---- im2col.c ---- */
-typedef struct tsq__conv_geom {
-    int64_t cin, h, w;     /* input */
-    int64_t cout, oh, ow;  /* output */
-    int64_t kh, kw, stride, pad;
-    int64_t k;             /* rows of the patch matrix: cin*kh*kw */
-    int64_t ohw;           /* oh*ow */
-    int direct;            /* 1x1, stride 1, pad 0: the input is its own patch matrix */
-    int64_t group;         /* images side by side in one GEMM (small outputs) */
-} tsq__conv_geom;
-
-/* Fills geometry; returns 0 if the output would be empty. */
-int tsq__conv_geom_init(tsq__conv_geom *g, int64_t cin, int64_t h, int64_t w, int64_t cout,
-                        int64_t kh, int64_t kw, int64_t stride, int64_t pad);
-/* col (k x ohw, rows ld >= ohw floats apart) = patches of one image x
- * (cin x h x w). */
-void tsq__im2col(const tsq__conv_geom *g, const float *x, float *col, int64_t ld);
-/* x (cin x h x w) = sum of the patches in col (as above), x overwritten.
- * col is scratch: entries that fall outside the image may be zeroed. */
-void tsq__col2im(const tsq__conv_geom *g, float *col, int64_t ld, float *x);
-
-/* ---- conv2d.c: the convolution core, shared with the low-bit layer ---- */
-/* y[n] = scale (.) (W * x[n]) + bias per output channel (scale may be NULL
- * for 1). W is cout x k. `ws` holds tsq__conv_ws_floats(g, threads, 0). */
-size_t tsq__conv_ws_floats(const tsq__conv_geom *g, int64_t threads, int backward);
-void tsq__conv_forward(const tsq__conv_geom *g, int64_t threads, const float *x,
-                       const float *w, const float *scale, const float *bias, float *y,
-                       int64_t batch, float *ws);
-/* From dy: dw = sum_n dy[n] col(x[n])^T (cout x k), db = sum dy over
- * positions (NULL to skip), dx = W^T dy col2im'd (NULL to skip). */
-void tsq__conv_backward(const tsq__conv_geom *g, int64_t threads, const float *x,
-                        const float *w, const float *dy, float *dw, float *db, float *dx,
-                        int64_t batch, float *ws);
+/* ---- conv2d.c ---- */
 const tsq__conv_geom *tsq__conv2d_geom(const tsq_layer *l);
 /* Argument checks and configuration keys shared by conv2d and low-bit conv. */
 tsq_status tsq__conv_check_args(tsq_context *ctx, const char *where, int64_t cin, int64_t cout,
@@ -175,14 +127,6 @@ tsq_status tsq__conv_info(int64_t cin, int64_t cout, int64_t kh, int64_t kw, int
 tsq_status tsq__dense_check_args(tsq_context *ctx, const char *where, int64_t in, int64_t out);
 tsq_status tsq__dense_setup(tsq_layer *l, int64_t in, int64_t out, int32_t in_ndim,
                             const int64_t *in_shape, int32_t *out_ndim, int64_t *out_shape);
-/* y = x W^T (.) scale + bias (x batch x in, W out x in); threads as for
- * the convolution (> 1: libtsq's threads split the rows). */
-void tsq__dense_forward(int64_t threads, int64_t in, int64_t out, const float *x,
-                        const float *w, const float *scale, const float *bias, float *y,
-                        int64_t batch);
-void tsq__dense_backward(int64_t threads, int64_t in, int64_t out, const float *x,
-                         const float *w, const float *dy, float *dw, float *db, float *dx,
-                         int64_t batch);
 
 /* ---- kinds (constructors are public; these are for the net's rewrites) ---- */
 int tsq__layer_is(const tsq_layer *l, int32_t kind);
@@ -279,9 +223,9 @@ void tsq__softmax_xent(const float *logits, const int32_t *labels, int64_t batch
                        int64_t classes, double *loss, int64_t *correct, int32_t *pred,
                        float *dlogits);
 
-/* Low-bit layers (lowbit_layer.c) keep every scale alpha at least this, in
- * case an optimiser drives it to 0. */
-#define TSQ__LOWBIT_ALPHA_MIN 1e-12f
+/* Low-bit layers (lowbit_layer.c) keep every scale alpha at least
+ * TSQ__LOWBIT_ALPHA_MIN (kernels/kernels_internal.h), in case an optimiser
+ * drives it to 0; the plan and the model reader clamp alike. */
 
 /* A low-bit layer's effective weight code: clamp(rint(S / alpha), -m, m),
  * with alpha >= TSQ__LOWBIT_ALPHA_MIN. The one place of this rule: the

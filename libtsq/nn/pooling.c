@@ -43,25 +43,8 @@ static void maxpool_planes(void *arg, int64_t lo, int64_t hi)
 {
     pool_job *j = arg;
     tsq_layer *l = &j->m->base;
-    int64_t H = l->in_shape[1], W = l->in_shape[2], OH = l->out_shape[1], OW = l->out_shape[2];
-    int64_t k = j->m->k, s = j->m->stride, pl, oy, ox, a, b;
-    for (pl = lo; pl < hi; pl++) {
-        const float *xp = j->x + pl * H * W;
-        float *yp = j->y + pl * OH * OW;
-        int32_t *ip = j->m->argmax + pl * OH * OW;
-        for (oy = 0; oy < OH; oy++)
-            for (ox = 0; ox < OW; ox++) {
-                int64_t best = oy * s * W + ox * s;
-                for (a = 0; a < k; a++)
-                    for (b = 0; b < k; b++) {
-                        int64_t idx = (oy * s + a) * W + ox * s + b;
-                        if (xp[idx] > xp[best])
-                            best = idx;
-                    }
-                yp[oy * OW + ox] = xp[best];
-                ip[oy * OW + ox] = (int32_t)best;
-            }
-    }
+    tsq__maxpool_f32(j->x, j->y, j->m->argmax, lo, hi, l->in_shape[1], l->in_shape[2],
+                     l->out_shape[1], l->out_shape[2], j->m->k, j->m->stride);
 }
 
 static void maxpool_back_planes(void *arg, int64_t lo, int64_t hi)

@@ -1,8 +1,8 @@
 /*
  * Internal interface between the parts of the activation quantizer:
  * the streaming statistics (activation_histogram.c), the (eps, delta) fit
- * that reads them (quantizer_fit.c) and the encode kernels (quantizer.c for
- * plain C, quantize_avx2.c). Not installed.
+ * that reads them (quantizer_fit.c) and the quantizer (quantizer.c). Not
+ * installed.
  *
  * The histogram. Per channel, the positive samples x fall into bins whose
  * layout is that of a small floating-point format relative to a range
@@ -30,6 +30,7 @@
 #define TSQ_ACTIVATION_HISTOGRAM_H
 
 #include "internal.h"
+#include "kernels/encode.h"
 
 #define TSQ__HIST_OCTAVES 16
 #define TSQ__HIST_SUB_BITS_MAX 10
@@ -111,23 +112,6 @@ void tsq__fit_channel(const tsq__hist_view *v, int32_t bits, int32_t eps_mode,
 void tsq__fit_estimate(const tsq__hist_view *v, int32_t bits, float eps, float delta,
                        double *error_sum, double *zeros);
 
-/* ---- encode kernels: codes = tsq__quant_code(x, ...), bit for bit ---- */
-
-/* One (eps, inv_delta) for the whole span. */
-void tsq__encode_span_c(const float *x, uint8_t *codes, int64_t n, float eps, float inv_delta,
-                        int32_t maxcode);
-/* Element i uses eps[i] and inv_delta[i] (a row of an N x C tensor). */
-void tsq__encode_row_c(const float *x, uint8_t *codes, int64_t n, const float *eps,
-                       const float *inv_delta, int32_t maxcode);
-/* The number of NaN or Inf values among x[0..n-1]. */
-int64_t tsq__count_nonfinite_c(const float *x, int64_t n);
-
-/* The same in AVX2 (quantize_avx2.c): call only when tsq__cpu_detect()
- * reports TSQ_CPU_AVX2. */
-void tsq__encode_span_avx2(const float *x, uint8_t *codes, int64_t n, float eps,
-                           float inv_delta, int32_t maxcode);
-void tsq__encode_row_avx2(const float *x, uint8_t *codes, int64_t n, const float *eps,
-                          const float *inv_delta, int32_t maxcode);
-int64_t tsq__count_nonfinite_avx2(const float *x, int64_t n);
+/* The encode kernels are in kernels/encode.h. */
 
 #endif

@@ -6,6 +6,7 @@
  * reshaped to C_out x (C_in kh kw).
  */
 #include "regressor_internal.h"
+#include "kernels/conv.h"
 
 #include <string.h>
 
@@ -28,32 +29,27 @@ static int64_t position_of(const rows_job *job, int64_t n, int64_t k)
     return job->positions ? job->positions[n * job->npos + k] : k;
 }
 
-/* One image's rows of X. Padded cells stay 0 (the tensor is zero-filled). */
+/* One image's rows of X, by the one im2col (kernels/conv.h). */
 static void im2col_image(void *arg, int64_t n)
 {
     const rows_job *job = arg;
     const conv_geometry *g = job->g;
-    int64_t d = g->c * g->kh * g->kw, k, ci, i, j;
-    size_t es = tsq__dtype_size(job->src->dtype);
-    const unsigned char *in = (const unsigned char *)job->src->data;
-    unsigned char *out = (unsigned char *)job->dst->data;
-    for (k = 0; k < job->npos; k++) {
-        int64_t p = position_of(job, n, k), oh = p / g->ow, ow = p % g->ow;
-        unsigned char *row = out + (size_t)((n * job->npos + k) * d) * es;
-        for (ci = 0; ci < g->c; ci++)
-            for (i = 0; i < g->kh; i++) {
-                int64_t y = oh * g->sh - g->ph + i;
-                if (y < 0 || y >= g->h)
-                    continue;
-                for (j = 0; j < g->kw; j++) {
-                    int64_t x = ow * g->sw - g->pw + j;
-                    if (x < 0 || x >= g->w)
-                        continue;
-                    memcpy(row + (size_t)((ci * g->kh + i) * g->kw + j) * es,
-                           in + (size_t)(((n * g->c + ci) * g->h + y) * g->w + x) * es, es);
-                }
-            }
-    }
+    tsq__conv_geom k;
+    memset(&k, 0, sizeof k);
+    k.cin = g->c;
+    k.h = g->h;
+    k.w = g->w;
+    k.kh = g->kh;
+    k.kw = g->kw;
+    k.stride = g->sh;
+    k.stride_w = g->sw;
+    k.pad = g->ph;
+    k.pad_w = g->pw;
+    k.oh = g->oh;
+    k.ow = g->ow;
+    k.k = g->c * g->kh * g->kw;
+    tsq__im2col_rows(&k, tsq__dtype_size(job->src->dtype), TSQ__NCHW, job->src->data,
+                     job->dst->data, n, n + 1, job->positions, job->npos);
 }
 
 /* One image's rows of an output tensor: the C channels at each position. */

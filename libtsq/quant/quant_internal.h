@@ -1,43 +1,16 @@
 /*
- * The sparse activation quantizer's formula (docs/method.md §2.1), in the one
- * place every part of libtsq takes it from: the quantizer, the regressor's
- * loss, the layers and the threshold derivation of the inference plan.
- *
- *   Q(x) = 0                                     if x <= eps
- *        = clamp(floor(x * inv_delta + 0.5), 1, maxcode)  otherwise
- *
- * with maxcode = 2^bits - 1 and inv_delta = 1.0f / delta computed once in
- * float. Every path (scalar, SIMD, threshold form) must reproduce exactly
- * these float operations, so that they agree bit for bit: ties at a level
- * boundary round up; x == eps gives 0; NaN gives 0 (callers reject NaN
- * before quantizing).
+ * What the quantizer shares with the regressor and the layers: the
+ * parameter accessors. The formula Q (tsq__quant_code) and the
+ * straight-through mask (tsq__quant_passes) live with their kernels in
+ * kernels/encode.h.
  */
 #ifndef TSQ_QUANT_INTERNAL_H
 #define TSQ_QUANT_INTERNAL_H
 
 #include "internal.h"
+#include "kernels/encode.h" /* the formula, tsq__quant_code */
 
 #include <math.h>
-
-static inline int32_t tsq__quant_code(float x, float eps, float inv_delta, int32_t maxcode)
-{
-    float k;
-    if (!(x > eps))
-        return 0;
-    k = floorf(x * inv_delta + 0.5f);
-    if (k < 1.0f)
-        return 1;
-    if (k > (float)maxcode)
-        return maxcode;
-    return (int32_t)k;
-}
-
-/* The straight-through mask (docs/method.md §2.2): the gradient passes where
- * 0 < x < maxcode * delta, and is zero elsewhere. */
-static inline int tsq__quant_passes(float x, float delta, int32_t maxcode)
-{
-    return x > 0.0f && x < (float)maxcode * delta;
-}
 
 /* Quantizer parameters as the other components read them (implemented in
  * quant/quantizer.c). A per-tensor quantizer has nchannels == 0 and answers

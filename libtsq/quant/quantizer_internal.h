@@ -70,26 +70,4 @@ void tsq__q_encode_all(const tsq_quantizer *q, const float *x, uint8_t *codes,
 tsq_status tsq__q_fit_from(tsq_quantizer *q, const char *where, const tsq__act_hist *hist,
                            double *error_sum, double *zeros);
 
-/* ---- element-wise kernels: the C ones are the oracle of the AVX2 ones
- * (quantize_avx2.c), which must give the same bits. "span" takes one
- * channel's parameters for n elements, "row" channel i's for element i. ---- */
-/* y = k(x) * delta */
-void tsq__fakequant_span_c(const float *x, float *y, int64_t n, float eps, float inv_delta,
-                           float delta, int32_t maxcode);
-void tsq__fakequant_row_c(const float *x, float *y, int64_t n, const float *eps,
-                          const float *inv_delta, const float *delta, int32_t maxcode);
-/* gi = go where 0 < x < maxcode * delta, else 0 (tsq__quant_passes) */
-void tsq__ste_span_c(const float *x, const float *go, float *gi, int64_t n, float delta,
-                     int32_t maxcode);
-void tsq__ste_row_c(const float *x, const float *go, float *gi, int64_t n, const float *delta,
-                    int32_t maxcode);
-void tsq__fakequant_span_avx2(const float *x, float *y, int64_t n, float eps, float inv_delta,
-                              float delta, int32_t maxcode);
-void tsq__fakequant_row_avx2(const float *x, float *y, int64_t n, const float *eps,
-                             const float *inv_delta, const float *delta, int32_t maxcode);
-void tsq__ste_span_avx2(const float *x, const float *go, float *gi, int64_t n, float delta,
-                        int32_t maxcode);
-void tsq__ste_row_avx2(const float *x, const float *go, float *gi, int64_t n,
-                       const float *delta, int32_t maxcode);
-
 #endif /* TSQ_QUANTIZER_INTERNAL_H */

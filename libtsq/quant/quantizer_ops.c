@@ -1,8 +1,8 @@
 /* The quantizer's element-wise calls: encode (codes), forward (the
  * fake-quantized float k(x) * delta), decode and backward (the
- * straight-through gradient, docs/method.md §2.2). The plain C kernels here
- * are the oracle of the AVX2 ones in quantize_avx2.c, picked at run time
- * from the CPU detection made when the quantizer was created; encode,
+ * straight-through gradient, docs/method.md §2.2). The element-wise kernels
+ * (C oracle and AVX2) are in kernels/encode.c and encode_avx2.c, picked at
+ * run time from the CPU detection made when the quantizer was created; encode,
  * forward and backward split large tensors over the context's threads. */
 #include "quant/quantizer_internal.h"
 
@@ -12,69 +12,6 @@
  * tensors of at least PARALLEL_MIN_ELEMENTS are split at all. */
 #define CHUNK ((int64_t)1 << 16)
 #define PARALLEL_MIN_ELEMENTS ((int64_t)1 << 18)
-
-/* ------------------------------------------------------------------ */
-/* Plain C kernels                                                      */
-/* ------------------------------------------------------------------ */
-
-void tsq__encode_span_c(const float *x, uint8_t *codes, int64_t n, float eps, float inv_delta,
-                        int32_t maxcode)
-{
-    int64_t i;
-    for (i = 0; i < n; i++)
-        codes[i] = (uint8_t)tsq__quant_code(x[i], eps, inv_delta, maxcode);
-}
-
-void tsq__encode_row_c(const float *x, uint8_t *codes, int64_t n, const float *eps,
-                       const float *inv_delta, int32_t maxcode)
-{
-    int64_t i;
-    for (i = 0; i < n; i++)
-        codes[i] = (uint8_t)tsq__quant_code(x[i], eps[i], inv_delta[i], maxcode);
-}
-
-int64_t tsq__count_nonfinite_c(const float *x, int64_t n)
-{
-    int64_t i, count = 0;
-    for (i = 0; i < n; i++) {
-        uint32_t bits;
-        memcpy(&bits, &x[i], sizeof bits);
-        count += (bits & 0x7F800000u) == 0x7F800000u; /* exponent all ones */
-    }
-    return count;
-}
-
-void tsq__fakequant_span_c(const float *x, float *y, int64_t n, float eps, float inv_delta,
-                           float delta, int32_t maxcode)
-{
-    int64_t i;
-    for (i = 0; i < n; i++)
-        y[i] = (float)tsq__quant_code(x[i], eps, inv_delta, maxcode) * delta;
-}
-
-void tsq__fakequant_row_c(const float *x, float *y, int64_t n, const float *eps,
-                          const float *inv_delta, const float *delta, int32_t maxcode)
-{
-    int64_t i;
-    for (i = 0; i < n; i++)
-        y[i] = (float)tsq__quant_code(x[i], eps[i], inv_delta[i], maxcode) * delta[i];
-}
-
-void tsq__ste_span_c(const float *x, const float *go, float *gi, int64_t n, float delta,
-                     int32_t maxcode)
-{
-    int64_t i;
-    for (i = 0; i < n; i++)
-        gi[i] = tsq__quant_passes(x[i], delta, maxcode) ? go[i] : 0.0f;
-}
-
-void tsq__ste_row_c(const float *x, const float *go, float *gi, int64_t n, const float *delta,
-                    int32_t maxcode)
-{
-    int64_t i;
-    for (i = 0; i < n; i++)
-        gi[i] = tsq__quant_passes(x[i], delta[i], maxcode) ? go[i] : 0.0f;
-}
 
 /* ------------------------------------------------------------------ */
 /* One threaded driver for the three element-wise operations            */

@@ -21,8 +21,10 @@
  * that load from other processes affects them alike. Single-threaded runs
  * are timed in thread CPU time (see clock_now), multi-threaded ones in wall
  * time. */
+#define TSQ_EXPERIMENTAL 1 /* the kernel-level calls */
 #include "bench.h"
 #include "blas.h"
+#include "tsq/experimental.h"
 
 #include <spawn.h>
 #include <stdint.h>

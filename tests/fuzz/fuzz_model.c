@@ -244,7 +244,7 @@ static void run_plan(tsq_context *ctx, tsq_net *net, tsq_tensor *x, tsq_tensor *
         fz_check_msg(tsq_context_errmsg(ctx), 1, "plan_create");
         return;
     }
-    for (key = 0; key <= 9; key++)
+    for (key = TSQ_PLAN_LOWBIT_LAYERS - 1; key <= TSQ_PLAN_STAGES + 1; key++)
         (void)tsq_plan_get(plan, key, &v);
     tsq_plan_get(plan, TSQ_PLAN_INPUT_SIZE, &in_size);
     tsq_plan_get(plan, TSQ_PLAN_OUTPUT_SIZE, &out_size);

@@ -256,7 +256,9 @@ static void do_set(const handle *h, int32_t key, uint8_t vmode, const uint8_t *v
     } else if (h->kind == K_PLAN) {
         int64_t a = 0, b = 0;
         st = tsq_plan_get(h->h, key, &a);
-        FZ_REQUIRE(st == (key >= 1 && key <= 8 ? TSQ_OK : TSQ_ERR_INVALID), "plan_get %d",
+        FZ_REQUIRE(st == (key >= TSQ_PLAN_LOWBIT_LAYERS && key <= TSQ_PLAN_STAGES ? TSQ_OK
+                                                                              : TSQ_ERR_INVALID),
+                   "plan_get %d",
                    (int)key);
         FZ_REQUIRE(tsq_plan_get(h->h, key, &b) == st && a == b, "plan_get not repeatable");
         return;

@@ -29,13 +29,13 @@ class tsq_layer(C.Structure):
 class tsq_net(C.Structure):
     pass
 
+class tsq_plan(C.Structure):
+    pass
+
 class tsq_packed_weights(C.Structure):
     pass
 
 class tsq_thresholds(C.Structure):
-    pass
-
-class tsq_plan(C.Structure):
     pass
 
 
@@ -161,29 +161,30 @@ TSQ_NET_TSQ_IDLE = 0
 TSQ_NET_TSQ_LEARNING = 1
 TSQ_NET_TSQ_FITTING = 2
 # plan.h
+TSQ_PLAN_LOWBIT_LAYERS = 1793
+TSQ_PLAN_FUSED_THRESHOLDS = 1794
+TSQ_PLAN_PACKED_BYTES = 1795
+TSQ_PLAN_PACKED_FP32_BYTES = 1796
+TSQ_PLAN_FLOAT_BYTES = 1797
+TSQ_PLAN_INPUT_SIZE = 1798
+TSQ_PLAN_OUTPUT_SIZE = 1799
+TSQ_PLAN_STAGES = 1800
+# model.h
+TSQ_MODEL_FORMAT_VERSION = 1
+# experimental.h
 TSQ_KERNEL_AUTO = 0
 TSQ_KERNEL_REF = 1
 TSQ_KERNEL_AVX2 = 2
 TSQ_KERNEL_VNNI = 3
 TSQ_KERNEL_VPOPCNT = 4
-TSQ_PACKED_ROWS = 1
-TSQ_PACKED_COLS = 2
-TSQ_PACKED_WEIGHT_BITS = 3
-TSQ_PACKED_BYTES = 4
-TSQ_THRESHOLDS_CHANNELS = 1
-TSQ_THRESHOLDS_CODE_BITS = 2
+TSQ_PACKED_ROWS = 2049
+TSQ_PACKED_COLS = 2050
+TSQ_PACKED_WEIGHT_BITS = 2051
+TSQ_PACKED_BYTES = 2052
+TSQ_THRESHOLDS_CHANNELS = 2305
+TSQ_THRESHOLDS_CODE_BITS = 2306
 TSQ_LAYOUT_NCHW = 1
 TSQ_LAYOUT_NHWC = 2
-TSQ_PLAN_LOWBIT_LAYERS = 1
-TSQ_PLAN_FUSED_THRESHOLDS = 2
-TSQ_PLAN_PACKED_BYTES = 3
-TSQ_PLAN_PACKED_FP32_BYTES = 4
-TSQ_PLAN_FLOAT_BYTES = 5
-TSQ_PLAN_INPUT_SIZE = 6
-TSQ_PLAN_OUTPUT_SIZE = 7
-TSQ_PLAN_STAGES = 8
-# model.h
-TSQ_MODEL_FORMAT_VERSION = 1
 
 CONSTANTS = {
     'TSQ_VERSION_MAJOR': TSQ_VERSION_MAJOR,
@@ -296,6 +297,15 @@ CONSTANTS = {
     'TSQ_NET_TSQ_IDLE': TSQ_NET_TSQ_IDLE,
     'TSQ_NET_TSQ_LEARNING': TSQ_NET_TSQ_LEARNING,
     'TSQ_NET_TSQ_FITTING': TSQ_NET_TSQ_FITTING,
+    'TSQ_PLAN_LOWBIT_LAYERS': TSQ_PLAN_LOWBIT_LAYERS,
+    'TSQ_PLAN_FUSED_THRESHOLDS': TSQ_PLAN_FUSED_THRESHOLDS,
+    'TSQ_PLAN_PACKED_BYTES': TSQ_PLAN_PACKED_BYTES,
+    'TSQ_PLAN_PACKED_FP32_BYTES': TSQ_PLAN_PACKED_FP32_BYTES,
+    'TSQ_PLAN_FLOAT_BYTES': TSQ_PLAN_FLOAT_BYTES,
+    'TSQ_PLAN_INPUT_SIZE': TSQ_PLAN_INPUT_SIZE,
+    'TSQ_PLAN_OUTPUT_SIZE': TSQ_PLAN_OUTPUT_SIZE,
+    'TSQ_PLAN_STAGES': TSQ_PLAN_STAGES,
+    'TSQ_MODEL_FORMAT_VERSION': TSQ_MODEL_FORMAT_VERSION,
     'TSQ_KERNEL_AUTO': TSQ_KERNEL_AUTO,
     'TSQ_KERNEL_REF': TSQ_KERNEL_REF,
     'TSQ_KERNEL_AVX2': TSQ_KERNEL_AVX2,
@@ -309,15 +319,6 @@ CONSTANTS = {
     'TSQ_THRESHOLDS_CODE_BITS': TSQ_THRESHOLDS_CODE_BITS,
     'TSQ_LAYOUT_NCHW': TSQ_LAYOUT_NCHW,
     'TSQ_LAYOUT_NHWC': TSQ_LAYOUT_NHWC,
-    'TSQ_PLAN_LOWBIT_LAYERS': TSQ_PLAN_LOWBIT_LAYERS,
-    'TSQ_PLAN_FUSED_THRESHOLDS': TSQ_PLAN_FUSED_THRESHOLDS,
-    'TSQ_PLAN_PACKED_BYTES': TSQ_PLAN_PACKED_BYTES,
-    'TSQ_PLAN_PACKED_FP32_BYTES': TSQ_PLAN_PACKED_FP32_BYTES,
-    'TSQ_PLAN_FLOAT_BYTES': TSQ_PLAN_FLOAT_BYTES,
-    'TSQ_PLAN_INPUT_SIZE': TSQ_PLAN_INPUT_SIZE,
-    'TSQ_PLAN_OUTPUT_SIZE': TSQ_PLAN_OUTPUT_SIZE,
-    'TSQ_PLAN_STAGES': TSQ_PLAN_STAGES,
-    'TSQ_MODEL_FORMAT_VERSION': TSQ_MODEL_FORMAT_VERSION,
 }
 
 # name: (restype, [argtypes], [parameter names], header, experimental)
@@ -1007,90 +1008,15 @@ FUNCTIONS = {
         [C.POINTER(tsq_net), C.c_int32, C.c_int32, C.POINTER(C.c_double), C.c_int32, C.POINTER(C.c_int32), C.POINTER(C.c_int32)],
         ['net', 'unit', 'series', 'values', 'capacity', 'count', 'layer_index'],
         'nn.h', False),
-    'tsq_kernel_name': (
-        C.c_char_p,
-        [C.c_int32],
-        ['kernel'],
-        'plan.h', False),
-    'tsq_kernel_available': (
-        C.c_int32,
-        [C.c_int32, C.POINTER(C.c_int32)],
-        ['kernel', 'available'],
-        'plan.h', False),
-    'tsq_packed_weights_create': (
-        C.c_int32,
-        [C.POINTER(tsq_context), C.POINTER(tsq_tensor), C.c_int32, C.POINTER(C.POINTER(tsq_packed_weights))],
-        ['ctx', 'w', 'weight_bits', 'out'],
-        'plan.h', False),
-    'tsq_packed_weights_destroy': (
-        None,
-        [C.POINTER(tsq_packed_weights)],
-        ['pw'],
-        'plan.h', False),
-    'tsq_packed_weights_get': (
-        C.c_int32,
-        [C.POINTER(tsq_packed_weights), C.c_int32, C.POINTER(C.c_int64)],
-        ['pw', 'key', 'value'],
-        'plan.h', False),
-    'tsq_packed_weights_unpack': (
-        C.c_int32,
-        [C.POINTER(tsq_packed_weights), C.POINTER(tsq_tensor)],
-        ['pw', 'w'],
-        'plan.h', False),
-    'tsq_thresholds_create': (
-        C.c_int32,
-        [C.POINTER(tsq_context), C.c_int64, C.POINTER(C.c_float), C.POINTER(C.c_float), C.c_int32, C.POINTER(C.c_float), C.POINTER(C.c_float), C.c_int64, C.POINTER(C.POINTER(tsq_thresholds))],
-        ['ctx', 'channels', 'alpha', 'bias', 'code_bits', 'eps', 'delta', 'qparams', 'out'],
-        'plan.h', False),
-    'tsq_thresholds_destroy': (
-        None,
-        [C.POINTER(tsq_thresholds)],
-        ['th'],
-        'plan.h', False),
-    'tsq_thresholds_get': (
-        C.c_int32,
-        [C.POINTER(tsq_thresholds), C.c_int32, C.POINTER(C.c_int64)],
-        ['th', 'key', 'value'],
-        'plan.h', False),
-    'tsq_thresholds_channel': (
-        C.c_int32,
-        [C.POINTER(tsq_thresholds), C.c_int64, C.POINTER(C.c_int32), C.POINTER(C.c_int32), C.POINTER(C.c_int32), C.c_int64],
-        ['th', 'channel', 'direction', 'top', 't', 'capacity'],
-        'plan.h', False),
-    'tsq_thresholds_apply': (
-        C.c_int32,
-        [C.POINTER(tsq_context), C.POINTER(tsq_thresholds), C.POINTER(C.c_int32), C.c_int64, C.c_int64, C.c_int32, C.POINTER(tsq_tensor)],
-        ['ctx', 'th', 'acc', 'acc_count', 'rows', 'kernel', 'out'],
-        'plan.h', False),
-    'tsq_lowbit_kernel_select': (
-        C.c_int32,
-        [C.POINTER(tsq_context), C.POINTER(tsq_packed_weights), C.c_int64, C.c_int32, C.c_int32, C.POINTER(C.c_int32)],
-        ['ctx', 'pw', 'm', 'code_bits', 'kernel', 'chosen'],
-        'plan.h', False),
-    'tsq_lowbit_workspace_size': (
-        C.c_int32,
-        [C.POINTER(tsq_context), C.POINTER(tsq_packed_weights), C.c_int64, C.c_int32, C.c_int32, C.POINTER(C.c_uint64)],
-        ['ctx', 'pw', 'm', 'code_bits', 'kernel', 'bytes'],
-        'plan.h', False),
-    'tsq_lowbit_gemm': (
-        C.c_int32,
-        [C.POINTER(tsq_context), C.POINTER(tsq_packed_weights), C.POINTER(tsq_tensor), C.c_int32, C.c_int32, C.POINTER(C.c_int32), C.c_int64, C.c_void_p, C.c_uint64],
-        ['ctx', 'pw', 'codes', 'code_bits', 'kernel', 'acc', 'acc_count', 'workspace', 'workspace_bytes'],
-        'plan.h', False),
-    'tsq_lowbit_gemm_threshold': (
-        C.c_int32,
-        [C.POINTER(tsq_context), C.POINTER(tsq_packed_weights), C.POINTER(tsq_tensor), C.c_int32, C.POINTER(tsq_thresholds), C.c_int32, C.POINTER(tsq_tensor), C.c_void_p, C.c_uint64],
-        ['ctx', 'pw', 'codes', 'code_bits', 'th', 'kernel', 'out', 'workspace', 'workspace_bytes'],
-        'plan.h', False),
-    'tsq_im2col_codes': (
-        C.c_int32,
-        [C.POINTER(tsq_context), C.POINTER(tsq_tensor), C.c_int32, C.c_int32, C.c_int32, C.c_int32, C.c_int32, C.c_int32, C.c_int32, C.POINTER(tsq_tensor)],
-        ['ctx', 'in', 'layout', 'kh', 'kw', 'stride_h', 'stride_w', 'pad_h', 'pad_w', 'out'],
-        'plan.h', False),
     'tsq_plan_create': (
         C.c_int32,
         [C.POINTER(tsq_context), C.POINTER(tsq_net), C.POINTER(C.POINTER(tsq_plan))],
         ['ctx', 'net', 'out'],
+        'plan.h', False),
+    'tsq_plan_load': (
+        C.c_int32,
+        [C.POINTER(tsq_context), C.c_void_p, C.c_uint64, C.POINTER(C.POINTER(tsq_plan))],
+        ['ctx', 'buf', 'size', 'out'],
         'plan.h', False),
     'tsq_plan_destroy': (
         None,
@@ -1137,6 +1063,86 @@ FUNCTIONS = {
         [C.POINTER(tsq_net), C.POINTER(C.c_uint64)],
         ['net', 'bytes'],
         'model.h', False),
+    'tsq_kernel_name': (
+        C.c_char_p,
+        [C.c_int32],
+        ['kernel'],
+        'experimental.h', True),
+    'tsq_kernel_available': (
+        C.c_int32,
+        [C.c_int32, C.POINTER(C.c_int32)],
+        ['kernel', 'available'],
+        'experimental.h', True),
+    'tsq_packed_weights_create': (
+        C.c_int32,
+        [C.POINTER(tsq_context), C.POINTER(tsq_tensor), C.c_int32, C.POINTER(C.POINTER(tsq_packed_weights))],
+        ['ctx', 'w', 'weight_bits', 'out'],
+        'experimental.h', True),
+    'tsq_packed_weights_destroy': (
+        None,
+        [C.POINTER(tsq_packed_weights)],
+        ['pw'],
+        'experimental.h', True),
+    'tsq_packed_weights_get': (
+        C.c_int32,
+        [C.POINTER(tsq_packed_weights), C.c_int32, C.POINTER(C.c_int64)],
+        ['pw', 'key', 'value'],
+        'experimental.h', True),
+    'tsq_packed_weights_unpack': (
+        C.c_int32,
+        [C.POINTER(tsq_packed_weights), C.POINTER(tsq_tensor)],
+        ['pw', 'w'],
+        'experimental.h', True),
+    'tsq_thresholds_create': (
+        C.c_int32,
+        [C.POINTER(tsq_context), C.c_int64, C.POINTER(C.c_float), C.POINTER(C.c_float), C.c_int32, C.POINTER(C.c_float), C.POINTER(C.c_float), C.c_int64, C.POINTER(C.POINTER(tsq_thresholds))],
+        ['ctx', 'channels', 'alpha', 'bias', 'code_bits', 'eps', 'delta', 'qparams', 'out'],
+        'experimental.h', True),
+    'tsq_thresholds_destroy': (
+        None,
+        [C.POINTER(tsq_thresholds)],
+        ['th'],
+        'experimental.h', True),
+    'tsq_thresholds_get': (
+        C.c_int32,
+        [C.POINTER(tsq_thresholds), C.c_int32, C.POINTER(C.c_int64)],
+        ['th', 'key', 'value'],
+        'experimental.h', True),
+    'tsq_thresholds_channel': (
+        C.c_int32,
+        [C.POINTER(tsq_thresholds), C.c_int64, C.POINTER(C.c_int32), C.POINTER(C.c_int32), C.POINTER(C.c_int32), C.c_int64],
+        ['th', 'channel', 'direction', 'top', 't', 'capacity'],
+        'experimental.h', True),
+    'tsq_thresholds_apply': (
+        C.c_int32,
+        [C.POINTER(tsq_context), C.POINTER(tsq_thresholds), C.POINTER(C.c_int32), C.c_int64, C.c_int64, C.c_int32, C.POINTER(tsq_tensor)],
+        ['ctx', 'th', 'acc', 'acc_count', 'rows', 'kernel', 'out'],
+        'experimental.h', True),
+    'tsq_lowbit_kernel_select': (
+        C.c_int32,
+        [C.POINTER(tsq_context), C.POINTER(tsq_packed_weights), C.c_int64, C.c_int32, C.c_int32, C.POINTER(C.c_int32)],
+        ['ctx', 'pw', 'm', 'code_bits', 'kernel', 'chosen'],
+        'experimental.h', True),
+    'tsq_lowbit_workspace_size': (
+        C.c_int32,
+        [C.POINTER(tsq_context), C.POINTER(tsq_packed_weights), C.c_int64, C.c_int32, C.c_int32, C.POINTER(C.c_uint64)],
+        ['ctx', 'pw', 'm', 'code_bits', 'kernel', 'bytes'],
+        'experimental.h', True),
+    'tsq_lowbit_gemm': (
+        C.c_int32,
+        [C.POINTER(tsq_context), C.POINTER(tsq_packed_weights), C.POINTER(tsq_tensor), C.c_int32, C.c_int32, C.POINTER(C.c_int32), C.c_int64, C.c_void_p, C.c_uint64],
+        ['ctx', 'pw', 'codes', 'code_bits', 'kernel', 'acc', 'acc_count', 'workspace', 'workspace_bytes'],
+        'experimental.h', True),
+    'tsq_lowbit_gemm_threshold': (
+        C.c_int32,
+        [C.POINTER(tsq_context), C.POINTER(tsq_packed_weights), C.POINTER(tsq_tensor), C.c_int32, C.POINTER(tsq_thresholds), C.c_int32, C.POINTER(tsq_tensor), C.c_void_p, C.c_uint64],
+        ['ctx', 'pw', 'codes', 'code_bits', 'th', 'kernel', 'out', 'workspace', 'workspace_bytes'],
+        'experimental.h', True),
+    'tsq_im2col_codes': (
+        C.c_int32,
+        [C.POINTER(tsq_context), C.POINTER(tsq_tensor), C.c_int32, C.c_int32, C.c_int32, C.c_int32, C.c_int32, C.c_int32, C.c_int32, C.POINTER(tsq_tensor)],
+        ['ctx', 'in', 'layout', 'kh', 'kw', 'stride_h', 'stride_w', 'pad_h', 'pad_w', 'out'],
+        'experimental.h', True),
 }
 
 

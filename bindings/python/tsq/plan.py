@@ -286,6 +286,19 @@ class Plan(Handle):
                    "tsq_plan_create")
         self._adopt(ctx, out)
 
+    @classmethod
+    def load(cls, ctx, data):
+        """A plan straight from the bytes of a .tsq model file (what
+        Net.save() returns), without building a Net (tsq_plan_load): the
+        same plan, and the same outputs, as Plan(ctx, Net.load(ctx, data))."""
+        data = bytes(data)
+        out = ctypes.POINTER(_ffi.tsq_plan)()
+        ctx._check(lib.tsq_plan_load(ctx.handle, data, len(data), ctypes.byref(out)),
+                   "tsq_plan_load")
+        plan = cls.__new__(cls)
+        plan._adopt(ctx, out)
+        return plan
+
     _KEYS = {"lowbit_layers": "TSQ_PLAN_LOWBIT_LAYERS",
              "fused_thresholds": "TSQ_PLAN_FUSED_THRESHOLDS",
              "packed_bytes": "TSQ_PLAN_PACKED_BYTES",

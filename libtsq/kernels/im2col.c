@@ -1,10 +1,17 @@
-/* im2col / col2im for one image: the patch matrix that turns a convolution
- * into one GEMM. Row r = (c, i, j) of the k x ohw matrix holds, for every
- * output position (oy, ox), the input pixel x[c][oy*s - p + i][ox*s - p + j]
- * (0 outside the image); rows are `ld` floats apart, so that several images
- * can sit side by side in one matrix. The bounds of the valid output columns are worked
- * out once per row, so the inner loops are plain copies without tests. */
-#include "nn_internal.h"
+/* The one convolution geometry and im2col (kernels/conv.h).
+ *
+ * Rows (tsq__im2col_rows): one row per output position, any element size
+ * and layout, all or sampled positions: the regressor's rows, the codes'
+ * patch matrix of the plan and of tsq_im2col_codes.
+ *
+ * Columns (tsq__im2col / tsq__col2im), the float GEMM path, one image:
+ * row r = (c, i, j) of the k x ohw matrix holds, for every output position
+ * (oy, ox), the input pixel x[c][oy*s - p + i][ox*s - p + j] (0 outside
+ * the image); rows are `ld` floats apart, so that several images can sit
+ * side by side in one matrix. The bounds of the valid output columns are
+ * worked out once per row, so the inner loops are plain copies. */
+#include "kernels/conv.h"
+#include "kernels/vec.h"
 
 #include <string.h>
 
@@ -20,8 +27,8 @@ int tsq__conv_geom_init(tsq__conv_geom *g, int64_t cin, int64_t h, int64_t w, in
     g->cout = cout;
     g->kh = kh;
     g->kw = kw;
-    g->stride = stride;
-    g->pad = pad;
+    g->stride = g->stride_w = stride;
+    g->pad = g->pad_w = pad;
     g->oh = (hp - kh) / stride + 1;
     g->ow = (wp - kw) / stride + 1;
     g->k = cin * kh * kw;
@@ -156,6 +163,113 @@ void tsq__col2im(const tsq__conv_geom *g, float *col, int64_t ld, float *x)
                     }
                 }
             }
+        }
+    }
+}
+
+tsq_status tsq__conv_geom_check(tsq__object *obj, const char *where, int64_t cin, int64_t h,
+                                int64_t w, int64_t kh, int64_t kw, int64_t stride_h,
+                                int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                                tsq__conv_geom *g)
+{
+    const int64_t lim = INT64_C(1) << 20;
+    int64_t k;
+    if (kh < 1 || kw < 1 || stride_h < 1 || stride_w < 1 || kh > lim || kw > lim ||
+        stride_h > lim || stride_w > lim)
+        return tsq__fail(obj, TSQ_ERR_INVALID,
+                         "%s: kernel %lld x %lld and stride %lld x %lld must be in 1..2^20",
+                         where, (long long)kh, (long long)kw, (long long)stride_h,
+                         (long long)stride_w);
+    if (pad_h < 0 || pad_w < 0 || pad_h >= kh || pad_w >= kw)
+        return tsq__fail(obj, TSQ_ERR_INVALID,
+                         "%s: padding %lld x %lld must be >= 0 and below the kernel size", where,
+                         (long long)pad_h, (long long)pad_w);
+    if (h + 2 * pad_h < kh || w + 2 * pad_w < kw)
+        return tsq__fail(obj, TSQ_ERR_SHAPE,
+                         "%s: a %lld x %lld window does not fit a padded %lld x %lld image",
+                         where, (long long)kh, (long long)kw, (long long)(h + 2 * pad_h),
+                         (long long)(w + 2 * pad_w));
+    if (!tsq__mul_i64(cin, kh * kw, &k))
+        return tsq__fail(obj, TSQ_ERR_OVERFLOW, "%s: C_in kh kw overflows", where);
+    memset(g, 0, sizeof *g);
+    g->cin = cin;
+    g->h = h;
+    g->w = w;
+    g->kh = kh;
+    g->kw = kw;
+    g->stride = stride_h;
+    g->stride_w = stride_w;
+    g->pad = pad_h;
+    g->pad_w = pad_w;
+    g->oh = (h + 2 * pad_h - kh) / stride_h + 1;
+    g->ow = (w + 2 * pad_w - kw) / stride_w + 1;
+    g->k = k;
+    g->ohw = g->oh * g->ow;
+    g->group = 1;
+    return TSQ_OK;
+}
+
+/* One row: the window at output (oy, ox) of one image. */
+static void window_row(const tsq__conv_geom *g, size_t es, int32_t layout,
+                       const unsigned char *img, unsigned char *row, int64_t oy, int64_t ox)
+{
+    int64_t c, ky, kx;
+    if (layout == TSQ__NHWC) {
+        /* A window row is kw pixels of cin elements; where it lies inside
+         * the image (and the stride along x is 1) they are one contiguous
+         * run of kw * cin elements. */
+        size_t run = (size_t)g->cin * es;
+        int64_t x0 = ox * g->stride_w - g->pad_w;
+        int inside_x = x0 >= 0 && x0 + g->kw <= g->w;
+        for (ky = 0; ky < g->kh; ky++) {
+            int64_t iy = oy * g->stride - g->pad + ky;
+            if (iy < 0 || iy >= g->h) {
+                memset(row, 0, run * (size_t)g->kw);
+                row += run * (size_t)g->kw;
+                continue;
+            }
+            if (inside_x) {
+                memcpy(row, img + (size_t)(iy * g->w + x0) * run, run * (size_t)g->kw);
+                row += run * (size_t)g->kw;
+                continue;
+            }
+            for (kx = 0; kx < g->kw; kx++, row += run) {
+                int64_t ix = x0 + kx;
+                if (ix >= 0 && ix < g->w)
+                    memcpy(row, img + (size_t)(iy * g->w + ix) * run, run);
+                else
+                    memset(row, 0, run);
+            }
+        }
+        return;
+    }
+    for (c = 0; c < g->cin; c++) {
+        const unsigned char *plane = img + (size_t)(c * g->h * g->w) * es;
+        for (ky = 0; ky < g->kh; ky++) {
+            int64_t iy = oy * g->stride - g->pad + ky;
+            for (kx = 0; kx < g->kw; kx++, row += es) {
+                int64_t ix = ox * g->stride_w - g->pad_w + kx;
+                if (iy >= 0 && iy < g->h && ix >= 0 && ix < g->w)
+                    memcpy(row, plane + (size_t)(iy * g->w + ix) * es, es);
+                else
+                    memset(row, 0, es);
+            }
+        }
+    }
+}
+
+void tsq__im2col_rows(const tsq__conv_geom *g, size_t es, int32_t layout, const void *in,
+                      void *out, int64_t b0, int64_t b1, const int64_t *positions,
+                      int64_t npos)
+{
+    size_t img_bytes = (size_t)(g->cin * g->h * g->w) * es, row_bytes = (size_t)g->k * es;
+    int64_t b, i;
+    for (b = b0; b < b1; b++) {
+        const unsigned char *img = (const unsigned char *)in + (size_t)b * img_bytes;
+        unsigned char *rows = (unsigned char *)out + (size_t)(b * npos) * row_bytes;
+        for (i = 0; i < npos; i++) {
+            int64_t p = positions ? positions[b * npos + i] : i;
+            window_row(g, es, layout, img, rows + (size_t)i * row_bytes, p / g->ow, p % g->ow);
         }
     }
 }

@@ -1,13 +1,13 @@
 /* AVX2 versions of the encode, fake-quant and straight-through kernels and
- * of the finite check (the C oracles are in quantizer_ops.c). Each vector
+ * of the finite check (the C oracles are in encode.c). Each vector
  * step performs exactly the float operations of tsq__quant_code
- * (quant_internal.h): x * inv_delta, + 0.5f, floor, clamp to [1, maxcode],
+ * (kernels/encode.h): x * inv_delta, + 0.5f, floor, clamp to [1, maxcode],
  * and 0 where !(x > eps); multiply and add stay separate instructions (no
  * FMA), so the codes are bit-identical to the plain C kernels. Compiled
  * with -mavx2 -mfma by the Makefile's naming rule; called only when the CPU
  * detection reports AVX2. Tails shorter than a vector go through a padded
  * copy, so no scalar formula is compiled here. */
-#include "quant/quantizer_internal.h"
+#include "kernels/encode.h"
 
 #include <immintrin.h>
 #include <string.h>

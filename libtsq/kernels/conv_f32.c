@@ -1,4 +1,5 @@
-/* The convolution as GEMMs, shared by the conv2d and low-bit conv layers.
+/* The float convolution as GEMMs, shared by the conv2d and low-bit conv
+ * layers and the inference plan.
  *
  * Per "unit" of images (one image, or g->group images side by side when the
  * output is small, since narrow GEMMs run well below the BLAS's speed):
@@ -17,12 +18,13 @@
  *    unit and does its im2col, GEMMs and col2im alone, with its own
  *    buffers and its own weight-gradient accumulator; the accumulators are
  *    added in thread order at the end (deterministic for a given T). The
- *    BLAS should then run one thread per call (OPENBLAS_NUM_THREADS=1),
- *    or the calls wait for each other.
+ *    BLAS runs one thread per call there (tsq__parallel_for sets
+ *    OpenBLAS to one thread inside its regions).
  * Either way a unit's patch matrix is used right after it is built, while
  * it is in cache, and backward rebuilds it rather than keeping the whole
  * batch's. */
-#include "nn_internal.h"
+#include "kernels/conv.h"
+#include "kernels/vec.h"
 
 #include "blas.h"
 
@@ -45,7 +47,10 @@ static int workers_mode(int64_t threads)
     return threads > 1;
 }
 
-static ws_layout layout(const tsq__conv_geom *g, int64_t threads)
+/* `units`: the most units a call will have (a pipeline chunk never holds
+ * more slots than that; the layout of fewer slots is a prefix of the
+ * layout of more, so a workspace sized for more always fits). */
+static ws_layout layout(const tsq__conv_geom *g, int64_t threads, int64_t units)
 {
     ws_layout L;
     int64_t cols = g->group * g->ohw;
@@ -58,6 +63,8 @@ static ws_layout layout(const tsq__conv_geom *g, int64_t threads)
             L.slots = 1;
         if (L.slots > 64)
             L.slots = 64;
+        if (L.slots > units)
+            L.slots = units < 1 ? 1 : units;
         L.accs = 1;
     }
     L.col = 0;
@@ -74,7 +81,12 @@ static ws_layout layout(const tsq__conv_geom *g, int64_t threads)
 size_t tsq__conv_ws_floats(const tsq__conv_geom *g, int64_t threads, int backward)
 {
     (void)backward; /* one layout serves both directions */
-    return (size_t)layout(g, threads < 1 ? 1 : threads).total;
+    return (size_t)layout(g, threads < 1 ? 1 : threads, INT64_MAX).total;
+}
+
+size_t tsq__conv_forward_ws_floats(const tsq__conv_geom *g, int64_t threads, int64_t batch)
+{
+    return (size_t)layout(g, threads < 1 ? 1 : threads, (batch + g->group - 1) / g->group).total;
 }
 
 typedef struct {
@@ -317,9 +329,9 @@ static void init_job(conv_job *j, const tsq__conv_geom *g, int64_t threads, int6
     memset(j, 0, sizeof *j);
     j->g = g;
     j->threads = threads < 1 ? 1 : threads;
-    j->L = layout(g, j->threads);
     j->batch = batch;
     j->units = (batch + g->group - 1) / g->group;
+    j->L = layout(g, j->threads, j->units);
     j->ws = ws;
     j->ones = ones;
     j->cols = ones ? g->k + 1 : g->k;

@@ -3,7 +3,7 @@
  * vectorises loops whose trip count it knows, but it vectorises such blocks
  * (SLP), so these run with SIMD instructions without per-ISA code. The
  * sums keep 8 partial accumulators in a fixed order: deterministic. */
-#include "nn_internal.h"
+#include "kernels/vec.h"
 
 void tsq__vec_relu(float *restrict y, const float *restrict x, int64_t n)
 {

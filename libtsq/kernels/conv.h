@@ -1,0 +1,84 @@
+/*
+ * The float convolution and dense kernels (depend on core only): the one
+ * convolution geometry, im2col / col2im, the conv and dense GEMM drivers.
+ * The layers (nn/) and the inference plan (runtime/) both call these, so a
+ * float layer and its plan stage give the same bits.
+ */
+#ifndef TSQ_KERNELS_CONV_H
+#define TSQ_KERNELS_CONV_H
+
+#include "internal.h"
+
+/* ---- im2col.c: the one convolution geometry ---- */
+typedef struct tsq__conv_geom {
+    int64_t cin, h, w;     /* input */
+    int64_t cout, oh, ow;  /* output */
+    int64_t kh, kw, stride, pad; /* stride and pad: vertical (and both when square) */
+    int64_t stride_w, pad_w;     /* horizontal */
+    int64_t k;             /* rows of the patch matrix: cin*kh*kw */
+    int64_t ohw;           /* oh*ow */
+    int direct;            /* 1x1, stride 1, pad 0: the input is its own patch matrix */
+    int64_t group;         /* images side by side in one GEMM (small outputs) */
+} tsq__conv_geom;
+
+/* Fills geometry (square stride and pad); returns 0 if the output would be
+ * empty. The float GEMM path (conv_f32.c, tsq__im2col) takes square
+ * geometries only; tsq__im2col_rows takes any. */
+int tsq__conv_geom_init(tsq__conv_geom *g, int64_t cin, int64_t h, int64_t w, int64_t cout,
+                        int64_t kh, int64_t kw, int64_t stride, int64_t pad);
+/* The one validation of a geometry: kernel and stride in 1..2^20, padding
+ * in 0..kernel-1, the window fits the padded image, cin*kh*kw fits.
+ * Fills *g (cout = 0) or fails with TSQ_ERR_INVALID / TSQ_ERR_SHAPE /
+ * TSQ_ERR_OVERFLOW and a message "where: ..." on obj. */
+tsq_status tsq__conv_geom_check(tsq__object *obj, const char *where, int64_t cin, int64_t h,
+                                int64_t w, int64_t kh, int64_t kw, int64_t stride_h,
+                                int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                                tsq__conv_geom *g);
+
+/* Image layouts of tsq__im2col_rows (the values of TSQ_LAYOUT_*). */
+enum { TSQ__NCHW = 1, TSQ__NHWC = 2 };
+/* The one im2col by rows: for images [b0, b1) of `in` (each cin x h x w in
+ * NCHW, or h x w x cin in NHWC; elements of `es` bytes: u8 codes or f32),
+ * one row of g->k elements per output position: all oh*ow in order
+ * (positions NULL, npos = oh*ow), or the npos positions listed for image b
+ * at positions[b*npos ..]. Row (b, i) starts at out + (b*npos + i)*k*es.
+ * Column order: (c, ky, kx) for NCHW, (ky, kx, c) for NHWC. Padding cells
+ * are zero bytes (the code of 0, and 0.0f). */
+void tsq__im2col_rows(const tsq__conv_geom *g, size_t es, int32_t layout, const void *in,
+                      void *out, int64_t b0, int64_t b1, const int64_t *positions,
+                      int64_t npos);
+/* col (k x ohw, rows ld >= ohw floats apart) = patches of one image x
+ * (cin x h x w). */
+void tsq__im2col(const tsq__conv_geom *g, const float *x, float *col, int64_t ld);
+/* x (cin x h x w) = sum of the patches in col (as above), x overwritten.
+ * col is scratch: entries that fall outside the image may be zeroed. */
+void tsq__col2im(const tsq__conv_geom *g, float *col, int64_t ld, float *x);
+
+/* ---- conv_f32.c: the float convolution, shared by conv2d, the low-bit conv
+ * layer and the inference plan ---- */
+/* y[n] = scale (.) (W * x[n]) + bias per output channel (scale may be NULL
+ * for 1). W is cout x k. `ws` holds tsq__conv_ws_floats(g, threads, 0). */
+size_t tsq__conv_ws_floats(const tsq__conv_geom *g, int64_t threads, int backward);
+/* The floats tsq__conv_forward needs for `batch` images at most (less than
+ * tsq__conv_ws_floats for small batches: the inference plan's tiles). */
+size_t tsq__conv_forward_ws_floats(const tsq__conv_geom *g, int64_t threads, int64_t batch);
+void tsq__conv_forward(const tsq__conv_geom *g, int64_t threads, const float *x,
+                       const float *w, const float *scale, const float *bias, float *y,
+                       int64_t batch, float *ws);
+/* From dy: dw = sum_n dy[n] col(x[n])^T (cout x k), db = sum dy over
+ * positions (NULL to skip), dx = W^T dy col2im'd (NULL to skip). */
+void tsq__conv_backward(const tsq__conv_geom *g, int64_t threads, const float *x,
+                        const float *w, const float *dy, float *dw, float *db, float *dx,
+                        int64_t batch, float *ws);
+
+/* ---- dense_f32.c ---- */
+/* y = x W^T (.) scale + bias (x batch x in, W out x in); threads as for
+ * the convolution (> 1: libtsq's threads split the rows). */
+void tsq__dense_forward(int64_t threads, int64_t in, int64_t out, const float *x,
+                        const float *w, const float *scale, const float *bias, float *y,
+                        int64_t batch);
+void tsq__dense_backward(int64_t threads, int64_t in, int64_t out, const float *x,
+                         const float *w, const float *dy, float *dw, float *db, float *dx,
+                         int64_t batch);
+
+#endif /* TSQ_KERNELS_CONV_H */

@@ -1,0 +1,84 @@
+/*
+ * The sparse activation quantizer's formula and its encode kernels, in the
+ * one place every part of libtsq takes them from: the quantizer, the
+ * regressor's loss, the layers, the thresholds and the inference plan
+ * (docs/method.md §2.1).
+ *
+ *   Q(x) = 0                                     if x <= eps
+ *        = clamp(floor(x * inv_delta + 0.5), 1, maxcode)  otherwise
+ *
+ * with maxcode = 2^bits - 1 and inv_delta = 1.0f / delta computed once in
+ * float. Every path (scalar, SIMD, threshold form) must reproduce exactly
+ * these float operations, so that they agree bit for bit: ties at a level
+ * boundary round up; x == eps gives 0; NaN gives 0 (callers reject NaN
+ * before quantizing).
+ */
+#ifndef TSQ_KERNELS_ENCODE_H
+#define TSQ_KERNELS_ENCODE_H
+
+#include "internal.h"
+
+#include <math.h>
+
+static inline int32_t tsq__quant_code(float x, float eps, float inv_delta, int32_t maxcode)
+{
+    float k;
+    if (!(x > eps))
+        return 0;
+    k = floorf(x * inv_delta + 0.5f);
+    if (k < 1.0f)
+        return 1;
+    if (k > (float)maxcode)
+        return maxcode;
+    return (int32_t)k;
+}
+
+/* The straight-through mask (docs/method.md §2.2): the gradient passes where
+ * 0 < x < maxcode * delta, and is zero elsewhere. */
+static inline int tsq__quant_passes(float x, float delta, int32_t maxcode)
+{
+    return x > 0.0f && x < (float)maxcode * delta;
+}
+
+/* One (eps, inv_delta) for the whole span: codes[i] = Q(x[i]). */
+typedef void (*tsq__encode_span_fn)(const float *x, uint8_t *codes, int64_t n, float eps,
+                                    float inv_delta, int32_t maxcode);
+void tsq__encode_span_c(const float *x, uint8_t *codes, int64_t n, float eps, float inv_delta,
+                        int32_t maxcode);
+/* Element i uses eps[i] and inv_delta[i] (a row of an N x C tensor). */
+void tsq__encode_row_c(const float *x, uint8_t *codes, int64_t n, const float *eps,
+                       const float *inv_delta, int32_t maxcode);
+/* The number of NaN or Inf values among x[0..n-1]. */
+int64_t tsq__count_nonfinite_c(const float *x, int64_t n);
+
+/* The same in AVX2 (encode_avx2.c): call only when the CPU features report
+ * TSQ_CPU_AVX2. */
+void tsq__encode_span_avx2(const float *x, uint8_t *codes, int64_t n, float eps,
+                           float inv_delta, int32_t maxcode);
+void tsq__encode_row_avx2(const float *x, uint8_t *codes, int64_t n, const float *eps,
+                          const float *inv_delta, int32_t maxcode);
+int64_t tsq__count_nonfinite_avx2(const float *x, int64_t n);
+
+/* ---- element-wise kernels: the C ones are the oracle of the AVX2 ones
+ * (encode_avx2.c), which must give the same bits. "span" takes one
+ * channel's parameters for n elements, "row" channel i's for element i. ---- */
+/* y = k(x) * delta */
+void tsq__fakequant_span_c(const float *x, float *y, int64_t n, float eps, float inv_delta,
+                           float delta, int32_t maxcode);
+void tsq__fakequant_row_c(const float *x, float *y, int64_t n, const float *eps,
+                          const float *inv_delta, const float *delta, int32_t maxcode);
+/* gi = go where 0 < x < maxcode * delta, else 0 (tsq__quant_passes) */
+void tsq__ste_span_c(const float *x, const float *go, float *gi, int64_t n, float delta,
+                     int32_t maxcode);
+void tsq__ste_row_c(const float *x, const float *go, float *gi, int64_t n, const float *delta,
+                    int32_t maxcode);
+void tsq__fakequant_span_avx2(const float *x, float *y, int64_t n, float eps, float inv_delta,
+                              float delta, int32_t maxcode);
+void tsq__fakequant_row_avx2(const float *x, float *y, int64_t n, const float *eps,
+                             const float *inv_delta, const float *delta, int32_t maxcode);
+void tsq__ste_span_avx2(const float *x, const float *go, float *gi, int64_t n, float delta,
+                        int32_t maxcode);
+void tsq__ste_row_avx2(const float *x, const float *go, float *gi, int64_t n,
+                       const float *delta, int32_t maxcode);
+
+#endif /* TSQ_KERNELS_ENCODE_H */

@@ -1,0 +1,39 @@
+/*
+ * Element-wise float loops and pooling kernels (depend on core only),
+ * shared by the layers (nn/) and the inference plan (runtime/).
+ */
+#ifndef TSQ_KERNELS_VEC_H
+#define TSQ_KERNELS_VEC_H
+
+#include "internal.h"
+
+/* ---- vec_f32.c: vectorisable loops (pointers must not overlap unless
+ * the name says in place) ---- */
+void tsq__vec_relu(float *restrict y, const float *restrict x, int64_t n);
+void tsq__vec_relu_grad(float *restrict dx, const float *restrict x, const float *restrict dy,
+                        int64_t n);
+void tsq__vec_affine(float *restrict y, const float *restrict x, float a, float b, int64_t n);
+void tsq__vec_affine_inplace(float *y, float a, float b, int64_t n);
+void tsq__vec_axpbypc(float *restrict y, const float *restrict dy, const float *restrict x,
+                      float a, float b, float c, int64_t n);
+/* *sum += sum x, *sumsq += sum x^2 (in double). */
+void tsq__vec_sums(const float *restrict x, int64_t n, double *sum, double *sumsq);
+/* *sum_dy += sum dy, *sum_dyx += sum dy x (in double). */
+void tsq__vec_dot_sum(const float *restrict dy, const float *restrict x, int64_t n,
+                      double *sum_dy, double *sum_dyx);
+void tsq__vec_add(float *restrict dst, const float *restrict src, int64_t n);
+
+/* ---- pool.c ---- */
+/* k x k max-pool with stride s, no padding, on planes [lo, hi) of float
+ * planes h x w (plane p at x + p*h*w) into oh x ow planes at y. argmax, when
+ * not NULL, receives per output the index in its input plane of the first
+ * maximum of the window (the gradient's target). */
+void tsq__maxpool_f32(const float *x, float *y, int32_t *argmax, int64_t lo, int64_t hi,
+                      int64_t h, int64_t w, int64_t oh, int64_t ow, int64_t k, int64_t s);
+/* The same on NHWC uint8 codes, images [lo, hi) of h x w x c: exact on
+ * codes, as the quantizer is monotone (the max of codes is the code of the
+ * max). */
+void tsq__maxpool_u8_nhwc(const uint8_t *x, uint8_t *y, int64_t lo, int64_t hi, int64_t h,
+                          int64_t w, int64_t c, int64_t oh, int64_t ow, int64_t k, int64_t s);
+
+#endif /* TSQ_KERNELS_VEC_H */
