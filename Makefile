@@ -81,8 +81,8 @@ BENCH_BINS := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 SHLIB := $(BUILD)/libtsq.so.$(VERSION)
 STLIB := $(BUILD)/libtsq.a
 # The inference-only library (docs/kernels.md, "The inference-only
-# library"): core, kernels and runtime, no training code.
-RT_OBJS := $(filter $(BUILD)/libtsq/core/% $(BUILD)/libtsq/kernels/% $(BUILD)/libtsq/runtime/%,$(LIB_OBJS))
+# library"): core, kernels, runtime and io (the model file), no training code.
+RT_OBJS := $(filter $(BUILD)/libtsq/core/% $(BUILD)/libtsq/kernels/% $(BUILD)/libtsq/runtime/% $(BUILD)/libtsq/io/%,$(LIB_OBJS))
 RTLIB := $(BUILD)/libtsq_runtime.a
 
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
@@ -97,7 +97,7 @@ lib: $(SHLIB) $(BUILD)/$(SONAME) $(BUILD)/libtsq.so $(STLIB) $(RTLIB)
 
 .PHONY: runtime
 runtime: $(RTLIB)
-	@echo "$(RTLIB): $$(wc -c < $(RTLIB)) bytes ($(words $(RT_OBJS)) objects: core, kernels, runtime)"
+	@echo "$(RTLIB): $$(wc -c < $(RTLIB)) bytes ($(words $(RT_OBJS)) objects: core, kernels, runtime, io)"
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -1,6 +1,6 @@
 #!/bin/sh
 # The inference-only library runs a model alone: a program linked against
-# $BUILD/libtsq_runtime.a (core, kernels, runtime) and the BLAS, nothing
+# $BUILD/libtsq_runtime.a (core, kernels, runtime, io) and the BLAS, nothing
 # else, loads a .tsq model with tsq_plan_load and runs it; its output must
 # equal, bit for bit, the full library's tsq_plan_create / tsq_plan_run on
 # the same model and batch (docs/kernels.md, "The inference-only library").
