@@ -166,7 +166,7 @@ class ActQuant(nn.Module):
 
     Buffers (in ``state_dict``): ``eps`` and ``delta`` (float32, one value
     for the tensor or one per channel of dimension 1), ``bits`` (int64) and
-    ``codes`` (bool: output the integer codes k, as a low-bit layer after it
+    ``codes`` (int64 0 or 1, not bool, which gloo cannot broadcast: output the integer codes k, as a low-bit layer after it
     consumes them, instead of the values k * delta). Forward and the
     straight-through backward run in torch (any device), with libtsq's exact
     float operations: ``tsq.Quantizer.encode`` gives the same codes.
@@ -193,7 +193,7 @@ class ActQuant(nn.Module):
         self.register_buffer("eps", e)
         self.register_buffer("delta", d)
         self.register_buffer("bits", torch.tensor(bits, dtype=torch.int64))
-        self.register_buffer("codes", torch.tensor(bool(codes)))
+        self.register_buffer("codes", torch.tensor(int(bool(codes)), dtype=torch.int64))
 
     @classmethod
     def from_quantizer(cls, q: Quantizer, codes: bool = False) -> "ActQuant":
@@ -710,7 +710,7 @@ def convert(model: nn.Module, calibration: Calibration, weight_bits: int = 2,
             if conv is not None:
                 _check_conv(name, conv)
             with torch.no_grad():
-                qin.codes.fill_(True)
+                qin.codes.fill_(1)
             W0 = _folded_init(wmod, bn, qin.delta)
             d, C = W0.shape
             cache_pos: Dict[int, Optional[np.ndarray]] = {}
