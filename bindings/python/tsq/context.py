@@ -4,6 +4,7 @@ import ctypes
 import logging
 import weakref
 
+from . import _buffers as B
 from . import _ffi
 from ._base import Handle, check_static
 from ._lib import TsqError, lib
@@ -35,7 +36,7 @@ def _key(table, key, what):
             return table[key]
         except KeyError:
             raise ValueError("unknown %s %r (known: %s)" % (what, key, ", ".join(sorted(table))))
-    return int(key)
+    return B.int_arg(key, "key")
 
 
 def cpu_features():
@@ -201,7 +202,7 @@ class Context(Handle):
         """Sets an integer option: key "threads", "log_level" or a
         TSQ_CONTEXT_* number."""
         self._call("tsq_context_set_option", _key(_OPTION_KEYS, key, "context option"),
-                   int(value))
+                   B.int_arg(value, key if isinstance(key, str) else "value"))
 
     def get_option(self, key):
         """Reads an integer option (see set_option)."""
@@ -247,7 +248,7 @@ class Context(Handle):
 
     @seed.setter
     def seed(self, value):
-        value = int(value)
+        value = B.int_arg(value, "value")
         if not 0 <= value < 1 << 64:
             raise ValueError("seed must be in 0 .. 2**64 - 1")
         self._call("tsq_context_set_seed", value)

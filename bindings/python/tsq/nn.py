@@ -63,18 +63,18 @@ def _lookup(table, key, what):
             return table[key]
         except KeyError:
             raise ValueError("unknown %s %r (known: %s)" % (what, key, ", ".join(sorted(table))))
-    return int(key)
+    return B.int_arg(key, "key")
 
 
 def _kernel_hw(kernel):
     if isinstance(kernel, (tuple, list)):
-        return int(kernel[0]), int(kernel[1])
-    return int(kernel), int(kernel)
+        return B.int_arg(kernel[0], "kernel"), B.int_arg(kernel[1], "kernel")
+    return B.int_arg(kernel, "kernel"), B.int_arg(kernel, "kernel")
 
 
 def layer_kind_name(kind):
     """The name of a TSQ_LAYER_* kind ("dense", "conv2d", ...)."""
-    return lib.tsq_layer_kind_name(int(kind)).decode()
+    return lib.tsq_layer_kind_name(B.int_arg(kind, "kind")).decode()
 
 
 class Layer(Handle):
@@ -135,7 +135,7 @@ class Layer(Handle):
         """Sets an option: "trainable", "bn_momentum", "bn_eps", "bn_frozen",
         "aq_output_codes", "tsq_select" (or a TSQ_LAYER_OPT_* number)."""
         self._call("tsq_layer_set_option", _lookup(_OPTIONS, key, "layer option"),
-                   float(value))
+                   B.real_arg(value, "value"))
         return self
 
     def get_option(self, key):
@@ -218,7 +218,7 @@ class Dense(Layer):
     """Fully connected y = W x + b, W (out, in), He-normal initialisation."""
 
     def __init__(self, ctx, in_features, out_features):
-        self._create(ctx, "dense", int(in_features), int(out_features))
+        self._create(ctx, "dense", B.int_arg(in_features, "in_features"), B.int_arg(out_features, "out_features"))
 
 
 class Conv2d(Layer):
@@ -227,14 +227,14 @@ class Conv2d(Layer):
 
     def __init__(self, ctx, cin, cout, kernel, stride=1, pad=0):
         kh, kw = _kernel_hw(kernel)
-        self._create(ctx, "conv2d", int(cin), int(cout), kh, kw, int(stride), int(pad))
+        self._create(ctx, "conv2d", B.int_arg(cin, "cin"), B.int_arg(cout, "cout"), kh, kw, B.int_arg(stride, "stride"), B.int_arg(pad, "pad"))
 
 
 class BatchNorm(Layer):
     """Batch normalisation over `channels` (1-d or 2-d by the input)."""
 
     def __init__(self, ctx, channels):
-        self._create(ctx, "batchnorm", int(channels))
+        self._create(ctx, "batchnorm", B.int_arg(channels, "channels"))
 
 
 class ReLU(Layer):
@@ -248,7 +248,7 @@ class MaxPool2d(Layer):
     """Max over k x k windows moved by stride (default k), no padding."""
 
     def __init__(self, ctx, k, stride=None):
-        self._create(ctx, "maxpool2d", int(k), int(k if stride is None else stride))
+        self._create(ctx, "maxpool2d", B.int_arg(k, "k"), B.int_arg(k if stride is None else stride, "stride"))
 
 
 class GlobalAvgPool(Layer):
@@ -271,7 +271,7 @@ class ActQuant(Layer):
     or the codes k with option aq_output_codes = 1."""
 
     def __init__(self, ctx, bits=2, eps=0.0, delta=1.0):
-        self._create(ctx, "act_quant", int(bits), float(eps), float(delta))
+        self._create(ctx, "act_quant", B.int_arg(bits, "bits"), B.real_arg(eps, "eps"), B.real_arg(delta, "delta"))
 
     @classmethod
     def from_quantizer(cls, ctx, quantizer):
@@ -288,15 +288,15 @@ class ActQuant(Layer):
     def set_channel(self, channel, nchannels, bits, eps, delta):
         """Sets (bits, eps, delta) of one channel (channel -1: per tensor;
         channel >= 0 makes the layer per-channel over nchannels)."""
-        self._call("tsq_layer_act_quant_set_channel", int(channel), int(nchannels), int(bits),
-                   float(eps), float(delta))
+        self._call("tsq_layer_act_quant_set_channel", B.int_arg(channel, "channel"), B.int_arg(nchannels, "nchannels"), B.int_arg(bits, "bits"),
+                   B.real_arg(eps, "eps"), B.real_arg(delta, "delta"))
         return self
 
     def get_channel(self, channel=-1):
         """(nchannels, bits, eps, delta) of a channel (nchannels 0: per tensor)."""
         n, b = ctypes.c_int64(), ctypes.c_int32()
         e, d = ctypes.c_float(), ctypes.c_float()
-        self._call("tsq_layer_act_quant_get_channel", int(channel), ctypes.byref(n),
+        self._call("tsq_layer_act_quant_get_channel", B.int_arg(channel, "channel"), ctypes.byref(n),
                    ctypes.byref(b), ctypes.byref(e), ctypes.byref(d))
         return n.value, b.value, e.value, d.value
 
@@ -311,12 +311,38 @@ class ActQuant(Layer):
 
 
 class _Lowbit(Layer):
+    def weight_shape(self):
+        """The one shape set() takes for the codes: (out, in) for a dense
+        layer, (cout, cin, kh, kw) for a convolution (outputs first, as the
+        layer's "weight" parameter)."""
+        if self.kind == _ffi.TSQ_LAYER_LOWBIT_DENSE:
+            return (self.info("out_channels"), self.info("in_channels"))
+        return (self.info("out_channels"), self.info("in_channels"), self.info("kernel_h"),
+                self.info("kernel_w"))
+
     def set(self, codes, alpha, bias=None):
-        """Sets the int8 weight codes, the scales alpha (> 0) and the offsets
-        (None for 0) and resets the shadow weights to alpha * codes."""
+        """Sets the weight codes, the scales alpha (> 0) and the offsets
+        (None for 0) and resets the shadow weights to alpha * codes.
+
+        codes: exactly weight_shape(), (out, in) or (cout, cin, kh, kw),
+        int8 or integer-valued data in -m..m; any other shape, the
+        transposed (in, out) one included (Regressor's FitResult.weights is
+        (in, out): pass weights.T), raises ValueError. alpha and bias: (out,)
+        float32 data."""
+        want = self.weight_shape()
+        out = want[0]
         with Call(self._ctx) as c:
-            self._call("tsq_layer_lowbit_set", c.input(codes, B.I8), c.input(alpha, B.F32),
-                       c.input(bias, B.F32))
+            ct = c.input(codes, B.I8, "codes")
+            at = c.input(alpha, B.F32, "alpha")
+            bt = c.input(bias, B.F32, "bias")
+            for name, t, shape in (("codes", ct, want), ("alpha", at, (out,)),
+                                   ("bias", bt, (out,))):
+                if t is not None and tuple(t.shape) != shape:
+                    hint = " (that is the transposed shape: pass codes.T)" \
+                        if name == "codes" and tuple(t.shape) == tuple(reversed(want)) else ""
+                    raise ValueError("%s.set: %s must have shape %s, got %s%s"
+                                     % (type(self).__name__, name, shape, tuple(t.shape), hint))
+            self._call("tsq_layer_lowbit_set", ct, at, bt)
         return self
 
 
@@ -325,8 +351,8 @@ class LowbitDense(_Lowbit):
     2 = ternary). Set the codes with set()."""
 
     def __init__(self, ctx, in_features, out_features, weight_bits=2):
-        self._create(ctx, "lowbit_dense", int(in_features), int(out_features),
-                     int(weight_bits))
+        self._create(ctx, "lowbit_dense", B.int_arg(in_features, "in_features"), B.int_arg(out_features, "out_features"),
+                     B.int_arg(weight_bits, "weight_bits"))
 
 
 class LowbitConv2d(_Lowbit):
@@ -334,8 +360,8 @@ class LowbitConv2d(_Lowbit):
 
     def __init__(self, ctx, cin, cout, kernel, stride=1, pad=0, weight_bits=2):
         kh, kw = _kernel_hw(kernel)
-        self._create(ctx, "lowbit_conv2d", int(cin), int(cout), kh, kw, int(stride),
-                     int(pad), int(weight_bits))
+        self._create(ctx, "lowbit_conv2d", B.int_arg(cin, "cin"), B.int_arg(cout, "cout"), kh, kw, B.int_arg(stride, "stride"),
+                     B.int_arg(pad, "pad"), B.int_arg(weight_bits, "weight_bits"))
 
 
 _KIND_CLASSES = {_ffi.TSQ_LAYER_DENSE: Dense, _ffi.TSQ_LAYER_CONV2D: Conv2d,
@@ -351,9 +377,9 @@ def softmax_cross_entropy(ctx, logits, labels, grad=False):
     (loss, correct, dlogits), dlogits (N, K) only with grad=True (or an
     output array given as grad), else None."""
     loss, correct = ctypes.c_double(), ctypes.c_int64()
-    lab, n, _keep = B.typed_array(ctypes.c_int32, labels)
+    lab, n, _keep = B.typed_array(ctypes.c_int32, labels, name="labels")
     with Call(ctx, like=logits) as c:
-        lt = c.input(logits, B.F32)
+        lt = c.input(logits, B.F32, "logits")
         dt, dr = None, None
         if grad is not False and grad is not None:
             dt, dr = c.output(None if grad is True else grad, B.F32, lt.shape)
@@ -383,7 +409,7 @@ class Net(Handle):
     def __init__(self, ctx, input_shape):
         if isinstance(input_shape, int):
             input_shape = (input_shape,)
-        shape = tuple(int(s) for s in input_shape)
+        shape = tuple(B.int_arg(s, "input_shape") for s in input_shape)
         arr = (ctypes.c_int64 * max(len(shape), 1))(*shape)
         out = ctypes.POINTER(_ffi.tsq_net)()
         ctx._check(lib.tsq_net_create(ctx.handle, len(shape), arr, ctypes.byref(out)),
@@ -457,7 +483,7 @@ class Net(Handle):
     def insert_layer(self, index, layer):
         """Inserts a shape-preserving layer before position index."""
         def run():
-            self._call("tsq_net_insert_layer", int(index), layer)
+            self._call("tsq_net_insert_layer", B.int_arg(index, "index"), layer)
             self._adopt_layer(layer)
         self._changing(run)
         return self
@@ -466,14 +492,14 @@ class Net(Handle):
         """Replaces layer index by `layer` (same input and output shapes);
         the old layer is freed."""
         def run():
-            self._call("tsq_net_replace_layer", int(index), layer)
+            self._call("tsq_net_replace_layer", B.int_arg(index, "index"), layer)
             self._adopt_layer(layer)
         self._changing(run)
         return self
 
     def remove_layer(self, index):
         """Removes and frees a shape-preserving layer."""
-        self._changing(self._call, "tsq_net_remove_layer", int(index))
+        self._changing(self._call, "tsq_net_remove_layer", B.int_arg(index, "index"))
         return self
 
     def __len__(self):
@@ -487,7 +513,7 @@ class Net(Handle):
         if index < 0:
             index += n
         p = ctypes.POINTER(_ffi.tsq_layer)()
-        self._call("tsq_net_layer", int(index), ctypes.byref(p))
+        self._call("tsq_net_layer", B.int_arg(index, "index"), ctypes.byref(p))
         addr = ctypes.addressof(p.contents)
         view = self._layer_views.get(addr)
         if view is None or view.closed:
@@ -527,7 +553,7 @@ class Net(Handle):
         """Runs the net on the batch x (float32, (N, sample shape)) and
         returns the output (N, output shape)."""
         with Call(self._ctx, like=x) as c:
-            xt = c.input(x, B.F32)
+            xt = c.input(x, B.F32, "x")
             shape = xt.shape
             yt, result = c.output(out, B.F32, (shape[0],) + self.output_shape)
             self._call("tsq_net_forward", xt, yt, 1 if train else 0)
@@ -541,7 +567,7 @@ class Net(Handle):
         parameter gradients. Returns the input gradient when dx is True (or
         an output array), else None."""
         with Call(self._ctx, like=dy) as c:
-            dyt = c.input(dy, B.F32)
+            dyt = c.input(dy, B.F32, "dy")
             dxt, result = None, None
             if dx is not False and dx is not None:
                 shape = self._last_x_shape or (dyt.shape[0],)
@@ -553,7 +579,7 @@ class Net(Handle):
         """After a forward: mean cross-entropy against labels, back-propagated
         into the gradients without an update. Returns StepResult."""
         loss, correct = ctypes.c_double(), ctypes.c_int64()
-        lab, n, _keep = B.typed_array(ctypes.c_int32, labels)
+        lab, n, _keep = B.typed_array(ctypes.c_int32, labels, name="labels")
         self._call("tsq_net_loss_backward", lab, n, ctypes.byref(loss), ctypes.byref(correct))
         return StepResult(loss.value, correct.value)
 
@@ -569,28 +595,28 @@ class Net(Handle):
             if out is None and B.np is None:
                 c.want_tensor = True
             ot, result = c.output(out, B.F32, (n,) + tuple(sample))
-            self._call("tsq_net_layer_output", int(index), ot)
+            self._call("tsq_net_layer_output", B.int_arg(index, "index"), ot)
         return result
 
     # ---- training ----------------------------------------------------------
 
     def set_optimizer_sgd(self, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         """SGD with momentum, optional Nesterov and L2 weight decay."""
-        self._call("tsq_net_set_optimizer_sgd", float(lr), float(momentum),
-                   1 if nesterov else 0, float(weight_decay))
+        self._call("tsq_net_set_optimizer_sgd", B.real_arg(lr, "lr"), B.real_arg(momentum, "momentum"),
+                   1 if nesterov else 0, B.real_arg(weight_decay, "weight_decay"))
         return self
 
     def set_optimizer_adam(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         """Adam with bias correction and L2 weight decay."""
-        self._call("tsq_net_set_optimizer_adam", float(lr), float(beta1), float(beta2),
-                   float(eps), float(weight_decay))
+        self._call("tsq_net_set_optimizer_adam", B.real_arg(lr, "lr"), B.real_arg(beta1, "beta1"), B.real_arg(beta2, "beta2"),
+                   B.real_arg(eps, "eps"), B.real_arg(weight_decay, "weight_decay"))
         return self
 
     def set_lr_schedule(self, kind, steps=1, param=1.0):
         """"constant", "step" (steps = step size, param = gamma) or
         "cosine" (steps = T, param = final lr), over optimiser steps."""
         self._call("tsq_net_set_lr_schedule", _lookup(_SCHEDULES, kind, "schedule"),
-                   int(steps), float(param))
+                   B.int_arg(steps, "steps"), B.real_arg(param, "param"))
         return self
 
     @property
@@ -609,7 +635,7 @@ class Net(Handle):
 
     @step_count.setter
     def step_count(self, steps):
-        self._call("tsq_net_set_step_count", int(steps))
+        self._call("tsq_net_set_step_count", B.int_arg(steps, "steps"))
 
     def update(self):
         """One optimiser update from the current gradients."""
@@ -620,9 +646,9 @@ class Net(Handle):
         """Forward (train mode), cross-entropy, backward and one update on
         one batch. Returns StepResult(loss, correct)."""
         loss, correct = ctypes.c_double(), ctypes.c_int64()
-        lab, n, _keep = B.typed_array(ctypes.c_int32, labels)
+        lab, n, _keep = B.typed_array(ctypes.c_int32, labels, name="labels")
         with Call(self._ctx) as c:
-            xt = c.input(x, B.F32)
+            xt = c.input(x, B.F32, "x")
             self._call("tsq_net_train_step", xt, lab, n, ctypes.byref(loss),
                        ctypes.byref(correct))
             self._last_x_shape = xt.shape
@@ -634,13 +660,13 @@ class Net(Handle):
         can be skipped with predictions=False."""
         loss, correct = ctypes.c_double(), ctypes.c_int64()
         with Call(self._ctx) as c:
-            xt = c.input(x, B.F32)
+            xt = c.input(x, B.F32, "x")
             n_batch = xt.shape[0]
             preds = B.new_array("i", (n_batch,)) if predictions else None
             if labels is None:
                 lab, n, lp, cp = None, 0, None, None
             else:
-                lab, n, _keep = B.typed_array(ctypes.c_int32, labels)
+                lab, n, _keep = B.typed_array(ctypes.c_int32, labels, name="labels")
                 lp, cp = ctypes.byref(loss), ctypes.byref(correct)
             self._call("tsq_net_evaluate", xt, lab, n, lp, cp,
                        B.array_pointer(preds, ctypes.c_int32) if preds is not None else None)
@@ -682,7 +708,7 @@ class Net(Handle):
         if k == _ffi.TSQ_NET_TSQ_EPS_MODE and isinstance(value, str):
             from .quantizer import EPS_MODES
             value = _lookup(EPS_MODES, value, "eps mode")
-        self._call("tsq_net_set_tsq_option", k, float(value))
+        self._call("tsq_net_set_tsq_option", k, B.real_arg(value, "value"))
         return self
 
     def get_tsq_option(self, key):
@@ -716,7 +742,7 @@ class Net(Handle):
         the final one, which fits and places the quantizers). Returns done."""
         done = ctypes.c_int32()
         with Call(self._ctx) as c:
-            xt = c.input(x, B.F32)
+            xt = c.input(x, B.F32, "x")
             self._changing(self._call, "tsq_net_learn_codes", xt, 1 if last else 0,
                            ctypes.byref(done))
         return bool(done.value)
@@ -734,7 +760,7 @@ class Net(Handle):
         each pass, until it returns True (done)."""
         done = ctypes.c_int32()
         with Call(self._ctx) as c:
-            xt = c.input(x, B.F32)
+            xt = c.input(x, B.F32, "x")
             self._changing(self._call, "tsq_net_fit_transform", xt, 1 if last else 0,
                            ctypes.byref(done))
         return bool(done.value)
@@ -767,10 +793,10 @@ class Net(Handle):
         `unit` of the last fit_transform session."""
         key = _lookup(HISTORY_SERIES, series, "history series")
         count, li = ctypes.c_int32(), ctypes.c_int32()
-        self._call("tsq_net_tsq_history", int(unit), key, None, 0, ctypes.byref(count),
+        self._call("tsq_net_tsq_history", B.int_arg(unit, "unit"), key, None, 0, ctypes.byref(count),
                    ctypes.byref(li))
         vals = (ctypes.c_double * max(count.value, 1))()
-        self._call("tsq_net_tsq_history", int(unit), key, vals, count.value,
+        self._call("tsq_net_tsq_history", B.int_arg(unit, "unit"), key, vals, count.value,
                    ctypes.byref(count), ctypes.byref(li))
         return [vals[i] for i in range(count.value)], li.value
 

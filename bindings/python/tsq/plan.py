@@ -2,6 +2,7 @@
 thresholds and im2col on codes (include/tsq/plan.h)."""
 
 import ctypes
+import numbers
 
 from . import _buffers as B
 from . import _ffi
@@ -25,13 +26,13 @@ def _kernel(k):
             return KERNELS[k]
         except KeyError:
             raise ValueError("unknown kernel %r (known: %s)" % (k, ", ".join(KERNELS)))
-    return int(k)
+    return B.int_arg(k, "k")
 
 
-def _pair(v):
+def _pair(v, what="stride/pad"):
     if isinstance(v, (tuple, list)):
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
+        return B.int_arg(v[0], what), B.int_arg(v[1], what)
+    return B.int_arg(v, what), B.int_arg(v, what)
 
 
 def kernel_name(kernel):
@@ -64,8 +65,8 @@ class PackedWeights(Handle):
     def __init__(self, ctx, w, weight_bits=2):
         out = ctypes.POINTER(_ffi.tsq_packed_weights)()
         with Call(ctx) as c:
-            ctx._check(lib.tsq_packed_weights_create(ctx.handle, c.input(w, B.I8),
-                                                     int(weight_bits), ctypes.byref(out)),
+            ctx._check(lib.tsq_packed_weights_create(ctx.handle, c.input(w, B.I8, "w"),
+                                                     B.int_arg(weight_bits, "weight_bits"), ctypes.byref(out)),
                        "tsq_packed_weights_create")
         self._adopt(ctx, out)
 
@@ -74,7 +75,7 @@ class PackedWeights(Handle):
         TSQ_PACKED_* number)."""
         keys = {"rows": _ffi.TSQ_PACKED_ROWS, "cols": _ffi.TSQ_PACKED_COLS,
                 "weight_bits": _ffi.TSQ_PACKED_WEIGHT_BITS, "bytes": _ffi.TSQ_PACKED_BYTES}
-        k = keys[key] if isinstance(key, str) else int(key)
+        k = keys[key] if isinstance(key, str) else B.int_arg(key, "key")
         v = ctypes.c_int64()
         check_static(lib.tsq_packed_weights_get(self.handle, k, ctypes.byref(v)),
                      "tsq_packed_weights_get")
@@ -101,10 +102,10 @@ class PackedWeights(Handle):
         return "<tsq.PackedWeights %dx%d %d-bit>" % (self.rows, self.cols, self.weight_bits)
 
 
-def _float_arg(values):
+def _float_arg(values, name):
     if values is None:
         return None, 0, None
-    return B.typed_array(ctypes.c_float, values)
+    return B.typed_array(ctypes.c_float, values, name=name)
 
 
 class Thresholds(Handle):
@@ -116,18 +117,18 @@ class Thresholds(Handle):
     _errmsg_name = None
 
     def __init__(self, ctx, alpha, bias, code_bits, eps, delta):
-        a, n, ka = _float_arg(alpha)
-        b, nb, kb = _float_arg(bias)
-        if isinstance(eps, (int, float)):
+        a, n, ka = _float_arg(alpha, "alpha")
+        b, nb, kb = _float_arg(bias, "bias")
+        if isinstance(eps, numbers.Real):
             eps = [eps]
-        if isinstance(delta, (int, float)):
+        if isinstance(delta, numbers.Real):
             delta = [delta]
-        e, ne, ke = _float_arg(eps)
-        d, nd, kd = _float_arg(delta)
+        e, ne, ke = _float_arg(eps, "eps")
+        d, nd, kd = _float_arg(delta, "delta")
         if ne != nd:
             raise ValueError("eps and delta must have the same length (1 or one per channel)")
         out = ctypes.POINTER(_ffi.tsq_thresholds)()
-        ctx._check(lib.tsq_thresholds_create(ctx.handle, n, a, b, int(code_bits), e, d, ne,
+        ctx._check(lib.tsq_thresholds_create(ctx.handle, n, a, b, B.int_arg(code_bits, "code_bits"), e, d, ne,
                                              ctypes.byref(out)), "tsq_thresholds_create")
         self._adopt(ctx, out)
 
@@ -135,7 +136,7 @@ class Thresholds(Handle):
         """"channels" or "code_bits" (or a TSQ_THRESHOLDS_* number)."""
         keys = {"channels": _ffi.TSQ_THRESHOLDS_CHANNELS,
                 "code_bits": _ffi.TSQ_THRESHOLDS_CODE_BITS}
-        k = keys[key] if isinstance(key, str) else int(key)
+        k = keys[key] if isinstance(key, str) else B.int_arg(key, "key")
         v = ctypes.c_int64()
         check_static(lib.tsq_thresholds_get(self.handle, k, ctypes.byref(v)),
                      "tsq_thresholds_get")
@@ -151,7 +152,7 @@ class Thresholds(Handle):
         cap = (1 << self.code_bits) - 1
         t = (ctypes.c_int32 * cap)()
         direction, top = ctypes.c_int32(), ctypes.c_int32()
-        check_static(lib.tsq_thresholds_channel(self.handle, int(c), ctypes.byref(direction),
+        check_static(lib.tsq_thresholds_channel(self.handle, B.int_arg(c, "c"), ctypes.byref(direction),
                                                 ctypes.byref(top), t, cap),
                      "tsq_thresholds_channel")
         return direction.value, top.value, list(t)
@@ -161,10 +162,10 @@ class Thresholds(Handle):
         (rows x channels, row-major). ctx: the calling thread's context
         (default: the one this object was made from)."""
         ctx = ctx or self._ctx
-        a, n, _keep = B.typed_array(ctypes.c_int32, acc)
+        a, n, _keep = B.typed_array(ctypes.c_int32, acc, name="acc")
         with Call(ctx, like=out) as c:
-            ot, result = c.output(out, B.U8, (int(rows), self.channels))
-            ctx._check(lib.tsq_thresholds_apply(ctx.handle, self.handle, a, n, int(rows),
+            ot, result = c.output(out, B.U8, (B.int_arg(rows, "rows"), self.channels))
+            ctx._check(lib.tsq_thresholds_apply(ctx.handle, self.handle, a, n, B.int_arg(rows, "rows"),
                                                 _kernel(kernel), ot), "tsq_thresholds_apply")
         return result
 
@@ -172,7 +173,7 @@ class Thresholds(Handle):
 def lowbit_kernel_select(ctx, packed, m, code_bits, kernel="auto"):
     """The kernel lowbit_gemm would use for m rows of code_bits codes (name)."""
     v = ctypes.c_int32()
-    ctx._check(lib.tsq_lowbit_kernel_select(ctx.handle, packed, int(m), int(code_bits),
+    ctx._check(lib.tsq_lowbit_kernel_select(ctx.handle, packed, B.int_arg(m, "m"), B.int_arg(code_bits, "code_bits"),
                                             _kernel(kernel), ctypes.byref(v)),
                "tsq_lowbit_kernel_select")
     return kernel_name(v.value)
@@ -182,7 +183,7 @@ def lowbit_workspace_size(ctx, packed, m, code_bits, kernel="auto"):
     """Scratch bytes lowbit_gemm needs with these arguments and the
     context's thread count."""
     v = ctypes.c_uint64()
-    ctx._check(lib.tsq_lowbit_workspace_size(ctx.handle, packed, int(m), int(code_bits),
+    ctx._check(lib.tsq_lowbit_workspace_size(ctx.handle, packed, B.int_arg(m, "m"), B.int_arg(code_bits, "code_bits"),
                                              _kernel(kernel), ctypes.byref(v)),
                "tsq_lowbit_workspace_size")
     return v.value
@@ -209,13 +210,13 @@ def lowbit_gemm(ctx, packed, codes, code_bits, kernel="auto", out=None, workspac
     C-contiguous array to fill. workspace: an optional writable buffer of
     lowbit_workspace_size() bytes (then the call allocates nothing)."""
     with Call(ctx) as c:
-        ct = c.input(codes, B.U8)
+        ct = c.input(codes, B.U8, "codes")
         m, ncols = _rows(ct), packed.cols
         if out is None:
             out = B.new_array("i", (m, ncols))
         ptr, n, _keep = _int32_out(out)
         ws, wn, _wkeep = _workspace(workspace)
-        ctx._check(lib.tsq_lowbit_gemm(ctx.handle, packed, ct, int(code_bits), _kernel(kernel),
+        ctx._check(lib.tsq_lowbit_gemm(ctx.handle, packed, ct, B.int_arg(code_bits, "code_bits"), _kernel(kernel),
                                        ptr, n, ws, wn), "tsq_lowbit_gemm")
     return out
 
@@ -236,10 +237,10 @@ def lowbit_gemm_threshold(ctx, packed, codes, code_bits, thresholds, kernel="aut
     """The fused hidden layer: output codes (uint8, M x N) of
     thresholds(codes x W)."""
     with Call(ctx, like=codes) as c:
-        ct = c.input(codes, B.U8)
+        ct = c.input(codes, B.U8, "codes")
         ot, result = c.output(out, B.U8, (_rows(ct), packed.cols))
         ws, wn, _wkeep = _workspace(workspace)
-        ctx._check(lib.tsq_lowbit_gemm_threshold(ctx.handle, packed, ct, int(code_bits),
+        ctx._check(lib.tsq_lowbit_gemm_threshold(ctx.handle, packed, ct, B.int_arg(code_bits, "code_bits"),
                                                  thresholds, _kernel(kernel), ot, ws, wn),
                    "tsq_lowbit_gemm_threshold")
     return result
@@ -250,9 +251,9 @@ def im2col_codes(ctx, codes, kh, kw, stride=1, pad=0, layout="nchw", out=None):
     (B*Ho*Wo) x (C*kh*kw), uint8."""
     sh, sw = _pair(stride)
     ph, pw = _pair(pad)
-    lay = LAYOUTS[layout.lower()] if isinstance(layout, str) else int(layout)
+    lay = LAYOUTS[layout.lower()] if isinstance(layout, str) else B.int_arg(layout, "layout")
     with Call(ctx, like=codes) as c:
-        it = c.input(codes, B.U8)
+        it = c.input(codes, B.U8, "codes")
         shape = it.shape
         if len(shape) == 4:
             if lay == _ffi.TSQ_LAYOUT_NHWC:
@@ -265,7 +266,7 @@ def im2col_codes(ctx, codes, kh, kw, stride=1, pad=0, layout="nchw", out=None):
         else:
             oshape = (1, 1)             # the library reports the bad input
         ot, result = c.output(out, B.U8, oshape)
-        ctx._check(lib.tsq_im2col_codes(ctx.handle, it, lay, int(kh), int(kw), sh, sw, ph, pw,
+        ctx._check(lib.tsq_im2col_codes(ctx.handle, it, lay, B.int_arg(kh, "kh"), B.int_arg(kw, "kw"), sh, sw, ph, pw,
                                         ot), "tsq_im2col_codes")
     return result
 
@@ -296,7 +297,7 @@ class Plan(Handle):
     def get(self, key):
         """A figure of the plan: "packed_bytes", "float_bytes", "input_size",
         "output_size", "lowbit_layers", ... (or a TSQ_PLAN_* number)."""
-        k = getattr(_ffi, self._KEYS[key]) if isinstance(key, str) else int(key)
+        k = getattr(_ffi, self._KEYS[key]) if isinstance(key, str) else B.int_arg(key, "key")
         v = ctypes.c_int64()
         check_static(lib.tsq_plan_get(self.handle, k, ctypes.byref(v)), "tsq_plan_get")
         return v.value
@@ -306,7 +307,7 @@ class Plan(Handle):
         thread count (default: the plan's context)."""
         ctx = ctx or self._ctx
         v = ctypes.c_uint64()
-        ctx._check(lib.tsq_plan_workspace_size(ctx.handle, self.handle, int(batch),
+        ctx._check(lib.tsq_plan_workspace_size(ctx.handle, self.handle, B.int_arg(batch, "batch"),
                                                ctypes.byref(v)), "tsq_plan_workspace_size")
         return v.value
 
@@ -316,7 +317,7 @@ class Plan(Handle):
         buffer of workspace_size(N) bytes (else the call allocates)."""
         ctx = ctx or self._ctx
         with Call(ctx, like=x) as c:
-            xt = c.input(x, B.F32)
+            xt = c.input(x, B.F32, "x")
             n = xt.shape[0]
             yt, result = c.output(out, B.F32, (n, self.get("output_size")))
             ws, wn, _keep = _workspace(workspace)

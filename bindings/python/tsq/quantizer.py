@@ -34,7 +34,7 @@ def _param_key(key):
         except KeyError:
             raise ValueError("unknown quantizer option %r (known: %s)"
                              % (key, ", ".join(sorted(_PARAMS))))
-    return int(key)
+    return B.int_arg(key, "key")
 
 
 def _param_value(key, value):
@@ -43,7 +43,7 @@ def _param_value(key, value):
             return float(EPS_MODES[value])
         except KeyError:
             raise ValueError("unknown eps mode %r (known: %s)" % (value, ", ".join(EPS_MODES)))
-    return float(value)
+    return B.real_arg(value, "value")
 
 
 class Quantizer(Handle):
@@ -73,7 +73,7 @@ class Quantizer(Handle):
 
     def __init__(self, ctx, bits=2, channels=0, **options):
         out = ctypes.POINTER(_ffi.tsq_quantizer)()
-        ctx._check(lib.tsq_quantizer_create(ctx.handle, int(bits), int(channels),
+        ctx._check(lib.tsq_quantizer_create(ctx.handle, B.int_arg(bits, "bits"), B.int_arg(channels, "channels"),
                                             ctypes.byref(out)), "tsq_quantizer_create")
         self._adopt(ctx, out)
         try:
@@ -173,7 +173,7 @@ class Quantizer(Handle):
     def observe(self, x):
         """Adds the samples of x (float32 data or Tensor) to the statistics."""
         with Call(self._ctx) as c:
-            self._call("tsq_quantizer_observe", c.input(x, B.F32))
+            self._call("tsq_quantizer_observe", c.input(x, B.F32, "x"))
         return self
 
     def reset(self):
@@ -188,13 +188,13 @@ class Quantizer(Handle):
 
     def set_channel(self, c, eps, delta):
         """Sets channel c's (eps, delta) by hand (per tensor: c = 0)."""
-        self._call("tsq_quantizer_set_channel", int(c), float(eps), float(delta))
+        self._call("tsq_quantizer_set_channel", B.int_arg(c, "c"), B.real_arg(eps, "eps"), B.real_arg(delta, "delta"))
         return self
 
     def get_channel(self, c=0):
         """Channel c's (eps, delta) as floats."""
         eps, delta = ctypes.c_float(), ctypes.c_float()
-        self._call("tsq_quantizer_get_channel", int(c), ctypes.byref(eps), ctypes.byref(delta))
+        self._call("tsq_quantizer_get_channel", B.int_arg(c, "c"), ctypes.byref(eps), ctypes.byref(delta))
         return eps.value, delta.value
 
     def parameters(self):
@@ -203,9 +203,9 @@ class Quantizer(Handle):
 
     # ---- elementwise calls -------------------------------------------------
 
-    def _unary(self, name, x, xdtype, ydtype, out):
+    def _unary(self, name, x, xdtype, ydtype, out, xname="x"):
         with Call(self._ctx, like=x) as c:
-            xt = c.input(x, xdtype)
+            xt = c.input(x, xdtype, xname)
             yt, result = c.output(out, ydtype, xt.shape)
             self._call(name, xt, yt)
         return result
@@ -226,18 +226,18 @@ class Quantizer(Handle):
 
     def decode(self, codes, out=None):
         """The values codes * delta (float32, the codes' shape)."""
-        return self._unary("tsq_quantizer_decode", codes, B.U8, B.F32, out)
+        return self._unary("tsq_quantizer_decode", codes, B.U8, B.F32, out, "codes")
 
     def backward(self, x, grad_out, out=None):
         """The straight-through estimator: grad_out where
         0 < x < (2^bits - 1) delta, else 0 (float32). out may be grad_out."""
         with Call(self._ctx, like=x) as c:
-            xt = c.input(x, B.F32)
+            xt = c.input(x, B.F32, "x")
             if out is not None and out is grad_out:
                 gt, result = c.output(grad_out, B.F32, None)   # in place: never a copy
                 dt = gt
             else:
-                gt = c.input(grad_out, B.F32)
+                gt = c.input(grad_out, B.F32, "grad_out")
                 dt, result = c.output(out, B.F32, xt.shape)
             self._call("tsq_quantizer_backward", xt, gt, dt)
         return result
@@ -249,12 +249,12 @@ class Quantizer(Handle):
         codes of x, False skips them, or give an output array/Tensor."""
         err, sp = ctypes.c_double(), ctypes.c_double()
         with Call(self._ctx, like=x) as c:
-            xt = c.input(x, B.F32)
+            xt = c.input(x, B.F32, "x")
             ct, result = None, None
             if xt is not None and codes is not False and codes is not None:
                 ct, result = c.output(None if codes is True else codes, B.U8, xt.shape)
             elif codes is not True and codes is not False and codes is not None:
-                ct = c.input(codes, B.U8)       # refused by the library: no x
+                ct = c.input(codes, B.U8, "codes")       # refused by the library: no x
             self._call("tsq_learn_codes", xt, ct, ctypes.byref(err), ctypes.byref(sp))
         return LearnResult(result, err.value, sp.value)
 

@@ -38,15 +38,15 @@ def _lookup(table, key, what):
             return table[key]
         except KeyError:
             raise ValueError("unknown %s %r (known: %s)" % (what, key, ", ".join(sorted(table))))
-    return int(key)
+    return B.int_arg(key, "key")
 
 
 def _pair(v, what):
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
             raise ValueError("%s must be an int or a pair" % what)
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
+        return B.int_arg(v[0], what), B.int_arg(v[1], what)
+    return B.int_arg(v, what), B.int_arg(v, what)
 
 
 def _dim(t, axis, default=1):
@@ -102,7 +102,7 @@ class Regressor(Handle):
         k = _lookup(_PARAMS, key, "regressor option")
         if k == _ffi.TSQ_REGRESSOR_LOSS and isinstance(value, str):
             value = _lookup(LOSSES, value, "loss")
-        self._call("tsq_regressor_set_param", k, float(value))
+        self._call("tsq_regressor_set_param", k, B.real_arg(value, "value"))
 
     def get_param(self, key):
         """Reads an option (a float)."""
@@ -150,7 +150,7 @@ class Regressor(Handle):
 
     @alphabet.setter
     def alphabet(self, values):
-        arr, n, _keep = B.typed_array(ctypes.c_int32, values)
+        arr, n, _keep = B.typed_array(ctypes.c_int32, values, name="alphabet")
         self._call("tsq_regressor_set_alphabet", arr, n)
 
     def set_quantizer(self, quantizer):
@@ -161,7 +161,7 @@ class Regressor(Handle):
 
     def set_levels(self, bits, eps, delta):
         """Sets a per-tensor output quantizer directly."""
-        self._call("tsq_regressor_set_levels", int(bits), float(eps), float(delta))
+        self._call("tsq_regressor_set_levels", B.int_arg(bits, "bits"), B.real_arg(eps, "eps"), B.real_arg(delta, "delta"))
         return self
 
     # ---- in-memory fit -----------------------------------------------------
@@ -175,10 +175,10 @@ class Regressor(Handle):
         be a (weights, alpha, bias) triple of arrays/Tensors to fill."""
         obj = ctypes.c_double()
         with Call(self._ctx, like=X) as c:
-            xt = c.input(X)
-            yt = c.input(Y, _y_dtype(Y))
-            wt = c.input(W_init, B.F32)
-            pt = c.input(P, B.F32)
+            xt = c.input(X, None, "X")
+            yt = c.input(Y, _y_dtype(Y), "Y")
+            wt = c.input(W_init, B.F32, "W_init")
+            pt = c.input(P, B.F32, "P")
             d = _dim(xt, 1)
             C = next((_dim(t, 1) for t in (yt, wt, pt) if t is not None), 1)
             wo, ao, bo = out if out is not None else (None, None, None)
@@ -194,17 +194,17 @@ class Regressor(Handle):
     def begin(self, d, C, W_init=None, with_preact=False):
         """Starts a streamed fit of a layer with d inputs and C outputs."""
         with Call(self._ctx) as c:
-            self._call("tsq_regressor_begin", int(d), int(C), c.input(W_init, B.F32),
+            self._call("tsq_regressor_begin", B.int_arg(d, "d"), B.int_arg(C, "C"), c.input(W_init, B.F32, "W_init"),
                        1 if with_preact is True else (0 if with_preact is False
-                                                      else int(with_preact)))
-        self._dims = (int(d), int(C))
+                                                      else B.int_arg(with_preact, "with_preact")))
+        self._dims = (B.int_arg(d, "d"), B.int_arg(C, "C"))
         return self
 
     def feed(self, X, Y=None, P=None):
         """Adds one batch (X n x d, Y n x C codes, P n x C) to the pass."""
         with Call(self._ctx) as c:
-            self._call("tsq_regressor_feed", c.input(X), c.input(Y, _y_dtype(Y)),
-                       c.input(P, B.F32))
+            self._call("tsq_regressor_feed", c.input(X, None, "X"),
+                       c.input(Y, _y_dtype(Y), "Y"), c.input(P, B.F32, "P"))
         return self
 
     def end_pass(self):
@@ -329,7 +329,7 @@ def fit_transform(regressor, X, Y=None, W_init=None, P=None):
 def _positions(positions, images):
     if positions is None:
         return None, 0, None
-    ptr, n, keep = B.typed_array(ctypes.c_int64, positions)
+    ptr, n, keep = B.typed_array(ctypes.c_int64, positions, name="positions")
     return ptr, (n // images if images else 0), keep
 
 
@@ -342,9 +342,9 @@ def im2col_rows(ctx, input, kh, kw, stride=1, pad=0, positions=None):
     ph, pw = _pair(pad, "pad")
     out = ctypes.POINTER(_ffi.tsq_tensor)()
     with Call(ctx, like=input) as c:
-        it = c.input(input)
+        it = c.input(input, None, "input")
         pos, npos, _keep = _positions(positions, _dim(it, 0))
-        ctx._check(lib.tsq_im2col_rows(ctx.handle, it, int(kh), int(kw), sh, sw, ph, pw,
+        ctx._check(lib.tsq_im2col_rows(ctx.handle, it, B.int_arg(kh, "kh"), B.int_arg(kw, "kw"), sh, sw, ph, pw,
                                        pos, npos, ctypes.byref(out)), "tsq_im2col_rows")
         return c.take(out)
 
@@ -354,7 +354,7 @@ def im2col_output_rows(ctx, output, positions=None):
     im2col_rows with the same positions (tsq_im2col_output_rows)."""
     out = ctypes.POINTER(_ffi.tsq_tensor)()
     with Call(ctx, like=output) as c:
-        ot = c.input(output)
+        ot = c.input(output, None, "output")
         pos, npos, _keep = _positions(positions, _dim(ot, 0))
         ctx._check(lib.tsq_im2col_output_rows(ctx.handle, ot, pos, npos, ctypes.byref(out)),
                    "tsq_im2col_output_rows")
@@ -364,10 +364,10 @@ def im2col_output_rows(ctx, output, positions=None):
 def im2col_sample_positions(ctx, images, total, npos):
     """npos distinct random positions out of `total` per image, ascending
     (int64 array of images * npos; from the context's seed)."""
-    images, npos = int(images), int(npos)
+    images, npos = B.int_arg(images, "images"), B.int_arg(npos, "npos")
     count = images * npos if images > 0 and npos > 0 else 0
     out = B.new_array("q", (count,))
-    ctx._check(lib.tsq_im2col_sample_positions(ctx.handle, images, int(total), npos,
+    ctx._check(lib.tsq_im2col_sample_positions(ctx.handle, images, B.int_arg(total, "total"), npos,
                                                B.array_pointer(out, ctypes.c_int64)
                                                if count else None),
                "tsq_im2col_sample_positions")

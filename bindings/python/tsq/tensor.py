@@ -11,7 +11,7 @@ __all__ = ["Tensor", "as_tensor"]
 
 
 def _shape_array(shape):
-    shape = tuple(int(s) for s in shape)
+    shape = tuple(B.int_arg(s, "shape") for s in shape)
     return (ctypes.c_int64 * max(len(shape), 1))(*shape), len(shape)
 
 
@@ -41,7 +41,7 @@ class Tensor(Handle):
     _errmsg_name = "tsq_tensor_errmsg"
 
     def __init__(self, ctx, data, dtype=None):
-        mem = B.memory_of(data, dtype)
+        mem = B.memory_of(data, dtype, name="data")
         self._wrap(ctx, mem)
 
     def _wrap(self, ctx, mem):
@@ -138,7 +138,7 @@ class Tensor(Handle):
     def dim(self, axis):
         """The size of one dimension (axis 0..ndim-1)."""
         v = ctypes.c_int64()
-        self._call("tsq_tensor_dim", int(axis), ctypes.byref(v))
+        self._call("tsq_tensor_dim", B.int_arg(axis, "axis"), ctypes.byref(v))
         return v.value
 
     @property
@@ -188,7 +188,7 @@ class Tensor(Handle):
 
     def fill(self, value):
         """Sets every element to value (an integer in range for u8/i8)."""
-        self._call("tsq_tensor_fill", float(value))
+        self._call("tsq_tensor_fill", B.real_arg(value, "value"))
         return self
 
     def count_nonfinite(self):
@@ -200,7 +200,7 @@ class Tensor(Handle):
     def copy_from(self, data):
         """Copies `data` (same byte size; any buffer, numpy array or list of
         this dtype) into the tensor (tsq_tensor_copy_in)."""
-        mem = B.memory_of(data, self.dtype_code)
+        mem = B.memory_of(data, self.dtype_code, name="data")
         self._call("tsq_tensor_copy_in", ctypes.c_void_p(mem.address or None), mem.nbytes)
         return self
 
