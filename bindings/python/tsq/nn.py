@@ -440,9 +440,25 @@ class Net(Handle):
             out.append(ctypes.addressof(p.contents))
         return out
 
-    def _changing(self, fn, *args):
+    def _views_alive(self):
+        """The number of live numpy arrays / memoryviews over the memory of
+        this net's layers (taken from the net or from a layer before it was
+        appended)."""
+        from ._base import _live
+        res = self._res
+        return len(res.pins) + sum(len(r.pins) for r in list(_live) if r.owner is res)
+
+    def _changing(self, fn, *args, frees=True):
         """Runs fn(*args), a call that may change the layer list, then
-        invalidates what the change made stale."""
+        invalidates what the change made stale. frees: the call may free
+        layers, so live views of their memory make it raise RuntimeError
+        first (the alternative would be views of freed memory)."""
+        if frees and self._res is not None:
+            n = self._views_alive()
+            if n:
+                raise RuntimeError("%d numpy array(s) or memoryview(s) of this net's layer "
+                                   "memory are alive, and this call may free layers: drop "
+                                   "them first, or take copies (Tensor.numpy(copy=True))" % n)
         before = self._layer_addresses()
         try:
             return fn(*args)
@@ -477,7 +493,7 @@ class Net(Handle):
         def run():
             self._call("tsq_net_append", layer)
             self._adopt_layer(layer)
-        self._changing(run)
+        self._changing(run, frees=False)
         return self
 
     def insert_layer(self, index, layer):
@@ -485,7 +501,7 @@ class Net(Handle):
         def run():
             self._call("tsq_net_insert_layer", B.int_arg(index, "index"), layer)
             self._adopt_layer(layer)
-        self._changing(run)
+        self._changing(run, frees=False)
         return self
 
     def replace_layer(self, index, layer):
@@ -541,6 +557,10 @@ class Net(Handle):
         out = ctypes.POINTER(_ffi.tsq_net)()
         self._call("tsq_net_clone", ctypes.byref(out))
         return Net._take(self._ctx, out)
+
+    def __deepcopy__(self, memo):
+        """copy.deepcopy(net) is clone()."""
+        return self.clone()
 
     def copy_params_from(self, src):
         """Copies parameters and states from a net of the same structure."""

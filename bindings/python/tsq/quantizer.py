@@ -279,6 +279,11 @@ class Quantizer(Handle):
         q._adopt(ctx, out)
         return q
 
+    def __deepcopy__(self, memo):
+        """copy.deepcopy(q): a new quantizer with the same options and
+        parameters (through save/load; the statistics are not copied)."""
+        return Quantizer.load(self._ctx, self.save())
+
     def __repr__(self):
         if self.closed:
             return "<tsq.Quantizer closed>"

@@ -34,7 +34,7 @@ class Tensor(Handle):
     Back to Python: ``t.numpy()`` (a zero-copy view that keeps the tensor
     alive; ``np.asarray(t)`` is the same), ``t.tolist()``,
     ``t.memoryview()`` (zero-copy, without numpy), ``t.tobytes()``.
-    A view must not be used after the tensor is closed.
+    A view keeps the memory alive: it stays valid after ``close()``.
     """
 
     _destroy_name = "tsq_tensor_destroy"
@@ -225,37 +225,48 @@ class Tensor(Handle):
     def _cbuffer(self):
         code = self.dtype_code
         carr = (B.CTYPES[code] * self.size).from_address(self.data_ptr)
-        carr._tsq_tensor = self          # the view keeps the tensor alive
+        carr._tsq_pin = self._pin()     # the view keeps the memory's owner alive
         return carr, code
 
     def memoryview(self):
         """A zero-copy memoryview of the data with the tensor's shape and
-        format ('f', 'B', 'b'). It keeps the tensor object alive but must not
-        be used after close()."""
+        format ('f', 'B', 'b'). It keeps the memory alive: it stays valid
+        after close() and after the ``with`` block."""
         carr, code = self._cbuffer()
         return memoryview(carr).cast("B").cast(B.FORMATS[code], self.shape)
 
-    @property
-    def __array_interface__(self):
-        shape = self.shape
-        return {"version": 3, "shape": shape, "typestr": B.TYPESTR[self.dtype_code],
-                "data": (self.data_ptr, False)}
+    def __array__(self, dtype=None):
+        """np.asarray(t): the same zero-copy view as t.numpy()."""
+        arr = self.numpy()
+        return arr if dtype is None else arr.astype(dtype, copy=False)
 
     def numpy(self, copy=False):
-        """The data as a numpy array: a zero-copy view (keeping the tensor
-        alive; invalid after close()) or, with copy=True, an independent copy."""
+        """The data as a numpy array: a zero-copy view or, with copy=True,
+        an independent copy. The view's base holds the memory's owner (the
+        wrapped array, or the C object through a pin), so it stays valid
+        after close() and after the ``with`` block; for a borrowed
+        parameter tensor, the net refuses changes to its layer list while
+        such views exist (they could free the memory)."""
         if B.np is None:
             raise RuntimeError("numpy is not installed; use tolist() or memoryview()")
         base = getattr(self, "_array", None)
         if base is not None and base.ctypes.data == self.data_ptr:
             arr = base.reshape(self.shape)  # a view of the wrapped array itself
         else:
-            arr = B.np.asarray(self)
+            iface = {"version": 3, "shape": self.shape, "typestr": B.TYPESTR[self.dtype_code],
+                     "data": (self.data_ptr, False)}
+            arr = B.np.asarray(self._pin(interface=iface))
         return arr.copy() if copy else arr
 
     def tolist(self):
         """The data as (nested) Python lists."""
         return self.memoryview().tolist()
+
+    def __deepcopy__(self, memo):
+        """A new tensor owning a copy of the data (same context)."""
+        t = Tensor.zeros(self._ctx, self.shape, self.dtype)
+        t.copy_from(self.tobytes() if B.np is None else self.numpy())
+        return t
 
     def __repr__(self):
         if self.closed:
