@@ -30,6 +30,15 @@ _CPU_NAMES = [(getattr(_ffi, k), k[len("TSQ_CPU_"):].lower())
               if k.startswith("TSQ_CPU_")]
 
 
+def _level_for(pylevel):
+    """libtsq's log_level for a logging level: the most verbose libtsq
+    level whose records the logger keeps."""
+    for lvl in (4, 3, 2, 1):
+        if pylevel <= _LOG_LEVELS[lvl]:
+            return lvl
+    return 0
+
+
 def _key(table, key, what):
     if isinstance(key, str):
         try:
@@ -256,10 +265,15 @@ class Context(Handle):
     # ---- logging -------------------------------------------------------
 
     def set_log(self, target, level=None):
-        """Sends libtsq's messages to `target`: a logging.Logger (levels
-        mapped to ERROR, WARNING, INFO, DEBUG), a callable f(level, message),
-        or None to stop. `level` optionally sets log_level too. Messages
-        come from the thread that made the failing call."""
+        """Sends libtsq's messages to `target`: a logging.Logger (libtsq's
+        levels 1 error, 2 warning, 3 info, 4 debug become ERROR, WARNING,
+        INFO, DEBUG records), a callable f(level, message), or None to stop.
+
+        `level` sets log_level too; with a Logger and no level, log_level
+        follows the logger's effective level at this call (INFO -> 3, so
+        the progress messages of long calls are sent; DEBUG -> 4): call
+        set_log again after changing the logger's level. Messages come from
+        the thread that made the call."""
         if target is None:
             thunk = _ffi.tsq_log_fn()
         else:
@@ -267,14 +281,21 @@ class Context(Handle):
                 logger = target
 
                 def emit(lvl, msg):
-                    logger.log(_LOG_LEVELS.get(lvl, logging.DEBUG), "%s", msg)
+                    py = _LOG_LEVELS.get(lvl, logging.DEBUG)
+                    if logger.isEnabledFor(py):
+                        logger.log(py, "%s", msg)
+                if level is None:
+                    level = _level_for(logger.getEffectiveLevel())
             elif callable(target):
                 emit = target
             else:
                 raise TypeError("log target must be a logging.Logger, a callable or None")
 
             def callback(user, lvl, msg):
-                emit(int(lvl), msg.decode("utf-8", "replace") if msg else "")
+                try:
+                    emit(int(lvl), msg.decode("utf-8", "replace") if msg else "")
+                except Exception:           # never let an exception cross the C frames
+                    logging.getLogger("tsq").exception("tsq: the log target raised")
             thunk = _ffi.tsq_log_fn(callback)
         self._call("tsq_context_set_log", thunk, None)
         self._log_thunk = thunk if target is not None else None
@@ -323,4 +344,6 @@ class Context(Handle):
     def __repr__(self):
         if self.closed:
             return "<tsq.Context closed>"
-        return "<tsq.Context threads=%d seed=%d>" % (self.threads, self.seed)
+        return "<tsq.Context threads=%d seed=%d log_level=%d%s>" % (
+            self.threads, self.seed, self.log_level,
+            " log=%r" % (self._log_target,) if self._log_target is not None else "")

@@ -207,10 +207,38 @@ class Layer(Handle):
             out[name.value.decode()] = Tensor._view(self._ctx, v, self)
         return out
 
+    def _describe(self):
+        """The configuration that matters, for repr."""
+        kind = self.kind_name
+        try:
+            if kind in ("dense", "lowbit_dense"):
+                d = "%d -> %d" % (self.info("in_channels"), self.info("out_channels"))
+            elif kind in ("conv2d", "lowbit_conv2d"):
+                d = "%d -> %d, %dx%d, stride %d, pad %d" % (
+                    self.info("in_channels"), self.info("out_channels"), self.info("kernel_h"),
+                    self.info("kernel_w"), self.info("stride"), self.info("pad"))
+            elif kind == "batchnorm":
+                d = "%d channels" % self.info("in_channels")
+            elif kind == "maxpool2d":
+                d = "%dx%d, stride %d" % (self.info("kernel_h"), self.info("kernel_h"),
+                                          self.info("stride"))
+            elif kind == "act_quant":
+                n, bits, eps, delta = self.get_channel(-1)
+                d = "%d-bit, %s, %s" % (bits, "eps=%.4g delta=%.4g" % (eps, delta) if not n
+                                        else "%d channels" % n,
+                                        "codes" if self.output_codes else "values")
+            else:
+                d = ""
+            if kind.startswith("lowbit"):
+                d += ", %d-bit weights" % self.info("weight_bits")
+        except Exception:               # pragma: no cover - a repr must not raise
+            d = ""
+        return kind + (" " + d if d else "")
+
     def __repr__(self):
         if self.closed:
             return "<tsq.%s closed>" % type(self).__name__
-        return "<tsq.%s %s%s>" % (type(self).__name__, self.kind_name,
+        return "<tsq.%s %s%s>" % (type(self).__name__, self._describe(),
                                   "" if self.owned else " (in a net)")
 
 
@@ -863,4 +891,14 @@ class Net(Handle):
     def __repr__(self):
         if self.closed:
             return "<tsq.Net closed>"
-        return "<tsq.Net %s>" % " -> ".join(l.kind_name for l in self.layers)
+        layers = self.layers
+        if len(layers) <= 4:
+            body = " -> ".join(l._describe() for l in layers)
+        else:
+            body = " -> ".join(l.kind_name for l in layers)
+        return "<tsq.Net %s -> %s: %s>" % (self._input_shape(), self.output_shape, body or "empty")
+
+    def _input_shape(self):
+        if len(self) == 0:
+            return self.output_shape
+        return self.layer(0).sample_shapes[0]

@@ -157,6 +157,11 @@ class Thresholds(Handle):
                      "tsq_thresholds_channel")
         return direction.value, top.value, list(t)
 
+    def __repr__(self):
+        if self.closed:
+            return "<tsq.Thresholds closed>"
+        return "<tsq.Thresholds %d channels, %d-bit codes>" % (self.channels, self.code_bits)
+
     def apply(self, acc, rows, kernel="auto", out=None, ctx=None):
         """Codes (uint8, rows x channels) from int32 accumulators acc
         (rows x channels, row-major). ctx: the calling thread's context
@@ -301,6 +306,15 @@ class Plan(Handle):
         v = ctypes.c_int64()
         check_static(lib.tsq_plan_get(self.handle, k, ctypes.byref(v)), "tsq_plan_get")
         return v.value
+
+    def __repr__(self):
+        if self.closed:
+            return "<tsq.Plan closed>"
+        return ("<tsq.Plan %d stages, %d low-bit layers (%d fused thresholds), inputs %d -> "
+                "outputs %d, packed %d bytes + float %d bytes>" % (
+                    self.get("stages"), self.get("lowbit_layers"), self.get("fused_thresholds"),
+                    self.get("input_size"), self.get("output_size"), self.get("packed_bytes"),
+                    self.get("float_bytes")))
 
     def workspace_size(self, batch, ctx=None):
         """Bytes of workspace run() needs for `batch` samples with ctx's

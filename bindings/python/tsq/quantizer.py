@@ -2,6 +2,7 @@
 
 import collections
 import ctypes
+import warnings
 
 from . import _buffers as B
 from . import _ffi
@@ -57,8 +58,11 @@ class Quantizer(Handle):
         ctx: the Context.
         bits: activation bits, 1..8.
         channels: 0 per tensor, C per channel.
-        **options: eps_mode ("joint", "fixed", "sparsity", "plain"), eps,
-            sparsity, hist_resolution (see quantizer.h).
+        **options: eps_mode ("joint", "fixed", "sparsity", "plain"), eps
+            (the fixed mode's eps; read back as fixed_eps), sparsity,
+            hist_resolution (see quantizer.h).
+
+    After fit(): fitted_eps, fitted_delta (or get_channel(c)).
 
     Typical use::
 
@@ -126,14 +130,45 @@ class Quantizer(Handle):
         self.set_param("eps_mode", v)
 
     @property
-    def eps(self):
-        """The eps option used by the "fixed" mode (not the fitted eps; see
-        get_channel)."""
+    def fixed_eps(self):
+        """The eps that the "fixed" eps_mode uses (an option, set before
+        fit()). Not the fitted eps: that is fitted_eps / get_channel()."""
         return self.get_param("eps")
+
+    @fixed_eps.setter
+    def fixed_eps(self, v):
+        self.set_param("eps", v)
+
+    @property
+    def eps(self):
+        """Deprecated name of fixed_eps (the "fixed" mode's option, not the
+        fitted eps: see fitted_eps)."""
+        warnings.warn("Quantizer.eps is the fixed mode's option: call it fixed_eps "
+                      "(the fitted eps is fitted_eps)", DeprecationWarning, stacklevel=2)
+        return self.fixed_eps
 
     @eps.setter
     def eps(self, v):
-        self.set_param("eps", v)
+        warnings.warn("Quantizer.eps is the fixed mode's option: call it fixed_eps",
+                      DeprecationWarning, stacklevel=2)
+        self.fixed_eps = v
+
+    @property
+    def fitted_eps(self):
+        """The fitted eps: a float per tensor, a list per channel; None
+        before the quantizer is fitted."""
+        if not self.fitted:
+            return None
+        v = [e for e, _ in self.parameters()]
+        return v[0] if self.channels == 0 else v
+
+    @property
+    def fitted_delta(self):
+        """The fitted delta (step between levels), like fitted_eps."""
+        if not self.fitted:
+            return None
+        v = [d for _, d in self.parameters()]
+        return v[0] if self.channels == 0 else v
 
     @property
     def sparsity(self):
@@ -287,8 +322,18 @@ class Quantizer(Handle):
     def __repr__(self):
         if self.closed:
             return "<tsq.Quantizer closed>"
-        return "<tsq.Quantizer bits=%d channels=%d fitted=%s>" % (
-            self.bits, self.channels, self.fitted)
+        head = "<tsq.Quantizer bits=%d %s eps_mode=%s" % (
+            self.bits, "per-tensor" if self.channels == 0 else "channels=%d" % self.channels,
+            self.eps_mode)
+        if self.eps_mode == "fixed":
+            head += " fixed_eps=%.4g" % self.fixed_eps
+        if not self.fitted:
+            return head + " not fitted, %d samples observed>" % self.observed
+        pairs = self.parameters()
+        shown = ", ".join("(%.4g, %.4g)" % p for p in pairs[:3])
+        if self.channels == 0:
+            return head + " eps=%.4g delta=%.4g>" % pairs[0]
+        return head + " (eps, delta)=[%s%s]>" % (shown, ", ..." if len(pairs) > 3 else "")
 
 
 def learn_codes(quantizer, x=None, codes=True):

@@ -294,7 +294,11 @@ class Regressor(Handle):
     def __repr__(self):
         if self.closed:
             return "<tsq.Regressor closed>"
-        return "<tsq.Regressor weight_bits=%d loss=%s>" % (self.weight_bits, self.loss)
+        bits = self.weight_bits
+        fit = " d=%d C=%d" % self._dims if self._dims else ""
+        return "<tsq.Regressor %s loss=%s rounds=%d%s>" % (
+            "%d-bit weights" % bits if bits else "alphabet %s" % self.alphabet, self.loss,
+            int(self.get_param("rounds")), fit)
 
 
 def _y_dtype(Y):
