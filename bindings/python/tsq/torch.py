@@ -219,6 +219,13 @@ class ActQuant(nn.Module):
             return t.reshape(())
         return t.reshape((1, -1) + (1,) * (x.dim() - 2))
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The codes k(x) (float tensor of integers, x's shape), whatever
+        the codes mode; no gradient."""
+        with torch.no_grad():
+            return _codes(x, self._shaped(self.eps, x).to(x.dtype),
+                          self._shaped(self.delta, x).to(x.dtype), self.top)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         eps = self._shaped(self.eps, x).to(x.dtype)
         delta = self._shaped(self.delta, x).to(x.dtype)
@@ -669,6 +676,7 @@ def _unit_batch(ctx: Context, unit_mods: Tuple[nn.Module, ...], conv: Optional[n
 def convert(model: nn.Module, calibration: Calibration, weight_bits: int = 2,
             rounds: Optional[int] = None, positions: int = 64, ctx: Optional[Context] = None,
             progress: Optional[bool] = None, train_alpha: bool = False,
+            report: Optional[List[Dict[str, Any]]] = None,
             **regressor_options: Any) -> fx.GraphModule:
     """Step 2 on a prepared (and step-1 trained) model, layer by layer in
     libtsq: every chain Conv2d/Linear -> BatchNorm -> ActQuant whose input
@@ -681,7 +689,12 @@ def convert(model: nn.Module, calibration: Calibration, weight_bits: int = 2,
     sampled output positions per image for a conv (0: all). ``rounds`` and
     ``regressor_options`` go to tsq.Regressor. The first and last weight
     layers stay full precision. Returns a new model; ``model`` is not
-    changed. The result can be fine-tuned like any module."""
+    changed. The result can be fine-tuned like any module.
+
+    report: an optional list that receives one dict per converted layer:
+    name, d (inputs per output), C (outputs), rows (per pass), passes,
+    seconds, objective (the regressor's per-iterate objective, summed over
+    rows and outputs), eps and delta of its output quantizer."""
     calibration = _reiterable(calibration)
     ref = _trace(model, "tsq.torch.convert")
     units = _units(ref)
@@ -723,8 +736,9 @@ def convert(model: nn.Module, calibration: Calibration, weight_bits: int = 2,
             try:
                 reg.set_quantizer(q)
                 reg.begin(d, C, W0, with_preact=True)
-                passes, done = 0, False
+                passes, done, rows = 0, False, 0
                 while not done:
+                    rows = 0
                     for b, x in enumerate(_batches(calibration)):
                         Xin = _run_until(out, wmod, x, output=False)
                         first = b not in cache_y
@@ -741,11 +755,13 @@ def convert(model: nn.Module, calibration: Calibration, weight_bits: int = 2,
                         if first:
                             cache_y[b] = q.encode(P)
                         reg.feed(X, cache_y[b], P)
+                        rows += len(cache_y[b])
                     passes += 1
                     done = reg.end_pass()
                     hist = reg.history("objective")
                     bar.step("(passes), objective %.4g" % hist[-1] if hist else "(passes)")
                 fit = reg.result()
+                history = reg.history("objective")
             finally:
                 bar.close()
                 reg.close()
@@ -761,8 +777,15 @@ def convert(model: nn.Module, calibration: Calibration, weight_bits: int = 2,
             low.set(codes, torch.from_numpy(fit.alpha), torch.from_numpy(fit.bias))
             _set_module(out, name, low)
             _set_module(out, str(u.bn.target), nn.Identity())
+            seconds = time.time() - t0
             log.info("convert: %s -> %r, %d passes, objective %.4g, %.1fs", name, low, passes,
-                     fit.objective, time.time() - t0)
+                     fit.objective, seconds)
+            if report is not None:
+                report.append({"name": name, "quantizer": str(u.qout.target), "d": int(d), "C": int(C), "rows": rows,
+                               "passes": passes, "seconds": seconds,
+                               "objective": [float(h) for h in history],
+                               "eps": [float(v) for v in qout.eps],
+                               "delta": [float(v) for v in qout.delta]})
         out.recompile()
         out.train(was_training)
         return out
