@@ -76,7 +76,7 @@ def _files(cfg):
         for root, dirs, files in os.walk(os.path.join(HERE, pkg)):
             dirs[:] = sorted(d for d in dirs if d != "__pycache__")
             for name in sorted(files):
-                if name.endswith(".py") and name != "_install.py":
+                if (name.endswith(".py") or name == "py.typed") and name != "_install.py":
                     full = os.path.join(root, name)
                     out.append((full, os.path.relpath(full, HERE).replace(os.sep, "/")))
     return out

@@ -55,7 +55,7 @@ class StrictArrays(TestCase):
             self.q.encode(1.0)
 
     def test_float_overflow_refused(self):
-        with self.assertRaisesRegex(ValueError, "x: element 0 = 1e\\+300 is too large for float32"):
+        with self.assertRaisesRegex(ValueError, "x: element 0 = 1e\\+300 is too large"):
             self.q.encode(np.array([1e300]))
         with self.assertRaisesRegex(ValueError, "x: element 0 = 1e\\+300 is too large"):
             self.q.encode([1e300])

@@ -195,7 +195,7 @@ class Handle(object):
         self._owner = new_owner
         new_owner._borrowers.add(self)
 
-    def close(self):
+    def close(self) -> None:
         """Destroys the C object now (an owned one) or detaches this view (a
         borrowed one). Views borrowed from it are invalidated first. A numpy
         array or memoryview of its memory keeps the memory (and the C

@@ -25,6 +25,16 @@ float parameter arrays (thresholds) follow the float32 rule.
 
 import array
 import ctypes
+from typing import Any, Union
+
+ArrayLike = Any
+"""What an array argument takes: a numpy array, a Tensor, a buffer
+(array.array, bytearray, memoryview), a (nested) list, or an object numpy
+views without a copy (a CPU torch tensor); see the module's rule."""
+
+DTypeLike = Union[str, int, Any]
+"""A tensor type: "float32", "uint8", "int8" (or "f32", "u8", "i8"), a
+TSQ_DTYPE_* number or a numpy dtype."""
 
 from . import _ffi
 
@@ -160,7 +170,8 @@ def convert_numpy(arr, dtype, name):
             out = np.ascontiguousarray(arr, dtype=np.float32)
         bad = np.isinf(out) & np.isfinite(arr)
         if bad.any():
-            raise ValueError("%s: element %s is too large for float32" % (name, _first_bad(arr, bad)))
+            raise ValueError("%s: element %s is too large for float32"
+                             % (name, _first_bad(arr, bad)))
         return out
     lo, hi = _RANGES[dtype]
     if kind == "f":

@@ -1,11 +1,20 @@
 """Step 1 of TSQ: the sparse activation quantizer (include/tsq/quantizer.h)."""
 
+from __future__ import annotations
+
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, List,  # noqa: F401
+                    Optional, Sequence, Tuple, Union)
+
+if TYPE_CHECKING:                                   # names used in annotations only
+    from .context import Context  # noqa: F401
+
 import collections
 import ctypes
 import warnings
 
 from . import _buffers as B
 from . import _ffi
+from ._buffers import ArrayLike, DTypeLike  # noqa: F401
 from ._base import Handle, check_static
 from ._call import Call
 from ._lib import lib
@@ -75,9 +84,10 @@ class Quantizer(Handle):
     _destroy_name = "tsq_quantizer_destroy"
     _errmsg_name = "tsq_quantizer_errmsg"
 
-    def __init__(self, ctx, bits=2, channels=0, **options):
+    def __init__(self, ctx: Context, bits: int = 2, channels: int = 0, **options: Any) -> None:
         out = ctypes.POINTER(_ffi.tsq_quantizer)()
-        ctx._check(lib.tsq_quantizer_create(ctx.handle, B.int_arg(bits, "bits"), B.int_arg(channels, "channels"),
+        ctx._check(lib.tsq_quantizer_create(ctx.handle, B.int_arg(bits, "bits"),
+                                            B.int_arg(channels, "channels"),
                                             ctypes.byref(out)), "tsq_quantizer_create")
         self._adopt(ctx, out)
         try:
@@ -89,21 +99,21 @@ class Quantizer(Handle):
 
     # ---- options ---------------------------------------------------------
 
-    def set_param(self, key, value):
+    def set_param(self, key: Union[str, int], value: Union[float, str]) -> None:
         """Sets an option: key a name ("bits", "eps_mode", "eps", "sparsity",
         "hist_resolution") or a TSQ_QUANTIZER_* number; eps_mode may be a
         name ("joint", ...)."""
         k = _param_key(key)
         self._call("tsq_quantizer_set_param", k, _param_value(k, value))
 
-    def get_param(self, key):
+    def get_param(self, key: Union[str, int]) -> float:
         """Reads an option (a float; see set_param for the keys)."""
         v = ctypes.c_double()
         self._call("tsq_quantizer_get_param", _param_key(key), ctypes.byref(v))
         return v.value
 
     @staticmethod
-    def param_bounds(key):
+    def param_bounds(key: Union[str, int]) -> Tuple[float, float]:
         """The inclusive (lo, hi) range of an option."""
         lo, hi = ctypes.c_double(), ctypes.c_double()
         check_static(lib.tsq_quantizer_param_bounds(_param_key(key), ctypes.byref(lo),
@@ -205,34 +215,36 @@ class Quantizer(Handle):
 
     # ---- statistics and fitting -------------------------------------------
 
-    def observe(self, x):
+    def observe(self, x: ArrayLike) -> "Quantizer":
         """Adds the samples of x (float32 data or Tensor) to the statistics."""
         with Call(self._ctx) as c:
             self._call("tsq_quantizer_observe", c.input(x, B.F32, "x"))
         return self
 
-    def reset(self):
+    def reset(self) -> "Quantizer":
         """Drops the statistics (keeps the options and parameters)."""
         self._call("tsq_quantizer_reset")
         return self
 
-    def fit(self):
+    def fit(self) -> "Quantizer":
         """Fits (eps, delta) of every channel from the statistics."""
         self._call("tsq_quantizer_fit")
         return self
 
-    def set_channel(self, c, eps, delta):
+    def set_channel(self, c: int, eps: float, delta: float) -> "Quantizer":
         """Sets channel c's (eps, delta) by hand (per tensor: c = 0)."""
-        self._call("tsq_quantizer_set_channel", B.int_arg(c, "c"), B.real_arg(eps, "eps"), B.real_arg(delta, "delta"))
+        self._call("tsq_quantizer_set_channel", B.int_arg(c, "c"), B.real_arg(eps, "eps"),
+                   B.real_arg(delta, "delta"))
         return self
 
-    def get_channel(self, c=0):
+    def get_channel(self, c: int = 0) -> Tuple:
         """Channel c's (eps, delta) as floats."""
         eps, delta = ctypes.c_float(), ctypes.c_float()
-        self._call("tsq_quantizer_get_channel", B.int_arg(c, "c"), ctypes.byref(eps), ctypes.byref(delta))
+        self._call("tsq_quantizer_get_channel", B.int_arg(c, "c"), ctypes.byref(eps),
+                   ctypes.byref(delta))
         return eps.value, delta.value
 
-    def parameters(self):
+    def parameters(self) -> List[Tuple[float, float]]:
         """[(eps, delta)] of every channel (one pair per tensor)."""
         return [self.get_channel(c) for c in range(max(self.channels, 1))]
 
@@ -245,7 +257,7 @@ class Quantizer(Handle):
             self._call(name, xt, yt)
         return result
 
-    def forward(self, x, out=None):
+    def forward(self, x: ArrayLike, out: Optional[ArrayLike] = None) -> Any:
         """The quantized values k(x) * delta (float32, x's shape). out may be
         x itself (in place)."""
         if out is not None and out is x:
@@ -255,15 +267,15 @@ class Quantizer(Handle):
             return result
         return self._unary("tsq_quantizer_forward", x, B.F32, B.F32, out)
 
-    def encode(self, x, out=None):
+    def encode(self, x: ArrayLike, out: Optional[ArrayLike] = None) -> Any:
         """The codes k(x) (uint8, x's shape)."""
         return self._unary("tsq_quantizer_encode", x, B.F32, B.U8, out)
 
-    def decode(self, codes, out=None):
+    def decode(self, codes: ArrayLike, out: Optional[ArrayLike] = None) -> Any:
         """The values codes * delta (float32, the codes' shape)."""
         return self._unary("tsq_quantizer_decode", codes, B.U8, B.F32, out, "codes")
 
-    def backward(self, x, grad_out, out=None):
+    def backward(self, x: ArrayLike, grad_out: ArrayLike, out: Optional[ArrayLike] = None) -> Any:
         """The straight-through estimator: grad_out where
         0 < x < (2^bits - 1) delta, else 0 (float32). out may be grad_out."""
         with Call(self._ctx, like=x) as c:
@@ -277,7 +289,8 @@ class Quantizer(Handle):
             self._call("tsq_quantizer_backward", xt, gt, dt)
         return result
 
-    def learn_codes(self, x=None, codes=True):
+    def learn_codes(self, x: Optional[ArrayLike] = None,
+                    codes: Union[bool, ArrayLike] = True) -> Any:
         """Step 1 in one call (tsq_learn_codes): fits (eps, delta) on the
         samples of x (or, with x None, on the observed statistics) and
         returns LearnResult(codes, error, sparsity). codes=True returns the
@@ -295,7 +308,7 @@ class Quantizer(Handle):
 
     # ---- serialisation -----------------------------------------------------
 
-    def save(self):
+    def save(self) -> bytes:
         """The quantizer's options and parameters as bytes ("TSQQ" format)."""
         size = ctypes.c_uint64()
         self._call("tsq_quantizer_save", None, 0, ctypes.byref(size))
@@ -304,7 +317,7 @@ class Quantizer(Handle):
         return bytes(buf[:size.value])
 
     @classmethod
-    def load(cls, ctx, data):
+    def load(cls, ctx: Context, data: ArrayLike) -> "Quantizer":
         """A new quantizer from bytes made by save() (no statistics)."""
         data = bytes(data)
         out = ctypes.POINTER(_ffi.tsq_quantizer)()
@@ -319,7 +332,7 @@ class Quantizer(Handle):
         parameters (through save/load; the statistics are not copied)."""
         return Quantizer.load(self._ctx, self.save())
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.closed:
             return "<tsq.Quantizer closed>"
         head = "<tsq.Quantizer bits=%d %s eps_mode=%s" % (
@@ -336,6 +349,7 @@ class Quantizer(Handle):
         return head + " (eps, delta)=[%s%s]>" % (shown, ", ..." if len(pairs) > 3 else "")
 
 
-def learn_codes(quantizer, x=None, codes=True):
+def learn_codes(quantizer: Quantizer, x: Optional[ArrayLike] = None,
+                codes: Union[bool, ArrayLike] = True) -> Any:
     """tsq_learn_codes: the same as quantizer.learn_codes(x, codes)."""
     return quantizer.learn_codes(x, codes)

@@ -1,10 +1,20 @@
 """Step 2 of TSQ: the low-bit weight regressor (include/tsq/regressor.h)."""
 
+from __future__ import annotations
+
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, List,  # noqa: F401
+                    Optional, Sequence, Tuple, Union)
+
+if TYPE_CHECKING:                                   # names used in annotations only
+    from .context import Context  # noqa: F401
+    from .quantizer import Quantizer  # noqa: F401
+
 import collections
 import ctypes
 
 from . import _buffers as B
 from . import _ffi
+from ._buffers import ArrayLike, DTypeLike  # noqa: F401
 from ._base import Handle, check_static
 from ._call import Call
 from ._lib import lib
@@ -75,7 +85,7 @@ class Regressor(Handle):
     _destroy_name = "tsq_regressor_destroy"
     _errmsg_name = "tsq_regressor_errmsg"
 
-    def __init__(self, ctx, **options):
+    def __init__(self, ctx: Context, **options: Any) -> None:
         out = ctypes.POINTER(_ffi.tsq_regressor)()
         ctx._check(lib.tsq_regressor_create(ctx.handle, ctypes.byref(out)),
                    "tsq_regressor_create")
@@ -96,7 +106,7 @@ class Regressor(Handle):
 
     # ---- options ---------------------------------------------------------
 
-    def set_param(self, key, value):
+    def set_param(self, key: Union[str, int], value: Union[float, str]) -> None:
         """Sets an option by name (see the class doc) or TSQ_REGRESSOR_*
         number; loss may be "quantized" or "linear"."""
         k = _lookup(_PARAMS, key, "regressor option")
@@ -104,7 +114,7 @@ class Regressor(Handle):
             value = _lookup(LOSSES, value, "loss")
         self._call("tsq_regressor_set_param", k, B.real_arg(value, "value"))
 
-    def get_param(self, key):
+    def get_param(self, key: Union[str, int]) -> float:
         """Reads an option (a float)."""
         v = ctypes.c_double()
         self._call("tsq_regressor_get_param", _lookup(_PARAMS, key, "regressor option"),
@@ -112,7 +122,7 @@ class Regressor(Handle):
         return v.value
 
     @staticmethod
-    def param_bounds(key):
+    def param_bounds(key: Union[str, int]) -> Tuple[float, float]:
         """The inclusive (lo, hi) range of an option."""
         lo, hi = ctypes.c_double(), ctypes.c_double()
         check_static(lib.tsq_regressor_param_bounds(_lookup(_PARAMS, key, "regressor option"),
@@ -153,20 +163,23 @@ class Regressor(Handle):
         arr, n, _keep = B.typed_array(ctypes.c_int32, values, name="alphabet")
         self._call("tsq_regressor_set_alphabet", arr, n)
 
-    def set_quantizer(self, quantizer):
+    def set_quantizer(self, quantizer: Quantizer) -> "Regressor":
         """Copies the fitted output quantizer's (bits, eps, delta) into the
         regressor."""
         self._call("tsq_regressor_set_quantizer", quantizer)
         return self
 
-    def set_levels(self, bits, eps, delta):
+    def set_levels(self, bits: int, eps: float, delta: float) -> "Regressor":
         """Sets a per-tensor output quantizer directly."""
-        self._call("tsq_regressor_set_levels", B.int_arg(bits, "bits"), B.real_arg(eps, "eps"), B.real_arg(delta, "delta"))
+        self._call("tsq_regressor_set_levels", B.int_arg(bits, "bits"), B.real_arg(eps, "eps"),
+                   B.real_arg(delta, "delta"))
         return self
 
     # ---- in-memory fit -----------------------------------------------------
 
-    def fit_transform(self, X, Y=None, W_init=None, P=None, out=None):
+    def fit_transform(self, X: ArrayLike, Y: Optional[ArrayLike] = None,
+                      W_init: Optional[ArrayLike] = None, P: Optional[ArrayLike] = None,
+                      out: Optional[ArrayLike] = None) -> Any:
         """Step 2 on in-memory data (tsq_fit_transform).
 
         X: N x d codes (uint8) or floats; Y: N x C step-1 codes; W_init:
@@ -191,35 +204,38 @@ class Regressor(Handle):
 
     # ---- streamed fit --------------------------------------------------------
 
-    def begin(self, d, C, W_init=None, with_preact=False):
+    def begin(self, d: int, C: int, W_init: Optional[ArrayLike] = None,
+              with_preact: bool = False) -> "Regressor":
         """Starts a streamed fit of a layer with d inputs and C outputs."""
         with Call(self._ctx) as c:
-            self._call("tsq_regressor_begin", B.int_arg(d, "d"), B.int_arg(C, "C"), c.input(W_init, B.F32, "W_init"),
+            self._call("tsq_regressor_begin", B.int_arg(d, "d"), B.int_arg(C, "C"),
+                       c.input(W_init, B.F32, "W_init"),
                        1 if with_preact is True else (0 if with_preact is False
                                                       else B.int_arg(with_preact, "with_preact")))
         self._dims = (B.int_arg(d, "d"), B.int_arg(C, "C"))
         return self
 
-    def feed(self, X, Y=None, P=None):
+    def feed(self, X: ArrayLike, Y: Optional[ArrayLike] = None,
+             P: Optional[ArrayLike] = None) -> "Regressor":
         """Adds one batch (X n x d, Y n x C codes, P n x C) to the pass."""
         with Call(self._ctx) as c:
             self._call("tsq_regressor_feed", c.input(X, None, "X"),
                        c.input(Y, _y_dtype(Y), "Y"), c.input(P, B.F32, "P"))
         return self
 
-    def end_pass(self):
+    def end_pass(self) -> bool:
         """Ends the pass; True when the fit is finished."""
         done = ctypes.c_int32()
         self._call("tsq_regressor_end_pass", ctypes.byref(done))
         return bool(done.value)
 
-    def stats_size(self):
+    def stats_size(self) -> int:
         """The number of doubles in the current pass's sums."""
         v = ctypes.c_int64()
         self._call("tsq_regressor_stats_size", ctypes.byref(v))
         return v.value
 
-    def stats_export(self, out=None):
+    def stats_export(self, out: Optional[ArrayLike] = None) -> Any:
         """The current pass's sums as float64: a new numpy array (array.array
         'd' without numpy), or written straight into `out` (a C-contiguous
         float64 numpy array or array.array('d') of stats_size() entries)."""
@@ -229,7 +245,7 @@ class Regressor(Handle):
         self._call("tsq_regressor_stats_export", ptr, n)
         return out
 
-    def stats_import(self, data, mode="add"):
+    def stats_import(self, data: ArrayLike, mode: str = 'add') -> "Regressor":
         """Adds ("add") the float64 array `data` to the pass's sums, or
         replaces them by it ("replace"), e.g. the MPI_Allreduce sum of every
         process's stats_export(). A C-contiguous float64 numpy array or
@@ -239,7 +255,7 @@ class Regressor(Handle):
                    _lookup(_STATS_MODES, mode, "stats mode"))
         return self
 
-    def result(self, out=None):
+    def result(self, out: Optional[ArrayLike] = None) -> FitResult:
         """The finished fit's FitResult (after end_pass returned True or
         fit_transform). `out`: optional (weights, alpha, bias) to fill."""
         d, C = self._dims or (1, 1)
@@ -252,8 +268,10 @@ class Regressor(Handle):
             self._call("tsq_regressor_result", W, A, Bt, ctypes.byref(obj))
         return FitResult(Wr, Ar, Br, obj.value)
 
-    def fit_stream(self, batches, d, C, W_init=None, with_preact=False, reduce=None,
-                   max_passes=100000):
+    def fit_stream(self, batches: Iterable[Any], d: int, C: int,
+                   W_init: Optional[ArrayLike] = None, with_preact: bool = False,
+                   reduce: Optional[Callable[[Any], Any]] = None,
+                   max_passes: int = 100000) -> FitResult:
         """Runs the streamed protocol: begin, then passes over `batches` (a
         sequence re-read every pass, or a callable returning a new iterable
         of (X, Y) or (X, Y, P) tuples) until done. reduce: optional function
@@ -272,7 +290,7 @@ class Regressor(Handle):
 
     # ---- after a fit -------------------------------------------------------
 
-    def history(self, series="objective"):
+    def history(self, series: Union[str, int] = 'objective') -> List[float]:
         """A per-iterate series of the current or last fit ("objective",
         "best", "relaxed", "lambda" or a TSQ_HISTORY_* number), as floats."""
         key = _lookup(HISTORY_SERIES, series, "history series")
@@ -282,7 +300,7 @@ class Regressor(Handle):
         self._call("tsq_regressor_history", key, vals, count.value, ctypes.byref(count))
         return [vals[i] for i in range(count.value)]
 
-    def channel_objectives(self, count=None):
+    def channel_objectives(self, count: Optional[int] = None) -> Any:
         """The objective of each channel's result (float64 array of C)."""
         if count is None:
             count = self._dims[1] if self._dims else 0
@@ -291,7 +309,7 @@ class Regressor(Handle):
                    count)
         return out
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.closed:
             return "<tsq.Regressor closed>"
         bits = self.weight_bits
@@ -325,7 +343,8 @@ def _double_buffer(data, writable):
     return ptr, n, keep
 
 
-def fit_transform(regressor, X, Y=None, W_init=None, P=None):
+def fit_transform(regressor: Regressor, X: ArrayLike, Y: Optional[ArrayLike] = None,
+                  W_init: Optional[ArrayLike] = None, P: Optional[ArrayLike] = None) -> Any:
     """tsq_fit_transform: the same as regressor.fit_transform(...)."""
     return regressor.fit_transform(X, Y, W_init, P)
 
@@ -337,7 +356,9 @@ def _positions(positions, images):
     return ptr, (n // images if images else 0), keep
 
 
-def im2col_rows(ctx, input, kh, kw, stride=1, pad=0, positions=None):
+def im2col_rows(ctx: Context, input: ArrayLike, kh: int, kw: int,
+                stride: Union[int, Tuple[int, int]] = 1, pad: Union[int, Tuple[int, int]] = 0,
+                positions: Optional[ArrayLike] = None) -> Any:
     """The regressor's X for a convolution (tsq_im2col_rows): input is
     N x C_in x H x W (uint8 or float32); returns rows x (C_in kh kw) of the
     input's dtype (a Tensor for a Tensor input, else a numpy array).
@@ -348,12 +369,14 @@ def im2col_rows(ctx, input, kh, kw, stride=1, pad=0, positions=None):
     with Call(ctx, like=input) as c:
         it = c.input(input, None, "input")
         pos, npos, _keep = _positions(positions, _dim(it, 0))
-        ctx._check(lib.tsq_im2col_rows(ctx.handle, it, B.int_arg(kh, "kh"), B.int_arg(kw, "kw"), sh, sw, ph, pw,
+        ctx._check(lib.tsq_im2col_rows(ctx.handle, it, B.int_arg(kh, "kh"), B.int_arg(kw, "kw"),
+                                       sh, sw, ph, pw,
                                        pos, npos, ctypes.byref(out)), "tsq_im2col_rows")
         return c.take(out)
 
 
-def im2col_output_rows(ctx, output, positions=None):
+def im2col_output_rows(ctx: Context, output: ArrayLike,
+                       positions: Optional[ArrayLike] = None) -> Any:
     """The rows of a convolution's output N x C x OH x OW matching
     im2col_rows with the same positions (tsq_im2col_output_rows)."""
     out = ctypes.POINTER(_ffi.tsq_tensor)()
@@ -365,7 +388,7 @@ def im2col_output_rows(ctx, output, positions=None):
         return c.take(out)
 
 
-def im2col_sample_positions(ctx, images, total, npos):
+def im2col_sample_positions(ctx: Context, images: int, total: int, npos: int) -> Any:
     """npos distinct random positions out of `total` per image, ascending
     (int64 array of images * npos; from the context's seed)."""
     images, npos = B.int_arg(images, "images"), B.int_arg(npos, "npos")

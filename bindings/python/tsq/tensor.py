@@ -1,9 +1,18 @@
 """Tensors: float32, uint8 and int8 arrays of 1 to 4 dimensions."""
 
+from __future__ import annotations
+
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, List,  # noqa: F401
+                    Optional, Sequence, Tuple, Union)
+
+if TYPE_CHECKING:                                   # names used in annotations only
+    from .context import Context  # noqa: F401
+
 import ctypes
 
 from . import _buffers as B
 from . import _ffi
+from ._buffers import ArrayLike, DTypeLike  # noqa: F401
 from ._base import Handle
 from ._lib import lib
 
@@ -40,7 +49,7 @@ class Tensor(Handle):
     _destroy_name = "tsq_tensor_destroy"
     _errmsg_name = "tsq_tensor_errmsg"
 
-    def __init__(self, ctx, data, dtype=None):
+    def __init__(self, ctx: Context, data: ArrayLike, dtype: Optional[DTypeLike] = None) -> None:
         mem = B.memory_of(data, dtype, name="data")
         self._wrap(ctx, mem)
 
@@ -58,7 +67,8 @@ class Tensor(Handle):
         self._source = mem.source
 
     @classmethod
-    def zeros(cls, ctx, shape, dtype="float32"):
+    def zeros(cls, ctx: Context, shape: Union[int, Sequence[int]],
+              dtype: DTypeLike = 'float32') -> "Tensor":
         """A tensor owning zero-filled memory (tsq_tensor_create)."""
         if isinstance(shape, int):
             shape = (shape,)
@@ -135,7 +145,7 @@ class Tensor(Handle):
         self._call("tsq_tensor_shape", arr, _ffi.TSQ_MAX_DIMS, ctypes.byref(n))
         return tuple(arr[i] for i in range(n.value))
 
-    def dim(self, axis):
+    def dim(self, axis: int) -> int:
         """The size of one dimension (axis 0..ndim-1)."""
         v = ctypes.c_int64()
         self._call("tsq_tensor_dim", B.int_arg(axis, "axis"), ctypes.byref(v))
@@ -177,7 +187,7 @@ class Tensor(Handle):
 
     # ---- changes ---------------------------------------------------------
 
-    def reshape(self, *shape):
+    def reshape(self, *shape: Any) -> "Tensor":
         """Gives the tensor a new shape with the same element count, in
         place (the data do not move). Returns self."""
         if len(shape) == 1 and not isinstance(shape[0], int):
@@ -186,25 +196,25 @@ class Tensor(Handle):
         self._call("tsq_tensor_reshape", ndim, arr)
         return self
 
-    def fill(self, value):
+    def fill(self, value: float) -> "Tensor":
         """Sets every element to value (an integer in range for u8/i8)."""
         self._call("tsq_tensor_fill", B.real_arg(value, "value"))
         return self
 
-    def count_nonfinite(self):
+    def count_nonfinite(self) -> int:
         """The number of NaN or infinite elements (0 for u8/i8)."""
         v = ctypes.c_int64()
         self._call("tsq_tensor_count_nonfinite", ctypes.byref(v))
         return v.value
 
-    def copy_from(self, data):
+    def copy_from(self, data: ArrayLike) -> "Tensor":
         """Copies `data` (same byte size; any buffer, numpy array or list of
         this dtype) into the tensor (tsq_tensor_copy_in)."""
         mem = B.memory_of(data, self.dtype_code, name="data")
         self._call("tsq_tensor_copy_in", ctypes.c_void_p(mem.address or None), mem.nbytes)
         return self
 
-    def copy_to(self, buffer):
+    def copy_to(self, buffer: ArrayLike) -> Any:
         """Copies the tensor's bytes into a writable buffer of at least
         nbytes bytes (tsq_tensor_copy_out). Returns the buffer."""
         mv = memoryview(buffer)
@@ -214,7 +224,7 @@ class Tensor(Handle):
         self._call("tsq_tensor_copy_out", cbuf, mv.nbytes)
         return buffer
 
-    def tobytes(self):
+    def tobytes(self) -> bytes:
         """The tensor's data as bytes (a copy)."""
         buf = bytearray(self.nbytes)
         self.copy_to(buf)
@@ -228,7 +238,7 @@ class Tensor(Handle):
         carr._tsq_pin = self._pin()     # the view keeps the memory's owner alive
         return carr, code
 
-    def memoryview(self):
+    def memoryview(self) -> memoryview:
         """A zero-copy memoryview of the data with the tensor's shape and
         format ('f', 'B', 'b'). It keeps the memory alive: it stays valid
         after close() and after the ``with`` block."""
@@ -240,7 +250,7 @@ class Tensor(Handle):
         arr = self.numpy()
         return arr if dtype is None else arr.astype(dtype, copy=False)
 
-    def numpy(self, copy=False):
+    def numpy(self, copy: bool = False) -> Any:
         """The data as a numpy array: a zero-copy view or, with copy=True,
         an independent copy. The view's base holds the memory's owner (the
         wrapped array, or the C object through a pin), so it stays valid
@@ -258,7 +268,7 @@ class Tensor(Handle):
             arr = B.np.asarray(self._pin(interface=iface))
         return arr.copy() if copy else arr
 
-    def tolist(self):
+    def tolist(self) -> Any:
         """The data as (nested) Python lists."""
         return self.memoryview().tolist()
 
@@ -268,14 +278,15 @@ class Tensor(Handle):
         t.copy_from(self.tobytes() if B.np is None else self.numpy())
         return t
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.closed:
             return "<tsq.Tensor closed>"
         return "<tsq.Tensor %s %s%s>" % (self.dtype, self.shape,
                                           "" if self.owned else " borrowed")
 
 
-def as_tensor(ctx, obj, dtype=None, writable=False):
+def as_tensor(ctx: Context, obj: ArrayLike, dtype: Optional[DTypeLike] = None,
+              writable: bool = False) -> Tensor:
     """obj as a Tensor: a Tensor is returned as is (the library checks its
     dtype and reports a mismatch), anything else is wrapped with `dtype`
     (zero-copy when possible; an output, writable=True, must be usable in

@@ -94,7 +94,8 @@ def _reiterable(calibration: Calibration) -> Sequence[Any]:
     """The calibration source as something that can be read pass after pass."""
     if isinstance(calibration, (torch.Tensor, np.ndarray)):
         raise TypeError("calibration must be an iterable of batches (a list of tensors or a "
-                        "DataLoader), not a single %s: wrap it as [x]" % type(calibration).__name__)
+                        "DataLoader), not a single %s: wrap it as [x]"
+                        % type(calibration).__name__)
     if iter(calibration) is calibration:     # a generator or iterator: read once
         return list(calibration)
     return calibration
@@ -166,7 +167,8 @@ class ActQuant(nn.Module):
 
     Buffers (in ``state_dict``): ``eps`` and ``delta`` (float32, one value
     for the tensor or one per channel of dimension 1), ``bits`` (int64) and
-    ``codes`` (int64 0 or 1, not bool, which gloo cannot broadcast: output the integer codes k, as a low-bit layer after it
+    ``codes`` (int64 0 or 1, not bool, which gloo cannot broadcast: output the integer codes k,
+               as a low-bit layer after it
     consumes them, instead of the values k * delta). Forward and the
     straight-through backward run in torch (any device), with libtsq's exact
     float operations: ``tsq.Quantizer.encode`` gives the same codes.
@@ -781,7 +783,8 @@ def convert(model: nn.Module, calibration: Calibration, weight_bits: int = 2,
             log.info("convert: %s -> %r, %d passes, objective %.4g, %.1fs", name, low, passes,
                      fit.objective, seconds)
             if report is not None:
-                report.append({"name": name, "quantizer": str(u.qout.target), "d": int(d), "C": int(C), "rows": rows,
+                report.append({"name": name, "quantizer": str(u.qout.target), "d": int(d),
+                               "C": int(C), "rows": rows,
                                "passes": passes, "seconds": seconds,
                                "objective": [float(h) for h in history],
                                "eps": [float(v) for v in qout.eps],
@@ -857,7 +860,8 @@ def _layer_for(ctx: Context, gm: fx.GraphModule, node: fx.Node, shape: Tuple[int
                   mod.alpha.detach().to(torch.float32).numpy(),
                   mod.bias.detach().to(torch.float32).numpy())
         return [layer]
-    if isinstance(mod, nn.MaxPool2d) or (node.op == "call_function" and node.target is F.max_pool2d):
+    if isinstance(mod,
+                  nn.MaxPool2d) or (node.op == "call_function" and node.target is F.max_pool2d):
         if mod is not None:
             k, s, p = mod.kernel_size, mod.stride, mod.padding
             extra = mod.dilation not in (1, (1, 1)) or mod.ceil_mode
