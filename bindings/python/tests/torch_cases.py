@@ -162,6 +162,23 @@ class Pipeline(unittest.TestCase):
             with torch.no_grad():
                 self.assertTrue(torch.equal(fresh(self.x), ref))
 
+    def test_per_channel_quantizers_through_the_pipeline(self):
+        p = tt.prepare(self.fp, self.calib, per_channel=True, progress=False)
+        self.assertEqual([tuple(q.eps.shape) for _, q in tt.quant_modules(p)],
+                         [(8,), (16,), (32,)])
+        c = tt.convert(p, self.calib, rounds=1, positions=16, progress=False)
+        with torch.no_grad():
+            ref = c(self.x).numpy()
+        net = tt.to_tsq(c)
+        self.assertIn("8 channels", repr(net.layer(2)))
+        np.testing.assert_allclose(net.forward(self.x.numpy()), ref, rtol=1e-5, atol=1e-5)
+        plan = tsq.Plan(net.context, net)
+        np.testing.assert_allclose(plan.run(self.x.numpy()), ref, rtol=1e-4, atol=1e-4)
+        back = tt.from_tsq(net)
+        with torch.no_grad():
+            np.testing.assert_allclose(back(self.x).numpy(), ref, rtol=1e-5, atol=1e-5)
+        net.context.close()
+
     def test_generator_calibration_is_read_once(self):
         gen = (b for b, _ in self.calib)
         p = tt.prepare(self.fp, gen, progress=False)

@@ -233,7 +233,7 @@ class Layer(Handle):
                 d = "%dx%d, stride %d" % (self.info("kernel_h"), self.info("kernel_h"),
                                           self.info("stride"))
             elif kind == "act_quant":
-                n, bits, eps, delta = self.get_channel(-1)
+                n, bits, eps, delta = self.get_channel(0)
                 d = "%d-bit, %s, %s" % (bits, "eps=%.4g delta=%.4g" % (eps, delta) if not n
                                         else "%d channels" % n,
                                         "codes" if self.output_codes else "values")

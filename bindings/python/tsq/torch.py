@@ -623,6 +623,11 @@ def _folded_init(wmod: nn.Module, bn: nn.Module, delta_in: torch.Tensor) -> np.n
         W = wmod.weight * s.reshape((-1,) + (1,) * (wmod.weight.dim() - 1))
         if delta_in.numel() == 1:
             W = W * float(delta_in)
+        elif W.dim() == 2:
+            # a dense layer after a flatten: input feature f is in channel
+            # f // (H W) of the per-channel quantizer before it
+            per = W.shape[1] // delta_in.numel()
+            W = W * delta_in.repeat_interleave(per).reshape(1, -1)
         else:
             W = W * delta_in.reshape((1, -1) + (1,) * (W.dim() - 2))
         return np.ascontiguousarray(W.reshape(W.shape[0], -1).t().to(torch.float32).numpy())
@@ -980,7 +985,7 @@ def from_tsq(net: _tnn.Net) -> nn.Sequential:
         elif kind == "relu":
             m = nn.ReLU()
         elif kind == "act_quant":
-            n, bits, eps, delta = layer.get_channel(-1)
+            n, bits, eps, delta = layer.get_channel(0)   # channel 0: any layer has it
             if n:
                 pairs = [layer.get_channel(c)[2:] for c in range(n)]
                 eps, delta = [e for e, _ in pairs], [d for _, d in pairs]
