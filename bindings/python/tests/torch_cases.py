@@ -179,6 +179,17 @@ class Pipeline(unittest.TestCase):
             np.testing.assert_allclose(back(self.x).numpy(), ref, rtol=1e-5, atol=1e-5)
         net.context.close()
 
+    def test_dataloader_calibration(self):
+        ds = torch.utils.data.TensorDataset(self.x, self.y)
+        dl = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=False)
+        p = tt.prepare(self.fp, dl, progress=False)          # (input, target) pairs
+        a = dict(tt.quant_modules(p))["tsq_act_conv1"]
+        self.assertTrue(torch.equal(a.delta, dict(tt.quant_modules(self.prepared))[
+            "tsq_act_conv1"].delta))
+        tt.convert(p, dl, rounds=1, positions=8, progress=False)
+        with self.assertRaisesRegex(ValueError, "shuffle=False"):
+            tt.convert(p, torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True))
+
     def test_generator_calibration_is_read_once(self):
         gen = (b for b, _ in self.calib)
         p = tt.prepare(self.fp, gen, progress=False)

@@ -696,13 +696,18 @@ def convert(model: nn.Module, calibration: Calibration, weight_bits: int = 2,
     sampled output positions per image for a conv (0: all). ``rounds`` and
     ``regressor_options`` go to tsq.Regressor. The first and last weight
     layers stay full precision. Returns a new model; ``model`` is not
-    changed. The result can be fine-tuned like any module.
+    changed. The result can be fine-tuned like any module. A DataLoader
+    that shuffles is refused (ValueError): every pass must see the same rows.
 
     report: an optional list that receives one dict per converted layer:
     name, d (inputs per output), C (outputs), rows (per pass), passes,
     seconds, objective (the regressor's per-iterate objective, summed over
     rows and outputs), eps and delta of its output quantizer."""
     calibration = _reiterable(calibration)
+    if isinstance(calibration, torch.utils.data.DataLoader) and \
+            isinstance(calibration.sampler, torch.utils.data.RandomSampler):
+        raise ValueError("tsq.torch.convert: the calibration DataLoader shuffles, but every "
+                         "regressor pass must see the same rows: use shuffle=False")
     ref = _trace(model, "tsq.torch.convert")
     units = _units(ref)
     if not units:
