@@ -137,8 +137,8 @@ def _codes(x: torch.Tensor, eps: torch.Tensor, delta: torch.Tensor, top: int) ->
     0 where x <= eps, else clamp(floor(x * (1/delta) + 1/2), 1, top), with
     1/delta rounded to float32 as the library does."""
     inv = torch.ones_like(delta) / delta
-    k = torch.floor(x * inv + 0.5).clamp(1, top)
-    return torch.where(x > eps, k, torch.zeros_like(k))
+    k = torch.mul(x, inv).add_(0.5).floor_().clamp_(1, top)     # in place: one temporary
+    return k.masked_fill_(~(x > eps), 0)                         # NaN -> 0, as x <= eps
 
 
 class _SparseQuantSTE(torch.autograd.Function):
@@ -151,14 +151,14 @@ class _SparseQuantSTE(torch.autograd.Function):
         k = _codes(x, eps, delta, top)
         ctx.save_for_backward(x, delta)
         ctx.top, ctx.codes = top, codes
-        return k if codes else k * delta
+        return k if codes else k.mul_(delta)
 
     @staticmethod
     def backward(ctx, grad):                          # type: ignore[override]
         x, delta = ctx.saved_tensors
-        dx = grad * ((x > 0) & (x < ctx.top * delta)).to(grad.dtype)
+        dx = grad.masked_fill(~((x > 0) & (x < ctx.top * delta)), 0)
         if ctx.codes:
-            dx = dx / delta
+            dx.div_(delta)
         return dx, None, None, None, None
 
 
