@@ -179,6 +179,16 @@ class Pipeline(unittest.TestCase):
             np.testing.assert_allclose(back(self.x).numpy(), ref, rtol=1e-5, atol=1e-5)
         net.context.close()
 
+    def test_cached_rows_equal_streaming_every_pass(self):
+        a = tt.convert(self.prepared, self.calib, rounds=2, positions=16, progress=False)
+        b = tt.convert(self.prepared, self.calib, rounds=2, positions=16, progress=False,
+                       cache_rows=False)
+        for (na, ma), (nb, mb) in zip(tt.lowbit_modules(a), tt.lowbit_modules(b)):
+            self.assertEqual(na, nb)
+            self.assertTrue(torch.equal(ma.weight_codes(), mb.weight_codes()))
+            self.assertTrue(torch.equal(ma.alpha, mb.alpha))
+            self.assertTrue(torch.equal(ma.bias, mb.bias))
+
     def test_dataloader_calibration(self):
         ds = torch.utils.data.TensorDataset(self.x, self.y)
         dl = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=False)

@@ -683,7 +683,7 @@ def _unit_batch(ctx: Context, unit_mods: Tuple[nn.Module, ...], conv: Optional[n
 def convert(model: nn.Module, calibration: Calibration, weight_bits: int = 2,
             rounds: Optional[int] = None, positions: int = 64, ctx: Optional[Context] = None,
             progress: Optional[bool] = None, train_alpha: bool = False,
-            report: Optional[List[Dict[str, Any]]] = None,
+            report: Optional[List[Dict[str, Any]]] = None, cache_rows: bool = True,
             **regressor_options: Any) -> fx.GraphModule:
     """Step 2 on a prepared (and step-1 trained) model, layer by layer in
     libtsq: every chain Conv2d/Linear -> BatchNorm -> ActQuant whose input
@@ -696,7 +696,14 @@ def convert(model: nn.Module, calibration: Calibration, weight_bits: int = 2,
     sampled output positions per image for a conv (0: all). ``rounds`` and
     ``regressor_options`` go to tsq.Regressor. The first and last weight
     layers stay full precision. Returns a new model; ``model`` is not
-    changed. The result can be fine-tuned like any module. A DataLoader
+    changed. The result can be fine-tuned like any module.
+
+    cache_rows: keep each batch's regressor rows (X as uint8 codes, Y) in
+    memory after the first pass and feed them again, instead of running the
+    model over the calibration data in every pass; False streams the model
+    every pass, for calibration sets whose rows do not fit in memory
+    (rows x d bytes per layer: positions x images x C_in kh kw for a conv).
+    A DataLoader
     that shuffles is refused (ValueError): every pass must see the same rows.
 
     report: an optional list that receives one dict per converted layer:
@@ -749,8 +756,18 @@ def convert(model: nn.Module, calibration: Calibration, weight_bits: int = 2,
                 reg.set_quantizer(q)
                 reg.begin(d, C, W0, with_preact=True)
                 passes, done, rows = 0, False, 0
+                cache_x: Dict[int, Any] = {}
                 while not done:
                     rows = 0
+                    if passes > 0 and cache_rows:       # the rows of the first pass again
+                        for b in sorted(cache_x):
+                            reg.feed(cache_x[b], cache_y[b], None)
+                            rows += len(cache_y[b])
+                        passes += 1
+                        done = reg.end_pass()
+                        hist = reg.history("objective")
+                        bar.step("(passes), objective %.4g" % hist[-1] if hist else "(passes)")
+                        continue
                     for b, x in enumerate(_batches(calibration)):
                         Xin = _run_until(out, wmod, x, output=False)
                         first = b not in cache_y
@@ -766,6 +783,8 @@ def convert(model: nn.Module, calibration: Calibration, weight_bits: int = 2,
                         X, P = _unit_batch(ctx, (wmod,), conv, Xin, pre, cache_pos.get(b))
                         if first:
                             cache_y[b] = q.encode(P)
+                        if cache_rows:
+                            cache_x[b] = X
                         reg.feed(X, cache_y[b], P)
                         rows += len(cache_y[b])
                     passes += 1
