@@ -340,9 +340,10 @@ install: lib $(BUILD)/tsq.pc
 	install -m 644 $(BUILD)/tsq.pc $(DESTDIR)$(LIBDIR)/pkgconfig/tsq.pc
 	@if [ -n "$(PYTHON_SITEDIR)" ]; then \
 	    echo "install the Python package into $(DESTDIR)$(PYTHON_SITEDIR)/tsq"; \
-	    install -d $(DESTDIR)$(PYTHON_SITEDIR)/tsq && \
+	    install -d $(DESTDIR)$(PYTHON_SITEDIR)/tsq/torch && \
 	    install -m 644 bindings/python/tsq/*.py bindings/python/tsq/py.typed \
 	        $(DESTDIR)$(PYTHON_SITEDIR)/tsq/ && \
+	    install -m 644 bindings/python/tsq/torch/*.py $(DESTDIR)$(PYTHON_SITEDIR)/tsq/torch/ && \
 	    printf '"""Written by make install: where libtsq.so.0 was installed."""\nLIBDIR = "%s"\n' \
 	        '$(LIBDIR)' > $(DESTDIR)$(PYTHON_SITEDIR)/tsq/_install.py; \
 	fi

@@ -2,7 +2,7 @@
 """Two-Step Quantization of a PyTorch network with libtsq's tsq.torch.
 
 The Fashion-MNIST network of the C demo (examples/fmnist/fmnist.c, "fmnist-cnn")
-trained in PyTorch, then quantized with tsq.torch (bindings/python/tsq/torch.py):
+trained in PyTorch, then quantized with tsq.torch (bindings/python/tsq/torch/):
 
   FP32 training -> tsq.torch.prepare: libtsq fits 2-bit sparse activation
   quantizers on the batch-norm outputs and they replace the ReLUs -> step 1:

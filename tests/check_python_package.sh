@@ -46,6 +46,7 @@ make --no-print-directory -s install BLAS="${BLAS:-openblas}" PREFIX=/opt/tsq-te
     >/dev/null || fail "make install failed"
 site=$(ls -d "$tmp/stage/opt/tsq-test/lib/python3."*/dist-packages 2>/dev/null)
 [ -f "$site/tsq/__init__.py" ] || fail "make install did not install the Python package"
+[ -f "$site/tsq/torch/__init__.py" ] || fail "make install did not install tsq.torch"
 grep -q '^LIBDIR = "/opt/tsq-test/lib"$' "$site/tsq/_install.py" || fail "_install.py lacks LIBDIR"
 (cd "$tmp" && PYTHONPATH="$site" TSQ_LIBRARY="$tmp/stage/opt/tsq-test/lib/libtsq.so.0" $py -c '
 import tsq, sys
