@@ -347,6 +347,14 @@ $(BUILD)/tsq.pc: tsq.pc.in Makefile
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
 	    -e 's|@BLAS_LIBS@|$(BLAS_LIBS)|g' $< > $@
 
+# The Python package (bindings/python/tsq) goes where Debian's python3 looks
+# for locally installed modules: $(PREFIX)/lib/python3.X/dist-packages, or
+# /usr/lib/python3/dist-packages for PREFIX=/usr. tsq/_install.py records
+# LIBDIR, so the installed package loads this libtsq.so.0 without ldconfig.
+# PYTHON_SITEDIR= (empty) skips it; docs/python.md, "Installing".
+PYTHON ?= /usr/bin/python3
+PYTHON_SITEDIR ?= $(shell $(PYTHON) -c 'import sys; p = "$(PREFIX)";     print(p + "/lib/python3/dist-packages" if p == "/usr" else     "%s/lib/python3.%d/dist-packages" % (p, sys.version_info[1]))' 2>/dev/null)
+
 install: lib $(BUILD)/tsq.pc
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/tsq
 	install -m 644 include/tsq.h $(DESTDIR)$(INCLUDEDIR)/tsq.h
@@ -356,16 +364,26 @@ install: lib $(BUILD)/tsq.pc
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libtsq.so
 	install -m 644 $(STLIB) $(DESTDIR)$(LIBDIR)/
 	install -m 644 $(BUILD)/tsq.pc $(DESTDIR)$(LIBDIR)/pkgconfig/tsq.pc
+	@if [ -n "$(PYTHON_SITEDIR)" ]; then \
+	    echo "install the Python package into $(DESTDIR)$(PYTHON_SITEDIR)/tsq"; \
+	    install -d $(DESTDIR)$(PYTHON_SITEDIR)/tsq/torch && \
+	    install -m 644 bindings/python/tsq/*.py bindings/python/tsq/py.typed \
+	        $(DESTDIR)$(PYTHON_SITEDIR)/tsq/ && \
+	    install -m 644 bindings/python/tsq/torch/*.py $(DESTDIR)$(PYTHON_SITEDIR)/tsq/torch/ && \
+	    printf '"""Written by make install: where libtsq.so.0 was installed."""\nLIBDIR = "%s"\n' \
+	        '$(LIBDIR)' > $(DESTDIR)$(PYTHON_SITEDIR)/tsq/_install.py; \
+	fi
 
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/tsq.h $(DESTDIR)$(LIBDIR)/libtsq.* \
 	    $(DESTDIR)$(LIBDIR)/pkgconfig/tsq.pc
 	rm -rf $(DESTDIR)$(INCLUDEDIR)/tsq
+	[ -z "$(PYTHON_SITEDIR)" ] || rm -rf $(DESTDIR)$(PYTHON_SITEDIR)/tsq
 
 # ---- Debian packages --------------------------------------------------------
 # Installed by name when missing; `make check` and `make demo` call this first.
 DEPS_CORE := gcc g++ make pkg-config libopenblas-dev libblas-dev check zlib1g-dev clang libclang-rt-14-dev \
-             abigail-tools python3 python3-numpy python3-torch openmpi-bin libopenmpi-dev \
+             abigail-tools python3 python3-numpy python3-torch python3-venv openmpi-bin libopenmpi-dev \
              dataset-fashion-mnist
 DEPS_EXTRA ?=
 deps:

@@ -1,10 +1,12 @@
 #!/bin/sh
-# TSQ inside PyTorch (issue 8): examples/pytorch_tsq.py --quick trains the
-# Fashion-MNIST network in torch on a subset, fits step 1 and step 2 with
-# libtsq through the Python bindings, fine-tunes, and exits 1 when step 2 or
-# the fine-tuned network falls below its accuracy floor (70%) or step 2 loses
-# more than 5 points against step 1. The JSON it writes must carry the C
-# demo's keys.
+# TSQ inside PyTorch: examples/pytorch_tsq.py --quick trains the
+# Fashion-MNIST network in torch on a subset, quantizes it with tsq.torch
+# (prepare, step-1 training, convert, fine-tuning), runs libtsq's integer plan
+# of the result, and exits 1 when step 2 or the fine-tuned network falls
+# below its accuracy floor (70%), step 2 loses more than 5 points against
+# step 1, a converted layer keeps less than 80% of its step-1 codes, or the
+# plan's predictions differ from torch's on more than 1% of the test images.
+# The JSON it writes must carry the C demo's keys and plan_acc.
 # Environment (tests/run.sh): BUILD (the library is $BUILD/libtsq.so).
 # Needs Debian's python3, python3-numpy and python3-torch (installed by
 # `make deps`): when torch is missing, this check FAILS.
@@ -44,12 +46,13 @@ grep -q "^quick check passed" "$tmp/out" || fail "no 'quick check passed' line"
 /usr/bin/python3 - "$tmp/quick.json" <<'PY' || fail "the JSON output lacks the C demo's keys"
 import json, sys
 out = json.load(open(sys.argv[1]))
-need = ("fp32_acc", "naive_acc", "step1_acc", "step2_acc", "tsq_acc", "eps0_acc", "joint_acc")
+need = ("fp32_acc", "naive_acc", "step1_acc", "step2_acc", "tsq_acc", "eps0_acc", "joint_acc",
+        "plan_acc")
 missing = [k for k in need if k not in out]
-numbers = [k for k in need[:5] if not isinstance(out.get(k), (int, float))]
+numbers = [k for k in need[:5] + ("plan_acc",) if not isinstance(out.get(k), (int, float))]
 if missing or numbers:
     print("missing keys: %s; not numbers: %s" % (missing, numbers))
     sys.exit(1)
-print("json: " + ", ".join("%s %.2f" % (k, out[k]) for k in need[:5]))
+print("json: " + ", ".join("%s %.2f" % (k, out[k]) for k in need[:5] + ("plan_acc",)))
 PY
 exit 0

@@ -1,7 +1,8 @@
 /*
  * The demo's report: a table on stdout, a JSON file and a self-contained
  * HTML file with inline SVG charts (activation histograms with ε and the
- * levels, the step-2 objective per round, accuracy per stage).
+ * levels, the step-2 objective per round, accuracy per stage), each with a
+ * title that says what it shows and axes with units.
  */
 #ifndef FMNIST_REPORT_H
 #define FMNIST_REPORT_H
@@ -30,7 +31,8 @@ typedef struct report_layer {
     double eps, delta;
     int32_t levels;                   /* 2^n - 1 */
     int32_t rounds;
-    double objective[REPORT_MAX_ROUNDS]; /* step-2 objective per round (per sample) */
+    double objective[REPORT_MAX_ROUNDS]; /* step-2 objective per iterate (summed over
+                                          * samples and channels, regressor.h) */
     double code_agreement;            /* fraction of codes equal to step 1's, or < 0 */
 } report_layer;
 

@@ -348,7 +348,7 @@ class LayerErrors(TestCase):
         with self.assertRaisesTsq("TSQ_ERR_STATE"):
             mlp(self.ctx, [3, 2]).backward([[1.0, 1.0]])   # no forward
         with self.assertRaisesTsq("TSQ_ERR_INVALID", "lowbit"):
-            tsq.LowbitDense(self.ctx, 2, 1).set([[3], [0]], [1.0])
+            tsq.LowbitDense(self.ctx, 2, 1).set([[3, 0]], [1.0])   # (out, in): code 3 out of -1..1
         with self.assertRaises(tsq.TsqError) as cm:
             tsq.Layer.option_bounds(99)
         self.assertEqual(cm.exception.name, "TSQ_ERR_INVALID")

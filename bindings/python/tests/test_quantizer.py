@@ -136,7 +136,7 @@ class AgainstC(TestCase):
 
     def test_options(self):
         q = tsq.Quantizer(self.ctx, 2, eps=0.25, sparsity=0.5, hist_resolution=8)
-        self.assertEqual((q.bits, q.eps, q.sparsity, q.hist_resolution), (2, 0.25, 0.5, 8))
+        self.assertEqual((q.bits, q.fixed_eps, q.sparsity, q.hist_resolution), (2, 0.25, 0.5, 8))
         self.assertEqual(q.eps_mode, "joint")
         q.eps_mode = "fixed"
         self.assertEqual(q.get_param(tsq.TSQ_QUANTIZER_EPS_MODE), tsq.TSQ_EPS_FIXED)

@@ -10,6 +10,9 @@ declared (the raw C API); the classes below wrap it:
     Regressor      TSQ step 2: low-bit weights, fit_transform, streamed fits
     Net, layers    sequential networks, training, network-level TSQ, model files
     PackedWeights, Thresholds, lowbit_gemm ...   packed low-bit inference
+    Plan           a converted Net compiled for integer inference
+    tsq.torch      PyTorch models: prepare, convert, to_tsq, from_tsq (imports
+                   torch; loaded on first use of ``tsq.torch``)
 
 Errors raise TsqError (status, name, message). See docs/python.md.
 """
@@ -36,6 +39,15 @@ globals().update(CONSTANTS)                 # TSQ_OK, TSQ_EPS_JOINT, ... as in C
 
 __version__ = lib.version
 HEADER_VERSION = ffi.HEADER_VERSION_STRING
+
+
+def __getattr__(name):
+    """``tsq.torch`` is imported on first use, so ``import tsq`` never
+    needs torch."""
+    if name == "torch":
+        import importlib
+        return importlib.import_module(".torch", __name__)
+    raise AttributeError("module 'tsq' has no attribute %r" % name)
 
 
 def version_number():

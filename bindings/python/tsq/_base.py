@@ -2,10 +2,12 @@
 
 Lifetime rules (docs/python.md, "Lifetimes"):
 
-* an *owned* handle has a weakref.finalize that destroys the C object when
-  the Python object is collected, or at close() / the end of a ``with``
-  block. The finaliser holds the Context, so a context is destroyed only
-  after every object made from it;
+* an *owned* handle holds a Resource, the one object whose release destroys
+  the C object. close() (or the end of a ``with`` block, or collection)
+  drops the handle's reference: the C object is destroyed at once unless a
+  numpy array or memoryview of its memory still holds the Resource, and
+  then when the last of them goes. A Resource holds its Context's
+  Resource, so a context is destroyed only after every object made from it;
 * a *borrowed* handle (a layer owned by a net, a parameter tensor, the net's
   regressor) has no finaliser: it keeps its owner alive and is invalidated
   (further use raises ValueError) when the owner closes or, for a net, when
@@ -14,18 +16,69 @@ Lifetime rules (docs/python.md, "Lifetimes"):
   reverse order of creation, then the context itself.
 """
 
+import atexit
 import itertools
 import weakref
 
 from ._lib import TsqError, lib, status_string
 
 _serials = itertools.count()
+_live = weakref.WeakSet()       # every Resource not yet collected
 
 
-def _destroy(fn, ptr, keep):
-    """Finaliser body: the C destructor. `keep` holds what must outlive the
-    C object (the Context wrapper, a wrapped buffer, callbacks)."""
-    fn(ptr)
+@atexit.register
+def _release_all():
+    """At interpreter exit, before modules are torn down: destroy what is
+    still alive, newest first (children before their context)."""
+    for res in sorted(_live, key=lambda r: r.serial, reverse=True):
+        res.release()
+
+
+class Resource(object):
+    """Owns one C object: release() (or the collection of the last
+    reference) calls its destructor once. `keep` holds what must outlive
+    the C object (the Context's Resource, a wrapped buffer, callbacks);
+    `owner` is the Resource of the object that owns this one once the
+    ownership moved (a layer appended to a net), kept alive with it.
+    ``pins`` counts the live numpy/memoryview views over its memory."""
+
+    __slots__ = ("fn", "ptr", "keep", "owner", "pins", "serial", "__weakref__")
+
+    def __init__(self, fn, ptr, keep):
+        self.fn, self.ptr, self.keep, self.owner = fn, ptr, keep, None
+        self.pins = weakref.WeakSet()
+        self.serial = next(_serials)
+        _live.add(self)
+
+    def release(self):
+        fn, self.fn = self.fn, None
+        if fn is not None:
+            fn(self.ptr)
+        self.keep = None
+
+    def __del__(self):
+        self.release()
+
+
+class _Pin(object):
+    """The base object of a numpy array or memoryview over library memory:
+    it holds the Resource that owns the memory, so the memory outlives
+    close() and the ``with`` block as long as the view exists. It exports
+    the memory through the array interface (numpy) or a ctypes array."""
+
+    __slots__ = ("resource", "__array_interface__", "carray", "__weakref__")
+
+    def __init__(self, resource, interface=None, carray=None):
+        self.resource = resource
+        self.__array_interface__ = interface
+        self.carray = carray
+        resource.pins.add(self)
+
+
+def _copy_refused(self, *args):
+    raise TypeError("a tsq.%s handle cannot be copied or pickled: it owns a C object "
+                    "of one context (use clone() / save() and load() where the class has "
+                    "them)" % type(self).__name__)
 
 
 class Handle(object):
@@ -42,8 +95,13 @@ class Handle(object):
     _errmsg_name = None         # C message getter, e.g. "tsq_tensor_errmsg"
     _h = None
     _ctx = None
-    _fin = None
+    _res = None                 # the Resource: owned, or the owner's for a borrowed view
+    _owns = False
     _owner = None
+
+    __copy__ = _copy_refused
+    __deepcopy__ = _copy_refused
+    __reduce_ex__ = _copy_refused
 
     # ---- construction helpers ----------------------------------------
 
@@ -55,8 +113,9 @@ class Handle(object):
         self._owner = None
         self._borrowers = weakref.WeakSet()
         self._serial = next(_serials)
-        self._fin = weakref.finalize(self, _destroy, getattr(lib, self._destroy_name), ptr,
-                                     (ctx, keep))
+        self._res = Resource(getattr(lib, self._destroy_name), ptr,
+                             (ctx._res if ctx is not None else None, keep))
+        self._owns = True
         if ctx is not None:
             ctx._children.add(self)
 
@@ -67,7 +126,8 @@ class Handle(object):
         self._owner = owner
         self._borrowers = weakref.WeakSet()
         self._serial = next(_serials)
-        self._fin = None
+        self._res = owner._res          # views of its memory keep the owner's C object
+        self._owns = False
         owner._borrowers.add(self)
         if ctx is not None:
             ctx._children.add(self)
@@ -105,13 +165,14 @@ class Handle(object):
     def owned(self):
         """True if this Python object destroys the C object; False for a
         borrowed view (a layer appended to a net, a parameter tensor...)."""
-        return self._fin is not None
+        return self._owns
 
     def _invalidate(self):
         for b in list(self._borrowers):
             b._invalidate()
         self._h = None
         self._owner = None
+        self._res = None
         self._closed_hook()
 
     def _closed_hook(self):
@@ -127,26 +188,34 @@ class Handle(object):
     def _release_ownership(self, new_owner):
         """The C object now belongs to new_owner (e.g. a net took a layer):
         drop the finaliser without destroying, and become a borrowed view."""
-        if self._fin is not None:
-            self._fin.detach()
-            self._fin = None
+        if self._owns:
+            self._res.fn = None             # the new owner destroys it
+            self._res.owner = new_owner._res    # views taken before stay valid with it
+            self._owns = False
         self._owner = new_owner
         new_owner._borrowers.add(self)
 
-    def close(self):
+    def close(self) -> None:
         """Destroys the C object now (an owned one) or detaches this view (a
-        borrowed one). Views borrowed from it are invalidated first. Calling
-        close() twice is harmless."""
+        borrowed one). Views borrowed from it are invalidated first. A numpy
+        array or memoryview of its memory keeps the memory (and the C
+        object) until the view goes: using it stays valid. Calling close()
+        twice is harmless."""
         if self._h is None:
             return
         for b in list(self._borrowers):
             b._invalidate()
         self._h = None
         self._owner = None
-        if self._fin is not None:
-            fin, self._fin = self._fin, None
-            fin()
+        # Dropping the last reference destroys the C object (Resource.__del__);
+        # a view's _Pin may hold one more, and then the view's end does.
+        self._res = None
+        self._owns = False
         self._closed_hook()
+
+    def _pin(self, interface=None, carray=None):
+        """A _Pin of this object's memory (see _Pin)."""
+        return _Pin(self._res, interface, carray)
 
     def __enter__(self):
         self.handle                     # refuse a closed object

@@ -1,21 +1,40 @@
 """Turning Python data into memory libtsq can use, with numpy optional.
 
-* numpy float32 / uint8 / int8 arrays that are C-contiguous and aligned are
-  used in place (their memory, obtained through the buffer protocol, is
-  given to tsq_tensor_wrap); so are objects numpy can view without copying
-  (``__array_interface__`` or ``__array__``, e.g. a CPU torch tensor, through
-  np.asarray).
-* Other buffers (array.array, bytearray, writable memoryview) of format
-  'f', 'B' or 'b' are used in place too, through ctypes ``from_buffer``.
-* Python lists (nested for several dimensions) and read-only non-numpy
-  buffers are copied.
-* Inputs of another numpy dtype, or non-contiguous, are converted (copied)
-  when the call says which dtype it needs; outputs never are: an output must
-  be usable in place, else ValueError.
+The one rule for array arguments (docs/python.md, "Which inputs are
+accepted"). Each argument has a tensor type, float32, uint8 (activation
+codes) or int8 (weight codes), and:
+
+* data of exactly that type (numpy float32 / uint8 / int8, C-contiguous and
+  aligned, or a buffer of format 'f' / 'B' / 'b') are used in place: no copy;
+* float32 arguments also take float16 and float64 arrays and lists of
+  Python numbers, converted (copied) with the usual rounding to float32;
+  a finite value too large for float32 raises ValueError;
+* uint8 and int8 arguments also take integer arrays of any width and float
+  arrays, converted (copied) only when every value is an integer inside the
+  type's range (0..255, -128..127): 300 or 0.5 raise ValueError, they are
+  never wrapped or truncated;
+* anything else (bool, complex, strings, objects, an integer array for a
+  float32 argument) raises TypeError naming the argument;
+* inputs that are not C-contiguous or not aligned are copied; outputs
+  never are: an output must be usable in place, else ValueError.
+
+Index arrays (labels, positions, accumulators: int32/int64) take integer
+data in the type's range, refuse floats, bools and complex with TypeError;
+float parameter arrays (thresholds) follow the float32 rule.
 """
 
 import array
 import ctypes
+from typing import Any, Union
+
+ArrayLike = Any
+"""What an array argument takes: a numpy array, a Tensor, a buffer
+(array.array, bytearray, memoryview), a (nested) list, or an object numpy
+views without a copy (a CPU torch tensor); see the module's rule."""
+
+DTypeLike = Union[str, int, Any]
+"""A tensor type: "float32", "uint8", "int8" (or "f32", "u8", "i8"), a
+TSQ_DTYPE_* number or a numpy dtype."""
 
 from . import _ffi
 
@@ -59,6 +78,25 @@ def dtype_code(dtype):
     if code is None:
         raise TypeError("libtsq tensors hold float32, uint8 or int8, not %r" % (dtype,))
     return code
+
+
+def int_arg(value, name):
+    """value as an int: Python and numpy integers; bool, float, str... raise
+    TypeError naming the argument (2.7 is never truncated to 2)."""
+    import numbers
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError("%s must be an integer, not %s %r" % (name, type(value).__name__, value))
+    return int(value)
+
+
+def real_arg(value, name):
+    """value as a float: Python and numpy integers and floats; bool,
+    complex, str... raise TypeError naming the argument."""
+    import numbers
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError("%s must be a real number, not %s %r"
+                        % (name, type(value).__name__, value))
+    return float(value)
 
 
 def _format_dtype(fmt):
@@ -106,26 +144,73 @@ if np is not None:
     _NP_CODES = {np.dtype("float32"): F32, np.dtype("uint8"): U8, np.dtype("int8"): I8}
 
 
-def _from_numpy(arr, dtype, writable):
+_RANGES = {U8: (0, 255), I8: (-128, 127)}
+
+
+def _first_bad(arr, bad):
+    """'index (i, j) = value' of the first true element of the mask bad."""
+    idx = tuple(int(i) for i in np.argwhere(bad)[0])
+    where = idx[0] if len(idx) == 1 else idx
+    return "%s = %r" % (where, arr[idx].item())
+
+
+def convert_numpy(arr, dtype, name):
+    """arr as a C-contiguous numpy array of the tensor type `dtype`, by the
+    module's rule: a TypeError for the wrong kind of data, a ValueError for a
+    value the type cannot hold exactly (integers) or at all (float32)."""
+    kind = arr.dtype.kind
+    if kind not in "iuf":
+        raise TypeError("%s: numpy %s data cannot be %s (give %s data)"
+                        % (name, arr.dtype, NAMES[dtype], _WANT[dtype]))
+    if dtype == F32:
+        if kind != "f":
+            raise TypeError("%s: numpy %s data for a float32 argument; convert it yourself "
+                            "(astype(np.float32)) if that is what you mean" % (name, arr.dtype))
+        with np.errstate(over="ignore"):
+            out = np.ascontiguousarray(arr, dtype=np.float32)
+        bad = np.isinf(out) & np.isfinite(arr)
+        if bad.any():
+            raise ValueError("%s: element %s is too large for float32"
+                             % (name, _first_bad(arr, bad)))
+        return out
+    lo, hi = _RANGES[dtype]
+    if kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(arr) | (arr != np.round(arr)) | (arr < lo) | (arr > hi)
+        what = "not an integer in %d..%d (never truncated)" % (lo, hi)
+    else:
+        bad = (arr < lo) | (arr > hi)
+        what = "outside %d..%d (never wrapped)" % (lo, hi)
+    if bad.any():
+        raise ValueError("%s: element %s is %s: %s data"
+                         % (name, _first_bad(arr, bad), what, NAMES[dtype]))
+    return np.ascontiguousarray(arr, dtype=NAMES[dtype])
+
+
+_WANT = {F32: "float32, float16 or float64", U8: "uint8 (or integer-valued numbers in 0..255)",
+         I8: "int8 (or integer-valued numbers in -128..127)"}
+
+
+def _from_numpy(arr, dtype, writable, name="data"):
     have = _NP_CODES.get(arr.dtype)         # native byte order only
     if dtype is None and have is None and arr.dtype.kind == "f":
         dtype = F32                     # float64, float16: converted (copied)
     if dtype is None:
         if have is None:
-            raise TypeError("numpy dtype %s has no libtsq tensor type (float32, uint8, int8); "
-                            "convert it first" % arr.dtype)
+            raise TypeError("%s: numpy %s data have no libtsq tensor type (float32, uint8, "
+                            "int8); convert them first" % (name, arr.dtype))
         dtype = have
     usable = have == dtype and arr.flags.c_contiguous and arr.flags.aligned
     if writable:
         if not usable or not arr.flags.writeable:
-            raise ValueError("an output array must be a writable, C-contiguous, aligned "
+            raise ValueError("%s: an output array must be a writable, C-contiguous, aligned "
                              "numpy %s array (got %s%s)" % (
-                                 NAMES[dtype], arr.dtype,
+                                 name, NAMES[dtype], arr.dtype,
                                  "" if arr.flags.c_contiguous else ", not C-contiguous"))
     copied = False
     source = arr
     if not usable:
-        arr = np.ascontiguousarray(arr, dtype=NAMES[dtype])
+        arr = convert_numpy(arr, dtype, name)
         copied = True
     shape = arr.shape if arr.ndim else (1,)
     if arr.flags.writeable and arr.nbytes:
@@ -140,7 +225,7 @@ def _from_numpy(arr, dtype, writable):
                   not arr.flags.writeable, source, arr)
 
 
-def _flatten(data, dtype):
+def _flatten(data, dtype, name="data"):
     """A nested list -> (flat list, shape); checks it is rectangular."""
     shape = []
     probe = data
@@ -163,39 +248,62 @@ def _flatten(data, dtype):
         for item in node:
             walk(item, depth + 1)
     walk(data, 0)
-    if dtype != F32:
-        lo, hi = (0, 255) if dtype == U8 else (-128, 127)
-        for v in flat:
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise ValueError("%s tensors hold integers in %d..%d, got %r"
-                                 % (NAMES[dtype], lo, hi, v))
+    check_numbers(flat, dtype, name)
     return flat, tuple(shape)
 
 
-def _from_list(data, dtype):
+def check_numbers(flat, dtype, name):
+    """The list rule: float32 (and float64, dtype None) take int and float
+    (not bool, not complex), float32 within its range; uint8/int8 take int,
+    or a float holding an integer, in range."""
+    import math
+    import numbers
+    for i, v in enumerate(flat):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError("%s: element %d is %r (a %s): %s data take real numbers"
+                            % (name, i, v, type(v).__name__, NAMES.get(dtype, "float64")))
+        if dtype is None:
+            continue
+        if dtype == F32:
+            if math.isfinite(v) and abs(float(v)) > 3.4028234663852886e38:
+                raise ValueError("%s: element %d = %r is too large for float32" % (name, i, v))
+            continue
+        lo, hi = _RANGES[dtype]
+        if not isinstance(v, numbers.Integral) and not (math.isfinite(v) and v == int(v)):
+            raise ValueError("%s: element %d = %r is not an integer (%s data)"
+                             % (name, i, v, NAMES[dtype]))
+        if not lo <= v <= hi:
+            raise ValueError("%s: element %d = %r is outside %d..%d (%s data)"
+                             % (name, i, v, lo, hi, NAMES[dtype]))
+
+
+def _from_list(data, dtype, name="data"):
     if dtype is None:
         dtype = F32
-    flat, shape = _flatten(data, dtype)
+    flat, shape = _flatten(data, dtype, name)
+    if dtype != F32:
+        flat = [int(v) for v in flat]
     buf = (CTYPES[dtype] * max(len(flat), 1))(*flat)
     return Memory(ctypes.addressof(buf), len(flat) * ITEMSIZE[dtype], shape or (len(flat),),
                   dtype, buf, True, False, data)
 
 
-def _from_buffer(obj, dtype, writable):
+def _from_buffer(obj, dtype, writable, name="data"):
     try:
         mv = memoryview(obj)
     except TypeError:
-        raise TypeError("cannot use %s as tensor data: give a numpy array, a buffer "
-                        "(array.array, bytearray, memoryview) or a list" % type(obj).__name__)
+        raise TypeError("%s: cannot use %s as tensor data: give a numpy array, a buffer "
+                        "(array.array, bytearray, memoryview) or a list"
+                        % (name, type(obj).__name__))
     have = _format_dtype(mv.format)
     if have is None:
-        raise TypeError("buffer format %r has no libtsq tensor type ('f' float32, "
-                        "'B' uint8, 'b' int8)" % mv.format)
+        raise TypeError("%s: buffer format %r has no libtsq tensor type ('f' float32, "
+                        "'B' uint8, 'b' int8)" % (name, mv.format))
     if dtype is None:
         dtype = have
     if have != dtype:
-        raise TypeError("buffer holds %s but %s is needed (without numpy, buffers are "
-                        "not converted)" % (NAMES[have], NAMES[dtype]))
+        raise TypeError("%s: buffer holds %s but %s is needed (buffers are not converted)"
+                        % (name, NAMES[have], NAMES[dtype]))
     shape = mv.shape if mv.ndim else (1,)
     if not mv.readonly and mv.c_contiguous and mv.nbytes > 0:
         cbuf = (ctypes.c_char * mv.nbytes).from_buffer(mv)
@@ -204,28 +312,33 @@ def _from_buffer(obj, dtype, writable):
             return Memory(addr, mv.nbytes, shape, dtype, (mv, cbuf), False, False, obj)
         del cbuf
     if writable:
-        raise ValueError("an output buffer must be writable, C-contiguous and aligned")
+        raise ValueError("%s: an output buffer must be writable, C-contiguous and aligned"
+                         % name)
     raw = mv.tobytes()
     cbuf = (CTYPES[dtype] * max(len(raw) // ITEMSIZE[dtype], 1)).from_buffer_copy(
         raw if raw else b"\0" * ITEMSIZE[dtype])
     return Memory(ctypes.addressof(cbuf), len(raw), shape, dtype, cbuf, True, False, obj)
 
 
-def memory_of(obj, dtype=None, writable=False):
+def memory_of(obj, dtype=None, writable=False, name="data"):
     """The Memory for `obj` (see the module docstring). dtype: the
     TSQ_DTYPE_* needed, or None to take the data's own. writable: the
-    memory is an output and must be used in place."""
+    memory is an output and must be used in place. name: the argument's
+    name, for the error messages."""
     dtype = dtype_code(dtype)
+    if isinstance(obj, str) or (not writable and isinstance(obj, (int, float, complex))):
+        raise TypeError("%s: %s is not array data (give a numpy array, a buffer or a list)"
+                        % (name, type(obj).__name__))
     if is_numpy(obj):
-        return _from_numpy(obj, dtype, writable)
+        return _from_numpy(obj, dtype, writable, name)
     if isinstance(obj, (list, tuple)):
         if writable:
-            raise ValueError("a list cannot receive an output; give a numpy array or a "
-                             "writable buffer")
-        return _from_list(obj, dtype)
+            raise ValueError("%s: a list cannot receive an output; give a numpy array or a "
+                             "writable buffer" % name)
+        return _from_list(obj, dtype, name)
     if _numpy_like(obj):
-        return _from_numpy(np.asarray(obj), dtype, writable)
-    return _from_buffer(obj, dtype, writable)
+        return _from_numpy(np.asarray(obj), dtype, writable, name)
+    return _from_buffer(obj, dtype, writable, name)
 
 
 def _flat_list(seq):
@@ -238,17 +351,54 @@ def _flat_list(seq):
     return out
 
 
-def typed_array(ctype, values=None, count=None):
+_INDEX_RANGES = {ctypes.c_int32: (-2 ** 31, 2 ** 31 - 1), ctypes.c_int64: (-2 ** 63, 2 ** 63 - 1)}
+
+
+def _checked_index_array(a, ctype, name):
+    """The index rule for numpy data: integers only, in the C type's range."""
+    if a.dtype.kind not in "iu":
+        raise TypeError("%s: %s data cannot be %s indices (give integers)"
+                        % (name, a.dtype, "int32" if ctype is ctypes.c_int32 else "int64"))
+    lo, hi = _INDEX_RANGES[ctype]
+    if a.size and (a.min() < lo or a.max() > hi):
+        bad = (a < lo) | (a > hi)
+        raise ValueError("%s: element %s is outside the int%d range" % (
+            name, _first_bad(a, bad), 32 if ctype is ctypes.c_int32 else 64))
+
+
+def _check_index_list(seq, ctype, name):
+    lo, hi = _INDEX_RANGES[ctype]
+    for i, v in enumerate(seq):
+        if isinstance(v, bool) or not isinstance(v, int) and not \
+                (np is not None and isinstance(v, np.integer)):
+            raise TypeError("%s: element %d is %r (a %s): give integers"
+                            % (name, i, v, type(v).__name__))
+        if not lo <= v <= hi:
+            raise ValueError("%s: element %d = %r is outside the int%d range"
+                             % (name, i, v, 32 if ctype is ctypes.c_int32 else 64))
+
+
+def typed_array(ctype, values=None, count=None, name="values"):
     """A ctypes array of `ctype` from a sequence or numpy array of values
-    (zero-copy for a C-contiguous numpy array of the same type). Returns
-    (pointer-compatible object, length, keep-alive)."""
+    (zero-copy for a C-contiguous numpy array of the same type), checked by
+    the module's rule (integers for int32/int64, real numbers for
+    float/double). Returns (pointer-compatible object, length, keep-alive)."""
     if values is None:
         arr = (ctype * max(count, 1))()
         return arr, count, arr
     np_type = {ctypes.c_int32: "int32", ctypes.c_int64: "int64", ctypes.c_float: "float32",
                ctypes.c_double: "float64"}[ctype]
     if np is not None and (is_numpy(values) or _numpy_like(values)):
-        a = np.ascontiguousarray(values, dtype=np_type).reshape(-1)
+        a = np.asarray(values)
+        if ctype in _INDEX_RANGES:
+            _checked_index_array(a, ctype, name)
+            a = np.ascontiguousarray(a, dtype=np_type).reshape(-1)
+        elif ctype is ctypes.c_float:
+            a = convert_numpy(a, F32, name).reshape(-1)
+        else:
+            if a.dtype.kind != "f":
+                raise TypeError("%s: %s data for a float64 argument" % (name, a.dtype))
+            a = np.ascontiguousarray(a, dtype=np_type).reshape(-1)
         ptr = a.ctypes.data_as(ctypes.POINTER(ctype))
         return ptr, a.size, (a, ptr)
     if isinstance(values, (list, tuple)):
@@ -270,6 +420,10 @@ def typed_array(ctype, values=None, count=None):
                     ptr = ctypes.cast(arr, ctypes.POINTER(ctype))
                     return ptr, n, (mv, arr, ptr)
             seq = _flat_list(mv.tolist())
+    if ctype in _INDEX_RANGES:
+        _check_index_list(seq, ctype, name)
+    else:
+        check_numbers(seq, F32 if ctype is ctypes.c_float else None, name)
     arr = (ctype * max(len(seq), 1))(*seq)
     return arr, len(seq), arr
 

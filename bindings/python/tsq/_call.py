@@ -63,20 +63,21 @@ class Call(object):
         self.temps.append(ptr)
         return _Temp(ptr, mem.shape)
 
-    def input(self, obj, dtype=None):
-        """obj as a tensor argument (None stays None, a Tensor is used as is)."""
+    def input(self, obj, dtype=None, name="data"):
+        """obj as a tensor argument (None stays None, a Tensor is used as is);
+        `name` is the argument's name in error messages."""
         if obj is None or isinstance(obj, Tensor):
             return obj
-        return self._wrap(B.memory_of(obj, dtype))
+        return self._wrap(B.memory_of(obj, dtype, name=name))
 
-    def output(self, out, dtype, shape):
+    def output(self, out, dtype, shape, name="out"):
         """(tensor to pass, object to return) for an output of `shape`:
         `out` itself when given (used in place, never copied), else a new
         numpy array or Tensor."""
         if out is not None:
             if isinstance(out, Tensor):
                 return out, out
-            return self._wrap(B.memory_of(out, dtype, writable=True)), out
+            return self._wrap(B.memory_of(out, dtype, writable=True, name=name)), out
         if self.want_tensor:
             t = Tensor.zeros(self.ctx, shape, dtype)
             self.fresh.append(t)

@@ -6,7 +6,9 @@ The library is searched, in order, at
    ``libtsq.so``);
 2. the build tree, when this package sits in ``bindings/python`` of a
    checkout: ``build/openblas/libtsq.so``, then ``build/cblas/libtsq.so``;
-3. the system linker path (``ctypes.util.find_library("tsq")``, then
+3. the library installed next to this package by ``make install``
+   (``tsq/_install.py``, written by the install, records its LIBDIR);
+4. the system linker path (``ctypes.util.find_library("tsq")``, then
    ``libtsq.so.0``).
 """
 
@@ -86,6 +88,12 @@ def library_candidates():
             path = os.path.join(root, "build", blas, "libtsq.so")
             if os.path.exists(path):
                 out.append(("build tree", path))
+    try:
+        from ._install import LIBDIR        # written by `make install` only
+    except ImportError:
+        LIBDIR = None
+    if LIBDIR:
+        out.append(("make install", os.path.join(LIBDIR, "libtsq.so.0")))
     found = ctypes.util.find_library("tsq")
     if found:
         out.append(("linker path", found))

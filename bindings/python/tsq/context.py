@@ -1,10 +1,20 @@
 """The context: threads, seed, logging, allocator, build information."""
 
+from __future__ import annotations
+
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, List,  # noqa: F401
+                    Optional, Sequence, Tuple, Union)
+
+if TYPE_CHECKING:                                   # names used in annotations only
+    from .tensor import Tensor  # noqa: F401
+
 import ctypes
 import logging
 import weakref
 
+from . import _buffers as B
 from . import _ffi
+from ._buffers import ArrayLike, DTypeLike  # noqa: F401
 from ._base import Handle, check_static
 from ._lib import TsqError, lib
 
@@ -29,23 +39,32 @@ _CPU_NAMES = [(getattr(_ffi, k), k[len("TSQ_CPU_"):].lower())
               if k.startswith("TSQ_CPU_")]
 
 
+def _level_for(pylevel):
+    """libtsq's log_level for a logging level: the most verbose libtsq
+    level whose records the logger keeps."""
+    for lvl in (4, 3, 2, 1):
+        if pylevel <= _LOG_LEVELS[lvl]:
+            return lvl
+    return 0
+
+
 def _key(table, key, what):
     if isinstance(key, str):
         try:
             return table[key]
         except KeyError:
             raise ValueError("unknown %s %r (known: %s)" % (what, key, ", ".join(sorted(table))))
-    return int(key)
+    return B.int_arg(key, "key")
 
 
-def cpu_features():
+def cpu_features() -> int:
     """The TSQ_CPU_* bits of this CPU (as the runtime kernel choice sees them)."""
     bits = ctypes.c_uint32()
     check_static(lib.tsq_cpu_features(ctypes.byref(bits)), "tsq_cpu_features")
     return bits.value
 
 
-def cpu_feature_names():
+def cpu_feature_names() -> List[str]:
     """The detected CPU features as lowercase names ("avx2", "avx512vnni"...)."""
     bits = cpu_features()
     return [name for bit, name in _CPU_NAMES if bits & bit]
@@ -60,12 +79,12 @@ class Allocator(object):
     context has several threads; ctypes takes the GIL). An exception in
     alloc counts as a failed allocation (TSQ_ERR_NO_MEMORY)."""
 
-    def alloc(self, size, alignment):
+    def alloc(self, size: int, alignment: int) -> int:
         """Returns the address of a block of at least `size` bytes aligned
         to `alignment` (a power of two, at most 64), or 0 on failure."""
         raise NotImplementedError
 
-    def free(self, address):
+    def free(self, address: int) -> None:
         """Releases a block that alloc returned."""
         raise NotImplementedError
 
@@ -82,7 +101,7 @@ class CountingAllocator(Allocator):
     ``fail_after`` (optional) makes the allocation after that many
     successful ones fail, to exercise out-of-memory paths."""
 
-    def __init__(self, fail_after=None):
+    def __init__(self, fail_after: Optional[int] = None) -> None:
         libc = ctypes.CDLL(None)
         self._memalign = libc.posix_memalign
         self._memalign.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t,
@@ -98,7 +117,7 @@ class CountingAllocator(Allocator):
         self.total_blocks = 0
         self.fail_after = fail_after
 
-    def alloc(self, size, alignment):
+    def alloc(self, size: int, alignment: int) -> int:
         """posix_memalign, counted (see Allocator.alloc)."""
         if self.fail_after is not None:
             if self.fail_after <= 0:
@@ -115,7 +134,7 @@ class CountingAllocator(Allocator):
         self.peak_bytes = max(self.peak_bytes, self.live_bytes)
         return p.value
 
-    def free(self, address):
+    def free(self, address: int) -> None:
         """free, counted; refuses a block this allocator did not give."""
         size = self.sizes.pop(address, None)
         if size is None:
@@ -162,7 +181,8 @@ class Context(Handle):
     _destroy_name = "tsq_context_destroy"
     _errmsg_name = "tsq_context_errmsg"
 
-    def __init__(self, threads=None, seed=None, log=None, log_level=None, allocator=None):
+    def __init__(self, threads: Optional[int] = None, seed: Optional[int] = None, log: Any = None,
+                 log_level: Optional[int] = None, allocator: Optional[Allocator] = None) -> None:
         self._children = weakref.WeakSet()
         self._log_thunk = None
         self._log_target = None
@@ -197,13 +217,13 @@ class Context(Handle):
 
     # ---- options ---------------------------------------------------------
 
-    def set_option(self, key, value):
+    def set_option(self, key: Union[str, int], value: float) -> None:
         """Sets an integer option: key "threads", "log_level" or a
         TSQ_CONTEXT_* number."""
         self._call("tsq_context_set_option", _key(_OPTION_KEYS, key, "context option"),
-                   int(value))
+                   B.int_arg(value, key if isinstance(key, str) else "value"))
 
-    def get_option(self, key):
+    def get_option(self, key: Union[str, int]) -> float:
         """Reads an integer option (see set_option)."""
         v = ctypes.c_int64()
         self._call("tsq_context_get_option", _key(_OPTION_KEYS, key, "context option"),
@@ -211,7 +231,7 @@ class Context(Handle):
         return v.value
 
     @staticmethod
-    def option_bounds(key):
+    def option_bounds(key: Union[str, int]) -> Any:
         """The inclusive (lo, hi) range of an option's values."""
         lo, hi = ctypes.c_int64(), ctypes.c_int64()
         check_static(lib.tsq_context_option_bounds(_key(_OPTION_KEYS, key, "context option"),
@@ -247,18 +267,23 @@ class Context(Handle):
 
     @seed.setter
     def seed(self, value):
-        value = int(value)
+        value = B.int_arg(value, "value")
         if not 0 <= value < 1 << 64:
             raise ValueError("seed must be in 0 .. 2**64 - 1")
         self._call("tsq_context_set_seed", value)
 
     # ---- logging -------------------------------------------------------
 
-    def set_log(self, target, level=None):
-        """Sends libtsq's messages to `target`: a logging.Logger (levels
-        mapped to ERROR, WARNING, INFO, DEBUG), a callable f(level, message),
-        or None to stop. `level` optionally sets log_level too. Messages
-        come from the thread that made the failing call."""
+    def set_log(self, target: Any, level: Optional[int] = None) -> None:
+        """Sends libtsq's messages to `target`: a logging.Logger (libtsq's
+        levels 1 error, 2 warning, 3 info, 4 debug become ERROR, WARNING,
+        INFO, DEBUG records), a callable f(level, message), or None to stop.
+
+        `level` sets log_level too; with a Logger and no level, log_level
+        follows the logger's effective level at this call (INFO -> 3, so
+        the progress messages of long calls are sent; DEBUG -> 4): call
+        set_log again after changing the logger's level. Messages come from
+        the thread that made the call."""
         if target is None:
             thunk = _ffi.tsq_log_fn()
         else:
@@ -266,14 +291,21 @@ class Context(Handle):
                 logger = target
 
                 def emit(lvl, msg):
-                    logger.log(_LOG_LEVELS.get(lvl, logging.DEBUG), "%s", msg)
+                    py = _LOG_LEVELS.get(lvl, logging.DEBUG)
+                    if logger.isEnabledFor(py):
+                        logger.log(py, "%s", msg)
+                if level is None:
+                    level = _level_for(logger.getEffectiveLevel())
             elif callable(target):
                 emit = target
             else:
                 raise TypeError("log target must be a logging.Logger, a callable or None")
 
             def callback(user, lvl, msg):
-                emit(int(lvl), msg.decode("utf-8", "replace") if msg else "")
+                try:
+                    emit(int(lvl), msg.decode("utf-8", "replace") if msg else "")
+                except Exception:           # never let an exception cross the C frames
+                    logging.getLogger("tsq").exception("tsq: the log target raised")
             thunk = _ffi.tsq_log_fn(callback)
         self._call("tsq_context_set_log", thunk, None)
         self._log_thunk = thunk if target is not None else None
@@ -288,7 +320,7 @@ class Context(Handle):
 
     # ---- information -----------------------------------------------------
 
-    def info(self, key="summary"):
+    def info(self, key: Union[str, int] = 'summary') -> Any:
         """A description of the build: key "version", "blas", "blas_core",
         "cpu", "build" or "summary" (or a TSQ_INFO_* number)."""
         out = ctypes.c_char_p()
@@ -297,19 +329,19 @@ class Context(Handle):
 
     # ---- object factories ------------------------------------------------
 
-    def tensor(self, data, dtype=None):
+    def tensor(self, data: ArrayLike, dtype: Optional[DTypeLike] = None) -> Tensor:
         """A Tensor over `data` (zero-copy when possible; see Tensor)."""
         from .tensor import Tensor
         return Tensor(self, data, dtype=dtype)
 
-    def zeros(self, shape, dtype="float32"):
+    def zeros(self, shape: Union[int, Sequence[int]], dtype: DTypeLike = 'float32') -> "Context":
         """A zero-filled Tensor that owns its memory."""
         from .tensor import Tensor
         return Tensor.zeros(self, shape, dtype)
 
     # ---- lifetime --------------------------------------------------------
 
-    def close(self):
+    def close(self) -> None:
         """Closes every object made from this context that is still open
         (newest first), then destroys the context."""
         if self._h is None:
@@ -319,7 +351,9 @@ class Context(Handle):
             child.close()
         Handle.close(self)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.closed:
             return "<tsq.Context closed>"
-        return "<tsq.Context threads=%d seed=%d>" % (self.threads, self.seed)
+        return "<tsq.Context threads=%d seed=%d log_level=%d%s>" % (
+            self.threads, self.seed, self.log_level,
+            " log=%r" % (self._log_target,) if self._log_target is not None else "")

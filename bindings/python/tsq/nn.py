@@ -1,6 +1,15 @@
 """Layers, sequential networks, training and network-level TSQ
 (include/tsq/nn.h), and model files (include/tsq/model.h)."""
 
+from __future__ import annotations
+
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, List,  # noqa: F401
+                    Optional, Sequence, Tuple, Union)
+
+if TYPE_CHECKING:                                   # names used in annotations only
+    from .context import Context  # noqa: F401
+    from .quantizer import Quantizer  # noqa: F401
+
 import collections
 import ctypes
 import os
@@ -8,6 +17,7 @@ import weakref
 
 from . import _buffers as B
 from . import _ffi
+from ._buffers import ArrayLike, DTypeLike  # noqa: F401
 from ._base import Handle, check_static
 from ._call import Call
 from ._lib import lib
@@ -63,18 +73,18 @@ def _lookup(table, key, what):
             return table[key]
         except KeyError:
             raise ValueError("unknown %s %r (known: %s)" % (what, key, ", ".join(sorted(table))))
-    return int(key)
+    return B.int_arg(key, "key")
 
 
 def _kernel_hw(kernel):
     if isinstance(kernel, (tuple, list)):
-        return int(kernel[0]), int(kernel[1])
-    return int(kernel), int(kernel)
+        return B.int_arg(kernel[0], "kernel"), B.int_arg(kernel[1], "kernel")
+    return B.int_arg(kernel, "kernel"), B.int_arg(kernel, "kernel")
 
 
-def layer_kind_name(kind):
+def layer_kind_name(kind: Union[str, int]) -> str:
     """The name of a TSQ_LAYER_* kind ("dense", "conv2d", ...)."""
-    return lib.tsq_layer_kind_name(int(kind)).decode()
+    return lib.tsq_layer_kind_name(B.int_arg(kind, "kind")).decode()
 
 
 class Layer(Handle):
@@ -114,7 +124,7 @@ class Layer(Handle):
         """The kind's name ("dense", "conv2d", "act_quant"...)."""
         return layer_kind_name(self.kind)
 
-    def info(self, key):
+    def info(self, key: Union[str, int]) -> Any:
         """A configuration value: "in_channels", "out_channels", "kernel_h",
         "kernel_w", "stride", "pad", "weight_bits", "bits" (or a number)."""
         v = ctypes.c_int64()
@@ -131,14 +141,14 @@ class Layer(Handle):
                    cap)
         return tuple(ins[:ni.value]), tuple(outs[:no.value])
 
-    def set_option(self, key, value):
+    def set_option(self, key: Union[str, int], value: float) -> "Layer":
         """Sets an option: "trainable", "bn_momentum", "bn_eps", "bn_frozen",
         "aq_output_codes", "tsq_select" (or a TSQ_LAYER_OPT_* number)."""
         self._call("tsq_layer_set_option", _lookup(_OPTIONS, key, "layer option"),
-                   float(value))
+                   B.real_arg(value, "value"))
         return self
 
-    def get_option(self, key):
+    def get_option(self, key: Union[str, int]) -> float:
         """Reads an option (a float)."""
         v = ctypes.c_double()
         self._call("tsq_layer_get_option", _lookup(_OPTIONS, key, "layer option"),
@@ -146,7 +156,7 @@ class Layer(Handle):
         return v.value
 
     @staticmethod
-    def option_bounds(key):
+    def option_bounds(key: Union[str, int]) -> Any:
         """The inclusive (lo, hi) range of an option."""
         lo, hi = ctypes.c_double(), ctypes.c_double()
         check_static(lib.tsq_layer_option_bounds(_lookup(_OPTIONS, key, "layer option"),
@@ -171,7 +181,7 @@ class Layer(Handle):
         a = ctypes.addressof(self.handle.contents)
         return addrs.index(a) if a in addrs else None
 
-    def params(self):
+    def params(self) -> List[Param]:
         """The trainable parameters, as Param(name, value, grad, layer_index)."""
         n = ctypes.c_int32()
         self._call("tsq_layer_param_count", ctypes.byref(n))
@@ -187,14 +197,14 @@ class Layer(Handle):
                              Tensor._view(self._ctx, g, self) if g else None, index))
         return out
 
-    def param(self, name):
+    def param(self, name: str) -> Any:
         """The Param called `name` ("weight", "bias", "gamma", ...)."""
         for p in self.params():
             if p.name == name:
                 return p
         raise KeyError("layer %s has no parameter %r" % (self.kind_name, name))
 
-    def states(self):
+    def states(self) -> Dict[str, Tensor]:
         """The non-trainable tensors by name ("running_mean", "running_var",
         "weight_codes"), borrowed."""
         n = ctypes.c_int32()
@@ -207,61 +217,93 @@ class Layer(Handle):
             out[name.value.decode()] = Tensor._view(self._ctx, v, self)
         return out
 
-    def __repr__(self):
+    def _describe(self):
+        """The configuration that matters, for repr."""
+        kind = self.kind_name
+        try:
+            if kind in ("dense", "lowbit_dense"):
+                d = "%d -> %d" % (self.info("in_channels"), self.info("out_channels"))
+            elif kind in ("conv2d", "lowbit_conv2d"):
+                d = "%d -> %d, %dx%d, stride %d, pad %d" % (
+                    self.info("in_channels"), self.info("out_channels"), self.info("kernel_h"),
+                    self.info("kernel_w"), self.info("stride"), self.info("pad"))
+            elif kind == "batchnorm":
+                d = "%d channels" % self.info("in_channels")
+            elif kind == "maxpool2d":
+                d = "%dx%d, stride %d" % (self.info("kernel_h"), self.info("kernel_h"),
+                                          self.info("stride"))
+            elif kind == "act_quant":
+                n, bits, eps, delta = self.get_channel(0)
+                d = "%d-bit, %s, %s" % (bits, "eps=%.4g delta=%.4g" % (eps, delta) if not n
+                                        else "%d channels" % n,
+                                        "codes" if self.output_codes else "values")
+            else:
+                d = ""
+            if kind.startswith("lowbit"):
+                d += ", %d-bit weights" % self.info("weight_bits")
+        except Exception:               # pragma: no cover - a repr must not raise
+            d = ""
+        return kind + (" " + d if d else "")
+
+    def __repr__(self) -> str:
         if self.closed:
             return "<tsq.%s closed>" % type(self).__name__
-        return "<tsq.%s %s%s>" % (type(self).__name__, self.kind_name,
+        return "<tsq.%s %s%s>" % (type(self).__name__, self._describe(),
                                   "" if self.owned else " (in a net)")
 
 
 class Dense(Layer):
     """Fully connected y = W x + b, W (out, in), He-normal initialisation."""
 
-    def __init__(self, ctx, in_features, out_features):
-        self._create(ctx, "dense", int(in_features), int(out_features))
+    def __init__(self, ctx: Context, in_features: int, out_features: int) -> None:
+        self._create(ctx, "dense", B.int_arg(in_features, "in_features"),
+                     B.int_arg(out_features, "out_features"))
 
 
 class Conv2d(Layer):
     """2-D convolution with bias: cin -> cout channels, kernel (int or
     (kh, kw)), one stride and zero padding for both directions."""
 
-    def __init__(self, ctx, cin, cout, kernel, stride=1, pad=0):
+    def __init__(self, ctx: Context, cin: int, cout: int, kernel: Union[int, Tuple[int, int]],
+                 stride: int = 1, pad: int = 0) -> None:
         kh, kw = _kernel_hw(kernel)
-        self._create(ctx, "conv2d", int(cin), int(cout), kh, kw, int(stride), int(pad))
+        self._create(ctx, "conv2d", B.int_arg(cin, "cin"), B.int_arg(cout, "cout"), kh, kw,
+                     B.int_arg(stride, "stride"), B.int_arg(pad, "pad"))
 
 
 class BatchNorm(Layer):
     """Batch normalisation over `channels` (1-d or 2-d by the input)."""
 
-    def __init__(self, ctx, channels):
-        self._create(ctx, "batchnorm", int(channels))
+    def __init__(self, ctx: Context, channels: int) -> None:
+        self._create(ctx, "batchnorm", B.int_arg(channels, "channels"))
 
 
 class ReLU(Layer):
     """y = max(x, 0)."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context) -> None:
         self._create(ctx, "relu")
 
 
 class MaxPool2d(Layer):
     """Max over k x k windows moved by stride (default k), no padding."""
 
-    def __init__(self, ctx, k, stride=None):
-        self._create(ctx, "maxpool2d", int(k), int(k if stride is None else stride))
+    def __init__(self, ctx: Context, k: int, stride: Optional[int] = None) -> None:
+        self._create(ctx, "maxpool2d", B.int_arg(k, "k"),
+                     B.int_arg(k if stride is None else stride, "stride"))
 
 
 class GlobalAvgPool(Layer):
     """(C, H, W) -> (C): the mean over positions."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context) -> None:
         self._create(ctx, "global_avgpool")
 
 
 class Flatten(Layer):
     """Any sample shape -> a vector (element order kept)."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx: Context) -> None:
         self._create(ctx, "flatten")
 
 
@@ -270,11 +312,12 @@ class ActQuant(Layer):
     tensor: bits, eps, delta; per channel via set_channel). Outputs k*delta,
     or the codes k with option aq_output_codes = 1."""
 
-    def __init__(self, ctx, bits=2, eps=0.0, delta=1.0):
-        self._create(ctx, "act_quant", int(bits), float(eps), float(delta))
+    def __init__(self, ctx: Context, bits: int = 2, eps: float = 0.0, delta: float = 1.0) -> None:
+        self._create(ctx, "act_quant", B.int_arg(bits, "bits"), B.real_arg(eps, "eps"),
+                     B.real_arg(delta, "delta"))
 
     @classmethod
-    def from_quantizer(cls, ctx, quantizer):
+    def from_quantizer(cls, ctx: Context, quantizer: Quantizer) -> "ActQuant":
         """A quantizer layer with a fitted Quantizer's parameters."""
         out = ctypes.POINTER(_ffi.tsq_layer)()
         ctx._check(lib.tsq_layer_act_quant_create_from(ctx.handle, quantizer,
@@ -285,18 +328,21 @@ class ActQuant(Layer):
         layer._net = None
         return layer
 
-    def set_channel(self, channel, nchannels, bits, eps, delta):
+    def set_channel(self, channel: int, nchannels: int, bits: int, eps: float,
+                    delta: float) -> "ActQuant":
         """Sets (bits, eps, delta) of one channel (channel -1: per tensor;
         channel >= 0 makes the layer per-channel over nchannels)."""
-        self._call("tsq_layer_act_quant_set_channel", int(channel), int(nchannels), int(bits),
-                   float(eps), float(delta))
+        self._call("tsq_layer_act_quant_set_channel", B.int_arg(channel, "channel"),
+                   B.int_arg(nchannels, "nchannels"), B.int_arg(bits, "bits"),
+                   B.real_arg(eps, "eps"), B.real_arg(delta, "delta"))
         return self
 
-    def get_channel(self, channel=-1):
+    def get_channel(self, channel: int = -1) -> Tuple:
         """(nchannels, bits, eps, delta) of a channel (nchannels 0: per tensor)."""
         n, b = ctypes.c_int64(), ctypes.c_int32()
         e, d = ctypes.c_float(), ctypes.c_float()
-        self._call("tsq_layer_act_quant_get_channel", int(channel), ctypes.byref(n),
+        self._call("tsq_layer_act_quant_get_channel", B.int_arg(channel, "channel"),
+                   ctypes.byref(n),
                    ctypes.byref(b), ctypes.byref(e), ctypes.byref(d))
         return n.value, b.value, e.value, d.value
 
@@ -311,12 +357,39 @@ class ActQuant(Layer):
 
 
 class _Lowbit(Layer):
-    def set(self, codes, alpha, bias=None):
-        """Sets the int8 weight codes, the scales alpha (> 0) and the offsets
-        (None for 0) and resets the shadow weights to alpha * codes."""
+    def weight_shape(self) -> Tuple[int, ...]:
+        """The one shape set() takes for the codes: (out, in) for a dense
+        layer, (cout, cin, kh, kw) for a convolution (outputs first, as the
+        layer's "weight" parameter)."""
+        if self.kind == _ffi.TSQ_LAYER_LOWBIT_DENSE:
+            return (self.info("out_channels"), self.info("in_channels"))
+        return (self.info("out_channels"), self.info("in_channels"), self.info("kernel_h"),
+                self.info("kernel_w"))
+
+    def set(self, codes: ArrayLike, alpha: ArrayLike,
+            bias: Optional[ArrayLike] = None) -> "_Lowbit":
+        """Sets the weight codes, the scales alpha (> 0) and the offsets
+        (None for 0) and resets the shadow weights to alpha * codes.
+
+        codes: exactly weight_shape(), (out, in) or (cout, cin, kh, kw),
+        int8 or integer-valued data in -m..m; any other shape, the
+        transposed (in, out) one included (Regressor's FitResult.weights is
+        (in, out): pass weights.T), raises ValueError. alpha and bias: (out,)
+        float32 data."""
+        want = self.weight_shape()
+        out = want[0]
         with Call(self._ctx) as c:
-            self._call("tsq_layer_lowbit_set", c.input(codes, B.I8), c.input(alpha, B.F32),
-                       c.input(bias, B.F32))
+            ct = c.input(codes, B.I8, "codes")
+            at = c.input(alpha, B.F32, "alpha")
+            bt = c.input(bias, B.F32, "bias")
+            for name, t, shape in (("codes", ct, want), ("alpha", at, (out,)),
+                                   ("bias", bt, (out,))):
+                if t is not None and tuple(t.shape) != shape:
+                    hint = " (that is the transposed shape: pass codes.T)" \
+                        if name == "codes" and tuple(t.shape) == tuple(reversed(want)) else ""
+                    raise ValueError("%s.set: %s must have shape %s, got %s%s"
+                                     % (type(self).__name__, name, shape, tuple(t.shape), hint))
+            self._call("tsq_layer_lowbit_set", ct, at, bt)
         return self
 
 
@@ -324,18 +397,22 @@ class LowbitDense(_Lowbit):
     """y_c = alpha_c (x . w_c) + b_c with integer codes w (weight_bits 2..8;
     2 = ternary). Set the codes with set()."""
 
-    def __init__(self, ctx, in_features, out_features, weight_bits=2):
-        self._create(ctx, "lowbit_dense", int(in_features), int(out_features),
-                     int(weight_bits))
+    def __init__(self, ctx: Context, in_features: int, out_features: int,
+                 weight_bits: int = 2) -> None:
+        self._create(ctx, "lowbit_dense", B.int_arg(in_features, "in_features"),
+                     B.int_arg(out_features, "out_features"),
+                     B.int_arg(weight_bits, "weight_bits"))
 
 
 class LowbitConv2d(_Lowbit):
     """The low-bit form of Conv2d (see LowbitDense)."""
 
-    def __init__(self, ctx, cin, cout, kernel, stride=1, pad=0, weight_bits=2):
+    def __init__(self, ctx: Context, cin: int, cout: int, kernel: Union[int, Tuple[int, int]],
+                 stride: int = 1, pad: int = 0, weight_bits: int = 2) -> None:
         kh, kw = _kernel_hw(kernel)
-        self._create(ctx, "lowbit_conv2d", int(cin), int(cout), kh, kw, int(stride),
-                     int(pad), int(weight_bits))
+        self._create(ctx, "lowbit_conv2d", B.int_arg(cin, "cin"), B.int_arg(cout, "cout"), kh, kw,
+                     B.int_arg(stride, "stride"),
+                     B.int_arg(pad, "pad"), B.int_arg(weight_bits, "weight_bits"))
 
 
 _KIND_CLASSES = {_ffi.TSQ_LAYER_DENSE: Dense, _ffi.TSQ_LAYER_CONV2D: Conv2d,
@@ -346,14 +423,15 @@ _KIND_CLASSES = {_ffi.TSQ_LAYER_DENSE: Dense, _ffi.TSQ_LAYER_CONV2D: Conv2d,
                  _ffi.TSQ_LAYER_LOWBIT_CONV2D: LowbitConv2d}
 
 
-def softmax_cross_entropy(ctx, logits, labels, grad=False):
+def softmax_cross_entropy(ctx: Context, logits: ArrayLike, labels: ArrayLike,
+                          grad: Union[bool, ArrayLike] = False) -> Tuple[float, int, Any]:
     """Mean softmax cross-entropy of logits (N, K) against labels: returns
     (loss, correct, dlogits), dlogits (N, K) only with grad=True (or an
     output array given as grad), else None."""
     loss, correct = ctypes.c_double(), ctypes.c_int64()
-    lab, n, _keep = B.typed_array(ctypes.c_int32, labels)
+    lab, n, _keep = B.typed_array(ctypes.c_int32, labels, name="labels")
     with Call(ctx, like=logits) as c:
-        lt = c.input(logits, B.F32)
+        lt = c.input(logits, B.F32, "logits")
         dt, dr = None, None
         if grad is not False and grad is not None:
             dt, dr = c.output(None if grad is True else grad, B.F32, lt.shape)
@@ -380,10 +458,10 @@ class Net(Handle):
     _destroy_name = "tsq_net_destroy"
     _errmsg_name = "tsq_net_errmsg"
 
-    def __init__(self, ctx, input_shape):
+    def __init__(self, ctx: Context, input_shape: Union[int, Sequence[int]]) -> None:
         if isinstance(input_shape, int):
             input_shape = (input_shape,)
-        shape = tuple(int(s) for s in input_shape)
+        shape = tuple(B.int_arg(s, "input_shape") for s in input_shape)
         arr = (ctypes.c_int64 * max(len(shape), 1))(*shape)
         out = ctypes.POINTER(_ffi.tsq_net)()
         ctx._check(lib.tsq_net_create(ctx.handle, len(shape), arr, ctypes.byref(out)),
@@ -414,9 +492,25 @@ class Net(Handle):
             out.append(ctypes.addressof(p.contents))
         return out
 
-    def _changing(self, fn, *args):
+    def _views_alive(self):
+        """The number of live numpy arrays / memoryviews over the memory of
+        this net's layers (taken from the net or from a layer before it was
+        appended)."""
+        from ._base import _live
+        res = self._res
+        return len(res.pins) + sum(len(r.pins) for r in list(_live) if r.owner is res)
+
+    def _changing(self, fn, *args, frees=True):
         """Runs fn(*args), a call that may change the layer list, then
-        invalidates what the change made stale."""
+        invalidates what the change made stale. frees: the call may free
+        layers, so live views of their memory make it raise RuntimeError
+        first (the alternative would be views of freed memory)."""
+        if frees and self._res is not None:
+            n = self._views_alive()
+            if n:
+                raise RuntimeError("%d numpy array(s) or memoryview(s) of this net's layer "
+                                   "memory are alive, and this call may free layers: drop "
+                                   "them first, or take copies (Tensor.numpy(copy=True))" % n)
         before = self._layer_addresses()
         try:
             return fn(*args)
@@ -445,35 +539,35 @@ class Net(Handle):
         layer._net = weakref.ref(self)
         self._layer_views[ctypes.addressof(layer.handle.contents)] = layer
 
-    def append(self, layer):
+    def append(self, layer: Layer) -> "Net":
         """Appends a layer; the net then owns it. Returns self, so appends
         chain: ``net.append(a).append(b)``."""
         def run():
             self._call("tsq_net_append", layer)
             self._adopt_layer(layer)
-        self._changing(run)
+        self._changing(run, frees=False)
         return self
 
-    def insert_layer(self, index, layer):
+    def insert_layer(self, index: int, layer: Layer) -> "Net":
         """Inserts a shape-preserving layer before position index."""
         def run():
-            self._call("tsq_net_insert_layer", int(index), layer)
+            self._call("tsq_net_insert_layer", B.int_arg(index, "index"), layer)
             self._adopt_layer(layer)
-        self._changing(run)
+        self._changing(run, frees=False)
         return self
 
-    def replace_layer(self, index, layer):
+    def replace_layer(self, index: int, layer: Layer) -> "Net":
         """Replaces layer index by `layer` (same input and output shapes);
         the old layer is freed."""
         def run():
-            self._call("tsq_net_replace_layer", int(index), layer)
+            self._call("tsq_net_replace_layer", B.int_arg(index, "index"), layer)
             self._adopt_layer(layer)
         self._changing(run)
         return self
 
-    def remove_layer(self, index):
+    def remove_layer(self, index: int) -> "Net":
         """Removes and frees a shape-preserving layer."""
-        self._changing(self._call, "tsq_net_remove_layer", int(index))
+        self._changing(self._call, "tsq_net_remove_layer", B.int_arg(index, "index"))
         return self
 
     def __len__(self):
@@ -481,13 +575,13 @@ class Net(Handle):
         self._call("tsq_net_layer_count", ctypes.byref(n))
         return n.value
 
-    def layer(self, index):
+    def layer(self, index: int) -> Layer:
         """Layer `index` (negative counts from the end), a borrowed view."""
         n = len(self)
         if index < 0:
             index += n
         p = ctypes.POINTER(_ffi.tsq_layer)()
-        self._call("tsq_net_layer", int(index), ctypes.byref(p))
+        self._call("tsq_net_layer", B.int_arg(index, "index"), ctypes.byref(p))
         addr = ctypes.addressof(p.contents)
         view = self._layer_views.get(addr)
         if view is None or view.closed:
@@ -510,24 +604,28 @@ class Net(Handle):
         self._call("tsq_net_output_shape", arr, 4, ctypes.byref(n))
         return tuple(arr[:n.value])
 
-    def clone(self):
+    def clone(self) -> Net:
         """A deep copy (layers, parameters, optimiser state)."""
         out = ctypes.POINTER(_ffi.tsq_net)()
         self._call("tsq_net_clone", ctypes.byref(out))
         return Net._take(self._ctx, out)
 
-    def copy_params_from(self, src):
+    def __deepcopy__(self, memo):
+        """copy.deepcopy(net) is clone()."""
+        return self.clone()
+
+    def copy_params_from(self, src: Net) -> "Net":
         """Copies parameters and states from a net of the same structure."""
         self._call("tsq_net_copy_params", src)
         return self
 
     # ---- forward and backward --------------------------------------------
 
-    def forward(self, x, train=False, out=None):
+    def forward(self, x: ArrayLike, train: bool = False, out: Optional[ArrayLike] = None) -> Any:
         """Runs the net on the batch x (float32, (N, sample shape)) and
         returns the output (N, output shape)."""
         with Call(self._ctx, like=x) as c:
-            xt = c.input(x, B.F32)
+            xt = c.input(x, B.F32, "x")
             shape = xt.shape
             yt, result = c.output(out, B.F32, (shape[0],) + self.output_shape)
             self._call("tsq_net_forward", xt, yt, 1 if train else 0)
@@ -536,12 +634,12 @@ class Net(Handle):
 
     __call__ = forward
 
-    def backward(self, dy, dx=False):
+    def backward(self, dy: ArrayLike, dx: Union[bool, ArrayLike] = False) -> Any:
         """Back-propagates dy through the last forward, overwriting the
         parameter gradients. Returns the input gradient when dx is True (or
         an output array), else None."""
         with Call(self._ctx, like=dy) as c:
-            dyt = c.input(dy, B.F32)
+            dyt = c.input(dy, B.F32, "dy")
             dxt, result = None, None
             if dx is not False and dx is not None:
                 shape = self._last_x_shape or (dyt.shape[0],)
@@ -549,15 +647,15 @@ class Net(Handle):
             self._call("tsq_net_backward", dyt, dxt)
         return result
 
-    def loss_backward(self, labels):
+    def loss_backward(self, labels: ArrayLike) -> StepResult:
         """After a forward: mean cross-entropy against labels, back-propagated
         into the gradients without an update. Returns StepResult."""
         loss, correct = ctypes.c_double(), ctypes.c_int64()
-        lab, n, _keep = B.typed_array(ctypes.c_int32, labels)
+        lab, n, _keep = B.typed_array(ctypes.c_int32, labels, name="labels")
         self._call("tsq_net_loss_backward", lab, n, ctypes.byref(loss), ctypes.byref(correct))
         return StepResult(loss.value, correct.value)
 
-    def layer_output(self, index, out=None):
+    def layer_output(self, index: int, out: Optional[ArrayLike] = None) -> Any:
         """The output of layer `index` in the last forward (-1: the input),
         float32 (N, layer output shape)."""
         if self._last_x_shape is None:
@@ -569,28 +667,32 @@ class Net(Handle):
             if out is None and B.np is None:
                 c.want_tensor = True
             ot, result = c.output(out, B.F32, (n,) + tuple(sample))
-            self._call("tsq_net_layer_output", int(index), ot)
+            self._call("tsq_net_layer_output", B.int_arg(index, "index"), ot)
         return result
 
     # ---- training ----------------------------------------------------------
 
-    def set_optimizer_sgd(self, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    def set_optimizer_sgd(self, lr: float, momentum: float = 0.0, nesterov: bool = False,
+                          weight_decay: float = 0.0) -> "Net":
         """SGD with momentum, optional Nesterov and L2 weight decay."""
-        self._call("tsq_net_set_optimizer_sgd", float(lr), float(momentum),
-                   1 if nesterov else 0, float(weight_decay))
+        self._call("tsq_net_set_optimizer_sgd", B.real_arg(lr, "lr"),
+                   B.real_arg(momentum, "momentum"), 1 if nesterov else 0,
+                   B.real_arg(weight_decay, "weight_decay"))
         return self
 
-    def set_optimizer_adam(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    def set_optimizer_adam(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
+                           eps: float = 1e-08, weight_decay: float = 0.0) -> "Net":
         """Adam with bias correction and L2 weight decay."""
-        self._call("tsq_net_set_optimizer_adam", float(lr), float(beta1), float(beta2),
-                   float(eps), float(weight_decay))
+        self._call("tsq_net_set_optimizer_adam", B.real_arg(lr, "lr"), B.real_arg(beta1, "beta1"),
+                   B.real_arg(beta2, "beta2"),
+                   B.real_arg(eps, "eps"), B.real_arg(weight_decay, "weight_decay"))
         return self
 
-    def set_lr_schedule(self, kind, steps=1, param=1.0):
+    def set_lr_schedule(self, kind: Union[str, int], steps: int = 1, param: float = 1.0) -> "Net":
         """"constant", "step" (steps = step size, param = gamma) or
         "cosine" (steps = T, param = final lr), over optimiser steps."""
         self._call("tsq_net_set_lr_schedule", _lookup(_SCHEDULES, kind, "schedule"),
-                   int(steps), float(param))
+                   B.int_arg(steps, "steps"), B.real_arg(param, "param"))
         return self
 
     @property
@@ -609,38 +711,39 @@ class Net(Handle):
 
     @step_count.setter
     def step_count(self, steps):
-        self._call("tsq_net_set_step_count", int(steps))
+        self._call("tsq_net_set_step_count", B.int_arg(steps, "steps"))
 
-    def update(self):
+    def update(self) -> "Net":
         """One optimiser update from the current gradients."""
         self._call("tsq_net_update")
         return self
 
-    def train_step(self, x, labels):
+    def train_step(self, x: ArrayLike, labels: ArrayLike) -> StepResult:
         """Forward (train mode), cross-entropy, backward and one update on
         one batch. Returns StepResult(loss, correct)."""
         loss, correct = ctypes.c_double(), ctypes.c_int64()
-        lab, n, _keep = B.typed_array(ctypes.c_int32, labels)
+        lab, n, _keep = B.typed_array(ctypes.c_int32, labels, name="labels")
         with Call(self._ctx) as c:
-            xt = c.input(x, B.F32)
+            xt = c.input(x, B.F32, "x")
             self._call("tsq_net_train_step", xt, lab, n, ctypes.byref(loss),
                        ctypes.byref(correct))
             self._last_x_shape = xt.shape
         return StepResult(loss.value, correct.value)
 
-    def evaluate(self, x, labels=None, predictions=True):
+    def evaluate(self, x: ArrayLike, labels: Optional[ArrayLike] = None,
+                 predictions: bool = True) -> EvalResult:
         """Forward in eval mode: EvalResult(loss, correct, predictions);
         loss and correct need labels, predictions (int32 argmax per sample)
         can be skipped with predictions=False."""
         loss, correct = ctypes.c_double(), ctypes.c_int64()
         with Call(self._ctx) as c:
-            xt = c.input(x, B.F32)
+            xt = c.input(x, B.F32, "x")
             n_batch = xt.shape[0]
             preds = B.new_array("i", (n_batch,)) if predictions else None
             if labels is None:
                 lab, n, lp, cp = None, 0, None, None
             else:
-                lab, n, _keep = B.typed_array(ctypes.c_int32, labels)
+                lab, n, _keep = B.typed_array(ctypes.c_int32, labels, name="labels")
                 lp, cp = ctypes.byref(loss), ctypes.byref(correct)
             self._call("tsq_net_evaluate", xt, lab, n, lp, cp,
                        B.array_pointer(preds, ctypes.c_int32) if preds is not None else None)
@@ -649,7 +752,7 @@ class Net(Handle):
             return EvalResult(None, None, preds)
         return EvalResult(loss.value, correct.value, preds)
 
-    def params(self):
+    def params(self) -> List[Param]:
         """Every trainable parameter, in layer order, as Param tuples."""
         n = ctypes.c_int32()
         self._call("tsq_net_param_count", ctypes.byref(n))
@@ -666,7 +769,7 @@ class Net(Handle):
                              Tensor._view(self._ctx, g, owner) if g else None, li.value))
         return out
 
-    def fold_batchnorm(self):
+    def fold_batchnorm(self) -> int:
         """Folds every batch-norm after a dense/conv/low-bit layer into it
         and removes it. Returns the number folded."""
         folded = ctypes.c_int32()
@@ -675,17 +778,17 @@ class Net(Handle):
 
     # ---- network-level TSQ -------------------------------------------------
 
-    def set_tsq_option(self, key, value):
+    def set_tsq_option(self, key: Union[str, int], value: Union[float, str]) -> "Net":
         """A network-level TSQ option: "act_bits", "per_channel", "eps_mode"
         ("joint"... or a number), "eps", "sparsity", "positions"."""
         k = _lookup(_TSQ_OPTIONS, key, "TSQ option")
         if k == _ffi.TSQ_NET_TSQ_EPS_MODE and isinstance(value, str):
             from .quantizer import EPS_MODES
             value = _lookup(EPS_MODES, value, "eps mode")
-        self._call("tsq_net_set_tsq_option", k, float(value))
+        self._call("tsq_net_set_tsq_option", k, B.real_arg(value, "value"))
         return self
 
-    def get_tsq_option(self, key):
+    def get_tsq_option(self, key: Union[str, int]) -> float:
         """Reads a network-level TSQ option (a float)."""
         v = ctypes.c_double()
         self._call("tsq_net_get_tsq_option", _lookup(_TSQ_OPTIONS, key, "TSQ option"),
@@ -693,7 +796,7 @@ class Net(Handle):
         return v.value
 
     @staticmethod
-    def tsq_option_bounds(key):
+    def tsq_option_bounds(key: Union[str, int]) -> Tuple[float, float]:
         """The inclusive (lo, hi) range of a network-level TSQ option."""
         lo, hi = ctypes.c_double(), ctypes.c_double()
         check_static(lib.tsq_net_tsq_option_bounds(_lookup(_TSQ_OPTIONS, key, "TSQ option"),
@@ -711,17 +814,17 @@ class Net(Handle):
             self._regressor = Regressor._view(self._ctx, p, self)
         return self._regressor
 
-    def learn_codes(self, x, last=False):
+    def learn_codes(self, x: Optional[ArrayLike], last: bool = False) -> Any:
         """Step 1 on the net, one calibration batch per call (last=True on
         the final one, which fits and places the quantizers). Returns done."""
         done = ctypes.c_int32()
         with Call(self._ctx) as c:
-            xt = c.input(x, B.F32)
+            xt = c.input(x, B.F32, "x")
             self._changing(self._call, "tsq_net_learn_codes", xt, 1 if last else 0,
                            ctypes.byref(done))
         return bool(done.value)
 
-    def learn_codes_batches(self, batches):
+    def learn_codes_batches(self, batches: Iterable[Any]) -> Any:
         """learn_codes over a sequence of batches (the last marked)."""
         batches = list(batches)
         done = False
@@ -729,17 +832,17 @@ class Net(Handle):
             done = self.learn_codes(x, i == len(batches) - 1)
         return done
 
-    def fit_transform(self, x, last=False):
+    def fit_transform(self, x: ArrayLike, last: bool = False) -> Any:
         """Step 2 on the net, one batch per call, last=True at the end of
         each pass, until it returns True (done)."""
         done = ctypes.c_int32()
         with Call(self._ctx) as c:
-            xt = c.input(x, B.F32)
+            xt = c.input(x, B.F32, "x")
             self._changing(self._call, "tsq_net_fit_transform", xt, 1 if last else 0,
                            ctypes.byref(done))
         return bool(done.value)
 
-    def fit_transform_batches(self, batches, max_passes=100000):
+    def fit_transform_batches(self, batches: Iterable[Any], max_passes: int = 100000) -> Any:
         """fit_transform pass after pass over a sequence of batches until
         done. Returns the number of passes."""
         batches = list(batches)
@@ -749,12 +852,12 @@ class Net(Handle):
                     return p + 1
         raise RuntimeError("fit_transform: not done after %d passes" % max_passes)
 
-    def tsq_cancel(self):
+    def tsq_cancel(self) -> "Net":
         """Ends a running learn_codes / fit_transform session."""
         self._call("tsq_net_tsq_cancel")
         return self
 
-    def tsq_progress(self):
+    def tsq_progress(self) -> TsqProgress:
         """The session's TsqProgress(stage, unit, units, passes)."""
         st, unit, units, passes = (ctypes.c_int32() for _ in range(4))
         self._call("tsq_net_tsq_progress", ctypes.byref(st), ctypes.byref(unit),
@@ -762,21 +865,23 @@ class Net(Handle):
         return TsqProgress(_STAGES.get(st.value, st.value), unit.value, units.value,
                            passes.value)
 
-    def tsq_history(self, unit, series="objective"):
+    def tsq_history(self, unit: int, series: Union[str, int] = 'objective') -> Tuple[List[float],
+                    int]:
         """(values, layer_index): the regressor history of converted layer
         `unit` of the last fit_transform session."""
         key = _lookup(HISTORY_SERIES, series, "history series")
         count, li = ctypes.c_int32(), ctypes.c_int32()
-        self._call("tsq_net_tsq_history", int(unit), key, None, 0, ctypes.byref(count),
+        self._call("tsq_net_tsq_history", B.int_arg(unit, "unit"), key, None, 0,
+                   ctypes.byref(count),
                    ctypes.byref(li))
         vals = (ctypes.c_double * max(count.value, 1))()
-        self._call("tsq_net_tsq_history", int(unit), key, vals, count.value,
+        self._call("tsq_net_tsq_history", B.int_arg(unit, "unit"), key, vals, count.value,
                    ctypes.byref(count), ctypes.byref(li))
         return [vals[i] for i in range(count.value)], li.value
 
     # ---- model files ---------------------------------------------------------
 
-    def save(self):
+    def save(self) -> bytes:
         """The net as bytes in the .tsq model format."""
         size = ctypes.c_uint64()
         self._call("tsq_net_save", None, 0, ctypes.byref(size))
@@ -785,7 +890,7 @@ class Net(Handle):
         return bytes(buf[:size.value])
 
     @classmethod
-    def load(cls, ctx, data):
+    def load(cls, ctx: Context, data: ArrayLike) -> "Net":
         """A new net from bytes made by save()."""
         data = bytes(data)
         out = ctypes.POINTER(_ffi.tsq_net)()
@@ -793,13 +898,13 @@ class Net(Handle):
                    "tsq_net_load")
         return cls._take(ctx, out)
 
-    def save_file(self, path):
+    def save_file(self, path: Union[str, bytes, os.PathLike]) -> "Net":
         """Writes the model file at path (atomically, through a rename)."""
         self._call("tsq_net_save_file", os.fsencode(path))
         return self
 
     @classmethod
-    def load_file(cls, ctx, path):
+    def load_file(cls, ctx: Context, path: Union[str, bytes, os.PathLike]) -> "Net":
         """A new net from a model file."""
         out = ctypes.POINTER(_ffi.tsq_net)()
         ctx._check(lib.tsq_net_load_file(ctx.handle, os.fsencode(path), ctypes.byref(out)),
@@ -814,7 +919,17 @@ class Net(Handle):
         self._call("tsq_net_weight_bytes", ctypes.byref(v))
         return v.value
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.closed:
             return "<tsq.Net closed>"
-        return "<tsq.Net %s>" % " -> ".join(l.kind_name for l in self.layers)
+        layers = self.layers
+        if len(layers) <= 4:
+            body = " -> ".join(l._describe() for l in layers)
+        else:
+            body = " -> ".join(l.kind_name for l in layers)
+        return "<tsq.Net %s -> %s: %s>" % (self._input_shape(), self.output_shape, body or "empty")
+
+    def _input_shape(self):
+        if len(self) == 0:
+            return self.output_shape
+        return self.layer(0).sample_shapes[0]

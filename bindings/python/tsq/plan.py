@@ -1,10 +1,21 @@
 """Packed low-bit inference: packed weights, integer GEMM kernels,
 thresholds and im2col on codes (include/tsq/plan.h)."""
 
+from __future__ import annotations
+
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, List,  # noqa: F401
+                    Optional, Sequence, Tuple, Union)
+
+if TYPE_CHECKING:                                   # names used in annotations only
+    from .context import Context  # noqa: F401
+    from .nn import Net  # noqa: F401
+
 import ctypes
+import numbers
 
 from . import _buffers as B
 from . import _ffi
+from ._buffers import ArrayLike, DTypeLike  # noqa: F401
 from ._base import Handle, check_static
 from ._call import Call
 from ._lib import lib
@@ -25,21 +36,21 @@ def _kernel(k):
             return KERNELS[k]
         except KeyError:
             raise ValueError("unknown kernel %r (known: %s)" % (k, ", ".join(KERNELS)))
-    return int(k)
+    return B.int_arg(k, "k")
 
 
-def _pair(v):
+def _pair(v, what="stride/pad"):
     if isinstance(v, (tuple, list)):
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
+        return B.int_arg(v[0], what), B.int_arg(v[1], what)
+    return B.int_arg(v, what), B.int_arg(v, what)
 
 
-def kernel_name(kernel):
+def kernel_name(kernel: Union[str, int]) -> str:
     """The name of a TSQ_KERNEL_* value ("auto", "ref", "avx2", ...)."""
     return lib.tsq_kernel_name(_kernel(kernel)).decode()
 
 
-def kernel_available(kernel):
+def kernel_available(kernel: Union[str, int]) -> bool:
     """True if this CPU can run the kernel ("avx2", TSQ_KERNEL_VNNI...)."""
     v = ctypes.c_int32()
     check_static(lib.tsq_kernel_available(_kernel(kernel), ctypes.byref(v)),
@@ -47,7 +58,7 @@ def kernel_available(kernel):
     return bool(v.value)
 
 
-def available_kernels():
+def available_kernels() -> List[str]:
     """Names of the kernels this CPU can run."""
     return [name for name, k in sorted(KERNELS.items(), key=lambda kv: kv[1])
             if kernel_available(k)]
@@ -61,20 +72,21 @@ class PackedWeights(Handle):
     _destroy_name = "tsq_packed_weights_destroy"
     _errmsg_name = None             # errors go on the context
 
-    def __init__(self, ctx, w, weight_bits=2):
+    def __init__(self, ctx: Context, w: ArrayLike, weight_bits: int = 2) -> None:
         out = ctypes.POINTER(_ffi.tsq_packed_weights)()
         with Call(ctx) as c:
-            ctx._check(lib.tsq_packed_weights_create(ctx.handle, c.input(w, B.I8),
-                                                     int(weight_bits), ctypes.byref(out)),
+            ctx._check(lib.tsq_packed_weights_create(ctx.handle, c.input(w, B.I8, "w"),
+                                                     B.int_arg(weight_bits, "weight_bits"),
+                                                     ctypes.byref(out)),
                        "tsq_packed_weights_create")
         self._adopt(ctx, out)
 
-    def get(self, key):
+    def get(self, key: Union[str, int]) -> int:
         """A property: "rows" (K), "cols" (N), "weight_bits", "bytes" (or a
         TSQ_PACKED_* number)."""
         keys = {"rows": _ffi.TSQ_PACKED_ROWS, "cols": _ffi.TSQ_PACKED_COLS,
                 "weight_bits": _ffi.TSQ_PACKED_WEIGHT_BITS, "bytes": _ffi.TSQ_PACKED_BYTES}
-        k = keys[key] if isinstance(key, str) else int(key)
+        k = keys[key] if isinstance(key, str) else B.int_arg(key, "key")
         v = ctypes.c_int64()
         check_static(lib.tsq_packed_weights_get(self.handle, k, ctypes.byref(v)),
                      "tsq_packed_weights_get")
@@ -85,7 +97,7 @@ class PackedWeights(Handle):
     weight_bits = property(lambda self: self.get("weight_bits"), doc="Bits per weight.")
     nbytes = property(lambda self: self.get("bytes"), doc="Bytes of packed data.")
 
-    def unpack(self, out=None):
+    def unpack(self, out: Optional[ArrayLike] = None) -> Any:
         """The weights back as K x N int8 (a round trip of the packing)."""
         with Call(self._ctx, like=out) as c:
             if out is None and B.np is None:
@@ -95,16 +107,16 @@ class PackedWeights(Handle):
                       "tsq_packed_weights_unpack")   # the message is on w
         return result
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.closed:
             return "<tsq.PackedWeights closed>"
         return "<tsq.PackedWeights %dx%d %d-bit>" % (self.rows, self.cols, self.weight_bits)
 
 
-def _float_arg(values):
+def _float_arg(values, name):
     if values is None:
         return None, 0, None
-    return B.typed_array(ctypes.c_float, values)
+    return B.typed_array(ctypes.c_float, values, name=name)
 
 
 class Thresholds(Handle):
@@ -115,27 +127,29 @@ class Thresholds(Handle):
     _destroy_name = "tsq_thresholds_destroy"
     _errmsg_name = None
 
-    def __init__(self, ctx, alpha, bias, code_bits, eps, delta):
-        a, n, ka = _float_arg(alpha)
-        b, nb, kb = _float_arg(bias)
-        if isinstance(eps, (int, float)):
+    def __init__(self, ctx: Context, alpha: ArrayLike, bias: ArrayLike, code_bits: int, eps: float,
+                 delta: float) -> None:
+        a, n, ka = _float_arg(alpha, "alpha")
+        b, nb, kb = _float_arg(bias, "bias")
+        if isinstance(eps, numbers.Real):
             eps = [eps]
-        if isinstance(delta, (int, float)):
+        if isinstance(delta, numbers.Real):
             delta = [delta]
-        e, ne, ke = _float_arg(eps)
-        d, nd, kd = _float_arg(delta)
+        e, ne, ke = _float_arg(eps, "eps")
+        d, nd, kd = _float_arg(delta, "delta")
         if ne != nd:
             raise ValueError("eps and delta must have the same length (1 or one per channel)")
         out = ctypes.POINTER(_ffi.tsq_thresholds)()
-        ctx._check(lib.tsq_thresholds_create(ctx.handle, n, a, b, int(code_bits), e, d, ne,
+        ctx._check(lib.tsq_thresholds_create(ctx.handle, n, a, b,
+                                             B.int_arg(code_bits, "code_bits"), e, d, ne,
                                              ctypes.byref(out)), "tsq_thresholds_create")
         self._adopt(ctx, out)
 
-    def get(self, key):
+    def get(self, key: Union[str, int]) -> int:
         """"channels" or "code_bits" (or a TSQ_THRESHOLDS_* number)."""
         keys = {"channels": _ffi.TSQ_THRESHOLDS_CHANNELS,
                 "code_bits": _ffi.TSQ_THRESHOLDS_CODE_BITS}
-        k = keys[key] if isinstance(key, str) else int(key)
+        k = keys[key] if isinstance(key, str) else B.int_arg(key, "key")
         v = ctypes.c_int64()
         check_static(lib.tsq_thresholds_get(self.handle, k, ctypes.byref(v)),
                      "tsq_thresholds_get")
@@ -144,45 +158,57 @@ class Thresholds(Handle):
     channels = property(lambda self: self.get("channels"), doc="Output channels.")
     code_bits = property(lambda self: self.get("code_bits"), doc="Output code bits n.")
 
-    def channel(self, c):
+    def channel(self, c: int) -> Tuple[int, int, List[int]]:
         """(direction, top, thresholds list) of channel c: the code of acc
         is min(#{m : a >= t[m-1]}, top) with a = acc if direction > 0 else
         ~acc."""
         cap = (1 << self.code_bits) - 1
         t = (ctypes.c_int32 * cap)()
         direction, top = ctypes.c_int32(), ctypes.c_int32()
-        check_static(lib.tsq_thresholds_channel(self.handle, int(c), ctypes.byref(direction),
+        check_static(lib.tsq_thresholds_channel(self.handle, B.int_arg(c, "c"),
+                                                ctypes.byref(direction),
                                                 ctypes.byref(top), t, cap),
                      "tsq_thresholds_channel")
         return direction.value, top.value, list(t)
 
-    def apply(self, acc, rows, kernel="auto", out=None, ctx=None):
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<tsq.Thresholds closed>"
+        return "<tsq.Thresholds %d channels, %d-bit codes>" % (self.channels, self.code_bits)
+
+    def apply(self, acc: ArrayLike, rows: int, kernel: Union[str, int] = 'auto',
+              out: Optional[ArrayLike] = None, ctx: Optional[Context] = None) -> Any:
         """Codes (uint8, rows x channels) from int32 accumulators acc
         (rows x channels, row-major). ctx: the calling thread's context
         (default: the one this object was made from)."""
         ctx = ctx or self._ctx
-        a, n, _keep = B.typed_array(ctypes.c_int32, acc)
+        a, n, _keep = B.typed_array(ctypes.c_int32, acc, name="acc")
         with Call(ctx, like=out) as c:
-            ot, result = c.output(out, B.U8, (int(rows), self.channels))
-            ctx._check(lib.tsq_thresholds_apply(ctx.handle, self.handle, a, n, int(rows),
-                                                _kernel(kernel), ot), "tsq_thresholds_apply")
+            ot, result = c.output(out, B.U8, (B.int_arg(rows, "rows"), self.channels))
+            ctx._check(lib.tsq_thresholds_apply(ctx.handle, self.handle, a, n,
+                                                B.int_arg(rows, "rows"), _kernel(kernel), ot),
+                       "tsq_thresholds_apply")
         return result
 
 
-def lowbit_kernel_select(ctx, packed, m, code_bits, kernel="auto"):
+def lowbit_kernel_select(ctx: Context, packed: PackedWeights, m: int, code_bits: int,
+                         kernel: Union[str, int] = 'auto') -> str:
     """The kernel lowbit_gemm would use for m rows of code_bits codes (name)."""
     v = ctypes.c_int32()
-    ctx._check(lib.tsq_lowbit_kernel_select(ctx.handle, packed, int(m), int(code_bits),
+    ctx._check(lib.tsq_lowbit_kernel_select(ctx.handle, packed, B.int_arg(m, "m"),
+                                            B.int_arg(code_bits, "code_bits"),
                                             _kernel(kernel), ctypes.byref(v)),
                "tsq_lowbit_kernel_select")
     return kernel_name(v.value)
 
 
-def lowbit_workspace_size(ctx, packed, m, code_bits, kernel="auto"):
+def lowbit_workspace_size(ctx: Context, packed: PackedWeights, m: int, code_bits: int,
+                          kernel: Union[str, int] = 'auto') -> int:
     """Scratch bytes lowbit_gemm needs with these arguments and the
     context's thread count."""
     v = ctypes.c_uint64()
-    ctx._check(lib.tsq_lowbit_workspace_size(ctx.handle, packed, int(m), int(code_bits),
+    ctx._check(lib.tsq_lowbit_workspace_size(ctx.handle, packed, B.int_arg(m, "m"),
+                                             B.int_arg(code_bits, "code_bits"),
                                              _kernel(kernel), ctypes.byref(v)),
                "tsq_lowbit_workspace_size")
     return v.value
@@ -203,19 +229,22 @@ def _rows(codes_t):
     return shape[0] if len(shape) == 2 else 1
 
 
-def lowbit_gemm(ctx, packed, codes, code_bits, kernel="auto", out=None, workspace=None):
+def lowbit_gemm(ctx: Context, packed: PackedWeights, codes: ArrayLike, code_bits: int,
+                kernel: Union[str, int] = 'auto', out: Optional[ArrayLike] = None,
+                workspace: Optional[ArrayLike] = None) -> Any:
     """acc = codes (M x K uint8) times the packed weights (K x N), exactly,
     as int32 M x N (numpy; array.array('i') without numpy). out: an int32
     C-contiguous array to fill. workspace: an optional writable buffer of
     lowbit_workspace_size() bytes (then the call allocates nothing)."""
     with Call(ctx) as c:
-        ct = c.input(codes, B.U8)
+        ct = c.input(codes, B.U8, "codes")
         m, ncols = _rows(ct), packed.cols
         if out is None:
             out = B.new_array("i", (m, ncols))
         ptr, n, _keep = _int32_out(out)
         ws, wn, _wkeep = _workspace(workspace)
-        ctx._check(lib.tsq_lowbit_gemm(ctx.handle, packed, ct, int(code_bits), _kernel(kernel),
+        ctx._check(lib.tsq_lowbit_gemm(ctx.handle, packed, ct, B.int_arg(code_bits, "code_bits"),
+                                       _kernel(kernel),
                                        ptr, n, ws, wn), "tsq_lowbit_gemm")
     return out
 
@@ -231,28 +260,33 @@ def _int32_out(out):
     return ptr, n, keep
 
 
-def lowbit_gemm_threshold(ctx, packed, codes, code_bits, thresholds, kernel="auto", out=None,
-                          workspace=None):
+def lowbit_gemm_threshold(ctx: Context, packed: PackedWeights, codes: ArrayLike, code_bits: int,
+                          thresholds: Thresholds, kernel: Union[str, int] = 'auto',
+                          out: Optional[ArrayLike] = None,
+                          workspace: Optional[ArrayLike] = None) -> Any:
     """The fused hidden layer: output codes (uint8, M x N) of
     thresholds(codes x W)."""
     with Call(ctx, like=codes) as c:
-        ct = c.input(codes, B.U8)
+        ct = c.input(codes, B.U8, "codes")
         ot, result = c.output(out, B.U8, (_rows(ct), packed.cols))
         ws, wn, _wkeep = _workspace(workspace)
-        ctx._check(lib.tsq_lowbit_gemm_threshold(ctx.handle, packed, ct, int(code_bits),
+        ctx._check(lib.tsq_lowbit_gemm_threshold(ctx.handle, packed, ct,
+                                                 B.int_arg(code_bits, "code_bits"),
                                                  thresholds, _kernel(kernel), ot, ws, wn),
                    "tsq_lowbit_gemm_threshold")
     return result
 
 
-def im2col_codes(ctx, codes, kh, kw, stride=1, pad=0, layout="nchw", out=None):
+def im2col_codes(ctx: Context, codes: ArrayLike, kh: int, kw: int,
+                 stride: Union[int, Tuple[int, int]] = 1, pad: Union[int, Tuple[int, int]] = 0,
+                 layout: Union[str, int] = 'nchw', out: Optional[ArrayLike] = None) -> Any:
     """Unfolds uint8 codes (4-D, NCHW or NHWC) into the patch matrix
     (B*Ho*Wo) x (C*kh*kw), uint8."""
     sh, sw = _pair(stride)
     ph, pw = _pair(pad)
-    lay = LAYOUTS[layout.lower()] if isinstance(layout, str) else int(layout)
+    lay = LAYOUTS[layout.lower()] if isinstance(layout, str) else B.int_arg(layout, "layout")
     with Call(ctx, like=codes) as c:
-        it = c.input(codes, B.U8)
+        it = c.input(codes, B.U8, "codes")
         shape = it.shape
         if len(shape) == 4:
             if lay == _ffi.TSQ_LAYOUT_NHWC:
@@ -265,8 +299,9 @@ def im2col_codes(ctx, codes, kh, kw, stride=1, pad=0, layout="nchw", out=None):
         else:
             oshape = (1, 1)             # the library reports the bad input
         ot, result = c.output(out, B.U8, oshape)
-        ctx._check(lib.tsq_im2col_codes(ctx.handle, it, lay, int(kh), int(kw), sh, sw, ph, pw,
-                                        ot), "tsq_im2col_codes")
+        ctx._check(lib.tsq_im2col_codes(ctx.handle, it, lay, B.int_arg(kh, "kh"),
+                                        B.int_arg(kw, "kw"), sh, sw, ph, pw, ot),
+                   "tsq_im2col_codes")
     return result
 
 
@@ -280,7 +315,7 @@ class Plan(Handle):
     _destroy_name = "tsq_plan_destroy"
     _errmsg_name = None
 
-    def __init__(self, ctx, net):
+    def __init__(self, ctx: Context, net: Net) -> None:
         out = ctypes.POINTER(_ffi.tsq_plan)()
         ctx._check(lib.tsq_plan_create(ctx.handle, net.handle, ctypes.byref(out)),
                    "tsq_plan_create")
@@ -306,30 +341,40 @@ class Plan(Handle):
              "float_bytes": "TSQ_PLAN_FLOAT_BYTES", "input_size": "TSQ_PLAN_INPUT_SIZE",
              "output_size": "TSQ_PLAN_OUTPUT_SIZE", "stages": "TSQ_PLAN_STAGES"}
 
-    def get(self, key):
+    def get(self, key: Union[str, int]) -> int:
         """A figure of the plan: "packed_bytes", "float_bytes", "input_size",
         "output_size", "lowbit_layers", ... (or a TSQ_PLAN_* number)."""
-        k = getattr(_ffi, self._KEYS[key]) if isinstance(key, str) else int(key)
+        k = getattr(_ffi, self._KEYS[key]) if isinstance(key, str) else B.int_arg(key, "key")
         v = ctypes.c_int64()
         check_static(lib.tsq_plan_get(self.handle, k, ctypes.byref(v)), "tsq_plan_get")
         return v.value
 
-    def workspace_size(self, batch, ctx=None):
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<tsq.Plan closed>"
+        return ("<tsq.Plan %d stages, %d low-bit layers (%d fused thresholds), inputs %d -> "
+                "outputs %d, packed %d bytes + float %d bytes>" % (
+                    self.get("stages"), self.get("lowbit_layers"), self.get("fused_thresholds"),
+                    self.get("input_size"), self.get("output_size"), self.get("packed_bytes"),
+                    self.get("float_bytes")))
+
+    def workspace_size(self, batch: int, ctx: Optional[Context] = None) -> int:
         """Bytes of workspace run() needs for `batch` samples with ctx's
         thread count (default: the plan's context)."""
         ctx = ctx or self._ctx
         v = ctypes.c_uint64()
-        ctx._check(lib.tsq_plan_workspace_size(ctx.handle, self.handle, int(batch),
+        ctx._check(lib.tsq_plan_workspace_size(ctx.handle, self.handle, B.int_arg(batch, "batch"),
                                                ctypes.byref(v)), "tsq_plan_workspace_size")
         return v.value
 
-    def run(self, x, out=None, workspace=None, ctx=None):
+    def run(self, x: ArrayLike, out: Optional[ArrayLike] = None,
+            workspace: Optional[ArrayLike] = None, ctx: Optional[Context] = None) -> Any:
         """Runs the plan on x (float32, N x sample shape) and returns the
         outputs (float32, N x outputs). workspace: an optional writable
         buffer of workspace_size(N) bytes (else the call allocates)."""
         ctx = ctx or self._ctx
         with Call(ctx, like=x) as c:
-            xt = c.input(x, B.F32)
+            xt = c.input(x, B.F32, "x")
             n = xt.shape[0]
             yt, result = c.output(out, B.F32, (n, self.get("output_size")))
             ws, wn, _keep = _workspace(workspace)

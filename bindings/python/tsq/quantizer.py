@@ -1,10 +1,20 @@
 """Step 1 of TSQ: the sparse activation quantizer (include/tsq/quantizer.h)."""
 
+from __future__ import annotations
+
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, List,  # noqa: F401
+                    Optional, Sequence, Tuple, Union)
+
+if TYPE_CHECKING:                                   # names used in annotations only
+    from .context import Context  # noqa: F401
+
 import collections
 import ctypes
+import warnings
 
 from . import _buffers as B
 from . import _ffi
+from ._buffers import ArrayLike, DTypeLike  # noqa: F401
 from ._base import Handle, check_static
 from ._call import Call
 from ._lib import lib
@@ -34,7 +44,7 @@ def _param_key(key):
         except KeyError:
             raise ValueError("unknown quantizer option %r (known: %s)"
                              % (key, ", ".join(sorted(_PARAMS))))
-    return int(key)
+    return B.int_arg(key, "key")
 
 
 def _param_value(key, value):
@@ -43,7 +53,7 @@ def _param_value(key, value):
             return float(EPS_MODES[value])
         except KeyError:
             raise ValueError("unknown eps mode %r (known: %s)" % (value, ", ".join(EPS_MODES)))
-    return float(value)
+    return B.real_arg(value, "value")
 
 
 class Quantizer(Handle):
@@ -57,8 +67,11 @@ class Quantizer(Handle):
         ctx: the Context.
         bits: activation bits, 1..8.
         channels: 0 per tensor, C per channel.
-        **options: eps_mode ("joint", "fixed", "sparsity", "plain"), eps,
-            sparsity, hist_resolution (see quantizer.h).
+        **options: eps_mode ("joint", "fixed", "sparsity", "plain"), eps
+            (the fixed mode's eps; read back as fixed_eps), sparsity,
+            hist_resolution (see quantizer.h).
+
+    After fit(): fitted_eps, fitted_delta (or get_channel(c)).
 
     Typical use::
 
@@ -71,9 +84,10 @@ class Quantizer(Handle):
     _destroy_name = "tsq_quantizer_destroy"
     _errmsg_name = "tsq_quantizer_errmsg"
 
-    def __init__(self, ctx, bits=2, channels=0, **options):
+    def __init__(self, ctx: Context, bits: int = 2, channels: int = 0, **options: Any) -> None:
         out = ctypes.POINTER(_ffi.tsq_quantizer)()
-        ctx._check(lib.tsq_quantizer_create(ctx.handle, int(bits), int(channels),
+        ctx._check(lib.tsq_quantizer_create(ctx.handle, B.int_arg(bits, "bits"),
+                                            B.int_arg(channels, "channels"),
                                             ctypes.byref(out)), "tsq_quantizer_create")
         self._adopt(ctx, out)
         try:
@@ -85,21 +99,21 @@ class Quantizer(Handle):
 
     # ---- options ---------------------------------------------------------
 
-    def set_param(self, key, value):
+    def set_param(self, key: Union[str, int], value: Union[float, str]) -> None:
         """Sets an option: key a name ("bits", "eps_mode", "eps", "sparsity",
         "hist_resolution") or a TSQ_QUANTIZER_* number; eps_mode may be a
         name ("joint", ...)."""
         k = _param_key(key)
         self._call("tsq_quantizer_set_param", k, _param_value(k, value))
 
-    def get_param(self, key):
+    def get_param(self, key: Union[str, int]) -> float:
         """Reads an option (a float; see set_param for the keys)."""
         v = ctypes.c_double()
         self._call("tsq_quantizer_get_param", _param_key(key), ctypes.byref(v))
         return v.value
 
     @staticmethod
-    def param_bounds(key):
+    def param_bounds(key: Union[str, int]) -> Tuple[float, float]:
         """The inclusive (lo, hi) range of an option."""
         lo, hi = ctypes.c_double(), ctypes.c_double()
         check_static(lib.tsq_quantizer_param_bounds(_param_key(key), ctypes.byref(lo),
@@ -126,14 +140,45 @@ class Quantizer(Handle):
         self.set_param("eps_mode", v)
 
     @property
-    def eps(self):
-        """The eps option used by the "fixed" mode (not the fitted eps; see
-        get_channel)."""
+    def fixed_eps(self):
+        """The eps that the "fixed" eps_mode uses (an option, set before
+        fit()). Not the fitted eps: that is fitted_eps / get_channel()."""
         return self.get_param("eps")
+
+    @fixed_eps.setter
+    def fixed_eps(self, v):
+        self.set_param("eps", v)
+
+    @property
+    def eps(self):
+        """Deprecated name of fixed_eps (the "fixed" mode's option, not the
+        fitted eps: see fitted_eps)."""
+        warnings.warn("Quantizer.eps is the fixed mode's option: call it fixed_eps "
+                      "(the fitted eps is fitted_eps)", DeprecationWarning, stacklevel=2)
+        return self.fixed_eps
 
     @eps.setter
     def eps(self, v):
-        self.set_param("eps", v)
+        warnings.warn("Quantizer.eps is the fixed mode's option: call it fixed_eps",
+                      DeprecationWarning, stacklevel=2)
+        self.fixed_eps = v
+
+    @property
+    def fitted_eps(self):
+        """The fitted eps: a float per tensor, a list per channel; None
+        before the quantizer is fitted."""
+        if not self.fitted:
+            return None
+        v = [e for e, _ in self.parameters()]
+        return v[0] if self.channels == 0 else v
+
+    @property
+    def fitted_delta(self):
+        """The fitted delta (step between levels), like fitted_eps."""
+        if not self.fitted:
+            return None
+        v = [d for _, d in self.parameters()]
+        return v[0] if self.channels == 0 else v
 
     @property
     def sparsity(self):
@@ -170,47 +215,49 @@ class Quantizer(Handle):
 
     # ---- statistics and fitting -------------------------------------------
 
-    def observe(self, x):
+    def observe(self, x: ArrayLike) -> "Quantizer":
         """Adds the samples of x (float32 data or Tensor) to the statistics."""
         with Call(self._ctx) as c:
-            self._call("tsq_quantizer_observe", c.input(x, B.F32))
+            self._call("tsq_quantizer_observe", c.input(x, B.F32, "x"))
         return self
 
-    def reset(self):
+    def reset(self) -> "Quantizer":
         """Drops the statistics (keeps the options and parameters)."""
         self._call("tsq_quantizer_reset")
         return self
 
-    def fit(self):
+    def fit(self) -> "Quantizer":
         """Fits (eps, delta) of every channel from the statistics."""
         self._call("tsq_quantizer_fit")
         return self
 
-    def set_channel(self, c, eps, delta):
+    def set_channel(self, c: int, eps: float, delta: float) -> "Quantizer":
         """Sets channel c's (eps, delta) by hand (per tensor: c = 0)."""
-        self._call("tsq_quantizer_set_channel", int(c), float(eps), float(delta))
+        self._call("tsq_quantizer_set_channel", B.int_arg(c, "c"), B.real_arg(eps, "eps"),
+                   B.real_arg(delta, "delta"))
         return self
 
-    def get_channel(self, c=0):
+    def get_channel(self, c: int = 0) -> Tuple:
         """Channel c's (eps, delta) as floats."""
         eps, delta = ctypes.c_float(), ctypes.c_float()
-        self._call("tsq_quantizer_get_channel", int(c), ctypes.byref(eps), ctypes.byref(delta))
+        self._call("tsq_quantizer_get_channel", B.int_arg(c, "c"), ctypes.byref(eps),
+                   ctypes.byref(delta))
         return eps.value, delta.value
 
-    def parameters(self):
+    def parameters(self) -> List[Tuple[float, float]]:
         """[(eps, delta)] of every channel (one pair per tensor)."""
         return [self.get_channel(c) for c in range(max(self.channels, 1))]
 
     # ---- elementwise calls -------------------------------------------------
 
-    def _unary(self, name, x, xdtype, ydtype, out):
+    def _unary(self, name, x, xdtype, ydtype, out, xname="x"):
         with Call(self._ctx, like=x) as c:
-            xt = c.input(x, xdtype)
+            xt = c.input(x, xdtype, xname)
             yt, result = c.output(out, ydtype, xt.shape)
             self._call(name, xt, yt)
         return result
 
-    def forward(self, x, out=None):
+    def forward(self, x: ArrayLike, out: Optional[ArrayLike] = None) -> Any:
         """The quantized values k(x) * delta (float32, x's shape). out may be
         x itself (in place)."""
         if out is not None and out is x:
@@ -220,47 +267,48 @@ class Quantizer(Handle):
             return result
         return self._unary("tsq_quantizer_forward", x, B.F32, B.F32, out)
 
-    def encode(self, x, out=None):
+    def encode(self, x: ArrayLike, out: Optional[ArrayLike] = None) -> Any:
         """The codes k(x) (uint8, x's shape)."""
         return self._unary("tsq_quantizer_encode", x, B.F32, B.U8, out)
 
-    def decode(self, codes, out=None):
+    def decode(self, codes: ArrayLike, out: Optional[ArrayLike] = None) -> Any:
         """The values codes * delta (float32, the codes' shape)."""
-        return self._unary("tsq_quantizer_decode", codes, B.U8, B.F32, out)
+        return self._unary("tsq_quantizer_decode", codes, B.U8, B.F32, out, "codes")
 
-    def backward(self, x, grad_out, out=None):
+    def backward(self, x: ArrayLike, grad_out: ArrayLike, out: Optional[ArrayLike] = None) -> Any:
         """The straight-through estimator: grad_out where
         0 < x < (2^bits - 1) delta, else 0 (float32). out may be grad_out."""
         with Call(self._ctx, like=x) as c:
-            xt = c.input(x, B.F32)
+            xt = c.input(x, B.F32, "x")
             if out is not None and out is grad_out:
                 gt, result = c.output(grad_out, B.F32, None)   # in place: never a copy
                 dt = gt
             else:
-                gt = c.input(grad_out, B.F32)
+                gt = c.input(grad_out, B.F32, "grad_out")
                 dt, result = c.output(out, B.F32, xt.shape)
             self._call("tsq_quantizer_backward", xt, gt, dt)
         return result
 
-    def learn_codes(self, x=None, codes=True):
+    def learn_codes(self, x: Optional[ArrayLike] = None,
+                    codes: Union[bool, ArrayLike] = True) -> Any:
         """Step 1 in one call (tsq_learn_codes): fits (eps, delta) on the
         samples of x (or, with x None, on the observed statistics) and
         returns LearnResult(codes, error, sparsity). codes=True returns the
         codes of x, False skips them, or give an output array/Tensor."""
         err, sp = ctypes.c_double(), ctypes.c_double()
         with Call(self._ctx, like=x) as c:
-            xt = c.input(x, B.F32)
+            xt = c.input(x, B.F32, "x")
             ct, result = None, None
             if xt is not None and codes is not False and codes is not None:
                 ct, result = c.output(None if codes is True else codes, B.U8, xt.shape)
             elif codes is not True and codes is not False and codes is not None:
-                ct = c.input(codes, B.U8)       # refused by the library: no x
+                ct = c.input(codes, B.U8, "codes")       # refused by the library: no x
             self._call("tsq_learn_codes", xt, ct, ctypes.byref(err), ctypes.byref(sp))
         return LearnResult(result, err.value, sp.value)
 
     # ---- serialisation -----------------------------------------------------
 
-    def save(self):
+    def save(self) -> bytes:
         """The quantizer's options and parameters as bytes ("TSQQ" format)."""
         size = ctypes.c_uint64()
         self._call("tsq_quantizer_save", None, 0, ctypes.byref(size))
@@ -269,7 +317,7 @@ class Quantizer(Handle):
         return bytes(buf[:size.value])
 
     @classmethod
-    def load(cls, ctx, data):
+    def load(cls, ctx: Context, data: ArrayLike) -> "Quantizer":
         """A new quantizer from bytes made by save() (no statistics)."""
         data = bytes(data)
         out = ctypes.POINTER(_ffi.tsq_quantizer)()
@@ -279,13 +327,29 @@ class Quantizer(Handle):
         q._adopt(ctx, out)
         return q
 
-    def __repr__(self):
+    def __deepcopy__(self, memo):
+        """copy.deepcopy(q): a new quantizer with the same options and
+        parameters (through save/load; the statistics are not copied)."""
+        return Quantizer.load(self._ctx, self.save())
+
+    def __repr__(self) -> str:
         if self.closed:
             return "<tsq.Quantizer closed>"
-        return "<tsq.Quantizer bits=%d channels=%d fitted=%s>" % (
-            self.bits, self.channels, self.fitted)
+        head = "<tsq.Quantizer bits=%d %s eps_mode=%s" % (
+            self.bits, "per-tensor" if self.channels == 0 else "channels=%d" % self.channels,
+            self.eps_mode)
+        if self.eps_mode == "fixed":
+            head += " fixed_eps=%.4g" % self.fixed_eps
+        if not self.fitted:
+            return head + " not fitted, %d samples observed>" % self.observed
+        pairs = self.parameters()
+        shown = ", ".join("(%.4g, %.4g)" % p for p in pairs[:3])
+        if self.channels == 0:
+            return head + " eps=%.4g delta=%.4g>" % pairs[0]
+        return head + " (eps, delta)=[%s%s]>" % (shown, ", ..." if len(pairs) > 3 else "")
 
 
-def learn_codes(quantizer, x=None, codes=True):
+def learn_codes(quantizer: Quantizer, x: Optional[ArrayLike] = None,
+                codes: Union[bool, ArrayLike] = True) -> Any:
     """tsq_learn_codes: the same as quantizer.learn_codes(x, codes)."""
     return quantizer.learn_codes(x, codes)

@@ -1,10 +1,20 @@
 """Step 2 of TSQ: the low-bit weight regressor (include/tsq/regressor.h)."""
 
+from __future__ import annotations
+
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, List,  # noqa: F401
+                    Optional, Sequence, Tuple, Union)
+
+if TYPE_CHECKING:                                   # names used in annotations only
+    from .context import Context  # noqa: F401
+    from .quantizer import Quantizer  # noqa: F401
+
 import collections
 import ctypes
 
 from . import _buffers as B
 from . import _ffi
+from ._buffers import ArrayLike, DTypeLike  # noqa: F401
 from ._base import Handle, check_static
 from ._call import Call
 from ._lib import lib
@@ -38,15 +48,15 @@ def _lookup(table, key, what):
             return table[key]
         except KeyError:
             raise ValueError("unknown %s %r (known: %s)" % (what, key, ", ".join(sorted(table))))
-    return int(key)
+    return B.int_arg(key, "key")
 
 
 def _pair(v, what):
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
             raise ValueError("%s must be an int or a pair" % what)
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
+        return B.int_arg(v[0], what), B.int_arg(v[1], what)
+    return B.int_arg(v, what), B.int_arg(v, what)
 
 
 def _dim(t, axis, default=1):
@@ -75,7 +85,7 @@ class Regressor(Handle):
     _destroy_name = "tsq_regressor_destroy"
     _errmsg_name = "tsq_regressor_errmsg"
 
-    def __init__(self, ctx, **options):
+    def __init__(self, ctx: Context, **options: Any) -> None:
         out = ctypes.POINTER(_ffi.tsq_regressor)()
         ctx._check(lib.tsq_regressor_create(ctx.handle, ctypes.byref(out)),
                    "tsq_regressor_create")
@@ -96,15 +106,15 @@ class Regressor(Handle):
 
     # ---- options ---------------------------------------------------------
 
-    def set_param(self, key, value):
+    def set_param(self, key: Union[str, int], value: Union[float, str]) -> None:
         """Sets an option by name (see the class doc) or TSQ_REGRESSOR_*
         number; loss may be "quantized" or "linear"."""
         k = _lookup(_PARAMS, key, "regressor option")
         if k == _ffi.TSQ_REGRESSOR_LOSS and isinstance(value, str):
             value = _lookup(LOSSES, value, "loss")
-        self._call("tsq_regressor_set_param", k, float(value))
+        self._call("tsq_regressor_set_param", k, B.real_arg(value, "value"))
 
-    def get_param(self, key):
+    def get_param(self, key: Union[str, int]) -> float:
         """Reads an option (a float)."""
         v = ctypes.c_double()
         self._call("tsq_regressor_get_param", _lookup(_PARAMS, key, "regressor option"),
@@ -112,7 +122,7 @@ class Regressor(Handle):
         return v.value
 
     @staticmethod
-    def param_bounds(key):
+    def param_bounds(key: Union[str, int]) -> Tuple[float, float]:
         """The inclusive (lo, hi) range of an option."""
         lo, hi = ctypes.c_double(), ctypes.c_double()
         check_static(lib.tsq_regressor_param_bounds(_lookup(_PARAMS, key, "regressor option"),
@@ -150,23 +160,26 @@ class Regressor(Handle):
 
     @alphabet.setter
     def alphabet(self, values):
-        arr, n, _keep = B.typed_array(ctypes.c_int32, values)
+        arr, n, _keep = B.typed_array(ctypes.c_int32, values, name="alphabet")
         self._call("tsq_regressor_set_alphabet", arr, n)
 
-    def set_quantizer(self, quantizer):
+    def set_quantizer(self, quantizer: Quantizer) -> "Regressor":
         """Copies the fitted output quantizer's (bits, eps, delta) into the
         regressor."""
         self._call("tsq_regressor_set_quantizer", quantizer)
         return self
 
-    def set_levels(self, bits, eps, delta):
+    def set_levels(self, bits: int, eps: float, delta: float) -> "Regressor":
         """Sets a per-tensor output quantizer directly."""
-        self._call("tsq_regressor_set_levels", int(bits), float(eps), float(delta))
+        self._call("tsq_regressor_set_levels", B.int_arg(bits, "bits"), B.real_arg(eps, "eps"),
+                   B.real_arg(delta, "delta"))
         return self
 
     # ---- in-memory fit -----------------------------------------------------
 
-    def fit_transform(self, X, Y=None, W_init=None, P=None, out=None):
+    def fit_transform(self, X: ArrayLike, Y: Optional[ArrayLike] = None,
+                      W_init: Optional[ArrayLike] = None, P: Optional[ArrayLike] = None,
+                      out: Optional[ArrayLike] = None) -> Any:
         """Step 2 on in-memory data (tsq_fit_transform).
 
         X: N x d codes (uint8) or floats; Y: N x C step-1 codes; W_init:
@@ -175,10 +188,10 @@ class Regressor(Handle):
         be a (weights, alpha, bias) triple of arrays/Tensors to fill."""
         obj = ctypes.c_double()
         with Call(self._ctx, like=X) as c:
-            xt = c.input(X)
-            yt = c.input(Y, _y_dtype(Y))
-            wt = c.input(W_init, B.F32)
-            pt = c.input(P, B.F32)
+            xt = c.input(X, None, "X")
+            yt = c.input(Y, _y_dtype(Y), "Y")
+            wt = c.input(W_init, B.F32, "W_init")
+            pt = c.input(P, B.F32, "P")
             d = _dim(xt, 1)
             C = next((_dim(t, 1) for t in (yt, wt, pt) if t is not None), 1)
             wo, ao, bo = out if out is not None else (None, None, None)
@@ -191,35 +204,38 @@ class Regressor(Handle):
 
     # ---- streamed fit --------------------------------------------------------
 
-    def begin(self, d, C, W_init=None, with_preact=False):
+    def begin(self, d: int, C: int, W_init: Optional[ArrayLike] = None,
+              with_preact: bool = False) -> "Regressor":
         """Starts a streamed fit of a layer with d inputs and C outputs."""
         with Call(self._ctx) as c:
-            self._call("tsq_regressor_begin", int(d), int(C), c.input(W_init, B.F32),
+            self._call("tsq_regressor_begin", B.int_arg(d, "d"), B.int_arg(C, "C"),
+                       c.input(W_init, B.F32, "W_init"),
                        1 if with_preact is True else (0 if with_preact is False
-                                                      else int(with_preact)))
-        self._dims = (int(d), int(C))
+                                                      else B.int_arg(with_preact, "with_preact")))
+        self._dims = (B.int_arg(d, "d"), B.int_arg(C, "C"))
         return self
 
-    def feed(self, X, Y=None, P=None):
+    def feed(self, X: ArrayLike, Y: Optional[ArrayLike] = None,
+             P: Optional[ArrayLike] = None) -> "Regressor":
         """Adds one batch (X n x d, Y n x C codes, P n x C) to the pass."""
         with Call(self._ctx) as c:
-            self._call("tsq_regressor_feed", c.input(X), c.input(Y, _y_dtype(Y)),
-                       c.input(P, B.F32))
+            self._call("tsq_regressor_feed", c.input(X, None, "X"),
+                       c.input(Y, _y_dtype(Y), "Y"), c.input(P, B.F32, "P"))
         return self
 
-    def end_pass(self):
+    def end_pass(self) -> bool:
         """Ends the pass; True when the fit is finished."""
         done = ctypes.c_int32()
         self._call("tsq_regressor_end_pass", ctypes.byref(done))
         return bool(done.value)
 
-    def stats_size(self):
+    def stats_size(self) -> int:
         """The number of doubles in the current pass's sums."""
         v = ctypes.c_int64()
         self._call("tsq_regressor_stats_size", ctypes.byref(v))
         return v.value
 
-    def stats_export(self, out=None):
+    def stats_export(self, out: Optional[ArrayLike] = None) -> Any:
         """The current pass's sums as float64: a new numpy array (array.array
         'd' without numpy), or written straight into `out` (a C-contiguous
         float64 numpy array or array.array('d') of stats_size() entries)."""
@@ -229,7 +245,7 @@ class Regressor(Handle):
         self._call("tsq_regressor_stats_export", ptr, n)
         return out
 
-    def stats_import(self, data, mode="add"):
+    def stats_import(self, data: ArrayLike, mode: str = 'add') -> "Regressor":
         """Adds ("add") the float64 array `data` to the pass's sums, or
         replaces them by it ("replace"), e.g. the MPI_Allreduce sum of every
         process's stats_export(). A C-contiguous float64 numpy array or
@@ -239,7 +255,7 @@ class Regressor(Handle):
                    _lookup(_STATS_MODES, mode, "stats mode"))
         return self
 
-    def result(self, out=None):
+    def result(self, out: Optional[ArrayLike] = None) -> FitResult:
         """The finished fit's FitResult (after end_pass returned True or
         fit_transform). `out`: optional (weights, alpha, bias) to fill."""
         d, C = self._dims or (1, 1)
@@ -252,8 +268,10 @@ class Regressor(Handle):
             self._call("tsq_regressor_result", W, A, Bt, ctypes.byref(obj))
         return FitResult(Wr, Ar, Br, obj.value)
 
-    def fit_stream(self, batches, d, C, W_init=None, with_preact=False, reduce=None,
-                   max_passes=100000):
+    def fit_stream(self, batches: Iterable[Any], d: int, C: int,
+                   W_init: Optional[ArrayLike] = None, with_preact: bool = False,
+                   reduce: Optional[Callable[[Any], Any]] = None,
+                   max_passes: int = 100000) -> FitResult:
         """Runs the streamed protocol: begin, then passes over `batches` (a
         sequence re-read every pass, or a callable returning a new iterable
         of (X, Y) or (X, Y, P) tuples) until done. reduce: optional function
@@ -272,7 +290,7 @@ class Regressor(Handle):
 
     # ---- after a fit -------------------------------------------------------
 
-    def history(self, series="objective"):
+    def history(self, series: Union[str, int] = 'objective') -> List[float]:
         """A per-iterate series of the current or last fit ("objective",
         "best", "relaxed", "lambda" or a TSQ_HISTORY_* number), as floats."""
         key = _lookup(HISTORY_SERIES, series, "history series")
@@ -282,7 +300,7 @@ class Regressor(Handle):
         self._call("tsq_regressor_history", key, vals, count.value, ctypes.byref(count))
         return [vals[i] for i in range(count.value)]
 
-    def channel_objectives(self, count=None):
+    def channel_objectives(self, count: Optional[int] = None) -> Any:
         """The objective of each channel's result (float64 array of C)."""
         if count is None:
             count = self._dims[1] if self._dims else 0
@@ -291,10 +309,14 @@ class Regressor(Handle):
                    count)
         return out
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.closed:
             return "<tsq.Regressor closed>"
-        return "<tsq.Regressor weight_bits=%d loss=%s>" % (self.weight_bits, self.loss)
+        bits = self.weight_bits
+        fit = " d=%d C=%d" % self._dims if self._dims else ""
+        return "<tsq.Regressor %s loss=%s rounds=%d%s>" % (
+            "%d-bit weights" % bits if bits else "alphabet %s" % self.alphabet, self.loss,
+            int(self.get_param("rounds")), fit)
 
 
 def _y_dtype(Y):
@@ -321,7 +343,8 @@ def _double_buffer(data, writable):
     return ptr, n, keep
 
 
-def fit_transform(regressor, X, Y=None, W_init=None, P=None):
+def fit_transform(regressor: Regressor, X: ArrayLike, Y: Optional[ArrayLike] = None,
+                  W_init: Optional[ArrayLike] = None, P: Optional[ArrayLike] = None) -> Any:
     """tsq_fit_transform: the same as regressor.fit_transform(...)."""
     return regressor.fit_transform(X, Y, W_init, P)
 
@@ -329,11 +352,13 @@ def fit_transform(regressor, X, Y=None, W_init=None, P=None):
 def _positions(positions, images):
     if positions is None:
         return None, 0, None
-    ptr, n, keep = B.typed_array(ctypes.c_int64, positions)
+    ptr, n, keep = B.typed_array(ctypes.c_int64, positions, name="positions")
     return ptr, (n // images if images else 0), keep
 
 
-def im2col_rows(ctx, input, kh, kw, stride=1, pad=0, positions=None):
+def im2col_rows(ctx: Context, input: ArrayLike, kh: int, kw: int,
+                stride: Union[int, Tuple[int, int]] = 1, pad: Union[int, Tuple[int, int]] = 0,
+                positions: Optional[ArrayLike] = None) -> Any:
     """The regressor's X for a convolution (tsq_im2col_rows): input is
     N x C_in x H x W (uint8 or float32); returns rows x (C_in kh kw) of the
     input's dtype (a Tensor for a Tensor input, else a numpy array).
@@ -342,32 +367,34 @@ def im2col_rows(ctx, input, kh, kw, stride=1, pad=0, positions=None):
     ph, pw = _pair(pad, "pad")
     out = ctypes.POINTER(_ffi.tsq_tensor)()
     with Call(ctx, like=input) as c:
-        it = c.input(input)
+        it = c.input(input, None, "input")
         pos, npos, _keep = _positions(positions, _dim(it, 0))
-        ctx._check(lib.tsq_im2col_rows(ctx.handle, it, int(kh), int(kw), sh, sw, ph, pw,
+        ctx._check(lib.tsq_im2col_rows(ctx.handle, it, B.int_arg(kh, "kh"), B.int_arg(kw, "kw"),
+                                       sh, sw, ph, pw,
                                        pos, npos, ctypes.byref(out)), "tsq_im2col_rows")
         return c.take(out)
 
 
-def im2col_output_rows(ctx, output, positions=None):
+def im2col_output_rows(ctx: Context, output: ArrayLike,
+                       positions: Optional[ArrayLike] = None) -> Any:
     """The rows of a convolution's output N x C x OH x OW matching
     im2col_rows with the same positions (tsq_im2col_output_rows)."""
     out = ctypes.POINTER(_ffi.tsq_tensor)()
     with Call(ctx, like=output) as c:
-        ot = c.input(output)
+        ot = c.input(output, None, "output")
         pos, npos, _keep = _positions(positions, _dim(ot, 0))
         ctx._check(lib.tsq_im2col_output_rows(ctx.handle, ot, pos, npos, ctypes.byref(out)),
                    "tsq_im2col_output_rows")
         return c.take(out)
 
 
-def im2col_sample_positions(ctx, images, total, npos):
+def im2col_sample_positions(ctx: Context, images: int, total: int, npos: int) -> Any:
     """npos distinct random positions out of `total` per image, ascending
     (int64 array of images * npos; from the context's seed)."""
-    images, npos = int(images), int(npos)
+    images, npos = B.int_arg(images, "images"), B.int_arg(npos, "npos")
     count = images * npos if images > 0 and npos > 0 else 0
     out = B.new_array("q", (count,))
-    ctx._check(lib.tsq_im2col_sample_positions(ctx.handle, images, int(total), npos,
+    ctx._check(lib.tsq_im2col_sample_positions(ctx.handle, images, B.int_arg(total, "total"), npos,
                                                B.array_pointer(out, ctypes.c_int64)
                                                if count else None),
                "tsq_im2col_sample_positions")

@@ -1,9 +1,18 @@
 """Tensors: float32, uint8 and int8 arrays of 1 to 4 dimensions."""
 
+from __future__ import annotations
+
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, List,  # noqa: F401
+                    Optional, Sequence, Tuple, Union)
+
+if TYPE_CHECKING:                                   # names used in annotations only
+    from .context import Context  # noqa: F401
+
 import ctypes
 
 from . import _buffers as B
 from . import _ffi
+from ._buffers import ArrayLike, DTypeLike  # noqa: F401
 from ._base import Handle
 from ._lib import lib
 
@@ -11,7 +20,7 @@ __all__ = ["Tensor", "as_tensor"]
 
 
 def _shape_array(shape):
-    shape = tuple(int(s) for s in shape)
+    shape = tuple(B.int_arg(s, "shape") for s in shape)
     return (ctypes.c_int64 * max(len(shape), 1))(*shape), len(shape)
 
 
@@ -34,14 +43,14 @@ class Tensor(Handle):
     Back to Python: ``t.numpy()`` (a zero-copy view that keeps the tensor
     alive; ``np.asarray(t)`` is the same), ``t.tolist()``,
     ``t.memoryview()`` (zero-copy, without numpy), ``t.tobytes()``.
-    A view must not be used after the tensor is closed.
+    A view keeps the memory alive: it stays valid after ``close()``.
     """
 
     _destroy_name = "tsq_tensor_destroy"
     _errmsg_name = "tsq_tensor_errmsg"
 
-    def __init__(self, ctx, data, dtype=None):
-        mem = B.memory_of(data, dtype)
+    def __init__(self, ctx: Context, data: ArrayLike, dtype: Optional[DTypeLike] = None) -> None:
+        mem = B.memory_of(data, dtype, name="data")
         self._wrap(ctx, mem)
 
     def _wrap(self, ctx, mem):
@@ -58,7 +67,8 @@ class Tensor(Handle):
         self._source = mem.source
 
     @classmethod
-    def zeros(cls, ctx, shape, dtype="float32"):
+    def zeros(cls, ctx: Context, shape: Union[int, Sequence[int]],
+              dtype: DTypeLike = 'float32') -> "Tensor":
         """A tensor owning zero-filled memory (tsq_tensor_create)."""
         if isinstance(shape, int):
             shape = (shape,)
@@ -135,10 +145,10 @@ class Tensor(Handle):
         self._call("tsq_tensor_shape", arr, _ffi.TSQ_MAX_DIMS, ctypes.byref(n))
         return tuple(arr[i] for i in range(n.value))
 
-    def dim(self, axis):
+    def dim(self, axis: int) -> int:
         """The size of one dimension (axis 0..ndim-1)."""
         v = ctypes.c_int64()
-        self._call("tsq_tensor_dim", int(axis), ctypes.byref(v))
+        self._call("tsq_tensor_dim", B.int_arg(axis, "axis"), ctypes.byref(v))
         return v.value
 
     @property
@@ -177,7 +187,7 @@ class Tensor(Handle):
 
     # ---- changes ---------------------------------------------------------
 
-    def reshape(self, *shape):
+    def reshape(self, *shape: Any) -> "Tensor":
         """Gives the tensor a new shape with the same element count, in
         place (the data do not move). Returns self."""
         if len(shape) == 1 and not isinstance(shape[0], int):
@@ -186,25 +196,25 @@ class Tensor(Handle):
         self._call("tsq_tensor_reshape", ndim, arr)
         return self
 
-    def fill(self, value):
+    def fill(self, value: float) -> "Tensor":
         """Sets every element to value (an integer in range for u8/i8)."""
-        self._call("tsq_tensor_fill", float(value))
+        self._call("tsq_tensor_fill", B.real_arg(value, "value"))
         return self
 
-    def count_nonfinite(self):
+    def count_nonfinite(self) -> int:
         """The number of NaN or infinite elements (0 for u8/i8)."""
         v = ctypes.c_int64()
         self._call("tsq_tensor_count_nonfinite", ctypes.byref(v))
         return v.value
 
-    def copy_from(self, data):
+    def copy_from(self, data: ArrayLike) -> "Tensor":
         """Copies `data` (same byte size; any buffer, numpy array or list of
         this dtype) into the tensor (tsq_tensor_copy_in)."""
-        mem = B.memory_of(data, self.dtype_code)
+        mem = B.memory_of(data, self.dtype_code, name="data")
         self._call("tsq_tensor_copy_in", ctypes.c_void_p(mem.address or None), mem.nbytes)
         return self
 
-    def copy_to(self, buffer):
+    def copy_to(self, buffer: ArrayLike) -> Any:
         """Copies the tensor's bytes into a writable buffer of at least
         nbytes bytes (tsq_tensor_copy_out). Returns the buffer."""
         mv = memoryview(buffer)
@@ -214,7 +224,7 @@ class Tensor(Handle):
         self._call("tsq_tensor_copy_out", cbuf, mv.nbytes)
         return buffer
 
-    def tobytes(self):
+    def tobytes(self) -> bytes:
         """The tensor's data as bytes (a copy)."""
         buf = bytearray(self.nbytes)
         self.copy_to(buf)
@@ -225,46 +235,58 @@ class Tensor(Handle):
     def _cbuffer(self):
         code = self.dtype_code
         carr = (B.CTYPES[code] * self.size).from_address(self.data_ptr)
-        carr._tsq_tensor = self          # the view keeps the tensor alive
+        carr._tsq_pin = self._pin()     # the view keeps the memory's owner alive
         return carr, code
 
-    def memoryview(self):
+    def memoryview(self) -> memoryview:
         """A zero-copy memoryview of the data with the tensor's shape and
-        format ('f', 'B', 'b'). It keeps the tensor object alive but must not
-        be used after close()."""
+        format ('f', 'B', 'b'). It keeps the memory alive: it stays valid
+        after close() and after the ``with`` block."""
         carr, code = self._cbuffer()
         return memoryview(carr).cast("B").cast(B.FORMATS[code], self.shape)
 
-    @property
-    def __array_interface__(self):
-        shape = self.shape
-        return {"version": 3, "shape": shape, "typestr": B.TYPESTR[self.dtype_code],
-                "data": (self.data_ptr, False)}
+    def __array__(self, dtype=None):
+        """np.asarray(t): the same zero-copy view as t.numpy()."""
+        arr = self.numpy()
+        return arr if dtype is None else arr.astype(dtype, copy=False)
 
-    def numpy(self, copy=False):
-        """The data as a numpy array: a zero-copy view (keeping the tensor
-        alive; invalid after close()) or, with copy=True, an independent copy."""
+    def numpy(self, copy: bool = False) -> Any:
+        """The data as a numpy array: a zero-copy view or, with copy=True,
+        an independent copy. The view's base holds the memory's owner (the
+        wrapped array, or the C object through a pin), so it stays valid
+        after close() and after the ``with`` block; for a borrowed
+        parameter tensor, the net refuses changes to its layer list while
+        such views exist (they could free the memory)."""
         if B.np is None:
             raise RuntimeError("numpy is not installed; use tolist() or memoryview()")
         base = getattr(self, "_array", None)
         if base is not None and base.ctypes.data == self.data_ptr:
             arr = base.reshape(self.shape)  # a view of the wrapped array itself
         else:
-            arr = B.np.asarray(self)
+            iface = {"version": 3, "shape": self.shape, "typestr": B.TYPESTR[self.dtype_code],
+                     "data": (self.data_ptr, False)}
+            arr = B.np.asarray(self._pin(interface=iface))
         return arr.copy() if copy else arr
 
-    def tolist(self):
+    def tolist(self) -> Any:
         """The data as (nested) Python lists."""
         return self.memoryview().tolist()
 
-    def __repr__(self):
+    def __deepcopy__(self, memo):
+        """A new tensor owning a copy of the data (same context)."""
+        t = Tensor.zeros(self._ctx, self.shape, self.dtype)
+        t.copy_from(self.tobytes() if B.np is None else self.numpy())
+        return t
+
+    def __repr__(self) -> str:
         if self.closed:
             return "<tsq.Tensor closed>"
         return "<tsq.Tensor %s %s%s>" % (self.dtype, self.shape,
                                           "" if self.owned else " borrowed")
 
 
-def as_tensor(ctx, obj, dtype=None, writable=False):
+def as_tensor(ctx: Context, obj: ArrayLike, dtype: Optional[DTypeLike] = None,
+              writable: bool = False) -> Tensor:
     """obj as a Tensor: a Tensor is returned as is (the library checks its
     dtype and reports a mismatch), anything else is wrapped with `dtype`
     (zero-copy when possible; an output, writable=True, must be usable in
