@@ -44,6 +44,25 @@ class PlanTest(unittest.TestCase):
                     plan.run(np.zeros((2, 1, 7, 7), np.float32))
                 self.assertEqual(e.exception.name, "TSQ_ERR_SHAPE")
 
+    def test_load_gives_the_same_plan(self):
+        """Plan.load reads .tsq bytes without a Net: the same outputs, bit
+        for bit, as a plan made from the net; bad bytes raise."""
+        with tsq.Context() as ctx:
+            net, x = self.converted_net(ctx)
+            data = net.save()
+            with tsq.Plan(ctx, net) as a, tsq.Plan.load(ctx, data) as b:
+                np.testing.assert_array_equal(b.run(x), a.run(x))
+            with tsq.Plan.load(ctx, bytearray(data)) as b:
+                self.assertGreaterEqual(b.get("lowbit_layers"), 1)
+            with self.assertRaises(TypeError):
+                tsq.Plan.load(ctx, 5)
+            bad = bytearray(data)
+            bad[len(bad) // 2] ^= 0x10
+            with self.assertRaises(tsq.TsqError) as e:
+                tsq.Plan.load(ctx, bad)
+            self.assertIn(e.exception.name, ("TSQ_ERR_FORMAT", "TSQ_ERR_VERSION"))
+            self.assertIn("plan_load", e.exception.message)
+
     def test_unconverted_net_refused(self):
         with tsq.Context() as ctx:
             net = tsq.Net(ctx, (4,))

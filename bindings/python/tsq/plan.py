@@ -322,10 +322,13 @@ class Plan(Handle):
         self._adopt(ctx, out)
 
     @classmethod
-    def load(cls, ctx, data):
+    def load(cls, ctx: Context, data: bytes) -> "Plan":
         """A plan straight from the bytes of a .tsq model file (what
         Net.save() returns), without building a Net (tsq_plan_load): the
         same plan, and the same outputs, as Plan(ctx, Net.load(ctx, data))."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("data: expected bytes, bytearray or memoryview, not %s"
+                            % type(data).__name__)
         data = bytes(data)
         out = ctypes.POINTER(_ffi.tsq_plan)()
         ctx._check(lib.tsq_plan_load(ctx.handle, data, len(data), ctypes.byref(out)),
