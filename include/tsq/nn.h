@@ -1,6 +1,6 @@
 /*
  * libtsq - nn.h: layers, sequential networks and the caller-driven training
- * loop (issue 5). See docs/nn.md (layers, formulas, folding) and
+ * loop. See docs/nn.md (layers, formulas, folding) and
  * docs/training-loop.md (the loop, with a complete example).
  *
  * Data layout: a batch of images is an f32 tensor (N, C, H, W), row-major
@@ -220,14 +220,14 @@ TSQ_API const char *tsq_layer_kind_name(int32_t kind);
 /* Configuration keys of tsq_layer_info (read-only integers). A key that does
  * not apply to the layer's kind gives TSQ_ERR_INVALID. */
 enum {
-    TSQ_LAYER_INFO_IN_CHANNELS = 1,  /* dense: in; conv: cin; BN / quantizer: channels */
-    TSQ_LAYER_INFO_OUT_CHANNELS = 2, /* dense: out; conv: cout */
-    TSQ_LAYER_INFO_KERNEL_H = 3,     /* conv, max-pool */
-    TSQ_LAYER_INFO_KERNEL_W = 4,
-    TSQ_LAYER_INFO_STRIDE = 5,       /* conv, max-pool */
-    TSQ_LAYER_INFO_PAD = 6,          /* conv */
-    TSQ_LAYER_INFO_WEIGHT_BITS = 7,  /* low-bit layers */
-    TSQ_LAYER_INFO_BITS = 8          /* quantizer: bits of channel 0 */
+    TSQ_LAYER_INFO_IN_CHANNELS = 0x0501,  /* dense: in; conv: cin; BN / quantizer: channels */
+    TSQ_LAYER_INFO_OUT_CHANNELS = 0x0502, /* dense: out; conv: cout */
+    TSQ_LAYER_INFO_KERNEL_H = 0x0503,     /* conv, max-pool */
+    TSQ_LAYER_INFO_KERNEL_W = 0x0504,
+    TSQ_LAYER_INFO_STRIDE = 0x0505,       /* conv, max-pool */
+    TSQ_LAYER_INFO_PAD = 0x0506,          /* conv */
+    TSQ_LAYER_INFO_WEIGHT_BITS = 0x0507,  /* low-bit layers */
+    TSQ_LAYER_INFO_BITS = 0x0508          /* quantizer: bits of channel 0 */
 };
 
 /*! tsq_layer_info() : reads one configuration value.
@@ -245,24 +245,45 @@ TSQ_API tsq_status tsq_layer_sample_shapes(const tsq_layer *layer, int64_t *in_s
 
 /* Options (tsq_layer_set_option / get_option / option_bounds). */
 enum {
-    TSQ_LAYER_OPT_TRAINABLE = 1,      /* 1: built-in optimisers update this layer; 0/1, default 1 */
-    TSQ_LAYER_OPT_BN_MOMENTUM = 2,    /* running-average weight of a new batch; (0, 1], default 0.1 */
-    TSQ_LAYER_OPT_BN_EPS = 3,         /* added to the variance; [1e-12, 1], default 1e-5 */
-    TSQ_LAYER_OPT_BN_FROZEN = 4,      /* 1: train mode uses (and keeps) the running statistics; default 0 */
-    TSQ_LAYER_OPT_AQ_OUTPUT_CODES = 5, /* quantizer: 1 outputs codes k, 0 values k*delta; default 0 */
+    TSQ_LAYER_OPT_TRAINABLE = 0x0401,      /* 1: built-in optimisers update this layer; 0/1, default 1 */
+    TSQ_LAYER_OPT_BN_MOMENTUM = 0x0402,    /* running-average weight of a new batch; (0, 1], default 0.1 */
+    TSQ_LAYER_OPT_BN_EPS = 0x0403,         /* added to the variance; [1e-12, 1], default 1e-5 */
+    TSQ_LAYER_OPT_BN_FROZEN = 0x0404,      /* 1: train mode uses (and keeps) the running statistics; default 0 */
+    TSQ_LAYER_OPT_AQ_OUTPUT_CODES = 0x0405, /* quantizer: 1 outputs codes k, 0 values k*delta; default 0 */
     /* Network-level TSQ selection, -1, 0 or 1 (default -1 = the default
      * rule). On a ReLU or quantizer layer: whether tsq_net_learn_codes puts
      * (or refits) a quantizer there (default: yes). On a dense or conv2d
      * layer: whether tsq_net_fit_transform converts it to low-bit (default:
      * every one except the first and the last dense/conv of the net). */
-    TSQ_LAYER_OPT_TSQ_SELECT = 6,
+    TSQ_LAYER_OPT_TSQ_SELECT = 0x0406,
     /* Low-bit dense/conv2d: 1: the built-in optimisers update the scales
      * alpha; 0: they hold alpha fixed (shadow weights and offsets still
      * train; the gradient of alpha is still computed). Default 0: a trained
      * alpha was unstable at fine-tuning learning rates (docs/nn.md,
      * "Fine-tuning low-bit layers"). A caller's own optimiser can read this
      * option to follow suit. */
-    TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA = 7
+    TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA = 0x0407,
+    /* Joint quantization-aware training (docs/method.md §5; docs/nn.md,
+     * "Joint QAT"). On a dense or conv2d layer: 0 (default) off, or the
+     * weight bits b in 2..8 (2 = ternary): every forward computes with
+     * Wq_c = a_c * clamp(round(W_c / a_c), -m, m), m = 2^(b-1) - 1, per
+     * output channel c, from the full-precision shadow weights W, and
+     * backward passes dL/dWq straight through to W. tsq_net_convert_qat
+     * turns such a layer into a low-bit layer with the same codes. */
+    TSQ_LAYER_OPT_QAT_WEIGHT_BITS = 0x0408,
+    /* How a_c is chosen: 0 (default) ternary: TWN, threshold t = 0.7 mean|W_c|,
+     * a_c = mean of |W_c| above t; k-bit: a_c = max|W_c| / m refined by
+     * 4 least-squares steps a = <W, q> / <q, q>. 1: the exact least-squares
+     * optimum over a_c (ternary: the best of the top-k supports of |W_c|;
+     * k-bit: as 0). Dense and conv2d only. */
+    TSQ_LAYER_OPT_QAT_SCALE = 0x0409,
+    /* Quantizer layer: 1 makes delta a trainable parameter (named "delta",
+     * one per channel) with the LSQ-style straight-through gradient
+     * dy/ddelta = k - x/delta inside the range, 2^bits - 1 above it and 0
+     * below eps, scaled by 1/sqrt(elements per channel x (2^bits - 1));
+     * eps stays tied to delta at the ratio eps/delta it had when the option
+     * was set. 0 (default): eps and delta are fixed. Values mode only. */
+    TSQ_LAYER_OPT_AQ_LEARN_DELTA = 0x040A
 };
 
 /*! tsq_layer_set_option() / tsq_layer_get_option() :
@@ -563,25 +584,36 @@ TSQ_API tsq_status tsq_net_layer_output(tsq_net *net, int32_t index, tsq_tensor 
 /* ------------------------------------------------------------------ */
 
 /* Options of the network-level TSQ calls (tsq_net_set_tsq_option / get /
- * bounds). Step-2 (regressor) options live on the net's regressor, see
- * tsq_net_tsq_regressor(). */
+ * bounds). ACT_BITS, EPS_MODE, EPS and SPARSITY are those of the
+ * quantizers learn_codes makes: their bounds and defaults are the
+ * quantizer's (TSQ_QUANTIZER_*). Step-2 (regressor) options live on the
+ * net's regressor, see tsq_net_tsq_regressor(). */
 enum {
-    TSQ_NET_TSQ_ACT_BITS = 1,    /* activation bits of new quantizers, 1..8, default 2 */
-    TSQ_NET_TSQ_PER_CHANNEL = 2, /* 1: one (eps, delta) per channel; 0/1, default 0 */
-    TSQ_NET_TSQ_EPS_MODE = 3,    /* TSQ_EPS_FIXED/SPARSITY/JOINT/PLAIN, default TSQ_EPS_JOINT */
-    TSQ_NET_TSQ_EPS = 4,         /* eps of TSQ_EPS_FIXED, [0, 1e30], default 0.32 */
-    TSQ_NET_TSQ_SPARSITY = 5,    /* zero fraction of TSQ_EPS_SPARSITY, [0, 1], default 0.63 */
+    TSQ_NET_TSQ_ACT_BITS = 0x0601,    /* activation bits of new quantizers, 1..8, default 2 */
+    TSQ_NET_TSQ_PER_CHANNEL = 0x0602, /* 1: one (eps, delta) per channel; 0/1, default 0 */
+    TSQ_NET_TSQ_EPS_MODE = 0x0603,    /* TSQ_EPS_FIXED/SPARSITY/JOINT/PLAIN, default TSQ_EPS_JOINT */
+    TSQ_NET_TSQ_EPS = 0x0604,         /* eps of TSQ_EPS_FIXED, [0, FLT_MAX], default 0.32 */
+    TSQ_NET_TSQ_SPARSITY = 0x0605,    /* zero fraction of TSQ_EPS_SPARSITY, [0, 1], default 0.63 */
     /* Rows per image a convolution feeds to the regressor: 0 (default) all
      * output positions, else this many, drawn at random (the same ones in
      * every pass, from the context's seed): 0..2^20. */
-    TSQ_NET_TSQ_POSITIONS = 6
+    TSQ_NET_TSQ_POSITIONS = 0x0606,
+    /* 1: tsq_net_learn_codes fits the quantizers one at a time in network
+     * order, one pass of the caller's batches each, every one observing its
+     * input with the earlier ones already in place (so it is fitted to what
+     * it sees in training); the caller feeds passes until *done is 1, as for
+     * tsq_net_fit_transform. 0 (default): one pass over the FP32 network
+     * fits them all. 0/1. */
+    TSQ_NET_TSQ_SEQUENTIAL = 0x0607
 };
 
 /*! tsq_net_set_tsq_option() / tsq_net_get_tsq_option() / tsq_net_tsq_option_bounds() :
  *  Network-level TSQ options (above). Changing them during a
  *  tsq_net_learn_codes / tsq_net_fit_transform session is refused.
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (unknown key, value out of
- *  bounds or not integral where it must be), TSQ_ERR_STATE (session). */
+ *  bounds or not integral where it must be), TSQ_ERR_STATE (session),
+ *  TSQ_ERR_NO_MEMORY (the first call on a net allocates its TSQ state;
+ *  get reads the defaults from a temporary quantizer). */
 TSQ_API tsq_status tsq_net_set_tsq_option(tsq_net *net, int32_t key, double value);
 TSQ_API tsq_status tsq_net_get_tsq_option(const tsq_net *net, int32_t key, double *value);
 TSQ_API tsq_status tsq_net_tsq_option_bounds(int32_t key, double *lo, double *hi);
@@ -646,6 +678,22 @@ TSQ_API tsq_status tsq_net_learn_codes(tsq_net *net, const tsq_tensor *x, int32_
  *  session is cancelled (the layers converted so far stay converted). */
 TSQ_API tsq_status tsq_net_fit_transform(tsq_net *net, const tsq_tensor *x, int32_t last,
                                          int32_t *done);
+
+/*! tsq_net_convert_qat() :
+ *  Ends joint QAT (TSQ_LAYER_OPT_QAT_WEIGHT_BITS): every dense/conv2d layer
+ *  in QAT mode becomes a low-bit layer with the codes and scales its
+ *  forward used (y unchanged), quantizer layers with learned delta go back
+ *  to fixed parameters, and then, for each converted layer fed by a
+ *  per-tensor quantizer (through max-pools and flattens only), the
+ *  quantizer is switched to codes output and its delta folded into alpha,
+ *  and a batch-norm right after the layer is folded into alpha and b.
+ *  The result is what tsq_net_fit_transform makes: the plan and the model
+ *  file take it. Eval outputs are unchanged up to float rounding.
+ *  *converted (may be NULL) gets the number of layers converted.
+ *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_STATE (a TSQ session is running),
+ *  TSQ_ERR_NOT_FINITE (a weight is NaN/Inf), TSQ_ERR_NO_MEMORY (the net
+ *  unchanged). */
+TSQ_API tsq_status tsq_net_convert_qat(tsq_net *net, int32_t *converted);
 
 /*! tsq_net_tsq_cancel() : ends a running learn_codes / fit_transform
  *  session without finishing it (layers already converted stay so).

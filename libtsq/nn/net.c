@@ -41,7 +41,6 @@ tsq_status tsq_net_create(tsq_context *ctx, int32_t ndim, const int64_t *sample_
     memcpy(net->in_shape, sample_shape, (size_t)ndim * sizeof(int64_t));
     net->in_numel = n;
     net->act_valid = -1;
-    tsq__net_tsq_init(net);
     tsq__clear(&ctx->obj);
     *out = net;
     return TSQ_OK;
@@ -73,7 +72,8 @@ void tsq_net_destroy(tsq_net *net)
     if (!net)
         return;
     ctx = net->obj.ctx;
-    tsq__net_tsq_free(net);
+    if (net->attach_ops)
+        net->attach_ops->destroy(net);
     free_buffers(net);
     tsq__optimizer_free_state(net);
     for (i = 0; i < net->nlayers; i++) {
@@ -461,8 +461,8 @@ tsq_status tsq_net_clone(const tsq_net *net, tsq_net **copy)
         st = tsq__net_structure_changed(c);
     if (st == TSQ_OK)
         st = tsq__optimizer_copy(c, net);
-    if (st == TSQ_OK)
-        st = tsq__net_tsq_copy_settings(c, net);
+    if (st == TSQ_OK && net->attach_ops)
+        st = net->attach_ops->copy_settings(c, net);
     if (st != TSQ_OK) {
         tsq_net_destroy(c);
         return tsq__fail(obj, TSQ_ERR_NO_MEMORY, "net_clone: out of memory");

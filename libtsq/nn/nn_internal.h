@@ -1,5 +1,5 @@
 /*
- * Internals of the layers and the sequential network (issue 5).
+ * Internals of the layers and the sequential network.
  *
  * A layer is a tsq_layer header (below) followed by its kind's own fields;
  * the kind's functions live in a tsq__layer_ops table. Activations cross
@@ -231,11 +231,11 @@ struct tsq_net {
     int have_forward;        /* act[] hold a whole forward of `batch` samples */
     int32_t act_valid;       /* act[0..act_valid] hold the last (partial) forward */
     uint64_t generation;     /* counts changes of the layer list */
-    /* Network-level TSQ (net_tsq.c): options, the step-2 regressor, and the
-     * state of a running or finished session. */
-    double tsq_opt[7];
-    tsq_regressor *tsq_reg;
-    struct tsq__net_tsq *tsq;
+    /* State that a later folder hangs on the net (the TSQ conversion
+     * session of libtsq/convert): nn never looks inside, it only frees it
+     * and copies its settings into a clone through `attach_ops`. */
+    void *attached;
+    const struct tsq__net_attach_ops *attach_ops;
     /* Trainable parameters in layer order. */
     tsq__param **params;
     int32_t *param_layer;
@@ -261,10 +261,16 @@ tsq_status tsq__net_insert(tsq_net *net, const char *where, int32_t index, tsq_l
 tsq_status tsq__net_remove(tsq_net *net, int32_t index);
 tsq_status tsq__net_replace(tsq_net *net, const char *where, int32_t index, tsq_layer *layer);
 
-/* net_tsq.c */
-void tsq__net_tsq_init(tsq_net *net);
-void tsq__net_tsq_free(tsq_net *net);
-tsq_status tsq__net_tsq_copy_settings(tsq_net *dst, const tsq_net *src);
+/* How the net handles its attached state (see struct tsq_net). nn calls
+ * these and knows nothing else of it, so nn never depends on the folder that
+ * attaches it. */
+typedef struct tsq__net_attach_ops {
+    /* Frees net->attached (and ends any session it holds). */
+    void (*destroy)(tsq_net *net);
+    /* Gives a fresh clone `dst` the settings of src's attached state (not a
+     * running session). */
+    tsq_status (*copy_settings)(tsq_net *dst, const tsq_net *src);
+} tsq__net_attach_ops;
 
 void tsq__optimizer_free_state(tsq_net *net);
 tsq_status tsq__optimizer_prepare(tsq_net *net, const char *where);
