@@ -79,6 +79,10 @@ int tsq__cvt_is_quant(const tsq_layer *l);
 int32_t tsq__cvt_find_ordinal(const tsq_net *net, int (*pred)(const tsq_layer *), int32_t ord);
 int32_t tsq__cvt_ordinal_of(const tsq_net *net, int (*pred)(const tsq_layer *), int32_t index);
 
+/* The quantizer whose codes reach layer i unchanged (through max-pools and
+ * flattens only), or -1. */
+int32_t tsq__cvt_feeding_quantizer(const tsq_net *net, int32_t i);
+
 /* learn_codes.c, fit_transform.c */
 void tsq__cvt_free_learning(tsq_net *net, tsq__conversion *c);
 void tsq__cvt_free_units(tsq_net *net, tsq__conversion *c);

@@ -35,18 +35,6 @@ void tsq__cvt_free_units(tsq_net *net, tsq__conversion *c)
     c->nunits = c->cur = 0;
 }
 
-static int32_t feeding_quantizer(const tsq_net *net, int32_t i)
-{
-    for (i = i - 1; i >= 0; i--) {
-        const tsq_layer *l = net->layers[i];
-        if (tsq__layer_is_act_quant(l))
-            return i;
-        if (!tsq__layer_is(l, TSQ_LAYER_MAXPOOL2D) && !tsq__layer_is(l, TSQ_LAYER_FLATTEN))
-            return -1;
-    }
-    return -1;
-}
-
 static tsq_status begin_fitting(tsq_net *net, const char *where)
 {
     tsq_context *ctx = net->obj.ctx;
@@ -101,7 +89,7 @@ static tsq_status begin_fitting(tsq_net *net, const char *where)
         if (next < net->nlayers && tsq__layer_is(net->layers[next], TSQ_LAYER_BATCHNORM))
             u->ref_bn = next++;
         u->ref_out_quant = next < net->nlayers && tsq__cvt_is_quant(net->layers[next]) ? next : -1;
-        q = feeding_quantizer(net, i);
+        q = tsq__cvt_feeding_quantizer(net, i);
         u->in_quant_ord = q >= 0 ? tsq__cvt_ordinal_of(net, tsq__cvt_is_quant, q) : -1;
     }
     st = tsq_net_clone(net, &s->ref);

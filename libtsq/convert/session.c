@@ -425,3 +425,15 @@ tsq_status tsq__cvt_run_prefix(tsq_net *target, tsq_net *net, const char *where,
         return tsq__fail(&net->obj, st, "%s: step-1 net: %s", where, target->obj.msg);
     return st;
 }
+
+int32_t tsq__cvt_feeding_quantizer(const tsq_net *net, int32_t i)
+{
+    for (i = i - 1; i >= 0; i--) {
+        const tsq_layer *l = net->layers[i];
+        if (tsq__layer_is_act_quant(l))
+            return i;
+        if (!tsq__layer_is(l, TSQ_LAYER_MAXPOOL2D) && !tsq__layer_is(l, TSQ_LAYER_FLATTEN))
+            return -1;
+    }
+    return -1;
+}

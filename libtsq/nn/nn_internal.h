@@ -184,6 +184,31 @@ void tsq__dense_backward(int64_t threads, int64_t in, int64_t out, const float *
                          const float *w, const float *dy, float *dw, float *db, float *dx,
                          int64_t batch);
 
+/* ---- qat_weights.c: quantization-aware weights of dense / conv2d ---- */
+typedef struct tsq__qat {
+    int32_t bits;        /* TSQ_LAYER_OPT_QAT_WEIGHT_BITS, 0: off */
+    int32_t exact_scale; /* TSQ_LAYER_OPT_QAT_SCALE */
+    /* The last forward's quantized weights, codes and scales (workspace:
+     * a clone starts without them). */
+    float *wq, *alpha;
+    int8_t *codes;
+    size_t cap;
+} tsq__qat;
+/* The weights the forward uses: w itself when QAT is off, else Wq (kept
+ * for backward). NULL with *st set on allocation failure. */
+const float *tsq__qat_weights(tsq__qat *qat, tsq_layer *l, const float *w, int64_t rows,
+                              int64_t k, tsq_status *st);
+/* Codes (rows x k) and scales (rows) of w under the layer's QAT settings. */
+tsq_status tsq__qat_codes(const tsq__qat *qat, tsq_layer *l, const float *w, int64_t rows,
+                          int64_t k, int8_t *codes, float *alpha);
+void tsq__qat_free(tsq__qat *qat, tsq_layer *l);
+tsq_status tsq__qat_set_option(tsq__qat *qat, tsq_layer *l, int32_t key, double value);
+tsq_status tsq__qat_get_option(const tsq__qat *qat, const tsq_layer *l, int32_t key,
+                               double *value);
+/* The QAT state of a dense or conv2d layer (NULL for other kinds). */
+tsq__qat *tsq__layer_qat(tsq_layer *l);
+tsq__qat *tsq__conv2d_qat(tsq_layer *l);
+
 /* ---- kinds (constructors are public; these are for the net's rewrites) ---- */
 int tsq__layer_is(const tsq_layer *l, int32_t kind);
 /* Batch-norm: the per-channel affine y = s*x + t it applies in eval mode. */
