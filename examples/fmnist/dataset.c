@@ -142,7 +142,8 @@ void dataset_batch(const dataset *d, const int64_t *idx, int64_t n, int augment,
         float *dst = x + i * IMG_SIZE;
         if (augment) {
             uint32_t r = demo_rng_next(rng);
-            augment_copy(src, dst, (int)(r & 1), (int)((r >> 1) % 5) - 2, (int)((r >> 4) % 5) - 2);
+            int flip = augment > 1 ? (int)(r & 1) : 0;
+            augment_copy(src, dst, flip, (int)((r >> 1) % 5) - 2, (int)((r >> 4) % 5) - 2);
         } else {
             memcpy(dst, src, IMG_SIZE * sizeof(float));
         }

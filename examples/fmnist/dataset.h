@@ -34,8 +34,9 @@ typedef struct demo_rng {
 uint32_t demo_rng_next(demo_rng *r);
 
 /* Fills a batch tensor (n x 1 x 28 x 28) and labels from the images at
- * idx[0..n-1]; with augment, each image is flipped left-right with
- * probability 1/2 and shifted by up to 2 pixels (zero-padded). */
+ * idx[0..n-1]; with augment >= 1 each image is shifted by up to 2 pixels
+ * (black-padded), with augment 2 also flipped left-right with
+ * probability 1/2. */
 void dataset_batch(const dataset *d, const int64_t *idx, int64_t n, int augment, demo_rng *rng,
                    float *x, int32_t *labels);
 
