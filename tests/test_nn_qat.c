@@ -475,6 +475,76 @@ START_TEST(test_joint_convert)
 }
 END_TEST
 
+/* ---- distillation ---- */
+
+/* The mixed loss's gradient against central differences of the loss that
+ * tsq_net_train_step_distill reports (an SGD step of lr 1e-30 leaves the
+ * weights as they are); w = 0 gives plain cross-entropy; a teacher equal
+ * to the student gives zero soft-target loss. */
+START_TEST(test_distillation)
+{
+    tsq_context *ctx = NULL;
+    nt_rng r = {13};
+    enum { N = 4, IN = 6, K = 5 };
+    const int64_t shape[1] = {IN};
+    tsq_layer *l = NULL, *L[2] = {NULL, NULL};
+    tsq_net *net;
+    tsq_tensor *x, *t, *w = NULL, *g = NULL, *y;
+    int32_t labels[N] = {0, 3, 4, 1};
+    double loss = 0, lp, lm, ce = 0, h = 1e-3;
+    float keep, *gd;
+    int64_t i;
+    TH_OK(ctx, tsq_context_create(&ctx));
+    TH_OK(ctx, tsq_layer_dense_create(ctx, IN, K, &l));
+    L[0] = l;
+    net = nt_net(ctx, 1, shape, L);
+    x = nt_tensor(ctx, 2, N, IN, 0, 0);
+    t = nt_tensor(ctx, 2, N, K, 0, 0);
+    y = nt_tensor(ctx, 2, N, K, 0, 0);
+    nt_fill_normal(x, &r, 1.0);
+    nt_fill_normal(t, &r, 2.0);
+    TH_OK(ctx, tsq_net_set_optimizer_sgd(net, 1e-30, 0.0, 0, 0.0));
+    ck_assert_int_eq(tsq_net_train_step_distill(net, x, labels, N, t, &loss, NULL), TSQ_ERR_STATE);
+    ck_assert_int_eq(tsq_net_set_distillation(net, 0.01, 0.5), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_net_set_distillation(net, 2, 1.5), TSQ_ERR_INVALID);
+    TH_OK(ctx, tsq_net_set_distillation(net, 3.0, 0.7));
+    ck_assert_int_eq(tsq_net_train_step_distill(net, x, labels, N, NULL, &loss, NULL), TSQ_ERR_NULL);
+    ck_assert_int_eq(tsq_net_train_step_distill(net, x, labels, N, x, &loss, NULL),
+                     TSQ_ERR_SHAPE);
+    ck_assert_int_eq(tsq_layer_param(l, 0, &w, &g, NULL), TSQ_OK);
+    TH_OK(ctx, tsq_net_train_step_distill(net, x, labels, N, t, &loss, NULL));
+    gd = malloc((size_t)(IN * K) * sizeof(float));
+    memcpy(gd, nt_data(g), (size_t)(IN * K) * sizeof(float));
+    for (i = 0; i < IN * K; i++) {
+        keep = nt_data(w)[i];
+        nt_data(w)[i] = (float)(keep + h);
+        TH_OK(ctx, tsq_net_train_step_distill(net, x, labels, N, t, &lp, NULL));
+        nt_data(w)[i] = (float)(keep - h);
+        TH_OK(ctx, tsq_net_train_step_distill(net, x, labels, N, t, &lm, NULL));
+        nt_data(w)[i] = keep;
+        NT_REQUIRE(fabs((lp - lm) / (2 * h) - gd[i]) <= 2e-3 * (1 + fabs(gd[i])),
+                   "dW[%lld]: analytic %g, finite difference %g", (long long)i, (double)gd[i],
+                   (lp - lm) / (2 * h));
+    }
+    free(gd);
+    /* w = 0: the cross-entropy of train_step */
+    TH_OK(ctx, tsq_net_set_distillation(net, 3.0, 0.0));
+    TH_OK(ctx, tsq_net_train_step_distill(net, x, labels, N, t, &loss, NULL));
+    TH_OK(ctx, tsq_net_train_step(net, x, labels, N, &ce, NULL));
+    ck_assert(fabs(loss - ce) <= 1e-12 * (1 + ce));
+    /* w = 1 with the student's own logits as the teacher: no loss */
+    TH_OK(ctx, tsq_net_forward(net, x, y, 1));
+    TH_OK(ctx, tsq_net_set_distillation(net, 2.0, 1.0));
+    TH_OK(ctx, tsq_net_train_step_distill(net, x, labels, N, y, &loss, NULL));
+    ck_assert_msg(fabs(loss) <= 1e-6, "self-distillation loss %g", loss);
+    tsq_tensor_destroy(x);
+    tsq_tensor_destroy(t);
+    tsq_tensor_destroy(y);
+    tsq_net_destroy(net);
+    tsq_context_destroy(ctx);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("nn_qat");
@@ -485,6 +555,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_ste_conv);
     tcase_add_test(tc, test_learned_delta);
     tcase_add_test(tc, test_joint_convert);
+    tcase_add_test(tc, test_distillation);
     suite_add_tcase(s, tc);
     return s;
 }

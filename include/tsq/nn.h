@@ -511,6 +511,25 @@ TSQ_API tsq_status tsq_net_train_step(tsq_net *net, const tsq_tensor *x,
                                       const int32_t *labels, int64_t n, double *loss,
                                       int64_t *correct);
 
+/*! tsq_net_set_distillation() / tsq_net_train_step_distill() :
+ *  Training against a teacher's logits as well as the labels (knowledge
+ *  distillation): tsq_net_train_step_distill is tsq_net_train_step with the
+ *  loss
+ *    (1 - w) CE(z, y) + w T^2 (1/N) sum_i KL(softmax(t_i / T) || softmax(z_i / T))
+ *  where t = teacher_logits (f32, N x classes elements: the host runs its
+ *  teacher, e.g. the FP32 net, on the same batch with tsq_net_forward in
+ *  eval mode), T the temperature (0.05..100) and w the weight (0..1) of
+ *  tsq_net_set_distillation. *loss is that mixed loss.
+ *  @return set: TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID. Step: as
+ *  tsq_net_train_step, plus TSQ_ERR_NULL (teacher_logits), TSQ_ERR_STATE
+ *  (tsq_net_set_distillation never called), TSQ_ERR_DTYPE, TSQ_ERR_SHAPE
+ *  and TSQ_ERR_NOT_FINITE for teacher_logits. */
+TSQ_API tsq_status tsq_net_set_distillation(tsq_net *net, double temperature, double weight);
+TSQ_API tsq_status tsq_net_train_step_distill(tsq_net *net, const tsq_tensor *x,
+                                              const int32_t *labels, int64_t n,
+                                              const tsq_tensor *teacher_logits, double *loss,
+                                              int64_t *correct);
+
 /*! tsq_net_evaluate() :
  *  Forward in eval mode on one batch. Any of the outputs may be NULL:
  *  *loss (mean cross-entropy; needs labels), *correct (needs labels),

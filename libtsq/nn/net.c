@@ -461,6 +461,8 @@ tsq_status tsq_net_clone(const tsq_net *net, tsq_net **copy)
         st = tsq__net_structure_changed(c);
     if (st == TSQ_OK)
         st = tsq__optimizer_copy(c, net);
+    c->kd_temperature = net->kd_temperature;
+    c->kd_weight = net->kd_weight;
     if (st == TSQ_OK && net->attach_ops)
         st = net->attach_ops->copy_settings(c, net);
     if (st != TSQ_OK) {
@@ -783,7 +785,8 @@ static tsq_status check_grads_finite(tsq_net *net, const char *where)
 
 /* Loss of the current output against labels, and its gradient in grad_a. */
 static tsq_status loss_and_grad(tsq_net *net, const char *where, const int32_t *labels,
-                                int64_t k, double *loss, int64_t *correct)
+                                int64_t k, const float *teacher, double *loss,
+                                int64_t *correct)
 {
     const float *z = net->act[net->nlayers];
     double l;
@@ -792,6 +795,9 @@ static tsq_status loss_and_grad(tsq_net *net, const char *where, const int32_t *
         return tsq__fail(&net->obj, TSQ_ERR_NOT_FINITE,
                          "%s: the network output holds NaN or Inf (diverged?)", where);
     tsq__softmax_xent(z, labels, net->batch, k, &l, &c, NULL, net->grad_a);
+    if (teacher)
+        tsq__distill_add(z, teacher, net->batch, k, net->kd_temperature, net->kd_weight, &l,
+                         net->grad_a);
     if (!isfinite(l))
         return tsq__fail(&net->obj, TSQ_ERR_NOT_FINITE, "%s: the loss is not finite", where);
     if (loss)
@@ -816,7 +822,7 @@ tsq_status tsq_net_loss_backward(tsq_net *net, const int32_t *labels, int64_t n,
     if (st == TSQ_OK)
         st = check_labels(net, where, labels, n, net->batch, k);
     if (st == TSQ_OK)
-        st = loss_and_grad(net, where, labels, k, loss, correct);
+        st = loss_and_grad(net, where, labels, k, NULL, loss, correct);
     if (st == TSQ_OK)
         st = backward_internal(net, NULL);
     if (st == TSQ_OK)
@@ -824,10 +830,49 @@ tsq_status tsq_net_loss_backward(tsq_net *net, const int32_t *labels, int64_t n,
     return st;
 }
 
+static tsq_status train_step(tsq_net *net, const char *where, const tsq_tensor *x,
+                             const int32_t *labels, int64_t n, const tsq_tensor *teacher,
+                             double *loss, int64_t *correct);
+
 tsq_status tsq_net_train_step(tsq_net *net, const tsq_tensor *x, const int32_t *labels,
                               int64_t n, double *loss, int64_t *correct)
 {
-    static const char *where = "train_step";
+    return train_step(net, "train_step", x, labels, n, NULL, loss, correct);
+}
+
+tsq_status tsq_net_set_distillation(tsq_net *net, double temperature, double weight)
+{
+    if (!net)
+        return TSQ_ERR_NULL;
+    if (!(temperature >= 0.05 && temperature <= 100) || !(weight >= 0 && weight <= 1))
+        return tsq__fail(&net->obj, TSQ_ERR_INVALID,
+                         "net_set_distillation: temperature %g must be in [0.05, 100] and "
+                         "weight %g in [0, 1]", temperature, weight);
+    net->kd_temperature = temperature;
+    net->kd_weight = weight;
+    tsq__clear(&net->obj);
+    return TSQ_OK;
+}
+
+tsq_status tsq_net_train_step_distill(tsq_net *net, const tsq_tensor *x, const int32_t *labels,
+                                      int64_t n, const tsq_tensor *teacher_logits, double *loss,
+                                      int64_t *correct)
+{
+    static const char *where = "train_step_distill";
+    if (!net)
+        return TSQ_ERR_NULL;
+    if (!teacher_logits)
+        return tsq__fail(&net->obj, TSQ_ERR_NULL, "%s: teacher_logits is NULL", where);
+    if (net->kd_weight == 0 && net->kd_temperature == 0)
+        return tsq__fail(&net->obj, TSQ_ERR_STATE, "%s: call tsq_net_set_distillation first",
+                         where);
+    return train_step(net, where, x, labels, n, teacher_logits, loss, correct);
+}
+
+static tsq_status train_step(tsq_net *net, const char *where, const tsq_tensor *x,
+                             const int32_t *labels, int64_t n, const tsq_tensor *teacher,
+                             double *loss, int64_t *correct)
+{
     tsq_status st;
     int64_t k, N;
     if (!net)
@@ -847,10 +892,22 @@ tsq_status tsq_net_train_step(tsq_net *net, const tsq_tensor *x, const int32_t *
         st = check_params_finite(net, where);
     if (st == TSQ_OK)
         st = tsq__optimizer_prepare(net, where);
+    if (st == TSQ_OK && teacher) {
+        if (teacher->dtype != TSQ_DTYPE_F32)
+            st = tsq__fail(&net->obj, TSQ_ERR_DTYPE, "%s: teacher_logits must be f32", where);
+        else if (teacher->numel != n * k)
+            st = tsq__fail(&net->obj, TSQ_ERR_SHAPE, "%s: teacher_logits has %lld elements, "
+                           "not %lld x %lld", where, (long long)teacher->numel, (long long)n,
+                           (long long)k);
+        else if (!tsq__all_finite(teacher->data, teacher->numel))
+            st = tsq__fail(&net->obj, TSQ_ERR_NOT_FINITE, "%s: teacher_logits hold NaN or Inf",
+                           where);
+    }
     if (st == TSQ_OK)
         st = forward_internal(net, where, x, 1, &N);
     if (st == TSQ_OK)
-        st = loss_and_grad(net, where, labels, k, loss, correct);
+        st = loss_and_grad(net, where, labels, k, teacher ? (const float *)teacher->data : NULL,
+                           loss, correct);
     if (st == TSQ_OK)
         st = backward_internal(net, NULL);
     if (st == TSQ_OK)

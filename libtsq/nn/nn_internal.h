@@ -266,6 +266,8 @@ struct tsq_net {
     int32_t *param_layer;
     int32_t nparams;
     tsq__optimizer opt;
+    /* tsq_net_set_distillation: temperature and weight of the soft targets */
+    double kd_temperature, kd_weight;
 };
 
 /* After any change of the layer list: parameter list rebuilt, activations
@@ -309,6 +311,10 @@ double tsq__schedule_lr(const tsq__optimizer *opt, int64_t t);
 void tsq__softmax_xent(const float *logits, const int32_t *labels, int64_t batch,
                        int64_t classes, double *loss, int64_t *correct, int32_t *pred,
                        float *dlogits);
+/* Mixes the soft-target term of a teacher's logits into a cross-entropy's
+ * loss and dlogits (T > 0, 0 <= w <= 1). */
+void tsq__distill_add(const float *logits, const float *teacher, int64_t batch,
+                      int64_t classes, double T, double w, double *loss, float *dlogits);
 
 /* Low-bit layers (lowbit_layer.c) keep every scale alpha at least this, in
  * case an optimiser drives it to 0. */
