@@ -39,6 +39,7 @@ typedef struct options {
     int seeds;       /* runs of every stage after FP32 */
     double epochs_fp32, epochs_step1, epochs_finetune; /* fractions allowed */
     double epochs_joint;
+    double distill_t, distill_w; /* step-1 distillation from the FP32 logits (w 0: off) */
     double lr_fp32, lr_step1, lr_finetune, lr_joint;
     int64_t calib, validation, limit_train, limit_test;
     int threads, act_bits, rounds;
@@ -172,6 +173,7 @@ typedef struct train_plan {
     double epochs;   /* may be fractional: the last pass over the data stops early */
     double lr, weight_decay;
     int keep_best;   /* evaluate on the validation split each half epoch, keep the best */
+    tsq_net *teacher; /* distillation from its logits (--distill), or NULL */
 } train_plan;
 
 /* One epoch budget of SGD (momentum 0.9, Nesterov) with a cosine schedule to
@@ -182,7 +184,8 @@ static void train(demo *d, tsq_net *net, const train_plan *p, demo_rng *rng)
     int64_t n = d->train.count, steps_per_epoch = n / BATCH, total, step = 0;
     int64_t *idx = malloc((size_t)n * sizeof *idx);
     const int64_t shape[4] = {BATCH, 1, IMG_H, IMG_W};
-    tsq_tensor *x = NULL;
+    tsq_tensor *x = NULL, *tlogits = NULL;
+    const int64_t tshape[2] = {BATCH, 10};
     tsq_net *best = NULL;
     double best_acc = -1, run_loss = 0;
     int32_t labels[BATCH];
@@ -198,6 +201,11 @@ static void train(demo *d, tsq_net *net, const train_plan *p, demo_rng *rng)
     check_net(net, tsq_net_set_lr_schedule(net, TSQ_LR_COSINE, total, 0.0), "lr schedule");
     check_ctx(d, tsq_tensor_create(d->ctx, TSQ_DTYPE_F32, 4, shape, &x), "tensor_create");
     tsq_tensor_data(x, (void **)&xd);
+    if (p->teacher) {
+        check_ctx(d, tsq_tensor_create(d->ctx, TSQ_DTYPE_F32, 2, tshape, &tlogits), "tensor_create");
+        check_net(net, tsq_net_set_distillation(net, d->opt.distill_t, d->opt.distill_w),
+                  "distillation");
+    }
     /* The starting network is a candidate too: fine-tuning then never ends
      * below where it started, as measured on the validation split. */
     if (p->keep_best && d->val.count > 0) {
@@ -212,7 +220,14 @@ static void train(demo *d, tsq_net *net, const train_plan *p, demo_rng *rng)
             double loss = 0;
             char note[64];
             dataset_batch(&d->train, idx + s * BATCH, BATCH, d->opt.flip ? 2 : 1, rng, xd, labels);
-            check_net(net, tsq_net_train_step(net, x, labels, BATCH, &loss, NULL), "train_step");
+            if (tlogits) {
+                check_net(p->teacher, tsq_net_forward(p->teacher, x, tlogits, 0), "teacher");
+                check_net(net, tsq_net_train_step_distill(net, x, labels, BATCH, tlogits, &loss,
+                                                          NULL), "train_step_distill");
+            } else {
+                check_net(net, tsq_net_train_step(net, x, labels, BATCH, &loss, NULL),
+                          "train_step");
+            }
             run_loss = step ? 0.98 * run_loss + 0.02 * loss : loss;
             snprintf(note, sizeof note, "loss %.3f", run_loss);
             progress_update(&pr, step + 1, note);
@@ -238,6 +253,7 @@ static void train(demo *d, tsq_net *net, const train_plan *p, demo_rng *rng)
         progress_finish(&pr, NULL);
     }
     tsq_tensor_destroy(x);
+    tsq_tensor_destroy(tlogits);
     free(idx);
 }
 
@@ -648,7 +664,9 @@ static tsq_net *run_step1(demo *d, tsq_net *fp32, int32_t eps_mode, int32_t act_
                           const char *label, demo_rng *rng)
 {
     tsq_net *net = clone_net(fp32);
-    train_plan p = {label, d->opt.epochs_step1, d->opt.lr_step1, 5e-4, 0};
+    train_plan p = {label, d->opt.epochs_step1, d->opt.lr_step1, 5e-4, 0, NULL};
+    if (d->opt.distill_w > 0)
+        p.teacher = fp32;
     insert_quantizers(d, net, eps_mode, act_bits);
     train(d, net, &p, rng);
     return net;
@@ -674,7 +692,7 @@ static void set_alpha_training(tsq_net *net, int train_alpha)
 
 static void finetune(demo *d, tsq_net *net, const char *label, demo_rng *rng)
 {
-    train_plan p = {label, d->opt.epochs_finetune, d->opt.lr_finetune, 0.0, 1};
+    train_plan p = {label, d->opt.epochs_finetune, d->opt.lr_finetune, 0.0, 1, NULL};
     set_alpha_training(net, d->opt.train_alpha);
     train(d, net, &p, rng);
 }
@@ -685,7 +703,7 @@ static void finetune(demo *d, tsq_net *net, const char *label, demo_rng *rng)
 static tsq_net *run_fp32(demo *d, demo_rng *rng)
 {
     tsq_net *net = NULL;
-    train_plan p = {"FP32 training", d->opt.epochs_fp32, d->opt.lr_fp32, 5e-4, 0};
+    train_plan p = {"FP32 training", d->opt.epochs_fp32, d->opt.lr_fp32, 5e-4, 0, NULL};
     double t0 = progress_now();
     const char *path = d->opt.fp32_path;
     if (path && tsq_net_load_file(d->ctx, path, &net) == TSQ_OK) {
@@ -755,7 +773,7 @@ static tsq_net *run_tsq(demo *d, tsq_net *fp32, int32_t eps_mode, const char *ta
 static void run_joint(demo *d, tsq_net *fp32, demo_rng *rng)
 {
     tsq_net *net = clone_net(fp32);
-    train_plan p = {"joint QAT", d->opt.epochs_joint, d->opt.lr_joint, 5e-4, 1};
+    train_plan p = {"joint QAT", d->opt.epochs_joint, d->opt.lr_joint, 5e-4, 1, NULL};
     double t0 = progress_now();
     int32_t i, n = 0, first = -1, last = -1, converted = 0;
     insert_quantizers(d, net, TSQ_EPS_JOINT, d->opt.act_bits);
@@ -871,6 +889,7 @@ static void usage(void)
            "  --sequential-fit / --joint-fit  fit the quantizers one at a time in network\n"
            "                     order with the earlier ones active, or all at once (default)\n"
            "  --epochs-joint X   joint QAT epochs (default 3)\n"
+           "  --distill T,W      step 1 also learns the FP32 net's logits (temperature T, weight W)\n"
            "  --epochs A,B,C     FP32, step-1 and fine-tune epochs (fractions allowed)\n"
            "  --lr A,B,C         FP32, step-1 and fine-tune learning rates\n"
            "  --lr-joint X       learning rate of joint QAT (default 0.01)\n"
@@ -989,6 +1008,14 @@ static int parse_args(options *o, int argc, char **argv)
         else if (strcmp(a, "--seed") == 0) o->seed = strtoull(v, NULL, 10);
         else if (strcmp(a, "--epochs-joint") == 0) o->epochs_joint = atof(v);
         else if (strcmp(a, "--seeds") == 0) o->seeds = atoi(v);
+        else if (strcmp(a, "--distill") == 0) {
+            if (sscanf(v, "%lf,%lf", &o->distill_t, &o->distill_w) != 2 ||
+                !(o->distill_t >= 0.05 && o->distill_t <= 100) ||
+                !(o->distill_w >= 0 && o->distill_w <= 1)) {
+                fprintf(stderr, "fmnist: --distill wants T,W (T in 0.05..100, W in 0..1)\n");
+                return -1;
+            }
+        }
         else if (strcmp(a, "--lr-joint") == 0) {
             o->lr_joint = atof(v);
             if (!(o->lr_joint > 0)) {
