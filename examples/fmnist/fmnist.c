@@ -37,6 +37,7 @@ typedef struct options {
     int flip;        /* left-right flips in the augmentation */
     int sequential;  /* fit the quantizers in network order (TSQ_NET_TSQ_SEQUENTIAL) */
     int seeds;       /* runs of every stage after FP32 */
+    int step1_only;  /* stop each TSQ pipeline after step 1 (recipe experiments) */
     double epochs_fp32, epochs_step1, epochs_finetune; /* fractions allowed */
     double epochs_joint;
     double distill_t, distill_w; /* step-1 distillation from the FP32 logits (w 0: off) */
@@ -743,6 +744,13 @@ static tsq_net *run_tsq(demo *d, tsq_net *fp32, int32_t eps_mode, const char *ta
     t1 = progress_now();
     if (!plain)
         stage_done(d, "step1", "step 1: code learning (FP weights, 2-bit A)", step1, t1 - t0, 1);
+    if (d->opt.step1_only) {
+        if (step1_out)
+            *step1_out = step1;
+        else
+            tsq_net_destroy(step1);
+        return NULL;
+    }
     net = clone_net(step1);
     fit_transform(d, net, &TERNARY, d->opt.rounds, "step 2 fit_transform");
     t2 = progress_now();
@@ -889,6 +897,7 @@ static void usage(void)
            "  --sequential-fit / --joint-fit  fit the quantizers one at a time in network\n"
            "                     order with the earlier ones active, or all at once (default)\n"
            "  --epochs-joint X   joint QAT epochs (default 3)\n"
+           "  --step1-only       stop the TSQ pipelines after step 1 (recipe experiments)\n"
            "  --distill T,W      step 1 also learns the FP32 net's logits (temperature T, weight W)\n"
            "  --epochs A,B,C     FP32, step-1 and fine-tune epochs (fractions allowed)\n"
            "  --lr A,B,C         FP32, step-1 and fine-tune learning rates\n"
@@ -976,6 +985,10 @@ static int parse_args(options *o, int argc, char **argv)
         }
         if (strcmp(a, "--joint-only") == 0) {
             o->joint_only = 1;
+            continue;
+        }
+        if (strcmp(a, "--step1-only") == 0) {
+            o->step1_only = 1;
             continue;
         }
         if (strcmp(a, "--no-flip") == 0 || strcmp(a, "--flip") == 0) {
@@ -1173,7 +1186,7 @@ int main(int argc, char **argv)
             }
             if (!d.opt.joint_only) {
                 tsq = run_tsq(&d, fp32, TSQ_EPS_JOINT, "tsq", &step1, &rng);
-                if (d.run == 0)
+                if (d.run == 0 && tsq)
                     save_and_verify(&d, tsq);
                 tsq_net_destroy(tsq);
                 tsq_net_destroy(step1);
