@@ -133,7 +133,8 @@ TSQ_API tsq_status tsq_layer_act_quant_create(tsq_context *ctx, int32_t bits, fl
                                               float delta, tsq_layer **layer);
 
 /*! tsq_layer_act_quant_set_channel() :
- *  Sets (bits, eps, delta) of one channel. channel = -1 sets a single
+ *  Sets (bits, eps, delta) of one channel (refused with TSQ_ERR_STATE while
+ *  the layer learns delta, TSQ_LAYER_OPT_AQ_LEARN_DELTA). channel = -1 sets a single
  *  per-tensor quantizer; channel >= 0 turns the layer into a per-channel
  *  quantizer over `nchannels` channels (dimension 0 of the sample shape),
  *  the other channels keeping the per-tensor values they had. nchannels is
@@ -710,8 +711,11 @@ TSQ_API tsq_status tsq_net_fit_transform(tsq_net *net, const tsq_tensor *x, int3
  *  file take it. Eval outputs are unchanged up to float rounding.
  *  *converted (may be NULL) gets the number of layers converted.
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_STATE (a TSQ session is running),
- *  TSQ_ERR_NOT_FINITE (a weight is NaN/Inf), TSQ_ERR_NO_MEMORY (the net
- *  unchanged). */
+ *  TSQ_ERR_NOT_FINITE (a weight is NaN/Inf: the net unchanged),
+ *  TSQ_ERR_NO_MEMORY (before the first replacement the net is unchanged;
+ *  after it, the layers converted so far stay converted). A net whose
+ *  quantizers learn delta cannot be saved (the model format has no place
+ *  for the parameter): convert it first. */
 TSQ_API tsq_status tsq_net_convert_qat(tsq_net *net, int32_t *converted);
 
 /*! tsq_net_tsq_cancel() : ends a running learn_codes / fit_transform
