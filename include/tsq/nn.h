@@ -666,7 +666,10 @@ TSQ_API tsq_status tsq_net_tsq_regressor(tsq_net *net, tsq_regressor **reg);
  *  mixed bits), TSQ_ERR_NO_MEMORY. A failed call leaves the session
  *  running (the batch is not counted) except for TSQ_ERR_STATE, and except
  *  when the final call (last = 1) fails while fitting or installing the
- *  quantizers: the session then ends with the net unchanged (start again). */
+ *  quantizers: the session then ends with the net unchanged (start again;
+ *  with TSQ_NET_TSQ_SEQUENTIAL, the quantizers of the passes before stay
+ *  installed). Each fitted quantizer is logged at level 3 (info) through
+ *  the context's log callback. */
 TSQ_API tsq_status tsq_net_learn_codes(tsq_net *net, const tsq_tensor *x, int32_t last,
                                        int32_t *done);
 
