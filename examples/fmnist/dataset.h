@@ -13,7 +13,8 @@
 
 typedef struct dataset {
     int64_t count;
-    float *images;   /* count x 28 x 28, normalised */
+    float *images;   /* count x 28 x 28, standardised with the training set's pixel statistics */
+    float pad;       /* the standardised value of a black pixel */
     int32_t *labels; /* count */
 } dataset;
 
