@@ -134,12 +134,13 @@ static const opt_spec *find_spec(int32_t key)
     return NULL;
 }
 
-static double *own_value(tsq__conversion *c, int32_t key, double *scratch)
+static double own_value(const tsq__conversion *c, int32_t key)
 {
-    *scratch = key == TSQ_NET_TSQ_PER_CHANNEL ? c->per_channel
-             : key == TSQ_NET_TSQ_SEQUENTIAL  ? c->sequential
-                                               : (double)c->positions;
-    return scratch;
+    if (key == TSQ_NET_TSQ_PER_CHANNEL)
+        return c->per_channel;
+    if (key == TSQ_NET_TSQ_SEQUENTIAL)
+        return c->sequential;
+    return (double)c->positions;
 }
 
 tsq_status tsq_net_tsq_option_bounds(int32_t key, double *lo, double *hi)
@@ -205,7 +206,6 @@ tsq_status tsq_net_get_tsq_option(const tsq_net *net, int32_t key, double *value
     tsq__conversion *c;
     tsq_quantizer *q = NULL;
     tsq_status st;
-    double scratch;
     if (!net || !value)
         return TSQ_ERR_NULL;
     obj = (tsq__object *)&net->obj;
@@ -213,7 +213,7 @@ tsq_status tsq_net_get_tsq_option(const tsq_net *net, int32_t key, double *value
         return tsq__fail(obj, TSQ_ERR_INVALID, "net_get_tsq_option: unknown key %d", (int)key);
     c = tsq__cvt_of(net);
     if (!s->qkey) {
-        *value = c ? *own_value(c, key, &scratch) : 0;
+        *value = c ? own_value(c, key) : 0;
         return TSQ_OK;
     }
     if (c)

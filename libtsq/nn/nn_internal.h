@@ -276,6 +276,13 @@ tsq_status tsq__net_structure_changed(tsq_net *net);
 /* Forward of layers [0, upto) (upto = nlayers for the whole net) on n
  * samples already in act[0]; buffers must hold n samples. */
 tsq_status tsq__net_run(tsq_net *net, int32_t upto, int64_t n, int train);
+/* Validates x and runs a forward (output in act[nlayers]); *n = batch. */
+tsq_status tsq__net_forward(tsq_net *net, const char *where, const tsq_tensor *x, int train,
+                            int64_t *n);
+/* The per-sample output shape (the input's for an empty net). */
+void tsq__net_output_shape(const tsq_net *net, int32_t *ndim, const int64_t **shape);
+/* Backward from the gradient of the net output in grad_a; dx may be NULL. */
+tsq_status tsq__net_backward(tsq_net *net, float *dx);
 /* Makes the activation buffers hold n samples. */
 tsq_status tsq__net_reserve(tsq_net *net, int64_t n);
 /* Checks x (f32, first dim N, N * in_numel elements, finite); *n = N. */
