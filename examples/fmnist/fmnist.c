@@ -34,7 +34,7 @@ typedef struct options {
     const char *data_dir;
     const char *json_path, *html_path, *model_path, *sweep_out, *fp32_path;
     int quick, sweep, quantize_all, baselines, train_alpha, joint_only;
-    int flip;        /* left-right flips in the augmentation */
+    int flip;        /* left-right flips in step 1 and fine-tuning (FP32 and joint: always) */
     int sequential;  /* fit the quantizers in network order (TSQ_NET_TSQ_SEQUENTIAL) */
     int seeds;       /* runs of every stage after FP32 */
     int step1_only;  /* stop each TSQ pipeline after step 1 (recipe experiments) */
@@ -175,6 +175,7 @@ typedef struct train_plan {
     double lr, weight_decay;
     int keep_best;   /* evaluate on the validation split each half epoch, keep the best */
     tsq_net *teacher; /* distillation from its logits (--distill), or NULL */
+    int flip;         /* left-right flips in the augmentation */
 } train_plan;
 
 /* One epoch budget of SGD (momentum 0.9, Nesterov) with a cosine schedule to
@@ -220,7 +221,7 @@ static void train(demo *d, tsq_net *net, const train_plan *p, demo_rng *rng)
         for (s = 0; s < steps_per_epoch && step < total; s++, step++) {
             double loss = 0;
             char note[64];
-            dataset_batch(&d->train, idx + s * BATCH, BATCH, d->opt.flip ? 2 : 1, rng, xd, labels);
+            dataset_batch(&d->train, idx + s * BATCH, BATCH, p->flip ? 2 : 1, rng, xd, labels);
             if (tlogits) {
                 check_net(p->teacher, tsq_net_forward(p->teacher, x, tlogits, 0), "teacher");
                 check_net(net, tsq_net_train_step_distill(net, x, labels, BATCH, tlogits, &loss,
@@ -665,7 +666,7 @@ static tsq_net *run_step1(demo *d, tsq_net *fp32, int32_t eps_mode, int32_t act_
                           const char *label, demo_rng *rng)
 {
     tsq_net *net = clone_net(fp32);
-    train_plan p = {label, d->opt.epochs_step1, d->opt.lr_step1, 5e-4, 0, NULL};
+    train_plan p = {label, d->opt.epochs_step1, d->opt.lr_step1, 5e-4, 0, NULL, d->opt.flip};
     if (d->opt.distill_w > 0)
         p.teacher = fp32;
     insert_quantizers(d, net, eps_mode, act_bits);
@@ -693,7 +694,7 @@ static void set_alpha_training(tsq_net *net, int train_alpha)
 
 static void finetune(demo *d, tsq_net *net, const char *label, demo_rng *rng)
 {
-    train_plan p = {label, d->opt.epochs_finetune, d->opt.lr_finetune, 0.0, 1, NULL};
+    train_plan p = {label, d->opt.epochs_finetune, d->opt.lr_finetune, 0.0, 1, NULL, d->opt.flip};
     set_alpha_training(net, d->opt.train_alpha);
     train(d, net, &p, rng);
 }
@@ -704,7 +705,7 @@ static void finetune(demo *d, tsq_net *net, const char *label, demo_rng *rng)
 static tsq_net *run_fp32(demo *d, demo_rng *rng)
 {
     tsq_net *net = NULL;
-    train_plan p = {"FP32 training", d->opt.epochs_fp32, d->opt.lr_fp32, 5e-4, 0, NULL};
+    train_plan p = {"FP32 training", d->opt.epochs_fp32, d->opt.lr_fp32, 5e-4, 0, NULL, 1};
     double t0 = progress_now();
     const char *path = d->opt.fp32_path;
     if (path && tsq_net_load_file(d->ctx, path, &net) == TSQ_OK) {
@@ -781,7 +782,7 @@ static tsq_net *run_tsq(demo *d, tsq_net *fp32, int32_t eps_mode, const char *ta
 static void run_joint(demo *d, tsq_net *fp32, demo_rng *rng)
 {
     tsq_net *net = clone_net(fp32);
-    train_plan p = {"joint QAT", d->opt.epochs_joint, d->opt.lr_joint, 5e-4, 1, NULL};
+    train_plan p = {"joint QAT", d->opt.epochs_joint, d->opt.lr_joint, 5e-4, 1, NULL, 1};
     double t0 = progress_now();
     int32_t i, n = 0, first = -1, last = -1, converted = 0;
     insert_quantizers(d, net, TSQ_EPS_JOINT, d->opt.act_bits);
@@ -893,9 +894,10 @@ static void usage(void)
            "  --train-alpha      train the low-bit scales alpha in fine-tuning (default: fixed)\n"
            "  --joint-only       FP32 (or --fp32-model), naive PTQ and joint QAT only\n"
            "  --seeds K          every stage after FP32 K times (seeds N..N+K-1): mean and sd\n"
-           "  --flip / --no-flip left-right flips in the augmentation (default: on)\n"
+           "  --flip / --no-flip left-right flips in step 1 and fine-tuning (default: off;\n"
+           "                     FP32 and joint QAT always flip)\n"
            "  --sequential-fit / --joint-fit  fit the quantizers one at a time in network\n"
-           "                     order with the earlier ones active, or all at once (default)\n"
+           "                     order with the earlier ones active (default), or all at once\n"
            "  --epochs-joint X   joint QAT epochs (default 3)\n"
            "  --step1-only       stop the TSQ pipelines after step 1 (recipe experiments)\n"
            "  --distill T,W      step 1 also learns the FP32 net's logits (temperature T, weight W)\n"
@@ -922,12 +924,18 @@ static void defaults(options *o)
     o->epochs_step1 = 3;
     o->epochs_finetune = 0;
     o->lr_fp32 = 0.05;
-    o->lr_step1 = 0.02;
+    /* docs/demo.md, "This round": quantizers fitted in network order,
+     * lr 0.01, no flips gave 93.64% on the validation split against 93.40%
+     * for lr 0.02 with flips and the quantizers fitted at once (within
+     * the split's +-0.35 noise; naive PTQ, which only the fitting order
+     * changes, went from 61.88% to 67.36%). */
+    o->lr_step1 = 0.01;
+    o->sequential = 1;
     o->lr_finetune = 0.002;
     /* Joint QAT: the step-1 budget, at step 1's settings (docs/demo.md). */
     o->lr_joint = 0.01;
     o->epochs_joint = 3;
-    o->flip = 1;
+    o->flip = 0;
     o->seeds = 1;
     o->calib = 4096;
     o->validation = 5000;
