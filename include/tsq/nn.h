@@ -24,7 +24,7 @@
  *     GEMMs. Give the BLAS one thread then (OPENBLAS_NUM_THREADS=1):
  *     OpenBLAS makes concurrent multi-threaded calls wait for each other,
  *     and its idle threads spin: T > 1 with a multi-threaded BLAS was
- *     ~20 times slower on 2 cores (docs/nn.md, "Speed").
+ *     many times slower on 2 cores (docs/nn.md, "Speed").
  * With the same seed, thread count and BLAS, results are bit-identical.
  */
 #ifndef TSQ_NN_H
