@@ -1,7 +1,8 @@
 #!/bin/sh
 # The end-to-end demo in --quick mode: a Fashion-MNIST subset through FP32,
-# naive PTQ, step 1, step 2 and fine-tuning; the demo itself exits non-zero
-# when step 2 or the fine-tuned TSQ network falls below its accuracy floor
+# naive PTQ, step 1, step 2 and fine-tuning, then joint QAT; the demo itself
+# exits non-zero when step 2, the fine-tuned TSQ network or joint QAT falls
+# below its accuracy floor
 # (which a broken step 2 would miss), and when the reloaded model file
 # predicts differently. Needs Debian's dataset-fashion-mnist (make deps).
 # Runs in the first (OpenBLAS) pass of make check only: with CHECK_QUICK set
@@ -15,3 +16,9 @@ OPENBLAS_NUM_THREADS=1 timeout 900 "$BUILD/examples/fmnist" --quick --no-baselin
     --model "$tmp/quick.tsq" > "$tmp/log" 2>&1 || { tail -n 40 "$tmp/log"; exit 1; }
 tail -n 12 "$tmp/log"
 grep -q '"tsq_acc"' "$tmp/quick.json"
+# joint QAT from the FP32 net, converted: the same floor, and the converted
+# network is what the accuracy is measured on
+OPENBLAS_NUM_THREADS=1 timeout 900 "$BUILD/examples/fmnist" --quick --joint-only --json "$tmp/joint.json" \
+    > "$tmp/jlog" 2>&1 || { tail -n 40 "$tmp/jlog"; exit 1; }
+tail -n 3 "$tmp/jlog"
+grep -q '"joint_acc"' "$tmp/joint.json"

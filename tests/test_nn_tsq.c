@@ -419,6 +419,57 @@ START_TEST(test_session_errors)
 }
 END_TEST
 
+/* Option keys of one family are refused by the others; the net options
+ * that stand for quantizer options have the quantizer's bounds and
+ * defaults, before and after anything is attached to the net. */
+START_TEST(test_option_families)
+{
+    tsq_context *ctx = NULL;
+    tsq_net *net;
+    tsq_layer *l = NULL;
+    tsq_quantizer *q = NULL;
+    double v = 0, w = 0, lo, hi, qlo, qhi;
+    int32_t i;
+    static const int32_t mirrored[4][2] = {
+        {TSQ_NET_TSQ_ACT_BITS, TSQ_QUANTIZER_BITS},
+        {TSQ_NET_TSQ_EPS_MODE, TSQ_QUANTIZER_EPS_MODE},
+        {TSQ_NET_TSQ_EPS, TSQ_QUANTIZER_EPS},
+        {TSQ_NET_TSQ_SPARSITY, TSQ_QUANTIZER_SPARSITY}};
+    TH_OK(ctx, tsq_context_create(&ctx));
+    net = cnn(ctx);
+    TH_OK(ctx, tsq_net_layer(net, 0, &l));
+    ck_assert_int_eq(tsq_net_set_tsq_option(net, TSQ_LAYER_OPT_TRAINABLE, 1), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_net_get_tsq_option(net, TSQ_LAYER_INFO_BITS, &v), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_layer_set_option(l, TSQ_NET_TSQ_ACT_BITS, 2), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_layer_set_option(l, TSQ_LAYER_INFO_IN_CHANNELS, 1), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_layer_option_bounds(TSQ_NET_TSQ_EPS, &lo, &hi), TSQ_ERR_INVALID);
+    TH_OK(ctx, tsq_quantizer_create(ctx, 2, 0, &q));
+    for (i = 0; i < 4; i++) {
+        TH_OK(ctx, tsq_net_tsq_option_bounds(mirrored[i][0], &lo, &hi));
+        TH_OK(ctx, tsq_quantizer_param_bounds(mirrored[i][1], &qlo, &qhi));
+        ck_assert(lo == qlo && hi == qhi);
+        TH_OK(ctx, tsq_net_get_tsq_option(net, mirrored[i][0], &v)); /* nothing attached */
+        TH_OK(ctx, tsq_quantizer_get_param(q, mirrored[i][1], &w));
+        ck_assert_msg(v == w, "key %#x: net default %g, quantizer's %g", (unsigned)mirrored[i][0],
+                      v, w);
+    }
+    TH_OK(ctx, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_EPS, 0.5));
+    TH_OK(ctx, tsq_net_get_tsq_option(net, TSQ_NET_TSQ_EPS, &v));
+    ck_assert(v == 0.5);
+    TH_OK(ctx, tsq_net_get_tsq_option(net, TSQ_NET_TSQ_SPARSITY, &v)); /* attached now */
+    TH_OK(ctx, tsq_quantizer_get_param(q, TSQ_QUANTIZER_SPARSITY, &w));
+    ck_assert(v == w);
+    ck_assert_int_eq(tsq_net_set_tsq_option(net, TSQ_NET_TSQ_ACT_BITS, 9), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_net_set_tsq_option(net, TSQ_NET_TSQ_SEQUENTIAL, 2), TSQ_ERR_INVALID);
+    TH_OK(ctx, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_SEQUENTIAL, 1));
+    TH_OK(ctx, tsq_net_get_tsq_option(net, TSQ_NET_TSQ_SEQUENTIAL, &v));
+    ck_assert(v == 1);
+    tsq_quantizer_destroy(q);
+    tsq_net_destroy(net);
+    tsq_context_destroy(ctx);
+}
+END_TEST
+
 START_TEST(test_act_quant_from_quantizer)
 {
     th_alloc_stats st;
@@ -530,6 +581,7 @@ static Suite *suite(void)
     Suite *s = suite_create("nn_tsq");
     TCase *tc = tcase("session", test_session_errors);
     tcase_add_test(tc, test_act_quant_from_quantizer);
+    tcase_add_test(tc, test_option_families);
     suite_add_tcase(s, tc);
     suite_add_tcase(s, tcase("pipeline_tensor", test_pipeline_per_tensor));
     suite_add_tcase(s, tcase("pipeline_channel", test_pipeline_per_channel_sampled_last));

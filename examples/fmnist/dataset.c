@@ -1,16 +1,16 @@
 /* Loading, normalising and batching the demo's images. */
 #include "dataset.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "idx.h"
 
-/* Fashion-MNIST's pixel mean and standard deviation over the training set
- * (on the 0..1 scale): inputs are standardised with them. */
-#define PIXEL_MEAN 0.2860f
-#define PIXEL_STD 0.3530f
+/* Inputs are standardised with the pixel mean and standard deviation of the
+ * loaded training images (on the 0..1 scale), so that any MNIST-format set
+ * gets its own; on Fashion-MNIST they are 0.2860 and 0.3530. */
 
 static int load_pair(const char *dir, const char *prefix, dataset *d, int64_t limit, char *err,
                      int errcap)
@@ -49,7 +49,7 @@ static int load_pair(const char *dir, const char *prefix, dataset *d, int64_t li
         return -1;
     }
     for (i = 0; i < n * IMG_SIZE; i++)
-        d->images[i] = ((float)img.data[i] / 255.0f - PIXEL_MEAN) / PIXEL_STD;
+        d->images[i] = (float)img.data[i] / 255.0f;
     for (i = 0; i < n; i++) {
         if (lab.data[i] > 9) {
             snprintf(err, (size_t)errcap, "%s: label %d at %lld is not a class 0..9", path,
@@ -65,6 +65,26 @@ static int load_pair(const char *dir, const char *prefix, dataset *d, int64_t li
     return 0;
 }
 
+/* Pixel statistics of the training images (in double), applied to both. */
+static void standardise(dataset *train, dataset *test)
+{
+    double sum = 0, sq = 0, n = (double)train->count * IMG_SIZE, mean, sd;
+    int64_t i;
+    for (i = 0; i < train->count * IMG_SIZE; i++) {
+        sum += train->images[i];
+        sq += (double)train->images[i] * train->images[i];
+    }
+    mean = n > 0 ? sum / n : 0;
+    sd = n > 0 ? sqrt(sq / n - mean * mean) : 1;
+    if (!(sd > 1e-6))
+        sd = 1;
+    for (i = 0; i < train->count * IMG_SIZE; i++)
+        train->images[i] = (float)((train->images[i] - mean) / sd);
+    for (i = 0; i < test->count * IMG_SIZE; i++)
+        test->images[i] = (float)((test->images[i] - mean) / sd);
+    train->pad = test->pad = (float)(-mean / sd);
+}
+
 int dataset_load(const char *dir, dataset *train, dataset *test, int64_t limit_train,
                  int64_t limit_test, char *err, int errcap)
 {
@@ -76,6 +96,7 @@ int dataset_load(const char *dir, dataset *train, dataset *test, int64_t limit_t
         dataset_free(train);
         return -1;
     }
+    standardise(train, test);
     return 0;
 }
 
@@ -91,6 +112,7 @@ void dataset_split_tail(dataset *d, int64_t count, dataset *tail)
     if (count > d->count / 2)
         count = d->count / 2;
     tail->count = count;
+    tail->pad = d->pad;
     tail->images = d->images + (d->count - count) * IMG_SIZE;
     tail->labels = d->labels + (d->count - count);
     d->count -= count;
@@ -117,10 +139,9 @@ void shuffle_indices(int64_t *idx, int64_t n, demo_rng *rng)
     }
 }
 
-static void augment_copy(const float *src, float *dst, int flip, int dy, int dx)
+/* pad: the standardised value of a black pixel, for the shifted-in border */
+static void augment_copy(const float *src, float *dst, float pad, int flip, int dy, int dx)
 {
-    /* the normalised value of a black pixel pads the shifted-in border */
-    const float pad = (0.0f - PIXEL_MEAN) / PIXEL_STD;
     int y, x;
     for (y = 0; y < IMG_H; y++) {
         for (x = 0; x < IMG_W; x++) {
@@ -142,7 +163,8 @@ void dataset_batch(const dataset *d, const int64_t *idx, int64_t n, int augment,
         float *dst = x + i * IMG_SIZE;
         if (augment) {
             uint32_t r = demo_rng_next(rng);
-            augment_copy(src, dst, (int)(r & 1), (int)((r >> 1) % 5) - 2, (int)((r >> 4) % 5) - 2);
+            int flip = augment > 1 ? (int)(r & 1) : 0;
+            augment_copy(src, dst, d->pad, flip, (int)((r >> 1) % 5) - 2, (int)((r >> 4) % 5) - 2);
         } else {
             memcpy(dst, src, IMG_SIZE * sizeof(float));
         }

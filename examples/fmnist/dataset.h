@@ -13,7 +13,8 @@
 
 typedef struct dataset {
     int64_t count;
-    float *images;   /* count x 28 x 28, normalised */
+    float *images;   /* count x 28 x 28, standardised with the training set's pixel statistics */
+    float pad;       /* the standardised value of a black pixel */
     int32_t *labels; /* count */
 } dataset;
 
@@ -34,8 +35,9 @@ typedef struct demo_rng {
 uint32_t demo_rng_next(demo_rng *r);
 
 /* Fills a batch tensor (n x 1 x 28 x 28) and labels from the images at
- * idx[0..n-1]; with augment, each image is flipped left-right with
- * probability 1/2 and shifted by up to 2 pixels (zero-padded). */
+ * idx[0..n-1]; with augment >= 1 each image is shifted by up to 2 pixels
+ * (black-padded), with augment 2 also flipped left-right with
+ * probability 1/2. */
 void dataset_batch(const dataset *d, const int64_t *idx, int64_t n, int augment, demo_rng *rng,
                    float *x, int32_t *labels);
 

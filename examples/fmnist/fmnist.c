@@ -34,7 +34,13 @@ typedef struct options {
     const char *data_dir;
     const char *json_path, *html_path, *model_path, *sweep_out, *fp32_path;
     int quick, sweep, quantize_all, baselines, train_alpha, joint_only;
+    int flip;        /* left-right flips in step 1 and fine-tuning (FP32 and joint: always) */
+    int sequential;  /* fit the quantizers in network order (TSQ_NET_TSQ_SEQUENTIAL) */
+    int seeds;       /* runs of every stage after FP32 */
+    int step1_only;  /* stop each TSQ pipeline after step 1 (recipe experiments) */
     double epochs_fp32, epochs_step1, epochs_finetune; /* fractions allowed */
+    double epochs_joint;
+    double distill_t, distill_w; /* step-1 distillation from the FP32 logits (w 0: off) */
     double lr_fp32, lr_step1, lr_finetune, lr_joint;
     int64_t calib, validation, limit_train, limit_test;
     int threads, act_bits, rounds;
@@ -43,8 +49,20 @@ typedef struct options {
     double min_tsq_acc; /* --quick: fail below this test accuracy after step 2 */
 } options;
 
+#define MAX_SEEDS 10
+
+/* With --seeds K, each stage's results over the K runs. */
+typedef struct seed_stage {
+    char key[32], label[64];
+    double acc[MAX_SEEDS], val[MAX_SEEDS], seconds[MAX_SEEDS], weight_bytes;
+    int n;
+} seed_stage;
+
 typedef struct demo {
     options opt;
+    int run;                /* which of the --seeds runs (0-based) */
+    seed_stage agg[REPORT_MAX_STAGES];
+    int nagg;
     tsq_context *ctx;
     dataset train, val, test;
     float *calib_x;   /* calib images, in CALIB_BATCH batches */
@@ -156,6 +174,8 @@ typedef struct train_plan {
     double epochs;   /* may be fractional: the last pass over the data stops early */
     double lr, weight_decay;
     int keep_best;   /* evaluate on the validation split each half epoch, keep the best */
+    tsq_net *teacher; /* distillation from its logits (--distill), or NULL */
+    int flip;         /* left-right flips in the augmentation */
 } train_plan;
 
 /* One epoch budget of SGD (momentum 0.9, Nesterov) with a cosine schedule to
@@ -166,7 +186,8 @@ static void train(demo *d, tsq_net *net, const train_plan *p, demo_rng *rng)
     int64_t n = d->train.count, steps_per_epoch = n / BATCH, total, step = 0;
     int64_t *idx = malloc((size_t)n * sizeof *idx);
     const int64_t shape[4] = {BATCH, 1, IMG_H, IMG_W};
-    tsq_tensor *x = NULL;
+    tsq_tensor *x = NULL, *tlogits = NULL;
+    const int64_t tshape[2] = {BATCH, 10};
     tsq_net *best = NULL;
     double best_acc = -1, run_loss = 0;
     int32_t labels[BATCH];
@@ -182,6 +203,11 @@ static void train(demo *d, tsq_net *net, const train_plan *p, demo_rng *rng)
     check_net(net, tsq_net_set_lr_schedule(net, TSQ_LR_COSINE, total, 0.0), "lr schedule");
     check_ctx(d, tsq_tensor_create(d->ctx, TSQ_DTYPE_F32, 4, shape, &x), "tensor_create");
     tsq_tensor_data(x, (void **)&xd);
+    if (p->teacher) {
+        check_ctx(d, tsq_tensor_create(d->ctx, TSQ_DTYPE_F32, 2, tshape, &tlogits), "tensor_create");
+        check_net(net, tsq_net_set_distillation(net, d->opt.distill_t, d->opt.distill_w),
+                  "distillation");
+    }
     /* The starting network is a candidate too: fine-tuning then never ends
      * below where it started, as measured on the validation split. */
     if (p->keep_best && d->val.count > 0) {
@@ -195,8 +221,15 @@ static void train(demo *d, tsq_net *net, const train_plan *p, demo_rng *rng)
         for (s = 0; s < steps_per_epoch && step < total; s++, step++) {
             double loss = 0;
             char note[64];
-            dataset_batch(&d->train, idx + s * BATCH, BATCH, 1, rng, xd, labels);
-            check_net(net, tsq_net_train_step(net, x, labels, BATCH, &loss, NULL), "train_step");
+            dataset_batch(&d->train, idx + s * BATCH, BATCH, p->flip ? 2 : 1, rng, xd, labels);
+            if (tlogits) {
+                check_net(p->teacher, tsq_net_forward(p->teacher, x, tlogits, 0), "teacher");
+                check_net(net, tsq_net_train_step_distill(net, x, labels, BATCH, tlogits, &loss,
+                                                          NULL), "train_step_distill");
+            } else {
+                check_net(net, tsq_net_train_step(net, x, labels, BATCH, &loss, NULL),
+                          "train_step");
+            }
             run_loss = step ? 0.98 * run_loss + 0.02 * loss : loss;
             snprintf(note, sizeof note, "loss %.3f", run_loss);
             progress_update(&pr, step + 1, note);
@@ -222,6 +255,7 @@ static void train(demo *d, tsq_net *net, const train_plan *p, demo_rng *rng)
         progress_finish(&pr, NULL);
     }
     tsq_tensor_destroy(x);
+    tsq_tensor_destroy(tlogits);
     free(idx);
 }
 
@@ -277,14 +311,16 @@ static void insert_quantizers(demo *d, tsq_net *net, int32_t eps_mode, int32_t a
     int32_t done = 0;
     check_net(net, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_ACT_BITS, act_bits), "tsq option");
     check_net(net, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_EPS_MODE, eps_mode), "tsq option");
-    for (b = 0; b < nb; b++) {
-        tsq_tensor *x = NULL;
-        calib_batch(d, b, &x);
-        check_net(net, tsq_net_learn_codes(net, x, b == nb - 1, &done), "net_learn_codes");
-        tsq_tensor_destroy(x);
-    }
-    if (!done)
-        die("net_learn_codes", TSQ_ERR_INTERNAL, "the session did not finish");
+    check_net(net, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_SEQUENTIAL, d->opt.sequential),
+              "tsq option");
+    /* one pass, or one pass per quantizer in sequential mode */
+    while (!done)
+        for (b = 0; b < nb; b++) {
+            tsq_tensor *x = NULL;
+            calib_batch(d, b, &x);
+            check_net(net, tsq_net_learn_codes(net, x, b == nb - 1, &done), "net_learn_codes");
+            tsq_tensor_destroy(x);
+        }
 }
 
 typedef struct weight_choice {
@@ -348,18 +384,111 @@ static double weight_bytes(tsq_net *net)
     return (double)b;
 }
 
-static report_stage *stage_done(demo *d, const char *key, const char *label, tsq_net *net,
-                                double seconds, int measure)
+/* With --seeds K > 1 the stages after FP32 are collected per run and
+ * enter the report once, as mean and standard deviation (seeds_report). */
+static seed_stage *seed_slot(demo *d, const char *key, const char *label)
 {
-    report_stage *s = report_add_stage(&d->rep, key, label);
+    int i;
+    for (i = 0; i < d->nagg; i++)
+        if (strcmp(d->agg[i].key, key) == 0)
+            return &d->agg[i];
+    if (d->nagg == REPORT_MAX_STAGES)
+        return NULL;
+    snprintf(d->agg[d->nagg].key, sizeof d->agg[0].key, "%s", key);
+    snprintf(d->agg[d->nagg].label, sizeof d->agg[0].label, "%s", label);
+    return &d->agg[d->nagg++];
+}
+
+static void stage_done(demo *d, const char *key, const char *label, tsq_net *net,
+                       double seconds, int measure)
+{
+    double acc = -1, val = -1, wb = 0;
     if (measure) {
-        s->accuracy = evaluate(d, net, &d->test);
-        s->weight_bytes = weight_bytes(net);
+        acc = evaluate(d, net, &d->test);
+        val = d->val.count > 0 ? evaluate(d, net, &d->val) : -1;
+        wb = weight_bytes(net);
     }
-    s->seconds = seconds;
-    printf("  => %s: %.2f%% test accuracy (%.1fs)\n", label, s->accuracy, seconds);
+    if (d->opt.seeds > 1 && strcmp(key, "fp32") != 0 && strcmp(key, "naive") != 0) {
+        seed_stage *g = seed_slot(d, key, label);
+        if (g && g->n < MAX_SEEDS) {
+            g->acc[g->n] = acc;
+            g->val[g->n] = val;
+            g->seconds[g->n] = seconds;
+            g->weight_bytes = wb;
+            g->n++;
+        }
+    } else {
+        report_stage *s = report_add_stage(&d->rep, key, label);
+        if (s) {
+            s->accuracy = acc;
+            s->weight_bytes = wb;
+            s->seconds = seconds;
+        }
+    }
+    printf("  => %s: %.2f%% test accuracy, %.2f%% validation (%.1fs)%s\n", label, acc, val,
+           seconds, d->opt.seeds > 1 ? " [one run of several]" : "");
     fflush(stdout);
-    return s;
+}
+
+static void mean_std(const double *v, int n, double *mean, double *sd)
+{
+    double s = 0, q = 0;
+    int i;
+    for (i = 0; i < n; i++)
+        s += v[i];
+    *mean = n ? s / n : 0;
+    for (i = 0; i < n; i++)
+        q += (v[i] - *mean) * (v[i] - *mean);
+    *sd = n > 1 ? sqrt(q / (n - 1)) : 0;
+}
+
+/* The collected runs into the report (accuracy: the mean; the label
+ * carries the standard deviation), a line each on stdout, and, with
+ * --json FILE, every run in FILE.seeds.json. */
+static void seeds_report(demo *d)
+{
+    char path[600];
+    FILE *f = NULL;
+    int i, k;
+    if (d->opt.seeds <= 1)
+        return;
+    if (d->opt.json_path) {
+        snprintf(path, sizeof path, "%s.seeds.json", d->opt.json_path);
+        f = fopen(path, "w");
+    }
+    if (f)
+        fprintf(f, "{\n  \"seeds\": %d,\n  \"stages\": [\n", d->opt.seeds);
+    for (i = 0; i < d->nagg; i++) {
+        const seed_stage *g = &d->agg[i];
+        double m, sd, vm, vsd, tm, tsd;
+        char label[64];
+        report_stage *s;
+        mean_std(g->acc, g->n, &m, &sd);
+        mean_std(g->val, g->n, &vm, &vsd);
+        mean_std(g->seconds, g->n, &tm, &tsd);
+        snprintf(label, sizeof label, "%.38s (%d runs, sd %.2f)", g->label, g->n, sd);
+        s = report_add_stage(&d->rep, g->key, label);
+        if (s) {
+            s->accuracy = m;
+            s->weight_bytes = g->weight_bytes;
+            s->seconds = tm;
+        }
+        printf("  %s: test %.2f +- %.2f%%, validation %.2f +- %.2f%% over %d runs\n", g->label,
+               m, sd, vm, vsd, g->n);
+        if (f) {
+            fprintf(f, "    {\"key\": \"%s\", \"label\": \"%s\", \"test_mean\": %.4f, "
+                       "\"test_std\": %.4f, \"val_mean\": %.4f, \"val_std\": %.4f, \"test\": [",
+                    g->key, g->label, m, sd, vm, vsd);
+            for (k = 0; k < g->n; k++)
+                fprintf(f, "%s%.2f", k ? ", " : "", g->acc[k]);
+            fprintf(f, "]}%s\n", i + 1 < d->nagg ? "," : "");
+        }
+    }
+    if (f) {
+        fprintf(f, "  ]\n}\n");
+        fclose(f);
+        printf("  per-run results written to %s\n", path);
+    }
 }
 
 /* The index of the first quantizer layer at or after `from`, or -1. */
@@ -537,7 +666,9 @@ static tsq_net *run_step1(demo *d, tsq_net *fp32, int32_t eps_mode, int32_t act_
                           const char *label, demo_rng *rng)
 {
     tsq_net *net = clone_net(fp32);
-    train_plan p = {label, d->opt.epochs_step1, d->opt.lr_step1, 5e-4, 0};
+    train_plan p = {label, d->opt.epochs_step1, d->opt.lr_step1, 5e-4, 0, NULL, d->opt.flip};
+    if (d->opt.distill_w > 0)
+        p.teacher = fp32;
     insert_quantizers(d, net, eps_mode, act_bits);
     train(d, net, &p, rng);
     return net;
@@ -563,7 +694,7 @@ static void set_alpha_training(tsq_net *net, int train_alpha)
 
 static void finetune(demo *d, tsq_net *net, const char *label, demo_rng *rng)
 {
-    train_plan p = {label, d->opt.epochs_finetune, d->opt.lr_finetune, 0.0, 1};
+    train_plan p = {label, d->opt.epochs_finetune, d->opt.lr_finetune, 0.0, 1, NULL, d->opt.flip};
     set_alpha_training(net, d->opt.train_alpha);
     train(d, net, &p, rng);
 }
@@ -574,7 +705,7 @@ static void finetune(demo *d, tsq_net *net, const char *label, demo_rng *rng)
 static tsq_net *run_fp32(demo *d, demo_rng *rng)
 {
     tsq_net *net = NULL;
-    train_plan p = {"FP32 training", d->opt.epochs_fp32, d->opt.lr_fp32, 5e-4, 0};
+    train_plan p = {"FP32 training", d->opt.epochs_fp32, d->opt.lr_fp32, 5e-4, 0, NULL, 1};
     double t0 = progress_now();
     const char *path = d->opt.fp32_path;
     if (path && tsq_net_load_file(d->ctx, path, &net) == TSQ_OK) {
@@ -614,12 +745,20 @@ static tsq_net *run_tsq(demo *d, tsq_net *fp32, int32_t eps_mode, const char *ta
     t1 = progress_now();
     if (!plain)
         stage_done(d, "step1", "step 1: code learning (FP weights, 2-bit A)", step1, t1 - t0, 1);
+    if (d->opt.step1_only) {
+        if (step1_out)
+            *step1_out = step1;
+        else
+            tsq_net_destroy(step1);
+        return NULL;
+    }
     net = clone_net(step1);
     fit_transform(d, net, &TERNARY, d->opt.rounds, "step 2 fit_transform");
     t2 = progress_now();
     if (!plain) {
         stage_done(d, "step2", "step 2: transformation (ternary W, 2-bit A)", net, t2 - t1, 1);
-        record_layers(d, step1, net);
+        if (d->run == 0)
+            record_layers(d, step1, net);
     }
     finetune(d, net, "fine-tuning", rng);
     snprintf(key, sizeof key, "%s", tag);
@@ -633,21 +772,46 @@ static tsq_net *run_tsq(demo *d, tsq_net *fp32, int32_t eps_mode, const char *ta
     return net;
 }
 
-/* Joint training starts from the naive PTQ network (the FP32 net with
- * fitted quantizers and optimal-ternary weights), which the naive stage
- * already made: its time is counted once, in the naive row. */
-static void run_joint(demo *d, tsq_net *naive, demo_rng *rng)
+/* Joint QAT from the FP32 net (docs/method.md §5): the quantizers fitted as
+ * for step 1 replace the hidden ReLUs and learn their step delta (eps tied
+ * to it); the layers TSQ would convert keep full-precision shadow weights,
+ * ternarised per output channel on every forward (TWN), with their
+ * batch-norms in training mode; then tsq_net_convert_qat makes them
+ * ordinary low-bit layers with the batch-norms folded. The best network on
+ * the validation split is kept. */
+static void run_joint(demo *d, tsq_net *fp32, demo_rng *rng)
 {
-    tsq_net *net = clone_net(naive);
-    train_plan p = {"joint training", d->opt.epochs_step1 + d->opt.epochs_finetune,
-                    d->opt.lr_joint, 0.0, 1};
+    tsq_net *net = clone_net(fp32);
+    train_plan p = {"joint QAT", d->opt.epochs_joint, d->opt.lr_joint, 5e-4, 1, NULL, 1};
     double t0 = progress_now();
-    /* Joint training gets trained scales, as TWN-style training has: with
-     * alpha held it reached only 74.15% (docs/demo.md), the codes of the
-     * naive start being far from any good network. */
-    set_alpha_training(net, 1);
+    int32_t i, n = 0, first = -1, last = -1, converted = 0;
+    insert_quantizers(d, net, TSQ_EPS_JOINT, d->opt.act_bits);
+    tsq_net_layer_count(net, &n);
+    for (i = 0; i < n; i++) {
+        tsq_layer *l = NULL;
+        int32_t kind = 0;
+        tsq_net_layer(net, i, &l);
+        tsq_layer_kind(l, &kind);
+        if (kind == TSQ_LAYER_CONV2D || kind == TSQ_LAYER_DENSE) {
+            if (first < 0)
+                first = i;
+            last = i;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        tsq_layer *l = NULL;
+        int32_t kind = 0;
+        tsq_net_layer(net, i, &l);
+        tsq_layer_kind(l, &kind);
+        if ((kind == TSQ_LAYER_CONV2D || kind == TSQ_LAYER_DENSE) &&
+            (d->opt.quantize_all || (i != first && i != last)))
+            check_net(net, tsq_layer_set_option(l, TSQ_LAYER_OPT_QAT_WEIGHT_BITS, 2), "QAT bits");
+        if (kind == TSQ_LAYER_ACT_QUANT)
+            check_net(net, tsq_layer_set_option(l, TSQ_LAYER_OPT_AQ_LEARN_DELTA, 1), "learn delta");
+    }
     train(d, net, &p, rng);
-    stage_done(d, "joint", "joint training (ternary W + 2-bit A, STE)", net,
+    check_net(net, tsq_net_convert_qat(net, &converted), "net_convert_qat");
+    stage_done(d, "joint", "joint QAT (ternary W + 2-bit A, from FP32)", net,
                progress_now() - t0, 1);
     tsq_net_destroy(net);
 }
@@ -728,10 +892,18 @@ static void usage(void)
            "  --no-baselines     skip the eps = 0 and joint-training rows\n"
            "  --quantize-all     also quantize the first conv and the last fc\n"
            "  --train-alpha      train the low-bit scales alpha in fine-tuning (default: fixed)\n"
-           "  --joint-only       FP32 (or --fp32-model), naive PTQ and joint training only\n"
+           "  --joint-only       FP32 (or --fp32-model), naive PTQ and joint QAT only\n"
+           "  --seeds K          every stage after FP32 K times (seeds N..N+K-1): mean and sd\n"
+           "  --flip / --no-flip left-right flips in step 1 and fine-tuning (default: off;\n"
+           "                     FP32 and joint QAT always flip)\n"
+           "  --sequential-fit / --joint-fit  fit the quantizers one at a time in network\n"
+           "                     order with the earlier ones active (default), or all at once\n"
+           "  --epochs-joint X   joint QAT epochs (default 3)\n"
+           "  --step1-only       stop the TSQ pipelines after step 1 (recipe experiments)\n"
+           "  --distill T,W      step 1 also learns the FP32 net's logits (temperature T, weight W)\n"
            "  --epochs A,B,C     FP32, step-1 and fine-tune epochs (fractions allowed)\n"
            "  --lr A,B,C         FP32, step-1 and fine-tune learning rates\n"
-           "  --lr-joint X       learning rate of the joint-training baseline (default 0.01)\n"
+           "  --lr-joint X       learning rate of joint QAT (default 0.01)\n"
            "  --calib N          calibration images for step 2\n"
            "  --rounds N         step-2 regressor rounds\n"
            "  --positions N      conv output positions per image fed to step 2 (0: all)\n"
@@ -752,11 +924,19 @@ static void defaults(options *o)
     o->epochs_step1 = 3;
     o->epochs_finetune = 0;
     o->lr_fp32 = 0.05;
-    o->lr_step1 = 0.02;
+    /* docs/demo.md, "This round": quantizers fitted in network order,
+     * lr 0.01, no flips gave 93.64% on the validation split against 93.40%
+     * for lr 0.02 with flips and the quantizers fitted at once (within
+     * the split's +-0.35 noise; naive PTQ, which only the fitting order
+     * changes, went from 61.88% to 67.36%). */
+    o->lr_step1 = 0.01;
+    o->sequential = 1;
     o->lr_finetune = 0.002;
-    /* Joint training at step 1's lr 0.02 diverged (loss 1.8, no gain over
-     * the naive start); at 0.01 it reached 91.30% in run 1 (docs/demo.md). */
+    /* Joint QAT: the step-1 budget, at step 1's settings (docs/demo.md). */
     o->lr_joint = 0.01;
+    o->epochs_joint = 3;
+    o->flip = 0;
+    o->seeds = 1;
     o->calib = 4096;
     o->validation = 5000;
     o->threads = 2;
@@ -777,6 +957,7 @@ static void quick_defaults(options *o)
     o->epochs_fp32 = 2;
     o->epochs_step1 = 1;
     o->epochs_finetune = 1; /* keeps the fine-tuning path tested */
+    o->epochs_joint = 2;
     o->lr_step1 = 0.01;
     o->calib = 512;
     o->validation = 500;
@@ -814,6 +995,18 @@ static int parse_args(options *o, int argc, char **argv)
             o->joint_only = 1;
             continue;
         }
+        if (strcmp(a, "--step1-only") == 0) {
+            o->step1_only = 1;
+            continue;
+        }
+        if (strcmp(a, "--no-flip") == 0 || strcmp(a, "--flip") == 0) {
+            o->flip = strcmp(a, "--flip") == 0;
+            continue;
+        }
+        if (strcmp(a, "--sequential-fit") == 0 || strcmp(a, "--joint-fit") == 0) {
+            o->sequential = strcmp(a, "--sequential-fit") == 0;
+            continue;
+        }
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage();
             exit(0);
@@ -834,6 +1027,16 @@ static int parse_args(options *o, int argc, char **argv)
         else if (strcmp(a, "--positions") == 0) o->positions = atoll(v);
         else if (strcmp(a, "--threads") == 0) o->threads = atoi(v);
         else if (strcmp(a, "--seed") == 0) o->seed = strtoull(v, NULL, 10);
+        else if (strcmp(a, "--epochs-joint") == 0) o->epochs_joint = atof(v);
+        else if (strcmp(a, "--seeds") == 0) o->seeds = atoi(v);
+        else if (strcmp(a, "--distill") == 0) {
+            if (sscanf(v, "%lf,%lf", &o->distill_t, &o->distill_w) != 2 ||
+                !(o->distill_t >= 0.05 && o->distill_t <= 100) ||
+                !(o->distill_w >= 0 && o->distill_w <= 1)) {
+                fprintf(stderr, "fmnist: --distill wants T,W (T in 0.05..100, W in 0..1)\n");
+                return -1;
+            }
+        }
         else if (strcmp(a, "--lr-joint") == 0) {
             o->lr_joint = atof(v);
             if (!(o->lr_joint > 0)) {
@@ -857,6 +1060,10 @@ static int parse_args(options *o, int argc, char **argv)
             fprintf(stderr, "fmnist: unknown option %s (see --help)\n", a);
             return -1;
         }
+    }
+    if (o->seeds < 1 || o->seeds > MAX_SEEDS || !(o->epochs_joint >= 0)) {
+        fprintf(stderr, "fmnist: --seeds must be in 1..%d and --epochs-joint >= 0\n", MAX_SEEDS);
+        return -1;
     }
     if (o->calib < CALIB_BATCH || o->threads < 1 || o->threads > 256) {
         fprintf(stderr, "fmnist: --calib must be >= %d and --threads in 1..256\n", CALIB_BATCH);
@@ -932,7 +1139,8 @@ static int quick_floor(demo *d)
     int i, ok = 1;
     for (i = 0; i < d->rep.nstages; i++) {
         const report_stage *s = &d->rep.stages[i];
-        if ((strcmp(s->key, "step2") == 0 || strcmp(s->key, "tsq") == 0) &&
+        if ((strcmp(s->key, "step2") == 0 || strcmp(s->key, "tsq") == 0 ||
+             strcmp(s->key, "joint") == 0) &&
             s->accuracy < d->opt.min_tsq_acc) {
             printf("QUICK CHECK FAILED: %s accuracy %.2f%% is below the floor %.1f%%\n",
                    s->label, s->accuracy, d->opt.min_tsq_acc);
@@ -940,7 +1148,8 @@ static int quick_floor(demo *d)
         }
     }
     if (ok)
-        printf("quick check passed: step 2 and TSQ accuracy >= %.1f%%\n", d->opt.min_tsq_acc);
+        printf("quick check passed: step 2, TSQ and joint QAT accuracy >= %.1f%%\n",
+               d->opt.min_tsq_acc);
     return ok;
 }
 
@@ -974,26 +1183,28 @@ int main(int argc, char **argv)
         run_sweep(&d, fp32, fp32_acc, &rng);
     } else {
         naive = run_naive(&d, fp32);
-        if (d.opt.joint_only) {
-            run_joint(&d, naive, &rng);
-            report_print_table(&d.rep, stdout);
-            tsq_net_destroy(naive);
-            tsq_net_destroy(fp32);
-            free(d.calib_x);
-            dataset_free(&d.train);
-            dataset_free(&d.test);
-            tsq_context_destroy(d.ctx);
-            return 0;
-        }
-        tsq = run_tsq(&d, fp32, TSQ_EPS_JOINT, "tsq", &step1, &rng);
-        save_and_verify(&d, tsq);
-        tsq_net_destroy(tsq);
-        tsq_net_destroy(step1);
-        if (d.opt.baselines) {
-            tsq_net_destroy(run_tsq(&d, fp32, TSQ_EPS_PLAIN, "eps0", NULL, &rng));
-            run_joint(&d, naive, &rng);
-        }
         tsq_net_destroy(naive);
+        /* Run 0 goes on from the FP32 stage's random state, as a run
+         * without --seeds does; run k > 0 restarts both generators. */
+        for (d.run = 0; d.run < d.opt.seeds; d.run++) {
+            if (d.run > 0) {
+                rng.s = d.opt.seed + 0x9E3779B97F4A7C15ull * (uint64_t)d.run;
+                check_ctx(&d, tsq_context_set_seed(d.ctx, d.opt.seed + (uint64_t)d.run), "seed");
+                printf("run %d of %d\n", d.run + 1, d.opt.seeds);
+            }
+            if (!d.opt.joint_only) {
+                tsq = run_tsq(&d, fp32, TSQ_EPS_JOINT, "tsq", &step1, &rng);
+                if (d.run == 0 && tsq)
+                    save_and_verify(&d, tsq);
+                tsq_net_destroy(tsq);
+                tsq_net_destroy(step1);
+                if (d.opt.baselines)
+                    tsq_net_destroy(run_tsq(&d, fp32, TSQ_EPS_PLAIN, "eps0", NULL, &rng));
+            }
+            if (d.opt.baselines || d.opt.joint_only)
+                run_joint(&d, fp32, &rng);
+        }
+        seeds_report(&d);
         report_print_table(&d.rep, stdout);
         if (d.opt.json_path && report_write_json(&d.rep, d.opt.json_path) != 0)
             fprintf(stderr, "fmnist: cannot write %s\n", d.opt.json_path);

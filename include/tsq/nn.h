@@ -1,6 +1,6 @@
 /*
  * libtsq - nn.h: layers, sequential networks and the caller-driven training
- * loop (issue 5). See docs/nn.md (layers, formulas, folding) and
+ * loop. See docs/nn.md (layers, formulas, folding) and
  * docs/training-loop.md (the loop, with a complete example).
  *
  * Data layout: a batch of images is an f32 tensor (N, C, H, W), row-major
@@ -24,7 +24,7 @@
  *     GEMMs. Give the BLAS one thread then (OPENBLAS_NUM_THREADS=1):
  *     OpenBLAS makes concurrent multi-threaded calls wait for each other,
  *     and its idle threads spin: T > 1 with a multi-threaded BLAS was
- *     ~20 times slower on 2 cores (docs/nn.md, "Speed").
+ *     many times slower on 2 cores (docs/nn.md, "Speed").
  * With the same seed, thread count and BLAS, results are bit-identical.
  */
 #ifndef TSQ_NN_H
@@ -133,7 +133,8 @@ TSQ_API tsq_status tsq_layer_act_quant_create(tsq_context *ctx, int32_t bits, fl
                                               float delta, tsq_layer **layer);
 
 /*! tsq_layer_act_quant_set_channel() :
- *  Sets (bits, eps, delta) of one channel. channel = -1 sets a single
+ *  Sets (bits, eps, delta) of one channel (refused with TSQ_ERR_STATE while
+ *  the layer learns delta, TSQ_LAYER_OPT_AQ_LEARN_DELTA). channel = -1 sets a single
  *  per-tensor quantizer; channel >= 0 turns the layer into a per-channel
  *  quantizer over `nchannels` channels (dimension 0 of the sample shape),
  *  the other channels keeping the per-tensor values they had. nchannels is
@@ -220,14 +221,14 @@ TSQ_API const char *tsq_layer_kind_name(int32_t kind);
 /* Configuration keys of tsq_layer_info (read-only integers). A key that does
  * not apply to the layer's kind gives TSQ_ERR_INVALID. */
 enum {
-    TSQ_LAYER_INFO_IN_CHANNELS = 1,  /* dense: in; conv: cin; BN / quantizer: channels */
-    TSQ_LAYER_INFO_OUT_CHANNELS = 2, /* dense: out; conv: cout */
-    TSQ_LAYER_INFO_KERNEL_H = 3,     /* conv, max-pool */
-    TSQ_LAYER_INFO_KERNEL_W = 4,
-    TSQ_LAYER_INFO_STRIDE = 5,       /* conv, max-pool */
-    TSQ_LAYER_INFO_PAD = 6,          /* conv */
-    TSQ_LAYER_INFO_WEIGHT_BITS = 7,  /* low-bit layers */
-    TSQ_LAYER_INFO_BITS = 8          /* quantizer: bits of channel 0 */
+    TSQ_LAYER_INFO_IN_CHANNELS = 0x0501,  /* dense: in; conv: cin; BN / quantizer: channels */
+    TSQ_LAYER_INFO_OUT_CHANNELS = 0x0502, /* dense: out; conv: cout */
+    TSQ_LAYER_INFO_KERNEL_H = 0x0503,     /* conv, max-pool */
+    TSQ_LAYER_INFO_KERNEL_W = 0x0504,
+    TSQ_LAYER_INFO_STRIDE = 0x0505,       /* conv, max-pool */
+    TSQ_LAYER_INFO_PAD = 0x0506,          /* conv */
+    TSQ_LAYER_INFO_WEIGHT_BITS = 0x0507,  /* low-bit layers */
+    TSQ_LAYER_INFO_BITS = 0x0508          /* quantizer: bits of channel 0 */
 };
 
 /*! tsq_layer_info() : reads one configuration value.
@@ -245,24 +246,45 @@ TSQ_API tsq_status tsq_layer_sample_shapes(const tsq_layer *layer, int64_t *in_s
 
 /* Options (tsq_layer_set_option / get_option / option_bounds). */
 enum {
-    TSQ_LAYER_OPT_TRAINABLE = 1,      /* 1: built-in optimisers update this layer; 0/1, default 1 */
-    TSQ_LAYER_OPT_BN_MOMENTUM = 2,    /* running-average weight of a new batch; (0, 1], default 0.1 */
-    TSQ_LAYER_OPT_BN_EPS = 3,         /* added to the variance; [1e-12, 1], default 1e-5 */
-    TSQ_LAYER_OPT_BN_FROZEN = 4,      /* 1: train mode uses (and keeps) the running statistics; default 0 */
-    TSQ_LAYER_OPT_AQ_OUTPUT_CODES = 5, /* quantizer: 1 outputs codes k, 0 values k*delta; default 0 */
+    TSQ_LAYER_OPT_TRAINABLE = 0x0401,      /* 1: built-in optimisers update this layer; 0/1, default 1 */
+    TSQ_LAYER_OPT_BN_MOMENTUM = 0x0402,    /* running-average weight of a new batch; (0, 1], default 0.1 */
+    TSQ_LAYER_OPT_BN_EPS = 0x0403,         /* added to the variance; [1e-12, 1], default 1e-5 */
+    TSQ_LAYER_OPT_BN_FROZEN = 0x0404,      /* 1: train mode uses (and keeps) the running statistics; default 0 */
+    TSQ_LAYER_OPT_AQ_OUTPUT_CODES = 0x0405, /* quantizer: 1 outputs codes k, 0 values k*delta; default 0 */
     /* Network-level TSQ selection, -1, 0 or 1 (default -1 = the default
      * rule). On a ReLU or quantizer layer: whether tsq_net_learn_codes puts
      * (or refits) a quantizer there (default: yes). On a dense or conv2d
      * layer: whether tsq_net_fit_transform converts it to low-bit (default:
      * every one except the first and the last dense/conv of the net). */
-    TSQ_LAYER_OPT_TSQ_SELECT = 6,
+    TSQ_LAYER_OPT_TSQ_SELECT = 0x0406,
     /* Low-bit dense/conv2d: 1: the built-in optimisers update the scales
      * alpha; 0: they hold alpha fixed (shadow weights and offsets still
      * train; the gradient of alpha is still computed). Default 0: a trained
      * alpha was unstable at fine-tuning learning rates (docs/nn.md,
      * "Fine-tuning low-bit layers"). A caller's own optimiser can read this
      * option to follow suit. */
-    TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA = 7
+    TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA = 0x0407,
+    /* Joint quantization-aware training (docs/method.md §5; docs/nn.md,
+     * "Joint QAT"). On a dense or conv2d layer: 0 (default) off, or the
+     * weight bits b in 2..8 (2 = ternary): every forward computes with
+     * Wq_c = a_c * clamp(round(W_c / a_c), -m, m), m = 2^(b-1) - 1, per
+     * output channel c, from the full-precision shadow weights W, and
+     * backward passes dL/dWq straight through to W. tsq_net_convert_qat
+     * turns such a layer into a low-bit layer with the same codes. */
+    TSQ_LAYER_OPT_QAT_WEIGHT_BITS = 0x0408,
+    /* How a_c is chosen: 0 (default) ternary: TWN, threshold t = 0.7 mean|W_c|,
+     * a_c = mean of |W_c| above t; k-bit: a_c = max|W_c| / m refined by
+     * 4 least-squares steps a = <W, q> / <q, q>. 1: the exact least-squares
+     * optimum over a_c (ternary: the best of the top-k supports of |W_c|;
+     * k-bit: as 0). Dense and conv2d only. */
+    TSQ_LAYER_OPT_QAT_SCALE = 0x0409,
+    /* Quantizer layer: 1 makes delta a trainable parameter (named "delta",
+     * one per channel) with the LSQ-style straight-through gradient
+     * dy/ddelta = k - x/delta inside the range, 2^bits - 1 above it and 0
+     * below eps, scaled by 1/sqrt(elements per channel x (2^bits - 1));
+     * eps stays tied to delta at the ratio eps/delta it had when the option
+     * was set. 0 (default): eps and delta are fixed. Values mode only. */
+    TSQ_LAYER_OPT_AQ_LEARN_DELTA = 0x040A
 };
 
 /*! tsq_layer_set_option() / tsq_layer_get_option() :
@@ -490,6 +512,25 @@ TSQ_API tsq_status tsq_net_train_step(tsq_net *net, const tsq_tensor *x,
                                       const int32_t *labels, int64_t n, double *loss,
                                       int64_t *correct);
 
+/*! tsq_net_set_distillation() / tsq_net_train_step_distill() :
+ *  Training against a teacher's logits as well as the labels (knowledge
+ *  distillation): tsq_net_train_step_distill is tsq_net_train_step with the
+ *  loss
+ *    (1 - w) CE(z, y) + w T^2 (1/N) sum_i KL(softmax(t_i / T) || softmax(z_i / T))
+ *  where t = teacher_logits (f32, N x classes elements: the host runs its
+ *  teacher, e.g. the FP32 net, on the same batch with tsq_net_forward in
+ *  eval mode), T the temperature (0.05..100) and w the weight (0..1) of
+ *  tsq_net_set_distillation. *loss is that mixed loss.
+ *  @return set: TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID. Step: as
+ *  tsq_net_train_step, plus TSQ_ERR_NULL (teacher_logits), TSQ_ERR_STATE
+ *  (tsq_net_set_distillation never called), TSQ_ERR_DTYPE, TSQ_ERR_SHAPE
+ *  and TSQ_ERR_NOT_FINITE for teacher_logits. */
+TSQ_API tsq_status tsq_net_set_distillation(tsq_net *net, double temperature, double weight);
+TSQ_API tsq_status tsq_net_train_step_distill(tsq_net *net, const tsq_tensor *x,
+                                              const int32_t *labels, int64_t n,
+                                              const tsq_tensor *teacher_logits, double *loss,
+                                              int64_t *correct);
+
 /*! tsq_net_evaluate() :
  *  Forward in eval mode on one batch. Any of the outputs may be NULL:
  *  *loss (mean cross-entropy; needs labels), *correct (needs labels),
@@ -563,25 +604,36 @@ TSQ_API tsq_status tsq_net_layer_output(tsq_net *net, int32_t index, tsq_tensor 
 /* ------------------------------------------------------------------ */
 
 /* Options of the network-level TSQ calls (tsq_net_set_tsq_option / get /
- * bounds). Step-2 (regressor) options live on the net's regressor, see
- * tsq_net_tsq_regressor(). */
+ * bounds). ACT_BITS, EPS_MODE, EPS and SPARSITY are those of the
+ * quantizers learn_codes makes: their bounds and defaults are the
+ * quantizer's (TSQ_QUANTIZER_*). Step-2 (regressor) options live on the
+ * net's regressor, see tsq_net_tsq_regressor(). */
 enum {
-    TSQ_NET_TSQ_ACT_BITS = 1,    /* activation bits of new quantizers, 1..8, default 2 */
-    TSQ_NET_TSQ_PER_CHANNEL = 2, /* 1: one (eps, delta) per channel; 0/1, default 0 */
-    TSQ_NET_TSQ_EPS_MODE = 3,    /* TSQ_EPS_FIXED/SPARSITY/JOINT/PLAIN, default TSQ_EPS_JOINT */
-    TSQ_NET_TSQ_EPS = 4,         /* eps of TSQ_EPS_FIXED, [0, 1e30], default 0.32 */
-    TSQ_NET_TSQ_SPARSITY = 5,    /* zero fraction of TSQ_EPS_SPARSITY, [0, 1], default 0.63 */
+    TSQ_NET_TSQ_ACT_BITS = 0x0601,    /* activation bits of new quantizers, 1..8, default 2 */
+    TSQ_NET_TSQ_PER_CHANNEL = 0x0602, /* 1: one (eps, delta) per channel; 0/1, default 0 */
+    TSQ_NET_TSQ_EPS_MODE = 0x0603,    /* TSQ_EPS_FIXED/SPARSITY/JOINT/PLAIN, default TSQ_EPS_JOINT */
+    TSQ_NET_TSQ_EPS = 0x0604,         /* eps of TSQ_EPS_FIXED, [0, FLT_MAX], default 0.32 */
+    TSQ_NET_TSQ_SPARSITY = 0x0605,    /* zero fraction of TSQ_EPS_SPARSITY, [0, 1], default 0.63 */
     /* Rows per image a convolution feeds to the regressor: 0 (default) all
      * output positions, else this many, drawn at random (the same ones in
      * every pass, from the context's seed): 0..2^20. */
-    TSQ_NET_TSQ_POSITIONS = 6
+    TSQ_NET_TSQ_POSITIONS = 0x0606,
+    /* 1: tsq_net_learn_codes fits the quantizers one at a time in network
+     * order, one pass of the caller's batches each, every one observing its
+     * input with the earlier ones already in place (so it is fitted to what
+     * it sees in training); the caller feeds passes until *done is 1, as for
+     * tsq_net_fit_transform. 0 (default): one pass over the FP32 network
+     * fits them all. 0/1. */
+    TSQ_NET_TSQ_SEQUENTIAL = 0x0607
 };
 
 /*! tsq_net_set_tsq_option() / tsq_net_get_tsq_option() / tsq_net_tsq_option_bounds() :
  *  Network-level TSQ options (above). Changing them during a
  *  tsq_net_learn_codes / tsq_net_fit_transform session is refused.
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (unknown key, value out of
- *  bounds or not integral where it must be), TSQ_ERR_STATE (session). */
+ *  bounds or not integral where it must be), TSQ_ERR_STATE (session),
+ *  TSQ_ERR_NO_MEMORY (the first call on a net allocates its TSQ state;
+ *  get reads the defaults from a temporary quantizer). */
 TSQ_API tsq_status tsq_net_set_tsq_option(tsq_net *net, int32_t key, double value);
 TSQ_API tsq_status tsq_net_get_tsq_option(const tsq_net *net, int32_t key, double *value);
 TSQ_API tsq_status tsq_net_tsq_option_bounds(int32_t key, double *lo, double *hi);
@@ -614,7 +666,10 @@ TSQ_API tsq_status tsq_net_tsq_regressor(tsq_net *net, tsq_regressor **reg);
  *  mixed bits), TSQ_ERR_NO_MEMORY. A failed call leaves the session
  *  running (the batch is not counted) except for TSQ_ERR_STATE, and except
  *  when the final call (last = 1) fails while fitting or installing the
- *  quantizers: the session then ends with the net unchanged (start again). */
+ *  quantizers: the session then ends with the net unchanged (start again;
+ *  with TSQ_NET_TSQ_SEQUENTIAL, the quantizers of the passes before stay
+ *  installed). Each fitted quantizer is logged at level 3 (info) through
+ *  the context's log callback. */
 TSQ_API tsq_status tsq_net_learn_codes(tsq_net *net, const tsq_tensor *x, int32_t last,
                                        int32_t *done);
 
@@ -646,6 +701,25 @@ TSQ_API tsq_status tsq_net_learn_codes(tsq_net *net, const tsq_tensor *x, int32_
  *  session is cancelled (the layers converted so far stay converted). */
 TSQ_API tsq_status tsq_net_fit_transform(tsq_net *net, const tsq_tensor *x, int32_t last,
                                          int32_t *done);
+
+/*! tsq_net_convert_qat() :
+ *  Ends joint QAT (TSQ_LAYER_OPT_QAT_WEIGHT_BITS): every dense/conv2d layer
+ *  in QAT mode becomes a low-bit layer with the codes and scales its
+ *  forward used (y unchanged), quantizer layers with learned delta go back
+ *  to fixed parameters, and then, for each converted layer fed by a
+ *  per-tensor quantizer (through max-pools and flattens only), the
+ *  quantizer is switched to codes output and its delta folded into alpha,
+ *  and a batch-norm right after the layer is folded into alpha and b.
+ *  The result is what tsq_net_fit_transform makes: the plan and the model
+ *  file take it. Eval outputs are unchanged up to float rounding.
+ *  *converted (may be NULL) gets the number of layers converted.
+ *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_STATE (a TSQ session is running),
+ *  TSQ_ERR_NOT_FINITE (a weight is NaN/Inf: the net unchanged),
+ *  TSQ_ERR_NO_MEMORY (before the first replacement the net is unchanged;
+ *  after it, the layers converted so far stay converted). A net whose
+ *  quantizers learn delta cannot be saved (the model format has no place
+ *  for the parameter): convert it first. */
+TSQ_API tsq_status tsq_net_convert_qat(tsq_net *net, int32_t *converted);
 
 /*! tsq_net_tsq_cancel() : ends a running learn_codes / fit_transform
  *  session without finishing it (layers already converted stay so).

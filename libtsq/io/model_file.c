@@ -115,7 +115,7 @@ static void put_record(tsq__le_writer *w, const tsq__layer_rec *rec)
         tsq__lew_u64(w, (uint64_t)rec->attrs[i]);
     tsq__lew_u32(w, (uint32_t)rec->noptions);
     for (i = 0; i < rec->noptions; i++) {
-        tsq__lew_u32(w, (uint32_t)rec->option_keys[i]);
+        tsq__lew_u32(w, (uint32_t)(rec->option_keys[i] - TSQ__REC_OPTION_BASE));
         tsq__lew_f64(w, rec->option_values[i]);
     }
     if (rec->kind == TSQ__REC_KIND_WITH_CHANNELS) {
@@ -283,7 +283,10 @@ static tsq_status parse_record(const tsq__model_cursor *cur, tsq__le_reader *r,
     if (r->bad || rec->noptions < 0 || rec->noptions > TSQ__REC_MAX_OPTIONS)
         return tsq__model_fail(cur, "bad option count");
     for (i = 0; i < rec->noptions; i++) {
-        rec->option_keys[i] = (int32_t)tsq__ler_u32(r);
+        uint32_t key = tsq__ler_u32(r);
+        if (!r->bad && (key < 1 || key > 0xFF))
+            return tsq__model_fail(cur, "option key %u is outside 1..255", key);
+        rec->option_keys[i] = TSQ__REC_OPTION_BASE + (int32_t)key;
         rec->option_values[i] = tsq__ler_f64(r);
     }
     if (rec->kind == TSQ__REC_KIND_WITH_CHANNELS)

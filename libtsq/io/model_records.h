@@ -23,6 +23,12 @@
 #define TSQ__REC_MAX_RECORDS 4095
 #define TSQ__REC_MAX_CHANNELS (INT64_C(1) << 24)
 
+/* A layer option is stored by its number within the layer-option family
+ * (TSQ_LAYER_OPT_TRAINABLE = 0x0401 is stored as 1), as format 1 always
+ * stored it: the file does not change when the API numbers its key
+ * families. Records hold the API's keys. */
+#define TSQ__REC_OPTION_BASE 0x0400
+
 /* How an array's bytes encode its elements. */
 enum { TSQ__REC_RAW = 0, TSQ__REC_PACKED = 1 };
 

@@ -300,7 +300,7 @@ tsq_status tsq_lowbit_workspace_size(tsq_context *ctx, const tsq_packed_weights 
                                      uint64_t *bytes)
 {
     static const char *where = "lowbit_workspace_size";
-    tsq__lowbit_ws ws;
+    tsq__lowbit_ws ws = {0}; /* filled by layout_ws; gcc -O3 cannot see it */
     int32_t k;
     tsq_status st;
     if (!ctx)

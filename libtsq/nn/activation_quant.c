@@ -1,5 +1,6 @@
-/* The sparse activation quantizer of TSQ step 1 as a layer (TSQ.md,
- * "Step 1"): fake quantization in training, codes for low-bit layers.
+/* The sparse activation quantizer of TSQ step 1 as a layer
+ * (docs/method.md §2): fake quantization in training, codes for low-bit
+ * layers, and, for joint QAT (§5), a learned step delta.
  *
  *   k = tsq__quant_code(x, eps, 1/delta, 2^bits - 1)   (quant_internal.h)
  *   y = k * delta        ("values" output, the default)
@@ -8,7 +9,16 @@
  *        tsq__quant_passes), divided by delta in codes mode since there
  *        y ~ x / delta.
  * Per-channel quantizers index channels by dimension 0 of the sample shape
- * (C of (C,H,W), or the feature of a vector). */
+ * (C of (C,H,W), or the feature of a vector).
+ *
+ * With TSQ_LAYER_OPT_AQ_LEARN_DELTA the layer owns a parameter "delta"
+ * (one per slot) that the optimiser moves; each forward copies it into the
+ * slots (eps = ratio * delta, the ratio fixed when learning began), so
+ * every reader of the slots sees the values of the last forward. Its
+ * gradient is LSQ's: the derivative of y = delta * round(x/delta) (the code
+ * above eps) with round's derivative taken as 1 inside the range:
+ *   dy/ddelta = k - x/delta   (0 < x < top),   2^bits - 1 (x >= top),   0 (x <= 0),
+ * scaled by g = 1/sqrt(elements per sample and slot * (2^bits - 1)). */
 #include "nn_internal.h"
 
 #include "quant/activation_histogram.h" /* the encode kernels */
@@ -23,7 +33,12 @@ typedef struct {
     int32_t *bits;      /* max(1, nchannels) entries each */
     float *eps, *delta;
     int output_codes;
+    int learn;    /* TSQ_LAYER_OPT_AQ_LEARN_DELTA: parameter 0 is "delta" */
+    float *ratio; /* eps / delta of each slot while learning */
 } aq_layer;
+
+/* Smallest learned delta: keeps 1/delta and the codes finite. */
+#define AQ_DELTA_MIN 1e-6f
 
 static int64_t slots(const aq_layer *q)
 {
@@ -155,10 +170,28 @@ static void make_job(aq_job *j, tsq_layer *l)
     j->avx2 = (tsq__cpu_detect() & TSQ_CPU_AVX2) != 0;
 }
 
+/* Learned delta: the parameter, kept >= AQ_DELTA_MIN, into the slots. */
+static void sync_learned(aq_layer *q)
+{
+    float *d = tsq__param_data(&q->base, 0);
+    int64_t c, n = slots(q);
+    for (c = 0; c < n; c++) {
+        float v = d[c] > AQ_DELTA_MIN ? d[c] : AQ_DELTA_MIN;
+        float top = (float)((1 << q->bits[c]) - 1) * v;
+        if (!isfinite(top))
+            v = q->delta[c];
+        d[c] = v;
+        q->delta[c] = v;
+        q->eps[c] = q->ratio[c] * v;
+    }
+}
+
 static tsq_status aq_forward(tsq_layer *l, const float *x, float *y, int64_t batch, int train)
 {
     aq_job j;
     (void)train;
+    if (((aq_layer *)l)->learn)
+        sync_learned((aq_layer *)l);
     make_job(&j, l);
     j.x = x;
     j.y = y;
@@ -167,11 +200,46 @@ static tsq_status aq_forward(tsq_layer *l, const float *x, float *y, int64_t bat
     return TSQ_OK;
 }
 
+/* The LSQ gradient of each learned delta (see the top of the file). */
+static void delta_grad(aq_layer *q, const float *x, const float *dy, int64_t batch)
+{
+    const tsq_layer *l = &q->base;
+    int64_t C = l->in_shape[0], S = l->in_numel / C, n, c, i, nslots = slots(q);
+    float *g = tsq__param_grad(l, 0);
+    double acc[1];
+    for (c = 0; c < nslots; c++)
+        g[c] = 0.0f;
+    for (n = 0; n < batch; n++)
+        for (c = 0; c < C; c++) {
+            int64_t sl = q->nchannels > 0 ? c : 0;
+            const float *xs = x + (n * C + c) * S, *ds = dy + (n * C + c) * S;
+            float eps = q->eps[sl], delta = q->delta[sl], inv = 1.0f / delta;
+            int32_t maxcode = (1 << q->bits[sl]) - 1;
+            acc[0] = 0;
+            for (i = 0; i < S; i++) {
+                float v = xs[i], d;
+                if (tsq__quant_passes(v, delta, maxcode))
+                    d = (float)tsq__quant_code(v, eps, inv, maxcode) - v * inv;
+                else
+                    d = v > 0.0f ? (float)maxcode : 0.0f;
+                acc[0] += (double)ds[i] * d;
+            }
+            g[sl] += (float)acc[0];
+        }
+    for (c = 0; c < nslots; c++) {
+        int32_t maxcode = (1 << q->bits[c]) - 1;
+        double per = (double)(q->nchannels > 0 ? S : C * S);
+        g[c] = (float)(g[c] / sqrt(per * maxcode));
+    }
+}
+
 static tsq_status aq_backward(tsq_layer *l, const float *x, const float *y, const float *dy,
                               float *dx, int64_t batch)
 {
     aq_job j;
     (void)y;
+    if (((aq_layer *)l)->learn)
+        delta_grad((aq_layer *)l, x, dy, batch);
     if (!dx)
         return TSQ_OK;
     make_job(&j, l);
@@ -183,22 +251,77 @@ static tsq_status aq_backward(tsq_layer *l, const float *x, const float *y, cons
     return TSQ_OK;
 }
 
+/* Turns delta learning on (a "delta" parameter appears) or off (the
+ * parameter goes, its last values stay in the slots). The owning net, if
+ * any, rebuilds its parameter list. */
+static tsq_status set_learning(aq_layer *q, int on)
+{
+    tsq_layer *l = &q->base;
+    static const char *where = "layer_set_option";
+    int64_t c, n = slots(q), shape[1];
+    float *d;
+    tsq_status st;
+    if (on == q->learn)
+        return TSQ_OK;
+    if (on) {
+        if (q->output_codes)
+            return tsq__fail(&l->obj, TSQ_ERR_INVALID,
+                             "%s: a quantizer in codes output cannot learn delta", where);
+        q->ratio = tsq__alloc(l->obj.ctx, (size_t)n * sizeof(float));
+        shape[0] = n;
+        if (!q->ratio || tsq__layer_add_param(l, where, "delta", 0, 1, shape, &d) != TSQ_OK) {
+            tsq__free(l->obj.ctx, q->ratio);
+            q->ratio = NULL;
+            return tsq__fail(&l->obj, TSQ_ERR_NO_MEMORY, "%s: out of memory", where);
+        }
+        for (c = 0; c < n; c++) {
+            d[c] = q->delta[c];
+            q->ratio[c] = q->eps[c] / q->delta[c];
+        }
+    } else {
+        sync_learned(q);
+        l->nparams--;
+        tsq_tensor_destroy(l->params[0].value);
+        tsq_tensor_destroy(l->params[0].grad);
+        memset(&l->params[0], 0, sizeof l->params[0]);
+        tsq__free(l->obj.ctx, q->ratio);
+        q->ratio = NULL;
+    }
+    q->learn = on;
+    if (l->owner && (st = tsq__net_structure_changed((tsq_net *)(uintptr_t)l->owner)) != TSQ_OK)
+        return tsq__fail(&l->obj, st, "%s: out of memory", where);
+    return TSQ_OK;
+}
+
 static tsq_status aq_set_option(tsq_layer *l, int32_t key, double value)
 {
-    if (key != TSQ_LAYER_OPT_AQ_OUTPUT_CODES)
+    aq_layer *q = (aq_layer *)l;
+    tsq_status st;
+    if (key == TSQ_LAYER_OPT_AQ_LEARN_DELTA) {
+        if ((st = set_learning(q, value != 0)) != TSQ_OK)
+            return st;
+    } else if (key == TSQ_LAYER_OPT_AQ_OUTPUT_CODES) {
+        if (q->learn && value != 0)
+            return tsq__fail(&l->obj, TSQ_ERR_INVALID,
+                             "layer_set_option: a quantizer learning delta cannot output codes");
+        q->output_codes = value != 0;
+    } else {
         return tsq__fail(&l->obj, TSQ_ERR_INVALID,
                          "layer_set_option: key %d does not apply to an act_quant layer", (int)key);
-    ((aq_layer *)l)->output_codes = value != 0;
+    }
     tsq__clear(&l->obj);
     return TSQ_OK;
 }
 
 static tsq_status aq_get_option(const tsq_layer *l, int32_t key, double *value)
 {
-    if (key != TSQ_LAYER_OPT_AQ_OUTPUT_CODES)
+    if (key == TSQ_LAYER_OPT_AQ_OUTPUT_CODES)
+        *value = ((const aq_layer *)l)->output_codes;
+    else if (key == TSQ_LAYER_OPT_AQ_LEARN_DELTA)
+        *value = ((const aq_layer *)l)->learn;
+    else
         return tsq__fail((tsq__object *)&l->obj, TSQ_ERR_INVALID,
                          "layer_get_option: key %d does not apply to an act_quant layer", (int)key);
-    *value = ((const aq_layer *)l)->output_codes;
     return TSQ_OK;
 }
 
@@ -240,12 +363,20 @@ static tsq_status aq_clone_extra(const tsq_layer *src, tsq_layer *dst)
     memcpy(d->bits, s->bits, (size_t)n * sizeof(int32_t));
     memcpy(d->eps, s->eps, (size_t)n * sizeof(float));
     memcpy(d->delta, s->delta, (size_t)n * sizeof(float));
+    d->ratio = NULL;
+    if (s->learn) {
+        d->ratio = tsq__alloc(dst->obj.ctx, (size_t)n * sizeof(float));
+        if (!d->ratio)
+            return TSQ_ERR_NO_MEMORY;
+        memcpy(d->ratio, s->ratio, (size_t)n * sizeof(float));
+    }
     return TSQ_OK;
 }
 
 static void aq_destroy_extra(tsq_layer *l)
 {
     tsq__free(l->obj.ctx, ((aq_layer *)l)->bits);
+    tsq__free(l->obj.ctx, ((aq_layer *)l)->ratio);
 }
 
 static const tsq__layer_ops aq_ops = {
@@ -319,6 +450,9 @@ tsq_status tsq_layer_act_quant_set_channel(tsq_layer *layer, int64_t channel, in
     st = check_params(&layer->obj, where, bits, eps, delta);
     if (st != TSQ_OK)
         return st;
+    if (q->learn)
+        return tsq__fail(&layer->obj, TSQ_ERR_STATE,
+                         "%s: the quantizer is learning delta (TSQ_LAYER_OPT_AQ_LEARN_DELTA)", where);
     if (channel == -1) {
         /* Back to one set for the whole tensor. */
         if (q->nchannels > 0) {

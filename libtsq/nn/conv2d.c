@@ -12,6 +12,7 @@ typedef struct {
     tsq_layer base;
     int64_t cin, cout, kh, kw, stride, pad;
     tsq__conv_geom g;
+    tsq__qat qat;
 } conv_layer;
 
 enum { P_WEIGHT = 0, P_BIAS = 1 };
@@ -59,10 +60,13 @@ static tsq_status conv_forward(tsq_layer *l, const float *x, float *y, int64_t b
 {
     conv_layer *c = (conv_layer *)l;
     tsq_status st = conv_ws(l, "conv2d_forward");
+    const float *w = NULL;
     (void)train;
+    if (st == TSQ_OK)
+        w = tsq__qat_weights(&c->qat, l, tsq__param_data(l, P_WEIGHT), c->cout, c->g.k, &st);
     if (st != TSQ_OK)
         return st;
-    tsq__conv_forward(&c->g, tsq__layer_threads(l), x, tsq__param_data(l, P_WEIGHT), NULL,
+    tsq__conv_forward(&c->g, tsq__layer_threads(l), x, w, NULL,
                       tsq__param_data(l, P_BIAS), y, batch, l->ws);
     return TSQ_OK;
 }
@@ -75,7 +79,9 @@ static tsq_status conv_backward(tsq_layer *l, const float *x, const float *y, co
     (void)y;
     if (st != TSQ_OK)
         return st;
-    tsq__conv_backward(&c->g, tsq__layer_threads(l), x, tsq__param_data(l, P_WEIGHT), dy,
+    /* QAT: dx through the weights the forward used, dW straight through */
+    tsq__conv_backward(&c->g, tsq__layer_threads(l), x,
+                       c->qat.bits ? c->qat.wq : tsq__param_data(l, P_WEIGHT), dy,
                        tsq__param_grad(l, P_WEIGHT), tsq__param_grad(l, P_BIAS), dx, batch,
                        l->ws);
     return TSQ_OK;
@@ -104,10 +110,40 @@ static tsq_status conv_info(const tsq_layer *l, int32_t key, int64_t *value)
     return TSQ_OK;
 }
 
+static tsq_status conv_clone_extra(const tsq_layer *src, tsq_layer *dst)
+{
+    conv_layer *c = (conv_layer *)dst;
+    (void)src;
+    c->qat.wq = c->qat.alpha = NULL;
+    c->qat.codes = NULL;
+    c->qat.cap = 0;
+    return TSQ_OK;
+}
+
+static void conv_destroy_extra(tsq_layer *l)
+{
+    tsq__qat_free(&((conv_layer *)l)->qat, l);
+}
+
+static tsq_status conv_set_option(tsq_layer *l, int32_t key, double value)
+{
+    return tsq__qat_set_option(&((conv_layer *)l)->qat, l, key, value);
+}
+
+static tsq_status conv_get_option(const tsq_layer *l, int32_t key, double *value)
+{
+    return tsq__qat_get_option(&((const conv_layer *)l)->qat, l, key, value);
+}
+
 static const tsq__layer_ops conv_ops = {
     TSQ_LAYER_CONV2D, "conv2d", sizeof(conv_layer), conv_setup, conv_forward, conv_backward,
-    NULL, NULL, NULL, NULL, conv_info,
+    conv_clone_extra, conv_destroy_extra, conv_set_option, conv_get_option, conv_info,
 };
+
+tsq__qat *tsq__conv2d_qat(tsq_layer *l)
+{
+    return l->ops == &conv_ops ? &((conv_layer *)l)->qat : NULL;
+}
 
 tsq_status tsq__conv_check_args(tsq_context *ctx, const char *where, int64_t cin, int64_t cout,
                                 int64_t kh, int64_t kw, int64_t stride, int64_t pad)

@@ -9,6 +9,7 @@
 typedef struct {
     tsq_layer base;
     int64_t in, out;
+    tsq__qat qat;
 } dense_layer;
 
 enum { P_WEIGHT = 0, P_BIAS = 1 };
@@ -41,9 +42,14 @@ static tsq_status dense_forward(tsq_layer *l, const float *x, float *y, int64_t 
                                 int train)
 {
     dense_layer *d = (dense_layer *)l;
+    tsq_status st;
+    const float *w = tsq__qat_weights(&d->qat, l, tsq__param_data(l, P_WEIGHT), d->out, d->in,
+                                      &st);
     (void)train;
-    tsq__dense_forward(tsq__layer_threads(l), d->in, d->out, x, tsq__param_data(l, P_WEIGHT),
-                       NULL, tsq__param_data(l, P_BIAS), y, batch);
+    if (!w)
+        return st;
+    tsq__dense_forward(tsq__layer_threads(l), d->in, d->out, x, w, NULL,
+                       tsq__param_data(l, P_BIAS), y, batch);
     return TSQ_OK;
 }
 
@@ -51,9 +57,10 @@ static tsq_status dense_backward(tsq_layer *l, const float *x, const float *y, c
                                  float *dx, int64_t batch)
 {
     dense_layer *d = (dense_layer *)l;
+    /* QAT: dx through the weights the forward used, dW straight through */
+    const float *w = d->qat.bits ? d->qat.wq : tsq__param_data(l, P_WEIGHT);
     (void)y;
-    tsq__dense_backward(tsq__layer_threads(l), d->in, d->out, x, tsq__param_data(l, P_WEIGHT),
-                        dy, tsq__param_grad(l, P_WEIGHT), tsq__param_grad(l, P_BIAS), dx, batch);
+    tsq__dense_backward(tsq__layer_threads(l), d->in, d->out, x, w, dy, tsq__param_grad(l, P_WEIGHT), tsq__param_grad(l, P_BIAS), dx, batch);
     return TSQ_OK;
 }
 
@@ -70,10 +77,42 @@ static tsq_status dense_info(const tsq_layer *l, int32_t key, int64_t *value)
     return TSQ_OK;
 }
 
+static tsq_status dense_clone_extra(const tsq_layer *src, tsq_layer *dst)
+{
+    dense_layer *d = (dense_layer *)dst;
+    (void)src;
+    d->qat.wq = d->qat.alpha = NULL;
+    d->qat.codes = NULL;
+    d->qat.cap = 0;
+    return TSQ_OK;
+}
+
+static void dense_destroy_extra(tsq_layer *l)
+{
+    tsq__qat_free(&((dense_layer *)l)->qat, l);
+}
+
+static tsq_status dense_set_option(tsq_layer *l, int32_t key, double value)
+{
+    return tsq__qat_set_option(&((dense_layer *)l)->qat, l, key, value);
+}
+
+static tsq_status dense_get_option(const tsq_layer *l, int32_t key, double *value)
+{
+    return tsq__qat_get_option(&((const dense_layer *)l)->qat, l, key, value);
+}
+
 static const tsq__layer_ops dense_ops = {
     TSQ_LAYER_DENSE, "dense", sizeof(dense_layer), dense_setup, dense_forward, dense_backward,
-    NULL, NULL, NULL, NULL, dense_info,
+    dense_clone_extra, dense_destroy_extra, dense_set_option, dense_get_option, dense_info,
 };
+
+tsq__qat *tsq__layer_qat(tsq_layer *l)
+{
+    if (l->ops == &dense_ops)
+        return &((dense_layer *)l)->qat;
+    return tsq__conv2d_qat(l);
+}
 
 tsq_status tsq__dense_check_args(tsq_context *ctx, const char *where, int64_t in, int64_t out)
 {

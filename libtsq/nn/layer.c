@@ -284,7 +284,10 @@ static int option_range(int32_t key, double *lo, double *hi)
     case TSQ_LAYER_OPT_TRAINABLE:
     case TSQ_LAYER_OPT_BN_FROZEN:
     case TSQ_LAYER_OPT_AQ_OUTPUT_CODES:
-    case TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA: *lo = 0; *hi = 1; return 1;
+    case TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA:
+    case TSQ_LAYER_OPT_QAT_SCALE:
+    case TSQ_LAYER_OPT_AQ_LEARN_DELTA: *lo = 0; *hi = 1; return 1;
+    case TSQ_LAYER_OPT_QAT_WEIGHT_BITS: *lo = 0; *hi = 8; return 1;
     case TSQ_LAYER_OPT_BN_MOMENTUM: *lo = DBL_MIN; *hi = 1; return 1;
     case TSQ_LAYER_OPT_BN_EPS: *lo = 1e-12; *hi = 1; return 1;
     case TSQ_LAYER_OPT_TSQ_SELECT: *lo = -1; *hi = 1; return 1;
@@ -304,7 +307,8 @@ static int selectable(const tsq_layer *l)
 static int is_flag(int32_t key)
 {
     return key == TSQ_LAYER_OPT_TRAINABLE || key == TSQ_LAYER_OPT_BN_FROZEN ||
-           key == TSQ_LAYER_OPT_AQ_OUTPUT_CODES || key == TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA;
+           key == TSQ_LAYER_OPT_AQ_OUTPUT_CODES || key == TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA ||
+           key == TSQ_LAYER_OPT_QAT_SCALE || key == TSQ_LAYER_OPT_AQ_LEARN_DELTA;
 }
 
 tsq_status tsq_layer_option_bounds(int32_t key, double *lo, double *hi)

@@ -7,6 +7,42 @@
 
 #include <math.h>
 
+/* Distillation from a teacher's logits t (docs/training-loop.md):
+ *   loss = (1 - w) CE(z, y) + w T^2 (1/N) sum_i KL(softmax(t_i/T) || softmax(z_i/T)),
+ *   d loss / d z_i = (1 - w) dCE + w T (softmax(z_i/T) - softmax(t_i/T)) / N.
+ * Scales the cross-entropy's loss and gradient already in *loss and dlogits
+ * and adds the soft-target term. */
+void tsq__distill_add(const float *logits, const float *teacher, int64_t batch,
+                      int64_t classes, double T, double w, double *loss, float *dlogits)
+{
+    double total = 0.0;
+    int64_t i, k;
+    for (i = 0; i < batch; i++) {
+        const float *z = logits + i * classes, *t = teacher + i * classes;
+        double zmax = z[0], tmax = t[0], zs = 0, ts = 0, zl, tl, kl = 0;
+        for (k = 1; k < classes; k++) {
+            zmax = z[k] > zmax ? z[k] : zmax;
+            tmax = t[k] > tmax ? t[k] : tmax;
+        }
+        for (k = 0; k < classes; k++) {
+            zs += exp(((double)z[k] - zmax) / T);
+            ts += exp(((double)t[k] - tmax) / T);
+        }
+        zl = zmax / T + log(zs); /* log-sum-exp of z/T */
+        tl = tmax / T + log(ts);
+        for (k = 0; k < classes; k++) {
+            double lp = (double)z[k] / T - zl, lq = (double)t[k] / T - tl, q = exp(lq);
+            kl += q * (lq - lp);
+            if (dlogits)
+                dlogits[i * classes + k] =
+                    (float)((1.0 - w) * dlogits[i * classes + k] +
+                            w * T * (exp(lp) - q) / (double)batch);
+        }
+        total += kl;
+    }
+    *loss = (1.0 - w) * *loss + w * T * T * total / (double)batch;
+}
+
 void tsq__softmax_xent(const float *logits, const int32_t *labels, int64_t batch,
                        int64_t classes, double *loss, int64_t *correct, int32_t *pred,
                        float *dlogits)

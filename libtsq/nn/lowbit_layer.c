@@ -1,5 +1,5 @@
-/* Low-bit dense and conv layers: what TSQ step 2 produces (TSQ.md, "Step 2"
- * and "Deployment consequence").
+/* Low-bit dense and conv layers: what TSQ step 2 produces (docs/method.md
+ * §3 and §6).
  *
  * Per output channel c: integer codes w_c in -m..m (m = 2^(bits-1) - 1),
  * scale alpha_c > 0, offset b_c:

@@ -1,6 +1,6 @@
 /* The sequential network: building, shape inference, forward/backward over
- * a batch, the train step and evaluation of the caller-driven loop,
- * parameter access, cloning and layer-list rewrites. */
+ * a batch, parameter access, cloning and layer-list rewrites. The loss, the
+ * train step and evaluation are in net_train.c. */
 #include "nn_internal.h"
 
 #include <math.h>
@@ -41,7 +41,6 @@ tsq_status tsq_net_create(tsq_context *ctx, int32_t ndim, const int64_t *sample_
     memcpy(net->in_shape, sample_shape, (size_t)ndim * sizeof(int64_t));
     net->in_numel = n;
     net->act_valid = -1;
-    tsq__net_tsq_init(net);
     tsq__clear(&ctx->obj);
     *out = net;
     return TSQ_OK;
@@ -73,7 +72,8 @@ void tsq_net_destroy(tsq_net *net)
     if (!net)
         return;
     ctx = net->obj.ctx;
-    tsq__net_tsq_free(net);
+    if (net->attach_ops)
+        net->attach_ops->destroy(net);
     free_buffers(net);
     tsq__optimizer_free_state(net);
     for (i = 0; i < net->nlayers; i++) {
@@ -404,7 +404,7 @@ tsq_status tsq_net_layer(tsq_net *net, int32_t index, tsq_layer **layer)
     return TSQ_OK;
 }
 
-static void output_shape(const tsq_net *net, int32_t *ndim, const int64_t **shape)
+void tsq__net_output_shape(const tsq_net *net, int32_t *ndim, const int64_t **shape)
 {
     layer_input_shape(net, net->nlayers, ndim, shape);
 }
@@ -416,7 +416,7 @@ tsq_status tsq_net_output_shape(const tsq_net *net, int64_t *shape, int32_t capa
     int32_t n;
     if (!net || !shape || !ndim)
         return TSQ_ERR_NULL;
-    output_shape(net, &n, &s);
+    tsq__net_output_shape(net, &n, &s);
     if (capacity < n)
         return tsq__fail((tsq__object *)&net->obj, TSQ_ERR_TOO_SMALL,
                          "net_output_shape: capacity %d < ndim %d", (int)capacity, (int)n);
@@ -461,8 +461,10 @@ tsq_status tsq_net_clone(const tsq_net *net, tsq_net **copy)
         st = tsq__net_structure_changed(c);
     if (st == TSQ_OK)
         st = tsq__optimizer_copy(c, net);
-    if (st == TSQ_OK)
-        st = tsq__net_tsq_copy_settings(c, net);
+    c->kd_temperature = net->kd_temperature;
+    c->kd_weight = net->kd_weight;
+    if (st == TSQ_OK && net->attach_ops)
+        st = net->attach_ops->copy_settings(c, net);
     if (st != TSQ_OK) {
         tsq_net_destroy(c);
         return tsq__fail(obj, TSQ_ERR_NO_MEMORY, "net_clone: out of memory");
@@ -603,7 +605,7 @@ tsq_status tsq__net_run(tsq_net *net, int32_t upto, int64_t n, int train)
 }
 
 /* Validates and runs a forward; the output stays in act[nlayers]. */
-static tsq_status forward_internal(tsq_net *net, const char *where, const tsq_tensor *x,
+tsq_status tsq__net_forward(tsq_net *net, const char *where, const tsq_tensor *x,
                                    int train, int64_t *n)
 {
     tsq_status st = tsq__net_check_input(net, where, x, n);
@@ -637,7 +639,7 @@ tsq_status tsq_net_forward(tsq_net *net, const tsq_tensor *x, tsq_tensor *y, int
                              where, (long long)x->shape[0], (long long)m,
                              (long long)y->shape[0], (long long)y->numel);
     }
-    st = forward_internal(net, where, x, train, &n);
+    st = tsq__net_forward(net, where, x, train, &n);
     if (st != TSQ_OK)
         return st;
     memcpy(y->data, net->act[net->nlayers], (size_t)y->numel * sizeof(float));
@@ -646,7 +648,7 @@ tsq_status tsq_net_forward(tsq_net *net, const tsq_tensor *x, tsq_tensor *y, int
 }
 
 /* Backward from the gradient in grad_a (of the net output); dx may be NULL. */
-static tsq_status backward_internal(tsq_net *net, float *dx_out)
+tsq_status tsq__net_backward(tsq_net *net, float *dx_out)
 {
     float *dy = net->grad_a, *dx = net->grad_b, *t;
     int32_t i, first = net->nlayers;
@@ -708,222 +710,10 @@ tsq_status tsq_net_backward(tsq_net *net, const tsq_tensor *dy, tsq_tensor *dx)
     if (!tsq__all_finite(dy->data, dy->numel))
         return tsq__fail(&net->obj, TSQ_ERR_NOT_FINITE, "%s: dy holds NaN or Inf", where);
     memcpy(net->grad_a, dy->data, (size_t)dy->numel * sizeof(float));
-    st = backward_internal(net, dx ? (float *)dx->data : NULL);
+    st = tsq__net_backward(net, dx ? (float *)dx->data : NULL);
     if (st == TSQ_OK)
         tsq__clear(&net->obj);
     return st;
-}
-
-/* ------------------------------------------------------------------ */
-/* Loss, train step, evaluation                                         */
-/* ------------------------------------------------------------------ */
-
-/* The output must be a vector of K >= 1 scores per sample. */
-static tsq_status classes(tsq_net *net, const char *where, int64_t *k)
-{
-    int32_t nd;
-    const int64_t *s;
-    char a[64];
-    output_shape(net, &nd, &s);
-    if (nd != 1)
-        return tsq__fail(&net->obj, TSQ_ERR_SHAPE,
-                         "%s: the output must be a vector of class scores per sample, is %s",
-                         where, tsq__shape_str(a, sizeof a, nd, s));
-    *k = s[0];
-    return TSQ_OK;
-}
-
-static tsq_status check_labels(tsq_net *net, const char *where, const int32_t *labels,
-                               int64_t n, int64_t batch, int64_t k)
-{
-    int64_t i;
-    if (!labels)
-        return tsq__fail(&net->obj, TSQ_ERR_NULL, "%s: labels is NULL", where);
-    if (n != batch)
-        return tsq__fail(&net->obj, TSQ_ERR_INVALID, "%s: %lld labels for a batch of %lld",
-                         where, (long long)n, (long long)batch);
-    for (i = 0; i < n; i++)
-        if (labels[i] < 0 || labels[i] >= k)
-            return tsq__fail(&net->obj, TSQ_ERR_INVALID,
-                             "%s: label %d of sample %lld is outside 0..%lld", where,
-                             (int)labels[i], (long long)i, (long long)k - 1);
-    return TSQ_OK;
-}
-
-static tsq_status check_params_finite(tsq_net *net, const char *where)
-{
-    int32_t i, j;
-    for (i = 0; i < net->nlayers; i++) {
-        const tsq_layer *l = net->layers[i];
-        for (j = 0; j < l->nparams; j++)
-            if (!tsq__all_finite(l->params[j].value->data, l->params[j].value->numel))
-                return tsq__fail(&net->obj, TSQ_ERR_NOT_FINITE,
-                                 "%s: parameter '%s' of layer %d (%s) holds NaN or Inf", where,
-                                 l->params[j].name, (int)i, l->ops->name);
-        for (j = 0; j < l->nstates; j++)
-            if (l->states[j].value->dtype == TSQ_DTYPE_F32 &&
-                !tsq__all_finite(l->states[j].value->data, l->states[j].value->numel))
-                return tsq__fail(&net->obj, TSQ_ERR_NOT_FINITE,
-                                 "%s: state '%s' of layer %d (%s) holds NaN or Inf", where,
-                                 l->states[j].name, (int)i, l->ops->name);
-    }
-    return TSQ_OK;
-}
-
-static tsq_status check_grads_finite(tsq_net *net, const char *where)
-{
-    int32_t i;
-    for (i = 0; i < net->nparams; i++)
-        if (!tsq__all_finite(net->params[i]->grad->data, net->params[i]->grad->numel))
-            return tsq__fail(&net->obj, TSQ_ERR_NOT_FINITE,
-                             "%s: the gradient of '%s' of layer %d is NaN or Inf; nothing updated",
-                             where, net->params[i]->name, (int)net->param_layer[i]);
-    return TSQ_OK;
-}
-
-/* Loss of the current output against labels, and its gradient in grad_a. */
-static tsq_status loss_and_grad(tsq_net *net, const char *where, const int32_t *labels,
-                                int64_t k, double *loss, int64_t *correct)
-{
-    const float *z = net->act[net->nlayers];
-    double l;
-    int64_t c;
-    if (!tsq__all_finite(z, net->batch * k))
-        return tsq__fail(&net->obj, TSQ_ERR_NOT_FINITE,
-                         "%s: the network output holds NaN or Inf (diverged?)", where);
-    tsq__softmax_xent(z, labels, net->batch, k, &l, &c, NULL, net->grad_a);
-    if (!isfinite(l))
-        return tsq__fail(&net->obj, TSQ_ERR_NOT_FINITE, "%s: the loss is not finite", where);
-    if (loss)
-        *loss = l;
-    if (correct)
-        *correct = c;
-    return TSQ_OK;
-}
-
-tsq_status tsq_net_loss_backward(tsq_net *net, const int32_t *labels, int64_t n, double *loss,
-                                 int64_t *correct)
-{
-    static const char *where = "net_loss_backward";
-    tsq_status st;
-    int64_t k = 0; /* set by classes(); gcc -O3 cannot see it */
-    if (!net)
-        return TSQ_ERR_NULL;
-    if (!net->have_forward)
-        return tsq__fail(&net->obj, TSQ_ERR_STATE, "%s: no forward since the net last changed",
-                         where);
-    st = classes(net, where, &k);
-    if (st == TSQ_OK)
-        st = check_labels(net, where, labels, n, net->batch, k);
-    if (st == TSQ_OK)
-        st = loss_and_grad(net, where, labels, k, loss, correct);
-    if (st == TSQ_OK)
-        st = backward_internal(net, NULL);
-    if (st == TSQ_OK)
-        tsq__clear(&net->obj);
-    return st;
-}
-
-tsq_status tsq_net_train_step(tsq_net *net, const tsq_tensor *x, const int32_t *labels,
-                              int64_t n, double *loss, int64_t *correct)
-{
-    static const char *where = "train_step";
-    tsq_status st;
-    int64_t k = 0, N; /* k: set by classes() */
-    if (!net)
-        return TSQ_ERR_NULL;
-    if (net->opt.kind == TSQ__OPT_NONE)
-        return tsq__fail(&net->obj, TSQ_ERR_STATE,
-                         "%s: no optimiser set (call tsq_net_set_optimizer_sgd or _adam first)",
-                         where);
-    if (!x)
-        return tsq__fail(&net->obj, TSQ_ERR_NULL, "%s: x is NULL", where);
-    if (net->nlayers == 0)
-        return tsq__fail(&net->obj, TSQ_ERR_STATE, "%s: the net has no layers", where);
-    st = classes(net, where, &k);
-    if (st == TSQ_OK)
-        st = check_labels(net, where, labels, n, x->ndim >= 1 ? x->shape[0] : -1, k);
-    if (st == TSQ_OK)
-        st = check_params_finite(net, where);
-    if (st == TSQ_OK)
-        st = tsq__optimizer_prepare(net, where);
-    if (st == TSQ_OK)
-        st = forward_internal(net, where, x, 1, &N);
-    if (st == TSQ_OK)
-        st = loss_and_grad(net, where, labels, k, loss, correct);
-    if (st == TSQ_OK)
-        st = backward_internal(net, NULL);
-    if (st == TSQ_OK)
-        st = check_grads_finite(net, where);
-    if (st != TSQ_OK)
-        return st;
-    tsq__optimizer_update(net);
-    tsq__clear(&net->obj);
-    return TSQ_OK;
-}
-
-tsq_status tsq_net_evaluate(tsq_net *net, const tsq_tensor *x, const int32_t *labels, int64_t n,
-                            double *loss, int64_t *correct, int32_t *predictions)
-{
-    static const char *where = "evaluate";
-    tsq_status st;
-    int64_t k = 0, N; /* k: set by classes() */
-    double l;
-    int64_t c;
-    if (!net)
-        return TSQ_ERR_NULL;
-    if (!x)
-        return tsq__fail(&net->obj, TSQ_ERR_NULL, "%s: x is NULL", where);
-    if (net->nlayers == 0)
-        return tsq__fail(&net->obj, TSQ_ERR_STATE, "%s: the net has no layers", where);
-    if (!labels && (loss || correct))
-        return tsq__fail(&net->obj, TSQ_ERR_NULL, "%s: loss and correct need labels", where);
-    st = classes(net, where, &k);
-    if (st == TSQ_OK && labels)
-        st = check_labels(net, where, labels, n, x->ndim >= 1 ? x->shape[0] : -1, k);
-    if (st == TSQ_OK)
-        st = check_params_finite(net, where);
-    if (st == TSQ_OK)
-        st = forward_internal(net, where, x, 0, &N);
-    if (st != TSQ_OK)
-        return st;
-    if (!tsq__all_finite(net->act[net->nlayers], N * k))
-        return tsq__fail(&net->obj, TSQ_ERR_NOT_FINITE, "%s: the network output holds NaN or Inf",
-                         where);
-    tsq__softmax_xent(net->act[net->nlayers], labels, N, k, &l, &c, predictions, NULL);
-    if (loss)
-        *loss = l;
-    if (correct)
-        *correct = c;
-    tsq__clear(&net->obj);
-    return TSQ_OK;
-}
-
-tsq_status tsq_net_layer_output(tsq_net *net, int32_t index, tsq_tensor *out)
-{
-    static const char *where = "net_layer_output";
-    tsq_status st;
-    int64_t m;
-    if (!net)
-        return TSQ_ERR_NULL;
-    if (index < -1 || index >= net->nlayers)
-        return tsq__fail(&net->obj, TSQ_ERR_INVALID, "%s: index %d is outside -1..%d", where,
-                         (int)index, (int)net->nlayers - 1);
-    if (!net->act || net->act_valid < index + 1)
-        return tsq__fail(&net->obj, TSQ_ERR_STATE,
-                         "%s: no forward reached layer %d since the net last changed", where,
-                         (int)index);
-    st = tsq__expect_dtype(&net->obj, where, "out", out, TSQ_DTYPE_F32);
-    if (st != TSQ_OK)
-        return st;
-    m = index < 0 ? net->in_numel : net->layers[index]->out_numel;
-    if (out->numel != net->batch * m)
-        return tsq__fail(&net->obj, TSQ_ERR_SHAPE,
-                         "%s: out has %lld elements; %lld samples of %lld are needed", where,
-                         (long long)out->numel, (long long)net->batch, (long long)m);
-    memcpy(out->data, net->act[index + 1], (size_t)out->numel * sizeof(float));
-    tsq__clear(&net->obj);
-    return TSQ_OK;
 }
 
 /* ------------------------------------------------------------------ */

@@ -1,5 +1,5 @@
 /*
- * Internals of the layers and the sequential network (issue 5).
+ * Internals of the layers and the sequential network.
  *
  * A layer is a tsq_layer header (below) followed by its kind's own fields;
  * the kind's functions live in a tsq__layer_ops table. Activations cross
@@ -128,6 +128,31 @@ tsq_status tsq__dense_check_args(tsq_context *ctx, const char *where, int64_t in
 tsq_status tsq__dense_setup(tsq_layer *l, int64_t in, int64_t out, int32_t in_ndim,
                             const int64_t *in_shape, int32_t *out_ndim, int64_t *out_shape);
 
+/* ---- qat_weights.c: quantization-aware weights of dense / conv2d ---- */
+typedef struct tsq__qat {
+    int32_t bits;        /* TSQ_LAYER_OPT_QAT_WEIGHT_BITS, 0: off */
+    int32_t exact_scale; /* TSQ_LAYER_OPT_QAT_SCALE */
+    /* The last forward's quantized weights, codes and scales (workspace:
+     * a clone starts without them). */
+    float *wq, *alpha;
+    int8_t *codes;
+    size_t cap;
+} tsq__qat;
+/* The weights the forward uses: w itself when QAT is off, else Wq (kept
+ * for backward). NULL with *st set on allocation failure. */
+const float *tsq__qat_weights(tsq__qat *qat, tsq_layer *l, const float *w, int64_t rows,
+                              int64_t k, tsq_status *st);
+/* Codes (rows x k) and scales (rows) of w under the layer's QAT settings. */
+tsq_status tsq__qat_codes(const tsq__qat *qat, tsq_layer *l, const float *w, int64_t rows,
+                          int64_t k, int8_t *codes, float *alpha);
+void tsq__qat_free(tsq__qat *qat, tsq_layer *l);
+tsq_status tsq__qat_set_option(tsq__qat *qat, tsq_layer *l, int32_t key, double value);
+tsq_status tsq__qat_get_option(const tsq__qat *qat, const tsq_layer *l, int32_t key,
+                               double *value);
+/* The QAT state of a dense or conv2d layer (NULL for other kinds). */
+tsq__qat *tsq__layer_qat(tsq_layer *l);
+tsq__qat *tsq__conv2d_qat(tsq_layer *l);
+
 /* ---- kinds (constructors are public; these are for the net's rewrites) ---- */
 int tsq__layer_is(const tsq_layer *l, int32_t kind);
 /* Batch-norm: the per-channel affine y = s*x + t it applies in eval mode. */
@@ -175,16 +200,18 @@ struct tsq_net {
     int have_forward;        /* act[] hold a whole forward of `batch` samples */
     int32_t act_valid;       /* act[0..act_valid] hold the last (partial) forward */
     uint64_t generation;     /* counts changes of the layer list */
-    /* Network-level TSQ (net_tsq.c): options, the step-2 regressor, and the
-     * state of a running or finished session. */
-    double tsq_opt[7];
-    tsq_regressor *tsq_reg;
-    struct tsq__net_tsq *tsq;
+    /* State that a later folder hangs on the net (the TSQ conversion
+     * session of libtsq/convert): nn never looks inside, it only frees it
+     * and copies its settings into a clone through `attach_ops`. */
+    void *attached;
+    const struct tsq__net_attach_ops *attach_ops;
     /* Trainable parameters in layer order. */
     tsq__param **params;
     int32_t *param_layer;
     int32_t nparams;
     tsq__optimizer opt;
+    /* tsq_net_set_distillation: temperature and weight of the soft targets */
+    double kd_temperature, kd_weight;
 };
 
 /* After any change of the layer list: parameter list rebuilt, activations
@@ -193,6 +220,13 @@ tsq_status tsq__net_structure_changed(tsq_net *net);
 /* Forward of layers [0, upto) (upto = nlayers for the whole net) on n
  * samples already in act[0]; buffers must hold n samples. */
 tsq_status tsq__net_run(tsq_net *net, int32_t upto, int64_t n, int train);
+/* Validates x and runs a forward (output in act[nlayers]); *n = batch. */
+tsq_status tsq__net_forward(tsq_net *net, const char *where, const tsq_tensor *x, int train,
+                            int64_t *n);
+/* The per-sample output shape (the input's for an empty net). */
+void tsq__net_output_shape(const tsq_net *net, int32_t *ndim, const int64_t **shape);
+/* Backward from the gradient of the net output in grad_a; dx may be NULL. */
+tsq_status tsq__net_backward(tsq_net *net, float *dx);
 /* Makes the activation buffers hold n samples. */
 tsq_status tsq__net_reserve(tsq_net *net, int64_t n);
 /* Checks x (f32, first dim N, N * in_numel elements, finite); *n = N. */
@@ -205,10 +239,16 @@ tsq_status tsq__net_insert(tsq_net *net, const char *where, int32_t index, tsq_l
 tsq_status tsq__net_remove(tsq_net *net, int32_t index);
 tsq_status tsq__net_replace(tsq_net *net, const char *where, int32_t index, tsq_layer *layer);
 
-/* net_tsq.c */
-void tsq__net_tsq_init(tsq_net *net);
-void tsq__net_tsq_free(tsq_net *net);
-tsq_status tsq__net_tsq_copy_settings(tsq_net *dst, const tsq_net *src);
+/* How the net handles its attached state (see struct tsq_net). nn calls
+ * these and knows nothing else of it, so nn never depends on the folder that
+ * attaches it. */
+typedef struct tsq__net_attach_ops {
+    /* Frees net->attached (and ends any session it holds). */
+    void (*destroy)(tsq_net *net);
+    /* Gives a fresh clone `dst` the settings of src's attached state (not a
+     * running session). */
+    tsq_status (*copy_settings)(tsq_net *dst, const tsq_net *src);
+} tsq__net_attach_ops;
 
 void tsq__optimizer_free_state(tsq_net *net);
 tsq_status tsq__optimizer_prepare(tsq_net *net, const char *where);
@@ -222,6 +262,10 @@ double tsq__schedule_lr(const tsq__optimizer *opt, int64_t t);
 void tsq__softmax_xent(const float *logits, const int32_t *labels, int64_t batch,
                        int64_t classes, double *loss, int64_t *correct, int32_t *pred,
                        float *dlogits);
+/* Mixes the soft-target term of a teacher's logits into a cross-entropy's
+ * loss and dlogits (T > 0, 0 <= w <= 1). */
+void tsq__distill_add(const float *logits, const float *teacher, int64_t batch,
+                      int64_t classes, double T, double w, double *loss, float *dlogits);
 
 /* Low-bit layers (lowbit_layer.c) keep every scale alpha at least
  * TSQ__LOWBIT_ALPHA_MIN (kernels/kernels_internal.h), in case an optimiser

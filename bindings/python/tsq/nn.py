@@ -730,6 +730,26 @@ class Net(Handle):
             self._last_x_shape = xt.shape
         return StepResult(loss.value, correct.value)
 
+    def set_distillation(self, temperature: float, weight: float) -> "Net":
+        """Soft targets for train_step_distill: temperature T and weight w."""
+        self._call("tsq_net_set_distillation", B.real_arg(temperature, "temperature"),
+                   B.real_arg(weight, "weight"))
+        return self
+
+    def train_step_distill(self, x: ArrayLike, labels: ArrayLike,
+                           teacher_logits: ArrayLike) -> StepResult:
+        """train_step with (1 - w) CE + w T^2 KL against a teacher's logits
+        (N x classes, e.g. another net's forward in eval mode)."""
+        loss, correct = ctypes.c_double(), ctypes.c_int64()
+        lab, n, _keep = B.typed_array(ctypes.c_int32, labels, name="labels")
+        with Call(self._ctx) as c:
+            xt = c.input(x, B.F32, "x")
+            tt = c.input(teacher_logits, B.F32, "teacher_logits")
+            self._call("tsq_net_train_step_distill", xt, lab, n, tt, ctypes.byref(loss),
+                       ctypes.byref(correct))
+            self._last_x_shape = xt.shape
+        return StepResult(loss.value, correct.value)
+
     def evaluate(self, x: ArrayLike, labels: Optional[ArrayLike] = None,
                  predictions: bool = True) -> EvalResult:
         """Forward in eval mode: EvalResult(loss, correct, predictions);
@@ -775,6 +795,13 @@ class Net(Handle):
         folded = ctypes.c_int32()
         self._changing(self._call, "tsq_net_fold_batchnorm", ctypes.byref(folded))
         return folded.value
+
+    def convert_qat(self) -> int:
+        """Ends joint QAT: quantization-aware layers become low-bit ones
+        (batch-norms folded). Returns the number converted."""
+        converted = ctypes.c_int32()
+        self._changing(self._call, "tsq_net_convert_qat", ctypes.byref(converted))
+        return converted.value
 
     # ---- network-level TSQ -------------------------------------------------
 
