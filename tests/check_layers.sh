@@ -14,10 +14,24 @@
 #
 # Every violation is printed as "file:line: folder includes later-folder/...".
 # Exit status: 1 if there is any violation, unless TSQ_LAYERS=report, which
-# prints the same list and exits 0 (the setting `make check` uses until the
-# whole tree obeys the order; `make check TSQ_LAYERS=strict` enforces it).
+# prints the same list and exits 0 (`make check TSQ_LAYERS=report`, for a
+# tree in the middle of a move; `make check` is strict).
 ORDER="core kernels runtime io quant nn convert"
 root=${TSQ_LAYERS_ROOT:-libtsq}
+
+# First, the check must catch a planted upward include (kernels -> nn).
+if [ -z "$TSQ_LAYERS_ROOT" ]; then
+    plant=$(mktemp -d)
+    mkdir -p "$plant/kernels" "$plant/nn"
+    : > "$plant/nn/net.h"
+    echo '#include "nn/net.h"' > "$plant/kernels/gemm.c"
+    if TSQ_LAYERS_ROOT="$plant" TSQ_LAYERS=strict sh "$0" > /dev/null 2>&1; then
+        rm -rf "$plant"
+        echo "check_layers: a planted kernels -> nn include was not caught"
+        exit 1
+    fi
+    rm -rf "$plant"
+fi
 
 rank() {
     i=0
