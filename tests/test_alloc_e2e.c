@@ -1,4 +1,4 @@
-/* Allocation-failure injection over a small end-to-end run (issue 9).
+/* Allocation-failure injection over a small end-to-end run.
  *
  * run_pipeline() drives a tiny network through the whole library:
  *   build    input 1x6x6: conv3x3-4, BN, ReLU, conv3x3-4, BN, ReLU, flatten,

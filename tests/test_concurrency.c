@@ -1,4 +1,4 @@
-/* Concurrency (issue 9), the thread model of include/tsq/core.h and
+/* Concurrency: the thread model of include/tsq/core.h and
  * include/tsq/plan.h, checked bit for bit (and by ThreadSanitizer under
  * `make check-tsan`):
  *  1. T threads, each with its own context and handles, run a whole job

@@ -1,5 +1,5 @@
-/* Layers and training speed on the Fashion-MNIST network of the end-to-end
- * issue ("fmnist-cnn", padding 1 on every conv, batch 128):
+/* Layers and training speed on the Fashion-MNIST network of the demo
+ * ("fmnist-cnn", padding 1 on every conv, batch 128):
  *
  *   conv3x3-32, BN, ReLU -> conv3x3-32, BN, ReLU -> max-pool 2 ->
  *   conv3x3-64, BN, ReLU -> conv3x3-64, BN, ReLU -> max-pool 2 ->

@@ -1,5 +1,5 @@
 /* The inference plan against the float simulation of the same converted
- * network (issue 7), on the Fashion-MNIST network of the end-to-end issue
+ * network on the Fashion-MNIST network of the demo
  * ("fmnist-cnn", padding 1 on every conv, batch 128), as TSQ converts it:
  *
  *   conv3x3-32, BN, Q(codes) -> lbconv3x3-32, Q(codes) -> max-pool 2 ->

@@ -1,10 +1,10 @@
-/* Benchmarks of the activation quantizer (issue 3):
+/* Benchmarks of the activation quantizer:
  *   - encoding 100M floats to codes through the public call (finite check
  *     included), the bare AVX2 kernel and the plain C kernel, against memcpy
  *     of the same 400 MB measured in the same run;
  *   - observing 10M samples, and fitting (eps, delta) from their statistics
  *     for several bit widths and eps modes;
- *   - TSQ.md's check table on 10^6 unit-Gaussian samples (values, not
+ *   - docs/method.md §2.3's check table on 10^6 unit-Gaussian samples (values, not
  *     times: fitted delta, error and sparsity against the table).
  * Medians of 5 runs, one JSON object per line (bench.h). Sizes can be
  * scaled down with TSQ_BENCH_SCALE (e.g. 0.1) for a quick look. */
@@ -184,7 +184,7 @@ static void bench_fit(tsq_context *ctx, int64_t n)
     free(x);
 }
 
-/* TSQ.md's check table on 10^6 unit-Gaussian samples (the test's seed):
+/* docs/method.md §2.3's check table on 10^6 unit-Gaussian samples (the test's seed):
  * fitted delta and error per row, against the table's quadrature values. */
 static void table_rows(tsq_context *ctx)
 {
@@ -220,9 +220,9 @@ static void table_rows(tsq_context *ctx)
         CHECK("learn", tsq_learn_codes(q, tx, NULL, &err, &sp));
         CHECK("get", tsq_quantizer_get_channel(q, 0, &eps, &delta));
         snprintf(name, sizeof name, "%s_delta", rows[r].name);
-        bench_line_ratio(name, delta, "", "TSQ.md", rows[r].delta);
+        bench_line_ratio(name, delta, "", "method.md", rows[r].delta);
         snprintf(name, sizeof name, "%s_error", rows[r].name);
-        bench_line_ratio(name, err, "", "TSQ.md", rows[r].error);
+        bench_line_ratio(name, err, "", "method.md", rows[r].error);
         snprintf(name, sizeof name, "%s_sparsity", rows[r].name);
         bench_line(name, sp, "");
         tsq_quantizer_destroy(q);
