@@ -228,10 +228,12 @@ tests: $(TEST_BINS)
 # ---- the README's test command -------------------------------------------
 check:
 	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory -j2 all tests
 	@$(MAKE) --no-print-directory check-run
+	@$(MAKE) --no-print-directory -j2 all tests BLAS=cblas
 	@$(MAKE) --no-print-directory check-run BLAS=cblas CHECK_QUICK=1
 	@# make demo and make bench build at -O3, where gcc warns about other things.
-	@$(MAKE) --no-print-directory -s lib OPT=-O3 BUILDROOT=$(BUILDROOT)/O3 && echo "check: -O3 build clean"
+	@$(MAKE) --no-print-directory -s -j2 lib OPT=-O3 BUILDROOT=$(BUILDROOT)/O3 && echo "check: -O3 build clean"
 
 # tests/check_layers.sh fails on any upward include between libtsq's
 # folders; TSQ_LAYERS=report only lists them (for a tree in mid-move).

@@ -84,7 +84,7 @@ def tsq_net(ctx, rng):
         return q
 
     def lowbit(layer, nout, nin):
-        layer.set(rng.integers(-1, 2, nout * nin).astype(np.int8),
+        layer.set(rng.integers(-1, 2, nout * nin).astype(np.int8).reshape(layer.weight_shape()),
                   ((0.5 + rng.random(nout)) / np.sqrt(nin)).astype(np.float32),
                   (0.3 * rng.standard_normal(nout)).astype(np.float32))
         return layer
