@@ -201,14 +201,14 @@ tsq_status tsq_net_set_tsq_option(tsq_net *net, int32_t key, double value)
  * options are 0, the others those of a new quantizer (read from one). */
 tsq_status tsq_net_get_tsq_option(const tsq_net *net, int32_t key, double *value)
 {
-    tsq__object *obj;
+    const tsq__object *obj;
     const opt_spec *s;
-    tsq__conversion *c = NULL; /* set by tsq__cvt_attach */
+    tsq__conversion *c = NULL;
     tsq_quantizer *q = NULL;
     tsq_status st;
     if (!net || !value)
         return TSQ_ERR_NULL;
-    obj = (tsq__object *)&net->obj;
+    obj = &net->obj;
     if (!(s = find_spec(key)))
         return tsq__fail(obj, TSQ_ERR_INVALID, "net_get_tsq_option: unknown key %d", (int)key);
     c = tsq__cvt_of(net);
@@ -335,12 +335,12 @@ tsq_status tsq_net_tsq_progress(const tsq_net *net, int32_t *stage, int32_t *uni
 tsq_status tsq_net_tsq_history(const tsq_net *net, int32_t unit, int32_t series, double *values,
                                int32_t capacity, int32_t *count, int32_t *layer_index)
 {
-    tsq__object *obj;
+    const tsq__object *obj;
     const tsq__conversion *c;
     const tsq__cvt_unit *u;
     if (!net || !count)
         return TSQ_ERR_NULL;
-    obj = (tsq__object *)&net->obj;
+    obj = &net->obj;
     c = tsq__cvt_of(net);
     if (!c || unit < 0 || unit >= c->nunits)
         return tsq__fail(obj, TSQ_ERR_INVALID, "net_tsq_history: no converted layer %d", (int)unit);

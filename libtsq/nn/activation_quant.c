@@ -320,7 +320,7 @@ static tsq_status aq_get_option(const tsq_layer *l, int32_t key, double *value)
     else if (key == TSQ_LAYER_OPT_AQ_LEARN_DELTA)
         *value = ((const aq_layer *)l)->learn;
     else
-        return tsq__fail((tsq__object *)&l->obj, TSQ_ERR_INVALID,
+        return tsq__fail(&l->obj, TSQ_ERR_INVALID,
                          "layer_get_option: key %d does not apply to an act_quant layer", (int)key);
     return TSQ_OK;
 }
@@ -333,7 +333,7 @@ static tsq_status aq_info(const tsq_layer *l, int32_t key, int64_t *value)
     else if (key == TSQ_LAYER_INFO_IN_CHANNELS)
         *value = q->nchannels;
     else
-        return tsq__fail((tsq__object *)&l->obj, TSQ_ERR_INVALID,
+        return tsq__fail(&l->obj, TSQ_ERR_INVALID,
                          "layer_info: an act_quant layer has no key %d", (int)key);
     return TSQ_OK;
 }
@@ -516,12 +516,12 @@ tsq_status tsq_layer_act_quant_get_channel(const tsq_layer *layer, int64_t chann
     if (!layer)
         return TSQ_ERR_NULL;
     if (!tsq__layer_is_act_quant(layer))
-        return tsq__fail((tsq__object *)&layer->obj, TSQ_ERR_INVALID,
+        return tsq__fail(&layer->obj, TSQ_ERR_INVALID,
                          "act_quant_get_channel: a %s layer is not a quantizer", layer->ops->name);
     q = (const aq_layer *)layer;
     if (channel < -1 || (q->nchannels > 0 && channel >= q->nchannels) ||
         (q->nchannels > 0 && channel == -1))
-        return tsq__fail((tsq__object *)&layer->obj, TSQ_ERR_INVALID,
+        return tsq__fail(&layer->obj, TSQ_ERR_INVALID,
                          "act_quant_get_channel: channel %lld is out of range (%lld channels)",
                          (long long)channel, (long long)q->nchannels);
     i = q->nchannels > 0 ? channel : 0;

@@ -203,7 +203,7 @@ static tsq_status bn_get_option(const tsq_layer *l, int32_t key, double *value)
     case TSQ_LAYER_OPT_BN_EPS: *value = b->eps; return TSQ_OK;
     case TSQ_LAYER_OPT_BN_FROZEN: *value = b->frozen; return TSQ_OK;
     default:
-        return tsq__fail((tsq__object *)&l->obj, TSQ_ERR_INVALID,
+        return tsq__fail(&l->obj, TSQ_ERR_INVALID,
                          "layer_get_option: key %d does not apply to a batchnorm layer", (int)key);
     }
 }
@@ -211,7 +211,7 @@ static tsq_status bn_get_option(const tsq_layer *l, int32_t key, double *value)
 static tsq_status bn_info(const tsq_layer *l, int32_t key, int64_t *value)
 {
     if (key != TSQ_LAYER_INFO_IN_CHANNELS)
-        return tsq__fail((tsq__object *)&l->obj, TSQ_ERR_INVALID,
+        return tsq__fail(&l->obj, TSQ_ERR_INVALID,
                          "layer_info: a batchnorm layer has no key %d", (int)key);
     *value = ((const bn_layer *)l)->channels;
     return TSQ_OK;

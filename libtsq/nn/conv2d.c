@@ -105,7 +105,7 @@ static tsq_status conv_info(const tsq_layer *l, int32_t key, int64_t *value)
 {
     const conv_layer *c = (const conv_layer *)l;
     if (tsq__conv_info(c->cin, c->cout, c->kh, c->kw, c->stride, c->pad, key, value) != TSQ_OK)
-        return tsq__fail((tsq__object *)&l->obj, TSQ_ERR_INVALID,
+        return tsq__fail(&l->obj, TSQ_ERR_INVALID,
                          "layer_info: a conv2d layer has no key %d", (int)key);
     return TSQ_OK;
 }

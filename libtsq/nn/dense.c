@@ -72,7 +72,7 @@ static tsq_status dense_info(const tsq_layer *l, int32_t key, int64_t *value)
     else if (key == TSQ_LAYER_INFO_OUT_CHANNELS)
         *value = d->out;
     else
-        return tsq__fail((tsq__object *)&l->obj, TSQ_ERR_INVALID,
+        return tsq__fail(&l->obj, TSQ_ERR_INVALID,
                          "layer_info: a dense layer has no key %d", (int)key);
     return TSQ_OK;
 }

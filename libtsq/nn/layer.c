@@ -246,10 +246,10 @@ const char *tsq_layer_kind_name(int32_t kind)
 
 tsq_status tsq_layer_info(const tsq_layer *layer, int32_t key, int64_t *value)
 {
-    tsq__object *obj;
+    const tsq__object *obj;
     if (!layer || !value)
         return TSQ_ERR_NULL;
-    obj = (tsq__object *)&layer->obj;
+    obj = &layer->obj;
     if (!layer->ops->info)
         return tsq__fail(obj, TSQ_ERR_INVALID, "layer_info: a %s layer has no key %d",
                          layer->ops->name, (int)key);
@@ -260,10 +260,10 @@ tsq_status tsq_layer_sample_shapes(const tsq_layer *layer, int64_t *in_shape,
                                    int32_t *in_ndim, int64_t *out_shape, int32_t *out_ndim,
                                    int32_t capacity)
 {
-    tsq__object *obj;
+    const tsq__object *obj;
     if (!layer || !in_shape || !in_ndim || !out_shape || !out_ndim)
         return TSQ_ERR_NULL;
-    obj = (tsq__object *)&layer->obj;
+    obj = &layer->obj;
     if (!layer->is_setup)
         return tsq__fail(obj, TSQ_ERR_STATE, "layer_sample_shapes: the %s layer is not in a net yet",
                          layer->ops->name);
@@ -355,11 +355,11 @@ tsq_status tsq_layer_set_option(tsq_layer *layer, int32_t key, double value)
 
 tsq_status tsq_layer_get_option(const tsq_layer *layer, int32_t key, double *value)
 {
-    tsq__object *obj;
+    const tsq__object *obj;
     double lo, hi;
     if (!layer || !value)
         return TSQ_ERR_NULL;
-    obj = (tsq__object *)&layer->obj;
+    obj = &layer->obj;
     if (!option_range(key, &lo, &hi))
         return tsq__fail(obj, TSQ_ERR_INVALID, "layer_get_option: unknown key %d", (int)key);
     if (key == TSQ_LAYER_OPT_TRAINABLE) {

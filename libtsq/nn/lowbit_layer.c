@@ -183,7 +183,7 @@ static tsq_status lb_info(const tsq_layer *l, int32_t key, int64_t *value)
         *value = key == TSQ_LAYER_INFO_IN_CHANNELS ? q->in : q->out;
         return TSQ_OK;
     }
-    return tsq__fail((tsq__object *)&l->obj, TSQ_ERR_INVALID, "layer_info: a %s layer has no key %d",
+    return tsq__fail(&l->obj, TSQ_ERR_INVALID, "layer_info: a %s layer has no key %d",
                      l->ops->name, (int)key);
 }
 
@@ -224,7 +224,7 @@ static tsq_status lb_set_option(tsq_layer *l, int32_t key, double value)
 static tsq_status lb_get_option(const tsq_layer *l, int32_t key, double *value)
 {
     if (key != TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA)
-        return tsq__fail((tsq__object *)&l->obj, TSQ_ERR_INVALID,
+        return tsq__fail(&l->obj, TSQ_ERR_INVALID,
                          "layer_get_option: key %d does not apply to a %s layer", (int)key,
                          l->ops->name);
     *value = l->params[P_ALPHA].frozen ? 0 : 1;

@@ -418,7 +418,7 @@ tsq_status tsq_net_output_shape(const tsq_net *net, int64_t *shape, int32_t capa
         return TSQ_ERR_NULL;
     tsq__net_output_shape(net, &n, &s);
     if (capacity < n)
-        return tsq__fail((tsq__object *)&net->obj, TSQ_ERR_TOO_SMALL,
+        return tsq__fail(&net->obj, TSQ_ERR_TOO_SMALL,
                          "net_output_shape: capacity %d < ndim %d", (int)capacity, (int)n);
     memcpy(shape, s, (size_t)n * sizeof(int64_t));
     *ndim = n;
@@ -436,13 +436,13 @@ static int64_t out_numel(const tsq_net *net)
 
 tsq_status tsq_net_clone(const tsq_net *net, tsq_net **copy)
 {
-    tsq__object *obj;
+    const tsq__object *obj;
     tsq_net *c = NULL;
     tsq_status st;
     int32_t i;
     if (!net || !copy)
         return TSQ_ERR_NULL;
-    obj = (tsq__object *)&net->obj;
+    obj = &net->obj;
     *copy = NULL;
     st = tsq_net_create(net->obj.ctx, net->in_ndim, net->in_shape, &c);
     if (st != TSQ_OK)

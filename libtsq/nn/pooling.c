@@ -101,7 +101,7 @@ static tsq_status maxpool_info(const tsq_layer *l, int32_t key, int64_t *value)
     else if (key == TSQ_LAYER_INFO_STRIDE)
         *value = m->stride;
     else
-        return tsq__fail((tsq__object *)&l->obj, TSQ_ERR_INVALID,
+        return tsq__fail(&l->obj, TSQ_ERR_INVALID,
                          "layer_info: a maxpool2d layer has no key %d", (int)key);
     return TSQ_OK;
 }

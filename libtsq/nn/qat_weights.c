@@ -181,7 +181,7 @@ tsq_status tsq__qat_get_option(const tsq__qat *qat, const tsq_layer *l, int32_t 
     else if (key == TSQ_LAYER_OPT_QAT_SCALE)
         *value = qat->exact_scale;
     else
-        return tsq__fail((tsq__object *)&l->obj, TSQ_ERR_INVALID,
+        return tsq__fail(&l->obj, TSQ_ERR_INVALID,
                          "layer_get_option: key %d does not apply to a %s layer", (int)key,
                          l->ops->name);
     return TSQ_OK;

@@ -60,7 +60,7 @@ tsq_status tsq_net_get_lr(const tsq_net *net, double *lr)
     if (!net || !lr)
         return TSQ_ERR_NULL;
     if (net->opt.kind == TSQ__OPT_NONE)
-        return tsq__fail((tsq__object *)&net->obj, TSQ_ERR_STATE, "net_get_lr: no optimiser set");
+        return tsq__fail(&net->obj, TSQ_ERR_STATE, "net_get_lr: no optimiser set");
     *lr = tsq__schedule_lr(&net->opt, net->opt.t);
     return TSQ_OK;
 }

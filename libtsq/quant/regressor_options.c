@@ -112,7 +112,7 @@ tsq_status tsq_regressor_get_param(const tsq_regressor *reg, int32_t key, double
     if (!reg)
         return TSQ_ERR_NULL;
     if (!value)
-        return tsq__fail((tsq__object *)&reg->obj, TSQ_ERR_NULL,
+        return tsq__fail(&reg->obj, TSQ_ERR_NULL,
                          "regressor_get_param: value is NULL");
     o = &reg->opt;
     switch (key) {
@@ -130,7 +130,7 @@ tsq_status tsq_regressor_get_param(const tsq_regressor *reg, int32_t key, double
     case TSQ_REGRESSOR_POLISH: *value = o->polish; break;
     case TSQ_REGRESSOR_RESTARTS: *value = o->restarts; break;
     default:
-        return tsq__fail((tsq__object *)&reg->obj, TSQ_ERR_INVALID,
+        return tsq__fail(&reg->obj, TSQ_ERR_INVALID,
                          "regressor_get_param: unknown key 0x%04x%s", (unsigned)key,
                          family_note(key));
     }
@@ -164,13 +164,13 @@ tsq_status tsq_regressor_get_alphabet(const tsq_regressor *reg, int32_t *values,
     if (!reg)
         return TSQ_ERR_NULL;
     if (!count)
-        return tsq__fail((tsq__object *)&reg->obj, TSQ_ERR_NULL,
+        return tsq__fail(&reg->obj, TSQ_ERR_NULL,
                          "regressor_get_alphabet: count is NULL");
     *count = reg->opt.alphabet.count;
     if (!values)
         return TSQ_OK;
     if (capacity < *count)
-        return tsq__fail((tsq__object *)&reg->obj, TSQ_ERR_TOO_SMALL,
+        return tsq__fail(&reg->obj, TSQ_ERR_TOO_SMALL,
                          "regressor_get_alphabet: capacity %d < %d values", (int)capacity,
                          (int)*count);
     memcpy(values, reg->opt.alphabet.values, (size_t)*count * sizeof values[0]);

@@ -151,7 +151,7 @@ tsq_status tsq_regressor_history(const tsq_regressor *reg, int32_t series, doubl
     if (!reg)
         return TSQ_ERR_NULL;
     if (!count)
-        return tsq__fail((tsq__object *)&reg->obj, TSQ_ERR_NULL,
+        return tsq__fail(&reg->obj, TSQ_ERR_NULL,
                          "regressor_history: count is NULL");
     f = reg->fit;
     switch (series) {
@@ -160,14 +160,14 @@ tsq_status tsq_regressor_history(const tsq_regressor *reg, int32_t series, doubl
     case TSQ_HISTORY_RELAXED: src = f ? f->h_relax : NULL; break;
     case TSQ_HISTORY_LAMBDA: src = f ? f->h_lambda : NULL; break;
     default:
-        return tsq__fail((tsq__object *)&reg->obj, TSQ_ERR_INVALID,
+        return tsq__fail(&reg->obj, TSQ_ERR_INVALID,
                          "regressor_history: unknown series %d", (int)series);
     }
     *count = f ? f->h_count : 0;
     if (!values || *count == 0)
         return TSQ_OK;
     if (capacity < *count)
-        return tsq__fail((tsq__object *)&reg->obj, TSQ_ERR_TOO_SMALL,
+        return tsq__fail(&reg->obj, TSQ_ERR_TOO_SMALL,
                          "regressor_history: capacity %d < %d entries", (int)capacity,
                          (int)*count);
     memcpy(values, src, (size_t)*count * sizeof values[0]);
@@ -179,13 +179,13 @@ tsq_status tsq_regressor_channel_objectives(const tsq_regressor *reg, double *ou
     if (!reg)
         return TSQ_ERR_NULL;
     if (!out)
-        return tsq__fail((tsq__object *)&reg->obj, TSQ_ERR_NULL,
+        return tsq__fail(&reg->obj, TSQ_ERR_NULL,
                          "regressor_channel_objectives: out is NULL");
     if (!fit_done(reg))
-        return tsq__fail((tsq__object *)&reg->obj, TSQ_ERR_STATE,
+        return tsq__fail(&reg->obj, TSQ_ERR_STATE,
                          "regressor_channel_objectives: no finished fit");
     if (count != reg->fit->C)
-        return tsq__fail((tsq__object *)&reg->obj, TSQ_ERR_TOO_SMALL,
+        return tsq__fail(&reg->obj, TSQ_ERR_TOO_SMALL,
                          "regressor_channel_objectives: count %lld, the layer has C = %lld",
                          (long long)count, (long long)reg->fit->C);
     memcpy(out, reg->fit->best_obj, (size_t)count * sizeof out[0]);

@@ -92,7 +92,7 @@ static tsq_status stats_common(const tsq_regressor *reg, const char *where, int6
 {
     segment seg[8];
     if (!fit_running(reg))
-        return tsq__fail((tsq__object *)&reg->obj, TSQ_ERR_STATE, "%s: no pass in progress",
+        return tsq__fail(&reg->obj, TSQ_ERR_STATE, "%s: no pass in progress",
                          where);
     stats_segments(reg->fit, seg, size); /* reads only */
     return TSQ_OK;
@@ -103,7 +103,7 @@ tsq_status tsq_regressor_stats_size(const tsq_regressor *reg, int64_t *count)
     if (!reg)
         return TSQ_ERR_NULL;
     if (!count)
-        return tsq__fail((tsq__object *)&reg->obj, TSQ_ERR_NULL,
+        return tsq__fail(&reg->obj, TSQ_ERR_NULL,
                          "regressor_stats_size: count is NULL");
     return stats_common(reg, "regressor_stats_size", count);
 }
@@ -115,13 +115,13 @@ tsq_status tsq_regressor_stats_export(const tsq_regressor *reg, double *out, int
     if (!reg)
         return TSQ_ERR_NULL;
     if (!out)
-        return tsq__fail((tsq__object *)&reg->obj, TSQ_ERR_NULL,
+        return tsq__fail(&reg->obj, TSQ_ERR_NULL,
                          "regressor_stats_export: out is NULL");
     st = stats_common(reg, "regressor_stats_export", &size);
     if (st != TSQ_OK)
         return st;
     if (count != size)
-        return tsq__fail((tsq__object *)&reg->obj, TSQ_ERR_TOO_SMALL,
+        return tsq__fail(&reg->obj, TSQ_ERR_TOO_SMALL,
                          "regressor_stats_export: count %lld, the pass has %lld sums",
                          (long long)count, (long long)size);
     stats_move(reg->fit, out, STATS_EXPORT);
