@@ -167,7 +167,7 @@ static void make_job(aq_job *j, tsq_layer *l)
     j->q = (aq_layer *)l;
     j->channels = l->in_shape[0];
     j->per_channel = l->in_numel / l->in_shape[0];
-    j->avx2 = (tsq__cpu_detect() & TSQ_CPU_AVX2) != 0;
+    j->avx2 = (l->obj.ctx->cpu & TSQ_CPU_AVX2) != 0; /* detected once, at context creation */
 }
 
 /* Learned delta: the parameter, kept >= AQ_DELTA_MIN, into the slots. */

@@ -129,7 +129,7 @@ tsq_status tsq_quantizer_create(tsq_context *ctx, int32_t bits, int64_t channels
     }
     tsq__option_defaults(&quantizer_table, q);
     q->bits = bits;
-    q->use_avx2 = (tsq__cpu_detect() & TSQ_CPU_AVX2) != 0;
+    q->use_avx2 = (ctx->cpu & TSQ_CPU_AVX2) != 0;
     q->channels = channels;
     q->nparams = (int64_t)np;
     tsq__clear(&ctx->obj);
