@@ -9,11 +9,17 @@ passed=0
 failed=0
 failed_names=""
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
 [ -n "$CHECK_QUICK" ] && export TSQ_TEST_QUICK=1
+
+# Seconds per entry go to $times and are printed, slowest first, at the end:
+# the whole of `make check` has a 10-minute budget on two cores.
+times=$(mktemp)
+trap 'rm -f "$log" "$times"' EXIT
+now() { date +%s; }
 
 for bin in "$@"; do
     name=$(basename "$bin")
+    t0=$(now)
     if [ -n "$VALGRIND" ]; then
         CK_FORK=no valgrind -q --error-exitcode=99 --leak-check=full \
             --errors-for-leak-kinds=definite,indirect "$bin" >"$log" 2>&1
@@ -37,6 +43,7 @@ for bin in "$@"; do
     else
         failed=$((failed + 1)); failed_names="$failed_names $name(no summary, exit $rc)"
     fi
+    echo "$(($(now) - t0)) $name" >>"$times"
 done
 
 # The shell checks link the shared library into uninstrumented programs:
@@ -45,6 +52,7 @@ if [ -z "$VALGRIND" ] && [ -z "$SAN" ]; then
     for chk in tests/check_*.sh; do
         [ -f "$chk" ] || continue
         name=$(basename "$chk" .sh)
+        t0=$(now)
         if sh "$chk" >"$log" 2>&1; then
             grep -q 'reported only' "$log" && cat "$log"
             echo "$name: passed"
@@ -54,13 +62,16 @@ if [ -z "$VALGRIND" ] && [ -z "$SAN" ]; then
             echo "$name: FAILED"
             failed=$((failed + 1)); failed_names="$failed_names $name"
         fi
+        echo "$(($(now) - t0)) $name" >>"$times"
     done
 fi
 
 # The Python bindings' tests (unittest), counted with the rest.
 if [ -z "$VALGRIND" ] && [ -z "$SAN" ] && [ -n "$BUILD" ] && [ -x /usr/bin/python3 ]; then
+    t0=$(now)
     sh bindings/python/run_tests.sh "$BUILD" >"$log" 2>&1
     rc=$?
+    echo "$(($(now) - t0)) python" >>"$times"
     tail -n 25 "$log"
     line=$(grep -E '^python: [0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
     if [ -n "$line" ]; then
@@ -75,6 +86,7 @@ if [ -z "$VALGRIND" ] && [ -z "$SAN" ] && [ -n "$BUILD" ] && [ -x /usr/bin/pytho
     fi
 fi
 
+echo "seconds per entry (slowest first): $(sort -rn "$times" | head -n 8 | awk '{printf "%s %ss, ", $2, $1}')total $(awk '{s+=$1} END {print s}' "$times")s"
 [ -n "$failed_names" ] && echo "failed:$failed_names"
 echo "${BUILD:-tests}: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
