@@ -38,6 +38,9 @@ typedef struct options {
     int sequential;  /* fit the quantizers in network order (TSQ_NET_TSQ_SEQUENTIAL) */
     int seeds;       /* runs of every stage after FP32 */
     int step1_only;  /* stop each TSQ pipeline after step 1 (recipe experiments) */
+    int per_channel; /* one (eps, delta) per channel (TSQ_NET_TSQ_PER_CHANNEL) */
+    int learn_delta; /* step 1 learns delta (TSQ_LAYER_OPT_AQ_LEARN_DELTA); joint QAT always does */
+    int qat_scale;   /* joint QAT's ternary scale: 0 TWN, 1 exact (TSQ_LAYER_OPT_QAT_SCALE) */
     double epochs_fp32, epochs_step1, epochs_finetune; /* fractions allowed */
     double epochs_joint;
     double distill_t, distill_w; /* step-1 distillation from the FP32 logits (w 0: off) */
@@ -312,6 +315,8 @@ static void insert_quantizers(demo *d, tsq_net *net, int32_t eps_mode, int32_t a
     check_net(net, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_ACT_BITS, act_bits), "tsq option");
     check_net(net, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_EPS_MODE, eps_mode), "tsq option");
     check_net(net, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_SEQUENTIAL, d->opt.sequential),
+              "tsq option");
+    check_net(net, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_PER_CHANNEL, d->opt.per_channel),
               "tsq option");
     /* one pass, or one pass per quantizer in sequential mode */
     while (!done)
@@ -662,6 +667,21 @@ static void save_and_verify(demo *d, tsq_net *net)
 /* The pipeline                                                        */
 /* ------------------------------------------------------------------ */
 
+/* Every activation quantizer of the net learns its delta (LSQ gradient,
+ * eps tied to delta by the ratio it was fitted with). */
+static void learn_deltas(tsq_net *net)
+{
+    int32_t i, n = 0, kind = 0;
+    tsq_net_layer_count(net, &n);
+    for (i = 0; i < n; i++) {
+        tsq_layer *l = NULL;
+        tsq_net_layer(net, i, &l);
+        tsq_layer_kind(l, &kind);
+        if (kind == TSQ_LAYER_ACT_QUANT)
+            check_net(net, tsq_layer_set_option(l, TSQ_LAYER_OPT_AQ_LEARN_DELTA, 1), "learn delta");
+    }
+}
+
 static tsq_net *run_step1(demo *d, tsq_net *fp32, int32_t eps_mode, int32_t act_bits,
                           const char *label, demo_rng *rng)
 {
@@ -670,6 +690,8 @@ static tsq_net *run_step1(demo *d, tsq_net *fp32, int32_t eps_mode, int32_t act_
     if (d->opt.distill_w > 0)
         p.teacher = fp32;
     insert_quantizers(d, net, eps_mode, act_bits);
+    if (d->opt.learn_delta)
+        learn_deltas(net);
     train(d, net, &p, rng);
     return net;
 }
@@ -804,11 +826,13 @@ static void run_joint(demo *d, tsq_net *fp32, demo_rng *rng)
         tsq_net_layer(net, i, &l);
         tsq_layer_kind(l, &kind);
         if ((kind == TSQ_LAYER_CONV2D || kind == TSQ_LAYER_DENSE) &&
-            (d->opt.quantize_all || (i != first && i != last)))
+            (d->opt.quantize_all || (i != first && i != last))) {
             check_net(net, tsq_layer_set_option(l, TSQ_LAYER_OPT_QAT_WEIGHT_BITS, 2), "QAT bits");
-        if (kind == TSQ_LAYER_ACT_QUANT)
-            check_net(net, tsq_layer_set_option(l, TSQ_LAYER_OPT_AQ_LEARN_DELTA, 1), "learn delta");
+            check_net(net, tsq_layer_set_option(l, TSQ_LAYER_OPT_QAT_SCALE, d->opt.qat_scale),
+                      "QAT scale");
+        }
     }
+    learn_deltas(net);
     train(d, net, &p, rng);
     check_net(net, tsq_net_convert_qat(net, &converted), "net_convert_qat");
     stage_done(d, "joint", "joint QAT (ternary W + 2-bit A, from FP32)", net,
@@ -900,6 +924,9 @@ static void usage(void)
            "                     order with the earlier ones active (default), or all at once\n"
            "  --epochs-joint X   joint QAT epochs (default 3)\n"
            "  --step1-only       stop the TSQ pipelines after step 1 (recipe experiments)\n"
+           "  --per-channel      one (eps, delta) per channel in every activation quantizer\n"
+           "  --learn-delta      step 1 learns delta too (LSQ gradient; joint QAT always does)\n"
+           "  --qat-scale S      joint QAT's ternary scale: twn (default) or exact\n"
            "  --distill T,W      step 1 also learns the FP32 net's logits (temperature T, weight W)\n"
            "  --epochs A,B,C     FP32, step-1 and fine-tune epochs (fractions allowed)\n"
            "  --lr A,B,C         FP32, step-1 and fine-tune learning rates\n"
@@ -999,6 +1026,14 @@ static int parse_args(options *o, int argc, char **argv)
             o->step1_only = 1;
             continue;
         }
+        if (strcmp(a, "--per-channel") == 0) {
+            o->per_channel = 1;
+            continue;
+        }
+        if (strcmp(a, "--learn-delta") == 0) {
+            o->learn_delta = 1;
+            continue;
+        }
         if (strcmp(a, "--no-flip") == 0 || strcmp(a, "--flip") == 0) {
             o->flip = strcmp(a, "--flip") == 0;
             continue;
@@ -1028,6 +1063,13 @@ static int parse_args(options *o, int argc, char **argv)
         else if (strcmp(a, "--threads") == 0) o->threads = atoi(v);
         else if (strcmp(a, "--seed") == 0) o->seed = strtoull(v, NULL, 10);
         else if (strcmp(a, "--epochs-joint") == 0) o->epochs_joint = atof(v);
+        else if (strcmp(a, "--qat-scale") == 0) {
+            if (strcmp(v, "twn") != 0 && strcmp(v, "exact") != 0) {
+                fprintf(stderr, "fmnist: --qat-scale wants twn or exact\n");
+                return -1;
+            }
+            o->qat_scale = strcmp(v, "exact") == 0;
+        }
         else if (strcmp(a, "--seeds") == 0) o->seeds = atoi(v);
         else if (strcmp(a, "--distill") == 0) {
             if (sscanf(v, "%lf,%lf", &o->distill_t, &o->distill_w) != 2 ||
