@@ -667,9 +667,11 @@ static void save_and_verify(demo *d, tsq_net *net)
 /* The pipeline                                                        */
 /* ------------------------------------------------------------------ */
 
-/* Every activation quantizer of the net learns its delta (LSQ gradient,
- * eps tied to delta by the ratio it was fitted with). */
-static void learn_deltas(tsq_net *net)
+/* Every activation quantizer of the net learns its delta (on = 1: LSQ
+ * gradient, eps tied to delta by the ratio it was fitted with), or stops
+ * learning it and keeps the last value (on = 0: step 2 reads fixed
+ * quantizers). */
+static void learn_deltas(tsq_net *net, int on)
 {
     int32_t i, n = 0, kind = 0;
     tsq_net_layer_count(net, &n);
@@ -678,7 +680,7 @@ static void learn_deltas(tsq_net *net)
         tsq_net_layer(net, i, &l);
         tsq_layer_kind(l, &kind);
         if (kind == TSQ_LAYER_ACT_QUANT)
-            check_net(net, tsq_layer_set_option(l, TSQ_LAYER_OPT_AQ_LEARN_DELTA, 1), "learn delta");
+            check_net(net, tsq_layer_set_option(l, TSQ_LAYER_OPT_AQ_LEARN_DELTA, on), "learn delta");
     }
 }
 
@@ -691,8 +693,10 @@ static tsq_net *run_step1(demo *d, tsq_net *fp32, int32_t eps_mode, int32_t act_
         p.teacher = fp32;
     insert_quantizers(d, net, eps_mode, act_bits);
     if (d->opt.learn_delta)
-        learn_deltas(net);
+        learn_deltas(net, 1);
     train(d, net, &p, rng);
+    if (d->opt.learn_delta)
+        learn_deltas(net, 0);
     return net;
 }
 
@@ -832,7 +836,7 @@ static void run_joint(demo *d, tsq_net *fp32, demo_rng *rng)
                       "QAT scale");
         }
     }
-    learn_deltas(net);
+    learn_deltas(net, 1);
     train(d, net, &p, rng);
     check_net(net, tsq_net_convert_qat(net, &converted), "net_convert_qat");
     stage_done(d, "joint", "joint QAT (ternary W + 2-bit A, from FP32)", net,
