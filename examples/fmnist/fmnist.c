@@ -926,7 +926,7 @@ static void usage(void)
            "                     FP32 and joint QAT always flip)\n"
            "  --sequential-fit / --joint-fit  fit the quantizers one at a time in network\n"
            "                     order with the earlier ones active (default), or all at once\n"
-           "  --epochs-joint X   joint QAT epochs (default 3)\n"
+           "  --epochs-joint X   joint QAT epochs (default 6)\n"
            "  --step1-only       stop the TSQ pipelines after step 1 (recipe experiments)\n"
            "  --per-channel      one (eps, delta) per channel in every activation quantizer\n"
            "  --learn-delta      step 1 learns delta too (LSQ gradient; joint QAT always does)\n"
@@ -952,7 +952,7 @@ static void defaults(options *o)
      * accuracy by -0.19, 0.00 and -0.36 points in three runs, so it is off
      * by default (--epochs 9,3,0.5 runs it). */
     o->epochs_fp32 = 9;
-    o->epochs_step1 = 3;
+    o->epochs_step1 = 6;
     o->epochs_finetune = 0;
     o->lr_fp32 = 0.05;
     /* docs/demo.md, "This round": quantizers fitted in network order,
@@ -965,7 +965,7 @@ static void defaults(options *o)
     o->lr_finetune = 0.002;
     /* Joint QAT: the step-1 budget, at step 1's settings (docs/demo.md). */
     o->lr_joint = 0.01;
-    o->epochs_joint = 3;
+    o->epochs_joint = 6;
     o->flip = 0;
     o->seeds = 1;
     o->calib = 4096;
