@@ -191,13 +191,19 @@ TSQ_API tsq_status tsq_layer_lowbit_conv2d_create(tsq_context *ctx, int64_t cin,
 
 /*! tsq_layer_lowbit_set() :
  *  Sets a low-bit layer's codes, scales and offsets, and resets the shadow
- *  weights to alpha_c * codes_c. codes: i8 tensor with the layer's weight
- *  element count (shape (out, in) or (cout, cin, kh, kw), or any shape of
- *  that size), values in -m..m; alpha: f32 with `out` elements, all > 0;
- *  bias: f32 with `out` elements, or NULL for 0.
+ *  weights to alpha_c * codes_c.
+ *  @param codes  i8 tensor in exactly the layer's weight shape, outputs
+ *                first: (out, in) for lowbit_dense, (cout, cin, kh, kw) for
+ *                lowbit_conv2d (the layouts of dense and conv2d weights);
+ *                values in -m..m. Any other shape, even of the right size
+ *                (flat, or the transposed (in, out)), is refused with
+ *                TSQ_ERR_SHAPE and a message naming the expected shape.
+ *  @param alpha  f32 with `out` elements, all > 0.
+ *  @param bias   f32 with `out` elements, or NULL for 0.
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (not a low-bit layer, a
- *  code out of range, alpha <= 0), TSQ_ERR_DTYPE, TSQ_ERR_SHAPE (element
- *  counts), TSQ_ERR_NOT_FINITE. On error nothing is changed. */
+ *  code out of range, alpha <= 0), TSQ_ERR_DTYPE, TSQ_ERR_SHAPE (codes not
+ *  in the weight shape, or alpha/bias element counts), TSQ_ERR_NOT_FINITE.
+ *  On error nothing is changed. */
 TSQ_API tsq_status tsq_layer_lowbit_set(tsq_layer *layer, const tsq_tensor *codes,
                                         const tsq_tensor *alpha, const tsq_tensor *bias);
 

@@ -474,6 +474,8 @@ static tsq_status finish_unit(tsq_net *net, const char *where)
         if (st != TSQ_OK)
             tsq__fail(&net->obj, st, "%s: %s", where, tsq_context_errmsg(ctx));
     }
+    if (st == TSQ_OK && (st = tsq__lowbit_shape_codes(nl, codes)) != TSQ_OK)
+        tsq__fail(&net->obj, st, "%s: %s", where, tsq_tensor_errmsg(codes));
     if (st == TSQ_OK && (st = tsq_layer_lowbit_set(nl, codes, alpha, b)) != TSQ_OK)
         tsq__fail(&net->obj, st, "%s: %s", where, tsq_layer_errmsg(nl));
     if (st == TSQ_OK && (st = keep_history(net, u)) != TSQ_OK)
