@@ -36,9 +36,10 @@ tsq_status tsq_quantizer_reset(tsq_quantizer *q)
 
 /* Fitting runs one task per thread, each with its own prefix-sum scratch,
  * over the channels of one chunk at a time: between chunks the calling
- * thread reports progress. The fitted values go to scratch arrays and are
- * committed only after the last report, so a cancelled fit changes
- * nothing. Chunks change no result: each channel's fit is its own. */
+ * thread reports progress (without a progress callback, one chunk holds
+ * every channel). The fitted values go to scratch arrays and are committed
+ * only after the last report, so a cancelled fit changes nothing. Chunks
+ * change no result: each channel's fit is its own. */
 typedef struct fit_job {
     const tsq_quantizer *q;
     const tsq__act_hist *hist;
@@ -76,6 +77,8 @@ static tsq_status fit_chunks(tsq_quantizer *q, const char *where, fit_job *job)
     int64_t C = q->nparams, chunk = (C + FIT_REPORTS - 1) / FIT_REPORTS;
     if (chunk < job->ntasks)
         chunk = job->ntasks;
+    if (!q->obj.ctx->progress_fn) /* nobody listens: one fork-join, as without reports */
+        chunk = C;
     TSQ_FORWARD_IF_ERROR(tsq__progress(&q->obj, TSQ_PROGRESS_QUANTIZER_FIT, 0, C, where));
     for (job->lo = 0; job->lo < C; job->lo = job->hi) {
         job->hi = C - job->lo < chunk ? C : job->lo + chunk;
