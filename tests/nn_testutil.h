@@ -58,6 +58,19 @@ static inline float *nt_data(tsq_tensor *t)
     return (float *)p;
 }
 
+/* tsq_layer_lowbit_set takes the codes in the layer's weight shape only
+ * (outputs first): give a flat codes tensor that shape. */
+static inline tsq_status nt_weight_shaped(tsq_layer *l, tsq_tensor *codes)
+{
+    tsq_tensor *w = NULL;
+    int64_t shape[TSQ_MAX_DIMS];
+    int32_t nd = 0;
+    tsq_status st = tsq_layer_param(l, 0, &w, NULL, NULL);
+    if (st == TSQ_OK)
+        st = tsq_tensor_shape(w, shape, TSQ_MAX_DIMS, &nd);
+    return st == TSQ_OK ? tsq_tensor_reshape(codes, nd, shape) : st;
+}
+
 static inline int64_t nt_numel(const tsq_tensor *t)
 {
     int64_t n = 0;

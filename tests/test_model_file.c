@@ -74,6 +74,7 @@ static tsq_net *make_net(tsq_context *ctx)
     tsq_tensor_data(alpha, (void **)&a);
     for (j = 0; j < 4; j++)
         a[j] = 0.25f + 0.125f * (float)j;
+    TH_OK(ctx, tsq_tensor_reshape(codes, 4, (const int64_t[]){4, 4, 3, 3}));
     ck_assert_msg(tsq_layer_lowbit_set(l, codes, alpha, bias) == TSQ_OK, "%s",
                   tsq_layer_errmsg(l));
     append(net, l);
@@ -93,6 +94,7 @@ static tsq_net *make_net(tsq_context *ctx)
     for (j = 0; j < nd; j++)
         cw[j] = (int8_t)((j * 5 % 15) - 7);
     TH_OK(ctx, tsq_tensor_fill(alpha, 0.01));
+    TH_OK(ctx, tsq_tensor_reshape(codes, 2, (const int64_t[]){8, 4 * 36}));
     ck_assert_msg(tsq_layer_lowbit_set(l, codes, alpha, NULL) == TSQ_OK, "%s",
                   tsq_layer_errmsg(l));
     append(net, l);

@@ -165,6 +165,7 @@ static void set_lowbit_random(tsq_context *ctx, tsq_layer *l, int64_t n, int64_t
         nt_data(bias)[i] = (float)nt_normal(r);
     }
     (void)oshape;
+    TH_OK(ctx, nt_weight_shaped(l, codes));
     ck_assert_msg(tsq_layer_lowbit_set(l, codes, alpha, bias) == TSQ_OK, "%s", tsq_layer_errmsg(l));
     tsq_tensor_destroy(codes);
     tsq_tensor_destroy(alpha);
@@ -772,6 +773,58 @@ START_TEST(test_layer_arguments)
 }
 END_TEST
 
+/* tsq_layer_lowbit_set takes one shape: the layer's weight shape, outputs
+ * first. A flat or transposed tensor of the right size is refused with a
+ * message naming the expected shape, and the layer keeps its values. */
+START_TEST(test_lowbit_set_shape)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    int conv;
+    for (conv = 0; conv <= 1; conv++) {
+        /* dense: in 3, out 2; conv: cin 2, cout 3, 1x2 kernel. */
+        const int64_t good_d[2] = {2, 3}, bad_d[3][4] = {{6}, {3, 2}, {1, 2, 3}};
+        const int64_t good_c[4] = {3, 2, 1, 2}, bad_c[3][4] = {{12}, {3, 4}, {2, 3, 1, 2}};
+        const int32_t bad_nd_d[3] = {1, 2, 3}, bad_nd_c[3] = {1, 2, 4};
+        const char *want = conv ? "(3,2,1,2) (cout, cin, kh, kw)" : "(2,3) (out, in)";
+        int64_t out = conv ? 3 : 2, n = conv ? 12 : 6, i;
+        tsq_layer *l = NULL;
+        tsq_tensor *codes = NULL, *alpha = nt_tensor(ctx, 1, out, 0, 0, 0), *sv = NULL;
+        int8_t *cd;
+        int b;
+        if (conv)
+            TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 2, 3, 1, 2, 1, 0, 2, &l));
+        else
+            TH_OK(ctx, tsq_layer_lowbit_dense_create(ctx, 3, 2, 2, &l));
+        TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_I8, conv ? 4 : 2, conv ? good_c : good_d,
+                                     &codes));
+        ck_assert_int_eq(tsq_tensor_data(codes, (void **)&cd), TSQ_OK);
+        for (i = 0; i < n; i++)
+            cd[i] = (int8_t)(i % 3 - 1);
+        for (i = 0; i < out; i++)
+            nt_data(alpha)[i] = 0.5f;
+        TH_OK(ctx, tsq_layer_lowbit_set(l, codes, alpha, NULL));
+        TH_OK(ctx, tsq_layer_param(l, 0, &sv, NULL, NULL));
+        for (b = 0; b < 3; b++) {
+            const int64_t *shape = conv ? bad_c[b] : bad_d[b];
+            int32_t nd = conv ? bad_nd_c[b] : bad_nd_d[b];
+            TH_OK(ctx, tsq_tensor_reshape(codes, nd, shape));
+            for (i = 0; i < n; i++)
+                cd[i] = 1;
+            ck_assert_int_eq(tsq_layer_lowbit_set(l, codes, alpha, NULL), TSQ_ERR_SHAPE);
+            ck_assert_msg(strstr(tsq_layer_errmsg(l), want) != NULL, "%s", tsq_layer_errmsg(l));
+            /* Nothing changed: the shadow weights are still alpha * the old codes. */
+            for (i = 0; i < n; i++)
+                ck_assert(nt_data(sv)[i] == 0.5f * (float)(i % 3 - 1));
+        }
+        tsq_tensor_destroy(codes);
+        tsq_tensor_destroy(alpha);
+        tsq_layer_destroy(l);
+    }
+    th_context_done(ctx, &st);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("nn_layers");
@@ -782,6 +835,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_grad_batchnorm);
     tcase_add_test(tc, test_grad_relu_pool_flatten);
     tcase_add_test(tc, test_grad_lowbit);
+    tcase_add_test(tc, test_lowbit_set_shape);
     tcase_add_test(tc, test_act_quant_layer);
     tcase_add_test(tc, test_act_quant_errors);
     tcase_add_test(tc, test_conv_vs_direct);

@@ -1057,7 +1057,7 @@ START_TEST(test_plan_values)
 {
     guard_stats g;
     tsq_context *ctx = gctx(&g);
-    const int64_t in[3] = {1, 4, 4}, cs[2] = {2, 18};
+    const int64_t in[3] = {1, 4, 4}, cs[4] = {2, 2, 3, 3};
     tsq_layer *L[8] = {NULL};
     tsq_tensor *codes = NULL, *alpha = f32(ctx, 1, 2, 0, 0, 0), *x = f32(ctx, 4, 3, 1, 4, 4),
                *y = f32(ctx, 2, 3, 3, 0, 0);
@@ -1067,7 +1067,7 @@ START_TEST(test_plan_values)
     int8_t *cd;
     nt_rng r = {12};
     int i;
-    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_I8, 2, cs, &codes));
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_I8, 4, cs, &codes));
     TH_OK(ctx, tsq_tensor_data(codes, (void **)&cd));
     for (i = 0; i < 36; i++)
         cd[i] = (int8_t)((int)(nt_next(&r) % 3) - 1);

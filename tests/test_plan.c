@@ -41,6 +41,7 @@ static void set_lowbit(tsq_context *ctx, tsq_layer *l, int64_t out, int64_t in, 
         nt_data(alpha)[i] = (float)((0.5 + nt_uniform(r)) / sqrt((double)in));
         nt_data(bias)[i] = (float)(0.3 * nt_normal(r));
     }
+    TH_OK(ctx, nt_weight_shaped(l, codes));
     TH_OK(ctx, tsq_layer_lowbit_set(l, codes, alpha, bias));
     tsq_tensor_destroy(codes);
     tsq_tensor_destroy(alpha);

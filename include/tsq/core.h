@@ -106,7 +106,8 @@ enum {
     TSQ_ERR_VERSION = 12,      /* serialized data of an unsupported version */
     TSQ_ERR_NO_DATA = 13,      /* nothing was observed or given to work on */
     TSQ_ERR_TOO_SMALL = 14,    /* a caller-supplied buffer is too small */
-    TSQ_ERR_INTERNAL = 15      /* a bug in libtsq: please report it */
+    TSQ_ERR_INTERNAL = 15,     /* a bug in libtsq: please report it */
+    TSQ_ERR_CANCELLED = 16     /* the progress callback asked the call to stop */
 };
 
 /*! tsq_status_string() :
@@ -209,6 +210,65 @@ typedef void (*tsq_log_fn)(void *user, int32_t level, const char *message);
  *  below the TSQ_CONTEXT_LOG_LEVEL option are passed to it, from the thread
  *  that made the call. @return TSQ_OK, TSQ_ERR_NULL (ctx). */
 TSQ_API tsq_status tsq_context_set_log(tsq_context *ctx, tsq_log_fn fn, void *user);
+
+/* ------------------------------------------------------------------ */
+/* Progress and cancellation                                           */
+/* ------------------------------------------------------------------ */
+
+/* Stages of the long calls, as passed to the progress callback. Within one
+ * run of a stage, done never decreases and total stays the same; a run
+ * that completes ends with done = total. Values may be skipped (a fit that
+ * stops early jumps to total). A new run of the stage starts again from a
+ * lower done. Stages nest:
+ * a TSQ_PROGRESS_NET_FIT_TRANSFORM run contains a TSQ_PROGRESS_REGRESSOR_PASS
+ * run per layer, a TSQ_PROGRESS_NET_LEARN_CODES run a
+ * TSQ_PROGRESS_QUANTIZER_FIT run per quantizer. */
+enum {
+    /* tsq_quantizer_fit, tsq_learn_codes (and the quantizers that
+     * tsq_net_learn_codes fits): channels fitted of the quantizer's
+     * channels (1 for a per-tensor quantizer). */
+    TSQ_PROGRESS_QUANTIZER_FIT = 1,
+    /* tsq_net_learn_codes, in the call with last = 1: quantizers fitted of
+     * the net's quantizer positions (with TSQ_NET_TSQ_SEQUENTIAL one more
+     * per pass). */
+    TSQ_PROGRESS_NET_LEARN_CODES = 2,
+    /* tsq_fit_transform, tsq_regressor_end_pass (and the layers of
+     * tsq_net_fit_transform): passes over the data ended, of at most
+     * 1 + (rounds + 1) + polish passes (1 with the linear loss). */
+    TSQ_PROGRESS_REGRESSOR_PASS = 3,
+    /* tsq_net_fit_transform: layers fitted of the layers selected for
+     * conversion, reported when a layer's fit is done and before it is
+     * replaced by its low-bit layer. */
+    TSQ_PROGRESS_NET_FIT_TRANSFORM = 4,
+    /* tsq_plan_create, tsq_plan_load: network stages planned (kernel chosen,
+     * weights packed) of the network's stages. */
+    TSQ_PROGRESS_PLAN_CREATE = 5
+};
+
+/*! Progress callback: stage is a TSQ_PROGRESS_* value, done and total as
+ *  that stage says (0 <= done <= total, total >= 1). Return 0 to go on;
+ *  any other value cancels the call in progress, which then returns
+ *  TSQ_ERR_CANCELLED with a message on its handle, and, like any failed
+ *  call, leaves the caller's outputs as they were (a call documented to
+ *  end a session or abandon a fit on failure does so). The callback is
+ *  called from the thread that made the call, never from libtsq's own
+ *  worker threads, and not while a worker runs; it must not call libtsq
+ *  on the handles the call in progress uses. */
+typedef int32_t (*tsq_progress_fn)(void *user, int32_t stage, int64_t done, int64_t total);
+
+/*! tsq_context_set_progress() :
+ *  Installs (or, with fn NULL, removes) the progress callback of the calls
+ *  made on this context and the objects created from it. `user` is passed
+ *  back unchanged. Without a callback nothing is reported and nothing can
+ *  be cancelled. Like tsq_context_set_log, this is a use of the context.
+ *  @return TSQ_OK, TSQ_ERR_NULL (ctx). */
+TSQ_API tsq_status tsq_context_set_progress(tsq_context *ctx, tsq_progress_fn fn, void *user);
+
+/*! tsq_progress_stage_name() :
+ *  @return a static short name of a TSQ_PROGRESS_* stage ("quantizer fit",
+ *  "regressor pass", ...), "unknown stage" for other values. For displays.
+ *  Cannot fail. Thread-safe. */
+TSQ_API const char *tsq_progress_stage_name(int32_t stage);
 
 /* ------------------------------------------------------------------ */
 /* Build, BLAS and CPU information                                     */

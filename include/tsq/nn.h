@@ -191,13 +191,19 @@ TSQ_API tsq_status tsq_layer_lowbit_conv2d_create(tsq_context *ctx, int64_t cin,
 
 /*! tsq_layer_lowbit_set() :
  *  Sets a low-bit layer's codes, scales and offsets, and resets the shadow
- *  weights to alpha_c * codes_c. codes: i8 tensor with the layer's weight
- *  element count (shape (out, in) or (cout, cin, kh, kw), or any shape of
- *  that size), values in -m..m; alpha: f32 with `out` elements, all > 0;
- *  bias: f32 with `out` elements, or NULL for 0.
+ *  weights to alpha_c * codes_c.
+ *  @param codes  i8 tensor in exactly the layer's weight shape, outputs
+ *                first: (out, in) for lowbit_dense, (cout, cin, kh, kw) for
+ *                lowbit_conv2d (the layouts of dense and conv2d weights);
+ *                values in -m..m. Any other shape, even of the right size
+ *                (flat, or the transposed (in, out)), is refused with
+ *                TSQ_ERR_SHAPE and a message naming the expected shape.
+ *  @param alpha  f32 with `out` elements, all > 0.
+ *  @param bias   f32 with `out` elements, or NULL for 0.
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (not a low-bit layer, a
- *  code out of range, alpha <= 0), TSQ_ERR_DTYPE, TSQ_ERR_SHAPE (element
- *  counts), TSQ_ERR_NOT_FINITE. On error nothing is changed. */
+ *  code out of range, alpha <= 0), TSQ_ERR_DTYPE, TSQ_ERR_SHAPE (codes not
+ *  in the weight shape, or alpha/bias element counts), TSQ_ERR_NOT_FINITE.
+ *  On error nothing is changed. */
 TSQ_API tsq_status tsq_layer_lowbit_set(tsq_layer *layer, const tsq_tensor *codes,
                                         const tsq_tensor *alpha, const tsq_tensor *bias);
 
@@ -669,7 +675,11 @@ TSQ_API tsq_status tsq_net_tsq_regressor(tsq_net *net, tsq_regressor **reg);
  *  quantizers: the session then ends with the net unchanged (start again;
  *  with TSQ_NET_TSQ_SEQUENTIAL, the quantizers of the passes before stay
  *  installed). Each fitted quantizer is logged at level 3 (info) through
- *  the context's log callback. */
+ *  the context's log callback. The final call reports
+ *  TSQ_PROGRESS_NET_LEARN_CODES (and each quantizer's
+ *  TSQ_PROGRESS_QUANTIZER_FIT) to the context's progress callback; a
+ *  cancel there returns TSQ_ERR_CANCELLED and ends the session with the
+ *  net unchanged, as other failures of the final call. */
 TSQ_API tsq_status tsq_net_learn_codes(tsq_net *net, const tsq_tensor *x, int32_t last,
                                        int32_t *done);
 
@@ -697,8 +707,12 @@ TSQ_API tsq_status tsq_net_learn_codes(tsq_net *net, const tsq_tensor *x, int32_
  *  changed, nothing selected to convert), TSQ_ERR_INVALID,
  *  TSQ_ERR_UNSUPPORTED (a per-channel quantizer with mixed bits),
  *  TSQ_ERR_NO_DATA, TSQ_ERR_NO_MEMORY, or any status of the regressor's
- *  calls (whose message is passed on). After an error in end of pass the
- *  session is cancelled (the layers converted so far stay converted). */
+ *  calls (whose message is passed on), TSQ_ERR_CANCELLED (by the context's
+ *  progress callback, which sees TSQ_PROGRESS_NET_FIT_TRANSFORM when the
+ *  session starts and when a layer's fit is done, before the layer is
+ *  replaced, and each layer's TSQ_PROGRESS_REGRESSOR_PASS). After an error
+ *  in end of pass, a cancel included, the session is cancelled (the layers
+ *  converted so far stay converted, the current one is not replaced). */
 TSQ_API tsq_status tsq_net_fit_transform(tsq_net *net, const tsq_tensor *x, int32_t last,
                                          int32_t *done);
 

@@ -57,7 +57,9 @@ typedef struct tsq_plan tsq_plan;
  *  not fed by codes, mixed bit widths in a fused quantizer: the message
  *  names the layer), TSQ_ERR_OVERFLOW (an accumulator could overflow
  *  int32), TSQ_ERR_NO_MEMORY, or a status of tsq_packed_weights_create /
- *  tsq_thresholds_create (e.g. TSQ_ERR_NOT_FINITE). Errors on ctx. */
+ *  tsq_thresholds_create (e.g. TSQ_ERR_NOT_FINITE), TSQ_ERR_CANCELLED (by
+ *  the context's progress callback, which sees TSQ_PROGRESS_PLAN_CREATE).
+ *  Errors on ctx. */
 TSQ_API tsq_status tsq_plan_create(tsq_context *ctx, struct tsq_net *net, tsq_plan **out);
 
 /*! tsq_plan_load() :
@@ -72,8 +74,8 @@ TSQ_API tsq_status tsq_plan_create(tsq_context *ctx, struct tsq_net *net, tsq_pl
  *  model file, a checksum mismatch, a malformed or out-of-range value: the
  *  message names the section, the layer and the field), TSQ_ERR_VERSION
  *  (a newer format), or a status of tsq_plan_create (TSQ_ERR_STATE without
- *  a low-bit layer, TSQ_ERR_UNSUPPORTED, TSQ_ERR_NO_MEMORY...). Errors on
- *  ctx. */
+ *  a low-bit layer, TSQ_ERR_UNSUPPORTED, TSQ_ERR_NO_MEMORY,
+ *  TSQ_ERR_CANCELLED...). Errors on ctx. */
 TSQ_API tsq_status tsq_plan_load(tsq_context *ctx, const void *buf, uint64_t size,
                                  tsq_plan **out);
 

@@ -170,8 +170,10 @@ TSQ_API tsq_status tsq_quantizer_reset(tsq_quantizer *q);
  *  more batches can be observed and the fit repeated. A channel none of
  *  whose samples exceeds eps gets delta = 1 (any delta gives the same codes
  *  there).
+ *  Reports TSQ_PROGRESS_QUANTIZER_FIT to the context's progress callback.
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_NO_DATA (nothing observed),
- *  TSQ_ERR_NO_MEMORY (parameters unchanged). */
+ *  TSQ_ERR_NO_MEMORY, TSQ_ERR_CANCELLED (by the progress callback);
+ *  on failure the parameters are unchanged. */
 TSQ_API tsq_status tsq_quantizer_fit(tsq_quantizer *q);
 
 /*! tsq_quantizer_set_channel() :
@@ -245,9 +247,11 @@ TSQ_API tsq_status tsq_quantizer_backward(tsq_quantizer *q, const tsq_tensor *x,
  *    for the one bin each level boundary cuts).
  *  error and sparsity may be NULL; see the top of this file for their
  *  definitions. On success the quantizer is fitted with the new parameters.
+ *  Reports TSQ_PROGRESS_QUANTIZER_FIT to the context's progress callback.
  *  @return TSQ_OK, TSQ_ERR_NULL (q), TSQ_ERR_DTYPE, TSQ_ERR_SHAPE,
  *  TSQ_ERR_NOT_FINITE, TSQ_ERR_INVALID (codes given without x),
- *  TSQ_ERR_NO_DATA (x NULL and nothing observed), TSQ_ERR_NO_MEMORY. */
+ *  TSQ_ERR_NO_DATA (x NULL and nothing observed), TSQ_ERR_NO_MEMORY,
+ *  TSQ_ERR_CANCELLED (by the progress callback; nothing written). */
 TSQ_API tsq_status tsq_learn_codes(tsq_quantizer *q, const tsq_tensor *x, tsq_tensor *codes,
                                    double *error, double *sparsity);
 

@@ -289,7 +289,10 @@ TSQ_API tsq_status tsq_regressor_set_levels(tsq_regressor *reg, int32_t bits, fl
  *  count other than C, or a streamed fit in progress), TSQ_ERR_NO_DATA (X
  *  is all zero), TSQ_ERR_NO_MEMORY. Denormal or huge X are accepted; when a
  *  fitted alpha or b does not fit in float (e.g. X of denormals, alpha ~
- *  1/|X|) the call fails with TSQ_ERR_NOT_FINITE and writes nothing. */
+ *  1/|X|) the call fails with TSQ_ERR_NOT_FINITE and writes nothing.
+ *  Each pass over X is reported as TSQ_PROGRESS_REGRESSOR_PASS to the
+ *  context's progress callback; when it cancels, the call returns
+ *  TSQ_ERR_CANCELLED, writes nothing and leaves no fit. */
 TSQ_API tsq_status tsq_fit_transform(tsq_regressor *reg, const tsq_tensor *X,
                                      const tsq_tensor *Y, const tsq_tensor *W_init,
                                      const tsq_tensor *P, tsq_tensor *W_out,
@@ -336,12 +339,15 @@ TSQ_API tsq_status tsq_regressor_feed(tsq_regressor *reg, const tsq_tensor *X,
  *  tsq_regressor_result), else 0 (feed the data again).
  *  On TSQ_ERR_NO_DATA, TSQ_ERR_SHAPE or TSQ_ERR_INVALID the fit is
  *  abandoned (begin again). With the context's log callback, a line per
- *  pass at info level (3) and the objectives at debug level (4).
+ *  pass at info level (3) and the objectives at debug level (4). Each
+ *  ended pass is reported as TSQ_PROGRESS_REGRESSOR_PASS to the context's
+ *  progress callback; a cancel there abandons the fit too.
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_STATE (no fit in progress, or done),
  *  TSQ_ERR_NO_DATA (no rows in the pass, or X all zero), TSQ_ERR_SHAPE (a
  *  pass saw a different number of rows than the first), TSQ_ERR_INVALID
  *  (imported sums whose X^T X is not positive semi-definite, which no data
- *  give: e.g. an array that is not a sum of exports), TSQ_ERR_NO_MEMORY. */
+ *  give: e.g. an array that is not a sum of exports), TSQ_ERR_NO_MEMORY,
+ *  TSQ_ERR_CANCELLED (by the progress callback). */
 TSQ_API tsq_status tsq_regressor_end_pass(tsq_regressor *reg, int32_t *done);
 
 /*! tsq_regressor_stats_size() :

@@ -474,6 +474,8 @@ static tsq_status finish_unit(tsq_net *net, const char *where)
         if (st != TSQ_OK)
             tsq__fail(&net->obj, st, "%s: %s", where, tsq_context_errmsg(ctx));
     }
+    if (st == TSQ_OK && (st = tsq__lowbit_shape_codes(nl, codes)) != TSQ_OK)
+        tsq__fail(&net->obj, st, "%s: %s", where, tsq_tensor_errmsg(codes));
     if (st == TSQ_OK && (st = tsq_layer_lowbit_set(nl, codes, alpha, b)) != TSQ_OK)
         tsq__fail(&net->obj, st, "%s: %s", where, tsq_layer_errmsg(nl));
     if (st == TSQ_OK && (st = keep_history(net, u)) != TSQ_OK)
@@ -530,7 +532,9 @@ static tsq_status feed_batch(tsq_net *net, const char *where, const tsq_tensor *
     s->batch_in_pass = 0;
     if (!rdone)
         return TSQ_OK;
-    st = finish_unit(net, where);
+    st = tsq__progress(&net->obj, TSQ_PROGRESS_NET_FIT_TRANSFORM, s->cur + 1, s->nunits, where);
+    if (st == TSQ_OK)
+        st = finish_unit(net, where);
     if (st == TSQ_OK && ++s->cur < s->nunits)
         st = start_unit(net, where);
     if (st != TSQ_OK) {
@@ -556,8 +560,14 @@ tsq_status tsq_net_fit_transform(tsq_net *net, const tsq_tensor *x, int32_t last
     *done = 0;
     if (!tsq__cvt_running(net)) {
         st = begin_fitting(net, where);
-        if (st == TSQ_OK && (st = start_unit(net, where)) != TSQ_OK)
-            tsq__cvt_end_session(net);
+        if (st == TSQ_OK) {
+            st = tsq__progress(&net->obj, TSQ_PROGRESS_NET_FIT_TRANSFORM, 0,
+                               tsq__cvt_of(net)->nunits, where);
+            if (st == TSQ_OK)
+                st = start_unit(net, where);
+            if (st != TSQ_OK)
+                tsq__cvt_end_session(net);
+        }
         if (st != TSQ_OK)
             return st;
     }

@@ -167,10 +167,15 @@ static tsq_status install(tsq_net *net, const char *where, int32_t lo, int32_t h
     tsq_layer **fresh;
     tsq_status st = TSQ_OK;
     int32_t i;
-    for (i = lo; i < hi && st == TSQ_OK; i++)
+    TSQ_FORWARD_IF_ERROR(
+        tsq__progress(&net->obj, TSQ_PROGRESS_NET_LEARN_CODES, lo, c->npos, where));
+    for (i = lo; i < hi && st == TSQ_OK; i++) {
         if ((st = tsq_quantizer_fit(c->quant[i])) != TSQ_OK)
             return tsq__fail(&net->obj, st, "%s: fitting the quantizer of layer %d: %s", where,
                              (int)c->pos[i], tsq_quantizer_errmsg(c->quant[i]));
+        TSQ_FORWARD_IF_ERROR(
+            tsq__progress(&net->obj, TSQ_PROGRESS_NET_LEARN_CODES, i + 1, c->npos, where));
+    }
     fresh = tsq__calloc(ctx, (size_t)c->npos, sizeof *fresh);
     if (!fresh)
         return tsq__fail(&net->obj, TSQ_ERR_NO_MEMORY, "%s: out of memory", where);

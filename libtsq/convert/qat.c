@@ -58,7 +58,9 @@ static tsq_status lowbit_of(tsq_net *net, const char *where, tsq_layer *l, tsq_l
         tsq__fail(&net->obj, st, "%s: %s", where, tsq_layer_errmsg(l));
     if (st == TSQ_OK) {
         memcpy(bias->data, tsq__param_data(l, 1), (size_t)rows * sizeof(float));
-        if ((st = tsq_layer_lowbit_set(nl, codes, alpha, bias)) != TSQ_OK)
+        if ((st = tsq__lowbit_shape_codes(nl, codes)) != TSQ_OK)
+            tsq__fail(&net->obj, st, "%s: %s", where, tsq_tensor_errmsg(codes));
+        else if ((st = tsq_layer_lowbit_set(nl, codes, alpha, bias)) != TSQ_OK)
             tsq__fail(&net->obj, st, "%s: %s", where, tsq_layer_errmsg(nl));
     }
     tsq_tensor_destroy(codes);

@@ -236,3 +236,38 @@ tsq_status tsq_context_set_log(tsq_context *ctx, tsq_log_fn fn, void *user)
     ctx->log_user = fn ? user : NULL;
     return TSQ_OK;
 }
+
+tsq_status tsq_context_set_progress(tsq_context *ctx, tsq_progress_fn fn, void *user)
+{
+    if (!ctx)
+        return TSQ_ERR_NULL;
+    ctx->progress_fn = fn;
+    ctx->progress_user = fn ? user : NULL;
+    tsq__clear(&ctx->obj);
+    return TSQ_OK;
+}
+
+const char *tsq_progress_stage_name(int32_t stage)
+{
+    switch (stage) {
+    case TSQ_PROGRESS_QUANTIZER_FIT: return "quantizer fit";
+    case TSQ_PROGRESS_NET_LEARN_CODES: return "learn codes";
+    case TSQ_PROGRESS_REGRESSOR_PASS: return "regressor pass";
+    case TSQ_PROGRESS_NET_FIT_TRANSFORM: return "fit transform";
+    case TSQ_PROGRESS_PLAN_CREATE: return "plan create";
+    default: return "unknown stage";
+    }
+}
+
+tsq_status tsq__progress(const tsq__object *obj, int32_t stage, int64_t done, int64_t total,
+                         const char *where)
+{
+    const tsq_context *ctx = obj->ctx;
+    if (!ctx || !ctx->progress_fn)
+        return TSQ_OK;
+    if (ctx->progress_fn(ctx->progress_user, stage, done, total) == 0)
+        return TSQ_OK;
+    return tsq__fail(obj, TSQ_ERR_CANCELLED,
+                     "%s: cancelled by the progress callback (%s, %lld of %lld)", where,
+                     tsq_progress_stage_name(stage), (long long)done, (long long)total);
+}

@@ -43,6 +43,8 @@ struct tsq_context {
     uint64_t streams;   /* number of random streams handed out so far */
     tsq_log_fn log_fn;
     void *log_user;
+    tsq_progress_fn progress_fn;
+    void *progress_user;
     char info[TSQ_INFO_CAP];
 };
 
@@ -92,6 +94,13 @@ void tsq__log(tsq_context *ctx, int32_t level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
+/* Reports `done` of `total` for a TSQ_PROGRESS_* stage to the context's
+ * progress callback, if any (from the calling thread, outside parallel
+ * regions). Returns TSQ_OK, or TSQ_ERR_CANCELLED with a message on obj when
+ * the callback asks to stop: call it where failing still leaves the
+ * caller's data untouched. */
+tsq_status tsq__progress(const tsq__object *obj, int32_t stage, int64_t done, int64_t total,
+                         const char *where);
 /* Initialises the common header of a new handle. */
 void tsq__object_init(tsq__object *obj, tsq_context *ctx);
 

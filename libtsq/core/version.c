@@ -24,6 +24,7 @@ const char *tsq_status_string(tsq_status status)
     case TSQ_ERR_NO_DATA: return "TSQ_ERR_NO_DATA: nothing to work on";
     case TSQ_ERR_TOO_SMALL: return "TSQ_ERR_TOO_SMALL: a buffer is too small";
     case TSQ_ERR_INTERNAL: return "TSQ_ERR_INTERNAL: internal error in libtsq";
+    case TSQ_ERR_CANCELLED: return "TSQ_ERR_CANCELLED: stopped by the progress callback";
     default: return "unknown status";
     }
 }

@@ -341,6 +341,34 @@ tsq_status tsq_layer_lowbit_conv2d_create(tsq_context *ctx, int64_t cin, int64_t
     return TSQ_OK;
 }
 
+/* The codes come in exactly the layer's weight shape, outputs first:
+ * (out, in) or (cout, cin, kh, kw). A flat or transposed tensor of the right
+ * size is refused, since reading it as (out, in) would silently scramble the
+ * weights. */
+static tsq_status codes_shape_is_weight_shape(lowbit_layer *q, const char *where,
+                                              const tsq_tensor *codes)
+{
+    const tsq_tensor *w = q->base.params[P_SHADOW].value;
+    char want[64], got[64];
+    int same = codes->ndim == w->ndim;
+    int32_t i;
+    for (i = 0; same && i < w->ndim; i++)
+        same = codes->shape[i] == w->shape[i];
+    if (same)
+        return TSQ_OK;
+    return tsq__fail(&q->base.obj, TSQ_ERR_SHAPE,
+                     "%s: codes must have the shape %s %s, got %s", where,
+                     tsq__shape_str(want, sizeof want, w->ndim, w->shape),
+                     q->conv ? "(cout, cin, kh, kw)" : "(out, in)",
+                     tsq__shape_str(got, sizeof got, codes->ndim, codes->shape));
+}
+
+tsq_status tsq__lowbit_shape_codes(const tsq_layer *l, tsq_tensor *codes)
+{
+    const tsq_tensor *w = l->params[P_SHADOW].value;
+    return tsq_tensor_reshape(codes, w->ndim, w->shape);
+}
+
 tsq_status tsq_layer_lowbit_set(tsq_layer *layer, const tsq_tensor *codes,
                                 const tsq_tensor *alpha, const tsq_tensor *bias)
 {
@@ -365,12 +393,14 @@ tsq_status tsq_layer_lowbit_set(tsq_layer *layer, const tsq_tensor *codes,
         st = tsq__expect_dtype(&layer->obj, where, "bias", bias, TSQ_DTYPE_F32);
     if (st != TSQ_OK)
         return st;
-    if (codes->numel != q->in * q->out || alpha->numel != q->out ||
-        (bias && bias->numel != q->out))
+    st = codes_shape_is_weight_shape(q, where, codes);
+    if (st != TSQ_OK)
+        return st;
+    if (alpha->numel != q->out || (bias && bias->numel != q->out))
         return tsq__fail(&layer->obj, TSQ_ERR_SHAPE,
-                         "%s: need %lld codes and %lld alphas/biases; got %lld, %lld, %lld", where,
-                         (long long)(q->in * q->out), (long long)q->out, (long long)codes->numel,
-                         (long long)alpha->numel, (long long)(bias ? bias->numel : q->out));
+                         "%s: need %lld alphas and biases; got %lld, %lld", where,
+                         (long long)q->out, (long long)alpha->numel,
+                         (long long)(bias ? bias->numel : q->out));
     cv = codes->data;
     av = alpha->data;
     if (!tsq__all_finite(av, q->out) || (bias && !tsq__all_finite(bias->data, q->out)))

@@ -426,6 +426,9 @@ static tsq_status fill_lowbit(const tsq__model_cursor *cur, const tsq__layer_rec
         st = fill_float(cur, alpha_rec, alpha);
     if (st == TSQ_OK)
         st = fill_float(cur, bias_rec, bias);
+    if (st == TSQ_OK && tsq__lowbit_shape_codes(l, codes) != TSQ_OK)
+        st = tsq__model_fail(cur, "%lld weight codes do not fill the layer's weights",
+                             (long long)count);
     if (st == TSQ_OK) {
         st = tsq_layer_lowbit_set(l, codes, alpha, bias);
         if (st != TSQ_OK) {

@@ -160,6 +160,9 @@ void tsq__batchnorm_eval_affine(const tsq_layer *bn, float *s, float *t);
 int64_t tsq__batchnorm_channels(const tsq_layer *bn);
 /* Low-bit layer pieces. */
 int tsq__layer_is_lowbit(const tsq_layer *l);
+/* Gives `codes` (the right element count, row-major outputs first) the
+ * low-bit layer's weight shape, the one shape tsq_layer_lowbit_set takes. */
+tsq_status tsq__lowbit_shape_codes(const tsq_layer *l, tsq_tensor *codes);
 void tsq__lowbit_fold_affine(tsq_layer *l, const float *s, const float *t);
 /* Activation quantizer layer parameters of input channel c (c >= 0). */
 int tsq__layer_is_act_quant(const tsq_layer *l);

@@ -4,6 +4,8 @@
  * channel is quantizer_fit.c's; the histogram is activation_histogram.c's. */
 #include "quant/quantizer_internal.h"
 
+#include <string.h>
+
 tsq_status tsq_quantizer_observe(tsq_quantizer *q, const tsq_tensor *x)
 {
     static const char *where = "quantizer_observe";
@@ -32,34 +34,76 @@ tsq_status tsq_quantizer_reset(tsq_quantizer *q)
     return TSQ_OK;
 }
 
-/* Fitting runs one task per thread, each with its own prefix-sum scratch. */
+/* Fitting runs one task per thread, each with its own prefix-sum scratch,
+ * over the channels of one chunk at a time: between chunks the calling
+ * thread reports progress (without a progress callback, one chunk holds
+ * every channel). The fitted values go to scratch arrays and are committed
+ * only after the last report, so a cancelled fit changes nothing. Chunks
+ * change no result: each channel's fit is its own. */
 typedef struct fit_job {
-    tsq_quantizer *q;
+    const tsq_quantizer *q;
     const tsq__act_hist *hist;
     double *scratch;        /* ntasks * per_task doubles */
     size_t per_task;
     int64_t ntasks;
+    int64_t lo, hi;         /* the chunk of channels */
+    float *eps, *delta;     /* per channel, committed at the end */
     double *error_sum;      /* per channel, or NULL */
     double *zeros;
 } fit_job;
 
+/* Channels per chunk: about 16 progress reports for many channels. */
+enum { FIT_REPORTS = 16 };
+
 static void fit_task(void *arg, int64_t task)
 {
     fit_job *job = arg;
-    tsq_quantizer *q = job->q;
+    const tsq_quantizer *q = job->q;
     double *scratch = job->scratch + (size_t)task * job->per_task;
     tsq__hist_view v;
     int64_t c;
-    for (c = task; c < q->nparams; c += job->ntasks) {
-        float eps, delta;
+    for (c = job->lo + task; c < job->hi; c += job->ntasks) {
         tsq__hist_view_init(job->hist, c, scratch, &v);
-        tsq__fit_channel(&v, q->bits, q->eps_mode, q->eps_fixed, q->sparsity, &eps, &delta);
-        /* Each task writes only its own channels; nset is settled after. */
-        q->eps[c] = eps;
-        q->delta[c] = delta;
-        q->inv_delta[c] = 1.0f / delta;
+        tsq__fit_channel(&v, q->bits, q->eps_mode, q->eps_fixed, q->sparsity, &job->eps[c],
+                         &job->delta[c]);
         if (job->error_sum)
-            tsq__fit_estimate(&v, q->bits, eps, delta, &job->error_sum[c], &job->zeros[c]);
+            tsq__fit_estimate(&v, q->bits, job->eps[c], job->delta[c], &job->error_sum[c],
+                              &job->zeros[c]);
+    }
+}
+
+static tsq_status fit_chunks(tsq_quantizer *q, const char *where, fit_job *job)
+{
+    int64_t C = q->nparams, chunk = (C + FIT_REPORTS - 1) / FIT_REPORTS;
+    if (chunk < job->ntasks)
+        chunk = job->ntasks;
+    if (!q->obj.ctx->progress_fn) /* nobody listens: one fork-join, as without reports */
+        chunk = C;
+    TSQ_FORWARD_IF_ERROR(tsq__progress(&q->obj, TSQ_PROGRESS_QUANTIZER_FIT, 0, C, where));
+    for (job->lo = 0; job->lo < C; job->lo = job->hi) {
+        job->hi = C - job->lo < chunk ? C : job->lo + chunk;
+        tsq__parallel_for(job->ntasks, job->ntasks, fit_task, job);
+        TSQ_FORWARD_IF_ERROR(
+            tsq__progress(&q->obj, TSQ_PROGRESS_QUANTIZER_FIT, job->hi, C, where));
+    }
+    return TSQ_OK;
+}
+
+static void commit(tsq_quantizer *q, const fit_job *job, double *error_sum, double *zeros)
+{
+    int64_t c;
+    for (c = 0; c < q->nparams; c++) {
+        q->eps[c] = job->eps[c];
+        q->delta[c] = job->delta[c];
+        q->inv_delta[c] = 1.0f / job->delta[c];
+    }
+    q->nset = q->nparams;
+    if (error_sum) {
+        *error_sum = *zeros = 0.0;
+        for (c = 0; c < q->nparams; c++) {
+            *error_sum += job->error_sum[c];
+            *zeros += job->zeros[c];
+        }
     }
 }
 
@@ -69,40 +113,32 @@ tsq_status tsq__q_fit_from(tsq_quantizer *q, const char *where, const tsq__act_h
     tsq_context *ctx = q->obj.ctx;
     fit_job job;
     size_t total;
-    int64_t c;
+    tsq_status st;
+    memset(&job, 0, sizeof job);
     job.q = q;
     job.hist = hist;
     job.ntasks = ctx->threads < q->nparams ? ctx->threads : q->nparams;
     if (job.ntasks < 1)
         job.ntasks = 1;
     job.per_task = tsq__hist_scratch_doubles(hist);
-    job.error_sum = job.zeros = NULL;
-    job.scratch = NULL;
     if (tsq__mul_size(job.per_task, (size_t)job.ntasks, &total))
         job.scratch = tsq__calloc(ctx, total, sizeof(double));
-    TSQ_RETURN_ERROR_IF(!job.scratch, &q->obj, TSQ_ERR_NO_MEMORY, "%s: out of memory for the fit",
-                        where);
-    if (error_sum) {
+    job.eps = tsq__calloc(ctx, 2 * (size_t)q->nparams, sizeof(float));
+    if (error_sum)
         job.error_sum = tsq__calloc(ctx, 2 * (size_t)q->nparams, sizeof(double));
-        if (!job.error_sum) {
-            tsq__free(ctx, job.scratch);
-            return tsq__fail(&q->obj, TSQ_ERR_NO_MEMORY, "%s: out of memory for the fit",
-                             where);
-        }
-        job.zeros = job.error_sum + q->nparams;
+    if (!job.scratch || !job.eps || (error_sum && !job.error_sum))
+        st = tsq__fail(&q->obj, TSQ_ERR_NO_MEMORY, "%s: out of memory for the fit", where);
+    else {
+        job.delta = job.eps + q->nparams;
+        job.zeros = job.error_sum ? job.error_sum + q->nparams : NULL;
+        st = fit_chunks(q, where, &job);
     }
-    tsq__parallel_for(job.ntasks, job.ntasks, fit_task, &job);
-    q->nset = q->nparams;
-    if (error_sum) {
-        *error_sum = *zeros = 0.0;
-        for (c = 0; c < q->nparams; c++) {
-            *error_sum += job.error_sum[c];
-            *zeros += job.zeros[c];
-        }
-        tsq__free(ctx, job.error_sum);
-    }
+    if (st == TSQ_OK)
+        commit(q, &job, error_sum, zeros);
+    tsq__free(ctx, job.error_sum);
+    tsq__free(ctx, job.eps);
     tsq__free(ctx, job.scratch);
-    return TSQ_OK;
+    return st;
 }
 
 static tsq_status require_observed(const tsq_quantizer *q, const char *where)

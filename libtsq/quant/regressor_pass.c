@@ -6,6 +6,7 @@
  * every objective follows from the statistics, so pass 0 is the only one.
  */
 #include "regressor_fit.h"
+#include "quant/progress.h"
 
 #include <math.h>
 #include <string.h>
@@ -475,8 +476,10 @@ static tsq_status end_later_pass(tsq_regressor *reg, const char *where, int32_t 
 
 tsq_status tsq__reg_end_pass(tsq_regressor *reg, const char *where, int32_t *done)
 {
-    return reg->fit->pass == 0 ? end_first_pass(reg, where, done)
-                               : end_later_pass(reg, where, done);
+    tsq_status st = reg->fit->pass == 0 ? end_first_pass(reg, where, done)
+                                        : end_later_pass(reg, where, done);
+    /* The progress callback (quant/progress.c); a cancel abandons the fit. */
+    return st == TSQ_OK ? tsq__reg_progress(reg, where, *done) : st;
 }
 
 tsq_status tsq_regressor_end_pass(tsq_regressor *reg, int32_t *done)

@@ -337,7 +337,8 @@ void tsq_plan_destroy(tsq_plan *plan)
 static tsq_status build(builder *b, const tsq__net_desc *d)
 {
     int32_t i;
-    tsq_status st = TSQ_OK;
+    tsq_status st = tsq__progress(&b->ctx->obj, TSQ_PROGRESS_PLAN_CREATE, 0, d->nstages,
+                                  "plan_create");
     for (i = 0; i < d->nstages && st == TSQ_OK; i++) {
         const tsq__stage_desc *s = &d->stages[i];
         if (s->kind == TSQ__STAGE_LOWBIT) {
@@ -349,6 +350,9 @@ static tsq_status build(builder *b, const tsq__net_desc *d)
         } else {
             st = build_float(b, s);
         }
+        if (st == TSQ_OK) /* the progress callback: stages i and before are planned */
+            st = tsq__progress(&b->ctx->obj, TSQ_PROGRESS_PLAN_CREATE, i + 1, d->nstages,
+                               "plan_create");
     }
     if (st == TSQ_OK && b->codes)
         st = add_decode(b, NULL) == TSQ_OK ? TSQ_OK : TSQ_ERR_NO_MEMORY;

@@ -93,6 +93,19 @@ static void quant(tsq_context *ctx, tsq_net *net, int codes)
     append(ctx, net, l);
 }
 
+/* tsq_layer_lowbit_set takes the codes in the layer's weight shape only
+ * (outputs first): give a flat codes tensor that shape. */
+static tsq_status weight_shaped(tsq_layer *l, tsq_tensor *codes)
+{
+    tsq_tensor *w = NULL;
+    int64_t shape[TSQ_MAX_DIMS];
+    int32_t nd = 0;
+    tsq_status st = tsq_layer_param(l, 0, &w, NULL, NULL);
+    if (st == TSQ_OK)
+        st = tsq_tensor_shape(w, shape, TSQ_MAX_DIMS, &nd);
+    return st == TSQ_OK ? tsq_tensor_reshape(codes, nd, shape) : st;
+}
+
 static void lowbit(tsq_context *ctx, tsq_net *net, tsq_layer *l, int64_t out, int64_t in)
 {
     tsq_tensor *codes = tensor(ctx, TSQ_DTYPE_I8, 1, out * in, 0, 0, 0);
@@ -107,6 +120,7 @@ static void lowbit(tsq_context *ctx, tsq_net *net, tsq_layer *l, int64_t out, in
         a[i] = (float)((0.5 + uniform()) / sqrt((double)in));
         b[i] = (float)(uniform() - 0.5);
     }
+    check(weight_shaped(l, codes), "reshape", ctx);
     check(tsq_layer_lowbit_set(l, codes, alpha, bias), "lowbit_set", ctx);
     tsq_tensor_destroy(codes);
     tsq_tensor_destroy(alpha);

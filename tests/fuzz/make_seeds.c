@@ -108,6 +108,19 @@ static void randomize(tsq_net *net)
     }
 }
 
+/* tsq_layer_lowbit_set takes the codes in the layer's weight shape only
+ * (outputs first): give a flat codes tensor that shape. */
+static tsq_status weight_shaped(tsq_layer *l, tsq_tensor *codes)
+{
+    tsq_tensor *w = NULL;
+    int64_t shape[TSQ_MAX_DIMS];
+    int32_t nd = 0;
+    tsq_status st = tsq_layer_param(l, 0, &w, NULL, NULL);
+    if (st == TSQ_OK)
+        st = tsq_tensor_shape(w, shape, TSQ_MAX_DIMS, &nd);
+    return st == TSQ_OK ? tsq_tensor_reshape(codes, nd, shape) : st;
+}
+
 static void lowbit(tsq_context *ctx, tsq_layer *l, int64_t out, int64_t count, int32_t bits)
 {
     int32_t m = (1 << (bits - 1)) - 1;
@@ -122,6 +135,7 @@ static void lowbit(tsq_context *ctx, tsq_layer *l, int64_t out, int64_t count, i
         c[i] = (int8_t)((i * 7 + i / 3) % (2 * m + 1) - m);
     fill(alpha, 0.1f, 0.2f);
     fill(bias, 1.0f, 0.0f);
+    CHECK(weight_shaped(l, codes));
     CHECK(tsq_layer_lowbit_set(l, codes, alpha, bias));
     tsq_tensor_destroy(codes);
     tsq_tensor_destroy(alpha);

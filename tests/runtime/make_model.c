@@ -63,6 +63,19 @@ static tsq_layer *quant(int32_t bits, float eps, float delta, int codes)
     return l;
 }
 
+/* tsq_layer_lowbit_set takes the codes in the layer's weight shape only
+ * (outputs first): give a flat codes tensor that shape. */
+static tsq_status weight_shaped(tsq_layer *l, tsq_tensor *codes)
+{
+    tsq_tensor *w = NULL;
+    int64_t shape[TSQ_MAX_DIMS];
+    int32_t nd = 0;
+    tsq_status st = tsq_layer_param(l, 0, &w, NULL, NULL);
+    if (st == TSQ_OK)
+        st = tsq_tensor_shape(w, shape, TSQ_MAX_DIMS, &nd);
+    return st == TSQ_OK ? tsq_tensor_reshape(codes, nd, shape) : st;
+}
+
 static tsq_layer *lowbit(tsq_layer *l, int64_t out, int64_t in)
 {
     int64_t n = out * in, i;
@@ -79,6 +92,7 @@ static tsq_layer *lowbit(tsq_layer *l, int64_t out, int64_t in)
     for (i = 0; i < out; i++)
         a[i] = (float)((0.5 + uniform()) / sqrt((double)in));
     fill(bias, -0.3, 0.3);
+    TRY(weight_shaped(l, codes));
     TRY(tsq_layer_lowbit_set(l, codes, alpha, bias));
     tsq_tensor_destroy(codes);
     tsq_tensor_destroy(alpha);

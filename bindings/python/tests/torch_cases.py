@@ -325,5 +325,97 @@ class Logging(unittest.TestCase):
         self.assertIn("convert: fc1 ->", text)
 
 
+class ProgressDisplay(unittest.TestCase):
+    """convert's display follows the library's progress reports: passes of
+    the most the regressor can take, ending at that total."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.x, _ = data()
+        cls.calib = [cls.x[:64], cls.x[64:]]
+        cls.prepared = tt.prepare(trained(steps=5), cls.calib, progress=False)
+
+    def convert(self, **kw):
+        return tt.convert(self.prepared, self.calib, rounds=1, positions=8, **kw)
+
+    def test_plain_lines_without_tqdm(self):
+        saved, err = sys.modules.get("tqdm"), io.StringIO()
+        sys.modules["tqdm"] = None                  # import tqdm raises ImportError
+        old, sys.stderr = sys.stderr, err
+        try:
+            self.convert(progress=True)
+        finally:
+            sys.stderr = old
+            if saved is None:
+                del sys.modules["tqdm"]
+            else:
+                sys.modules["tqdm"] = saved
+        lines = err.getvalue().splitlines()
+        for layer in ("conv2 (1/2)", "fc1 (2/2)"):
+            mine = [l for l in lines if l.startswith("tsq convert %s: " % layer)]
+            self.assertTrue(mine, err.getvalue())
+            counts = [l.split(": ", 1)[1].split(" passes")[0] for l in mine]
+            done = [int(c.split("/")[0]) for c in counts]
+            total = {int(c.split("/")[1]) for c in counts}
+            self.assertEqual(len(total), 1, mine)           # one total per layer
+            self.assertEqual(done, sorted(done), mine)      # never goes back
+            self.assertEqual(done[-1], total.pop(), mine)   # ends at the total
+            self.assertIn("objective", mine[-1])
+
+    def test_tqdm_bar(self):
+        bars = []
+
+        class FakeBar(object):
+            def __init__(self, total=None, desc="", leave=True, unit="it"):
+                self.total, self.desc, self.n, self.unit = total, desc, 0, unit
+                self.seen, self.closed = [], False
+                bars.append(self)
+
+            def set_postfix_str(self, s, refresh=True):
+                self.postfix = s
+
+            def refresh(self):
+                self.seen.append((self.n, self.total))
+
+            def update(self, k=1):
+                self.n += k
+
+            def close(self):
+                self.closed = True
+        fake = type(sys)("tqdm")
+        fake.tqdm = FakeBar
+        saved = sys.modules.get("tqdm")
+        sys.modules["tqdm"] = fake
+        try:
+            self.convert(progress=True)
+        finally:
+            if saved is None:
+                del sys.modules["tqdm"]
+            else:
+                sys.modules["tqdm"] = saved
+        conv = [b for b in bars if b.desc.startswith("tsq convert")]
+        self.assertEqual(len(conv), 2)
+        for b in conv:
+            self.assertTrue(b.closed)
+            self.assertEqual(b.unit, "passes")
+            self.assertIsInstance(b.total, int)
+            self.assertEqual(b.seen[-1], (b.total, b.total))
+            self.assertIn("objective", b.postfix)
+
+    def test_a_raising_callback_stops_convert(self):
+        seen = []
+
+        def stop(stage, done, total):
+            seen.append(stage)
+            if stage == "regressor pass" and done >= 2:
+                raise KeyboardInterrupt()
+        with tsq.Context(progress=stop) as ctx:
+            with self.assertRaises(KeyboardInterrupt) as cm:
+                self.convert(ctx=ctx, progress=False)
+            self.assertEqual(cm.exception.__cause__.name, "TSQ_ERR_CANCELLED")
+            self.assertIs(ctx.progress, stop)       # the caller's callback is back
+        self.assertIn("regressor pass", seen)
+
+
 if __name__ == "__main__":
     unittest.main()

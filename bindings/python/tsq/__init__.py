@@ -23,7 +23,8 @@ from . import _ffi as ffi
 from ._ffi import CONSTANTS
 from ._lib import (TsqError, TsqVersionError, lib, status_name, status_string,
                    version_string, library_candidates, load_library, check_version)
-from .context import Context, Allocator, CountingAllocator, cpu_features, cpu_feature_names
+from .context import (Context, Allocator, CountingAllocator, cpu_features, cpu_feature_names,
+                      PROGRESS_STAGES)
 from .tensor import Tensor, as_tensor
 from .quantizer import Quantizer, LearnResult, learn_codes, EPS_MODES
 from .regressor import (Regressor, FitResult, fit_transform, im2col_rows, im2col_output_rows,

@@ -234,13 +234,24 @@ class Handle(object):
         return raw.decode("utf-8", "replace") if raw else ""
 
     def _check(self, status, call):
-        """Raises TsqError with this object's message for a failed call."""
+        """Raises TsqError with this object's message for a failed call, or,
+        when a progress callback cancelled it by raising, that exception."""
         if status:
-            raise TsqError(status, self._message(), call)
+            error = TsqError(status, self._message(), call)
+            reraise_progress(self._ctx if self._ctx is not None else self, error)
+            raise error
 
     def _call(self, name, *args):
         """Calls tsq_<name>(self, *args); errors are reported on self."""
         self._check(getattr(lib, name)(self.handle, *args), name)
+
+
+def reraise_progress(ctx, error):
+    """Re-raises the exception with which ctx's progress callback cancelled
+    the call that failed with `error`, if there is one."""
+    hook = getattr(ctx, "_reraise_progress", None)
+    if hook is not None:
+        hook(error)
 
 
 def check_static(status, call):

@@ -43,6 +43,7 @@ class tsq_thresholds(C.Structure):
 tsq_alloc_fn = C.CFUNCTYPE(C.c_void_p, C.c_void_p, C.c_uint64, C.c_uint64)
 tsq_free_fn = C.CFUNCTYPE(None, C.c_void_p, C.c_void_p)
 tsq_log_fn = C.CFUNCTYPE(None, C.c_void_p, C.c_int32, C.c_char_p)
+tsq_progress_fn = C.CFUNCTYPE(C.c_int32, C.c_void_p, C.c_int32, C.c_int64, C.c_int64)
 
 # Integer constants: enum values and #define NAME <int>, per header.
 # core.h
@@ -66,8 +67,14 @@ TSQ_ERR_VERSION = 12
 TSQ_ERR_NO_DATA = 13
 TSQ_ERR_TOO_SMALL = 14
 TSQ_ERR_INTERNAL = 15
+TSQ_ERR_CANCELLED = 16
 TSQ_CONTEXT_THREADS = 257
 TSQ_CONTEXT_LOG_LEVEL = 258
+TSQ_PROGRESS_QUANTIZER_FIT = 1
+TSQ_PROGRESS_NET_LEARN_CODES = 2
+TSQ_PROGRESS_REGRESSOR_PASS = 3
+TSQ_PROGRESS_NET_FIT_TRANSFORM = 4
+TSQ_PROGRESS_PLAN_CREATE = 5
 TSQ_CPU_AVX2 = 1
 TSQ_CPU_FMA = 2
 TSQ_CPU_AVX512F = 4
@@ -211,8 +218,14 @@ CONSTANTS = {
     'TSQ_ERR_NO_DATA': TSQ_ERR_NO_DATA,
     'TSQ_ERR_TOO_SMALL': TSQ_ERR_TOO_SMALL,
     'TSQ_ERR_INTERNAL': TSQ_ERR_INTERNAL,
+    'TSQ_ERR_CANCELLED': TSQ_ERR_CANCELLED,
     'TSQ_CONTEXT_THREADS': TSQ_CONTEXT_THREADS,
     'TSQ_CONTEXT_LOG_LEVEL': TSQ_CONTEXT_LOG_LEVEL,
+    'TSQ_PROGRESS_QUANTIZER_FIT': TSQ_PROGRESS_QUANTIZER_FIT,
+    'TSQ_PROGRESS_NET_LEARN_CODES': TSQ_PROGRESS_NET_LEARN_CODES,
+    'TSQ_PROGRESS_REGRESSOR_PASS': TSQ_PROGRESS_REGRESSOR_PASS,
+    'TSQ_PROGRESS_NET_FIT_TRANSFORM': TSQ_PROGRESS_NET_FIT_TRANSFORM,
+    'TSQ_PROGRESS_PLAN_CREATE': TSQ_PROGRESS_PLAN_CREATE,
     'TSQ_CPU_AVX2': TSQ_CPU_AVX2,
     'TSQ_CPU_FMA': TSQ_CPU_FMA,
     'TSQ_CPU_AVX512F': TSQ_CPU_AVX512F,
@@ -395,6 +408,16 @@ FUNCTIONS = {
         C.c_int32,
         [C.POINTER(tsq_context), tsq_log_fn, C.c_void_p],
         ['ctx', 'fn', 'user'],
+        'core.h', False),
+    'tsq_context_set_progress': (
+        C.c_int32,
+        [C.POINTER(tsq_context), tsq_progress_fn, C.c_void_p],
+        ['ctx', 'fn', 'user'],
+        'core.h', False),
+    'tsq_progress_stage_name': (
+        C.c_char_p,
+        [C.c_int32],
+        ['stage'],
         'core.h', False),
     'tsq_cpu_features': (
         C.c_int32,

@@ -10,6 +10,8 @@ if TYPE_CHECKING:                                   # names used in annotations 
 
 import ctypes
 import logging
+import sys
+import threading
 import weakref
 
 from . import _buffers as B
@@ -18,7 +20,12 @@ from ._buffers import ArrayLike, DTypeLike  # noqa: F401
 from ._base import Handle, check_static
 from ._lib import TsqError, lib
 
-__all__ = ["Context", "Allocator", "CountingAllocator", "cpu_features", "cpu_feature_names"]
+__all__ = ["Context", "Allocator", "CountingAllocator", "cpu_features", "cpu_feature_names",
+           "PROGRESS_STAGES"]
+
+# TSQ_PROGRESS_* stage numbers -> the names the progress callback gets.
+PROGRESS_STAGES = {getattr(_ffi, k): lib.tsq_progress_stage_name(getattr(_ffi, k)).decode()
+                   for k in _ffi.CONSTANTS if k.startswith("TSQ_PROGRESS_")}
 
 _INFO_KEYS = {
     "version": _ffi.TSQ_INFO_VERSION,
@@ -176,16 +183,22 @@ class Context(Handle):
         log_level: 0 none .. 4 debug (libtsq default 1: errors).
         allocator: an Allocator (e.g. CountingAllocator) for every block of
             memory the context and its objects use.
+        progress: a callable ``f(stage, done, total)`` the long calls report
+            to (see set_progress), or None.
     """
 
     _destroy_name = "tsq_context_destroy"
     _errmsg_name = "tsq_context_errmsg"
 
     def __init__(self, threads: Optional[int] = None, seed: Optional[int] = None, log: Any = None,
-                 log_level: Optional[int] = None, allocator: Optional[Allocator] = None) -> None:
+                 log_level: Optional[int] = None, allocator: Optional[Allocator] = None,
+                 progress: Optional[Callable[[str, int, int], Any]] = None) -> None:
         self._children = weakref.WeakSet()
         self._log_thunk = None
         self._log_target = None
+        self._progress_thunk = None
+        self._progress_target = None
+        self._progress_raised = {}      # thread id -> exc_info of a callback that raised
         self.allocator = allocator
         out = ctypes.POINTER(_ffi.tsq_context)()
         if allocator is None:
@@ -211,6 +224,8 @@ class Context(Handle):
                 self.log_level = log_level
             if log is not None:
                 self.set_log(log)
+            if progress is not None:
+                self.set_progress(progress)
         except BaseException:
             self.close()
             raise
@@ -318,6 +333,57 @@ class Context(Handle):
         """The current log target (see set_log)."""
         return self._log_target
 
+    # ---- progress ------------------------------------------------------
+
+    def set_progress(self, target: Optional[Callable[[str, int, int], Any]]) -> None:
+        """Calls ``target(stage, done, total)`` as the long calls of objects
+        made from this context progress, or stops with None.
+
+        stage is the stage's name: "quantizer fit" (Quantizer.fit,
+        learn_codes: channels), "learn codes" (Net.learn_codes: quantizers),
+        "regressor pass" (fit_transform, Regressor.end_pass, each layer of
+        Net.fit_transform: passes, of the most the fit can take),
+        "fit transform" (Net.fit_transform: layers) or "plan create" (Plan:
+        network stages). Within a run of a stage, done never decreases and
+        total stays; a completed run ends at done == total.
+
+        To stop the call in progress, raise from target (KeyboardInterrupt
+        from Ctrl-C included): the library call is cancelled
+        (TSQ_ERR_CANCELLED), leaves its outputs as they were, and the
+        exception is re-raised from the call, its __cause__ the TsqError.
+        The return value is ignored. Called from the thread that made the
+        call; it must not use the objects that call is working on."""
+        if target is None:
+            thunk = _ffi.tsq_progress_fn()
+        elif callable(target):
+            raised = self._progress_raised
+
+            def callback(user, stage, done, total):
+                try:
+                    target(PROGRESS_STAGES.get(stage, str(stage)), int(done), int(total))
+                    return 0
+                except BaseException:       # cancel; re-raised by the failed call
+                    raised[threading.get_ident()] = sys.exc_info()
+                    return 1
+            thunk = _ffi.tsq_progress_fn(callback)
+        else:
+            raise TypeError("progress must be a callable f(stage, done, total) or None")
+        self._call("tsq_context_set_progress", thunk, None)
+        self._progress_thunk = thunk if target is not None else None
+        self._progress_target = target
+
+    @property
+    def progress(self):
+        """The current progress callback (see set_progress), or None."""
+        return self._progress_target
+
+    def _reraise_progress(self, error):
+        """After a failed call: re-raises the exception a progress callback
+        raised on this thread (which cancelled the call), from `error`."""
+        info = self._progress_raised.pop(threading.get_ident(), None)
+        if info is not None and error.status == _ffi.TSQ_ERR_CANCELLED:
+            raise info[1].with_traceback(info[2]) from error
+
     # ---- information -----------------------------------------------------
 
     def info(self, key: Union[str, int] = 'summary') -> Any:
@@ -354,6 +420,8 @@ class Context(Handle):
     def __repr__(self) -> str:
         if self.closed:
             return "<tsq.Context closed>"
-        return "<tsq.Context threads=%d seed=%d log_level=%d%s>" % (
+        return "<tsq.Context threads=%d seed=%d log_level=%d%s%s>" % (
             self.threads, self.seed, self.log_level,
-            " log=%r" % (self._log_target,) if self._log_target is not None else "")
+            " log=%r" % (self._log_target,) if self._log_target is not None else "",
+            " progress=%r" % (self._progress_target,)
+            if self._progress_target is not None else "")

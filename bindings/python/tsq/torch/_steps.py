@@ -14,7 +14,8 @@ from torch import fx, nn
 from ..context import Context
 from ..quantizer import Quantizer
 from ..regressor import Regressor, im2col_output_rows, im2col_rows
-from ._common import Calibration, _batches, _context, _len, _Progress, _reiterable, log
+from ._common import (Calibration, _batches, _context, _len, _Progress, _reiterable, _reporting,
+                      log)
 from ._graph import (_add_input_spec, _check_conv, _patterns, _set_module, _trace, _units)
 from ._modules import ActQuant, LowbitConv2d, LowbitLinear
 
@@ -236,7 +237,7 @@ def convert(model: nn.Module, calibration: Calibration, weight_bits: int = 2,
             reg = Regressor(ctx, **opts)
             t0 = time.time()
             bar = _Progress("tsq convert %s (%d/%d)" % (name, ui + 1, len(units)), None,
-                            progress)
+                            progress, unit="passes")
             try:
                 reg.set_quantizer(q)
                 reg.begin(d, C, W0, with_preact=True)
@@ -249,9 +250,10 @@ def convert(model: nn.Module, calibration: Calibration, weight_bits: int = 2,
                             reg.feed(cache_x[b], cache_y[b], None)
                             rows += len(cache_y[b])
                         passes += 1
-                        done = reg.end_pass()
+                        with _reporting(ctx, "regressor pass", bar, show=False):
+                            done = reg.end_pass()
                         hist = reg.history("objective")
-                        bar.step("(passes), objective %.4g" % hist[-1] if hist else "(passes)")
+                        bar.update(bar.n, bar.total, "objective %.4g" % hist[-1] if hist else "")
                         continue
                     for b, x in enumerate(_batches(calibration)):
                         Xin = _run_until(out, wmod, x, output=False)
@@ -273,9 +275,10 @@ def convert(model: nn.Module, calibration: Calibration, weight_bits: int = 2,
                         reg.feed(X, cache_y[b], P)
                         rows += len(cache_y[b])
                     passes += 1
-                    done = reg.end_pass()
+                    with _reporting(ctx, "regressor pass", bar, show=False):
+                        done = reg.end_pass()
                     hist = reg.history("objective")
-                    bar.step("(passes), objective %.4g" % hist[-1] if hist else "(passes)")
+                    bar.update(bar.n, bar.total, "objective %.4g" % hist[-1] if hist else "")
                 fit = reg.result()
                 history = reg.history("objective")
             finally:
