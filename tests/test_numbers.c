@@ -230,7 +230,9 @@ START_TEST(test_context_options)
     guard_stats g;
     tsq_context *ctx = gctx(&g);
     double v;
-    EXPECT(tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, INT64_MAX), TSQ_ERR_INVALID,
+    EXPECT(tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, (double)INT64_MAX), TSQ_ERR_INVALID,
+           tsq_context_errmsg(ctx), "outside");
+    EXPECT(tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, DBL_MAX), TSQ_ERR_INVALID,
            tsq_context_errmsg(ctx), "outside");
     EXPECT(tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, INT64_MIN), TSQ_ERR_INVALID,
            tsq_context_errmsg(ctx), "outside");

@@ -70,7 +70,7 @@ static void detach(tsq_net *net)
 static tsq_status copy_settings(tsq_net *dst, const tsq_net *src)
 {
     const tsq__conversion *s = tsq__cvt_of(src);
-    tsq__conversion *d;
+    tsq__conversion *d = NULL; /* set by tsq__cvt_attach */
     if (!s)
         return TSQ_OK;
     if (tsq__cvt_attach(dst, "net_clone", &d) != TSQ_OK)
