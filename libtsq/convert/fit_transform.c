@@ -364,9 +364,9 @@ static tsq_status unit_rows(tsq_net *net, const char *where, const tsq_tensor *x
                 sample_positions(s, n, g->ohw, npos, positions, perm);
         }
         if (st == TSQ_OK)
-            st = tsq_regressor_im2col_rows(ctx, in, (int32_t)g->kh, (int32_t)g->kw, (int32_t)g->stride,
-                                 (int32_t)g->stride, (int32_t)g->pad, (int32_t)g->pad, positions,
-                                 npos, X);
+            st = tsq_regressor_im2col_rows(ctx, in, (int32_t)g->kh, (int32_t)g->kw,
+                                           (int32_t)g->stride, (int32_t)g->stride,
+                                           (int32_t)g->pad, (int32_t)g->pad, positions, npos, X);
         if (st == TSQ_OK)
             st = tsq_regressor_im2col_output_rows(ctx, pt, positions, npos, P);
         if (st != TSQ_OK)

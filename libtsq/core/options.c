@@ -70,8 +70,9 @@ static tsq_status lookup(const tsq__option_table *t, const tsq__object *obj, con
     if (!o && family && (key & ~0xFF) != t->base)
         return tsq__fail(obj, TSQ_ERR_INVALID, "%s: unknown key 0x%04x: a %s key, not a %s one",
                          where, (unsigned)key, family, t->family);
-    TSQ_RETURN_ERROR_IF(!o, obj, TSQ_ERR_INVALID, "%s: unknown key 0x%04x (%d): no %s option has it",
-                        where, (unsigned)key, (int)key, t->family);
+    TSQ_RETURN_ERROR_IF(!o, obj, TSQ_ERR_INVALID,
+                        "%s: unknown key 0x%04x (%d): no %s option has it", where, (unsigned)key,
+                        (int)key, t->family);
     if (!applies(t, o, handle)) {
         char what[64] = "this handle";
         if (t->describe)
