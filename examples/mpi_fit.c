@@ -190,7 +190,7 @@ static void make_shard(tsq_context *ctx, const config *cfg, int64_t lo, int64_t 
         }
         check_ctx(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_U8, 4, shape, codes, (uint64_t)(n * pix),
                                        &in), "tensor_wrap");
-        check_ctx(ctx, tsq_im2col_rows(ctx, in, KH, KW, 1, 1, PAD, PAD, NULL, 0, &rows),
+        check_ctx(ctx, tsq_regressor_im2col_rows(ctx, in, KH, KW, 1, 1, PAD, PAD, NULL, 0, &rows),
                   "im2col_rows");
         tsq_tensor_data(rows, &data);
         memcpy(s->X, data, (size_t)(s->rows * d));
@@ -266,7 +266,7 @@ static tsq_quantizer *shared_quantizer(tsq_context *ctx, const shard *mine, MPI_
     if (rank_id == 0) {
         /* Step 1's quantizer, fitted (joint eps) on rank 0's pre-activations. */
         tsq_tensor *p = wrap2d(ctx, TSQ_DTYPE_F32, mine->rows, mine->C, mine->P);
-        check_q(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_EPS_MODE, TSQ_EPS_JOINT),
+        check_q(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_EPS_MODE, TSQ_EPS_JOINT),
                 "quantizer eps mode");
         check_q(q, tsq_learn_codes(q, p, NULL, NULL, NULL), "learn_codes");
         check_q(q, tsq_quantizer_get_channel(q, 0, &params[0], &params[1]), "get_channel");
@@ -286,7 +286,7 @@ static tsq_regressor *make_regressor(tsq_context *ctx, const config *cfg, tsq_qu
 {
     tsq_regressor *reg = NULL;
     check_ctx(ctx, tsq_regressor_create(ctx, &reg), "regressor_create");
-    check_reg(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, cfg->rounds), "rounds");
+    check_reg(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, cfg->rounds), "rounds");
     check_reg(reg, tsq_regressor_set_quantizer(reg, q), "set_quantizer");
     return reg;
 }

@@ -349,7 +349,7 @@ static void step2(run_state *S, const buffers *B)
     int64_t correct = 0;
     S->phase = PH_STEP2;
     CALL("net_tsq_regressor", tsq_net_tsq_regressor(S->net, &S->reg), NETMSG);
-    CALL("regressor_set_param", tsq_regressor_set_param(S->reg, TSQ_REGRESSOR_ROUNDS, 2),
+    CALL("regressor_set_option", tsq_regressor_set_option(S->reg, TSQ_REGRESSOR_ROUNDS, 2),
          tsq_regressor_errmsg(S->reg));
     session_loop(S, B, 1);
     if (S->mode == MODE_ABORT && S->hit)
@@ -438,9 +438,9 @@ static void standalone(run_state *S, buffers *B)
         NT_REQUIRE(st == TSQ_OK, "quantizer_load: %s", CTXMSG);
     }
     /* Convolution rows from codes. */
-    CALL("im2col_rows", tsq_im2col_rows(ctx, S->t[0], 3, 3, 1, 1, 1, 1, NULL, 0, &S->t[2]),
+    CALL("im2col_rows", tsq_regressor_im2col_rows(ctx, S->t[0], 3, 3, 1, 1, 1, 1, NULL, 0, &S->t[2]),
          CTXMSG);
-    CALL("im2col_output_rows", tsq_im2col_output_rows(ctx, S->t[0], NULL, 0, &S->t[3]), CTXMSG);
+    CALL("im2col_output_rows", tsq_regressor_im2col_output_rows(ctx, S->t[0], NULL, 0, &S->t[3]), CTXMSG);
     /* Regressor on the caller's planted data, in one call and streamed. */
     CALL("tensor_wrap", tsq_tensor_wrap(ctx, TSQ_DTYPE_U8, 2, xs, B->rx, sizeof B->rx, &S->t[4]),
          CTXMSG);
@@ -456,7 +456,7 @@ static void standalone(run_state *S, buffers *B)
          tsq_regressor_errmsg(S->sreg));
     CALL("regressor_set_levels", tsq_regressor_set_levels(S->sreg, 2, 0.5f, 1.0f),
          tsq_regressor_errmsg(S->sreg));
-    CALL("regressor_set_param", tsq_regressor_set_param(S->sreg, TSQ_REGRESSOR_ROUNDS, 3),
+    CALL("regressor_set_option", tsq_regressor_set_option(S->sreg, TSQ_REGRESSOR_ROUNDS, 3),
          tsq_regressor_errmsg(S->sreg));
     CALL("fit_transform",
          tsq_fit_transform(S->sreg, S->t[4], S->t[5], NULL, NULL, S->t[6], S->t[7], S->t[8], &obj),

@@ -285,7 +285,7 @@ static void job_work(job *j)
 
     /* Regressor: TSQ step 2 on in-memory data. */
     TRY(j, tsq_regressor_set_levels(j->reg, 2, 0.25f, 0.5f), tsq_regressor_errmsg(j->reg));
-    TRY(j, tsq_regressor_set_param(j->reg, TSQ_REGRESSOR_ROUNDS, 3),
+    TRY(j, tsq_regressor_set_option(j->reg, TSQ_REGRESSOR_ROUNDS, 3),
         tsq_regressor_errmsg(j->reg));
     TRY(j, tsq_fit_transform(j->reg, j->trx, j->try_, NULL, NULL, j->tw, j->talpha, j->tb,
                              &objective),
@@ -316,7 +316,7 @@ static void job_work(job *j)
     if (j->st != TSQ_OK)
         return;
     TRY(j, tsq_net_tsq_regressor(j->net, &nreg), tsq_net_errmsg(j->net));
-    TRY(j, tsq_regressor_set_param(nreg, TSQ_REGRESSOR_ROUNDS, 2), tsq_regressor_errmsg(nreg));
+    TRY(j, tsq_regressor_set_option(nreg, TSQ_REGRESSOR_ROUNDS, 2), tsq_regressor_errmsg(nreg));
     done = 0;
     while (!done && j->st == TSQ_OK) {
         for (b = 0; b < NBATCH; b++)

@@ -48,7 +48,7 @@ START_TEST(test_context_defaults_and_options)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    int64_t v, lo, hi;
+    double v, lo, hi;
     uint64_t seed;
     ck_assert_str_eq(tsq_context_errmsg(ctx), "");
     TH_OK(ctx, tsq_context_get_option(ctx, TSQ_CONTEXT_THREADS, &v));
@@ -82,7 +82,7 @@ END_TEST
 START_TEST(test_context_null_paths)
 {
     tsq_context *ctx = (tsq_context *)&ctx; /* must be reset to NULL */
-    int64_t v;
+    double v;
     uint64_t s;
     const char *info;
     ck_assert_int_eq(tsq_context_create(NULL), TSQ_ERR_NULL);
@@ -180,21 +180,27 @@ END_TEST
 
 START_TEST(test_cpu_features)
 {
-    uint32_t f = 0xffffffffu;
-    TH_OK(NULL, tsq_cpu_features(&f));
+    th_alloc_stats st;
+    uint32_t f = 0xffffffffu, g = 0;
+    tsq_context *ctx = th_context(&st);
+    TH_OK(ctx, tsq_context_cpu_features(ctx, &f));
     /* Implications that any consistent detection must respect. */
     if (f & TSQ_CPU_AVX512VNNI)
         ck_assert(f & TSQ_CPU_AVX512F);
     if (f & TSQ_CPU_AVX512BW)
         ck_assert(f & TSQ_CPU_AVX512F);
     ck_assert_uint_eq(f & ~0xffu, 0);
-    ck_assert_int_eq(tsq_cpu_features(NULL), TSQ_ERR_NULL);
+    ck_assert_int_eq(tsq_context_cpu_features(ctx, NULL), TSQ_ERR_NULL);
+    ck_assert_str_eq(tsq_context_errmsg(ctx), "context_cpu_features: features is NULL");
+    ck_assert_int_eq(tsq_context_cpu_features(NULL, &g), TSQ_ERR_NULL);
+    ck_assert_uint_eq(g, 0); /* nothing written */
 #if defined(__x86_64__)
     /* Compare with the compiler's own detection of the same features. */
     __builtin_cpu_init();
     ck_assert_int_eq(!!(f & TSQ_CPU_AVX2), !!__builtin_cpu_supports("avx2"));
     ck_assert_int_eq(!!(f & TSQ_CPU_AVX512F), !!__builtin_cpu_supports("avx512f"));
 #endif
+    th_context_done(ctx, &st);
 }
 END_TEST
 
@@ -205,7 +211,7 @@ START_TEST(test_context_contracts)
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
     const char *info = NULL;
-    int64_t v = 0, lo, hi;
+    double v = 0, lo, hi;
     ck_assert_int_eq(TSQ_CONTEXT_THREADS, 0x0101);
     ck_assert_int_eq(TSQ_CONTEXT_LOG_LEVEL, 0x0102);
     ck_assert_int_eq(TSQ_INFO_VERSION, 0x0A01);
@@ -240,21 +246,50 @@ typedef struct toy {
     int32_t small;
     int64_t big;
     double real;
+    int flag;
+    double hooked;  /* stored by the hook, which refuses 0.75 */
+    uint32_t kind;  /* scope bits */
 } toy;
 
-static double toy_computed(const void *handle, int32_t key)
+static void toy_load(const void *handle, const tsq__option *o, double *value)
 {
-    return (double)((const toy *)handle)->small * 10 + (key & 0xFF);
+    const toy *t = handle;
+    *value = o->storage == TSQ__OPT_HOOK ? t->hooked : (double)t->small * 10 + (o->key & 0xFF);
 }
 
+static tsq_status toy_store(void *handle, const tsq__option *o, double value, const char *where)
+{
+    toy *t = handle;
+    TSQ_RETURN_ERROR_IF(value == 0.75, &t->obj, TSQ_ERR_INVALID, "%s: %s: the hook says no",
+                        where, o->name);
+    t->hooked = value;
+    return TSQ_OK;
+}
+
+static uint32_t toy_scope(const void *handle)
+{
+    return ((const toy *)handle)->kind;
+}
+
+static void toy_describe(const void *handle, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "kind-%u toys", (unsigned)((const toy *)handle)->kind);
+}
+
+static const tsq__option_table toy_table;
+
 static const tsq__option toy_options[] = {
-    {0x0301, "small", -3, 5, 2, TSQ__OPT_I32, 0, offsetof(toy, small)},
-    {0x0302, "big", 0, 1e15, 7, TSQ__OPT_I64, 0, offsetof(toy, big)},
-    {0x0303, "real", -1, 1, 0.5, TSQ__OPT_F64, 0, offsetof(toy, real)},
-    {0x0304, "derived", 0, 100, 0, TSQ__OPT_COMPUTED, 1, 0},
+    {0x0301, "small", -3, 5, 2, TSQ__OPT_I32, 0, offsetof(toy, small), 0, NULL, 0},
+    {0x0302, "big", 0, 1e15, 7, TSQ__OPT_I64, 0, offsetof(toy, big), 0, NULL, 0},
+    {0x0303, "real", -1, 1, 0.5, TSQ__OPT_F64, 0, offsetof(toy, real), 0, NULL, 0},
+    {0x0304, "derived", 0, 100, 0, TSQ__OPT_COMPUTED, 0, 0, 0, NULL, 0},
+    {0x0305, "flag", 0, 1, 1, TSQ__OPT_INT, 0, offsetof(toy, flag), 2, NULL, 0},
+    {0x0306, "hooked", 0, 1, 0.25, TSQ__OPT_HOOK, 0, 0, 0, NULL, 0},
+    /* bounds, default and integrality of "small" */
+    {0x0307, "like_small", 0, 0, 0, TSQ__OPT_F64, 0, offsetof(toy, real), 0, &toy_table, 0x0301},
 };
-static const tsq__option_table toy_table = {"regressor", 0x0300, 4, toy_options, toy_computed,
-                                            NULL};
+static const tsq__option_table toy_table = {"regressor", 0x0300, 7, toy_options, toy_store,
+                                            toy_load, toy_scope, toy_describe, NULL};
 
 START_TEST(test_option_table)
 {
@@ -265,11 +300,15 @@ START_TEST(test_option_table)
     double v, lo, hi;
     memset(&t, 0, sizeof t);
     tsq__object_init(&t.obj, ctx);
-    tsq__option_defaults(&toy_table, &t);
-    ck_assert(t.small == 2 && t.big == 7 && t.real == 0.5);
+    t.kind = 1;
+    ck_assert_int_eq(tsq__option_defaults(&toy_table, &t), TSQ_OK);
+    /* flag applies to kind 2 only: left alone; like_small takes small's default */
+    ck_assert(t.small == 2 && t.big == 7 && t.real == 2 && t.flag == 0 && t.hooked == 0.25);
     ck_assert_int_eq(tsq__option_bounds(&toy_table, 0x0302, &lo, &hi), TSQ_OK);
     ck_assert(lo == 0 && hi == 1e15);
-    ck_assert_int_eq(tsq__option_bounds(&toy_table, 0x0305, &lo, &hi), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq__option_bounds(&toy_table, 0x0307, &lo, &hi), TSQ_OK);
+    ck_assert(lo == -3 && hi == 5);
+    ck_assert_int_eq(tsq__option_bounds(&toy_table, 0x0308, &lo, &hi), TSQ_ERR_INVALID);
     ck_assert_int_eq(tsq__option_bounds(&toy_table, 0x0301, NULL, &hi), TSQ_ERR_NULL);
     /* set: bounds, integrality, NaN, read-only, families; failures change nothing */
     ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0301, -3), TSQ_OK);
@@ -280,33 +319,57 @@ START_TEST(test_option_table)
     ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0301, 1.5),
                      TSQ_ERR_INVALID);
     ck_assert_ptr_nonnull(strstr(t.obj.msg, "must be an integer"));
+    ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0307, 1.5),
+                     TSQ_ERR_INVALID); /* integral because small is */
+    ck_assert_ptr_nonnull(strstr(t.obj.msg, "like_small must be an integer"));
+    ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0307, 6),
+                     TSQ_ERR_INVALID);
     ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0303, NAN),
                      TSQ_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(t.obj.msg, "real = NaN is refused"));
     ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0304, 1),
                      TSQ_ERR_INVALID);
     ck_assert_ptr_nonnull(strstr(t.obj.msg, "derived is read-only"));
+    ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0305, 1),
+                     TSQ_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(t.obj.msg, "toy_set: flag does not apply to kind-1 toys"));
+    ck_assert_int_eq(tsq__option_get(&toy_table, &t.obj, "toy_get", &t, 0x0305, &v),
+                     TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0306, 0.75),
+                     TSQ_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(t.obj.msg, "toy_set: hooked: the hook says no"));
     ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0201, 1),
                      TSQ_ERR_INVALID);
     ck_assert_ptr_nonnull(strstr(t.obj.msg, "a quantizer key, not a regressor one"));
     ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0300, 1),
                      TSQ_ERR_INVALID);
     ck_assert_ptr_nonnull(strstr(t.obj.msg, "no regressor option"));
-    ck_assert(t.small == -3 && t.big == 7 && t.real == 0.5);
+    ck_assert(t.small == -3 && t.big == 7 && t.real == 2 && t.flag == 0 && t.hooked == 0.25);
     ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0302, 1e15), TSQ_OK);
     ck_assert(t.big == INT64_C(1000000000000000));
     ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0303, -0.25), TSQ_OK);
+    ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0306, 1), TSQ_OK);
+    ck_assert(t.hooked == 1);
+    t.kind = 2;
+    ck_assert_int_eq(tsq__option_set(&toy_table, &t.obj, "toy_set", &t, 0x0305, 1), TSQ_OK);
+    ck_assert_int_eq(t.flag, 1);
     /* get through a const handle: the message is still writable */
     ck_assert_int_eq(tsq__option_get(&toy_table, &ct->obj, "toy_get", ct, 0x0303, &v), TSQ_OK);
     ck_assert(v == -0.25);
     ck_assert_int_eq(tsq__option_get(&toy_table, &ct->obj, "toy_get", ct, 0x0304, &v), TSQ_OK);
     ck_assert(v == -30 + 4);
+    ck_assert_int_eq(tsq__option_get(&toy_table, &ct->obj, "toy_get", ct, 0x0306, &v), TSQ_OK);
+    ck_assert(v == 1);
     ck_assert_int_eq(tsq__option_get(&toy_table, &ct->obj, "toy_get", ct, 0x0301, NULL),
                      TSQ_ERR_NULL);
     ck_assert_ptr_nonnull(strstr(ct->obj.msg, "toy_get: value is NULL"));
-    ck_assert_int_eq(tsq__option_default(&toy_table, 0x0303, &v), TSQ_OK);
+    /* no handle: the defaults */
+    ck_assert_int_eq(tsq__option_get(&toy_table, &t.obj, "toy_get", NULL, 0x0303, &v), TSQ_OK);
     ck_assert(v == 0.5);
-    ck_assert_int_eq(tsq__option_default(&toy_table, 0x0304, &v), TSQ_ERR_INVALID);
-    ck_assert_int_eq(tsq__option_default(&toy_table, 0x0201, &v), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq__option_get(&toy_table, &t.obj, "toy_get", NULL, 0x0307, &v), TSQ_OK);
+    ck_assert(v == 2);
+    ck_assert_int_eq(tsq__option_get(&toy_table, &t.obj, "toy_get", NULL, 0x0201, &v),
+                     TSQ_ERR_INVALID);
     ck_assert_str_eq(tsq__key_family(0x0A06), "context info");
     ck_assert_ptr_null(tsq__key_family(0x0B01));
     ck_assert_ptr_null(tsq__key_family(0x0100));

@@ -672,26 +672,26 @@ START_TEST(test_softmax_cross_entropy)
         want += log(s) - nt_data(z)[i * 4 + labels[i]];
     }
     want /= 3;
-    TH_OK(ctx, tsq_softmax_cross_entropy(ctx, z, labels, 3, &loss, &correct, dz));
+    TH_OK(ctx, tsq_nn_softmax_cross_entropy(ctx, z, labels, 3, &loss, &correct, dz));
     ck_assert(fabs(loss - want) < 1e-9 * (1 + want));
     ck_assert_int_ge(correct, 1);
     for (i = 0; i < 12; i++) {
         float keep = nt_data(z)[i];
         nt_data(z)[i] = keep + 1e-3f;
-        TH_OK(ctx, tsq_softmax_cross_entropy(ctx, z, labels, 3, &lp, NULL, NULL));
+        TH_OK(ctx, tsq_nn_softmax_cross_entropy(ctx, z, labels, 3, &lp, NULL, NULL));
         nt_data(z)[i] = keep - 1e-3f;
-        TH_OK(ctx, tsq_softmax_cross_entropy(ctx, z, labels, 3, &lm, NULL, NULL));
+        TH_OK(ctx, tsq_nn_softmax_cross_entropy(ctx, z, labels, 3, &lm, NULL, NULL));
         nt_data(z)[i] = keep;
         ck_assert(fabs((lp - lm) / 2e-3 - nt_data(dz)[i]) < 1e-4);
     }
     loss = 42;
-    ck_assert_int_eq(tsq_softmax_cross_entropy(ctx, z, bad, 3, &loss, NULL, NULL), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_nn_softmax_cross_entropy(ctx, z, bad, 3, &loss, NULL, NULL), TSQ_ERR_INVALID);
     ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "label 4 of sample 1"));
     ck_assert(loss == 42);
-    ck_assert_int_eq(tsq_softmax_cross_entropy(ctx, z, labels, 2, &loss, NULL, NULL), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_nn_softmax_cross_entropy(ctx, z, labels, 2, &loss, NULL, NULL), TSQ_ERR_INVALID);
     ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "2 labels for a batch of 3"));
     nt_data(z)[5] = NAN;
-    ck_assert_int_eq(tsq_softmax_cross_entropy(ctx, z, labels, 3, &loss, NULL, NULL),
+    ck_assert_int_eq(tsq_nn_softmax_cross_entropy(ctx, z, labels, 3, &loss, NULL, NULL),
                      TSQ_ERR_NOT_FINITE);
     ck_assert(loss == 42);
     tsq_tensor_destroy(z);

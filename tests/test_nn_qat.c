@@ -418,7 +418,7 @@ START_TEST(test_joint_convert)
     for (i = 0; i < N; i++)
         labels[i] = (int32_t)(nt_next(&r) % 4);
     /* quantizers fitted in network order, then QAT on the hidden layers */
-    TH_OK(ctx, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_SEQUENTIAL, 1));
+    TH_OK(ctx, tsq_net_set_conversion_option(net, TSQ_NET_TSQ_SEQUENTIAL, 1));
     for (i = 0; i < 5 && !done; i++)
         ck_assert_msg(tsq_net_learn_codes(net, x, 1, &done) == TSQ_OK, "%s", tsq_net_errmsg(net));
     ck_assert_int_eq(done, 1);

@@ -215,7 +215,7 @@ static void run_pipeline(int per_channel, int64_t positions, int convert_last)
     ck_assert_msg(acc_fp >= 95.0, "full precision %.1f%%", acc_fp);
 
     /* Step 1: quantizers in place of the four ReLUs. */
-    TH_OK(ctx, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_PER_CHANNEL, per_channel));
+    TH_OK(ctx, tsq_net_set_conversion_option(net, TSQ_NET_TSQ_PER_CHANNEL, per_channel));
     for (b = 0; b < NCAL / BATCH; b++) {
         ck_assert_msg(tsq_net_learn_codes(net, d.batch[b], b == NCAL / BATCH - 1, &done) == TSQ_OK,
                       "%s", tsq_net_errmsg(net));
@@ -234,7 +234,7 @@ static void run_pipeline(int per_channel, int64_t positions, int convert_last)
     TH_OK(ctx, tsq_net_clone(net, &step1));
 
     /* Step 2. */
-    TH_OK(ctx, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_POSITIONS, (double)positions));
+    TH_OK(ctx, tsq_net_set_conversion_option(net, TSQ_NET_TSQ_POSITIONS, (double)positions));
     if (convert_last) {
         tsq_layer *last = NULL;
         TH_OK(ctx, tsq_net_layer(net, nth_kind(net, TSQ_LAYER_DENSE, 1), &last));
@@ -243,7 +243,7 @@ static void run_pipeline(int per_channel, int64_t positions, int convert_last)
     TH_OK(ctx, tsq_net_tsq_regressor(net, &reg));
     /* Quick runs: fewer regressor rounds (about half the passes). */
     if (th_quick())
-        TH_OK(ctx, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 4));
+        TH_OK(ctx, tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, 4));
     while (!done || total_passes == 0) {
         done = 0;
         for (b = 0; b < NCAL / BATCH; b++)
@@ -349,12 +349,12 @@ START_TEST(test_session_errors)
     make_dataset(ctx, &d, 22);
     net = cnn(ctx);
     /* Options. */
-    TH_OK(ctx, tsq_net_tsq_option_bounds(TSQ_NET_TSQ_ACT_BITS, &lo, &hi));
+    TH_OK(ctx, tsq_net_conversion_option_bounds(TSQ_NET_TSQ_ACT_BITS, &lo, &hi));
     ck_assert(lo == 1 && hi == 8);
-    ck_assert_int_eq(tsq_net_set_tsq_option(net, TSQ_NET_TSQ_ACT_BITS, 9), TSQ_ERR_INVALID);
-    ck_assert_int_eq(tsq_net_set_tsq_option(net, TSQ_NET_TSQ_ACT_BITS, 2.5), TSQ_ERR_INVALID);
-    ck_assert_int_eq(tsq_net_set_tsq_option(net, 99, 1), TSQ_ERR_INVALID);
-    TH_OK(ctx, tsq_net_get_tsq_option(net, TSQ_NET_TSQ_EPS_MODE, &v));
+    ck_assert_int_eq(tsq_net_set_conversion_option(net, TSQ_NET_TSQ_ACT_BITS, 9), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_net_set_conversion_option(net, TSQ_NET_TSQ_ACT_BITS, 2.5), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_net_set_conversion_option(net, 99, 1), TSQ_ERR_INVALID);
+    TH_OK(ctx, tsq_net_get_conversion_option(net, TSQ_NET_TSQ_EPS_MODE, &v));
     ck_assert(v == TSQ_EPS_JOINT);
     /* Bad arguments. */
     ck_assert_int_eq(tsq_net_learn_codes(net, d.batch[0], 2, &done), TSQ_ERR_INVALID);
@@ -365,7 +365,7 @@ START_TEST(test_session_errors)
     ck_assert_int_eq(done, 0);
     ck_assert_int_eq(tsq_net_fit_transform(net, d.batch[0], 0, &done), TSQ_ERR_STATE);
     ck_assert_ptr_nonnull(strstr(tsq_net_errmsg(net), "learn_codes session is running"));
-    ck_assert_int_eq(tsq_net_set_tsq_option(net, TSQ_NET_TSQ_ACT_BITS, 3), TSQ_ERR_STATE);
+    ck_assert_int_eq(tsq_net_set_conversion_option(net, TSQ_NET_TSQ_ACT_BITS, 3), TSQ_ERR_STATE);
     /* Changing the layers cancels it. */
     TH_OK(ctx, tsq_layer_relu_create(ctx, &l));
     TH_OK(ctx, tsq_net_append(net, l));
@@ -438,31 +438,31 @@ START_TEST(test_option_families)
     TH_OK(ctx, tsq_context_create(&ctx));
     net = cnn(ctx);
     TH_OK(ctx, tsq_net_layer(net, 0, &l));
-    ck_assert_int_eq(tsq_net_set_tsq_option(net, TSQ_LAYER_OPT_TRAINABLE, 1), TSQ_ERR_INVALID);
-    ck_assert_int_eq(tsq_net_get_tsq_option(net, TSQ_LAYER_INFO_BITS, &v), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_net_set_conversion_option(net, TSQ_LAYER_OPT_TRAINABLE, 1), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_net_get_conversion_option(net, TSQ_LAYER_INFO_BITS, &v), TSQ_ERR_INVALID);
     ck_assert_int_eq(tsq_layer_set_option(l, TSQ_NET_TSQ_ACT_BITS, 2), TSQ_ERR_INVALID);
     ck_assert_int_eq(tsq_layer_set_option(l, TSQ_LAYER_INFO_IN_CHANNELS, 1), TSQ_ERR_INVALID);
     ck_assert_int_eq(tsq_layer_option_bounds(TSQ_NET_TSQ_EPS, &lo, &hi), TSQ_ERR_INVALID);
     TH_OK(ctx, tsq_quantizer_create(ctx, 2, 0, &q));
     for (i = 0; i < 4; i++) {
-        TH_OK(ctx, tsq_net_tsq_option_bounds(mirrored[i][0], &lo, &hi));
-        TH_OK(ctx, tsq_quantizer_param_bounds(mirrored[i][1], &qlo, &qhi));
+        TH_OK(ctx, tsq_net_conversion_option_bounds(mirrored[i][0], &lo, &hi));
+        TH_OK(ctx, tsq_quantizer_option_bounds(mirrored[i][1], &qlo, &qhi));
         ck_assert(lo == qlo && hi == qhi);
-        TH_OK(ctx, tsq_net_get_tsq_option(net, mirrored[i][0], &v)); /* nothing attached */
-        TH_OK(ctx, tsq_quantizer_get_param(q, mirrored[i][1], &w));
+        TH_OK(ctx, tsq_net_get_conversion_option(net, mirrored[i][0], &v)); /* nothing attached */
+        TH_OK(ctx, tsq_quantizer_get_option(q, mirrored[i][1], &w));
         ck_assert_msg(v == w, "key %#x: net default %g, quantizer's %g", (unsigned)mirrored[i][0],
                       v, w);
     }
-    TH_OK(ctx, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_EPS, 0.5));
-    TH_OK(ctx, tsq_net_get_tsq_option(net, TSQ_NET_TSQ_EPS, &v));
+    TH_OK(ctx, tsq_net_set_conversion_option(net, TSQ_NET_TSQ_EPS, 0.5));
+    TH_OK(ctx, tsq_net_get_conversion_option(net, TSQ_NET_TSQ_EPS, &v));
     ck_assert(v == 0.5);
-    TH_OK(ctx, tsq_net_get_tsq_option(net, TSQ_NET_TSQ_SPARSITY, &v)); /* attached now */
-    TH_OK(ctx, tsq_quantizer_get_param(q, TSQ_QUANTIZER_SPARSITY, &w));
+    TH_OK(ctx, tsq_net_get_conversion_option(net, TSQ_NET_TSQ_SPARSITY, &v)); /* attached now */
+    TH_OK(ctx, tsq_quantizer_get_option(q, TSQ_QUANTIZER_SPARSITY, &w));
     ck_assert(v == w);
-    ck_assert_int_eq(tsq_net_set_tsq_option(net, TSQ_NET_TSQ_ACT_BITS, 9), TSQ_ERR_INVALID);
-    ck_assert_int_eq(tsq_net_set_tsq_option(net, TSQ_NET_TSQ_SEQUENTIAL, 2), TSQ_ERR_INVALID);
-    TH_OK(ctx, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_SEQUENTIAL, 1));
-    TH_OK(ctx, tsq_net_get_tsq_option(net, TSQ_NET_TSQ_SEQUENTIAL, &v));
+    ck_assert_int_eq(tsq_net_set_conversion_option(net, TSQ_NET_TSQ_ACT_BITS, 9), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_net_set_conversion_option(net, TSQ_NET_TSQ_SEQUENTIAL, 2), TSQ_ERR_INVALID);
+    TH_OK(ctx, tsq_net_set_conversion_option(net, TSQ_NET_TSQ_SEQUENTIAL, 1));
+    TH_OK(ctx, tsq_net_get_conversion_option(net, TSQ_NET_TSQ_SEQUENTIAL, &v));
     ck_assert(v == 1);
     tsq_quantizer_destroy(q);
     tsq_net_destroy(net);
@@ -537,7 +537,7 @@ START_TEST(test_convert_first_layer)
     TH_OK(ctx, tsq_net_layer(net, 0, &first));
     TH_OK(ctx, tsq_layer_set_option(first, TSQ_LAYER_OPT_TSQ_SELECT, 1));
     TH_OK(ctx, tsq_net_tsq_regressor(net, &reg));
-    TH_OK(ctx, tsq_regressor_set_param(reg, TSQ_REGRESSOR_WEIGHT_BITS, 3));
+    TH_OK(ctx, tsq_regressor_set_option(reg, TSQ_REGRESSOR_WEIGHT_BITS, 3));
     for (done = 0; !done && passes < 100; passes++)
         for (b = 0; b < 5; b++)
             ck_assert_msg(tsq_net_fit_transform(net, bt[b], b == 4, &done) == TSQ_OK, "%s",

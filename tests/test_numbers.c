@@ -14,7 +14,7 @@
  * tensor_create / wrap          | dims whose product or bytes   | OVERFLOW, no allocation; reshape: OVERFLOW
  *                               | overflow int64                |
  * context_set_option            | INT64_MAX, INT64_MIN          | INVALID
- * quantizer_set_param           | NaN, +-Inf                    | INVALID
+ * quantizer_set_option           | NaN, +-Inf                    | INVALID
  * quantizer_set_channel         | NaN, Inf eps/delta            | NOT_FINITE; denormal delta (1/delta = Inf): INVALID
  * quantizer_observe             | NaN, +-Inf sample             | NOT_FINITE, nothing added (OBSERVED unchanged)
  * quantizer_observe + fit       | denormals, FLT_MAX, 1e30      | OK, eps and delta finite, delta > 0
@@ -23,7 +23,7 @@
  * quantizer_backward            | NaN x / NaN grad_out          | NOT_FINITE / NaN passed through (documented)
  * learn_codes                   | NaN, +-Inf                    | NOT_FINITE, parameters and codes untouched
  * learn_codes                   | FLT_MAX, 1e30, denormals      | OK, error/sparsity/eps/delta finite
- * regressor_set_param           | NaN, +-Inf                    | INVALID
+ * regressor_set_option           | NaN, +-Inf                    | INVALID
  * regressor_set_levels          | NaN, Inf eps/delta            | NOT_FINITE
  * fit_transform                 | NaN/Inf in X, Y, W_init, P    | NOT_FINITE, outputs untouched
  * fit_transform                 | X of 1e30 / denormals         | OK, alpha finite > 0 / NOT_FINITE (alpha overflows float), outputs untouched
@@ -33,7 +33,7 @@
  * act_quant_create              | denormal delta                | INVALID (1/delta overflows: same rule as quantizer)
  * lowbit_set                    | NaN alpha, Inf bias           | NOT_FINITE, layer unchanged
  * layer_set_option              | NaN, +-Inf                    | INVALID
- * net_set_tsq_option            | NaN, +-Inf                    | INVALID
+ * net_set_conversion_option            | NaN, +-Inf                    | INVALID
  * set_optimizer_sgd / adam      | NaN, +-Inf, 1e30 lr/mu/wd/eps | INVALID; denormal lr: OK (in (0, 1e3])
  * set_lr_schedule               | NaN, Inf param                | INVALID
  * set_step_count                | INT64_MAX / 2^62              | INVALID (bound 2^62: updates cannot wrap t) / OK, lr finite
@@ -229,8 +229,10 @@ START_TEST(test_context_options)
 {
     guard_stats g;
     tsq_context *ctx = gctx(&g);
-    int64_t v;
-    EXPECT(tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, INT64_MAX), TSQ_ERR_INVALID,
+    double v;
+    EXPECT(tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, (double)INT64_MAX), TSQ_ERR_INVALID,
+           tsq_context_errmsg(ctx), "outside");
+    EXPECT(tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, DBL_MAX), TSQ_ERR_INVALID,
            tsq_context_errmsg(ctx), "outside");
     EXPECT(tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, INT64_MIN), TSQ_ERR_INVALID,
            tsq_context_errmsg(ctx), "outside");
@@ -260,18 +262,18 @@ START_TEST(test_quantizer_values)
     int i, k;
     TH_OK(ctx, tsq_quantizer_create(ctx, 2, 0, &q));
     for (i = 0; i < 3; i++) {
-        EXPECT(tsq_quantizer_set_param(q, TSQ_QUANTIZER_EPS, (double)nonfinite[i]),
+        EXPECT(tsq_quantizer_set_option(q, TSQ_QUANTIZER_EPS, (double)nonfinite[i]),
                TSQ_ERR_INVALID, tsq_quantizer_errmsg(q), "");
-        EXPECT(tsq_quantizer_set_param(q, TSQ_QUANTIZER_SPARSITY, (double)nonfinite[i]),
+        EXPECT(tsq_quantizer_set_option(q, TSQ_QUANTIZER_SPARSITY, (double)nonfinite[i]),
                TSQ_ERR_INVALID, tsq_quantizer_errmsg(q), "");
-        EXPECT(tsq_quantizer_set_param(q, TSQ_QUANTIZER_BITS, (double)nonfinite[i]),
+        EXPECT(tsq_quantizer_set_option(q, TSQ_QUANTIZER_BITS, (double)nonfinite[i]),
                TSQ_ERR_INVALID, tsq_quantizer_errmsg(q), "");
         EXPECT(tsq_quantizer_set_channel(q, 0, nonfinite[i], 1.0f), TSQ_ERR_NOT_FINITE,
                tsq_quantizer_errmsg(q), "");
         EXPECT(tsq_quantizer_set_channel(q, 0, 0.5f, nonfinite[i]), TSQ_ERR_NOT_FINITE,
                tsq_quantizer_errmsg(q), "");
     }
-    EXPECT(tsq_quantizer_set_param(q, TSQ_QUANTIZER_EPS, 1e39), TSQ_ERR_INVALID,
+    EXPECT(tsq_quantizer_set_option(q, TSQ_QUANTIZER_EPS, 1e39), TSQ_ERR_INVALID,
            tsq_quantizer_errmsg(q), "");
     EXPECT(tsq_quantizer_set_channel(q, 0, 0.0f, DENORMAL), TSQ_ERR_INVALID,
            tsq_quantizer_errmsg(q), "");
@@ -281,12 +283,12 @@ START_TEST(test_quantizer_values)
     /* Observation: a non-finite sample adds nothing. */
     nt_fill_normal(x, &r, 1.0);
     TH_OK(ctx, tsq_quantizer_observe(q, x));
-    TH_OK(ctx, tsq_quantizer_get_param(q, TSQ_QUANTIZER_OBSERVED, &obs0));
+    TH_OK(ctx, tsq_quantizer_get_option(q, TSQ_QUANTIZER_OBSERVED, &obs0));
     ck_assert(obs0 == 32);
     for (i = 0; i < 3; i++) {
         nt_data(x)[17] = nonfinite[i];
         EXPECT(tsq_quantizer_observe(q, x), TSQ_ERR_NOT_FINITE, tsq_quantizer_errmsg(q), "");
-        TH_OK(ctx, tsq_quantizer_get_param(q, TSQ_QUANTIZER_OBSERVED, &obs1));
+        TH_OK(ctx, tsq_quantizer_get_option(q, TSQ_QUANTIZER_OBSERVED, &obs1));
         ck_assert(obs1 == obs0);
         /* encode / forward / backward / learn_codes refuse it, outputs untouched */
         TH_OK(ctx, tsq_tensor_data(codes, (void **)&cd));
@@ -441,20 +443,20 @@ START_TEST(test_regressor_values)
     TH_OK(ctx, tsq_regressor_create(ctx, &reg));
     for (i = 0; i < 3; i++) {
         for (key = TSQ_REGRESSOR_WEIGHT_BITS; key <= TSQ_REGRESSOR_MARGIN; key++)
-            EXPECT(tsq_regressor_set_param(reg, key, (double)nonfinite[i]), TSQ_ERR_INVALID,
+            EXPECT(tsq_regressor_set_option(reg, key, (double)nonfinite[i]), TSQ_ERR_INVALID,
                    tsq_regressor_errmsg(reg), "");
         EXPECT(tsq_regressor_set_levels(reg, 2, nonfinite[i], 1.0f), TSQ_ERR_NOT_FINITE,
                tsq_regressor_errmsg(reg), "");
         EXPECT(tsq_regressor_set_levels(reg, 2, 0.5f, nonfinite[i]), TSQ_ERR_NOT_FINITE,
                tsq_regressor_errmsg(reg), "");
     }
-    TH_OK(ctx, tsq_regressor_param_bounds(TSQ_REGRESSOR_LAMBDA0, &lo, &hi));
-    EXPECT(tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA0, 1e30), TSQ_ERR_INVALID,
+    TH_OK(ctx, tsq_regressor_option_bounds(TSQ_REGRESSOR_LAMBDA0, &lo, &hi));
+    EXPECT(tsq_regressor_set_option(reg, TSQ_REGRESSOR_LAMBDA0, 1e30), TSQ_ERR_INVALID,
            tsq_regressor_errmsg(reg), "");
     EXPECT(tsq_regressor_set_levels(reg, 2, 0.0f, DENORMAL), TSQ_ERR_INVALID,
            tsq_regressor_errmsg(reg), "");
     TH_OK(ctx, tsq_regressor_set_levels(reg, 2, 0.5f, 1.0f));
-    TH_OK(ctx, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 2));
+    TH_OK(ctx, tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, 2));
     /* Non-finite X, W_init, P, f32 Y: refused, outputs untouched. */
     for (i = 0; i < 3; i++) {
         outputs_poison(&d);
@@ -563,9 +565,9 @@ START_TEST(test_regressor_sizes)
         ck_assert_msg(st == TSQ_ERR_OVERFLOW || st == TSQ_ERR_SHAPE || st == TSQ_ERR_NO_MEMORY,
                       "begin(2^40, 1): %s (%s)", tsq_status_string(st), tsq_regressor_errmsg(reg));
     }
-    EXPECT(tsq_im2col_sample_positions(ctx, INT64_MAX, 10, 5, pos), TSQ_ERR_OVERFLOW,
+    EXPECT(tsq_regressor_im2col_sample_positions(ctx, INT64_MAX, 10, 5, pos), TSQ_ERR_OVERFLOW,
            tsq_context_errmsg(ctx), "");
-    EXPECT(tsq_im2col_sample_positions(ctx, INT64_C(1) << 32, INT64_C(1) << 33,
+    EXPECT(tsq_regressor_im2col_sample_positions(ctx, INT64_C(1) << 32, INT64_C(1) << 33,
                                        INT64_C(1) << 32, pos),
            TSQ_ERR_OVERFLOW, tsq_context_errmsg(ctx), "");
     tsq_regressor_destroy(reg);
@@ -757,7 +759,7 @@ START_TEST(test_net_options)
         for (key = TSQ_LAYER_OPT_TRAINABLE; key <= TSQ_LAYER_OPT_TSQ_SELECT; key++)
             ck_assert_int_eq(tsq_layer_set_option(bn, key, v), TSQ_ERR_INVALID);
         for (key = TSQ_NET_TSQ_ACT_BITS; key <= TSQ_NET_TSQ_POSITIONS; key++)
-            EXPECT(tsq_net_set_tsq_option(net, key, v), TSQ_ERR_INVALID, tsq_net_errmsg(net), "");
+            EXPECT(tsq_net_set_conversion_option(net, key, v), TSQ_ERR_INVALID, tsq_net_errmsg(net), "");
         EXPECT(tsq_net_set_optimizer_sgd(net, v, 0.9, 0, 0), TSQ_ERR_INVALID, tsq_net_errmsg(net),
                "");
         EXPECT(tsq_net_set_optimizer_sgd(net, 0.1, v, 0, 0), TSQ_ERR_INVALID, tsq_net_errmsg(net),
@@ -954,7 +956,7 @@ START_TEST(test_loss_values)
         fill(z, 1.0f);
         nt_data(z)[4] = nonfinite[i];
         fill(dz, 7.0f);
-        EXPECT(tsq_softmax_cross_entropy(ctx, z, labels, 2, &loss, &correct, dz),
+        EXPECT(tsq_nn_softmax_cross_entropy(ctx, z, labels, 2, &loss, &correct, dz),
                TSQ_ERR_NOT_FINITE, tsq_context_errmsg(ctx), "");
         ck_assert(loss == -7 && correct == -7 && all_equal(nt_data(dz), 6, 7.0f));
     }
@@ -965,7 +967,7 @@ START_TEST(test_loss_values)
         nt_data(z)[1] = -v;
         nt_data(z)[5] = -v;
         nt_data(z)[4] = v;
-        TH_OK(ctx, tsq_softmax_cross_entropy(ctx, z, labels, 2, &loss, &correct, dz));
+        TH_OK(ctx, tsq_nn_softmax_cross_entropy(ctx, z, labels, 2, &loss, &correct, dz));
         ck_assert_msg(isfinite(loss) && loss >= 0 && all_finite(nt_data(dz), 6),
                       "logits %g: loss %g", (double)v, loss);
     }

@@ -233,11 +233,11 @@ static void check_fit_transformed(int per_channel)
     TH_OK(ctx, tsq_layer_relu_create(ctx, &L[n++]));
     TH_OK(ctx, tsq_layer_dense_create(ctx, 16, 4, &L[n++]));
     net = nt_net(ctx, 3, shape, L);
-    TH_OK(ctx, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_PER_CHANNEL, per_channel));
+    TH_OK(ctx, tsq_net_set_conversion_option(net, TSQ_NET_TSQ_PER_CHANNEL, per_channel));
     nt_fill_normal(x, &r, 1.0);
     ck_assert_msg(tsq_net_learn_codes(net, x, 1, &done) == TSQ_OK, "%s", tsq_net_errmsg(net));
     TH_OK(ctx, tsq_net_tsq_regressor(net, &reg));
-    TH_OK(ctx, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 2));
+    TH_OK(ctx, tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, 2));
     done = 0;
     while (!done) {
         ck_assert_msg(tsq_net_fit_transform(net, x, 1, &done) == TSQ_OK, "%s",

@@ -40,8 +40,8 @@ static tsq_quantizer *make_q(tsq_context *ctx, int32_t bits, int64_t channels, i
 {
     tsq_quantizer *q = NULL;
     TH_OK(ctx, tsq_quantizer_create(ctx, bits, channels, &q));
-    TH_OK(ctx, tsq_quantizer_set_param(q, TSQ_QUANTIZER_EPS_MODE, mode));
-    TH_OK(ctx, tsq_quantizer_set_param(q, TSQ_QUANTIZER_EPS, eps));
+    TH_OK(ctx, tsq_quantizer_set_option(q, TSQ_QUANTIZER_EPS_MODE, mode));
+    TH_OK(ctx, tsq_quantizer_set_option(q, TSQ_QUANTIZER_EPS, eps));
     return q;
 }
 
@@ -287,7 +287,7 @@ START_TEST(test_target_sparsity)
         tsq_quantizer *q = make_q(ctx, 2, 0, TSQ_EPS_SPARSITY, 0);
         double sp, sp_est;
         float eps, delta;
-        Q_OK(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_SPARSITY, targets[i]));
+        Q_OK(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_SPARSITY, targets[i]));
         Q_OK(q, tsq_learn_codes(q, tx, NULL, NULL, &sp));
         ck_assert_msg(fabs(sp - targets[i]) <= 0.005, "target %.3f reached %.4f", targets[i],
                       sp);
@@ -303,7 +303,7 @@ START_TEST(test_target_sparsity)
         tsq_quantizer *q = make_q(ctx, 2, 0, TSQ_EPS_SPARSITY, 0);
         double sp;
         float eps, delta;
-        Q_OK(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_SPARSITY, 0.3));
+        Q_OK(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_SPARSITY, 0.3));
         Q_OK(q, tsq_learn_codes(q, tx, NULL, NULL, &sp));
         Q_OK(q, tsq_quantizer_get_channel(q, 0, &eps, &delta));
         ck_assert(eps == 0.0f);
@@ -345,7 +345,7 @@ START_TEST(test_streaming_matches_one_batch)
                 Q_OK(many, tsq_quantizer_observe(many, tb));
                 tsq_tensor_destroy(tb);
             }
-            Q_OK(many, tsq_quantizer_get_param(many, TSQ_QUANTIZER_OBSERVED, &obs));
+            Q_OK(many, tsq_quantizer_get_option(many, TSQ_QUANTIZER_OBSERVED, &obs));
             ck_assert(obs == (double)n);
             Q_OK(one, tsq_quantizer_fit(one));
             Q_OK(many, tsq_quantizer_fit(many));
@@ -510,7 +510,7 @@ START_TEST(test_simd_bit_exact)
     uint8_t c_ref[N + 1], c_simd[N + 1];
     int64_t n;
     int32_t bits;
-    tsq_cpu_features(&cpu);
+    cpu = tsq__cpu_detect();
     if (!(cpu & TSQ_CPU_AVX2))
         return; /* nothing to compare on this CPU */
     for (bits = 1; bits <= 8; bits++)
@@ -554,7 +554,7 @@ START_TEST(test_fakequant_ste_simd_bit_exact)
     float y_ref[N + 1], y_simd[N + 1], g_ref[N + 1], g_simd[N + 1];
     int64_t n, i;
     int32_t bits;
-    tsq_cpu_features(&cpu);
+    cpu = tsq__cpu_detect();
     for (bits = 1; bits <= 8; bits++)
         for (n = 0; n <= N; n += (n < 40 ? 1 : 61)) {
             int32_t maxcode = (1 << bits) - 1;
@@ -733,30 +733,33 @@ START_TEST(test_null_outputs_and_key_families)
     tsq_quantizer *q = make_q(ctx, 2, 0, TSQ_EPS_JOINT, 0);
     float e;
     double v, lo, hi;
-    Q_FAILS(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_BITS, NULL), TSQ_ERR_NULL, "value");
+    Q_FAILS(q, tsq_quantizer_get_option(q, TSQ_QUANTIZER_BITS, NULL), TSQ_ERR_NULL, "value");
     Q_OK(q, tsq_quantizer_set_channel(q, 0, 0.25f, 0.5f));
     Q_FAILS(q, tsq_quantizer_get_channel(q, 0, &e, NULL), TSQ_ERR_NULL, "delta");
     Q_FAILS(q, tsq_quantizer_get_channel(q, 0, NULL, &e), TSQ_ERR_NULL, "eps");
     Q_FAILS(q, tsq_quantizer_save(q, NULL, 0, NULL), TSQ_ERR_NULL, "size");
     ck_assert_int_eq(TSQ_QUANTIZER_BITS, 0x0201);
     ck_assert_int_eq(TSQ_QUANTIZER_OBSERVED, 0x0208);
-    Q_FAILS(q, tsq_quantizer_set_param(q, TSQ_CONTEXT_THREADS, 2), TSQ_ERR_INVALID,
+    Q_FAILS(q, tsq_quantizer_set_option(q, TSQ_CONTEXT_THREADS, 2), TSQ_ERR_INVALID,
             "context key");
-    Q_FAILS(q, tsq_quantizer_get_param(q, TSQ_CONTEXT_LOG_LEVEL, &v), TSQ_ERR_INVALID,
+    Q_FAILS(q, tsq_quantizer_get_option(q, TSQ_CONTEXT_LOG_LEVEL, &v), TSQ_ERR_INVALID,
             "context key");
-    Q_FAILS(q, tsq_quantizer_set_param(q, 0x0200, 2), TSQ_ERR_INVALID, "unknown key");
-    Q_FAILS(q, tsq_quantizer_set_param(q, 0x0209, 2), TSQ_ERR_INVALID, "unknown key");
-    ck_assert_int_eq(tsq_quantizer_param_bounds(TSQ_CONTEXT_THREADS, &lo, &hi), TSQ_ERR_INVALID);
-    ck_assert_int_eq(tsq_quantizer_param_bounds(TSQ_INFO_VERSION, &lo, &hi), TSQ_ERR_INVALID);
+    Q_FAILS(q, tsq_quantizer_set_option(q, 0x0200, 2), TSQ_ERR_INVALID, "unknown key");
+    Q_FAILS(q, tsq_quantizer_set_option(q, 0x0209, 2), TSQ_ERR_INVALID, "unknown key");
+    ck_assert_int_eq(tsq_quantizer_option_bounds(TSQ_CONTEXT_THREADS, &lo, &hi), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_quantizer_option_bounds(TSQ_INFO_VERSION, &lo, &hi), TSQ_ERR_INVALID);
     /* The table other handles read the quantizer's defaults from. */
-    ck_assert_int_eq(tsq__option_default(tsq__quantizer_options(), TSQ_QUANTIZER_EPS, &v), TSQ_OK);
+    ck_assert_int_eq(tsq__option_get(&tsq__quantizer_table, &ctx->obj, "defaults", NULL,
+                                     TSQ_QUANTIZER_EPS, &v),
+                     TSQ_OK);
     ck_assert(v == 0.32);
-    Q_OK(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_SPARSITY, &lo));
-    ck_assert_int_eq(tsq__option_default(tsq__quantizer_options(), TSQ_QUANTIZER_SPARSITY, &v),
+    Q_OK(q, tsq_quantizer_get_option(q, TSQ_QUANTIZER_SPARSITY, &lo));
+    ck_assert_int_eq(tsq__option_get(&tsq__quantizer_table, &ctx->obj, "defaults", NULL,
+                                     TSQ_QUANTIZER_SPARSITY, &v),
                      TSQ_OK);
     ck_assert(v == lo);
     /* The quantizer was not touched by the refusals. */
-    Q_OK(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_BITS, &v));
+    Q_OK(q, tsq_quantizer_get_option(q, TSQ_QUANTIZER_BITS, &v));
     ck_assert(v == 2);
     tsq_quantizer_destroy(q);
     th_context_done(ctx, &st);
@@ -845,7 +848,7 @@ START_TEST(test_per_channel_scales)
         ck_assert_msg(fabs(d / scale[c] - 0.652) < 0.01, "channel %lld: delta %g", (long long)c,
                       (double)d);
     }
-    Q_OK(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_CHANNELS, &ch));
+    Q_OK(q, tsq_quantizer_get_option(q, TSQ_QUANTIZER_CHANNELS, &ch));
     ck_assert(ch == 3.0);
     tsq_tensor_destroy(tx);
     tsq_quantizer_destroy(q);
@@ -861,46 +864,46 @@ START_TEST(test_defaults_and_bounds)
     tsq_quantizer *q = NULL;
     double v, lo, hi;
     TH_OK(ctx, tsq_quantizer_create(ctx, 4, 0, &q));
-    Q_OK(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_BITS, &v));
+    Q_OK(q, tsq_quantizer_get_option(q, TSQ_QUANTIZER_BITS, &v));
     ck_assert(v == 4);
-    Q_OK(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_EPS_MODE, &v));
+    Q_OK(q, tsq_quantizer_get_option(q, TSQ_QUANTIZER_EPS_MODE, &v));
     ck_assert(v == TSQ_EPS_JOINT);
-    Q_OK(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_EPS, &v));
+    Q_OK(q, tsq_quantizer_get_option(q, TSQ_QUANTIZER_EPS, &v));
     ck_assert(v == 0.32);
-    Q_OK(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_SPARSITY, &v));
+    Q_OK(q, tsq_quantizer_get_option(q, TSQ_QUANTIZER_SPARSITY, &v));
     ck_assert(v == 0.63);
-    Q_OK(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_HIST_RESOLUTION, &v));
+    Q_OK(q, tsq_quantizer_get_option(q, TSQ_QUANTIZER_HIST_RESOLUTION, &v));
     ck_assert(v == 0); /* automatic */
-    Q_OK(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_FITTED, &v));
+    Q_OK(q, tsq_quantizer_get_option(q, TSQ_QUANTIZER_FITTED, &v));
     ck_assert(v == 0);
-    Q_OK(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_OBSERVED, &v));
+    Q_OK(q, tsq_quantizer_get_option(q, TSQ_QUANTIZER_OBSERVED, &v));
     ck_assert(v == 0);
-    ck_assert_int_eq(tsq_quantizer_param_bounds(TSQ_QUANTIZER_BITS, &lo, &hi), TSQ_OK);
+    ck_assert_int_eq(tsq_quantizer_option_bounds(TSQ_QUANTIZER_BITS, &lo, &hi), TSQ_OK);
     ck_assert(lo == 1 && hi == 8);
-    ck_assert_int_eq(tsq_quantizer_param_bounds(TSQ_QUANTIZER_EPS_MODE, &lo, &hi), TSQ_OK);
+    ck_assert_int_eq(tsq_quantizer_option_bounds(TSQ_QUANTIZER_EPS_MODE, &lo, &hi), TSQ_OK);
     ck_assert(lo == TSQ_EPS_FIXED && hi == TSQ_EPS_PLAIN);
-    ck_assert_int_eq(tsq_quantizer_param_bounds(TSQ_QUANTIZER_EPS, &lo, &hi), TSQ_OK);
+    ck_assert_int_eq(tsq_quantizer_option_bounds(TSQ_QUANTIZER_EPS, &lo, &hi), TSQ_OK);
     ck_assert(lo == 0 && hi == FLT_MAX);
-    ck_assert_int_eq(tsq_quantizer_param_bounds(TSQ_QUANTIZER_SPARSITY, &lo, &hi), TSQ_OK);
+    ck_assert_int_eq(tsq_quantizer_option_bounds(TSQ_QUANTIZER_SPARSITY, &lo, &hi), TSQ_OK);
     ck_assert(lo == 0 && hi == 1);
-    ck_assert_int_eq(tsq_quantizer_param_bounds(TSQ_QUANTIZER_HIST_RESOLUTION, &lo, &hi),
+    ck_assert_int_eq(tsq_quantizer_option_bounds(TSQ_QUANTIZER_HIST_RESOLUTION, &lo, &hi),
                      TSQ_OK);
     ck_assert(lo == 0 && hi == 10);
-    ck_assert_int_eq(tsq_quantizer_param_bounds(999, &lo, &hi), TSQ_ERR_INVALID);
-    ck_assert_int_eq(tsq_quantizer_param_bounds(TSQ_QUANTIZER_BITS, NULL, &hi), TSQ_ERR_NULL);
+    ck_assert_int_eq(tsq_quantizer_option_bounds(999, &lo, &hi), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_quantizer_option_bounds(TSQ_QUANTIZER_BITS, NULL, &hi), TSQ_ERR_NULL);
     /* Every bound is accepted; changing bits drops the parameters. */
     Q_OK(q, tsq_quantizer_set_channel(q, 0, 0.1f, 0.2f));
-    Q_OK(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_FITTED, &v));
+    Q_OK(q, tsq_quantizer_get_option(q, TSQ_QUANTIZER_FITTED, &v));
     ck_assert(v == 1);
-    Q_OK(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_BITS, 8));
-    Q_OK(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_FITTED, &v));
+    Q_OK(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_BITS, 8));
+    Q_OK(q, tsq_quantizer_get_option(q, TSQ_QUANTIZER_FITTED, &v));
     ck_assert(v == 0);
-    Q_OK(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_BITS, 1));
-    Q_OK(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_EPS, FLT_MAX));
-    Q_OK(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_SPARSITY, 1));
-    Q_OK(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_HIST_RESOLUTION, 10));
-    Q_OK(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_HIST_RESOLUTION, 1));
-    Q_OK(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_HIST_RESOLUTION, 0));
+    Q_OK(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_BITS, 1));
+    Q_OK(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_EPS, FLT_MAX));
+    Q_OK(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_SPARSITY, 1));
+    Q_OK(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_HIST_RESOLUTION, 10));
+    Q_OK(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_HIST_RESOLUTION, 1));
+    Q_OK(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_HIST_RESOLUTION, 0));
     tsq_quantizer_destroy(q);
     th_context_done(ctx, &st);
 }
@@ -924,8 +927,8 @@ START_TEST(test_degenerate_data)
     ck_assert(d == 1.0f && err == 0.0 && sp == 1.0);
     for (mode = TSQ_EPS_FIXED; mode <= TSQ_EPS_PLAIN; mode++)
         for (res = 0; res <= 10; res += 2) {
-            Q_OK(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_EPS_MODE, mode));
-            Q_OK(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_HIST_RESOLUTION, res));
+            Q_OK(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_EPS_MODE, mode));
+            Q_OK(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_HIST_RESOLUTION, res));
             Q_OK(q, tsq_learn_codes(q, ts, NULL, &err, &sp));
             Q_OK(q, tsq_quantizer_get_channel(q, 0, &e, &d));
             if (mode != TSQ_EPS_SPARSITY) { /* 0.63 of a constant zeroes it all */
@@ -986,8 +989,8 @@ START_TEST(test_save_load)
     double v;
     int64_t c;
     int bit;
-    Q_OK(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_SPARSITY, 0.7));
-    Q_OK(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_HIST_RESOLUTION, 9));
+    Q_OK(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_SPARSITY, 0.7));
+    Q_OK(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_HIST_RESOLUTION, 9));
     for (c = 0; c < 5; c++)
         Q_OK(q, tsq_quantizer_set_channel(q, c, 0.1f * (float)c, 0.3f + (float)c));
     buf = saved(q, &size);
@@ -1000,15 +1003,15 @@ START_TEST(test_save_load)
         Q_OK(back, tsq_quantizer_get_channel(back, c, &e2, &d2));
         ck_assert(e1 == e2 && d1 == d2);
     }
-    Q_OK(back, tsq_quantizer_get_param(back, TSQ_QUANTIZER_EPS_MODE, &v));
+    Q_OK(back, tsq_quantizer_get_option(back, TSQ_QUANTIZER_EPS_MODE, &v));
     ck_assert(v == TSQ_EPS_SPARSITY);
-    Q_OK(back, tsq_quantizer_get_param(back, TSQ_QUANTIZER_EPS, &v));
+    Q_OK(back, tsq_quantizer_get_option(back, TSQ_QUANTIZER_EPS, &v));
     ck_assert(v == 0.125);
-    Q_OK(back, tsq_quantizer_get_param(back, TSQ_QUANTIZER_SPARSITY, &v));
+    Q_OK(back, tsq_quantizer_get_option(back, TSQ_QUANTIZER_SPARSITY, &v));
     ck_assert(v == 0.7);
-    Q_OK(back, tsq_quantizer_get_param(back, TSQ_QUANTIZER_HIST_RESOLUTION, &v));
+    Q_OK(back, tsq_quantizer_get_option(back, TSQ_QUANTIZER_HIST_RESOLUTION, &v));
     ck_assert(v == 9);
-    Q_OK(back, tsq_quantizer_get_param(back, TSQ_QUANTIZER_BITS, &v));
+    Q_OK(back, tsq_quantizer_get_option(back, TSQ_QUANTIZER_BITS, &v));
     ck_assert(v == 3);
     { /* The loaded copy saves to the same bytes. */
         uint8_t *again = saved(back, &size2);
@@ -1107,7 +1110,7 @@ START_TEST(test_save_load)
         ck_assert_uint_eq(size, 48 + 8 + 4);
         tsq_quantizer_destroy(u);
         TH_OK(ctx, tsq_quantizer_load(ctx, buf, size, &u));
-        Q_OK(u, tsq_quantizer_get_param(u, TSQ_QUANTIZER_FITTED, &v));
+        Q_OK(u, tsq_quantizer_get_option(u, TSQ_QUANTIZER_FITTED, &v));
         ck_assert(v == 0);
         tsq_quantizer_destroy(u);
         free(buf);
@@ -1153,22 +1156,22 @@ START_TEST(test_bad_input)
     t42 = wrap(ctx, TSQ_DTYPE_F32, 2, s42, x);
 
     /* Options. */
-    Q_FAILS(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_EPS, -0.1), TSQ_ERR_INVALID,
+    Q_FAILS(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_EPS, -0.1), TSQ_ERR_INVALID,
             "eps = -0.1");
-    Q_FAILS(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_EPS, NAN), TSQ_ERR_INVALID, "eps");
-    Q_FAILS(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_BITS, 0), TSQ_ERR_INVALID, "bits");
-    Q_FAILS(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_BITS, 9), TSQ_ERR_INVALID, "1 .. 8");
-    Q_FAILS(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_BITS, 2.5), TSQ_ERR_INVALID,
+    Q_FAILS(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_EPS, NAN), TSQ_ERR_INVALID, "eps");
+    Q_FAILS(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_BITS, 0), TSQ_ERR_INVALID, "bits");
+    Q_FAILS(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_BITS, 9), TSQ_ERR_INVALID, "1 .. 8");
+    Q_FAILS(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_BITS, 2.5), TSQ_ERR_INVALID,
             "integer");
-    Q_FAILS(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_SPARSITY, 1.5), TSQ_ERR_INVALID,
+    Q_FAILS(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_SPARSITY, 1.5), TSQ_ERR_INVALID,
             "sparsity");
-    Q_FAILS(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_EPS_MODE, 0), TSQ_ERR_INVALID,
+    Q_FAILS(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_EPS_MODE, 0), TSQ_ERR_INVALID,
             "eps_mode");
-    Q_FAILS(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_CHANNELS, 3), TSQ_ERR_INVALID,
+    Q_FAILS(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_CHANNELS, 3), TSQ_ERR_INVALID,
             "read-only");
-    Q_FAILS(q, tsq_quantizer_set_param(q, 12345, 1), TSQ_ERR_INVALID, "unknown key");
-    ck_assert_int_eq(tsq_quantizer_get_param(q, 12345, &v), TSQ_ERR_INVALID);
-    Q_OK(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_EPS_MODE, &v));
+    Q_FAILS(q, tsq_quantizer_set_option(q, 12345, 1), TSQ_ERR_INVALID, "unknown key");
+    ck_assert_int_eq(tsq_quantizer_get_option(q, 12345, &v), TSQ_ERR_INVALID);
+    Q_OK(q, tsq_quantizer_get_option(q, TSQ_QUANTIZER_EPS_MODE, &v));
     ck_assert(v == TSQ_EPS_JOINT); /* unchanged by the failures */
 
     /* Not fitted yet: nothing written. */
@@ -1187,12 +1190,12 @@ START_TEST(test_bad_input)
     /* NaN and Inf samples: nothing observed, fitted or written. */
     x[3] = NAN;
     Q_FAILS(q, tsq_quantizer_observe(q, tx), TSQ_ERR_NOT_FINITE, "1 of 8 samples");
-    Q_OK(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_OBSERVED, &v));
+    Q_OK(q, tsq_quantizer_get_option(q, TSQ_QUANTIZER_OBSERVED, &v));
     ck_assert(v == 0);
     Q_FAILS(q, tsq_learn_codes(q, tx, tc, &err, &sp), TSQ_ERR_NOT_FINITE, "NaN or Inf");
     ck_assert_mem_eq(codes, ref, sizeof ref);
     ck_assert(err == -7.0 && sp == -7.0);
-    Q_OK(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_FITTED, &v));
+    Q_OK(q, tsq_quantizer_get_option(q, TSQ_QUANTIZER_FITTED, &v));
     ck_assert(v == 0);
     x[3] = -INFINITY;
     x[5] = INFINITY;
@@ -1247,20 +1250,20 @@ START_TEST(test_bad_input)
 
     /* Resolution is frozen while statistics are held. */
     Q_OK(q, tsq_quantizer_observe(q, tx));
-    Q_FAILS(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_HIST_RESOLUTION, 5), TSQ_ERR_STATE,
+    Q_FAILS(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_HIST_RESOLUTION, 5), TSQ_ERR_STATE,
             "reset");
     Q_OK(q, tsq_quantizer_reset(q));
-    Q_OK(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_OBSERVED, &v));
+    Q_OK(q, tsq_quantizer_get_option(q, TSQ_QUANTIZER_OBSERVED, &v));
     ck_assert(v == 0);
-    Q_OK(q, tsq_quantizer_set_param(q, TSQ_QUANTIZER_HIST_RESOLUTION, 5));
+    Q_OK(q, tsq_quantizer_set_option(q, TSQ_QUANTIZER_HIST_RESOLUTION, 5));
     ck_assert_str_eq(tsq_quantizer_errmsg(q), "");
 
     /* NULL handles and pointers. */
     tsq_quantizer_destroy(NULL);
     ck_assert_str_eq(tsq_quantizer_errmsg(NULL), "no quantizer");
-    ck_assert_int_eq(tsq_quantizer_set_param(NULL, 1, 1), TSQ_ERR_NULL);
-    ck_assert_int_eq(tsq_quantizer_get_param(NULL, 1, &v), TSQ_ERR_NULL);
-    ck_assert_int_eq(tsq_quantizer_get_param(q, 1, NULL), TSQ_ERR_NULL);
+    ck_assert_int_eq(tsq_quantizer_set_option(NULL, 1, 1), TSQ_ERR_NULL);
+    ck_assert_int_eq(tsq_quantizer_get_option(NULL, 1, &v), TSQ_ERR_NULL);
+    ck_assert_int_eq(tsq_quantizer_get_option(q, 1, NULL), TSQ_ERR_NULL);
     ck_assert_int_eq(tsq_quantizer_observe(NULL, tx), TSQ_ERR_NULL);
     ck_assert_int_eq(tsq_quantizer_observe(q, NULL), TSQ_ERR_NULL);
     ck_assert_int_eq(tsq_quantizer_fit(NULL), TSQ_ERR_NULL);
@@ -1321,7 +1324,7 @@ START_TEST(test_allocation_failures)
                 s = tsq_quantizer_fit(q);
             else {
                 ck_assert_int_eq(s, TSQ_ERR_NO_MEMORY);
-                Q_OK(q, tsq_quantizer_get_param(q, TSQ_QUANTIZER_OBSERVED, &v));
+                Q_OK(q, tsq_quantizer_get_option(q, TSQ_QUANTIZER_OBSERVED, &v));
                 ck_assert(v == 0);
             }
             if (s == TSQ_OK)

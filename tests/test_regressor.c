@@ -218,8 +218,8 @@ static void check_planted(int use_p, int use_w_init)
     /* Without P the z-steps must carry alpha and b from the least-squares
      * fit of the codes (a slope shrunk by the saturated levels) to an exact
      * fit: give them rounds, at a constant lambda. */
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 40));
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, 1.0));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, 40));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, 1.0));
     fit_out_make(ctx, &o, d, C);
     if (use_w_init) { /* full-precision weights: the planted ones plus noise
                        * small enough that the start has the planted signs;
@@ -704,12 +704,12 @@ START_TEST(test_brute_force_ternary)
             }
         }
         TH_OK(ctx, tsq_regressor_create(ctx, &reg));
-        REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LOSS, TSQ_LOSS_LINEAR));
+        REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_LOSS, TSQ_LOSS_LINEAR));
         fit_out_make(ctx, &o, d, C);
-        REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 0));
+        REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, 0));
         REG_OK(reg, tsq_fit_transform(reg, X, NULL, NULL, P, o.W, o.alpha, o.b, NULL));
         REG_OK(reg, tsq_regressor_channel_objectives(reg, start, C));
-        REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 10));
+        REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, 10));
         REG_OK(reg, tsq_fit_transform(reg, X, NULL, NULL, P, o.W, o.alpha, o.b, NULL));
         REG_OK(reg, tsq_regressor_channel_objectives(reg, got, C));
         for (c = 0; c < C; c++) {
@@ -890,13 +890,13 @@ START_TEST(test_never_worse_than_start)
         }
         reg = make_reg(ctx, &pl);
         fit_out_make(ctx, &o, pl.d, pl.C);
-        REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 0));
-        REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_POLISH, 0)); /* the start itself */
+        REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, 0));
+        REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_POLISH, 0)); /* the start itself */
         REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, k % 2 ? pl.P : NULL, o.W, o.alpha,
                                       o.b, NULL));
         REG_OK(reg, tsq_regressor_channel_objectives(reg, start, pl.C));
-        REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 8));
-        REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_POLISH, 10));
+        REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, 8));
+        REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_POLISH, 10));
         REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, k % 2 ? pl.P : NULL, o.W, o.alpha,
                                       o.b, &o.objective));
         REG_OK(reg, tsq_regressor_channel_objectives(reg, got, pl.C));
@@ -949,12 +949,12 @@ START_TEST(test_relaxed_objective_never_increases)
     }
     reg = make_reg(ctx, &pl);
     fit_out_make(ctx, &o, pl.d, pl.C);
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, R));
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LINEAR_ROUNDS, L));
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA0, 0.5));
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, 1.0));
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_TOLERANCE, 0.0));
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_POLISH, 0)); /* the rounds only */
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, R));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_LINEAR_ROUNDS, L));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_LAMBDA0, 0.5));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, 1.0));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_TOLERANCE, 0.0));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_POLISH, 0)); /* the rounds only */
     REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o.W, o.alpha, o.b, &o.objective));
     obj = history(reg, TSQ_HISTORY_OBJECTIVE, &n);
     best = history(reg, TSQ_HISTORY_BEST, &n);
@@ -1006,9 +1006,9 @@ START_TEST(test_linear_objective_never_increases)
         w0[j] = (float)trng_normal(&r);
     reg = make_reg(ctx, &pl);
     fit_out_make(ctx, &o, pl.d, pl.C);
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LOSS, TSQ_LOSS_LINEAR));
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_TOLERANCE, 0.0));
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_SWEEPS, 1));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_LOSS, TSQ_LOSS_LINEAR));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_TOLERANCE, 0.0));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_SWEEPS, 1));
     /* Target X W0 (the GPTQ objective): no Y needed. */
     REG_OK(reg, tsq_fit_transform(reg, pl.X, NULL, W0, NULL, o.W, o.alpha, o.b, &o.objective));
     obj = history(reg, TSQ_HISTORY_OBJECTIVE, &n);
@@ -1104,7 +1104,7 @@ START_TEST(test_kbit_approaches_least_squares)
         ls += e * e;
     }
     TH_OK(ctx, tsq_regressor_create(ctx, &reg));
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LOSS, TSQ_LOSS_LINEAR));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_LOSS, TSQ_LOSS_LINEAR));
     fit_out_make(ctx, &o, D, 1);
     for (k = 2; k <= 8; k++) {
         /* The naive reference: round w_ls on the k-bit grid scaled to its
@@ -1127,7 +1127,7 @@ START_TEST(test_kbit_approaches_least_squares)
             e2 += v * v;
         }
         naive[k] = e2;
-        REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_WEIGHT_BITS, k));
+        REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_WEIGHT_BITS, k));
         REG_OK(reg, tsq_fit_transform(reg, X, NULL, NULL, P, o.W, o.alpha, o.b, &f[k]));
         ck_assert_msg(f[k] >= ls * (1.0 - 1e-6), "k=%d beats least squares: %g < %g", k, f[k], ls);
         ck_assert_msg(f[k] <= naive[k] * (1.0 + 1e-9), "k=%d: %g worse than naive rounding %g", k,
@@ -1280,7 +1280,7 @@ START_TEST(test_bad_input_fit_transform)
     EXPECT_FAIL(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o.W, o.alpha, o.b,
                                        &o.objective), TSQ_ERR_STATE, "no output quantizer");
     /* ... which the linear loss needs only for the codes as target */
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LOSS, TSQ_LOSS_LINEAR));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_LOSS, TSQ_LOSS_LINEAR));
     EXPECT_FAIL(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o.W, o.alpha, o.b,
                                        &o.objective), TSQ_ERR_STATE, "no output quantizer");
     check_untouched(&o);
@@ -1341,7 +1341,7 @@ START_TEST(test_bad_input_streaming)
     EXPECT_FAIL(reg, tsq_regressor_feed(reg, Xwide, pl.Y, NULL), TSQ_ERR_SHAPE, "5 columns");
     EXPECT_FAIL(reg, tsq_regressor_feed(reg, pl.X, pl.Y, pl.P), TSQ_ERR_INVALID,
                 "with_preact = 0");
-    EXPECT_FAIL(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 3), TSQ_ERR_STATE,
+    EXPECT_FAIL(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, 3), TSQ_ERR_STATE,
                 "in progress");
     EXPECT_FAIL(reg, tsq_regressor_set_levels(reg, 2, 0.5f, 1.0f), TSQ_ERR_STATE, "in progress");
     EXPECT_FAIL(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o.W, o.alpha, o.b,
@@ -1386,48 +1386,48 @@ START_TEST(test_options)
     int32_t vals[256], count;
     const int32_t custom[5] = {4, -4, 1, 0, -1}, twice[2] = {3, 3}, far[2] = {0, 200};
     TH_OK(ctx, tsq_regressor_create(ctx, &reg));
-    REG_OK(reg, tsq_regressor_get_param(reg, TSQ_REGRESSOR_WEIGHT_BITS, &v));
+    REG_OK(reg, tsq_regressor_get_option(reg, TSQ_REGRESSOR_WEIGHT_BITS, &v));
     ck_assert(v == 2.0);
-    REG_OK(reg, tsq_regressor_get_param(reg, TSQ_REGRESSOR_MARGIN, &v));
+    REG_OK(reg, tsq_regressor_get_option(reg, TSQ_REGRESSOR_MARGIN, &v));
     ck_assert(v == 0.5);
     REG_OK(reg, tsq_regressor_get_alphabet(reg, vals, 256, &count));
     ck_assert_int_eq(count, 3);
     ck_assert(vals[0] == -1 && vals[1] == 0 && vals[2] == 1);
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_WEIGHT_BITS, 4));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_WEIGHT_BITS, 4));
     REG_OK(reg, tsq_regressor_get_alphabet(reg, NULL, 0, &count));
     ck_assert_int_eq(count, 15);
     EXPECT_FAIL(reg, tsq_regressor_get_alphabet(reg, vals, 14, &count), TSQ_ERR_TOO_SMALL,
                 "capacity 14");
-    EXPECT_FAIL(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_WEIGHT_BITS, 9), TSQ_ERR_INVALID,
+    EXPECT_FAIL(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_WEIGHT_BITS, 9), TSQ_ERR_INVALID,
                 "2 .. 8");
-    EXPECT_FAIL(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_WEIGHT_BITS, 3.5),
+    EXPECT_FAIL(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_WEIGHT_BITS, 3.5),
                 TSQ_ERR_INVALID, "an integer");
-    EXPECT_FAIL(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA0, NAN), TSQ_ERR_INVALID,
-                "key 0x0307");
-    EXPECT_FAIL(reg, tsq_regressor_set_param(reg, 0x03F0, 1.0), TSQ_ERR_INVALID,
+    EXPECT_FAIL(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_LAMBDA0, NAN), TSQ_ERR_INVALID,
+                "lambda0 = NaN is refused");
+    EXPECT_FAIL(reg, tsq_regressor_set_option(reg, 0x03F0, 1.0), TSQ_ERR_INVALID,
                 "unknown key 0x03f0");
-    EXPECT_FAIL(reg, tsq_regressor_get_param(reg, 0x03F0, &v), TSQ_ERR_INVALID,
+    EXPECT_FAIL(reg, tsq_regressor_get_option(reg, 0x03F0, &v), TSQ_ERR_INVALID,
                 "unknown key 0x03f0");
     /* The keys are the 0x0300 family: the old numbers, and other families'
      * keys (the quantizer's bits, 0x0201), are refused by name. */
     ck_assert_int_eq(TSQ_REGRESSOR_WEIGHT_BITS, 0x0301);
-    EXPECT_FAIL(reg, tsq_regressor_set_param(reg, 4, 10.0), TSQ_ERR_INVALID,
-                "not a regressor key");
-    EXPECT_FAIL(reg, tsq_regressor_set_param(reg, 0x0201, 2.0), TSQ_ERR_INVALID,
-                "not a regressor key");
-    EXPECT_FAIL(reg, tsq_regressor_get_param(reg, 0x0104, &v), TSQ_ERR_INVALID,
-                "not a regressor key");
-    ck_assert_int_eq(tsq_regressor_param_bounds(0x0201, &lo, &hi), TSQ_ERR_INVALID);
-    ck_assert_int_eq(tsq_regressor_param_bounds(TSQ_REGRESSOR_SWEEPS, &lo, &hi), TSQ_OK);
+    EXPECT_FAIL(reg, tsq_regressor_set_option(reg, 4, 10.0), TSQ_ERR_INVALID,
+                "no regressor option");
+    EXPECT_FAIL(reg, tsq_regressor_set_option(reg, 0x0201, 2.0), TSQ_ERR_INVALID,
+                "a quantizer key, not a regressor one");
+    EXPECT_FAIL(reg, tsq_regressor_get_option(reg, 0x0104, &v), TSQ_ERR_INVALID,
+                "a context key, not a regressor one");
+    ck_assert_int_eq(tsq_regressor_option_bounds(0x0201, &lo, &hi), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_regressor_option_bounds(TSQ_REGRESSOR_SWEEPS, &lo, &hi), TSQ_OK);
     ck_assert(lo == 1.0 && hi == 10000.0);
-    ck_assert_int_eq(tsq_regressor_param_bounds(0, &lo, &hi), TSQ_ERR_INVALID);
-    ck_assert_int_eq(tsq_regressor_param_bounds(TSQ_REGRESSOR_ROUNDS, NULL, &hi), TSQ_ERR_NULL);
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, 1.5));
-    REG_OK(reg, tsq_regressor_get_param(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, &v));
+    ck_assert_int_eq(tsq_regressor_option_bounds(0, &lo, &hi), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_regressor_option_bounds(TSQ_REGRESSOR_ROUNDS, NULL, &hi), TSQ_ERR_NULL);
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, 1.5));
+    REG_OK(reg, tsq_regressor_get_option(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, &v));
     ck_assert(v == 1.5);
     /* Custom alphabets */
     REG_OK(reg, tsq_regressor_set_alphabet(reg, custom, 5));
-    REG_OK(reg, tsq_regressor_get_param(reg, TSQ_REGRESSOR_WEIGHT_BITS, &v));
+    REG_OK(reg, tsq_regressor_get_option(reg, TSQ_REGRESSOR_WEIGHT_BITS, &v));
     ck_assert(v == 0.0);
     REG_OK(reg, tsq_regressor_get_alphabet(reg, vals, 256, &count));
     ck_assert_int_eq(count, 5);
@@ -1612,10 +1612,10 @@ static void check_merge(int loss, int use_p, int use_w0)
     one = make_reg(ctx, &pl);
     regs[0] = make_reg(ctx, &pl);
     regs[1] = make_reg(ctx, &pl);
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LOSS, loss));
-    REG_OK(one, tsq_regressor_set_param(one, TSQ_REGRESSOR_LOSS, loss));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_LOSS, loss));
+    REG_OK(one, tsq_regressor_set_option(one, TSQ_REGRESSOR_LOSS, loss));
     for (sh = 0; sh < 2; sh++)
-        REG_OK(regs[sh], tsq_regressor_set_param(regs[sh], TSQ_REGRESSOR_LOSS, loss));
+        REG_OK(regs[sh], tsq_regressor_set_option(regs[sh], TSQ_REGRESSOR_LOSS, loss));
     fit_out_make(ctx, &whole, pl.d, pl.C);
     fit_out_make(ctx, &streamed, pl.d, pl.C);
     fit_out_make(ctx, &shard[0], pl.d, pl.C);
@@ -1682,7 +1682,7 @@ START_TEST(test_threads_same_result)
         tsq_regressor *reg;
         TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, t ? 3 : 1));
         reg = make_reg(ctx, &pl);
-        REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_BATCH_ROWS, 600));
+        REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_BATCH_ROWS, 600));
         fit_out_make(ctx, &o[t], pl.d, pl.C);
         REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o[t].W, o[t].alpha, o[t].b,
                                       &o[t].objective));
@@ -1718,7 +1718,7 @@ START_TEST(test_custom_alphabets)
         if (alph[a])
             REG_OK(reg, tsq_regressor_set_alphabet(reg, alph[a], nalph[a]));
         else
-            REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_WEIGHT_BITS, 3));
+            REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_WEIGHT_BITS, 3));
         REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, pl.P, o.W, o.alpha, o.b,
                                       &o.objective));
         h = history(reg, TSQ_HISTORY_OBJECTIVE, &n);
@@ -1761,12 +1761,12 @@ START_TEST(test_history_queries)
     REG_OK(reg, tsq_regressor_history(reg, TSQ_HISTORY_OBJECTIVE, v, 64, &n));
     ck_assert_int_eq(n, 0); /* nothing fitted yet */
     EXPECT_FAIL(reg, tsq_regressor_history(reg, 42, v, 64, &n), TSQ_ERR_INVALID, "series 42");
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 6));
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LINEAR_ROUNDS, 2));
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA0, 0.2));
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, 2.0));
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_TOLERANCE, 0.0));
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_POLISH, 0));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, 6));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_LINEAR_ROUNDS, 2));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_LAMBDA0, 0.2));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, 2.0));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_TOLERANCE, 0.0));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_POLISH, 0));
     fit_out_make(ctx, &o, pl.d, pl.C);
     REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o.W, o.alpha, o.b, &o.objective));
     EXPECT_FAIL(reg, tsq_regressor_history(reg, TSQ_HISTORY_BEST, v, 3, &n), TSQ_ERR_TOO_SMALL,
@@ -1847,7 +1847,7 @@ static void check_im2col(int32_t dtype)
         else
             ((float *)data_of(out))[i] = (float)trng_normal(&r);
     }
-    TH_OK(ctx, tsq_im2col_rows(ctx, in, kh, kw, sh, sw, ph, pw, NULL, 0, &rows));
+    TH_OK(ctx, tsq_regressor_im2col_rows(ctx, in, kh, kw, sh, sw, ph, pw, NULL, 0, &rows));
     TH_OK(ctx, tsq_tensor_shape(rows, shape, 2, &nd));
     ck_assert_int_eq(shape[0], 2 * oh * ow);
     ck_assert_int_eq(shape[1], d);
@@ -1858,16 +1858,16 @@ static void check_im2col(int32_t dtype)
                           naive_patch(in, s, kh, kw, sh, sw, ph, pw, n, p / ow, p % ow, col));
     /* Sampled positions: 5 per image, the matching rows of both sides. */
     TH_OK(ctx, tsq_context_set_seed(ctx, 42));
-    TH_OK(ctx, tsq_im2col_sample_positions(ctx, 2, oh * ow, 5, pos));
+    TH_OK(ctx, tsq_regressor_im2col_sample_positions(ctx, 2, oh * ow, 5, pos));
     for (n = 0; n < 2; n++)
         for (p = 0; p < 5; p++) {
             ck_assert(pos[n * 5 + p] >= 0 && pos[n * 5 + p] < oh * ow);
             if (p)
                 ck_assert(pos[n * 5 + p] > pos[n * 5 + p - 1]);
         }
-    TH_OK(ctx, tsq_im2col_rows(ctx, in, kh, kw, sh, sw, ph, pw, pos, 5, &sub));
-    TH_OK(ctx, tsq_im2col_output_rows(ctx, out, pos, 5, &osub));
-    TH_OK(ctx, tsq_im2col_output_rows(ctx, out, NULL, 0, &orows));
+    TH_OK(ctx, tsq_regressor_im2col_rows(ctx, in, kh, kw, sh, sw, ph, pw, pos, 5, &sub));
+    TH_OK(ctx, tsq_regressor_im2col_output_rows(ctx, out, pos, 5, &osub));
+    TH_OK(ctx, tsq_regressor_im2col_output_rows(ctx, out, NULL, 0, &orows));
     for (n = 0; n < 2; n++)
         for (p = 0; p < 5; p++) {
             int64_t q = pos[n * 5 + p];
@@ -1904,34 +1904,34 @@ START_TEST(test_im2col_errors_and_sampling)
     int64_t pos[8], again[8], bad[2] = {0, 9}, shape[4] = {1, 2, 4, 4}, k, total = 0;
     int counts[9] = {0};
     TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_I8, 4, shape, &i8));
-    ck_assert_int_eq(tsq_im2col_rows(ctx, in, 5, 5, 1, 1, 0, 0, NULL, 0, &out), TSQ_ERR_SHAPE);
+    ck_assert_int_eq(tsq_regressor_im2col_rows(ctx, in, 5, 5, 1, 1, 0, 0, NULL, 0, &out), TSQ_ERR_SHAPE);
     ck_assert_ptr_null(out);
     ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "does not fit"));
-    ck_assert_int_eq(tsq_im2col_rows(ctx, in, 3, 3, 0, 1, 0, 0, NULL, 0, &out), TSQ_ERR_INVALID);
-    ck_assert_int_eq(tsq_im2col_rows(ctx, in, 3, 3, 1, 1, -1, 0, NULL, 0, &out), TSQ_ERR_INVALID);
-    ck_assert_int_eq(tsq_im2col_rows(ctx, i8, 3, 3, 1, 1, 0, 0, NULL, 0, &out), TSQ_ERR_DTYPE);
-    ck_assert_int_eq(tsq_im2col_rows(ctx, m, 3, 3, 1, 1, 0, 0, NULL, 0, &out), TSQ_ERR_SHAPE);
-    ck_assert_int_eq(tsq_im2col_rows(ctx, NULL, 3, 3, 1, 1, 0, 0, NULL, 0, &out), TSQ_ERR_NULL);
+    ck_assert_int_eq(tsq_regressor_im2col_rows(ctx, in, 3, 3, 0, 1, 0, 0, NULL, 0, &out), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_regressor_im2col_rows(ctx, in, 3, 3, 1, 1, -1, 0, NULL, 0, &out), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_regressor_im2col_rows(ctx, i8, 3, 3, 1, 1, 0, 0, NULL, 0, &out), TSQ_ERR_DTYPE);
+    ck_assert_int_eq(tsq_regressor_im2col_rows(ctx, m, 3, 3, 1, 1, 0, 0, NULL, 0, &out), TSQ_ERR_SHAPE);
+    ck_assert_int_eq(tsq_regressor_im2col_rows(ctx, NULL, 3, 3, 1, 1, 0, 0, NULL, 0, &out), TSQ_ERR_NULL);
     /* 3x3 kernel on 4x4: 2x2 = 4 positions; 9 is out of range */
-    ck_assert_int_eq(tsq_im2col_rows(ctx, in, 3, 3, 1, 1, 0, 0, bad, 2, &out), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_regressor_im2col_rows(ctx, in, 3, 3, 1, 1, 0, 0, bad, 2, &out), TSQ_ERR_INVALID);
     ck_assert_ptr_nonnull(strstr(tsq_context_errmsg(ctx), "positions[1] = 9"));
-    ck_assert_int_eq(tsq_im2col_rows(ctx, in, 3, 3, 1, 1, 0, 0, bad, 0, &out), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_regressor_im2col_rows(ctx, in, 3, 3, 1, 1, 0, 0, bad, 0, &out), TSQ_ERR_INVALID);
     /* as an output tensor the 4x4 input has 16 positions: 9 is fine */
-    TH_OK(ctx, tsq_im2col_output_rows(ctx, in, bad, 2, &out));
+    TH_OK(ctx, tsq_regressor_im2col_output_rows(ctx, in, bad, 2, &out));
     tsq_tensor_destroy(out);
     out = NULL;
-    ck_assert_int_eq(tsq_im2col_sample_positions(ctx, 1, 4, 5, pos), TSQ_ERR_INVALID);
-    ck_assert_int_eq(tsq_im2col_sample_positions(ctx, 0, 4, 1, pos), TSQ_ERR_INVALID);
-    ck_assert_int_eq(tsq_im2col_sample_positions(ctx, 1, 4, 1, NULL), TSQ_ERR_NULL);
+    ck_assert_int_eq(tsq_regressor_im2col_sample_positions(ctx, 1, 4, 5, pos), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_regressor_im2col_sample_positions(ctx, 0, 4, 1, pos), TSQ_ERR_INVALID);
+    ck_assert_int_eq(tsq_regressor_im2col_sample_positions(ctx, 1, 4, 1, NULL), TSQ_ERR_NULL);
     /* Same seed and call order, same positions; every position is drawn. */
     TH_OK(ctx, tsq_context_set_seed(ctx, 3));
-    TH_OK(ctx, tsq_im2col_sample_positions(ctx, 2, 9, 4, pos));
+    TH_OK(ctx, tsq_regressor_im2col_sample_positions(ctx, 2, 9, 4, pos));
     TH_OK(ctx, tsq_context_set_seed(ctx, 3));
-    TH_OK(ctx, tsq_im2col_sample_positions(ctx, 2, 9, 4, again));
+    TH_OK(ctx, tsq_regressor_im2col_sample_positions(ctx, 2, 9, 4, again));
     ck_assert_mem_eq(pos, again, sizeof pos);
     for (k = 0; k < 300; k++) {
         int j;
-        TH_OK(ctx, tsq_im2col_sample_positions(ctx, 1, 9, 3, pos));
+        TH_OK(ctx, tsq_regressor_im2col_sample_positions(ctx, 1, 9, 3, pos));
         for (j = 0; j < 3; j++)
             counts[pos[j]]++;
     }
@@ -1989,10 +1989,10 @@ START_TEST(test_conv_planted)
                     ((uint8_t *)data_of(codes))[((n * Co + co) * oh + y) * ow + x] =
                         (uint8_t)ref_code(v, 0.5f, 1.0f, 3);
                 }
-    TH_OK(ctx, tsq_im2col_sample_positions(ctx, N, oh * ow, npos, pos));
-    TH_OK(ctx, tsq_im2col_rows(ctx, in, 3, 3, 1, 1, 1, 1, pos, npos, &X));
-    TH_OK(ctx, tsq_im2col_output_rows(ctx, codes, pos, npos, &Y));
-    TH_OK(ctx, tsq_im2col_output_rows(ctx, pre, pos, npos, &P));
+    TH_OK(ctx, tsq_regressor_im2col_sample_positions(ctx, N, oh * ow, npos, pos));
+    TH_OK(ctx, tsq_regressor_im2col_rows(ctx, in, 3, 3, 1, 1, 1, 1, pos, npos, &X));
+    TH_OK(ctx, tsq_regressor_im2col_output_rows(ctx, codes, pos, npos, &Y));
+    TH_OK(ctx, tsq_regressor_im2col_output_rows(ctx, pre, pos, npos, &P));
     TH_OK(ctx, tsq_regressor_create(ctx, &reg));
     REG_OK(reg, tsq_regressor_set_levels(reg, 2, 0.5f, 1.0f));
     fit_out_make(ctx, &o, d, Co);
@@ -2087,7 +2087,7 @@ START_TEST(test_null_outputs_have_messages)
     int32_t count = -1;
     planted_make(ctx, &pl, 64, 4, 2, 3, 5);
     reg = make_reg(ctx, &pl);
-    EXPECT_FAIL(reg, tsq_regressor_get_param(reg, TSQ_REGRESSOR_ROUNDS, NULL), TSQ_ERR_NULL,
+    EXPECT_FAIL(reg, tsq_regressor_get_option(reg, TSQ_REGRESSOR_ROUNDS, NULL), TSQ_ERR_NULL,
                 "value is NULL");
     EXPECT_FAIL(reg, tsq_regressor_history(reg, TSQ_HISTORY_BEST, NULL, 0, NULL), TSQ_ERR_NULL,
                 "count is NULL");
@@ -2253,8 +2253,8 @@ START_TEST(test_progress_log)
     planted_make(ctx, &pl, 500, 8, 3, 3, 31);
     reg = make_reg(ctx, &pl);
     fit_out_make(ctx, &o, 8, 3);
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 4));
-    REG_OK(reg, tsq_regressor_set_param(reg, TSQ_REGRESSOR_TOLERANCE, 0));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, 4));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_TOLERANCE, 0));
     ck_assert_int_eq(tsq_context_set_log(ctx, count_log, &lc), TSQ_OK);
     ck_assert_int_eq(tsq_context_set_option(ctx, TSQ_CONTEXT_LOG_LEVEL, 3), TSQ_OK);
     REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o.W, o.alpha, o.b, NULL));

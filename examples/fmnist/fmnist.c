@@ -312,11 +312,11 @@ static void insert_quantizers(demo *d, tsq_net *net, int32_t eps_mode, int32_t a
 {
     int64_t b, nb = calib_batches(d);
     int32_t done = 0;
-    check_net(net, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_ACT_BITS, act_bits), "tsq option");
-    check_net(net, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_EPS_MODE, eps_mode), "tsq option");
-    check_net(net, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_SEQUENTIAL, d->opt.sequential),
+    check_net(net, tsq_net_set_conversion_option(net, TSQ_NET_TSQ_ACT_BITS, act_bits), "tsq option");
+    check_net(net, tsq_net_set_conversion_option(net, TSQ_NET_TSQ_EPS_MODE, eps_mode), "tsq option");
+    check_net(net, tsq_net_set_conversion_option(net, TSQ_NET_TSQ_SEQUENTIAL, d->opt.sequential),
               "tsq option");
-    check_net(net, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_PER_CHANNEL, d->opt.per_channel),
+    check_net(net, tsq_net_set_conversion_option(net, TSQ_NET_TSQ_PER_CHANNEL, d->opt.per_channel),
               "tsq option");
     /* one pass, or one pass per quantizer in sequential mode */
     while (!done)
@@ -350,13 +350,13 @@ static void fit_transform(demo *d, tsq_net *net, const weight_choice *w, int rou
     select_layers(d, net);
     check_net(net, tsq_net_tsq_regressor(net, &reg), "net_tsq_regressor");
     if (w->bits)
-        check_net(net, tsq_regressor_set_param(reg, TSQ_REGRESSOR_WEIGHT_BITS, w->bits),
+        check_net(net, tsq_regressor_set_option(reg, TSQ_REGRESSOR_WEIGHT_BITS, w->bits),
                   tsq_regressor_errmsg(reg));
     else if (tsq_regressor_set_alphabet(reg, w->alphabet, w->alphabet_size) != TSQ_OK)
         die("regressor_set_alphabet", TSQ_ERR_INVALID, tsq_regressor_errmsg(reg));
-    if (rounds >= 0 && tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, rounds) != TSQ_OK)
+    if (rounds >= 0 && tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, rounds) != TSQ_OK)
         die("regressor rounds", TSQ_ERR_INVALID, tsq_regressor_errmsg(reg));
-    check_net(net, tsq_net_set_tsq_option(net, TSQ_NET_TSQ_POSITIONS, (double)d->opt.positions),
+    check_net(net, tsq_net_set_conversion_option(net, TSQ_NET_TSQ_POSITIONS, (double)d->opt.positions),
               "tsq positions");
     progress_start(&pr, label, 1);
     while (!done) {

@@ -164,32 +164,40 @@ TSQ_API void tsq_context_destroy(tsq_context *ctx);
  *  A NULL ctx gives a static "no context". */
 TSQ_API const char *tsq_context_errmsg(const tsq_context *ctx);
 
-/* Context options (tsq_context_set_option / get_option / option_bounds).
+/* Option calls. Every handle with options has the same three calls,
+ * tsq_<handle>_set_option(h, key, value), tsq_<handle>_get_option(h, key,
+ * &value) and tsq_<handle>_option_bounds(key, &lo, &hi), with values as
+ * doubles: a double holds every integer option exactly (their bounds are
+ * far below 2^53), so one type serves every option and every binding. An
+ * integer option refuses a non-integral value; NaN is refused everywhere.
  * Option-key families have disjoint ranges (context 0x0100, quantizer
- * 0x0200, ..., context info 0x0A00), so a key of another family is refused
- * with TSQ_ERR_INVALID instead of being taken for a context option. */
+ * 0x0200, regressor 0x0300, layer 0x0400, net conversion 0x0600), so a key
+ * of another family is refused with TSQ_ERR_INVALID and a message naming
+ * that family, instead of being taken for one of this handle's options. */
+
+/* Context options: the 0x0100 family. */
 enum {
     TSQ_CONTEXT_THREADS = 0x0101,  /* worker threads for libtsq's own loops; 1..256, default 1 */
     TSQ_CONTEXT_LOG_LEVEL = 0x0102 /* 0 none, 1 errors, 2 warnings, 3 info, 4 debug; default 1 */
 };
 
 /*! tsq_context_set_option() :
- *  Sets an integer option of the context.
+ *  Sets option `key` (TSQ_CONTEXT_*) of the context to `value` (both
+ *  context options are integers).
  *  @return TSQ_OK, TSQ_ERR_NULL (ctx), TSQ_ERR_INVALID (unknown key, a key of
- *  another family, or a value out of the bounds that
+ *  another family, NaN, a value not integral or out of the bounds that
  *  tsq_context_option_bounds() reports). */
-TSQ_API tsq_status tsq_context_set_option(tsq_context *ctx, int32_t key, int64_t value);
+TSQ_API tsq_status tsq_context_set_option(tsq_context *ctx, int32_t key, double value);
 
 /*! tsq_context_get_option() : reads an option into *value.
  *  @return TSQ_OK, TSQ_ERR_NULL (ctx, or value: with a message on ctx),
  *  TSQ_ERR_INVALID (unknown key). */
-TSQ_API tsq_status tsq_context_get_option(const tsq_context *ctx, int32_t key,
-                                          int64_t *value);
+TSQ_API tsq_status tsq_context_get_option(const tsq_context *ctx, int32_t key, double *value);
 
 /*! tsq_context_option_bounds() : the inclusive range of an option's values.
  *  Needs no context. Thread-safe.
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (unknown key). */
-TSQ_API tsq_status tsq_context_option_bounds(int32_t key, int64_t *lo, int64_t *hi);
+TSQ_API tsq_status tsq_context_option_bounds(int32_t key, double *lo, double *hi);
 
 /*! tsq_context_set_seed() :
  *  Sets the 64-bit seed from which every random stream of objects created
@@ -274,7 +282,7 @@ TSQ_API const char *tsq_progress_stage_name(int32_t stage);
 /* Build, BLAS and CPU information                                     */
 /* ------------------------------------------------------------------ */
 
-/* CPU feature bits, as reported by tsq_cpu_features(). */
+/* CPU feature bits, as reported by tsq_context_cpu_features(). */
 enum {
     TSQ_CPU_AVX2 = 1 << 0,
     TSQ_CPU_FMA = 1 << 1,
@@ -286,12 +294,13 @@ enum {
     TSQ_CPU_AVXVNNI = 1 << 7
 };
 
-/*! tsq_cpu_features() :
- *  Detects the CPU's features (including whether the OS saves the vector
- *  registers) and writes the TSQ_CPU_* bits to *features. The runtime kernel
- *  choice is based on the same detection. Thread-safe.
- *  @return TSQ_OK, TSQ_ERR_NULL. */
-TSQ_API tsq_status tsq_cpu_features(uint32_t *features);
+/*! tsq_context_cpu_features() :
+ *  Writes the TSQ_CPU_* bits of the CPU features the context's kernels use
+ *  to *features: detected once, when the context was created (CPUID for
+ *  what the processor has, XGETBV for what the operating system saves).
+ *  Thread-safe.
+ *  @return TSQ_OK, TSQ_ERR_NULL (ctx, or features: with a message on ctx). */
+TSQ_API tsq_status tsq_context_cpu_features(const tsq_context *ctx, uint32_t *features);
 
 /* Keys of tsq_context_info(): the context-info family, 0x0A00. */
 enum {

@@ -250,7 +250,10 @@ TSQ_API tsq_status tsq_layer_sample_shapes(const tsq_layer *layer, int64_t *in_s
                                            int32_t *in_ndim, int64_t *out_shape,
                                            int32_t *out_ndim, int32_t capacity);
 
-/* Options (tsq_layer_set_option / get_option / option_bounds). */
+/* Layer options (tsq_layer_set_option / get_option / option_bounds): the
+ * 0x0400 family. Each applies to the kinds its comment names (TRAINABLE to
+ * every kind); a key of another kind or family is refused. Flags take 0 or
+ * 1; every integer option refuses non-integral values. */
 enum {
     TSQ_LAYER_OPT_TRAINABLE = 0x0401,      /* 1: built-in optimisers update this layer; 0/1, default 1 */
     TSQ_LAYER_OPT_BN_MOMENTUM = 0x0402,    /* running-average weight of a new batch; (0, 1], default 0.1 */
@@ -294,9 +297,13 @@ enum {
 };
 
 /*! tsq_layer_set_option() / tsq_layer_get_option() :
- *  Sets or reads an option (integers are passed as doubles).
- *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (unknown key, key not
- *  applicable to this kind, or value outside tsq_layer_option_bounds()). */
+ *  Sets or reads option `key` (TSQ_LAYER_OPT_*) of the layer.
+ *  @return TSQ_OK, TSQ_ERR_NULL (layer; or value, with a message on the
+ *  layer), TSQ_ERR_INVALID (unknown key, a key of another family, a key
+ *  that does not apply to this kind, NaN, a value outside
+ *  tsq_layer_option_bounds() or not integral where it must be, or a
+ *  combination the kind refuses: QAT weight bits 1, delta learning with
+ *  codes output), TSQ_ERR_NO_MEMORY (TSQ_LAYER_OPT_AQ_LEARN_DELTA). */
 TSQ_API tsq_status tsq_layer_set_option(tsq_layer *layer, int32_t key, double value);
 TSQ_API tsq_status tsq_layer_get_option(const tsq_layer *layer, int32_t key, double *value);
 
@@ -332,7 +339,7 @@ TSQ_API tsq_status tsq_layer_state(tsq_layer *layer, int32_t index, tsq_tensor *
 /* Loss                                                                */
 /* ------------------------------------------------------------------ */
 
-/*! tsq_softmax_cross_entropy() :
+/*! tsq_nn_softmax_cross_entropy() :
  *  Mean softmax cross-entropy of logits (N, K) against labels[0..n-1]
  *  (each in 0..K-1, n == N): loss = -(1/N) sum_i log softmax(z_i)[y_i].
  *  Optional outputs (NULL to skip): *loss, *correct (argmax == label; ties
@@ -342,10 +349,9 @@ TSQ_API tsq_status tsq_layer_state(tsq_layer *layer, int32_t index, tsq_tensor *
  *  TSQ_ERR_SHAPE (logits not 2-d, dlogits size), TSQ_ERR_INVALID (n != N,
  *  a label out of range), TSQ_ERR_NOT_FINITE (a logit is NaN or Inf).
  *  Errors go on the context; nothing is written then. */
-TSQ_API tsq_status tsq_softmax_cross_entropy(tsq_context *ctx, const tsq_tensor *logits,
-                                             const int32_t *labels, int64_t n,
-                                             double *loss, int64_t *correct,
-                                             tsq_tensor *dlogits);
+TSQ_API tsq_status tsq_nn_softmax_cross_entropy(tsq_context *ctx, const tsq_tensor *logits,
+                                                const int32_t *labels, int64_t n, double *loss,
+                                                int64_t *correct, tsq_tensor *dlogits);
 
 /* ------------------------------------------------------------------ */
 /* Sequential networks                                                 */
@@ -378,7 +384,7 @@ TSQ_API tsq_status tsq_net_append(tsq_net *net, tsq_layer *layer);
 
 /*! tsq_net_clone() :
  *  A deep copy of the net (layers, parameters, states, optimiser settings
- *  and state, step count, network-level TSQ options and the regressor's
+ *  and state, step count, conversion options and the regressor's
  *  settings; not a running TSQ session) made from the same context. Use it
  *  to keep the best network of a run, or the step-1 network before step 2.
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_NO_MEMORY (on the net). */
@@ -609,11 +615,13 @@ TSQ_API tsq_status tsq_net_layer_output(tsq_net *net, int32_t index, tsq_tensor 
 /* Network-level TSQ (caller-driven)                                    */
 /* ------------------------------------------------------------------ */
 
-/* Options of the network-level TSQ calls (tsq_net_set_tsq_option / get /
- * bounds). ACT_BITS, EPS_MODE, EPS and SPARSITY are those of the
- * quantizers learn_codes makes: their bounds and defaults are the
- * quantizer's (TSQ_QUANTIZER_*). Step-2 (regressor) options live on the
- * net's regressor, see tsq_net_tsq_regressor(). */
+/* The net's conversion options: the settings of the network-level TSQ
+ * calls (tsq_net_learn_codes, tsq_net_fit_transform), the 0x0600 family,
+ * set with tsq_net_set_conversion_option / get / bounds. ACT_BITS,
+ * EPS_MODE, EPS and SPARSITY are those of the quantizers learn_codes
+ * makes: their bounds and defaults are the quantizer's (TSQ_QUANTIZER_*).
+ * Step-2 (regressor) options live on the net's regressor, see
+ * tsq_net_tsq_regressor(). */
 enum {
     TSQ_NET_TSQ_ACT_BITS = 0x0601,    /* activation bits of new quantizers, 1..8, default 2 */
     TSQ_NET_TSQ_PER_CHANNEL = 0x0602, /* 1: one (eps, delta) per channel; 0/1, default 0 */
@@ -633,16 +641,19 @@ enum {
     TSQ_NET_TSQ_SEQUENTIAL = 0x0607
 };
 
-/*! tsq_net_set_tsq_option() / tsq_net_get_tsq_option() / tsq_net_tsq_option_bounds() :
- *  Network-level TSQ options (above). Changing them during a
- *  tsq_net_learn_codes / tsq_net_fit_transform session is refused.
- *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (unknown key, value out of
- *  bounds or not integral where it must be), TSQ_ERR_STATE (session),
- *  TSQ_ERR_NO_MEMORY (the first call on a net allocates its TSQ state;
- *  get reads the defaults from a temporary quantizer). */
-TSQ_API tsq_status tsq_net_set_tsq_option(tsq_net *net, int32_t key, double value);
-TSQ_API tsq_status tsq_net_get_tsq_option(const tsq_net *net, int32_t key, double *value);
-TSQ_API tsq_status tsq_net_tsq_option_bounds(int32_t key, double *lo, double *hi);
+/*! tsq_net_set_conversion_option() / tsq_net_get_conversion_option() /
+ *  tsq_net_conversion_option_bounds() :
+ *  The net's conversion options (TSQ_NET_TSQ_*, above). Changing them
+ *  during a tsq_net_learn_codes / tsq_net_fit_transform session is
+ *  refused. Reading an option never set gives its default.
+ *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (unknown key, a key of
+ *  another family, NaN, a value out of bounds or not integral where it must
+ *  be), TSQ_ERR_STATE (session), TSQ_ERR_NO_MEMORY (set: the first call on
+ *  a net allocates its conversion state). */
+TSQ_API tsq_status tsq_net_set_conversion_option(tsq_net *net, int32_t key, double value);
+TSQ_API tsq_status tsq_net_get_conversion_option(const tsq_net *net, int32_t key,
+                                                 double *value);
+TSQ_API tsq_status tsq_net_conversion_option_bounds(int32_t key, double *lo, double *hi);
 
 /*! tsq_net_tsq_regressor() :
  *  A borrowed pointer to the regressor that tsq_net_fit_transform uses for

@@ -75,7 +75,7 @@ enum {
     TSQ_EPS_PLAIN = 4     /* eps = 0 */
 };
 
-/* Option keys of tsq_quantizer_set_param / get_param / param_bounds: the
+/* Option keys of tsq_quantizer_set_option / get_option / option_bounds: the
  * quantizer family, 0x0200 (a key of another family is refused).
  * Values are doubles; integer options take integral values. */
 enum {
@@ -131,24 +131,24 @@ TSQ_API void tsq_quantizer_destroy(tsq_quantizer *q);
  *  "no quantizer" for NULL. */
 TSQ_API const char *tsq_quantizer_errmsg(const tsq_quantizer *q);
 
-/*! tsq_quantizer_set_param() :
+/*! tsq_quantizer_set_option() :
  *  Sets option `key` (TSQ_QUANTIZER_*) to `value`.
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (unknown or read-only key,
- *  a value outside tsq_quantizer_param_bounds(), not integral where it must
+ *  a value outside tsq_quantizer_option_bounds(), not integral where it must
  *  be, or NaN), TSQ_ERR_STATE (TSQ_QUANTIZER_HIST_RESOLUTION while
  *  statistics are held). */
-TSQ_API tsq_status tsq_quantizer_set_param(tsq_quantizer *q, int32_t key, double value);
+TSQ_API tsq_status tsq_quantizer_set_option(tsq_quantizer *q, int32_t key, double value);
 
-/*! tsq_quantizer_get_param() : writes option `key`'s value to *value.
+/*! tsq_quantizer_get_option() : writes option `key`'s value to *value.
  *  @return TSQ_OK, TSQ_ERR_NULL (q, or value: with a message on q),
  *  TSQ_ERR_INVALID (unknown key, or a key of another family). */
-TSQ_API tsq_status tsq_quantizer_get_param(const tsq_quantizer *q, int32_t key, double *value);
+TSQ_API tsq_status tsq_quantizer_get_option(const tsq_quantizer *q, int32_t key, double *value);
 
-/*! tsq_quantizer_param_bounds() :
+/*! tsq_quantizer_option_bounds() :
  *  Writes the inclusive range of option `key`'s values (read-only keys
  *  included) to *lo and *hi. Needs no quantizer. Thread-safe.
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (unknown key). */
-TSQ_API tsq_status tsq_quantizer_param_bounds(int32_t key, double *lo, double *hi);
+TSQ_API tsq_status tsq_quantizer_option_bounds(int32_t key, double *lo, double *hi);
 
 /*! tsq_quantizer_observe() :
  *  Adds the samples of x (f32) to the statistics. Per tensor, x may have any

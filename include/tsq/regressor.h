@@ -4,7 +4,7 @@
  * solver.
  *
  * A layer maps input rows X (N samples x d columns: the codes of the
- * previous layer, or im2col patches for a convolution, see tsq_im2col_rows)
+ * previous layer, or im2col patches for a convolution, see tsq_regressor_im2col_rows)
  * to C output channels. For every channel i the regressor finds low-bit
  * weights w_i in S^d (S the weight alphabet), a scale alpha_i > 0 and,
  * optionally, an offset b_i that minimise
@@ -76,7 +76,7 @@ enum {
     TSQ_LOSS_LINEAR = 2     /* || t - (alpha X w + b) ||^2, GPTQ/BitSplit */
 };
 
-/* Option keys of tsq_regressor_set_param / get_param / param_bounds: the
+/* Option keys of tsq_regressor_set_option / get_option / option_bounds: the
  * 0x0300 family (a key of another family, e.g. a quantizer's 0x02xx, is
  * refused with TSQ_ERR_INVALID). Values are doubles; integer options take
  * integral values. Options are read by tsq_regressor_begin (and
@@ -198,24 +198,24 @@ TSQ_API void tsq_regressor_destroy(tsq_regressor *reg);
  *  "no regressor" for NULL. */
 TSQ_API const char *tsq_regressor_errmsg(const tsq_regressor *reg);
 
-/*! tsq_regressor_set_param() :
+/*! tsq_regressor_set_option() :
  *  Sets option `key` (TSQ_REGRESSOR_*) to `value`.
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (unknown key, NaN, a value
- *  outside tsq_regressor_param_bounds(), not integral where it must be),
+ *  outside tsq_regressor_option_bounds(), not integral where it must be),
  *  TSQ_ERR_STATE (a fit is in progress). */
-TSQ_API tsq_status tsq_regressor_set_param(tsq_regressor *reg, int32_t key, double value);
+TSQ_API tsq_status tsq_regressor_set_option(tsq_regressor *reg, int32_t key, double value);
 
-/*! tsq_regressor_get_param() : writes option `key`'s value to *value.
+/*! tsq_regressor_get_option() : writes option `key`'s value to *value.
  *  @return TSQ_OK, TSQ_ERR_NULL (reg; or value, with a message on reg),
  *  TSQ_ERR_INVALID (unknown key, or a key of another family). */
-TSQ_API tsq_status tsq_regressor_get_param(const tsq_regressor *reg, int32_t key,
-                                           double *value);
+TSQ_API tsq_status tsq_regressor_get_option(const tsq_regressor *reg, int32_t key,
+                                            double *value);
 
-/*! tsq_regressor_param_bounds() :
+/*! tsq_regressor_option_bounds() :
  *  Writes the inclusive range of option `key`'s values to *lo and *hi.
  *  Needs no regressor. Thread-safe.
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (unknown key). */
-TSQ_API tsq_status tsq_regressor_param_bounds(int32_t key, double *lo, double *hi);
+TSQ_API tsq_status tsq_regressor_option_bounds(int32_t key, double *lo, double *hi);
 
 /*! tsq_regressor_set_alphabet() :
  *  Uses the `count` integers values[0..count-1] as the weight alphabet S
@@ -416,7 +416,7 @@ TSQ_API tsq_status tsq_regressor_channel_objectives(const tsq_regressor *reg, do
 /* Convolutions: rows of X (and of Y, P) from NCHW tensors              */
 /* ------------------------------------------------------------------ */
 
-/*! tsq_im2col_rows() :
+/*! tsq_regressor_im2col_rows() :
  *  Builds the regressor's X for a convolution: input is N x C_in x H x W
  *  (u8 codes or f32); the kernel is kh x kw with strides (stride_h,
  *  stride_w) >= 1 and zero padding (pad_h, pad_w) >= 0, so the output has
@@ -427,7 +427,7 @@ TSQ_API tsq_status tsq_regressor_channel_objectives(const tsq_regressor *reg, do
  *  positions: NULL for every position of every image (N OH OW rows, image
  *  by image), or N * npos indices in 0..OH*OW-1, npos of them per image
  *  (image n's at positions[n*npos ...]), giving N npos rows in that order
- *  (see tsq_im2col_sample_positions). npos is ignored when positions is NULL.
+ *  (see tsq_regressor_im2col_sample_positions). npos is ignored when positions is NULL.
  *  *out receives a new tensor (rows x d, the input's dtype) owned by the
  *  caller (tsq_tensor_destroy), or NULL on failure (message on ctx).
  *  Uses the context's threads.
@@ -435,25 +435,27 @@ TSQ_API tsq_status tsq_regressor_channel_objectives(const tsq_regressor *reg, do
  *  (input not 4-D, kernel larger than the padded input), TSQ_ERR_INVALID
  *  (a kernel, stride or padding out of range, npos < 1, a position out of
  *  range), TSQ_ERR_OVERFLOW, TSQ_ERR_NO_MEMORY. */
-TSQ_API tsq_status tsq_im2col_rows(tsq_context *ctx, const tsq_tensor *input, int32_t kh,
-                                   int32_t kw, int32_t stride_h, int32_t stride_w,
-                                   int32_t pad_h, int32_t pad_w, const int64_t *positions,
-                                   int64_t npos, tsq_tensor **out);
+TSQ_API tsq_status tsq_regressor_im2col_rows(tsq_context *ctx, const tsq_tensor *input,
+                                             int32_t kh, int32_t kw, int32_t stride_h,
+                                             int32_t stride_w, int32_t pad_h, int32_t pad_w,
+                                             const int64_t *positions, int64_t npos,
+                                             tsq_tensor **out);
 
-/*! tsq_im2col_output_rows() :
+/*! tsq_regressor_im2col_output_rows() :
  *  The matching rows of a convolution's output (the Y codes or the P
  *  pre-activations): output is N x C x OH x OW (u8 or f32); row r of the
  *  result holds the C channels at the position that row r of
- *  tsq_im2col_rows() with the same positions (NULL or N*npos indices in
+ *  tsq_regressor_im2col_rows() with the same positions (NULL or N*npos indices in
  *  0..OH*OW-1) describes. *out receives a new rows x C tensor of the same
  *  dtype, owned by the caller, or NULL (message on ctx).
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_DTYPE, TSQ_ERR_SHAPE,
  *  TSQ_ERR_INVALID, TSQ_ERR_OVERFLOW, TSQ_ERR_NO_MEMORY. */
-TSQ_API tsq_status tsq_im2col_output_rows(tsq_context *ctx, const tsq_tensor *output,
-                                          const int64_t *positions, int64_t npos,
-                                          tsq_tensor **out);
+TSQ_API tsq_status tsq_regressor_im2col_output_rows(tsq_context *ctx,
+                                                    const tsq_tensor *output,
+                                                    const int64_t *positions, int64_t npos,
+                                                    tsq_tensor **out);
 
-/*! tsq_im2col_sample_positions() :
+/*! tsq_regressor_im2col_sample_positions() :
  *  Chooses, for each of `images` images, npos distinct output positions out
  *  of `total` (= OH * OW) uniformly at random, and writes them in ascending
  *  order per image to positions[0 .. images*npos - 1]. The random stream
@@ -461,9 +463,9 @@ TSQ_API tsq_status tsq_im2col_output_rows(tsq_context *ctx, const tsq_tensor *ou
  *  tsq_context_set_seed), so the same seed and call order repeat it.
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (images < 1, total < 1,
  *  npos < 1 or npos > total), TSQ_ERR_OVERFLOW (images * npos). */
-TSQ_API tsq_status tsq_im2col_sample_positions(tsq_context *ctx, int64_t images,
-                                               int64_t total, int64_t npos,
-                                               int64_t *positions);
+TSQ_API tsq_status tsq_regressor_im2col_sample_positions(tsq_context *ctx, int64_t images,
+                                                         int64_t total, int64_t npos,
+                                                         int64_t *positions);
 
 #ifdef __cplusplus
 }

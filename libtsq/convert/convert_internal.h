@@ -30,10 +30,12 @@ typedef struct tsq__cvt_unit {
 } tsq__cvt_unit;
 
 typedef struct tsq__conversion {
-    /* Settings (copied into clones). The template quantizer holds the
-     * activation bits, eps mode, eps and sparsity: its defaults are the
-     * options' defaults, so they are stated once, in the quantizer. */
-    tsq_quantizer *act;
+    /* Settings (copied into clones): the TSQ_NET_TSQ_* options, stored
+     * through session.c's option table. act_bits, eps_mode, eps and
+     * sparsity are the options of the quantizers learn_codes makes; their
+     * bounds and defaults are read from the quantizer's table. */
+    int32_t act_bits, eps_mode;
+    double eps, sparsity;
     int32_t per_channel, sequential;
     int64_t positions;
     tsq_regressor *reg;

@@ -175,9 +175,9 @@ static tsq_status set_output_quantizer(tsq_net *net, const char *where, const fi
     tsq_status st;
     double loss;
     if (u->ref_out_quant < 0) {
-        tsq_regressor_get_param(reg, TSQ_REGRESSOR_LOSS, &loss);
+        tsq_regressor_get_option(reg, TSQ_REGRESSOR_LOSS, &loss);
         tsq__cvt_of(net)->restore_loss = (int)loss;
-        st = tsq_regressor_set_param(reg, TSQ_REGRESSOR_LOSS, TSQ_LOSS_LINEAR);
+        st = tsq_regressor_set_option(reg, TSQ_REGRESSOR_LOSS, TSQ_LOSS_LINEAR);
         return st == TSQ_OK ? st : tsq__fail(&net->obj, st, "%s: %s", where, tsq_regressor_errmsg(reg));
     }
     q = tsq__cvt_of(net)->ref->layers[u->ref_out_quant];
@@ -232,7 +232,7 @@ static tsq_status start_unit(tsq_net *net, const char *where)
     tsq_status st;
     layer_dims(l, &d, &C);
     if (s->restore_loss) {
-        tsq_regressor_set_param(tsq__cvt_of(net)->reg, TSQ_REGRESSOR_LOSS, s->restore_loss);
+        tsq_regressor_set_option(tsq__cvt_of(net)->reg, TSQ_REGRESSOR_LOSS, s->restore_loss);
         s->restore_loss = 0;
     }
     st = set_output_quantizer(net, where, u, C);
@@ -364,11 +364,11 @@ static tsq_status unit_rows(tsq_net *net, const char *where, const tsq_tensor *x
                 sample_positions(s, n, g->ohw, npos, positions, perm);
         }
         if (st == TSQ_OK)
-            st = tsq_im2col_rows(ctx, in, (int32_t)g->kh, (int32_t)g->kw, (int32_t)g->stride,
-                                 (int32_t)g->stride, (int32_t)g->pad, (int32_t)g->pad, positions,
-                                 npos, X);
+            st = tsq_regressor_im2col_rows(ctx, in, (int32_t)g->kh, (int32_t)g->kw,
+                                           (int32_t)g->stride, (int32_t)g->stride,
+                                           (int32_t)g->pad, (int32_t)g->pad, positions, npos, X);
         if (st == TSQ_OK)
-            st = tsq_im2col_output_rows(ctx, pt, positions, npos, P);
+            st = tsq_regressor_im2col_output_rows(ctx, pt, positions, npos, P);
         if (st != TSQ_OK)
             tsq__fail(&net->obj, st, "%s: rows: %s", where, tsq_context_errmsg(ctx));
     } else if (st == TSQ_OK) {
@@ -402,7 +402,7 @@ static int32_t regressor_weight_bits(tsq_regressor *reg)
 {
     double v = 2;
     int32_t values[256], count = 0, i, m = 1, bits = 2;
-    tsq_regressor_get_param(reg, TSQ_REGRESSOR_WEIGHT_BITS, &v);
+    tsq_regressor_get_option(reg, TSQ_REGRESSOR_WEIGHT_BITS, &v);
     if (v >= 2)
         return (int32_t)v;
     if (tsq_regressor_get_alphabet(reg, values, 256, &count) == TSQ_OK)

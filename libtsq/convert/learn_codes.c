@@ -31,18 +31,18 @@ static int is_position(const tsq_layer *l)
            l->tsq_select != 0;
 }
 
-/* A quantizer with the session's settings: a copy of the template's. */
+/* A quantizer with the session's settings (the net's conversion options,
+ * already checked against the quantizer's bounds when they were set). */
 static tsq_status new_quantizer(tsq_net *net, const tsq__conversion *c, int64_t channels,
                                 tsq_quantizer **out)
 {
-    double bits = 0, v;
-    int32_t key;
-    tsq_status st = tsq_quantizer_get_param(c->act, TSQ_QUANTIZER_BITS, &bits);
+    tsq_status st = tsq_quantizer_create(net->obj.ctx, c->act_bits, channels, out);
     if (st == TSQ_OK)
-        st = tsq_quantizer_create(net->obj.ctx, (int32_t)bits, channels, out);
-    for (key = TSQ_QUANTIZER_EPS_MODE; st == TSQ_OK && key <= TSQ_QUANTIZER_SPARSITY; key++)
-        if ((st = tsq_quantizer_get_param(c->act, key, &v)) == TSQ_OK)
-            st = tsq_quantizer_set_param(*out, key, v);
+        st = tsq_quantizer_set_option(*out, TSQ_QUANTIZER_EPS_MODE, c->eps_mode);
+    if (st == TSQ_OK)
+        st = tsq_quantizer_set_option(*out, TSQ_QUANTIZER_EPS, c->eps);
+    if (st == TSQ_OK)
+        st = tsq_quantizer_set_option(*out, TSQ_QUANTIZER_SPARSITY, c->sparsity);
     return st;
 }
 
@@ -138,8 +138,8 @@ static tsq_status refit_layer(tsq_layer *l, const tsq_quantizer *q)
     float eps, delta;
     int64_t ch;
     tsq_status st;
-    tsq_quantizer_get_param(q, TSQ_QUANTIZER_BITS, &bits);
-    tsq_quantizer_get_param(q, TSQ_QUANTIZER_CHANNELS, &channels);
+    tsq_quantizer_get_option(q, TSQ_QUANTIZER_BITS, &bits);
+    tsq_quantizer_get_option(q, TSQ_QUANTIZER_CHANNELS, &channels);
     if (channels == 0) {
         st = tsq_quantizer_get_channel(q, 0, &eps, &delta);
         return st == TSQ_OK ? tsq_layer_act_quant_set_channel(l, -1, 0, (int32_t)bits, eps, delta)

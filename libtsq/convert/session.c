@@ -4,12 +4,13 @@
  * progress and history, and the helpers both steps share.
  */
 #include "convert_internal.h"
+#include "core/options.h"
+#include "quant/quant_internal.h"
 
 #include <math.h>
 #include <string.h>
 
-/* The activation bits of new quantizers when the caller sets none. */
-#define DEFAULT_ACT_BITS 2
+static const tsq__option_table conversion_table;
 
 /* ------------------------------------------------------------------ */
 /* Attaching the state to a net                                         */
@@ -29,16 +30,11 @@ tsq_status tsq__cvt_attach(tsq_net *net, const char *where, tsq__conversion **ou
 {
     tsq_context *ctx = net->obj.ctx;
     tsq__conversion *c = tsq__cvt_of(net);
-    tsq_status st;
     if (!c) {
         c = tsq__calloc(ctx, 1, sizeof *c);
         if (!c)
             return tsq__fail(&net->obj, TSQ_ERR_NO_MEMORY, "%s: out of memory", where);
-        st = tsq_quantizer_create(ctx, DEFAULT_ACT_BITS, 0, &c->act);
-        if (st != TSQ_OK) {
-            tsq__free(ctx, c);
-            return tsq__fail(&net->obj, st, "%s: %s", where, tsq_context_errmsg(ctx));
-        }
+        (void)tsq__option_defaults(&conversion_table, c); /* fields only: cannot fail */
         net->attached = c;
         net->attach_ops = &attach_ops;
     }
@@ -66,7 +62,6 @@ static void detach(tsq_net *net)
     tsq__cvt_end_session(net);
     tsq__cvt_free_units(net, c);
     tsq_regressor_destroy(c->reg);
-    tsq_quantizer_destroy(c->act);
     tsq__free(net->obj.ctx, c);
     net->attached = NULL;
     net->attach_ops = NULL;
@@ -75,16 +70,15 @@ static void detach(tsq_net *net)
 static tsq_status copy_settings(tsq_net *dst, const tsq_net *src)
 {
     const tsq__conversion *s = tsq__cvt_of(src);
-    tsq__conversion *d;
-    int32_t key, values[256], count = 0;
-    double v, w;
+    tsq__conversion *d = NULL; /* set by tsq__cvt_attach */
     if (!s)
         return TSQ_OK;
     if (tsq__cvt_attach(dst, "net_clone", &d) != TSQ_OK)
         return TSQ_ERR_NO_MEMORY;
-    for (key = TSQ_QUANTIZER_BITS; key <= TSQ_QUANTIZER_SPARSITY; key++)
-        if (tsq_quantizer_get_param(s->act, key, &v) == TSQ_OK)
-            tsq_quantizer_set_param(d->act, key, v);
+    d->act_bits = s->act_bits;
+    d->eps_mode = s->eps_mode;
+    d->eps = s->eps;
+    d->sparsity = s->sparsity;
     d->per_channel = s->per_channel;
     d->sequential = s->sequential;
     d->positions = s->positions;
@@ -92,14 +86,7 @@ static tsq_status copy_settings(tsq_net *dst, const tsq_net *src)
         return TSQ_OK;
     if (tsq__cvt_regressor(dst, d) != TSQ_OK)
         return TSQ_ERR_NO_MEMORY;
-    for (key = TSQ_REGRESSOR_WEIGHT_BITS; key <= TSQ_REGRESSOR_MARGIN; key++)
-        if (tsq_regressor_get_param(s->reg, key, &v) == TSQ_OK &&
-            !(key == TSQ_REGRESSOR_WEIGHT_BITS && v == 0) &&
-            tsq_regressor_get_param(d->reg, key, &w) == TSQ_OK && v != w)
-            tsq_regressor_set_param(d->reg, key, v);
-    if (tsq_regressor_get_param(s->reg, TSQ_REGRESSOR_WEIGHT_BITS, &v) == TSQ_OK && v == 0 &&
-        tsq_regressor_get_alphabet(s->reg, values, 256, &count) == TSQ_OK)
-        tsq_regressor_set_alphabet(d->reg, values, count);
+    tsq__regressor_copy_options(d->reg, s->reg);
     return TSQ_OK;
 }
 
@@ -107,54 +94,37 @@ static tsq_status copy_settings(tsq_net *dst, const tsq_net *src)
 /* Options                                                              */
 /* ------------------------------------------------------------------ */
 
-/* Each net option either stands for a quantizer option of the quantizers
- * learn_codes makes (qkey: bounds, default and checks are the quantizer's)
- * or is the net's own (lo, hi, integral, default 0). */
-typedef struct opt_spec {
-    int32_t key, qkey;
-    double lo, hi;
-} opt_spec;
+#define CVT(field) offsetof(tsq__conversion, field)
+#define LIKE(qkey) &tsq__quantizer_table, qkey
 
-static const opt_spec specs[] = {
-    {TSQ_NET_TSQ_ACT_BITS, TSQ_QUANTIZER_BITS, 0, 0},
-    {TSQ_NET_TSQ_PER_CHANNEL, 0, 0, 1},
-    {TSQ_NET_TSQ_EPS_MODE, TSQ_QUANTIZER_EPS_MODE, 0, 0},
-    {TSQ_NET_TSQ_EPS, TSQ_QUANTIZER_EPS, 0, 0},
-    {TSQ_NET_TSQ_SPARSITY, TSQ_QUANTIZER_SPARSITY, 0, 0},
-    {TSQ_NET_TSQ_POSITIONS, 0, 0, 1048576},
-    {TSQ_NET_TSQ_SEQUENTIAL, 0, 0, 1},
+/* ACT_BITS, EPS_MODE, EPS and SPARSITY are options of the quantizers that
+ * learn_codes makes: bounds, defaults and integrality are the quantizer's. */
+static const tsq__option conversion_options[] = {
+    {TSQ_NET_TSQ_ACT_BITS, "act_bits", 0, 0, 0, TSQ__OPT_I32, 0, CVT(act_bits), 0,
+     LIKE(TSQ_QUANTIZER_BITS)},
+    {TSQ_NET_TSQ_PER_CHANNEL, "per_channel", 0, 1, 0, TSQ__OPT_I32, 0, CVT(per_channel), 0, NULL,
+     0},
+    {TSQ_NET_TSQ_EPS_MODE, "eps_mode", 0, 0, 0, TSQ__OPT_I32, 0, CVT(eps_mode), 0,
+     LIKE(TSQ_QUANTIZER_EPS_MODE)},
+    {TSQ_NET_TSQ_EPS, "eps", 0, 0, 0, TSQ__OPT_F64, 0, CVT(eps), 0, LIKE(TSQ_QUANTIZER_EPS)},
+    {TSQ_NET_TSQ_SPARSITY, "sparsity", 0, 0, 0, TSQ__OPT_F64, 0, CVT(sparsity), 0,
+     LIKE(TSQ_QUANTIZER_SPARSITY)},
+    {TSQ_NET_TSQ_POSITIONS, "positions", 0, 1048576, 0, TSQ__OPT_I64, 0, CVT(positions), 0, NULL,
+     0},
+    {TSQ_NET_TSQ_SEQUENTIAL, "sequential", 0, 1, 0, TSQ__OPT_I32, 0, CVT(sequential), 0, NULL, 0},
 };
 
-static const opt_spec *find_spec(int32_t key)
-{
-    size_t i;
-    for (i = 0; i < sizeof specs / sizeof specs[0]; i++)
-        if (specs[i].key == key)
-            return &specs[i];
-    return NULL;
-}
+#undef CVT
+#undef LIKE
 
-static double own_value(const tsq__conversion *c, int32_t key)
-{
-    if (key == TSQ_NET_TSQ_PER_CHANNEL)
-        return c->per_channel;
-    if (key == TSQ_NET_TSQ_SEQUENTIAL)
-        return c->sequential;
-    return (double)c->positions;
-}
+static const tsq__option_table conversion_table = {
+    "net conversion", 0x0600,
+    (int32_t)(sizeof conversion_options / sizeof conversion_options[0]), conversion_options,
+    NULL, NULL, NULL, NULL, " .. "};
 
-tsq_status tsq_net_tsq_option_bounds(int32_t key, double *lo, double *hi)
+tsq_status tsq_net_conversion_option_bounds(int32_t key, double *lo, double *hi)
 {
-    const opt_spec *s = find_spec(key);
-    if (!lo || !hi)
-        return TSQ_ERR_NULL;
-    if (!s)
-        return TSQ_ERR_INVALID;
-    if (s->qkey)
-        return tsq_quantizer_param_bounds(s->qkey, lo, hi);
-    *lo = s->lo;
-    *hi = s->hi;
-    return TSQ_OK;
+    return tsq__option_bounds(&conversion_table, key, lo, hi);
 }
 
 int tsq__cvt_running(const tsq_net *net)
@@ -163,67 +133,31 @@ int tsq__cvt_running(const tsq_net *net)
     return c && c->stage != TSQ_NET_TSQ_IDLE;
 }
 
-tsq_status tsq_net_set_tsq_option(tsq_net *net, int32_t key, double value)
+tsq_status tsq_net_set_conversion_option(tsq_net *net, int32_t key, double value)
 {
-    static const char *where = "net_set_tsq_option";
-    const opt_spec *s;
+    static const char *where = "net_set_conversion_option";
+    const tsq__option *o = NULL;
     tsq__conversion *c = NULL; /* set by tsq__cvt_attach */
-    tsq_status st;
     if (!net)
         return TSQ_ERR_NULL;
-    if (!(s = find_spec(key)))
-        return tsq__fail(&net->obj, TSQ_ERR_INVALID, "%s: unknown key %d", where, (int)key);
-    if (!s->qkey && (!(value >= s->lo && value <= s->hi) || value != floor(value)))
-        return tsq__fail(&net->obj, TSQ_ERR_INVALID,
-                         "%s: value %g of key %d is outside [%g, %g] or not integral", where,
-                         value, (int)key, s->lo, s->hi);
-    if (tsq__cvt_running(net))
-        return tsq__fail(&net->obj, TSQ_ERR_STATE, "%s: a TSQ session is running", where);
-    if ((st = tsq__cvt_attach(net, where, &c)) != TSQ_OK)
-        return st;
-    if (s->qkey) {
-        st = tsq_quantizer_set_param(c->act, s->qkey, value);
-        if (st != TSQ_OK)
-            return tsq__fail(&net->obj, st, "%s: key %d: %s", where, (int)key,
-                             tsq_quantizer_errmsg(c->act));
-    } else if (key == TSQ_NET_TSQ_PER_CHANNEL) {
-        c->per_channel = (int32_t)value;
-    } else if (key == TSQ_NET_TSQ_SEQUENTIAL) {
-        c->sequential = (int32_t)value;
-    } else {
-        c->positions = (int64_t)value;
-    }
+    /* checked against no state: every option applies to every net */
+    TSQ_FORWARD_IF_ERROR(
+        tsq__option_check(&conversion_table, &net->obj, where, NULL, key, value, &o));
+    TSQ_RETURN_ERROR_IF(tsq__cvt_running(net), &net->obj, TSQ_ERR_STATE,
+                        "%s: a TSQ session is running", where);
+    TSQ_FORWARD_IF_ERROR(tsq__cvt_attach(net, where, &c));
+    (void)tsq__option_store(&conversion_table, o, c, value, where); /* a field */
     tsq__clear(&net->obj);
     return TSQ_OK;
 }
 
-/* Before anything is attached the values are the defaults: the net's own
- * options are 0, the others those of a new quantizer (read from one). */
-tsq_status tsq_net_get_tsq_option(const tsq_net *net, int32_t key, double *value)
+/* Before the state is attached the values are the defaults. */
+tsq_status tsq_net_get_conversion_option(const tsq_net *net, int32_t key, double *value)
 {
-    const tsq__object *obj;
-    const opt_spec *s;
-    tsq__conversion *c = NULL;
-    tsq_quantizer *q = NULL;
-    tsq_status st;
-    if (!net || !value)
+    if (!net)
         return TSQ_ERR_NULL;
-    obj = &net->obj;
-    if (!(s = find_spec(key)))
-        return tsq__fail(obj, TSQ_ERR_INVALID, "net_get_tsq_option: unknown key %d", (int)key);
-    c = tsq__cvt_of(net);
-    if (!s->qkey) {
-        *value = c ? own_value(c, key) : 0;
-        return TSQ_OK;
-    }
-    if (c)
-        return tsq_quantizer_get_param(c->act, s->qkey, value);
-    st = tsq_quantizer_create(net->obj.ctx, DEFAULT_ACT_BITS, 0, &q);
-    if (st != TSQ_OK)
-        return tsq__fail(obj, st, "net_get_tsq_option: %s", tsq_context_errmsg(net->obj.ctx));
-    st = tsq_quantizer_get_param(q, s->qkey, value);
-    tsq_quantizer_destroy(q);
-    return st;
+    return tsq__option_get(&conversion_table, &net->obj, "net_get_conversion_option",
+                           tsq__cvt_of(net), key, value);
 }
 
 tsq_status tsq_net_tsq_regressor(tsq_net *net, tsq_regressor **reg)
@@ -278,7 +212,7 @@ void tsq__cvt_end_session(tsq_net *net)
     tsq_net_destroy(c->ref);
     c->ref = NULL;
     if (c->restore_loss && c->reg)
-        tsq_regressor_set_param(c->reg, TSQ_REGRESSOR_LOSS, c->restore_loss);
+        tsq_regressor_set_option(c->reg, TSQ_REGRESSOR_LOSS, c->restore_loss);
     c->restore_loss = 0;
     c->stage = TSQ_NET_TSQ_IDLE;
 }

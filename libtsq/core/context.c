@@ -118,14 +118,14 @@ tsq_status tsq__fail(const tsq__object *obj, tsq_status status, const char *fmt,
 
 static const tsq__option context_options[] = {
     {TSQ_CONTEXT_THREADS, "threads", 1, 256, 1, TSQ__OPT_I64, 0,
-     offsetof(tsq_context, threads)},
+     offsetof(tsq_context, threads), 0, NULL, 0},
     {TSQ_CONTEXT_LOG_LEVEL, "log_level", 0, 4, 1, TSQ__OPT_I64, 0,
-     offsetof(tsq_context, log_level)},
+     offsetof(tsq_context, log_level), 0, NULL, 0},
 };
 
 static const tsq__option_table context_table = {
     "context", 0x0100, (int32_t)(sizeof context_options / sizeof context_options[0]),
-    context_options, NULL, ".."};
+    context_options, NULL, NULL, NULL, NULL, ".."};
 
 static tsq_status create(tsq_context **out, tsq_alloc_fn alloc_fn, tsq_free_fn free_fn,
                          void *user)
@@ -139,7 +139,7 @@ static tsq_status create(tsq_context **out, tsq_alloc_fn alloc_fn, tsq_free_fn f
     ctx->alloc_fn = alloc_fn;
     ctx->free_fn = free_fn;
     ctx->alloc_user = user;
-    tsq__option_defaults(&context_table, ctx);
+    (void)tsq__option_defaults(&context_table, ctx); /* fields only: cannot fail */
     ctx->cpu = tsq__cpu_detect(); /* once: the kernels and plans read it here */
     *out = ctx;
     return TSQ_OK;
@@ -175,38 +175,35 @@ const char *tsq_context_errmsg(const tsq_context *ctx)
     return ctx ? ctx->obj.msg : "no context";
 }
 
-tsq_status tsq_context_option_bounds(int32_t key, int64_t *lo, int64_t *hi)
+tsq_status tsq_context_option_bounds(int32_t key, double *lo, double *hi)
 {
-    double l, h;
-    if (!lo || !hi)
-        return TSQ_ERR_NULL;
-    TSQ_FORWARD_IF_ERROR(tsq__option_bounds(&context_table, key, &l, &h));
-    *lo = (int64_t)l;
-    *hi = (int64_t)h;
-    return TSQ_OK;
+    return tsq__option_bounds(&context_table, key, lo, hi);
 }
 
-tsq_status tsq_context_set_option(tsq_context *ctx, int32_t key, int64_t value)
+tsq_status tsq_context_set_option(tsq_context *ctx, int32_t key, double value)
 {
     if (!ctx)
         return TSQ_ERR_NULL;
-    /* Every option's bounds lie within +-2^53, where the double is exact;
-     * a value beyond is out of bounds as a double too. */
     TSQ_FORWARD_IF_ERROR(tsq__option_set(&context_table, &ctx->obj, "context_set_option", ctx,
-                                         key, (double)value));
+                                         key, value));
     tsq__clear(&ctx->obj);
     return TSQ_OK;
 }
 
-tsq_status tsq_context_get_option(const tsq_context *ctx, int32_t key, int64_t *value)
+tsq_status tsq_context_get_option(const tsq_context *ctx, int32_t key, double *value)
 {
-    double v = 0.0;
     if (!ctx)
         return TSQ_ERR_NULL;
-    TSQ_RETURN_ERROR_IF(!value, &ctx->obj, TSQ_ERR_NULL, "context_get_option: value is NULL");
-    TSQ_FORWARD_IF_ERROR(tsq__option_get(&context_table, &ctx->obj, "context_get_option", ctx,
-                                         key, &v));
-    *value = (int64_t)v;
+    return tsq__option_get(&context_table, &ctx->obj, "context_get_option", ctx, key, value);
+}
+
+tsq_status tsq_context_cpu_features(const tsq_context *ctx, uint32_t *features)
+{
+    if (!ctx)
+        return TSQ_ERR_NULL;
+    TSQ_RETURN_ERROR_IF(!features, &ctx->obj, TSQ_ERR_NULL,
+                        "context_cpu_features: features is NULL");
+    *features = ctx->cpu;
     return TSQ_OK;
 }
 

@@ -49,11 +49,3 @@ uint32_t tsq__cpu_detect(void)
 #else
 uint32_t tsq__cpu_detect(void) { return 0; }
 #endif
-
-tsq_status tsq_cpu_features(uint32_t *features)
-{
-    if (!features)
-        return TSQ_ERR_NULL;
-    *features = tsq__cpu_detect();
-    return TSQ_OK;
-}

@@ -550,9 +550,9 @@ tsq_status tsq_layer_act_quant_create_from(tsq_context *ctx, const tsq_quantizer
     if (!layer || !q)
         return tsq__fail(&ctx->obj, TSQ_ERR_NULL, "%s: %s is NULL", where, q ? "out" : "q");
     *layer = NULL;
-    tsq_quantizer_get_param(q, TSQ_QUANTIZER_FITTED, &fitted);
-    tsq_quantizer_get_param(q, TSQ_QUANTIZER_BITS, &bits);
-    tsq_quantizer_get_param(q, TSQ_QUANTIZER_CHANNELS, &channels);
+    tsq_quantizer_get_option(q, TSQ_QUANTIZER_FITTED, &fitted);
+    tsq_quantizer_get_option(q, TSQ_QUANTIZER_BITS, &bits);
+    tsq_quantizer_get_option(q, TSQ_QUANTIZER_CHANNELS, &channels);
     if (fitted != 1)
         return tsq__fail(&ctx->obj, TSQ_ERR_STATE, "%s: the quantizer is not fitted", where);
     st = tsq_quantizer_get_channel(q, 0, &eps, &delta);

@@ -262,9 +262,7 @@ tsq_status tsq_layer_batchnorm_create(tsq_context *ctx, int64_t channels, tsq_la
         return st;
     b = (bn_layer *)l;
     b->channels = channels;
-    b->spatial = 1;
-    b->momentum = 0.1;
-    b->eps = 1e-5;
+    b->spatial = 1; /* momentum and eps: the options' defaults (layer.c) */
     shape[0] = channels;
     b->mean = tsq__alloc(ctx, (size_t)(2 * channels) * sizeof(float));
     if (!b->mean) {

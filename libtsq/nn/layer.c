@@ -1,11 +1,14 @@
 /* The layer handle: allocation, parameters and states, options, clone,
  * destruction, and the helpers every layer kind shares. */
 #include "nn_internal.h"
+#include "core/options.h"
 
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+
+static const tsq__option_table layer_table;
 
 tsq_status tsq__layer_alloc(tsq_context *ctx, const tsq__layer_ops *ops, const char *where,
                             tsq_layer **out)
@@ -16,8 +19,9 @@ tsq_status tsq__layer_alloc(tsq_context *ctx, const tsq__layer_ops *ops, const c
     memset(l, 0, ops->size);
     tsq__object_init(&l->obj, ctx);
     l->ops = ops;
-    l->trainable = 1;
-    l->tsq_select = -1;
+    /* The options' defaults, before the kind fills its fields: the store
+     * hooks of the kinds only set fields of the zeroed struct. */
+    (void)tsq__option_defaults(&layer_table, l);
     *out = l;
     return TSQ_OK;
 }
@@ -277,104 +281,100 @@ tsq_status tsq_layer_sample_shapes(const tsq_layer *layer, int64_t *in_shape,
     return TSQ_OK;
 }
 
-/* Bounds of every option, whatever the kind; the kinds check applicability. */
-static int option_range(int32_t key, double *lo, double *hi)
+/* ------------------------------------------------------------------ */
+/* Options                                                              */
+/* ------------------------------------------------------------------ */
+
+/* Scope bits: the kinds an option applies to. */
+#define KIND(k) (1u << (k))
+#define BN KIND(TSQ_LAYER_BATCHNORM)
+#define AQ KIND(TSQ_LAYER_ACT_QUANT)
+#define WEIGHTS (KIND(TSQ_LAYER_DENSE) | KIND(TSQ_LAYER_CONV2D))
+#define LOWBIT (KIND(TSQ_LAYER_LOWBIT_DENSE) | KIND(TSQ_LAYER_LOWBIT_CONV2D))
+/* the layers network-level TSQ can select: quantizer positions and the
+ * layers it converts */
+#define SELECTABLE (KIND(TSQ_LAYER_RELU) | AQ | WEIGHTS)
+
+/* Options of every kind are fields of the handle; the others go through
+ * the kind's set_option / get_option, which also refuse combinations (a
+ * quantizer cannot learn delta and output codes). */
+static const tsq__option layer_options[] = {
+    {TSQ_LAYER_OPT_TRAINABLE, "trainable", 0, 1, 1, TSQ__OPT_INT, 0,
+     offsetof(tsq_layer, trainable), 0, NULL, 0},
+    {TSQ_LAYER_OPT_BN_MOMENTUM, "bn_momentum", DBL_MIN, 1, 0.1, TSQ__OPT_HOOK, 0, 0, BN, NULL, 0},
+    {TSQ_LAYER_OPT_BN_EPS, "bn_eps", 1e-12, 1, 1e-5, TSQ__OPT_HOOK, 0, 0, BN, NULL, 0},
+    {TSQ_LAYER_OPT_BN_FROZEN, "bn_frozen", 0, 1, 0, TSQ__OPT_HOOK, TSQ__OPT_INTEGER, 0, BN, NULL,
+     0},
+    {TSQ_LAYER_OPT_AQ_OUTPUT_CODES, "aq_output_codes", 0, 1, 0, TSQ__OPT_HOOK, TSQ__OPT_INTEGER,
+     0, AQ, NULL, 0},
+    {TSQ_LAYER_OPT_TSQ_SELECT, "tsq_select", -1, 1, -1, TSQ__OPT_INT, 0,
+     offsetof(tsq_layer, tsq_select), SELECTABLE, NULL, 0},
+    {TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA, "lowbit_train_alpha", 0, 1, 0, TSQ__OPT_HOOK,
+     TSQ__OPT_INTEGER, 0, LOWBIT, NULL, 0},
+    {TSQ_LAYER_OPT_QAT_WEIGHT_BITS, "qat_weight_bits", 0, 8, 0, TSQ__OPT_HOOK, TSQ__OPT_INTEGER,
+     0, WEIGHTS, NULL, 0},
+    {TSQ_LAYER_OPT_QAT_SCALE, "qat_scale", 0, 1, 0, TSQ__OPT_HOOK, TSQ__OPT_INTEGER, 0, WEIGHTS,
+     NULL, 0},
+    {TSQ_LAYER_OPT_AQ_LEARN_DELTA, "aq_learn_delta", 0, 1, 0, TSQ__OPT_HOOK, TSQ__OPT_INTEGER, 0,
+     AQ, NULL, 0},
+};
+
+static tsq_status store_option(void *handle, const tsq__option *o, double value,
+                               const char *where)
 {
-    switch (key) {
-    case TSQ_LAYER_OPT_TRAINABLE:
-    case TSQ_LAYER_OPT_BN_FROZEN:
-    case TSQ_LAYER_OPT_AQ_OUTPUT_CODES:
-    case TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA:
-    case TSQ_LAYER_OPT_QAT_SCALE:
-    case TSQ_LAYER_OPT_AQ_LEARN_DELTA: *lo = 0; *hi = 1; return 1;
-    case TSQ_LAYER_OPT_QAT_WEIGHT_BITS: *lo = 0; *hi = 8; return 1;
-    case TSQ_LAYER_OPT_BN_MOMENTUM: *lo = DBL_MIN; *hi = 1; return 1;
-    case TSQ_LAYER_OPT_BN_EPS: *lo = 1e-12; *hi = 1; return 1;
-    case TSQ_LAYER_OPT_TSQ_SELECT: *lo = -1; *hi = 1; return 1;
-    default: return 0;
-    }
+    tsq_layer *l = handle;
+    (void)where;
+    return l->ops->set_option(l, o->key, value);
 }
 
-/* Layers that network-level TSQ can select: quantizer positions and the
- * layers it converts. */
-static int selectable(const tsq_layer *l)
+static void load_option(const void *handle, const tsq__option *o, double *value)
 {
-    int32_t k = l->ops->kind;
-    return k == TSQ_LAYER_RELU || k == TSQ_LAYER_ACT_QUANT || k == TSQ_LAYER_DENSE ||
-           k == TSQ_LAYER_CONV2D;
+    const tsq_layer *l = handle;
+    (void)l->ops->get_option(l, o->key, value); /* the scope matched: cannot fail */
 }
 
-static int is_flag(int32_t key)
+static uint32_t layer_scope(const void *handle)
 {
-    return key == TSQ_LAYER_OPT_TRAINABLE || key == TSQ_LAYER_OPT_BN_FROZEN ||
-           key == TSQ_LAYER_OPT_AQ_OUTPUT_CODES || key == TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA ||
-           key == TSQ_LAYER_OPT_QAT_SCALE || key == TSQ_LAYER_OPT_AQ_LEARN_DELTA;
+    return KIND(((const tsq_layer *)handle)->ops->kind);
 }
+
+static void describe(const void *handle, char *buf, size_t cap)
+{
+    const char *name = ((const tsq_layer *)handle)->ops->name;
+    snprintf(buf, cap, "%s %s layer", strchr("aeiou", name[0]) ? "an" : "a", name);
+}
+
+static const tsq__option_table layer_table = {
+    "layer option", 0x0400, (int32_t)(sizeof layer_options / sizeof layer_options[0]),
+    layer_options, store_option, load_option, layer_scope, describe, " .. "};
+
+#undef KIND
+#undef BN
+#undef AQ
+#undef WEIGHTS
+#undef LOWBIT
+#undef SELECTABLE
 
 tsq_status tsq_layer_option_bounds(int32_t key, double *lo, double *hi)
 {
-    if (!lo || !hi)
-        return TSQ_ERR_NULL;
-    return option_range(key, lo, hi) ? TSQ_OK : TSQ_ERR_INVALID;
+    return tsq__option_bounds(&layer_table, key, lo, hi);
 }
 
 tsq_status tsq_layer_set_option(tsq_layer *layer, int32_t key, double value)
 {
-    double lo, hi;
     if (!layer)
         return TSQ_ERR_NULL;
-    if (!option_range(key, &lo, &hi))
-        return tsq__fail(&layer->obj, TSQ_ERR_INVALID, "layer_set_option: unknown key %d", (int)key);
-    if (!(value >= lo && value <= hi) || (is_flag(key) && value != 0 && value != 1))
-        return tsq__fail(&layer->obj, TSQ_ERR_INVALID,
-                         "layer_set_option: value %g of key %d is outside [%g, %g]", value,
-                         (int)key, lo, hi);
-    if (key == TSQ_LAYER_OPT_TRAINABLE) {
-        layer->trainable = value != 0;
-        tsq__clear(&layer->obj);
-        return TSQ_OK;
-    }
-    if (key == TSQ_LAYER_OPT_TSQ_SELECT) {
-        if (!selectable(layer))
-            return tsq__fail(&layer->obj, TSQ_ERR_INVALID,
-                             "layer_set_option: a %s layer cannot be selected for TSQ",
-                             layer->ops->name);
-        if (value != -1 && value != 0 && value != 1)
-            return tsq__fail(&layer->obj, TSQ_ERR_INVALID,
-                             "layer_set_option: TSQ selection %g must be -1, 0 or 1", value);
-        layer->tsq_select = (int)value;
-        tsq__clear(&layer->obj);
-        return TSQ_OK;
-    }
-    if (!layer->ops->set_option)
-        return tsq__fail(&layer->obj, TSQ_ERR_INVALID,
-                         "layer_set_option: key %d does not apply to a %s layer", (int)key,
-                         layer->ops->name);
-    return layer->ops->set_option(layer, key, value);
+    TSQ_FORWARD_IF_ERROR(
+        tsq__option_set(&layer_table, &layer->obj, "layer_set_option", layer, key, value));
+    tsq__clear(&layer->obj);
+    return TSQ_OK;
 }
 
 tsq_status tsq_layer_get_option(const tsq_layer *layer, int32_t key, double *value)
 {
-    const tsq__object *obj;
-    double lo, hi;
-    if (!layer || !value)
+    if (!layer)
         return TSQ_ERR_NULL;
-    obj = &layer->obj;
-    if (!option_range(key, &lo, &hi))
-        return tsq__fail(obj, TSQ_ERR_INVALID, "layer_get_option: unknown key %d", (int)key);
-    if (key == TSQ_LAYER_OPT_TRAINABLE) {
-        *value = layer->trainable;
-        return TSQ_OK;
-    }
-    if (key == TSQ_LAYER_OPT_TSQ_SELECT) {
-        *value = layer->tsq_select;
-        return TSQ_OK;
-    }
-    if (!layer->ops->get_option)
-        return tsq__fail(obj, TSQ_ERR_INVALID,
-                         "layer_get_option: key %d does not apply to a %s layer", (int)key,
-                         layer->ops->name);
-    return layer->ops->get_option(layer, key, value);
+    return tsq__option_get(&layer_table, &layer->obj, "layer_get_option", layer, key, value);
 }
 
 tsq_status tsq_layer_param_count(const tsq_layer *layer, int32_t *count)

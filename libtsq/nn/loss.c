@@ -78,11 +78,11 @@ void tsq__softmax_xent(const float *logits, const int32_t *labels, int64_t batch
         *correct = hits;
 }
 
-tsq_status tsq_softmax_cross_entropy(tsq_context *ctx, const tsq_tensor *logits,
-                                     const int32_t *labels, int64_t n, double *loss,
-                                     int64_t *correct, tsq_tensor *dlogits)
+tsq_status tsq_nn_softmax_cross_entropy(tsq_context *ctx, const tsq_tensor *logits,
+                                        const int32_t *labels, int64_t n, double *loss,
+                                        int64_t *correct, tsq_tensor *dlogits)
 {
-    static const char *where = "softmax_cross_entropy";
+    static const char *where = "nn_softmax_cross_entropy";
     tsq_status st;
     int64_t N, K, i;
     if (!ctx)

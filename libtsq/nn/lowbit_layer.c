@@ -28,9 +28,6 @@ typedef struct {
     float *weff; /* alpha (.) codes, for the input gradient */
 } lowbit_layer;
 
-/* TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA's default, as "frozen". */
-enum { LOWBIT_ALPHA_FROZEN_DEFAULT = 1 };
-
 enum { P_SHADOW = 0, P_ALPHA = 1, P_BIAS = 2 };
 enum { S_CODES = 0 };
 
@@ -283,7 +280,8 @@ static tsq_status make(tsq_context *ctx, const char *where, const tsq__layer_ops
     }
     for (c = 0; c < out; c++)
         alpha[c] = 1.0f;
-    l->params[P_ALPHA].frozen = LOWBIT_ALPHA_FROZEN_DEFAULT;
+    /* alpha's "frozen" flag was set from TSQ_LAYER_OPT_LOWBIT_TRAIN_ALPHA's
+     * default by tsq__layer_alloc */
     tsq__clear(&ctx->obj);
     *layer = l;
     return TSQ_OK;

@@ -127,11 +127,12 @@ static tsq_status make_rows(tsq_context *ctx, const char *where, rows_job *job, 
     return TSQ_OK;
 }
 
-tsq_status tsq_im2col_rows(tsq_context *ctx, const tsq_tensor *input, int32_t kh, int32_t kw,
-                           int32_t stride_h, int32_t stride_w, int32_t pad_h, int32_t pad_w,
-                           const int64_t *positions, int64_t npos, tsq_tensor **out)
+tsq_status tsq_regressor_im2col_rows(tsq_context *ctx, const tsq_tensor *input, int32_t kh,
+                                     int32_t kw, int32_t stride_h, int32_t stride_w,
+                                     int32_t pad_h, int32_t pad_w, const int64_t *positions,
+                                     int64_t npos, tsq_tensor **out)
 {
-    const char *where = "im2col_rows";
+    const char *where = "regressor_im2col_rows";
     const int32_t lim = 1 << 20;
     conv_geometry g;
     rows_job job;
@@ -176,10 +177,11 @@ tsq_status tsq_im2col_rows(tsq_context *ctx, const tsq_tensor *input, int32_t kh
     return make_rows(ctx, where, &job, d, im2col_image, out);
 }
 
-tsq_status tsq_im2col_output_rows(tsq_context *ctx, const tsq_tensor *output,
-                                  const int64_t *positions, int64_t npos, tsq_tensor **out)
+tsq_status tsq_regressor_im2col_output_rows(tsq_context *ctx, const tsq_tensor *output,
+                                            const int64_t *positions, int64_t npos,
+                                            tsq_tensor **out)
 {
-    const char *where = "im2col_output_rows";
+    const char *where = "regressor_im2col_output_rows";
     conv_geometry g;
     rows_job job;
     tsq_status st;
@@ -203,10 +205,11 @@ tsq_status tsq_im2col_output_rows(tsq_context *ctx, const tsq_tensor *output,
     return make_rows(ctx, where, &job, g.c, output_image, out);
 }
 
-tsq_status tsq_im2col_sample_positions(tsq_context *ctx, int64_t images, int64_t total,
-                                       int64_t npos, int64_t *positions)
+tsq_status tsq_regressor_im2col_sample_positions(tsq_context *ctx, int64_t images,
+                                                 int64_t total, int64_t npos,
+                                                 int64_t *positions)
 {
-    const char *where = "im2col_sample_positions";
+    const char *where = "regressor_im2col_sample_positions";
     tsq__rng rng;
     int64_t n, i, count;
     if (!ctx)

@@ -20,8 +20,13 @@
 struct tsq_quantizer;
 struct tsq__option_table;
 /* The quantizer's option table (core/options.h): its keys, bounds and
- * defaults, for handles that offer quantizer options of their own. */
-const struct tsq__option_table *tsq__quantizer_options(void);
+ * defaults, for handles that offer quantizer options of their own (the
+ * net's conversion options point into it). */
+extern const struct tsq__option_table tsq__quantizer_table;
+/* Copies src's options and weight alphabet into dst (a cloned net's
+ * conversion regressor); dst must not be fitting. */
+struct tsq_regressor;
+void tsq__regressor_copy_options(struct tsq_regressor *dst, const struct tsq_regressor *src);
 int64_t tsq__quantizer_nchannels(const struct tsq_quantizer *q);
 tsq_status tsq__quantizer_channel(const struct tsq_quantizer *q, int64_t channel,
                                   int32_t *bits, float *eps, float *delta);

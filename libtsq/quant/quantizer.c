@@ -15,44 +15,41 @@
 /* Options                                                              */
 /* ------------------------------------------------------------------ */
 
-static double computed_option(const void *handle, int32_t key)
+static void computed_option(const void *handle, const tsq__option *o, double *value)
 {
     const tsq_quantizer *q = handle;
-    switch (key) {
-    case TSQ_QUANTIZER_CHANNELS: return (double)q->channels;
-    case TSQ_QUANTIZER_FITTED: return q->nset == q->nparams;
-    default: return tsq__q_observed(q); /* TSQ_QUANTIZER_OBSERVED */
+    switch (o->key) {
+    case TSQ_QUANTIZER_CHANNELS: *value = (double)q->channels; break;
+    case TSQ_QUANTIZER_FITTED: *value = q->nset == q->nparams; break;
+    default: *value = tsq__q_observed(q); break; /* TSQ_QUANTIZER_OBSERVED */
     }
 }
 
 /* Defaults: eps 0.32 is the 2-bit value on batch-normalised inputs, and
  * sparsity 0.63 what that eps zeroes of unit-Gaussian inputs
- * (docs/quantizer.md). bits has no default: tsq_quantizer_create sets it. */
+ * (docs/quantizer.md). bits' default is that of the net's conversion
+ * option (TSQ_NET_TSQ_ACT_BITS); tsq_quantizer_create sets its own. */
 static const tsq__option quantizer_options[] = {
-    {TSQ_QUANTIZER_BITS, "bits", 1, 8, 2, TSQ__OPT_I32, 0, offsetof(tsq_quantizer, bits)},
+    {TSQ_QUANTIZER_BITS, "bits", 1, 8, 2, TSQ__OPT_I32, 0, offsetof(tsq_quantizer, bits), 0,
+     NULL, 0},
     {TSQ_QUANTIZER_EPS_MODE, "eps_mode", TSQ_EPS_FIXED, TSQ_EPS_PLAIN, TSQ_EPS_JOINT,
-     TSQ__OPT_I32, 0, offsetof(tsq_quantizer, eps_mode)},
+     TSQ__OPT_I32, 0, offsetof(tsq_quantizer, eps_mode), 0, NULL, 0},
     {TSQ_QUANTIZER_EPS, "eps", 0, FLT_MAX, 0.32, TSQ__OPT_F64, 0,
-     offsetof(tsq_quantizer, eps_fixed)},
+     offsetof(tsq_quantizer, eps_fixed), 0, NULL, 0},
     {TSQ_QUANTIZER_SPARSITY, "sparsity", 0, 1, 0.63, TSQ__OPT_F64, 0,
-     offsetof(tsq_quantizer, sparsity)},
+     offsetof(tsq_quantizer, sparsity), 0, NULL, 0},
     {TSQ_QUANTIZER_HIST_RESOLUTION, "hist_resolution", 0, TSQ__HIST_SUB_BITS_MAX, 0,
-     TSQ__OPT_I32, 0, offsetof(tsq_quantizer, sub_bits)},
-    {TSQ_QUANTIZER_CHANNELS, "channels", 0, TSQ__QUANTIZER_MAX_CHANNELS, 0, TSQ__OPT_COMPUTED, 1,
-     0},
-    {TSQ_QUANTIZER_FITTED, "fitted", 0, 1, 0, TSQ__OPT_COMPUTED, 1, 0},
+     TSQ__OPT_I32, 0, offsetof(tsq_quantizer, sub_bits), 0, NULL, 0},
+    {TSQ_QUANTIZER_CHANNELS, "channels", 0, TSQ__QUANTIZER_MAX_CHANNELS, 0, TSQ__OPT_COMPUTED,
+     TSQ__OPT_INTEGER, 0, 0, NULL, 0},
+    {TSQ_QUANTIZER_FITTED, "fitted", 0, 1, 0, TSQ__OPT_COMPUTED, TSQ__OPT_INTEGER, 0, 0, NULL, 0},
     {TSQ_QUANTIZER_OBSERVED, "observed", 0, 9007199254740992.0 /* 2^53 */, 0, TSQ__OPT_COMPUTED,
-     1, 0},
+     TSQ__OPT_INTEGER, 0, 0, NULL, 0},
 };
 
-static const tsq__option_table quantizer_table = {
+const tsq__option_table tsq__quantizer_table = {
     "quantizer", 0x0200, (int32_t)(sizeof quantizer_options / sizeof quantizer_options[0]),
-    quantizer_options, computed_option, " .. "};
-
-const struct tsq__option_table *tsq__quantizer_options(void)
-{
-    return &quantizer_table;
-}
+    quantizer_options, NULL, computed_option, NULL, NULL, " .. "};
 
 static void clear_params(tsq_quantizer *q)
 {
@@ -62,18 +59,19 @@ static void clear_params(tsq_quantizer *q)
     q->nset = 0;
 }
 
-tsq_status tsq_quantizer_param_bounds(int32_t key, double *lo, double *hi)
+tsq_status tsq_quantizer_option_bounds(int32_t key, double *lo, double *hi)
 {
-    return tsq__option_bounds(&quantizer_table, key, lo, hi);
+    return tsq__option_bounds(&tsq__quantizer_table, key, lo, hi);
 }
 
-tsq_status tsq_quantizer_set_param(tsq_quantizer *q, int32_t key, double value)
+tsq_status tsq_quantizer_set_option(tsq_quantizer *q, int32_t key, double value)
 {
-    static const char *where = "quantizer_set_param";
+    static const char *where = "quantizer_set_option";
     const tsq__option *o = NULL;
     if (!q)
         return TSQ_ERR_NULL;
-    TSQ_FORWARD_IF_ERROR(tsq__option_check(&quantizer_table, &q->obj, where, key, value, &o));
+    TSQ_FORWARD_IF_ERROR(
+        tsq__option_check(&tsq__quantizer_table, &q->obj, where, q, key, value, &o));
     if (key == TSQ_QUANTIZER_HIST_RESOLUTION && (int32_t)value != q->sub_bits) {
         TSQ_RETURN_ERROR_IF(tsq__q_observed(q) > 0.0, &q->obj, TSQ_ERR_STATE,
                             "%s: hist_resolution cannot change while statistics are held; "
@@ -83,16 +81,17 @@ tsq_status tsq_quantizer_set_param(tsq_quantizer *q, int32_t key, double value)
     }
     if (key == TSQ_QUANTIZER_BITS && (int32_t)value != q->bits)
         clear_params(q); /* parameters fitted for other levels */
-    tsq__option_store(o, q, value);
+    (void)tsq__option_store(&tsq__quantizer_table, o, q, value, where); /* a field */
     tsq__clear(&q->obj);
     return TSQ_OK;
 }
 
-tsq_status tsq_quantizer_get_param(const tsq_quantizer *q, int32_t key, double *value)
+tsq_status tsq_quantizer_get_option(const tsq_quantizer *q, int32_t key, double *value)
 {
     if (!q)
         return TSQ_ERR_NULL;
-    return tsq__option_get(&quantizer_table, &q->obj, "quantizer_get_param", q, key, value);
+    return tsq__option_get(&tsq__quantizer_table, &q->obj, "quantizer_get_option", q, key,
+                           value);
 }
 
 /* ------------------------------------------------------------------ */
@@ -127,7 +126,7 @@ tsq_status tsq_quantizer_create(tsq_context *ctx, int32_t bits, int64_t channels
                          "quantizer_create: out of memory for %llu channel(s)",
                          (unsigned long long)np);
     }
-    tsq__option_defaults(&quantizer_table, q);
+    (void)tsq__option_defaults(&tsq__quantizer_table, q); /* fields only: cannot fail */
     q->bits = bits;
     q->use_avx2 = (ctx->cpu & TSQ_CPU_AVX2) != 0;
     q->channels = channels;

@@ -1,9 +1,11 @@
 /*
  * The step-2 regressor's handle and its settings: create/destroy, the
- * option table (keys of the 0x0300 family), the weight alphabet and the
- * output quantizer. Options are copied into a fit when it begins.
+ * option table (keys of the 0x0300 family, through core/options.h), the
+ * weight alphabet and the output quantizer. Options are copied into a fit
+ * when it begins.
  */
 #include "regressor_fit.h"
+#include "core/options.h"
 
 #include <math.h>
 #include <string.h>
@@ -12,129 +14,85 @@
 /* Options                                                             */
 /* ------------------------------------------------------------------ */
 
-typedef struct param_info {
-    int32_t key;
-    double lo, hi, dflt;
-    int integral;
-} param_info;
-
-static const param_info params[] = {
-    {TSQ_REGRESSOR_WEIGHT_BITS, 2, 8, 2, 1},
-    {TSQ_REGRESSOR_OFFSET, 0, 1, 1, 1},
-    {TSQ_REGRESSOR_LOSS, TSQ_LOSS_QUANTIZED, TSQ_LOSS_LINEAR, TSQ_LOSS_QUANTIZED, 1},
-    {TSQ_REGRESSOR_ROUNDS, 0, 100000, 10, 1},
-    {TSQ_REGRESSOR_LINEAR_ROUNDS, 0, 100000, 3, 1},
-    {TSQ_REGRESSOR_SWEEPS, 1, 10000, 8, 1},
-    {TSQ_REGRESSOR_LAMBDA0, 1e-12, 1e12, 0.1, 0},
-    {TSQ_REGRESSOR_LAMBDA_GROWTH, 1, 1000, 1.1, 0},
-    {TSQ_REGRESSOR_TOLERANCE, 0, 1, 1e-4, 0},
-    {TSQ_REGRESSOR_BATCH_ROWS, 16, 1048576, 1024, 1},
-    {TSQ_REGRESSOR_MARGIN, 0, 0.5, 0.5, 0},
-    {TSQ_REGRESSOR_POLISH, 0, 1000, 4, 1},
-    {TSQ_REGRESSOR_RESTARTS, -1, 4, -1, 1},
-};
-
-/* Regressor keys are 0x0301 ..: a key of another family (a quantizer's
- * 0x02xx, a context's 0x01xx) is refused by name, never taken as another
- * option. */
-#define KEY_FAMILY 0x0300
-
-static const char *family_note(int32_t key)
+/* WEIGHT_BITS goes through the store hook: it also sets the alphabet. */
+static tsq_status store_weight_bits(void *handle, const tsq__option *o, double value,
+                                    const char *where)
 {
-    return (key & ~0xFF) == KEY_FAMILY ? "" : " (not a regressor key: those are 0x0301 ..)";
-}
-
-static const param_info *find_param(int32_t key)
-{
-    size_t i;
-    for (i = 0; i < sizeof params / sizeof params[0]; i++)
-        if (params[i].key == key)
-            return &params[i];
-    return NULL;
-}
-
-tsq_status tsq_regressor_param_bounds(int32_t key, double *lo, double *hi)
-{
-    const param_info *p = find_param(key);
-    if (!lo || !hi)
-        return TSQ_ERR_NULL;
-    if (!p)
-        return TSQ_ERR_INVALID;
-    *lo = p->lo;
-    *hi = p->hi;
+    tsq_regressor *reg = handle;
+    (void)o;
+    (void)where;
+    reg->weight_bits = (int32_t)value;
+    tsq__alphabet_range(&reg->opt.alphabet, (1 << (reg->weight_bits - 1)) - 1);
     return TSQ_OK;
 }
 
-
-tsq_status tsq_regressor_set_param(tsq_regressor *reg, int32_t key, double value)
+static void load_weight_bits(const void *handle, const tsq__option *o, double *value)
 {
-    const param_info *p;
-    fit_options *o;
+    (void)o;
+    *value = ((const tsq_regressor *)handle)->weight_bits;
+}
+
+#define OPT(field) offsetof(tsq_regressor, opt.field)
+
+static const tsq__option regressor_options[] = {
+    {TSQ_REGRESSOR_WEIGHT_BITS, "weight_bits", 2, 8, 2, TSQ__OPT_HOOK, TSQ__OPT_INTEGER, 0, 0,
+     NULL, 0},
+    {TSQ_REGRESSOR_OFFSET, "offset", 0, 1, 1, TSQ__OPT_I32, 0, OPT(offset), 0, NULL, 0},
+    {TSQ_REGRESSOR_LOSS, "loss", TSQ_LOSS_QUANTIZED, TSQ_LOSS_LINEAR, TSQ_LOSS_QUANTIZED,
+     TSQ__OPT_I32, 0, OPT(loss), 0, NULL, 0},
+    {TSQ_REGRESSOR_ROUNDS, "rounds", 0, 100000, 10, TSQ__OPT_I32, 0, OPT(rounds), 0, NULL, 0},
+    {TSQ_REGRESSOR_LINEAR_ROUNDS, "linear_rounds", 0, 100000, 3, TSQ__OPT_I32, 0,
+     OPT(linear_rounds), 0, NULL, 0},
+    {TSQ_REGRESSOR_SWEEPS, "sweeps", 1, 10000, 8, TSQ__OPT_I32, 0, OPT(sweeps), 0, NULL, 0},
+    {TSQ_REGRESSOR_LAMBDA0, "lambda0", 1e-12, 1e12, 0.1, TSQ__OPT_F64, 0, OPT(lambda0), 0, NULL,
+     0},
+    {TSQ_REGRESSOR_LAMBDA_GROWTH, "lambda_growth", 1, 1000, 1.1, TSQ__OPT_F64, 0, OPT(growth), 0,
+     NULL, 0},
+    {TSQ_REGRESSOR_TOLERANCE, "tolerance", 0, 1, 1e-4, TSQ__OPT_F64, 0, OPT(tol), 0, NULL, 0},
+    {TSQ_REGRESSOR_BATCH_ROWS, "batch_rows", 16, 1048576, 1024, TSQ__OPT_I32, 0, OPT(batch_rows),
+     0, NULL, 0},
+    {TSQ_REGRESSOR_MARGIN, "margin", 0, 0.5, 0.5, TSQ__OPT_F64, 0, OPT(margin), 0, NULL, 0},
+    {TSQ_REGRESSOR_POLISH, "polish", 0, 1000, 4, TSQ__OPT_I32, 0, OPT(polish), 0, NULL, 0},
+    {TSQ_REGRESSOR_RESTARTS, "restarts", -1, 4, -1, TSQ__OPT_I32, 0, OPT(restarts), 0, NULL, 0},
+};
+
+#undef OPT
+
+static const tsq__option_table regressor_table = {
+    "regressor", 0x0300, (int32_t)(sizeof regressor_options / sizeof regressor_options[0]),
+    regressor_options, store_weight_bits, load_weight_bits, NULL, NULL, " .. "};
+
+tsq_status tsq_regressor_option_bounds(int32_t key, double *lo, double *hi)
+{
+    return tsq__option_bounds(&regressor_table, key, lo, hi);
+}
+
+tsq_status tsq_regressor_set_option(tsq_regressor *reg, int32_t key, double value)
+{
+    static const char *where = "regressor_set_option";
+    const tsq__option *o = NULL;
     if (!reg)
         return TSQ_ERR_NULL;
-    p = find_param(key);
-    if (!p)
-        return tsq__fail(&reg->obj, TSQ_ERR_INVALID, "regressor_set_param: unknown key 0x%04x%s",
-                         (unsigned)key, family_note(key));
-    if (!(value >= p->lo && value <= p->hi) || (p->integral && value != floor(value)))
-        return tsq__fail(&reg->obj, TSQ_ERR_INVALID,
-                         "regressor_set_param: key 0x%04x: %g is not %s in %g .. %g", (unsigned)key,
-                         value, p->integral ? "an integer" : "a value", p->lo, p->hi);
-    if (fit_running(reg))
-        return tsq__fail(&reg->obj, TSQ_ERR_STATE,
-                         "regressor_set_param: a fit is in progress (options are read by begin)");
-    o = &reg->opt;
-    switch (key) {
-    case TSQ_REGRESSOR_WEIGHT_BITS:
-        reg->weight_bits = (int32_t)value;
-        tsq__alphabet_range(&o->alphabet, (1 << (reg->weight_bits - 1)) - 1);
-        break;
-    case TSQ_REGRESSOR_OFFSET: o->offset = (int32_t)value; break;
-    case TSQ_REGRESSOR_LOSS: o->loss = (int32_t)value; break;
-    case TSQ_REGRESSOR_ROUNDS: o->rounds = (int32_t)value; break;
-    case TSQ_REGRESSOR_LINEAR_ROUNDS: o->linear_rounds = (int32_t)value; break;
-    case TSQ_REGRESSOR_SWEEPS: o->sweeps = (int32_t)value; break;
-    case TSQ_REGRESSOR_LAMBDA0: o->lambda0 = value; break;
-    case TSQ_REGRESSOR_LAMBDA_GROWTH: o->growth = value; break;
-    case TSQ_REGRESSOR_TOLERANCE: o->tol = value; break;
-    case TSQ_REGRESSOR_MARGIN: o->margin = value; break;
-    case TSQ_REGRESSOR_POLISH: o->polish = (int32_t)value; break;
-    case TSQ_REGRESSOR_RESTARTS: o->restarts = (int32_t)value; break;
-    default: o->batch_rows = (int32_t)value; break;
-    }
+    TSQ_FORWARD_IF_ERROR(
+        tsq__option_check(&regressor_table, &reg->obj, where, reg, key, value, &o));
+    TSQ_RETURN_ERROR_IF(fit_running(reg), &reg->obj, TSQ_ERR_STATE,
+                        "%s: a fit is in progress (options are read by begin)", where);
+    (void)tsq__option_store(&regressor_table, o, reg, value, where); /* cannot fail */
     tsq__clear(&reg->obj);
     return TSQ_OK;
 }
 
-tsq_status tsq_regressor_get_param(const tsq_regressor *reg, int32_t key, double *value)
+tsq_status tsq_regressor_get_option(const tsq_regressor *reg, int32_t key, double *value)
 {
-    const fit_options *o;
     if (!reg)
         return TSQ_ERR_NULL;
-    if (!value)
-        return tsq__fail(&reg->obj, TSQ_ERR_NULL,
-                         "regressor_get_param: value is NULL");
-    o = &reg->opt;
-    switch (key) {
-    case TSQ_REGRESSOR_WEIGHT_BITS: *value = reg->weight_bits; break;
-    case TSQ_REGRESSOR_OFFSET: *value = o->offset; break;
-    case TSQ_REGRESSOR_LOSS: *value = o->loss; break;
-    case TSQ_REGRESSOR_ROUNDS: *value = o->rounds; break;
-    case TSQ_REGRESSOR_LINEAR_ROUNDS: *value = o->linear_rounds; break;
-    case TSQ_REGRESSOR_SWEEPS: *value = o->sweeps; break;
-    case TSQ_REGRESSOR_LAMBDA0: *value = o->lambda0; break;
-    case TSQ_REGRESSOR_LAMBDA_GROWTH: *value = o->growth; break;
-    case TSQ_REGRESSOR_TOLERANCE: *value = o->tol; break;
-    case TSQ_REGRESSOR_BATCH_ROWS: *value = o->batch_rows; break;
-    case TSQ_REGRESSOR_MARGIN: *value = o->margin; break;
-    case TSQ_REGRESSOR_POLISH: *value = o->polish; break;
-    case TSQ_REGRESSOR_RESTARTS: *value = o->restarts; break;
-    default:
-        return tsq__fail(&reg->obj, TSQ_ERR_INVALID,
-                         "regressor_get_param: unknown key 0x%04x%s", (unsigned)key,
-                         family_note(key));
-    }
-    return TSQ_OK;
+    return tsq__option_get(&regressor_table, &reg->obj, "regressor_get_option", reg, key, value);
+}
+
+void tsq__regressor_copy_options(tsq_regressor *dst, const tsq_regressor *src)
+{
+    dst->opt = src->opt;
+    dst->weight_bits = src->weight_bits;
 }
 
 tsq_status tsq_regressor_set_alphabet(tsq_regressor *reg, const int32_t *values, int32_t count)
@@ -259,7 +217,6 @@ tsq_status tsq_regressor_set_quantizer(tsq_regressor *reg, const tsq_quantizer *
 tsq_status tsq_regressor_create(tsq_context *ctx, tsq_regressor **out)
 {
     tsq_regressor *reg;
-    size_t i;
     if (!ctx)
         return TSQ_ERR_NULL;
     if (!out)
@@ -269,8 +226,7 @@ tsq_status tsq_regressor_create(tsq_context *ctx, tsq_regressor **out)
     if (!reg)
         return tsq__fail(&ctx->obj, TSQ_ERR_NO_MEMORY, "regressor_create: out of memory");
     tsq__object_init(&reg->obj, ctx);
-    for (i = 0; i < sizeof params / sizeof params[0]; i++)
-        tsq_regressor_set_param(reg, params[i].key, params[i].dflt);
+    (void)tsq__option_defaults(&regressor_table, reg); /* fields and bits: cannot fail */
     tsq__clear(&ctx->obj);
     *out = reg;
     return TSQ_OK;

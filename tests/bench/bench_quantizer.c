@@ -74,7 +74,7 @@ static void bench_encode(tsq_context *ctx, int64_t n)
     fill_gaussian(x, n, 1);
     memset(copy, 0, (size_t)n * sizeof *x); /* fault the pages in before timing */
     memset(codes, 0, (size_t)n);
-    tsq_cpu_features(&cpu);
+    tsq_context_cpu_features(ctx, &cpu);
     CHECK("create", tsq_quantizer_create(ctx, 2, 0, &q));
     CHECK("set_channel", tsq_quantizer_set_channel(q, 0, 0.326f, 0.652f));
     CHECK("wrap", tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 1, &n, x, (uint64_t)n * 4, &tx));
@@ -155,7 +155,7 @@ static void bench_fit(tsq_context *ctx, int64_t n)
     for (c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         tsq_quantizer *q = NULL;
         CHECK("create", tsq_quantizer_create(ctx, cases[c].bits, 0, &q));
-        CHECK("mode", tsq_quantizer_set_param(q, TSQ_QUANTIZER_EPS_MODE, cases[c].mode));
+        CHECK("mode", tsq_quantizer_set_option(q, TSQ_QUANTIZER_EPS_MODE, cases[c].mode));
         if (c == 0 || cases[c].bits == 8) { /* observing costs the same for every mode */
             for (r = 0; r < RUNS; r++) {
                 double t0;
@@ -215,8 +215,8 @@ static void table_rows(tsq_context *ctx)
         double err, sp;
         float eps, delta;
         CHECK("create", tsq_quantizer_create(ctx, rows[r].bits, 0, &q));
-        CHECK("mode", tsq_quantizer_set_param(q, TSQ_QUANTIZER_EPS_MODE, rows[r].mode));
-        CHECK("eps", tsq_quantizer_set_param(q, TSQ_QUANTIZER_EPS, rows[r].eps));
+        CHECK("mode", tsq_quantizer_set_option(q, TSQ_QUANTIZER_EPS_MODE, rows[r].mode));
+        CHECK("eps", tsq_quantizer_set_option(q, TSQ_QUANTIZER_EPS, rows[r].eps));
         CHECK("learn", tsq_learn_codes(q, tx, NULL, &err, &sp));
         CHECK("get", tsq_quantizer_get_channel(q, 0, &eps, &delta));
         snprintf(name, sizeof name, "%s_delta", rows[r].name);

@@ -184,12 +184,12 @@ static int fit_with(tsq_context *ctx, const layer *L, int use_p, int use_w, int 
     st |= tsq_regressor_create(ctx, &reg);
     if (st == TSQ_OK) {
         tsq_regressor_set_levels(reg, 2, 0.33f, 0.65f);
-        tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, rounds);
-        tsq_regressor_set_param(reg, TSQ_REGRESSOR_LINEAR_ROUNDS, linear);
-        tsq_regressor_set_param(reg, TSQ_REGRESSOR_TOLERANCE, tol);
-        tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA0, lambda0);
-        tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, growth);
-        tsq_regressor_set_param(reg, TSQ_REGRESSOR_MARGIN, margin);
+        tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, rounds);
+        tsq_regressor_set_option(reg, TSQ_REGRESSOR_LINEAR_ROUNDS, linear);
+        tsq_regressor_set_option(reg, TSQ_REGRESSOR_TOLERANCE, tol);
+        tsq_regressor_set_option(reg, TSQ_REGRESSOR_LAMBDA0, lambda0);
+        tsq_regressor_set_option(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, growth);
+        tsq_regressor_set_option(reg, TSQ_REGRESSOR_MARGIN, margin);
         double c0 = cpu_now();
         t0 = bench_now();
         st = tsq_fit_transform(reg, X, Y, use_w ? W0 : NULL, use_p ? P : NULL, W, A, B,
@@ -240,10 +240,10 @@ static int fit_defaults(tsq_context *ctx, const layer *L, int old, timed *out)
     if (st == TSQ_OK) {
         double t0, c0;
         tsq_regressor_set_levels(reg, 2, 0.33f, 0.65f);
-        tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 10);
+        tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, 10);
         if (old) {
-            tsq_regressor_set_param(reg, TSQ_REGRESSOR_RESTARTS, 4);
-            tsq_regressor_set_param(reg, TSQ_REGRESSOR_POLISH, 0);
+            tsq_regressor_set_option(reg, TSQ_REGRESSOR_RESTARTS, 4);
+            tsq_regressor_set_option(reg, TSQ_REGRESSOR_POLISH, 0);
         }
         c0 = cpu_now();
         t0 = bench_now();
@@ -517,10 +517,10 @@ static double planted_fit_lambda(tsq_context *ctx, const planted *pl, const char
     tsq_tensor_create(ctx, TSQ_DTYPE_F32, 1, &sc, &B);
     tsq_regressor_create(ctx, &reg);
     tsq_regressor_set_levels(reg, 2, 0.5f, 1.0f);
-    tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, rounds);
-    tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA0, lambda0);
-    tsq_regressor_set_param(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, growth);
-    tsq_regressor_set_param(reg, TSQ_REGRESSOR_MARGIN, margin);
+    tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, rounds);
+    tsq_regressor_set_option(reg, TSQ_REGRESSOR_LAMBDA0, lambda0);
+    tsq_regressor_set_option(reg, TSQ_REGRESSOR_LAMBDA_GROWTH, growth);
+    tsq_regressor_set_option(reg, TSQ_REGRESSOR_MARGIN, margin);
     if (tsq_fit_transform(reg, X, Y, use_w ? W0 : NULL, use_p ? P : NULL, W, A, B, &obj) ==
             TSQ_OK &&
         what) {
@@ -654,11 +654,11 @@ static void quality_brute_force(void)
         tsq_tensor_create(ctx, TSQ_DTYPE_F32, 1, &sc, &A);
         tsq_tensor_create(ctx, TSQ_DTYPE_F32, 1, &sc, &B);
         tsq_regressor_create(ctx, &reg);
-        tsq_regressor_set_param(reg, TSQ_REGRESSOR_LOSS, TSQ_LOSS_LINEAR);
-        tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 0);
+        tsq_regressor_set_option(reg, TSQ_REGRESSOR_LOSS, TSQ_LOSS_LINEAR);
+        tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, 0);
         tsq_fit_transform(reg, X, NULL, NULL, P, W, A, B, NULL);
         tsq_regressor_channel_objectives(reg, start, C);
-        tsq_regressor_set_param(reg, TSQ_REGRESSOR_ROUNDS, 10);
+        tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, 10);
         tsq_fit_transform(reg, X, NULL, NULL, P, W, A, B, NULL);
         tsq_regressor_channel_objectives(reg, got, C);
         for (c = 0; c < C; c++) {

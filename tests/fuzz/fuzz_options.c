@@ -66,24 +66,29 @@ typedef struct world {
 
 /* The base of a handle's option-key family (core.h: first key = base + 1),
  * so that small keys land on the keys that exist; special calls on the
- * context read its info keys. Families not renumbered yet keep base 0. */
+ * context read its info keys, on a layer its info keys. */
 static int32_t key_base(const handle *h, int special)
 {
     switch (h->kind) {
     case K_CONTEXT: return special ? 0x0A00 : 0x0100;
     case K_QUANTIZER: return 0x0200;
+    case K_REGRESSOR: return 0x0300;
+    case K_LAYER: return special ? 0x0500 : 0x0400;
+    case K_NET: return 0x0600;
+    case K_PLAN: return 0x0700;
     default: return 0;
     }
 }
 
-/* ---- uniform access to the double-valued option families ------------------ */
+/* ---- uniform access to the option families (one spelling, doubles) -------- */
 
 static tsq_status opt_set(const handle *h, int32_t key, double v)
 {
     switch (h->kind) {
-    case K_QUANTIZER: return tsq_quantizer_set_param(h->h, key, v);
-    case K_REGRESSOR: return tsq_regressor_set_param(h->h, key, v);
-    case K_NET: return tsq_net_set_tsq_option(h->h, key, v);
+    case K_CONTEXT: return tsq_context_set_option(h->h, key, v);
+    case K_QUANTIZER: return tsq_quantizer_set_option(h->h, key, v);
+    case K_REGRESSOR: return tsq_regressor_set_option(h->h, key, v);
+    case K_NET: return tsq_net_set_conversion_option(h->h, key, v);
     case K_LAYER: return tsq_layer_set_option(h->h, key, v);
     default: return TSQ_ERR_INTERNAL;
     }
@@ -92,9 +97,10 @@ static tsq_status opt_set(const handle *h, int32_t key, double v)
 static tsq_status opt_get(const handle *h, int32_t key, double *v)
 {
     switch (h->kind) {
-    case K_QUANTIZER: return tsq_quantizer_get_param(h->h, key, v);
-    case K_REGRESSOR: return tsq_regressor_get_param(h->h, key, v);
-    case K_NET: return tsq_net_get_tsq_option(h->h, key, v);
+    case K_CONTEXT: return tsq_context_get_option(h->h, key, v);
+    case K_QUANTIZER: return tsq_quantizer_get_option(h->h, key, v);
+    case K_REGRESSOR: return tsq_regressor_get_option(h->h, key, v);
+    case K_NET: return tsq_net_get_conversion_option(h->h, key, v);
     case K_LAYER: return tsq_layer_get_option(h->h, key, v);
     default: return TSQ_ERR_INTERNAL;
     }
@@ -103,9 +109,10 @@ static tsq_status opt_get(const handle *h, int32_t key, double *v)
 static tsq_status opt_bounds(const handle *h, int32_t key, double *lo, double *hi)
 {
     switch (h->kind) {
-    case K_QUANTIZER: return tsq_quantizer_param_bounds(key, lo, hi);
-    case K_REGRESSOR: return tsq_regressor_param_bounds(key, lo, hi);
-    case K_NET: return tsq_net_tsq_option_bounds(key, lo, hi);
+    case K_CONTEXT: return tsq_context_option_bounds(key, lo, hi);
+    case K_QUANTIZER: return tsq_quantizer_option_bounds(key, lo, hi);
+    case K_REGRESSOR: return tsq_regressor_option_bounds(key, lo, hi);
+    case K_NET: return tsq_net_conversion_option_bounds(key, lo, hi);
     case K_LAYER: return tsq_layer_option_bounds(key, lo, hi);
     default: return TSQ_ERR_INTERNAL;
     }
@@ -146,7 +153,6 @@ static void snap(const handle *h, int32_t extra_key, snapshot *s)
     for (i = 0; i <= SNAP_KEYS; i++) {
         int32_t key = i < SNAP_KEYS ? key_base(h, 0) + i - 2 : extra_key;
         switch (h->kind) {
-        case K_CONTEXT: s->st[i] = tsq_context_get_option(h->h, key, &s->iv[i]); break;
         case K_PLAN: s->st[i] = tsq_plan_get(h->h, key, &s->iv[i]); break;
         case K_TENSOR: break;
         default:
@@ -222,16 +228,6 @@ static double decode_value(uint8_t mode, const uint8_t *v)
     }
 }
 
-static int64_t decode_int(uint8_t mode, const uint8_t *v)
-{
-    int64_t i;
-    if (mode == 0) {
-        memcpy(&i, v, 8);
-        return i;
-    }
-    return (int64_t)(int8_t)v[0];
-}
-
 /* ---- the operations ---------------------------------------------------------- */
 
 static void do_set(const handle *h, int32_t key, uint8_t vmode, const uint8_t *vb)
@@ -240,20 +236,7 @@ static void do_set(const handle *h, int32_t key, uint8_t vmode, const uint8_t *v
     tsq_status st, bst;
     double v = decode_value(vmode, vb), got = 0, lo = 0, hi = 0;
     snap(h, key, &before);
-    if (h->kind == K_CONTEXT) {
-        int64_t iv = decode_int(vmode, vb), igot = 0, ilo = 0, ihi = 0;
-        st = tsq_context_set_option(h->h, key, iv);
-        if (st == TSQ_OK) {
-            fz_check_msg(errmsg(h), 0, "context_set_option");
-            FZ_REQUIRE(tsq_context_get_option(h->h, key, &igot) == TSQ_OK && igot == iv,
-                       "context option %d set to %lld reads %lld", (int)key, (long long)iv,
-                       (long long)igot);
-            FZ_REQUIRE(tsq_context_option_bounds(key, &ilo, &ihi) == TSQ_OK && ilo <= iv &&
-                           iv <= ihi, "context option %d = %lld outside its bounds",
-                       (int)key, (long long)iv);
-            return;
-        }
-    } else if (h->kind == K_PLAN) {
+    if (h->kind == K_PLAN) {
         int64_t a = 0, b = 0;
         st = tsq_plan_get(h->h, key, &a);
         FZ_REQUIRE(st == (key >= TSQ_PLAN_LOWBIT_LAYERS && key <= TSQ_PLAN_STAGES ? TSQ_OK
@@ -297,7 +280,7 @@ static void do_set(const handle *h, int32_t key, uint8_t vmode, const uint8_t *v
             FZ_REQUIRE(bst == TSQ_OK && lo <= v && v <= hi,
                        "%s: key %d accepted %.17g outside [%.17g, %.17g] (%s)", h->name,
                        (int)key, v, lo, hi, tsq_status_string(bst));
-            if (h->kind == K_QUANTIZER || h->kind == K_REGRESSOR)
+            if (h->kind != K_NET && h->kind != K_LAYER)
                 FZ_REQUIRE(errmsg(h)[0] == '\0', "%s: a message after a successful set",
                            h->name);
             return;
@@ -311,16 +294,7 @@ static void do_set(const handle *h, int32_t key, uint8_t vmode, const uint8_t *v
 
 static void do_get(const handle *h, int32_t key)
 {
-    if (h->kind == K_CONTEXT) {
-        int64_t a = 0, b = 0, lo = 0, hi = 0;
-        tsq_status s1 = tsq_context_get_option(h->h, key, &a);
-        tsq_status s2 = tsq_context_get_option(h->h, key, &b);
-        tsq_status sb = tsq_context_option_bounds(key, &lo, &hi);
-        FZ_REQUIRE(s1 == s2 && a == b && s1 == sb, "context get %d", (int)key);
-        if (s1 == TSQ_OK)
-            FZ_REQUIRE(lo <= a && a <= hi, "context option %d = %lld outside bounds", (int)key,
-                       (long long)a);
-    } else if (h->kind == K_PLAN || h->kind == K_TENSOR) {
+    if (h->kind == K_PLAN || h->kind == K_TENSOR) {
         int64_t a = 0;
         if (h->kind == K_PLAN)
             (void)tsq_plan_get(h->h, key, &a);
@@ -348,13 +322,7 @@ static void do_get(const handle *h, int32_t key)
 static void do_bounds(const handle *h, int32_t key)
 {
     tsq_status st;
-    if (h->kind == K_CONTEXT) {
-        int64_t lo = 0, hi = 0;
-        st = tsq_context_option_bounds(key, &lo, &hi);
-        if (st == TSQ_OK)
-            FZ_REQUIRE(lo <= hi, "context bounds of %d", (int)key);
-        FZ_REQUIRE(tsq_context_option_bounds(key, NULL, &hi) == TSQ_ERR_NULL, "NULL lo");
-    } else if (h->kind != K_PLAN && h->kind != K_TENSOR) {
+    if (h->kind != K_PLAN && h->kind != K_TENSOR) {
         double lo = NAN, hi = NAN;
         st = opt_bounds(h, key, &lo, &hi);
         FZ_REQUIRE(st == TSQ_OK || st == TSQ_ERR_INVALID, "bounds %d: %s", (int)key,
@@ -434,7 +402,7 @@ static void do_special(world *w, const handle *h, int32_t key, uint8_t vmode, co
                     found |= values[i] == got[j];
                 FZ_REQUIRE(found, "alphabet lost value %d", (int)values[i]);
             }
-            FZ_REQUIRE(tsq_regressor_get_param(h->h, TSQ_REGRESSOR_WEIGHT_BITS, &wb) == TSQ_OK &&
+            FZ_REQUIRE(tsq_regressor_get_option(h->h, TSQ_REGRESSOR_WEIGHT_BITS, &wb) == TSQ_OK &&
                            wb == 0, "weight bits %g with a custom alphabet", wb);
             return;
         }

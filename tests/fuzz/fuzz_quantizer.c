@@ -56,8 +56,8 @@ static void check_options(tsq_quantizer *q)
     int32_t key;
     for (key = -1; key <= 9; key++) {
         double v = 0, lo = 0, hi = 0;
-        tsq_status g = tsq_quantizer_get_param(q, key, &v);
-        tsq_status b = tsq_quantizer_param_bounds(key, &lo, &hi);
+        tsq_status g = tsq_quantizer_get_option(q, key, &v);
+        tsq_status b = tsq_quantizer_option_bounds(key, &lo, &hi);
         FZ_REQUIRE(g == b, "key %d: get %d, bounds %d", (int)key, (int)g, (int)b);
         if (g == TSQ_OK)
             FZ_REQUIRE(v >= lo && v <= hi, "key %d = %g outside %g .. %g", (int)key, v, lo, hi);
@@ -262,9 +262,9 @@ static void load_one(const uint8_t *data, size_t size)
     }
     free(a);
 
-    tsq_quantizer_get_param(q, TSQ_QUANTIZER_CHANNELS, &channels);
-    tsq_quantizer_get_param(q, TSQ_QUANTIZER_FITTED, &fitted);
-    tsq_quantizer_get_param(q, TSQ_QUANTIZER_BITS, &bits);
+    tsq_quantizer_get_option(q, TSQ_QUANTIZER_CHANNELS, &channels);
+    tsq_quantizer_get_option(q, TSQ_QUANTIZER_FITTED, &fitted);
+    tsq_quantizer_get_option(q, TSQ_QUANTIZER_BITS, &bits);
     if (channels <= 4096) {
         if (fitted == 1)
             check_fitted(ctx, q, (int64_t)channels, (int32_t)bits);

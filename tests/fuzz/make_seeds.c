@@ -304,9 +304,9 @@ static void quantizer_seeds(tsq_context *ctx)
     tsq_quantizer_destroy(q);
 
     CHECK(tsq_quantizer_create(ctx, 8, 0, &q));
-    CHECK(tsq_quantizer_set_param(q, TSQ_QUANTIZER_EPS_MODE, TSQ_EPS_SPARSITY));
-    CHECK(tsq_quantizer_set_param(q, TSQ_QUANTIZER_SPARSITY, 0.5));
-    CHECK(tsq_quantizer_set_param(q, TSQ_QUANTIZER_HIST_RESOLUTION, 9));
+    CHECK(tsq_quantizer_set_option(q, TSQ_QUANTIZER_EPS_MODE, TSQ_EPS_SPARSITY));
+    CHECK(tsq_quantizer_set_option(q, TSQ_QUANTIZER_SPARSITY, 0.5));
+    CHECK(tsq_quantizer_set_option(q, TSQ_QUANTIZER_HIST_RESOLUTION, 9));
     CHECK(tsq_quantizer_set_channel(q, 0, 0.01f, 0.015625f));
     buf = save_q(q, &n);
     write_file("quantizer", "bits8_sparsity.tsqq", buf, n);

@@ -27,9 +27,9 @@ class AgainstC(TestCase):
         q = ctypes.POINTER(tsq.ffi.tsq_quantizer)()
         self.assertEqual(lib.tsq_quantizer_create(self.ctx.handle, bits, channels,
                                                   ctypes.byref(q)), 0)
-        self.assertEqual(lib.tsq_quantizer_set_param(q, tsq.TSQ_QUANTIZER_EPS_MODE, mode), 0)
+        self.assertEqual(lib.tsq_quantizer_set_option(q, tsq.TSQ_QUANTIZER_EPS_MODE, mode), 0)
         for k, v in extra:
-            self.assertEqual(lib.tsq_quantizer_set_param(q, k, v), 0)
+            self.assertEqual(lib.tsq_quantizer_set_option(q, k, v), 0)
         xt = raw_tensor(self.ctx, x)
         self.assertEqual(lib.tsq_quantizer_observe(q, xt), 0)
         self.assertEqual(lib.tsq_quantizer_fit(q), 0)

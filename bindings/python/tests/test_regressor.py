@@ -69,7 +69,7 @@ class Planted(TestCase):
         rr = ctypes.POINTER(tsq.ffi.tsq_regressor)()
         self.assertEqual(lib.tsq_regressor_create(self.ctx.handle, ctypes.byref(rr)), 0)
         self.assertEqual(lib.tsq_regressor_set_levels(rr, 2, 0.5, 1.0), 0)
-        self.assertEqual(lib.tsq_regressor_set_param(rr, tsq.TSQ_REGRESSOR_ROUNDS, 5), 0)
+        self.assertEqual(lib.tsq_regressor_set_option(rr, tsq.TSQ_REGRESSOR_ROUNDS, 5), 0)
         Wc = np.zeros((10, 3), np.int8)
         Ac = np.zeros(3, np.float32)
         Bc = np.zeros(3, np.float32)

@@ -381,17 +381,17 @@ FUNCTIONS = {
         'core.h', False),
     'tsq_context_set_option': (
         C.c_int32,
-        [C.POINTER(tsq_context), C.c_int32, C.c_int64],
+        [C.POINTER(tsq_context), C.c_int32, C.c_double],
         ['ctx', 'key', 'value'],
         'core.h', False),
     'tsq_context_get_option': (
         C.c_int32,
-        [C.POINTER(tsq_context), C.c_int32, C.POINTER(C.c_int64)],
+        [C.POINTER(tsq_context), C.c_int32, C.POINTER(C.c_double)],
         ['ctx', 'key', 'value'],
         'core.h', False),
     'tsq_context_option_bounds': (
         C.c_int32,
-        [C.c_int32, C.POINTER(C.c_int64), C.POINTER(C.c_int64)],
+        [C.c_int32, C.POINTER(C.c_double), C.POINTER(C.c_double)],
         ['key', 'lo', 'hi'],
         'core.h', False),
     'tsq_context_set_seed': (
@@ -419,10 +419,10 @@ FUNCTIONS = {
         [C.c_int32],
         ['stage'],
         'core.h', False),
-    'tsq_cpu_features': (
+    'tsq_context_cpu_features': (
         C.c_int32,
-        [C.POINTER(C.c_uint32)],
-        ['features'],
+        [C.POINTER(tsq_context), C.POINTER(C.c_uint32)],
+        ['ctx', 'features'],
         'core.h', False),
     'tsq_context_info': (
         C.c_int32,
@@ -524,17 +524,17 @@ FUNCTIONS = {
         [C.POINTER(tsq_quantizer)],
         ['q'],
         'quantizer.h', False),
-    'tsq_quantizer_set_param': (
+    'tsq_quantizer_set_option': (
         C.c_int32,
         [C.POINTER(tsq_quantizer), C.c_int32, C.c_double],
         ['q', 'key', 'value'],
         'quantizer.h', False),
-    'tsq_quantizer_get_param': (
+    'tsq_quantizer_get_option': (
         C.c_int32,
         [C.POINTER(tsq_quantizer), C.c_int32, C.POINTER(C.c_double)],
         ['q', 'key', 'value'],
         'quantizer.h', False),
-    'tsq_quantizer_param_bounds': (
+    'tsq_quantizer_option_bounds': (
         C.c_int32,
         [C.c_int32, C.POINTER(C.c_double), C.POINTER(C.c_double)],
         ['key', 'lo', 'hi'],
@@ -614,17 +614,17 @@ FUNCTIONS = {
         [C.POINTER(tsq_regressor)],
         ['reg'],
         'regressor.h', False),
-    'tsq_regressor_set_param': (
+    'tsq_regressor_set_option': (
         C.c_int32,
         [C.POINTER(tsq_regressor), C.c_int32, C.c_double],
         ['reg', 'key', 'value'],
         'regressor.h', False),
-    'tsq_regressor_get_param': (
+    'tsq_regressor_get_option': (
         C.c_int32,
         [C.POINTER(tsq_regressor), C.c_int32, C.POINTER(C.c_double)],
         ['reg', 'key', 'value'],
         'regressor.h', False),
-    'tsq_regressor_param_bounds': (
+    'tsq_regressor_option_bounds': (
         C.c_int32,
         [C.c_int32, C.POINTER(C.c_double), C.POINTER(C.c_double)],
         ['key', 'lo', 'hi'],
@@ -699,17 +699,17 @@ FUNCTIONS = {
         [C.POINTER(tsq_regressor), C.POINTER(C.c_double), C.c_int64],
         ['reg', 'out', 'count'],
         'regressor.h', False),
-    'tsq_im2col_rows': (
+    'tsq_regressor_im2col_rows': (
         C.c_int32,
         [C.POINTER(tsq_context), C.POINTER(tsq_tensor), C.c_int32, C.c_int32, C.c_int32, C.c_int32, C.c_int32, C.c_int32, C.POINTER(C.c_int64), C.c_int64, C.POINTER(C.POINTER(tsq_tensor))],
         ['ctx', 'input', 'kh', 'kw', 'stride_h', 'stride_w', 'pad_h', 'pad_w', 'positions', 'npos', 'out'],
         'regressor.h', False),
-    'tsq_im2col_output_rows': (
+    'tsq_regressor_im2col_output_rows': (
         C.c_int32,
         [C.POINTER(tsq_context), C.POINTER(tsq_tensor), C.POINTER(C.c_int64), C.c_int64, C.POINTER(C.POINTER(tsq_tensor))],
         ['ctx', 'output', 'positions', 'npos', 'out'],
         'regressor.h', False),
-    'tsq_im2col_sample_positions': (
+    'tsq_regressor_im2col_sample_positions': (
         C.c_int32,
         [C.POINTER(tsq_context), C.c_int64, C.c_int64, C.c_int64, C.POINTER(C.c_int64)],
         ['ctx', 'images', 'total', 'npos', 'positions'],
@@ -849,7 +849,7 @@ FUNCTIONS = {
         [C.POINTER(tsq_layer), C.c_int32, C.POINTER(C.POINTER(tsq_tensor)), C.POINTER(C.c_char_p)],
         ['layer', 'index', 'value', 'name'],
         'nn.h', False),
-    'tsq_softmax_cross_entropy': (
+    'tsq_nn_softmax_cross_entropy': (
         C.c_int32,
         [C.POINTER(tsq_context), C.POINTER(tsq_tensor), C.POINTER(C.c_int32), C.c_int64, C.POINTER(C.c_double), C.POINTER(C.c_int64), C.POINTER(tsq_tensor)],
         ['ctx', 'logits', 'labels', 'n', 'loss', 'correct', 'dlogits'],
@@ -1004,17 +1004,17 @@ FUNCTIONS = {
         [C.POINTER(tsq_net), C.c_int32, C.POINTER(tsq_tensor)],
         ['net', 'index', 'out'],
         'nn.h', False),
-    'tsq_net_set_tsq_option': (
+    'tsq_net_set_conversion_option': (
         C.c_int32,
         [C.POINTER(tsq_net), C.c_int32, C.c_double],
         ['net', 'key', 'value'],
         'nn.h', False),
-    'tsq_net_get_tsq_option': (
+    'tsq_net_get_conversion_option': (
         C.c_int32,
         [C.POINTER(tsq_net), C.c_int32, C.POINTER(C.c_double)],
         ['net', 'key', 'value'],
         'nn.h', False),
-    'tsq_net_tsq_option_bounds': (
+    'tsq_net_conversion_option_bounds': (
         C.c_int32,
         [C.c_int32, C.POINTER(C.c_double), C.POINTER(C.c_double)],
         ['key', 'lo', 'hi'],

@@ -65,10 +65,14 @@ def _key(table, key, what):
 
 
 def cpu_features() -> int:
-    """The TSQ_CPU_* bits of this CPU (as the runtime kernel choice sees them)."""
-    bits = ctypes.c_uint32()
-    check_static(lib.tsq_cpu_features(ctypes.byref(bits)), "tsq_cpu_features")
-    return bits.value
+    """The TSQ_CPU_* bits of this CPU (as a context's kernel choice sees them)."""
+    ctx = Context()
+    try:
+        bits = ctypes.c_uint32()
+        ctx._call("tsq_context_cpu_features", ctypes.byref(bits))
+        return bits.value
+    finally:
+        ctx.close()
 
 
 def cpu_feature_names() -> List[str]:
@@ -240,19 +244,19 @@ class Context(Handle):
 
     def get_option(self, key: Union[str, int]) -> float:
         """Reads an integer option (see set_option)."""
-        v = ctypes.c_int64()
+        v = ctypes.c_double()
         self._call("tsq_context_get_option", _key(_OPTION_KEYS, key, "context option"),
                    ctypes.byref(v))
-        return v.value
+        return int(v.value)
 
     @staticmethod
     def option_bounds(key: Union[str, int]) -> Any:
         """The inclusive (lo, hi) range of an option's values."""
-        lo, hi = ctypes.c_int64(), ctypes.c_int64()
+        lo, hi = ctypes.c_double(), ctypes.c_double()
         check_static(lib.tsq_context_option_bounds(_key(_OPTION_KEYS, key, "context option"),
                                                    ctypes.byref(lo), ctypes.byref(hi)),
                      "tsq_context_option_bounds")
-        return lo.value, hi.value
+        return int(lo.value), int(hi.value)
 
     @property
     def threads(self):

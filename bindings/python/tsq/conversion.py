@@ -61,13 +61,13 @@ class _Conversion(object):
         if k == _ffi.TSQ_NET_TSQ_EPS_MODE and isinstance(value, str):
             from .quantizer import EPS_MODES
             value = _lookup(EPS_MODES, value, "eps mode")
-        self._call("tsq_net_set_tsq_option", k, B.real_arg(value, "value"))
+        self._call("tsq_net_set_conversion_option", k, B.real_arg(value, "value"))
         return self
 
     def get_tsq_option(self, key: Union[str, int]) -> float:
         """Reads a network-level TSQ option (a float)."""
         v = ctypes.c_double()
-        self._call("tsq_net_get_tsq_option", _lookup(_TSQ_OPTIONS, key, "TSQ option"),
+        self._call("tsq_net_get_conversion_option", _lookup(_TSQ_OPTIONS, key, "TSQ option"),
                    ctypes.byref(v))
         return v.value
 
@@ -75,9 +75,9 @@ class _Conversion(object):
     def tsq_option_bounds(key: Union[str, int]) -> Tuple[float, float]:
         """The inclusive (lo, hi) range of a network-level TSQ option."""
         lo, hi = ctypes.c_double(), ctypes.c_double()
-        check_static(lib.tsq_net_tsq_option_bounds(_lookup(_TSQ_OPTIONS, key, "TSQ option"),
+        check_static(lib.tsq_net_conversion_option_bounds(_lookup(_TSQ_OPTIONS, key, "TSQ option"),
                                                    ctypes.byref(lo), ctypes.byref(hi)),
-                     "tsq_net_tsq_option_bounds")
+                     "tsq_net_conversion_option_bounds")
         return lo.value, hi.value
 
     @property

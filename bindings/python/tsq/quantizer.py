@@ -104,21 +104,21 @@ class Quantizer(Handle):
         "hist_resolution") or a TSQ_QUANTIZER_* number; eps_mode may be a
         name ("joint", ...)."""
         k = _param_key(key)
-        self._call("tsq_quantizer_set_param", k, _param_value(k, value))
+        self._call("tsq_quantizer_set_option", k, _param_value(k, value))
 
     def get_param(self, key: Union[str, int]) -> float:
         """Reads an option (a float; see set_param for the keys)."""
         v = ctypes.c_double()
-        self._call("tsq_quantizer_get_param", _param_key(key), ctypes.byref(v))
+        self._call("tsq_quantizer_get_option", _param_key(key), ctypes.byref(v))
         return v.value
 
     @staticmethod
     def param_bounds(key: Union[str, int]) -> Tuple[float, float]:
         """The inclusive (lo, hi) range of an option."""
         lo, hi = ctypes.c_double(), ctypes.c_double()
-        check_static(lib.tsq_quantizer_param_bounds(_param_key(key), ctypes.byref(lo),
+        check_static(lib.tsq_quantizer_option_bounds(_param_key(key), ctypes.byref(lo),
                                                     ctypes.byref(hi)),
-                     "tsq_quantizer_param_bounds")
+                     "tsq_quantizer_option_bounds")
         return lo.value, hi.value
 
     @property

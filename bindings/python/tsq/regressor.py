@@ -112,12 +112,12 @@ class Regressor(Handle):
         k = _lookup(_PARAMS, key, "regressor option")
         if k == _ffi.TSQ_REGRESSOR_LOSS and isinstance(value, str):
             value = _lookup(LOSSES, value, "loss")
-        self._call("tsq_regressor_set_param", k, B.real_arg(value, "value"))
+        self._call("tsq_regressor_set_option", k, B.real_arg(value, "value"))
 
     def get_param(self, key: Union[str, int]) -> float:
         """Reads an option (a float)."""
         v = ctypes.c_double()
-        self._call("tsq_regressor_get_param", _lookup(_PARAMS, key, "regressor option"),
+        self._call("tsq_regressor_get_option", _lookup(_PARAMS, key, "regressor option"),
                    ctypes.byref(v))
         return v.value
 
@@ -125,9 +125,9 @@ class Regressor(Handle):
     def param_bounds(key: Union[str, int]) -> Tuple[float, float]:
         """The inclusive (lo, hi) range of an option."""
         lo, hi = ctypes.c_double(), ctypes.c_double()
-        check_static(lib.tsq_regressor_param_bounds(_lookup(_PARAMS, key, "regressor option"),
+        check_static(lib.tsq_regressor_option_bounds(_lookup(_PARAMS, key, "regressor option"),
                                                     ctypes.byref(lo), ctypes.byref(hi)),
-                     "tsq_regressor_param_bounds")
+                     "tsq_regressor_option_bounds")
         return lo.value, hi.value
 
     @property
@@ -359,7 +359,7 @@ def _positions(positions, images):
 def im2col_rows(ctx: Context, input: ArrayLike, kh: int, kw: int,
                 stride: Union[int, Tuple[int, int]] = 1, pad: Union[int, Tuple[int, int]] = 0,
                 positions: Optional[ArrayLike] = None) -> Any:
-    """The regressor's X for a convolution (tsq_im2col_rows): input is
+    """The regressor's X for a convolution (tsq_regressor_im2col_rows): input is
     N x C_in x H x W (uint8 or float32); returns rows x (C_in kh kw) of the
     input's dtype (a Tensor for a Tensor input, else a numpy array).
     positions: None for every output position, or N * npos indices."""
@@ -369,22 +369,22 @@ def im2col_rows(ctx: Context, input: ArrayLike, kh: int, kw: int,
     with Call(ctx, like=input) as c:
         it = c.input(input, None, "input")
         pos, npos, _keep = _positions(positions, _dim(it, 0))
-        ctx._check(lib.tsq_im2col_rows(ctx.handle, it, B.int_arg(kh, "kh"), B.int_arg(kw, "kw"),
+        ctx._check(lib.tsq_regressor_im2col_rows(ctx.handle, it, B.int_arg(kh, "kh"), B.int_arg(kw, "kw"),
                                        sh, sw, ph, pw,
-                                       pos, npos, ctypes.byref(out)), "tsq_im2col_rows")
+                                       pos, npos, ctypes.byref(out)), "tsq_regressor_im2col_rows")
         return c.take(out)
 
 
 def im2col_output_rows(ctx: Context, output: ArrayLike,
                        positions: Optional[ArrayLike] = None) -> Any:
     """The rows of a convolution's output N x C x OH x OW matching
-    im2col_rows with the same positions (tsq_im2col_output_rows)."""
+    im2col_rows with the same positions (tsq_regressor_im2col_output_rows)."""
     out = ctypes.POINTER(_ffi.tsq_tensor)()
     with Call(ctx, like=output) as c:
         ot = c.input(output, None, "output")
         pos, npos, _keep = _positions(positions, _dim(ot, 0))
-        ctx._check(lib.tsq_im2col_output_rows(ctx.handle, ot, pos, npos, ctypes.byref(out)),
-                   "tsq_im2col_output_rows")
+        ctx._check(lib.tsq_regressor_im2col_output_rows(ctx.handle, ot, pos, npos, ctypes.byref(out)),
+                   "tsq_regressor_im2col_output_rows")
         return c.take(out)
 
 
@@ -394,8 +394,8 @@ def im2col_sample_positions(ctx: Context, images: int, total: int, npos: int) ->
     images, npos = B.int_arg(images, "images"), B.int_arg(npos, "npos")
     count = images * npos if images > 0 and npos > 0 else 0
     out = B.new_array("q", (count,))
-    ctx._check(lib.tsq_im2col_sample_positions(ctx.handle, images, B.int_arg(total, "total"), npos,
+    ctx._check(lib.tsq_regressor_im2col_sample_positions(ctx.handle, images, B.int_arg(total, "total"), npos,
                                                B.array_pointer(out, ctypes.c_int64)
                                                if count else None),
-               "tsq_im2col_sample_positions")
+               "tsq_regressor_im2col_sample_positions")
     return out

@@ -48,9 +48,9 @@ def softmax_cross_entropy(ctx: Context, logits: ArrayLike, labels: ArrayLike,
         dt, dr = None, None
         if grad is not False and grad is not None:
             dt, dr = c.output(None if grad is True else grad, B.F32, lt.shape)
-        ctx._check(lib.tsq_softmax_cross_entropy(ctx.handle, lt, lab, n, ctypes.byref(loss),
+        ctx._check(lib.tsq_nn_softmax_cross_entropy(ctx.handle, lt, lab, n, ctypes.byref(loss),
                                                  ctypes.byref(correct), dt),
-                   "tsq_softmax_cross_entropy")
+                   "tsq_nn_softmax_cross_entropy")
     return loss.value, correct.value, dr
 
 
