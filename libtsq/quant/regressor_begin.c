@@ -17,6 +17,7 @@ void tsq__reg_fit_free(tsq_context *ctx, fit_state *f)
 {
     if (!f)
         return;
+    tsq__reg_cache_free(ctx, f);
     tsq__free(ctx, f->work);
     tsq__free(ctx, f->keep);
     tsq__free(ctx, f);
@@ -103,8 +104,7 @@ static size_t layout_work(fit_state *f, unsigned char *base, int have_w_init)
     CARVE(zf, n * C);
     CARVE(gf, gf);
     CARVE(xd, (n < DOUBLE_ROWS ? n : DOUBLE_ROWS) * d);
-    CARVE(td, (n < DOUBLE_ROWS ? n : DOUBLE_ROWS) * C);
-    CARVE(ones, n < DOUBLE_ROWS ? n : DOUBLE_ROWS);
+    CARVE(td, n * C);
     return off;
 }
 
@@ -223,7 +223,7 @@ tsq_status tsq__reg_begin_fit(tsq_regressor *reg, const char *where, int64_t d, 
     tsq_context *ctx = reg->obj.ctx;
     fit_state *f;
     size_t work_bytes, keep_bytes;
-    int64_t c, j;
+    int64_t c;
     int32_t target = pick_target(with_preact, W_init != NULL);
     tsq_status st;
 
@@ -288,8 +288,6 @@ tsq_status tsq__reg_begin_fit(tsq_regressor *reg, const char *where, int64_t d, 
         }
         f->best_obj[c] = HUGE_VAL;
     }
-    for (j = 0; j < (f->chunk < DOUBLE_ROWS ? f->chunk : DOUBLE_ROWS); j++)
-        f->ones[j] = 1.0;
     f->status = FIT_RUNNING;
     f->pass = 0;
     *out = f;
