@@ -6,6 +6,8 @@
  */
 #include "regressor_fit.h"
 
+#include "kernels/kernels_internal.h" /* the integer kernel's panel sizes */
+
 #include <math.h>
 #include <string.h>
 
@@ -34,6 +36,20 @@ void tsq__reg_fit_free(tsq_context *ctx, fit_state *f)
         if (base)                                                             \
             f->field = (void *)(base + at_);                                  \
     } while (0)
+
+/* What tsq__gemm_vnni needs of the CPU (kernels/dispatch.c checks the same). */
+#define VNNI_NEEDS                                                                             \
+    (TSQ_CPU_AVX2 | TSQ_CPU_FMA | TSQ_CPU_AVX512F | TSQ_CPU_AVX512BW | TSQ_CPU_AVX512VL |     \
+     TSQ_CPU_AVX512VNNI)
+
+/* The integer products' right operand: X's piece (K = chunk, N = d) or the
+ * weights (K = d, N = C) in the kernel's panels. */
+static size_t dec_bytes(const fit_state *f)
+{
+    size_t a = (size_t)tsq__panels(f->d) * (size_t)tsq__k4n(f->chunk) * 64;
+    size_t b = (size_t)tsq__panels(f->C) * (size_t)tsq__k4n(f->d) * 64;
+    return a > b ? a : b;
+}
 
 static size_t layout_work(fit_state *f, unsigned char *base, int have_w_init)
 {
@@ -105,6 +121,8 @@ static size_t layout_work(fit_state *f, unsigned char *base, int have_w_init)
     CARVE(gf, gf);
     CARVE(xd, (n < DOUBLE_ROWS ? n : DOUBLE_ROWS) * d);
     CARVE(td, n * C);
+    CARVE(xt, f->vnni ? d * n : 0);
+    CARVE(dec, f->vnni ? dec_bytes(f) : 0);
     return off;
 }
 
@@ -250,6 +268,8 @@ tsq_status tsq__reg_begin_fit(tsq_regressor *reg, const char *where, int64_t d, 
     f->with_preact = with_preact;
     f->chunk = reg->opt.batch_rows;
     f->threads = (int32_t)ctx->threads;
+    f->vnni = (ctx->cpu & VNNI_NEEDS) == VNNI_NEEDS;
+    f->int_xw = f->vnni;
     f->nbins = 1;
     for (c = 0; reg->q_set && c < (reg->q_channels ? reg->q_channels : 1); c++) {
         const tsq__outq *q = reg->q_channels ? &reg->q_channel[c] : &reg->q_tensor;

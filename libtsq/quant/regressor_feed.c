@@ -11,6 +11,8 @@
  */
 #include "regressor_fit.h"
 
+#include "kernels/kernels_internal.h" /* tsq__gemm_vnni, tsq__k4n */
+
 #include <string.h>
 
 #if defined(__SSE2__)
@@ -46,6 +48,7 @@ typedef struct block_job {
     int64_t block_rows, nblocks;
     int64_t td0;       /* pass 0: the piece's first row within td */
     int32_t convert;   /* u8 rows go to xf first */
+    int32_t int_gram;  /* pass 0: X^T X by the integer kernel (codes <= 127) */
     int32_t products;  /* PRODUCTS_ALL / _UPDATE / _NONE */
 } block_job;
 
@@ -163,7 +166,15 @@ static void stats_task(void *arg, int64_t k)
     int64_t d = f->d, C = f->C, n = job->bt.n, j0, j1, r0, i, j;
     int u8 = job->bt.xdt == TSQ_DTYPE_U8;
     col_range(f, k, &j0, &j1);
-    if (u8) {
+    if (job->int_gram) { /* int32 in gf, exact: n maxcode^2 <= 2^24 */
+        int64_t c0 = j0 / 32 * 32;
+        int32_t *acc = (int32_t *)f->gf;
+        tsq__gemm_vnni(f->xt + j0 * n, n, j1 - j0, n, f->dec + c0 / 16 * tsq__k4n(n) * 64, c0, d,
+                       acc + j0 * d, d);
+        for (i = j0; i < j1; i++)
+            for (j = i; j < d; j++)
+                f->gram[i * d + j] += (double)acc[i * d + j];
+    } else if (u8) {
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(j1 - j0), (int)(d - j0),
                     (int)n, 1.0f, f->xf + j0, (int)d, f->xf + j0, (int)d, 0.0f,
                     f->gf + j0 * d + j0, (int)d);
@@ -191,12 +202,29 @@ static void stats_task(void *arg, int64_t k)
     }
 }
 
+/* Pass 0 with integer products: column block k of the piece transposed
+ * (the left operand of X^T X) and as the kernel's panels (the right). */
+static void layout_task(void *arg, int64_t k)
+{
+    block_job *job = arg;
+    fit_state *f = job->f;
+    const uint8_t *x = job->bt.x;
+    int64_t d = f->d, n = job->bt.n, j0, j1, i, j;
+    col_range(f, k, &j0, &j1);
+    for (j = j0; j < j1; j++)
+        for (i = 0; i < n; i++)
+            f->xt[j * n + i] = x[i * d + j];
+    tsq__reg_panels_codes(x, n, d, j0 / 16, (j1 + 15) / 16, f->dec);
+}
+
 static void stats_rows(fit_state *f, block_job *job)
 {
     int64_t d = f->d, n = job->bt.n, tasks = (d + COL_BLOCK - 1) / COL_BLOCK, r0;
     int64_t threads = threads_for(f, n * d * (d + f->C) / 8);
     target_rows(f, job);
     if (job->bt.xdt == TSQ_DTYPE_U8) {
+        if (job->int_gram)
+            tsq__parallel_for(threads_for(f, n * d), tasks, layout_task, job);
         tsq__parallel_for(threads, tasks, stats_task, job);
         return;
     }
@@ -279,7 +307,10 @@ static void row_block(void *arg, int64_t blk)
     block_range(job, blk, &lo, &hi);
     if (job->convert)
         convert_rows(job, lo, hi);
-    if (job->products == PRODUCTS_ALL)
+    if (job->products == PRODUCTS_ALL && f->int_xw && job->bt.xdt == TSQ_DTYPE_U8)
+        tsq__reg_int_products((const uint8_t *)job->bt.x + lo * d, hi - lo, d, f->dec, C,
+                              (int32_t *)(f->vf + lo * C), job->v + lo * C, C, NULL);
+    else if (job->products == PRODUCTS_ALL)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(hi - lo), (int)C, (int)d,
                     1.0f, job->xf + lo * d, (int)d, f->wf, (int)C, 0.0f, job->v + lo * C,
                     (int)C);
@@ -403,13 +434,14 @@ static void eval_rows(fit_state *f, block_job *job)
 
 /* Rows per block for pass 0 with u8 X: the float X^T X of a block stays
  * exact while rows * maxcode^2 <= 2^24. */
-static int64_t exact_rows(const batch *bt, int64_t d, int64_t chunk)
+static int64_t exact_rows(const batch *bt, int64_t d, int64_t chunk, int64_t *largest)
 {
     const uint8_t *x = bt->x;
     int64_t i, n = bt->n * d, top = 0, lim;
     for (i = 0; i < n; i++)
         if (x[i] > top)
             top = x[i];
+    *largest = top;
     if (top == 0)
         return chunk;
     lim = ((int64_t)1 << 24) / (top * top);
@@ -418,16 +450,20 @@ static int64_t exact_rows(const batch *bt, int64_t d, int64_t chunk)
 
 void tsq__reg_feed_rows(fit_state *f, const batch *bt)
 {
-    int64_t chunk = f->chunk, first;
+    int64_t chunk = f->chunk, first, top = 255;
     int32_t products = PRODUCTS_ALL, cached = f->vcache && f->pass > 0 && bt->n == f->vrows;
-    int32_t u8 = bt->xdt == TSQ_DTYPE_U8, need_xf;
+    int32_t u8 = bt->xdt == TSQ_DTYPE_U8, need_xf, int_gram;
     if (cached)
         products = tsq__reg_products_plan(f);
-    need_xf = u8 && (f->pass == 0 || f->zpass || products == PRODUCTS_ALL || f->ndense > 0);
     if (f->pass == 0 && u8)
-        chunk = exact_rows(bt, f->d, chunk);
-    else if (cached && !need_xf && bt->ydt == TSQ_DTYPE_U8)
-        chunk = bt->n; /* nothing per piece: one piece, one fork */
+        chunk = exact_rows(bt, f->d, chunk, &top);
+    int_gram = f->pass == 0 && u8 && f->vnni && top <= 127;
+    need_xf = u8 && ((f->pass == 0 && !int_gram) || f->zpass ||
+                     (!f->int_xw && (products == PRODUCTS_ALL || f->ndense > 0)));
+    if (u8 && f->int_xw && f->pass > 0 && products == PRODUCTS_ALL)
+        tsq__reg_panels_weights(f->w, f->d, NULL, f->C, f->dec);
+    if (cached && !need_xf && products != PRODUCTS_ALL && !f->ndense && bt->ydt == TSQ_DTYPE_U8)
+        chunk = bt->n; /* no scratch per piece: one piece, one fork */
     for (first = 0; first < bt->n; first += chunk) {
         block_job job;
         int64_t n = bt->n - first < chunk ? bt->n - first : chunk;
@@ -447,8 +483,11 @@ void tsq__reg_feed_rows(fit_state *f, const batch *bt)
         job.v = cached ? f->vcache + first * f->C : f->vf;
         job.products = products;
         job.convert = need_xf;
+        job.int_gram = int_gram;
         if (f->pass == 0) {
-            tsq__parallel_for(threads_for(f, n * f->d / 8), job.nblocks, convert_block, &job);
+            if (need_xf)
+                tsq__parallel_for(threads_for(f, n * f->d / 8), job.nblocks, convert_block,
+                                  &job);
             stats_rows(f, &job);
         } else {
             eval_rows(f, &job);
