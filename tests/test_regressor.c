@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "quant/regressor_internal.h" /* the start and the z-step, tested directly */
+#include "kernels/kernels_internal.h" /* tsq__gemm_vnni */
 
 /* ------------------------------------------------------------------ */
 /* Helpers                                                             */
@@ -1696,6 +1697,116 @@ START_TEST(test_threads_same_result)
 }
 END_TEST
 
+/* Shapes large enough that the passes really split their rows and column
+ * blocks over the threads: 1, 2 and 3 threads give identical fits, and so
+ * does a streamed fit that brings all rows in one feed per pass (which
+ * keeps no products across passes, while tsq_fit_transform does). */
+START_TEST(test_threads_and_cache_same_result)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    fit_out o[4];
+    trng r = {43};
+    float *p;
+    uint8_t *y;
+    tsq_regressor *one;
+    int64_t i;
+    int t;
+    planted_make(ctx, &pl, 6000, 96, 24, 3, 41);
+    p = data_of(pl.P);
+    y = data_of(pl.Y);
+    for (i = 0; i < pl.n * pl.C; i++) { /* noise: the rounds keep moving weights */
+        p[i] += (float)(0.4 * trng_normal(&r));
+        y[i] = (uint8_t)ref_code(p[i], pl.eps, pl.delta, 3);
+    }
+    for (t = 0; t < 3; t++) {
+        tsq_regressor *reg;
+        TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, t + 1));
+        reg = make_reg(ctx, &pl);
+        fit_out_make(ctx, &o[t], pl.d, pl.C);
+        REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o[t].W, o[t].alpha, o[t].b,
+                                      &o[t].objective));
+        tsq_regressor_destroy(reg);
+    }
+    TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, 2));
+    one = make_reg(ctx, &pl);
+    fit_out_make(ctx, &o[3], pl.d, pl.C);
+    fit_sharded(ctx, &one, 1, &pl, NULL, 0, pl.n);
+    REG_OK(one, tsq_regressor_result(one, o[3].W, o[3].alpha, o[3].b, &o[3].objective));
+    for (t = 1; t < 4; t++)
+        check_same_fit(&o[0], &o[t], pl.d, pl.C, 0.0);
+    for (t = 0; t < 4; t++)
+        fit_out_free(&o[t]);
+    tsq_regressor_destroy(one);
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* The integer products (AVX-512 VNNI CPUs): X w and X^T X through the
+ * kernel's panels equal the plain integer sums, at sizes with partial
+ * panels and partial groups of 4. */
+START_TEST(test_integer_products)
+{
+    uint32_t feat = 0;
+    trng r = {47};
+    int64_t n = 37, d = 70, C = 40, i, j, c;
+    uint8_t *x = malloc((size_t)(n * d)), *xt = malloc((size_t)(n * d));
+    int8_t *w = malloc((size_t)(C * d)), *dec = calloc(1 << 16, 1);
+    int32_t *acc = malloc((size_t)(n > d ? n : d) * (size_t)(d > C ? d : C) * sizeof(int32_t));
+    float *out = malloc((size_t)(n * C) * sizeof(float));
+    int32_t list[3] = {39, 2, 17};
+    ck_assert_int_eq(tsq_cpu_features(&feat), TSQ_OK);
+    if (!(feat & TSQ_CPU_AVX512VNNI) || !(feat & TSQ_CPU_AVX512BW)) {
+        free(x), free(xt), free(w), free(dec), free(acc), free(out);
+        return; /* the float path runs instead */
+    }
+    for (i = 0; i < n * d; i++)
+        x[i] = (uint8_t)trng_int(&r, 128);
+    for (i = 0; i < C * d; i++)
+        w[i] = (int8_t)(trng_int(&r, 255) - 127);
+    tsq__reg_panels_weights(w, d, NULL, C, dec);
+    tsq__reg_int_products(x, n, d, dec, C, acc, out, C, NULL);
+    for (i = 0; i < n; i++)
+        for (c = 0; c < C; c++) {
+            int32_t s = 0;
+            for (j = 0; j < d; j++)
+                s += x[i * d + j] * w[c * d + j];
+            ck_assert_msg(out[i * C + c] == (float)s, "X w [%d][%d]", (int)i, (int)c);
+        }
+    /* a list of channels: column k of the product goes to column list[k] */
+    for (i = 0; i < n * C; i++)
+        out[i] = -1.0f;
+    tsq__reg_panels_weights(w, d, list, 3, dec);
+    tsq__reg_int_products(x, n, d, dec, 3, acc, out, C, list);
+    for (i = 0; i < n; i++)
+        for (c = 0; c < C; c++) {
+            int32_t s = 0;
+            int listed = c == 39 || c == 2 || c == 17;
+            for (j = 0; j < d; j++)
+                s += x[i * d + j] * w[c * d + j];
+            ck_assert(out[i * C + c] == (listed ? (float)s : -1.0f));
+        }
+    /* X^T X: X transposed on the left, X's rows as the right's panels */
+    for (i = 0; i < n; i++)
+        for (j = 0; j < d; j++)
+            xt[j * n + i] = x[i * d + j];
+    memset(dec, 0, 1 << 16);
+    tsq__reg_panels_codes(x, n, d, 0, (d + 15) / 16, dec);
+    tsq__gemm_vnni(xt, n, d, n, dec, 0, d, acc, d);
+    for (i = 0; i < d; i++)
+        for (j = 0; j < d; j++) {
+            int32_t s = 0;
+            int64_t k;
+            for (k = 0; k < n; k++)
+                s += x[k * d + i] * x[k * d + j];
+            ck_assert_int_eq(acc[i * d + j], s);
+        }
+    free(x), free(xt), free(w), free(dec), free(acc), free(out);
+}
+END_TEST
+
 START_TEST(test_custom_alphabets)
 {
     th_alloc_stats st;
@@ -2358,6 +2469,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_merge_quantized_w_init);
     tcase_add_test(tc, test_merge_linear_w_init);
     tcase_add_test(tc, test_threads_same_result);
+    tcase_add_test(tc, test_threads_and_cache_same_result);
+    tcase_add_test(tc, test_integer_products);
     tcase_add_test(tc, test_custom_alphabets);
     tcase_add_test(tc, test_history_queries);
     tcase_add_test(tc, test_im2col_u8);

@@ -44,11 +44,13 @@ void tsq__reg_fit_free(tsq_context *ctx, fit_state *f)
 
 /* The integer products' right operand: X's piece (K = chunk, N = d) or the
  * weights (K = d, N = C) in the kernel's panels. */
-static size_t dec_bytes(const fit_state *f)
+static size_t dec_bytes(fit_state *f)
 {
     size_t a = (size_t)tsq__panels(f->d) * (size_t)tsq__k4n(f->chunk) * 64;
     size_t b = (size_t)tsq__panels(f->C) * (size_t)tsq__k4n(f->d) * 64;
-    return a > b ? a : b;
+    size_t y = (size_t)tsq__panels(f->C) * (size_t)tsq__k4n(f->chunk) * 64;
+    f->decy = (int64_t)align64(a);
+    return (align64(a) + y) > b ? align64(a) + y : b;
 }
 
 static size_t layout_work(fit_state *f, unsigned char *base, int have_w_init)
@@ -123,6 +125,7 @@ static size_t layout_work(fit_state *f, unsigned char *base, int have_w_init)
     CARVE(td, n * C);
     CARVE(xt, f->vnni ? d * n : 0);
     CARVE(dec, f->vnni ? dec_bytes(f) : 0);
+    CARVE(accy, f->vnni ? d * C : 0);
     return off;
 }
 

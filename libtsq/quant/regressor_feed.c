@@ -49,6 +49,7 @@ typedef struct block_job {
     int64_t td0;       /* pass 0: the piece's first row within td */
     int32_t convert;   /* u8 rows go to xf first */
     int32_t int_gram;  /* pass 0: X^T X by the integer kernel (codes <= 127) */
+    int32_t int_cross; /* pass 0: X^T z0 = X^T Y delta by it too (z0 = delta Y) */
     int32_t products;  /* PRODUCTS_ALL / _UPDATE / _NONE */
 } block_job;
 
@@ -163,7 +164,7 @@ static void stats_task(void *arg, int64_t k)
 {
     block_job *job = arg;
     fit_state *f = job->f;
-    int64_t d = f->d, C = f->C, n = job->bt.n, j0, j1, r0, i, j;
+    int64_t d = f->d, C = f->C, n = job->bt.n, j0, j1, r0, i, j, c;
     int u8 = job->bt.xdt == TSQ_DTYPE_U8;
     col_range(f, k, &j0, &j1);
     if (job->int_gram) { /* int32 in gf, exact: n maxcode^2 <= 2^24 */
@@ -171,9 +172,14 @@ static void stats_task(void *arg, int64_t k)
         int32_t *acc = (int32_t *)f->gf;
         tsq__gemm_vnni(f->xt + j0 * n, n, j1 - j0, n, f->dec + c0 / 16 * tsq__k4n(n) * 64, c0, d,
                        acc + j0 * d, d);
-        for (i = j0; i < j1; i++)
+        for (i = j0; i < j1; i++) {
+            int64_t s = 0;
             for (j = i; j < d; j++)
                 f->gram[i * d + j] += (double)acc[i * d + j];
+            for (j = 0; j < n; j++)
+                s += f->xt[i * n + j];
+            f->colsum[i] += (double)s;
+        }
     } else if (u8) {
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(j1 - j0), (int)(d - j0),
                     (int)n, 1.0f, f->xf + j0, (int)d, f->xf + j0, (int)d, 0.0f,
@@ -181,6 +187,16 @@ static void stats_task(void *arg, int64_t k)
         for (i = j0; i < j1; i++)
             add_into(f->gram + i * d + i, f->gf + i * d + i, d - i);
     }
+    if (job->int_cross) { /* X^T Y in int32 (exact), times delta per channel */
+        int32_t *acc = f->accy + j0 * C;
+        tsq__gemm_vnni(f->xt + j0 * n, n, j1 - j0, n, f->dec + f->decy, 0, C, acc, C);
+        for (i = 0; i < (j1 - j0) * C; i += C)
+            for (c = 0; c < C; c++)
+                f->g0[j0 * C + i + c] += (double)acc[i + c] * f->q[c].delta;
+        return;
+    }
+    if (job->int_gram && f->target == TARGET_XW)
+        return;
     for (r0 = 0; r0 < n; r0 += DOUBLE_ROWS) {
         int64_t m = n - r0 < DOUBLE_ROWS ? n - r0 : DOUBLE_ROWS;
         if (u8)
@@ -189,14 +205,13 @@ static void stats_task(void *arg, int64_t k)
             cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(j1 - j0), (int)(d - j0),
                         (int)m, 1.0, f->xd + j0, (int)d, f->xd + j0, (int)d, 1.0,
                         f->gram + j0 * d + j0, (int)d);
-        for (i = 0; i < m; i++)
+        for (i = 0; i < m && !job->int_gram; i++)
             for (j = j0; j < j1; j++)
                 f->colsum[j] += f->xd[i * d + j];
         if (f->target != TARGET_XW)
             cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(j1 - j0), (int)C, (int)m,
                         1.0, f->xd + j0, (int)d, f->td + (job->td0 + r0) * C, (int)C, 1.0,
-                        f->g0 + j0 * C,
-                        (int)C);
+                        f->g0 + j0 * C, (int)C);
         if (!u8)
             break; /* f32 X: one piece of DOUBLE_ROWS rows per call */
     }
@@ -217,12 +232,34 @@ static void layout_task(void *arg, int64_t k)
     tsq__reg_panels_codes(x, n, d, j0 / 16, (j1 + 15) / 16, f->dec);
 }
 
+/* z0 = delta Y and every code <= 127: Y's rows as the integer kernel's
+ * panels (K = n, N = C) at f->dec + f->decy, for X^T Y. */
+static int codes_fit(fit_state *f, const block_job *job)
+{
+    int64_t i, n = job->bt.n * f->C;
+    const uint8_t *y = job->bt.y;
+    if (job->bt.p)
+        return 0;
+    if (job->bt.ydt == TSQ_DTYPE_F32) {
+        const float *yf = job->bt.y;
+        for (i = 0; i < n; i++)
+            f->yc[i] = (uint8_t)yf[i]; /* validated integral codes <= 255 */
+        y = f->yc;
+    }
+    for (i = 0; i < n; i++)
+        if (y[i] > 127)
+            return 0;
+    tsq__reg_panels_codes(y, job->bt.n, f->C, 0, tsq__panels(f->C), f->dec + f->decy);
+    return 1;
+}
+
 static void stats_rows(fit_state *f, block_job *job)
 {
     int64_t d = f->d, n = job->bt.n, tasks = (d + COL_BLOCK - 1) / COL_BLOCK, r0;
     int64_t threads = threads_for(f, n * d * (d + f->C) / 8);
     target_rows(f, job);
     if (job->bt.xdt == TSQ_DTYPE_U8) {
+        job->int_cross = job->int_gram && f->target == TARGET_CODES && codes_fit(f, job);
         if (job->int_gram)
             tsq__parallel_for(threads_for(f, n * d), tasks, layout_task, job);
         tsq__parallel_for(threads, tasks, stats_task, job);

@@ -101,7 +101,9 @@ typedef struct fit_state {
     int32_t vnni;       /* the CPU has it */
     int32_t int_xw;     /* u = X w by it (u8 X with codes, the fit's own w) */
     uint8_t *xt;        /* d x chunk: a piece of X transposed (pass 0) */
-    int8_t *dec;        /* the right operand in the kernel's panels */
+    int8_t *dec;        /* the right operand in the kernel's panels .. */
+    int64_t decy;       /* .. and from here, pass 0's Y */
+    int32_t *accy;      /* d x C: pass 0's X^T Y */
     /* keep: the best iterate per channel and the history */
     int8_t *best_w;
     double *best_alpha, *best_b, *best_obj;
@@ -213,19 +215,7 @@ void tsq__reg_products_update(const fit_state *f, const uint8_t *x, const float 
                               float *v, float *scratch);
 /* After the pass: the cache holds the products of the current w. */
 void tsq__reg_products_done(fit_state *f);
-/* The kernels' decoded panels (kernels/kernels_internal.h) of panels
- * [p0, p1) of K x N int8 matrices: X's n rows of d codes (K = n, N = d;
- * codes <= 127), or channels' weights (K = d, N = count; channel k is
- * row list[k] of the C x d w, or row k without a list). */
-void tsq__reg_panels_codes(const uint8_t *x, int64_t n, int64_t d, int64_t p0, int64_t p1,
-                           int8_t *dec);
-void tsq__reg_panels_weights(const int8_t *w, int64_t d, const int32_t *list, int64_t count,
-                             int8_t *dec);
-/* rows x count products of u8 rows x (stride d) with panels dec of K = d
- * into out (stride ldo) as floats; acc: rows x count int32 scratch. */
-void tsq__reg_int_products(const uint8_t *x, int64_t rows, int64_t d, const int8_t *dec,
-                           int64_t count, int32_t *acc, float *out, int64_t ldo,
-                           const int32_t *list);
+
 
 /* regressor_pass.c: ends the current pass (abandons the fit on failure). */
 tsq_status tsq__reg_end_pass(tsq_regressor *reg, const char *where, int32_t *done);

@@ -258,4 +258,19 @@ typedef struct tsq__polish_rows_args {
  * squared code errors are integers, added exactly). */
 void tsq__polish_rows(const tsq__polish_rows_args *a, int simd);
 
+/* ---- integer products on AVX-512 VNNI CPUs (regressor_products.c) ---- */
+/* The kernels' decoded panels (kernels/kernels_internal.h) of panels
+ * [p0, p1) of K x N int8 matrices: X's n rows of d codes (K = n, N = d;
+ * codes <= 127), or channels' weights (K = d, N = count; channel k is
+ * row list[k] of the C x d w, or row k without a list). */
+void tsq__reg_panels_codes(const uint8_t *x, int64_t n, int64_t d, int64_t p0, int64_t p1,
+                           int8_t *dec);
+void tsq__reg_panels_weights(const int8_t *w, int64_t d, const int32_t *list, int64_t count,
+                             int8_t *dec);
+/* rows x count products of u8 rows x (stride d) with panels dec of K = d
+ * into out (stride ldo) as floats; acc: rows x count int32 scratch. */
+void tsq__reg_int_products(const uint8_t *x, int64_t rows, int64_t d, const int8_t *dec,
+                           int64_t count, int32_t *acc, float *out, int64_t ldo,
+                           const int32_t *list);
+
 #endif
