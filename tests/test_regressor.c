@@ -1807,6 +1807,43 @@ START_TEST(test_integer_products)
 }
 END_TEST
 
+/* X^T z of code rows: the AVX-512 loop is bit-identical to the plain C
+ * one (channel counts with and without a partial vector of 16), and both
+ * are the float sums of the products in row order. */
+START_TEST(test_xtz_simd_matches_plain)
+{
+    uint32_t feat = 0;
+    trng r = {53};
+    int64_t n = 300, d = 40, i, j, k;
+    const int64_t cs[3] = {16, 37, 5};
+    uint8_t *x = malloc((size_t)(n * d));
+    float *z = malloc((size_t)(n * 37) * sizeof(float));
+    float *g1 = malloc((size_t)(d * 37) * sizeof(float)), *g2 = malloc((size_t)(d * 37) * sizeof(float));
+    ck_assert_int_eq(tsq_cpu_features(&feat), TSQ_OK);
+    for (i = 0; i < n * d; i++)
+        x[i] = trng_int(&r, 5) < 3 ? 0 : (uint8_t)trng_int(&r, 256);
+    for (i = 0; i < n * 37; i++)
+        z[i] = (float)(3.0 * trng_normal(&r));
+    for (k = 0; k < 3; k++) {
+        int64_t C = cs[k], c;
+        tsq__reg_xtz_rows(x, d, n, 3, d, z, C, g1);
+        for (j = 3; j < d; j++)
+            for (c = 0; c < C; c++) {
+                float s = 0.0f;
+                for (i = 0; i < n; i++)
+                    if (x[i * d + j])
+                        s += (float)x[i * d + j] * z[i * C + c];
+                ck_assert(g1[(j - 3) * C + c] == s);
+            }
+        if (!(feat & TSQ_CPU_AVX512F) || !(feat & TSQ_CPU_AVX512BW))
+            continue;
+        tsq__reg_xtz_rows_avx512(x, d, n, 3, d, z, C, g2);
+        ck_assert(memcmp(g1, g2, (size_t)((d - 3) * C) * sizeof(float)) == 0);
+    }
+    free(x), free(z), free(g1), free(g2);
+}
+END_TEST
+
 START_TEST(test_custom_alphabets)
 {
     th_alloc_stats st;
@@ -2471,6 +2508,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_threads_same_result);
     tcase_add_test(tc, test_threads_and_cache_same_result);
     tcase_add_test(tc, test_integer_products);
+    tcase_add_test(tc, test_xtz_simd_matches_plain);
     tcase_add_test(tc, test_custom_alphabets);
     tcase_add_test(tc, test_history_queries);
     tcase_add_test(tc, test_im2col_u8);

@@ -42,6 +42,8 @@ void tsq__reg_fit_free(tsq_context *ctx, fit_state *f)
     (TSQ_CPU_AVX2 | TSQ_CPU_FMA | TSQ_CPU_AVX512F | TSQ_CPU_AVX512BW | TSQ_CPU_AVX512VL |     \
      TSQ_CPU_AVX512VNNI)
 
+#define AVX512_NEEDS (TSQ_CPU_AVX512F | TSQ_CPU_AVX512BW | TSQ_CPU_AVX512VL)
+
 /* The integer products' right operand: X's piece (K = chunk, N = d) or the
  * weights (K = d, N = C) in the kernel's panels. */
 static size_t dec_bytes(fit_state *f)
@@ -273,6 +275,7 @@ tsq_status tsq__reg_begin_fit(tsq_regressor *reg, const char *where, int64_t d, 
     f->threads = (int32_t)ctx->threads;
     f->vnni = (ctx->cpu & VNNI_NEEDS) == VNNI_NEEDS;
     f->int_xw = f->vnni;
+    f->avx512 = (ctx->cpu & AVX512_NEEDS) == AVX512_NEEDS;
     f->nbins = 1;
     for (c = 0; reg->q_set && c < (reg->q_channels ? reg->q_channels : 1); c++) {
         const tsq__outq *q = reg->q_channels ? &reg->q_channel[c] : &reg->q_tensor;

@@ -406,16 +406,22 @@ static void channel_task(void *arg, int64_t task)
 }
 
 /* A z-step pass: X^T z into g, column block k of X per task (each task
- * owns its rows of g: no reduction). */
+ * owns its rows of g: no reduction). For u8 codes a loop over the rows
+ * that skips zero codes (most are: a product does work for each), the
+ * same sums with or without AVX-512; for f32 X the BLAS. */
 static void xtz_task(void *arg, int64_t k)
 {
     block_job *job = arg;
     fit_state *f = job->f;
-    int64_t d = f->d, C = f->C, j0, j1;
+    int64_t d = f->d, C = f->C, n = job->bt.n, j0, j1;
     col_range(f, k, &j0, &j1);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(j1 - j0), (int)C,
-                (int)job->bt.n, 1.0f, job->xf + j0, (int)d, f->zf, (int)C, 0.0f, f->gf + j0 * C,
-                (int)C);
+    if (job->bt.xdt == TSQ_DTYPE_U8 && f->avx512)
+        tsq__reg_xtz_rows_avx512(job->bt.x, d, n, j0, j1, f->zf, C, f->gf + j0 * C);
+    else if (job->bt.xdt == TSQ_DTYPE_U8)
+        tsq__reg_xtz_rows(job->bt.x, d, n, j0, j1, f->zf, C, f->gf + j0 * C);
+    else
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(j1 - j0), (int)C, (int)n,
+                    1.0f, job->xf + j0, (int)d, f->zf, (int)C, 0.0f, f->gf + j0 * C, (int)C);
     add_into(f->g + j0 * C, f->gf + j0 * C, (j1 - j0) * C);
 }
 
@@ -495,11 +501,12 @@ void tsq__reg_feed_rows(fit_state *f, const batch *bt)
     if (f->pass == 0 && u8)
         chunk = exact_rows(bt, f->d, chunk, &top);
     int_gram = f->pass == 0 && u8 && f->vnni && top <= 127;
-    need_xf = u8 && ((f->pass == 0 && !int_gram) || f->zpass ||
+    need_xf = u8 && ((f->pass == 0 && !int_gram) ||
                      (!f->int_xw && (products == PRODUCTS_ALL || f->ndense > 0)));
     if (u8 && f->int_xw && f->pass > 0 && products == PRODUCTS_ALL)
         tsq__reg_panels_weights(f->w, f->d, NULL, f->C, f->dec);
-    if (cached && !need_xf && products != PRODUCTS_ALL && !f->ndense && bt->ydt == TSQ_DTYPE_U8)
+    if (cached && !need_xf && products != PRODUCTS_ALL && !f->ndense && !f->zpass &&
+        bt->ydt == TSQ_DTYPE_U8)
         chunk = bt->n; /* no scratch per piece: one piece, one fork */
     for (first = 0; first < bt->n; first += chunk) {
         block_job job;

@@ -100,6 +100,7 @@ typedef struct fit_state {
      * int32: exact, so the same values as the float path) */
     int32_t vnni;       /* the CPU has it */
     int32_t int_xw;     /* u = X w by it (u8 X with codes, the fit's own w) */
+    int32_t avx512;     /* X^T z by tsq__reg_xtz_rows_avx512 */
     uint8_t *xt;        /* d x chunk: a piece of X transposed (pass 0) */
     int8_t *dec;        /* the right operand in the kernel's panels .. */
     int64_t decy;       /* .. and from here, pass 0's Y */

@@ -273,4 +273,13 @@ void tsq__reg_int_products(const uint8_t *x, int64_t rows, int64_t d, const int8
                            int64_t count, int32_t *acc, float *out, int64_t ldo,
                            const int32_t *list);
 
+/* g = X^T z over rows [0, rows) of u8 codes x (stride ldx), columns
+ * [j0, j1), z rows x C, g (j1 - j0) x C overwritten: per element a float
+ * sum in row order, zero codes skipped. The AVX-512 version (AVX-512 F
+ * CPUs only) is bit-identical. */
+void tsq__reg_xtz_rows(const uint8_t *x, int64_t ldx, int64_t rows, int64_t j0, int64_t j1,
+                       const float *z, int64_t C, float *g);
+void tsq__reg_xtz_rows_avx512(const uint8_t *x, int64_t ldx, int64_t rows, int64_t j0, int64_t j1,
+                              const float *z, int64_t C, float *g);
+
 #endif

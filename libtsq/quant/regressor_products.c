@@ -21,11 +21,13 @@
 
 #include <string.h>
 
-/* A channel with at most d / SPARSE_SHARE changed weights is updated by
- * adding columns of X (a few operations per row and change); above that,
- * a product over its row of w is cheaper (d / 4 cycles per row in float
- * SIMD). */
-#define SPARSE_SHARE 8
+/* A channel with at most d / share changed weights is updated by adding
+ * columns of X (a few cycles per row and change); above that, a product
+ * over its row of w is cheaper: about d / 4 cycles per row in float SIMD
+ * (share 8), d / 64 with the integer kernel's 64 products per instruction
+ * (share 128). */
+#define SPARSE_SHARE_FLOAT 8
+#define SPARSE_SHARE_INT 128
 
 static int32_t alphabet_maxabs(const tsq__alphabet *a)
 {
@@ -41,7 +43,7 @@ static int32_t alphabet_maxabs(const tsq__alphabet *a)
 void tsq__reg_cache_init(tsq_context *ctx, fit_state *f, const batch *bt)
 {
     const uint8_t *x = bt->x;
-    int64_t i, n = bt->n * f->d, d = f->d, C = f->C, cap = C * (d / SPARSE_SHARE + 1);
+    int64_t i, n = bt->n * f->d, d = f->d, C = f->C, cap = C * (d / SPARSE_SHARE_FLOAT + 1);
     int32_t top = 0;
     size_t off = 0, at[6];
     unsigned char *base;
@@ -84,6 +86,7 @@ void tsq__reg_cache_free(tsq_context *ctx, fit_state *f)
 int tsq__reg_products_plan(fit_state *f)
 {
     int64_t c, j, k, d = f->d, C = f->C;
+    int64_t share = f->int_xw ? SPARSE_SHARE_INT : SPARSE_SHARE_FLOAT;
     f->ndelta = 0;
     f->ndense = 0;
     if (!f->vvalid)
@@ -93,7 +96,7 @@ int tsq__reg_products_plan(fit_state *f)
         int64_t changed = 0;
         for (j = 0; j < d; j++)
             changed += w[j] != old[j];
-        if (changed * SPARSE_SHARE > d) {
+        if (changed * share > d) {
             f->dense[f->ndense++] = (int32_t)c;
             continue;
         }
@@ -160,6 +163,24 @@ void tsq__reg_int_products(const uint8_t *x, int64_t rows, int64_t d, const int8
     for (i = 0; i < rows; i++)
         for (k = 0; k < count; k++)
             out[i * ldo + (list ? list[k] : k)] = (float)acc[i * count + k];
+}
+
+void tsq__reg_xtz_rows(const uint8_t *x, int64_t ldx, int64_t rows, int64_t j0, int64_t j1,
+                       const float *z, int64_t C, float *g)
+{
+    int64_t i, j, c;
+    memset(g, 0, (size_t)((j1 - j0) * C) * sizeof *g);
+    for (i = 0; i < rows; i++) {
+        const uint8_t *xi = x + i * ldx;
+        const float *zi = z + i * C;
+        for (j = j0; j < j1; j++) {
+            float xv = (float)xi[j], *gj = g + (j - j0) * C;
+            if (!xi[j])
+                continue; /* codes are mostly 0: their products add nothing */
+            for (c = 0; c < C; c++)
+                gj[c] += xv * zi[c];
+        }
+    }
 }
 
 void tsq__reg_products_update(const fit_state *f, const uint8_t *x, const float *xf, int64_t rows,
