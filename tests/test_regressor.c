@@ -550,18 +550,25 @@ END_TEST
 
 START_TEST(test_zrows_simd_matches_plain)
 {
-    /* The SSE2 path of the per-sample work is bit-identical to plain C:
-     * 11 channels (two groups of four and a tail), mixed quantizers. */
-    enum { R = 700, C = 11, NB = 256 };
+    /* The SSE2 and AVX-512 paths of the per-sample work are bit-identical
+     * to plain C: 37 channels (two groups of sixteen, a group of four and
+     * a tail), mixed quantizers. */
+    enum { R = 700, C = 37, NB = 256 };
+    uint32_t feat = 0;
+    int paths = 2;
     trng r = {19};
     tsq__outq q[C];
     float eps[C], inv[C], top[C], d2[C], alpha[C], b[C], *lo = malloc(C * NB * sizeof(float));
     float *hi = malloc(C * NB * sizeof(float)), *xw = malloc(R * C * sizeof(float));
     float *z0 = malloc(R * C * sizeof(float)), *z1 = malloc(R * C * sizeof(float));
+    float *z2 = malloc(R * C * sizeof(float));
     uint8_t *y = malloc(R * C);
-    double sums[2][4][C];
+    double sums[3][4][C];
     int c, pass, zstep;
     int64_t i;
+    ck_assert_int_eq(tsq_cpu_features(&feat), TSQ_OK);
+    if ((feat & TSQ_CPU_AVX512F) && (feat & TSQ_CPU_AVX512BW) && (feat & TSQ_CPU_AVX512VL))
+        paths = 3;
     for (c = 0; c < C; c++) {
         int bits = 1 + c % 4;
         float delta = (float)(0.3 + trng_uniform(&r));
@@ -584,7 +591,7 @@ START_TEST(test_zrows_simd_matches_plain)
         y[i] = (uint8_t)trng_int(&r, q[c].maxcode + 1);
     }
     for (zstep = 0; zstep < 2; zstep++) {
-        for (pass = 0; pass < 2; pass++) {
+        for (pass = 0; pass < paths; pass++) {
             tsq__zrows a;
             memset(sums[pass], 0, sizeof sums[pass]);
             a.rows = R;
@@ -603,7 +610,7 @@ START_TEST(test_zrows_simd_matches_plain)
             a.nbins = NB;
             a.zstep = zstep;
             a.lambda = 0.3f;
-            a.z = pass ? z1 : z0;
+            a.z = pass == 0 ? z0 : pass == 1 ? z1 : z2;
             a.err = sums[pass][0];
             a.zsum = sums[pass][1];
             a.zsq = sums[pass][2];
@@ -613,6 +620,11 @@ START_TEST(test_zrows_simd_matches_plain)
         ck_assert_mem_eq(sums[0], sums[1], sizeof sums[0]);
         if (zstep)
             ck_assert_mem_eq(z0, z1, R * C * sizeof(float));
+        if (paths == 3) {
+            ck_assert_mem_eq(sums[0], sums[2], sizeof sums[0]);
+            if (zstep)
+                ck_assert_mem_eq(z0, z2, R * C * sizeof(float));
+        }
         ck_assert(sums[0][0][3] > 0.0);
     }
     free(lo);
@@ -620,6 +632,7 @@ START_TEST(test_zrows_simd_matches_plain)
     free(xw);
     free(z0);
     free(z1);
+    free(z2);
     free(y);
 }
 END_TEST

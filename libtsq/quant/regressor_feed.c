@@ -5,9 +5,12 @@
  * true objective, for the history and the best-per-channel) and, when
  * round k takes a z-step, computes z from that iterate and accumulates
  * X^T z. The polish's passes (regressor_polish_pass.c) instead count
- * (X w, y) into histograms or sum each candidate's code errors. Rows are
- * split into blocks whose partial sums are reduced in block order (counts
- * are exact in any order), so results do not depend on the thread count.
+ * (X w, y) into histograms or sum each candidate's code errors. Every
+ * pass runs on the context's threads: rows in blocks whose partial sums
+ * are reduced in block order, X^T z and pass 0's products in blocks of
+ * columns that own their rows of the result; the splits depend on the data's
+ * shape only, so results do not depend on the thread count. The products
+ * X w and the integer kernels are in regressor_products.c.
  */
 #include "regressor_fit.h"
 
@@ -310,7 +313,7 @@ static void eval_block(block_job *job, int64_t blk, int64_t lo, int64_t hi)
     a.zsq = a.zsum + C;
     a.zcost = a.zsq + C;
     memset(a.err, 0, PART_SERIES * (size_t)C * sizeof a.err[0]);
-    tsq__zrows_run(&a, 1);
+    tsq__zrows_run(&a, f->avx512 ? 2 : 1);
 }
 
 /* A polish pass: the squared code errors of every candidate (alpha, b). */

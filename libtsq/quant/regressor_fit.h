@@ -1,7 +1,7 @@
 /*
  * The step-2 regressor's fit state, shared by the files that drive a fit
  * over passes of data (regressor_options.c, regressor_begin.c,
- * regressor_feed.c, regressor_stats.c, regressor_pass.c,
+ * regressor_feed.c, regressor_products.c, regressor_stats.c, regressor_pass.c,
  * regressor_polish_pass.c, regressor_result.c). The solver (regressor_solve.c, regressor_levels.c,
  * lowbit_init.c) sees only regressor_internal.h and never this state, so
  * the dependency runs one way: drivers -> solver.

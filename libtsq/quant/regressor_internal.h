@@ -120,8 +120,11 @@ typedef struct tsq__zrows {
     double *err, *zsum, *zsq, *zcost; /* C each, added to */
 } tsq__zrows;
 
-/* simd = 0: plain C; 1: SSE2 where the build has it (bit-identical). */
+/* simd = 0: plain C; 1: SSE2 where the build has it; 2: AVX-512 too (the
+ * caller checks the CPU has AVX-512 F/BW/VL). All bit-identical. */
 void tsq__zrows_run(const tsq__zrows *a, int simd);
+/* Channels c .. c+15 of row i (regressor_zrows_avx512.c). */
+void tsq__zrows_sixteen_avx512(const tsq__zrows *a, int64_t i, int64_t c);
 
 /* ---- the sufficient statistics of one layer ---- */
 typedef struct tsq__gram {
