@@ -1757,6 +1757,48 @@ START_TEST(test_threads_and_cache_same_result)
 }
 END_TEST
 
+/* The CPU-specific paths (integer products, AVX-512 loops) against the
+ * portable ones, by hiding the CPU's features from the context: the same
+ * weights, alpha and b up to the rounding of X^T z (float sums in another
+ * order). */
+START_TEST(test_cpu_paths_agree)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    fit_out o[2];
+    trng r = {59};
+    float *p;
+    uint8_t *y;
+    uint32_t features = ctx->cpu;
+    int64_t i;
+    int t;
+    planted_make(ctx, &pl, 4000, 80, 20, 3, 61);
+    p = data_of(pl.P);
+    y = data_of(pl.Y);
+    for (i = 0; i < pl.n * pl.C; i++) {
+        p[i] += (float)(0.2 * trng_normal(&r));
+        y[i] = (uint8_t)ref_code(p[i], pl.eps, pl.delta, 3);
+    }
+    TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, 2));
+    for (t = 0; t < 2; t++) {
+        tsq_regressor *reg;
+        ctx->cpu = t ? 0 : features; /* read when a fit begins */
+        reg = make_reg(ctx, &pl);
+        fit_out_make(ctx, &o[t], pl.d, pl.C);
+        REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o[t].W, o[t].alpha, o[t].b,
+                                      &o[t].objective));
+        tsq_regressor_destroy(reg);
+    }
+    ctx->cpu = features;
+    check_same_fit(&o[0], &o[1], pl.d, pl.C, 1e-5);
+    fit_out_free(&o[0]);
+    fit_out_free(&o[1]);
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
 /* The integer products (AVX-512 VNNI CPUs): X w and X^T X through the
  * kernel's panels equal the plain integer sums, at sizes with partial
  * panels and partial groups of 4. */
@@ -2521,6 +2563,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_threads_same_result);
     tcase_add_test(tc, test_threads_and_cache_same_result);
     tcase_add_test(tc, test_integer_products);
+    tcase_add_test(tc, test_cpu_paths_agree);
     tcase_add_test(tc, test_xtz_simd_matches_plain);
     tcase_add_test(tc, test_custom_alphabets);
     tcase_add_test(tc, test_history_queries);

@@ -409,9 +409,10 @@ static void channel_task(void *arg, int64_t task)
 }
 
 /* A z-step pass: X^T z into g, column block k of X per task (each task
- * owns its rows of g: no reduction). For u8 codes a loop over the rows
- * that skips zero codes (most are: a product does work for each), the
- * same sums with or without AVX-512; for f32 X the BLAS. */
+ * owns its rows of g: no reduction). For u8 codes on AVX-512 CPUs, sums
+ * in registers over the rows (the plain C definition tsq__reg_xtz_rows is
+ * the reference it is tested against); elsewhere the BLAS, whose tuned
+ * kernels beat a plain loop. */
 static void xtz_task(void *arg, int64_t k)
 {
     block_job *job = arg;
@@ -420,8 +421,6 @@ static void xtz_task(void *arg, int64_t k)
     col_range(f, k, &j0, &j1);
     if (job->bt.xdt == TSQ_DTYPE_U8 && f->avx512)
         tsq__reg_xtz_rows_avx512(job->bt.x, d, n, j0, j1, f->zf, C, f->gf + j0 * C);
-    else if (job->bt.xdt == TSQ_DTYPE_U8)
-        tsq__reg_xtz_rows(job->bt.x, d, n, j0, j1, f->zf, C, f->gf + j0 * C);
     else
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(j1 - j0), (int)C, (int)n,
                     1.0f, job->xf + j0, (int)d, f->zf, (int)C, 0.0f, f->gf + j0 * C, (int)C);
@@ -504,7 +503,7 @@ void tsq__reg_feed_rows(fit_state *f, const batch *bt)
     if (f->pass == 0 && u8)
         chunk = exact_rows(bt, f->d, chunk, &top);
     int_gram = f->pass == 0 && u8 && f->vnni && top <= 127;
-    need_xf = u8 && ((f->pass == 0 && !int_gram) ||
+    need_xf = u8 && ((f->pass == 0 && !int_gram) || (f->zpass && !f->avx512) ||
                      (!f->int_xw && (products == PRODUCTS_ALL || f->ndense > 0)));
     if (u8 && f->int_xw && f->pass > 0 && products == PRODUCTS_ALL)
         tsq__reg_panels_weights(f->w, f->d, NULL, f->C, f->dec);

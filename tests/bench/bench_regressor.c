@@ -15,8 +15,10 @@
  *
  * Environment: TSQ_BENCH_THREADS (default: 2, or 1 on one CPU),
  * TSQ_BENCH_QUICK=1 (smaller rows and quality part), TSQ_BENCH_GRID=1
- * (also the margin / lambda0 / growth grid, ~1 min). Set
- * OPENBLAS_NUM_THREADS=1: libtsq spreads the channels itself.
+ * (also the margin / lambda0 / growth grid, ~1 min), TSQ_BENCH_ROWS (the
+ * speed parts to run: any of 1, 2, 3, g), TSQ_BENCH_OLD=0 (no fits at the
+ * previous defaults), TSQ_BENCH_SPEED_ONLY=1 (no quality part). Set
+ * OPENBLAS_NUM_THREADS=1: libtsq spreads the work itself.
  */
 #include "bench.h"
 
