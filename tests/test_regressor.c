@@ -1726,7 +1726,7 @@ START_TEST(test_threads_and_cache_same_result)
     tsq_regressor *one;
     int64_t i;
     int t;
-    planted_make(ctx, &pl, 6000, 96, 24, 3, 41);
+    planted_make(ctx, &pl, 3000, 96, 24, 3, 41);
     p = data_of(pl.P);
     y = data_of(pl.Y);
     for (i = 0; i < pl.n * pl.C; i++) { /* noise: the rounds keep moving weights */
