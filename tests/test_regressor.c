@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "quant/regressor_internal.h" /* the start and the z-step, tested directly */
+#include "kernels/kernels_internal.h" /* tsq__gemm_vnni */
 
 /* ------------------------------------------------------------------ */
 /* Helpers                                                             */
@@ -549,18 +550,25 @@ END_TEST
 
 START_TEST(test_zrows_simd_matches_plain)
 {
-    /* The SSE2 path of the per-sample work is bit-identical to plain C:
-     * 11 channels (two groups of four and a tail), mixed quantizers. */
-    enum { R = 700, C = 11, NB = 256 };
+    /* The SSE2 and AVX-512 paths of the per-sample work are bit-identical
+     * to plain C: 37 channels (two groups of sixteen, a group of four and
+     * a tail), mixed quantizers. */
+    enum { R = 700, C = 37, NB = 256 };
+    uint32_t feat = 0;
+    int paths = 2;
     trng r = {19};
     tsq__outq q[C];
     float eps[C], inv[C], top[C], d2[C], alpha[C], b[C], *lo = malloc(C * NB * sizeof(float));
     float *hi = malloc(C * NB * sizeof(float)), *xw = malloc(R * C * sizeof(float));
     float *z0 = malloc(R * C * sizeof(float)), *z1 = malloc(R * C * sizeof(float));
+    float *z2 = malloc(R * C * sizeof(float));
     uint8_t *y = malloc(R * C);
-    double sums[2][4][C];
+    double sums[3][4][C];
     int c, pass, zstep;
     int64_t i;
+    ck_assert_int_eq(tsq_cpu_features(&feat), TSQ_OK);
+    if ((feat & TSQ_CPU_AVX512F) && (feat & TSQ_CPU_AVX512BW) && (feat & TSQ_CPU_AVX512VL))
+        paths = 3;
     for (c = 0; c < C; c++) {
         int bits = 1 + c % 4;
         float delta = (float)(0.3 + trng_uniform(&r));
@@ -583,7 +591,7 @@ START_TEST(test_zrows_simd_matches_plain)
         y[i] = (uint8_t)trng_int(&r, q[c].maxcode + 1);
     }
     for (zstep = 0; zstep < 2; zstep++) {
-        for (pass = 0; pass < 2; pass++) {
+        for (pass = 0; pass < paths; pass++) {
             tsq__zrows a;
             memset(sums[pass], 0, sizeof sums[pass]);
             a.rows = R;
@@ -602,7 +610,7 @@ START_TEST(test_zrows_simd_matches_plain)
             a.nbins = NB;
             a.zstep = zstep;
             a.lambda = 0.3f;
-            a.z = pass ? z1 : z0;
+            a.z = pass == 0 ? z0 : pass == 1 ? z1 : z2;
             a.err = sums[pass][0];
             a.zsum = sums[pass][1];
             a.zsq = sums[pass][2];
@@ -612,6 +620,11 @@ START_TEST(test_zrows_simd_matches_plain)
         ck_assert_mem_eq(sums[0], sums[1], sizeof sums[0]);
         if (zstep)
             ck_assert_mem_eq(z0, z1, R * C * sizeof(float));
+        if (paths == 3) {
+            ck_assert_mem_eq(sums[0], sums[2], sizeof sums[0]);
+            if (zstep)
+                ck_assert_mem_eq(z0, z2, R * C * sizeof(float));
+        }
         ck_assert(sums[0][0][3] > 0.0);
     }
     free(lo);
@@ -619,6 +632,7 @@ START_TEST(test_zrows_simd_matches_plain)
     free(xw);
     free(z0);
     free(z1);
+    free(z2);
     free(y);
 }
 END_TEST
@@ -1696,6 +1710,195 @@ START_TEST(test_threads_same_result)
 }
 END_TEST
 
+/* Shapes large enough that the passes really split their rows and column
+ * blocks over the threads: 1, 2 and 3 threads give identical fits, and so
+ * does a streamed fit that brings all rows in one feed per pass (which
+ * keeps no products across passes, while tsq_fit_transform does). */
+START_TEST(test_threads_and_cache_same_result)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    fit_out o[4];
+    trng r = {43};
+    float *p;
+    uint8_t *y;
+    tsq_regressor *one;
+    int64_t i;
+    int t;
+    planted_make(ctx, &pl, 3000, 96, 24, 3, 41);
+    p = data_of(pl.P);
+    y = data_of(pl.Y);
+    for (i = 0; i < pl.n * pl.C; i++) { /* noise: the rounds keep moving weights */
+        p[i] += (float)(0.4 * trng_normal(&r));
+        y[i] = (uint8_t)ref_code(p[i], pl.eps, pl.delta, 3);
+    }
+    for (t = 0; t < 3; t++) {
+        tsq_regressor *reg;
+        TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, t + 1));
+        reg = make_reg(ctx, &pl);
+        fit_out_make(ctx, &o[t], pl.d, pl.C);
+        REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o[t].W, o[t].alpha, o[t].b,
+                                      &o[t].objective));
+        tsq_regressor_destroy(reg);
+    }
+    TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, 2));
+    one = make_reg(ctx, &pl);
+    fit_out_make(ctx, &o[3], pl.d, pl.C);
+    fit_sharded(ctx, &one, 1, &pl, NULL, 0, pl.n);
+    REG_OK(one, tsq_regressor_result(one, o[3].W, o[3].alpha, o[3].b, &o[3].objective));
+    for (t = 1; t < 4; t++)
+        check_same_fit(&o[0], &o[t], pl.d, pl.C, 0.0);
+    for (t = 0; t < 4; t++)
+        fit_out_free(&o[t]);
+    tsq_regressor_destroy(one);
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* The CPU-specific paths (integer products, AVX-512 loops) against the
+ * portable ones, by hiding the CPU's features from the context: the same
+ * weights, alpha and b up to the rounding of X^T z (float sums in another
+ * order). */
+START_TEST(test_cpu_paths_agree)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    fit_out o[2];
+    trng r = {59};
+    float *p;
+    uint8_t *y;
+    uint32_t features = ctx->cpu;
+    int64_t i;
+    int t;
+    planted_make(ctx, &pl, 4000, 80, 20, 3, 61);
+    p = data_of(pl.P);
+    y = data_of(pl.Y);
+    for (i = 0; i < pl.n * pl.C; i++) {
+        p[i] += (float)(0.2 * trng_normal(&r));
+        y[i] = (uint8_t)ref_code(p[i], pl.eps, pl.delta, 3);
+    }
+    TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, 2));
+    for (t = 0; t < 2; t++) {
+        tsq_regressor *reg;
+        ctx->cpu = t ? 0 : features; /* read when a fit begins */
+        reg = make_reg(ctx, &pl);
+        fit_out_make(ctx, &o[t], pl.d, pl.C);
+        REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, NULL, NULL, o[t].W, o[t].alpha, o[t].b,
+                                      &o[t].objective));
+        tsq_regressor_destroy(reg);
+    }
+    ctx->cpu = features;
+    check_same_fit(&o[0], &o[1], pl.d, pl.C, 1e-5);
+    fit_out_free(&o[0]);
+    fit_out_free(&o[1]);
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
+/* The integer products (AVX-512 VNNI CPUs): X w and X^T X through the
+ * kernel's panels equal the plain integer sums, at sizes with partial
+ * panels and partial groups of 4. */
+START_TEST(test_integer_products)
+{
+    uint32_t feat = 0;
+    trng r = {47};
+    int64_t n = 37, d = 70, C = 40, i, j, c;
+    uint8_t *x = malloc((size_t)(n * d)), *xt = malloc((size_t)(n * d));
+    int8_t *w = malloc((size_t)(C * d)), *dec = calloc(1 << 16, 1);
+    int32_t *acc = malloc((size_t)(n > d ? n : d) * (size_t)(d > C ? d : C) * sizeof(int32_t));
+    float *out = malloc((size_t)(n * C) * sizeof(float));
+    int32_t list[3] = {39, 2, 17};
+    ck_assert_int_eq(tsq_cpu_features(&feat), TSQ_OK);
+    if (!(feat & TSQ_CPU_AVX512VNNI) || !(feat & TSQ_CPU_AVX512BW)) {
+        free(x), free(xt), free(w), free(dec), free(acc), free(out);
+        return; /* the float path runs instead */
+    }
+    for (i = 0; i < n * d; i++)
+        x[i] = (uint8_t)trng_int(&r, 128);
+    for (i = 0; i < C * d; i++)
+        w[i] = (int8_t)(trng_int(&r, 255) - 127);
+    tsq__reg_panels_weights(w, d, NULL, C, dec);
+    tsq__reg_int_products(x, n, d, dec, C, acc, out, C, NULL);
+    for (i = 0; i < n; i++)
+        for (c = 0; c < C; c++) {
+            int32_t s = 0;
+            for (j = 0; j < d; j++)
+                s += x[i * d + j] * w[c * d + j];
+            ck_assert_msg(out[i * C + c] == (float)s, "X w [%d][%d]", (int)i, (int)c);
+        }
+    /* a list of channels: column k of the product goes to column list[k] */
+    for (i = 0; i < n * C; i++)
+        out[i] = -1.0f;
+    tsq__reg_panels_weights(w, d, list, 3, dec);
+    tsq__reg_int_products(x, n, d, dec, 3, acc, out, C, list);
+    for (i = 0; i < n; i++)
+        for (c = 0; c < C; c++) {
+            int32_t s = 0;
+            int listed = c == 39 || c == 2 || c == 17;
+            for (j = 0; j < d; j++)
+                s += x[i * d + j] * w[c * d + j];
+            ck_assert(out[i * C + c] == (listed ? (float)s : -1.0f));
+        }
+    /* X^T X: X transposed on the left, X's rows as the right's panels */
+    for (i = 0; i < n; i++)
+        for (j = 0; j < d; j++)
+            xt[j * n + i] = x[i * d + j];
+    memset(dec, 0, 1 << 16);
+    tsq__reg_panels_codes(x, n, d, 0, (d + 15) / 16, dec);
+    tsq__gemm_vnni(xt, n, d, n, dec, 0, d, acc, d);
+    for (i = 0; i < d; i++)
+        for (j = 0; j < d; j++) {
+            int32_t s = 0;
+            int64_t k;
+            for (k = 0; k < n; k++)
+                s += x[k * d + i] * x[k * d + j];
+            ck_assert_int_eq(acc[i * d + j], s);
+        }
+    free(x), free(xt), free(w), free(dec), free(acc), free(out);
+}
+END_TEST
+
+/* X^T z of code rows: the AVX-512 loop is bit-identical to the plain C
+ * one (channel counts with and without a partial vector of 16), and both
+ * are the float sums of the products in row order. */
+START_TEST(test_xtz_simd_matches_plain)
+{
+    uint32_t feat = 0;
+    trng r = {53};
+    int64_t n = 300, d = 40, i, j, k;
+    const int64_t cs[3] = {16, 37, 5};
+    uint8_t *x = malloc((size_t)(n * d));
+    float *z = malloc((size_t)(n * 37) * sizeof(float));
+    float *g1 = malloc((size_t)(d * 37) * sizeof(float)), *g2 = malloc((size_t)(d * 37) * sizeof(float));
+    ck_assert_int_eq(tsq_cpu_features(&feat), TSQ_OK);
+    for (i = 0; i < n * d; i++)
+        x[i] = trng_int(&r, 5) < 3 ? 0 : (uint8_t)trng_int(&r, 256);
+    for (i = 0; i < n * 37; i++)
+        z[i] = (float)(3.0 * trng_normal(&r));
+    for (k = 0; k < 3; k++) {
+        int64_t C = cs[k], c;
+        tsq__reg_xtz_rows(x, d, n, 3, d, z, C, g1);
+        for (j = 3; j < d; j++)
+            for (c = 0; c < C; c++) {
+                float s = 0.0f;
+                for (i = 0; i < n; i++)
+                    if (x[i * d + j])
+                        s += (float)x[i * d + j] * z[i * C + c];
+                ck_assert(g1[(j - 3) * C + c] == s);
+            }
+        if (!(feat & TSQ_CPU_AVX512F) || !(feat & TSQ_CPU_AVX512BW))
+            continue;
+        tsq__reg_xtz_rows_avx512(x, d, n, 3, d, z, C, g2);
+        ck_assert(memcmp(g1, g2, (size_t)((d - 3) * C) * sizeof(float)) == 0);
+    }
+    free(x), free(z), free(g1), free(g2);
+}
+END_TEST
+
 START_TEST(test_custom_alphabets)
 {
     th_alloc_stats st;
@@ -2358,6 +2561,10 @@ static Suite *suite(void)
     tcase_add_test(tc, test_merge_quantized_w_init);
     tcase_add_test(tc, test_merge_linear_w_init);
     tcase_add_test(tc, test_threads_same_result);
+    tcase_add_test(tc, test_threads_and_cache_same_result);
+    tcase_add_test(tc, test_integer_products);
+    tcase_add_test(tc, test_cpu_paths_agree);
+    tcase_add_test(tc, test_xtz_simd_matches_plain);
     tcase_add_test(tc, test_custom_alphabets);
     tcase_add_test(tc, test_history_queries);
     tcase_add_test(tc, test_im2col_u8);

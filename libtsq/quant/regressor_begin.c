@@ -6,6 +6,8 @@
  */
 #include "regressor_fit.h"
 
+#include "kernels/kernels_internal.h" /* the integer kernel's panel sizes */
+
 #include <math.h>
 #include <string.h>
 
@@ -17,6 +19,7 @@ void tsq__reg_fit_free(tsq_context *ctx, fit_state *f)
 {
     if (!f)
         return;
+    tsq__reg_cache_free(ctx, f);
     tsq__free(ctx, f->work);
     tsq__free(ctx, f->keep);
     tsq__free(ctx, f);
@@ -33,6 +36,24 @@ void tsq__reg_fit_free(tsq_context *ctx, fit_state *f)
         if (base)                                                             \
             f->field = (void *)(base + at_);                                  \
     } while (0)
+
+/* What tsq__gemm_vnni needs of the CPU (kernels/dispatch.c checks the same). */
+#define VNNI_NEEDS                                                                             \
+    (TSQ_CPU_AVX2 | TSQ_CPU_FMA | TSQ_CPU_AVX512F | TSQ_CPU_AVX512BW | TSQ_CPU_AVX512VL |     \
+     TSQ_CPU_AVX512VNNI)
+
+#define AVX512_NEEDS (TSQ_CPU_AVX512F | TSQ_CPU_AVX512BW | TSQ_CPU_AVX512VL)
+
+/* The integer products' right operand: X's piece (K = chunk, N = d) or the
+ * weights (K = d, N = C) in the kernel's panels. */
+static size_t dec_bytes(fit_state *f)
+{
+    size_t a = (size_t)tsq__panels(f->d) * (size_t)tsq__k4n(f->chunk) * 64;
+    size_t b = (size_t)tsq__panels(f->C) * (size_t)tsq__k4n(f->d) * 64;
+    size_t y = (size_t)tsq__panels(f->C) * (size_t)tsq__k4n(f->chunk) * 64;
+    f->decy = (int64_t)align64(a);
+    return (align64(a) + y) > b ? align64(a) + y : b;
+}
 
 static size_t layout_work(fit_state *f, unsigned char *base, int have_w_init)
 {
@@ -103,8 +124,10 @@ static size_t layout_work(fit_state *f, unsigned char *base, int have_w_init)
     CARVE(zf, n * C);
     CARVE(gf, gf);
     CARVE(xd, (n < DOUBLE_ROWS ? n : DOUBLE_ROWS) * d);
-    CARVE(td, (n < DOUBLE_ROWS ? n : DOUBLE_ROWS) * C);
-    CARVE(ones, n < DOUBLE_ROWS ? n : DOUBLE_ROWS);
+    CARVE(td, n * C);
+    CARVE(xt, f->vnni ? d * n : 0);
+    CARVE(dec, f->vnni ? dec_bytes(f) : 0);
+    CARVE(accy, f->vnni ? d * C : 0);
     return off;
 }
 
@@ -223,7 +246,7 @@ tsq_status tsq__reg_begin_fit(tsq_regressor *reg, const char *where, int64_t d, 
     tsq_context *ctx = reg->obj.ctx;
     fit_state *f;
     size_t work_bytes, keep_bytes;
-    int64_t c, j;
+    int64_t c;
     int32_t target = pick_target(with_preact, W_init != NULL);
     tsq_status st;
 
@@ -250,6 +273,9 @@ tsq_status tsq__reg_begin_fit(tsq_regressor *reg, const char *where, int64_t d, 
     f->with_preact = with_preact;
     f->chunk = reg->opt.batch_rows;
     f->threads = (int32_t)ctx->threads;
+    f->vnni = (ctx->cpu & VNNI_NEEDS) == VNNI_NEEDS;
+    f->int_xw = f->vnni;
+    f->avx512 = (ctx->cpu & AVX512_NEEDS) == AVX512_NEEDS;
     f->nbins = 1;
     for (c = 0; reg->q_set && c < (reg->q_channels ? reg->q_channels : 1); c++) {
         const tsq__outq *q = reg->q_channels ? &reg->q_channel[c] : &reg->q_tensor;
@@ -288,8 +314,6 @@ tsq_status tsq__reg_begin_fit(tsq_regressor *reg, const char *where, int64_t d, 
         }
         f->best_obj[c] = HUGE_VAL;
     }
-    for (j = 0; j < (f->chunk < DOUBLE_ROWS ? f->chunk : DOUBLE_ROWS); j++)
-        f->ones[j] = 1.0;
     f->status = FIT_RUNNING;
     f->pass = 0;
     *out = f;

@@ -1,7 +1,7 @@
 /*
  * The step-2 regressor's fit state, shared by the files that drive a fit
  * over passes of data (regressor_options.c, regressor_begin.c,
- * regressor_feed.c, regressor_stats.c, regressor_pass.c,
+ * regressor_feed.c, regressor_products.c, regressor_stats.c, regressor_pass.c,
  * regressor_polish_pass.c, regressor_result.c). The solver (regressor_solve.c, regressor_levels.c,
  * lowbit_init.c) sees only regressor_internal.h and never this state, so
  * the dependency runs one way: drivers -> solver.
@@ -82,7 +82,29 @@ typedef struct fit_state {
     double *wmw;                   /* C: w^T M w of the iterate (linear objectives) */
     int32_t r_valid;               /* r holds M w of the current w */
     float *xf, *vf, *zf, *gf;
-    double *xd, *td, *ones; /* pass 0 works in double: rows of X, of z0 */
+    double *xd, *td; /* pass 0 works in double: rows of X, of z0 */
+    /* The products u = X w of every row, kept across passes when one feed
+     * brings all the rows every pass (tsq_fit_transform) and they are
+     * exact in float (u8 X, d maxcode max|S| <= 2^24): a pass then only
+     * updates the channels whose w changed (regressor_feed.c). */
+    void *cache;        /* the allocation below (NULL: no cache) */
+    float *vcache;      /* vrows x C */
+    int8_t *wcache;     /* C x d: the w that vcache holds */
+    int32_t *dj, *dc;   /* this pass's sparse changes: row j of channel c .. */
+    float *dv;          /* .. changes by dv */
+    int32_t *dense;     /* channels recomputed by a product */
+    float *wg;          /* d x ndense: their w, gathered */
+    int64_t vrows, ndelta, ndense;
+    int32_t vvalid;
+    /* Integer products on CPUs with AVX-512 VNNI (u8 codes times int8, in
+     * int32: exact, so the same values as the float path) */
+    int32_t vnni;       /* the CPU has it */
+    int32_t int_xw;     /* u = X w by it (u8 X with codes, the fit's own w) */
+    int32_t avx512;     /* X^T z by tsq__reg_xtz_rows_avx512 */
+    uint8_t *xt;        /* d x chunk: a piece of X transposed (pass 0) */
+    int8_t *dec;        /* the right operand in the kernel's panels .. */
+    int64_t decy;       /* .. and from here, pass 0's Y */
+    int32_t *accy;      /* d x C: pass 0's X^T Y */
     /* keep: the best iterate per channel and the history */
     int8_t *best_w;
     double *best_alpha, *best_b, *best_obj;
@@ -177,6 +199,24 @@ void tsq__reg_reset_pass_sums(fit_state *f);
 
 /* regressor_feed.c: adds validated rows to the current pass. */
 void tsq__reg_feed_rows(fit_state *f, const batch *bt);
+
+/* regressor_products.c: the products u = X w kept across passes. */
+enum { PRODUCTS_ALL = 1, PRODUCTS_UPDATE, PRODUCTS_NONE };
+/* tsq_fit_transform, before pass 0: a cache for bt's rows when exact and
+ * when memory allows (else none: the same results, slower). */
+void tsq__reg_cache_init(tsq_context *ctx, fit_state *f, const batch *bt);
+void tsq__reg_cache_free(tsq_context *ctx, fit_state *f);
+/* Before a pass over the cached rows: what the products need (the lists
+ * of changed weights and channels in f). */
+int tsq__reg_products_plan(fit_state *f);
+/* Rows [0, rows) of x (u8) / xf (the same as floats, needed only for the
+ * dense channels) bring their cached products v up to date; scratch holds
+ * rows x C floats. */
+void tsq__reg_products_update(const fit_state *f, const uint8_t *x, const float *xf, int64_t rows,
+                              float *v, float *scratch);
+/* After the pass: the cache holds the products of the current w. */
+void tsq__reg_products_done(fit_state *f);
+
 
 /* regressor_pass.c: ends the current pass (abandons the fit on failure). */
 tsq_status tsq__reg_end_pass(tsq_regressor *reg, const char *where, int32_t *done);

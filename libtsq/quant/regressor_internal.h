@@ -120,8 +120,11 @@ typedef struct tsq__zrows {
     double *err, *zsum, *zsq, *zcost; /* C each, added to */
 } tsq__zrows;
 
-/* simd = 0: plain C; 1: SSE2 where the build has it (bit-identical). */
+/* simd = 0: plain C; 1: SSE2 where the build has it; 2: AVX-512 too (the
+ * caller checks the CPU has AVX-512 F/BW/VL). All bit-identical. */
 void tsq__zrows_run(const tsq__zrows *a, int simd);
+/* Channels c .. c+15 of row i (regressor_zrows_avx512.c). */
+void tsq__zrows_sixteen_avx512(const tsq__zrows *a, int64_t i, int64_t c);
 
 /* ---- the sufficient statistics of one layer ---- */
 typedef struct tsq__gram {
@@ -257,5 +260,29 @@ typedef struct tsq__polish_rows_args {
 /* simd = 0: plain C; 1: SSE2 where the build has it (the same sums: the
  * squared code errors are integers, added exactly). */
 void tsq__polish_rows(const tsq__polish_rows_args *a, int simd);
+
+/* ---- integer products on AVX-512 VNNI CPUs (regressor_products.c) ---- */
+/* The kernels' decoded panels (kernels/kernels_internal.h) of panels
+ * [p0, p1) of K x N int8 matrices: X's n rows of d codes (K = n, N = d;
+ * codes <= 127), or channels' weights (K = d, N = count; channel k is
+ * row list[k] of the C x d w, or row k without a list). */
+void tsq__reg_panels_codes(const uint8_t *x, int64_t n, int64_t d, int64_t p0, int64_t p1,
+                           int8_t *dec);
+void tsq__reg_panels_weights(const int8_t *w, int64_t d, const int32_t *list, int64_t count,
+                             int8_t *dec);
+/* rows x count products of u8 rows x (stride d) with panels dec of K = d
+ * into out (stride ldo) as floats; acc: rows x count int32 scratch. */
+void tsq__reg_int_products(const uint8_t *x, int64_t rows, int64_t d, const int8_t *dec,
+                           int64_t count, int32_t *acc, float *out, int64_t ldo,
+                           const int32_t *list);
+
+/* g = X^T z over rows [0, rows) of u8 codes x (stride ldx), columns
+ * [j0, j1), z rows x C, g (j1 - j0) x C overwritten: per element a float
+ * sum in row order, zero codes skipped. The AVX-512 version (AVX-512 F
+ * CPUs only) is bit-identical. */
+void tsq__reg_xtz_rows(const uint8_t *x, int64_t ldx, int64_t rows, int64_t j0, int64_t j1,
+                       const float *z, int64_t C, float *g);
+void tsq__reg_xtz_rows_avx512(const uint8_t *x, int64_t ldx, int64_t rows, int64_t j0, int64_t j1,
+                              const float *z, int64_t C, float *g);
 
 #endif

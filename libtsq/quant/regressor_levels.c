@@ -245,7 +245,7 @@ static void zrows_four(const tsq__zrows *a, int64_t i, int64_t c)
 
 void tsq__zrows_run(const tsq__zrows *a, int simd)
 {
-    int64_t i, c, c4 = 0;
+    int64_t i, c, c4 = 0, c16 = simd == 2 ? a->C & ~(int64_t)15 : 0;
 #if defined(__SSE2__)
     if (simd)
         c4 = a->C & ~(int64_t)3;
@@ -253,8 +253,10 @@ void tsq__zrows_run(const tsq__zrows *a, int simd)
     (void)simd;
 #endif
     for (i = 0; i < a->rows; i++) {
+        for (c = 0; c < c16; c += 16)
+            tsq__zrows_sixteen_avx512(a, i, c);
 #if defined(__SSE2__)
-        for (c = 0; c < c4; c += 4)
+        for (c = c16; c < c4; c += 4)
             zrows_four(a, i, c);
 #endif
         for (c = c4; c < a->C; c++)

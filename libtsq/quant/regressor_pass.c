@@ -341,6 +341,7 @@ void tsq__reg_finish(tsq_regressor *reg)
             f->best_alpha[c] = 1.0;
     }
     f->status = FIT_DONE;
+    tsq__reg_cache_free(reg->obj.ctx, f);
     tsq__free(reg->obj.ctx, f->work); /* statistics and scratch; results stay */
     f->work = NULL;
 }

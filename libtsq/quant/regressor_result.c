@@ -240,6 +240,7 @@ tsq_status tsq_fit_transform(tsq_regressor *reg, const tsq_tensor *X, const tsq_
         return st;
     }
     tsq__reg_fit_free(reg->obj.ctx, previous);
+    tsq__reg_cache_init(reg->obj.ctx, reg->fit, &bt); /* every pass brings these rows */
     while (!done) {
         tsq__reg_feed_rows(reg->fit, &bt);
         bt.p = NULL;

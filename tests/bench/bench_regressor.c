@@ -15,8 +15,10 @@
  *
  * Environment: TSQ_BENCH_THREADS (default: 2, or 1 on one CPU),
  * TSQ_BENCH_QUICK=1 (smaller rows and quality part), TSQ_BENCH_GRID=1
- * (also the margin / lambda0 / growth grid, ~1 min). Set
- * OPENBLAS_NUM_THREADS=1: libtsq spreads the channels itself.
+ * (also the margin / lambda0 / growth grid, ~1 min), TSQ_BENCH_ROWS (the
+ * speed parts to run: any of 1, 2, 3, g), TSQ_BENCH_OLD=0 (no fits at the
+ * previous defaults), TSQ_BENCH_SPEED_ONLY=1 (no quality part). Set
+ * OPENBLAS_NUM_THREADS=1: libtsq spreads the work itself.
  */
 #include "bench.h"
 
@@ -345,6 +347,21 @@ static void growth(tsq_context *ctx, int64_t threads, int quick)
     }
 }
 
+/* TSQ_BENCH_ROWS: which speed parts run, as digits (1, 2, 3 the rows, g
+ * the growth); TSQ_BENCH_OLD=0 skips the previous defaults; TSQ_BENCH_SPEED_ONLY=1
+ * skips the quality part. For profiling one row at a time. */
+static int wants(const char *what)
+{
+    const char *rows = getenv("TSQ_BENCH_ROWS");
+    return !rows || strstr(rows, what) != NULL;
+}
+
+static int with_old(void)
+{
+    const char *o = getenv("TSQ_BENCH_OLD");
+    return !o || atoi(o) != 0;
+}
+
 static void speed_rows(int64_t threads, int quick)
 {
     /* fmnist-cnn's quantized layers with the demo's calibration: 4096
@@ -359,26 +376,32 @@ static void speed_rows(int64_t threads, int quick)
     if (tsq_context_create_with_allocator(&ctx, count_alloc, count_free, &cnt) != TSQ_OK)
         return;
     tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads);
-    rng_state = 1;
-    layer_make(&L, quick ? 20000 : 100000, 576, 64, 0.1);
-    speed_row(ctx, "row 1", &L, quick ? 0.0 : 0.6, threads, 1);
-    bench_line_ratio("step 2 row 1 peak library memory", (double)cnt.peak, "bytes",
-                     "8 (d^2 + d C)", 8.0 * (double)(L.d * L.d + L.d * L.C));
-    layer_free(&L);
-    rng_state = 2;
-    layer_make(&L, quick ? 4000 : 20000, quick ? 2304 : 4608, quick ? 256 : 512, 0.1);
-    speed_row(ctx, "row 2", &L, quick ? 0.0 : 60.0, threads, 1);
-    layer_free(&L);
-    for (k = 0; k < 4; k++) {
-        rng_state = 3 + (uint64_t)k;
-        layer_make(&L, quick ? fm[k][0] / 8 : fm[k][0], fm[k][1], fm[k][2], 0.1);
-        total += speed_row(ctx, "row 3 fmnist-cnn layer", &L, 0.0, threads, 1);
+    if (wants("1")) {
+        rng_state = 1;
+        layer_make(&L, quick ? 20000 : 100000, 576, 64, 0.1);
+        speed_row(ctx, "row 1", &L, quick ? 0.0 : 0.6, threads, with_old());
+        bench_line_ratio("step 2 row 1 peak library memory", (double)cnt.peak, "bytes",
+                         "8 (d^2 + d C)", 8.0 * (double)(L.d * L.d + L.d * L.C));
         layer_free(&L);
     }
-    printf("{\"name\": \"step 2 row 3 fmnist-cnn, the four layers\", \"value\": %.4g, "
+    if (wants("2")) {
+        rng_state = 2;
+        layer_make(&L, quick ? 4000 : 20000, quick ? 2304 : 4608, quick ? 256 : 512, 0.1);
+        speed_row(ctx, "row 2", &L, quick ? 0.0 : 60.0, threads, with_old());
+        layer_free(&L);
+    }
+    for (k = 0; k < 4 && wants("3"); k++) {
+        rng_state = 3 + (uint64_t)k;
+        layer_make(&L, quick ? fm[k][0] / 8 : fm[k][0], fm[k][1], fm[k][2], 0.1);
+        total += speed_row(ctx, "row 3 fmnist-cnn layer", &L, 0.0, threads, with_old());
+        layer_free(&L);
+    }
+    if (wants("3"))
+        printf("{\"name\": \"step 2 row 3 fmnist-cnn, the four layers\", \"value\": %.4g, "
            "\"unit\": \"s\", \"target\": %.4g}\n", total, quick ? 0.0 : 40.0);
     fflush(stdout);
-    growth(ctx, threads, quick);
+    if (wants("g"))
+        growth(ctx, threads, quick);
     tsq_context_destroy(ctx);
 }
 
@@ -743,6 +766,8 @@ int main(void)
     bench_info("bench_regressor");
     (void)runs;
     speed_rows(threads, quick);
+    if (getenv("TSQ_BENCH_SPEED_ONLY"))
+        return 0;
     quality(threads, quick);
     quality_planted(threads, quick);
     quality_brute_force();
