@@ -1,6 +1,7 @@
 /* The plain C element-wise quantizer kernels (kernels/encode.h): encode,
  * fake-quant and the straight-through mask; the oracle of the SIMD ones in
- * encode_avx2.c. */
+ * encode_avx2.c. Also the one choice between the two sets
+ * (tsq__eltwise_for). */
 #include "kernels/encode.h"
 
 #include <string.h>
@@ -62,4 +63,19 @@ void tsq__ste_row_c(const float *x, const float *go, float *gi, int64_t n, const
     int64_t i;
     for (i = 0; i < n; i++)
         gi[i] = tsq__quant_passes(x[i], delta[i], maxcode) ? go[i] : 0.0f;
+}
+
+static const tsq__eltwise eltwise_c = {
+    tsq__encode_span_c, tsq__encode_row_c, tsq__fakequant_span_c, tsq__fakequant_row_c,
+    tsq__ste_span_c,    tsq__ste_row_c,    tsq__count_nonfinite_c,
+};
+
+static const tsq__eltwise eltwise_avx2 = {
+    tsq__encode_span_avx2, tsq__encode_row_avx2, tsq__fakequant_span_avx2,
+    tsq__fakequant_row_avx2, tsq__ste_span_avx2, tsq__ste_row_avx2, tsq__count_nonfinite_avx2,
+};
+
+const tsq__eltwise *tsq__eltwise_for(uint32_t cpu)
+{
+    return (cpu & TSQ_CPU_AVX2) ? &eltwise_avx2 : &eltwise_c;
 }

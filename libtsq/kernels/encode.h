@@ -81,4 +81,26 @@ void tsq__ste_span_avx2(const float *x, const float *go, float *gi, int64_t n, f
 void tsq__ste_row_avx2(const float *x, const float *go, float *gi, int64_t n,
                        const float *delta, int32_t maxcode);
 
+/* The element-wise kernels of one instruction set, so that a caller picks
+ * them once (tsq__eltwise_for) instead of testing the CPU at each call. */
+typedef struct tsq__eltwise {
+    void (*encode_span)(const float *x, uint8_t *codes, int64_t n, float eps, float inv_delta,
+                        int32_t maxcode);
+    void (*encode_row)(const float *x, uint8_t *codes, int64_t n, const float *eps,
+                       const float *inv_delta, int32_t maxcode);
+    void (*fakequant_span)(const float *x, float *y, int64_t n, float eps, float inv_delta,
+                           float delta, int32_t maxcode);
+    void (*fakequant_row)(const float *x, float *y, int64_t n, const float *eps,
+                          const float *inv_delta, const float *delta, int32_t maxcode);
+    void (*ste_span)(const float *x, const float *go, float *gi, int64_t n, float delta,
+                     int32_t maxcode);
+    void (*ste_row)(const float *x, const float *go, float *gi, int64_t n, const float *delta,
+                    int32_t maxcode);
+    int64_t (*count_nonfinite)(const float *x, int64_t n);
+} tsq__eltwise;
+
+/* The AVX2 kernels when the TSQ_CPU_* bits in cpu include AVX2, else the C
+ * ones (a static table: never NULL, never freed). */
+const tsq__eltwise *tsq__eltwise_for(uint32_t cpu);
+
 #endif /* TSQ_KERNELS_ENCODE_H */

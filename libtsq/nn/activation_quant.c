@@ -84,23 +84,21 @@ typedef struct {
     float *y, *dx;
     int64_t per_channel; /* elements of one channel in one sample */
     int64_t channels;    /* channels per sample */
-    int avx2;            /* use the AVX2 encode kernel */
+    tsq__encode_span_fn encode; /* the encode kernel of the context's CPU */
 } aq_job;
 
 /* y = scale * code for n elements: the codes come from the quantizer's own
  * encode kernels (bit-identical to tsq__quant_code; AVX2 when present),
  * a piece at a time through a small buffer. */
 static void quantize_span(const float *restrict x, float *restrict y, int64_t n, float eps,
-                          float inv, int32_t maxcode, float scale, int avx2)
+                          float inv, int32_t maxcode, float scale,
+                          tsq__encode_span_fn encode)
 {
     uint8_t codes[1024];
     int64_t i, k, len;
     for (i = 0; i < n; i += len) {
         len = n - i < 1024 ? n - i : 1024;
-        if (avx2)
-            tsq__encode_span_avx2(x + i, codes, len, eps, inv, maxcode);
-        else
-            tsq__encode_span_c(x + i, codes, len, eps, inv, maxcode);
+        encode(x + i, codes, len, eps, inv, maxcode);
         for (k = 0; k + 8 <= len; k += 8) {
             int t;
             for (t = 0; t < 8; t++)
@@ -120,7 +118,7 @@ static void forward_planes(void *arg, int64_t lo, int64_t hi)
         int64_t c = q->nchannels > 0 ? pl % j->channels : 0;
         float delta = q->delta[c];
         quantize_span(j->x + pl * S, j->y + pl * S, S, q->eps[c], 1.0f / delta,
-                      (1 << q->bits[c]) - 1, q->output_codes ? 1.0f : delta, j->avx2);
+                      (1 << q->bits[c]) - 1, q->output_codes ? 1.0f : delta, j->encode);
     }
 }
 
@@ -167,7 +165,8 @@ static void make_job(aq_job *j, tsq_layer *l)
     j->q = (aq_layer *)l;
     j->channels = l->in_shape[0];
     j->per_channel = l->in_numel / l->in_shape[0];
-    j->avx2 = (l->obj.ctx->cpu & TSQ_CPU_AVX2) != 0; /* detected once, at context creation */
+    /* the CPU features were detected once, at context creation */
+    j->encode = tsq__eltwise_for(l->obj.ctx->cpu)->encode_span;
 }
 
 /* Learned delta: the parameter, kept >= AQ_DELTA_MIN, into the slots. */
@@ -410,11 +409,7 @@ tsq_status tsq_layer_act_quant_create(tsq_context *ctx, int32_t bits, float eps,
     tsq_layer *l = NULL;
     aq_layer *q;
     tsq_status st;
-    if (!ctx)
-        return TSQ_ERR_NULL;
-    if (!layer)
-        return tsq__fail(&ctx->obj, TSQ_ERR_NULL, "%s: out is NULL", where);
-    *layer = NULL;
+    TSQ_FORWARD_IF_ERROR(tsq__layer_create_begin(ctx, where, layer));
     st = check_params(&ctx->obj, where, bits, eps, delta);
     if (st != TSQ_OK)
         return st;
