@@ -39,34 +39,20 @@ static inline uint64_t tsq__le_get_u64(const unsigned char *p)
     return (uint64_t)tsq__le_get_u32(p) | (uint64_t)tsq__le_get_u32(p + 4) << 32;
 }
 
-/* A float as the integer of its IEEE-754 bits, and back. */
-static inline uint32_t tsq__f32_bits(float f)
-{
-    uint32_t v;
-    memcpy(&v, &f, sizeof v);
-    return v;
-}
-
-static inline uint64_t tsq__f64_bits(double d)
-{
-    uint64_t v;
-    memcpy(&v, &d, sizeof v);
-    return v;
-}
-
-static inline float tsq__bits_f32(uint32_t v)
-{
-    float f;
-    memcpy(&f, &v, sizeof f);
-    return f;
-}
-
-static inline double tsq__bits_f64(uint64_t v)
-{
-    double d;
-    memcpy(&d, &v, sizeof d);
-    return d;
-}
+/* A float as the integer of its IEEE-754 bits, and back (the one
+ * reinterpretation: memcpy of the same size). */
+#define TSQ__BITCAST(to, from_type, x)                                                   \
+    static inline to x(from_type v)                                                      \
+    {                                                                                    \
+        to r;                                                                            \
+        memcpy(&r, &v, sizeof r);                                                        \
+        return r;                                                                        \
+    }
+TSQ__BITCAST(uint32_t, float, tsq__f32_bits)
+TSQ__BITCAST(uint64_t, double, tsq__f64_bits)
+TSQ__BITCAST(float, uint32_t, tsq__bits_f32)
+TSQ__BITCAST(double, uint64_t, tsq__bits_f64)
+#undef TSQ__BITCAST
 
 static inline void tsq__le_put_f32(unsigned char *p, float f)
 {
