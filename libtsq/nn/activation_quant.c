@@ -109,19 +109,6 @@ static void quantize_span(const float *restrict x, float *restrict y, int64_t n,
     }
 }
 
-static void forward_planes(void *arg, int64_t lo, int64_t hi)
-{
-    aq_job *j = arg;
-    const aq_layer *q = j->q;
-    int64_t pl, S = j->per_channel;
-    for (pl = lo; pl < hi; pl++) {
-        int64_t c = q->nchannels > 0 ? pl % j->channels : 0;
-        float delta = q->delta[c];
-        quantize_span(j->x + pl * S, j->y + pl * S, S, q->eps[c], 1.0f / delta,
-                      (1 << q->bits[c]) - 1, q->output_codes ? 1.0f : delta, j->encode);
-    }
-}
-
 /* dx = dy * scale where tsq__quant_passes(x), else 0. The blocks of 8
  * evaluate tsq__quant_passes's condition, 0 < x < (float)maxcode * delta,
  * with the same float operations as two selects instead of its short
@@ -146,16 +133,23 @@ static void pass_span(float *restrict dx, const float *restrict x, const float *
         tsq__vec_affine_inplace(dx, scale, 0.0f, n);
 }
 
-static void backward_planes(void *arg, int64_t lo, int64_t hi)
+/* Planes [lo, hi) (one channel of one sample each): the forward, or the
+ * backward when the job has dy. */
+static void run_planes(void *arg, int64_t lo, int64_t hi)
 {
     aq_job *j = arg;
     const aq_layer *q = j->q;
     int64_t pl, S = j->per_channel;
     for (pl = lo; pl < hi; pl++) {
-        int64_t c = q->nchannels > 0 ? pl % j->channels : 0;
+        int64_t c = q->nchannels > 0 ? pl % j->channels : 0, at = pl * S;
         float delta = q->delta[c];
-        pass_span(j->dx + pl * S, j->x + pl * S, j->dy + pl * S, S, delta,
-                  (1 << q->bits[c]) - 1, q->output_codes ? 1.0f / delta : 1.0f);
+        int32_t maxcode = (1 << q->bits[c]) - 1;
+        if (j->dy)
+            pass_span(j->dx + at, j->x + at, j->dy + at, S, delta, maxcode,
+                      q->output_codes ? 1.0f / delta : 1.0f);
+        else
+            quantize_span(j->x + at, j->y + at, S, q->eps[c], 1.0f / delta, maxcode,
+                          q->output_codes ? 1.0f : delta, j->encode);
     }
 }
 
@@ -194,7 +188,7 @@ static tsq_status aq_forward(tsq_layer *l, const float *x, float *y, int64_t bat
     make_job(&j, l);
     j.x = x;
     j.y = y;
-    tsq__parallel_range(tsq__layer_threads(l), batch * j.channels, j.per_channel, forward_planes,
+    tsq__parallel_range(tsq__layer_threads(l), batch * j.channels, j.per_channel, run_planes,
                         &j);
     return TSQ_OK;
 }
@@ -246,7 +240,7 @@ static tsq_status aq_backward(tsq_layer *l, const float *x, const float *y, cons
     j.dy = dy;
     j.dx = dx;
     tsq__parallel_range(tsq__layer_threads(l), batch * j.channels, j.per_channel,
-                        backward_planes, &j);
+                        run_planes, &j);
     return TSQ_OK;
 }
 
