@@ -73,6 +73,9 @@ typedef struct tsq__model_head {
     int32_t nrecords;
 } tsq__model_head;
 
+/* The array of that name in rec, or NULL. */
+const tsq__rec_array *tsq__rec_find_array(const tsq__layer_rec *rec, const char *name);
+
 /* ---- writing ---- */
 
 /* Fills *rec for record `index` (rec is zeroed first; the pointers in it

@@ -35,15 +35,6 @@ static int64_t config_of(const tsq__layer_rec *rec, const tsq__kind_spec *spec, 
     return 0;
 }
 
-static const tsq__rec_array *find_array(const tsq__layer_rec *rec, const char *name)
-{
-    int32_t i;
-    for (i = 0; i < rec->narrays; i++)
-        if (strcmp(rec->arrays[i].name, name) == 0)
-            return &rec->arrays[i];
-    return NULL;
-}
-
 /* The element count of the layer's main weight as its config implies, so
  * that a hostile config cannot make the constructor allocate more than the
  * file can fill (-1 on overflow). */
@@ -66,13 +57,13 @@ static tsq_status check_sizes(const tsq__model_cursor *cur, const tsq__layer_rec
     const tsq__rec_array *a;
     int64_t need = implied_weight_count(rec, spec), bits;
     if (rec->kind == TSQ_LAYER_DENSE || rec->kind == TSQ_LAYER_CONV2D) {
-        a = find_array(rec, "weight");
+        a = tsq__rec_find_array(rec, "weight");
         if (!a || a->numel != need)
             return tsq__model_fail(cur, "weight has %lld elements, config implies %lld",
                                    a ? (long long)a->numel : 0LL, (long long)need);
     } else if (tsq__kind_is_lowbit(rec->kind)) {
         bits = config_of(rec, spec, TSQ_LAYER_INFO_WEIGHT_BITS);
-        a = find_array(rec, "weight_codes");
+        a = tsq__rec_find_array(rec, "weight_codes");
         if (bits < 2 || bits > 8)
             return tsq__model_fail(cur, "weight bits %lld", (long long)bits);
         if (!a || a->numel != need || a->encoding != TSQ__REC_PACKED ||
@@ -80,7 +71,7 @@ static tsq_status check_sizes(const tsq__model_cursor *cur, const tsq__layer_rec
             return tsq__model_fail(cur, "weight codes do not match %lld %lld-bit weights",
                                    (long long)need, (long long)bits);
     } else if (rec->kind == TSQ_LAYER_BATCHNORM) {
-        a = find_array(rec, "gamma");
+        a = tsq__rec_find_array(rec, "gamma");
         if (!a || a->numel != rec->attrs[0])
             return tsq__model_fail(cur, "batch-norm gamma does not match %lld channels",
                                    (long long)rec->attrs[0]);
@@ -166,9 +157,9 @@ static tsq_status check_variance(const tsq__model_cursor *cur, tsq_tensor *var)
 static tsq_status fill_lowbit(const tsq__model_cursor *cur, const tsq__layer_rec *rec,
                               const tsq__kind_spec *spec, tsq_layer *l)
 {
-    const tsq__rec_array *codes_rec = find_array(rec, "weight_codes");
-    const tsq__rec_array *alpha_rec = find_array(rec, "alpha");
-    const tsq__rec_array *bias_rec = find_array(rec, "bias");
+    const tsq__rec_array *codes_rec = tsq__rec_find_array(rec, "weight_codes");
+    const tsq__rec_array *alpha_rec = tsq__rec_find_array(rec, "alpha");
+    const tsq__rec_array *bias_rec = tsq__rec_find_array(rec, "bias");
     int64_t count = codes_rec->numel, out_ch = config_of(rec, spec, TSQ_LAYER_INFO_OUT_CHANNELS);
     int32_t bits = (int32_t)config_of(rec, spec, TSQ_LAYER_INFO_WEIGHT_BITS);
     tsq_tensor *codes = NULL, *alpha = NULL, *bias = NULL;
@@ -245,7 +236,7 @@ static tsq_status fill_tensors(const tsq__model_cursor *cur, const tsq__layer_re
     tsq_layer_param_count(l, &count);
     for (i = 0; i < count; i++) {
         tsq_layer_param(l, i, &t, NULL, &name);
-        a = find_array(rec, name);
+        a = tsq__rec_find_array(rec, name);
         if (!a)
             return tsq__model_fail(cur, "parameter '%s' is missing", name);
         TSQ_FORWARD_IF_ERROR(fill_float(cur, a, t));
@@ -254,7 +245,7 @@ static tsq_status fill_tensors(const tsq__model_cursor *cur, const tsq__layer_re
     tsq_layer_state_count(l, &count);
     for (i = 0; i < count; i++) {
         tsq_layer_state(l, i, &t, &name);
-        a = find_array(rec, name);
+        a = tsq__rec_find_array(rec, name);
         if (!a)
             return tsq__model_fail(cur, "state '%s' is missing", name);
         TSQ_FORWARD_IF_ERROR(fill_float(cur, a, t));
