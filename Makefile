@@ -153,9 +153,12 @@ $(BUILD)/tests/test_%: tests/test_%.c $(STLIB) $(TEST_SUPPORT_OBJS) tests/suppor
 	$(CC) $(CFLAGS_ALL) $(CHECK_CFLAGS) -Itests/support -o $@ $< $(TEST_SUPPORT_OBJS) \
 	    $(STLIB) $(CHECK_LIBS) $(LIBS_ALL)
 
-$(BUILD)/bench/%: tests/bench/%.c $(STLIB) tests/bench/bench.h
+# Benchmarks share the tests' generator and references (not the Check harness).
+BENCH_SUPPORT_OBJS := $(BUILD)/tests/support/rng.o $(BUILD)/tests/support/reference.o
+$(BUILD)/bench/%: tests/bench/%.c $(STLIB) tests/bench/bench.h $(BENCH_SUPPORT_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Itests/bench -o $@ $< $(STLIB) $(LIBS_ALL)
+	$(CC) $(CFLAGS_ALL) -Itests/bench -Itests/support -o $@ $< $(BENCH_SUPPORT_OBJS) $(STLIB) \
+	    $(LIBS_ALL)
 
 # ---- fuzzing (libFuzzer, clang) ---------------------------------------------
 # docs/reliability.md, "Fuzzing". `make fuzz FUZZ_SECONDS=600` reproduces it;

@@ -1,6 +1,6 @@
 /* Helpers shared by the nn tests (tests/test_nn_*.c): tensors from arrays,
- * a tiny deterministic generator, nets built from a list of layers, and a
- * finite-difference gradient checker. */
+ * nets built from a list of layers, and a finite-difference gradient
+ * checker. The generator is tests/support/rng.h's th_rng. */
 #ifndef TSQ_NN_TESTUTIL_H
 #define TSQ_NN_TESTUTIL_H
 
@@ -18,29 +18,6 @@
         if (!(cond))                                                          \
             ck_abort_msg(__VA_ARGS__);                                        \
     } while (0)
-
-typedef struct {
-    uint64_t s;
-} nt_rng;
-
-static inline uint64_t nt_next(nt_rng *r)
-{
-    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static inline double nt_uniform(nt_rng *r) /* [0, 1) */
-{
-    return (double)(nt_next(r) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-static inline double nt_normal(nt_rng *r)
-{
-    double u = 1.0 - nt_uniform(r), v = nt_uniform(r);
-    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-}
 
 static inline tsq_tensor *nt_tensor(tsq_context *ctx, int32_t ndim, int64_t d0, int64_t d1,
                                     int64_t d2, int64_t d3)
@@ -78,12 +55,12 @@ static inline int64_t nt_numel(const tsq_tensor *t)
     return n;
 }
 
-static inline void nt_fill_normal(tsq_tensor *t, nt_rng *r, double scale)
+static inline void nt_fill_normal(tsq_tensor *t, th_rng *r, double scale)
 {
     float *d = nt_data(t);
     int64_t i, n = nt_numel(t);
     for (i = 0; i < n; i++)
-        d[i] = (float)(scale * nt_normal(r));
+        d[i] = (float)(scale * th_rng_normal(r));
 }
 
 /* Net of sample shape (s0[,s1,s2]) from a NULL-terminated list of layers. */
@@ -148,7 +125,7 @@ static inline double nt_fd_check(tsq_net *net, tsq_tensor *x, tsq_tensor *y, con
 /* Full gradient check of a net: dx and every parameter except one named
  * `skip` (NULL: none). x is filled by the caller; r is drawn here. */
 static inline void nt_gradcheck(tsq_context *ctx, tsq_net *net, tsq_tensor *x, int32_t train,
-                                nt_rng *rng, double h, double atol, double rtol,
+                                th_rng *rng, double h, double atol, double rtol,
                                 const char *skip)
 {
     int64_t oshape[3], n = 0, on = 1, i;

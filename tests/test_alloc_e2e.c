@@ -183,14 +183,14 @@ static void on_failure(run_state *S, const buffers *B, const char *call, tsq_sta
 
 static void make_buffers(buffers *B)
 {
-    nt_rng r = {77};
+    th_rng r = {77};
     int64_t i, p, a, b, c;
     int8_t wt[RD * RC];
     for (i = 0; i < NIMG; i++) {
-        int32_t cls = (int32_t)(nt_next(&r) % NCLS);
+        int32_t cls = (int32_t)(th_rng_next(&r) % NCLS);
         float *img = B->images + i * IMG;
         for (p = 0; p < IMG; p++)
-            img[p] = (float)(0.1 * nt_normal(&r));
+            img[p] = (float)(0.1 * th_rng_normal(&r));
         for (a = 0; a < 3; a++)
             for (b = 0; b < 3; b++)
                 img[(a + (cls == 1 ? 3 : 0)) * 6 + b + (cls == 2 ? 3 : 0)] += 1.5f;
@@ -198,9 +198,9 @@ static void make_buffers(buffers *B)
     }
     /* Regressor data with a planted ternary solution. */
     for (i = 0; i < RD * RC; i++)
-        wt[i] = (int8_t)((int64_t)(nt_next(&r) % 3) - 1);
+        wt[i] = (int8_t)((int64_t)(th_rng_next(&r) % 3) - 1);
     for (i = 0; i < RROWS * RD; i++)
-        B->rx[i] = (uint8_t)(nt_next(&r) % 4);
+        B->rx[i] = (uint8_t)(th_rng_next(&r) % 4);
     for (i = 0; i < RROWS; i++)
         for (c = 0; c < RC; c++) {
             int32_t acc = 0, code;

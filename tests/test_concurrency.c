@@ -46,26 +46,7 @@ static int thread_count(void)
     return th_quick() ? 6 : MAX_T;
 }
 
-/* ---- a deterministic generator and a 64-bit FNV-1a digest ---- */
-static uint64_t mix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double uniform(uint64_t *s)
-{
-    return (double)(mix(s) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-static double normal(uint64_t *s)
-{
-    double u = 1.0 - uniform(s), v = uniform(s);
-    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-}
-
+/* ---- a 64-bit FNV-1a digest (the generator is tests/support/rng.h) ---- */
 static void digest(uint64_t *h, const void *p, size_t n)
 {
     const unsigned char *b = p;
@@ -138,22 +119,22 @@ typedef struct {
 
 static void fill_inputs(job *j)
 {
-    uint64_t s = j->seed * 7919u + 17u;
+    th_rng s = {j->seed * 7919u + 17u};
     int64_t i, b;
     for (i = 0; i < QN * QC; i++)
-        j->qx[i] = (float)(normal(&s) * (1.0 + 0.2 * (double)(i % QC)));
+        j->qx[i] = (float)(th_rng_normal(&s) * (1.0 + 0.2 * (double)(i % QC)));
     for (i = 0; i < RN * RD; i++)
-        j->rx[i] = (float)normal(&s);
+        j->rx[i] = (float)th_rng_normal(&s);
     for (i = 0; i < RN * RC; i++)
-        j->ry[i] = (uint8_t)(mix(&s) % 4);
+        j->ry[i] = (uint8_t)(th_rng_next(&s) % 4);
     /* images with a bright 2x2 square in the left, middle or right third */
     for (b = 0; b < NBATCH; b++)
         for (i = 0; i < NB; i++) {
             float *img = j->nx[b] + i * IMG * IMG;
-            int32_t c = (int32_t)(mix(&s) % NCLASS);
-            int64_t p, oy = (int64_t)(mix(&s) % (IMG - 1));
+            int32_t c = (int32_t)(th_rng_next(&s) % NCLASS);
+            int64_t p, oy = (int64_t)(th_rng_next(&s) % (IMG - 1));
             for (p = 0; p < IMG * IMG; p++)
-                img[p] = (float)(0.1 * normal(&s));
+                img[p] = (float)(0.1 * th_rng_normal(&s));
             img[oy * IMG + 2 * c] += 1.5f;
             img[oy * IMG + 2 * c + 1] += 1.5f;
             img[(oy + 1) * IMG + 2 * c] += 1.5f;
@@ -558,7 +539,7 @@ START_TEST(test_shared_plan)
     pthread_t tid[MAX_T];
     float *xs[MAX_T], *want[MAX_T];
     int64_t in_size = 0, out_size = 0, i;
-    uint64_t seed = 77;
+    th_rng seed = {77};
     int t;
     ck_assert_ptr_nonnull(j);
     /* A converted net, by the same pipeline as the jobs. */
@@ -581,7 +562,7 @@ START_TEST(test_shared_plan)
         want[t] = malloc((size_t)(batch * out_size) * sizeof(float));
         ck_assert(xs[t] && want[t]);
         for (i = 0; i < batch * in_size; i++)
-            xs[t][i] = (float)normal(&seed);
+            xs[t][i] = (float)th_rng_normal(&seed);
         TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 4, xshape, xs[t],
                                    (uint64_t)(batch * in_size) * sizeof(float), &x));
         TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 2, yshape, want[t],

@@ -21,16 +21,6 @@ static const int32_t simd_kernels[] = {TSQ_KERNEL_AVX2, TSQ_KERNEL_VNNI, TSQ_KER
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t x = *s += UINT64_C(0x9E3779B97F4A7C15);
-    x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return x ^ (x >> 31);
-}
-
-static int64_t rng_below(uint64_t *s, int64_t n) { return (int64_t)(rng_next(s) % (uint64_t)n); }
-
 static int kernel_here(int32_t kernel)
 {
     int32_t avail = 0;
@@ -47,7 +37,7 @@ static void say_skip(const char *test, int32_t kernel)
 /* Random weights of the b-bit alphabet; mode 0 random, 1 all +max,
  * 2 all -max, 3 sparse (most 0). */
 static tsq_tensor *make_weights(tsq_context *ctx, int64_t k, int64_t n, int32_t bits, int mode,
-                                uint64_t *s)
+                                th_rng *s)
 {
     const int64_t shape[2] = {k, n};
     tsq_tensor *t = NULL;
@@ -60,8 +50,8 @@ static tsq_tensor *make_weights(tsq_context *ctx, int64_t k, int64_t n, int32_t 
         switch (mode) {
         case 1: w[i] = (int8_t)lim; break;
         case 2: w[i] = (int8_t)-lim; break;
-        case 3: w[i] = rng_below(s, 4) ? 0 : (int8_t)(rng_below(s, 2 * lim + 1) - lim); break;
-        default: w[i] = (int8_t)(rng_below(s, 2 * lim + 1) - lim); break;
+        case 3: w[i] = th_rng_below(s, 4) ? 0 : (int8_t)(th_rng_below(s, 2 * lim + 1) - lim); break;
+        default: w[i] = (int8_t)(th_rng_below(s, 2 * lim + 1) - lim); break;
         }
     }
     return t;
@@ -69,7 +59,7 @@ static tsq_tensor *make_weights(tsq_context *ctx, int64_t k, int64_t n, int32_t 
 
 /* Random codes; mode 0 random, 1 all max, 2 sparse (about 60% zero). */
 static tsq_tensor *make_codes(tsq_context *ctx, int64_t m, int64_t k, int32_t bits, int mode,
-                              uint64_t *s)
+                              th_rng *s)
 {
     const int64_t shape[2] = {m, k};
     tsq_tensor *t = NULL;
@@ -82,9 +72,9 @@ static tsq_tensor *make_codes(tsq_context *ctx, int64_t m, int64_t k, int32_t bi
         if (mode == 1)
             x[i] = (uint8_t)maxcode;
         else if (mode == 2)
-            x[i] = rng_below(s, 5) < 3 ? 0 : (uint8_t)rng_below(s, maxcode + 1);
+            x[i] = th_rng_below(s, 5) < 3 ? 0 : (uint8_t)th_rng_below(s, maxcode + 1);
         else
-            x[i] = (uint8_t)rng_below(s, maxcode + 1);
+            x[i] = (uint8_t)th_rng_below(s, maxcode + 1);
     }
     return t;
 }
@@ -138,7 +128,7 @@ static void assert_same(const int32_t *want, const int32_t *got, int64_t m, int6
 /* One shape and bit widths through every kernel here; returns nothing,
  * asserts bit-exactness against brute force. */
 static void check_shape(tsq_context *ctx, int64_t m, int64_t k, int64_t n, int32_t cbits,
-                        int32_t wbits, int cmode, int wmode, uint64_t *s)
+                        int32_t wbits, int cmode, int wmode, th_rng *s)
 {
     tsq_tensor *codes = make_codes(ctx, m, k, cbits, cmode, s);
     tsq_tensor *w = make_weights(ctx, k, n, wbits, wmode, s);
@@ -182,7 +172,7 @@ START_TEST(test_pack_roundtrip)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    uint64_t s = 1;
+    th_rng s = {1};
     static const int64_t sizes[][2] = {{1, 1}, {63, 7}, {64, 8}, {65, 9}, {130, 17}, {5, 33}};
     int32_t bits;
     size_t i;
@@ -216,7 +206,7 @@ START_TEST(test_pack_two_bits_per_ternary_weight)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    uint64_t s = 2;
+    th_rng s = {2};
     tsq_tensor *w = make_weights(ctx, 3136, 256, 2, 0, &s);
     tsq_packed_weights *pw = NULL;
     int64_t bytes;
@@ -233,7 +223,7 @@ START_TEST(test_pack_errors)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    uint64_t s = 3;
+    th_rng s = {3};
     const int64_t shape1[1] = {4}, shape2[2] = {4, 3};
     tsq_tensor *w = make_weights(ctx, 4, 3, 2, 0, &s), *w1 = NULL, *f = NULL, *back = NULL;
     tsq_packed_weights *pw = (tsq_packed_weights *)&st;
@@ -284,7 +274,7 @@ END_TEST
 START_TEST(test_pack_out_of_memory)
 {
     int64_t k;
-    uint64_t s = 4;
+    th_rng s = {4};
     for (k = 1; k <= 2; k++) {
         th_alloc_stats st;
         tsq_context *ctx = th_context(&st);
@@ -305,7 +295,7 @@ START_TEST(test_decode_panels)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    uint64_t s = 5;
+    th_rng s = {5};
     int32_t bits;
     for (bits = 2; bits <= 8; bits += 3) {
         int64_t k = 161, n = 37, k4n = tsq__k4n(k), np = tsq__panels(n), q, c, i;
@@ -355,7 +345,7 @@ START_TEST(test_gemm_small_shapes_all_kernels)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    uint64_t s = 10;
+    th_rng s = {10};
     static const int64_t ms[] = {1, 2, 5, 7, 9, 13};
     static const int64_t ks[] = {1, 3, 4, 5, 63, 64, 65, 130};
     static const int64_t ns[] = {1, 7, 8, 9, 16, 17, 31, 33};
@@ -373,14 +363,14 @@ START_TEST(test_gemm_random_shapes_and_bits)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    uint64_t s = 11;
+    th_rng s = {11};
     int trial, trials = th_quick() ? 25 : 80;
     report_skips("test_gemm_random_shapes_and_bits");
     for (trial = 0; trial < trials; trial++) {
-        int64_t m = 1 + rng_below(&s, 120), k = 1 + rng_below(&s, 700);
-        int64_t n = 1 + rng_below(&s, 100);
-        int32_t cbits = 1 + (int32_t)rng_below(&s, 8), wbits = 2 + (int32_t)rng_below(&s, 7);
-        check_shape(ctx, m, k, n, cbits, wbits, (int)rng_below(&s, 3), (int)rng_below(&s, 4),
+        int64_t m = 1 + th_rng_below(&s, 120), k = 1 + th_rng_below(&s, 700);
+        int64_t n = 1 + th_rng_below(&s, 100);
+        int32_t cbits = 1 + (int32_t)th_rng_below(&s, 8), wbits = 2 + (int32_t)th_rng_below(&s, 7);
+        check_shape(ctx, m, k, n, cbits, wbits, (int)th_rng_below(&s, 3), (int)th_rng_below(&s, 4),
                     &s);
     }
     th_context_done(ctx, &st);
@@ -395,7 +385,7 @@ START_TEST(test_gemm_saturation_corners)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    uint64_t s = 12;
+    th_rng s = {12};
     static const int32_t pairs[][2] = {{2, 2}, {4, 4}, {7, 8}, {8, 7}, {8, 8}, {8, 2}, {1, 8}};
     size_t i;
     int wmode;
@@ -415,7 +405,7 @@ START_TEST(test_gemm_long_k)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    uint64_t s = 13;
+    th_rng s = {13};
     report_skips("test_gemm_long_k");
     check_shape(ctx, 3, 4 * 5461 + 77, 18, 2, 2, 1, 1, &s);
     check_shape(ctx, 2, 4 * 5461 + 77, 18, 2, 2, 0, 0, &s);
@@ -428,7 +418,7 @@ START_TEST(test_gemv_rows_of_one)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    uint64_t s = 14;
+    th_rng s = {14};
     const int64_t shape1[1] = {777};
     tsq_tensor *codes = make_codes(ctx, 1, 777, 2, 2, &s), *flat = NULL;
     tsq_tensor *w = make_weights(ctx, 777, 301, 2, 0, &s);
@@ -464,7 +454,7 @@ START_TEST(test_gemm_threads)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    uint64_t s = 15;
+    th_rng s = {15};
     /* Each shape has enough work (>= 3 * 2^20 multiply-adds) for 3 threads. */
     static const int64_t shapes[][3] = {{1, 2000, 1700}, {5, 1500, 450}, {200, 150, 110},
                                         {500, 150, 100}};
@@ -505,7 +495,7 @@ START_TEST(test_workspace_caller_supplied)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    uint64_t s = 16;
+    th_rng s = {16};
     tsq_tensor *codes = make_codes(ctx, 37, 99, 3, 0, &s);
     tsq_tensor *w = make_weights(ctx, 99, 45, 3, 0, &s);
     tsq_packed_weights *pw = NULL;
@@ -547,7 +537,7 @@ START_TEST(test_kernel_select)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    uint64_t s = 17;
+    th_rng s = {17};
     tsq_tensor *w = make_weights(ctx, 64, 8, 2, 0, &s);
     tsq_packed_weights *pw = NULL;
     int32_t chosen, avail, k;
@@ -645,7 +635,7 @@ START_TEST(test_gemm_errors)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    uint64_t s = 18;
+    th_rng s = {18};
     const int64_t shape3[3] = {2, 3, 10};
     tsq_tensor *codes = make_codes(ctx, 4, 10, 2, 0, &s);
     tsq_tensor *w = make_weights(ctx, 10, 6, 2, 0, &s), *w9 = make_weights(ctx, 9, 6, 2, 0, &s);
@@ -709,7 +699,7 @@ START_TEST(test_gemm_overflow_refused)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    uint64_t s = 19;
+    th_rng s = {19};
     int64_t k = INT32_MAX / (255 * 127) + 1;
     tsq_tensor *codes = make_codes(ctx, 1, k, 8, 0, &s);
     tsq_tensor *w = make_weights(ctx, k, 1, 8, 0, &s);
@@ -737,7 +727,7 @@ START_TEST(test_gemm_out_of_memory)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    uint64_t s = 20;
+    th_rng s = {20};
     tsq_tensor *codes = make_codes(ctx, 4, 10, 2, 0, &s);
     tsq_tensor *w = make_weights(ctx, 10, 6, 2, 0, &s);
     tsq_packed_weights *pw = NULL;
@@ -761,7 +751,7 @@ START_TEST(test_gemm_threshold_fused)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    uint64_t s = 21;
+    th_rng s = {21};
     int64_t m = 131, k = 288, n = 37, i;
     tsq_tensor *codes = make_codes(ctx, m, k, 2, 2, &s);
     tsq_tensor *w = make_weights(ctx, k, n, 2, 0, &s), *out = NULL;
@@ -772,8 +762,8 @@ START_TEST(test_gemm_threshold_fused)
     int threads, kk;
     const uint8_t *got;
     for (i = 0; i < n; i++) {
-        alpha[i] = (float)((int)rng_below(&s, 200) - 60) / 1000.0f; /* some negative, one 0 */
-        bias[i] = (float)((int)rng_below(&s, 200) - 100) / 100.0f;
+        alpha[i] = (float)((int)th_rng_below(&s, 200) - 60) / 1000.0f; /* some negative, one 0 */
+        bias[i] = (float)((int)th_rng_below(&s, 200) - 100) / 100.0f;
     }
     alpha[5] = 0.0f;
     TH_OK(ctx, tsq_packed_weights_create(ctx, w, 2, &pw));
@@ -830,7 +820,7 @@ END_TEST
  * layouts (the NHWC weights are the same filters, reordered). */
 static void check_conv(tsq_context *ctx, int64_t b, int64_t c, int64_t h, int64_t wd,
                        int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t ph, int32_t pw_,
-                       int64_t cout, uint64_t *s)
+                       int64_t cout, th_rng *s)
 {
     int64_t oh = (h + 2 * ph - kh) / sh + 1, ow = (wd + 2 * pw_ - kw) / sw + 1;
     int64_t rows = b * oh * ow, cols = c * kh * kw, i, n, oy, ox, co, ci, ky, kx, yy, xx;
@@ -848,7 +838,7 @@ static void check_conv(tsq_context *ctx, int64_t b, int64_t c, int64_t h, int64_
         for (ci = 0; ci < c; ci++)
             for (yy = 0; yy < h; yy++)
                 for (xx = 0; xx < wd; xx++) {
-                    uint8_t v = (uint8_t)rng_below(s, 4);
+                    uint8_t v = (uint8_t)th_rng_below(s, 4);
                     x[((n * c + ci) * h + yy) * wd + xx] = v;
                     xh[((n * h + yy) * wd + xx) * c + ci] = v;
                 }
@@ -904,7 +894,7 @@ START_TEST(test_im2col_conv)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    uint64_t s = 22;
+    th_rng s = {22};
     check_conv(ctx, 2, 3, 7, 6, 3, 3, 1, 1, 1, 1, 5, &s);
     check_conv(ctx, 1, 4, 9, 8, 3, 2, 2, 1, 0, 1, 33, &s);
     check_conv(ctx, 3, 1, 5, 5, 1, 1, 1, 1, 0, 0, 2, &s);
@@ -1003,7 +993,7 @@ static double elem_at(const void *x, size_t es, int64_t i)
 
 static void check_rows(size_t es, int32_t layout, int64_t n, int64_t c, int64_t h, int64_t w,
                        int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
-                       int sampled, uint64_t *seed)
+                       int sampled, th_rng *rng)
 {
     tsq__conv_geom g;
     tsq__object obj;
@@ -1013,12 +1003,12 @@ static void check_rows(size_t es, int32_t layout, int64_t n, int64_t c, int64_t 
     memset(&obj, 0, sizeof obj);
     ck_assert_int_eq(tsq__conv_geom_check(&obj, "test", c, h, w, kh, kw, sh, sw, ph, pw, &g),
                      TSQ_OK);
-    for (i = 0; i < numel; i++) {
-        *seed = *seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    for (i = 0; i < numel; i++) { /* never 0, so a padding cell shows */
+        uint64_t r = th_rng_next(rng);
         if (es == 1)
-            x[i] = (unsigned char)(1 + (*seed >> 60));
+            x[i] = (unsigned char)(1 + (r >> 60));
         else
-            ((float *)x)[i] = (float)(1 + (*seed >> 40) % 1000) / 8.0f;
+            ((float *)x)[i] = (float)(1 + (r >> 40) % 1000) / 8.0f;
     }
     npos = sampled ? (g.ohw + 1) / 2 : g.ohw;
     if (sampled) {
@@ -1056,7 +1046,7 @@ static void check_rows(size_t es, int32_t layout, int64_t n, int64_t c, int64_t 
 
 START_TEST(test_im2col_rows_one_kernel)
 {
-    uint64_t seed = 5;
+    th_rng seed = {5};
     int32_t layout;
     for (layout = TSQ__NCHW; layout <= TSQ__NHWC; layout++) {
         check_rows(1, layout, 2, 3, 7, 6, 3, 3, 1, 1, 1, 1, 0, &seed);
@@ -1072,15 +1062,13 @@ END_TEST
 START_TEST(test_code_maxpool)
 {
     const int64_t cs[] = {1, 15, 16, 17, 37, 64};
-    uint64_t seed = 3;
+    th_rng seed = {3};
     size_t t;
     for (t = 0; t < sizeof cs / sizeof cs[0]; t++) {
         int64_t c = cs[t], n = 3, h = 7, w = 6, k = 2, s = 2, oh = 3, ow = 3, i, b, y, x, ch;
         uint8_t *in = malloc((size_t)(n * h * w * c)), *out = malloc((size_t)(n * oh * ow * c));
-        for (i = 0; i < n * h * w * c; i++) {
-            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
-            in[i] = (uint8_t)(seed >> 56);
-        }
+        for (i = 0; i < n * h * w * c; i++)
+            in[i] = (uint8_t)(th_rng_next(&seed) >> 56);
         tsq__maxpool_u8_nhwc(in, out, 0, n, h, w, c, oh, ow, k, s);
         for (b = 0; b < n; b++)
             for (y = 0; y < oh; y++)

@@ -8,13 +8,13 @@
 
 #include <stdio.h>
 
-static void fill_away_from_zero(tsq_tensor *t, nt_rng *r)
+static void fill_away_from_zero(tsq_tensor *t, th_rng *r)
 {
     float *d = nt_data(t);
     int64_t i, n = nt_numel(t);
     for (i = 0; i < n; i++) {
-        double v = 0.05 + nt_uniform(r);
-        d[i] = (float)(nt_uniform(r) < 0.5 ? -v : v);
+        double v = 0.05 + th_rng_uniform(r);
+        d[i] = (float)(th_rng_uniform(r) < 0.5 ? -v : v);
     }
 }
 
@@ -22,7 +22,7 @@ START_TEST(test_grad_dense)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    nt_rng r = {1};
+    th_rng r = {1};
     const int64_t in[1] = {6};
     int threads;
     /* 2 threads: the rows are split over libtsq's threads. */
@@ -55,7 +55,7 @@ START_TEST(test_grad_conv)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    nt_rng r = {2};
+    th_rng r = {2};
     size_t c;
     for (c = 0; c < sizeof conv_cases / sizeof conv_cases[0]; c++) {
         const int64_t *k = conv_cases[c];
@@ -78,7 +78,7 @@ START_TEST(test_grad_batchnorm)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    nt_rng r = {3};
+    th_rng r = {3};
     int dims, train;
     for (dims = 1; dims <= 3; dims += 2)
         for (train = 0; train <= 1; train++) {
@@ -113,7 +113,7 @@ START_TEST(test_grad_relu_pool_flatten)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    nt_rng r = {4};
+    th_rng r = {4};
     const int64_t in[3] = {2, 7, 9};
     int variant;
     for (variant = 0; variant < 4; variant++) {
@@ -150,7 +150,7 @@ END_TEST
 
 /* Sets a low-bit layer's codes (random in -m..m), alpha and bias. */
 static void set_lowbit_random(tsq_context *ctx, tsq_layer *l, int64_t n, int64_t out, int m,
-                              nt_rng *r)
+                              th_rng *r)
 {
     int64_t shape[1] = {n}, oshape[1] = {out}, i;
     tsq_tensor *codes = NULL, *alpha = nt_tensor(ctx, 1, out, 0, 0, 0), *bias;
@@ -159,10 +159,10 @@ static void set_lowbit_random(tsq_context *ctx, tsq_layer *l, int64_t n, int64_t
     bias = nt_tensor(ctx, 1, out, 0, 0, 0);
     ck_assert_int_eq(tsq_tensor_data(codes, (void **)&cd), TSQ_OK);
     for (i = 0; i < n; i++)
-        cd[i] = (int8_t)((int)(nt_uniform(r) * (2 * m + 1)) - m);
+        cd[i] = (int8_t)((int)(th_rng_uniform(r) * (2 * m + 1)) - m);
     for (i = 0; i < out; i++) {
-        nt_data(alpha)[i] = (float)(0.2 + nt_uniform(r));
-        nt_data(bias)[i] = (float)nt_normal(r);
+        nt_data(alpha)[i] = (float)(0.2 + th_rng_uniform(r));
+        nt_data(bias)[i] = (float)th_rng_normal(r);
     }
     (void)oshape;
     TH_OK(ctx, nt_weight_shaped(l, codes));
@@ -180,7 +180,7 @@ START_TEST(test_grad_lowbit)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    nt_rng r = {5};
+    th_rng r = {5};
     int conv, bits;
     for (conv = 0; conv <= 1; conv++)
         for (bits = 2; bits <= 4; bits += 2) {
@@ -208,7 +208,7 @@ START_TEST(test_grad_lowbit)
             nf = nt_net(ctx, conv ? 3 : 1, conv ? in3 : in1, (tsq_layer *[]){f, NULL});
             /* Integer input codes, as from a quantizer in codes mode. */
             for (i = 0; i < nt_numel(x); i++)
-                nt_data(x)[i] = (float)(int)(nt_uniform(&r) * 4);
+                nt_data(x)[i] = (float)(int)(th_rng_uniform(&r) * 4);
             nt_gradcheck(ctx, nq, x, 1, &r, 1e-2, 3e-3, 3e-3, "weight");
             /* The same layer in full precision. */
             TH_OK(ctx, tsq_layer_param(q, 0, &sv, &sg, NULL));
@@ -219,7 +219,7 @@ START_TEST(test_grad_lowbit)
             S = nt_data(sv);
             /* Push some shadow weights beyond the clamp, to test the mask. */
             for (i = 0; i < nw; i += 5)
-                S[i] = (float)(m + 0.75 + nt_uniform(&r)) * nt_data(av)[i / (nw / out)];
+                S[i] = (float)(m + 0.75 + th_rng_uniform(&r)) * nt_data(av)[i / (nw / out)];
             for (i = 0; i < nw; i++) {
                 float a = nt_data(av)[i / (nw / out)];
                 float c = rintf(S[i] / a);
@@ -260,7 +260,7 @@ START_TEST(test_act_quant_layer)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    nt_rng r = {6};
+    th_rng r = {6};
     const int64_t in[3] = {3, 4, 5};
     int per_channel, codes;
     for (per_channel = 0; per_channel <= 1; per_channel++)
@@ -405,7 +405,7 @@ START_TEST(test_conv_vs_direct)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    nt_rng r = {7};
+    th_rng r = {7};
     int c, threads, ncases = th_quick() ? 40 : 120;
     for (threads = 1; threads <= 2; threads++) {
         TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads));
@@ -416,15 +416,15 @@ START_TEST(test_conv_vs_direct)
             tsq_net *net;
             tsq_tensor *x, *y, *dy, *dx, *w = NULL, *b = NULL, *gw = NULL, *gb = NULL;
             double *ry, *rdw, *rdb, *rdx;
-            k[0] = 1 + (int64_t)(nt_uniform(&r) * 4);
-            k[1] = 1 + (int64_t)(nt_uniform(&r) * 5);
-            k[2] = 1 + (int64_t)(nt_uniform(&r) * 5);
-            k[3] = 1 + (int64_t)(nt_uniform(&r) * 5);
-            k[4] = 1 + (int64_t)(nt_uniform(&r) * 3);
-            k[5] = (int64_t)(nt_uniform(&r) * (double)(k[2] < k[3] ? k[2] : k[3]));
-            k[6] = 1 + (int64_t)(nt_uniform(&r) * 13);
-            k[7] = 1 + (int64_t)(nt_uniform(&r) * 13);
-            k[8] = 1 + (int64_t)(nt_uniform(&r) * 5);
+            k[0] = 1 + (int64_t)(th_rng_uniform(&r) * 4);
+            k[1] = 1 + (int64_t)(th_rng_uniform(&r) * 5);
+            k[2] = 1 + (int64_t)(th_rng_uniform(&r) * 5);
+            k[3] = 1 + (int64_t)(th_rng_uniform(&r) * 5);
+            k[4] = 1 + (int64_t)(th_rng_uniform(&r) * 3);
+            k[5] = (int64_t)(th_rng_uniform(&r) * (double)(k[2] < k[3] ? k[2] : k[3]));
+            k[6] = 1 + (int64_t)(th_rng_uniform(&r) * 13);
+            k[7] = 1 + (int64_t)(th_rng_uniform(&r) * 13);
+            k[8] = 1 + (int64_t)(th_rng_uniform(&r) * 5);
             if (c == 0) { /* a 1x1 direct case and a large-output case, always */
                 int64_t d[9] = {3, 4, 1, 1, 1, 0, 17, 19, 3};
                 memcpy(k, d, sizeof d);
@@ -493,7 +493,7 @@ START_TEST(test_batchnorm_statistics)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    nt_rng r = {8};
+    th_rng r = {8};
     const int64_t in[3] = {2, 3, 4};
     const int64_t N = 5, S = 12, M = N * S;
     tsq_layer *l = NULL;
@@ -574,7 +574,7 @@ START_TEST(test_batchnorm_statistics)
 END_TEST
 
 /* Random BN parameters and running statistics (negative gamma included). */
-static void randomise_bn(tsq_context *ctx, tsq_layer *l, nt_rng *r)
+static void randomise_bn(tsq_context *ctx, tsq_layer *l, th_rng *r)
 {
     tsq_tensor *t = NULL;
     int64_t i, n;
@@ -583,14 +583,14 @@ static void randomise_bn(tsq_context *ctx, tsq_layer *l, nt_rng *r)
         TH_OK(ctx, tsq_layer_param(l, k, &t, NULL, NULL));
         n = nt_numel(t);
         for (i = 0; i < n; i++)
-            nt_data(t)[i] = (float)(k == 0 ? (i % 3 == 2 ? -1 : 1) * (0.5 + nt_uniform(r))
-                                           : nt_normal(r));
+            nt_data(t)[i] = (float)(k == 0 ? (i % 3 == 2 ? -1 : 1) * (0.5 + th_rng_uniform(r))
+                                           : th_rng_normal(r));
     }
     for (k = 0; k < 2; k++) {
         TH_OK(ctx, tsq_layer_state(l, k, &t, NULL));
         n = nt_numel(t);
         for (i = 0; i < n; i++)
-            nt_data(t)[i] = (float)(k == 0 ? nt_normal(r) : 0.3 + 2 * nt_uniform(r));
+            nt_data(t)[i] = (float)(k == 0 ? th_rng_normal(r) : 0.3 + 2 * th_rng_uniform(r));
     }
 }
 
@@ -598,7 +598,7 @@ START_TEST(test_fold_batchnorm)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    nt_rng r = {9};
+    th_rng r = {9};
     const int64_t in[3] = {2, 6, 6};
     tsq_layer *L[9] = {NULL};
     tsq_net *net;
@@ -658,7 +658,7 @@ START_TEST(test_softmax_cross_entropy)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    nt_rng r = {10};
+    th_rng r = {10};
     tsq_tensor *z = nt_tensor(ctx, 2, 3, 4, 0, 0), *dz = nt_tensor(ctx, 2, 3, 4, 0, 0);
     int32_t labels[3] = {0, 3, 2}, bad[3] = {0, 4, 2};
     double loss = 0, want = 0, lp, lm;

@@ -6,17 +6,17 @@
 #include <stdio.h>
 
 /* ---- data: images 1x8x8 with a bright 3x3 square in one of 4 quadrants ---- */
-static void make_quadrant_images(nt_rng *r, float *x, int32_t *labels, int64_t n)
+static void make_quadrant_images(th_rng *r, float *x, int32_t *labels, int64_t n)
 {
     int64_t i, p;
     for (i = 0; i < n; i++) {
-        int32_t c = (int32_t)(nt_next(r) % 4);
-        int64_t oy = (c / 2) * 4 + (int64_t)(nt_uniform(r) * 2);
-        int64_t ox = (c % 2) * 4 + (int64_t)(nt_uniform(r) * 2);
+        int32_t c = (int32_t)(th_rng_next(r) % 4);
+        int64_t oy = (c / 2) * 4 + (int64_t)(th_rng_uniform(r) * 2);
+        int64_t ox = (c % 2) * 4 + (int64_t)(th_rng_uniform(r) * 2);
         int64_t a, b;
         float *img = x + i * 64;
         for (p = 0; p < 64; p++)
-            img[p] = (float)(0.3 * nt_normal(r));
+            img[p] = (float)(0.3 * th_rng_normal(r));
         for (a = 0; a < 3; a++)
             for (b = 0; b < 3; b++)
                 img[(oy + a) * 8 + ox + b] += 1.5f;
@@ -62,7 +62,7 @@ static double accuracy(tsq_context *ctx, tsq_net *net, const float *x, const int
 
 /* The host's loop: epochs of shuffled mini-batches, one train step each. */
 static void train_epochs(tsq_context *ctx, tsq_net *net, const float *x, const int32_t *labels,
-                         int64_t n, int64_t sample, int64_t batch, int epochs, nt_rng *r)
+                         int64_t n, int64_t sample, int64_t batch, int epochs, th_rng *r)
 {
     int64_t *order = malloc((size_t)n * sizeof *order), i, e;
     float *bx = malloc((size_t)(batch * sample) * sizeof(float));
@@ -74,7 +74,7 @@ static void train_epochs(tsq_context *ctx, tsq_net *net, const float *x, const i
         order[i] = i;
     for (e = 0; e < epochs; e++) {
         for (i = n - 1; i > 0; i--) {
-            int64_t j = (int64_t)(nt_next(r) % (uint64_t)(i + 1)), t = order[i];
+            int64_t j = (int64_t)(th_rng_next(r) % (uint64_t)(i + 1)), t = order[i];
             order[i] = order[j];
             order[j] = t;
         }
@@ -99,7 +99,7 @@ START_TEST(test_cnn_learns_quadrants)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    nt_rng r = {11};
+    th_rng r = {11};
     const int64_t n = 400, nt = 200;
     float *x = malloc((size_t)(n + nt) * 64 * sizeof(float));
     int32_t *y = malloc((size_t)(n + nt) * sizeof(int32_t));
@@ -129,7 +129,7 @@ START_TEST(test_mlp_learns_blobs)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    nt_rng r = {12};
+    th_rng r = {12};
     const int64_t n = 300, nt = 150, in[1] = {6};
     float *x = malloc((size_t)(n + nt) * 6 * sizeof(float));
     int32_t *y = malloc((size_t)(n + nt) * sizeof(int32_t));
@@ -140,7 +140,7 @@ START_TEST(test_mlp_learns_blobs)
     for (i = 0; i < n + nt; i++) {
         y[i] = (int32_t)(i % 3);
         for (k = 0; k < 6; k++)
-            x[i * 6 + k] = (float)(nt_normal(&r) + (k % 3 == y[i] ? 3.0 : 0.0));
+            x[i * 6 + k] = (float)(th_rng_normal(&r) + (k % 3 == y[i] ? 3.0 : 0.0));
     }
     TH_OK(ctx, tsq_layer_dense_create(ctx, 6, 16, &L[0]));
     TH_OK(ctx, tsq_layer_batchnorm_create(ctx, 16, &L[1]));
@@ -194,7 +194,7 @@ static unsigned char *train_run(uint64_t seed, int64_t threads, size_t *size)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    nt_rng r = {13};
+    th_rng r = {13};
     float x[200 * 64];
     int32_t y[200];
     tsq_net *net;
@@ -423,7 +423,7 @@ START_TEST(test_clone_and_copy)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    nt_rng r = {14};
+    th_rng r = {14};
     float x[100 * 64];
     int32_t y[100];
     int64_t shape[4] = {100, 1, 8, 8};
@@ -441,8 +441,8 @@ START_TEST(test_clone_and_copy)
     TH_OK(ctx, tsq_net_forward(copy, xt, o2, 0));
     ck_assert_mem_eq(nt_data(o1), nt_data(o2), 400 * sizeof(float));
     /* The clone carries the optimiser: the same steps give the same weights. */
-    train_epochs(ctx, net, x, y, 100, 64, 25, 1, &(nt_rng){99});
-    train_epochs(ctx, copy, x, y, 100, 64, 25, 1, &(nt_rng){99});
+    train_epochs(ctx, net, x, y, 100, 64, 25, 1, &(th_rng){99});
+    train_epochs(ctx, copy, x, y, 100, 64, 25, 1, &(th_rng){99});
     a = snapshot(ctx, net, &s1);
     b = snapshot(ctx, copy, &s2);
     ck_assert_uint_eq(s1, s2);
@@ -519,7 +519,7 @@ START_TEST(test_bad_inputs)
 {
     th_alloc_stats st, st2;
     tsq_context *ctx = th_context(&st), *other = th_context(&st2);
-    nt_rng r = {15};
+    th_rng r = {15};
     const int64_t in1[1] = {64}, in3[3] = {1, 8, 8};
     tsq_layer *d = NULL, *c = NULL, *f = NULL;
     tsq_net *mlp = NULL, *net;

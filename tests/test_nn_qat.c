@@ -68,14 +68,14 @@ static double best_ternary_error(const float *w, int n)
 START_TEST(test_weight_quantizer)
 {
     tsq_context *ctx = NULL;
-    nt_rng r = {7};
+    th_rng r = {7};
     enum { IN = 10, OUT = 6 };
     float w[OUT * IN], we[OUT * IN];
     int64_t i, c;
     double v = -1;
     TH_OK(ctx, tsq_context_create(&ctx));
     for (i = 0; i < OUT * IN; i++)
-        w[i] = (float)nt_normal(&r);
+        w[i] = (float)th_rng_normal(&r);
     /* TWN: threshold 0.7 mean|w|, scale the mean of the kept |w| */
     {
         tsq_layer *l = dense_with(ctx, IN, OUT, w);
@@ -157,7 +157,7 @@ END_TEST
 static void ste_case(int conv)
 {
     tsq_context *ctx = NULL;
-    nt_rng r = {11};
+    th_rng r = {11};
     const int64_t img[3] = {3, 6, 6}, vec[1] = {12};
     tsq_layer *q = NULL, *p = NULL, *L[2] = {NULL, NULL};
     tsq_net *nq, *np;
@@ -266,7 +266,7 @@ END_TEST
 START_TEST(test_learned_delta)
 {
     tsq_context *ctx = NULL;
-    nt_rng r = {5};
+    th_rng r = {5};
     const int64_t shape[1] = {16};
     const float eps0 = 0.25f, delta0 = 0.5f;
     tsq_layer *q = NULL, *L[2] = {NULL, NULL};
@@ -301,11 +301,11 @@ START_TEST(test_learned_delta)
         double L0 = 0, Lp = 0, Lm = 0, h = 1e-3, fd, scale = 1.0 / sqrt(16.0 * 3.0);
         for (i = 0; i < n * 16; i++) {
             if (region == 0)
-                xd[i] = 1.6f + (float)nt_uniform(&r);
+                xd[i] = 1.6f + (float)th_rng_uniform(&r);
             else if (region == 1)
-                xd[i] = -(float)nt_uniform(&r);
+                xd[i] = -(float)th_rng_uniform(&r);
             else /* inside (eps, top), codes 1 or 2, away from the rounding boundaries */
-                xd[i] = delta0 * ((float)(1 + nt_next(&r) % 2) + 0.4f * ((float)nt_uniform(&r) - 0.5f));
+                xd[i] = delta0 * ((float)(1 + th_rng_next(&r) % 2) + 0.4f * ((float)th_rng_uniform(&r) - 0.5f));
         }
         nt_data(dv)[0] = delta0;
         TH_OK(ctx, tsq_net_forward(net, x, y, 1));
@@ -399,7 +399,7 @@ static tsq_net *small_cnn(tsq_context *ctx)
 START_TEST(test_joint_convert)
 {
     tsq_context *ctx = NULL;
-    nt_rng r = {3};
+    th_rng r = {3};
     enum { N = 64 };
     tsq_net *net, *loaded = NULL;
     tsq_tensor *x, *y1, *y2, *y3;
@@ -416,7 +416,7 @@ START_TEST(test_joint_convert)
     y3 = nt_tensor(ctx, 2, N, 4, 0, 0);
     nt_fill_normal(x, &r, 1.0);
     for (i = 0; i < N; i++)
-        labels[i] = (int32_t)(nt_next(&r) % 4);
+        labels[i] = (int32_t)(th_rng_next(&r) % 4);
     /* quantizers fitted in network order, then QAT on the hidden layers */
     TH_OK(ctx, tsq_net_set_conversion_option(net, TSQ_NET_TSQ_SEQUENTIAL, 1));
     for (i = 0; i < 5 && !done; i++)
@@ -484,7 +484,7 @@ END_TEST
 START_TEST(test_distillation)
 {
     tsq_context *ctx = NULL;
-    nt_rng r = {13};
+    th_rng r = {13};
     enum { N = 4, IN = 6, K = 5 };
     const int64_t shape[1] = {IN};
     tsq_layer *l = NULL, *L[2] = {NULL, NULL};

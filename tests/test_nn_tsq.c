@@ -11,17 +11,17 @@
 #define BATCH 50
 
 /* Images 1x8x8 with a bright 3x3 square in one of 4 quadrants. */
-static void make_images(nt_rng *r, float *x, int32_t *labels, int64_t n)
+static void make_images(th_rng *r, float *x, int32_t *labels, int64_t n)
 {
     const double noise = 0.1;
     int64_t i, p, a, b;
     for (i = 0; i < n; i++) {
-        int32_t c = (int32_t)(nt_next(r) % 4);
-        int64_t oy = (c / 2) * 4 + (int64_t)(nt_uniform(r) * 2);
-        int64_t ox = (c % 2) * 4 + (int64_t)(nt_uniform(r) * 2);
+        int32_t c = (int32_t)(th_rng_next(r) % 4);
+        int64_t oy = (c / 2) * 4 + (int64_t)(th_rng_uniform(r) * 2);
+        int64_t ox = (c % 2) * 4 + (int64_t)(th_rng_uniform(r) * 2);
         float *img = x + i * 64;
         for (p = 0; p < 64; p++)
-            img[p] = (float)(noise * nt_normal(r));
+            img[p] = (float)(noise * th_rng_normal(r));
         for (a = 0; a < 3; a++)
             for (b = 0; b < 3; b++)
                 img[(oy + a) * 8 + ox + b] += 1.5f;
@@ -85,7 +85,7 @@ typedef struct {
 
 static void make_dataset(tsq_context *ctx, dataset *d, uint64_t seed)
 {
-    nt_rng r = {seed};
+    th_rng r = {seed};
     int64_t shape[4] = {BATCH, 1, 8, 8};
     int b;
     make_images(&r, d->x, d->y, NCAL);
@@ -502,7 +502,7 @@ START_TEST(test_convert_first_layer)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    nt_rng r = {31};
+    th_rng r = {31};
     const int64_t in[1] = {6}, shape[2] = {60, 6};
     float x[300 * 6];
     int32_t y[300], done = 0;
@@ -515,7 +515,7 @@ START_TEST(test_convert_first_layer)
     for (i = 0; i < 300; i++) {
         y[i] = (int32_t)(i % 3);
         for (k = 0; k < 6; k++)
-            x[i * 6 + k] = (float)(nt_normal(&r) + (k % 3 == y[i] ? 3.0 : 0.0));
+            x[i * 6 + k] = (float)(th_rng_normal(&r) + (k % 3 == y[i] ? 3.0 : 0.0));
     }
     for (b = 0; b < 5; b++)
         TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 2, shape, x + b * 360, 360 * 4, &bt[b]));

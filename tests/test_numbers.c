@@ -255,7 +255,7 @@ START_TEST(test_quantizer_values)
     const int64_t shape[2] = {4, 8};
     tsq_quantizer *q = NULL;
     tsq_tensor *x = f32(ctx, 2, 4, 8, 0, 0), *y = f32(ctx, 2, 4, 8, 0, 0), *codes = u8(ctx, 2, shape);
-    nt_rng r = {3};
+    th_rng r = {3};
     double obs0, obs1, err, sp;
     float eps0, delta0, eps, delta;
     uint8_t *cd = NULL;
@@ -380,7 +380,7 @@ typedef struct {
     tsq_tensor *X, *Y, *W, *alpha, *b;
 } rdata;
 
-static void rdata_make(tsq_context *ctx, rdata *d, nt_rng *r)
+static void rdata_make(tsq_context *ctx, rdata *d, th_rng *r)
 {
     const int64_t ys[2] = {RN, RC}, ws[2] = {RD, RC};
     uint8_t *y;
@@ -390,7 +390,7 @@ static void rdata_make(tsq_context *ctx, rdata *d, nt_rng *r)
     d->Y = u8(ctx, 2, ys);
     TH_OK(ctx, tsq_tensor_data(d->Y, (void **)&y));
     for (i = 0; i < RN * RC; i++)
-        y[i] = (uint8_t)(nt_next(r) % 4);
+        y[i] = (uint8_t)(th_rng_next(r) % 4);
     TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_I8, 2, ws, &d->W));
     d->alpha = f32(ctx, 1, RC, 0, 0, 0);
     d->b = f32(ctx, 1, RC, 0, 0, 0);
@@ -430,7 +430,7 @@ START_TEST(test_regressor_values)
     tsq_context *ctx = gctx(&g);
     tsq_regressor *reg = NULL;
     rdata d;
-    nt_rng r = {9};
+    th_rng r = {9};
     tsq_tensor *Wi = f32(ctx, 2, RD, RC, 0, 0), *P = f32(ctx, 2, RN, RC, 0, 0),
                *Yf = f32(ctx, 2, RN, RC, 0, 0);
     double obj, lo, hi, stats[512];
@@ -619,7 +619,7 @@ START_TEST(test_net_values)
     float before[256], after[256];
     int64_t np = params_copy(net, NULL), correct;
     double loss;
-    nt_rng r = {5};
+    th_rng r = {5};
     int i, s;
     ck_assert(np <= 256);
     TH_OK(ctx, tsq_net_set_optimizer_sgd(net, 0.01, 0.9, 0, 0));
@@ -807,7 +807,7 @@ START_TEST(test_net_options)
         tsq_tensor *x = f32(ctx, 4, 2, 1, 4, 4), *y = f32(ctx, 2, 2, 3, 0, 0);
         const int32_t labels[2] = {0, 1};
         int64_t t;
-        nt_rng r = {1};
+        th_rng r = {1};
         nt_fill_normal(x, &r, 1.0);
         TH_OK(ctx, tsq_net_forward(net, x, y, 1));
         TH_OK(ctx, tsq_net_loss_backward(net, labels, 2, NULL, NULL));
@@ -1067,12 +1067,12 @@ START_TEST(test_plan_values)
     tsq_plan *plan = NULL;
     uint64_t bytes;
     int8_t *cd;
-    nt_rng r = {12};
+    th_rng r = {12};
     int i;
     TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_I8, 4, cs, &codes));
     TH_OK(ctx, tsq_tensor_data(codes, (void **)&cd));
     for (i = 0; i < 36; i++)
-        cd[i] = (int8_t)((int)(nt_next(&r) % 3) - 1);
+        cd[i] = (int8_t)((int)(th_rng_next(&r) % 3) - 1);
     fill(alpha, 0.5f);
     TH_OK(ctx, tsq_layer_conv2d_create(ctx, 1, 2, 3, 3, 1, 1, &L[0]));
     TH_OK(ctx, tsq_layer_batchnorm_create(ctx, 2, &L[1]));

@@ -26,7 +26,7 @@ static tsq_layer *quant(tsq_context *ctx, int32_t bits, float eps, float delta, 
 
 /* Random codes, alpha scaled so that alpha * acc is O(1), random bias. */
 static void set_lowbit(tsq_context *ctx, tsq_layer *l, int64_t out, int64_t in, int32_t wbits,
-                       nt_rng *r)
+                       th_rng *r)
 {
     int64_t shape[1] = {out * in}, i;
     int32_t m = (1 << (wbits - 1)) - 1;
@@ -36,10 +36,10 @@ static void set_lowbit(tsq_context *ctx, tsq_layer *l, int64_t out, int64_t in, 
     TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_I8, 1, shape, &codes));
     TH_OK(ctx, tsq_tensor_data(codes, (void **)&c));
     for (i = 0; i < out * in; i++)
-        c[i] = (int8_t)((int64_t)(nt_next(r) % (uint64_t)(2 * m + 1)) - m);
+        c[i] = (int8_t)((int64_t)(th_rng_next(r) % (uint64_t)(2 * m + 1)) - m);
     for (i = 0; i < out; i++) {
-        nt_data(alpha)[i] = (float)((0.5 + nt_uniform(r)) / sqrt((double)in));
-        nt_data(bias)[i] = (float)(0.3 * nt_normal(r));
+        nt_data(alpha)[i] = (float)((0.5 + th_rng_uniform(r)) / sqrt((double)in));
+        nt_data(bias)[i] = (float)(0.3 * th_rng_normal(r));
     }
     TH_OK(ctx, nt_weight_shaped(l, codes));
     TH_OK(ctx, tsq_layer_lowbit_set(l, codes, alpha, bias));
@@ -48,7 +48,7 @@ static void set_lowbit(tsq_context *ctx, tsq_layer *l, int64_t out, int64_t in, 
     tsq_tensor_destroy(bias);
 }
 
-static void randomize_float(tsq_context *ctx, tsq_layer *l, nt_rng *r)
+static void randomize_float(tsq_context *ctx, tsq_layer *l, th_rng *r)
 {
     int32_t n = 0, i;
     TH_OK(ctx, tsq_layer_param_count(l, &n));
@@ -65,7 +65,7 @@ static void randomize_float(tsq_context *ctx, tsq_layer *l, nt_rng *r)
  *            values-mode quantizer feeding a float dense in the middle. */
 static tsq_net *make_net(tsq_context *ctx, int variant, uint64_t seed)
 {
-    nt_rng r = {seed};
+    th_rng r = {seed};
     int64_t shape[3] = {1, IMG, IMG};
     tsq_layer *L[16] = {0};
     tsq_net *net;
@@ -77,7 +77,7 @@ static tsq_net *make_net(tsq_context *ctx, int variant, uint64_t seed)
     randomize_float(ctx, L[n], &r);
     TH_OK(ctx, tsq_layer_state(L[n], 1, &v, NULL)); /* running_var */
     for (c = 0; c < 4; c++)
-        nt_data(v)[c] = (float)(0.5 + nt_uniform(&r));
+        nt_data(v)[c] = (float)(0.5 + th_rng_uniform(&r));
     n++;
     L[n++] = quant(ctx, 2, 0.3f, 0.4f, 1);
     TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 4, 6, 3, 3, 1, 1, 2, &L[n]));
@@ -144,7 +144,7 @@ static void check_equivalence(int variant, int32_t threads)
     tsq_tensor *x = nt_tensor(ctx, 4, batch, 1, IMG, IMG);
     tsq_tensor *yref = nt_tensor(ctx, 2, batch, classes, 0, 0);
     tsq_tensor *y = nt_tensor(ctx, 2, batch, classes, 0, 0);
-    nt_rng r = {77 + (uint64_t)variant};
+    th_rng r = {77 + (uint64_t)variant};
     uint64_t bytes = 0;
     void *ws;
     TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads));
@@ -216,7 +216,7 @@ static void check_fit_transformed(int per_channel)
     tsq_tensor *x = nt_tensor(ctx, 4, batch, 1, IMG, IMG);
     tsq_tensor *y = nt_tensor(ctx, 2, batch, 4, 0, 0);
     tsq_tensor *yref = nt_tensor(ctx, 2, batch, 4, 0, 0);
-    nt_rng r = {31 + (uint64_t)per_channel};
+    th_rng r = {31 + (uint64_t)per_channel};
     int32_t done = 0;
     int n = 0, passes = 0;
     TH_OK(ctx, tsq_context_set_seed(ctx, 5));
@@ -317,7 +317,7 @@ START_TEST(test_shared_by_four_threads)
     tsq_plan *plan = NULL;
     tsq_tensor *x = nt_tensor(ctx, 4, batch, 1, IMG, IMG);
     tsq_tensor *y = nt_tensor(ctx, 2, batch, classes, 0, 0);
-    nt_rng r = {9};
+    th_rng r = {9};
     worker w[4];
     pthread_t t[4];
     nt_fill_normal(x, &r, 1.0);
@@ -432,7 +432,7 @@ START_TEST(test_run_errors)
     tsq_tensor *y6 = nt_tensor(ctx, 2, batch, 6, 0, 0);
     tsq_tensor *yb = nt_tensor(ctx, 2, batch + 1, 5, 0, 0);
     tsq_tensor *xu8 = NULL;
-    nt_rng r = {4};
+    th_rng r = {4};
     uint64_t bytes = 0, b1 = 0;
     void *ws;
     TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_U8, 4, shape, &xu8));
@@ -525,7 +525,7 @@ static void run_both(tsq_context *ctx, tsq_plan *a, tsq_plan *b, int64_t batch, 
 {
     tsq_tensor *x = nt_tensor(ctx, 4, batch, 1, IMG, IMG);
     tsq_tensor *ya = nt_tensor(ctx, 2, batch, 5, 0, 0), *yb = nt_tensor(ctx, 2, batch, 5, 0, 0);
-    nt_rng r = {seed};
+    th_rng r = {seed};
     nt_fill_normal(x, &r, 1.0);
     TH_OK(ctx, tsq_plan_run(ctx, a, x, ya, NULL, 0));
     TH_OK(ctx, tsq_plan_run(ctx, b, x, yb, NULL, 0));
@@ -639,7 +639,7 @@ START_TEST(test_batch_independent)
         tsq_tensor *x = nt_tensor(ctx, 4, batch, 1, IMG, IMG), *y = nt_tensor(ctx, 2, batch, 5, 0, 0);
         tsq_tensor *x1 = nt_tensor(ctx, 4, 1, 1, IMG, IMG), *y1 = nt_tensor(ctx, 2, 1, 5, 0, 0);
         uint64_t big = 0, small = 0;
-        nt_rng r = {99};
+        th_rng r = {99};
         TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads));
         TH_OK(ctx, tsq_plan_create(ctx, net, &plan));
         nt_fill_normal(x, &r, 1.0);

@@ -115,7 +115,7 @@ START_TEST(test_quantizer_fit)
     float before[2 * 40];
     uint8_t *cd;
     int64_t shape[2] = {64, 40}, c, i;
-    nt_rng g = {3};
+    th_rng g = {3};
     int k, n;
     nt_fill_normal(x, &g, 1.0);
     nt_fill_normal(x2, &g, 3.0);
@@ -184,7 +184,7 @@ START_TEST(test_regressor_passes)
     tsq_regressor *reg = NULL;
     uint8_t *xd, *yd;
     int8_t w[6 * 3], *wd;
-    nt_rng g = {9};
+    th_rng g = {9};
     int64_t i, j, c;
     double obj = -5.0;
     int k, n;
@@ -197,9 +197,9 @@ START_TEST(test_regressor_passes)
     TH_OK(ctx, tsq_tensor_data(Y, (void **)&yd));
     TH_OK(ctx, tsq_tensor_data(W, (void **)&wd));
     for (i = 0; i < d * C; i++)
-        w[i] = (int8_t)(nt_next(&g) % 3) - 1;
+        w[i] = (int8_t)(th_rng_next(&g) % 3) - 1;
     for (i = 0; i < N * d; i++)
-        xd[i] = (uint8_t)(nt_next(&g) % 4);
+        xd[i] = (uint8_t)(th_rng_next(&g) % 4);
     for (i = 0; i < N; i++)
         for (c = 0; c < C; c++) {
             int32_t u = 0;
@@ -267,7 +267,7 @@ static void pipeline_make(tsq_context *ctx, pipeline *p)
 {
     const int64_t in[1] = {6};
     tsq_layer *L[8] = {NULL};
-    nt_rng g = {17};
+    th_rng g = {17};
     int b;
     memset(p, 0, sizeof *p);
     for (b = 0; b < 2; b++) {

@@ -521,23 +521,24 @@ START_TEST(test_simd_bit_exact)
             int64_t i;
             fill_hard(x, n, eps, delta, &r);
             c_ref[n] = c_simd[n] = 0xEE; /* canary past the end */
-            tsq__encode_span_c(x, c_ref, n, eps, inv, maxcode);
-            tsq__encode_span_avx2(x, c_simd, n, eps, inv, maxcode);
+            tsq__eltwise_c.encode_span(x, c_ref, n, eps, inv, maxcode);
+            tsq__eltwise_avx2.encode_span(x, c_simd, n, eps, inv, maxcode);
             ck_assert_mem_eq(c_ref, c_simd, (size_t)n + 1);
             for (i = 0; i < n; i++) {
                 ck_assert_int_eq(c_ref[i], tsq__quant_code(x[i], eps, inv, maxcode));
                 eps_row[i] = (float)(th_rng_uniform(&r) * 2.0) * delta;
                 inv_row[i] = 1.0f / (delta * (float)(0.5 + th_rng_uniform(&r)));
             }
-            tsq__encode_row_c(x, c_ref, n, eps_row, inv_row, maxcode);
-            tsq__encode_row_avx2(x, c_simd, n, eps_row, inv_row, maxcode);
+            tsq__eltwise_c.encode_row(x, c_ref, n, eps_row, inv_row, maxcode);
+            tsq__eltwise_avx2.encode_row(x, c_simd, n, eps_row, inv_row, maxcode);
             ck_assert_mem_eq(c_ref, c_simd, (size_t)n + 1);
             ck_assert_uint_eq(c_ref[n], 0xEE);
             /* NaN and Inf counting. */
             for (i = 0; i < n; i++)
                 if (th_rng_next(&r) % 5 == 0)
                     x[i] = (th_rng_next(&r) & 1) ? NAN : -INFINITY;
-            ck_assert_int_eq(tsq__count_nonfinite_avx2(x, n), tsq__count_nonfinite_c(x, n));
+            ck_assert_int_eq(tsq__eltwise_avx2.count_nonfinite(x, n),
+                             tsq__eltwise_c.count_nonfinite(x, n));
         }
 }
 END_TEST
@@ -570,8 +571,8 @@ START_TEST(test_fakequant_ste_simd_bit_exact)
                 inv_row[i] = 1.0f / d_row[i];
             }
             y_ref[n] = y_simd[n] = g_ref[n] = g_simd[n] = -7.0f; /* canaries */
-            tsq__fakequant_span_c(x, y_ref, n, eps, inv, delta, maxcode);
-            tsq__ste_span_c(x, go, g_ref, n, delta, maxcode);
+            tsq__eltwise_c.fakequant_span(x, y_ref, n, eps, inv, delta, maxcode);
+            tsq__eltwise_c.ste_span(x, go, g_ref, n, delta, maxcode);
             for (i = 0; i < n; i++) {
                 ck_assert(y_ref[i] == (float)th_ref_code(x[i], eps, delta, maxcode) * delta);
                 if (th_ref_ste_passes(x[i], delta, maxcode))
@@ -580,16 +581,16 @@ START_TEST(test_fakequant_ste_simd_bit_exact)
                     ck_assert_mem_eq(&g_ref[i], &(float){0.0f}, sizeof(float));
             }
             if (cpu & TSQ_CPU_AVX2) {
-                tsq__fakequant_span_avx2(x, y_simd, n, eps, inv, delta, maxcode);
-                tsq__ste_span_avx2(x, go, g_simd, n, delta, maxcode);
+                tsq__eltwise_avx2.fakequant_span(x, y_simd, n, eps, inv, delta, maxcode);
+                tsq__eltwise_avx2.ste_span(x, go, g_simd, n, delta, maxcode);
                 ck_assert_mem_eq(y_ref, y_simd, (size_t)(n + 1) * sizeof(float));
                 ck_assert_mem_eq(g_ref, g_simd, (size_t)(n + 1) * sizeof(float));
             }
-            tsq__fakequant_row_c(x, y_ref, n, eps_row, inv_row, d_row, maxcode);
-            tsq__ste_row_c(x, go, g_ref, n, d_row, maxcode);
+            tsq__eltwise_c.fakequant_row(x, y_ref, n, eps_row, inv_row, d_row, maxcode);
+            tsq__eltwise_c.ste_row(x, go, g_ref, n, d_row, maxcode);
             if (cpu & TSQ_CPU_AVX2) {
-                tsq__fakequant_row_avx2(x, y_simd, n, eps_row, inv_row, d_row, maxcode);
-                tsq__ste_row_avx2(x, go, g_simd, n, d_row, maxcode);
+                tsq__eltwise_avx2.fakequant_row(x, y_simd, n, eps_row, inv_row, d_row, maxcode);
+                tsq__eltwise_avx2.ste_row(x, go, g_simd, n, d_row, maxcode);
                 ck_assert_mem_eq(y_ref, y_simd, (size_t)(n + 1) * sizeof(float));
                 ck_assert_mem_eq(g_ref, g_simd, (size_t)(n + 1) * sizeof(float));
             }

@@ -17,42 +17,6 @@
 /* Helpers                                                             */
 /* ------------------------------------------------------------------ */
 
-typedef struct trng {
-    uint64_t s;
-} trng;
-
-static uint64_t trng_next(trng *r)
-{
-    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double trng_uniform(trng *r) { return (double)(trng_next(r) >> 11) * 0x1.0p-53; }
-
-static int trng_int(trng *r, int n) { return (int)(trng_next(r) % (uint64_t)n); }
-
-static double trng_normal(trng *r)
-{
-    double u = 1.0 - trng_uniform(r), v = trng_uniform(r);
-    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-}
-
-/* The quantizer formula (docs/method.md §2.1), written out independently. */
-static int ref_code(float x, float eps, float delta, int maxcode)
-{
-    float k;
-    if (!(x > eps))
-        return 0;
-    k = floorf(x * (1.0f / delta) + 0.5f);
-    if (k < 1.0f)
-        return 1;
-    if (k > (float)maxcode)
-        return maxcode;
-    return (int)k;
-}
-
 static tsq_tensor *mat(tsq_context *ctx, int32_t dtype, int64_t rows, int64_t cols)
 {
     int64_t shape[2] = {rows, cols};
@@ -89,7 +53,7 @@ typedef struct planted {
 static void planted_make(tsq_context *ctx, planted *pl, int64_t n, int64_t d, int64_t C,
                          int maxx, uint64_t seed)
 {
-    trng r = {seed};
+    th_rng r = {seed};
     uint8_t *x, *y;
     float *p;
     int64_t i, j, c;
@@ -110,11 +74,11 @@ static void planted_make(tsq_context *ctx, planted *pl, int64_t n, int64_t d, in
     y = data_of(pl->Y);
     p = data_of(pl->P);
     for (i = 0; i < n * d; i++)
-        x[i] = (uint8_t)trng_int(&r, maxx + 1);
+        x[i] = (uint8_t)(int)th_rng_below(&r, maxx + 1);
     for (c = 0; c < C; c++) {
         double mean = 0.0;
         for (j = 0; j < d; j++) {
-            int v = trng_int(&r, 3) - 1;
+            int v = (int)th_rng_below(&r, 3) - 1;
             pl->w[j * C + c] = (int8_t)v;
             mean += v * 0.5 * maxx;
         }
@@ -130,7 +94,7 @@ static void planted_make(tsq_context *ctx, planted *pl, int64_t n, int64_t d, in
             for (j = 0; j < d; j++)
                 u += x[i * d + j] * pl->w[j * C + c];
             p[i * C + c] = pl->alpha[c] * (float)u + pl->b[c];
-            y[i * C + c] = (uint8_t)ref_code(p[i * C + c], pl->eps, pl->delta, 3);
+            y[i * C + c] = (uint8_t)th_ref_code(p[i * C + c], pl->eps, pl->delta, 3);
         }
 }
 
@@ -159,7 +123,7 @@ static double true_objective(const planted *pl, const int8_t *w, const float *al
             for (j = 0; j < d; j++)
                 u += x[i * d + j] * w[j * C + c];
             v = alpha[c] * (float)u + b[c];
-            k = ref_code(v, pl->eps, pl->delta, (1 << pl->bits) - 1);
+            k = th_ref_code(v, pl->eps, pl->delta, (1 << pl->bits) - 1);
             s += (double)pl->delta * pl->delta * (double)(y[i * C + c] - k) * (y[i * C + c] - k);
         }
     return s;
@@ -225,12 +189,12 @@ static void check_planted(int use_p, int use_w_init)
     if (use_w_init) { /* full-precision weights: the planted ones plus noise
                        * small enough that the start has the planted signs;
                        * X W_init has no offset, the z-steps must find b */
-        trng r = {99};
+        th_rng r = {99};
         float *w0;
         W0 = mat(ctx, TSQ_DTYPE_F32, d, C);
         w0 = data_of(W0);
         for (j = 0; j < d * C; j++)
-            w0[j] = pl.alpha[j % C] * ((float)pl.w[j] + 0.1f * (float)trng_normal(&r));
+            w0[j] = pl.alpha[j % C] * ((float)pl.w[j] + 0.1f * (float)th_rng_normal(&r));
     }
     REG_OK(reg, tsq_fit_transform(reg, pl.X, pl.Y, W0, use_p ? pl.P : NULL, o.W, o.alpha, o.b,
                                   &o.objective));
@@ -288,7 +252,7 @@ static void check_planted_user(double noise, uint64_t seed, int verbose)
     fit_out o;
     tsq_regressor *reg;
     tsq_tensor *W0 = NULL;
-    trng r = {seed};
+    th_rng r = {seed};
     int64_t n = th_quick() ? 4000 : 10000, d = 64, C = 8, i, j, c, same = 0;
     float *x;
     uint8_t *y;
@@ -310,26 +274,26 @@ static void check_planted_user(double noise, uint64_t seed, int verbose)
     x = data_of(pl.X);
     y = data_of(pl.Y);
     for (i = 0; i < n * d; i++)
-        x[i] = (float)trng_normal(&r);
+        x[i] = (float)th_rng_normal(&r);
     for (c = 0; c < C; c++) {
         for (j = 0; j < d; j++)
-            pl.w[j * C + c] = (int8_t)(trng_int(&r, 3) - 1);
-        pl.alpha[c] = (float)(0.08 + 0.1 * trng_uniform(&r));
-        pl.b[c] = (float)(0.3 + 0.8 * trng_uniform(&r));
+            pl.w[j * C + c] = (int8_t)((int)th_rng_below(&r, 3) - 1);
+        pl.alpha[c] = (float)(0.08 + 0.1 * th_rng_uniform(&r));
+        pl.b[c] = (float)(0.3 + 0.8 * th_rng_uniform(&r));
     }
     for (i = 0; i < n; i++)
         for (c = 0; c < C; c++) {
             double u = 0.0;
             for (j = 0; j < d; j++)
                 u += (double)x[i * d + j] * pl.w[j * C + c];
-            y[i * C + c] = (uint8_t)ref_code(pl.alpha[c] * (float)u + pl.b[c], pl.eps, pl.delta, 3);
+            y[i * C + c] = (uint8_t)th_ref_code(pl.alpha[c] * (float)u + pl.b[c], pl.eps, pl.delta, 3);
         }
     if (noise > 0.0) {
         float *w0;
         W0 = mat(ctx, TSQ_DTYPE_F32, d, C);
         w0 = data_of(W0);
         for (j = 0; j < d * C; j++)
-            w0[j] = pl.alpha[j % C] * ((float)pl.w[j] + (float)(noise * trng_normal(&r)));
+            w0[j] = pl.alpha[j % C] * ((float)pl.w[j] + (float)(noise * th_rng_normal(&r)));
     }
     reg = make_reg(ctx, &pl);
     fit_out_make(ctx, &o, d, C);
@@ -342,7 +306,7 @@ static void check_planted_user(double noise, uint64_t seed, int verbose)
             double u = 0.0;
             for (j = 0; j < d; j++)
                 u += (double)x[i * d + j] * w[j * C + c];
-            same += ref_code(a[c] * (float)u + b[c], pl.eps, pl.delta, 3) == y[i * C + c];
+            same += th_ref_code(a[c] * (float)u + b[c], pl.eps, pl.delta, 3) == y[i * C + c];
         }
     for (c = 0; c < C; c++)
         worst_alpha = fmax(worst_alpha, fabs(a[c] / pl.alpha[c] - 1.0));
@@ -413,7 +377,7 @@ static double brute_lowbit(const int32_t *S, int ns, const double *w, int d)
 
 static void check_lowbit(const tsq__alphabet *a, int dmax, int cases, uint64_t seed)
 {
-    trng r = {seed};
+    th_rng r = {seed};
     void *scratch = malloc(tsq__lowbit_scratch_bytes(16));
     int k, j;
     for (k = 0; k < cases; k++) {
@@ -421,7 +385,7 @@ static void check_lowbit(const tsq__alphabet *a, int dmax, int cases, uint64_t s
         double w[16], alpha, err, ref, direct = 0.0;
         int8_t q[16];
         for (j = 0; j < d; j++)
-            w[j] = trng_int(&r, 5) == 0 ? 0.0 : trng_normal(&r); /* some exact zeros */
+            w[j] = (int)th_rng_below(&r, 5) == 0 ? 0.0 : th_rng_normal(&r); /* some exact zeros */
         err = tsq__lowbit_approx(a, w, d, 1, q, &alpha, scratch);
         ref = brute_lowbit(a->values, a->count, w, d);
         ck_assert(alpha > 0.0);
@@ -486,15 +450,15 @@ END_TEST
 
 START_TEST(test_zstep_is_the_best_bin)
 {
-    trng r = {5};
+    th_rng r = {5};
     const double lambdas[4] = {0.01, 0.3, 1.0, 10.0}, margins[3] = {0.0, 0.25, 0.5};
     int k;
     for (k = 0; k < 20000; k++) {
         tsq__outq q;
-        int bits = 1 + trng_int(&r, 3), maxcode = (1 << bits) - 1, y = trng_int(&r, maxcode + 1);
-        float delta = (float)(0.2 + trng_uniform(&r));
-        float eps = (float)(trng_uniform(&r) * 1.5) * delta;
-        float v = (float)((trng_uniform(&r) * (maxcode + 3) - 1.5) * delta), z;
+        int bits = 1 + (int)th_rng_below(&r, 3), maxcode = (1 << bits) - 1, y = (int)th_rng_below(&r, maxcode + 1);
+        float delta = (float)(0.2 + th_rng_uniform(&r));
+        float eps = (float)(th_rng_uniform(&r) * 1.5) * delta;
+        float v = (float)((th_rng_uniform(&r) * (maxcode + 3) - 1.5) * delta), z;
         double lambda = lambdas[k % 4], margin = margins[(k / 4) % 3] * delta, cost = 0.0, best;
         int m;
         float zlo[8], zhi[8];
@@ -529,15 +493,15 @@ END_TEST
 START_TEST(test_zstep_bins_match_the_quantizer)
 {
     /* The unshrunk bins are the quantizer's: z = v when v's code is y. */
-    trng r = {6};
+    th_rng r = {6};
     int k;
     for (k = 0; k < 20000; k++) {
         tsq__outq q;
-        int bits = 1 + trng_int(&r, 3);
-        float delta = (float)(0.2 + trng_uniform(&r));
-        float eps = (float)(trng_uniform(&r) * 1.5) * delta;
-        float v = (float)((trng_uniform(&r) * ((1 << bits) + 2) - 1.5) * delta);
-        int y = ref_code(v, eps, delta, (1 << bits) - 1);
+        int bits = 1 + (int)th_rng_below(&r, 3);
+        float delta = (float)(0.2 + th_rng_uniform(&r));
+        float eps = (float)(th_rng_uniform(&r) * 1.5) * delta;
+        float v = (float)((th_rng_uniform(&r) * ((1 << bits) + 2) - 1.5) * delta);
+        int y = th_ref_code(v, eps, delta, (1 << bits) - 1);
         double cost = 0.0;
         float lo[8], hi[8];
         ck_assert(tsq__outq_init(&q, bits, eps, delta));
@@ -567,7 +531,7 @@ START_TEST(test_zrows_simd_matches_plain)
     enum { R = 700, C = 37, NB = 256 };
     uint32_t feat = 0;
     int paths = 2;
-    trng r = {19};
+    th_rng r = {19};
     tsq__outq q[C];
     float eps[C], inv[C], top[C], d2[C], alpha[C], b[C], *lo = malloc(C * NB * sizeof(float));
     float *hi = malloc(C * NB * sizeof(float)), *xw = malloc(R * C * sizeof(float));
@@ -582,24 +546,24 @@ START_TEST(test_zrows_simd_matches_plain)
         paths = 3;
     for (c = 0; c < C; c++) {
         int bits = 1 + c % 4;
-        float delta = (float)(0.3 + trng_uniform(&r));
-        ck_assert(tsq__outq_init(&q[c], bits, (float)(trng_uniform(&r) * 1.2) * delta, delta));
+        float delta = (float)(0.3 + th_rng_uniform(&r));
+        ck_assert(tsq__outq_init(&q[c], bits, (float)(th_rng_uniform(&r) * 1.2) * delta, delta));
         eps[c] = q[c].eps;
         inv[c] = q[c].inv_delta;
         top[c] = (float)q[c].maxcode;
         d2[c] = q[c].delta * q[c].delta;
         /* every other channel passes X w through unchanged, so that the
          * values below land exactly on eps and on level boundaries */
-        alpha[c] = c % 2 ? (float)(0.1 + trng_uniform(&r)) : 1.0f;
-        b[c] = c % 2 ? (float)trng_normal(&r) : 0.0f;
+        alpha[c] = c % 2 ? (float)(0.1 + th_rng_uniform(&r)) : 1.0f;
+        b[c] = c % 2 ? (float)th_rng_normal(&r) : 0.0f;
         tsq__zstep_bins(&q[c], (c % 3) * 0.25 * delta, lo + c * NB, hi + c * NB);
     }
     for (i = 0; i < R * C; i++) {
         c = (int)(i % C);
-        xw[i] = (float)(trng_normal(&r) * 4.0);
+        xw[i] = (float)(th_rng_normal(&r) * 4.0);
         if (i % 7 == 0) /* exactly on eps, or on a level boundary */
             xw[i] = i % 3 ? q[c].eps : ((float)(1 + i % 5) - 0.5f) * q[c].delta;
-        y[i] = (uint8_t)trng_int(&r, q[c].maxcode + 1);
+        y[i] = (uint8_t)(int)th_rng_below(&r, q[c].maxcode + 1);
     }
     for (zstep = 0; zstep < 2; zstep++) {
         for (pass = 0; pass < paths; pass++) {
@@ -652,58 +616,11 @@ END_TEST
 /* Brute force over all ternary vectors (linear loss)                  */
 /* ------------------------------------------------------------------ */
 
-/* Best ||t - alpha X w - b||^2 over w in {-1,0,1}^d, alpha, b (closed form
- * for alpha and b given w). */
-static double brute_ternary(const uint8_t *x, const float *t, int64_t n, int d, int64_t C, int c)
-{
-    double A[9][9], mu[9], tc[9], tt = 0.0, tbar = 0.0, best;
-    int idx[9], i, j;
-    int64_t k;
-    memset(A, 0, sizeof A);
-    memset(mu, 0, sizeof mu);
-    memset(tc, 0, sizeof tc);
-    for (k = 0; k < n; k++) {
-        tbar += t[k * C + c];
-        for (i = 0; i < d; i++)
-            mu[i] += x[k * d + i];
-    }
-    tbar /= (double)n;
-    for (i = 0; i < d; i++)
-        mu[i] /= (double)n;
-    for (k = 0; k < n; k++) {
-        double tk = t[k * C + c] - tbar;
-        tt += tk * tk;
-        for (i = 0; i < d; i++) {
-            tc[i] += (x[k * d + i] - mu[i]) * tk;
-            for (j = 0; j < d; j++)
-                A[i][j] += (x[k * d + i] - mu[i]) * (x[k * d + j] - mu[j]);
-        }
-    }
-    best = tt;
-    for (i = 0; i < d; i++)
-        idx[i] = -1;
-    for (;;) {
-        double wt = 0.0, waw = 0.0;
-        for (i = 0; i < d; i++) {
-            wt += idx[i] * tc[i];
-            for (j = 0; j < d; j++)
-                waw += idx[i] * A[i][j] * idx[j];
-        }
-        if (waw > 0.0 && tt - wt * wt / waw < best)
-            best = tt - wt * wt / waw;
-        for (i = 0; i < d && ++idx[i] == 2; i++)
-            idx[i] = -1;
-        if (i == d)
-            break;
-    }
-    return best;
-}
-
 START_TEST(test_brute_force_ternary)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    trng r = {7};
+    th_rng r = {7};
     const int64_t n = 200, C = 10;
     int fit, c, within = 0, instances = 0;
     double worst = 0.0;
@@ -717,15 +634,15 @@ START_TEST(test_brute_force_ternary)
         tsq_regressor *reg = NULL;
         int64_t i, j;
         for (i = 0; i < n * d; i++)
-            x[i] = (uint8_t)trng_int(&r, 4);
+            x[i] = (uint8_t)(int)th_rng_below(&r, 4);
         for (c = 0; c < C; c++) {
             for (j = 0; j < d; j++)
-                wt[j] = trng_normal(&r);
+                wt[j] = th_rng_normal(&r);
             for (i = 0; i < n; i++) {
                 double v = 0.7;
                 for (j = 0; j < d; j++)
                     v += x[i * d + j] * wt[j];
-                p[i * C + c] = (float)(v + 0.5 * trng_normal(&r));
+                p[i * C + c] = (float)(v + 0.5 * th_rng_normal(&r));
             }
         }
         TH_OK(ctx, tsq_regressor_create(ctx, &reg));
@@ -738,7 +655,7 @@ START_TEST(test_brute_force_ternary)
         REG_OK(reg, tsq_fit_transform(reg, X, NULL, NULL, P, o.W, o.alpha, o.b, NULL));
         REG_OK(reg, tsq_regressor_channel_objectives(reg, got, C));
         for (c = 0; c < C; c++) {
-            double opt = brute_ternary(x, p, n, d, C, c);
+            double opt = th_ref_best_ternary(x, p, n, d, C, c);
             ck_assert_msg(got[c] <= start[c] * (1.0 + 1e-9), "worse than its start: %g > %g",
                           got[c], start[c]);
             ck_assert_msg(got[c] >= opt * (1.0 - 1e-6), "below the optimum: %g < %g", got[c], opt);
@@ -771,7 +688,7 @@ static double quant_cost(const uint8_t *x, const uint8_t *y, int64_t n, int d, i
         int u = 0, k;
         for (j = 0; j < d; j++)
             u += x[i * d + j] * w[j];
-        k = ref_code(alpha * (float)u + b, eps, delta, 3) - y[i * C + c];
+        k = th_ref_code(alpha * (float)u + b, eps, delta, 3) - y[i * C + c];
         s += (double)delta * delta * k * k;
     }
     return s;
@@ -834,7 +751,7 @@ START_TEST(test_brute_force_quantized)
      * default options against the optimum over all ternary w, alpha, b. */
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    trng r = {17};
+    th_rng r = {17};
     const int64_t n = 40, C = 4;
     const float eps = 0.33f, delta = 0.65f;
     int inst, c, exact = 0, within_one = 0, total = 0;
@@ -847,16 +764,16 @@ START_TEST(test_brute_force_quantized)
         tsq_regressor *reg = NULL;
         int64_t i, j;
         for (i = 0; i < n * d; i++)
-            x[i] = (uint8_t)trng_int(&r, 4);
+            x[i] = (uint8_t)(int)th_rng_below(&r, 4);
         for (c = 0; c < C; c++) {
             double wt[4];
             for (j = 0; j < d; j++)
-                wt[j] = 0.4 * trng_normal(&r);
+                wt[j] = 0.4 * th_rng_normal(&r);
             for (i = 0; i < n; i++) {
-                double v = 0.8 + 0.2 * trng_normal(&r);
+                double v = 0.8 + 0.2 * th_rng_normal(&r);
                 for (j = 0; j < d; j++)
                     v += x[i * d + j] * wt[j];
-                y[i * C + c] = (uint8_t)ref_code((float)v, eps, delta, 3);
+                y[i * C + c] = (uint8_t)th_ref_code((float)v, eps, delta, 3);
             }
         }
         TH_OK(ctx, tsq_regressor_create(ctx, &reg));
@@ -901,7 +818,7 @@ START_TEST(test_never_worse_than_start)
         tsq_regressor *reg;
         double start[8], got[8];
         int c;
-        trng r = {100 + (uint64_t)k};
+        th_rng r = {100 + (uint64_t)k};
         float *p;
         uint8_t *y;
         int64_t i;
@@ -910,8 +827,8 @@ START_TEST(test_never_worse_than_start)
         p = data_of(pl.P);
         y = data_of(pl.Y);
         for (i = 0; i < pl.n * pl.C; i++) {
-            p[i] += (float)(0.7 * trng_normal(&r));
-            y[i] = (uint8_t)ref_code(p[i], pl.eps, pl.delta, 3);
+            p[i] += (float)(0.7 * th_rng_normal(&r));
+            y[i] = (uint8_t)th_ref_code(p[i], pl.eps, pl.delta, 3);
         }
         reg = make_reg(ctx, &pl);
         fit_out_make(ctx, &o, pl.d, pl.C);
@@ -961,7 +878,7 @@ START_TEST(test_relaxed_objective_never_increases)
     const int L = 3, R = 16;
     double *obj, *best, *relax, *lam;
     int32_t n, k;
-    trng r = {8};
+    th_rng r = {8};
     float *p;
     uint8_t *y;
     int64_t i;
@@ -969,8 +886,8 @@ START_TEST(test_relaxed_objective_never_increases)
     p = data_of(pl.P);
     y = data_of(pl.Y);
     for (i = 0; i < pl.n * pl.C; i++) { /* noisy codes: the rounds keep moving */
-        p[i] += (float)(0.4 * trng_normal(&r));
-        y[i] = (uint8_t)ref_code(p[i], pl.eps, pl.delta, 3);
+        p[i] += (float)(0.4 * th_rng_normal(&r));
+        y[i] = (uint8_t)th_ref_code(p[i], pl.eps, pl.delta, 3);
     }
     reg = make_reg(ctx, &pl);
     fit_out_make(ctx, &o, pl.d, pl.C);
@@ -1020,7 +937,7 @@ START_TEST(test_linear_objective_never_increases)
     tsq_regressor *reg;
     double *obj;
     int32_t n, k;
-    trng r = {9};
+    th_rng r = {9};
     tsq_tensor *W0;
     float *w0;
     int64_t j;
@@ -1028,7 +945,7 @@ START_TEST(test_linear_objective_never_increases)
     W0 = mat(ctx, TSQ_DTYPE_F32, pl.d, pl.C);
     w0 = data_of(W0);
     for (j = 0; j < pl.d * pl.C; j++)
-        w0[j] = (float)trng_normal(&r);
+        w0[j] = (float)th_rng_normal(&r);
     reg = make_reg(ctx, &pl);
     fit_out_make(ctx, &o, pl.d, pl.C);
     REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_LOSS, TSQ_LOSS_LINEAR));
@@ -1093,7 +1010,7 @@ START_TEST(test_kbit_approaches_least_squares)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    trng r = {10};
+    th_rng r = {10};
     enum { N = 4000, D = 16 };
     tsq_tensor *X = mat(ctx, TSQ_DTYPE_F32, N, D), *P = mat(ctx, TSQ_DTYPE_F32, N, 1);
     float *x = data_of(X), *p = data_of(P);
@@ -1102,14 +1019,14 @@ START_TEST(test_kbit_approaches_least_squares)
     fit_out o;
     tsq_regressor *reg = NULL;
     for (j = 0; j < D; j++)
-        wt[j] = trng_normal(&r);
+        wt[j] = th_rng_normal(&r);
     for (i = 0; i < N; i++) {
         double v = 0.7;
         for (j = 0; j < D; j++) {
-            x[i * D + j] = (float)trng_normal(&r);
+            x[i * D + j] = (float)th_rng_normal(&r);
             v += x[i * D + j] * wt[j];
         }
-        p[i] = (float)(v + 0.5 * trng_normal(&r));
+        p[i] = (float)(v + 0.5 * th_rng_normal(&r));
     }
     /* Unconstrained least squares with an intercept (column D). */
     memset(a, 0, sizeof a);
@@ -1614,7 +1531,7 @@ static void check_merge(int loss, int use_p, int use_w0)
     fit_out whole, shard[2], streamed;
     tsq_regressor *reg, *regs[2], *one;
     tsq_tensor *W0 = NULL;
-    trng r = {31};
+    th_rng r = {31};
     float *p;
     uint8_t *y;
     int64_t i;
@@ -1623,15 +1540,15 @@ static void check_merge(int loss, int use_p, int use_w0)
     p = data_of(pl.P);
     y = data_of(pl.Y);
     for (i = 0; i < pl.n * pl.C; i++) { /* noise: a fit that keeps moving */
-        p[i] += (float)(0.3 * trng_normal(&r));
-        y[i] = (uint8_t)ref_code(p[i], pl.eps, pl.delta, 3);
+        p[i] += (float)(0.3 * th_rng_normal(&r));
+        y[i] = (uint8_t)th_ref_code(p[i], pl.eps, pl.delta, 3);
     }
     if (use_w0) {
         float *w0;
         W0 = mat(ctx, TSQ_DTYPE_F32, pl.d, pl.C);
         w0 = data_of(W0);
         for (i = 0; i < pl.d * pl.C; i++)
-            w0[i] = pl.alpha[i % pl.C] * pl.w[i] + 0.2f * (float)trng_normal(&r);
+            w0[i] = pl.alpha[i % pl.C] * pl.w[i] + 0.2f * (float)th_rng_normal(&r);
     }
     reg = make_reg(ctx, &pl);
     one = make_reg(ctx, &pl);
@@ -1731,7 +1648,7 @@ START_TEST(test_threads_and_cache_same_result)
     tsq_context *ctx = th_context(&st);
     planted pl;
     fit_out o[4];
-    trng r = {43};
+    th_rng r = {43};
     float *p;
     uint8_t *y;
     tsq_regressor *one;
@@ -1741,8 +1658,8 @@ START_TEST(test_threads_and_cache_same_result)
     p = data_of(pl.P);
     y = data_of(pl.Y);
     for (i = 0; i < pl.n * pl.C; i++) { /* noise: the rounds keep moving weights */
-        p[i] += (float)(0.4 * trng_normal(&r));
-        y[i] = (uint8_t)ref_code(p[i], pl.eps, pl.delta, 3);
+        p[i] += (float)(0.4 * th_rng_normal(&r));
+        y[i] = (uint8_t)th_ref_code(p[i], pl.eps, pl.delta, 3);
     }
     for (t = 0; t < 3; t++) {
         tsq_regressor *reg;
@@ -1778,7 +1695,7 @@ START_TEST(test_cpu_paths_agree)
     tsq_context *ctx = th_context(&st);
     planted pl;
     fit_out o[2];
-    trng r = {59};
+    th_rng r = {59};
     float *p;
     uint8_t *y;
     uint32_t features = ctx->cpu;
@@ -1788,8 +1705,8 @@ START_TEST(test_cpu_paths_agree)
     p = data_of(pl.P);
     y = data_of(pl.Y);
     for (i = 0; i < pl.n * pl.C; i++) {
-        p[i] += (float)(0.2 * trng_normal(&r));
-        y[i] = (uint8_t)ref_code(p[i], pl.eps, pl.delta, 3);
+        p[i] += (float)(0.2 * th_rng_normal(&r));
+        y[i] = (uint8_t)th_ref_code(p[i], pl.eps, pl.delta, 3);
     }
     TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, 2));
     for (t = 0; t < 2; t++) {
@@ -1816,7 +1733,7 @@ END_TEST
 START_TEST(test_integer_products)
 {
     uint32_t feat = 0;
-    trng r = {47};
+    th_rng r = {47};
     int64_t n = 37, d = 70, C = 40, i, j, c;
     uint8_t *x = malloc((size_t)(n * d)), *xt = malloc((size_t)(n * d));
     int8_t *w = malloc((size_t)(C * d)), *dec = calloc(1 << 16, 1);
@@ -1829,9 +1746,9 @@ START_TEST(test_integer_products)
         return; /* the float path runs instead */
     }
     for (i = 0; i < n * d; i++)
-        x[i] = (uint8_t)trng_int(&r, 128);
+        x[i] = (uint8_t)(int)th_rng_below(&r, 128);
     for (i = 0; i < C * d; i++)
-        w[i] = (int8_t)(trng_int(&r, 255) - 127);
+        w[i] = (int8_t)((int)th_rng_below(&r, 255) - 127);
     tsq__reg_panels_weights(w, d, NULL, C, dec);
     tsq__reg_int_products(x, n, d, dec, C, acc, out, C, NULL);
     for (i = 0; i < n; i++)
@@ -1879,7 +1796,7 @@ END_TEST
 START_TEST(test_xtz_simd_matches_plain)
 {
     uint32_t feat = 0;
-    trng r = {53};
+    th_rng r = {53};
     int64_t n = 300, d = 40, i, j, k;
     const int64_t cs[3] = {16, 37, 5};
     uint8_t *x = malloc((size_t)(n * d));
@@ -1887,9 +1804,9 @@ START_TEST(test_xtz_simd_matches_plain)
     float *g1 = malloc((size_t)(d * 37) * sizeof(float)), *g2 = malloc((size_t)(d * 37) * sizeof(float));
     feat = host_features();
     for (i = 0; i < n * d; i++)
-        x[i] = trng_int(&r, 5) < 3 ? 0 : (uint8_t)trng_int(&r, 256);
+        x[i] = (int)th_rng_below(&r, 5) < 3 ? 0 : (uint8_t)(int)th_rng_below(&r, 256);
     for (i = 0; i < n * 37; i++)
-        z[i] = (float)(3.0 * trng_normal(&r));
+        z[i] = (float)(3.0 * th_rng_normal(&r));
     for (k = 0; k < 3; k++) {
         int64_t C = cs[k], c;
         tsq__reg_xtz_rows(x, d, n, 3, d, z, C, g1);
@@ -2048,18 +1965,18 @@ static void check_im2col(int32_t dtype)
     tsq_tensor *out = nchw(ctx, dtype, 2, 4, oh, ow), *orows = NULL, *osub = NULL;
     int64_t i, n, p, col, shape[2], pos[2 * 5];
     int32_t nd;
-    trng r = {20};
+    th_rng r = {20};
     for (i = 0; i < 2 * 3 * 7 * 6; i++) {
         if (dtype == TSQ_DTYPE_U8)
-            ((uint8_t *)data_of(in))[i] = (uint8_t)(1 + trng_int(&r, 200));
+            ((uint8_t *)data_of(in))[i] = (uint8_t)(1 + (int)th_rng_below(&r, 200));
         else
-            ((float *)data_of(in))[i] = (float)trng_normal(&r);
+            ((float *)data_of(in))[i] = (float)th_rng_normal(&r);
     }
     for (i = 0; i < 2 * 4 * oh * ow; i++) {
         if (dtype == TSQ_DTYPE_U8)
-            ((uint8_t *)data_of(out))[i] = (uint8_t)trng_int(&r, 4);
+            ((uint8_t *)data_of(out))[i] = (uint8_t)(int)th_rng_below(&r, 4);
         else
-            ((float *)data_of(out))[i] = (float)trng_normal(&r);
+            ((float *)data_of(out))[i] = (float)th_rng_normal(&r);
     }
     TH_OK(ctx, tsq_regressor_im2col_rows(ctx, in, kh, kw, sh, sw, ph, pw, NULL, 0, &rows));
     TH_OK(ctx, tsq_tensor_shape(rows, shape, 2, &nd));
@@ -2175,15 +2092,15 @@ START_TEST(test_conv_planted)
     int8_t wconv[3 * 18];
     float alpha[3] = {0.25f, 0.5f, 0.25f}, bias[3] = {0.625f, 1.125f, 1.875f};
     int64_t *pos = malloc((size_t)(N * npos) * sizeof *pos), n, co, y, x, ci, i, j;
-    trng r = {21};
+    th_rng r = {21};
     fit_out o;
     tsq_regressor *reg = NULL;
     const int8_t *w;
     uint8_t *xin = data_of(in);
     for (i = 0; i < N * Ci * H * Wd; i++)
-        xin[i] = (uint8_t)trng_int(&r, 4);
+        xin[i] = (uint8_t)(int)th_rng_below(&r, 4);
     for (i = 0; i < Co * d; i++)
-        wconv[i] = (int8_t)(trng_int(&r, 3) - 1);
+        wconv[i] = (int8_t)((int)th_rng_below(&r, 3) - 1);
     for (n = 0; n < N; n++) /* the convolution, naively, with padding 1 */
         for (co = 0; co < Co; co++)
             for (y = 0; y < oh; y++)
@@ -2201,7 +2118,7 @@ START_TEST(test_conv_planted)
                     v = alpha[co] * (float)acc + bias[co];
                     ((float *)data_of(pre))[((n * Co + co) * oh + y) * ow + x] = v;
                     ((uint8_t *)data_of(codes))[((n * Co + co) * oh + y) * ow + x] =
-                        (uint8_t)ref_code(v, 0.5f, 1.0f, 3);
+                        (uint8_t)th_ref_code(v, 0.5f, 1.0f, 3);
                 }
     TH_OK(ctx, tsq_regressor_im2col_sample_positions(ctx, N, oh * ow, npos, pos));
     TH_OK(ctx, tsq_regressor_im2col_rows(ctx, in, 3, 3, 1, 1, 1, 1, pos, npos, &X));
@@ -2499,7 +2416,7 @@ START_TEST(test_polish_rows_simd_matches_plain)
     double e0[TSQ__POLISH_CAND * C], e1[TSQ__POLISH_CAND * C];
     tsq__outq q[C];
     tsq__polish_rows_args a;
-    trng r = {5};
+    th_rng r = {5};
     int64_t i, c;
     for (c = 0; c < C; c++) {
         ck_assert(tsq__outq_init(&q[c], 1 + (int32_t)(c % 8), (float)(0.1 * (c % 3)),
@@ -2511,14 +2428,14 @@ START_TEST(test_polish_rows_simd_matches_plain)
     for (i = 0; i < ROWS * C; i++) {
         c = i % C;
         /* half of the products exactly on a boundary of the first candidate */
-        xw[i] = trng_int(&r, 2) ? (float)((trng_int(&r, 2 * q[c].maxcode + 2) - 0.5) * 0.5)
-                                : (float)(trng_normal(&r) * 2.0);
-        y[i] = (uint8_t)trng_int(&r, q[c].maxcode + 1);
+        xw[i] = (int)th_rng_below(&r, 2) ? (float)(((int)th_rng_below(&r, 2 * q[c].maxcode + 2) - 0.5) * 0.5)
+                                : (float)(th_rng_normal(&r) * 2.0);
+        y[i] = (uint8_t)(int)th_rng_below(&r, q[c].maxcode + 1);
     }
     for (i = 0; i < TSQ__POLISH_CAND * C; i++) {
         c = i % C;
-        al[i] = i < C ? 2.0f * q[c].delta : (float)(0.5 + trng_uniform(&r));
-        bb[i] = i < C ? 0.0f : (float)(trng_normal(&r) * 0.3);
+        al[i] = i < C ? 2.0f * q[c].delta : (float)(0.5 + th_rng_uniform(&r));
+        bb[i] = i < C ? 0.0f : (float)(th_rng_normal(&r) * 0.3);
     }
     a.rows = ROWS;
     a.C = C;

@@ -14,16 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t x = *s += UINT64_C(0x9E3779B97F4A7C15);
-    x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return x ^ (x >> 31);
-}
-
-static double rng_uniform(uint64_t *s) { return (double)(rng_next(s) >> 11) * 0x1p-53; }
-
 /* The float epilogue, written out here as the layers compute it: the
  * product rounded to float, then the sum, then the quantizer formula. */
 static int32_t float_code(int32_t acc, float alpha, float bias, float eps, float delta,
@@ -105,7 +95,7 @@ static int32_t clamp_i32(int64_t v)
 /* All channels: boundaries +-2, the extremes, a dense window and random
  * accumulators. */
 static void check_channels(tsq_context *ctx, const channel *ch, int64_t nch, int32_t bits,
-                           uint64_t *s)
+                           th_rng *s)
 {
     float *alpha = malloc((size_t)nch * sizeof *alpha), *bias = malloc((size_t)nch * sizeof *bias);
     float *eps = malloc((size_t)nch * sizeof *eps), *delta = malloc((size_t)nch * sizeof *delta);
@@ -143,7 +133,7 @@ static void check_channels(tsq_context *ctx, const channel *ch, int64_t nch, int
             accs[(row++) * nch + c] = (int32_t)i;
         for (i = 0; i < 300; i++) {
             /* Mostly near the boundaries' scale, some anywhere in int32. */
-            uint64_t r = rng_next(s);
+            uint64_t r = th_rng_next(s);
             accs[(row++) * nch + c] = (i % 3 == 0) ? (int32_t)(uint32_t)r
                                                    : (int32_t)((int64_t)(r % 200001) - 100000);
         }
@@ -163,7 +153,7 @@ START_TEST(test_boundaries_random_channels)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    uint64_t s = 1;
+    th_rng s = {1};
     int32_t bits;
     if (under_valgrind())
         printf("test_boundaries_random_channels: under valgrind, codes are compared with the "
@@ -173,10 +163,10 @@ START_TEST(test_boundaries_random_channels)
         int64_t c;
         for (c = 0; c < 37; c++) {
             double sign = c % 3 == 0 ? -1.0 : 1.0;
-            ch[c].alpha = (float)(sign * pow(10.0, -4.0 + 4.0 * rng_uniform(&s)));
-            ch[c].bias = (float)(4.0 * rng_uniform(&s) - 2.0);
-            ch[c].delta = (float)(0.05 + rng_uniform(&s));
-            ch[c].eps = (float)(rng_uniform(&s) * ch[c].delta);
+            ch[c].alpha = (float)(sign * pow(10.0, -4.0 + 4.0 * th_rng_uniform(&s)));
+            ch[c].bias = (float)(4.0 * th_rng_uniform(&s) - 2.0);
+            ch[c].delta = (float)(0.05 + th_rng_uniform(&s));
+            ch[c].eps = (float)(th_rng_uniform(&s) * ch[c].delta);
         }
         ch[4].alpha = 0.0f;  /* constant output */
         ch[5].alpha = -0.0f;
@@ -199,7 +189,7 @@ START_TEST(test_ties_dense)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    uint64_t s = 2;
+    th_rng s = {2};
     channel ch[8] = {
         {0.5f, 0.0f, 2.0f, 1.0f},   {-0.5f, 0.0f, 2.0f, 1.0f}, {0.5f, 0.25f, 0.5f, 1.0f},
         {0.25f, -3.0f, 0.0f, 0.5f}, {1.0f, 0.5f, 1.5f, 1.0f},  {-1.0f, -0.5f, 0.5f, 1.0f},

@@ -13,6 +13,7 @@
  * sees one batch per call. Recipe defaults: docs/demo.md.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -281,11 +282,11 @@ static int64_t calib_batches(const demo *d)
     return (d->ncalib + CALIB_BATCH - 1) / CALIB_BATCH;
 }
 
-static void select_layers(demo *d, tsq_net *net)
+/* The indices of the first and last conv2d or dense layer (-1 if none). */
+static void float_layer_ends(tsq_net *net, int32_t *first, int32_t *last)
 {
-    int32_t n = 0, i, first = -1, last = -1;
-    if (!d->opt.quantize_all)
-        return;
+    int32_t n = 0, i;
+    *first = *last = -1;
     tsq_net_layer_count(net, &n);
     for (i = 0; i < n; i++) {
         tsq_layer *l = NULL;
@@ -293,11 +294,20 @@ static void select_layers(demo *d, tsq_net *net)
         tsq_net_layer(net, i, &l);
         tsq_layer_kind(l, &kind);
         if (kind == TSQ_LAYER_CONV2D || kind == TSQ_LAYER_DENSE) {
-            if (first < 0)
-                first = i;
-            last = i;
+            if (*first < 0)
+                *first = i;
+            *last = i;
         }
     }
+}
+
+static void select_layers(demo *d, tsq_net *net)
+{
+    int32_t n = 0, i, first, last;
+    if (!d->opt.quantize_all)
+        return;
+    tsq_net_layer_count(net, &n);
+    float_layer_ends(net, &first, &last);
     for (i = 0; i < n; i++) {
         tsq_layer *l = NULL;
         tsq_net_layer(net, i, &l);
@@ -810,20 +820,10 @@ static void run_joint(demo *d, tsq_net *fp32, demo_rng *rng)
     tsq_net *net = clone_net(fp32);
     train_plan p = {"joint QAT", d->opt.epochs_joint, d->opt.lr_joint, 5e-4, 1, NULL, 1};
     double t0 = progress_now();
-    int32_t i, n = 0, first = -1, last = -1, converted = 0;
+    int32_t i, n = 0, first, last, converted = 0;
     insert_quantizers(d, net, TSQ_EPS_JOINT, d->opt.act_bits);
     tsq_net_layer_count(net, &n);
-    for (i = 0; i < n; i++) {
-        tsq_layer *l = NULL;
-        int32_t kind = 0;
-        tsq_net_layer(net, i, &l);
-        tsq_layer_kind(l, &kind);
-        if (kind == TSQ_LAYER_CONV2D || kind == TSQ_LAYER_DENSE) {
-            if (first < 0)
-                first = i;
-            last = i;
-        }
-    }
+    float_layer_ends(net, &first, &last);
     for (i = 0; i < n; i++) {
         tsq_layer *l = NULL;
         int32_t kind = 0;
@@ -997,6 +997,39 @@ static void quick_defaults(options *o)
     o->min_tsq_acc = 79.0;
 }
 
+/* The switches that take no value: which int of the options each sets, to
+ * what. */
+static const struct {
+    const char *name;
+    size_t field;
+    int value;
+} switches[] = {
+    {"--quick", offsetof(options, quick), 1},
+    {"--no-baselines", offsetof(options, baselines), 0},
+    {"--quantize-all", offsetof(options, quantize_all), 1},
+    {"--train-alpha", offsetof(options, train_alpha), 1},
+    {"--joint-only", offsetof(options, joint_only), 1},
+    {"--step1-only", offsetof(options, step1_only), 1},
+    {"--flip", offsetof(options, flip), 1},
+    {"--no-flip", offsetof(options, flip), 0},
+    {"--sequential-fit", offsetof(options, sequential), 1},
+    {"--joint-fit", offsetof(options, sequential), 0},
+    {"--per-channel", offsetof(options, per_channel), 1},
+    {"--learn-delta", offsetof(options, learn_delta), 1},
+};
+
+/* Sets the switch named a; 0 if a is not one. */
+static int set_switch(options *o, const char *a)
+{
+    size_t k;
+    for (k = 0; k < sizeof switches / sizeof switches[0]; k++)
+        if (strcmp(a, switches[k].name) == 0) {
+            *(int *)((char *)o + switches[k].field) = switches[k].value;
+            return 1;
+        }
+    return 0;
+}
+
 static int parse_args(options *o, int argc, char **argv)
 {
     int i;
@@ -1006,46 +1039,8 @@ static int parse_args(options *o, int argc, char **argv)
             quick_defaults(o);
     for (i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--quick") == 0) {
-            o->quick = 1;
+        if (set_switch(o, a))
             continue;
-        }
-        if (strcmp(a, "--no-baselines") == 0) {
-            o->baselines = 0;
-            continue;
-        }
-        if (strcmp(a, "--quantize-all") == 0) {
-            o->quantize_all = 1;
-            continue;
-        }
-        if (strcmp(a, "--train-alpha") == 0) {
-            o->train_alpha = 1;
-            continue;
-        }
-        if (strcmp(a, "--joint-only") == 0) {
-            o->joint_only = 1;
-            continue;
-        }
-        if (strcmp(a, "--step1-only") == 0) {
-            o->step1_only = 1;
-            continue;
-        }
-        if (strcmp(a, "--per-channel") == 0) {
-            o->per_channel = 1;
-            continue;
-        }
-        if (strcmp(a, "--learn-delta") == 0) {
-            o->learn_delta = 1;
-            continue;
-        }
-        if (strcmp(a, "--no-flip") == 0 || strcmp(a, "--flip") == 0) {
-            o->flip = strcmp(a, "--flip") == 0;
-            continue;
-        }
-        if (strcmp(a, "--sequential-fit") == 0 || strcmp(a, "--joint-fit") == 0) {
-            o->sequential = strcmp(a, "--sequential-fit") == 0;
-            continue;
-        }
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage();
             exit(0);

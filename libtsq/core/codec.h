@@ -29,20 +29,6 @@ static inline void tsq__le_put_u64(unsigned char *p, uint64_t v)
     tsq__le_put_u32(p + 4, (uint32_t)(v >> 32));
 }
 
-static inline void tsq__le_put_f32(unsigned char *p, float f)
-{
-    uint32_t v;
-    memcpy(&v, &f, sizeof v);
-    tsq__le_put_u32(p, v);
-}
-
-static inline void tsq__le_put_f64(unsigned char *p, double d)
-{
-    uint64_t v;
-    memcpy(&v, &d, sizeof v);
-    tsq__le_put_u64(p, v);
-}
-
 static inline uint32_t tsq__le_get_u32(const unsigned char *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
@@ -53,20 +39,39 @@ static inline uint64_t tsq__le_get_u64(const unsigned char *p)
     return (uint64_t)tsq__le_get_u32(p) | (uint64_t)tsq__le_get_u32(p + 4) << 32;
 }
 
+/* A float as the integer of its IEEE-754 bits, and back (the one
+ * reinterpretation: memcpy of the same size). */
+#define TSQ__BITCAST(to, from_type, x)                                                   \
+    static inline to x(from_type v)                                                      \
+    {                                                                                    \
+        to r;                                                                            \
+        memcpy(&r, &v, sizeof r);                                                        \
+        return r;                                                                        \
+    }
+TSQ__BITCAST(uint32_t, float, tsq__f32_bits)
+TSQ__BITCAST(uint64_t, double, tsq__f64_bits)
+TSQ__BITCAST(float, uint32_t, tsq__bits_f32)
+TSQ__BITCAST(double, uint64_t, tsq__bits_f64)
+#undef TSQ__BITCAST
+
+static inline void tsq__le_put_f32(unsigned char *p, float f)
+{
+    tsq__le_put_u32(p, tsq__f32_bits(f));
+}
+
+static inline void tsq__le_put_f64(unsigned char *p, double d)
+{
+    tsq__le_put_u64(p, tsq__f64_bits(d));
+}
+
 static inline float tsq__le_get_f32(const unsigned char *p)
 {
-    uint32_t v = tsq__le_get_u32(p);
-    float f;
-    memcpy(&f, &v, sizeof f);
-    return f;
+    return tsq__bits_f32(tsq__le_get_u32(p));
 }
 
 static inline double tsq__le_get_f64(const unsigned char *p)
 {
-    uint64_t v = tsq__le_get_u64(p);
-    double d;
-    memcpy(&d, &v, sizeof d);
-    return d;
+    return tsq__bits_f64(tsq__le_get_u64(p));
 }
 
 /* ---- streams ---- */

@@ -53,6 +53,18 @@ void *tsq__alloc(tsq_context *ctx, size_t size);   /* 64-byte aligned */
 void *tsq__calloc(tsq_context *ctx, size_t count, size_t size);
 void tsq__free(tsq_context *ctx, void *ptr);       /* accepts NULL */
 
+/* Blocks allocated one at a time and freed together (core/arena.c): the
+ * arrays a loader or a plan description borrows. Start from
+ * {ctx, NULL, 0, 0}; tsq__arena_alloc returns NULL when out of memory;
+ * tsq__arena_free frees every block and the list. */
+typedef struct tsq__arena {
+    tsq_context *ctx;
+    void **blocks;
+    int64_t nblocks, cap;
+} tsq__arena;
+void *tsq__arena_alloc(tsq__arena *a, size_t bytes);
+void tsq__arena_free(tsq__arena *a);
+
 /* Overflow-checked arithmetic; return 0 on overflow, 1 on success. */
 int tsq__mul_size(size_t a, size_t b, size_t *out);
 int tsq__mul_i64(int64_t a, int64_t b, int64_t *out);

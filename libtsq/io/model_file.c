@@ -302,6 +302,15 @@ static tsq_status parse_record(const tsq__model_cursor *cur, tsq__le_reader *r,
     return TSQ_OK;
 }
 
+const tsq__rec_array *tsq__rec_find_array(const tsq__layer_rec *rec, const char *name)
+{
+    int32_t i;
+    for (i = 0; i < rec->narrays; i++)
+        if (strcmp(rec->arrays[i].name, name) == 0)
+            return &rec->arrays[i];
+    return NULL;
+}
+
 void tsq__rec_channel(const tsq__layer_rec *rec, int64_t i, int32_t *bits, float *eps,
                       float *delta)
 {

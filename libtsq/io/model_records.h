@@ -8,8 +8,9 @@
  * codes). This folder knows how records are framed, bounded and checked
  * against hostile input; it does not know what a kind's attributes mean or
  * which arrays it needs: nn/net_records.c maps layers of a tsq_net to
- * records and back, and a reader that builds something else (an inference
- * plan) can read the same records with only core underneath.
+ * records, nn/net_load.c records back to layers, and a reader that builds
+ * something else (an inference plan) can read the same records with only
+ * core underneath.
  */
 #ifndef TSQ_IO_MODEL_RECORDS_H
 #define TSQ_IO_MODEL_RECORDS_H
@@ -71,6 +72,9 @@ typedef struct tsq__model_head {
     int64_t in_shape[3];      /* unused dimensions 0 */
     int32_t nrecords;
 } tsq__model_head;
+
+/* The array of that name in rec, or NULL. */
+const tsq__rec_array *tsq__rec_find_array(const tsq__layer_rec *rec, const char *name);
 
 /* ---- writing ---- */
 

@@ -20,8 +20,7 @@
 typedef struct {
     tsq_context *ctx;
     const tsq__model_cursor *cur; /* during a sink call: where the reader is */
-    void **blocks;
-    int64_t nblocks, cap;
+    tsq__arena arena;             /* the description's arrays */
     tsq__net_desc *desc;
     /* the sample shape after the layers so far */
     int32_t ndim;
@@ -48,30 +47,7 @@ static tsq_status bad(loader *L, const char *fmt, ...)
 
 static void *keep(loader *L, size_t bytes)
 {
-    void *p;
-    if (L->nblocks == L->cap) {
-        int64_t cap = L->cap ? 2 * L->cap : 64;
-        void **n = tsq__calloc(L->ctx, (size_t)cap, sizeof *n);
-        if (!n)
-            return NULL;
-        if (L->blocks)
-            memcpy(n, L->blocks, (size_t)L->nblocks * sizeof *n);
-        tsq__free(L->ctx, L->blocks);
-        L->blocks = n;
-        L->cap = cap;
-    }
-    p = tsq__alloc(L->ctx, bytes ? bytes : 1);
-    if (p)
-        L->blocks[L->nblocks++] = p;
-    return p;
-}
-
-static void release(loader *L)
-{
-    int64_t i;
-    for (i = 0; i < L->nblocks; i++)
-        tsq__free(L->ctx, L->blocks[i]);
-    tsq__free(L->ctx, L->blocks);
+    return tsq__arena_alloc(&L->arena, bytes);
 }
 
 static tsq_status oom(loader *L)
@@ -80,15 +56,6 @@ static tsq_status oom(loader *L)
 }
 
 /* Checks a section's frame and CRC; `payload` then reads its body. */
-static const tsq__rec_array *find(const layer_rec *lr, const char *name)
-{
-    int32_t i;
-    for (i = 0; i < lr->narrays; i++)
-        if (strcmp(lr->arrays[i].name, name) == 0)
-            return &lr->arrays[i];
-    return NULL;
-}
-
 static double option(const layer_rec *lr, int32_t key, double dflt)
 {
     int32_t i;
@@ -118,7 +85,7 @@ static int32_t config_count(int32_t kind)
 static tsq_status floats(loader *L, const layer_rec *lr, const char *name, int64_t n,
                          const float **out)
 {
-    const tsq__rec_array *t = find(lr, name);
+    const tsq__rec_array *t = tsq__rec_find_array(lr, name);
     float *x;
     int64_t bad_at;
     if (!t || t->dtype != TSQ_DTYPE_F32 || t->encoding != TSQ__REC_RAW || t->numel != n ||
@@ -137,7 +104,7 @@ static tsq_status floats(loader *L, const layer_rec *lr, const char *name, int64
 static tsq_status codes(loader *L, const layer_rec *lr, int64_t n, int32_t bits,
                         const int8_t **out)
 {
-    const tsq__rec_array *t = find(lr, "weight_codes");
+    const tsq__rec_array *t = tsq__rec_find_array(lr, "weight_codes");
     int8_t *w;
     if (!t || t->encoding != TSQ__REC_PACKED || t->numel != n ||
         t->nbytes != tsq__packed_bytes(n, bits))
@@ -383,6 +350,7 @@ tsq_status tsq_plan_load(tsq_context *ctx, const void *buf, uint64_t size, tsq_p
     memset(&L, 0, sizeof L);
     memset(&d, 0, sizeof d);
     L.ctx = ctx;
+    L.arena.ctx = ctx;
     L.desc = &d;
     sink.head = on_head;
     sink.record = on_record;
@@ -392,6 +360,6 @@ tsq_status tsq_plan_load(tsq_context *ctx, const void *buf, uint64_t size, tsq_p
         st = tsq__fail(&ctx->obj, TSQ_ERR_STATE, "plan_load: the model has no layers");
     if (st == TSQ_OK)
         st = tsq__plan_from_desc(ctx, &d, out);
-    release(&L);
+    tsq__arena_free(&L.arena);
     return st;
 }

@@ -21,13 +21,26 @@ typedef struct tsq__conv_geom {
     int64_t group;         /* images side by side in one GEMM (small outputs) */
 } tsq__conv_geom;
 
-/* Fills geometry (square stride and pad); returns 0 if the output would be
+/* The part known before the image: channels, kernel, stride and padding
+ * (no image: h = w = 0, group 1). */
+void tsq__conv_geom_set(tsq__conv_geom *g, int64_t cin, int64_t cout, int64_t kh, int64_t kw,
+                        int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w);
+/* Completes a set geometry for an h x w image, with the float GEMM path's
+ * grouping; returns 0 (g's image part unchanged) if the output would be
  * empty. The float GEMM path (conv_f32.c, tsq__im2col) takes square
  * geometries only; tsq__im2col_rows takes any. */
+int tsq__conv_geom_fit(tsq__conv_geom *g, int64_t h, int64_t w);
+/* tsq__conv_geom_set (square stride and pad), then tsq__conv_geom_fit. */
 int tsq__conv_geom_init(tsq__conv_geom *g, int64_t cin, int64_t h, int64_t w, int64_t cout,
                         int64_t kh, int64_t kw, int64_t stride, int64_t pad);
-/* The one validation of a geometry: kernel and stride in 1..2^20, padding
- * in 0..kernel-1, the window fits the padded image, cin*kh*kw fits.
+/* The window's bounds, the one rule for every caller: kernel and stride in
+ * 1..lim, padding in 0..kernel-1; else TSQ_ERR_INVALID and "where: ..." on
+ * obj. */
+tsq_status tsq__conv_window_check(tsq__object *obj, const char *where, int64_t kh, int64_t kw,
+                                  int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                  int64_t pad_w, int64_t lim);
+/* The one validation of a geometry: tsq__conv_window_check with lim 2^20,
+ * the window fits the padded image, cin*kh*kw fits.
  * Fills *g (cout = 0) or fails with TSQ_ERR_INVALID / TSQ_ERR_SHAPE /
  * TSQ_ERR_OVERFLOW and a message "where: ..." on obj. */
 tsq_status tsq__conv_geom_check(tsq__object *obj, const char *where, int64_t cin, int64_t h,

@@ -101,7 +101,10 @@ typedef struct {
     int ones;         /* patch matrices carry the ones row */
     int epilogue;     /* forward needs a pass after the GEMM */
     int64_t cols;     /* columns of the accumulated [dW db]: k or k + 1 */
+    int phase;        /* pipeline: what chunk_task does to each image */
 } conv_job;
+
+enum { PHASE_PATCHES, PHASE_EPILOGUE, PHASE_BACKWARD_PREP, PHASE_COL2IM };
 
 static int64_t in_size(const tsq__conv_geom *g)
 {
@@ -262,38 +265,29 @@ static void chunk_image(const conv_job *j, int64_t k, int64_t *u, int64_t *s, in
     *i = k % j->g->group;
 }
 
-static void chunk_patches_task(void *arg, int64_t k)
+/* Image k of the current chunk through the job's current phase. */
+static void chunk_task(void *arg, int64_t k)
 {
     const conv_job *j = arg;
     int64_t u, s, i;
     chunk_image(j, k, &u, &s, &i);
-    image_patches(j, u, s, i);
+    switch (j->phase) {
+    case PHASE_PATCHES: image_patches(j, u, s, i); break;
+    case PHASE_EPILOGUE: image_epilogue(j, u, s, i); break;
+    case PHASE_BACKWARD_PREP:
+        image_patches(j, u, s, i);
+        if (j->g->group > 1)
+            image_gather(j, u, s, i);
+        break;
+    default: image_col2im(j, u, s, i); break;
+    }
 }
 
-static void chunk_epilogue_task(void *arg, int64_t k)
+/* Runs one image phase over the current chunk, across the threads. */
+static void run_phase(conv_job *j, int phase)
 {
-    const conv_job *j = arg;
-    int64_t u, s, i;
-    chunk_image(j, k, &u, &s, &i);
-    image_epilogue(j, u, s, i);
-}
-
-static void chunk_backward_prep_task(void *arg, int64_t k)
-{
-    const conv_job *j = arg;
-    int64_t u, s, i;
-    chunk_image(j, k, &u, &s, &i);
-    image_patches(j, u, s, i);
-    if (j->g->group > 1)
-        image_gather(j, u, s, i);
-}
-
-static void chunk_col2im_task(void *arg, int64_t k)
-{
-    const conv_job *j = arg;
-    int64_t u, s, i;
-    chunk_image(j, k, &u, &s, &i);
-    image_col2im(j, u, s, i);
+    j->phase = phase;
+    tsq__parallel_for(j->threads, j->count, chunk_task, j);
 }
 
 /* Walks the batch chunk by chunk; between the parallel image phases the
@@ -307,18 +301,18 @@ static void pipeline(conv_job *j, int backward)
         j->count = (last == j->units ? j->batch : last * g->group) - j->first * g->group;
         if (!backward) {
             if (!g->direct)
-                tsq__parallel_for(j->threads, j->count, chunk_patches_task, j);
+                run_phase(j, PHASE_PATCHES);
             for (u = j->first; u < last; u++)
                 unit_forward_gemm(j, u, u - j->first);
             if (j->epilogue)
-                tsq__parallel_for(j->threads, j->count, chunk_epilogue_task, j);
+                run_phase(j, PHASE_EPILOGUE);
         } else {
             if (!g->direct || g->group > 1)
-                tsq__parallel_for(j->threads, j->count, chunk_backward_prep_task, j);
+                run_phase(j, PHASE_BACKWARD_PREP);
             for (u = j->first; u < last; u++)
                 unit_backward_gemms(j, u, u - j->first, acc(j, 0));
             if (j->dx && !g->direct)
-                tsq__parallel_for(j->threads, j->count, chunk_col2im_task, j);
+                run_phase(j, PHASE_COL2IM);
         }
     }
 }

@@ -10,7 +10,6 @@
 
 #include "blas.h"
 
-#include <string.h>
 
 typedef struct {
     int64_t in, out, batch, threads;
@@ -55,17 +54,9 @@ void tsq__dense_forward(int64_t threads, int64_t in, int64_t out, const float *x
                         const float *w, const float *scale, const float *bias, float *y,
                         int64_t batch)
 {
-    dense_job j;
-    memset(&j, 0, sizeof j);
-    j.in = in;
-    j.out = out;
-    j.batch = batch;
+    dense_job j = {.in = in, .out = out, .batch = batch, .x = x, .w = w,
+                   .scale = scale, .bias = bias, .y = y};
     j.threads = threads > batch ? batch : threads;
-    j.x = x;
-    j.w = w;
-    j.scale = scale;
-    j.bias = bias;
-    j.y = y;
     if (j.threads > 1)
         tsq__parallel_for(j.threads, j.threads, forward_task, &j);
     else
@@ -112,20 +103,11 @@ void tsq__dense_backward(int64_t threads, int64_t in, int64_t out, const float *
                          const float *w, const float *dy, float *dw, float *db, float *dx,
                          int64_t batch)
 {
-    dense_job j;
-    memset(&j, 0, sizeof j);
-    j.in = in;
-    j.out = out;
-    j.batch = batch;
+    dense_job j = {.in = in, .out = out, .batch = batch, .x = x, .w = w,
+                   .dy = dy, .dw = dw, .db = db, .dx = dx};
     j.threads = threads;
     if (j.threads > out && j.threads > batch)
         j.threads = out > batch ? out : batch;
-    j.x = x;
-    j.w = w;
-    j.dy = dy;
-    j.dw = dw;
-    j.db = db;
-    j.dx = dx;
     if (j.threads > 1) {
         tsq__parallel_for(j.threads, j.threads, backward_task, &j);
     } else {

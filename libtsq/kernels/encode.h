@@ -40,45 +40,45 @@ static inline int tsq__quant_passes(float x, float delta, int32_t maxcode)
     return x > 0.0f && x < (float)maxcode * delta;
 }
 
-/* One (eps, inv_delta) for the whole span: codes[i] = Q(x[i]). */
+/* One (eps, inv_delta) for the whole span: codes[i] = Q(x[i]); the C
+ * oracle and (call only when the CPU features report TSQ_CPU_AVX2) the
+ * AVX2 kernel, also reached through the table below. */
 typedef void (*tsq__encode_span_fn)(const float *x, uint8_t *codes, int64_t n, float eps,
                                     float inv_delta, int32_t maxcode);
 void tsq__encode_span_c(const float *x, uint8_t *codes, int64_t n, float eps, float inv_delta,
                         int32_t maxcode);
-/* Element i uses eps[i] and inv_delta[i] (a row of an N x C tensor). */
-void tsq__encode_row_c(const float *x, uint8_t *codes, int64_t n, const float *eps,
-                       const float *inv_delta, int32_t maxcode);
-/* The number of NaN or Inf values among x[0..n-1]. */
-int64_t tsq__count_nonfinite_c(const float *x, int64_t n);
-
-/* The same in AVX2 (encode_avx2.c): call only when the CPU features report
- * TSQ_CPU_AVX2. */
 void tsq__encode_span_avx2(const float *x, uint8_t *codes, int64_t n, float eps,
                            float inv_delta, int32_t maxcode);
-void tsq__encode_row_avx2(const float *x, uint8_t *codes, int64_t n, const float *eps,
-                          const float *inv_delta, int32_t maxcode);
-int64_t tsq__count_nonfinite_avx2(const float *x, int64_t n);
 
-/* ---- element-wise kernels: the C ones are the oracle of the AVX2 ones
- * (encode_avx2.c), which must give the same bits. "span" takes one
- * channel's parameters for n elements, "row" channel i's for element i. ---- */
-/* y = k(x) * delta */
-void tsq__fakequant_span_c(const float *x, float *y, int64_t n, float eps, float inv_delta,
-                           float delta, int32_t maxcode);
-void tsq__fakequant_row_c(const float *x, float *y, int64_t n, const float *eps,
-                          const float *inv_delta, const float *delta, int32_t maxcode);
-/* gi = go where 0 < x < maxcode * delta, else 0 (tsq__quant_passes) */
-void tsq__ste_span_c(const float *x, const float *go, float *gi, int64_t n, float delta,
-                     int32_t maxcode);
-void tsq__ste_row_c(const float *x, const float *go, float *gi, int64_t n, const float *delta,
-                    int32_t maxcode);
-void tsq__fakequant_span_avx2(const float *x, float *y, int64_t n, float eps, float inv_delta,
-                              float delta, int32_t maxcode);
-void tsq__fakequant_row_avx2(const float *x, float *y, int64_t n, const float *eps,
-                             const float *inv_delta, const float *delta, int32_t maxcode);
-void tsq__ste_span_avx2(const float *x, const float *go, float *gi, int64_t n, float delta,
+/* The element-wise kernels of one instruction set, so that a caller picks
+ * them once (tsq__eltwise_for) instead of testing the CPU at each call. The
+ * C set (encode.c) is the oracle of the AVX2 one (encode_avx2.c), which
+ * must give the same bits. "span" takes one channel's parameters for n
+ * elements, "row" channel i's for element i. */
+typedef struct tsq__eltwise {
+    /* codes[i] = Q(x[i]) */
+    void (*encode_span)(const float *x, uint8_t *codes, int64_t n, float eps, float inv_delta,
                         int32_t maxcode);
-void tsq__ste_row_avx2(const float *x, const float *go, float *gi, int64_t n,
-                       const float *delta, int32_t maxcode);
+    void (*encode_row)(const float *x, uint8_t *codes, int64_t n, const float *eps,
+                       const float *inv_delta, int32_t maxcode);
+    /* y = k(x) * delta */
+    void (*fakequant_span)(const float *x, float *y, int64_t n, float eps, float inv_delta,
+                           float delta, int32_t maxcode);
+    void (*fakequant_row)(const float *x, float *y, int64_t n, const float *eps,
+                          const float *inv_delta, const float *delta, int32_t maxcode);
+    /* gi = go where 0 < x < maxcode * delta, else 0 (tsq__quant_passes) */
+    void (*ste_span)(const float *x, const float *go, float *gi, int64_t n, float delta,
+                     int32_t maxcode);
+    void (*ste_row)(const float *x, const float *go, float *gi, int64_t n, const float *delta,
+                    int32_t maxcode);
+    /* the number of NaN or Inf values among x[0..n-1] */
+    int64_t (*count_nonfinite)(const float *x, int64_t n);
+} tsq__eltwise;
+
+extern const tsq__eltwise tsq__eltwise_c;
+extern const tsq__eltwise tsq__eltwise_avx2; /* only when the CPU has AVX2 */
+/* The AVX2 set when the TSQ_CPU_* bits in cpu include AVX2, else the C one
+ * (static tables: never NULL, never freed). */
+const tsq__eltwise *tsq__eltwise_for(uint32_t cpu);
 
 #endif /* TSQ_KERNELS_ENCODE_H */

@@ -79,8 +79,8 @@ static inline void encode_row_block(const float *x, uint8_t *codes, const float 
     _mm256_storeu_si256((__m256i *)codes, pack32(c[0], c[1], c[2], c[3]));
 }
 
-void tsq__encode_row_avx2(const float *x, uint8_t *codes, int64_t n, const float *eps,
-                          const float *inv_delta, int32_t maxcode)
+static void encode_row_avx2(const float *x, uint8_t *codes, int64_t n, const float *eps,
+                            const float *inv_delta, int32_t maxcode)
 {
     const __m256 top = _mm256_set1_ps((float)maxcode);
     int64_t i = 0;
@@ -101,7 +101,7 @@ void tsq__encode_row_avx2(const float *x, uint8_t *codes, int64_t n, const float
     }
 }
 
-int64_t tsq__count_nonfinite_avx2(const float *x, int64_t n)
+static int64_t count_nonfinite_avx2(const float *x, int64_t n)
 {
     /* A float is NaN or Inf when its exponent bits are all ones. Lanes
      * count in int32 (minus the all-ones compare mask), flushed to the
@@ -134,8 +134,8 @@ int64_t tsq__count_nonfinite_avx2(const float *x, int64_t n)
  * float, so k * delta is the C kernel's (float)code * delta, bit for bit
  * (0 * delta is +0 in both, delta being positive and finite). ---- */
 
-void tsq__fakequant_span_avx2(const float *x, float *y, int64_t n, float eps, float inv_delta,
-                              float delta, int32_t maxcode)
+static void fakequant_span_avx2(const float *x, float *y, int64_t n, float eps, float inv_delta,
+                                float delta, int32_t maxcode)
 {
     const __m256 ve = _mm256_set1_ps(eps), vi = _mm256_set1_ps(inv_delta);
     const __m256 vd = _mm256_set1_ps(delta), top = _mm256_set1_ps((float)maxcode);
@@ -157,8 +157,8 @@ static inline __m256 fakequant_row8(const float *x, const float *eps, const floa
     return _mm256_mul_ps(k, _mm256_loadu_ps(delta));
 }
 
-void tsq__fakequant_row_avx2(const float *x, float *y, int64_t n, const float *eps,
-                             const float *inv_delta, const float *delta, int32_t maxcode)
+static void fakequant_row_avx2(const float *x, float *y, int64_t n, const float *eps,
+                               const float *inv_delta, const float *delta, int32_t maxcode)
 {
     const __m256 top = _mm256_set1_ps((float)maxcode);
     int64_t i = 0;
@@ -190,8 +190,8 @@ static inline __m256 ste8(__m256 x, __m256 go, __m256 top)
     return _mm256_and_ps(go, in);
 }
 
-void tsq__ste_span_avx2(const float *x, const float *go, float *gi, int64_t n, float delta,
-                        int32_t maxcode)
+static void ste_span_avx2(const float *x, const float *go, float *gi, int64_t n, float delta,
+                          int32_t maxcode)
 {
     const __m256 top = _mm256_set1_ps((float)maxcode * delta);
     int64_t i = 0;
@@ -206,8 +206,8 @@ void tsq__ste_span_avx2(const float *x, const float *go, float *gi, int64_t n, f
     }
 }
 
-void tsq__ste_row_avx2(const float *x, const float *go, float *gi, int64_t n,
-                       const float *delta, int32_t maxcode)
+static void ste_row_avx2(const float *x, const float *go, float *gi, int64_t n,
+                         const float *delta, int32_t maxcode)
 {
     const __m256 m = _mm256_set1_ps((float)maxcode);
     int64_t i = 0;
@@ -224,3 +224,8 @@ void tsq__ste_row_avx2(const float *x, const float *go, float *gi, int64_t n,
         memcpy(gi + i, rt, (size_t)(n - i) * sizeof *gi);
     }
 }
+
+const tsq__eltwise tsq__eltwise_avx2 = {
+    tsq__encode_span_avx2, encode_row_avx2, fakequant_span_avx2, fakequant_row_avx2,
+    ste_span_avx2,         ste_row_avx2,    count_nonfinite_avx2,
+};

@@ -15,24 +15,41 @@
 
 #include <string.h>
 
-int tsq__conv_geom_init(tsq__conv_geom *g, int64_t cin, int64_t h, int64_t w, int64_t cout,
-                        int64_t kh, int64_t kw, int64_t stride, int64_t pad)
+void tsq__conv_geom_set(tsq__conv_geom *g, int64_t cin, int64_t cout, int64_t kh, int64_t kw,
+                        int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w)
 {
-    int64_t hp = h + 2 * pad, wp = w + 2 * pad;
-    if (hp < kh || wp < kw)
-        return 0;
+    memset(g, 0, sizeof *g);
     g->cin = cin;
-    g->h = h;
-    g->w = w;
     g->cout = cout;
     g->kh = kh;
     g->kw = kw;
-    g->stride = g->stride_w = stride;
-    g->pad = g->pad_w = pad;
-    g->oh = (hp - kh) / stride + 1;
-    g->ow = (wp - kw) / stride + 1;
+    g->stride = stride_h;
+    g->stride_w = stride_w;
+    g->pad = pad_h;
+    g->pad_w = pad_w;
     g->k = cin * kh * kw;
+    g->group = 1;
+}
+
+/* The output of an h x w image; 0 if the window does not fit the padded
+ * image. */
+static int set_image(tsq__conv_geom *g, int64_t h, int64_t w)
+{
+    int64_t hp = h + 2 * g->pad, wp = w + 2 * g->pad_w;
+    if (hp < g->kh || wp < g->kw)
+        return 0;
+    g->h = h;
+    g->w = w;
+    g->oh = (hp - g->kh) / g->stride + 1;
+    g->ow = (wp - g->kw) / g->stride_w + 1;
     g->ohw = g->oh * g->ow;
+    return 1;
+}
+
+int tsq__conv_geom_fit(tsq__conv_geom *g, int64_t h, int64_t w)
+{
+    if (!set_image(g, h, w))
+        return 0;
     /* GEMMs narrower than ~128 columns run well below the BLAS's speed
      * (196 still runs at full speed, measured): put that many output
      * positions side by side (a property of the shape alone, so results do
@@ -40,8 +57,15 @@ int tsq__conv_geom_init(tsq__conv_geom *g, int64_t cin, int64_t h, int64_t w, in
     g->group = g->ohw >= 128 ? 1 : (128 + g->ohw - 1) / g->ohw;
     if (g->group > 64)
         g->group = 64;
-    g->direct = kh == 1 && kw == 1 && stride == 1 && pad == 0 && g->group == 1;
+    g->direct = g->kh == 1 && g->kw == 1 && g->stride == 1 && g->pad == 0 && g->group == 1;
     return 1;
+}
+
+int tsq__conv_geom_init(tsq__conv_geom *g, int64_t cin, int64_t h, int64_t w, int64_t cout,
+                        int64_t kh, int64_t kw, int64_t stride, int64_t pad)
+{
+    tsq__conv_geom_set(g, cin, cout, kh, kw, stride, stride, pad, pad);
+    return tsq__conv_geom_fit(g, h, w);
 }
 
 /* The output range [lo, hi) along one axis for which the input coordinate
@@ -61,6 +85,30 @@ static void valid_range(int64_t n, int64_t out, int64_t s, int64_t p, int64_t t,
     *hi = h;
 }
 
+/* Row r = (c, i, j) of the column matrix: where its plane starts in the
+ * image, its kernel offsets, and the output rows [ylo, yhi) and columns
+ * [xlo, xhi) whose input pixel lies inside the image (xlo = xhi or
+ * ylo = yhi: none does). */
+typedef struct patch_row {
+    int64_t plane, i, j, ylo, yhi, xlo, xhi;
+} patch_row;
+
+static void patch_row_at(const tsq__conv_geom *g, int64_t r, patch_row *pr)
+{
+    int64_t t = r % (g->kh * g->kw);
+    pr->plane = r / (g->kh * g->kw) * g->h * g->w;
+    pr->i = t / g->kw;
+    pr->j = t % g->kw;
+    valid_range(g->h, g->oh, g->stride, g->pad, pr->i, &pr->ylo, &pr->yhi);
+    valid_range(g->w, g->ow, g->stride, g->pad, pr->j, &pr->xlo, &pr->xhi);
+}
+
+/* The image offset of the input pixel of output (oy, ox) in row pr. */
+static int64_t pixel(const tsq__conv_geom *g, const patch_row *pr, int64_t oy, int64_t ox)
+{
+    return pr->plane + (oy * g->stride - g->pad + pr->i) * g->w + (ox * g->stride - g->pad + pr->j);
+}
+
 /* Zeroes a few floats (a row or two here: a libc call costs more). */
 static void zero(float *p, int64_t n)
 {
@@ -69,102 +117,104 @@ static void zero(float *p, int64_t n)
         p[i] = 0.0f;
 }
 
+/* Zeroes columns [0, xlo) and [xhi, ow) of output rows [y0, y1) of one
+ * column-matrix row: the entries whose pixel falls outside the image. */
+static void zero_outside(float *row, int64_t ow, int64_t y0, int64_t y1, int64_t xlo,
+                         int64_t xhi)
+{
+    int64_t oy;
+    for (oy = y0; oy < y1; oy++) {
+        zero(row + oy * ow, xlo);
+        zero(row + oy * ow + xhi, ow - xhi);
+    }
+}
+
 void tsq__im2col(const tsq__conv_geom *g, const float *x, float *col, int64_t ld)
 {
-    int64_t c, i, j, oy, ox;
-    const int64_t s = g->stride, p = g->pad, ow = g->ow;
-    for (c = 0; c < g->cin; c++) {
-        const float *plane = x + c * g->h * g->w;
-        for (i = 0; i < g->kh; i++) {
-            int64_t ylo, yhi;
-            valid_range(g->h, g->oh, s, p, i, &ylo, &yhi);
-            for (j = 0; j < g->kw; j++) {
-                int64_t xlo, xhi, y0 = ylo, y1 = yhi;
-                float *row = col + ((c * g->kh + i) * g->kw + j) * ld;
-                valid_range(g->w, ow, s, p, j, &xlo, &xhi);
-                if (xhi == xlo) /* this kernel column never meets the image */
-                    y0 = y1 = 0;
-                zero(row, y0 * ow);
-                if (s == 1 && ow == g->w && y0 < y1) {
-                    /* Output and input rows have the same length, so the
-                     * whole valid block is one shifted copy; the columns
-                     * that wrapped around into a neighbouring row are
-                     * zeroed afterwards. */
-                    int64_t first = y0 * ow + xlo, last = (y1 - 1) * ow + xhi;
-                    const float *src = plane + (y0 - p + i) * g->w + (xlo - p + j);
-                    memcpy(row + first, src, (size_t)(last - first) * sizeof(float));
-                    for (oy = y0; oy < y1; oy++) {
-                        float *dst = row + oy * ow;
-                        for (ox = 0; ox < xlo; ox++)
-                            dst[ox] = 0.0f;
-                        for (ox = xhi; ox < ow; ox++)
-                            dst[ox] = 0.0f;
-                    }
-                    y0 = y1; /* rows done */
-                }
-                for (oy = y0; oy < y1; oy++) {
-                    /* src points at the input pixel of output column xlo. */
-                    const float *src = plane + (oy * s - p + i) * g->w + (xlo * s - p + j);
-                    float *dst = row + oy * ow;
-                    for (ox = 0; ox < xlo; ox++)
-                        dst[ox] = 0.0f;
-                    if (s == 1) {
-                        memcpy(dst + xlo, src, (size_t)(xhi - xlo) * sizeof(float));
-                    } else {
-                        for (ox = xlo; ox < xhi; ox++)
-                            dst[ox] = src[(ox - xlo) * s];
-                    }
-                    for (ox = xhi; ox < ow; ox++)
-                        dst[ox] = 0.0f;
-                }
-                zero(row + y1 * ow, (g->oh - y1) * ow);
+    int64_t r, oy, ox;
+    const int64_t s = g->stride, ow = g->ow;
+    for (r = 0; r < g->k; r++) {
+        patch_row pr;
+        float *row = col + r * ld;
+        int64_t y0, y1;
+        patch_row_at(g, r, &pr);
+        /* a kernel column that never meets the image has no valid rows */
+        y0 = pr.xhi == pr.xlo ? 0 : pr.ylo;
+        y1 = pr.xhi == pr.xlo ? 0 : pr.yhi;
+        zero(row, y0 * ow);
+        if (s == 1 && ow == g->w && y0 < y1) {
+            /* Output and input rows have the same length, so the whole
+             * valid block is one shifted copy; the columns that wrapped
+             * around into a neighbouring row are zeroed afterwards. */
+            int64_t first = y0 * ow + pr.xlo, last = (y1 - 1) * ow + pr.xhi;
+            memcpy(row + first, x + pixel(g, &pr, y0, pr.xlo),
+                   (size_t)(last - first) * sizeof(float));
+            zero_outside(row, ow, y0, y1, pr.xlo, pr.xhi);
+            y0 = y1; /* rows done */
+        }
+        zero_outside(row, ow, y0, y1, pr.xlo, pr.xhi);
+        for (oy = y0; oy < y1; oy++) {
+            const float *src = x + pixel(g, &pr, oy, pr.xlo);
+            float *dst = row + oy * ow;
+            if (s == 1) {
+                memcpy(dst + pr.xlo, src, (size_t)(pr.xhi - pr.xlo) * sizeof(float));
+            } else {
+                for (ox = pr.xlo; ox < pr.xhi; ox++)
+                    dst[ox] = src[(ox - pr.xlo) * s];
             }
         }
+        zero(row + y1 * ow, (g->oh - y1) * ow);
     }
 }
 
 void tsq__col2im(const tsq__conv_geom *g, float *col, int64_t ld, float *x)
 {
-    int64_t c, i, j, oy, ox;
-    const int64_t s = g->stride, p = g->pad, ow = g->ow;
+    int64_t r, oy, ox;
+    const int64_t s = g->stride, ow = g->ow;
     memset(x, 0, (size_t)(g->cin * g->h * g->w) * sizeof(float));
-    for (c = 0; c < g->cin; c++) {
-        float *plane = x + c * g->h * g->w;
-        for (i = 0; i < g->kh; i++) {
-            int64_t ylo, yhi;
-            valid_range(g->h, g->oh, s, p, i, &ylo, &yhi);
-            for (j = 0; j < g->kw; j++) {
-                int64_t xlo, xhi, y0 = ylo;
-                float *row = col + ((c * g->kh + i) * g->kw + j) * ld;
-                valid_range(g->w, ow, s, p, j, &xlo, &xhi);
-                if (s == 1 && ow == g->w && ylo < yhi && xlo < xhi) {
-                    /* As in im2col: one contiguous add, after zeroing the
-                     * entries that would wrap into a neighbouring row. */
-                    int64_t first = ylo * ow + xlo, last = (yhi - 1) * ow + xhi;
-                    for (oy = ylo; oy < yhi; oy++) {
-                        float *r = row + oy * ow;
-                        for (ox = 0; ox < xlo; ox++)
-                            r[ox] = 0.0f;
-                        for (ox = xhi; ox < ow; ox++)
-                            r[ox] = 0.0f;
-                    }
-                    tsq__vec_add(plane + (ylo - p + i) * g->w + (xlo - p + j), row + first,
-                            last - first);
-                    y0 = yhi;
-                }
-                for (oy = y0; oy < yhi && xlo < xhi; oy++) {
-                    float *dst = plane + (oy * s - p + i) * g->w + (xlo * s - p + j);
-                    const float *src = row + oy * ow + xlo;
-                    if (s == 1) {
-                        tsq__vec_add(dst, src, xhi - xlo);
-                    } else {
-                        for (ox = 0; ox < xhi - xlo; ox++)
-                            dst[ox * s] += src[ox];
-                    }
-                }
+    for (r = 0; r < g->k; r++) {
+        patch_row pr;
+        float *row = col + r * ld;
+        int64_t y0;
+        patch_row_at(g, r, &pr);
+        y0 = pr.ylo;
+        if (s == 1 && ow == g->w && pr.ylo < pr.yhi && pr.xlo < pr.xhi) {
+            /* As in im2col: one contiguous add, after zeroing the entries
+             * that would wrap into a neighbouring row. */
+            int64_t first = pr.ylo * ow + pr.xlo, last = (pr.yhi - 1) * ow + pr.xhi;
+            zero_outside(row, ow, pr.ylo, pr.yhi, pr.xlo, pr.xhi);
+            tsq__vec_add(x + pixel(g, &pr, pr.ylo, pr.xlo), row + first, last - first);
+            y0 = pr.yhi;
+        }
+        for (oy = y0; oy < pr.yhi && pr.xlo < pr.xhi; oy++) {
+            float *dst = x + pixel(g, &pr, oy, pr.xlo);
+            const float *src = row + oy * ow + pr.xlo;
+            if (s == 1) {
+                tsq__vec_add(dst, src, pr.xhi - pr.xlo);
+            } else {
+                for (ox = 0; ox < pr.xhi - pr.xlo; ox++)
+                    dst[ox * s] += src[ox];
             }
         }
     }
+}
+
+tsq_status tsq__conv_window_check(tsq__object *obj, const char *where, int64_t kh, int64_t kw,
+                                  int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                  int64_t pad_w, int64_t lim)
+{
+    if (kh < 1 || kw < 1 || stride_h < 1 || stride_w < 1 || kh > lim || kw > lim ||
+        stride_h > lim || stride_w > lim)
+        return tsq__fail(obj, TSQ_ERR_INVALID,
+                         "%s: kernel %lld x %lld and stride %lld x %lld must be in 1..%lld",
+                         where, (long long)kh, (long long)kw, (long long)stride_h,
+                         (long long)stride_w, (long long)lim);
+    if (pad_h < 0 || pad_w < 0 || pad_h >= kh || pad_w >= kw)
+        return tsq__fail(obj, TSQ_ERR_INVALID,
+                         "%s: pad %lld x %lld must be >= 0 and below the kernel %lld x %lld, "
+                         "else a window could hold padding only",
+                         where, (long long)pad_h, (long long)pad_w, (long long)kh, (long long)kw);
+    return TSQ_OK;
 }
 
 tsq_status tsq__conv_geom_check(tsq__object *obj, const char *where, int64_t cin, int64_t h,
@@ -172,18 +222,9 @@ tsq_status tsq__conv_geom_check(tsq__object *obj, const char *where, int64_t cin
                                 int64_t stride_w, int64_t pad_h, int64_t pad_w,
                                 tsq__conv_geom *g)
 {
-    const int64_t lim = INT64_C(1) << 20;
     int64_t k;
-    if (kh < 1 || kw < 1 || stride_h < 1 || stride_w < 1 || kh > lim || kw > lim ||
-        stride_h > lim || stride_w > lim)
-        return tsq__fail(obj, TSQ_ERR_INVALID,
-                         "%s: kernel %lld x %lld and stride %lld x %lld must be in 1..2^20",
-                         where, (long long)kh, (long long)kw, (long long)stride_h,
-                         (long long)stride_w);
-    if (pad_h < 0 || pad_w < 0 || pad_h >= kh || pad_w >= kw)
-        return tsq__fail(obj, TSQ_ERR_INVALID,
-                         "%s: padding %lld x %lld must be >= 0 and below the kernel size", where,
-                         (long long)pad_h, (long long)pad_w);
+    TSQ_FORWARD_IF_ERROR(tsq__conv_window_check(obj, where, kh, kw, stride_h, stride_w, pad_h,
+                                                pad_w, INT64_C(1) << 20));
     if (h + 2 * pad_h < kh || w + 2 * pad_w < kw)
         return tsq__fail(obj, TSQ_ERR_SHAPE,
                          "%s: a %lld x %lld window does not fit a padded %lld x %lld image",
@@ -191,21 +232,8 @@ tsq_status tsq__conv_geom_check(tsq__object *obj, const char *where, int64_t cin
                          (long long)(w + 2 * pad_w));
     if (!tsq__mul_i64(cin, kh * kw, &k))
         return tsq__fail(obj, TSQ_ERR_OVERFLOW, "%s: C_in kh kw overflows", where);
-    memset(g, 0, sizeof *g);
-    g->cin = cin;
-    g->h = h;
-    g->w = w;
-    g->kh = kh;
-    g->kw = kw;
-    g->stride = stride_h;
-    g->stride_w = stride_w;
-    g->pad = pad_h;
-    g->pad_w = pad_w;
-    g->oh = (h + 2 * pad_h - kh) / stride_h + 1;
-    g->ow = (w + 2 * pad_w - kw) / stride_w + 1;
-    g->k = k;
-    g->ohw = g->oh * g->ow;
-    g->group = 1;
+    tsq__conv_geom_set(g, cin, 0, kh, kw, stride_h, stride_w, pad_h, pad_w);
+    set_image(g, h, w);
     return TSQ_OK;
 }
 

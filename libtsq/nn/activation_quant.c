@@ -84,23 +84,21 @@ typedef struct {
     float *y, *dx;
     int64_t per_channel; /* elements of one channel in one sample */
     int64_t channels;    /* channels per sample */
-    int avx2;            /* use the AVX2 encode kernel */
+    tsq__encode_span_fn encode; /* the encode kernel of the context's CPU */
 } aq_job;
 
 /* y = scale * code for n elements: the codes come from the quantizer's own
  * encode kernels (bit-identical to tsq__quant_code; AVX2 when present),
  * a piece at a time through a small buffer. */
 static void quantize_span(const float *restrict x, float *restrict y, int64_t n, float eps,
-                          float inv, int32_t maxcode, float scale, int avx2)
+                          float inv, int32_t maxcode, float scale,
+                          tsq__encode_span_fn encode)
 {
     uint8_t codes[1024];
     int64_t i, k, len;
     for (i = 0; i < n; i += len) {
         len = n - i < 1024 ? n - i : 1024;
-        if (avx2)
-            tsq__encode_span_avx2(x + i, codes, len, eps, inv, maxcode);
-        else
-            tsq__encode_span_c(x + i, codes, len, eps, inv, maxcode);
+        encode(x + i, codes, len, eps, inv, maxcode);
         for (k = 0; k + 8 <= len; k += 8) {
             int t;
             for (t = 0; t < 8; t++)
@@ -108,19 +106,6 @@ static void quantize_span(const float *restrict x, float *restrict y, int64_t n,
         }
         for (; k < len; k++)
             y[i + k] = (float)codes[k] * scale;
-    }
-}
-
-static void forward_planes(void *arg, int64_t lo, int64_t hi)
-{
-    aq_job *j = arg;
-    const aq_layer *q = j->q;
-    int64_t pl, S = j->per_channel;
-    for (pl = lo; pl < hi; pl++) {
-        int64_t c = q->nchannels > 0 ? pl % j->channels : 0;
-        float delta = q->delta[c];
-        quantize_span(j->x + pl * S, j->y + pl * S, S, q->eps[c], 1.0f / delta,
-                      (1 << q->bits[c]) - 1, q->output_codes ? 1.0f : delta, j->avx2);
     }
 }
 
@@ -148,16 +133,23 @@ static void pass_span(float *restrict dx, const float *restrict x, const float *
         tsq__vec_affine_inplace(dx, scale, 0.0f, n);
 }
 
-static void backward_planes(void *arg, int64_t lo, int64_t hi)
+/* Planes [lo, hi) (one channel of one sample each): the forward, or the
+ * backward when the job has dy. */
+static void run_planes(void *arg, int64_t lo, int64_t hi)
 {
     aq_job *j = arg;
     const aq_layer *q = j->q;
     int64_t pl, S = j->per_channel;
     for (pl = lo; pl < hi; pl++) {
-        int64_t c = q->nchannels > 0 ? pl % j->channels : 0;
+        int64_t c = q->nchannels > 0 ? pl % j->channels : 0, at = pl * S;
         float delta = q->delta[c];
-        pass_span(j->dx + pl * S, j->x + pl * S, j->dy + pl * S, S, delta,
-                  (1 << q->bits[c]) - 1, q->output_codes ? 1.0f / delta : 1.0f);
+        int32_t maxcode = (1 << q->bits[c]) - 1;
+        if (j->dy)
+            pass_span(j->dx + at, j->x + at, j->dy + at, S, delta, maxcode,
+                      q->output_codes ? 1.0f / delta : 1.0f);
+        else
+            quantize_span(j->x + at, j->y + at, S, q->eps[c], 1.0f / delta, maxcode,
+                          q->output_codes ? 1.0f : delta, j->encode);
     }
 }
 
@@ -167,7 +159,8 @@ static void make_job(aq_job *j, tsq_layer *l)
     j->q = (aq_layer *)l;
     j->channels = l->in_shape[0];
     j->per_channel = l->in_numel / l->in_shape[0];
-    j->avx2 = (l->obj.ctx->cpu & TSQ_CPU_AVX2) != 0; /* detected once, at context creation */
+    /* the CPU features were detected once, at context creation */
+    j->encode = tsq__eltwise_for(l->obj.ctx->cpu)->encode_span;
 }
 
 /* Learned delta: the parameter, kept >= AQ_DELTA_MIN, into the slots. */
@@ -195,7 +188,7 @@ static tsq_status aq_forward(tsq_layer *l, const float *x, float *y, int64_t bat
     make_job(&j, l);
     j.x = x;
     j.y = y;
-    tsq__parallel_range(tsq__layer_threads(l), batch * j.channels, j.per_channel, forward_planes,
+    tsq__parallel_range(tsq__layer_threads(l), batch * j.channels, j.per_channel, run_planes,
                         &j);
     return TSQ_OK;
 }
@@ -247,7 +240,7 @@ static tsq_status aq_backward(tsq_layer *l, const float *x, const float *y, cons
     j.dy = dy;
     j.dx = dx;
     tsq__parallel_range(tsq__layer_threads(l), batch * j.channels, j.per_channel,
-                        backward_planes, &j);
+                        run_planes, &j);
     return TSQ_OK;
 }
 
@@ -410,11 +403,7 @@ tsq_status tsq_layer_act_quant_create(tsq_context *ctx, int32_t bits, float eps,
     tsq_layer *l = NULL;
     aq_layer *q;
     tsq_status st;
-    if (!ctx)
-        return TSQ_ERR_NULL;
-    if (!layer)
-        return tsq__fail(&ctx->obj, TSQ_ERR_NULL, "%s: out is NULL", where);
-    *layer = NULL;
+    TSQ_FORWARD_IF_ERROR(tsq__layer_create_begin(ctx, where, layer));
     st = check_params(&ctx->obj, where, bits, eps, delta);
     if (st != TSQ_OK)
         return st;

@@ -249,11 +249,7 @@ tsq_status tsq_layer_batchnorm_create(tsq_context *ctx, int64_t channels, tsq_la
     float *gamma, *rv;
     tsq_status st;
     int64_t c;
-    if (!ctx)
-        return TSQ_ERR_NULL;
-    if (!layer)
-        return tsq__fail(&ctx->obj, TSQ_ERR_NULL, "%s: out is NULL", where);
-    *layer = NULL;
+    TSQ_FORWARD_IF_ERROR(tsq__layer_create_begin(ctx, where, layer));
     if (channels < 1 || channels > (INT64_C(1) << 24))
         return tsq__fail(&ctx->obj, TSQ_ERR_INVALID, "%s: channels %lld must be in 1..2^24",
                          where, (long long)channels);

@@ -77,21 +77,6 @@ static tsq_status dense_info(const tsq_layer *l, int32_t key, int64_t *value)
     return TSQ_OK;
 }
 
-static tsq_status dense_clone_extra(const tsq_layer *src, tsq_layer *dst)
-{
-    dense_layer *d = (dense_layer *)dst;
-    (void)src;
-    d->qat.wq = d->qat.alpha = NULL;
-    d->qat.codes = NULL;
-    d->qat.cap = 0;
-    return TSQ_OK;
-}
-
-static void dense_destroy_extra(tsq_layer *l)
-{
-    tsq__qat_free(&((dense_layer *)l)->qat, l);
-}
-
 static tsq_status dense_set_option(tsq_layer *l, int32_t key, double value)
 {
     return tsq__qat_set_option(&((dense_layer *)l)->qat, l, key, value);
@@ -104,7 +89,7 @@ static tsq_status dense_get_option(const tsq_layer *l, int32_t key, double *valu
 
 static const tsq__layer_ops dense_ops = {
     TSQ_LAYER_DENSE, "dense", sizeof(dense_layer), dense_setup, dense_forward, dense_backward,
-    dense_clone_extra, dense_destroy_extra, dense_set_option, dense_get_option, dense_info,
+    tsq__qat_clone_extra, tsq__qat_destroy_extra, dense_set_option, dense_get_option, dense_info,
 };
 
 tsq__qat *tsq__layer_qat(tsq_layer *l)
@@ -114,9 +99,11 @@ tsq__qat *tsq__layer_qat(tsq_layer *l)
     return tsq__conv2d_qat(l);
 }
 
-tsq_status tsq__dense_check_args(tsq_context *ctx, const char *where, int64_t in, int64_t out)
+tsq_status tsq__dense_check_args(tsq_context *ctx, const char *where, int64_t in, int64_t out,
+                                 tsq_layer **layer)
 {
     const int64_t max = INT64_C(1) << 30;
+    TSQ_FORWARD_IF_ERROR(tsq__layer_create_begin(ctx, where, layer));
     if (in < 1 || in > max || out < 1 || out > max)
         return tsq__fail(&ctx->obj, TSQ_ERR_INVALID, "%s: sizes %lld -> %lld must be in 1..%lld",
                          where, (long long)in, (long long)out, (long long)max);
@@ -130,15 +117,9 @@ tsq_status tsq_layer_dense_create(tsq_context *ctx, int64_t in, int64_t out, tsq
 {
     static const char *where = "dense_create";
     tsq_layer *l = NULL;
-    int64_t wshape[2], bshape[1];
-    float *w;
+    int64_t wshape[2];
     tsq_status st;
-    if (!ctx)
-        return TSQ_ERR_NULL;
-    if (!layer)
-        return tsq__fail(&ctx->obj, TSQ_ERR_NULL, "%s: out is NULL", where);
-    *layer = NULL;
-    st = tsq__dense_check_args(ctx, where, in, out);
+    st = tsq__dense_check_args(ctx, where, in, out, layer);
     if (st != TSQ_OK)
         return st;
     st = tsq__layer_alloc(ctx, &dense_ops, where, &l);
@@ -148,16 +129,27 @@ tsq_status tsq_layer_dense_create(tsq_context *ctx, int64_t in, int64_t out, tsq
     ((dense_layer *)l)->out = out;
     wshape[0] = out;
     wshape[1] = in;
-    bshape[0] = out;
-    st = tsq__layer_add_param(l, where, "weight", 1, 2, wshape, &w);
+    return tsq__layer_finish_weight_bias(l, where, 2, wshape, layer);
+}
+
+tsq_status tsq__layer_finish_weight_bias(tsq_layer *l, const char *where, int32_t ndim,
+                                         const int64_t *wshape, tsq_layer **out)
+{
+    tsq_context *ctx = l->obj.ctx;
+    int64_t n = 1;
+    int32_t i;
+    float *w = NULL;
+    tsq_status st = tsq__layer_add_param(l, where, "weight", 1, ndim, wshape, &w);
     if (st == TSQ_OK)
-        st = tsq__layer_add_param(l, where, "bias", 0, 1, bshape, NULL);
+        st = tsq__layer_add_param(l, where, "bias", 0, 1, wshape, NULL);
     if (st != TSQ_OK) {
         tsq__layer_free(l);
         return st;
     }
-    tsq__init_he_normal(ctx, w, in * out, in);
+    for (i = 0; i < ndim; i++)
+        n *= wshape[i];
+    tsq__init_he_normal(ctx, w, n, n / wshape[0]);
     tsq__clear(&ctx->obj);
-    *layer = l;
+    *out = l;
     return TSQ_OK;
 }

@@ -42,14 +42,5 @@ static const tsq__layer_ops flatten_ops = {
 
 tsq_status tsq_layer_flatten_create(tsq_context *ctx, tsq_layer **layer)
 {
-    tsq_status st;
-    if (!ctx)
-        return TSQ_ERR_NULL;
-    if (!layer)
-        return tsq__fail(&ctx->obj, TSQ_ERR_NULL, "flatten_create: out is NULL");
-    *layer = NULL;
-    st = tsq__layer_alloc(ctx, &flatten_ops, "flatten_create", layer);
-    if (st == TSQ_OK)
-        tsq__clear(&ctx->obj);
-    return st;
+    return tsq__layer_create_plain(ctx, &flatten_ops, "flatten_create", layer);
 }

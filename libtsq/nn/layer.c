@@ -26,6 +26,25 @@ tsq_status tsq__layer_alloc(tsq_context *ctx, const tsq__layer_ops *ops, const c
     return TSQ_OK;
 }
 
+tsq_status tsq__layer_create_begin(tsq_context *ctx, const char *where, tsq_layer **out)
+{
+    if (!ctx)
+        return TSQ_ERR_NULL;
+    if (!out)
+        return tsq__fail(&ctx->obj, TSQ_ERR_NULL, "%s: out is NULL", where);
+    *out = NULL;
+    return TSQ_OK;
+}
+
+tsq_status tsq__layer_create_plain(tsq_context *ctx, const tsq__layer_ops *ops,
+                                   const char *where, tsq_layer **out)
+{
+    TSQ_FORWARD_IF_ERROR(tsq__layer_create_begin(ctx, where, out));
+    TSQ_FORWARD_IF_ERROR(tsq__layer_alloc(ctx, ops, where, out));
+    tsq__clear(&ctx->obj);
+    return TSQ_OK;
+}
+
 static tsq_status new_tensor(tsq_layer *l, const char *where, int32_t dtype, int32_t ndim,
                              const int64_t *shape, tsq_tensor **t)
 {

@@ -21,8 +21,7 @@ typedef struct {
     tsq_layer base;
     int conv;
     int64_t in, out;                           /* dense; for conv in = cin*kh*kw */
-    int64_t cin, kh, kw, stride, pad;          /* conv */
-    tsq__conv_geom g;
+    tsq__conv_geom g;                          /* conv, as conv2d.c's */
     int32_t weight_bits, m;
     float *wq;   /* codes as floats (out x in), refreshed each forward */
     float *weff; /* alpha (.) codes, for the input gradient */
@@ -42,28 +41,9 @@ static tsq_status lb_setup(tsq_layer *l, int32_t in_ndim, const int64_t *in_shap
                            int32_t *out_ndim, int64_t *out_shape)
 {
     lowbit_layer *q = (lowbit_layer *)l;
-    char buf[64];
     if (!q->conv)
         return tsq__dense_setup(l, q->in, q->out, in_ndim, in_shape, out_ndim, out_shape);
-    if (in_ndim != 3)
-        return tsq__fail(&l->obj, TSQ_ERR_SHAPE, "lowbit_conv2d: expects (C,H,W) samples, gets %s",
-                         tsq__shape_str(buf, sizeof buf, in_ndim, in_shape));
-    if (in_shape[0] != q->cin)
-        return tsq__fail(&l->obj, TSQ_ERR_SHAPE,
-                         "lowbit_conv2d: input has %lld channels, layer expects %lld",
-                         (long long)in_shape[0], (long long)q->cin);
-    if (!tsq__conv_geom_init(&q->g, q->cin, in_shape[1], in_shape[2], q->out, q->kh, q->kw,
-                             q->stride, q->pad) ||
-        q->g.ohw * q->g.group > (INT64_C(1) << 30) || q->out * q->g.ohw > (INT64_C(1) << 30))
-        return tsq__fail(&l->obj, TSQ_ERR_SHAPE,
-                         "lowbit_conv2d: a %lldx%lld kernel with pad %lld does not fit %s",
-                         (long long)q->kh, (long long)q->kw, (long long)q->pad,
-                         tsq__shape_str(buf, sizeof buf, in_ndim, in_shape));
-    *out_ndim = 3;
-    out_shape[0] = q->out;
-    out_shape[1] = q->g.oh;
-    out_shape[2] = q->g.ow;
-    return TSQ_OK;
+    return tsq__conv_setup(l, &q->g, in_ndim, in_shape, out_ndim, out_shape);
 }
 
 /* Codes from the shadow weights (and the float copy the GEMM uses). */
@@ -173,8 +153,7 @@ static tsq_status lb_info(const tsq_layer *l, int32_t key, int64_t *value)
         *value = q->weight_bits;
         return TSQ_OK;
     }
-    if (q->conv && tsq__conv_info(q->cin, q->out, q->kh, q->kw, q->stride, q->pad, key,
-                                  value) == TSQ_OK)
+    if (q->conv && tsq__conv_info(&q->g, key, value) == TSQ_OK)
         return TSQ_OK;
     if (!q->conv && (key == TSQ_LAYER_INFO_IN_CHANNELS || key == TSQ_LAYER_INFO_OUT_CHANNELS)) {
         *value = key == TSQ_LAYER_INFO_IN_CHANNELS ? q->in : q->out;
@@ -293,12 +272,7 @@ tsq_status tsq_layer_lowbit_dense_create(tsq_context *ctx, int64_t in, int64_t o
     static const char *where = "lowbit_dense_create";
     int64_t wshape[2];
     tsq_status st;
-    if (!ctx)
-        return TSQ_ERR_NULL;
-    if (!layer)
-        return tsq__fail(&ctx->obj, TSQ_ERR_NULL, "%s: out is NULL", where);
-    *layer = NULL;
-    st = tsq__dense_check_args(ctx, where, in, out);
+    st = tsq__dense_check_args(ctx, where, in, out, layer);
     if (st != TSQ_OK)
         return st;
     wshape[0] = out;
@@ -314,12 +288,7 @@ tsq_status tsq_layer_lowbit_conv2d_create(tsq_context *ctx, int64_t cin, int64_t
     int64_t wshape[4];
     tsq_status st;
     lowbit_layer *q;
-    if (!ctx)
-        return TSQ_ERR_NULL;
-    if (!layer)
-        return tsq__fail(&ctx->obj, TSQ_ERR_NULL, "%s: out is NULL", where);
-    *layer = NULL;
-    st = tsq__conv_check_args(ctx, where, cin, cout, kh, kw, stride, pad);
+    st = tsq__conv_check_args(ctx, where, cin, cout, kh, kw, stride, pad, layer);
     if (st != TSQ_OK)
         return st;
     wshape[0] = cout;
@@ -331,11 +300,7 @@ tsq_status tsq_layer_lowbit_conv2d_create(tsq_context *ctx, int64_t cin, int64_t
         return st;
     q = (lowbit_layer *)*layer;
     q->conv = 1;
-    q->cin = cin;
-    q->kh = kh;
-    q->kw = kw;
-    q->stride = stride;
-    q->pad = pad;
+    tsq__conv_geom_set(&q->g, cin, cout, kh, kw, stride, stride, pad, pad);
     return TSQ_OK;
 }
 

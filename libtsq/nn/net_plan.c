@@ -10,34 +10,6 @@
 
 #include <string.h>
 
-/* Arrays the description borrows, freed after the plan is built. */
-typedef struct {
-    tsq_context *ctx;
-    void **blocks; /* ARENA_PER_LAYER per layer */
-    int64_t nblocks, cap;
-} arena;
-
-#define ARENA_PER_LAYER 3 /* the most arrays one layer's description needs */
-
-static void *arena_alloc(arena *a, size_t bytes)
-{
-    void *p;
-    if (a->nblocks == a->cap)
-        return NULL;
-    p = tsq__alloc(a->ctx, bytes ? bytes : 1);
-    if (p)
-        a->blocks[a->nblocks++] = p;
-    return p;
-}
-
-static void arena_free(arena *a)
-{
-    int64_t i;
-    for (i = 0; i < a->nblocks; i++)
-        tsq__free(a->ctx, a->blocks[i]);
-    tsq__free(a->ctx, a->blocks);
-}
-
 static int64_t info(const tsq_layer *l, int32_t key)
 {
     int64_t v = 0;
@@ -55,12 +27,12 @@ static void set_dims(tsq__stage_desc *d, const tsq_layer *l)
     d->out_w = l->out_ndim == 3 ? l->out_shape[2] : 1;
 }
 
-static int describe_quant(arena *a, const tsq_layer *l, tsq__stage_desc *d)
+static int describe_quant(tsq__arena *a, const tsq_layer *l, tsq__stage_desc *d)
 {
     int64_t c, n = tsq__act_quant_nchannels(l) > 0 ? d->in_c : 1;
-    int32_t *bits = arena_alloc(a, (size_t)n * sizeof *bits);
-    float *eps = arena_alloc(a, (size_t)n * sizeof *eps);
-    float *delta = arena_alloc(a, (size_t)n * sizeof *delta);
+    int32_t *bits = tsq__arena_alloc(a, (size_t)n * sizeof *bits);
+    float *eps = tsq__arena_alloc(a, (size_t)n * sizeof *eps);
+    float *delta = tsq__arena_alloc(a, (size_t)n * sizeof *delta);
     double codes = 0.0;
     if (!bits || !eps || !delta)
         return 0;
@@ -76,7 +48,7 @@ static int describe_quant(arena *a, const tsq_layer *l, tsq__stage_desc *d)
     return 1;
 }
 
-static int describe_lowbit(arena *a, tsq_layer *l, tsq__stage_desc *d)
+static int describe_lowbit(tsq__arena *a, tsq_layer *l, tsq__stage_desc *d)
 {
     const float *S = tsq__param_data(l, 0), *alpha_in = tsq__param_data(l, 1);
     int32_t bits = (int32_t)info(l, TSQ_LAYER_INFO_WEIGHT_BITS), m = tsq__max_weight(bits);
@@ -93,8 +65,8 @@ static int describe_lowbit(arena *a, tsq_layer *l, tsq__stage_desc *d)
             return 0;
         in = d->geom.k;
     }
-    alpha = arena_alloc(a, (size_t)out * sizeof *alpha);
-    w = arena_alloc(a, (size_t)(out * in));
+    alpha = tsq__arena_alloc(a, (size_t)out * sizeof *alpha);
+    w = tsq__arena_alloc(a, (size_t)(out * in));
     if (!alpha || !w)
         return 0;
     for (o = 0; o < out; o++) {
@@ -111,7 +83,7 @@ static int describe_lowbit(arena *a, tsq_layer *l, tsq__stage_desc *d)
 
 /* One layer; returns 0 when out of memory (unsupported kinds are passed
  * on with kind 0, for the builder's message). */
-static int describe_layer(arena *a, tsq_layer *l, tsq__stage_desc *d)
+static int describe_layer(tsq__arena *a, tsq_layer *l, tsq__stage_desc *d)
 {
     set_dims(d, l);
     d->name = l->ops->name;
@@ -129,7 +101,7 @@ static int describe_layer(arena *a, tsq_layer *l, tsq__stage_desc *d)
         d->kind = TSQ__STAGE_RELU;
     } else if (tsq__layer_is(l, TSQ_LAYER_BATCHNORM)) {
         int64_t n = tsq__batchnorm_channels(l);
-        float *s = arena_alloc(a, (size_t)n * sizeof *s), *t = arena_alloc(a, (size_t)n * sizeof *t);
+        float *s = tsq__arena_alloc(a, (size_t)n * sizeof *s), *t = tsq__arena_alloc(a, (size_t)n * sizeof *t);
         if (!s || !t)
             return 0;
         tsq__batchnorm_eval_affine(l, s, t);
@@ -152,7 +124,7 @@ static int describe_layer(arena *a, tsq_layer *l, tsq__stage_desc *d)
 tsq_status tsq_plan_create(tsq_context *ctx, tsq_net *net, tsq_plan **out)
 {
     tsq__net_desc d;
-    arena a;
+    tsq__arena a = {NULL, NULL, 0, 0}; /* the description's arrays, freed after building */
     tsq_status st;
     int32_t i;
     if (!ctx)
@@ -165,15 +137,12 @@ tsq_status tsq_plan_create(tsq_context *ctx, tsq_net *net, tsq_plan **out)
         return tsq__fail(&ctx->obj, TSQ_ERR_STATE, "plan_create: the net has no layers");
     memset(&d, 0, sizeof d);
     a.ctx = ctx;
-    a.nblocks = 0;
-    a.cap = (int64_t)ARENA_PER_LAYER * net->nlayers;
-    a.blocks = tsq__calloc(ctx, (size_t)a.cap, sizeof *a.blocks);
     d.in_ndim = net->in_ndim;
     for (i = 0; i < net->in_ndim && i < 3; i++)
         d.in_shape[i] = net->in_shape[i];
     d.nstages = net->nlayers;
     d.stages = tsq__calloc(ctx, (size_t)net->nlayers, sizeof *d.stages);
-    st = d.stages && a.blocks ? TSQ_OK : TSQ_ERR_NO_MEMORY;
+    st = d.stages ? TSQ_OK : TSQ_ERR_NO_MEMORY;
     for (i = 0; i < net->nlayers && st == TSQ_OK; i++) {
         d.stages[i].layer = i;
         if (!describe_layer(&a, net->layers[i], &d.stages[i]))
@@ -183,7 +152,7 @@ tsq_status tsq_plan_create(tsq_context *ctx, tsq_net *net, tsq_plan **out)
         st = tsq__plan_from_desc(ctx, &d, out);
     else
         st = tsq__fail(&ctx->obj, st, "plan_create: out of memory");
-    arena_free(&a);
+    tsq__arena_free(&a);
     tsq__free(ctx, d.stages);
     return st;
 }

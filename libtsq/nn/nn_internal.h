@@ -85,6 +85,12 @@ struct tsq_layer {
 
 /* ---- layer.c: common machinery ---- */
 /* Allocates a zeroed layer of ops->size bytes and initialises the header. */
+/* The start of every constructor: ctx and the out pointer are there (else
+ * TSQ_ERR_NULL, with a message on ctx when it is), and *out is NULL. */
+tsq_status tsq__layer_create_begin(tsq_context *ctx, const char *where, tsq_layer **out);
+/* The whole constructor of a kind without arguments or parameters. */
+tsq_status tsq__layer_create_plain(tsq_context *ctx, const tsq__layer_ops *ops,
+                                   const char *where, tsq_layer **out);
 tsq_status tsq__layer_alloc(tsq_context *ctx, const tsq__layer_ops *ops, const char *where,
                             tsq_layer **out);
 /* Adds a parameter (trainable, with a zeroed gradient) or a state tensor of
@@ -117,14 +123,26 @@ void tsq__init_he_normal(tsq_context *ctx, float *w, int64_t n, int64_t fan_in);
 
 /* ---- conv2d.c ---- */
 const tsq__conv_geom *tsq__conv2d_geom(const tsq_layer *l);
-/* Argument checks and configuration keys shared by conv2d and low-bit conv. */
+/* The argument checks of the conv2d and low-bit conv constructors
+ * (tsq__layer_create_begin first), and the configuration keys they share. */
 tsq_status tsq__conv_check_args(tsq_context *ctx, const char *where, int64_t cin, int64_t cout,
-                                int64_t kh, int64_t kw, int64_t stride, int64_t pad);
-tsq_status tsq__conv_info(int64_t cin, int64_t cout, int64_t kh, int64_t kw, int64_t stride,
-                          int64_t pad, int32_t key, int64_t *value);
+                                int64_t kh, int64_t kw, int64_t stride, int64_t pad,
+                                tsq_layer **layer);
+tsq_status tsq__conv_info(const tsq__conv_geom *g, int32_t key, int64_t *value);
+/* Fits g (configured at creation) to the layer's (C,H,W) input. */
+tsq_status tsq__conv_setup(tsq_layer *l, tsq__conv_geom *g, int32_t in_ndim,
+                           const int64_t *in_shape, int32_t *out_ndim, int64_t *out_shape);
 
 /* ---- dense.c ---- */
-tsq_status tsq__dense_check_args(tsq_context *ctx, const char *where, int64_t in, int64_t out);
+/* The argument checks of the dense and low-bit dense constructors
+ * (tsq__layer_create_begin first). */
+tsq_status tsq__dense_check_args(tsq_context *ctx, const char *where, int64_t in, int64_t out,
+                                 tsq_layer **layer);
+/* The end of the float dense and conv2d constructors: adds the "weight"
+ * (wshape, He-initialised with fan-in = its elements per output channel)
+ * and "bias" (wshape[0]) parameters and hands the layer out, or frees it. */
+tsq_status tsq__layer_finish_weight_bias(tsq_layer *l, const char *where, int32_t ndim,
+                                         const int64_t *wshape, tsq_layer **out);
 tsq_status tsq__dense_setup(tsq_layer *l, int64_t in, int64_t out, int32_t in_ndim,
                             const int64_t *in_shape, int32_t *out_ndim, int64_t *out_shape);
 
@@ -146,6 +164,10 @@ const float *tsq__qat_weights(tsq__qat *qat, tsq_layer *l, const float *w, int64
 tsq_status tsq__qat_codes(const tsq__qat *qat, tsq_layer *l, const float *w, int64_t rows,
                           int64_t k, int8_t *codes, float *alpha);
 void tsq__qat_free(tsq__qat *qat, tsq_layer *l);
+/* The clone_extra and destroy_extra of the layers with QAT state: a clone
+ * keeps the settings and starts without the workspace. */
+tsq_status tsq__qat_clone_extra(const tsq_layer *src, tsq_layer *dst);
+void tsq__qat_destroy_extra(tsq_layer *l);
 tsq_status tsq__qat_set_option(tsq__qat *qat, tsq_layer *l, int32_t key, double value);
 tsq_status tsq__qat_get_option(const tsq__qat *qat, const tsq_layer *l, int32_t key,
                                double *value);
@@ -232,6 +254,8 @@ void tsq__net_output_shape(const tsq_net *net, int32_t *ndim, const int64_t **sh
 tsq_status tsq__net_backward(tsq_net *net, float *dx);
 /* Makes the activation buffers hold n samples. */
 tsq_status tsq__net_reserve(tsq_net *net, int64_t n);
+/* Drops the buffers tsq__net_reserve made (the layer list changed). */
+void tsq__net_free_buffers(tsq_net *net);
 /* Checks x (f32, first dim N, N * in_numel elements, finite); *n = N. */
 tsq_status tsq__net_check_input(tsq_net *net, const char *where, const tsq_tensor *x,
                                 int64_t *n);

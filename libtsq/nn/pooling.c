@@ -127,12 +127,9 @@ static const tsq__layer_ops maxpool_ops = {
 tsq_status tsq_layer_maxpool2d_create(tsq_context *ctx, int64_t k, int64_t stride,
                                       tsq_layer **layer)
 {
-    tsq_status st;
-    if (!ctx)
-        return TSQ_ERR_NULL;
-    if (!layer)
-        return tsq__fail(&ctx->obj, TSQ_ERR_NULL, "maxpool2d_create: out is NULL");
-    *layer = NULL;
+    tsq_status st = tsq__layer_create_begin(ctx, "maxpool2d_create", layer);
+    if (st != TSQ_OK)
+        return st;
     if (k < 1 || k > 1024 || stride < 1 || stride > 1024)
         return tsq__fail(&ctx->obj, TSQ_ERR_INVALID,
                          "maxpool2d_create: k %lld and stride %lld must be in 1..1024",
@@ -196,14 +193,5 @@ static const tsq__layer_ops gap_ops = {
 
 tsq_status tsq_layer_global_avgpool_create(tsq_context *ctx, tsq_layer **layer)
 {
-    tsq_status st;
-    if (!ctx)
-        return TSQ_ERR_NULL;
-    if (!layer)
-        return tsq__fail(&ctx->obj, TSQ_ERR_NULL, "global_avgpool_create: out is NULL");
-    *layer = NULL;
-    st = tsq__layer_alloc(ctx, &gap_ops, "global_avgpool_create", layer);
-    if (st == TSQ_OK)
-        tsq__clear(&ctx->obj);
-    return st;
+    return tsq__layer_create_plain(ctx, &gap_ops, "global_avgpool_create", layer);
 }

@@ -145,14 +145,32 @@ const float *tsq__qat_weights(tsq__qat *qat, tsq_layer *l, const float *w, int64
     return qat->wq;
 }
 
+/* Drops the workspace pointers (the settings stay). */
+static void forget_workspace(tsq__qat *qat)
+{
+    qat->wq = qat->alpha = NULL;
+    qat->codes = NULL;
+    qat->cap = 0;
+}
+
 void tsq__qat_free(tsq__qat *qat, tsq_layer *l)
 {
     tsq__free(l->obj.ctx, qat->wq);
     tsq__free(l->obj.ctx, qat->codes);
     tsq__free(l->obj.ctx, qat->alpha);
-    qat->wq = qat->alpha = NULL;
-    qat->codes = NULL;
-    qat->cap = 0;
+    forget_workspace(qat);
+}
+
+tsq_status tsq__qat_clone_extra(const tsq_layer *src, tsq_layer *dst)
+{
+    (void)src;
+    forget_workspace(tsq__layer_qat(dst)); /* they were the source's */
+    return TSQ_OK;
+}
+
+void tsq__qat_destroy_extra(tsq_layer *l)
+{
+    tsq__qat_free(tsq__layer_qat(l), l);
 }
 
 tsq_status tsq__qat_set_option(tsq__qat *qat, tsq_layer *l, int32_t key, double value)

@@ -54,14 +54,5 @@ static const tsq__layer_ops relu_ops = {
 
 tsq_status tsq_layer_relu_create(tsq_context *ctx, tsq_layer **layer)
 {
-    tsq_status st;
-    if (!ctx)
-        return TSQ_ERR_NULL;
-    if (!layer)
-        return tsq__fail(&ctx->obj, TSQ_ERR_NULL, "relu_create: out is NULL");
-    *layer = NULL;
-    st = tsq__layer_alloc(ctx, &relu_ops, "relu_create", layer);
-    if (st == TSQ_OK)
-        tsq__clear(&ctx->obj);
-    return st;
+    return tsq__layer_create_plain(ctx, &relu_ops, "relu_create", layer);
 }

@@ -10,14 +10,11 @@
 
 #include <string.h>
 
-typedef struct conv_geometry {
-    int64_t n, c, h, w;          /* input (or output) NCHW */
-    int64_t kh, kw, sh, sw, ph, pw;
-    int64_t oh, ow;              /* output positions per image: oh x ow */
-} conv_geometry;
-
+/* The geometry is kernels/conv.h's one (cin, h, w: the tensor's C, H, W;
+ * oh x ow: the positions per image); n is the tensor's N. */
 typedef struct rows_job {
-    const conv_geometry *g;
+    const tsq__conv_geom *g;
+    int64_t n;
     const tsq_tensor *src;
     tsq_tensor *dst;
     const int64_t *positions;    /* NULL: all */
@@ -33,22 +30,7 @@ static int64_t position_of(const rows_job *job, int64_t n, int64_t k)
 static void im2col_image(void *arg, int64_t n)
 {
     const rows_job *job = arg;
-    const conv_geometry *g = job->g;
-    tsq__conv_geom k;
-    memset(&k, 0, sizeof k);
-    k.cin = g->c;
-    k.h = g->h;
-    k.w = g->w;
-    k.kh = g->kh;
-    k.kw = g->kw;
-    k.stride = g->sh;
-    k.stride_w = g->sw;
-    k.pad = g->ph;
-    k.pad_w = g->pw;
-    k.oh = g->oh;
-    k.ow = g->ow;
-    k.k = g->c * g->kh * g->kw;
-    tsq__im2col_rows(&k, tsq__dtype_size(job->src->dtype), TSQ__NCHW, job->src->data,
+    tsq__im2col_rows(job->g, tsq__dtype_size(job->src->dtype), TSQ__NCHW, job->src->data,
                      job->dst->data, n, n + 1, job->positions, job->npos);
 }
 
@@ -56,21 +38,22 @@ static void im2col_image(void *arg, int64_t n)
 static void output_image(void *arg, int64_t n)
 {
     const rows_job *job = arg;
-    const conv_geometry *g = job->g;
+    const tsq__conv_geom *g = job->g;
     int64_t k, c, plane = g->h * g->w;
     size_t es = tsq__dtype_size(job->src->dtype);
     const unsigned char *in = (const unsigned char *)job->src->data;
     unsigned char *out = (unsigned char *)job->dst->data;
     for (k = 0; k < job->npos; k++) {
         int64_t p = position_of(job, n, k);
-        for (c = 0; c < g->c; c++)
-            memcpy(out + (size_t)((n * job->npos + k) * g->c + c) * es,
-                   in + (size_t)((n * g->c + c) * plane + p) * es, es);
+        for (c = 0; c < g->cin; c++)
+            memcpy(out + (size_t)((n * job->npos + k) * g->cin + c) * es,
+                   in + (size_t)((n * g->cin + c) * plane + p) * es, es);
     }
 }
 
+/* An NCHW tensor's N (*n) and C, H, W (g, the rest zero). */
 static tsq_status check_nchw(tsq_context *ctx, const char *where, const tsq_tensor *t,
-                             conv_geometry *g)
+                             tsq__conv_geom *g, int64_t *n)
 {
     if (!t)
         return tsq__fail(&ctx->obj, TSQ_ERR_NULL, "%s: the tensor is NULL", where);
@@ -81,17 +64,17 @@ static tsq_status check_nchw(tsq_context *ctx, const char *where, const tsq_tens
         return tsq__fail(&ctx->obj, TSQ_ERR_SHAPE, "%s: the tensor has %d dimensions, "
                          "expected 4 (N x C x H x W)", where, (int)t->ndim);
     memset(g, 0, sizeof *g);
-    g->n = t->shape[0];
-    g->c = t->shape[1];
+    *n = t->shape[0];
+    g->cin = t->shape[1];
     g->h = t->shape[2];
     g->w = t->shape[3];
     return TSQ_OK;
 }
 
-static tsq_status check_positions(tsq_context *ctx, const char *where, const conv_geometry *g,
+static tsq_status check_positions(tsq_context *ctx, const char *where, const rows_job *job,
                                   const int64_t *positions, int64_t *npos)
 {
-    int64_t i, total = g->oh * g->ow, count;
+    int64_t i, total = job->g->oh * job->g->ow, count;
     if (!positions) {
         *npos = total;
         return TSQ_OK;
@@ -99,7 +82,7 @@ static tsq_status check_positions(tsq_context *ctx, const char *where, const con
     if (*npos < 1)
         return tsq__fail(&ctx->obj, TSQ_ERR_INVALID, "%s: npos is %lld, must be >= 1", where,
                          (long long)*npos);
-    if (!tsq__mul_i64(g->n, *npos, &count))
+    if (!tsq__mul_i64(job->n, *npos, &count))
         return tsq__fail(&ctx->obj, TSQ_ERR_OVERFLOW, "%s: N x npos overflows", where);
     for (i = 0; i < count; i++)
         if (positions[i] < 0 || positions[i] >= total)
@@ -115,14 +98,14 @@ static tsq_status make_rows(tsq_context *ctx, const char *where, rows_job *job, 
 {
     int64_t shape[2];
     tsq_status st;
-    if (!tsq__mul_i64(job->g->n, job->npos, &shape[0]))
+    if (!tsq__mul_i64(job->n, job->npos, &shape[0]))
         return tsq__fail(&ctx->obj, TSQ_ERR_OVERFLOW, "%s: the row count overflows", where);
     shape[1] = cols;
     st = tsq_tensor_create(ctx, job->src->dtype, 2, shape, out);
     if (st != TSQ_OK)
         return st; /* message already on ctx */
     job->dst = *out;
-    tsq__parallel_for(ctx->threads, job->g->n, fill, job);
+    tsq__parallel_for(ctx->threads, job->n, fill, job);
     tsq__clear(&ctx->obj);
     return TSQ_OK;
 }
@@ -134,7 +117,7 @@ tsq_status tsq_regressor_im2col_rows(tsq_context *ctx, const tsq_tensor *input, 
 {
     const char *where = "regressor_im2col_rows";
     const int32_t lim = 1 << 20;
-    conv_geometry g;
+    tsq__conv_geom g;
     rows_job job;
     int64_t d;
     tsq_status st;
@@ -143,9 +126,11 @@ tsq_status tsq_regressor_im2col_rows(tsq_context *ctx, const tsq_tensor *input, 
     if (!out)
         return tsq__fail(&ctx->obj, TSQ_ERR_NULL, "%s: out is NULL", where);
     *out = NULL;
-    st = check_nchw(ctx, where, input, &g);
+    st = check_nchw(ctx, where, input, &g, &job.n);
     if (st != TSQ_OK)
         return st;
+    /* Not tsq__conv_window_check: this call's published contract takes any
+     * padding up to 2^20, a padding as wide as the kernel included. */
     if (kh < 1 || kw < 1 || stride_h < 1 || stride_w < 1 || pad_h < 0 || pad_w < 0 ||
         kh > lim || kw > lim || stride_h > lim || stride_w > lim || pad_h > lim || pad_w > lim)
         return tsq__fail(&ctx->obj, TSQ_ERR_INVALID,
@@ -157,20 +142,14 @@ tsq_status tsq_regressor_im2col_rows(tsq_context *ctx, const tsq_tensor *input, 
                          "%s: a %dx%d kernel does not fit the padded %lldx%lld input", where,
                          (int)kh, (int)kw, (long long)(g.h + 2 * pad_h),
                          (long long)(g.w + 2 * pad_w));
-    g.kh = kh;
-    g.kw = kw;
-    g.sh = stride_h;
-    g.sw = stride_w;
-    g.ph = pad_h;
-    g.pw = pad_w;
-    g.oh = (g.h + 2 * g.ph - g.kh) / g.sh + 1;
-    g.ow = (g.w + 2 * g.pw - g.kw) / g.sw + 1;
-    if (!tsq__mul_i64(g.c, g.kh * g.kw, &d))
+    if (!tsq__mul_i64(g.cin, (int64_t)kh * kw, &d))
         return tsq__fail(&ctx->obj, TSQ_ERR_OVERFLOW, "%s: C_in kh kw overflows", where);
-    st = check_positions(ctx, where, &g, positions, &npos);
+    tsq__conv_geom_set(&g, g.cin, 0, kh, kw, stride_h, stride_w, pad_h, pad_w);
+    tsq__conv_geom_fit(&g, input->shape[2], input->shape[3]); /* fits: checked above */
+    job.g = &g;
+    st = check_positions(ctx, where, &job, positions, &npos);
     if (st != TSQ_OK)
         return st;
-    job.g = &g;
     job.src = input;
     job.positions = positions;
     job.npos = npos;
@@ -182,7 +161,7 @@ tsq_status tsq_regressor_im2col_output_rows(tsq_context *ctx, const tsq_tensor *
                                             tsq_tensor **out)
 {
     const char *where = "regressor_im2col_output_rows";
-    conv_geometry g;
+    tsq__conv_geom g;
     rows_job job;
     tsq_status st;
     if (!ctx)
@@ -190,19 +169,19 @@ tsq_status tsq_regressor_im2col_output_rows(tsq_context *ctx, const tsq_tensor *
     if (!out)
         return tsq__fail(&ctx->obj, TSQ_ERR_NULL, "%s: out is NULL", where);
     *out = NULL;
-    st = check_nchw(ctx, where, output, &g);
+    st = check_nchw(ctx, where, output, &g, &job.n);
     if (st != TSQ_OK)
         return st;
     g.oh = g.h;
     g.ow = g.w;
-    st = check_positions(ctx, where, &g, positions, &npos);
+    job.g = &g;
+    st = check_positions(ctx, where, &job, positions, &npos);
     if (st != TSQ_OK)
         return st;
-    job.g = &g;
     job.src = output;
     job.positions = positions;
     job.npos = npos;
-    return make_rows(ctx, where, &job, g.c, output_image, out);
+    return make_rows(ctx, where, &job, g.cin, output_image, out);
 }
 
 tsq_status tsq_regressor_im2col_sample_positions(tsq_context *ctx, int64_t images,

@@ -128,7 +128,7 @@ tsq_status tsq_quantizer_create(tsq_context *ctx, int32_t bits, int64_t channels
     }
     (void)tsq__option_defaults(&tsq__quantizer_table, q); /* fields only: cannot fail */
     q->bits = bits;
-    q->use_avx2 = (ctx->cpu & TSQ_CPU_AVX2) != 0;
+    q->kern = tsq__eltwise_for(ctx->cpu);
     q->channels = channels;
     q->nparams = (int64_t)np;
     tsq__clear(&ctx->obj);
@@ -220,8 +220,7 @@ tsq_status tsq__q_check_input(const tsq_quantizer *q, const char *where, const c
     int64_t bad;
     TSQ_FORWARD_IF_ERROR(tsq__expect_dtype(&q->obj, where, name, x, TSQ_DTYPE_F32));
     TSQ_FORWARD_IF_ERROR(tsq__q_layout(q, where, name, x, l));
-    bad = q->use_avx2 ? tsq__count_nonfinite_avx2((const float *)x->data, x->numel)
-                      : tsq__count_nonfinite_c((const float *)x->data, x->numel);
+    bad = q->kern->count_nonfinite((const float *)x->data, x->numel);
     TSQ_RETURN_ERROR_IF(bad != 0, &q->obj, TSQ_ERR_NOT_FINITE,
                         "%s: %lld of %lld samples of %s are NaN or Inf", where, (long long)bad,
                         (long long)x->numel, name);

@@ -20,7 +20,7 @@ struct tsq_quantizer {
     int32_t bits;
     int32_t eps_mode;
     int32_t sub_bits;   /* histogram resolution option; 0 = automatic */
-    int32_t use_avx2;   /* from the CPU detection at creation */
+    const tsq__eltwise *kern; /* the element-wise kernels of the context's CPU */
     int64_t channels;   /* 0: per tensor */
     int64_t nparams;    /* max(1, channels) */
     int64_t nset;       /* channels with parameters (delta > 0) */

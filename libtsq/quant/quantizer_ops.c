@@ -31,59 +31,33 @@ typedef struct op_job {
     int64_t nunits;
 } op_job;
 
-/* n elements from `start`, all of channel c. */
-static void run_span(const op_job *job, int64_t start, int64_t n, int64_t c)
+/* n elements from `start`: all of channel c, or (c < 0) a row of an N x C
+ * tensor, whose element i uses channel i. */
+static void run_piece(const op_job *job, int64_t start, int64_t n, int64_t c)
 {
     const tsq_quantizer *q = job->q;
-    const float *x = job->x + start;
-    int32_t m = tsq__qmax_code(q);
-    float e = q->eps[c], inv = q->inv_delta[c], d = q->delta[c];
-    if (job->op == OP_ENCODE) {
-        uint8_t *codes = (uint8_t *)job->out + start;
-        if (q->use_avx2)
-            tsq__encode_span_avx2(x, codes, n, e, inv, m);
-        else
-            tsq__encode_span_c(x, codes, n, e, inv, m);
-    } else if (job->op == OP_FORWARD) {
-        float *y = (float *)job->out + start;
-        if (q->use_avx2)
-            tsq__fakequant_span_avx2(x, y, n, e, inv, d, m);
-        else
-            tsq__fakequant_span_c(x, y, n, e, inv, d, m);
-    } else {
-        float *gi = (float *)job->out + start;
-        if (q->use_avx2)
-            tsq__ste_span_avx2(x, job->go + start, gi, n, d, m);
-        else
-            tsq__ste_span_c(x, job->go + start, gi, n, d, m);
-    }
-}
-
-/* One row of an N x C tensor: element c uses channel c. */
-static void run_row(const op_job *job, int64_t start)
-{
-    const tsq_quantizer *q = job->q;
-    const float *x = job->x + start;
-    int64_t n = q->channels;
+    const tsq__eltwise *k = q->kern;
+    const float *x = job->x + start, *e = q->eps, *inv = q->inv_delta, *d = q->delta;
     int32_t m = tsq__qmax_code(q);
     if (job->op == OP_ENCODE) {
         uint8_t *codes = (uint8_t *)job->out + start;
-        if (q->use_avx2)
-            tsq__encode_row_avx2(x, codes, n, q->eps, q->inv_delta, m);
+        if (c < 0)
+            k->encode_row(x, codes, n, e, inv, m);
         else
-            tsq__encode_row_c(x, codes, n, q->eps, q->inv_delta, m);
+            k->encode_span(x, codes, n, e[c], inv[c], m);
     } else if (job->op == OP_FORWARD) {
         float *y = (float *)job->out + start;
-        if (q->use_avx2)
-            tsq__fakequant_row_avx2(x, y, n, q->eps, q->inv_delta, q->delta, m);
+        if (c < 0)
+            k->fakequant_row(x, y, n, e, inv, d, m);
         else
-            tsq__fakequant_row_c(x, y, n, q->eps, q->inv_delta, q->delta, m);
+            k->fakequant_span(x, y, n, e[c], inv[c], d[c], m);
     } else {
+        const float *go = job->go + start;
         float *gi = (float *)job->out + start;
-        if (q->use_avx2)
-            tsq__ste_row_avx2(x, job->go + start, gi, n, q->delta, m);
+        if (c < 0)
+            k->ste_row(x, go, gi, n, d, m);
         else
-            tsq__ste_row_c(x, job->go + start, gi, n, q->delta, m);
+            k->ste_span(x, go, gi, n, d[c], m);
     }
 }
 
@@ -93,11 +67,11 @@ static void run_unit(void *arg, int64_t u)
     const tsq_quantizer *q = job->q;
     if (q->channels == 0) {
         int64_t start = u * CHUNK;
-        run_span(job, start, job->l.numel - start < CHUNK ? job->l.numel - start : CHUNK, 0);
+        run_piece(job, start, job->l.numel - start < CHUNK ? job->l.numel - start : CHUNK, 0);
     } else if (job->l.inner > 1) {
-        run_span(job, u * job->l.inner, job->l.inner, u % q->channels);
+        run_piece(job, u * job->l.inner, job->l.inner, u % q->channels);
     } else {
-        run_row(job, u * q->channels);
+        run_piece(job, u * q->channels, q->channels, -1);
     }
 }
 
@@ -133,53 +107,43 @@ void tsq__q_encode_all(const tsq_quantizer *q, const float *x, uint8_t *codes,
 /* Public calls                                                         */
 /* ------------------------------------------------------------------ */
 
-tsq_status tsq_quantizer_encode(tsq_quantizer *q, const tsq_tensor *x, tsq_tensor *codes)
+/* The checks and the run shared by encode, forward and backward: x and the
+ * output (and, for backward, grad_out) are f32 tensors of one shape, the
+ * output of codes u8. */
+static tsq_status run_checked(tsq_quantizer *q, const char *where, int op, const tsq_tensor *x,
+                              const tsq_tensor *go, const char *out_name, tsq_tensor *out)
 {
-    static const char *where = "quantizer_encode";
     tsq__qlayout l = {0, 0, 0};
     if (!q)
         return TSQ_ERR_NULL;
     TSQ_FORWARD_IF_ERROR(tsq__q_require_fitted(q, where));
     TSQ_FORWARD_IF_ERROR(tsq__expect_dtype(&q->obj, where, "x", x, TSQ_DTYPE_F32));
-    TSQ_FORWARD_IF_ERROR(tsq__q_check_like(q, where, "codes", codes, TSQ_DTYPE_U8, "x", x));
+    if (op == OP_BACKWARD)
+        TSQ_FORWARD_IF_ERROR(
+            tsq__q_check_like(q, where, "grad_out", go, TSQ_DTYPE_F32, "x", x));
+    TSQ_FORWARD_IF_ERROR(tsq__q_check_like(q, where, out_name, out,
+                                           op == OP_ENCODE ? TSQ_DTYPE_U8 : TSQ_DTYPE_F32,
+                                           "x", x));
     TSQ_FORWARD_IF_ERROR(tsq__q_check_input(q, where, "x", x, &l));
-    run_all(q, OP_ENCODE, (const float *)x->data, NULL, codes->data, &l);
+    run_all(q, op, (const float *)x->data, go ? (const float *)go->data : NULL, out->data, &l);
     tsq__clear(&q->obj);
     return TSQ_OK;
 }
 
+tsq_status tsq_quantizer_encode(tsq_quantizer *q, const tsq_tensor *x, tsq_tensor *codes)
+{
+    return run_checked(q, "quantizer_encode", OP_ENCODE, x, NULL, "codes", codes);
+}
+
 tsq_status tsq_quantizer_forward(tsq_quantizer *q, const tsq_tensor *x, tsq_tensor *y)
 {
-    static const char *where = "quantizer_forward";
-    tsq__qlayout l = {0, 0, 0};
-    if (!q)
-        return TSQ_ERR_NULL;
-    TSQ_FORWARD_IF_ERROR(tsq__q_require_fitted(q, where));
-    TSQ_FORWARD_IF_ERROR(tsq__expect_dtype(&q->obj, where, "x", x, TSQ_DTYPE_F32));
-    TSQ_FORWARD_IF_ERROR(tsq__q_check_like(q, where, "y", y, TSQ_DTYPE_F32, "x", x));
-    TSQ_FORWARD_IF_ERROR(tsq__q_check_input(q, where, "x", x, &l));
-    run_all(q, OP_FORWARD, (const float *)x->data, NULL, y->data, &l);
-    tsq__clear(&q->obj);
-    return TSQ_OK;
+    return run_checked(q, "quantizer_forward", OP_FORWARD, x, NULL, "y", y);
 }
 
 tsq_status tsq_quantizer_backward(tsq_quantizer *q, const tsq_tensor *x,
                                   const tsq_tensor *grad_out, tsq_tensor *grad_in)
 {
-    static const char *where = "quantizer_backward";
-    tsq__qlayout l = {0, 0, 0};
-    if (!q)
-        return TSQ_ERR_NULL;
-    TSQ_FORWARD_IF_ERROR(tsq__q_require_fitted(q, where));
-    TSQ_FORWARD_IF_ERROR(tsq__expect_dtype(&q->obj, where, "x", x, TSQ_DTYPE_F32));
-    TSQ_FORWARD_IF_ERROR(
-        tsq__q_check_like(q, where, "grad_out", grad_out, TSQ_DTYPE_F32, "x", x));
-    TSQ_FORWARD_IF_ERROR(tsq__q_check_like(q, where, "grad_in", grad_in, TSQ_DTYPE_F32, "x", x));
-    TSQ_FORWARD_IF_ERROR(tsq__q_check_input(q, where, "x", x, &l));
-    run_all(q, OP_BACKWARD, (const float *)x->data, (const float *)grad_out->data,
-            grad_in->data, &l);
-    tsq__clear(&q->obj);
-    return TSQ_OK;
+    return run_checked(q, "quantizer_backward", OP_BACKWARD, x, grad_out, "grad_in", grad_in);
 }
 
 tsq_status tsq_quantizer_decode(tsq_quantizer *q, const tsq_tensor *codes, tsq_tensor *y)

@@ -23,6 +23,7 @@
  * time. */
 #define TSQ_EXPERIMENTAL 1 /* the kernel-level calls */
 #include "bench.h"
+#include "rng.h"
 #include "blas.h"
 #include "tsq/experimental.h"
 
@@ -49,14 +50,7 @@ static const shape shapes[] = {
 static const int32_t kernels[] = {TSQ_KERNEL_REF, TSQ_KERNEL_AVX2, TSQ_KERNEL_VNNI,
                                   TSQ_KERNEL_VPOPCNT, TSQ_KERNEL_AUTO};
 
-static uint64_t rng_state = 12345;
-static uint64_t rng_next(void)
-{
-    uint64_t x = rng_state += UINT64_C(0x9E3779B97F4A7C15);
-    x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return x ^ (x >> 31);
-}
+static th_rng rng = {12345}; /* tests/support/rng.h */
 
 /* The clock of the timings: with one thread, the calling thread's CPU time
  * (libtsq and OpenBLAS both run inline then), which leaves out the time
@@ -213,11 +207,11 @@ static void bench_shape(tsq_context *ctx, const shape *s, int64_t threads)
      * about the values; the reference skips zero codes, so this is its
      * slowest case). */
     for (i = 0; i < m * k; i++) {
-        x[i] = (uint8_t)(rng_next() & 3);
+        x[i] = (uint8_t)(th_rng_next(&rng) & 3);
         sg.a[i] = (float)x[i];
     }
     for (i = 0; i < k * n; i++) {
-        wv[i] = (int8_t)((int)(rng_next() % 3) - 1);
+        wv[i] = (int8_t)((int)(th_rng_next(&rng) % 3) - 1);
         sg.b[i] = (float)wv[i];
     }
     for (i = 0; i < n; i++)
@@ -365,9 +359,9 @@ static void bench_bit_widths(tsq_context *ctx, int64_t threads, const char *tag,
             tsq_tensor_data(codes, (void **)&x);
             tsq_tensor_data(w, (void **)&wv);
             for (i = 0; i < m * k; i++)
-                x[i] = (uint8_t)(rng_next() & ((1u << cbits[a]) - 1));
+                x[i] = (uint8_t)(th_rng_next(&rng) & ((1u << cbits[a]) - 1));
             for (i = 0; i < k * n; i++)
-                wv[i] = (int8_t)((int)(rng_next() % (uint64_t)(2 * lim + 1)) - lim);
+                wv[i] = (int8_t)((int)(th_rng_next(&rng) % (uint64_t)(2 * lim + 1)) - lim);
             if (tsq_packed_weights_create(ctx, w, wbits[b], &pw) != TSQ_OK)
                 die("packing", ctx);
             memset(&lb, 0, sizeof lb);

@@ -21,6 +21,7 @@
  * Medians of >= 5 timed runs after a warm-up. */
 #define _GNU_SOURCE 1
 #include "bench.h"
+#include "rng.h"
 
 #include "blas.h"
 #include "nn/nn_internal.h" /* to time a layer alone, without the net's copies */
@@ -56,11 +57,10 @@ static void check(tsq_status st, const char *what, const char *msg)
 
 static void fill(float *p, int64_t n, uint64_t seed)
 {
+    th_rng r = {seed};
     int64_t i;
-    for (i = 0; i < n; i++) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        p[i] = (float)((double)(seed >> 40) / 16777216.0 - 0.5);
-    }
+    for (i = 0; i < n; i++)
+        p[i] = (float)(th_rng_uniform(&r) - 0.5);
 }
 
 static tsq_tensor *tensor(tsq_context *ctx, int32_t nd, int64_t a, int64_t b, int64_t c, int64_t d)

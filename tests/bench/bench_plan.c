@@ -20,6 +20,7 @@
 #define _GNU_SOURCE 1
 #pragma GCC diagnostic ignored "-Wcomment" /* bench.h's first comment */
 #include "bench.h"
+#include "rng.h"
 
 #include <dlfcn.h>
 #include <math.h>
@@ -49,15 +50,7 @@ static void check(tsq_status st, const char *what, tsq_context *ctx)
     }
 }
 
-static uint64_t rng_state = 12345;
-static double uniform(void)
-{
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
-}
+static th_rng rng = {12345}; /* tests/support/rng.h */
 
 static tsq_tensor *tensor(tsq_context *ctx, int32_t dtype, int32_t ndim, int64_t d0, int64_t d1,
                           int64_t d2, int64_t d3)
@@ -115,10 +108,10 @@ static void lowbit(tsq_context *ctx, tsq_net *net, tsq_layer *l, int64_t out, in
     float *a = data(alpha), *b = data(bias);
     int64_t i;
     for (i = 0; i < out * in; i++)
-        c[i] = (int8_t)((int)(uniform() * 3.0) - 1);
+        c[i] = (int8_t)((int)(th_rng_uniform(&rng) * 3.0) - 1);
     for (i = 0; i < out; i++) {
-        a[i] = (float)((0.5 + uniform()) / sqrt((double)in));
-        b[i] = (float)(uniform() - 0.5);
+        a[i] = (float)((0.5 + th_rng_uniform(&rng)) / sqrt((double)in));
+        b[i] = (float)(th_rng_uniform(&rng) - 0.5);
     }
     check(weight_shaped(l, codes), "reshape", ctx);
     check(tsq_layer_lowbit_set(l, codes, alpha, bias), "lowbit_set", ctx);
@@ -211,7 +204,7 @@ int main(void)
     y = tensor(ctx, TSQ_DTYPE_F32, 2, BATCH, 10, 0, 0);
     yp = tensor(ctx, TSQ_DTYPE_F32, 2, BATCH, 10, 0, 0);
     for (i = 0; i < BATCH * 28 * 28; i++)
-        ((float *)data(x))[i] = (float)uniform();
+        ((float *)data(x))[i] = (float)th_rng_uniform(&rng);
     check(tsq_plan_create(ctx, net, &plan), "plan_create", ctx);
     for (threads = 1; threads <= 2; threads++) {
         char name[64];

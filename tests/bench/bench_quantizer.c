@@ -9,6 +9,7 @@
  * Medians of 5 runs, one JSON object per line (bench.h). Sizes can be
  * scaled down with TSQ_BENCH_SCALE (e.g. 0.1) for a quick look. */
 #include "bench.h"
+#include "rng.h"
 
 /* The kernels themselves, to show the finite check's share. */
 #include "quant/activation_histogram.h"
@@ -25,22 +26,12 @@ static double scale_factor(void)
     return f > 0.0 && f <= 1.0 ? f : 1.0;
 }
 
-static uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 static void fill_gaussian(float *x, int64_t n, uint64_t seed)
 {
+    th_rng r = {seed};
     int64_t i;
-    for (i = 0; i < n; i++) {
-        double u = 1.0 - (double)(splitmix(&seed) >> 11) * (1.0 / 9007199254740992.0);
-        double v = (double)(splitmix(&seed) >> 11) * (1.0 / 9007199254740992.0);
-        x[i] = (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
-    }
+    for (i = 0; i < n; i++)
+        x[i] = (float)th_rng_normal(&r);
 }
 
 static int die(const char *what, tsq_status st)

@@ -21,6 +21,8 @@
  * OPENBLAS_NUM_THREADS=1: libtsq spreads the work itself.
  */
 #include "bench.h"
+#include "reference.h"
+#include "rng.h"
 
 #include "blas.h" /* libtsq/core/blas.h: the build's CBLAS header */
 #include <math.h>
@@ -65,32 +67,8 @@ static void count_free(void *user, void *ptr)
 }
 
 /* ---- data ---- */
-static uint64_t rng_state = 12345;
-
-static uint64_t rng_next(void)
-{
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double rng_uniform(void) { return (double)(rng_next() >> 11) * 0x1.0p-53; }
-
-static double rng_normal(void)
-{
-    double u = 1.0 - rng_uniform(), v = rng_uniform();
-    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-}
-
-static int code_of(float x, float eps, float delta, int maxcode)
-{
-    float k;
-    if (!(x > eps))
-        return 0;
-    k = floorf(x * (1.0f / delta) + 0.5f);
-    return k < 1.0f ? 1 : k > (float)maxcode ? maxcode : (int)k;
-}
+/* The generator and the quantizer formula of tests/support. */
+static th_rng rng = {12345};
 
 /* A layer: sparse 2-bit input codes (60% zeros, like post-quantizer
  * activations), Gaussian full-precision weights, P = X W + b + noise, and
@@ -113,11 +91,11 @@ static void layer_make(layer *L, int64_t n, int64_t d, int64_t C, double noise)
     L->p = malloc((size_t)(n * C) * sizeof(float));
     L->w = malloc((size_t)(d * C) * sizeof(float));
     for (i = 0; i < n * d; i++) {
-        double u = rng_uniform();
+        double u = th_rng_uniform(&rng);
         L->x[i] = u < 0.6 ? 0 : u < 0.8 ? 1 : u < 0.92 ? 2 : 3;
     }
     for (i = 0; i < d * C; i++)
-        L->w[i] = (float)(rng_normal() * 1.3 / sqrt((double)d));
+        L->w[i] = (float)(th_rng_normal(&rng) * 1.3 / sqrt((double)d));
     for (i = 0; i < n; i++) {
         for (c = 0; c < C; c++)
             acc[c] = -0.3;
@@ -128,8 +106,8 @@ static void layer_make(layer *L, int64_t n, int64_t d, int64_t C, double noise)
                     acc[c] += xv * L->w[j * C + c];
         }
         for (c = 0; c < C; c++) {
-            L->p[i * C + c] = (float)(acc[c] + noise * rng_normal());
-            L->y[i * C + c] = (uint8_t)code_of(L->p[i * C + c], 0.33f, 0.65f, 3);
+            L->p[i * C + c] = (float)(acc[c] + noise * th_rng_normal(&rng));
+            L->y[i * C + c] = (uint8_t)th_ref_code(L->p[i * C + c], 0.33f, 0.65f, 3);
         }
     }
     free(acc);
@@ -328,7 +306,7 @@ static void growth(tsq_context *ctx, int64_t threads, int quick)
             layer L;
             char name[64];
             int64_t d = axis ? 576 : ds[k], C = axis ? cs[k] : 64;
-            rng_state = 7;
+            rng.s = 7;
             layer_make(&L, n, d, C, 0.1);
             snprintf(name, sizeof name, "growth in %s", axis ? "C" : "d");
             ly[k] = log(speed_row(ctx, name, &L, 0.0, threads, 0));
@@ -377,7 +355,7 @@ static void speed_rows(int64_t threads, int quick)
         return;
     tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads);
     if (wants("1")) {
-        rng_state = 1;
+        rng.s = 1;
         layer_make(&L, quick ? 20000 : 100000, 576, 64, 0.1);
         speed_row(ctx, "row 1", &L, quick ? 0.0 : 0.6, threads, with_old());
         bench_line_ratio("step 2 row 1 peak library memory", (double)cnt.peak, "bytes",
@@ -385,13 +363,13 @@ static void speed_rows(int64_t threads, int quick)
         layer_free(&L);
     }
     if (wants("2")) {
-        rng_state = 2;
+        rng.s = 2;
         layer_make(&L, quick ? 4000 : 20000, quick ? 2304 : 4608, quick ? 256 : 512, 0.1);
         speed_row(ctx, "row 2", &L, quick ? 0.0 : 60.0, threads, with_old());
         layer_free(&L);
     }
     for (k = 0; k < 4 && wants("3"); k++) {
-        rng_state = 3 + (uint64_t)k;
+        rng.s = 3 + (uint64_t)k;
         layer_make(&L, quick ? fm[k][0] / 8 : fm[k][0], fm[k][1], fm[k][2], 0.1);
         total += speed_row(ctx, "row 3 fmnist-cnn layer", &L, 0.0, threads, with_old());
         layer_free(&L);
@@ -426,7 +404,7 @@ static double fp_objective(const layer *L)
             int k;
             for (j = 0; j < L->d; j++)
                 v += L->x[i * L->d + j] * L->w[j * L->C + c];
-            k = code_of((float)v, 0.33f, 0.65f, 3) - L->y[i * L->C + c];
+            k = th_ref_code((float)v, 0.33f, 0.65f, 3) - L->y[i * L->C + c];
             s += 0.65 * 0.65 * k * k;
         }
     return s;
@@ -443,7 +421,7 @@ static void quality(int64_t threads, int quick)
     for (k = 0; k < 2; k++) {
         layer L;
         double fp;
-        rng_state = 100 + (uint64_t)k;
+        rng.s = 100 + (uint64_t)k;
         layer_make(&L, quick ? 5000 : 20000, 144, 16, noises[k]);
         fp = fp_objective(&L);
         for (mode = 0; mode < 4; mode++) {
@@ -485,25 +463,25 @@ static void planted_make(planted *pl, int64_t n, int64_t d, int64_t C)
     pl->w0 = malloc((size_t)(d * C) * sizeof(float));
     pl->w = malloc((size_t)(d * C));
     for (i = 0; i < n * d; i++)
-        pl->x[i] = (uint8_t)(rng_next() % 4);
+        pl->x[i] = (uint8_t)(th_rng_next(&rng) % 4);
     for (c = 0; c < C; c++) {
         double mean = 0.0;
         for (j = 0; j < d; j++) {
-            pl->w[j * C + c] = (int8_t)((int)(rng_next() % 3) - 1);
+            pl->w[j * C + c] = (int8_t)((int)(th_rng_next(&rng) % 3) - 1);
             mean += pl->w[j * C + c] * 1.5;
         }
         alpha[c] = 0.25f * (float)(1 + c % 2);
         b[c] = 1.125f - 0.25f * (float)floor(mean * alpha[c] / 0.25);
     }
     for (j = 0; j < d * C; j++)
-        pl->w0[j] = alpha[j % C] * ((float)pl->w[j] + 0.2f * (float)rng_normal());
+        pl->w0[j] = alpha[j % C] * ((float)pl->w[j] + 0.2f * (float)th_rng_normal(&rng));
     for (i = 0; i < n; i++)
         for (c = 0; c < C; c++) {
             int32_t u = 0;
             for (j = 0; j < d; j++)
                 u += pl->x[i * d + j] * pl->w[j * C + c];
             pl->p[i * C + c] = alpha[c] * (float)u + b[c];
-            pl->y[i * C + c] = (uint8_t)code_of(pl->p[i * C + c], 0.5f, 1.0f, 3);
+            pl->y[i * C + c] = (uint8_t)th_ref_code(pl->p[i * C + c], 0.5f, 1.0f, 3);
         }
     free(alpha);
     free(b);
@@ -585,7 +563,7 @@ static void quality_planted(int64_t threads, int quick)
     if (tsq_context_create(&ctx) != TSQ_OK)
         return;
     tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads);
-    rng_state = 11;
+    rng.s = 11;
     planted_make(&pl, quick ? 6000 : 20000, 24, 6);
     planted_fit(ctx, &pl, "P given, defaults", 1, 0, 10, 1.1, 0.5);
     planted_fit(ctx, &pl, "codes only, defaults (10 rounds)", 0, 0, 10, 1.1, 0.5);
@@ -598,50 +576,6 @@ static void quality_planted(int64_t threads, int quick)
     tsq_context_destroy(ctx);
 }
 
-/* The brute-force comparison of tests/test_regressor.c (linear loss, all
- * 3^d ternary vectors with the best alpha and b each), summarised. */
-static double brute(const uint8_t *x, const float *t, int64_t n, int d, int64_t C, int64_t c)
-{
-    double A[9][9] = {{0}}, mu[9] = {0}, tc[9] = {0}, tt = 0.0, tbar = 0.0, best;
-    int idx[9], i, j;
-    int64_t k;
-    for (k = 0; k < n; k++) {
-        tbar += t[k * C + c];
-        for (i = 0; i < d; i++)
-            mu[i] += x[k * d + i];
-    }
-    tbar /= (double)n;
-    for (i = 0; i < d; i++)
-        mu[i] /= (double)n;
-    for (k = 0; k < n; k++) {
-        double tk = t[k * C + c] - tbar;
-        tt += tk * tk;
-        for (i = 0; i < d; i++) {
-            tc[i] += (x[k * d + i] - mu[i]) * tk;
-            for (j = 0; j < d; j++)
-                A[i][j] += (x[k * d + i] - mu[i]) * (x[k * d + j] - mu[j]);
-        }
-    }
-    best = tt;
-    for (i = 0; i < d; i++)
-        idx[i] = -1;
-    for (;;) {
-        double wt = 0.0, waw = 0.0;
-        for (i = 0; i < d; i++) {
-            wt += idx[i] * tc[i];
-            for (j = 0; j < d; j++)
-                waw += idx[i] * A[i][j] * idx[j];
-        }
-        if (waw > 0.0 && tt - wt * wt / waw < best)
-            best = tt - wt * wt / waw;
-        for (i = 0; i < d && ++idx[i] == 2; i++)
-            idx[i] = -1;
-        if (i == d)
-            break;
-    }
-    return best;
-}
-
 static void quality_brute_force(void)
 {
     tsq_context *ctx = NULL;
@@ -650,7 +584,7 @@ static void quality_brute_force(void)
     double worst = 1.0, sum_ratio = 0.0;
     if (tsq_context_create(&ctx) != TSQ_OK)
         return;
-    rng_state = 7;
+    rng.s = 7;
     for (fit_no = 0; fit_no < 10; fit_no++) {
         int d = 4 + fit_no % 6;
         int64_t sx[2] = {n, d}, sp[2] = {n, C}, sw[2] = {d, C}, sc = C, i, j, c;
@@ -660,15 +594,15 @@ static void quality_brute_force(void)
         tsq_tensor *X = NULL, *P = NULL, *W = NULL, *A = NULL, *B = NULL;
         tsq_regressor *reg = NULL;
         for (i = 0; i < n * d; i++)
-            x[i] = (uint8_t)(rng_next() % 4);
+            x[i] = (uint8_t)(th_rng_next(&rng) % 4);
         for (c = 0; c < C; c++) {
             for (j = 0; j < d; j++)
-                wt[j] = rng_normal();
+                wt[j] = th_rng_normal(&rng);
             for (i = 0; i < n; i++) {
                 double v = 0.7;
                 for (j = 0; j < d; j++)
                     v += x[i * d + j] * wt[j];
-                p[i * C + c] = (float)(v + 0.5 * rng_normal());
+                p[i * C + c] = (float)(v + 0.5 * th_rng_normal(&rng));
             }
         }
         tsq_tensor_wrap(ctx, TSQ_DTYPE_U8, 2, sx, x, (uint64_t)(n * d), &X);
@@ -685,7 +619,7 @@ static void quality_brute_force(void)
         tsq_fit_transform(reg, X, NULL, NULL, P, W, A, B, NULL);
         tsq_regressor_channel_objectives(reg, got, C);
         for (c = 0; c < C; c++) {
-            double opt = brute(x, p, n, d, C, c), ratio = got[c] / opt;
+            double opt = th_ref_best_ternary(x, p, n, d, C, c), ratio = got[c] / opt;
             within += ratio <= 1.01;
             exact += ratio <= 1.0 + 1e-9;
             start_within += start[c] / opt <= 1.01;
@@ -724,9 +658,9 @@ static void quality_grid(int64_t threads)
     if (tsq_context_create(&ctx) != TSQ_OK)
         return;
     tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads);
-    rng_state = 100;
+    rng.s = 100;
     layer_make(&L, 20000, 144, 16, 0.05);
-    rng_state = 11;
+    rng.s = 11;
     planted_make(&pl, 20000, 24, 6);
     for (a = 0; a < 3; a++)
         for (b = 0; b < 3; b++)
