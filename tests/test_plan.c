@@ -9,6 +9,7 @@
 #define TSQ_EXPERIMENTAL 1 /* the kernel-level calls */
 #include "nn_testutil.h"
 #include "tsq/experimental.h"
+#include "runtime/plan_internal.h" /* the stage list and ctx->cpu, for the bit-plane path */
 
 #include <pthread.h>
 #include <stdio.h>
@@ -662,6 +663,115 @@ START_TEST(test_batch_independent)
 }
 END_TEST
 
+/* The bit-plane path (runtime/plan_bits.c) against the byte kernels and
+ * the portable C path, bit for bit, on odd shapes: 5, 12, 9 and 17
+ * channels (no multiple of 8), K = 45, 108, 81 (no multiple of 64), a
+ * 1-bit layer between 2-bit ones, an odd image side (floor pooling), and
+ * batches 1, 7 and 257 on 1 and 2 threads. */
+static tsq_net *make_bits_net(tsq_context *ctx, int64_t img, uint64_t seed)
+{
+    nt_rng r = {seed};
+    int64_t shape[3] = {1, img, img}, hw = (img / 2) / 2, c;
+    tsq_layer *L[20] = {0};
+    tsq_tensor *v = NULL;
+    int n = 0;
+    TH_OK(ctx, tsq_layer_conv2d_create(ctx, 1, 5, 3, 3, 1, 1, &L[n]));
+    randomize_float(ctx, L[n++], &r);
+    TH_OK(ctx, tsq_layer_batchnorm_create(ctx, 5, &L[n]));
+    randomize_float(ctx, L[n], &r);
+    TH_OK(ctx, tsq_layer_state(L[n], 1, &v, NULL));
+    for (c = 0; c < 5; c++)
+        nt_data(v)[c] = (float)(0.5 + nt_uniform(&r));
+    n++;
+    L[n++] = quant(ctx, 2, 0.3f, 0.4f, 1);
+    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 5, 12, 3, 3, 1, 1, 2, &L[n]));
+    set_lowbit(ctx, L[n++], 12, 45, 2, &r);
+    L[n] = quant(ctx, 2, 0.2f, 0.5f, 1);
+    for (c = 0; c < 12; c++)
+        TH_OK(ctx, tsq_layer_act_quant_set_channel(L[n], c, 12, 2, 0.1f + 0.03f * (float)c,
+                                                   0.3f + 0.05f * (float)c));
+    n++;
+    TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
+    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 12, 9, 3, 3, 1, 1, 2, &L[n]));
+    set_lowbit(ctx, L[n++], 9, 108, 2, &r);
+    L[n++] = quant(ctx, 1, 0.1f, 0.5f, 1);
+    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 9, 17, 3, 3, 1, 1, 2, &L[n]));
+    set_lowbit(ctx, L[n++], 17, 81, 2, &r);
+    L[n++] = quant(ctx, 2, 0.25f, 0.45f, 1);
+    TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
+    TH_OK(ctx, tsq_layer_flatten_create(ctx, &L[n++]));
+    TH_OK(ctx, tsq_layer_lowbit_dense_create(ctx, 17 * hw * hw, 16, 2, &L[n]));
+    set_lowbit(ctx, L[n++], 16, 17 * hw * hw, 2, &r);
+    L[n++] = quant(ctx, 2, 0.3f, 0.5f, 0);
+    TH_OK(ctx, tsq_layer_dense_create(ctx, 16, 5, &L[n]));
+    randomize_float(ctx, L[n++], &r);
+    L[n] = NULL;
+    return nt_net(ctx, 3, shape, L);
+}
+
+/* y of a plan created and run with the CPU features `cpu`. */
+static void run_with_cpu(tsq_context *ctx, tsq_net *net, uint32_t cpu, const tsq_tensor *x,
+                         tsq_tensor *y, int *bit_stages)
+{
+    uint32_t saved = ctx->cpu;
+    tsq_plan *plan = NULL;
+    int32_t i;
+    ctx->cpu = cpu;
+    TH_OK(ctx, tsq_plan_create(ctx, net, &plan));
+    *bit_stages = 0;
+    for (i = 0; i < plan->nstages; i++)
+        *bit_stages += plan->stages[i].bp_in;
+    TH_OK(ctx, tsq_plan_run(ctx, plan, x, y, NULL, 0));
+    tsq_plan_destroy(plan);
+    ctx->cpu = saved;
+}
+
+START_TEST(test_bitplane_path_exact)
+{
+    static const int64_t batches[] = {1, 7, 257}, imgs[] = {8, 9};
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    uint32_t full = ctx->cpu, bytes_only = full & ~(uint32_t)TSQ_CPU_AVX512VPOPCNTDQ;
+    size_t bi, ii;
+    int32_t threads;
+    for (ii = 0; ii < 2; ii++)
+        for (threads = 1; threads <= 2; threads++)
+            for (bi = 0; bi < 3; bi++) {
+                int64_t b = batches[bi], img = imgs[ii];
+                tsq_net *net = make_bits_net(ctx, img, 500 + ii);
+                tsq_tensor *x = nt_tensor(ctx, 4, b, 1, img, img);
+                tsq_tensor *yf = nt_tensor(ctx, 2, b, 5, 0, 0), *yb = nt_tensor(ctx, 2, b, 5, 0, 0);
+                tsq_tensor *yc = nt_tensor(ctx, 2, b, 5, 0, 0), *yr = nt_tensor(ctx, 2, b, 5, 0, 0);
+                nt_rng r = {31 + (uint64_t)b};
+                int fast_bits = 0, bits = 0;
+                TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads));
+                nt_fill_normal(x, &r, 1.0);
+                TH_OK(ctx, tsq_net_forward(net, x, yr, 0));
+                run_with_cpu(ctx, net, full, x, yf, &fast_bits);
+                run_with_cpu(ctx, net, bytes_only, x, yb, &bits);
+                ck_assert_int_eq(bits, 0);
+                run_with_cpu(ctx, net, 0, x, yc, &bits);
+                ck_assert_int_eq(bits, 0);
+                if (tsq__kernel_runs(TSQ_KERNEL_VPOPCNT, full))
+                    ck_assert_int_eq(fast_bits, 4); /* every low-bit layer */
+                NT_REQUIRE(memcmp(nt_data(yf), nt_data(yb), (size_t)(b * 5) * sizeof(float)) == 0,
+                           "img %lld batch %lld threads %d: bit planes differ from bytes",
+                           (long long)img, (long long)b, (int)threads);
+                NT_REQUIRE(memcmp(nt_data(yf), nt_data(yc), (size_t)(b * 5) * sizeof(float)) == 0,
+                           "img %lld batch %lld threads %d: bit planes differ from C",
+                           (long long)img, (long long)b, (int)threads);
+                compare(nt_data(yf), nt_data(yr), b, 5);
+                tsq_net_destroy(net);
+                tsq_tensor_destroy(x);
+                tsq_tensor_destroy(yf);
+                tsq_tensor_destroy(yb);
+                tsq_tensor_destroy(yc);
+                tsq_tensor_destroy(yr);
+            }
+    th_context_done(ctx, &st);
+}
+END_TEST
+
 static Suite *plan_suite(void)
 {
     Suite *s = suite_create("plan");
@@ -678,6 +788,7 @@ static Suite *plan_suite(void)
     tcase_add_test(tc, test_plan_load_same_bits);
     tcase_add_test(tc, test_batch_independent);
     tcase_add_test(tc, test_plan_load_errors);
+    tcase_add_test(tc, test_bitplane_path_exact);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -139,6 +139,12 @@ static tsq_status build_quant(builder *b, const tsq__stage_desc *q)
 /* The packed row of the float order's column i. */
 static int64_t packed_row(const builder *b, const tsq__plan_stage *s, int64_t i)
 {
+    if (s->bp_in) { /* bit planes: channels padded to bytes (kernels/bitplane.h) */
+        int64_t kk = s->kh * s->kw, hw = b->h * b->w;
+        if (s->conv)
+            return tsq__bp_k(&s->bin, s->kw, (i % kk) / s->kw, i % s->kw, i / kk);
+        return (i % hw) * s->bin.cb * 8 + i / hw;
+    }
     if (s->conv) {
         int64_t kk = s->kh * s->kw, ci = i / kk, ky = (i % kk) / s->kw, kx = i % s->kw;
         return (ky * s->kw + kx) * s->c + ci;
@@ -150,12 +156,19 @@ static int64_t packed_row(const builder *b, const tsq__plan_stage *s, int64_t i)
     return i;
 }
 
+/* Rows of the packed weights of a bit-plane stage: a conv's window over
+ * byte-padded channels, or a dense layer's whole input plane. */
+static int64_t bits_k(const tsq__plan_stage *s)
+{
+    return s->conv ? s->win.kwords * 64 : s->bin.plane * 8;
+}
+
 static tsq_status pack_lowbit(builder *b, tsq__plan_stage *s, const tsq__stage_desc *d,
                               int64_t in, int64_t out)
 {
     tsq_tensor *wt = NULL;
     int8_t *w;
-    int64_t shape[2] = {in, out}, o, i;
+    int64_t kp = s->bp_in ? bits_k(s) : in, shape[2] = {kp, out}, o, i;
     tsq_status st;
     if ((double)in * tsq__max_code(b->bits) * tsq__max_weight(d->weight_bits) >
         (double)INT32_MAX)
@@ -167,6 +180,7 @@ static tsq_status pack_lowbit(builder *b, tsq__plan_stage *s, const tsq__stage_d
     if (st != TSQ_OK)
         return st;
     w = wt->data;
+    memset(w, 0, (size_t)(kp * out));
     for (o = 0; o < out; o++)
         for (i = 0; i < in; i++)
             w[packed_row(b, s, i) * out + o] = d->wcodes[o * in + i];
@@ -193,6 +207,25 @@ static tsq_status fuse_quant(builder *b, tsq__plan_stage *s, const tsq__stage_de
     return q->codes_out ? TSQ_OK : add_decode(b, q);
 }
 
+/* The bit-plane input of a low-bit stage whose input dims are s->c, h, w
+ * (runtime/plan_bits.c). */
+static void setup_bits(tsq__plan_stage *s, const tsq__stage_desc *d, int32_t bits)
+{
+    s->bp_in = 1;
+    tsq__bp_geom_init(&s->bin, s->c, s->h, s->w, s->conv ? s->pad : 0, bits);
+    if (!s->conv)
+        return;
+    s->win.kh = s->kh;
+    s->win.kw = s->kw;
+    s->win.stride = s->stride;
+    s->win.oh = d->out_h;
+    s->win.ow = d->out_w;
+    s->win.kwords = (s->kh * s->kw * s->bin.cb + 7) / 8;
+    /* Bands of output rows: even (a fused 2 x 2 pool takes whole windows). */
+    s->band = 128 / d->out_w;
+    s->band = s->band < 2 ? 2 : s->band / 2 * 2;
+}
+
 /* A low-bit stage; `next` is the stage after it (or NULL). *consumed is 1
  * when the quantizer `next` was fused. */
 static tsq_status build_lowbit(builder *b, const tsq__stage_desc *d, const tsq__stage_desc *next,
@@ -201,7 +234,7 @@ static tsq_status build_lowbit(builder *b, const tsq__stage_desc *d, const tsq__
     tsq__plan_stage *s;
     int64_t in, out = d->out_c;
     tsq_status st;
-    int mixed = 0;
+    int mixed = 0, fuse;
     *consumed = 0;
     if (!b->codes)
         return tsq__fail(&b->ctx->obj, TSQ_ERR_UNSUPPORTED,
@@ -223,6 +256,11 @@ static tsq_status build_lowbit(builder *b, const tsq__stage_desc *d, const tsq__
     s->alpha = copy_floats(b, d->alpha, out);
     if (!s->alpha)
         return oom(b);
+    fuse = next && next->kind == TSQ__STAGE_QUANT;
+    if (fuse)
+        quant_bits(next, &mixed);
+    if (fuse && !mixed && tsq__plan_bits_eligible(b->plan, b->bits, d->weight_bits))
+        setup_bits(s, d, b->bits);
     st = pack_lowbit(b, s, d, in, out);
     if (st != TSQ_OK)
         return st;
@@ -384,6 +422,8 @@ tsq_status tsq__plan_from_desc(tsq_context *ctx, const tsq__net_desc *d, tsq_pla
     b.w = d->in_ndim == 3 ? d->in_shape[2] : 1;
     p->in_numel = b.c * b.h * b.w;
     st = build(&b, d);
+    if (st == TSQ_OK)
+        st = tsq__plan_bits_link(ctx, p);
     if (st != TSQ_OK) {
         tsq_plan_destroy(p);
         return st;

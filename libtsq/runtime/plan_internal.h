@@ -10,6 +10,7 @@
 #ifndef TSQ_RUNTIME_PLAN_INTERNAL_H
 #define TSQ_RUNTIME_PLAN_INTERNAL_H
 
+#include "kernels/bitplane.h"
 #include "kernels/conv.h"
 #include "kernels/encode.h"
 #include "kernels/kernels_internal.h"
@@ -24,7 +25,8 @@ enum {
     OP_ENCODE,   /* float NCHW -> codes NHWC (the quantizer's code) */
     OP_DECODE,   /* codes NHWC -> float NCHW, times a per-channel scale */
     OP_CPOOL,    /* max-pool on NHWC codes */
-    OP_LOWBIT    /* low-bit dense / conv on codes */
+    OP_LOWBIT,   /* low-bit dense / conv on codes (or bit planes: bp_in) */
+    OP_TOBP      /* codes NHWC -> bit planes (bout) */
 };
 
 typedef struct tsq__plan_stage {
@@ -47,6 +49,13 @@ typedef struct tsq__plan_stage {
     tsq_packed_weights *pw;
     tsq_thresholds *th;  /* NULL: float output alpha * acc + b */
     float *alpha, *beta; /* for the float output */
+    /* the bit-plane path (plan_bits.c) */
+    int bp_in;           /* LOWBIT: reads bit planes `bin` (VPOPCNT kernel, fused thresholds) */
+    int bp_out;          /* LOWBIT conv: writes bit planes `bout` instead of codes */
+    int bp_pool;         /* ... max-pooled 2 x 2 on the way (oh, ow are the pooled dims) */
+    tsq__bp_geom bin, bout;
+    tsq__bp_window win;  /* LOWBIT conv with bp_in */
+    int64_t band;        /* output rows per work item (conv with bp_in) */
 } tsq__plan_stage;
 
 struct tsq_plan {
@@ -60,5 +69,19 @@ struct tsq_plan {
 };
 
 #define TSQ__PLAN_ALIGN 64
+
+/* ---- plan_bits.c ---- */
+/* Whether a low-bit stage of these bit widths reads bit planes. */
+int tsq__plan_bits_eligible(const tsq_plan *p, int32_t code_bits, int32_t weight_bits);
+/* After the build: producers of bit-plane stages write bit planes (a
+ * low-bit conv's epilogue, a 2 x 2 code pool fused into it) or get a
+ * conversion stage. May reallocate p->stages. */
+tsq_status tsq__plan_bits_link(tsq_context *ctx, tsq_plan *p);
+/* Output and scratch bytes of a bit-plane stage for n images. */
+void tsq__plan_bits_sizes(const tsq__plan_stage *s, int64_t n, int64_t threads, uint64_t *outb,
+                          uint64_t *scratch);
+/* Runs a bit-plane stage (OP_TOBP, or OP_LOWBIT with bp_in). */
+void tsq__plan_bits_run(int64_t threads, const tsq__plan_stage *s, const void *x, void *y,
+                        int64_t n, uint8_t *scratch);
 
 #endif /* TSQ_RUNTIME_PLAN_INTERNAL_H */

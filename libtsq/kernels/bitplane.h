@@ -1,0 +1,92 @@
+/*
+ * The bit-plane activation layout of the inference plan, and its kernels
+ * (bitplane_vpopcnt.c, AVX-512 VPOPCNTDQ; bitplane.c, the portable
+ * reference the tests compare them with). docs/kernels.md, "Bit-plane
+ * activations", draws the layout.
+ *
+ * One image of n-bit codes of C channels on an H x W grid is stored as n
+ * planes, plane b holding bit b of every code, NHWC inside a plane, with a
+ * zero border of `pad` pixels on each side (the padding of the convolution
+ * that reads it) and ceil(C / 8) bytes per pixel (channel c is bit c % 8 of
+ * byte c / 8; bits of channels >= C are zero):
+ *
+ *     img[b * plane + ((y + pad) * (W + 2 pad) + x + pad) * cb + c / 8]
+ *
+ * so a row of a kw-wide convolution window is kw * cb contiguous bytes of
+ * one plane row, and the im2col row of an output pixel (the popcount
+ * kernel's operand, k in (ky, kx, c) order with c padded to cb * 8) is kh
+ * copies: it is built per tile of output pixels, never for the batch. With
+ * pad = 0 a whole plane is the k-words of a dense layer's input in
+ * (h, w, c) order, used in place.
+ */
+#ifndef TSQ_KERNELS_BITPLANE_H
+#define TSQ_KERNELS_BITPLANE_H
+
+#include "kernels/kernels_internal.h"
+
+typedef struct {
+    int64_t c, h, w, pad;
+    int32_t nb;     /* planes (code bits) */
+    int64_t cb;     /* bytes per pixel in a plane: ceil(c / 8) */
+    int64_t row;    /* bytes per padded row: (w + 2 pad) cb */
+    int64_t plane;  /* bytes per plane, a multiple of 8 */
+    int64_t image;  /* nb * plane */
+} tsq__bp_geom;
+
+static inline void tsq__bp_geom_init(tsq__bp_geom *g, int64_t c, int64_t h, int64_t w,
+                                     int64_t pad, int32_t nb)
+{
+    g->c = c;
+    g->h = h;
+    g->w = w;
+    g->pad = pad;
+    g->nb = nb;
+    g->cb = (c + 7) / 8;
+    g->row = (w + 2 * pad) * g->cb;
+    g->plane = ((h + 2 * pad) * g->row + 7) / 8 * 8;
+    g->image = nb * g->plane;
+}
+
+/* The packed-weight row (k index) of input channel ci at window tap
+ * (ky, kx) of a kw-wide window, for an input of geometry g. */
+static inline int64_t tsq__bp_k(const tsq__bp_geom *g, int64_t kw, int64_t ky, int64_t kx,
+                                int64_t ci)
+{
+    return (ky * kw + kx) * g->cb * 8 + ci;
+}
+
+/* A convolution's window over a bit-plane input. */
+typedef struct {
+    int64_t kh, kw, stride, oh, ow;
+    int64_t kwords; /* of one im2col row: ceil(kh kw cb / 8) */
+} tsq__bp_window;
+
+/* Output pixels q0 .. q0 + rows - 1 (row-major over oh x ow) of one image
+ * img as rows of activation bit planes (kernels_internal.h's xplanes
+ * layout, kwords per plane). */
+void tsq__bp_gather_ref(const tsq__bp_geom *g, const tsq__bp_window *win, const uint8_t *img,
+                        int64_t q0, int64_t rows, uint64_t *xp);
+void tsq__bp_gather_avx512(const tsq__bp_geom *g, const tsq__bp_window *win,
+                           const uint8_t *img, int64_t q0, int64_t rows, uint64_t *xp);
+
+/* NHWC codes of one image (g->h x g->w x g->c, each < 2^nb) into img
+ * (g->image bytes, border and padding bits included). */
+void tsq__bp_from_codes_ref(const tsq__bp_geom *g, const uint8_t *codes, uint8_t *img);
+void tsq__bp_from_codes_avx512(const tsq__bp_geom *g, const uint8_t *codes, uint8_t *img);
+
+/* The threshold epilogue into bit planes: the accumulators of output rows
+ * y0 .. y0 + nrows - 1 (full rows of width ow, acc row stride ldacc, one
+ * int32 per channel) become codes (tsq__thresholds_apply_ref's), written as
+ * bits of the interior of img (geometry og, og->c channels). pool 1: 2 x 2
+ * max-pooling, stride 2, fused: the output pixel (y/2, x/2) gets the
+ * largest code of its window (y0 and nrows even, or the last odd row
+ * dropped as a floor pool does). Only interior bytes are written; the
+ * caller zeroes the border once. */
+void tsq__bp_epilogue_ref(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc,
+                          int64_t y0, int64_t nrows, int64_t ow, int pool,
+                          const tsq__bp_geom *og, uint8_t *img);
+void tsq__bp_epilogue_avx512(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc,
+                             int64_t y0, int64_t nrows, int64_t ow, int pool,
+                             const tsq__bp_geom *og, uint8_t *img);
+
+#endif /* TSQ_KERNELS_BITPLANE_H */
