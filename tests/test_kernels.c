@@ -7,6 +7,7 @@
 #include "harness.h"
 #include "kernels/bitplane.h"
 #include "kernels/conv.h"
+#include "kernels/encode.h"
 #include "kernels/kernels_internal.h"
 #include "kernels/vec.h"
 #if defined(TSQ_BLAS_OPENBLAS)
@@ -1303,6 +1304,67 @@ START_TEST(test_bitplane_epilogue)
 }
 END_TEST
 
+/* The float front into planes: the AVX-512 version writes the bytes of the
+ * reference, which holds tsq__quant_code of the affine and ReLU outputs
+ * (computed here as the separate stages do), with and without the affine
+ * and the ReLU, per-channel code widths, widths not a multiple of 16 and
+ * 5, 32, 37 and 64 channels. */
+START_TEST(test_bitplane_encode)
+{
+    const int64_t cs[] = {5, 32, 37, 64};
+    uint64_t seed = 14;
+    size_t t;
+    int32_t nb, mode;
+    for (t = 0; t < sizeof cs / sizeof cs[0]; t++)
+        for (nb = 1; nb <= 2; nb++)
+            for (mode = 0; mode < 4; mode++) {
+                int64_t C = cs[t], h = 3, w = 21, i, c, y, x;
+                int affine = mode & 1, relu = (mode >> 1) & 1;
+                float *xs = malloc((size_t)(C * h * w) * sizeof(float));
+                float a[64], b[64], eps[64], inv[64];
+                int32_t maxc[64];
+                uint8_t *r1, *r2;
+                tsq__bp_geom g;
+                tsq__bp_geom_init(&g, C, h, w, 1, nb);
+                r1 = malloc((size_t)g.image);
+                r2 = malloc((size_t)g.image);
+                for (c = 0; c < C; c++) {
+                    a[c] = 0.5f + (float)rng_below(&seed, 100) / 50.0f;
+                    b[c] = (float)(rng_below(&seed, 100) - 50) / 100.0f;
+                    eps[c] = c % 3 == 0 ? -0.1f : (float)rng_below(&seed, 40) / 100.0f;
+                    inv[c] = 1.0f / (0.2f + (float)rng_below(&seed, 40) / 100.0f);
+                    maxc[c] = nb == 2 && c % 4 ? 3 : 1;
+                }
+                for (i = 0; i < C * h * w; i++)
+                    xs[i] = (float)(rng_below(&seed, 2001) - 1000) / 700.0f;
+                xs[0] = -0.0f;
+                tsq__bp_encode_ref(&g, xs, affine ? a : NULL, b, relu, eps, inv, maxc, r1);
+                for (c = 0; c < C; c++)
+                    for (y = 0; y < h; y++)
+                        for (x = 0; x < w; x++) {
+                            float v = xs[(c * h + y) * w + x];
+                            int32_t code, got = 0, bit;
+                            if (affine)
+                                v = a[c] * v + b[c];
+                            if (relu)
+                                v = v > 0.0f ? v : 0.0f;
+                            code = tsq__quant_code(v, eps[c], inv[c], maxc[c]);
+                            for (bit = 0; bit < nb; bit++)
+                                got |= bp_bit(&g, r1, bit, y, x, c) << bit;
+                            ck_assert_int_eq(got, code);
+                        }
+                if (kernel_here(TSQ_KERNEL_VPOPCNT)) {
+                    memset(r2, 0x77, (size_t)g.image);
+                    tsq__bp_encode_avx512(&g, xs, affine ? a : NULL, b, relu, eps, inv, maxc, r2);
+                    ck_assert_int_eq(memcmp(r1, r2, (size_t)g.image), 0);
+                }
+                free(xs);
+                free(r1);
+                free(r2);
+            }
+}
+END_TEST
+
 static Suite *kernels_suite(void)
 {
     Suite *s = suite_create("kernels");
@@ -1315,6 +1377,7 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_bitplane_from_codes);
     tcase_add_test(tc, test_bitplane_gather);
     tcase_add_test(tc, test_bitplane_epilogue);
+    tcase_add_test(tc, test_bitplane_encode);
     tcase_add_test(tc, test_pack_two_bits_per_ternary_weight);
     tcase_add_test(tc, test_pack_errors);
     tcase_add_test(tc, test_pack_out_of_memory);

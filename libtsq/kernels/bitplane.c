@@ -3,6 +3,7 @@
  * into planes with the fused 2 x 2 max-pool. The AVX-512 versions
  * (bitplane_vpopcnt.c) must give the same bytes. */
 #include "kernels/bitplane.h"
+#include "kernels/encode.h"
 
 #include <string.h>
 
@@ -71,5 +72,27 @@ void tsq__bp_epilogue_ref(const tsq_thresholds *th, const int32_t *acc, int64_t 
                 for (b = 0; b < og->nb; b++)
                     dst[b * og->plane + c / 8] |= (uint8_t)(((code >> b) & 1) << (c % 8));
             }
+        }
+}
+
+void tsq__bp_encode_ref(const tsq__bp_geom *g, const float *x, const float *a, const float *b,
+                        int relu, const float *eps, const float *inv_delta,
+                        const int32_t *maxcode, uint8_t *img)
+{
+    int64_t c, p, hw = g->h * g->w, wp = g->w + 2 * g->pad;
+    int32_t bit;
+    memset(img, 0, (size_t)g->image);
+    for (c = 0; c < g->c; c++)
+        for (p = 0; p < hw; p++) {
+            float v = x[c * hw + p];
+            int32_t code;
+            uint8_t *dst = img + ((p / g->w + g->pad) * wp + p % g->w + g->pad) * g->cb + c / 8;
+            if (a)
+                v = a[c] * v + b[c]; /* as tsq__vec_affine: product, then sum */
+            if (relu)
+                v = v > 0.0f ? v : 0.0f;
+            code = tsq__quant_code(v, eps[c], inv_delta[c], maxcode[c]);
+            for (bit = 0; bit < g->nb; bit++)
+                dst[bit * g->plane] |= (uint8_t)(((code >> bit) & 1) << (c % 8));
         }
 }

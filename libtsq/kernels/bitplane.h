@@ -89,4 +89,18 @@ void tsq__bp_epilogue_avx512(const tsq_thresholds *th, const int32_t *acc, int64
                              int64_t y0, int64_t nrows, int64_t ow, int pool,
                              const tsq__bp_geom *og, uint8_t *img);
 
+/* The float front of a network into bit planes: one image of float NCHW
+ * values x (g->c x g->h x g->w) through the per-channel affine a x + b
+ * (a NULL: none), then max(., 0) when relu is set, then the quantizer of
+ * channel c (eps, inv_delta, maxcode; kernels/encode.h), as the separate
+ * float stages compute them, bit for bit; written to img (g->image bytes,
+ * border included). The AVX-512 version takes g->nb of 1 or 2 (others go
+ * to the reference). */
+void tsq__bp_encode_ref(const tsq__bp_geom *g, const float *x, const float *a, const float *b,
+                        int relu, const float *eps, const float *inv_delta,
+                        const int32_t *maxcode, uint8_t *img);
+void tsq__bp_encode_avx512(const tsq__bp_geom *g, const float *x, const float *a,
+                           const float *b, int relu, const float *eps, const float *inv_delta,
+                           const int32_t *maxcode, uint8_t *img);
+
 #endif /* TSQ_KERNELS_BITPLANE_H */

@@ -36,36 +36,47 @@ static inline void copy_bytes(uint8_t *dst, const uint8_t *src, int64_t n)
 #define GATHER_OPS 32
 
 typedef struct {
-    int z;           /* register (64-byte part of the row) */
     int64_t off;     /* load address - plane row base */
     __mmask64 m;     /* bytes loaded */
 } gather_op;
 
+/* Ops are sorted by register: register z takes ops zfirst[z] .. zfirst[z+1]-1.
+ * Each register is a plain variable (an array indexed by the op's register
+ * would live on the stack). */
+INLINE __m512i gather_reg(const uint8_t *base, const gather_op *ops, int i0, int i1)
+{
+    __m512i v = _mm512_setzero_si512();
+    int i;
+    for (i = i0; i < i1; i++)
+        v = _mm512_mask_loadu_epi8(v, ops[i].m, base + ops[i].off);
+    return v;
+}
+
 INLINE void gather_rows(const tsq__bp_geom *g, const tsq__bp_window *win, const uint8_t *img,
-                        int64_t q0, int64_t rows, uint64_t *xp, const gather_op *ops, int nops,
-                        const int NZ)
+                        int64_t q0, int64_t rows, uint64_t *xp, const gather_op *ops,
+                        const int *zfirst, const int NZ)
 {
     int64_t r, oy = q0 / win->ow, ox = q0 % win->ow, bytes = win->kwords * 8;
+    int64_t step = win->stride * g->cb, plane = g->plane, kwords = win->kwords;
     __mmask64 last = low_bytes(bytes - (NZ - 1) * 64);
-    int32_t b;
-    int i, z;
+    int32_t b, nb = g->nb;
+    int z;
+    const uint8_t *src = img + oy * win->stride * g->row + ox * step;
     for (r = 0; r < rows; r++) {
-        const uint8_t *src = img + oy * win->stride * g->row + ox * win->stride * g->cb;
-        for (b = 0; b < g->nb; b++) {
-            uint8_t *dst = (uint8_t *)(xp + (r * g->nb + b) * win->kwords);
-            const uint8_t *base = src + b * g->plane;
-            __m512i v[GATHER_ZMM];
-            for (z = 0; z < NZ; z++)
-                v[z] = _mm512_setzero_si512();
-            for (i = 0; i < nops; i++)
-                v[ops[i].z] = _mm512_mask_loadu_epi8(v[ops[i].z], ops[i].m, base + ops[i].off);
+        for (b = 0; b < nb; b++) {
+            uint8_t *dst = (uint8_t *)(xp + (r * nb + b) * kwords);
+            const uint8_t *base = src + b * plane;
             for (z = 0; z < NZ - 1; z++)
-                _mm512_storeu_si512((void *)(dst + 64 * z), v[z]);
-            _mm512_mask_storeu_epi8(dst + 64 * (NZ - 1), last, v[NZ - 1]);
+                _mm512_storeu_si512((void *)(dst + 64 * z),
+                                    gather_reg(base, ops, zfirst[z], zfirst[z + 1]));
+            _mm512_mask_storeu_epi8(dst + 64 * (NZ - 1), last,
+                                    gather_reg(base, ops, zfirst[NZ - 1], zfirst[NZ]));
         }
+        src += step;
         if (++ox == win->ow) {
             ox = 0;
             oy++;
+            src = img + oy * win->stride * g->row;
         }
     }
 }
@@ -97,30 +108,33 @@ void tsq__bp_gather_avx512(const tsq__bp_geom *g, const tsq__bp_window *win,
                            const uint8_t *img, int64_t q0, int64_t rows, uint64_t *xp)
 {
     gather_op ops[GATHER_OPS];
+    int zfirst[GATHER_ZMM + 1];
     int64_t seg = win->kw * g->cb, ky, nz = (win->kwords * 8 + 63) / 64, z;
     int nops = 0;
     if (nz > GATHER_ZMM || win->kh * 2 > GATHER_OPS || seg > 64) {
         gather_simple(g, win, img, q0, rows, xp);
         return;
     }
-    for (ky = 0; ky < win->kh; ky++) {
-        int64_t start = ky * seg, end = start + seg;
-        for (z = start / 64; z <= (end - 1) / 64; z++) {
+    for (z = 0; z < nz; z++) { /* the window rows overlapping register z */
+        zfirst[z] = nops;
+        for (ky = 0; ky < win->kh; ky++) {
+            int64_t start = ky * seg, end = start + seg;
             int64_t lo = start > 64 * z ? start : 64 * z, hi = end < 64 * z + 64 ? end : 64 * z + 64;
-            ops[nops].z = (int)z;
+            if (lo >= hi)
+                continue;
             ops[nops].off = ky * g->row + 64 * z - start;
             ops[nops].m = low_bytes(hi - 64 * z) & ~low_bytes(lo - 64 * z);
             nops++;
         }
     }
+    zfirst[nz] = nops;
     switch (nz) {
-    case 1: gather_rows(g, win, img, q0, rows, xp, ops, nops, 1); break;
-    case 2: gather_rows(g, win, img, q0, rows, xp, ops, nops, 2); break;
-    case 3: gather_rows(g, win, img, q0, rows, xp, ops, nops, 3); break;
-    default: gather_rows(g, win, img, q0, rows, xp, ops, nops, 4); break;
+    case 1: gather_rows(g, win, img, q0, rows, xp, ops, zfirst, 1); break;
+    case 2: gather_rows(g, win, img, q0, rows, xp, ops, zfirst, 2); break;
+    case 3: gather_rows(g, win, img, q0, rows, xp, ops, zfirst, 3); break;
+    default: gather_rows(g, win, img, q0, rows, xp, ops, zfirst, 4); break;
     }
 }
-
 void tsq__bp_from_codes_avx512(const tsq__bp_geom *g, const uint8_t *codes, uint8_t *img)
 {
     int64_t y, x, c, wp = g->w + 2 * g->pad;
@@ -206,4 +220,91 @@ void tsq__bp_epilogue_avx512(const tsq_thresholds *th, const int32_t *acc, int64
         else
             epilogue_chunk(th, acc, ldacc, y0, first, last, ow, og, img, c, L, 1);
     }
+}
+
+/* 16 pixels of one channel: the masks "code >= m" for m = 1..3, each the
+ * float operations of the separate stages (product and sum apart, relu as
+ * a select, tsq__quant_code's compare, floor and clamp). */
+INLINE void encode_masks(__m512 v, __mmask16 vm, float a, float b, int affine, int relu,
+                         float eps, float inv, int32_t maxcode, __mmask16 *ge1, __mmask16 *ge2,
+                         __mmask16 *ge3)
+{
+    __m512 k;
+    if (affine)
+        v = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(a), v), _mm512_set1_ps(b));
+    if (relu) /* v > 0 ? v : 0 (+0 for -0 and NaN, as the C select) */
+        v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ), v);
+    *ge1 = _mm512_mask_cmp_ps_mask(vm, v, _mm512_set1_ps(eps), _CMP_GT_OQ);
+    k = _mm512_roundscale_ps(_mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(inv)),
+                                           _mm512_set1_ps(0.5f)),
+                             _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    /* code = clamp(k, 1, maxcode) where ge1: code >= m <=> k >= m, m <= maxcode */
+    *ge2 = maxcode >= 2 ? _mm512_mask_cmp_ps_mask(*ge1, k, _mm512_set1_ps(2.0f), _CMP_GE_OQ) : 0;
+    *ge3 = maxcode >= 3 ? _mm512_mask_cmp_ps_mask(*ge1, k, _mm512_set1_ps(3.0f), _CMP_GE_OQ) : 0;
+}
+
+INLINE void store_group(uint8_t *dst, int64_t cb, int64_t grp, __mmask16 vm, __m512i v,
+                        __m512i idx)
+{
+    int64_t nbytes = cb - 4 * grp < 4 ? cb - 4 * grp : 4, p;
+    uint32_t tmp[16];
+    if (cb == 4) {
+        _mm512_mask_storeu_epi32(dst, vm, v);
+    } else if (nbytes == 4) {
+        _mm512_mask_i32scatter_epi32(dst + 4 * grp, vm, idx, v, 1);
+    } else {
+        _mm512_storeu_si512((void *)tmp, v);
+        for (p = 0; p < 16; p++)
+            if ((vm >> p) & 1)
+                memcpy(dst + p * cb + 4 * grp, &tmp[p], (size_t)nbytes);
+    }
+}
+
+INLINE void encode_image(const tsq__bp_geom *g, const float *x, const float *a, const float *b,
+                         int relu, const float *eps, const float *inv, const int32_t *maxcode,
+                         uint8_t *img, const int NB)
+{
+    int64_t y, x0, c, hw = g->h * g->w, wp = g->w + 2 * g->pad;
+    __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
+                                                       12, 13, 14, 15),
+                                     _mm512_set1_epi32((int)g->cb));
+    memset(img, 0, (size_t)g->image);
+    for (y = 0; y < g->h; y++)
+        for (x0 = 0; x0 < g->w; x0 += 16) {
+            __mmask16 vm = (__mmask16)(g->w - x0 >= 16 ? 0xFFFF : (1u << (g->w - x0)) - 1u);
+            uint8_t *dst = img + ((y + g->pad) * wp + x0 + g->pad) * g->cb;
+            int64_t grp;
+            for (grp = 0; grp * 32 < g->c; grp++) {
+                __m512i p0 = _mm512_setzero_si512(), p1 = _mm512_setzero_si512();
+                int64_t cend = g->c < grp * 32 + 32 ? g->c : grp * 32 + 32;
+                for (c = grp * 32; c < cend; c++) {
+                    __m512 v = _mm512_maskz_loadu_ps(vm, x + c * hw + y * g->w + x0);
+                    __m512i bit = _mm512_set1_epi32((int)(1u << (c % 32)));
+                    __mmask16 ge1, ge2, ge3;
+                    encode_masks(v, vm, a ? a[c] : 0.0f, a ? b[c] : 0.0f, a != NULL, relu, eps[c],
+                                 inv[c], maxcode[c], &ge1, &ge2, &ge3);
+                    if (NB == 1) {
+                        p0 = _mm512_mask_or_epi32(p0, ge1, p0, bit);
+                    } else {
+                        p0 = _mm512_mask_or_epi32(p0, (__mmask16)((ge1 & ~ge2) | ge3), p0, bit);
+                        p1 = _mm512_mask_or_epi32(p1, ge2, p1, bit);
+                    }
+                }
+                store_group(dst, g->cb, grp, vm, p0, idx);
+                if (NB == 2)
+                    store_group(dst + g->plane, g->cb, grp, vm, p1, idx);
+            }
+        }
+}
+
+void tsq__bp_encode_avx512(const tsq__bp_geom *g, const float *x, const float *a,
+                           const float *b, int relu, const float *eps, const float *inv_delta,
+                           const int32_t *maxcode, uint8_t *img)
+{
+    if (g->nb == 1)
+        encode_image(g, x, a, b, relu, eps, inv_delta, maxcode, img, 1);
+    else if (g->nb == 2)
+        encode_image(g, x, a, b, relu, eps, inv_delta, maxcode, img, 2);
+    else
+        tsq__bp_encode_ref(g, x, a, b, relu, eps, inv_delta, maxcode, img);
 }

@@ -62,6 +62,38 @@ static void link_one(tsq__plan_stage *list, int32_t *cnt, const tsq__plan_stage 
     t->bout = consumer->bin;
 }
 
+/* [affine] [relu] encode, then to bit planes: one pass from the floats
+ * (stages i - len .. i, i the conversion), the encode's arrays moving to
+ * the new stage. Returns the number of stages it replaced (0: none). */
+static int32_t fuse_front(tsq_context *ctx, tsq__plan_stage *list, int32_t i)
+{
+    tsq__plan_stage f, *enc = &list[i - 1];
+    int32_t first = i - 1;
+    memset(&f, 0, sizeof f);
+    if (i < 1 || enc->op != OP_ENCODE)
+        return 0;
+    if (first >= 1 && list[first - 1].op == OP_RELU) {
+        f.relu = 1;
+        first--;
+    }
+    if (first >= 1 && list[first - 1].op == OP_AFFINE) {
+        first--;
+        f.s = list[first].s;
+        f.t = list[first].t;
+    }
+    f.op = OP_FRONT;
+    f.c = f.oc = enc->c;
+    f.h = f.oh = enc->h;
+    f.w = f.ow = enc->w;
+    f.bout = list[i].bout;
+    f.qeps = enc->s;
+    f.qinv = enc->t;
+    f.maxcode = enc->maxcode;
+    (void)ctx;
+    list[first] = f;
+    return i - first;
+}
+
 tsq_status tsq__plan_bits_link(tsq_context *ctx, tsq_plan *p)
 {
     tsq__plan_stage *list;
@@ -83,6 +115,15 @@ tsq_status tsq__plan_bits_link(tsq_context *ctx, tsq_plan *p)
     tsq__free(ctx, p->stages);
     p->stages = list;
     p->nstages = cnt;
+    for (i = 0; i < p->nstages; i++) {
+        int32_t gone = list[i].op == OP_TOBP ? fuse_front(ctx, list, i) : 0;
+        if (gone > 0) { /* stages first + 1 .. i go; their arrays moved to the new one */
+            memmove(&list[i - gone + 1], &list[i + 1],
+                    (size_t)(p->nstages - i - 1) * sizeof *list);
+            p->nstages -= gone;
+            i -= gone;
+        }
+    }
     return TSQ_OK;
 }
 
@@ -107,7 +148,7 @@ void tsq__plan_bits_sizes(const tsq__plan_stage *s, int64_t n, int64_t threads, 
 {
     int64_t rows;
     *scratch = 0;
-    if (s->op == OP_TOBP) {
+    if (s->op == OP_TOBP || s->op == OP_FRONT) {
         *outb = (uint64_t)n * (uint64_t)s->bout.image;
         return;
     }
@@ -181,6 +222,16 @@ static void tobp_range(void *arg, int64_t lo, int64_t hi)
         tsq__bp_from_codes_avx512(&s->bout, j->x + i * per, j->y + i * s->bout.image);
 }
 
+static void front_range(void *arg, int64_t lo, int64_t hi)
+{
+    const bits_job *j = arg;
+    const tsq__plan_stage *s = j->s;
+    int64_t i, per = s->c * s->h * s->w;
+    for (i = lo; i < hi; i++)
+        tsq__bp_encode_avx512(&s->bout, (const float *)(const void *)j->x + i * per, s->s, s->t,
+                              s->relu, s->qeps, s->qinv, s->maxcode, j->y + i * s->bout.image);
+}
+
 void tsq__plan_bits_run(int64_t threads, const tsq__plan_stage *s, const void *x, void *y,
                         int64_t n, uint8_t *scratch)
 {
@@ -191,8 +242,9 @@ void tsq__plan_bits_run(int64_t threads, const tsq__plan_stage *s, const void *x
     j.x = x;
     j.y = y;
     j.n = n;
-    if (s->op == OP_TOBP) {
-        tsq__parallel_range(threads, n, s->c * s->h * s->w, tobp_range, &j);
+    if (s->op == OP_TOBP || s->op == OP_FRONT) {
+        tsq__parallel_range(threads, n, s->c * s->h * s->w,
+                            s->op == OP_TOBP ? tobp_range : front_range, &j);
         return;
     }
     tsq__plan_bits_sizes(s, n, threads, &outb, &j.slot_bytes);

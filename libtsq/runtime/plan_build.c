@@ -358,6 +358,8 @@ static void free_stages(tsq_plan *p)
         tsq__free(ctx, s->maxcode);
         tsq__free(ctx, s->alpha);
         tsq__free(ctx, s->beta);
+        tsq__free(ctx, s->qeps);
+        tsq__free(ctx, s->qinv);
         tsq_packed_weights_destroy(s->pw);
         tsq_thresholds_destroy(s->th);
     }

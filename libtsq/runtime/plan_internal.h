@@ -26,7 +26,8 @@ enum {
     OP_DECODE,   /* codes NHWC -> float NCHW, times a per-channel scale */
     OP_CPOOL,    /* max-pool on NHWC codes */
     OP_LOWBIT,   /* low-bit dense / conv on codes (or bit planes: bp_in) */
-    OP_TOBP      /* codes NHWC -> bit planes (bout) */
+    OP_TOBP,     /* codes NHWC -> bit planes (bout) */
+    OP_FRONT     /* float NCHW -> [affine s, t] [relu] quantizer (qeps, qinv, maxcode) -> bout */
 };
 
 typedef struct tsq__plan_stage {
@@ -56,6 +57,8 @@ typedef struct tsq__plan_stage {
     tsq__bp_geom bin, bout;
     tsq__bp_window win;  /* LOWBIT conv with bp_in */
     int64_t band;        /* output rows per work item (conv with bp_in) */
+    int relu;            /* FRONT */
+    float *qeps, *qinv;  /* FRONT: the quantizer's per-channel eps and 1 / delta */
 } tsq__plan_stage;
 
 struct tsq_plan {
