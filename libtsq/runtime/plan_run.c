@@ -407,6 +407,7 @@ tsq_status tsq_plan_run(tsq_context *ctx, const tsq_plan *plan, const tsq_tensor
     uint8_t *base;
     void *owned = NULL;
     int64_t n, i;
+    int blas;
     tsq_status st;
     if (!ctx)
         return TSQ_ERR_NULL;
@@ -432,6 +433,9 @@ tsq_status tsq_plan_run(tsq_context *ctx, const tsq_plan *plan, const tsq_tensor
                          (long long)n);
     }
     base = (uint8_t *)workspace + ((ALIGN - (uintptr_t)workspace % ALIGN) % ALIGN);
+    /* The plan's float GEMMs (first conv, last dense) are small: the
+     * BLAS's own threads would only spin between them. */
+    blas = tsq__blas_single_begin();
     /* After the checks above no stage can fail (the layout prepared every
      * product), so y is only written by a run that succeeds. */
     if (r.workers == 0) {
@@ -449,6 +453,7 @@ tsq_status tsq_plan_run(tsq_context *ctx, const tsq_plan *plan, const tsq_tensor
         for (i = 0; i < r.workers && st == TSQ_OK; i++)
             st = j.status[i];
     }
+    tsq__blas_single_end(blas);
     if (st == TSQ_OK)
         tsq__clear(&ctx->obj);
     tsq__free(ctx, owned);
