@@ -47,8 +47,10 @@ INLINE __m512i gather_reg(const uint8_t *base, const gather_op *ops, int i0, int
 {
     __m512i v = _mm512_setzero_si512();
     int i;
+    /* Independent zero-masked loads ORed together (the masks are disjoint):
+     * merge-masked loads into v would chain on their latency. */
     for (i = i0; i < i1; i++)
-        v = _mm512_mask_loadu_epi8(v, ops[i].m, base + ops[i].off);
+        v = _mm512_or_si512(v, _mm512_maskz_loadu_epi8(ops[i].m, base + ops[i].off));
     return v;
 }
 
@@ -194,7 +196,10 @@ INLINE void epilogue_chunk(const tsq_thresholds *th, const int32_t *acc, int64_t
                 for (m = 1; m <= L; m++)
                     if ((m >> b) & 1)
                         bits |= (uint16_t)(ge[m - 1] & ~ge[m]);
-                memcpy(dst + b * og->plane, &bits, (size_t)nbytes);
+                if (nbytes == 2) /* fixed sizes: a variable memcpy is a byte loop */
+                    memcpy(dst + b * og->plane, &bits, 2);
+                else
+                    dst[b * og->plane] = (uint8_t)bits;
             }
         }
 }
