@@ -1166,7 +1166,8 @@ END_TEST
  * windows 3 x 3 and 1 x 2, strides 1 and 2, tiles starting mid-row; rows
  * of up to 4 registers (70 channels: 27 bytes a window row, 81 an im2col
  * row, so window rows straddle 64-byte boundaries) and beyond (200
- * channels: the byte-copy fallback). */
+ * channels: the byte-copy fallback); window rows of up to 16 and 32 bytes
+ * take the plain-load path (buffers with the documented slack). */
 START_TEST(test_bitplane_gather)
 {
     const int64_t cs[] = {1, 5, 17, 32, 37, 64, 70, 200};
@@ -1190,14 +1191,14 @@ START_TEST(test_bitplane_gather)
                 win.ow = (w + 2 * pad - win.kw) / stride + 1;
                 win.kwords = (win.kh * win.kw * g.cb + 7) / 8;
                 codes = malloc((size_t)(h * w * cs[t]));
-                img = malloc((size_t)g.image);
+                img = calloc(1, (size_t)(g.image + TSQ__BP_SLACK));
                 for (i = 0; i < h * w * cs[t]; i++)
                     codes[i] = (uint8_t)rng_below(&seed, 4);
                 tsq__bp_from_codes_ref(&g, codes, img);
                 q0 = win.ow / 2; /* mid-row start */
                 r = win.oh * win.ow - q0;
                 a = malloc((size_t)(r * 2 * win.kwords) * 8);
-                b2 = malloc((size_t)(r * 2 * win.kwords) * 8);
+                b2 = malloc((size_t)(r * 2 * win.kwords) * 8 + TSQ__BP_SLACK);
                 memset(a, 0xFF, (size_t)(r * 2 * win.kwords) * 8);
                 tsq__bp_gather_ref(&g, &win, img, q0, r, a);
                 for (i = 0; i < r; i++) {

@@ -63,7 +63,11 @@ typedef struct {
 
 /* Output pixels q0 .. q0 + rows - 1 (row-major over oh x ow) of one image
  * img as rows of activation bit planes (kernels_internal.h's xplanes
- * layout, kwords per plane). */
+ * layout, kwords per plane). The AVX-512 version may read up to
+ * TSQ__BP_SLACK bytes past img's last byte and write as many past xp's
+ * last row (their contents are unspecified there): both buffers need that
+ * slack. */
+#define TSQ__BP_SLACK 32
 void tsq__bp_gather_ref(const tsq__bp_geom *g, const tsq__bp_window *win, const uint8_t *img,
                         int64_t q0, int64_t rows, uint64_t *xp);
 void tsq__bp_gather_avx512(const tsq__bp_geom *g, const tsq__bp_window *win,

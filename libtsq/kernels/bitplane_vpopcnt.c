@@ -106,6 +106,42 @@ static void gather_simple(const tsq__bp_geom *g, const tsq__bp_window *win, cons
     }
 }
 
+/* Window rows of at most 16 / 32 bytes (up to 42 / 85 channels at width
+ * 3): one plain vector load and store per window row, the stores
+ * overlapping (each row's spill is overwritten by the next, in address
+ * order), then a zero store for the k-word tail. Reads up to W bytes past
+ * a window row and writes up to W bytes past the last im2col row: the
+ * callers' slack (bitplane.h). */
+INLINE void gather_narrow(const tsq__bp_geom *g, const tsq__bp_window *win, const uint8_t *img,
+                          int64_t q0, int64_t rows, uint64_t *xp, const int W)
+{
+    int64_t r, ky, seg = win->kw * g->cb, used = win->kh * seg, oy = q0 / win->ow,
+                   ox = q0 % win->ow, step = win->stride * g->cb;
+    int32_t b;
+    const uint8_t *src = img + oy * win->stride * g->row + ox * step;
+    for (r = 0; r < rows; r++) {
+        for (b = 0; b < g->nb; b++) {
+            uint8_t *dst = (uint8_t *)(xp + (r * g->nb + b) * win->kwords);
+            const uint8_t *base = src + b * g->plane;
+            for (ky = 0; ky < win->kh; ky++) {
+                if (W == 16)
+                    _mm_storeu_si128((__m128i *)(dst + ky * seg),
+                                     _mm_loadu_si128((const __m128i *)(base + ky * g->row)));
+                else
+                    _mm256_storeu_si256((__m256i *)(dst + ky * seg),
+                                        _mm256_loadu_si256((const __m256i *)(base + ky * g->row)));
+            }
+            _mm_storeu_si128((__m128i *)(dst + used), _mm_setzero_si128());
+        }
+        src += step;
+        if (++ox == win->ow) {
+            ox = 0;
+            oy++;
+            src = img + oy * win->stride * g->row;
+        }
+    }
+}
+
 void tsq__bp_gather_avx512(const tsq__bp_geom *g, const tsq__bp_window *win,
                            const uint8_t *img, int64_t q0, int64_t rows, uint64_t *xp)
 {
@@ -113,6 +149,14 @@ void tsq__bp_gather_avx512(const tsq__bp_geom *g, const tsq__bp_window *win,
     int zfirst[GATHER_ZMM + 1];
     int64_t seg = win->kw * g->cb, ky, nz = (win->kwords * 8 + 63) / 64, z;
     int nops = 0;
+    if (seg <= 16) {
+        gather_narrow(g, win, img, q0, rows, xp, 16);
+        return;
+    }
+    if (seg <= 32) {
+        gather_narrow(g, win, img, q0, rows, xp, 32);
+        return;
+    }
     if (nz > GATHER_ZMM || win->kh * 2 > GATHER_OPS || seg > 64) {
         gather_simple(g, win, img, q0, rows, xp);
         return;
@@ -137,6 +181,7 @@ void tsq__bp_gather_avx512(const tsq__bp_geom *g, const tsq__bp_window *win,
     default: gather_rows(g, win, img, q0, rows, xp, ops, zfirst, 4); break;
     }
 }
+
 void tsq__bp_from_codes_avx512(const tsq__bp_geom *g, const uint8_t *codes, uint8_t *img)
 {
     int64_t y, x, c, wp = g->w + 2 * g->pad;

@@ -131,7 +131,8 @@ tsq_status tsq__plan_bits_link(tsq_context *ctx, tsq_plan *p)
 
 static uint64_t xp_bytes(const tsq__plan_stage *s, int64_t rows)
 {
-    return round_up((uint64_t)rows * (uint64_t)s->bin.nb * (uint64_t)s->win.kwords * 8u);
+    return round_up((uint64_t)rows * (uint64_t)s->bin.nb * (uint64_t)s->win.kwords * 8u +
+                    TSQ__BP_SLACK);
 }
 
 static int64_t item_rows(const tsq__plan_stage *s, int64_t n)
@@ -148,11 +149,12 @@ void tsq__plan_bits_sizes(const tsq__plan_stage *s, int64_t n, int64_t threads, 
 {
     int64_t rows;
     *scratch = 0;
+    /* Bit planes are read by the gather with TSQ__BP_SLACK bytes past the end. */
     if (s->op == OP_TOBP || s->op == OP_FRONT) {
-        *outb = (uint64_t)n * (uint64_t)s->bout.image;
+        *outb = (uint64_t)n * (uint64_t)s->bout.image + TSQ__BP_SLACK;
         return;
     }
-    *outb = s->bp_out ? (uint64_t)n * (uint64_t)s->bout.image
+    *outb = s->bp_out ? (uint64_t)n * (uint64_t)s->bout.image + TSQ__BP_SLACK
                       : (uint64_t)n * (uint64_t)(s->oc * s->oh * s->ow);
     rows = item_rows(s, n);
     *scratch = (uint64_t)threads *
