@@ -249,6 +249,60 @@ INLINE void epilogue_chunk(const tsq_thresholds *th, const int32_t *acc, int64_t
         }
 }
 
+/* The same for codes of 1 or 2 bits (L = 1 or 3 levels), with every mask
+ * a variable: arrays of masks were spilled to the stack. */
+INLINE void epilogue_small(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc,
+                           int64_t y0, int64_t first, int64_t last, int64_t ow,
+                           const tsq__bp_geom *og, uint8_t *img, int64_t c, const int L,
+                           const int S)
+{
+    __mmask16 valid = (__mmask16)(og->c - c >= 16 ? 0xFFFF : (1u << (og->c - c)) - 1u);
+    __m512i flip = _mm512_loadu_si512((const void *)(th->flip + c));
+    __m512i top = _mm512_loadu_si512((const void *)(th->top + c));
+    __m512i t1 = _mm512_loadu_si512((const void *)(th->t + c)), t2 = t1, t3 = t1;
+    __mmask16 bt1 = _mm512_mask_cmpge_epi32_mask(valid, top, _mm512_set1_epi32(1)), bt2 = 0,
+              bt3 = 0;
+    int64_t nbytes = og->cb - c / 8 < 2 ? og->cb - c / 8 : 2, wp = og->w + 2 * og->pad, oy, ox;
+    if (L == 3) {
+        t2 = _mm512_loadu_si512((const void *)(th->t + th->padded + c));
+        t3 = _mm512_loadu_si512((const void *)(th->t + 2 * th->padded + c));
+        bt2 = _mm512_mask_cmpge_epi32_mask(valid, top, _mm512_set1_epi32(2));
+        bt3 = _mm512_mask_cmpge_epi32_mask(valid, top, _mm512_set1_epi32(3));
+    }
+    for (oy = first; oy < last; oy++) {
+        const int32_t *row = acc + (oy * S - y0) * ow * ldacc + c;
+        uint8_t *dst = img + ((oy + og->pad) * wp + og->pad) * og->cb + c / 8;
+        for (ox = 0; ox < og->w; ox++, dst += og->cb) {
+            __mmask16 g1 = 0, g2 = 0, g3 = 0;
+            uint16_t p0, p1;
+            int dy, dx;
+            for (dy = 0; dy < S; dy++)
+                for (dx = 0; dx < S; dx++) {
+                    __m512i a = _mm512_xor_si512(
+                        _mm512_maskz_loadu_epi32(valid, row + (dy * ow + ox * S + dx) * ldacc),
+                        flip);
+                    g1 |= _mm512_mask_cmpge_epi32_mask(bt1, a, t1);
+                    if (L == 3) {
+                        g2 |= _mm512_mask_cmpge_epi32_mask(bt2, a, t2);
+                        g3 |= _mm512_mask_cmpge_epi32_mask(bt3, a, t3);
+                    }
+                }
+            /* code >= 1, 2, 3 nested: bit 0 = (1 and not 2) or 3, bit 1 = 2 */
+            p0 = (uint16_t)(L == 3 ? (g1 & ~g2) | g3 : g1);
+            p1 = (uint16_t)g2;
+            if (nbytes == 2) {
+                memcpy(dst, &p0, 2);
+                if (L == 3)
+                    memcpy(dst + og->plane, &p1, 2);
+            } else {
+                dst[0] = (uint8_t)p0;
+                if (L == 3)
+                    dst[og->plane] = (uint8_t)p1;
+            }
+        }
+    }
+}
+
 void tsq__bp_epilogue_avx512(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc,
                              int64_t y0, int64_t nrows, int64_t ow, int pool,
                              const tsq__bp_geom *og, uint8_t *img)
@@ -257,14 +311,14 @@ void tsq__bp_epilogue_avx512(const tsq_thresholds *th, const int32_t *acc, int64
     int L = th->maxcode;
     last = last < og->h ? last : og->h;
     for (c = 0; c < og->c; c += 16) {
-        if (L == 3 && pool)
-            epilogue_chunk(th, acc, ldacc, y0, first, last, ow, og, img, c, 3, 2);
-        else if (L == 3)
-            epilogue_chunk(th, acc, ldacc, y0, first, last, ow, og, img, c, 3, 1);
-        else if (L == 1 && pool)
-            epilogue_chunk(th, acc, ldacc, y0, first, last, ow, og, img, c, 1, 2);
-        else if (L == 1)
-            epilogue_chunk(th, acc, ldacc, y0, first, last, ow, og, img, c, 1, 1);
+        if (L == 3 && pool && og->nb == 2)
+            epilogue_small(th, acc, ldacc, y0, first, last, ow, og, img, c, 3, 2);
+        else if (L == 3 && og->nb == 2)
+            epilogue_small(th, acc, ldacc, y0, first, last, ow, og, img, c, 3, 1);
+        else if (L == 1 && pool && og->nb == 1)
+            epilogue_small(th, acc, ldacc, y0, first, last, ow, og, img, c, 1, 2);
+        else if (L == 1 && og->nb == 1)
+            epilogue_small(th, acc, ldacc, y0, first, last, ow, og, img, c, 1, 1);
         else if (pool)
             epilogue_chunk(th, acc, ldacc, y0, first, last, ow, og, img, c, L, 2);
         else
