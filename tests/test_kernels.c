@@ -1175,68 +1175,82 @@ START_TEST(test_bitplane_gather)
     uint64_t seed = 12;
     size_t t, wi;
     int64_t stride;
-    for (t = 0; t < sizeof cs / sizeof cs[0]; t++)
-        for (wi = 0; wi < 2; wi++)
-            for (stride = 1; stride <= 2; stride++) {
-                int64_t h = 6, w = 7, pad = wins[wi][0] == 3 ? 1 : 0, i, r, q0;
-                tsq__bp_geom g;
-                tsq__bp_window win;
-                uint8_t *codes, *img;
-                uint64_t *a, *b2;
-                tsq__bp_geom_init(&g, cs[t], h, w, pad, 2);
-                win.kh = wins[wi][0];
-                win.kw = wins[wi][1];
-                win.stride = stride;
-                win.oh = (h + 2 * pad - win.kh) / stride + 1;
-                win.ow = (w + 2 * pad - win.kw) / stride + 1;
-                win.kwords = (win.kh * win.kw * g.cb + 7) / 8;
-                codes = malloc((size_t)(h * w * cs[t]));
-                img = calloc(1, (size_t)(g.image + TSQ__BP_SLACK));
-                for (i = 0; i < h * w * cs[t]; i++)
-                    codes[i] = (uint8_t)rng_below(&seed, 4);
-                tsq__bp_from_codes_ref(&g, codes, img);
-                q0 = win.ow / 2; /* mid-row start */
-                r = win.oh * win.ow - q0;
-                a = malloc((size_t)(r * 2 * win.kwords) * 8);
-                b2 = malloc((size_t)(r * 2 * win.kwords) * 8 + TSQ__BP_SLACK);
-                memset(a, 0xFF, (size_t)(r * 2 * win.kwords) * 8);
-                tsq__bp_gather_ref(&g, &win, img, q0, r, a);
-                for (i = 0; i < r; i++) {
-                    int64_t oy = (q0 + i) / win.ow, ox = (q0 + i) % win.ow, ky, kx, c, k;
-                    int32_t b;
-                    for (b = 0; b < 2; b++) {
-                        const uint64_t *row = a + (i * 2 + b) * win.kwords;
-                        int64_t ones = 0, want = 0;
-                        for (ky = 0; ky < win.kh; ky++)
-                            for (kx = 0; kx < win.kw; kx++)
-                                for (c = 0; c < cs[t]; c++) {
-                                    int64_t y = oy * stride + ky - pad, x = ox * stride + kx - pad;
-                                    int bit = y >= 0 && y < h && x >= 0 && x < w
-                                                  ? (codes[(y * w + x) * cs[t] + c] >> b) & 1
-                                                  : 0;
-                                    k = tsq__bp_k(&g, win.kw, ky, kx, c);
-                                    ck_assert_int_eq((int)((row[k / 64] >> (k % 64)) & 1), bit);
-                                    want += bit;
-                                }
-                        for (k = 0; k < win.kwords; k++)
-                            ones += __builtin_popcountll(row[k]);
-                        ck_assert_int_eq(ones, want);
+    int bytes;
+    for (bytes = 0; bytes <= 1; bytes++)
+        for (t = 0; t < sizeof cs / sizeof cs[0]; t++)
+            for (wi = 0; wi < 2; wi++)
+                for (stride = 1; stride <= 2; stride++) {
+                    int64_t h = 6, w = 7, pad = wins[wi][0] == 3 ? 1 : 0, i, r, q0, rowb;
+                    tsq__bp_geom g;
+                    tsq__bp_window win;
+                    uint8_t *codes, *img;
+                    uint64_t *a, *b2;
+                    tsq__bp_geom_fill(&g, cs[t], h, w, pad, 2, bytes);
+                    win.kh = wins[wi][0];
+                    win.kw = wins[wi][1];
+                    win.stride = stride;
+                    win.oh = (h + 2 * pad - win.kh) / stride + 1;
+                    win.ow = (w + 2 * pad - win.kw) / stride + 1;
+                    win.kwords = (win.kh * win.kw * g.cb + 7) / 8;
+                    codes = malloc((size_t)(h * w * cs[t]));
+                    img = calloc(1, (size_t)(g.image + TSQ__BP_SLACK));
+                    for (i = 0; i < h * w * cs[t]; i++)
+                        codes[i] = (uint8_t)rng_below(&seed, 4);
+                    if (bytes)
+                        tsq__bp_bytes_from_codes(&g, codes, img);
+                    else
+                        tsq__bp_from_codes_ref(&g, codes, img);
+                    q0 = win.ow / 2; /* mid-row start */
+                    r = win.oh * win.ow - q0;
+                    rowb = g.planes * win.kwords * 8;
+                    a = malloc((size_t)(r * rowb));
+                    b2 = malloc((size_t)(r * rowb) + TSQ__BP_SLACK);
+                    memset(a, 0xFF, (size_t)(r * rowb));
+                    tsq__bp_gather_ref(&g, &win, img, q0, r, a);
+                    for (i = 0; i < r; i++) {
+                        int64_t oy = (q0 + i) / win.ow, ox = (q0 + i) % win.ow, ky, kx, c, k;
+                        int32_t b;
+                        for (b = 0; b < g.planes; b++) {
+                            const uint64_t *row = a + (i * g.planes + b) * win.kwords;
+                            const uint8_t *rb = (const uint8_t *)row;
+                            int64_t ones = 0, want = 0;
+                            for (ky = 0; ky < win.kh; ky++)
+                                for (kx = 0; kx < win.kw; kx++)
+                                    for (c = 0; c < cs[t]; c++) {
+                                        int64_t y = oy * stride + ky - pad, x = ox * stride + kx - pad;
+                                        int code = y >= 0 && y < h && x >= 0 && x < w
+                                                       ? codes[(y * w + x) * cs[t] + c]
+                                                       : 0;
+                                        k = tsq__bp_k(&g, win.kw, ky, kx, c);
+                                        if (bytes) {
+                                            ck_assert_int_eq(rb[k], code);
+                                            want += code;
+                                        } else {
+                                            int bit = (code >> b) & 1;
+                                            ck_assert_int_eq((int)((row[k / 64] >> (k % 64)) & 1), bit);
+                                            want += bit;
+                                        }
+                                    }
+                            for (k = 0; k < win.kwords * 8; k++)
+                                ones += bytes ? rb[k] : __builtin_popcount(rb[k]);
+                            ck_assert_int_eq(ones, want); /* nothing else set */
+                        }
                     }
+                    if (kernel_here(TSQ_KERNEL_VPOPCNT)) {
+                        memset(b2, 0x33, (size_t)(r * rowb));
+                        tsq__bp_gather_avx512(&g, &win, img, q0, r, b2);
+                        ck_assert_int_eq(memcmp(a, b2, (size_t)(r * rowb)), 0);
+                    }
+                    free(codes);
+                    free(img);
+                    free(a);
+                    free(b2);
                 }
-                if (kernel_here(TSQ_KERNEL_VPOPCNT)) {
-                    memset(b2, 0x33, (size_t)(r * 2 * win.kwords) * 8);
-                    tsq__bp_gather_avx512(&g, &win, img, q0, r, b2);
-                    ck_assert_int_eq(memcmp(a, b2, (size_t)(r * 2 * win.kwords) * 8), 0);
-                }
-                free(codes);
-                free(img);
-                free(a);
-                free(b2);
-            }
 }
 END_TEST
 
-/* The threshold epilogue into planes: each output bit is the code of
+/* The threshold epilogue into planes (and into the byte layout): each
+ * output bit (byte) is the code of
  * tsq__thresholds_apply_ref (the max over the 2 x 2 window when pooled,
  * odd widths and heights floored), on bands of rows, negative and positive
  * scales, 1-, 2- and 3-bit codes and odd channel counts; the AVX-512
@@ -1295,6 +1309,37 @@ START_TEST(test_bitplane_epilogue)
                         }
                 if (kernel_here(TSQ_KERNEL_VPOPCNT))
                     ck_assert_int_eq(memcmp(a, b2, (size_t)g.image), 0);
+                { /* the byte layout: the codes themselves */
+                    tsq__bp_geom gb;
+                    uint8_t *ra, *rv;
+                    tsq__bp_geom_bytes(&gb, C, gh, gw, 1, bits);
+                    ra = calloc(1, (size_t)gb.image);
+                    rv = calloc(1, (size_t)gb.image);
+                    for (y0 = 0; y0 < oh; y0 += band) {
+                        int64_t nr = oh - y0 < band ? oh - y0 : band;
+                        tsq__bp_epilogue_bytes_ref(th, acc + y0 * ow * C, C, y0, nr, ow, pool, &gb,
+                                                   ra);
+                        if (kernel_here(TSQ_KERNEL_VPOPCNT))
+                            tsq__bp_epilogue_bytes_avx512(th, acc + y0 * ow * C, C, y0, nr, ow,
+                                                          pool, &gb, rv);
+                    }
+                    for (oy = 0; oy < gh; oy++)
+                        for (ox = 0; ox < gw; ox++)
+                            for (c = 0; c < C; c++) {
+                                int64_t s2 = pool ? 2 : 1, dy, dx;
+                                int32_t want = 0;
+                                for (dy = 0; dy < s2; dy++)
+                                    for (dx = 0; dx < s2; dx++) {
+                                        int32_t v = codes[((oy * s2 + dy) * ow + ox * s2 + dx) * C + c];
+                                        want = v > want ? v : want;
+                                    }
+                                ck_assert_int_eq(ra[((oy + 1) * (gw + 2) + ox + 1) * C + c], want);
+                            }
+                    if (kernel_here(TSQ_KERNEL_VPOPCNT))
+                        ck_assert_int_eq(memcmp(ra, rv, (size_t)gb.image), 0);
+                    free(ra);
+                    free(rv);
+                }
                 tsq_thresholds_destroy(th);
                 free(acc);
                 free(codes);

@@ -663,11 +663,11 @@ START_TEST(test_batch_independent)
 }
 END_TEST
 
-/* The bit-plane path (runtime/plan_bits.c) against the byte kernels and
- * the portable C path, bit for bit, on odd shapes: 5, 12, 9 and 17
- * channels (no multiple of 8), K = 45, 108, 81 (no multiple of 64), a
- * 1-bit layer between 2-bit ones, an odd image side (floor pooling), and
- * batches 1, 7 and 257 on 1 and 2 threads. */
+/* The bit-plane and byte-layout paths (runtime/plan_bits.c) against the
+ * general path with the AVX2 kernel and the portable C path, bit for bit,
+ * on odd shapes: 5, 12, 9 and 17 channels (no multiple of 8), K = 45, 108,
+ * 81 (no multiple of 64), a 1-bit layer between 2-bit ones, an odd image
+ * side (floor pooling), and batches 1, 7 and 257 on 1 and 2 threads. */
 static tsq_net *make_bits_net(tsq_context *ctx, int64_t img, uint64_t seed)
 {
     nt_rng r = {seed};
@@ -712,7 +712,8 @@ static tsq_net *make_bits_net(tsq_context *ctx, int64_t img, uint64_t seed)
 }
 
 /* y of a plan created and run with the CPU features `cpu`; *bit_stages
- * counts its stages on bit planes (and 100 per float front into them). */
+ * counts its stages on bit planes or bytes, plus 10 per stage on bytes and
+ * 100 per float front into bit planes. */
 static void run_with_cpu(tsq_context *ctx, tsq_net *net, uint32_t cpu, const tsq_tensor *x,
                          tsq_tensor *y, int *bit_stages)
 {
@@ -723,7 +724,8 @@ static void run_with_cpu(tsq_context *ctx, tsq_net *net, uint32_t cpu, const tsq
     TH_OK(ctx, tsq_plan_create(ctx, net, &plan));
     *bit_stages = 0;
     for (i = 0; i < plan->nstages; i++)
-        *bit_stages += plan->stages[i].bp_in + 100 * (plan->stages[i].op == OP_FRONT);
+        *bit_stages += plan->stages[i].bp_in + 10 * plan->stages[i].bp_bytes +
+                       100 * (plan->stages[i].op == OP_FRONT);
     TH_OK(ctx, tsq_plan_run(ctx, plan, x, y, NULL, 0));
     tsq_plan_destroy(plan);
     ctx->cpu = saved;
@@ -734,40 +736,50 @@ START_TEST(test_bitplane_path_exact)
     static const int64_t batches[] = {1, 7, 257}, imgs[] = {8, 9};
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
-    uint32_t full = ctx->cpu, bytes_only = full & ~(uint32_t)TSQ_CPU_AVX512VPOPCNTDQ;
+    uint32_t full = ctx->cpu, no_vnni = full & ~(uint32_t)TSQ_CPU_AVX512VNNI;
+    uint32_t avx2 = no_vnni & ~(uint32_t)TSQ_CPU_AVX512VPOPCNTDQ;
     size_t bi, ii;
     int32_t threads;
     for (ii = 0; ii < 2; ii++)
         for (threads = 1; threads <= 2; threads++)
             for (bi = 0; bi < 3; bi++) {
                 int64_t b = batches[bi], img = imgs[ii];
+                size_t bytes = (size_t)(b * 5) * sizeof(float);
                 tsq_net *net = make_bits_net(ctx, img, 500 + ii);
                 tsq_tensor *x = nt_tensor(ctx, 4, b, 1, img, img);
-                tsq_tensor *yf = nt_tensor(ctx, 2, b, 5, 0, 0), *yb = nt_tensor(ctx, 2, b, 5, 0, 0);
-                tsq_tensor *yc = nt_tensor(ctx, 2, b, 5, 0, 0), *yr = nt_tensor(ctx, 2, b, 5, 0, 0);
+                tsq_tensor *yv = nt_tensor(ctx, 2, b, 5, 0, 0), *yp = nt_tensor(ctx, 2, b, 5, 0, 0);
+                tsq_tensor *ya = nt_tensor(ctx, 2, b, 5, 0, 0), *yc = nt_tensor(ctx, 2, b, 5, 0, 0);
+                tsq_tensor *yr = nt_tensor(ctx, 2, b, 5, 0, 0);
                 nt_rng r = {31 + (uint64_t)b};
-                int fast_bits = 0, bits = 0;
+                int nv = 0, np = 0, na = 0, nc = 0;
                 TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads));
                 nt_fill_normal(x, &r, 1.0);
                 TH_OK(ctx, tsq_net_forward(net, x, yr, 0));
-                run_with_cpu(ctx, net, full, x, yf, &fast_bits);
-                run_with_cpu(ctx, net, bytes_only, x, yb, &bits);
-                ck_assert_int_eq(bits, 0);
-                run_with_cpu(ctx, net, 0, x, yc, &bits);
-                ck_assert_int_eq(bits, 0);
-                if (tsq__kernel_runs(TSQ_KERNEL_VPOPCNT, full))
-                    ck_assert_int_eq(fast_bits, 104); /* every low-bit layer, the front */
-                NT_REQUIRE(memcmp(nt_data(yf), nt_data(yb), (size_t)(b * 5) * sizeof(float)) == 0,
-                           "img %lld batch %lld threads %d: bit planes differ from bytes",
+                run_with_cpu(ctx, net, full, x, yv, &nv);
+                run_with_cpu(ctx, net, no_vnni, x, yp, &np);
+                run_with_cpu(ctx, net, avx2, x, ya, &na);
+                run_with_cpu(ctx, net, 0, x, yc, &nc);
+                if (tsq__kernel_runs(TSQ_KERNEL_VNNI, full))
+                    ck_assert_int_eq(nv, 54); /* every low-bit layer on bytes, one conversion */
+                if (tsq__kernel_runs(TSQ_KERNEL_VPOPCNT, no_vnni))
+                    ck_assert_int_eq(np, 104); /* on bit planes, and the front */
+                ck_assert_int_eq(na, 0);
+                ck_assert_int_eq(nc, 0);
+                NT_REQUIRE(memcmp(nt_data(yv), nt_data(yc), bytes) == 0,
+                           "img %lld batch %lld threads %d: byte layout differs from C",
                            (long long)img, (long long)b, (int)threads);
-                NT_REQUIRE(memcmp(nt_data(yf), nt_data(yc), (size_t)(b * 5) * sizeof(float)) == 0,
+                NT_REQUIRE(memcmp(nt_data(yp), nt_data(yc), bytes) == 0,
                            "img %lld batch %lld threads %d: bit planes differ from C",
                            (long long)img, (long long)b, (int)threads);
-                compare(nt_data(yf), nt_data(yr), b, 5);
+                NT_REQUIRE(memcmp(nt_data(ya), nt_data(yc), bytes) == 0,
+                           "img %lld batch %lld threads %d: AVX2 path differs from C",
+                           (long long)img, (long long)b, (int)threads);
+                compare(nt_data(yv), nt_data(yr), b, 5);
                 tsq_net_destroy(net);
                 tsq_tensor_destroy(x);
-                tsq_tensor_destroy(yf);
-                tsq_tensor_destroy(yb);
+                tsq_tensor_destroy(yv);
+                tsq_tensor_destroy(yp);
+                tsq_tensor_destroy(ya);
                 tsq_tensor_destroy(yc);
                 tsq_tensor_destroy(yr);
             }

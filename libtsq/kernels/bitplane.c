@@ -15,8 +15,8 @@ void tsq__bp_gather_ref(const tsq__bp_geom *g, const tsq__bp_window *win, const 
     for (r = 0; r < rows; r++) {
         int64_t oy = (q0 + r) / win->ow, ox = (q0 + r) % win->ow;
         const uint8_t *src = img + oy * win->stride * g->row + ox * win->stride * g->cb;
-        for (b = 0; b < g->nb; b++) {
-            uint8_t *dst = (uint8_t *)(xp + (r * g->nb + b) * win->kwords);
+        for (b = 0; b < g->planes; b++) {
+            uint8_t *dst = (uint8_t *)(xp + (r * g->planes + b) * win->kwords);
             memset(dst, 0, (size_t)win->kwords * 8);
             for (ky = 0; ky < win->kh; ky++)
                 memcpy(dst + ky * seg, src + b * g->plane + ky * g->row, (size_t)seg);
@@ -95,4 +95,35 @@ void tsq__bp_encode_ref(const tsq__bp_geom *g, const float *x, const float *a, c
             for (bit = 0; bit < g->nb; bit++)
                 dst[bit * g->plane] |= (uint8_t)(((code >> bit) & 1) << (c % 8));
         }
+}
+
+void tsq__bp_epilogue_bytes_ref(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc,
+                                int64_t y0, int64_t nrows, int64_t ow, int pool,
+                                const tsq__bp_geom *og, uint8_t *img)
+{
+    int64_t s = pool ? 2 : 1, wp = og->w + 2 * og->pad, oy, ox, c;
+    int64_t first = y0 / s, last = (y0 + nrows) / s;
+    for (oy = first; oy < last && oy < og->h; oy++)
+        for (ox = 0; ox < og->w; ox++) {
+            uint8_t *dst = img + ((oy + og->pad) * wp + ox + og->pad) * og->cb;
+            for (c = 0; c < og->c; c++) {
+                int32_t code = 0, dy, dx;
+                for (dy = 0; dy < s; dy++)
+                    for (dx = 0; dx < s; dx++) {
+                        int64_t q = (oy * s + dy - y0) * ow + ox * s + dx;
+                        int32_t v = code_of(th, acc[q * ldacc + c], c);
+                        code = v > code ? v : code;
+                    }
+                dst[c] = (uint8_t)code;
+            }
+        }
+}
+
+void tsq__bp_bytes_from_codes(const tsq__bp_geom *g, const uint8_t *codes, uint8_t *img)
+{
+    int64_t y, wp = g->w + 2 * g->pad;
+    memset(img, 0, (size_t)g->image);
+    for (y = 0; y < g->h; y++)
+        memcpy(img + ((y + g->pad) * wp + g->pad) * g->cb, codes + y * g->w * g->c,
+               (size_t)(g->w * g->c));
 }

@@ -26,25 +26,45 @@
 
 typedef struct {
     int64_t c, h, w, pad;
-    int32_t nb;     /* planes (code bits) */
-    int64_t cb;     /* bytes per pixel in a plane: ceil(c / 8) */
+    int32_t nb;     /* code bits */
+    int32_t planes; /* nb planes of bits, or 1 of bytes (byte layout) */
+    int64_t cb;     /* bytes per pixel in a plane: ceil(c / 8), or c (bytes) */
+    int64_t kpix;   /* k entries per pixel: cb * 8 (bits) or c (bytes) */
     int64_t row;    /* bytes per padded row: (w + 2 pad) cb */
     int64_t plane;  /* bytes per plane, a multiple of 8 */
-    int64_t image;  /* nb * plane */
+    int64_t image;  /* planes * plane */
 } tsq__bp_geom;
 
-static inline void tsq__bp_geom_init(tsq__bp_geom *g, int64_t c, int64_t h, int64_t w,
-                                     int64_t pad, int32_t nb)
+static inline void tsq__bp_geom_fill(tsq__bp_geom *g, int64_t c, int64_t h, int64_t w,
+                                     int64_t pad, int32_t nb, int bytes)
 {
     g->c = c;
     g->h = h;
     g->w = w;
     g->pad = pad;
     g->nb = nb;
-    g->cb = (c + 7) / 8;
+    g->planes = bytes ? 1 : nb;
+    g->cb = bytes ? c : (c + 7) / 8;
+    g->kpix = bytes ? c : g->cb * 8;
     g->row = (w + 2 * pad) * g->cb;
     g->plane = ((h + 2 * pad) * g->row + 7) / 8 * 8;
-    g->image = nb * g->plane;
+    g->image = g->planes * g->plane;
+}
+
+/* Bit planes of nb-bit codes. */
+static inline void tsq__bp_geom_init(tsq__bp_geom *g, int64_t c, int64_t h, int64_t w,
+                                     int64_t pad, int32_t nb)
+{
+    tsq__bp_geom_fill(g, c, h, w, pad, nb, 0);
+}
+
+/* The byte layout (for the VNNI kernel): one code per byte, the same
+ * padded NHWC order, one "plane"; the gather then builds im2col rows of
+ * bytes (kwords * 8 bytes each) the same way. */
+static inline void tsq__bp_geom_bytes(tsq__bp_geom *g, int64_t c, int64_t h, int64_t w,
+                                      int64_t pad, int32_t nb)
+{
+    tsq__bp_geom_fill(g, c, h, w, pad, nb, 1);
 }
 
 /* The packed-weight row (k index) of input channel ci at window tap
@@ -52,7 +72,7 @@ static inline void tsq__bp_geom_init(tsq__bp_geom *g, int64_t c, int64_t h, int6
 static inline int64_t tsq__bp_k(const tsq__bp_geom *g, int64_t kw, int64_t ky, int64_t kx,
                                 int64_t ci)
 {
-    return (ky * kw + kx) * g->cb * 8 + ci;
+    return (ky * kw + kx) * g->kpix + ci;
 }
 
 /* A convolution's window over a bit-plane input. */
@@ -63,7 +83,8 @@ typedef struct {
 
 /* Output pixels q0 .. q0 + rows - 1 (row-major over oh x ow) of one image
  * img as rows of activation bit planes (kernels_internal.h's xplanes
- * layout, kwords per plane). The AVX-512 version may read up to
+ * layout, kwords per plane; for the byte layout, rows of kwords * 8
+ * bytes). The AVX-512 version may read up to
  * TSQ__BP_SLACK bytes past img's last byte and write as many past xp's
  * last row (their contents are unspecified there): both buffers need that
  * slack. */
@@ -92,6 +113,16 @@ void tsq__bp_epilogue_ref(const tsq_thresholds *th, const int32_t *acc, int64_t 
 void tsq__bp_epilogue_avx512(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc,
                              int64_t y0, int64_t nrows, int64_t ow, int pool,
                              const tsq__bp_geom *og, uint8_t *img);
+/* The same into the byte layout (og from tsq__bp_geom_bytes): the codes
+ * themselves, max-pooled when pool is set. */
+void tsq__bp_epilogue_bytes_ref(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc,
+                                int64_t y0, int64_t nrows, int64_t ow, int pool,
+                                const tsq__bp_geom *og, uint8_t *img);
+void tsq__bp_epilogue_bytes_avx512(const tsq_thresholds *th, const int32_t *acc,
+                                   int64_t ldacc, int64_t y0, int64_t nrows, int64_t ow,
+                                   int pool, const tsq__bp_geom *og, uint8_t *img);
+/* NHWC codes of one image into the byte layout (border zeroed). */
+void tsq__bp_bytes_from_codes(const tsq__bp_geom *g, const uint8_t *codes, uint8_t *img);
 
 /* The float front of a network into bit planes: one image of float NCHW
  * values x (g->c x g->h x g->w) through the per-channel affine a x + b

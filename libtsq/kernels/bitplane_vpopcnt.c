@@ -61,7 +61,7 @@ INLINE void gather_rows(const tsq__bp_geom *g, const tsq__bp_window *win, const 
     int64_t r, oy = q0 / win->ow, ox = q0 % win->ow, bytes = win->kwords * 8;
     int64_t step = win->stride * g->cb, plane = g->plane, kwords = win->kwords;
     __mmask64 last = low_bytes(bytes - (NZ - 1) * 64);
-    int32_t b, nb = g->nb;
+    int32_t b, nb = g->planes;
     int z;
     const uint8_t *src = img + oy * win->stride * g->row + ox * step;
     for (r = 0; r < rows; r++) {
@@ -91,8 +91,8 @@ static void gather_simple(const tsq__bp_geom *g, const tsq__bp_window *win, cons
     int32_t b;
     for (r = 0; r < rows; r++) {
         const uint8_t *src = img + oy * win->stride * g->row + ox * win->stride * g->cb;
-        for (b = 0; b < g->nb; b++) {
-            uint8_t *dst = (uint8_t *)(xp + (r * g->nb + b) * win->kwords);
+        for (b = 0; b < g->planes; b++) {
+            uint8_t *dst = (uint8_t *)(xp + (r * g->planes + b) * win->kwords);
             for (ky = 0; ky < win->kh; ky++)
                 copy_bytes(dst + ky * seg, src + b * g->plane + ky * g->row, seg);
             if (win->kwords * 8 > used) /* at most 7 bytes of k-word tail */
@@ -106,9 +106,9 @@ static void gather_simple(const tsq__bp_geom *g, const tsq__bp_window *win, cons
     }
 }
 
-/* Window rows of at most 16 / 32 bytes (up to 42 / 85 channels at width
- * 3): one plain vector load and store per window row, the stores
- * overlapping (each row's spill is overwritten by the next, in address
+/* Window rows of at most 16 bytes (up to 42 channels at width 3), or of
+ * up to 256 in 32-byte pieces (the byte layout's rows): plain vector loads
+ * and stores, the stores overlapping (each row's spill is overwritten by the next, in address
  * order), then a zero store for the k-word tail. Reads up to W bytes past
  * a window row and writes up to W bytes past the last im2col row: the
  * callers' slack (bitplane.h). */
@@ -120,16 +120,19 @@ INLINE void gather_narrow(const tsq__bp_geom *g, const tsq__bp_window *win, cons
     int32_t b;
     const uint8_t *src = img + oy * win->stride * g->row + ox * step;
     for (r = 0; r < rows; r++) {
-        for (b = 0; b < g->nb; b++) {
-            uint8_t *dst = (uint8_t *)(xp + (r * g->nb + b) * win->kwords);
+        for (b = 0; b < g->planes; b++) {
+            uint8_t *dst = (uint8_t *)(xp + (r * g->planes + b) * win->kwords);
             const uint8_t *base = src + b * g->plane;
             for (ky = 0; ky < win->kh; ky++) {
+                int64_t o;
                 if (W == 16)
                     _mm_storeu_si128((__m128i *)(dst + ky * seg),
                                      _mm_loadu_si128((const __m128i *)(base + ky * g->row)));
-                else
-                    _mm256_storeu_si256((__m256i *)(dst + ky * seg),
-                                        _mm256_loadu_si256((const __m256i *)(base + ky * g->row)));
+                else /* 32-byte pieces; the last one spills into the next row */
+                    for (o = 0; o < seg; o += 32)
+                        _mm256_storeu_si256(
+                            (__m256i *)(dst + ky * seg + o),
+                            _mm256_loadu_si256((const __m256i *)(base + ky * g->row + o)));
             }
             _mm_storeu_si128((__m128i *)(dst + used), _mm_setzero_si128());
         }
@@ -153,7 +156,7 @@ void tsq__bp_gather_avx512(const tsq__bp_geom *g, const tsq__bp_window *win,
         gather_narrow(g, win, img, q0, rows, xp, 16);
         return;
     }
-    if (seg <= 32) {
+    if (seg <= 256) {
         gather_narrow(g, win, img, q0, rows, xp, 32);
         return;
     }
@@ -411,4 +414,64 @@ void tsq__bp_encode_avx512(const tsq__bp_geom *g, const float *x, const float *a
         encode_image(g, x, a, b, relu, eps, inv_delta, maxcode, img, 2);
     else
         tsq__bp_encode_ref(g, x, a, b, relu, eps, inv_delta, maxcode, img);
+}
+
+/* Codes of 16 channels at one pixel: the count of thresholds reached,
+ * capped by the channel's top code (thresholds_avx512.c's form). */
+INLINE __m512i codes16(const tsq_thresholds *th, __m512i a, int64_t c, int L)
+{
+    __m512i count = _mm512_setzero_si512();
+    const __m512i one = _mm512_set1_epi32(1);
+    int m;
+    for (m = 0; m < L; m++)
+        count = _mm512_mask_add_epi32(
+            count,
+            _mm512_cmpge_epi32_mask(a, _mm512_loadu_si512((const void *)(th->t + m * th->padded + c))),
+            count, one);
+    return count;
+}
+
+INLINE void epilogue_bytes(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc,
+                           int64_t y0, int64_t first, int64_t last, int64_t ow,
+                           const tsq__bp_geom *og, uint8_t *img, const int L, const int S)
+{
+    int64_t wp = og->w + 2 * og->pad, oy, ox, c;
+    for (oy = first; oy < last; oy++) {
+        const int32_t *row = acc + (oy * S - y0) * ow * ldacc;
+        uint8_t *dst = img + ((oy + og->pad) * wp + og->pad) * og->cb;
+        for (ox = 0; ox < og->w; ox++, dst += og->cb)
+            for (c = 0; c < og->c; c += 16) {
+                __mmask16 valid =
+                    (__mmask16)(og->c - c >= 16 ? 0xFFFF : (1u << (og->c - c)) - 1u);
+                __m512i flip = _mm512_loadu_si512((const void *)(th->flip + c));
+                __m512i code = _mm512_setzero_si512();
+                int dy, dx;
+                for (dy = 0; dy < S; dy++)
+                    for (dx = 0; dx < S; dx++) {
+                        __m512i a = _mm512_xor_si512(
+                            _mm512_maskz_loadu_epi32(valid,
+                                                     row + (dy * ow + ox * S + dx) * ldacc + c),
+                            flip);
+                        code = _mm512_max_epi32(code, codes16(th, a, c, L));
+                    }
+                code = _mm512_min_epi32(code, _mm512_loadu_si512((const void *)(th->top + c)));
+                _mm_mask_storeu_epi8(dst + c, valid, _mm512_cvtepi32_epi8(code));
+            }
+    }
+}
+
+void tsq__bp_epilogue_bytes_avx512(const tsq_thresholds *th, const int32_t *acc,
+                                   int64_t ldacc, int64_t y0, int64_t nrows, int64_t ow,
+                                   int pool, const tsq__bp_geom *og, uint8_t *img)
+{
+    int64_t s = pool ? 2 : 1, first = y0 / s, last = (y0 + nrows) / s;
+    last = last < og->h ? last : og->h;
+    if (th->maxcode == 3 && pool)
+        epilogue_bytes(th, acc, ldacc, y0, first, last, ow, og, img, 3, 2);
+    else if (th->maxcode == 3)
+        epilogue_bytes(th, acc, ldacc, y0, first, last, ow, og, img, 3, 1);
+    else if (pool)
+        epilogue_bytes(th, acc, ldacc, y0, first, last, ow, og, img, th->maxcode, 2);
+    else
+        epilogue_bytes(th, acc, ldacc, y0, first, last, ow, og, img, th->maxcode, 1);
 }

@@ -22,11 +22,18 @@ static uint64_t round_up(uint64_t n) { return (n + ALIGN - 1) / ALIGN * ALIGN; }
 
 static int64_t acc_ld(int64_t n) { return (n + 31) / 32 * 32; }
 
-int tsq__plan_bits_eligible(const tsq_plan *p, int32_t code_bits, int32_t weight_bits)
+int tsq__plan_bits_layout(const tsq_plan *p, int32_t code_bits, int32_t weight_bits)
 {
-    /* As TSQ_KERNEL_AUTO: the bit-serial kernel wins on GEMMs up to
-     * code_bits * weight_bits = 4 (docs/kernels.md). */
-    return tsq__kernel_runs(TSQ_KERNEL_VPOPCNT, p->cpu) && code_bits * weight_bits <= 4;
+    /* Per stage, by the kernels' speed on the plan's shapes (docs/kernels.md,
+     * "Bit planes or bytes"): VNNI's vpdpbusd runs on two ports where
+     * vpopcntq has one, and beat the bit-serial kernel at every fmnist
+     * shape with 2-bit codes; the bit-serial kernel is left for CPUs
+     * without VNNI, for products of up to 4 plane pairs. */
+    if (tsq__kernel_runs(TSQ_KERNEL_VNNI, p->cpu))
+        return TSQ__BP_BYTES;
+    if (tsq__kernel_runs(TSQ_KERNEL_VPOPCNT, p->cpu) && code_bits * weight_bits <= 4)
+        return TSQ__BP_BITS;
+    return 0;
 }
 
 /* A low-bit conv on bit planes whose output could be bit planes too. */
@@ -35,11 +42,17 @@ static int fusable(const tsq__plan_stage *s)
     return s->op == OP_LOWBIT && s->bp_in && s->conv && s->th && !s->bp_out;
 }
 
+/* The producer's layout matches the consumer's. */
+static int same_layout(const tsq__plan_stage *a, const tsq__plan_stage *b)
+{
+    return a->bp_bytes == b->bp_bytes;
+}
+
 static void link_one(tsq__plan_stage *list, int32_t *cnt, const tsq__plan_stage *consumer)
 {
     tsq__plan_stage *last = *cnt > 0 ? &list[*cnt - 1] : NULL, *t;
     if (last && last->op == OP_CPOOL && last->k == 2 && last->stride == 2 && *cnt >= 2 &&
-        fusable(&list[*cnt - 2])) {
+        fusable(&list[*cnt - 2]) && same_layout(&list[*cnt - 2], consumer)) {
         tsq__plan_stage *prod = &list[*cnt - 2];
         prod->bp_out = prod->bp_pool = 1;
         prod->bout = consumer->bin;
@@ -48,7 +61,7 @@ static void link_one(tsq__plan_stage *list, int32_t *cnt, const tsq__plan_stage 
         (*cnt)--; /* the pool is now part of the epilogue */
         return;
     }
-    if (last && fusable(last)) {
+    if (last && fusable(last) && same_layout(last, consumer)) {
         last->bp_out = 1;
         last->bout = consumer->bin;
         return;
@@ -60,6 +73,7 @@ static void link_one(tsq__plan_stage *list, int32_t *cnt, const tsq__plan_stage 
     t->h = t->oh = consumer->h;
     t->w = t->ow = consumer->w;
     t->bout = consumer->bin;
+    t->bp_bytes = consumer->bp_bytes;
 }
 
 /* [affine] [relu] encode, then to bit planes: one pass from the floats
@@ -116,7 +130,7 @@ tsq_status tsq__plan_bits_link(tsq_context *ctx, tsq_plan *p)
     p->stages = list;
     p->nstages = cnt;
     for (i = 0; i < p->nstages; i++) {
-        int32_t gone = list[i].op == OP_TOBP ? fuse_front(ctx, list, i) : 0;
+        int32_t gone = list[i].op == OP_TOBP && !list[i].bp_bytes ? fuse_front(ctx, list, i) : 0;
         if (gone > 0) { /* stages first + 1 .. i go; their arrays moved to the new one */
             memmove(&list[i - gone + 1], &list[i + 1],
                     (size_t)(p->nstages - i - 1) * sizeof *list);
@@ -131,7 +145,7 @@ tsq_status tsq__plan_bits_link(tsq_context *ctx, tsq_plan *p)
 
 static uint64_t xp_bytes(const tsq__plan_stage *s, int64_t rows)
 {
-    return round_up((uint64_t)rows * (uint64_t)s->bin.nb * (uint64_t)s->win.kwords * 8u +
+    return round_up((uint64_t)rows * (uint64_t)s->bin.planes * (uint64_t)s->win.kwords * 8u +
                     TSQ__BP_SLACK);
 }
 
@@ -180,6 +194,17 @@ static void conv_item(const bits_job *j, int64_t item, uint64_t *xp, int32_t *ac
     int64_t y0 = item % j->per_image * s->band, nr = oh - y0 < s->band ? oh - y0 : s->band;
     int64_t ld = acc_ld(s->oc);
     tsq__bp_gather_avx512(&s->bin, &s->win, j->x + img * s->bin.image, y0 * ow, nr * ow, xp);
+    if (s->bp_bytes) {
+        int64_t k = s->win.kwords * 8;
+        tsq__gemm_vnni((const uint8_t *)xp, k, nr * ow, k, s->dec, 0, s->oc, acc, ld);
+        if (s->bp_out)
+            tsq__bp_epilogue_bytes_avx512(s->th, acc, ld, y0, nr, ow, s->bp_pool, &s->bout,
+                                          j->y + img * s->bout.image);
+        else
+            tsq__thresholds_apply_avx512(s->th, acc, ld, nr * ow, 0, s->oc,
+                                         j->y + (img * oh + y0) * ow * s->oc, s->oc);
+        return;
+    }
     tsq__gemm_vpopcnt(xp, nr * ow, s->bin.nb, s->pw, 0, s->oc, acc, ld);
     if (s->bp_out)
         tsq__bp_epilogue_avx512(s->th, acc, ld, y0, nr, ow, s->bp_pool, &s->bout,
@@ -196,7 +221,11 @@ static void dense_item(const bits_job *j, int64_t item, int32_t *acc)
     int64_t ld = acc_ld(s->oc);
     /* With no border, the images are the kernel's bit-plane rows as they are. */
     const uint64_t *xp = (const uint64_t *)(const void *)(j->x + r0 * s->bin.image);
-    tsq__gemm_vpopcnt(xp, rows, s->bin.nb, s->pw, 0, s->oc, acc, ld);
+    if (s->bp_bytes)
+        tsq__gemm_vnni(j->x + r0 * s->bin.image, s->bin.image, rows, s->bin.image, s->dec, 0,
+                       s->oc, acc, ld);
+    else
+        tsq__gemm_vpopcnt(xp, rows, s->bin.nb, s->pw, 0, s->oc, acc, ld);
     tsq__thresholds_apply_avx512(s->th, acc, ld, rows, 0, s->oc, j->y + r0 * s->oc, s->oc);
 }
 
@@ -220,8 +249,12 @@ static void tobp_range(void *arg, int64_t lo, int64_t hi)
     const bits_job *j = arg;
     const tsq__plan_stage *s = j->s;
     int64_t i, per = s->c * s->h * s->w;
-    for (i = lo; i < hi; i++)
-        tsq__bp_from_codes_avx512(&s->bout, j->x + i * per, j->y + i * s->bout.image);
+    for (i = lo; i < hi; i++) {
+        if (s->bp_bytes)
+            tsq__bp_bytes_from_codes(&s->bout, j->x + i * per, j->y + i * s->bout.image);
+        else
+            tsq__bp_from_codes_avx512(&s->bout, j->x + i * per, j->y + i * s->bout.image);
+    }
 }
 
 static void front_range(void *arg, int64_t lo, int64_t hi)

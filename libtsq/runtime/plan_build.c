@@ -143,7 +143,7 @@ static int64_t packed_row(const builder *b, const tsq__plan_stage *s, int64_t i)
         int64_t kk = s->kh * s->kw, hw = b->h * b->w;
         if (s->conv)
             return tsq__bp_k(&s->bin, s->kw, (i % kk) / s->kw, i % s->kw, i / kk);
-        return (i % hw) * s->bin.cb * 8 + i / hw;
+        return (i % hw) * s->bin.kpix + i / hw;
     }
     if (s->conv) {
         int64_t kk = s->kh * s->kw, ci = i / kk, ky = (i % kk) / s->kw, kx = i % s->kw;
@@ -160,7 +160,8 @@ static int64_t packed_row(const builder *b, const tsq__plan_stage *s, int64_t i)
  * byte-padded channels, or a dense layer's whole input plane. */
 static int64_t bits_k(const tsq__plan_stage *s)
 {
-    return s->conv ? s->win.kwords * 64 : s->bin.plane * 8;
+    int64_t per_byte = s->bp_bytes ? 1 : 8; /* k entries per byte of a row */
+    return s->conv ? s->win.kwords * 8 * per_byte : s->bin.plane * per_byte;
 }
 
 static tsq_status pack_lowbit(builder *b, tsq__plan_stage *s, const tsq__stage_desc *d,
@@ -209,10 +210,11 @@ static tsq_status fuse_quant(builder *b, tsq__plan_stage *s, const tsq__stage_de
 
 /* The bit-plane input of a low-bit stage whose input dims are s->c, h, w
  * (runtime/plan_bits.c). */
-static void setup_bits(tsq__plan_stage *s, const tsq__stage_desc *d, int32_t bits)
+static void setup_bits(tsq__plan_stage *s, const tsq__stage_desc *d, int32_t bits, int layout)
 {
     s->bp_in = 1;
-    tsq__bp_geom_init(&s->bin, s->c, s->h, s->w, s->conv ? s->pad : 0, bits);
+    s->bp_bytes = layout == TSQ__BP_BYTES;
+    tsq__bp_geom_fill(&s->bin, s->c, s->h, s->w, s->conv ? s->pad : 0, bits, s->bp_bytes);
     if (!s->conv)
         return;
     s->win.kh = s->kh;
@@ -234,7 +236,7 @@ static tsq_status build_lowbit(builder *b, const tsq__stage_desc *d, const tsq__
     tsq__plan_stage *s;
     int64_t in, out = d->out_c;
     tsq_status st;
-    int mixed = 0, fuse;
+    int mixed = 0, fuse, layout;
     *consumed = 0;
     if (!b->codes)
         return tsq__fail(&b->ctx->obj, TSQ_ERR_UNSUPPORTED,
@@ -259,9 +261,17 @@ static tsq_status build_lowbit(builder *b, const tsq__stage_desc *d, const tsq__
     fuse = next && next->kind == TSQ__STAGE_QUANT;
     if (fuse)
         quant_bits(next, &mixed);
-    if (fuse && !mixed && tsq__plan_bits_eligible(b->plan, b->bits, d->weight_bits))
-        setup_bits(s, d, b->bits);
+    layout = fuse && !mixed ? tsq__plan_bits_layout(b->plan, b->bits, d->weight_bits) : 0;
+    if (layout)
+        setup_bits(s, d, b->bits, layout);
     st = pack_lowbit(b, s, d, in, out);
+    if (st == TSQ_OK && s->bp_bytes) { /* VNNI panels once, not per call */
+        int64_t k = s->pw->k;
+        s->dec = tsq__alloc(b->ctx, (size_t)(tsq__panels(out) * tsq__k4n(k) * 64));
+        if (!s->dec)
+            return oom(b);
+        tsq__decode_panels_avx512(s->pw, 0, tsq__panels(out), s->dec);
+    }
     if (st != TSQ_OK)
         return st;
     set_dims(b, s, out, s->conv ? d->out_h : 1, s->conv ? d->out_w : 1);
@@ -360,6 +370,7 @@ static void free_stages(tsq_plan *p)
         tsq__free(ctx, s->beta);
         tsq__free(ctx, s->qeps);
         tsq__free(ctx, s->qinv);
+        tsq__free(ctx, s->dec);
         tsq_packed_weights_destroy(s->pw);
         tsq_thresholds_destroy(s->th);
     }

@@ -52,6 +52,8 @@ typedef struct tsq__plan_stage {
     float *alpha, *beta; /* for the float output */
     /* the bit-plane path (plan_bits.c) */
     int bp_in;           /* LOWBIT: reads bit planes `bin` (VPOPCNT kernel, fused thresholds) */
+    int bp_bytes;        /* ... in the byte layout instead (VNNI kernel on `dec`) */
+    int8_t *dec;         /* bp_bytes: the weights as VNNI panels, decoded once */
     int bp_out;          /* LOWBIT conv: writes bit planes `bout` instead of codes */
     int bp_pool;         /* ... max-pooled 2 x 2 on the way (oh, ow are the pooled dims) */
     tsq__bp_geom bin, bout;
@@ -74,8 +76,11 @@ struct tsq_plan {
 #define TSQ__PLAN_ALIGN 64
 
 /* ---- plan_bits.c ---- */
-/* Whether a low-bit stage of these bit widths reads bit planes. */
-int tsq__plan_bits_eligible(const tsq_plan *p, int32_t code_bits, int32_t weight_bits);
+/* The layout a low-bit stage of these bit widths reads: 0 the codes (the
+ * general path), TSQ__BP_BITS bit planes (VPOPCNT), TSQ__BP_BYTES the byte
+ * layout (VNNI). */
+enum { TSQ__BP_BITS = 1, TSQ__BP_BYTES = 2 };
+int tsq__plan_bits_layout(const tsq_plan *p, int32_t code_bits, int32_t weight_bits);
 /* After the build: producers of bit-plane stages write bit planes (a
  * low-bit conv's epilogue, a 2 x 2 code pool fused into it) or get a
  * conversion stage. May reallocate p->stages. */
