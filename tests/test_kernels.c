@@ -1404,6 +1404,31 @@ START_TEST(test_bitplane_encode)
                     tsq__bp_encode_avx512(&g, xs, affine ? a : NULL, b, relu, eps, inv, maxc, r2);
                     ck_assert_int_eq(memcmp(r1, r2, (size_t)g.image), 0);
                 }
+                { /* the byte layout: the codes themselves */
+                    tsq__bp_geom gb;
+                    uint8_t *q1, *q2;
+                    tsq__bp_geom_bytes(&gb, C, h, w, 1, nb);
+                    q1 = malloc((size_t)gb.image);
+                    q2 = malloc((size_t)gb.image);
+                    tsq__bp_encode_bytes_ref(&gb, xs, affine ? a : NULL, b, relu, eps, inv, maxc,
+                                             q1);
+                    for (c = 0; c < C; c++)
+                        for (y = 0; y < h; y++)
+                            for (x = 0; x < w; x++) {
+                                int32_t got = 0, bit;
+                                for (bit = 0; bit < nb; bit++)
+                                    got |= bp_bit(&g, r1, bit, y, x, c) << bit;
+                                ck_assert_int_eq(q1[((y + 1) * (w + 2) + x + 1) * C + c], got);
+                            }
+                    if (kernel_here(TSQ_KERNEL_VPOPCNT)) {
+                        memset(q2, 0x77, (size_t)gb.image);
+                        tsq__bp_encode_bytes_avx512(&gb, xs, affine ? a : NULL, b, relu, eps, inv,
+                                                    maxc, q2);
+                        ck_assert_int_eq(memcmp(q1, q2, (size_t)gb.image), 0);
+                    }
+                    free(q1);
+                    free(q2);
+                }
                 free(xs);
                 free(r1);
                 free(r2);

@@ -127,3 +127,21 @@ void tsq__bp_bytes_from_codes(const tsq__bp_geom *g, const uint8_t *codes, uint8
         memcpy(img + ((y + g->pad) * wp + g->pad) * g->cb, codes + y * g->w * g->c,
                (size_t)(g->w * g->c));
 }
+
+void tsq__bp_encode_bytes_ref(const tsq__bp_geom *g, const float *x, const float *a,
+                              const float *b, int relu, const float *eps,
+                              const float *inv_delta, const int32_t *maxcode, uint8_t *img)
+{
+    int64_t c, p, hw = g->h * g->w, wp = g->w + 2 * g->pad;
+    memset(img, 0, (size_t)g->image);
+    for (c = 0; c < g->c; c++)
+        for (p = 0; p < hw; p++) {
+            float v = x[c * hw + p];
+            if (a)
+                v = a[c] * v + b[c];
+            if (relu)
+                v = v > 0.0f ? v : 0.0f;
+            img[((p / g->w + g->pad) * wp + p % g->w + g->pad) * g->cb + c] =
+                (uint8_t)tsq__quant_code(v, eps[c], inv_delta[c], maxcode[c]);
+        }
+}

@@ -138,4 +138,12 @@ void tsq__bp_encode_avx512(const tsq__bp_geom *g, const float *x, const float *a
                            const float *b, int relu, const float *eps, const float *inv_delta,
                            const int32_t *maxcode, uint8_t *img);
 
+/* The same front into the byte layout (g from tsq__bp_geom_bytes). */
+void tsq__bp_encode_bytes_ref(const tsq__bp_geom *g, const float *x, const float *a,
+                              const float *b, int relu, const float *eps,
+                              const float *inv_delta, const int32_t *maxcode, uint8_t *img);
+void tsq__bp_encode_bytes_avx512(const tsq__bp_geom *g, const float *x, const float *a,
+                                 const float *b, int relu, const float *eps,
+                                 const float *inv_delta, const int32_t *maxcode, uint8_t *img);
+
 #endif /* TSQ_KERNELS_BITPLANE_H */

@@ -475,3 +475,80 @@ void tsq__bp_epilogue_bytes_avx512(const tsq_thresholds *th, const int32_t *acc,
     else
         epilogue_bytes(th, acc, ldacc, y0, first, last, ow, og, img, th->maxcode, 1);
 }
+
+/* 16 pixels of channel c as int32 codes: the separate stages' float
+ * operations (see encode_masks), then tsq__quant_code's clamp. */
+INLINE __m512i encode_codes(__m512 v, float a, float b, int affine, int relu, float eps,
+                            float inv, int32_t maxcode)
+{
+    __m512 k;
+    __mmask16 pos;
+    if (affine)
+        v = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(a), v), _mm512_set1_ps(b));
+    if (relu)
+        v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ), v);
+    pos = _mm512_cmp_ps_mask(v, _mm512_set1_ps(eps), _CMP_GT_OQ);
+    k = _mm512_roundscale_ps(_mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(inv)),
+                                           _mm512_set1_ps(0.5f)),
+                             _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    k = _mm512_min_ps(_mm512_max_ps(k, _mm512_set1_ps(1.0f)), _mm512_set1_ps((float)maxcode));
+    return _mm512_maskz_cvttps_epi32(pos, k);
+}
+
+/* 16 x 16 bytes: r[i] byte j -> r[j] byte i. */
+static inline void transpose16x16(__m128i r[16])
+{
+    __m128i t[16];
+    int i;
+    for (i = 0; i < 8; i++) {
+        t[2 * i] = _mm_unpacklo_epi8(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm_unpackhi_epi8(r[2 * i], r[2 * i + 1]);
+    }
+    for (i = 0; i < 4; i++) {
+        r[4 * i] = _mm_unpacklo_epi16(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 1] = _mm_unpackhi_epi16(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 2] = _mm_unpacklo_epi16(t[4 * i + 1], t[4 * i + 3]);
+        r[4 * i + 3] = _mm_unpackhi_epi16(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (i = 0; i < 2; i++) {
+        int j;
+        for (j = 0; j < 4; j++) {
+            t[8 * i + 2 * j] = _mm_unpacklo_epi32(r[8 * i + j], r[8 * i + 4 + j]);
+            t[8 * i + 2 * j + 1] = _mm_unpackhi_epi32(r[8 * i + j], r[8 * i + 4 + j]);
+        }
+    }
+    for (i = 0; i < 8; i++) {
+        r[2 * i] = _mm_unpacklo_epi64(t[i], t[8 + i]);
+        r[2 * i + 1] = _mm_unpackhi_epi64(t[i], t[8 + i]);
+    }
+}
+
+void tsq__bp_encode_bytes_avx512(const tsq__bp_geom *g, const float *x, const float *a,
+                                 const float *b, int relu, const float *eps,
+                                 const float *inv_delta, const int32_t *maxcode, uint8_t *img)
+{
+    int64_t y, x0, c0, hw = g->h * g->w, wp = g->w + 2 * g->pad;
+    memset(img, 0, (size_t)g->image);
+    for (y = 0; y < g->h; y++)
+        for (x0 = 0; x0 < g->w; x0 += 16) {
+            int64_t np = g->w - x0 < 16 ? g->w - x0 : 16, p;
+            __mmask16 vm = (__mmask16)((1u << np) - 1u);
+            uint8_t *dst = img + ((y + g->pad) * wp + x0 + g->pad) * g->cb;
+            for (c0 = 0; c0 < g->c; c0 += 16) {
+                int64_t nc = g->c - c0 < 16 ? g->c - c0 : 16, j;
+                __m128i r[16];
+                for (j = 0; j < 16; j++) {
+                    int64_t c = c0 + j;
+                    r[j] = _mm_setzero_si128();
+                    if (j < nc)
+                        r[j] = _mm512_cvtepi32_epi8(encode_codes(
+                            _mm512_maskz_loadu_ps(vm, x + c * hw + y * g->w + x0),
+                            a ? a[c] : 0.0f, a ? b[c] : 0.0f, a != NULL, relu, eps[c],
+                            inv_delta[c], maxcode[c]));
+                }
+                transpose16x16(r); /* r[p]: channels c0 .. c0 + 15 of pixel x0 + p */
+                for (p = 0; p < np; p++)
+                    _mm_mask_storeu_epi8(dst + p * g->cb + c0, (__mmask16)((1u << nc) - 1u), r[p]);
+            }
+        }
+}

@@ -100,6 +100,7 @@ static int32_t fuse_front(tsq_context *ctx, tsq__plan_stage *list, int32_t i)
     f.h = f.oh = enc->h;
     f.w = f.ow = enc->w;
     f.bout = list[i].bout;
+    f.bp_bytes = list[i].bp_bytes;
     f.qeps = enc->s;
     f.qinv = enc->t;
     f.maxcode = enc->maxcode;
@@ -130,7 +131,7 @@ tsq_status tsq__plan_bits_link(tsq_context *ctx, tsq_plan *p)
     p->stages = list;
     p->nstages = cnt;
     for (i = 0; i < p->nstages; i++) {
-        int32_t gone = list[i].op == OP_TOBP && !list[i].bp_bytes ? fuse_front(ctx, list, i) : 0;
+        int32_t gone = list[i].op == OP_TOBP ? fuse_front(ctx, list, i) : 0;
         if (gone > 0) { /* stages first + 1 .. i go; their arrays moved to the new one */
             memmove(&list[i - gone + 1], &list[i + 1],
                     (size_t)(p->nstages - i - 1) * sizeof *list);
@@ -262,9 +263,15 @@ static void front_range(void *arg, int64_t lo, int64_t hi)
     const bits_job *j = arg;
     const tsq__plan_stage *s = j->s;
     int64_t i, per = s->c * s->h * s->w;
-    for (i = lo; i < hi; i++)
-        tsq__bp_encode_avx512(&s->bout, (const float *)(const void *)j->x + i * per, s->s, s->t,
-                              s->relu, s->qeps, s->qinv, s->maxcode, j->y + i * s->bout.image);
+    for (i = lo; i < hi; i++) {
+        const float *xi = (const float *)(const void *)j->x + i * per;
+        if (s->bp_bytes)
+            tsq__bp_encode_bytes_avx512(&s->bout, xi, s->s, s->t, s->relu, s->qeps, s->qinv,
+                                        s->maxcode, j->y + i * s->bout.image);
+        else
+            tsq__bp_encode_avx512(&s->bout, xi, s->s, s->t, s->relu, s->qeps, s->qinv,
+                                  s->maxcode, j->y + i * s->bout.image);
+    }
 }
 
 void tsq__plan_bits_run(int64_t threads, const tsq__plan_stage *s, const void *x, void *y,
