@@ -416,47 +416,51 @@ void tsq__bp_encode_avx512(const tsq__bp_geom *g, const float *x, const float *a
         tsq__bp_encode_ref(g, x, a, b, relu, eps, inv_delta, maxcode, img);
 }
 
-/* Codes of 16 channels at one pixel: the count of thresholds reached,
- * capped by the channel's top code (thresholds_avx512.c's form). */
-INLINE __m512i codes16(const tsq_thresholds *th, __m512i a, int64_t c, int L)
-{
-    __m512i count = _mm512_setzero_si512();
-    const __m512i one = _mm512_set1_epi32(1);
-    int m;
-    for (m = 0; m < L; m++)
-        count = _mm512_mask_add_epi32(
-            count,
-            _mm512_cmpge_epi32_mask(a, _mm512_loadu_si512((const void *)(th->t + m * th->padded + c))),
-            count, one);
-    return count;
-}
-
+/* One 16-channel chunk c into the byte layout: the thresholds of up to 3
+ * levels stay in registers across the pixels (more levels reload them). */
 INLINE void epilogue_bytes(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc,
                            int64_t y0, int64_t first, int64_t last, int64_t ow,
-                           const tsq__bp_geom *og, uint8_t *img, const int L, const int S)
+                           const tsq__bp_geom *og, uint8_t *img, int64_t c, const int L,
+                           const int S)
 {
-    int64_t wp = og->w + 2 * og->pad, oy, ox, c;
+    int64_t wp = og->w + 2 * og->pad, oy, ox;
+    __mmask16 valid = (__mmask16)(og->c - c >= 16 ? 0xFFFF : (1u << (og->c - c)) - 1u);
+    __m512i flip = _mm512_loadu_si512((const void *)(th->flip + c));
+    __m512i top = _mm512_loadu_si512((const void *)(th->top + c));
+    __m512i t1 = _mm512_loadu_si512((const void *)(th->t + c)), t2 = t1, t3 = t1;
+    const __m512i one = _mm512_set1_epi32(1);
+    if (L == 3) {
+        t2 = _mm512_loadu_si512((const void *)(th->t + th->padded + c));
+        t3 = _mm512_loadu_si512((const void *)(th->t + 2 * th->padded + c));
+    }
     for (oy = first; oy < last; oy++) {
-        const int32_t *row = acc + (oy * S - y0) * ow * ldacc;
-        uint8_t *dst = img + ((oy + og->pad) * wp + og->pad) * og->cb;
-        for (ox = 0; ox < og->w; ox++, dst += og->cb)
-            for (c = 0; c < og->c; c += 16) {
-                __mmask16 valid =
-                    (__mmask16)(og->c - c >= 16 ? 0xFFFF : (1u << (og->c - c)) - 1u);
-                __m512i flip = _mm512_loadu_si512((const void *)(th->flip + c));
-                __m512i code = _mm512_setzero_si512();
-                int dy, dx;
-                for (dy = 0; dy < S; dy++)
-                    for (dx = 0; dx < S; dx++) {
-                        __m512i a = _mm512_xor_si512(
-                            _mm512_maskz_loadu_epi32(valid,
-                                                     row + (dy * ow + ox * S + dx) * ldacc + c),
-                            flip);
-                        code = _mm512_max_epi32(code, codes16(th, a, c, L));
+        const int32_t *row = acc + (oy * S - y0) * ow * ldacc + c;
+        uint8_t *dst = img + ((oy + og->pad) * wp + og->pad) * og->cb + c;
+        for (ox = 0; ox < og->w; ox++, dst += og->cb) {
+            __m512i code = _mm512_setzero_si512();
+            int dy, dx, m;
+            for (dy = 0; dy < S; dy++)
+                for (dx = 0; dx < S; dx++) {
+                    __m512i a = _mm512_xor_si512(
+                        _mm512_maskz_loadu_epi32(valid, row + (dy * ow + ox * S + dx) * ldacc),
+                        flip);
+                    __m512i n = _mm512_maskz_mov_epi32(_mm512_cmpge_epi32_mask(a, t1), one);
+                    if (L == 3) {
+                        n = _mm512_mask_add_epi32(n, _mm512_cmpge_epi32_mask(a, t2), n, one);
+                        n = _mm512_mask_add_epi32(n, _mm512_cmpge_epi32_mask(a, t3), n, one);
+                    } else if (L != 1) {
+                        for (m = 1; m < L; m++)
+                            n = _mm512_mask_add_epi32(
+                                n,
+                                _mm512_cmpge_epi32_mask(
+                                    a, _mm512_loadu_si512((const void *)(th->t + m * th->padded + c))),
+                                n, one);
                     }
-                code = _mm512_min_epi32(code, _mm512_loadu_si512((const void *)(th->top + c)));
-                _mm_mask_storeu_epi8(dst + c, valid, _mm512_cvtepi32_epi8(code));
-            }
+                    code = _mm512_max_epi32(code, n);
+                }
+            code = _mm512_min_epi32(code, top);
+            _mm_mask_storeu_epi8(dst, valid, _mm512_cvtepi32_epi8(code));
+        }
     }
 }
 
@@ -464,16 +468,23 @@ void tsq__bp_epilogue_bytes_avx512(const tsq_thresholds *th, const int32_t *acc,
                                    int64_t ldacc, int64_t y0, int64_t nrows, int64_t ow,
                                    int pool, const tsq__bp_geom *og, uint8_t *img)
 {
-    int64_t s = pool ? 2 : 1, first = y0 / s, last = (y0 + nrows) / s;
+    int64_t s = pool ? 2 : 1, first = y0 / s, last = (y0 + nrows) / s, c;
+    int L = th->maxcode;
     last = last < og->h ? last : og->h;
-    if (th->maxcode == 3 && pool)
-        epilogue_bytes(th, acc, ldacc, y0, first, last, ow, og, img, 3, 2);
-    else if (th->maxcode == 3)
-        epilogue_bytes(th, acc, ldacc, y0, first, last, ow, og, img, 3, 1);
-    else if (pool)
-        epilogue_bytes(th, acc, ldacc, y0, first, last, ow, og, img, th->maxcode, 2);
-    else
-        epilogue_bytes(th, acc, ldacc, y0, first, last, ow, og, img, th->maxcode, 1);
+    for (c = 0; c < og->c; c += 16) {
+        if (L == 3 && pool)
+            epilogue_bytes(th, acc, ldacc, y0, first, last, ow, og, img, c, 3, 2);
+        else if (L == 3)
+            epilogue_bytes(th, acc, ldacc, y0, first, last, ow, og, img, c, 3, 1);
+        else if (L == 1 && pool)
+            epilogue_bytes(th, acc, ldacc, y0, first, last, ow, og, img, c, 1, 2);
+        else if (L == 1)
+            epilogue_bytes(th, acc, ldacc, y0, first, last, ow, og, img, c, 1, 1);
+        else if (pool)
+            epilogue_bytes(th, acc, ldacc, y0, first, last, ow, og, img, c, L, 2);
+        else
+            epilogue_bytes(th, acc, ldacc, y0, first, last, ow, og, img, c, L, 1);
+    }
 }
 
 /* 16 pixels of channel c as int32 codes: the separate stages' float
