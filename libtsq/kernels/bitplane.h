@@ -1,8 +1,9 @@
 /*
- * The bit-plane activation layout of the inference plan, and its kernels
- * (bitplane_vpopcnt.c, AVX-512 VPOPCNTDQ; bitplane.c, the portable
- * reference the tests compare them with). docs/kernels.md, "Bit-plane
- * activations", draws the layout.
+ * The activation layouts of the inference plan's fused path, bit planes
+ * (for the VPOPCNT kernel) and bytes (for the VNNI kernel), and their
+ * kernels (bitplane_vpopcnt.c, AVX-512; bitplane.c, the portable reference
+ * the tests compare them with). docs/kernels.md, "Activations in the
+ * kernel's format", draws the layouts.
  *
  * One image of n-bit codes of C channels on an H x W grid is stored as n
  * planes, plane b holding bit b of every code, NHWC inside a plane, with a
@@ -27,6 +28,7 @@
 typedef struct {
     int64_t c, h, w, pad;
     int32_t nb;     /* code bits */
+    int bytes;      /* the byte layout (else bit planes) */
     int32_t planes; /* nb planes of bits, or 1 of bytes (byte layout) */
     int64_t cb;     /* bytes per pixel in a plane: ceil(c / 8), or c (bytes) */
     int64_t kpix;   /* k entries per pixel: cb * 8 (bits) or c (bytes) */
@@ -43,6 +45,7 @@ static inline void tsq__bp_geom_fill(tsq__bp_geom *g, int64_t c, int64_t h, int6
     g->w = w;
     g->pad = pad;
     g->nb = nb;
+    g->bytes = bytes;
     g->planes = bytes ? 1 : nb;
     g->cb = bytes ? c : (c + 7) / 8;
     g->kpix = bytes ? c : g->cb * 8;

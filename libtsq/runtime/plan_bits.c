@@ -1,11 +1,13 @@
-/* The bit-plane path of the inference plan (docs/kernels.md, "Bit-plane
- * activations"). Between low-bit layers run by the VPOPCNT kernel the
- * activation stays in the kernel's operand format: each layer's threshold
- * epilogue writes the next layer's bit planes (max-pool fused), and a
- * convolution builds the im2col rows of one band of output rows at a time
- * from those planes, so no codes are expanded, re-encoded or copied
- * between layers and the scratch is bounded by the band and the threads,
- * not the batch. */
+/* The fused path of the inference plan (docs/kernels.md, "Activations in
+ * the kernel's format"). Between low-bit layers the activation stays in the
+ * operand format of the kernel chosen per stage: bit planes for the VPOPCNT
+ * kernel, bytes for the VNNI kernel, both padded NHWC (kernels/bitplane.h).
+ * Each layer's threshold epilogue writes the next layer's operand (a 2 x 2
+ * max-pool fused), the float front (affine, ReLU, quantizer) writes the
+ * first one in one pass, and a convolution builds the im2col rows of one
+ * band of output rows at a time, so no codes are expanded, re-encoded or
+ * copied between layers and the scratch is bounded by the band and the
+ * threads, not the batch. */
 #include "runtime/plan_internal.h"
 
 #include <string.h>
@@ -22,37 +24,34 @@ static uint64_t round_up(uint64_t n) { return (n + ALIGN - 1) / ALIGN * ALIGN; }
 
 static int64_t acc_ld(int64_t n) { return (n + 31) / 32 * 32; }
 
-int tsq__plan_bits_layout(const tsq_plan *p, int32_t code_bits, int32_t weight_bits)
+int tsq__plan_bits_layout(const tsq_plan *p, int conv, int32_t code_bits, int32_t weight_bits)
 {
     /* Per stage, by the kernels' speed on the plan's shapes (docs/kernels.md,
      * "Bit planes or bytes"): VNNI's vpdpbusd runs on two ports where
-     * vpopcntq has one, and beat the bit-serial kernel at every fmnist
-     * shape with 2-bit codes; the bit-serial kernel is left for CPUs
-     * without VNNI, for products of up to 4 plane pairs. */
-    if (tsq__kernel_runs(TSQ_KERNEL_VNNI, p->cpu))
+     * vpopcntq has one, and beat the bit-serial kernel on every fmnist
+     * convolution; a dense layer reads one row per image, where the 4x
+     * smaller bit-plane weights win (a batch-1 product streams them). */
+    int bits = tsq__kernel_runs(TSQ_KERNEL_VPOPCNT, p->cpu) && code_bits * weight_bits <= 4;
+    int bytes = tsq__kernel_runs(TSQ_KERNEL_VNNI, p->cpu);
+    if (bytes && (conv || !bits))
         return TSQ__BP_BYTES;
-    if (tsq__kernel_runs(TSQ_KERNEL_VPOPCNT, p->cpu) && code_bits * weight_bits <= 4)
-        return TSQ__BP_BITS;
-    return 0;
+    return bits ? TSQ__BP_BITS : 0;
 }
 
-/* A low-bit conv on bit planes whose output could be bit planes too. */
+/* A low-bit conv on the fused path, whose epilogue can write either layout
+ * (the reader's: the kernels of the two layers need not be the same). */
 static int fusable(const tsq__plan_stage *s)
 {
     return s->op == OP_LOWBIT && s->bp_in && s->conv && s->th && !s->bp_out;
 }
 
-/* The producer's layout matches the consumer's. */
-static int same_layout(const tsq__plan_stage *a, const tsq__plan_stage *b)
-{
-    return a->bp_bytes == b->bp_bytes;
-}
+
 
 static void link_one(tsq__plan_stage *list, int32_t *cnt, const tsq__plan_stage *consumer)
 {
     tsq__plan_stage *last = *cnt > 0 ? &list[*cnt - 1] : NULL, *t;
     if (last && last->op == OP_CPOOL && last->k == 2 && last->stride == 2 && *cnt >= 2 &&
-        fusable(&list[*cnt - 2]) && same_layout(&list[*cnt - 2], consumer)) {
+        fusable(&list[*cnt - 2])) {
         tsq__plan_stage *prod = &list[*cnt - 2];
         prod->bp_out = prod->bp_pool = 1;
         prod->bout = consumer->bin;
@@ -61,7 +60,7 @@ static void link_one(tsq__plan_stage *list, int32_t *cnt, const tsq__plan_stage 
         (*cnt)--; /* the pool is now part of the epilogue */
         return;
     }
-    if (last && fusable(last) && same_layout(last, consumer)) {
+    if (last && fusable(last)) {
         last->bp_out = 1;
         last->bout = consumer->bin;
         return;
@@ -73,7 +72,6 @@ static void link_one(tsq__plan_stage *list, int32_t *cnt, const tsq__plan_stage 
     t->h = t->oh = consumer->h;
     t->w = t->ow = consumer->w;
     t->bout = consumer->bin;
-    t->bp_bytes = consumer->bp_bytes;
 }
 
 /* [affine] [relu] encode, then to bit planes: one pass from the floats
@@ -100,7 +98,6 @@ static int32_t fuse_front(tsq_context *ctx, tsq__plan_stage *list, int32_t i)
     f.h = f.oh = enc->h;
     f.w = f.ow = enc->w;
     f.bout = list[i].bout;
-    f.bp_bytes = list[i].bp_bytes;
     f.qeps = enc->s;
     f.qinv = enc->t;
     f.maxcode = enc->maxcode;
@@ -195,19 +192,15 @@ static void conv_item(const bits_job *j, int64_t item, uint64_t *xp, int32_t *ac
     int64_t y0 = item % j->per_image * s->band, nr = oh - y0 < s->band ? oh - y0 : s->band;
     int64_t ld = acc_ld(s->oc);
     tsq__bp_gather_avx512(&s->bin, &s->win, j->x + img * s->bin.image, y0 * ow, nr * ow, xp);
-    if (s->bp_bytes) {
-        int64_t k = s->win.kwords * 8;
-        tsq__gemm_vnni((const uint8_t *)xp, k, nr * ow, k, s->dec, 0, s->oc, acc, ld);
-        if (s->bp_out)
-            tsq__bp_epilogue_bytes_avx512(s->th, acc, ld, y0, nr, ow, s->bp_pool, &s->bout,
-                                          j->y + img * s->bout.image);
-        else
-            tsq__thresholds_apply_avx512(s->th, acc, ld, nr * ow, 0, s->oc,
-                                         j->y + (img * oh + y0) * ow * s->oc, s->oc);
-        return;
-    }
-    tsq__gemm_vpopcnt(xp, nr * ow, s->bin.nb, s->pw, 0, s->oc, acc, ld);
-    if (s->bp_out)
+    if (s->bp_bytes)
+        tsq__gemm_vnni((const uint8_t *)xp, s->win.kwords * 8, nr * ow, s->win.kwords * 8,
+                       s->dec, 0, s->oc, acc, ld);
+    else
+        tsq__gemm_vpopcnt(xp, nr * ow, s->bin.nb, s->pw, 0, s->oc, acc, ld);
+    if (s->bp_out && s->bout.bytes)
+        tsq__bp_epilogue_bytes_avx512(s->th, acc, ld, y0, nr, ow, s->bp_pool, &s->bout,
+                                      j->y + img * s->bout.image);
+    else if (s->bp_out)
         tsq__bp_epilogue_avx512(s->th, acc, ld, y0, nr, ow, s->bp_pool, &s->bout,
                                 j->y + img * s->bout.image);
     else
@@ -251,7 +244,7 @@ static void tobp_range(void *arg, int64_t lo, int64_t hi)
     const tsq__plan_stage *s = j->s;
     int64_t i, per = s->c * s->h * s->w;
     for (i = lo; i < hi; i++) {
-        if (s->bp_bytes)
+        if (s->bout.bytes)
             tsq__bp_bytes_from_codes(&s->bout, j->x + i * per, j->y + i * s->bout.image);
         else
             tsq__bp_from_codes_avx512(&s->bout, j->x + i * per, j->y + i * s->bout.image);
@@ -265,7 +258,7 @@ static void front_range(void *arg, int64_t lo, int64_t hi)
     int64_t i, per = s->c * s->h * s->w;
     for (i = lo; i < hi; i++) {
         const float *xi = (const float *)(const void *)j->x + i * per;
-        if (s->bp_bytes)
+        if (s->bout.bytes)
             tsq__bp_encode_bytes_avx512(&s->bout, xi, s->s, s->t, s->relu, s->qeps, s->qinv,
                                         s->maxcode, j->y + i * s->bout.image);
         else

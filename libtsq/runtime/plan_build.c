@@ -12,7 +12,10 @@
  * Layout rules: a conv's weights are packed in the (ky, kx, c) order of
  * im2col on NHWC codes; a dense stage after a flatten of NHWC codes gets
  * its weight rows permuted from the float (c, h, w) order to (h, w, c), so
- * no transposition is needed at run time. */
+ * no transposition is needed at run time. A low-bit stage on the fused
+ * path (plan_bits.c) reads bit planes or bytes instead: its weights are
+ * packed in that layout's k order (channels padded per pixel), and
+ * tsq__plan_bits_link then makes its producer write that layout. */
 #include "runtime/desc.h"
 #include "runtime/plan_internal.h"
 
@@ -261,7 +264,8 @@ static tsq_status build_lowbit(builder *b, const tsq__stage_desc *d, const tsq__
     fuse = next && next->kind == TSQ__STAGE_QUANT;
     if (fuse)
         quant_bits(next, &mixed);
-    layout = fuse && !mixed ? tsq__plan_bits_layout(b->plan, b->bits, d->weight_bits) : 0;
+    layout = fuse && !mixed ? tsq__plan_bits_layout(b->plan, s->conv, b->bits, d->weight_bits)
+                            : 0;
     if (layout)
         setup_bits(s, d, b->bits, layout);
     st = pack_lowbit(b, s, d, in, out);

@@ -3,9 +3,11 @@
  * (plan_build.c) and tsq_plan_run executes (plan_run.c) without checking
  * again what the build guaranteed.
  *
- * The activation between stages is either float, NCHW per sample (as the
- * float network computes), or uint8 codes, NHWC per sample (rows of the
- * low-bit kernels' M x N output).
+ * The activation between stages is float, NCHW per sample (as the float
+ * network computes), uint8 codes, NHWC per sample (rows of the low-bit
+ * kernels' M x N output), or, between low-bit layers on the fused path,
+ * the next kernel's operand: bit planes or the byte layout, padded NHWC
+ * (kernels/bitplane.h, runtime/plan_bits.c).
  */
 #ifndef TSQ_RUNTIME_PLAN_INTERNAL_H
 #define TSQ_RUNTIME_PLAN_INTERNAL_H
@@ -80,7 +82,7 @@ struct tsq_plan {
  * general path), TSQ__BP_BITS bit planes (VPOPCNT), TSQ__BP_BYTES the byte
  * layout (VNNI). */
 enum { TSQ__BP_BITS = 1, TSQ__BP_BYTES = 2 };
-int tsq__plan_bits_layout(const tsq_plan *p, int32_t code_bits, int32_t weight_bits);
+int tsq__plan_bits_layout(const tsq_plan *p, int conv, int32_t code_bits, int32_t weight_bits);
 /* After the build: producers of bit-plane stages write bit planes (a
  * low-bit conv's epilogue, a 2 x 2 code pool fused into it) or get a
  * conversion stage. May reallocate p->stages. */
