@@ -4,8 +4,9 @@
  * compare (and of the channel's top code), nested in m, so the 2 x 2 max of
  * codes is the OR of the window's masks and bit b of the code is the OR of
  * the "code == m" masks over the m with bit b set. No code is ever formed.
- * Compiled with -mavx512vpopcntdq (and BW); called only when the CPU has
- * the VPOPCNT kernel's features. */
+ * Compiled with the VPOPCNT kernel's flags (the Makefile's rule for the
+ * file name) but uses AVX-512 F/BW/VL only, no popcount: called when the
+ * CPU runs the VPOPCNT or the VNNI kernel (both imply those). */
 #include "kernels/bitplane.h"
 
 #include <immintrin.h>
