@@ -5,7 +5,9 @@
  * codes against a direct convolution, and every error path. Kernels the CPU
  * lacks are skipped, and the test says so. */
 #include "harness.h"
+#include "kernels/bitplane.h"
 #include "kernels/conv.h"
+#include "kernels/encode.h"
 #include "kernels/kernels_internal.h"
 #include "kernels/vec.h"
 #if defined(TSQ_BLAS_OPENBLAS)
@@ -1089,6 +1091,339 @@ START_TEST(test_code_maxpool)
 }
 END_TEST
 
+/* ---- bit-plane activations (kernels/bitplane.h) ---- */
+
+/* Bit b of the code of channel c at pixel (y, x) of a bit-plane image. */
+static int bp_bit(const tsq__bp_geom *g, const uint8_t *img, int32_t b, int64_t y, int64_t x,
+                  int64_t c)
+{
+    const uint8_t *px = img + b * g->plane + ((y + g->pad) * (g->w + 2 * g->pad) + x + g->pad) * g->cb;
+    return (px[c / 8] >> (c % 8)) & 1;
+}
+
+/* Codes to planes: every code's bits where the layout says, zeros elsewhere
+ * (channels padded to bytes, the border), and the AVX-512 version the same
+ * bytes; odd channel counts (1, 5, 17, 37, 70) and two paddings. */
+START_TEST(test_bitplane_from_codes)
+{
+    const int64_t cs[] = {1, 5, 8, 17, 32, 37, 64, 70};
+    uint64_t seed = 11;
+    size_t t;
+    int64_t pad;
+    int32_t nb;
+    for (t = 0; t < sizeof cs / sizeof cs[0]; t++)
+        for (pad = 0; pad <= 1; pad++)
+            for (nb = 1; nb <= 2; nb++) {
+                tsq__bp_geom g;
+                int64_t i, y, x, c, set = 0, want = 0;
+                uint8_t *codes, *a, *b2;
+                int32_t b;
+                tsq__bp_geom_init(&g, cs[t], 5, 7, pad, nb);
+                codes = malloc((size_t)(5 * 7 * cs[t]));
+                a = malloc((size_t)g.image);
+                b2 = malloc((size_t)g.image);
+                for (i = 0; i < 5 * 7 * cs[t]; i++)
+                    codes[i] = (uint8_t)rng_below(&seed, 1 << nb);
+                memset(a, 0xAB, (size_t)g.image);
+                tsq__bp_from_codes_ref(&g, codes, a);
+                for (y = 0; y < 5; y++)
+                    for (x = 0; x < 7; x++)
+                        for (c = 0; c < cs[t]; c++)
+                            for (b = 0; b < nb; b++) {
+                                int bit = (codes[(y * 7 + x) * cs[t] + c] >> b) & 1;
+                                ck_assert_int_eq(bp_bit(&g, a, b, y, x, c), bit);
+                                want += bit;
+                            }
+                for (i = 0; i < g.image; i++)
+                    set += __builtin_popcount(a[i]);
+                ck_assert_int_eq(set, want); /* nothing else set */
+                if (kernel_here(TSQ_KERNEL_VPOPCNT)) {
+                    memset(b2, 0x5A, (size_t)g.image);
+                    tsq__bp_from_codes_avx512(&g, codes, b2);
+                    ck_assert_int_eq(memcmp(a, b2, (size_t)g.image), 0);
+                }
+                free(codes);
+                free(a);
+                free(b2);
+            }
+}
+END_TEST
+
+/* The im2col gather of a tile: bit k = tsq__bp_k(ky, kx, c) of row (oy, ox)
+ * is the code bit at the window's pixel (zero in the border), zero beyond;
+ * windows 3 x 3 and 1 x 2, strides 1 and 2, tiles starting mid-row; rows
+ * of up to 4 registers (70 channels: 27 bytes a window row, 81 an im2col
+ * row, so window rows straddle 64-byte boundaries) and beyond (200
+ * channels: the byte-copy fallback); window rows of up to 16 and 32 bytes
+ * take the plain-load path (buffers with the documented slack). */
+START_TEST(test_bitplane_gather)
+{
+    const int64_t cs[] = {1, 5, 17, 32, 37, 64, 70, 200};
+    const int64_t wins[][2] = {{3, 3}, {1, 2}};
+    uint64_t seed = 12;
+    size_t t, wi;
+    int64_t stride;
+    int bytes;
+    for (bytes = 0; bytes <= 1; bytes++)
+        for (t = 0; t < sizeof cs / sizeof cs[0]; t++)
+            for (wi = 0; wi < 2; wi++)
+                for (stride = 1; stride <= 2; stride++) {
+                    int64_t h = 6, w = 7, pad = wins[wi][0] == 3 ? 1 : 0, i, r, q0, rowb;
+                    tsq__bp_geom g;
+                    tsq__bp_window win;
+                    uint8_t *codes, *img;
+                    uint64_t *a, *b2;
+                    tsq__bp_geom_fill(&g, cs[t], h, w, pad, 2, bytes);
+                    win.kh = wins[wi][0];
+                    win.kw = wins[wi][1];
+                    win.stride = stride;
+                    win.oh = (h + 2 * pad - win.kh) / stride + 1;
+                    win.ow = (w + 2 * pad - win.kw) / stride + 1;
+                    win.kwords = (win.kh * win.kw * g.cb + 7) / 8;
+                    codes = malloc((size_t)(h * w * cs[t]));
+                    img = calloc(1, (size_t)(g.image + TSQ__BP_SLACK));
+                    for (i = 0; i < h * w * cs[t]; i++)
+                        codes[i] = (uint8_t)rng_below(&seed, 4);
+                    if (bytes)
+                        tsq__bp_bytes_from_codes(&g, codes, img);
+                    else
+                        tsq__bp_from_codes_ref(&g, codes, img);
+                    q0 = win.ow / 2; /* mid-row start */
+                    r = win.oh * win.ow - q0;
+                    rowb = g.planes * win.kwords * 8;
+                    a = malloc((size_t)(r * rowb));
+                    b2 = malloc((size_t)(r * rowb) + TSQ__BP_SLACK);
+                    memset(a, 0xFF, (size_t)(r * rowb));
+                    tsq__bp_gather_ref(&g, &win, img, q0, r, a);
+                    for (i = 0; i < r; i++) {
+                        int64_t oy = (q0 + i) / win.ow, ox = (q0 + i) % win.ow, ky, kx, c, k;
+                        int32_t b;
+                        for (b = 0; b < g.planes; b++) {
+                            const uint64_t *row = a + (i * g.planes + b) * win.kwords;
+                            const uint8_t *rb = (const uint8_t *)row;
+                            int64_t ones = 0, want = 0;
+                            for (ky = 0; ky < win.kh; ky++)
+                                for (kx = 0; kx < win.kw; kx++)
+                                    for (c = 0; c < cs[t]; c++) {
+                                        int64_t y = oy * stride + ky - pad, x = ox * stride + kx - pad;
+                                        int code = y >= 0 && y < h && x >= 0 && x < w
+                                                       ? codes[(y * w + x) * cs[t] + c]
+                                                       : 0;
+                                        k = tsq__bp_k(&g, win.kw, ky, kx, c);
+                                        if (bytes) {
+                                            ck_assert_int_eq(rb[k], code);
+                                            want += code;
+                                        } else {
+                                            int bit = (code >> b) & 1;
+                                            ck_assert_int_eq((int)((row[k / 64] >> (k % 64)) & 1), bit);
+                                            want += bit;
+                                        }
+                                    }
+                            for (k = 0; k < win.kwords * 8; k++)
+                                ones += bytes ? rb[k] : __builtin_popcount(rb[k]);
+                            ck_assert_int_eq(ones, want); /* nothing else set */
+                        }
+                    }
+                    if (kernel_here(TSQ_KERNEL_VPOPCNT)) {
+                        memset(b2, 0x33, (size_t)(r * rowb));
+                        tsq__bp_gather_avx512(&g, &win, img, q0, r, b2);
+                        ck_assert_int_eq(memcmp(a, b2, (size_t)(r * rowb)), 0);
+                    }
+                    free(codes);
+                    free(img);
+                    free(a);
+                    free(b2);
+                }
+}
+END_TEST
+
+/* The threshold epilogue into planes (and into the byte layout): each
+ * output bit (byte) is the code of
+ * tsq__thresholds_apply_ref (the max over the 2 x 2 window when pooled,
+ * odd widths and heights floored), on bands of rows, negative and positive
+ * scales, 1-, 2- and 3-bit codes and odd channel counts; the AVX-512
+ * version writes the same bytes. */
+START_TEST(test_bitplane_epilogue)
+{
+    const int64_t cs[] = {1, 5, 16, 17, 33, 64};
+    tsq_context *ctx = NULL;
+    uint64_t seed = 13;
+    size_t t;
+    int32_t bits;
+    int pool;
+    ck_assert_int_eq(tsq_context_create(&ctx), TSQ_OK);
+    for (t = 0; t < sizeof cs / sizeof cs[0]; t++)
+        for (bits = 1; bits <= 3; bits++)
+            for (pool = 0; pool <= 1; pool++) {
+                int64_t C = cs[t], oh = 7, ow = 5, i, y0, band = 4, oy, ox, c;
+                int64_t gh = pool ? oh / 2 : oh, gw = pool ? ow / 2 : ow;
+                float alpha[64], bias[64], eps = 0.1f, delta = 0.4f;
+                int32_t *acc = malloc((size_t)(oh * ow * C) * sizeof(int32_t));
+                uint8_t *codes = malloc((size_t)(oh * ow * C)), *a, *b2;
+                tsq_thresholds *th = NULL;
+                tsq__bp_geom g;
+                tsq__bp_geom_init(&g, C, gh, gw, 1, bits);
+                a = calloc(1, (size_t)g.image);
+                b2 = calloc(1, (size_t)g.image);
+                for (c = 0; c < C; c++) {
+                    alpha[c] = (float)(rng_below(&seed, 2) ? 0.05 : -0.05) *
+                               (float)(1 + rng_below(&seed, 4));
+                    bias[c] = 0.1f * (float)(rng_below(&seed, 11) - 5);
+                }
+                for (i = 0; i < oh * ow * C; i++)
+                    acc[i] = (int32_t)rng_below(&seed, 81) - 40;
+                ck_assert_int_eq(tsq_thresholds_create(ctx, C, alpha, bias, bits, &eps, &delta,
+                                                       1, &th), TSQ_OK);
+                tsq__thresholds_apply_ref(th, acc, C, oh * ow, 0, C, codes, C);
+                for (y0 = 0; y0 < oh; y0 += band) {
+                    int64_t nr = oh - y0 < band ? oh - y0 : band;
+                    tsq__bp_epilogue_ref(th, acc + y0 * ow * C, C, y0, nr, ow, pool, &g, a);
+                    if (kernel_here(TSQ_KERNEL_VPOPCNT))
+                        tsq__bp_epilogue_avx512(th, acc + y0 * ow * C, C, y0, nr, ow, pool, &g, b2);
+                }
+                for (oy = 0; oy < gh; oy++)
+                    for (ox = 0; ox < gw; ox++)
+                        for (c = 0; c < C; c++) {
+                            int64_t s = pool ? 2 : 1, dy, dx;
+                            int32_t want = 0, got = 0, b;
+                            for (dy = 0; dy < s; dy++)
+                                for (dx = 0; dx < s; dx++) {
+                                    int32_t v = codes[((oy * s + dy) * ow + ox * s + dx) * C + c];
+                                    want = v > want ? v : want;
+                                }
+                            for (b = 0; b < bits; b++)
+                                got |= bp_bit(&g, a, b, oy, ox, c) << b;
+                            ck_assert_int_eq(got, want);
+                        }
+                if (kernel_here(TSQ_KERNEL_VPOPCNT))
+                    ck_assert_int_eq(memcmp(a, b2, (size_t)g.image), 0);
+                { /* the byte layout: the codes themselves */
+                    tsq__bp_geom gb;
+                    uint8_t *ra, *rv;
+                    tsq__bp_geom_bytes(&gb, C, gh, gw, 1, bits);
+                    ra = calloc(1, (size_t)gb.image);
+                    rv = calloc(1, (size_t)gb.image);
+                    for (y0 = 0; y0 < oh; y0 += band) {
+                        int64_t nr = oh - y0 < band ? oh - y0 : band;
+                        tsq__bp_epilogue_bytes_ref(th, acc + y0 * ow * C, C, y0, nr, ow, pool, &gb,
+                                                   ra);
+                        if (kernel_here(TSQ_KERNEL_VPOPCNT))
+                            tsq__bp_epilogue_bytes_avx512(th, acc + y0 * ow * C, C, y0, nr, ow,
+                                                          pool, &gb, rv);
+                    }
+                    for (oy = 0; oy < gh; oy++)
+                        for (ox = 0; ox < gw; ox++)
+                            for (c = 0; c < C; c++) {
+                                int64_t s2 = pool ? 2 : 1, dy, dx;
+                                int32_t want = 0;
+                                for (dy = 0; dy < s2; dy++)
+                                    for (dx = 0; dx < s2; dx++) {
+                                        int32_t v = codes[((oy * s2 + dy) * ow + ox * s2 + dx) * C + c];
+                                        want = v > want ? v : want;
+                                    }
+                                ck_assert_int_eq(ra[((oy + 1) * (gw + 2) + ox + 1) * C + c], want);
+                            }
+                    if (kernel_here(TSQ_KERNEL_VPOPCNT))
+                        ck_assert_int_eq(memcmp(ra, rv, (size_t)gb.image), 0);
+                    free(ra);
+                    free(rv);
+                }
+                tsq_thresholds_destroy(th);
+                free(acc);
+                free(codes);
+                free(a);
+                free(b2);
+            }
+    tsq_context_destroy(ctx);
+}
+END_TEST
+
+/* The float front into planes: the AVX-512 version writes the bytes of the
+ * reference, which holds tsq__quant_code of the affine and ReLU outputs
+ * (computed here as the separate stages do), with and without the affine
+ * and the ReLU, per-channel code widths, widths not a multiple of 16 and
+ * 5, 32, 37 and 64 channels. */
+START_TEST(test_bitplane_encode)
+{
+    const int64_t cs[] = {5, 32, 37, 64};
+    uint64_t seed = 14;
+    size_t t;
+    int32_t nb, mode;
+    for (t = 0; t < sizeof cs / sizeof cs[0]; t++)
+        for (nb = 1; nb <= 2; nb++)
+            for (mode = 0; mode < 4; mode++) {
+                int64_t C = cs[t], h = 3, w = 21, i, c, y, x;
+                int affine = mode & 1, relu = (mode >> 1) & 1;
+                float *xs = malloc((size_t)(C * h * w) * sizeof(float));
+                float a[64], b[64], eps[64], inv[64];
+                int32_t maxc[64];
+                uint8_t *r1, *r2;
+                tsq__bp_geom g;
+                tsq__bp_geom_init(&g, C, h, w, 1, nb);
+                r1 = malloc((size_t)g.image);
+                r2 = malloc((size_t)g.image);
+                for (c = 0; c < C; c++) {
+                    a[c] = 0.5f + (float)rng_below(&seed, 100) / 50.0f;
+                    b[c] = (float)(rng_below(&seed, 100) - 50) / 100.0f;
+                    eps[c] = c % 3 == 0 ? -0.1f : (float)rng_below(&seed, 40) / 100.0f;
+                    inv[c] = 1.0f / (0.2f + (float)rng_below(&seed, 40) / 100.0f);
+                    maxc[c] = nb == 2 && c % 4 ? 3 : 1;
+                }
+                for (i = 0; i < C * h * w; i++)
+                    xs[i] = (float)(rng_below(&seed, 2001) - 1000) / 700.0f;
+                xs[0] = -0.0f;
+                tsq__bp_encode_ref(&g, xs, affine ? a : NULL, b, relu, eps, inv, maxc, r1);
+                for (c = 0; c < C; c++)
+                    for (y = 0; y < h; y++)
+                        for (x = 0; x < w; x++) {
+                            float v = xs[(c * h + y) * w + x];
+                            int32_t code, got = 0, bit;
+                            if (affine)
+                                v = a[c] * v + b[c];
+                            if (relu)
+                                v = v > 0.0f ? v : 0.0f;
+                            code = tsq__quant_code(v, eps[c], inv[c], maxc[c]);
+                            for (bit = 0; bit < nb; bit++)
+                                got |= bp_bit(&g, r1, bit, y, x, c) << bit;
+                            ck_assert_int_eq(got, code);
+                        }
+                if (kernel_here(TSQ_KERNEL_VPOPCNT)) {
+                    memset(r2, 0x77, (size_t)g.image);
+                    tsq__bp_encode_avx512(&g, xs, affine ? a : NULL, b, relu, eps, inv, maxc, r2);
+                    ck_assert_int_eq(memcmp(r1, r2, (size_t)g.image), 0);
+                }
+                { /* the byte layout: the codes themselves */
+                    tsq__bp_geom gb;
+                    uint8_t *q1, *q2;
+                    tsq__bp_geom_bytes(&gb, C, h, w, 1, nb);
+                    q1 = malloc((size_t)gb.image);
+                    q2 = malloc((size_t)gb.image);
+                    tsq__bp_encode_bytes_ref(&gb, xs, affine ? a : NULL, b, relu, eps, inv, maxc,
+                                             q1);
+                    for (c = 0; c < C; c++)
+                        for (y = 0; y < h; y++)
+                            for (x = 0; x < w; x++) {
+                                int32_t got = 0, bit;
+                                for (bit = 0; bit < nb; bit++)
+                                    got |= bp_bit(&g, r1, bit, y, x, c) << bit;
+                                ck_assert_int_eq(q1[((y + 1) * (w + 2) + x + 1) * C + c], got);
+                            }
+                    if (kernel_here(TSQ_KERNEL_VPOPCNT)) {
+                        memset(q2, 0x77, (size_t)gb.image);
+                        tsq__bp_encode_bytes_avx512(&gb, xs, affine ? a : NULL, b, relu, eps, inv,
+                                                    maxc, q2);
+                        ck_assert_int_eq(memcmp(q1, q2, (size_t)gb.image), 0);
+                    }
+                    free(q1);
+                    free(q2);
+                }
+                free(xs);
+                free(r1);
+                free(r2);
+            }
+}
+END_TEST
+
 static Suite *kernels_suite(void)
 {
     Suite *s = suite_create("kernels");
@@ -1098,6 +1433,10 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_blas_single_threaded_in_regions);
     tcase_add_test(tc, test_im2col_rows_one_kernel);
     tcase_add_test(tc, test_code_maxpool);
+    tcase_add_test(tc, test_bitplane_from_codes);
+    tcase_add_test(tc, test_bitplane_gather);
+    tcase_add_test(tc, test_bitplane_epilogue);
+    tcase_add_test(tc, test_bitplane_encode);
     tcase_add_test(tc, test_pack_two_bits_per_ternary_weight);
     tcase_add_test(tc, test_pack_errors);
     tcase_add_test(tc, test_pack_out_of_memory);

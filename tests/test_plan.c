@@ -9,6 +9,7 @@
 #define TSQ_EXPERIMENTAL 1 /* the kernel-level calls */
 #include "nn_testutil.h"
 #include "tsq/experimental.h"
+#include "runtime/plan_internal.h" /* the stage list and ctx->cpu, for the bit-plane path */
 
 #include <pthread.h>
 #include <stdio.h>
@@ -663,6 +664,130 @@ START_TEST(test_batch_independent)
 }
 END_TEST
 
+/* The bit-plane and byte-layout paths (runtime/plan_bits.c) against the
+ * general path with the AVX2 kernel and the portable C path, bit for bit,
+ * on odd shapes: 5, 12, 9 and 17 channels (no multiple of 8), K = 45, 108,
+ * 81 (no multiple of 64), a 1-bit layer between 2-bit ones, an odd image
+ * side (floor pooling), and batches 1, 7 and 257 on 1 and 2 threads. */
+static tsq_net *make_bits_net(tsq_context *ctx, int64_t img, uint64_t seed)
+{
+    nt_rng r = {seed};
+    int64_t shape[3] = {1, img, img}, hw = (img / 2) / 2, c;
+    tsq_layer *L[20] = {0};
+    tsq_tensor *v = NULL;
+    int n = 0;
+    TH_OK(ctx, tsq_layer_conv2d_create(ctx, 1, 5, 3, 3, 1, 1, &L[n]));
+    randomize_float(ctx, L[n++], &r);
+    TH_OK(ctx, tsq_layer_batchnorm_create(ctx, 5, &L[n]));
+    randomize_float(ctx, L[n], &r);
+    TH_OK(ctx, tsq_layer_state(L[n], 1, &v, NULL));
+    for (c = 0; c < 5; c++)
+        nt_data(v)[c] = (float)(0.5 + nt_uniform(&r));
+    n++;
+    if (img % 2) /* the float front with and without a ReLU */
+        TH_OK(ctx, tsq_layer_relu_create(ctx, &L[n++]));
+    L[n++] = quant(ctx, 2, 0.3f, 0.4f, 1);
+    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 5, 12, 3, 3, 1, 1, 2, &L[n]));
+    set_lowbit(ctx, L[n++], 12, 45, 2, &r);
+    L[n] = quant(ctx, 2, 0.2f, 0.5f, 1);
+    for (c = 0; c < 12; c++)
+        TH_OK(ctx, tsq_layer_act_quant_set_channel(L[n], c, 12, 2, 0.1f + 0.03f * (float)c,
+                                                   0.3f + 0.05f * (float)c));
+    n++;
+    TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
+    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 12, 9, 3, 3, 1, 1, 2, &L[n]));
+    set_lowbit(ctx, L[n++], 9, 108, 2, &r);
+    L[n++] = quant(ctx, 1, 0.1f, 0.5f, 1);
+    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 9, 17, 3, 3, 1, 1, 2, &L[n]));
+    set_lowbit(ctx, L[n++], 17, 81, 2, &r);
+    L[n++] = quant(ctx, 2, 0.25f, 0.45f, 1);
+    TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
+    TH_OK(ctx, tsq_layer_flatten_create(ctx, &L[n++]));
+    TH_OK(ctx, tsq_layer_lowbit_dense_create(ctx, 17 * hw * hw, 16, 2, &L[n]));
+    set_lowbit(ctx, L[n++], 16, 17 * hw * hw, 2, &r);
+    L[n++] = quant(ctx, 2, 0.3f, 0.5f, 0);
+    TH_OK(ctx, tsq_layer_dense_create(ctx, 16, 5, &L[n]));
+    randomize_float(ctx, L[n++], &r);
+    L[n] = NULL;
+    return nt_net(ctx, 3, shape, L);
+}
+
+/* y of a plan created and run with the CPU features `cpu`; *bit_stages
+ * counts its low-bit stages on the fused path, plus 10 per one reading
+ * bytes and 100 per float front (into either layout). */
+static void run_with_cpu(tsq_context *ctx, tsq_net *net, uint32_t cpu, const tsq_tensor *x,
+                         tsq_tensor *y, int *bit_stages)
+{
+    uint32_t saved = ctx->cpu;
+    tsq_plan *plan = NULL;
+    int32_t i;
+    ctx->cpu = cpu;
+    TH_OK(ctx, tsq_plan_create(ctx, net, &plan));
+    *bit_stages = 0;
+    for (i = 0; i < plan->nstages; i++)
+        *bit_stages += plan->stages[i].bp_in + 10 * plan->stages[i].bp_bytes +
+                       100 * (plan->stages[i].op == OP_FRONT);
+    TH_OK(ctx, tsq_plan_run(ctx, plan, x, y, NULL, 0));
+    tsq_plan_destroy(plan);
+    ctx->cpu = saved;
+}
+
+START_TEST(test_bitplane_path_exact)
+{
+    static const int64_t batches[] = {1, 7, 257}, imgs[] = {8, 9};
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    uint32_t full = ctx->cpu, no_vnni = full & ~(uint32_t)TSQ_CPU_AVX512VNNI;
+    uint32_t avx2 = no_vnni & ~(uint32_t)TSQ_CPU_AVX512VPOPCNTDQ;
+    size_t bi, ii;
+    int32_t threads;
+    for (ii = 0; ii < 2; ii++)
+        for (threads = 1; threads <= 2; threads++)
+            for (bi = 0; bi < 3; bi++) {
+                int64_t b = batches[bi], img = imgs[ii];
+                size_t bytes = (size_t)(b * 5) * sizeof(float);
+                tsq_net *net = make_bits_net(ctx, img, 500 + ii);
+                tsq_tensor *x = nt_tensor(ctx, 4, b, 1, img, img);
+                tsq_tensor *yv = nt_tensor(ctx, 2, b, 5, 0, 0), *yp = nt_tensor(ctx, 2, b, 5, 0, 0);
+                tsq_tensor *ya = nt_tensor(ctx, 2, b, 5, 0, 0), *yc = nt_tensor(ctx, 2, b, 5, 0, 0);
+                tsq_tensor *yr = nt_tensor(ctx, 2, b, 5, 0, 0);
+                nt_rng r = {31 + (uint64_t)b};
+                int nv = 0, np = 0, na = 0, nc = 0;
+                TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads));
+                nt_fill_normal(x, &r, 1.0);
+                TH_OK(ctx, tsq_net_forward(net, x, yr, 0));
+                run_with_cpu(ctx, net, full, x, yv, &nv);
+                run_with_cpu(ctx, net, no_vnni, x, yp, &np);
+                run_with_cpu(ctx, net, avx2, x, ya, &na);
+                run_with_cpu(ctx, net, 0, x, yc, &nc);
+                if (tsq__kernel_runs(TSQ_KERNEL_VNNI, full))
+                    ck_assert_int_eq(nv, 134); /* convs on bytes, the dense on bit planes */
+                if (tsq__kernel_runs(TSQ_KERNEL_VPOPCNT, no_vnni))
+                    ck_assert_int_eq(np, 104); /* on bit planes, and the front */
+                ck_assert_int_eq(na, 0);
+                ck_assert_int_eq(nc, 0);
+                NT_REQUIRE(memcmp(nt_data(yv), nt_data(yc), bytes) == 0,
+                           "img %lld batch %lld threads %d: byte layout differs from C",
+                           (long long)img, (long long)b, (int)threads);
+                NT_REQUIRE(memcmp(nt_data(yp), nt_data(yc), bytes) == 0,
+                           "img %lld batch %lld threads %d: bit planes differ from C",
+                           (long long)img, (long long)b, (int)threads);
+                NT_REQUIRE(memcmp(nt_data(ya), nt_data(yc), bytes) == 0,
+                           "img %lld batch %lld threads %d: AVX2 path differs from C",
+                           (long long)img, (long long)b, (int)threads);
+                compare(nt_data(yv), nt_data(yr), b, 5);
+                tsq_net_destroy(net);
+                tsq_tensor_destroy(x);
+                tsq_tensor_destroy(yv);
+                tsq_tensor_destroy(yp);
+                tsq_tensor_destroy(ya);
+                tsq_tensor_destroy(yc);
+                tsq_tensor_destroy(yr);
+            }
+    th_context_done(ctx, &st);
+}
+END_TEST
+
 static Suite *plan_suite(void)
 {
     Suite *s = suite_create("plan");
@@ -679,6 +804,7 @@ static Suite *plan_suite(void)
     tcase_add_test(tc, test_plan_load_same_bits);
     tcase_add_test(tc, test_batch_independent);
     tcase_add_test(tc, test_plan_load_errors);
+    tcase_add_test(tc, test_bitplane_path_exact);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -51,7 +51,7 @@ int tsq__blas_threads(void)
 }
 
 /* Sets the BLAS to one thread; returns what to restore (0: nothing). */
-static int blas_single_begin(void)
+int tsq__blas_single_begin(void)
 {
 #if defined(TSQ_BLAS_OPENBLAS)
     int saved = openblas_get_num_threads();
@@ -64,7 +64,7 @@ static int blas_single_begin(void)
 #endif
 }
 
-static void blas_single_end(int saved)
+void tsq__blas_single_end(int saved)
 {
 #if defined(TSQ_BLAS_OPENBLAS)
     if (saved > 0)
@@ -92,7 +92,7 @@ void tsq__parallel_for(int64_t threads, int64_t n, tsq__task_fn fn, void *arg)
             fn(arg, i);
         return;
     }
-    saved = blas_single_begin();
+    saved = tsq__blas_single_begin();
     for (t = 0; t < threads; t++) {
         args[t].fn = fn;
         args[t].arg = arg;
@@ -112,7 +112,7 @@ void tsq__parallel_for(int64_t threads, int64_t n, tsq__task_fn fn, void *arg)
         else
             run_share(&args[t]);
     }
-    blas_single_end(saved);
+    tsq__blas_single_end(saved);
 }
 
 typedef struct {

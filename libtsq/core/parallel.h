@@ -21,4 +21,12 @@ void tsq__parallel_range(int64_t threads, int64_t n, int64_t cost, tsq__range_fn
  * threads each call makes the calls wait for each other. */
 int tsq__blas_threads(void);
 
+/* Sets the BLAS to one thread (as inside a region) and returns what
+ * tsq__blas_single_end puts back (0: nothing). For callers whose BLAS
+ * calls are too small to gain from the BLAS's threads, e.g. the plan: an
+ * OpenBLAS that threads them leaves its workers spinning in sched_yield
+ * after every call. */
+int tsq__blas_single_begin(void);
+void tsq__blas_single_end(int saved);
+
 #endif /* TSQ_CORE_PARALLEL_H */

@@ -51,6 +51,8 @@ static int cpu_runs(int32_t kernel, uint32_t features)
     return (features & need) == need;
 }
 
+int tsq__kernel_runs(int32_t kernel, uint32_t features) { return cpu_runs(kernel, features); }
+
 tsq_status tsq_kernel_available(int32_t kernel, int32_t *available)
 {
     if (!available)

@@ -35,12 +35,25 @@ INLINE __m256i bcast_codes(const uint8_t *row, int64_t q, int64_t k)
     return bcast4(b);
 }
 
-INLINE void store_tile(const int32_t sum[TILE_ROWS][16], int R, int64_t ncols, int32_t *acc,
+/* The one epilogue of both tiles: R rows of two 8-column int32 halves
+ * into acc, ncols (<= 16) columns each (through a buffer: the partial
+ * last panel must not write past column c1). */
+INLINE void store_tile(__m256i s32[TILE_ROWS][2], int R, int64_t ncols, int32_t *acc,
                        int64_t ldacc)
 {
+    int32_t sum[16];
     int r;
-    for (r = 0; r < R; r++)
-        memcpy(acc + r * ldacc, sum[r], (size_t)ncols * sizeof(int32_t));
+#pragma GCC unroll 4
+    for (r = 0; r < R; r++) {
+        if (ncols == 16) {
+            _mm256_storeu_si256((__m256i *)(acc + r * ldacc), s32[r][0]);
+            _mm256_storeu_si256((__m256i *)(acc + r * ldacc + 8), s32[r][1]);
+            continue;
+        }
+        _mm256_storeu_si256((__m256i *)sum, s32[r][0]);
+        _mm256_storeu_si256((__m256i *)(sum + 8), s32[r][1]);
+        memcpy(acc + r * ldacc, sum, (size_t)ncols * sizeof(int32_t));
+    }
 }
 
 /* 16-bit accumulation, widened every `flush` steps. */
@@ -49,7 +62,6 @@ INLINE void tile16(const uint8_t *x, int64_t ldx, int64_t k, const int8_t *w, in
 {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i s32[TILE_ROWS][2];
-    int32_t sum[TILE_ROWS][16];
     int64_t q0, q, k4n = tsq__k4n(k), kq = k / 4;
     int r, h;
 #pragma GCC unroll 4
@@ -86,12 +98,7 @@ INLINE void tile16(const uint8_t *x, int64_t ldx, int64_t k, const int8_t *w, in
             for (h = 0; h < 2; h++)
                 s32[r][h] = _mm256_add_epi32(s32[r][h], _mm256_madd_epi16(s16[r][h], ones));
     }
-#pragma GCC unroll 4
-    for (r = 0; r < R; r++) {
-        _mm256_storeu_si256((__m256i *)sum[r], s32[r][0]);
-        _mm256_storeu_si256((__m256i *)(sum[r] + 8), s32[r][1]);
-    }
-    store_tile((const int32_t(*)[16])sum, R, ncols, acc, ldacc);
+    store_tile(s32, R, ncols, acc, ldacc);
 }
 
 /* Nibble split for codes whose pair products could saturate 16 bits:
@@ -102,7 +109,6 @@ INLINE void tile_nibbles(const uint8_t *x, int64_t ldx, int64_t k, const int8_t 
     const __m256i ones = _mm256_set1_epi16(1), sixteens = _mm256_set1_epi16(16);
     const __m256i low4 = _mm256_set1_epi8(15);
     __m256i s32[TILE_ROWS][2];
-    int32_t sum[TILE_ROWS][16];
     int64_t q, k4n = tsq__k4n(k);
     int r, h;
 #pragma GCC unroll 4
@@ -124,12 +130,7 @@ INLINE void tile_nibbles(const uint8_t *x, int64_t ldx, int64_t k, const int8_t 
             }
         }
     }
-#pragma GCC unroll 4
-    for (r = 0; r < R; r++) {
-        _mm256_storeu_si256((__m256i *)sum[r], s32[r][0]);
-        _mm256_storeu_si256((__m256i *)(sum[r] + 8), s32[r][1]);
-    }
-    store_tile((const int32_t(*)[16])sum, R, ncols, acc, ldacc);
+    store_tile(s32, R, ncols, acc, ldacc);
 }
 
 typedef void (*tile_fn)(const uint8_t *, int64_t, int64_t, const int8_t *, int64_t, int64_t,

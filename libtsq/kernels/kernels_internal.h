@@ -159,6 +159,8 @@ void tsq__lowbit_execute(const tsq__lowbit_call *call, const tsq_packed_weights 
                          void *workspace);
 
 /* ---- dispatch.c: kernel resolution ---- */
+/* 1 when a CPU with `features` runs `kernel` (TSQ_KERNEL_*, not AUTO). */
+int tsq__kernel_runs(int32_t kernel, uint32_t features);
 /* The kernel a request resolves to, or TSQ_ERR_UNSUPPORTED / INVALID with a
  * message on obj. */
 tsq_status tsq__kernel_resolve(tsq__object *obj, const char *where, int32_t kernel,

@@ -12,7 +12,10 @@
  * Layout rules: a conv's weights are packed in the (ky, kx, c) order of
  * im2col on NHWC codes; a dense stage after a flatten of NHWC codes gets
  * its weight rows permuted from the float (c, h, w) order to (h, w, c), so
- * no transposition is needed at run time. */
+ * no transposition is needed at run time. A low-bit stage on the fused
+ * path (plan_bits.c) reads bit planes or bytes instead: its weights are
+ * packed in that layout's k order (channels padded per pixel), and
+ * tsq__plan_bits_link then makes its producer write that layout. */
 #include "runtime/desc.h"
 #include "runtime/plan_internal.h"
 
@@ -139,6 +142,12 @@ static tsq_status build_quant(builder *b, const tsq__stage_desc *q)
 /* The packed row of the float order's column i. */
 static int64_t packed_row(const builder *b, const tsq__plan_stage *s, int64_t i)
 {
+    if (s->bp_in) { /* bit planes: channels padded to bytes (kernels/bitplane.h) */
+        int64_t kk = s->kh * s->kw, hw = b->h * b->w;
+        if (s->conv)
+            return tsq__bp_k(&s->bin, s->kw, (i % kk) / s->kw, i % s->kw, i / kk);
+        return (i % hw) * s->bin.kpix + i / hw;
+    }
     if (s->conv) {
         int64_t kk = s->kh * s->kw, ci = i / kk, ky = (i % kk) / s->kw, kx = i % s->kw;
         return (ky * s->kw + kx) * s->c + ci;
@@ -150,12 +159,20 @@ static int64_t packed_row(const builder *b, const tsq__plan_stage *s, int64_t i)
     return i;
 }
 
+/* Rows of the packed weights of a bit-plane stage: a conv's window over
+ * byte-padded channels, or a dense layer's whole input plane. */
+static int64_t bits_k(const tsq__plan_stage *s)
+{
+    int64_t per_byte = s->bp_bytes ? 1 : 8; /* k entries per byte of a row */
+    return s->conv ? s->win.kwords * 8 * per_byte : s->bin.plane * per_byte;
+}
+
 static tsq_status pack_lowbit(builder *b, tsq__plan_stage *s, const tsq__stage_desc *d,
                               int64_t in, int64_t out)
 {
     tsq_tensor *wt = NULL;
     int8_t *w;
-    int64_t shape[2] = {in, out}, o, i;
+    int64_t kp = s->bp_in ? bits_k(s) : in, shape[2] = {kp, out}, o, i;
     tsq_status st;
     if ((double)in * tsq__max_code(b->bits) * tsq__max_weight(d->weight_bits) >
         (double)INT32_MAX)
@@ -167,6 +184,7 @@ static tsq_status pack_lowbit(builder *b, tsq__plan_stage *s, const tsq__stage_d
     if (st != TSQ_OK)
         return st;
     w = wt->data;
+    memset(w, 0, (size_t)(kp * out));
     for (o = 0; o < out; o++)
         for (i = 0; i < in; i++)
             w[packed_row(b, s, i) * out + o] = d->wcodes[o * in + i];
@@ -193,6 +211,26 @@ static tsq_status fuse_quant(builder *b, tsq__plan_stage *s, const tsq__stage_de
     return q->codes_out ? TSQ_OK : add_decode(b, q);
 }
 
+/* The bit-plane input of a low-bit stage whose input dims are s->c, h, w
+ * (runtime/plan_bits.c). */
+static void setup_bits(tsq__plan_stage *s, const tsq__stage_desc *d, int32_t bits, int layout)
+{
+    s->bp_in = 1;
+    s->bp_bytes = layout == TSQ__BP_BYTES;
+    tsq__bp_geom_fill(&s->bin, s->c, s->h, s->w, s->conv ? s->pad : 0, bits, s->bp_bytes);
+    if (!s->conv)
+        return;
+    s->win.kh = s->kh;
+    s->win.kw = s->kw;
+    s->win.stride = s->stride;
+    s->win.oh = d->out_h;
+    s->win.ow = d->out_w;
+    s->win.kwords = (s->kh * s->kw * s->bin.cb + 7) / 8;
+    /* Bands of output rows: even (a fused 2 x 2 pool takes whole windows). */
+    s->band = 128 / d->out_w;
+    s->band = s->band < 2 ? 2 : s->band / 2 * 2;
+}
+
 /* A low-bit stage; `next` is the stage after it (or NULL). *consumed is 1
  * when the quantizer `next` was fused. */
 static tsq_status build_lowbit(builder *b, const tsq__stage_desc *d, const tsq__stage_desc *next,
@@ -201,7 +239,7 @@ static tsq_status build_lowbit(builder *b, const tsq__stage_desc *d, const tsq__
     tsq__plan_stage *s;
     int64_t in, out = d->out_c;
     tsq_status st;
-    int mixed = 0;
+    int mixed = 0, fuse, layout;
     *consumed = 0;
     if (!b->codes)
         return tsq__fail(&b->ctx->obj, TSQ_ERR_UNSUPPORTED,
@@ -223,7 +261,21 @@ static tsq_status build_lowbit(builder *b, const tsq__stage_desc *d, const tsq__
     s->alpha = copy_floats(b, d->alpha, out);
     if (!s->alpha)
         return oom(b);
+    fuse = next && next->kind == TSQ__STAGE_QUANT;
+    if (fuse)
+        quant_bits(next, &mixed);
+    layout = fuse && !mixed ? tsq__plan_bits_layout(b->plan, s->conv, b->bits, d->weight_bits)
+                            : 0;
+    if (layout)
+        setup_bits(s, d, b->bits, layout);
     st = pack_lowbit(b, s, d, in, out);
+    if (st == TSQ_OK && s->bp_bytes) { /* VNNI panels once, not per call */
+        int64_t k = s->pw->k;
+        s->dec = tsq__alloc(b->ctx, (size_t)(tsq__panels(out) * tsq__k4n(k) * 64));
+        if (!s->dec)
+            return oom(b);
+        tsq__decode_panels_avx512(s->pw, 0, tsq__panels(out), s->dec);
+    }
     if (st != TSQ_OK)
         return st;
     set_dims(b, s, out, s->conv ? d->out_h : 1, s->conv ? d->out_w : 1);
@@ -320,6 +372,9 @@ static void free_stages(tsq_plan *p)
         tsq__free(ctx, s->maxcode);
         tsq__free(ctx, s->alpha);
         tsq__free(ctx, s->beta);
+        tsq__free(ctx, s->qeps);
+        tsq__free(ctx, s->qinv);
+        tsq__free(ctx, s->dec);
         tsq_packed_weights_destroy(s->pw);
         tsq_thresholds_destroy(s->th);
     }
@@ -388,6 +443,8 @@ tsq_status tsq__plan_from_desc(tsq_context *ctx, const tsq__net_desc *d, tsq_pla
     b.w = d->in_ndim == 3 ? d->in_shape[2] : 1;
     p->in_numel = b.c * b.h * b.w;
     st = build(&b, d);
+    if (st == TSQ_OK)
+        st = tsq__plan_bits_link(ctx, p);
     if (st != TSQ_OK) {
         tsq_plan_destroy(p);
         return st;

@@ -3,13 +3,16 @@
  * (plan_build.c) and tsq_plan_run executes (plan_run.c) without checking
  * again what the build guaranteed.
  *
- * The activation between stages is either float, NCHW per sample (as the
- * float network computes), or uint8 codes, NHWC per sample (rows of the
- * low-bit kernels' M x N output).
+ * The activation between stages is float, NCHW per sample (as the float
+ * network computes), uint8 codes, NHWC per sample (rows of the low-bit
+ * kernels' M x N output), or, between low-bit layers on the fused path,
+ * the next kernel's operand: bit planes or the byte layout, padded NHWC
+ * (kernels/bitplane.h, runtime/plan_bits.c).
  */
 #ifndef TSQ_RUNTIME_PLAN_INTERNAL_H
 #define TSQ_RUNTIME_PLAN_INTERNAL_H
 
+#include "kernels/bitplane.h"
 #include "kernels/conv.h"
 #include "kernels/encode.h"
 #include "kernels/kernels_internal.h"
@@ -24,7 +27,9 @@ enum {
     OP_ENCODE,   /* float NCHW -> codes NHWC (the quantizer's code) */
     OP_DECODE,   /* codes NHWC -> float NCHW, times a per-channel scale */
     OP_CPOOL,    /* max-pool on NHWC codes */
-    OP_LOWBIT    /* low-bit dense / conv on codes */
+    OP_LOWBIT,   /* low-bit dense / conv on codes (or bit planes: bp_in) */
+    OP_TOBP,     /* codes NHWC -> bit planes (bout) */
+    OP_FRONT     /* float NCHW -> [affine s, t] [relu] quantizer (qeps, qinv, maxcode) -> bout */
 };
 
 typedef struct tsq__plan_stage {
@@ -47,6 +52,17 @@ typedef struct tsq__plan_stage {
     tsq_packed_weights *pw;
     tsq_thresholds *th;  /* NULL: float output alpha * acc + b */
     float *alpha, *beta; /* for the float output */
+    /* the bit-plane path (plan_bits.c) */
+    int bp_in;           /* LOWBIT: reads bit planes `bin` (VPOPCNT kernel, fused thresholds) */
+    int bp_bytes;        /* ... in the byte layout instead (VNNI kernel on `dec`) */
+    int8_t *dec;         /* bp_bytes: the weights as VNNI panels, decoded once */
+    int bp_out;          /* LOWBIT conv: writes bit planes `bout` instead of codes */
+    int bp_pool;         /* ... max-pooled 2 x 2 on the way (oh, ow are the pooled dims) */
+    tsq__bp_geom bin, bout;
+    tsq__bp_window win;  /* LOWBIT conv with bp_in */
+    int64_t band;        /* output rows per work item (conv with bp_in) */
+    int relu;            /* FRONT */
+    float *qeps, *qinv;  /* FRONT: the quantizer's per-channel eps and 1 / delta */
 } tsq__plan_stage;
 
 struct tsq_plan {
@@ -60,5 +76,22 @@ struct tsq_plan {
 };
 
 #define TSQ__PLAN_ALIGN 64
+
+/* ---- plan_bits.c ---- */
+/* The layout a low-bit stage of these bit widths reads: 0 the codes (the
+ * general path), TSQ__BP_BITS bit planes (VPOPCNT), TSQ__BP_BYTES the byte
+ * layout (VNNI). */
+enum { TSQ__BP_BITS = 1, TSQ__BP_BYTES = 2 };
+int tsq__plan_bits_layout(const tsq_plan *p, int conv, int32_t code_bits, int32_t weight_bits);
+/* After the build: producers of bit-plane stages write bit planes (a
+ * low-bit conv's epilogue, a 2 x 2 code pool fused into it) or get a
+ * conversion stage. May reallocate p->stages. */
+tsq_status tsq__plan_bits_link(tsq_context *ctx, tsq_plan *p);
+/* Output and scratch bytes of a bit-plane stage for n images. */
+void tsq__plan_bits_sizes(const tsq__plan_stage *s, int64_t n, int64_t threads, uint64_t *outb,
+                          uint64_t *scratch);
+/* Runs a bit-plane stage (OP_TOBP, or OP_LOWBIT with bp_in). */
+void tsq__plan_bits_run(int64_t threads, const tsq__plan_stage *s, const void *x, void *y,
+                        int64_t n, uint8_t *scratch);
 
 #endif /* TSQ_RUNTIME_PLAN_INTERNAL_H */

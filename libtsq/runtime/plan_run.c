@@ -29,6 +29,10 @@ static tsq_status stage_sizes(tsq_context *ctx, const tsq__plan_stage *s, int64_
         return tsq__fail(&ctx->obj, TSQ_ERR_OVERFLOW, "plan_workspace_size: batch %lld is too "
                          "large", (long long)n);
     *outb = (uint64_t)total;
+    if (s->op == OP_TOBP || s->op == OP_FRONT || (s->op == OP_LOWBIT && s->bp_in)) {
+        tsq__plan_bits_sizes(s, n, threads, outb, scratch);
+        return TSQ_OK;
+    }
     if (s->op == OP_CONV)
         *scratch = (uint64_t)tsq__conv_forward_ws_floats(&s->g, threads, n) * sizeof(float);
     if (s->op == OP_LOWBIT) {
@@ -311,7 +315,14 @@ static tsq_status run_stage(tsq_context *ctx, int64_t threads, const tsq__plan_s
     case OP_CPOOL: run_spans(threads, s, x, y, n, per, cpool_range); return TSQ_OK;
     case OP_ENCODE: run_spans(threads, s, x, y, n, per, encode_range); return TSQ_OK;
     case OP_DECODE: run_spans(threads, s, x, y, n, per, decode_range); return TSQ_OK;
-    case OP_LOWBIT: return run_lowbit(ctx, threads, s, x, y, n, scratch);
+    case OP_LOWBIT:
+        if (s->bp_in) {
+            tsq__plan_bits_run(threads, s, x, y, n, scratch);
+            return TSQ_OK;
+        }
+        return run_lowbit(ctx, threads, s, x, y, n, scratch);
+    case OP_TOBP:
+    case OP_FRONT: tsq__plan_bits_run(threads, s, x, y, n, scratch); return TSQ_OK;
     default:
         return tsq__fail(&ctx->obj, TSQ_ERR_INTERNAL, "plan_run: unknown stage %d", (int)s->op);
     }
@@ -396,6 +407,7 @@ tsq_status tsq_plan_run(tsq_context *ctx, const tsq_plan *plan, const tsq_tensor
     uint8_t *base;
     void *owned = NULL;
     int64_t n, i;
+    int blas;
     tsq_status st;
     if (!ctx)
         return TSQ_ERR_NULL;
@@ -421,6 +433,9 @@ tsq_status tsq_plan_run(tsq_context *ctx, const tsq_plan *plan, const tsq_tensor
                          (long long)n);
     }
     base = (uint8_t *)workspace + ((ALIGN - (uintptr_t)workspace % ALIGN) % ALIGN);
+    /* The plan's float GEMMs (first conv, last dense) are small: the
+     * BLAS's own threads would only spin between them. */
+    blas = tsq__blas_single_begin();
     /* After the checks above no stage can fail (the layout prepared every
      * product), so y is only written by a run that succeeds. */
     if (r.workers == 0) {
@@ -438,6 +453,7 @@ tsq_status tsq_plan_run(tsq_context *ctx, const tsq_plan *plan, const tsq_tensor
         for (i = 0; i < r.workers && st == TSQ_OK; i++)
             st = j.status[i];
     }
+    tsq__blas_single_end(blas);
     if (st == TSQ_OK)
         tsq__clear(&ctx->obj);
     tsq__free(ctx, owned);

@@ -1,0 +1,298 @@
+/* The fused path of the inference plan (docs/kernels.md, "Activations in
+ * the kernel's format"). Between low-bit layers the activation stays in the
+ * operand format of the kernel chosen per stage: bit planes for the VPOPCNT
+ * kernel, bytes for the VNNI kernel, both padded NHWC (kernels/bitplane.h).
+ * Each layer's threshold epilogue writes the next layer's operand (a 2 x 2
+ * max-pool fused), the float front (affine, ReLU, quantizer) writes the
+ * first one in one pass, and a convolution builds the im2col rows of one
+ * band of output rows at a time, so no codes are expanded, re-encoded or
+ * copied between layers and the scratch is bounded by the band and the
+ * threads, not the batch. */
+#include "runtime/plan_internal.h"
+
+#include <string.h>
+
+/* Output pixels per work item of a convolution, about: the band of output
+ * rows whose im2col rows and accumulators one thread holds (a few tens of
+ * kB for the demo's layers, within L2). */
+#define BAND_PIXELS 128
+/* Rows of a dense stage per work item. */
+#define DENSE_ROWS 96
+#define ALIGN 64
+
+static uint64_t round_up(uint64_t n) { return (n + ALIGN - 1) / ALIGN * ALIGN; }
+
+static int64_t acc_ld(int64_t n) { return (n + 31) / 32 * 32; }
+
+int tsq__plan_bits_layout(const tsq_plan *p, int conv, int32_t code_bits, int32_t weight_bits)
+{
+    /* Per stage, by the kernels' speed on the plan's shapes (docs/kernels.md,
+     * "Bit planes or bytes"): VNNI's vpdpbusd runs on two ports where
+     * vpopcntq has one, and beat the bit-serial kernel on every fmnist
+     * convolution; a dense layer reads one row per image, where the 4x
+     * smaller bit-plane weights win (a batch-1 product streams them). */
+    int bits = tsq__kernel_runs(TSQ_KERNEL_VPOPCNT, p->cpu) && code_bits * weight_bits <= 4;
+    int bytes = tsq__kernel_runs(TSQ_KERNEL_VNNI, p->cpu);
+    if (bytes && (conv || !bits))
+        return TSQ__BP_BYTES;
+    return bits ? TSQ__BP_BITS : 0;
+}
+
+/* A low-bit conv on the fused path, whose epilogue can write either layout
+ * (the reader's: the kernels of the two layers need not be the same). */
+static int fusable(const tsq__plan_stage *s)
+{
+    return s->op == OP_LOWBIT && s->bp_in && s->conv && s->th && !s->bp_out;
+}
+
+
+
+static void link_one(tsq__plan_stage *list, int32_t *cnt, const tsq__plan_stage *consumer)
+{
+    tsq__plan_stage *last = *cnt > 0 ? &list[*cnt - 1] : NULL, *t;
+    if (last && last->op == OP_CPOOL && last->k == 2 && last->stride == 2 && *cnt >= 2 &&
+        fusable(&list[*cnt - 2])) {
+        tsq__plan_stage *prod = &list[*cnt - 2];
+        prod->bp_out = prod->bp_pool = 1;
+        prod->bout = consumer->bin;
+        prod->oh = last->oh;
+        prod->ow = last->ow;
+        (*cnt)--; /* the pool is now part of the epilogue */
+        return;
+    }
+    if (last && fusable(last)) {
+        last->bp_out = 1;
+        last->bout = consumer->bin;
+        return;
+    }
+    t = &list[(*cnt)++];
+    memset(t, 0, sizeof *t);
+    t->op = OP_TOBP;
+    t->c = t->oc = consumer->c;
+    t->h = t->oh = consumer->h;
+    t->w = t->ow = consumer->w;
+    t->bout = consumer->bin;
+}
+
+/* [affine] [relu] encode, then to bit planes: one pass from the floats
+ * (stages i - len .. i, i the conversion), the encode's arrays moving to
+ * the new stage. Returns the number of stages it replaced (0: none). */
+static int32_t fuse_front(tsq_context *ctx, tsq__plan_stage *list, int32_t i)
+{
+    tsq__plan_stage f, *enc = &list[i - 1];
+    int32_t first = i - 1;
+    memset(&f, 0, sizeof f);
+    if (i < 1 || enc->op != OP_ENCODE)
+        return 0;
+    if (first >= 1 && list[first - 1].op == OP_RELU) {
+        f.relu = 1;
+        first--;
+    }
+    if (first >= 1 && list[first - 1].op == OP_AFFINE) {
+        first--;
+        f.s = list[first].s;
+        f.t = list[first].t;
+    }
+    f.op = OP_FRONT;
+    f.c = f.oc = enc->c;
+    f.h = f.oh = enc->h;
+    f.w = f.ow = enc->w;
+    f.bout = list[i].bout;
+    f.qeps = enc->s;
+    f.qinv = enc->t;
+    f.maxcode = enc->maxcode;
+    (void)ctx;
+    list[first] = f;
+    return i - first;
+}
+
+tsq_status tsq__plan_bits_link(tsq_context *ctx, tsq_plan *p)
+{
+    tsq__plan_stage *list;
+    int32_t i, cnt = 0, any = 0;
+    for (i = 0; i < p->nstages; i++)
+        any |= p->stages[i].op == OP_LOWBIT && p->stages[i].bp_in;
+    if (!any)
+        return TSQ_OK;
+    list = tsq__calloc(ctx, (size_t)(2 * p->nstages), sizeof *list);
+    if (!list)
+        return tsq__fail(&ctx->obj, TSQ_ERR_NO_MEMORY, "plan_create: out of memory");
+    for (i = 0; i < p->nstages; i++) {
+        const tsq__plan_stage *s = &p->stages[i];
+        if (s->op == OP_LOWBIT && s->bp_in)
+            link_one(list, &cnt, s);
+        list[cnt++] = *s;
+    }
+    /* Every pointer moved to the new list (a dropped pool owns none). */
+    tsq__free(ctx, p->stages);
+    p->stages = list;
+    p->nstages = cnt;
+    for (i = 0; i < p->nstages; i++) {
+        int32_t gone = list[i].op == OP_TOBP ? fuse_front(ctx, list, i) : 0;
+        if (gone > 0) { /* stages first + 1 .. i go; their arrays moved to the new one */
+            memmove(&list[i - gone + 1], &list[i + 1],
+                    (size_t)(p->nstages - i - 1) * sizeof *list);
+            p->nstages -= gone;
+            i -= gone;
+        }
+    }
+    return TSQ_OK;
+}
+
+/* ---- sizes ---- */
+
+static uint64_t xp_bytes(const tsq__plan_stage *s, int64_t rows)
+{
+    return round_up((uint64_t)rows * (uint64_t)s->bin.planes * (uint64_t)s->win.kwords * 8u +
+                    TSQ__BP_SLACK);
+}
+
+static int64_t item_rows(const tsq__plan_stage *s, int64_t n)
+{
+    if (s->conv) {
+        int64_t band = s->band < s->win.oh ? s->band : s->win.oh;
+        return band * s->win.ow;
+    }
+    return n < DENSE_ROWS ? n : DENSE_ROWS;
+}
+
+void tsq__plan_bits_sizes(const tsq__plan_stage *s, int64_t n, int64_t threads, uint64_t *outb,
+                          uint64_t *scratch)
+{
+    int64_t rows;
+    *scratch = 0;
+    /* Bit planes are read by the gather with TSQ__BP_SLACK bytes past the end. */
+    if (s->op == OP_TOBP || s->op == OP_FRONT) {
+        *outb = (uint64_t)n * (uint64_t)s->bout.image + TSQ__BP_SLACK;
+        return;
+    }
+    *outb = s->bp_out ? (uint64_t)n * (uint64_t)s->bout.image + TSQ__BP_SLACK
+                      : (uint64_t)n * (uint64_t)(s->oc * s->oh * s->ow);
+    rows = item_rows(s, n);
+    *scratch = (uint64_t)threads *
+               ((s->conv ? xp_bytes(s, rows) : 0) +
+                round_up((uint64_t)rows * (uint64_t)acc_ld(s->oc) * sizeof(int32_t)));
+}
+
+/* ---- running ---- */
+
+typedef struct {
+    const tsq__plan_stage *s;
+    const uint8_t *x;
+    uint8_t *y;
+    int64_t n, items, per_image, threads;
+    uint8_t *scratch;
+    uint64_t slot_bytes;
+} bits_job;
+
+static void conv_item(const bits_job *j, int64_t item, uint64_t *xp, int32_t *acc)
+{
+    const tsq__plan_stage *s = j->s;
+    int64_t img = item / j->per_image, oh = s->win.oh, ow = s->win.ow;
+    int64_t y0 = item % j->per_image * s->band, nr = oh - y0 < s->band ? oh - y0 : s->band;
+    int64_t ld = acc_ld(s->oc);
+    tsq__bp_gather_avx512(&s->bin, &s->win, j->x + img * s->bin.image, y0 * ow, nr * ow, xp);
+    if (s->bp_bytes)
+        tsq__gemm_vnni((const uint8_t *)xp, s->win.kwords * 8, nr * ow, s->win.kwords * 8,
+                       s->dec, 0, s->oc, acc, ld);
+    else
+        tsq__gemm_vpopcnt(xp, nr * ow, s->bin.nb, s->pw, 0, s->oc, acc, ld);
+    if (s->bp_out && s->bout.bytes)
+        tsq__bp_epilogue_bytes_avx512(s->th, acc, ld, y0, nr, ow, s->bp_pool, &s->bout,
+                                      j->y + img * s->bout.image);
+    else if (s->bp_out)
+        tsq__bp_epilogue_avx512(s->th, acc, ld, y0, nr, ow, s->bp_pool, &s->bout,
+                                j->y + img * s->bout.image);
+    else
+        tsq__thresholds_apply_avx512(s->th, acc, ld, nr * ow, 0, s->oc,
+                                     j->y + (img * oh + y0) * ow * s->oc, s->oc);
+}
+
+static void dense_item(const bits_job *j, int64_t item, int32_t *acc)
+{
+    const tsq__plan_stage *s = j->s;
+    int64_t r0 = item * DENSE_ROWS, rows = j->n - r0 < DENSE_ROWS ? j->n - r0 : DENSE_ROWS;
+    int64_t ld = acc_ld(s->oc);
+    /* With no border, the images are the kernel's bit-plane rows as they are. */
+    const uint64_t *xp = (const uint64_t *)(const void *)(j->x + r0 * s->bin.image);
+    if (s->bp_bytes)
+        tsq__gemm_vnni(j->x + r0 * s->bin.image, s->bin.image, rows, s->bin.image, s->dec, 0,
+                       s->oc, acc, ld);
+    else
+        tsq__gemm_vpopcnt(xp, rows, s->bin.nb, s->pw, 0, s->oc, acc, ld);
+    tsq__thresholds_apply_avx512(s->th, acc, ld, rows, 0, s->oc, j->y + r0 * s->oc, s->oc);
+}
+
+static void bits_task(void *arg, int64_t slot)
+{
+    const bits_job *j = arg;
+    const tsq__plan_stage *s = j->s;
+    uint8_t *mine = j->scratch + (uint64_t)slot * j->slot_bytes;
+    uint64_t xpb = s->conv ? xp_bytes(s, item_rows(s, j->n)) : 0;
+    int64_t item;
+    for (item = slot; item < j->items; item += j->threads) {
+        if (s->conv)
+            conv_item(j, item, (uint64_t *)(void *)mine, (int32_t *)(void *)(mine + xpb));
+        else
+            dense_item(j, item, (int32_t *)(void *)mine);
+    }
+}
+
+static void tobp_range(void *arg, int64_t lo, int64_t hi)
+{
+    const bits_job *j = arg;
+    const tsq__plan_stage *s = j->s;
+    int64_t i, per = s->c * s->h * s->w;
+    for (i = lo; i < hi; i++) {
+        if (s->bout.bytes)
+            tsq__bp_bytes_from_codes(&s->bout, j->x + i * per, j->y + i * s->bout.image);
+        else
+            tsq__bp_from_codes_avx512(&s->bout, j->x + i * per, j->y + i * s->bout.image);
+    }
+}
+
+static void front_range(void *arg, int64_t lo, int64_t hi)
+{
+    const bits_job *j = arg;
+    const tsq__plan_stage *s = j->s;
+    int64_t i, per = s->c * s->h * s->w;
+    for (i = lo; i < hi; i++) {
+        const float *xi = (const float *)(const void *)j->x + i * per;
+        if (s->bout.bytes)
+            tsq__bp_encode_bytes_avx512(&s->bout, xi, s->s, s->t, s->relu, s->qeps, s->qinv,
+                                        s->maxcode, j->y + i * s->bout.image);
+        else
+            tsq__bp_encode_avx512(&s->bout, xi, s->s, s->t, s->relu, s->qeps, s->qinv,
+                                  s->maxcode, j->y + i * s->bout.image);
+    }
+}
+
+void tsq__plan_bits_run(int64_t threads, const tsq__plan_stage *s, const void *x, void *y,
+                        int64_t n, uint8_t *scratch)
+{
+    bits_job j;
+    uint64_t outb;
+    memset(&j, 0, sizeof j);
+    j.s = s;
+    j.x = x;
+    j.y = y;
+    j.n = n;
+    if (s->op == OP_TOBP || s->op == OP_FRONT) {
+        tsq__parallel_range(threads, n, s->c * s->h * s->w,
+                            s->op == OP_TOBP ? tobp_range : front_range, &j);
+        return;
+    }
+    tsq__plan_bits_sizes(s, n, threads, &outb, &j.slot_bytes);
+    j.slot_bytes /= (uint64_t)threads;
+    j.scratch = scratch;
+    if (s->conv) {
+        j.per_image = (s->win.oh + s->band - 1) / s->band;
+        j.items = n * j.per_image;
+    } else {
+        j.items = (n + DENSE_ROWS - 1) / DENSE_ROWS;
+    }
+    j.threads = threads < j.items ? threads : j.items;
+    if (s->bp_out) /* the borders (the epilogue writes only the interior) */
+        memset(y, 0, (size_t)outb);
+    tsq__parallel_for(j.threads, j.threads, bits_task, &j);
+}
