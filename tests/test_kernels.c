@@ -1107,7 +1107,7 @@ static int bp_bit(const tsq__bp_geom *g, const uint8_t *img, int32_t b, int64_t 
 START_TEST(test_bitplane_from_codes)
 {
     const int64_t cs[] = {1, 5, 8, 17, 32, 37, 64, 70};
-    uint64_t seed = 11;
+    th_rng seed = {11};
     size_t t;
     int64_t pad;
     int32_t nb;
@@ -1123,7 +1123,7 @@ START_TEST(test_bitplane_from_codes)
                 a = malloc((size_t)g.image);
                 b2 = malloc((size_t)g.image);
                 for (i = 0; i < 5 * 7 * cs[t]; i++)
-                    codes[i] = (uint8_t)rng_below(&seed, 1 << nb);
+                    codes[i] = (uint8_t)th_rng_below(&seed, 1 << nb);
                 memset(a, 0xAB, (size_t)g.image);
                 tsq__bp_from_codes_ref(&g, codes, a);
                 for (y = 0; y < 5; y++)
@@ -1160,7 +1160,7 @@ START_TEST(test_bitplane_gather)
 {
     const int64_t cs[] = {1, 5, 17, 32, 37, 64, 70, 200};
     const int64_t wins[][2] = {{3, 3}, {1, 2}};
-    uint64_t seed = 12;
+    th_rng seed = {12};
     size_t t, wi;
     int64_t stride;
     int bytes;
@@ -1183,7 +1183,7 @@ START_TEST(test_bitplane_gather)
                     codes = malloc((size_t)(h * w * cs[t]));
                     img = calloc(1, (size_t)(g.image + TSQ__BP_SLACK));
                     for (i = 0; i < h * w * cs[t]; i++)
-                        codes[i] = (uint8_t)rng_below(&seed, 4);
+                        codes[i] = (uint8_t)th_rng_below(&seed, 4);
                     if (bytes)
                         tsq__bp_bytes_from_codes(&g, codes, img);
                     else
@@ -1247,7 +1247,7 @@ START_TEST(test_bitplane_epilogue)
 {
     const int64_t cs[] = {1, 5, 16, 17, 33, 64};
     tsq_context *ctx = NULL;
-    uint64_t seed = 13;
+    th_rng seed = {13};
     size_t t;
     int32_t bits;
     int pool;
@@ -1266,12 +1266,12 @@ START_TEST(test_bitplane_epilogue)
                 a = calloc(1, (size_t)g.image);
                 b2 = calloc(1, (size_t)g.image);
                 for (c = 0; c < C; c++) {
-                    alpha[c] = (float)(rng_below(&seed, 2) ? 0.05 : -0.05) *
-                               (float)(1 + rng_below(&seed, 4));
-                    bias[c] = 0.1f * (float)(rng_below(&seed, 11) - 5);
+                    alpha[c] = (float)(th_rng_below(&seed, 2) ? 0.05 : -0.05) *
+                               (float)(1 + th_rng_below(&seed, 4));
+                    bias[c] = 0.1f * (float)(th_rng_below(&seed, 11) - 5);
                 }
                 for (i = 0; i < oh * ow * C; i++)
-                    acc[i] = (int32_t)rng_below(&seed, 81) - 40;
+                    acc[i] = (int32_t)th_rng_below(&seed, 81) - 40;
                 ck_assert_int_eq(tsq_thresholds_create(ctx, C, alpha, bias, bits, &eps, &delta,
                                                        1, &th), TSQ_OK);
                 tsq__thresholds_apply_ref(th, acc, C, oh * ow, 0, C, codes, C);
@@ -1346,7 +1346,7 @@ END_TEST
 START_TEST(test_bitplane_encode)
 {
     const int64_t cs[] = {5, 32, 37, 64};
-    uint64_t seed = 14;
+    th_rng seed = {14};
     size_t t;
     int32_t nb, mode;
     for (t = 0; t < sizeof cs / sizeof cs[0]; t++)
@@ -1363,14 +1363,14 @@ START_TEST(test_bitplane_encode)
                 r1 = malloc((size_t)g.image);
                 r2 = malloc((size_t)g.image);
                 for (c = 0; c < C; c++) {
-                    a[c] = 0.5f + (float)rng_below(&seed, 100) / 50.0f;
-                    b[c] = (float)(rng_below(&seed, 100) - 50) / 100.0f;
-                    eps[c] = c % 3 == 0 ? -0.1f : (float)rng_below(&seed, 40) / 100.0f;
-                    inv[c] = 1.0f / (0.2f + (float)rng_below(&seed, 40) / 100.0f);
+                    a[c] = 0.5f + (float)th_rng_below(&seed, 100) / 50.0f;
+                    b[c] = (float)(th_rng_below(&seed, 100) - 50) / 100.0f;
+                    eps[c] = c % 3 == 0 ? -0.1f : (float)th_rng_below(&seed, 40) / 100.0f;
+                    inv[c] = 1.0f / (0.2f + (float)th_rng_below(&seed, 40) / 100.0f);
                     maxc[c] = nb == 2 && c % 4 ? 3 : 1;
                 }
                 for (i = 0; i < C * h * w; i++)
-                    xs[i] = (float)(rng_below(&seed, 2001) - 1000) / 700.0f;
+                    xs[i] = (float)(th_rng_below(&seed, 2001) - 1000) / 700.0f;
                 xs[0] = -0.0f;
                 tsq__bp_encode_ref(&g, xs, affine ? a : NULL, b, relu, eps, inv, maxc, r1);
                 for (c = 0; c < C; c++)

@@ -671,7 +671,7 @@ END_TEST
  * side (floor pooling), and batches 1, 7 and 257 on 1 and 2 threads. */
 static tsq_net *make_bits_net(tsq_context *ctx, int64_t img, uint64_t seed)
 {
-    nt_rng r = {seed};
+    th_rng r = {seed};
     int64_t shape[3] = {1, img, img}, hw = (img / 2) / 2, c;
     tsq_layer *L[20] = {0};
     tsq_tensor *v = NULL;
@@ -682,7 +682,7 @@ static tsq_net *make_bits_net(tsq_context *ctx, int64_t img, uint64_t seed)
     randomize_float(ctx, L[n], &r);
     TH_OK(ctx, tsq_layer_state(L[n], 1, &v, NULL));
     for (c = 0; c < 5; c++)
-        nt_data(v)[c] = (float)(0.5 + nt_uniform(&r));
+        nt_data(v)[c] = (float)(0.5 + th_rng_uniform(&r));
     n++;
     if (img % 2) /* the float front with and without a ReLU */
         TH_OK(ctx, tsq_layer_relu_create(ctx, &L[n++]));
@@ -751,7 +751,7 @@ START_TEST(test_bitplane_path_exact)
                 tsq_tensor *yv = nt_tensor(ctx, 2, b, 5, 0, 0), *yp = nt_tensor(ctx, 2, b, 5, 0, 0);
                 tsq_tensor *ya = nt_tensor(ctx, 2, b, 5, 0, 0), *yc = nt_tensor(ctx, 2, b, 5, 0, 0);
                 tsq_tensor *yr = nt_tensor(ctx, 2, b, 5, 0, 0);
-                nt_rng r = {31 + (uint64_t)b};
+                th_rng r = {31 + (uint64_t)b};
                 int nv = 0, np = 0, na = 0, nc = 0;
                 TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads));
                 nt_fill_normal(x, &r, 1.0);
