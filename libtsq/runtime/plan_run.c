@@ -107,7 +107,7 @@ static tsq_status plan_layout(tsq_context *ctx, const tsq_plan *p, int64_t n, ru
         return st;
     r->tile = (int64_t)(TILE_BYTES / (one.total ? one.total : 1));
     r->tile = r->tile < 1 ? 1 : r->tile > TILE_MAX ? TILE_MAX : r->tile;
-    tiles = (n + r->tile - 1) / r->tile;
+    tiles = n / r->tile + (n % r->tile != 0); /* n + tile - 1 could overflow */
     if (tiles <= 1) {
         r->tile = n;
         r->workers = 0;
