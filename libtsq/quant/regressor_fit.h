@@ -202,9 +202,10 @@ void tsq__reg_feed_rows(fit_state *f, const batch *bt);
 
 /* regressor_products.c: the products u = X w kept across passes. */
 enum { PRODUCTS_ALL = 1, PRODUCTS_UPDATE, PRODUCTS_NONE };
-/* tsq_fit_transform, before pass 0: a cache for bt's rows when exact and
- * when memory allows (else none: the same results, slower). */
-void tsq__reg_cache_init(tsq_context *ctx, fit_state *f, const batch *bt);
+/* tsq_fit_transform, before pass 0: a cache for bt's rows when exact
+ * (else none: the same results, slower). TSQ_ERR_NO_MEMORY when its
+ * allocation is refused. */
+tsq_status tsq__reg_cache_init(tsq_context *ctx, fit_state *f, const batch *bt);
 void tsq__reg_cache_free(tsq_context *ctx, fit_state *f);
 /* Before a pass over the cached rows: what the products need (the lists
  * of changed weights and channels in f). */

@@ -40,7 +40,7 @@ static int32_t alphabet_maxabs(const tsq__alphabet *a)
     return m;
 }
 
-void tsq__reg_cache_init(tsq_context *ctx, fit_state *f, const batch *bt)
+tsq_status tsq__reg_cache_init(tsq_context *ctx, fit_state *f, const batch *bt)
 {
     const uint8_t *x = bt->x;
     int64_t i, n = bt->n * f->d, d = f->d, C = f->C, cap = C * (d / SPARSE_SHARE_FLOAT + 1);
@@ -48,12 +48,12 @@ void tsq__reg_cache_init(tsq_context *ctx, fit_state *f, const batch *bt)
     size_t off = 0, at[6];
     unsigned char *base;
     if (bt->xdt != TSQ_DTYPE_U8 || f->opt.loss != TSQ_LOSS_QUANTIZED || bt->n < 1)
-        return;
+        return TSQ_OK;
     for (i = 0; i < n; i++)
         if (x[i] > top)
             top = x[i];
     if ((double)d * top * alphabet_maxabs(&f->opt.alphabet) > 16777216.0)
-        return; /* not exact in float: every pass computes its products */
+        return TSQ_OK; /* not exact in float: every pass computes its products */
     at[0] = off, off = align64(off + (size_t)(bt->n * C) * sizeof(float));
     at[1] = off, off = align64(off + (size_t)(C * d));
     at[2] = off, off = align64(off + (size_t)cap * sizeof(int32_t));
@@ -61,8 +61,11 @@ void tsq__reg_cache_init(tsq_context *ctx, fit_state *f, const batch *bt)
     at[4] = off, off = align64(off + (size_t)cap * sizeof(float));
     at[5] = off, off = align64(off + (size_t)C * sizeof(int32_t));
     base = tsq__alloc(ctx, off + (size_t)(d * C) * sizeof(float));
+    /* Without it the fit would give the same result, only slower; but a
+     * refused allocation is reported, never absorbed: a caller whose
+     * allocator enforces a budget learns that this call needs more. */
     if (!base)
-        return; /* the same result without the cache, only slower */
+        return TSQ_ERR_NO_MEMORY;
     f->cache = base;
     f->vcache = (float *)(base + at[0]);
     f->wcache = (int8_t *)(base + at[1]);
@@ -73,6 +76,7 @@ void tsq__reg_cache_init(tsq_context *ctx, fit_state *f, const batch *bt)
     f->wg = (float *)(base + off);
     f->vrows = bt->n;
     f->vvalid = 0;
+    return TSQ_OK;
 }
 
 void tsq__reg_cache_free(tsq_context *ctx, fit_state *f)

@@ -234,13 +234,15 @@ tsq_status tsq_fit_transform(tsq_regressor *reg, const tsq_tensor *X, const tsq_
     previous = reg->fit;
     reg->fit = fresh;
     st = tsq__reg_check_batch(reg, where, X, Y, P, &bt);
+    if (st == TSQ_OK && tsq__reg_cache_init(reg->obj.ctx, fresh, &bt) != TSQ_OK)
+        st = tsq__fail(&reg->obj, TSQ_ERR_NO_MEMORY,
+                       "%s: out of memory for the products kept across passes", where);
     if (st != TSQ_OK) {
         tsq__reg_fit_free(reg->obj.ctx, fresh);
         reg->fit = previous;
         return st;
     }
-    tsq__reg_fit_free(reg->obj.ctx, previous);
-    tsq__reg_cache_init(reg->obj.ctx, reg->fit, &bt); /* every pass brings these rows */
+    tsq__reg_fit_free(reg->obj.ctx, previous); /* every pass brings bt's rows */
     while (!done) {
         tsq__reg_feed_rows(reg->fit, &bt);
         bt.p = NULL;
