@@ -87,7 +87,8 @@ TSQ_API void tsq_plan_destroy(tsq_plan *plan);
  *  Writes to *bytes the workspace tsq_plan_run needs for `batch` samples
  *  with ctx's current TSQ_CONTEXT_THREADS. Thread-safe for plan.
  *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (batch < 1),
- *  TSQ_ERR_OVERFLOW (the size does not fit). Errors on ctx. */
+ *  TSQ_ERR_OVERFLOW (the size does not fit, or the batch's input or output
+ *  floats would not). Errors on ctx. */
 TSQ_API tsq_status tsq_plan_workspace_size(tsq_context *ctx, const tsq_plan *plan,
                                            int64_t batch, uint64_t *bytes);
 

@@ -128,6 +128,7 @@ tsq_status tsq_plan_workspace_size(tsq_context *ctx, const tsq_plan *plan, int64
 {
     run_layout w;
     tsq_status st;
+    int64_t in_bytes, out_bytes;
     if (!ctx)
         return TSQ_ERR_NULL;
     if (!plan || !bytes)
@@ -136,6 +137,15 @@ tsq_status tsq_plan_workspace_size(tsq_context *ctx, const tsq_plan *plan, int64
     if (batch < 1)
         return tsq__fail(&ctx->obj, TSQ_ERR_INVALID, "plan_workspace_size: batch %lld < 1",
                          (long long)batch);
+    /* The tiles bound the workspace, not the batch; but a batch whose
+     * input or output could not be a tensor is no batch to plan for. */
+    if (!tsq__mul_i64(batch, plan->in_numel, &in_bytes) ||
+        !tsq__mul_i64(in_bytes, (int64_t)sizeof(float), &in_bytes) ||
+        !tsq__mul_i64(batch, plan->out_numel, &out_bytes) ||
+        !tsq__mul_i64(out_bytes, (int64_t)sizeof(float), &out_bytes))
+        return tsq__fail(&ctx->obj, TSQ_ERR_OVERFLOW,
+                         "plan_workspace_size: a batch of %lld: its input or output "
+                         "floats overflow int64", (long long)batch);
     st = plan_layout(ctx, plan, batch, &w);
     if (st != TSQ_OK)
         return st;
