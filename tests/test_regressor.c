@@ -74,7 +74,7 @@ static void planted_make(tsq_context *ctx, planted *pl, int64_t n, int64_t d, in
     y = data_of(pl->Y);
     p = data_of(pl->P);
     for (i = 0; i < n * d; i++)
-        x[i] = (uint8_t)(int)th_rng_below(&r, maxx + 1);
+        x[i] = (uint8_t)th_rng_below(&r, maxx + 1);
     for (c = 0; c < C; c++) {
         double mean = 0.0;
         for (j = 0; j < d; j++) {
@@ -277,7 +277,7 @@ static void check_planted_user(double noise, uint64_t seed, int verbose)
         x[i] = (float)th_rng_normal(&r);
     for (c = 0; c < C; c++) {
         for (j = 0; j < d; j++)
-            pl.w[j * C + c] = (int8_t)((int)th_rng_below(&r, 3) - 1);
+            pl.w[j * C + c] = (int8_t)(th_rng_below(&r, 3) - 1);
         pl.alpha[c] = (float)(0.08 + 0.1 * th_rng_uniform(&r));
         pl.b[c] = (float)(0.3 + 0.8 * th_rng_uniform(&r));
     }
@@ -563,7 +563,7 @@ START_TEST(test_zrows_simd_matches_plain)
         xw[i] = (float)(th_rng_normal(&r) * 4.0);
         if (i % 7 == 0) /* exactly on eps, or on a level boundary */
             xw[i] = i % 3 ? q[c].eps : ((float)(1 + i % 5) - 0.5f) * q[c].delta;
-        y[i] = (uint8_t)(int)th_rng_below(&r, q[c].maxcode + 1);
+        y[i] = (uint8_t)th_rng_below(&r, q[c].maxcode + 1);
     }
     for (zstep = 0; zstep < 2; zstep++) {
         for (pass = 0; pass < paths; pass++) {
@@ -634,7 +634,7 @@ START_TEST(test_brute_force_ternary)
         tsq_regressor *reg = NULL;
         int64_t i, j;
         for (i = 0; i < n * d; i++)
-            x[i] = (uint8_t)(int)th_rng_below(&r, 4);
+            x[i] = (uint8_t)th_rng_below(&r, 4);
         for (c = 0; c < C; c++) {
             for (j = 0; j < d; j++)
                 wt[j] = th_rng_normal(&r);
@@ -764,7 +764,7 @@ START_TEST(test_brute_force_quantized)
         tsq_regressor *reg = NULL;
         int64_t i, j;
         for (i = 0; i < n * d; i++)
-            x[i] = (uint8_t)(int)th_rng_below(&r, 4);
+            x[i] = (uint8_t)th_rng_below(&r, 4);
         for (c = 0; c < C; c++) {
             double wt[4];
             for (j = 0; j < d; j++)
@@ -1746,9 +1746,9 @@ START_TEST(test_integer_products)
         return; /* the float path runs instead */
     }
     for (i = 0; i < n * d; i++)
-        x[i] = (uint8_t)(int)th_rng_below(&r, 128);
+        x[i] = (uint8_t)th_rng_below(&r, 128);
     for (i = 0; i < C * d; i++)
-        w[i] = (int8_t)((int)th_rng_below(&r, 255) - 127);
+        w[i] = (int8_t)(th_rng_below(&r, 255) - 127);
     tsq__reg_panels_weights(w, d, NULL, C, dec);
     tsq__reg_int_products(x, n, d, dec, C, acc, out, C, NULL);
     for (i = 0; i < n; i++)
@@ -1804,7 +1804,7 @@ START_TEST(test_xtz_simd_matches_plain)
     float *g1 = malloc((size_t)(d * 37) * sizeof(float)), *g2 = malloc((size_t)(d * 37) * sizeof(float));
     feat = host_features();
     for (i = 0; i < n * d; i++)
-        x[i] = (int)th_rng_below(&r, 5) < 3 ? 0 : (uint8_t)(int)th_rng_below(&r, 256);
+        x[i] = th_rng_below(&r, 5) < 3 ? 0 : (uint8_t)th_rng_below(&r, 256);
     for (i = 0; i < n * 37; i++)
         z[i] = (float)(3.0 * th_rng_normal(&r));
     for (k = 0; k < 3; k++) {
@@ -1974,7 +1974,7 @@ static void check_im2col(int32_t dtype)
     }
     for (i = 0; i < 2 * 4 * oh * ow; i++) {
         if (dtype == TSQ_DTYPE_U8)
-            ((uint8_t *)data_of(out))[i] = (uint8_t)(int)th_rng_below(&r, 4);
+            ((uint8_t *)data_of(out))[i] = (uint8_t)th_rng_below(&r, 4);
         else
             ((float *)data_of(out))[i] = (float)th_rng_normal(&r);
     }
@@ -2098,9 +2098,9 @@ START_TEST(test_conv_planted)
     const int8_t *w;
     uint8_t *xin = data_of(in);
     for (i = 0; i < N * Ci * H * Wd; i++)
-        xin[i] = (uint8_t)(int)th_rng_below(&r, 4);
+        xin[i] = (uint8_t)th_rng_below(&r, 4);
     for (i = 0; i < Co * d; i++)
-        wconv[i] = (int8_t)((int)th_rng_below(&r, 3) - 1);
+        wconv[i] = (int8_t)(th_rng_below(&r, 3) - 1);
     for (n = 0; n < N; n++) /* the convolution, naively, with padding 1 */
         for (co = 0; co < Co; co++)
             for (y = 0; y < oh; y++)
@@ -2428,9 +2428,9 @@ START_TEST(test_polish_rows_simd_matches_plain)
     for (i = 0; i < ROWS * C; i++) {
         c = i % C;
         /* half of the products exactly on a boundary of the first candidate */
-        xw[i] = (int)th_rng_below(&r, 2) ? (float)(((int)th_rng_below(&r, 2 * q[c].maxcode + 2) - 0.5) * 0.5)
+        xw[i] = (int)th_rng_below(&r, 2) ? (float)((th_rng_below(&r, 2 * q[c].maxcode + 2) - 0.5) * 0.5)
                                 : (float)(th_rng_normal(&r) * 2.0);
-        y[i] = (uint8_t)(int)th_rng_below(&r, q[c].maxcode + 1);
+        y[i] = (uint8_t)th_rng_below(&r, q[c].maxcode + 1);
     }
     for (i = 0; i < TSQ__POLISH_CAND * C; i++) {
         c = i % C;
