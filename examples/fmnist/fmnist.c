@@ -33,7 +33,7 @@
 
 typedef struct options {
     const char *data_dir;
-    const char *json_path, *html_path, *model_path, *sweep_out, *fp32_path;
+    const char *json_path, *html_path, *model_path, *sweep_out, *fp32_path, *step1_path;
     int quick, sweep, quantize_all, baselines, train_alpha, joint_only;
     int flip;        /* left-right flips in step 1 and fine-tuning (FP32 and joint: always) */
     int sequential;  /* fit the quantizers in network order (TSQ_NET_TSQ_SEQUENTIAL) */
@@ -44,7 +44,8 @@ typedef struct options {
     int qat_scale;   /* joint QAT's ternary scale: 0 TWN, 1 exact (TSQ_LAYER_OPT_QAT_SCALE) */
     double epochs_fp32, epochs_step1, epochs_finetune; /* fractions allowed */
     double epochs_joint;
-    double distill_t, distill_w; /* step-1 distillation from the FP32 logits (w 0: off) */
+    double distill_t, distill_w; /* distillation from the FP32 logits in step 1, fine-tuning
+                                  * and joint QAT (w 0: off) */
     double lr_fp32, lr_step1, lr_finetune, lr_joint;
     int64_t calib, validation, limit_train, limit_test;
     int threads, act_bits, rounds;
@@ -728,9 +729,11 @@ static void set_alpha_training(tsq_net *net, int train_alpha)
     }
 }
 
-static void finetune(demo *d, tsq_net *net, const char *label, demo_rng *rng)
+static void finetune(demo *d, tsq_net *net, tsq_net *fp32, const char *label, demo_rng *rng)
 {
     train_plan p = {label, d->opt.epochs_finetune, d->opt.lr_finetune, 0.0, 1, NULL, d->opt.flip};
+    if (d->opt.distill_w > 0)
+        p.teacher = fp32;
     set_alpha_training(net, d->opt.train_alpha);
     train(d, net, &p, rng);
 }
@@ -768,6 +771,20 @@ static tsq_net *run_naive(demo *d, tsq_net *fp32)
     return net;
 }
 
+/* With --step1-model FILE, the TSQ pipeline's (eps fitted, first run)
+ * step-1 net is read from FILE when it loads, and written there after
+ * training otherwise: step-2 and fine-tuning experiments then skip step 1,
+ * as --fp32-model lets later stages skip FP32 training. */
+static tsq_net *load_step1(demo *d, int32_t eps_mode)
+{
+    tsq_net *net = NULL;
+    if (eps_mode == TSQ_EPS_PLAIN || d->run != 0 || !d->opt.step1_path ||
+        tsq_net_load_file(d->ctx, d->opt.step1_path, &net) != TSQ_OK)
+        return NULL;
+    printf("  step-1 net loaded from %s (not trained in this run)\n", d->opt.step1_path);
+    return net;
+}
+
 /* step 1, step 2 and fine-tuning with one eps mode; returns the final net
  * and, through *step1_out, the step-1 net (or destroys it when NULL). */
 static tsq_net *run_tsq(demo *d, tsq_net *fp32, int32_t eps_mode, const char *tag,
@@ -776,8 +793,13 @@ static tsq_net *run_tsq(demo *d, tsq_net *fp32, int32_t eps_mode, const char *ta
     char key[32], label[64];
     int plain = eps_mode == TSQ_EPS_PLAIN;
     double t0 = progress_now(), t1, t2;
-    tsq_net *step1 = run_step1(d, fp32, eps_mode, d->opt.act_bits, "step 1 training", rng);
+    tsq_net *step1 = load_step1(d, eps_mode);
     tsq_net *net;
+    if (!step1) {
+        step1 = run_step1(d, fp32, eps_mode, d->opt.act_bits, "step 1 training", rng);
+        if (!plain && d->run == 0 && d->opt.step1_path)
+            check_net(step1, tsq_net_save_file(step1, d->opt.step1_path), "save the step-1 net");
+    }
     t1 = progress_now();
     if (!plain)
         stage_done(d, "step1", "step 1: code learning (FP weights, 2-bit A)", step1, t1 - t0, 1);
@@ -796,7 +818,7 @@ static tsq_net *run_tsq(demo *d, tsq_net *fp32, int32_t eps_mode, const char *ta
         if (d->run == 0)
             record_layers(d, step1, net);
     }
-    finetune(d, net, "fine-tuning", rng);
+    finetune(d, net, fp32, "fine-tuning", rng);
     snprintf(key, sizeof key, "%s", tag);
     snprintf(label, sizeof label, plain ? "same pipeline with eps = 0" :
                                           "TSQ: after fine-tuning");
@@ -821,6 +843,8 @@ static void run_joint(demo *d, tsq_net *fp32, demo_rng *rng)
     train_plan p = {"joint QAT", d->opt.epochs_joint, d->opt.lr_joint, 5e-4, 1, NULL, 1};
     double t0 = progress_now();
     int32_t i, n = 0, first, last, converted = 0;
+    if (d->opt.distill_w > 0)
+        p.teacher = fp32;
     insert_quantizers(d, net, TSQ_EPS_JOINT, d->opt.act_bits);
     tsq_net_layer_count(net, &n);
     float_layer_ends(net, &first, &last);
@@ -916,6 +940,7 @@ static void usage(void)
            "  --report FILE      write an HTML report with SVG charts\n"
            "  --model FILE       save the TSQ network as a .tsq model file\n"
            "  --fp32-model FILE  load the FP32 net from FILE if it loads, else train it and save it there\n"
+           "  --step1-model FILE the same for the TSQ pipeline's step-1 net\n"
            "  --sweep FILE       weights x activations x eps sweep, as Markdown\n"
            "  --no-baselines     skip the eps = 0 and joint-training rows\n"
            "  --quantize-all     also quantize the first conv and the last fc\n"
@@ -931,7 +956,8 @@ static void usage(void)
            "  --per-channel      one (eps, delta) per channel in every activation quantizer\n"
            "  --learn-delta      step 1 learns delta too (LSQ gradient; joint QAT always does)\n"
            "  --qat-scale S      joint QAT's ternary scale: twn (default) or exact\n"
-           "  --distill T,W      step 1 also learns the FP32 net's logits (temperature T, weight W)\n"
+           "  --distill T,W      step 1, fine-tuning and joint QAT also learn the FP32 net's\n"
+           "                     logits (temperature T, weight W)\n"
            "  --epochs A,B,C     FP32, step-1 and fine-tune epochs (fractions allowed)\n"
            "  --lr A,B,C         FP32, step-1 and fine-tune learning rates\n"
            "  --lr-joint X       learning rate of joint QAT (default 0.01)\n"
@@ -1055,6 +1081,7 @@ static int parse_args(options *o, int argc, char **argv)
         else if (strcmp(a, "--report") == 0) o->html_path = v;
         else if (strcmp(a, "--model") == 0) o->model_path = v;
         else if (strcmp(a, "--fp32-model") == 0) o->fp32_path = v;
+        else if (strcmp(a, "--step1-model") == 0) o->step1_path = v;
         else if (strcmp(a, "--sweep") == 0) { o->sweep = 1; o->sweep_out = v; }
         else if (strcmp(a, "--calib") == 0) o->calib = atoll(v);
         else if (strcmp(a, "--rounds") == 0) o->rounds = atoi(v);
