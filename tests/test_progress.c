@@ -7,6 +7,7 @@
  * rest); a NULL callback reports nothing. */
 #include "nn_testutil.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #define MAX_EVENTS 4096
@@ -369,6 +370,64 @@ START_TEST(test_pipeline)
 }
 END_TEST
 
+/* The info-level lines of the long calls: each quantizer fit, each
+ * converted layer, and a line per plan stage naming what was chosen. */
+typedef struct lines {
+    int fitted, converted, stages, lowbit_stage, other_level;
+    int32_t nstages_said;
+} lines;
+
+static void collect(void *user, int32_t level, const char *msg)
+{
+    lines *l = user;
+    const char *st;
+    if (level != 3) {
+        l->other_level++;
+        return;
+    }
+    l->fitted += strstr(msg, "quantizer fitted on") != NULL;
+    l->converted += strstr(msg, "net_fit_transform: layer") != NULL &&
+                    strstr(msg, "converted to 2-bit weights, objective") != NULL;
+    if ((st = strstr(msg, "plan_create: stage ")) != NULL) {
+        int k = 0, n = 0;
+        ck_assert_int_eq(sscanf(st, "plan_create: stage %d/%d", &k, &n), 2);
+        ck_assert_int_eq(k, l->stages + 1); /* in order, each once */
+        l->stages++;
+        l->nstages_said = n;
+        l->lowbit_stage += strstr(msg, "low-bit dense") != NULL;
+    }
+}
+
+START_TEST(test_pipeline_logs)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    lines l;
+    pipeline p;
+    int level;
+    for (level = 2; level <= 3; level++) {
+        memset(&l, 0, sizeof l);
+        TH_OK(ctx, tsq_context_set_log(ctx, collect, &l));
+        TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_LOG_LEVEL, level));
+        pipeline_make(ctx, &p);
+        TH_OK(ctx, pipeline_run(ctx, &p));
+        if (level == 2) { /* below info: none of them */
+            ck_assert_int_eq(l.fitted + l.converted + l.stages, 0);
+        } else {
+            ck_assert_int_eq(l.fitted, 3);    /* the three quantizers */
+            ck_assert_int_eq(l.converted, 2); /* the two hidden dense layers */
+            ck_assert_int_ge(l.stages, 3);
+            ck_assert_int_eq(l.stages, l.nstages_said);
+            ck_assert_int_eq(l.lowbit_stage, 2);
+        }
+        ck_assert_int_eq(l.other_level, 0);
+        pipeline_free(&p);
+    }
+    TH_OK(ctx, tsq_context_set_log(ctx, NULL, NULL));
+    th_context_done(ctx, &st);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("progress");
@@ -378,6 +437,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_quantizer_fit);
     tcase_add_test(tc, test_regressor_passes);
     tcase_add_test(tc, test_pipeline);
+    tcase_add_test(tc, test_pipeline_logs);
     suite_add_tcase(s, tc);
     return s;
 }

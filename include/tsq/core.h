@@ -216,7 +216,13 @@ typedef void (*tsq_log_fn)(void *user, int32_t level, const char *message);
 /*! tsq_context_set_log() :
  *  Installs (or, with fn NULL, removes) the log callback. Messages at or
  *  below the TSQ_CONTEXT_LOG_LEVEL option are passed to it, from the thread
- *  that made the call. @return TSQ_OK, TSQ_ERR_NULL (ctx). */
+ *  that made the call. Level 1 carries every failure's message; level 3
+ *  (info) what the long calls did and chose: each quantizer fit (eps,
+ *  delta), each quantizer of tsq_net_learn_codes, each regressor pass and
+ *  each layer tsq_net_fit_transform converted (objective), and a line per
+ *  stage of tsq_plan_create (the kernel and operand format of each low-bit
+ *  stage, what was fused); level 4 (debug) the regressor's rounds.
+ *  @return TSQ_OK, TSQ_ERR_NULL (ctx). */
 TSQ_API tsq_status tsq_context_set_log(tsq_context *ctx, tsq_log_fn fn, void *user);
 
 /* ------------------------------------------------------------------ */

@@ -440,6 +440,7 @@ static tsq_status finish_unit(tsq_net *net, const char *where)
     tsq_tensor *W = NULL, *codes = NULL, *alpha = NULL, *b = NULL;
     tsq_layer *nl = NULL;
     tsq_status st;
+    double objective = 0;
     layer_dims(rl, &d, &C);
     wshape[0] = d;
     wshape[1] = C;
@@ -456,7 +457,8 @@ static tsq_status finish_unit(tsq_net *net, const char *where)
         st = tsq_tensor_create(ctx, TSQ_DTYPE_F32, 1, vshape, &b);
     if (st != TSQ_OK)
         tsq__fail(&net->obj, st, "%s: %s", where, tsq_context_errmsg(ctx));
-    if (st == TSQ_OK && (st = tsq_regressor_result(tsq__cvt_of(net)->reg, W, alpha, b, NULL)) != TSQ_OK)
+    if (st == TSQ_OK &&
+        (st = tsq_regressor_result(tsq__cvt_of(net)->reg, W, alpha, b, &objective)) != TSQ_OK)
         tsq__fail(&net->obj, st, "%s: %s", where, tsq_regressor_errmsg(tsq__cvt_of(net)->reg));
     if (st == TSQ_OK) {
         const int8_t *w = W->data;
@@ -495,8 +497,13 @@ static tsq_status finish_unit(tsq_net *net, const char *where)
     tsq_tensor_destroy(alpha);
     tsq_tensor_destroy(b);
     s->generation = net->generation; /* our own change */
-    if (st == TSQ_OK)
+    if (st == TSQ_OK) {
         u->finished = 1;
+        tsq__log(ctx, 3 /* info */, "%s: layer %d (%s, d = %lld, C = %lld) converted to %d-bit "
+                 "weights, objective %g (unit %d of %d)", where, (int)li,
+                 tsq__layer_is(rl, TSQ_LAYER_CONV2D) ? "conv2d" : "dense", (long long)d,
+                 (long long)C, (int)bits, objective, (int)s->cur + 1, (int)s->nunits);
+    }
     return st;
 }
 

@@ -133,8 +133,13 @@ tsq_status tsq__q_fit_from(tsq_quantizer *q, const char *where, const tsq__act_h
         job.zeros = job.error_sum ? job.error_sum + q->nparams : NULL;
         st = fit_chunks(q, where, &job);
     }
-    if (st == TSQ_OK)
+    if (st == TSQ_OK) {
         commit(q, &job, error_sum, zeros);
+        tsq__log(ctx, 3 /* info */, "%s: %d-bit quantizer fitted on %.0f samples, %lld "
+                 "channel(s): eps %.4g, delta %.4g (channel 0)", where, (int)q->bits,
+                 tsq__q_observed(q), (long long)q->nparams, (double)q->eps[0],
+                 (double)q->delta[0]);
+    }
     tsq__free(ctx, job.error_sum);
     tsq__free(ctx, job.eps);
     tsq__free(ctx, job.scratch);

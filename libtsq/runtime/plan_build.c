@@ -414,6 +414,45 @@ static tsq_status build(builder *b, const tsq__net_desc *d)
     return st;
 }
 
+static const char *op_name(const tsq__plan_stage *s)
+{
+    switch (s->op) {
+    case OP_CONV: return "float conv";
+    case OP_DENSE: return "float dense";
+    case OP_AFFINE: return "affine";
+    case OP_RELU: return "relu";
+    case OP_FPOOL: return "float max-pool";
+    case OP_ENCODE: return "encode to codes";
+    case OP_DECODE: return "decode to float";
+    case OP_CPOOL: return "max-pool on codes";
+    case OP_LOWBIT: return s->conv ? "low-bit conv" : "low-bit dense";
+    case OP_TOBP: return "codes to bit planes";
+    default: return "float front to codes";
+    }
+}
+
+/* What the plan decided, a line per stage at info level (3): which kernel
+ * and operand format each low-bit stage got, and what was fused. */
+static void log_stages(tsq_context *ctx, const tsq_plan *p)
+{
+    int32_t i;
+    for (i = 0; i < p->nstages; i++) {
+        const tsq__plan_stage *s = &p->stages[i];
+        const char *how = "";
+        if (s->op == OP_LOWBIT)
+            how = s->bp_bytes ? ", u8 operand on AVX-512 VNNI"
+                  : s->bp_in  ? ", bit planes on AVX-512 VPOPCNTDQ"
+                              : ", codes on the packed-weight GEMM (kernel chosen per batch "
+                                "size by plan_workspace_size)";
+        tsq__log(ctx, 3 /* info */, "plan_create: stage %d/%d: %s, (%lld, %lld, %lld) -> "
+                 "(%lld, %lld, %lld)%s%s%s", (int)i + 1, (int)p->nstages, op_name(s),
+                 (long long)s->c, (long long)s->h, (long long)s->w, (long long)s->oc,
+                 (long long)s->oh, (long long)s->ow, how,
+                 s->op == OP_LOWBIT && s->th ? ", threshold epilogue writes codes" : "",
+                 s->bp_pool ? ", 2 x 2 max-pool fused" : "");
+    }
+}
+
 tsq_status tsq__plan_from_desc(tsq_context *ctx, const tsq__net_desc *d, tsq_plan **out)
 {
     builder b;
@@ -450,6 +489,7 @@ tsq_status tsq__plan_from_desc(tsq_context *ctx, const tsq__net_desc *d, tsq_pla
         return st;
     }
     p->out_numel = b.c * b.h * b.w;
+    log_stages(ctx, p);
     tsq__clear(&ctx->obj);
     *out = p;
     return TSQ_OK;
