@@ -1797,17 +1797,19 @@ START_TEST(test_xtz_simd_matches_plain)
 {
     uint32_t feat = 0;
     th_rng r = {53};
-    int64_t n = 300, d = 40, i, j, k;
-    const int64_t cs[3] = {16, 37, 5};
+    /* d = 150: the columns 3 .. 149 span three 64-byte masks, the last
+     * partial; C = 130: eight full vectors and a partial one. */
+    int64_t n = 300, d = 150, i, j, k;
+    const int64_t cs[4] = {16, 37, 5, 130};
     uint8_t *x = malloc((size_t)(n * d));
-    float *z = malloc((size_t)(n * 37) * sizeof(float));
-    float *g1 = malloc((size_t)(d * 37) * sizeof(float)), *g2 = malloc((size_t)(d * 37) * sizeof(float));
+    float *z = malloc((size_t)(n * 130) * sizeof(float));
+    float *g1 = malloc((size_t)(d * 130) * sizeof(float)), *g2 = malloc((size_t)(d * 130) * sizeof(float));
     feat = host_features();
     for (i = 0; i < n * d; i++)
         x[i] = th_rng_below(&r, 5) < 3 ? 0 : (uint8_t)th_rng_below(&r, 256);
-    for (i = 0; i < n * 37; i++)
+    for (i = 0; i < n * 130; i++)
         z[i] = (float)(3.0 * th_rng_normal(&r));
-    for (k = 0; k < 3; k++) {
+    for (k = 0; k < 4; k++) {
         int64_t C = cs[k], c;
         tsq__reg_xtz_rows(x, d, n, 3, d, z, C, g1);
         for (j = 3; j < d; j++)
