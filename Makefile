@@ -266,12 +266,15 @@ check-asan:
 
 # valgrind (3.19 in Debian 12) decodes AVX2 but not AVX-512: OpenBLAS gets
 # its Haswell kernels there, and libtsq, which reads the CPU's features
-# through valgrind's CPUID, picks its AVX2 paths by itself.
+# through valgrind's CPUID, picks its AVX2 paths by itself. The tests run at
+# their quick sizes (CHECK_QUICK): the same code paths and error paths, on
+# problems small enough for valgrind's 20-50x slowdown (test_alloc_e2e
+# alone re-runs a pipeline 1,254 times).
 check-valgrind:
 	@$(MAKE) --no-print-directory deps DEPS_EXTRA=valgrind
 	@$(MAKE) --no-print-directory all tests
 	@OPENBLAS_CORETYPE=$(if $(filter SkylakeX,$(OPENBLAS_CORETYPE)),Haswell,$(OPENBLAS_CORETYPE)) \
-	    BUILD=$(BUILD) VALGRIND=1 sh tests/run.sh $(TEST_BINS)
+	    BUILD=$(BUILD) VALGRIND=1 CHECK_QUICK=1 sh tests/run.sh $(TEST_BINS)
 
 # ---- ThreadSanitizer (docs/reliability.md, "Concurrency") -----------------
 # The tests that run threads (several of their own, or libtsq's workers with
