@@ -18,6 +18,7 @@ from . import _ffi
 from ._buffers import ArrayLike, DTypeLike  # noqa: F401
 from ._base import Handle, check_static
 from ._call import Call
+from ._keys import lookup
 from ._lib import lib
 
 __all__ = ["KERNELS", "LAYOUTS", "kernel_name", "kernel_available", "available_kernels",
@@ -31,12 +32,7 @@ LAYOUTS = {"nchw": _ffi.TSQ_LAYOUT_NCHW, "nhwc": _ffi.TSQ_LAYOUT_NHWC}
 
 
 def _kernel(k):
-    if isinstance(k, str):
-        try:
-            return KERNELS[k]
-        except KeyError:
-            raise ValueError("unknown kernel %r (known: %s)" % (k, ", ".join(KERNELS)))
-    return B.int_arg(k, "k")
+    return lookup(KERNELS, k, "kernel", "kernel")
 
 
 def _pair(v, what="stride/pad"):
@@ -284,7 +280,8 @@ def im2col_codes(ctx: Context, codes: ArrayLike, kh: int, kw: int,
     (B*Ho*Wo) x (C*kh*kw), uint8."""
     sh, sw = _pair(stride)
     ph, pw = _pair(pad)
-    lay = LAYOUTS[layout.lower()] if isinstance(layout, str) else B.int_arg(layout, "layout")
+    lay = lookup(LAYOUTS, layout.lower() if isinstance(layout, str) else layout, "layout",
+                 "layout")
     with Call(ctx, like=codes) as c:
         it = c.input(codes, B.U8, "codes")
         shape = it.shape
