@@ -84,6 +84,19 @@ class Names(TestCase):
                     with self.assertRaises(AttributeError):
                         getattr(self.make(owner), name)
 
+    def test_quantizer_eps_is_refused_both_ways(self):
+        """q.eps was the fixed mode's option under a name that reads like the
+        fitted eps: reading or assigning it raises, naming both."""
+        q = tsq.Quantizer(self.ctx, 2, eps_mode="fixed", eps=0.25)
+        with self.assertRaises(AttributeError) as cm:
+            q.eps
+        self.assertIn("fixed_eps", str(cm.exception))
+        self.assertIn("fitted_eps", str(cm.exception))
+        with self.assertRaises(AttributeError):
+            q.eps = 0.5                        # not a silent new attribute either
+        self.assertEqual(q.fixed_eps, 0.25)
+        self.assertFalse(hasattr(q, "eps"))
+
     def test_renamed_c_calls_have_their_python_name(self):
         for call, dotted in RENAMED_CALLS:
             with self.subTest(call=call):

@@ -10,7 +10,6 @@ if TYPE_CHECKING:                                   # names used in annotations 
 
 import collections
 import ctypes
-import warnings
 
 from . import _buffers as B
 from . import _ffi
@@ -29,6 +28,9 @@ _EPS_MODE_NAMES = dict((v, k) for k, v in EPS_MODES.items())
 # "bits", "eps_mode", "eps", "sparsity", "hist_resolution" and the read-only
 # "channels", "fitted", "observed".
 _OPTIONS = option_names("TSQ_QUANTIZER_", 0x0200)
+
+_EPS_AMBIGUOUS = ("Quantizer has no eps: fixed_eps is the \"fixed\" eps_mode's option, "
+                  "fitted_eps the eps fit() found")
 
 LearnResult = collections.namedtuple("LearnResult", "codes error sparsity")
 LearnResult.__doc__ = """Result of Quantizer.learn_codes: the codes (or None),
@@ -140,17 +142,14 @@ class Quantizer(Handle):
 
     @property
     def eps(self):
-        """Deprecated name of fixed_eps (the "fixed" mode's option, not the
-        fitted eps: see fitted_eps)."""
-        warnings.warn("Quantizer.eps is the fixed mode's option: call it fixed_eps "
-                      "(the fitted eps is fitted_eps)", DeprecationWarning, stacklevel=2)
-        return self.fixed_eps
+        """Not an attribute: raises AttributeError naming fixed_eps (the
+        "fixed" mode's option) and fitted_eps (the fitted eps), so that
+        neither reading nor assigning ``q.eps`` silently means one of them."""
+        raise AttributeError(_EPS_AMBIGUOUS)
 
     @eps.setter
     def eps(self, v):
-        warnings.warn("Quantizer.eps is the fixed mode's option: call it fixed_eps",
-                      DeprecationWarning, stacklevel=2)
-        self.fixed_eps = v
+        raise AttributeError(_EPS_AMBIGUOUS)
 
     @property
     def fitted_eps(self):
