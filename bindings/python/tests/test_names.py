@@ -131,6 +131,41 @@ class Names(TestCase):
                         continue
                     self.assertEqual(get(name), by_number)
 
+    def test_every_read_key_has_a_name(self):
+        """The same for the read-only key families: layer info, context
+        info, plan, packed weights, thresholds (each get(name) equals
+        get(number), and the message of an unknown name lists them)."""
+        net = tsq.Net(self.ctx, (3,)).append(tsq.Dense(self.ctx, 3, 3))
+        net.append(tsq.ActQuant(self.ctx, 2, 0.1, 0.5))
+        net.layer(1).output_codes = True
+        net.append(tsq.LowbitDense(self.ctx, 3, 2).set([[1, 0, -1], [0, 1, 1]], [1.0, 0.5]))
+        plan = tsq.Plan(self.ctx, net)
+        packed = tsq.PackedWeights(self.ctx, tsq.Tensor(self.ctx, [[1, -1], [0, 1]], dtype="int8"))
+        th = tsq.Thresholds(self.ctx, [1.0, 2.0], None, 2, 0.5, 1.0)
+        dense = net.layer(0)
+        families = [("TSQ_LAYER_INFO_", 0x0500, dense.info),
+                    ("TSQ_INFO_", 0x0A00, self.ctx.info),
+                    ("TSQ_PLAN_", 0x0700, plan.get),
+                    ("TSQ_PACKED_", 0x0800, packed.get),
+                    ("TSQ_THRESHOLDS_", 0x0900, th.get)]
+        for prefix, base, get in families:
+            keys = dict((n, v) for n, v in tsq.CONSTANTS.items()
+                        if n.startswith(prefix) and base < v < base + 0x100)
+            self.assertTrue(keys, prefix)
+            for cname, number in keys.items():
+                name = cname[len(prefix):].lower()
+                with self.subTest(key=cname):
+                    try:
+                        by_number = get(number)
+                    except tsq.TsqError:            # info a dense layer does not have
+                        with self.assertRaises(tsq.TsqError):
+                            get(name)
+                        continue
+                    self.assertEqual(get(name), by_number)
+            with self.assertRaises(ValueError) as cm:
+                get("no_such_key")
+            self.assertIn(sorted(keys)[0][len(prefix):].lower(), str(cm.exception))
+
     def test_set_option_by_new_names(self):
         reg = tsq.Regressor(self.ctx, polish=0, restarts=2)
         self.assertEqual((reg.get_option("polish"), reg.get_option("restarts")), (0.0, 2.0))

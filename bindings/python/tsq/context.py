@@ -18,7 +18,7 @@ from . import _buffers as B
 from . import _ffi
 from ._buffers import ArrayLike, DTypeLike  # noqa: F401
 from ._base import Handle, check_static
-from ._keys import lookup, option_names
+from ._keys import key_names, lookup
 from ._lib import TsqError, lib
 
 __all__ = ["Context", "Allocator", "CountingAllocator", "PROGRESS_STAGES"]
@@ -27,16 +27,10 @@ __all__ = ["Context", "Allocator", "CountingAllocator", "PROGRESS_STAGES"]
 PROGRESS_STAGES = {getattr(_ffi, k): lib.tsq_progress_stage_name(getattr(_ffi, k)).decode()
                    for k in _ffi.CONSTANTS if k.startswith("TSQ_PROGRESS_")}
 
-_INFO_KEYS = {
-    "version": _ffi.TSQ_INFO_VERSION,
-    "blas": _ffi.TSQ_INFO_BLAS,
-    "blas_core": _ffi.TSQ_INFO_BLAS_CORE,
-    "cpu": _ffi.TSQ_INFO_CPU,
-    "build": _ffi.TSQ_INFO_BUILD,
-    "summary": _ffi.TSQ_INFO_SUMMARY,
-}
+# "version", "blas", "blas_core", "cpu", "build", "summary".
+_INFO_KEYS = key_names("TSQ_INFO_", 0x0A00)
 
-_OPTION_KEYS = option_names("TSQ_CONTEXT_", 0x0100)        # "threads", "log_level"
+_OPTION_KEYS = key_names("TSQ_CONTEXT_", 0x0100)        # "threads", "log_level"
 
 # libtsq log levels -> logging levels.
 _LOG_LEVELS = {1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO, 4: logging.DEBUG}

@@ -16,7 +16,7 @@ from ._buffers import ArrayLike  # noqa: F401
 from ._base import check_static
 from ._call import Call
 from ._lib import lib
-from ._keys import lookup, option_names
+from ._keys import key_names, lookup
 from .regressor import HISTORY_SERIES, Regressor
 
 # What a chaining method returns: the Net it was called on.
@@ -30,7 +30,7 @@ TsqProgress.__doc__ = """A network-level TSQ session: stage ("idle",
 
 # "act_bits", "per_channel", "eps_mode", "eps", "sparsity", "positions",
 # "sequential".
-_CONVERSION_OPTIONS = option_names("TSQ_NET_TSQ_", 0x0600)
+_CONVERSION_OPTIONS = key_names("TSQ_NET_TSQ_", 0x0600)
 
 _STAGES = {_ffi.TSQ_NET_TSQ_IDLE: "idle", _ffi.TSQ_NET_TSQ_LEARNING: "learning",
            _ffi.TSQ_NET_TSQ_FITTING: "fitting"}

@@ -18,7 +18,7 @@ from . import _ffi
 from ._buffers import ArrayLike
 from ._base import Handle, check_static
 from ._call import Call
-from ._keys import lookup, option_names
+from ._keys import key_names, lookup
 from ._lib import lib
 from .tensor import Tensor
 
@@ -33,10 +33,10 @@ changed) and the index of its layer (None for a standalone layer)."""
 # "trainable", "bn_momentum", "bn_eps", "bn_frozen", "aq_output_codes",
 # "tsq_select", "lowbit_train_alpha", "qat_weight_bits", "qat_scale",
 # "aq_learn_delta".
-_OPTIONS = option_names("TSQ_LAYER_OPT_", 0x0400)
+_OPTIONS = key_names("TSQ_LAYER_OPT_", 0x0400)
 # "in_channels", "out_channels", "kernel_h", "kernel_w", "stride", "pad",
 # "weight_bits", "bits".
-_INFO = option_names("TSQ_LAYER_INFO_", 0x0500)
+_INFO = key_names("TSQ_LAYER_INFO_", 0x0500)
 
 
 def _kernel_hw(kernel):

@@ -16,7 +16,7 @@ from . import _ffi
 from ._buffers import ArrayLike, DTypeLike  # noqa: F401
 from ._base import Handle, check_static
 from ._call import Call
-from ._keys import lookup, option_names
+from ._keys import key_names, lookup
 from ._lib import lib
 
 __all__ = ["Quantizer", "LearnResult", "learn_codes", "EPS_MODES"]
@@ -27,7 +27,7 @@ _EPS_MODE_NAMES = dict((v, k) for k, v in EPS_MODES.items())
 
 # "bits", "eps_mode", "eps", "sparsity", "hist_resolution" and the read-only
 # "channels", "fitted", "observed".
-_OPTIONS = option_names("TSQ_QUANTIZER_", 0x0200)
+_OPTIONS = key_names("TSQ_QUANTIZER_", 0x0200)
 
 _EPS_AMBIGUOUS = ("Quantizer has no eps: fixed_eps is the \"fixed\" eps_mode's option, "
                   "fitted_eps the eps fit() found")

@@ -17,7 +17,7 @@ from . import _ffi
 from ._buffers import ArrayLike, DTypeLike  # noqa: F401
 from ._base import Handle, check_static
 from ._call import Call
-from ._keys import lookup, option_names
+from ._keys import key_names, lookup
 from ._lib import lib
 from .tensor import Tensor
 
@@ -32,7 +32,7 @@ _STATS_MODES = {"add": _ffi.TSQ_STATS_ADD, "replace": _ffi.TSQ_STATS_REPLACE}
 # "weight_bits", "offset", "loss", "rounds", "linear_rounds", "sweeps",
 # "lambda0", "lambda_growth", "tolerance", "batch_rows", "margin", "polish",
 # "restarts".
-_OPTIONS = option_names("TSQ_REGRESSOR_", 0x0300)
+_OPTIONS = key_names("TSQ_REGRESSOR_", 0x0300)
 
 FitResult = collections.namedtuple("FitResult", "weights alpha bias objective")
 FitResult.__doc__ = """Result of a step-2 fit: weights (d x C int8 codes w),
