@@ -105,8 +105,8 @@ class Information(TestCase):
             self.ctx.info(99)
 
     def test_cpu_features_agree_with_info(self):
-        names = tsq.cpu_feature_names()
-        bits = tsq.cpu_features()
+        names = self.ctx.cpu_feature_names()
+        bits = self.ctx.cpu_features()
         self.assertEqual(bool(bits & tsq.TSQ_CPU_AVX2), "avx2" in names)
         cpu = self.ctx.info("cpu").split()
         for n in names:

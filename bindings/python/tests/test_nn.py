@@ -233,9 +233,9 @@ class NetTsq(TestCase):
         net.set_optimizer_sgd(0.05, momentum=0.9)
         for _ in range(30):
             net.train_step(x, labels)
-        net.set_tsq_option("act_bits", 2).set_tsq_option("eps_mode", "joint")
-        self.assertEqual(net.get_tsq_option("act_bits"), 2.0)
-        self.assertEqual(tsq.Net.tsq_option_bounds("act_bits"), (1.0, 8.0))
+        net.set_conversion_option("act_bits", 2).set_conversion_option("eps_mode", "joint")
+        self.assertEqual(net.get_conversion_option("act_bits"), 2.0)
+        self.assertEqual(tsq.Net.conversion_option_bounds("act_bits"), (1.0, 8.0))
         batches = [x[:64], x[64:]]
         self.assertTrue(net.learn_codes_batches(batches))
         kinds = [l.kind_name for l in net.layers]
@@ -243,7 +243,7 @@ class NetTsq(TestCase):
         self.assertNotIn("relu", kinds)
         reg = net.tsq_regressor
         self.assertFalse(reg.owned)
-        reg.set_param("rounds", 3)
+        reg.set_option("rounds", 3)
         passes = net.fit_transform_batches(batches)
         self.assertGreater(passes, 1)
         kinds = [l.kind_name for l in net.layers]
@@ -338,7 +338,7 @@ class LayerErrors(TestCase):
         with self.assertRaisesTsq("TSQ_ERR_INVALID"):
             net.layer(7)
         with self.assertRaisesTsq("TSQ_ERR_INVALID"):
-            net.set_tsq_option("act_bits", 0)
+            net.set_conversion_option("act_bits", 0)
         with self.assertRaisesTsq("TSQ_ERR_INVALID"):
             net.layer(0).info("bits")                  # not a quantizer
         with self.assertRaisesTsq("TSQ_ERR_INVALID"):

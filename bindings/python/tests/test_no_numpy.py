@@ -56,7 +56,7 @@ with tsq.Context(allocator=alloc) as ctx:
     pw = tsq.PackedWeights(ctx, tsq.Tensor(ctx, [[1, -1], [0, 1]], dtype="int8"))
     acc = tsq.lowbit_gemm(ctx, pw, tsq.Tensor(ctx, [[2, 3]], dtype="uint8"), 2)
     out["gemm"] = [type(acc).__name__, list(acc)]
-    out["positions"] = type(tsq.im2col_sample_positions(ctx, 1, 4, 2)).__name__
+    out["positions"] = type(tsq.Regressor.im2col_sample_positions(ctx, 1, 4, 2)).__name__
     del t, codes, r, res, y, ev, acc
 out["live"] = alloc.live_blocks
 print(json.dumps(out))

@@ -139,12 +139,12 @@ class AgainstC(TestCase):
         self.assertEqual((q.bits, q.fixed_eps, q.sparsity, q.hist_resolution), (2, 0.25, 0.5, 8))
         self.assertEqual(q.eps_mode, "joint")
         q.eps_mode = "fixed"
-        self.assertEqual(q.get_param(tsq.TSQ_QUANTIZER_EPS_MODE), tsq.TSQ_EPS_FIXED)
+        self.assertEqual(q.get_option(tsq.TSQ_QUANTIZER_EPS_MODE), tsq.TSQ_EPS_FIXED)
         q.bits = 4
         self.assertEqual(q.bits, 4)
         self.assertFalse(q.fitted)
-        self.assertEqual(tsq.Quantizer.param_bounds("bits"), (1.0, 8.0))
-        self.assertEqual(tsq.Quantizer.param_bounds("sparsity"), (0.0, 1.0))
+        self.assertEqual(tsq.Quantizer.option_bounds("bits"), (1.0, 8.0))
+        self.assertEqual(tsq.Quantizer.option_bounds("sparsity"), (0.0, 1.0))
 
     def test_save_load(self):
         q = tsq.Quantizer(self.ctx, 3, channels=2, eps_mode="sparsity", sparsity=0.4)
@@ -214,16 +214,16 @@ class QuantizerErrors(TestCase):
         with self.assertRaisesTsq("TSQ_ERR_NOT_FINITE"):
             q.set_channel(0, 0.0, float("inf"))
         with self.assertRaisesTsq("TSQ_ERR_INVALID"):
-            q.set_param("bits", 0)
+            q.set_option("bits", 0)
         with self.assertRaisesTsq("TSQ_ERR_INVALID"):
-            q.set_param("channels", 4)                 # read-only
+            q.set_option("channels", 4)                 # read-only
         with self.assertRaisesTsq("TSQ_ERR_INVALID"):
             q.learn_codes(None, codes=tsq.Tensor.zeros(self.ctx, (2,), "uint8"))
         with self.assertRaises(tsq.TsqError) as cm:
-            tsq.Quantizer.param_bounds(99)
+            tsq.Quantizer.option_bounds(99)
         self.assertEqual(cm.exception.name, "TSQ_ERR_INVALID")
         with self.assertRaises(ValueError):
-            q.set_param("no_such", 1)
+            q.set_option("no_such", 1)
         with self.assertRaises(ValueError):
             q.eps_mode = "bogus"
 

@@ -176,13 +176,13 @@ class Planted(TestCase):
         self.assertEqual(reg.weight_bits, 3)
         self.assertEqual(reg.alphabet, [-3, -2, -1, 0, 1, 2, 3])
         self.assertEqual(reg.loss, "linear")
-        self.assertEqual(reg.get_param("rounds"), 7.0)
+        self.assertEqual(reg.get_option("rounds"), 7.0)
         reg.alphabet = [2, -1, 0, 2]
         self.assertEqual(reg.alphabet, [-1, 0, 2])
         self.assertEqual(reg.weight_bits, 0)
         reg.alphabet = array.array("i", [-4, 4])
         self.assertEqual(reg.alphabet, [-4, 4])
-        lo, hi = tsq.Regressor.param_bounds("weight_bits")
+        lo, hi = tsq.Regressor.option_bounds("weight_bits")
         self.assertEqual((lo, hi), (2.0, 8.0))
 
     def test_linear_loss_against_preactivations(self):
@@ -209,45 +209,46 @@ class Im2col(TestCase):
 
     def test_rows_match_numpy(self):
         x = np.random.RandomState(2).randint(0, 4, size=(2, 3, 5, 6)).astype(np.uint8)
-        got = tsq.im2col_rows(self.ctx, x, 3, 3, stride=2, pad=1)
+        got = tsq.Regressor.im2col_rows(self.ctx, x, 3, 3, stride=2, pad=1)
         want, oh, ow = self.ref_rows(x, 3, 3, 2, 1)
         np.testing.assert_array_equal(got, want)
         xf = x.astype(np.float32)
-        t = tsq.im2col_rows(self.ctx, tsq.Tensor(self.ctx, xf), 2, 2)
+        t = tsq.Regressor.im2col_rows(self.ctx, tsq.Tensor(self.ctx, xf), 2, 2)
         self.assertIsInstance(t, tsq.Tensor)
         np.testing.assert_array_equal(t.numpy(), self.ref_rows(xf, 2, 2, 1, 0)[0])
 
     def test_positions(self):
         x = np.random.RandomState(3).randn(3, 2, 4, 4).astype(np.float32)
         self.ctx.seed = 7
-        pos = tsq.im2col_sample_positions(self.ctx, 3, 16, 5)
+        pos = tsq.Regressor.im2col_sample_positions(self.ctx, 3, 16, 5)
         self.assertEqual(pos.shape, (15,))
         for i in range(3):
             row = pos[i * 5:(i + 1) * 5]
             self.assertEqual(list(row), sorted(set(row)))
             self.assertTrue(0 <= row.min() and row.max() < 16)
         self.ctx.seed = 7
-        np.testing.assert_array_equal(tsq.im2col_sample_positions(self.ctx, 3, 16, 5), pos)
+        np.testing.assert_array_equal(
+            tsq.Regressor.im2col_sample_positions(self.ctx, 3, 16, 5), pos)
         full, oh, ow = self.ref_rows(x, 3, 3, 1, 1)
-        got = tsq.im2col_rows(self.ctx, x, 3, 3, pad=1, positions=pos)
+        got = tsq.Regressor.im2col_rows(self.ctx, x, 3, 3, pad=1, positions=pos)
         idx = [i * 16 + p for i in range(3) for p in pos[i * 5:(i + 1) * 5]]
         np.testing.assert_array_equal(got, full[idx])
         out = np.random.RandomState(4).randn(3, 6, 4, 4).astype(np.float32)
-        rows = tsq.im2col_output_rows(self.ctx, out, positions=pos)
+        rows = tsq.Regressor.im2col_output_rows(self.ctx, out, positions=pos)
         want = out.transpose(0, 2, 3, 1).reshape(-1, 6)[idx]
         np.testing.assert_array_equal(rows, want)
-        np.testing.assert_array_equal(tsq.im2col_output_rows(self.ctx, out),
+        np.testing.assert_array_equal(tsq.Regressor.im2col_output_rows(self.ctx, out),
                                       out.transpose(0, 2, 3, 1).reshape(-1, 6))
 
     def test_errors(self):
         with self.assertRaisesTsq("TSQ_ERR_SHAPE", "im2col"):
-            tsq.im2col_rows(self.ctx, np.zeros((2, 3), np.float32), 3, 3)
+            tsq.Regressor.im2col_rows(self.ctx, np.zeros((2, 3), np.float32), 3, 3)
         with self.assertRaisesTsq("TSQ_ERR_DTYPE"):
-            tsq.im2col_rows(self.ctx, np.zeros((1, 1, 3, 3), np.int8), 2, 2)
+            tsq.Regressor.im2col_rows(self.ctx, np.zeros((1, 1, 3, 3), np.int8), 2, 2)
         with self.assertRaisesTsq("TSQ_ERR_INVALID"):
-            tsq.im2col_rows(self.ctx, np.zeros((1, 1, 3, 3), np.uint8), 0, 2)
+            tsq.Regressor.im2col_rows(self.ctx, np.zeros((1, 1, 3, 3), np.uint8), 0, 2)
         with self.assertRaisesTsq("TSQ_ERR_INVALID"):
-            tsq.im2col_sample_positions(self.ctx, 2, 4, 5)
+            tsq.Regressor.im2col_sample_positions(self.ctx, 2, 4, 5)
 
 
 class RegressorErrors(TestCase):
@@ -277,7 +278,7 @@ class RegressorErrors(TestCase):
             reg.begin(0, 2)
         reg.begin(4, 2)
         with self.assertRaisesTsq("TSQ_ERR_STATE"):
-            reg.set_param("rounds", 3)                     # fit in progress
+            reg.set_option("rounds", 3)                     # fit in progress
         reg.feed(X, Y)
         with self.assertRaisesTsq("TSQ_ERR_TOO_SMALL"):
             reg.stats_import(np.zeros(3), "add")
@@ -293,7 +294,7 @@ class RegressorErrors(TestCase):
     def test_option_errors(self):
         reg = tsq.Regressor(self.ctx)
         with self.assertRaisesTsq("TSQ_ERR_INVALID"):
-            reg.set_param("weight_bits", 9)
+            reg.set_option("weight_bits", 9)
         with self.assertRaisesTsq("TSQ_ERR_INVALID"):
             reg.alphabet = [1, 1]
         with self.assertRaisesTsq("TSQ_ERR_INVALID"):
@@ -303,7 +304,7 @@ class RegressorErrors(TestCase):
         with self.assertRaisesTsq("TSQ_ERR_INVALID"):
             reg.history(99)
         with self.assertRaises(ValueError):
-            reg.set_param("loss", "bogus")
+            reg.set_option("loss", "bogus")
         with self.assertRaises(ValueError):
             tsq.Regressor(self.ctx, no_such_option=1)
 

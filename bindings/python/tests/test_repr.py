@@ -1,8 +1,7 @@
 """__repr__ of every handle shows what matters (bits, eps, delta, shapes),
-and Quantizer.eps is clearly the fixed mode's option (fixed_eps)."""
+and the fixed mode's eps option reads as fixed_eps (Quantizer.eps is gone)."""
 
 import unittest
-import warnings
 
 from tsqtest import TestCase, tsq
 
@@ -19,11 +18,8 @@ class Reprs(TestCase):
         self.assertIn("eps=0.5 delta=0.75", repr(q))
         self.assertEqual((q.fitted_eps, q.fitted_delta), (0.5, 0.75))
         self.assertEqual(q.fixed_eps, 0.25)
-        with warnings.catch_warnings(record=True) as w:
-            warnings.simplefilter("always")
-            self.assertEqual(q.eps, 0.25)                # the old name still works...
-        self.assertTrue(issubclass(w[0].category, DeprecationWarning))   # ...and says so
-        self.assertIn("fixed_eps", str(w[0].message))
+        with self.assertRaises(AttributeError):      # the ambiguous old name is gone
+            q.eps
         self.assertIn("closed", repr(q.close() or q))
 
     def test_layers_net_plan(self):

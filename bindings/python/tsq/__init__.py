@@ -23,12 +23,10 @@ from . import _ffi as ffi
 from ._ffi import CONSTANTS
 from ._lib import (TsqError, TsqVersionError, lib, status_name, status_string,
                    version_string, library_candidates, load_library, check_version)
-from .context import (Context, Allocator, CountingAllocator, cpu_features, cpu_feature_names,
-                      PROGRESS_STAGES)
+from .context import Context, Allocator, CountingAllocator, PROGRESS_STAGES
 from .tensor import Tensor, as_tensor
 from .quantizer import Quantizer, LearnResult, learn_codes, EPS_MODES
-from .regressor import (Regressor, FitResult, fit_transform, im2col_rows, im2col_output_rows,
-                        im2col_sample_positions, LOSSES, HISTORY_SERIES)
+from .regressor import Regressor, FitResult, fit_transform, LOSSES, HISTORY_SERIES
 from .nn import (Layer, Dense, Conv2d, BatchNorm, ReLU, MaxPool2d, GlobalAvgPool, Flatten,
                  ActQuant, LowbitDense, LowbitConv2d, Net, Param, StepResult, EvalResult,
                  TsqProgress, softmax_cross_entropy, layer_kind_name)

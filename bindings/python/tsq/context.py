@@ -18,25 +18,19 @@ from . import _buffers as B
 from . import _ffi
 from ._buffers import ArrayLike, DTypeLike  # noqa: F401
 from ._base import Handle, check_static
+from ._keys import key_names, lookup
 from ._lib import TsqError, lib
 
-__all__ = ["Context", "Allocator", "CountingAllocator", "cpu_features", "cpu_feature_names",
-           "PROGRESS_STAGES"]
+__all__ = ["Context", "Allocator", "CountingAllocator", "PROGRESS_STAGES"]
 
 # TSQ_PROGRESS_* stage numbers -> the names the progress callback gets.
 PROGRESS_STAGES = {getattr(_ffi, k): lib.tsq_progress_stage_name(getattr(_ffi, k)).decode()
                    for k in _ffi.CONSTANTS if k.startswith("TSQ_PROGRESS_")}
 
-_INFO_KEYS = {
-    "version": _ffi.TSQ_INFO_VERSION,
-    "blas": _ffi.TSQ_INFO_BLAS,
-    "blas_core": _ffi.TSQ_INFO_BLAS_CORE,
-    "cpu": _ffi.TSQ_INFO_CPU,
-    "build": _ffi.TSQ_INFO_BUILD,
-    "summary": _ffi.TSQ_INFO_SUMMARY,
-}
+# "version", "blas", "blas_core", "cpu", "build", "summary".
+_INFO_KEYS = key_names("TSQ_INFO_", 0x0A00)
 
-_OPTION_KEYS = {"threads": _ffi.TSQ_CONTEXT_THREADS, "log_level": _ffi.TSQ_CONTEXT_LOG_LEVEL}
+_OPTION_KEYS = key_names("TSQ_CONTEXT_", 0x0100)        # "threads", "log_level"
 
 # libtsq log levels -> logging levels.
 _LOG_LEVELS = {1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO, 4: logging.DEBUG}
@@ -53,32 +47,6 @@ def _level_for(pylevel):
         if pylevel <= _LOG_LEVELS[lvl]:
             return lvl
     return 0
-
-
-def _key(table, key, what):
-    if isinstance(key, str):
-        try:
-            return table[key]
-        except KeyError:
-            raise ValueError("unknown %s %r (known: %s)" % (what, key, ", ".join(sorted(table))))
-    return B.int_arg(key, "key")
-
-
-def cpu_features() -> int:
-    """The TSQ_CPU_* bits of this CPU (as a context's kernel choice sees them)."""
-    ctx = Context()
-    try:
-        bits = ctypes.c_uint32()
-        ctx._call("tsq_context_cpu_features", ctypes.byref(bits))
-        return bits.value
-    finally:
-        ctx.close()
-
-
-def cpu_feature_names() -> List[str]:
-    """The detected CPU features as lowercase names ("avx2", "avx512vnni"...)."""
-    bits = cpu_features()
-    return [name for bit, name in _CPU_NAMES if bits & bit]
 
 
 class Allocator(object):
@@ -237,23 +205,24 @@ class Context(Handle):
     # ---- options ---------------------------------------------------------
 
     def set_option(self, key: Union[str, int], value: float) -> None:
-        """Sets an integer option: key "threads", "log_level" or a
-        TSQ_CONTEXT_* number."""
-        self._call("tsq_context_set_option", _key(_OPTION_KEYS, key, "context option"),
+        """Sets an integer option (tsq_context_set_option): key "threads",
+        "log_level" or a TSQ_CONTEXT_* number."""
+        self._call("tsq_context_set_option", lookup(_OPTION_KEYS, key, "context option"),
                    B.int_arg(value, key if isinstance(key, str) else "value"))
 
     def get_option(self, key: Union[str, int]) -> float:
-        """Reads an integer option (see set_option)."""
+        """Reads an integer option (tsq_context_get_option; see set_option)."""
         v = ctypes.c_double()
-        self._call("tsq_context_get_option", _key(_OPTION_KEYS, key, "context option"),
+        self._call("tsq_context_get_option", lookup(_OPTION_KEYS, key, "context option"),
                    ctypes.byref(v))
         return int(v.value)
 
     @staticmethod
     def option_bounds(key: Union[str, int]) -> Any:
-        """The inclusive (lo, hi) range of an option's values."""
+        """The inclusive (lo, hi) range of an option's values
+        (tsq_context_option_bounds)."""
         lo, hi = ctypes.c_double(), ctypes.c_double()
-        check_static(lib.tsq_context_option_bounds(_key(_OPTION_KEYS, key, "context option"),
+        check_static(lib.tsq_context_option_bounds(lookup(_OPTION_KEYS, key, "context option"),
                                                    ctypes.byref(lo), ctypes.byref(hi)),
                      "tsq_context_option_bounds")
         return int(lo.value), int(hi.value)
@@ -394,8 +363,21 @@ class Context(Handle):
         """A description of the build: key "version", "blas", "blas_core",
         "cpu", "build" or "summary" (or a TSQ_INFO_* number)."""
         out = ctypes.c_char_p()
-        self._call("tsq_context_info", _key(_INFO_KEYS, key, "info key"), ctypes.byref(out))
+        self._call("tsq_context_info", lookup(_INFO_KEYS, key, "info key"), ctypes.byref(out))
         return out.value.decode("utf-8", "replace") if out.value else ""
+
+    def cpu_features(self) -> int:
+        """The TSQ_CPU_* bits the context detected when it was made (what its
+        kernel choices see; tsq_context_cpu_features)."""
+        bits = ctypes.c_uint32()
+        self._call("tsq_context_cpu_features", ctypes.byref(bits))
+        return bits.value
+
+    def cpu_feature_names(self) -> List[str]:
+        """cpu_features() as lowercase names ("avx2", "avx512vnni", ...), in
+        the order of the TSQ_CPU_* bits."""
+        bits = self.cpu_features()
+        return [name for bit, name in _CPU_NAMES if bits & bit]
 
     # ---- object factories ------------------------------------------------
 
@@ -404,7 +386,7 @@ class Context(Handle):
         from .tensor import Tensor
         return Tensor(self, data, dtype=dtype)
 
-    def zeros(self, shape: Union[int, Sequence[int]], dtype: DTypeLike = 'float32') -> "Context":
+    def zeros(self, shape: Union[int, Sequence[int]], dtype: DTypeLike = 'float32') -> Tensor:
         """A zero-filled Tensor that owns its memory."""
         from .tensor import Tensor
         return Tensor.zeros(self, shape, dtype)

@@ -16,7 +16,7 @@ from ._buffers import ArrayLike  # noqa: F401
 from ._base import check_static
 from ._call import Call
 from ._lib import lib
-from .layers import _lookup
+from ._keys import key_names, lookup
 from .regressor import HISTORY_SERIES, Regressor
 
 # What a chaining method returns: the Net it was called on.
@@ -28,10 +28,9 @@ TsqProgress = collections.namedtuple("TsqProgress", "stage unit units passes")
 TsqProgress.__doc__ = """A network-level TSQ session: stage ("idle",
 "learning", "fitting"), the layer being fitted among `units`, its passes."""
 
-_TSQ_OPTIONS = {"act_bits": _ffi.TSQ_NET_TSQ_ACT_BITS,
-                "per_channel": _ffi.TSQ_NET_TSQ_PER_CHANNEL,
-                "eps_mode": _ffi.TSQ_NET_TSQ_EPS_MODE, "eps": _ffi.TSQ_NET_TSQ_EPS,
-                "sparsity": _ffi.TSQ_NET_TSQ_SPARSITY, "positions": _ffi.TSQ_NET_TSQ_POSITIONS}
+# "act_bits", "per_channel", "eps_mode", "eps", "sparsity", "positions",
+# "sequential".
+_CONVERSION_OPTIONS = key_names("TSQ_NET_TSQ_", 0x0600)
 
 _STAGES = {_ffi.TSQ_NET_TSQ_IDLE: "idle", _ffi.TSQ_NET_TSQ_LEARNING: "learning",
            _ffi.TSQ_NET_TSQ_FITTING: "fitting"}
@@ -54,30 +53,35 @@ class _Conversion(object):
         self._changing(self._call, "tsq_net_convert_qat", ctypes.byref(converted))
         return converted.value
 
-    def set_tsq_option(self: _Net, key: Union[str, int], value: Union[float, str]) -> _Net:
-        """A network-level TSQ option: "act_bits", "per_channel", "eps_mode"
-        ("joint"... or a number), "eps", "sparsity", "positions"."""
-        k = _lookup(_TSQ_OPTIONS, key, "TSQ option")
+    def set_conversion_option(self: _Net, key: Union[str, int],
+                              value: Union[float, str]) -> _Net:
+        """Sets a network-level TSQ option (tsq_net_set_conversion_option):
+        "act_bits", "per_channel", "eps_mode" ("joint"... or a number),
+        "eps", "sparsity", "positions", "sequential" (or a TSQ_NET_TSQ_*
+        number)."""
+        k = lookup(_CONVERSION_OPTIONS, key, "conversion option")
         if k == _ffi.TSQ_NET_TSQ_EPS_MODE and isinstance(value, str):
             from .quantizer import EPS_MODES
-            value = _lookup(EPS_MODES, value, "eps mode")
+            value = lookup(EPS_MODES, value, "eps mode")
         self._call("tsq_net_set_conversion_option", k, B.real_arg(value, "value"))
         return self
 
-    def get_tsq_option(self, key: Union[str, int]) -> float:
-        """Reads a network-level TSQ option (a float)."""
+    def get_conversion_option(self, key: Union[str, int]) -> float:
+        """Reads a network-level TSQ option, as a float
+        (tsq_net_get_conversion_option)."""
         v = ctypes.c_double()
-        self._call("tsq_net_get_conversion_option", _lookup(_TSQ_OPTIONS, key, "TSQ option"),
-                   ctypes.byref(v))
+        self._call("tsq_net_get_conversion_option",
+                   lookup(_CONVERSION_OPTIONS, key, "conversion option"), ctypes.byref(v))
         return v.value
 
     @staticmethod
-    def tsq_option_bounds(key: Union[str, int]) -> Tuple[float, float]:
-        """The inclusive (lo, hi) range of a network-level TSQ option."""
+    def conversion_option_bounds(key: Union[str, int]) -> Tuple[float, float]:
+        """The inclusive (lo, hi) range of a network-level TSQ option
+        (tsq_net_conversion_option_bounds)."""
         lo, hi = ctypes.c_double(), ctypes.c_double()
-        check_static(lib.tsq_net_conversion_option_bounds(_lookup(_TSQ_OPTIONS, key, "TSQ option"),
-                                                   ctypes.byref(lo), ctypes.byref(hi)),
-                     "tsq_net_conversion_option_bounds")
+        check_static(lib.tsq_net_conversion_option_bounds(
+            lookup(_CONVERSION_OPTIONS, key, "conversion option"),
+            ctypes.byref(lo), ctypes.byref(hi)), "tsq_net_conversion_option_bounds")
         return lo.value, hi.value
 
     @property
@@ -145,7 +149,7 @@ class _Conversion(object):
                     int]:
         """(values, layer_index): the regressor history of converted layer
         `unit` of the last fit_transform session."""
-        key = _lookup(HISTORY_SERIES, series, "history series")
+        key = lookup(HISTORY_SERIES, series, "history series")
         count, li = ctypes.c_int32(), ctypes.c_int32()
         self._call("tsq_net_tsq_history", B.int_arg(unit, "unit"), key, None, 0,
                    ctypes.byref(count),

@@ -18,6 +18,7 @@ from . import _ffi
 from ._buffers import ArrayLike
 from ._base import Handle, check_static
 from ._call import Call
+from ._keys import key_names, lookup
 from ._lib import lib
 from .tensor import Tensor
 
@@ -29,26 +30,13 @@ Param.__doc__ = """A trainable parameter: its name ("weight", "bias", ...), valu
 and gradient Tensors (borrowed: valid while the net's layer list is not
 changed) and the index of its layer (None for a standalone layer)."""
 
-_OPTIONS = {"trainable": _ffi.TSQ_LAYER_OPT_TRAINABLE,
-            "bn_momentum": _ffi.TSQ_LAYER_OPT_BN_MOMENTUM,
-            "bn_eps": _ffi.TSQ_LAYER_OPT_BN_EPS,
-            "bn_frozen": _ffi.TSQ_LAYER_OPT_BN_FROZEN,
-            "aq_output_codes": _ffi.TSQ_LAYER_OPT_AQ_OUTPUT_CODES,
-            "tsq_select": _ffi.TSQ_LAYER_OPT_TSQ_SELECT}
-_INFO = {"in_channels": _ffi.TSQ_LAYER_INFO_IN_CHANNELS,
-         "out_channels": _ffi.TSQ_LAYER_INFO_OUT_CHANNELS,
-         "kernel_h": _ffi.TSQ_LAYER_INFO_KERNEL_H, "kernel_w": _ffi.TSQ_LAYER_INFO_KERNEL_W,
-         "stride": _ffi.TSQ_LAYER_INFO_STRIDE, "pad": _ffi.TSQ_LAYER_INFO_PAD,
-         "weight_bits": _ffi.TSQ_LAYER_INFO_WEIGHT_BITS, "bits": _ffi.TSQ_LAYER_INFO_BITS}
-
-
-def _lookup(table, key, what):
-    if isinstance(key, str):
-        try:
-            return table[key]
-        except KeyError:
-            raise ValueError("unknown %s %r (known: %s)" % (what, key, ", ".join(sorted(table))))
-    return B.int_arg(key, "key")
+# "trainable", "bn_momentum", "bn_eps", "bn_frozen", "aq_output_codes",
+# "tsq_select", "lowbit_train_alpha", "qat_weight_bits", "qat_scale",
+# "aq_learn_delta".
+_OPTIONS = key_names("TSQ_LAYER_OPT_", 0x0400)
+# "in_channels", "out_channels", "kernel_h", "kernel_w", "stride", "pad",
+# "weight_bits", "bits".
+_INFO = key_names("TSQ_LAYER_INFO_", 0x0500)
 
 
 def _kernel_hw(kernel):
@@ -103,7 +91,7 @@ class Layer(Handle):
         """A configuration value: "in_channels", "out_channels", "kernel_h",
         "kernel_w", "stride", "pad", "weight_bits", "bits" (or a number)."""
         v = ctypes.c_int64()
-        self._call("tsq_layer_info", _lookup(_INFO, key, "layer info key"), ctypes.byref(v))
+        self._call("tsq_layer_info", lookup(_INFO, key, "layer info key"), ctypes.byref(v))
         return v.value
 
     @property
@@ -117,24 +105,27 @@ class Layer(Handle):
         return tuple(ins[:ni.value]), tuple(outs[:no.value])
 
     def set_option(self, key: Union[str, int], value: float) -> "Layer":
-        """Sets an option: "trainable", "bn_momentum", "bn_eps", "bn_frozen",
-        "aq_output_codes", "tsq_select" (or a TSQ_LAYER_OPT_* number)."""
-        self._call("tsq_layer_set_option", _lookup(_OPTIONS, key, "layer option"),
+        """Sets an option (tsq_layer_set_option): "trainable", "bn_momentum",
+        "bn_eps", "bn_frozen", "aq_output_codes", "aq_learn_delta",
+        "tsq_select", "lowbit_train_alpha", "qat_weight_bits", "qat_scale"
+        (or a TSQ_LAYER_OPT_* number); each applies to the kinds nn.h says."""
+        self._call("tsq_layer_set_option", lookup(_OPTIONS, key, "layer option"),
                    B.real_arg(value, "value"))
         return self
 
     def get_option(self, key: Union[str, int]) -> float:
-        """Reads an option (a float)."""
+        """Reads an option, as a float (tsq_layer_get_option)."""
         v = ctypes.c_double()
-        self._call("tsq_layer_get_option", _lookup(_OPTIONS, key, "layer option"),
+        self._call("tsq_layer_get_option", lookup(_OPTIONS, key, "layer option"),
                    ctypes.byref(v))
         return v.value
 
     @staticmethod
     def option_bounds(key: Union[str, int]) -> Any:
-        """The inclusive (lo, hi) range of an option."""
+        """The inclusive (lo, hi) range of an option
+        (tsq_layer_option_bounds)."""
         lo, hi = ctypes.c_double(), ctypes.c_double()
-        check_static(lib.tsq_layer_option_bounds(_lookup(_OPTIONS, key, "layer option"),
+        check_static(lib.tsq_layer_option_bounds(lookup(_OPTIONS, key, "layer option"),
                                                  ctypes.byref(lo), ctypes.byref(hi)),
                      "tsq_layer_option_bounds")
         return lo.value, hi.value

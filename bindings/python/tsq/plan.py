@@ -18,6 +18,7 @@ from . import _ffi
 from ._buffers import ArrayLike, DTypeLike  # noqa: F401
 from ._base import Handle, check_static
 from ._call import Call
+from ._keys import key_names, lookup
 from ._lib import lib
 
 __all__ = ["KERNELS", "LAYOUTS", "kernel_name", "kernel_available", "available_kernels",
@@ -28,15 +29,17 @@ KERNELS = {"auto": _ffi.TSQ_KERNEL_AUTO, "ref": _ffi.TSQ_KERNEL_REF,
            "avx2": _ffi.TSQ_KERNEL_AVX2, "vnni": _ffi.TSQ_KERNEL_VNNI,
            "vpopcnt": _ffi.TSQ_KERNEL_VPOPCNT}
 LAYOUTS = {"nchw": _ffi.TSQ_LAYOUT_NCHW, "nhwc": _ffi.TSQ_LAYOUT_NHWC}
+# "rows", "cols", "weight_bits", "bytes".
+_PACKED_KEYS = key_names("TSQ_PACKED_", 0x0800)
+# "channels", "code_bits".
+_THRESHOLDS_KEYS = key_names("TSQ_THRESHOLDS_", 0x0900)
+# "lowbit_layers", "fused_thresholds", "packed_bytes", "packed_fp32_bytes",
+# "float_bytes", "input_size", "output_size", "stages".
+_PLAN_KEYS = key_names("TSQ_PLAN_", 0x0700)
 
 
 def _kernel(k):
-    if isinstance(k, str):
-        try:
-            return KERNELS[k]
-        except KeyError:
-            raise ValueError("unknown kernel %r (known: %s)" % (k, ", ".join(KERNELS)))
-    return B.int_arg(k, "k")
+    return lookup(KERNELS, k, "kernel", "kernel")
 
 
 def _pair(v, what="stride/pad"):
@@ -84,9 +87,7 @@ class PackedWeights(Handle):
     def get(self, key: Union[str, int]) -> int:
         """A property: "rows" (K), "cols" (N), "weight_bits", "bytes" (or a
         TSQ_PACKED_* number)."""
-        keys = {"rows": _ffi.TSQ_PACKED_ROWS, "cols": _ffi.TSQ_PACKED_COLS,
-                "weight_bits": _ffi.TSQ_PACKED_WEIGHT_BITS, "bytes": _ffi.TSQ_PACKED_BYTES}
-        k = keys[key] if isinstance(key, str) else B.int_arg(key, "key")
+        k = lookup(_PACKED_KEYS, key, "packed-weights key")
         v = ctypes.c_int64()
         check_static(lib.tsq_packed_weights_get(self.handle, k, ctypes.byref(v)),
                      "tsq_packed_weights_get")
@@ -147,9 +148,7 @@ class Thresholds(Handle):
 
     def get(self, key: Union[str, int]) -> int:
         """"channels" or "code_bits" (or a TSQ_THRESHOLDS_* number)."""
-        keys = {"channels": _ffi.TSQ_THRESHOLDS_CHANNELS,
-                "code_bits": _ffi.TSQ_THRESHOLDS_CODE_BITS}
-        k = keys[key] if isinstance(key, str) else B.int_arg(key, "key")
+        k = lookup(_THRESHOLDS_KEYS, key, "thresholds key")
         v = ctypes.c_int64()
         check_static(lib.tsq_thresholds_get(self.handle, k, ctypes.byref(v)),
                      "tsq_thresholds_get")
@@ -284,7 +283,8 @@ def im2col_codes(ctx: Context, codes: ArrayLike, kh: int, kw: int,
     (B*Ho*Wo) x (C*kh*kw), uint8."""
     sh, sw = _pair(stride)
     ph, pw = _pair(pad)
-    lay = LAYOUTS[layout.lower()] if isinstance(layout, str) else B.int_arg(layout, "layout")
+    lay = lookup(LAYOUTS, layout.lower() if isinstance(layout, str) else layout, "layout",
+                 "layout")
     with Call(ctx, like=codes) as c:
         it = c.input(codes, B.U8, "codes")
         shape = it.shape
@@ -337,17 +337,10 @@ class Plan(Handle):
         plan._adopt(ctx, out)
         return plan
 
-    _KEYS = {"lowbit_layers": "TSQ_PLAN_LOWBIT_LAYERS",
-             "fused_thresholds": "TSQ_PLAN_FUSED_THRESHOLDS",
-             "packed_bytes": "TSQ_PLAN_PACKED_BYTES",
-             "packed_fp32_bytes": "TSQ_PLAN_PACKED_FP32_BYTES",
-             "float_bytes": "TSQ_PLAN_FLOAT_BYTES", "input_size": "TSQ_PLAN_INPUT_SIZE",
-             "output_size": "TSQ_PLAN_OUTPUT_SIZE", "stages": "TSQ_PLAN_STAGES"}
-
     def get(self, key: Union[str, int]) -> int:
         """A figure of the plan: "packed_bytes", "float_bytes", "input_size",
         "output_size", "lowbit_layers", ... (or a TSQ_PLAN_* number)."""
-        k = getattr(_ffi, self._KEYS[key]) if isinstance(key, str) else B.int_arg(key, "key")
+        k = lookup(_PLAN_KEYS, key, "plan key")
         v = ctypes.c_int64()
         check_static(lib.tsq_plan_get(self.handle, k, ctypes.byref(v)), "tsq_plan_get")
         return v.value

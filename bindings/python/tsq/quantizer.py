@@ -10,13 +10,13 @@ if TYPE_CHECKING:                                   # names used in annotations 
 
 import collections
 import ctypes
-import warnings
 
 from . import _buffers as B
 from . import _ffi
 from ._buffers import ArrayLike, DTypeLike  # noqa: F401
 from ._base import Handle, check_static
 from ._call import Call
+from ._keys import key_names, lookup
 from ._lib import lib
 
 __all__ = ["Quantizer", "LearnResult", "learn_codes", "EPS_MODES"]
@@ -25,11 +25,12 @@ EPS_MODES = {"fixed": _ffi.TSQ_EPS_FIXED, "sparsity": _ffi.TSQ_EPS_SPARSITY,
              "joint": _ffi.TSQ_EPS_JOINT, "plain": _ffi.TSQ_EPS_PLAIN}
 _EPS_MODE_NAMES = dict((v, k) for k, v in EPS_MODES.items())
 
-_PARAMS = {"bits": _ffi.TSQ_QUANTIZER_BITS, "eps_mode": _ffi.TSQ_QUANTIZER_EPS_MODE,
-           "eps": _ffi.TSQ_QUANTIZER_EPS, "sparsity": _ffi.TSQ_QUANTIZER_SPARSITY,
-           "hist_resolution": _ffi.TSQ_QUANTIZER_HIST_RESOLUTION,
-           "channels": _ffi.TSQ_QUANTIZER_CHANNELS, "fitted": _ffi.TSQ_QUANTIZER_FITTED,
-           "observed": _ffi.TSQ_QUANTIZER_OBSERVED}
+# "bits", "eps_mode", "eps", "sparsity", "hist_resolution" and the read-only
+# "channels", "fitted", "observed".
+_OPTIONS = key_names("TSQ_QUANTIZER_", 0x0200)
+
+_EPS_AMBIGUOUS = ("Quantizer has no eps: fixed_eps is the \"fixed\" eps_mode's option, "
+                  "fitted_eps the eps fit() found")
 
 LearnResult = collections.namedtuple("LearnResult", "codes error sparsity")
 LearnResult.__doc__ = """Result of Quantizer.learn_codes: the codes (or None),
@@ -37,22 +38,9 @@ the mean squared quantization error over all samples, and the fraction of
 zero codes (see quantizer.h for the exact definitions)."""
 
 
-def _param_key(key):
-    if isinstance(key, str):
-        try:
-            return _PARAMS[key]
-        except KeyError:
-            raise ValueError("unknown quantizer option %r (known: %s)"
-                             % (key, ", ".join(sorted(_PARAMS))))
-    return B.int_arg(key, "key")
-
-
-def _param_value(key, value):
+def _option_value(key, value):
     if key == _ffi.TSQ_QUANTIZER_EPS_MODE and isinstance(value, str):
-        try:
-            return float(EPS_MODES[value])
-        except KeyError:
-            raise ValueError("unknown eps mode %r (known: %s)" % (value, ", ".join(EPS_MODES)))
+        return float(lookup(EPS_MODES, value, "eps mode"))
     return B.real_arg(value, "value")
 
 
@@ -92,76 +80,76 @@ class Quantizer(Handle):
         self._adopt(ctx, out)
         try:
             for k, v in options.items():
-                self.set_param(k, v)
+                self.set_option(k, v)
         except BaseException:
             self.close()
             raise
 
     # ---- options ---------------------------------------------------------
 
-    def set_param(self, key: Union[str, int], value: Union[float, str]) -> None:
-        """Sets an option: key a name ("bits", "eps_mode", "eps", "sparsity",
-        "hist_resolution") or a TSQ_QUANTIZER_* number; eps_mode may be a
-        name ("joint", ...)."""
-        k = _param_key(key)
-        self._call("tsq_quantizer_set_option", k, _param_value(k, value))
+    def set_option(self, key: Union[str, int], value: Union[float, str]) -> None:
+        """Sets an option (tsq_quantizer_set_option): key a name ("bits",
+        "eps_mode", "eps", "sparsity", "hist_resolution") or a
+        TSQ_QUANTIZER_* number; eps_mode may be a name ("joint", ...)."""
+        k = lookup(_OPTIONS, key, "quantizer option")
+        self._call("tsq_quantizer_set_option", k, _option_value(k, value))
 
-    def get_param(self, key: Union[str, int]) -> float:
-        """Reads an option (a float; see set_param for the keys)."""
+    def get_option(self, key: Union[str, int]) -> float:
+        """Reads an option, as a float (tsq_quantizer_get_option; the keys
+        of set_option and the read-only "channels", "fitted", "observed")."""
         v = ctypes.c_double()
-        self._call("tsq_quantizer_get_option", _param_key(key), ctypes.byref(v))
+        self._call("tsq_quantizer_get_option", lookup(_OPTIONS, key, "quantizer option"),
+                   ctypes.byref(v))
         return v.value
 
     @staticmethod
-    def param_bounds(key: Union[str, int]) -> Tuple[float, float]:
-        """The inclusive (lo, hi) range of an option."""
+    def option_bounds(key: Union[str, int]) -> Tuple[float, float]:
+        """The inclusive (lo, hi) range of an option
+        (tsq_quantizer_option_bounds)."""
         lo, hi = ctypes.c_double(), ctypes.c_double()
-        check_static(lib.tsq_quantizer_option_bounds(_param_key(key), ctypes.byref(lo),
-                                                    ctypes.byref(hi)),
+        check_static(lib.tsq_quantizer_option_bounds(lookup(_OPTIONS, key, "quantizer option"),
+                                                    ctypes.byref(lo), ctypes.byref(hi)),
                      "tsq_quantizer_option_bounds")
         return lo.value, hi.value
 
     @property
     def bits(self):
         """Activation bits n (codes 0 .. 2^n - 1)."""
-        return int(self.get_param("bits"))
+        return int(self.get_option("bits"))
 
     @bits.setter
     def bits(self, v):
-        self.set_param("bits", v)
+        self.set_option("bits", v)
 
     @property
     def eps_mode(self):
         """How fit() chooses eps: "joint", "fixed", "sparsity" or "plain"."""
-        return _EPS_MODE_NAMES.get(int(self.get_param("eps_mode")))
+        return _EPS_MODE_NAMES.get(int(self.get_option("eps_mode")))
 
     @eps_mode.setter
     def eps_mode(self, v):
-        self.set_param("eps_mode", v)
+        self.set_option("eps_mode", v)
 
     @property
     def fixed_eps(self):
         """The eps that the "fixed" eps_mode uses (an option, set before
         fit()). Not the fitted eps: that is fitted_eps / get_channel()."""
-        return self.get_param("eps")
+        return self.get_option("eps")
 
     @fixed_eps.setter
     def fixed_eps(self, v):
-        self.set_param("eps", v)
+        self.set_option("eps", v)
 
     @property
     def eps(self):
-        """Deprecated name of fixed_eps (the "fixed" mode's option, not the
-        fitted eps: see fitted_eps)."""
-        warnings.warn("Quantizer.eps is the fixed mode's option: call it fixed_eps "
-                      "(the fitted eps is fitted_eps)", DeprecationWarning, stacklevel=2)
-        return self.fixed_eps
+        """Not an attribute: raises AttributeError naming fixed_eps (the
+        "fixed" mode's option) and fitted_eps (the fitted eps), so that
+        neither reading nor assigning ``q.eps`` silently means one of them."""
+        raise AttributeError(_EPS_AMBIGUOUS)
 
     @eps.setter
     def eps(self, v):
-        warnings.warn("Quantizer.eps is the fixed mode's option: call it fixed_eps",
-                      DeprecationWarning, stacklevel=2)
-        self.fixed_eps = v
+        raise AttributeError(_EPS_AMBIGUOUS)
 
     @property
     def fitted_eps(self):
@@ -183,35 +171,35 @@ class Quantizer(Handle):
     @property
     def sparsity(self):
         """Target zero fraction of the "sparsity" mode."""
-        return self.get_param("sparsity")
+        return self.get_option("sparsity")
 
     @sparsity.setter
     def sparsity(self, v):
-        self.set_param("sparsity", v)
+        self.set_option("sparsity", v)
 
     @property
     def hist_resolution(self):
         """Histogram resolution (0 automatic, else 1..10)."""
-        return int(self.get_param("hist_resolution"))
+        return int(self.get_option("hist_resolution"))
 
     @hist_resolution.setter
     def hist_resolution(self, v):
-        self.set_param("hist_resolution", v)
+        self.set_option("hist_resolution", v)
 
     @property
     def channels(self):
         """Channel count (0 for a per-tensor quantizer). Read-only."""
-        return int(self.get_param("channels"))
+        return int(self.get_option("channels"))
 
     @property
     def fitted(self):
         """True once every channel has parameters. Read-only."""
-        return bool(self.get_param("fitted"))
+        return bool(self.get_option("fitted"))
 
     @property
     def observed(self):
         """Samples observed since the last reset. Read-only."""
-        return int(self.get_param("observed"))
+        return int(self.get_option("observed"))
 
     # ---- statistics and fitting -------------------------------------------
 

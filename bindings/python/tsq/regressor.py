@@ -17,11 +17,11 @@ from . import _ffi
 from ._buffers import ArrayLike, DTypeLike  # noqa: F401
 from ._base import Handle, check_static
 from ._call import Call
+from ._keys import key_names, lookup
 from ._lib import lib
 from .tensor import Tensor
 
-__all__ = ["Regressor", "FitResult", "fit_transform", "im2col_rows", "im2col_output_rows",
-           "im2col_sample_positions", "LOSSES", "HISTORY_SERIES"]
+__all__ = ["Regressor", "FitResult", "fit_transform", "LOSSES", "HISTORY_SERIES"]
 
 LOSSES = {"quantized": _ffi.TSQ_LOSS_QUANTIZED, "linear": _ffi.TSQ_LOSS_LINEAR}
 _LOSS_NAMES = dict((v, k) for k, v in LOSSES.items())
@@ -29,26 +29,14 @@ HISTORY_SERIES = {"objective": _ffi.TSQ_HISTORY_OBJECTIVE, "best": _ffi.TSQ_HIST
                   "relaxed": _ffi.TSQ_HISTORY_RELAXED, "lambda": _ffi.TSQ_HISTORY_LAMBDA}
 _STATS_MODES = {"add": _ffi.TSQ_STATS_ADD, "replace": _ffi.TSQ_STATS_REPLACE}
 
-_PARAMS = {"weight_bits": _ffi.TSQ_REGRESSOR_WEIGHT_BITS, "offset": _ffi.TSQ_REGRESSOR_OFFSET,
-           "loss": _ffi.TSQ_REGRESSOR_LOSS, "rounds": _ffi.TSQ_REGRESSOR_ROUNDS,
-           "linear_rounds": _ffi.TSQ_REGRESSOR_LINEAR_ROUNDS,
-           "sweeps": _ffi.TSQ_REGRESSOR_SWEEPS, "lambda0": _ffi.TSQ_REGRESSOR_LAMBDA0,
-           "lambda_growth": _ffi.TSQ_REGRESSOR_LAMBDA_GROWTH,
-           "tolerance": _ffi.TSQ_REGRESSOR_TOLERANCE,
-           "batch_rows": _ffi.TSQ_REGRESSOR_BATCH_ROWS, "margin": _ffi.TSQ_REGRESSOR_MARGIN}
+# "weight_bits", "offset", "loss", "rounds", "linear_rounds", "sweeps",
+# "lambda0", "lambda_growth", "tolerance", "batch_rows", "margin", "polish",
+# "restarts".
+_OPTIONS = key_names("TSQ_REGRESSOR_", 0x0300)
 
 FitResult = collections.namedtuple("FitResult", "weights alpha bias objective")
 FitResult.__doc__ = """Result of a step-2 fit: weights (d x C int8 codes w),
 alpha (C float32 scales), bias (C float32 offsets b) and the objective."""
-
-
-def _lookup(table, key, what):
-    if isinstance(key, str):
-        try:
-            return table[key]
-        except KeyError:
-            raise ValueError("unknown %s %r (known: %s)" % (what, key, ", ".join(sorted(table))))
-    return B.int_arg(key, "key")
 
 
 def _pair(v, what):
@@ -73,7 +61,8 @@ class Regressor(Handle):
         ctx: the Context.
         **options: weight_bits, offset, loss ("quantized" or "linear"),
             rounds, linear_rounds, sweeps, lambda0, lambda_growth, tolerance,
-            batch_rows, margin (bounds: Regressor.param_bounds(name)).
+            batch_rows, margin, polish, restarts (bounds:
+            Regressor.option_bounds(name)).
 
     In-memory fit: ``reg.set_quantizer(q); r = reg.fit_transform(X, Y, W_init)``.
     Streamed (data larger than memory, or several processes):
@@ -93,7 +82,7 @@ class Regressor(Handle):
         self._dims = None
         try:
             for k, v in options.items():
-                self.set_param(k, v)
+                self.set_option(k, v)
         except BaseException:
             self.close()
             raise
@@ -106,26 +95,27 @@ class Regressor(Handle):
 
     # ---- options ---------------------------------------------------------
 
-    def set_param(self, key: Union[str, int], value: Union[float, str]) -> None:
-        """Sets an option by name (see the class doc) or TSQ_REGRESSOR_*
-        number; loss may be "quantized" or "linear"."""
-        k = _lookup(_PARAMS, key, "regressor option")
+    def set_option(self, key: Union[str, int], value: Union[float, str]) -> None:
+        """Sets an option (tsq_regressor_set_option) by name (see the class
+        doc) or TSQ_REGRESSOR_* number; loss may be "quantized" or "linear"."""
+        k = lookup(_OPTIONS, key, "regressor option")
         if k == _ffi.TSQ_REGRESSOR_LOSS and isinstance(value, str):
-            value = _lookup(LOSSES, value, "loss")
+            value = lookup(LOSSES, value, "loss")
         self._call("tsq_regressor_set_option", k, B.real_arg(value, "value"))
 
-    def get_param(self, key: Union[str, int]) -> float:
-        """Reads an option (a float)."""
+    def get_option(self, key: Union[str, int]) -> float:
+        """Reads an option, as a float (tsq_regressor_get_option)."""
         v = ctypes.c_double()
-        self._call("tsq_regressor_get_option", _lookup(_PARAMS, key, "regressor option"),
+        self._call("tsq_regressor_get_option", lookup(_OPTIONS, key, "regressor option"),
                    ctypes.byref(v))
         return v.value
 
     @staticmethod
-    def param_bounds(key: Union[str, int]) -> Tuple[float, float]:
-        """The inclusive (lo, hi) range of an option."""
+    def option_bounds(key: Union[str, int]) -> Tuple[float, float]:
+        """The inclusive (lo, hi) range of an option
+        (tsq_regressor_option_bounds)."""
         lo, hi = ctypes.c_double(), ctypes.c_double()
-        check_static(lib.tsq_regressor_option_bounds(_lookup(_PARAMS, key, "regressor option"),
+        check_static(lib.tsq_regressor_option_bounds(lookup(_OPTIONS, key, "regressor option"),
                                                     ctypes.byref(lo), ctypes.byref(hi)),
                      "tsq_regressor_option_bounds")
         return lo.value, hi.value
@@ -133,20 +123,20 @@ class Regressor(Handle):
     @property
     def weight_bits(self):
         """k of the symmetric k-bit alphabet (0 while a custom one is set)."""
-        return int(self.get_param("weight_bits"))
+        return int(self.get_option("weight_bits"))
 
     @weight_bits.setter
     def weight_bits(self, v):
-        self.set_param("weight_bits", v)
+        self.set_option("weight_bits", v)
 
     @property
     def loss(self):
         """"quantized" (TSQ) or "linear" (GPTQ/BitSplit objective)."""
-        return _LOSS_NAMES.get(int(self.get_param("loss")))
+        return _LOSS_NAMES.get(int(self.get_option("loss")))
 
     @loss.setter
     def loss(self, v):
-        self.set_param("loss", v)
+        self.set_option("loss", v)
 
     @property
     def alphabet(self):
@@ -252,7 +242,7 @@ class Regressor(Handle):
         array.array('d') is read in place."""
         ptr, n, _keep = _double_buffer(data, writable=False)
         self._call("tsq_regressor_stats_import", ptr, n,
-                   _lookup(_STATS_MODES, mode, "stats mode"))
+                   lookup(_STATS_MODES, mode, "stats mode"))
         return self
 
     def result(self, out: Optional[ArrayLike] = None) -> FitResult:
@@ -293,7 +283,7 @@ class Regressor(Handle):
     def history(self, series: Union[str, int] = 'objective') -> List[float]:
         """A per-iterate series of the current or last fit ("objective",
         "best", "relaxed", "lambda" or a TSQ_HISTORY_* number), as floats."""
-        key = _lookup(HISTORY_SERIES, series, "history series")
+        key = lookup(HISTORY_SERIES, series, "history series")
         count = ctypes.c_int32()
         self._call("tsq_regressor_history", key, None, 0, ctypes.byref(count))
         vals = (ctypes.c_double * max(count.value, 1))()
@@ -309,6 +299,58 @@ class Regressor(Handle):
                    count)
         return out
 
+    # ---- convolution rows (tsq_regressor_im2col_*; no regressor needed) ------
+
+    @staticmethod
+    def im2col_rows(ctx: Context, input: ArrayLike, kh: int, kw: int,
+                    stride: Union[int, Tuple[int, int]] = 1, pad: Union[int, Tuple[int, int]] = 0,
+                    positions: Optional[ArrayLike] = None) -> Any:
+        """The regressor's X for a convolution (tsq_regressor_im2col_rows):
+        input is N x C_in x H x W (uint8 or float32); returns rows x
+        (C_in kh kw) of the input's dtype (a Tensor for a Tensor input, else
+        a numpy array). positions: None for every output position, or
+        N * npos indices (see im2col_sample_positions)."""
+        sh, sw = _pair(stride, "stride")
+        ph, pw = _pair(pad, "pad")
+        out = ctypes.POINTER(_ffi.tsq_tensor)()
+        with Call(ctx, like=input) as c:
+            it = c.input(input, None, "input")
+            pos, npos, _keep = _positions(positions, _dim(it, 0))
+            ctx._check(lib.tsq_regressor_im2col_rows(ctx.handle, it, B.int_arg(kh, "kh"),
+                                                     B.int_arg(kw, "kw"), sh, sw, ph, pw,
+                                                     pos, npos, ctypes.byref(out)),
+                       "tsq_regressor_im2col_rows")
+            return c.take(out)
+
+    @staticmethod
+    def im2col_output_rows(ctx: Context, output: ArrayLike,
+                           positions: Optional[ArrayLike] = None) -> Any:
+        """The rows of a convolution's output N x C x OH x OW matching
+        im2col_rows with the same positions
+        (tsq_regressor_im2col_output_rows)."""
+        out = ctypes.POINTER(_ffi.tsq_tensor)()
+        with Call(ctx, like=output) as c:
+            ot = c.input(output, None, "output")
+            pos, npos, _keep = _positions(positions, _dim(ot, 0))
+            ctx._check(lib.tsq_regressor_im2col_output_rows(ctx.handle, ot, pos, npos,
+                                                            ctypes.byref(out)),
+                       "tsq_regressor_im2col_output_rows")
+            return c.take(out)
+
+    @staticmethod
+    def im2col_sample_positions(ctx: Context, images: int, total: int, npos: int) -> Any:
+        """npos distinct random positions out of `total` per image, ascending
+        (int64 array of images * npos; from the context's seed;
+        tsq_regressor_im2col_sample_positions)."""
+        images, npos = B.int_arg(images, "images"), B.int_arg(npos, "npos")
+        count = images * npos if images > 0 and npos > 0 else 0
+        out = B.new_array("q", (count,))
+        ctx._check(lib.tsq_regressor_im2col_sample_positions(
+            ctx.handle, images, B.int_arg(total, "total"), npos,
+            B.array_pointer(out, ctypes.c_int64) if count else None),
+            "tsq_regressor_im2col_sample_positions")
+        return out
+
     def __repr__(self) -> str:
         if self.closed:
             return "<tsq.Regressor closed>"
@@ -316,7 +358,7 @@ class Regressor(Handle):
         fit = " d=%d C=%d" % self._dims if self._dims else ""
         return "<tsq.Regressor %s loss=%s rounds=%d%s>" % (
             "%d-bit weights" % bits if bits else "alphabet %s" % self.alphabet, self.loss,
-            int(self.get_param("rounds")), fit)
+            int(self.get_option("rounds")), fit)
 
 
 def _y_dtype(Y):
@@ -354,48 +396,3 @@ def _positions(positions, images):
         return None, 0, None
     ptr, n, keep = B.typed_array(ctypes.c_int64, positions, name="positions")
     return ptr, (n // images if images else 0), keep
-
-
-def im2col_rows(ctx: Context, input: ArrayLike, kh: int, kw: int,
-                stride: Union[int, Tuple[int, int]] = 1, pad: Union[int, Tuple[int, int]] = 0,
-                positions: Optional[ArrayLike] = None) -> Any:
-    """The regressor's X for a convolution (tsq_regressor_im2col_rows): input is
-    N x C_in x H x W (uint8 or float32); returns rows x (C_in kh kw) of the
-    input's dtype (a Tensor for a Tensor input, else a numpy array).
-    positions: None for every output position, or N * npos indices."""
-    sh, sw = _pair(stride, "stride")
-    ph, pw = _pair(pad, "pad")
-    out = ctypes.POINTER(_ffi.tsq_tensor)()
-    with Call(ctx, like=input) as c:
-        it = c.input(input, None, "input")
-        pos, npos, _keep = _positions(positions, _dim(it, 0))
-        ctx._check(lib.tsq_regressor_im2col_rows(ctx.handle, it, B.int_arg(kh, "kh"), B.int_arg(kw, "kw"),
-                                       sh, sw, ph, pw,
-                                       pos, npos, ctypes.byref(out)), "tsq_regressor_im2col_rows")
-        return c.take(out)
-
-
-def im2col_output_rows(ctx: Context, output: ArrayLike,
-                       positions: Optional[ArrayLike] = None) -> Any:
-    """The rows of a convolution's output N x C x OH x OW matching
-    im2col_rows with the same positions (tsq_regressor_im2col_output_rows)."""
-    out = ctypes.POINTER(_ffi.tsq_tensor)()
-    with Call(ctx, like=output) as c:
-        ot = c.input(output, None, "output")
-        pos, npos, _keep = _positions(positions, _dim(ot, 0))
-        ctx._check(lib.tsq_regressor_im2col_output_rows(ctx.handle, ot, pos, npos, ctypes.byref(out)),
-                   "tsq_regressor_im2col_output_rows")
-        return c.take(out)
-
-
-def im2col_sample_positions(ctx: Context, images: int, total: int, npos: int) -> Any:
-    """npos distinct random positions out of `total` per image, ascending
-    (int64 array of images * npos; from the context's seed)."""
-    images, npos = B.int_arg(images, "images"), B.int_arg(npos, "npos")
-    count = images * npos if images > 0 and npos > 0 else 0
-    out = B.new_array("q", (count,))
-    ctx._check(lib.tsq_regressor_im2col_sample_positions(ctx.handle, images, B.int_arg(total, "total"), npos,
-                                               B.array_pointer(out, ctypes.c_int64)
-                                               if count else None),
-               "tsq_regressor_im2col_sample_positions")
-    return out

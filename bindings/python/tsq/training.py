@@ -17,7 +17,7 @@ from . import _ffi
 from ._buffers import ArrayLike  # noqa: F401
 from ._call import Call
 from ._lib import lib
-from .layers import _lookup
+from ._keys import lookup
 
 # What a chaining method returns: the Net it was called on.
 _Net = TypeVar("_Net", bound="_Training")
@@ -38,7 +38,8 @@ _SCHEDULES = {"constant": _ffi.TSQ_LR_CONSTANT, "step": _ffi.TSQ_LR_STEP,
 
 def softmax_cross_entropy(ctx: Context, logits: ArrayLike, labels: ArrayLike,
                           grad: Union[bool, ArrayLike] = False) -> Tuple[float, int, Any]:
-    """Mean softmax cross-entropy of logits (N, K) against labels: returns
+    """Mean softmax cross-entropy of logits (N, K) against labels
+    (tsq_nn_softmax_cross_entropy; also tsq.softmax_cross_entropy): returns
     (loss, correct, dlogits), dlogits (N, K) only with grad=True (or an
     output array given as grad), else None."""
     loss, correct = ctypes.c_double(), ctypes.c_int64()
@@ -86,7 +87,7 @@ class _Training(object):
                         param: float = 1.0) -> _Net:
         """"constant", "step" (steps = step size, param = gamma) or
         "cosine" (steps = T, param = final lr), over optimiser steps."""
-        self._call("tsq_net_set_lr_schedule", _lookup(_SCHEDULES, kind, "schedule"),
+        self._call("tsq_net_set_lr_schedule", lookup(_SCHEDULES, kind, "schedule"),
                    B.int_arg(steps, "steps"), B.real_arg(param, "param"))
         return self
 

@@ -13,7 +13,7 @@ from torch import fx, nn
 
 from ..context import Context
 from ..quantizer import Quantizer
-from ..regressor import Regressor, im2col_output_rows, im2col_rows
+from ..regressor import Regressor
 from ._common import (Calibration, _batches, _context, _len, _Progress, _reiterable, _reporting,
                       log)
 from ._graph import (_add_input_spec, _check_conv, _patterns, _set_module, _trace, _units)
@@ -154,11 +154,12 @@ def _unit_batch(ctx: Context, unit_mods: Tuple[nn.Module, ...], conv: Optional[n
     u8 = codes.to(torch.uint8).contiguous().numpy()
     P = None
     if conv is not None:
-        X = im2col_rows(ctx, u8, conv.kernel_size[0], conv.kernel_size[1], conv.stride[0],
-                        conv.padding[0], positions=positions)
+        X = Regressor.im2col_rows(ctx, u8, conv.kernel_size[0], conv.kernel_size[1],
+                                  conv.stride[0], conv.padding[0], positions=positions)
         if pre is not None:
-            P = im2col_output_rows(ctx, pre.to("cpu", torch.float32).contiguous().numpy(),
-                                   positions=positions)
+            P = Regressor.im2col_output_rows(ctx,
+                                             pre.to("cpu", torch.float32).contiguous().numpy(),
+                                             positions=positions)
     else:
         X = u8.reshape(u8.shape[0], -1)
         if pre is not None:
