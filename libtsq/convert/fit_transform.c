@@ -88,10 +88,12 @@ static tsq_tensor *owned(tsq_net *net, tsq_tensor *t)
 }
 
 /* Keeps the rows of x for the later passes when they fit the budget: the
- * slot then owns them and *X, *P, *Y are set to NULL. Otherwise (or out of
- * memory: keeping is only a saving) the caller keeps them. */
-static void keep_rows(tsq_net *net, tsq__conversion *c, const tsq_tensor *x, int64_t n,
-                      tsq_tensor **X, tsq_tensor **P, tsq_tensor **Y)
+ * slot then owns them and *X, *P, *Y are set to NULL. Over the budget the
+ * caller keeps them. Out of memory: TSQ_ERR_NO_MEMORY, the caller keeps
+ * them and nothing is kept (a retry makes the rows again). */
+static tsq_status keep_rows(tsq_net *net, const char *where, tsq__conversion *c,
+                            const tsq_tensor *x, int64_t n, tsq_tensor **X, tsq_tensor **P,
+                            tsq_tensor **Y)
 {
     tsq_context *ctx = net->obj.ctx;
     int64_t xb = n * net->in_numel * (int64_t)sizeof(float), b = c->batch_in_pass;
@@ -101,7 +103,7 @@ static void keep_rows(tsq_net *net, tsq__conversion *c, const tsq_tensor *x, int
     if (b < c->nrows && c->rows[b].x)
         drop_rows(net, c, &c->rows[b]);
     if (c->rows_bytes + bytes > ROWS_KEEP_BYTES)
-        return;
+        return TSQ_OK;
     if (b >= c->nrows) {
         int64_t cap = c->nrows ? 2 * c->nrows : 16;
         tsq__cvt_rows *grown;
@@ -109,7 +111,7 @@ static void keep_rows(tsq_net *net, tsq__conversion *c, const tsq_tensor *x, int
             cap = b + 1;
         grown = tsq__calloc(ctx, (size_t)cap, sizeof *grown);
         if (!grown)
-            return;
+            return tsq__fail(&net->obj, TSQ_ERR_NO_MEMORY, "%s: out of memory", where);
         if (c->nrows)
             memcpy(grown, c->rows, (size_t)c->nrows * sizeof *grown);
         tsq__free(ctx, c->rows);
@@ -127,7 +129,7 @@ static void keep_rows(tsq_net *net, tsq__conversion *c, const tsq_tensor *x, int
             tsq_tensor_destroy(ox);
         if (op != *P)
             tsq_tensor_destroy(op);
-        return;
+        return tsq__fail(&net->obj, TSQ_ERR_NO_MEMORY, "%s: out of memory", where);
     }
     memcpy(r->x, x->data, (size_t)xb);
     r->n = n;
@@ -140,6 +142,7 @@ static void keep_rows(tsq_net *net, tsq__conversion *c, const tsq_tensor *x, int
     r->Y = *Y;
     *X = *P = *Y = NULL;
     c->rows_bytes += bytes;
+    return TSQ_OK;
 }
 
 void tsq__cvt_free_units(tsq_net *net, tsq__conversion *c)
@@ -631,7 +634,7 @@ static tsq_status feed_batch(tsq_net *net, const char *where, const tsq_tensor *
     if (st == TSQ_OK && (kept = kept_rows(net, s, x, n)) == NULL) {
         st = unit_rows(net, where, x, n, &X, &P, &Y);
         if (st == TSQ_OK)
-            keep_rows(net, s, x, n, &X, &P, &Y);
+            st = keep_rows(net, where, s, x, n, &X, &P, &Y);
         if (st == TSQ_OK && !X)
             kept = &s->rows[s->batch_in_pass];
     }
