@@ -566,6 +566,95 @@ START_TEST(test_convert_first_layer)
 }
 END_TEST
 
+/* fit_transform keeps a batch's rows from pass to pass when the same
+ * batch comes back: the result must be the one of making them again. Net A
+ * is fed the same batches every pass (rows kept); net B, a clone, gets in
+ * every other pass copies whose zero pixels are -0.0f: the same values to
+ * every layer, but not the same bytes, so its rows are made again in every
+ * pass. Both must end with the same regressor histories and outputs, bit
+ * for bit. */
+START_TEST(test_fit_rows_kept)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    static dataset d;
+    static float neg[NCAL * 64], out_a[BATCH * 4], out_b[BATCH * 4];
+    tsq_tensor *negb[NCAL / BATCH], *ya = NULL, *yb = NULL;
+    tsq_net *a, *b = NULL;
+    tsq_regressor *reg = NULL;
+    int64_t shape[4] = {BATCH, 1, 8, 8}, yshape[2] = {BATCH, 4}, i;
+    int32_t done_a = 0, done_b = 0, units = 0, k, na, nb, la, lb;
+    int j, pass = 0, zeros = 0;
+    double ha[64], hb[64];
+    TH_OK(ctx, tsq_context_set_seed(ctx, 5));
+    /* one thread: the property does not depend on it, and the test stays
+     * quick on a busy machine */
+    TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, 1));
+    make_dataset(ctx, &d, 33);
+    for (i = 0; i < NCAL * 64; i += 3) /* exact zeros, some of them in the bright squares */
+        d.x[i] = 0.0f;
+    for (i = 0; i < NCAL * 64; i++) {
+        neg[i] = d.x[i] == 0.0f ? -0.0f : d.x[i];
+        zeros += d.x[i] == 0.0f;
+    }
+    ck_assert(zeros > 0 && memcmp(neg, d.x, sizeof neg) != 0);
+    for (j = 0; j < NCAL / BATCH; j++)
+        TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 4, shape, neg + j * BATCH * 64,
+                                   BATCH * 64 * 4, &negb[j]));
+    a = cnn(ctx);
+    TH_OK(ctx, tsq_net_set_optimizer_sgd(a, 0.05, 0.9, 0, 1e-4));
+    train(a, &d, 2);
+    for (j = 0; j < NCAL / BATCH; j++)
+        TH_OK(ctx, tsq_net_learn_codes(a, d.batch[j], j == NCAL / BATCH - 1, &done_a));
+    ck_assert_int_eq(done_a, 1);
+    TH_OK(ctx, tsq_net_set_conversion_option(a, TSQ_NET_TSQ_POSITIONS, 16));
+    TH_OK(ctx, tsq_net_tsq_regressor(a, &reg));
+    /* 1 + (1 + 1) passes per layer, no polish: enough to come back to kept
+     * rows, and quick under the sanitizers */
+    TH_OK(ctx, tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, 1));
+    TH_OK(ctx, tsq_regressor_set_option(reg, TSQ_REGRESSOR_POLISH, 0));
+    TH_OK(ctx, tsq_net_clone(a, &b));
+    done_a = done_b = 0;
+    while (!done_a || !done_b) {
+        for (j = 0; j < NCAL / BATCH; j++) {
+            int last = j == NCAL / BATCH - 1;
+            if (!done_a)
+                ck_assert_msg(tsq_net_fit_transform(a, d.batch[j], last, &done_a) == TSQ_OK, "%s",
+                              tsq_net_errmsg(a));
+            if (!done_b)
+                ck_assert_msg(tsq_net_fit_transform(b, pass % 2 ? negb[j] : d.batch[j], last,
+                                                    &done_b) == TSQ_OK,
+                              "%s", tsq_net_errmsg(b));
+        }
+        ck_assert_int_lt(++pass, 100);
+    }
+    TH_OK(ctx, tsq_net_tsq_progress(a, NULL, NULL, &units, NULL));
+    ck_assert_int_eq(units, 3);
+    for (k = 0; k < units; k++) {
+        TH_OK(ctx, tsq_net_tsq_history(a, k, TSQ_HISTORY_OBJECTIVE, ha, 64, &na, &la));
+        TH_OK(ctx, tsq_net_tsq_history(b, k, TSQ_HISTORY_OBJECTIVE, hb, 64, &nb, &lb));
+        ck_assert_int_eq(na, nb);
+        ck_assert_int_eq(la, lb);
+        ck_assert(memcmp(ha, hb, (size_t)na * sizeof(double)) == 0);
+    }
+    TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 2, yshape, out_a, sizeof out_a, &ya));
+    TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 2, yshape, out_b, sizeof out_b, &yb));
+    for (j = 0; j < NCAL / BATCH; j++) {
+        TH_OK(ctx, tsq_net_forward(a, d.batch[j], ya, 0));
+        TH_OK(ctx, tsq_net_forward(b, d.batch[j], yb, 0));
+        ck_assert(memcmp(out_a, out_b, sizeof out_a) == 0);
+    }
+    tsq_tensor_destroy(ya);
+    tsq_tensor_destroy(yb);
+    for (j = 0; j < NCAL / BATCH; j++)
+        tsq_tensor_destroy(negb[j]);
+    tsq_net_destroy(a);
+    tsq_net_destroy(b);
+    free_dataset(&d);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
 /* One test case per pipeline, so that each can run alone (CK_RUN_CASE),
  * e.g. under valgrind. */
 static TCase *tcase(const char *name, const TTest *test)
@@ -586,6 +675,7 @@ static Suite *suite(void)
     suite_add_tcase(s, tcase("pipeline_tensor", test_pipeline_per_tensor));
     suite_add_tcase(s, tcase("pipeline_channel", test_pipeline_per_channel_sampled_last));
     suite_add_tcase(s, tcase("first_layer", test_convert_first_layer));
+    suite_add_tcase(s, tcase("rows_kept", test_fit_rows_kept));
     return s;
 }
 

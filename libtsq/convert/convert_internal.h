@@ -18,6 +18,14 @@
 
 enum { TSQ__CVT_HIST_SERIES = 4 };
 
+/* fit_transform's rows of one calibration batch of the current unit, kept
+ * from pass to pass (fit_transform.c). */
+typedef struct tsq__cvt_rows {
+    float *x;                 /* a copy of the batch the rows came from */
+    int64_t n;                /* its samples */
+    tsq_tensor *X, *P, *Y;    /* owned; Y NULL without an output quantizer */
+} tsq__cvt_rows;
+
 /* One layer that fit_transform converts. */
 typedef struct tsq__cvt_unit {
     int32_t ref_layer, ref_bn, ref_out_quant; /* indices in the reference net (-1: none) */
@@ -53,6 +61,8 @@ typedef struct tsq__conversion {
     tsq_net *ref;
     tsq__cvt_unit *units;
     int32_t nunits, cur;
+    tsq__cvt_rows *rows;      /* by batch index in the pass; nrows slots */
+    int64_t nrows, rows_bytes;
     int restore_loss; /* the regressor's loss option to put back, or 0 */
 } tsq__conversion;
 
@@ -88,5 +98,7 @@ int32_t tsq__cvt_feeding_quantizer(const tsq_net *net, int32_t i);
 /* learn_codes.c, fit_transform.c */
 void tsq__cvt_free_learning(tsq_net *net, tsq__conversion *c);
 void tsq__cvt_free_units(tsq_net *net, tsq__conversion *c);
+/* Drops the rows fit_transform kept for the current unit. */
+void tsq__cvt_free_rows(tsq_net *net, tsq__conversion *c);
 
 #endif

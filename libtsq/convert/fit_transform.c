@@ -14,6 +14,13 @@
  *     P = s (W (k delta) + b - mean) + beta = (s W delta) k + b'.
  * When the regressor is done, L is replaced by a low-bit layer holding
  * (w, alpha, b) and B is removed: y = alpha (k . w) + b approximates P.
+ *
+ * The regressor asks for several passes over the same batches, and making
+ * a batch's rows means running both nets up to the unit: the unit's rows
+ * of each batch are kept (with a copy of the batch, up to ROWS_KEEP_BYTES
+ * in all) and fed again when the same batch comes back at the same place
+ * in a later pass. The nets run in eval mode, so skipping them changes
+ * nothing; a batch that differs from the kept one gets new rows.
  */
 #include "convert_internal.h"
 
@@ -23,6 +30,120 @@
 #include <string.h>
 
 typedef tsq__cvt_unit fit_unit;
+
+/* Bytes of rows and batch copies kept for the current unit, at most. */
+#define ROWS_KEEP_BYTES ((int64_t)512 << 20)
+
+static int64_t tensor_bytes(const tsq_tensor *t)
+{
+    return t ? t->numel * (int64_t)tsq__dtype_size(t->dtype) : 0;
+}
+
+static void drop_rows(tsq_net *net, tsq__conversion *c, tsq__cvt_rows *r)
+{
+    c->rows_bytes -= r->n * net->in_numel * (int64_t)sizeof(float) + tensor_bytes(r->X) +
+                     tensor_bytes(r->P) + tensor_bytes(r->Y);
+    tsq__free(net->obj.ctx, r->x);
+    tsq_tensor_destroy(r->X);
+    tsq_tensor_destroy(r->P);
+    tsq_tensor_destroy(r->Y);
+    memset(r, 0, sizeof *r);
+}
+
+void tsq__cvt_free_rows(tsq_net *net, tsq__conversion *c)
+{
+    int64_t i;
+    for (i = 0; i < c->nrows; i++)
+        if (c->rows[i].x)
+            drop_rows(net, c, &c->rows[i]);
+    tsq__free(net->obj.ctx, c->rows);
+    c->rows = NULL;
+    c->nrows = c->rows_bytes = 0;
+}
+
+/* The kept rows of this batch at this place in the pass, or NULL. */
+static const tsq__cvt_rows *kept_rows(const tsq_net *net, const tsq__conversion *c,
+                                      const tsq_tensor *x, int64_t n)
+{
+    const tsq__cvt_rows *r;
+    if (c->batch_in_pass >= c->nrows)
+        return NULL;
+    r = &c->rows[c->batch_in_pass];
+    if (!r->x || r->n != n ||
+        memcmp(r->x, x->data, (size_t)(n * net->in_numel) * sizeof(float)) != 0)
+        return NULL;
+    return r;
+}
+
+/* t itself when it owns its memory, else an owned copy (NULL: no memory). */
+static tsq_tensor *owned(tsq_net *net, tsq_tensor *t)
+{
+    tsq_tensor *copy = NULL;
+    if (!t || t->owns_data)
+        return t;
+    if (tsq_tensor_create(net->obj.ctx, t->dtype, t->ndim, t->shape, &copy) != TSQ_OK)
+        return NULL;
+    memcpy(copy->data, t->data, (size_t)tensor_bytes(t));
+    return copy;
+}
+
+/* Keeps the rows of x for the later passes when they fit the budget: the
+ * slot then owns them and *X, *P, *Y are set to NULL. Over the budget the
+ * caller keeps them. Out of memory: TSQ_ERR_NO_MEMORY, the caller keeps
+ * them and nothing is kept (a retry makes the rows again). */
+static tsq_status keep_rows(tsq_net *net, const char *where, tsq__conversion *c,
+                            const tsq_tensor *x, int64_t n, tsq_tensor **X, tsq_tensor **P,
+                            tsq_tensor **Y)
+{
+    tsq_context *ctx = net->obj.ctx;
+    int64_t xb = n * net->in_numel * (int64_t)sizeof(float), b = c->batch_in_pass;
+    int64_t bytes = xb + tensor_bytes(*X) + tensor_bytes(*P) + tensor_bytes(*Y);
+    tsq__cvt_rows *r;
+    tsq_tensor *ox, *op;
+    if (b < c->nrows && c->rows[b].x)
+        drop_rows(net, c, &c->rows[b]);
+    if (c->rows_bytes + bytes > ROWS_KEEP_BYTES)
+        return TSQ_OK;
+    if (b >= c->nrows) {
+        int64_t cap = c->nrows ? 2 * c->nrows : 16;
+        tsq__cvt_rows *grown;
+        if (cap <= b)
+            cap = b + 1;
+        grown = tsq__calloc(ctx, (size_t)cap, sizeof *grown);
+        if (!grown)
+            return tsq__fail(&net->obj, TSQ_ERR_NO_MEMORY, "%s: out of memory", where);
+        if (c->nrows)
+            memcpy(grown, c->rows, (size_t)c->nrows * sizeof *grown);
+        tsq__free(ctx, c->rows);
+        c->rows = grown;
+        c->nrows = cap;
+    }
+    r = &c->rows[b];
+    r->x = tsq__alloc(ctx, (size_t)xb);
+    ox = owned(net, *X);
+    op = owned(net, *P);
+    if (!r->x || !ox || !op) {
+        tsq__free(ctx, r->x);
+        r->x = NULL;
+        if (ox != *X)
+            tsq_tensor_destroy(ox);
+        if (op != *P)
+            tsq_tensor_destroy(op);
+        return tsq__fail(&net->obj, TSQ_ERR_NO_MEMORY, "%s: out of memory", where);
+    }
+    memcpy(r->x, x->data, (size_t)xb);
+    r->n = n;
+    if (ox != *X)
+        tsq_tensor_destroy(*X);
+    if (op != *P)
+        tsq_tensor_destroy(*P);
+    r->X = ox;
+    r->P = op;
+    r->Y = *Y;
+    *X = *P = *Y = NULL;
+    c->rows_bytes += bytes;
+    return TSQ_OK;
+}
 
 void tsq__cvt_free_units(tsq_net *net, tsq__conversion *c)
 {
@@ -231,6 +352,7 @@ static tsq_status start_unit(tsq_net *net, const char *where)
     int64_t d, C;
     tsq_status st;
     layer_dims(l, &d, &C);
+    tsq__cvt_free_rows(net, s); /* the previous unit's */
     if (s->restore_loss) {
         tsq_regressor_set_option(tsq__cvt_of(net)->reg, TSQ_REGRESSOR_LOSS, s->restore_loss);
         s->restore_loss = 0;
@@ -514,10 +636,17 @@ static tsq_status feed_batch(tsq_net *net, const char *where, const tsq_tensor *
     tsq_tensor *X = NULL, *P = NULL, *Y = NULL;
     int32_t rdone = 0;
     int64_t n;
+    const tsq__cvt_rows *kept = NULL;
     tsq_status st = tsq__net_check_input(net, where, x, &n);
-    if (st == TSQ_OK)
+    if (st == TSQ_OK && (kept = kept_rows(net, s, x, n)) == NULL) {
         st = unit_rows(net, where, x, n, &X, &P, &Y);
-    if (st == TSQ_OK && (st = tsq_regressor_feed(tsq__cvt_of(net)->reg, X, Y, P)) != TSQ_OK)
+        if (st == TSQ_OK)
+            st = keep_rows(net, where, s, x, n, &X, &P, &Y);
+        if (st == TSQ_OK && !X)
+            kept = &s->rows[s->batch_in_pass];
+    }
+    if (st == TSQ_OK && (st = tsq_regressor_feed(s->reg, kept ? kept->X : X, kept ? kept->Y : Y,
+                                                 kept ? kept->P : P)) != TSQ_OK)
         tsq__fail(&net->obj, st, "%s: layer %d: %s", where, (int)s->units[s->cur].ref_layer,
                   tsq_regressor_errmsg(tsq__cvt_of(net)->reg));
     tsq_tensor_destroy(X);

@@ -209,6 +209,7 @@ void tsq__cvt_end_session(tsq_net *net)
             tsq_layer_set_option(net->layers[q], TSQ_LAYER_OPT_AQ_OUTPUT_CODES, 0);
     }
     tsq__cvt_free_learning(net, c);
+    tsq__cvt_free_rows(net, c);
     tsq_net_destroy(c->ref);
     c->ref = NULL;
     if (c->restore_loss && c->reg)

@@ -75,8 +75,8 @@ static void valid_range(int64_t n, int64_t out, int64_t s, int64_t p, int64_t t,
 {
     int64_t a = p - t;               /* need o*s >= a */
     int64_t b = n + p - t;           /* need o*s < b */
-    int64_t l = a <= 0 ? 0 : (a + s - 1) / s;
-    int64_t h = b <= 0 ? 0 : (b + s - 1) / s;
+    int64_t l = a <= 0 ? 0 : s == 1 ? a : (a + s - 1) / s; /* no division at stride 1 */
+    int64_t h = b <= 0 ? 0 : s == 1 ? b : (b + s - 1) / s;
     if (h > out)
         h = out;
     if (l > h)
@@ -93,13 +93,27 @@ typedef struct patch_row {
     int64_t plane, i, j, ylo, yhi, xlo, xhi;
 } patch_row;
 
-static void patch_row_at(const tsq__conv_geom *g, int64_t r, patch_row *pr)
+/* Row 0 of the column matrix. */
+static void patch_row_first(const tsq__conv_geom *g, patch_row *pr)
 {
-    int64_t t = r % (g->kh * g->kw);
-    pr->plane = r / (g->kh * g->kw) * g->h * g->w;
-    pr->i = t / g->kw;
-    pr->j = t % g->kw;
-    valid_range(g->h, g->oh, g->stride, g->pad, pr->i, &pr->ylo, &pr->yhi);
+    pr->plane = pr->i = pr->j = 0;
+    valid_range(g->h, g->oh, g->stride, g->pad, 0, &pr->ylo, &pr->yhi);
+    valid_range(g->w, g->ow, g->stride, g->pad, 0, &pr->xlo, &pr->xhi);
+}
+
+/* From row r to row r + 1 (rows run over (c, i, j), j fastest): the
+ * divisions of r by the kernel's sizes are not needed per row, and the
+ * output rows' range changes only with i. */
+static void patch_row_next(const tsq__conv_geom *g, patch_row *pr)
+{
+    if (++pr->j == g->kw) {
+        pr->j = 0;
+        if (++pr->i == g->kh) {
+            pr->i = 0;
+            pr->plane += g->h * g->w;
+        }
+        valid_range(g->h, g->oh, g->stride, g->pad, pr->i, &pr->ylo, &pr->yhi);
+    }
     valid_range(g->w, g->ow, g->stride, g->pad, pr->j, &pr->xlo, &pr->xhi);
 }
 
@@ -122,22 +136,26 @@ static void zero(float *p, int64_t n)
 static void zero_outside(float *row, int64_t ow, int64_t y0, int64_t y1, int64_t xlo,
                          int64_t xhi)
 {
-    int64_t oy;
-    for (oy = y0; oy < y1; oy++) {
-        zero(row + oy * ow, xlo);
-        zero(row + oy * ow + xhi, ow - xhi);
-    }
+    int64_t oy, ox;
+    /* Column by column: a few columns (the padding) of many rows, and a
+     * strided loop that compilers do not turn into one memset call per row. */
+    for (ox = 0; ox < xlo; ox++)
+        for (oy = y0; oy < y1; oy++)
+            row[oy * ow + ox] = 0.0f;
+    for (ox = xhi; ox < ow; ox++)
+        for (oy = y0; oy < y1; oy++)
+            row[oy * ow + ox] = 0.0f;
 }
 
 void tsq__im2col(const tsq__conv_geom *g, const float *x, float *col, int64_t ld)
 {
     int64_t r, oy, ox;
     const int64_t s = g->stride, ow = g->ow;
-    for (r = 0; r < g->k; r++) {
-        patch_row pr;
+    patch_row pr;
+    patch_row_first(g, &pr);
+    for (r = 0; r < g->k; r++, patch_row_next(g, &pr)) {
         float *row = col + r * ld;
         int64_t y0, y1;
-        patch_row_at(g, r, &pr);
         /* a kernel column that never meets the image has no valid rows */
         y0 = pr.xhi == pr.xlo ? 0 : pr.ylo;
         y1 = pr.xhi == pr.xlo ? 0 : pr.yhi;
@@ -171,13 +189,12 @@ void tsq__col2im(const tsq__conv_geom *g, float *col, int64_t ld, float *x)
 {
     int64_t r, oy, ox;
     const int64_t s = g->stride, ow = g->ow;
+    patch_row pr;
     memset(x, 0, (size_t)(g->cin * g->h * g->w) * sizeof(float));
-    for (r = 0; r < g->k; r++) {
-        patch_row pr;
+    patch_row_first(g, &pr);
+    for (r = 0; r < g->k; r++, patch_row_next(g, &pr)) {
         float *row = col + r * ld;
-        int64_t y0;
-        patch_row_at(g, r, &pr);
-        y0 = pr.ylo;
+        int64_t y0 = pr.ylo;
         if (s == 1 && ow == g->w && pr.ylo < pr.yhi && pr.xlo < pr.xhi) {
             /* As in im2col: one contiguous add, after zeroing the entries
              * that would wrap into a neighbouring row. */
