@@ -580,8 +580,9 @@ START_TEST(test_fit_rows_kept)
     static dataset d;
     static float neg[NCAL * 64], out_a[BATCH * 4], out_b[BATCH * 4];
     tsq_tensor *negb[NCAL / BATCH], *ya = NULL, *yb = NULL;
-    tsq_net *a, *b = NULL;
+    tsq_net *a, *b = NULL, *c[2] = {NULL, NULL};
     tsq_regressor *reg = NULL;
+    int64_t allocs[2];
     int64_t shape[4] = {BATCH, 1, 8, 8}, yshape[2] = {BATCH, 4}, i;
     int32_t done_a = 0, done_b = 0, units = 0, k, na, nb, la, lb;
     int j, pass = 0, zeros = 0;
@@ -614,6 +615,24 @@ START_TEST(test_fit_rows_kept)
     TH_OK(ctx, tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, 1));
     TH_OK(ctx, tsq_regressor_set_option(reg, TSQ_REGRESSOR_POLISH, 0));
     TH_OK(ctx, tsq_net_clone(a, &b));
+    TH_OK(ctx, tsq_net_clone(a, &c[0]));
+    TH_OK(ctx, tsq_net_clone(a, &c[1]));
+    TH_OK(ctx, tsq_net_set_conversion_option(c[1], TSQ_NET_TSQ_KEEP_ROWS_MIB, 0));
+    /* c[0] keeps rows, c[1] none: each fitted alone, the same results, and
+     * keeping shows as fewer allocations (no rows made again) */
+    for (k = 0; k < 2; k++) {
+        int32_t done = 0;
+        int64_t before = st.total_allocs;
+        for (pass = 0; !done; pass++) {
+            ck_assert_int_lt(pass, 100);
+            for (j = 0; j < NCAL / BATCH; j++)
+                TH_OK(ctx, tsq_net_fit_transform(c[k], d.batch[j], j == NCAL / BATCH - 1, &done));
+        }
+        allocs[k] = st.total_allocs - before;
+    }
+    ck_assert_msg(allocs[0] < allocs[1], "%lld allocations keeping rows, %lld without",
+                  (long long)allocs[0], (long long)allocs[1]);
+    pass = 0;
     done_a = done_b = 0;
     while (!done_a || !done_b) {
         for (j = 0; j < NCAL / BATCH; j++) {
@@ -636,6 +655,11 @@ START_TEST(test_fit_rows_kept)
         ck_assert_int_eq(na, nb);
         ck_assert_int_eq(la, lb);
         ck_assert(memcmp(ha, hb, (size_t)na * sizeof(double)) == 0);
+        for (j = 0; j < 2; j++) {
+            TH_OK(ctx, tsq_net_tsq_history(c[j], k, TSQ_HISTORY_OBJECTIVE, hb, 64, &nb, &lb));
+            ck_assert_int_eq(na, nb);
+            ck_assert(memcmp(ha, hb, (size_t)na * sizeof(double)) == 0);
+        }
     }
     TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 2, yshape, out_a, sizeof out_a, &ya));
     TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 2, yshape, out_b, sizeof out_b, &yb));
@@ -650,6 +674,8 @@ START_TEST(test_fit_rows_kept)
         tsq_tensor_destroy(negb[j]);
     tsq_net_destroy(a);
     tsq_net_destroy(b);
+    tsq_net_destroy(c[0]);
+    tsq_net_destroy(c[1]);
     free_dataset(&d);
     th_context_done(ctx, &st);
 }

@@ -638,7 +638,15 @@ enum {
      * it sees in training); the caller feeds passes until *done is 1, as for
      * tsq_net_fit_transform. 0 (default): one pass over the FP32 network
      * fits them all. 0/1. */
-    TSQ_NET_TSQ_SEQUENTIAL = 0x0607
+    TSQ_NET_TSQ_SEQUENTIAL = 0x0607,
+    /* MiB that tsq_net_fit_transform may keep, for the layer being
+     * converted, of each batch's regressor rows (with a copy of the batch
+     * to recognise it): a later pass given the same batch at the same place
+     * feeds them again instead of running the nets up to the layer. The
+     * results are the same; 0 keeps nothing (least memory, every pass runs
+     * the nets). Past the budget, batches are made afresh each pass.
+     * 0..2^20, default 512. */
+    TSQ_NET_TSQ_KEEP_ROWS_MIB = 0x0608
 };
 
 /*! tsq_net_set_conversion_option() / tsq_net_get_conversion_option() /

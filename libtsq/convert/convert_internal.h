@@ -46,6 +46,7 @@ typedef struct tsq__conversion {
     double eps, sparsity;
     int32_t per_channel, sequential;
     int64_t positions;
+    int64_t keep_rows_mib; /* TSQ_NET_TSQ_KEEP_ROWS_MIB */
     tsq_regressor *reg;
     /* The running or last session. */
     int stage;

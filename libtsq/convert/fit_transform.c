@@ -17,7 +17,8 @@
  *
  * The regressor asks for several passes over the same batches, and making
  * a batch's rows means running both nets up to the unit: the unit's rows
- * of each batch are kept (with a copy of the batch, up to ROWS_KEEP_BYTES
+ * of each batch are kept (with a copy of the batch, up to
+ * TSQ_NET_TSQ_KEEP_ROWS_MIB
  * in all) and fed again when the same batch comes back at the same place
  * in a later pass. The nets run in eval mode, so skipping them changes
  * nothing; a batch that differs from the kept one gets new rows.
@@ -31,8 +32,6 @@
 
 typedef tsq__cvt_unit fit_unit;
 
-/* Bytes of rows and batch copies kept for the current unit, at most. */
-#define ROWS_KEEP_BYTES ((int64_t)512 << 20)
 
 static int64_t tensor_bytes(const tsq_tensor *t)
 {
@@ -102,7 +101,7 @@ static tsq_status keep_rows(tsq_net *net, const char *where, tsq__conversion *c,
     tsq_tensor *ox, *op;
     if (b < c->nrows && c->rows[b].x)
         drop_rows(net, c, &c->rows[b]);
-    if (c->rows_bytes + bytes > ROWS_KEEP_BYTES)
+    if (c->rows_bytes + bytes > (c->keep_rows_mib << 20)) /* TSQ_NET_TSQ_KEEP_ROWS_MIB */
         return TSQ_OK;
     if (b >= c->nrows) {
         int64_t cap = c->nrows ? 2 * c->nrows : 16;
