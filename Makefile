@@ -363,7 +363,7 @@ bench:
 DEMO_ARGS ?=
 demo:
 	@$(MAKE) --no-print-directory deps DEPS_EXTRA=dataset-fashion-mnist
-	@$(MAKE) --no-print-directory all OPT=-O3
+	@$(MAKE) --no-print-directory -j2 all OPT=-O3
 	OPENBLAS_NUM_THREADS=1 $(BUILD)/examples/fmnist --json build/fmnist.json --report build/fmnist-report.html \
 	    --model build/fmnist-tsq.tsq $(DEMO_ARGS)
 
