@@ -981,7 +981,7 @@ static void defaults(options *o)
     /* Chosen on the validation split from the runs in docs/demo.md: FP32
      * needs 8-9 epochs for 93.5%; step 1 and joint QAT gain from more
      * epochs (3 -> 6: +0.3 and +0.4 on validation, "Third round"), but the
-     * whole run must fit 25 minutes on two cores, and 6 + 6 took it to 29.5
+     * whole run must fit 25 minutes on two cores, and 6 + 6 took it to 29.1
      * ("Fourth round"): 4 each; one epoch of fine-tuning at lr 0.002
      * taught by the FP32 net's logits (T 4, weight 0.5) took TSQ from
      * 93.14% to 93.58% on validation, without the teacher to 93.32%. */
