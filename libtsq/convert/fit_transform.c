@@ -18,9 +18,8 @@
  * The regressor asks for several passes over the same batches, and making
  * a batch's rows means running both nets up to the unit: the unit's rows
  * of each batch are kept (with a copy of the batch, up to
- * TSQ_NET_TSQ_KEEP_ROWS_MIB
- * in all) and fed again when the same batch comes back at the same place
- * in a later pass. The nets run in eval mode, so skipping them changes
+ * TSQ_NET_TSQ_KEEP_ROWS_MIB in all) and fed again when the same batch
+ * comes back at the same place in a later pass. The nets run in eval mode, so skipping them changes
  * nothing; a batch that differs from the kept one gets new rows.
  */
 #include "convert_internal.h"
@@ -32,16 +31,17 @@
 
 typedef tsq__cvt_unit fit_unit;
 
-
-static int64_t tensor_bytes(const tsq_tensor *t)
+/* What keeping a batch of n samples and its rows costs against the budget. */
+static int64_t kept_bytes(const tsq_net *net, int64_t n, const tsq_tensor *X,
+                          const tsq_tensor *P, const tsq_tensor *Y)
 {
-    return t ? t->numel * (int64_t)tsq__dtype_size(t->dtype) : 0;
+    return n * net->in_numel * (int64_t)sizeof(float) +
+           (int64_t)(tsq__tensor_bytes(X) + tsq__tensor_bytes(P) + tsq__tensor_bytes(Y));
 }
 
 static void drop_rows(tsq_net *net, tsq__conversion *c, tsq__cvt_rows *r)
 {
-    c->rows_bytes -= r->n * net->in_numel * (int64_t)sizeof(float) + tensor_bytes(r->X) +
-                     tensor_bytes(r->P) + tensor_bytes(r->Y);
+    c->rows_bytes -= kept_bytes(net, r->n, r->X, r->P, r->Y);
     tsq__free(net->obj.ctx, r->x);
     tsq_tensor_destroy(r->X);
     tsq_tensor_destroy(r->P);
@@ -80,9 +80,7 @@ static tsq_tensor *owned(tsq_net *net, tsq_tensor *t)
     tsq_tensor *copy = NULL;
     if (!t || t->owns_data)
         return t;
-    if (tsq_tensor_create(net->obj.ctx, t->dtype, t->ndim, t->shape, &copy) != TSQ_OK)
-        return NULL;
-    memcpy(copy->data, t->data, (size_t)tensor_bytes(t));
+    tsq__tensor_dup(net->obj.ctx, t, &copy);
     return copy;
 }
 
@@ -96,7 +94,7 @@ static tsq_status keep_rows(tsq_net *net, const char *where, tsq__conversion *c,
 {
     tsq_context *ctx = net->obj.ctx;
     int64_t xb = n * net->in_numel * (int64_t)sizeof(float), b = c->batch_in_pass;
-    int64_t bytes = xb + tensor_bytes(*X) + tensor_bytes(*P) + tensor_bytes(*Y);
+    int64_t bytes = kept_bytes(net, n, *X, *P, *Y);
     tsq__cvt_rows *r;
     tsq_tensor *ox, *op;
     if (b < c->nrows && c->rows[b].x)

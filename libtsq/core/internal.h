@@ -127,6 +127,11 @@ struct tsq_tensor {
     int owns_data;
 };
 size_t tsq__dtype_size(int32_t dtype);
+/* Bytes of t's data (0 for NULL). */
+uint64_t tsq__tensor_bytes(const tsq_tensor *t);
+/* *out = an owned copy of src (same dtype, shape and data), NULL for a NULL
+ * src; the context's status on failure (*out NULL). */
+tsq_status tsq__tensor_dup(tsq_context *ctx, const tsq_tensor *src, tsq_tensor **out);
 /* Validates dtype/ndim/shape and computes numel and byte count; on failure
  * records the message on obj and returns the status. */
 tsq_status tsq__shape_check(const tsq__object *obj, const char *where, int32_t dtype,

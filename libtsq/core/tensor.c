@@ -143,9 +143,21 @@ const char *tsq_tensor_errmsg(const tsq_tensor *t)
     return t ? t->obj.msg : "no tensor";
 }
 
-static uint64_t byte_size(const tsq_tensor *t)
+uint64_t tsq__tensor_bytes(const tsq_tensor *t)
 {
-    return (uint64_t)t->numel * tsq__dtype_size(t->dtype);
+    return t ? (uint64_t)t->numel * tsq__dtype_size(t->dtype) : 0;
+}
+
+tsq_status tsq__tensor_dup(tsq_context *ctx, const tsq_tensor *src, tsq_tensor **out)
+{
+    tsq_status st;
+    *out = NULL;
+    if (!src)
+        return TSQ_OK;
+    st = tsq_tensor_create(ctx, src->dtype, src->ndim, src->shape, out);
+    if (st == TSQ_OK)
+        memcpy((*out)->data, src->data, (size_t)tsq__tensor_bytes(src));
+    return st;
 }
 
 tsq_status tsq_tensor_dtype(const tsq_tensor *t, int32_t *dtype)
@@ -191,7 +203,7 @@ tsq_status tsq_tensor_nbytes(const tsq_tensor *t, uint64_t *nbytes)
     if (!t)
         return TSQ_ERR_NULL;
     TSQ_RETURN_ERROR_IF(!nbytes, &t->obj, TSQ_ERR_NULL, "tensor_nbytes: nbytes is NULL");
-    *nbytes = byte_size(t);
+    *nbytes = tsq__tensor_bytes(t);
     return TSQ_OK;
 }
 
@@ -223,9 +235,9 @@ tsq_status tsq_tensor_copy_in(tsq_tensor *t, const void *src, uint64_t nbytes)
     if (!t)
         return TSQ_ERR_NULL;
     TSQ_RETURN_ERROR_IF(!src, &t->obj, TSQ_ERR_NULL, "tensor_copy_in: src is NULL");
-    TSQ_RETURN_ERROR_IF(nbytes != byte_size(t), &t->obj, TSQ_ERR_TOO_SMALL,
+    TSQ_RETURN_ERROR_IF(nbytes != tsq__tensor_bytes(t), &t->obj, TSQ_ERR_TOO_SMALL,
                         "tensor_copy_in: got %llu bytes, tensor holds %llu",
-                        (unsigned long long)nbytes, (unsigned long long)byte_size(t));
+                        (unsigned long long)nbytes, (unsigned long long)tsq__tensor_bytes(t));
     memmove(t->data, src, (size_t)nbytes);
     tsq__clear(&t->obj);
     return TSQ_OK;
@@ -238,10 +250,10 @@ tsq_status tsq_tensor_copy_out(const tsq_tensor *t, void *dst, uint64_t nbytes)
         return TSQ_ERR_NULL;
     obj = &t->obj;
     TSQ_RETURN_ERROR_IF(!dst, obj, TSQ_ERR_NULL, "tensor_copy_out: dst is NULL");
-    TSQ_RETURN_ERROR_IF(nbytes < byte_size(t), obj, TSQ_ERR_TOO_SMALL,
+    TSQ_RETURN_ERROR_IF(nbytes < tsq__tensor_bytes(t), obj, TSQ_ERR_TOO_SMALL,
                         "tensor_copy_out: buffer has %llu bytes, tensor holds %llu",
-                        (unsigned long long)nbytes, (unsigned long long)byte_size(t));
-    memmove(dst, t->data, (size_t)byte_size(t));
+                        (unsigned long long)nbytes, (unsigned long long)tsq__tensor_bytes(t));
+    memmove(dst, t->data, (size_t)tsq__tensor_bytes(t));
     tsq__clear(obj);
     return TSQ_OK;
 }

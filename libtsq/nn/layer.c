@@ -113,19 +113,6 @@ void tsq__layer_free(tsq_layer *l)
     tsq__free(ctx, l);
 }
 
-static tsq_status dup_tensor(tsq_context *ctx, const tsq_tensor *src, tsq_tensor **out)
-{
-    tsq_status st;
-    *out = NULL;
-    if (!src)
-        return TSQ_OK;
-    st = tsq_tensor_create(ctx, src->dtype, src->ndim, src->shape, out);
-    if (st != TSQ_OK)
-        return st;
-    memcpy((*out)->data, src->data, (size_t)src->numel * tsq__dtype_size(src->dtype));
-    return TSQ_OK;
-}
-
 tsq_status tsq__layer_clone(const tsq_layer *src, tsq_layer **out)
 {
     tsq_context *ctx = src->obj.ctx;
@@ -152,12 +139,12 @@ tsq_status tsq__layer_clone(const tsq_layer *src, tsq_layer **out)
     if (src->ops->clone_extra)
         st = src->ops->clone_extra(src, l);
     for (i = 0; i < src->nparams && st == TSQ_OK; i++) {
-        st = dup_tensor(ctx, src->params[i].value, &l->params[i].value);
+        st = tsq__tensor_dup(ctx, src->params[i].value, &l->params[i].value);
         if (st == TSQ_OK)
-            st = dup_tensor(ctx, src->params[i].grad, &l->params[i].grad);
+            st = tsq__tensor_dup(ctx, src->params[i].grad, &l->params[i].grad);
     }
     for (i = 0; i < src->nstates && st == TSQ_OK; i++)
-        st = dup_tensor(ctx, src->states[i].value, &l->states[i].value);
+        st = tsq__tensor_dup(ctx, src->states[i].value, &l->states[i].value);
     if (st != TSQ_OK) {
         tsq__layer_free(l);
         return st;

@@ -475,7 +475,7 @@ tsq_status tsq_net_copy_params(tsq_net *dst, const tsq_net *src)
                    (size_t)a->params[j].value->numel * sizeof(float));
         for (j = 0; j < a->nstates; j++)
             memcpy(b->states[j].value->data, a->states[j].value->data,
-                   (size_t)a->states[j].value->numel * tsq__dtype_size(a->states[j].value->dtype));
+                   (size_t)tsq__tensor_bytes(a->states[j].value));
     }
     tsq__clear(&dst->obj);
     return TSQ_OK;

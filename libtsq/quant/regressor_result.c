@@ -18,8 +18,8 @@
 static int overlap(const tsq_tensor *a, const tsq_tensor *b)
 {
     const unsigned char *pa = a->data, *pb = b->data;
-    size_t na = (size_t)a->numel * tsq__dtype_size(a->dtype);
-    size_t nb = (size_t)b->numel * tsq__dtype_size(b->dtype);
+    size_t na = (size_t)tsq__tensor_bytes(a);
+    size_t nb = (size_t)tsq__tensor_bytes(b);
     return a == b || (na && nb && pa < pb + nb && pb < pa + na);
 }
 
