@@ -41,16 +41,16 @@ static inline __m512 bin_cost(__m512 d2, __m512i y, __m512i m, __m512 lambda, __
  * down past empty bins to the nearest non-empty one >= 1, else 0) visited
  * in the same ascending order with the same strict "cheaper" test, and
  * the same float operations, so the chosen bin and z are the scalar
- * ones. Adds (y - m)^2 of the chosen bin to zcost in each slow lane. */
+ * ones. Adds (y - m)^2 of the chosen bin to zcost in each slow lane.
+ * top: the largest lane of maxcode, which the caller has already taken. */
 static __m512 slow_lanes(const tsq__zrows *a, int64_t c, __mmask16 slow, __m512 v, __m512i k,
-                         __m512i y, __m512 z, __m512 dz, __m512i maxcode)
+                         __m512i y, __m512 z, __m512 dz, __m512i maxcode, int32_t top)
 {
     const int32_t nb = a->nbins;
     const float *lo = a->lo + c * nb, *hi = a->hi + c * nb;
     const __m512i base = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(nb));
     const __m512 d2 = _mm512_loadu_ps(a->delta2 + c), lambda = _mm512_set1_ps(a->lambda);
-    const int32_t top = _mm512_reduce_max_epi32(maxcode);
     __m512i first = _mm512_setzero_si512(), bestm = k;
     __m512i first0 = _mm512_sub_epi32(_mm512_min_epi32(k, y), _mm512_set1_epi32(1));
     __m512i last = _mm512_min_epi32(_mm512_add_epi32(_mm512_max_epi32(k, y), _mm512_set1_epi32(1)),
@@ -136,8 +136,9 @@ void tsq__zrows_sixteen_avx512(const tsq__zrows *a, int64_t i, int64_t c)
                          _mm512_cmp_ps_mask(cost, _mm512_loadu_ps(a->delta2 + c), _CMP_LT_OQ);
         if (fast != 0xFFFF) {
             __m512i maxcode = _mm512_cvttps_epi32(_mm512_loadu_ps(a->top + c));
-            if (_mm512_reduce_max_epi32(maxcode) <= SLOW_BINS_MAX) {
-                z = slow_lanes(a, c, (__mmask16)~fast, v, k, y, z, dz, maxcode);
+            int32_t top = _mm512_reduce_max_epi32(maxcode); /* the widest lane's top code */
+            if (top <= SLOW_BINS_MAX) {
+                z = slow_lanes(a, c, (__mmask16)~fast, v, k, y, z, dz, maxcode, top);
             } else {
                 float zz[16], vv[16];
                 int32_t kk[16], yy[16];
