@@ -698,13 +698,18 @@ static void learn_deltas(tsq_net *net, int on)
     }
 }
 
+/* The FP32 net when it teaches `stage` (--distill, --distill-in), else NULL. */
+static tsq_net *teacher(const demo *d, tsq_net *fp32, unsigned stage)
+{
+    return d->opt.distill_w > 0 && (d->opt.distill_in & stage) ? fp32 : NULL;
+}
+
 static tsq_net *run_step1(demo *d, tsq_net *fp32, int32_t eps_mode, int32_t act_bits,
                           const char *label, demo_rng *rng)
 {
     tsq_net *net = clone_net(fp32);
     train_plan p = {label, d->opt.epochs_step1, d->opt.lr_step1, 5e-4, 0, NULL, d->opt.flip};
-    if (d->opt.distill_w > 0 && (d->opt.distill_in & DISTILL_STEP1))
-        p.teacher = fp32;
+    p.teacher = teacher(d, fp32, DISTILL_STEP1);
     insert_quantizers(d, net, eps_mode, act_bits);
     if (d->opt.learn_delta)
         learn_deltas(net, 1);
@@ -735,8 +740,7 @@ static void set_alpha_training(tsq_net *net, int train_alpha)
 static void finetune(demo *d, tsq_net *net, tsq_net *fp32, const char *label, demo_rng *rng)
 {
     train_plan p = {label, d->opt.epochs_finetune, d->opt.lr_finetune, 0.0, 1, NULL, d->opt.flip};
-    if (d->opt.distill_w > 0 && (d->opt.distill_in & DISTILL_FINETUNE))
-        p.teacher = fp32;
+    p.teacher = teacher(d, fp32, DISTILL_FINETUNE);
     set_alpha_training(net, d->opt.train_alpha);
     train(d, net, &p, rng);
 }
@@ -846,8 +850,7 @@ static void run_joint(demo *d, tsq_net *fp32, demo_rng *rng)
     train_plan p = {"joint QAT", d->opt.epochs_joint, d->opt.lr_joint, 5e-4, 1, NULL, 1};
     double t0 = progress_now();
     int32_t i, n = 0, first, last, converted = 0;
-    if (d->opt.distill_w > 0 && (d->opt.distill_in & DISTILL_JOINT))
-        p.teacher = fp32;
+    p.teacher = teacher(d, fp32, DISTILL_JOINT);
     insert_quantizers(d, net, TSQ_EPS_JOINT, d->opt.act_bits);
     tsq_net_layer_count(net, &n);
     float_layer_ends(net, &first, &last);
@@ -1025,7 +1028,6 @@ static void quick_defaults(options *o)
     o->epochs_fp32 = 2;
     o->epochs_step1 = 1;
     o->epochs_finetune = 1; /* keeps the fine-tuning path tested */
-    o->eps0 = 1;            /* and the eps = 0 one */
     o->epochs_joint = 2;
     o->lr_step1 = 0.01;
     o->calib = 512;
