@@ -45,6 +45,11 @@ endif
 
 BUILDROOT ?= build
 BUILD := $(BUILDROOT)/$(BLAS)$(if $(SAN),-$(SAN))
+# make demo, make bench and make bench-compare build at -O3 in a tree of
+# their own: make tracks files, not flags, so a shared tree would run
+# whichever of the -O2 (check) and -O3 objects was built last.
+O3ROOT := $(BUILDROOT)/O3
+O3BUILD := $(O3ROOT)/$(BLAS)$(if $(SAN),-$(SAN))
 
 MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null)
 ifeq ($(BLAS),openblas)
@@ -251,7 +256,7 @@ check:
 	@$(MAKE) --no-print-directory -j2 all tests BLAS=cblas
 	@$(MAKE) --no-print-directory check-run BLAS=cblas CHECK_QUICK=1
 	@# make demo and make bench build at -O3, where gcc warns about other things.
-	@$(MAKE) --no-print-directory -s -j2 lib OPT=-O3 BUILDROOT=$(BUILDROOT)/O3 && echo "check: -O3 build clean"
+	@$(MAKE) --no-print-directory -s -j2 lib OPT=-O3 BUILDROOT=$(O3ROOT) && echo "check: -O3 build clean"
 
 # tests/check_layers.sh fails on any upward include between libtsq's
 # folders; TSQ_LAYERS=report only lists them (for a tree in mid-move).
@@ -347,13 +352,16 @@ abi-baseline-run: $(SHLIB)
 .PHONY: bench-compare
 bench-compare:
 	@$(MAKE) --no-print-directory deps
-	@$(MAKE) --no-print-directory lib OPT=-O3
-	TSQ_LIBRARY=$(BUILD)/libtsq.so /usr/bin/python3 tests/bench/bench_compare.py $(BENCH_ARGS)
+	@$(MAKE) --no-print-directory lib OPT=-O3 BUILDROOT=$(O3ROOT)
+	TSQ_LIBRARY=$(O3BUILD)/libtsq.so /usr/bin/python3 tests/bench/bench_compare.py $(BENCH_ARGS)
 
 bench:
 	@$(MAKE) --no-print-directory deps
-	@$(MAKE) --no-print-directory $(BENCH_BINS) OPT=-O3
-	@for b in $(BENCH_BINS); do $$b || exit 1; done
+	@$(MAKE) --no-print-directory bench-bins OPT=-O3 BUILDROOT=$(O3ROOT)
+	@for b in $(patsubst $(BUILD)/%,$(O3BUILD)/%,$(BENCH_BINS)); do $$b || exit 1; done
+
+.PHONY: bench-bins
+bench-bins: $(BENCH_BINS)
 
 # The end-to-end TSQ demo (docs/demo.md). libtsq's own threads split each
 # batch, each calling a one-threaded BLAS: measured faster than OpenBLAS's
@@ -363,8 +371,8 @@ bench:
 DEMO_ARGS ?=
 demo:
 	@$(MAKE) --no-print-directory deps DEPS_EXTRA=dataset-fashion-mnist
-	@$(MAKE) --no-print-directory -j2 all OPT=-O3
-	OPENBLAS_NUM_THREADS=1 $(BUILD)/examples/fmnist --json build/fmnist.json --report build/fmnist-report.html \
+	@$(MAKE) --no-print-directory -j2 all OPT=-O3 BUILDROOT=$(O3ROOT)
+	OPENBLAS_NUM_THREADS=1 $(O3BUILD)/examples/fmnist --json build/fmnist.json --report build/fmnist-report.html \
 	    --model build/fmnist-tsq.tsq $(DEMO_ARGS)
 
 # ---- install ---------------------------------------------------------------
