@@ -5,7 +5,9 @@
  * the converted net; the session's errors. */
 #include "nn_testutil.h"
 
+#include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #define NCAL 200
 #define BATCH 50
@@ -681,6 +683,136 @@ START_TEST(test_fit_rows_kept)
 }
 END_TEST
 
+/* TSQ_NET_TSQ_SHADOW_CLIP: with 0 a converted layer's shadow weights are
+ * alpha * code; with the default h the step-1 weights (batch-norm folded,
+ * in code units) clipped into their codes' bins: the codes, alpha, b and
+ * every output are the same, the weights inside a bin are proportional to
+ * the step-1 weights per channel (the folding factor), the rest sit on
+ * the bin's edge. */
+START_TEST(test_shadow_start)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    static dataset d;
+    static float out_a[BATCH * 4], out_b[BATCH * 4];
+    tsq_net *a, *b = NULL, *s1 = NULL;
+    tsq_regressor *reg = NULL;
+    tsq_tensor *ya = NULL, *yb = NULL;
+    const int64_t yshape[2] = {BATCH, 4};
+    double h = 0;
+    int32_t done = 0, k, kinds[3] = {TSQ_LAYER_LOWBIT_CONV2D, TSQ_LAYER_LOWBIT_CONV2D,
+                                     TSQ_LAYER_LOWBIT_DENSE};
+    int j, pass;
+    TH_OK(ctx, tsq_context_set_seed(ctx, 7));
+    TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, 1));
+    make_dataset(ctx, &d, 41);
+    a = cnn(ctx);
+    TH_OK(ctx, tsq_net_set_optimizer_sgd(a, 0.05, 0.9, 0, 1e-4));
+    train(a, &d, 2);
+    for (j = 0; j < NCAL / BATCH; j++)
+        TH_OK(ctx, tsq_net_learn_codes(a, d.batch[j], j == NCAL / BATCH - 1, &done));
+    TH_OK(ctx, tsq_net_get_conversion_option(a, TSQ_NET_TSQ_SHADOW_CLIP, &h));
+    ck_assert(h == 0.45);
+    TH_OK(ctx, tsq_net_tsq_regressor(a, &reg));
+    TH_OK(ctx, tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, 1));
+    TH_OK(ctx, tsq_regressor_set_option(reg, TSQ_REGRESSOR_POLISH, 0));
+    TH_OK(ctx, tsq_net_set_conversion_option(a, TSQ_NET_TSQ_POSITIONS, 16));
+    TH_OK(ctx, tsq_net_clone(a, &s1));
+    TH_OK(ctx, tsq_net_clone(a, &b));
+    TH_OK(ctx, tsq_net_set_conversion_option(b, TSQ_NET_TSQ_SHADOW_CLIP, 0));
+    for (k = 0; k < 2; k++) {
+        tsq_net *n = k ? b : a;
+        done = 0;
+        for (pass = 0; !done; pass++) {
+            ck_assert_int_lt(pass, 100);
+            for (j = 0; j < NCAL / BATCH; j++)
+                TH_OK(ctx, tsq_net_fit_transform(n, d.batch[j], j == NCAL / BATCH - 1, &done));
+        }
+    }
+    for (k = 0; k < 3; k++) {
+        tsq_layer *la = NULL, *lb = NULL, *w1 = NULL, *bn = NULL;
+        tsq_tensor *t[2][4] = {{NULL}};
+        void *pa[4], *pb[4], *pw = NULL, *pg = NULL;
+        const float *S, *Sb, *al, *W, *gamma;
+        const int8_t *w;
+        int64_t n, C, dd, c, i, inside = 0, edge = 0;
+        int32_t li = nth_kind(a, kinds[k], k == 1);
+        TH_OK(ctx, tsq_net_layer(a, li, &la));
+        TH_OK(ctx, tsq_net_layer(b, li, &lb));
+        for (i = 0; i < 3; i++) {
+            TH_OK(ctx, tsq_layer_param(la, (int32_t)i, &t[0][i], NULL, NULL));
+            TH_OK(ctx, tsq_layer_param(lb, (int32_t)i, &t[1][i], NULL, NULL));
+        }
+        TH_OK(ctx, tsq_layer_state(la, 0, &t[0][3], NULL));
+        TH_OK(ctx, tsq_layer_state(lb, 0, &t[1][3], NULL));
+        TH_OK(ctx, tsq_tensor_numel(t[0][3], &n));
+        TH_OK(ctx, tsq_tensor_numel(t[0][1], &C));
+        dd = n / C;
+        for (i = 0; i < 4; i++) {
+            TH_OK(ctx, tsq_tensor_data(t[0][i], &pa[i]));
+            TH_OK(ctx, tsq_tensor_data(t[1][i], &pb[i]));
+        }
+        ck_assert(memcmp(pa[3], pb[3], (size_t)n) == 0);                     /* codes */
+        ck_assert(memcmp(pa[1], pb[1], (size_t)C * sizeof(float)) == 0);      /* alpha */
+        ck_assert(memcmp(pa[2], pb[2], (size_t)C * sizeof(float)) == 0);      /* b */
+        S = pa[0];
+        Sb = pb[0];
+        al = pa[1];
+        w = pa[3];
+        /* the step-1 layer (conv/dense, then its batch-norm) at the same
+         * place among the weight layers: index 3, 7 and 11 of cnn() */
+        TH_OK(ctx, tsq_net_layer(s1, k == 0 ? 3 : k == 1 ? 7 : 11, &w1));
+        TH_OK(ctx, tsq_net_layer(s1, k == 0 ? 4 : k == 1 ? 8 : 12, &bn));
+        {
+            tsq_tensor *wt = NULL, *gt = NULL;
+            TH_OK(ctx, tsq_layer_param(w1, 0, &wt, NULL, NULL));
+            TH_OK(ctx, tsq_layer_param(bn, 0, &gt, NULL, NULL));
+            TH_OK(ctx, tsq_tensor_data(wt, &pw));
+            TH_OK(ctx, tsq_tensor_data(gt, &pg));
+            W = pw;
+            gamma = pg;
+        }
+        for (c = 0; c < C; c++) {
+            double ratio = 0;
+            for (i = 0; i < dd; i++) {
+                float centre = al[c] * (float)w[c * dd + i];
+                double off = fabs((double)S[c * dd + i] - centre) / al[c];
+                ck_assert(Sb[c * dd + i] == centre);
+                ck_assert_msg(off <= 0.45 * (1 + 1e-5), "offset %g of the bin", off);
+                if (off >= 0.45 * (1 - 1e-5)) {
+                    edge++;
+                } else if (W[c * dd + i] != 0) {
+                    /* inside: s_c W delta_j; delta is one per tensor here */
+                    double r = S[c * dd + i] / (double)W[c * dd + i];
+                    ck_assert(r * gamma[c] > 0);
+                    if (ratio == 0)
+                        ratio = r;
+                    ck_assert_msg(fabs(r / ratio - 1) < 1e-4, "channel %lld: ratio %g, %g",
+                                  (long long)c, r, ratio);
+                    inside++;
+                }
+            }
+        }
+        ck_assert_msg(inside > n / 4 && edge > 0, "layer %d: %lld inside, %lld on the edge of %lld",
+                      (int)li, (long long)inside, (long long)edge, (long long)n);
+    }
+    TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 2, yshape, out_a, sizeof out_a, &ya));
+    TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 2, yshape, out_b, sizeof out_b, &yb));
+    for (j = 0; j < NCAL / BATCH; j++) {
+        TH_OK(ctx, tsq_net_forward(a, d.batch[j], ya, 0));
+        TH_OK(ctx, tsq_net_forward(b, d.batch[j], yb, 0));
+        ck_assert(memcmp(out_a, out_b, sizeof out_a) == 0);
+    }
+    tsq_tensor_destroy(ya);
+    tsq_tensor_destroy(yb);
+    tsq_net_destroy(a);
+    tsq_net_destroy(b);
+    tsq_net_destroy(s1);
+    free_dataset(&d);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
 /* One test case per pipeline, so that each can run alone (CK_RUN_CASE),
  * e.g. under valgrind. */
 static TCase *tcase(const char *name, const TTest *test)
@@ -702,6 +834,7 @@ static Suite *suite(void)
     suite_add_tcase(s, tcase("pipeline_channel", test_pipeline_per_channel_sampled_last));
     suite_add_tcase(s, tcase("first_layer", test_convert_first_layer));
     suite_add_tcase(s, tcase("rows_kept", test_fit_rows_kept));
+    suite_add_tcase(s, tcase("shadow_start", test_shadow_start));
     return s;
 }
 

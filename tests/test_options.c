@@ -31,7 +31,7 @@ static const family families[NFAMILIES] = {
     {"quantizer", TSQ_QUANTIZER_BITS, TSQ_QUANTIZER_OBSERVED},
     {"regressor", TSQ_REGRESSOR_WEIGHT_BITS, TSQ_REGRESSOR_RESTARTS},
     {"layer option", TSQ_LAYER_OPT_TRAINABLE, TSQ_LAYER_OPT_AQ_LEARN_DELTA},
-    {"net conversion", TSQ_NET_TSQ_ACT_BITS, TSQ_NET_TSQ_KEEP_ROWS_MIB},
+    {"net conversion", TSQ_NET_TSQ_ACT_BITS, TSQ_NET_TSQ_SHADOW_CLIP},
 };
 
 static tsq_status set(int f, void *h, int32_t key, double v)
@@ -138,6 +138,7 @@ static const expect rows[] = {
     {F_NET, H_NET, TSQ_NET_TSQ_POSITIONS, 0, 0, 1048576, 1, 0},
     {F_NET, H_NET, TSQ_NET_TSQ_SEQUENTIAL, 0, 0, 1, 1, 0},
     {F_NET, H_NET, TSQ_NET_TSQ_KEEP_ROWS_MIB, 512, 0, 1048576, 1, 0},
+    {F_NET, H_NET, TSQ_NET_TSQ_SHADOW_CLIP, 0.45, 0, 0.49, 0, 0},
 };
 
 typedef struct handles {

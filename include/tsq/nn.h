@@ -646,7 +646,16 @@ enum {
      * results are the same; 0 keeps nothing (least memory, every pass runs
      * the nets). Past the budget, batches are made afresh each pass.
      * 0..2^20, default 512. */
-    TSQ_NET_TSQ_KEEP_ROWS_MIB = 0x0608
+    TSQ_NET_TSQ_KEEP_ROWS_MIB = 0x0608,
+    /* Where a converted layer's shadow weights S (what fine-tuning trains;
+     * codes = rint(S / alpha)) start. h > 0 (default 0.45): the step-1
+     * weights, batch-norm folded, in the layer's units, clipped to within
+     * h * alpha_c of alpha_c * code, so they keep what the full-precision
+     * weights knew (a weight the ternary fit barely rounded sits near its
+     * bin's edge and flips under a small gradient). 0: alpha_c * code, the
+     * centres of the bins. The codes, and hence every output, are the same
+     * either way. [0, 0.49]. */
+    TSQ_NET_TSQ_SHADOW_CLIP = 0x0609
 };
 
 /*! tsq_net_set_conversion_option() / tsq_net_get_conversion_option() /

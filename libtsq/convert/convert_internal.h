@@ -47,6 +47,7 @@ typedef struct tsq__conversion {
     int32_t per_channel, sequential;
     int64_t positions;
     int64_t keep_rows_mib; /* TSQ_NET_TSQ_KEEP_ROWS_MIB */
+    double shadow_clip;    /* TSQ_NET_TSQ_SHADOW_CLIP */
     tsq_regressor *reg;
     /* The running or last session. */
     int stage;

@@ -547,6 +547,34 @@ static tsq_status keep_history(tsq_net *net, fit_unit *u)
     return TSQ_OK;
 }
 
+/* TSQ_NET_TSQ_SHADOW_CLIP = h > 0: the shadow weights start at the step-1
+ * weights in the layer's units (W_init: y = alpha (k . w) + b approximates
+ * k . W_init + const), clipped into [alpha (w - h), alpha (w + h)] so that
+ * rint(S / alpha) is still w. w is W_out's d x C; S is (C, d). */
+static tsq_status shadow_from_step1(tsq_net *net, const char *where, const fit_unit *u,
+                                    tsq_layer *nl, int64_t d, int64_t C, const int8_t *w,
+                                    const float *alpha)
+{
+    float h = (float)tsq__cvt_of(net)->shadow_clip, *S = tsq__param_data(nl, 0);
+    tsq_tensor *Wi = NULL;
+    const float *v;
+    int64_t c, j;
+    tsq_status st;
+    if (h <= 0)
+        return TSQ_OK;
+    if ((st = initial_weights(net, where, u, d, C, &Wi)) != TSQ_OK)
+        return st;
+    v = Wi->data;
+    for (c = 0; c < C; c++)
+        for (j = 0; j < d; j++) {
+            float lo = alpha[c] * ((float)w[j * C + c] - h);
+            float hi = alpha[c] * ((float)w[j * C + c] + h), x = v[j * C + c];
+            S[c * d + j] = x < lo ? lo : x > hi ? hi : x;
+        }
+    tsq_tensor_destroy(Wi);
+    return TSQ_OK;
+}
+
 /* The regressor is done: the unit's layer becomes a low-bit layer. */
 static tsq_status finish_unit(tsq_net *net, const char *where)
 {
@@ -599,6 +627,8 @@ static tsq_status finish_unit(tsq_net *net, const char *where)
         tsq__fail(&net->obj, st, "%s: %s", where, tsq_tensor_errmsg(codes));
     if (st == TSQ_OK && (st = tsq_layer_lowbit_set(nl, codes, alpha, b)) != TSQ_OK)
         tsq__fail(&net->obj, st, "%s: %s", where, tsq_layer_errmsg(nl));
+    if (st == TSQ_OK)
+        st = shadow_from_step1(net, where, u, nl, d, C, W->data, alpha->data);
     if (st == TSQ_OK && (st = keep_history(net, u)) != TSQ_OK)
         tsq__fail(&net->obj, st, "%s: out of memory for the regressor history", where);
     if (st == TSQ_OK) {

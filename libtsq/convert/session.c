@@ -114,6 +114,8 @@ static const tsq__option conversion_options[] = {
     {TSQ_NET_TSQ_SEQUENTIAL, "sequential", 0, 1, 0, TSQ__OPT_I32, 0, CVT(sequential), 0, NULL, 0},
     {TSQ_NET_TSQ_KEEP_ROWS_MIB, "keep_rows_mib", 0, 1048576, 512, TSQ__OPT_I64, 0,
      CVT(keep_rows_mib), 0, NULL, 0},
+    {TSQ_NET_TSQ_SHADOW_CLIP, "shadow_clip", 0, 0.49, 0.45, TSQ__OPT_F64, 0, CVT(shadow_clip), 0,
+     NULL, 0},
 };
 
 #undef CVT
