@@ -984,7 +984,7 @@ static void usage(void)
            "  --distill-in LIST  none, or a comma list of step1, finetune, joint (default finetune)\n"
            "  --epochs A,B,C     FP32, step-1 and fine-tune epochs (fractions allowed)\n"
            "  --lr A,B,C         FP32, step-1 and fine-tune learning rates\n"
-           "  --lr-joint X       learning rate of joint QAT (default 0.01)\n"
+           "  --lr-joint X       learning rate of joint QAT (default 0.02)\n"
            "  --calib N          calibration images for step 2 (default 16384)\n"
            "  --calib-fit N      of which the quantizers are fitted on the first N (4096)\n"
            "  --rounds N         step-2 regressor rounds\n"
@@ -1020,7 +1020,7 @@ static void defaults(options *o)
     o->sequential = 1;
     o->lr_finetune = 0.002;
     /* Joint QAT: the step-1 budget, at step 1's settings (docs/demo.md). */
-    o->lr_joint = 0.01;
+    o->lr_joint = 0.02;
     o->epochs_joint = 4;
     o->flip = 0;
     o->seeds = 1;
