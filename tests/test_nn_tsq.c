@@ -575,17 +575,35 @@ END_TEST
  * every layer, but not the same bytes, so its rows are made again in every
  * pass. Both must end with the same regressor histories and outputs, bit
  * for bit. */
+/* The two nets give bit-identical outputs on every batch of d. */
+static void same_outputs(tsq_context *ctx, tsq_net *a, tsq_net *b, dataset *d)
+{
+    static float out_a[BATCH * 4], out_b[BATCH * 4];
+    const int64_t yshape[2] = {BATCH, 4};
+    tsq_tensor *ya = NULL, *yb = NULL;
+    int j;
+    TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 2, yshape, out_a, sizeof out_a, &ya));
+    TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 2, yshape, out_b, sizeof out_b, &yb));
+    for (j = 0; j < NCAL / BATCH; j++) {
+        TH_OK(ctx, tsq_net_forward(a, d->batch[j], ya, 0));
+        TH_OK(ctx, tsq_net_forward(b, d->batch[j], yb, 0));
+        ck_assert(memcmp(out_a, out_b, sizeof out_a) == 0);
+    }
+    tsq_tensor_destroy(ya);
+    tsq_tensor_destroy(yb);
+}
+
 START_TEST(test_fit_rows_kept)
 {
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
     static dataset d;
-    static float neg[NCAL * 64], out_a[BATCH * 4], out_b[BATCH * 4];
-    tsq_tensor *negb[NCAL / BATCH], *ya = NULL, *yb = NULL;
+    static float neg[NCAL * 64];
+    tsq_tensor *negb[NCAL / BATCH];
     tsq_net *a, *b = NULL, *c[2] = {NULL, NULL};
     tsq_regressor *reg = NULL;
     int64_t allocs[2];
-    int64_t shape[4] = {BATCH, 1, 8, 8}, yshape[2] = {BATCH, 4}, i;
+    int64_t shape[4] = {BATCH, 1, 8, 8}, i;
     int32_t done_a = 0, done_b = 0, units = 0, k, na, nb, la, lb;
     int j, pass = 0, zeros = 0;
     double ha[64], hb[64];
@@ -663,15 +681,7 @@ START_TEST(test_fit_rows_kept)
             ck_assert(memcmp(ha, hb, (size_t)na * sizeof(double)) == 0);
         }
     }
-    TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 2, yshape, out_a, sizeof out_a, &ya));
-    TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 2, yshape, out_b, sizeof out_b, &yb));
-    for (j = 0; j < NCAL / BATCH; j++) {
-        TH_OK(ctx, tsq_net_forward(a, d.batch[j], ya, 0));
-        TH_OK(ctx, tsq_net_forward(b, d.batch[j], yb, 0));
-        ck_assert(memcmp(out_a, out_b, sizeof out_a) == 0);
-    }
-    tsq_tensor_destroy(ya);
-    tsq_tensor_destroy(yb);
+    same_outputs(ctx, a, b, &d);
     for (j = 0; j < NCAL / BATCH; j++)
         tsq_tensor_destroy(negb[j]);
     tsq_net_destroy(a);
@@ -694,11 +704,8 @@ START_TEST(test_shadow_start)
     th_alloc_stats st;
     tsq_context *ctx = th_context(&st);
     static dataset d;
-    static float out_a[BATCH * 4], out_b[BATCH * 4];
     tsq_net *a, *b = NULL, *s1 = NULL;
     tsq_regressor *reg = NULL;
-    tsq_tensor *ya = NULL, *yb = NULL;
-    const int64_t yshape[2] = {BATCH, 4};
     double h = 0;
     int32_t done = 0, k, kinds[3] = {TSQ_LAYER_LOWBIT_CONV2D, TSQ_LAYER_LOWBIT_CONV2D,
                                      TSQ_LAYER_LOWBIT_DENSE};
@@ -796,15 +803,7 @@ START_TEST(test_shadow_start)
         ck_assert_msg(inside > n / 4 && edge > 0, "layer %d: %lld inside, %lld on the edge of %lld",
                       (int)li, (long long)inside, (long long)edge, (long long)n);
     }
-    TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 2, yshape, out_a, sizeof out_a, &ya));
-    TH_OK(ctx, tsq_tensor_wrap(ctx, TSQ_DTYPE_F32, 2, yshape, out_b, sizeof out_b, &yb));
-    for (j = 0; j < NCAL / BATCH; j++) {
-        TH_OK(ctx, tsq_net_forward(a, d.batch[j], ya, 0));
-        TH_OK(ctx, tsq_net_forward(b, d.batch[j], yb, 0));
-        ck_assert(memcmp(out_a, out_b, sizeof out_a) == 0);
-    }
-    tsq_tensor_destroy(ya);
-    tsq_tensor_destroy(yb);
+    same_outputs(ctx, a, b, &d);
     tsq_net_destroy(a);
     tsq_net_destroy(b);
     tsq_net_destroy(s1);
