@@ -159,15 +159,15 @@ class NumpyTensors(TestCase):
 
     def test_copy_in_and_out(self):
         t = tsq.Tensor.zeros(self.ctx, (2, 2))
-        t.copy_from(np.array([[1, 2], [3, 4]], np.float32))
+        t.copy_in(np.array([[1, 2], [3, 4]], np.float32))
         self.assertEqual(t.tolist(), [[1, 2], [3, 4]])
         dst = np.zeros(4, np.float32)
-        t.copy_to(dst)
+        t.copy_out(dst)
         self.assertEqual(dst.tolist(), [1, 2, 3, 4])
         with self.assertRaisesTsq("TSQ_ERR_TOO_SMALL", "copy_out"):
-            t.copy_to(bytearray(3))
+            t.copy_out(bytearray(3))
         with self.assertRaisesTsq("TSQ_ERR_TOO_SMALL", "copy_in"):
-            t.copy_from(np.zeros(3, np.float32))
+            t.copy_in(np.zeros(3, np.float32))
         self.assertEqual(t.tolist(), [[1, 2], [3, 4]])     # untouched
 
 

@@ -207,19 +207,19 @@ class Tensor(Handle):
         self._call("tsq_tensor_count_nonfinite", ctypes.byref(v))
         return v.value
 
-    def copy_from(self, data: ArrayLike) -> "Tensor":
+    def copy_in(self, data: ArrayLike) -> "Tensor":
         """Copies `data` (same byte size; any buffer, numpy array or list of
         this dtype) into the tensor (tsq_tensor_copy_in)."""
         mem = B.memory_of(data, self.dtype_code, name="data")
         self._call("tsq_tensor_copy_in", ctypes.c_void_p(mem.address or None), mem.nbytes)
         return self
 
-    def copy_to(self, buffer: ArrayLike) -> Any:
+    def copy_out(self, buffer: ArrayLike) -> Any:
         """Copies the tensor's bytes into a writable buffer of at least
         nbytes bytes (tsq_tensor_copy_out). Returns the buffer."""
         mv = memoryview(buffer)
         if mv.readonly or not mv.c_contiguous:
-            raise ValueError("copy_to needs a writable C-contiguous buffer")
+            raise ValueError("copy_out needs a writable C-contiguous buffer")
         cbuf = (ctypes.c_char * mv.nbytes).from_buffer(mv) if mv.nbytes else None
         self._call("tsq_tensor_copy_out", cbuf, mv.nbytes)
         return buffer
@@ -227,7 +227,7 @@ class Tensor(Handle):
     def tobytes(self) -> bytes:
         """The tensor's data as bytes (a copy)."""
         buf = bytearray(self.nbytes)
-        self.copy_to(buf)
+        self.copy_out(buf)
         return bytes(buf)
 
     # ---- views -----------------------------------------------------------
@@ -275,7 +275,7 @@ class Tensor(Handle):
     def __deepcopy__(self, memo):
         """A new tensor owning a copy of the data (same context)."""
         t = Tensor.zeros(self._ctx, self.shape, self.dtype)
-        t.copy_from(self.tobytes() if B.np is None else self.numpy())
+        t.copy_in(self.tobytes() if B.np is None else self.numpy())
         return t
 
     def __repr__(self) -> str:

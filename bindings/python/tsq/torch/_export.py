@@ -22,7 +22,7 @@ def _copy_param(layer: _tnn.Layer, name: str, value: torch.Tensor, state: bool =
     if tuple(t.shape) != arr.shape:
         raise ValueError("%s %s: shape %s, the torch value has %s" % (layer.kind_name, name,
                                                                         t.shape, arr.shape))
-    t.copy_from(arr)
+    t.copy_in(arr)
 
 
 def _layer_for(ctx: Context, gm: fx.GraphModule, node: fx.Node, shape: Tuple[int, ...]):
