@@ -568,13 +568,6 @@ START_TEST(test_convert_first_layer)
 }
 END_TEST
 
-/* fit_transform keeps a batch's rows from pass to pass when the same
- * batch comes back: the result must be the one of making them again. Net A
- * is fed the same batches every pass (rows kept); net B, a clone, gets in
- * every other pass copies whose zero pixels are -0.0f: the same values to
- * every layer, but not the same bytes, so its rows are made again in every
- * pass. Both must end with the same regressor histories and outputs, bit
- * for bit. */
 /* The two nets give bit-identical outputs on every batch of d. */
 static void same_outputs(tsq_context *ctx, tsq_net *a, tsq_net *b, dataset *d)
 {
@@ -593,6 +586,13 @@ static void same_outputs(tsq_context *ctx, tsq_net *a, tsq_net *b, dataset *d)
     tsq_tensor_destroy(yb);
 }
 
+/* fit_transform keeps a batch's rows from pass to pass when the same
+ * batch comes back: the result must be the one of making them again. Net A
+ * is fed the same batches every pass (rows kept); net B, a clone, gets in
+ * every other pass copies whose zero pixels are -0.0f: the same values to
+ * every layer, but not the same bytes, so its rows are made again in every
+ * pass. Both must end with the same regressor histories and outputs, bit
+ * for bit. */
 START_TEST(test_fit_rows_kept)
 {
     th_alloc_stats st;
