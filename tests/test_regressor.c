@@ -1006,6 +1006,86 @@ static void solve(double *a, double *b, int m)
     }
 }
 
+/* The start's least squares (regressor_solve.c) at a size that crosses
+ * its blocks (d not a multiple of the 64-wide diagonal blocks or the
+ * 128-row blocks, C not a multiple of 64): M W = T to rounding, and the
+ * same floats on 1, 2 and 3 threads, since the blocks do not depend on
+ * the thread count. A matrix with two equal columns needs the ridge. */
+START_TEST(test_least_squares_blocked)
+{
+    enum { D = 301, C = 70, R = 400 };
+    double *a = malloc(sizeof(double) * R * D), *m = malloc(sizeof(double) * D * D);
+    double *t = malloc(sizeof(double) * D * C), *w[3], *work = malloc(sizeof(double) * D * D);
+    th_rng r = {77};
+    int64_t i, j, k, th;
+    for (i = 0; i < R * D; i++)
+        a[i] = th_rng_normal(&r);
+    for (i = 0; i < D * C; i++)
+        t[i] = th_rng_normal(&r);
+    for (j = 0; j < D; j++)
+        for (k = 0; k < D; k++) {
+            double s = 0.0;
+            for (i = 0; i < R; i++)
+                s += a[i * D + j] * a[i * D + k];
+            m[j * D + k] = s;
+        }
+    for (th = 0; th < 3; th++) {
+        w[th] = malloc(sizeof(double) * D * C);
+        memcpy(w[th], t, sizeof(double) * D * C);
+        ck_assert_int_eq(tsq__least_squares(m, D, w[th], C, work, th + 1), 1);
+    }
+    ck_assert(memcmp(w[0], w[1], sizeof(double) * D * C) == 0);
+    ck_assert(memcmp(w[0], w[2], sizeof(double) * D * C) == 0);
+    for (j = 0; j < D; j++)
+        for (k = 0; k < C; k++) {
+            double s = 0.0;
+            for (i = 0; i < D; i++)
+                s += m[j * D + i] * w[0][i * C + k];
+            ck_assert_msg(fabs(s - t[j * C + k]) < 1e-8, "row %lld col %lld: %g vs %g",
+                          (long long)j, (long long)k, s, t[j * C + k]);
+        }
+    /* Column 7 repeated as column 200: M is singular; the ridge makes it
+     * definite and the two weights share the column's coefficient. */
+    for (i = 0; i < R; i++)
+        a[i * D + 200] = a[i * D + 7];
+    for (j = 0; j < D; j++)
+        for (k = 0; k < D; k++) {
+            double s = 0.0;
+            for (i = 0; i < R; i++)
+                s += a[i * D + j] * a[i * D + k];
+            m[j * D + k] = s;
+        }
+    memcpy(w[1], t, sizeof(double) * D * C);
+    for (k = 0; k < C; k++) /* a target in M's range: M times a known vector */
+        for (j = 0; j < D; j++) {
+            double s = 0.0;
+            for (i = 0; i < D; i++)
+                s += m[j * D + i] * (i == 7 || i == 200 ? 1.0 : 0.1 * (double)((i + k) % 5));
+            w[1][j * C + k] = s;
+        }
+    memcpy(t, w[1], sizeof(double) * D * C);
+    ck_assert_int_eq(tsq__least_squares(m, D, w[1], C, work, 2), 1);
+    for (k = 0; k < C; k++) {
+        /* along the null direction only rounding is left, magnified by
+         * 1 / ridge (1e10): a few parts in a million */
+        ck_assert_msg(fabs(w[1][7 * C + k] - w[1][200 * C + k]) < 1e-4, "column %lld: %.17g %.17g", (long long)k, w[1][7 * C + k], w[1][200 * C + k]);
+        ck_assert(fabs(w[1][7 * C + k] + w[1][200 * C + k] - 2.0) < 1e-4);
+        for (j = 0; j < D; j++) {
+            double s = 0.0;
+            for (i = 0; i < D; i++)
+                s += m[j * D + i] * w[1][i * C + k];
+            ck_assert(fabs(s - t[j * C + k]) < 1e-5 * (1.0 + fabs(t[j * C + k])));
+        }
+    }
+    for (th = 0; th < 3; th++)
+        free(w[th]);
+    free(a);
+    free(m);
+    free(t);
+    free(work);
+}
+END_TEST
+
 START_TEST(test_kbit_approaches_least_squares)
 {
     th_alloc_stats st;
@@ -2481,6 +2561,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_never_worse_than_start);
     tcase_add_test(tc, test_relaxed_objective_never_increases);
     tcase_add_test(tc, test_linear_objective_never_increases);
+    tcase_add_test(tc, test_least_squares_blocked);
     tcase_add_test(tc, test_kbit_approaches_least_squares);
     tcase_add_test(tc, test_bad_input_fit_transform);
     tcase_add_test(tc, test_bad_input_streaming);

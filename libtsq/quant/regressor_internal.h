@@ -171,8 +171,10 @@ double tsq__linear_objective(const tsq__gram *g, const double *xtz, double zsum,
 
 /* Least squares W = (M + rho I)^-1 T for the C columns of T (d x C,
  * row-major, overwritten with W), rho a tiny ridge that keeps M definite.
- * m_work: d x d scratch. Returns 0 when no factorisation succeeded. */
-int tsq__least_squares(const double *m, int64_t d, double *t, int64_t C, double *m_work);
+ * m_work: d x d scratch. Returns 0 when no factorisation succeeded. The
+ * result is the same for every thread count (fixed blocks). */
+int tsq__least_squares(const double *m, int64_t d, double *t, int64_t C, double *m_work,
+                       int64_t threads);
 
 /* ---- the exact best low-bit approximation (lowbit_init.c) ---- */
 /* Bytes of scratch tsq__lowbit_approx needs for d weights. */

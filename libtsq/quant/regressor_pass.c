@@ -301,7 +301,7 @@ static tsq_status start_iterate(tsq_regressor *reg, const char *where, const tsq
         m_work = tsq__alloc(ctx, (size_t)(d * d) * sizeof(double));
         if (!m_work)
             return tsq__fail(&reg->obj, TSQ_ERR_NO_MEMORY, "%s: out of memory", where);
-        if (!tsq__least_squares(g->m, d, w0, C, m_work)) {
+        if (!tsq__least_squares(g->m, d, w0, C, m_work, f->threads)) {
             tsq__free(ctx, m_work);
             return tsq__fail(&reg->obj, TSQ_ERR_INVALID,
                              "%s: X^T X is not positive semi-definite, so no data gave these "
