@@ -161,8 +161,10 @@ uint64_t tsq__rng_below(tsq__rng *rng, uint64_t n); /* [0, n) */
 
 /* ---- threads ---- */
 /* Calls fn(arg, i) for i in [0, n), spread over up to `threads` threads
- * (the calling thread included). Blocks until all are done. fn must not
- * fail; it records its own errors. With threads <= 1 it runs inline. */
+ * (the calling thread included): each free thread takes the next index.
+ * Blocks until all are done. fn must not fail; it records its own errors,
+ * and its result must depend on i only, never on the thread that ran it.
+ * With threads <= 1 it runs inline. */
 typedef void (*tsq__task_fn)(void *arg, int64_t index);
 void tsq__parallel_for(int64_t threads, int64_t n, tsq__task_fn fn, void *arg);
 /* Contiguous-range splitting and the BLAS thread rule: core/parallel.h. */

@@ -20,24 +20,29 @@
 #endif
 
 #include <pthread.h>
+#include <stdatomic.h>
 
+/* The tasks are handed out from a shared counter, in index order: a thread
+ * that finishes early takes the next one, so tasks of uneven cost (channels,
+ * column blocks) keep every thread busy to the end. Which thread runs a task
+ * never changes its result: fn(arg, i) depends on i only. */
 typedef struct {
     tsq__task_fn fn;
     void *arg;
     int64_t n;
-    int64_t first, step;   /* static round-robin split: deterministic */
-} worker_args;
+    atomic_llong next;
+} shared_tasks;
 
-static void run_share(worker_args *w)
+static void run_tasks(shared_tasks *s)
 {
     int64_t i;
-    for (i = w->first; i < w->n; i += w->step)
-        w->fn(w->arg, i);
+    while ((i = (int64_t)atomic_fetch_add_explicit(&s->next, 1, memory_order_relaxed)) < s->n)
+        s->fn(s->arg, i);
 }
 
 static void *worker(void *p)
 {
-    run_share((worker_args *)p);
+    run_tasks((shared_tasks *)p);
     return NULL;
 }
 
@@ -78,8 +83,8 @@ void tsq__parallel_for(int64_t threads, int64_t n, tsq__task_fn fn, void *arg)
 {
     enum { MAX_THREADS = 256 };
     pthread_t tid[MAX_THREADS];
-    worker_args args[MAX_THREADS];
     int started[MAX_THREADS];
+    shared_tasks tasks;
     int64_t t, i;
     int saved;
 
@@ -93,25 +98,18 @@ void tsq__parallel_for(int64_t threads, int64_t n, tsq__task_fn fn, void *arg)
         return;
     }
     saved = tsq__blas_single_begin();
-    for (t = 0; t < threads; t++) {
-        args[t].fn = fn;
-        args[t].arg = arg;
-        args[t].n = n;
-        args[t].first = t;
-        args[t].step = threads;
-        started[t] = 0;
-    }
+    tasks.fn = fn;
+    tasks.arg = arg;
+    tasks.n = n;
+    atomic_init(&tasks.next, 0);
     for (t = 1; t < threads; t++)
-        started[t] = pthread_create(&tid[t], NULL, worker, &args[t]) == 0;
-    run_share(&args[0]);
-    /* A thread that failed to start has its share run here, so the loop
-     * always completes (the split stays the same: results are identical). */
-    for (t = 1; t < threads; t++) {
+        started[t] = pthread_create(&tid[t], NULL, worker, &tasks) == 0;
+    /* A thread that failed to start takes no tasks: the others, this one
+     * included, run them all, with the same results. */
+    run_tasks(&tasks);
+    for (t = 1; t < threads; t++)
         if (started[t])
             pthread_join(tid[t], NULL);
-        else
-            run_share(&args[t]);
-    }
     tsq__blas_single_end(saved);
 }
 
