@@ -1006,6 +1006,29 @@ static void solve(double *a, double *b, int m)
     }
 }
 
+/* m = a^T a for an r x d row-major a. */
+static void gram_of(const double *a, int64_t r, int64_t d, double *m)
+{
+    int64_t i, j, k;
+    for (j = 0; j < d; j++)
+        for (k = 0; k < d; k++) {
+            double s = 0.0;
+            for (i = 0; i < r; i++)
+                s += a[i * d + j] * a[i * d + k];
+            m[j * d + k] = s;
+        }
+}
+
+/* Row j of M (d x d) times column k of W (d x C). */
+static double mw_at(const double *m, const double *w, int64_t d, int64_t C, int64_t j, int64_t k)
+{
+    double s = 0.0;
+    int64_t i;
+    for (i = 0; i < d; i++)
+        s += m[j * d + i] * w[i * C + k];
+    return s;
+}
+
 /* The start's least squares (regressor_solve.c) at a size that crosses
  * its blocks (d not a multiple of the 64-wide diagonal blocks or the
  * 128-row blocks, C not a multiple of 64): M W = T to rounding, and the
@@ -1022,13 +1045,7 @@ START_TEST(test_least_squares_blocked)
         a[i] = th_rng_normal(&r);
     for (i = 0; i < D * C; i++)
         t[i] = th_rng_normal(&r);
-    for (j = 0; j < D; j++)
-        for (k = 0; k < D; k++) {
-            double s = 0.0;
-            for (i = 0; i < R; i++)
-                s += a[i * D + j] * a[i * D + k];
-            m[j * D + k] = s;
-        }
+    gram_of(a, R, D, m);
     for (th = 0; th < 3; th++) {
         w[th] = malloc(sizeof(double) * D * C);
         memcpy(w[th], t, sizeof(double) * D * C);
@@ -1038,9 +1055,7 @@ START_TEST(test_least_squares_blocked)
     ck_assert(memcmp(w[0], w[2], sizeof(double) * D * C) == 0);
     for (j = 0; j < D; j++)
         for (k = 0; k < C; k++) {
-            double s = 0.0;
-            for (i = 0; i < D; i++)
-                s += m[j * D + i] * w[0][i * C + k];
+            double s = mw_at(m, w[0], D, C, j, k);
             ck_assert_msg(fabs(s - t[j * C + k]) < 1e-8, "row %lld col %lld: %g vs %g",
                           (long long)j, (long long)k, s, t[j * C + k]);
         }
@@ -1048,13 +1063,7 @@ START_TEST(test_least_squares_blocked)
      * definite and the two weights share the column's coefficient. */
     for (i = 0; i < R; i++)
         a[i * D + 200] = a[i * D + 7];
-    for (j = 0; j < D; j++)
-        for (k = 0; k < D; k++) {
-            double s = 0.0;
-            for (i = 0; i < R; i++)
-                s += a[i * D + j] * a[i * D + k];
-            m[j * D + k] = s;
-        }
+    gram_of(a, R, D, m);
     memcpy(w[1], t, sizeof(double) * D * C);
     for (k = 0; k < C; k++) /* a target in M's range: M times a known vector */
         for (j = 0; j < D; j++) {
@@ -1070,12 +1079,9 @@ START_TEST(test_least_squares_blocked)
          * 1 / ridge (1e10): a few parts in a million */
         ck_assert_msg(fabs(w[1][7 * C + k] - w[1][200 * C + k]) < 1e-4, "column %lld: %.17g %.17g", (long long)k, w[1][7 * C + k], w[1][200 * C + k]);
         ck_assert(fabs(w[1][7 * C + k] + w[1][200 * C + k] - 2.0) < 1e-4);
-        for (j = 0; j < D; j++) {
-            double s = 0.0;
-            for (i = 0; i < D; i++)
-                s += m[j * D + i] * w[1][i * C + k];
-            ck_assert(fabs(s - t[j * C + k]) < 1e-5 * (1.0 + fabs(t[j * C + k])));
-        }
+        for (j = 0; j < D; j++)
+            ck_assert(fabs(mw_at(m, w[1], D, C, j, k) - t[j * C + k]) <
+                      1e-5 * (1.0 + fabs(t[j * C + k])));
     }
     for (th = 0; th < 3; th++)
         free(w[th]);
