@@ -191,6 +191,7 @@ int tsq__least_squares(const double *m, int64_t d, double *t, int64_t C, double 
 {
     double maxdiag = 0.0, dd = (double)d;
     int64_t j;
+    int ok = 0, saved;
     chol_job job;
     for (j = 0; j < d; j++)
         maxdiag = fmax(maxdiag, m[j * d + j]);
@@ -204,15 +205,19 @@ int tsq__least_squares(const double *m, int64_t d, double *t, int64_t C, double 
     job.t = t;
     job.C = C;
     job.m = m;
+    /* The BLAS on one thread here too, not only inside the regions: a
+     * threaded OpenBLAS rounds its triangular solves differently (seen with
+     * its Haswell kernels), and the blocks would then give other floats
+     * when they run inline. */
+    saved = tsq__blas_single_begin();
     /* A ridge of 1e-10 of the largest diagonal keeps constant or duplicate
      * columns from breaking the factorisation; grown if it still fails. */
-    for (job.rho = 1e-10 * maxdiag; job.rho <= 1e-2 * maxdiag; job.rho *= 1e3) {
+    for (job.rho = 1e-10 * maxdiag; job.rho <= 1e-2 * maxdiag && !ok; job.rho *= 1e3) {
         run_blocks(threads, blocks(d, ROW_BLOCK), dd * dd, copy_task, &job);
-        if (cholesky(&job, threads)) {
-            run_blocks(threads, blocks(C, RHS_BLOCK), 2.0 * dd * dd * (double)C, solve_task,
-                       &job);
-            return 1;
-        }
+        ok = cholesky(&job, threads);
     }
-    return 0;
+    if (ok)
+        run_blocks(threads, blocks(C, RHS_BLOCK), 2.0 * dd * dd * (double)C, solve_task, &job);
+    tsq__blas_single_end(saved);
+    return ok;
 }
