@@ -1003,11 +1003,11 @@ static void defaults(options *o)
 {
     memset(o, 0, sizeof *o);
     /* Chosen on the validation split from the runs in docs/demo.md: FP32
-     * needs 8-9 epochs for 93.5%; step 1 gains from more epochs (4 -> 6:
-     * +0.32 validation on 3-seed means, "Sixth round"). The time for it
-     * comes from fine-tuning, off by default: over ten runs its pick on
-     * validation changed the test accuracy by -0.02 on average (-0.28 to
-     * +0.30), for 73 s of the run; --epochs 9,6,1 runs it (one epoch at
+          * needs 8-9 epochs for 93.5%; step 1 gains from more epochs (4 -> 6:
+     * +0.23 validation on the means of runs, "Sixth round"). The time for
+     * it comes from fine-tuning, off by default: over eleven runs its pick
+     * on validation changed the test accuracy by -0.04 on average (-0.28
+     * to +0.30), for 73 s of the run; --epochs 9,6,1 runs it (one epoch at
      * lr 0.002 taught by the FP32 net's logits, T 4, weight 0.5). Joint
      * QAT keeps 4 epochs: 6 more step-1 and joint epochs do not fit in 25
      * minutes on two cores. */
