@@ -362,7 +362,7 @@ typedef struct weight_choice {
 
 static const weight_choice TERNARY = {"ternary", 2, {0}, 0};
 
-/* Step 2: convert the selected layers, pass after pass over the
+/* Step 2: convert the selected layers, pass after pass over the first nb
  * calibration batches, until the net says it is done. rounds < 0 keeps the
  * regressor's default. */
 static void fit_transform(demo *d, tsq_net *net, const weight_choice *w, int rounds, int64_t nb,
@@ -1003,7 +1003,7 @@ static void defaults(options *o)
 {
     memset(o, 0, sizeof *o);
     /* Chosen on the validation split from the runs in docs/demo.md: FP32
-          * needs 8-9 epochs for 93.5%; step 1 gains from more epochs (4 -> 6:
+     * needs 8-9 epochs for 93.5%; step 1 gains from more epochs (4 -> 6:
      * +0.23 validation on the means of runs, "Sixth round"). The time for
      * it comes from fine-tuning, off by default: over eleven runs its pick
      * on validation changed the test accuracy by -0.04 on average (-0.28

@@ -192,19 +192,13 @@ int tsq__least_squares(const double *m, int64_t d, double *t, int64_t C, double 
     double maxdiag = 0.0, dd = (double)d;
     int64_t j;
     int ok = 0, saved;
-    chol_job job;
+    chol_job job = {.a = m_work, .d = d, .t = t, .C = C, .m = m};
     for (j = 0; j < d; j++)
         maxdiag = fmax(maxdiag, m[j * d + j]);
     if (!(maxdiag > 0.0)) { /* no variance at all: every weight is irrelevant */
         memset(t, 0, (size_t)(d * C) * sizeof t[0]);
         return 1;
     }
-    memset(&job, 0, sizeof job);
-    job.a = m_work;
-    job.d = d;
-    job.t = t;
-    job.C = C;
-    job.m = m;
     /* The BLAS on one thread here too, not only inside the regions: a
      * threaded OpenBLAS rounds its triangular solves differently (seen with
      * its Haswell kernels), and the blocks would then give other floats
