@@ -14,6 +14,7 @@
 #include "blas.h" /* openblas_set_num_threads */
 #endif
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1424,6 +1425,181 @@ START_TEST(test_bitplane_encode)
 }
 END_TEST
 
+/* Geometries of the direct convolution: the fmnist first layer, channel
+ * counts and widths that are no multiple of 8 or 16, a 5 x 5 window, a
+ * 3 x 1 window, more channels than the kernels' blocks. */
+static const int64_t direct_geoms[][7] = {
+    /* cin, h, w, cout, kh, kw, pad */
+    {1, 28, 28, 32, 3, 3, 1}, {3, 7, 19, 13, 3, 3, 1}, {1, 6, 9, 17, 5, 5, 2},
+    {3, 5, 40, 9, 3, 1, 0},   {1, 3, 2, 70, 2, 2, 1},
+};
+
+static void direct_geom(size_t i, tsq__conv_geom *g)
+{
+    const int64_t *d = direct_geoms[i];
+    ck_assert(tsq__conv_geom_init(g, d[0], d[1], d[2], d[3], d[4], d[5], 1, d[6]));
+    ck_assert(tsq__conv_direct_runs(g));
+}
+
+static void fill_signed(th_rng *r, float *v, int64_t n, int zeros)
+{
+    int64_t i;
+    for (i = 0; i < n; i++)
+        v[i] = zeros && i % 5 == 0 ? 0.0f : (float)(th_rng_below(r, 2001) - 1000) / 997.0f;
+}
+
+/* The direct convolution: every kernel this CPU runs writes the C
+ * oracle's bits; the oracle is the convolution (against a sum in double,
+ * to float rounding); tsq__conv_forward gives the same bits for 1 to 3
+ * threads and any CPU features. Which geometries go direct is checked too:
+ * large patches, strides and 1 x 1 convolutions stay on the GEMM. */
+START_TEST(test_conv_direct)
+{
+    th_rng r = {41};
+    size_t i;
+    tsq__conv_geom big, strided, one;
+    ck_assert(tsq__conv_geom_init(&big, 4, 9, 9, 8, 3, 3, 1, 1)); /* k = 36 */
+    ck_assert(tsq__conv_geom_init(&strided, 1, 9, 9, 8, 3, 3, 2, 1));
+    ck_assert(tsq__conv_geom_init(&one, 3, 9, 9, 8, 1, 1, 1, 0));
+    ck_assert(!tsq__conv_direct_runs(&big) && !tsq__conv_direct_runs(&strided) &&
+              !tsq__conv_direct_runs(&one));
+    for (i = 0; i < sizeof direct_geoms / sizeof direct_geoms[0]; i++) {
+        tsq__conv_geom g;
+        int64_t nx, ny, batch = 5, co, p, n, threads;
+        float *x, *w, *b, *y0, *y1, *ws;
+        direct_geom(i, &g);
+        nx = g.cin * g.h * g.w;
+        ny = g.cout * g.ohw;
+        x = malloc((size_t)(batch * nx) * sizeof(float));
+        w = malloc((size_t)(g.cout * g.k) * sizeof(float));
+        b = malloc((size_t)g.cout * sizeof(float));
+        y0 = malloc((size_t)(batch * ny) * sizeof(float));
+        y1 = malloc((size_t)(batch * ny) * sizeof(float));
+        ws = malloc(tsq__conv_ws_floats(&g, 3, 0) * sizeof(float));
+        fill_signed(&r, x, batch * nx, 1);
+        fill_signed(&r, w, g.cout * g.k, 0);
+        fill_signed(&r, b, g.cout, 0);
+        for (n = 0; n < batch; n++)
+            tsq__conv_direct_ref(&g, x + n * nx, w, n % 2 ? NULL : b, y0 + n * ny, ws);
+        for (co = 0; co < g.cout; co++) /* image 0, with the bias */
+            for (p = 0; p < g.ohw; p++) {
+                int64_t oy = p / g.ow, ox = p % g.ow, c, ky, kx;
+                double sum = b[co], mag = fabs(b[co]);
+                for (c = 0; c < g.cin; c++)
+                    for (ky = 0; ky < g.kh; ky++)
+                        for (kx = 0; kx < g.kw; kx++) {
+                            int64_t iy = oy - g.pad + ky, ix = ox - g.pad + kx;
+                            double v = iy < 0 || iy >= g.h || ix < 0 || ix >= g.w
+                                           ? 0.0
+                                           : x[(c * g.h + iy) * g.w + ix];
+                            double t = (double)w[(co * g.cin + c) * g.kh * g.kw + ky * g.kw + kx] * v;
+                            sum += t;
+                            mag += fabs(t);
+                        }
+                ck_assert(fabs(y0[co * g.ohw + p] - sum) <= 4e-7 * (double)(g.k + 1) * mag);
+            }
+        if (kernel_here(TSQ_KERNEL_AVX2))
+            for (n = 0; n < batch; n++) {
+                tsq__conv_direct_avx2(&g, x + n * nx, w, n % 2 ? NULL : b, y1 + n * ny, ws);
+                ck_assert_int_eq(memcmp(y0 + n * ny, y1 + n * ny, (size_t)ny * sizeof(float)), 0);
+            }
+        if (kernel_here(TSQ_KERNEL_VPOPCNT) || kernel_here(TSQ_KERNEL_VNNI))
+            for (n = 0; n < batch; n++) {
+                tsq__conv_direct_avx512(&g, x + n * nx, w, n % 2 ? NULL : b, y1 + n * ny, ws);
+                ck_assert_int_eq(memcmp(y0 + n * ny, y1 + n * ny, (size_t)ny * sizeof(float)), 0);
+            }
+        for (n = 0; n < batch; n++) /* the whole batch with the bias */
+            tsq__conv_direct_ref(&g, x + n * nx, w, b, y0 + n * ny, ws);
+        for (threads = 1; threads <= 3; threads++) {
+            uint32_t cpus[] = {0, TSQ_CPU_AVX2 | TSQ_CPU_FMA, 0xFFFFFFFFu}, cpu;
+            for (cpu = 0; cpu < 3; cpu++) {
+                uint32_t have = tsq__cpu_detect() & cpus[cpu];
+                memset(y1, 0x55, (size_t)(batch * ny) * sizeof(float));
+                tsq__conv_forward(&g, threads, have, x, w, NULL, b, y1, batch, ws);
+                ck_assert_int_eq(memcmp(y0, y1, (size_t)(batch * ny) * sizeof(float)), 0);
+            }
+        }
+        free(x);
+        free(w);
+        free(b);
+        free(y0);
+        free(y1);
+        free(ws);
+    }
+}
+END_TEST
+
+/* The first convolution fused with the front into the byte layout: the
+ * bytes of the direct convolution followed by the reference front, with
+ * and without bias, affine and ReLU, 1- and 2-bit codes, on the geometries
+ * above (up to 70 channels: two passes of the kernel). */
+START_TEST(test_conv_front_bytes)
+{
+    th_rng r = {43};
+    size_t i;
+    if (!kernel_here(TSQ_KERNEL_VNNI) && !kernel_here(TSQ_KERNEL_VPOPCNT)) {
+        say_skip("test_conv_front_bytes", TSQ_KERNEL_VNNI);
+        return;
+    }
+    for (i = 0; i < sizeof direct_geoms / sizeof direct_geoms[0]; i++) {
+        tsq__conv_geom g;
+        int mode;
+        direct_geom(i, &g);
+        for (mode = 0; mode < 16; mode++) {
+            int bias = mode & 1, affine = (mode >> 1) & 1, relu = (mode >> 2) & 1;
+            int32_t nb = 1 + ((mode >> 3) & 1), c;
+            int64_t nx = g.cin * g.h * g.w, ld = (g.cout + 15) / 16 * 16, t;
+            float *x = malloc((size_t)nx * sizeof(float)), *w, *wt, *b, *y, *ws;
+            float *a = malloc((size_t)g.cout * sizeof(float));
+            float *sh = malloc((size_t)g.cout * sizeof(float));
+            float *eps = malloc((size_t)g.cout * sizeof(float));
+            float *inv = malloc((size_t)g.cout * sizeof(float));
+            int32_t *maxc = malloc((size_t)g.cout * sizeof(int32_t));
+            tsq__bp_geom og;
+            tsq__conv_front f;
+            uint8_t *q1, *q2;
+            w = malloc((size_t)(g.cout * g.k) * sizeof(float));
+            wt = calloc((size_t)(g.k * ld), sizeof(float));
+            b = malloc((size_t)g.cout * sizeof(float));
+            y = malloc((size_t)(g.cout * g.ohw) * sizeof(float));
+            ws = malloc((size_t)tsq__conv_direct_ws_floats(&g) * sizeof(float));
+            fill_signed(&r, x, nx, 1);
+            fill_signed(&r, w, g.cout * g.k, 0);
+            fill_signed(&r, b, g.cout, 0);
+            for (c = 0; c < g.cout; c++) {
+                a[c] = 0.5f + (float)th_rng_below(&r, 100) / 50.0f;
+                sh[c] = (float)(th_rng_below(&r, 100) - 50) / 100.0f;
+                eps[c] = c % 3 == 0 ? -0.1f : (float)th_rng_below(&r, 40) / 100.0f;
+                inv[c] = 1.0f / (0.2f + (float)th_rng_below(&r, 40) / 100.0f);
+                maxc[c] = nb == 2 && c % 4 ? 3 : 1;
+                for (t = 0; t < g.k; t++)
+                    wt[t * ld + c] = w[c * g.k + t];
+            }
+            tsq__bp_geom_bytes(&og, g.cout, g.oh, g.ow, 1, nb);
+            q1 = malloc((size_t)og.image);
+            q2 = malloc((size_t)og.image);
+            tsq__conv_direct_ref(&g, x, w, bias ? b : NULL, y, ws);
+            tsq__bp_encode_bytes_ref(&og, y, affine ? a : NULL, sh, relu, eps, inv, maxc, q1);
+            f.g = &g;
+            f.wt = wt;
+            f.ld = ld;
+            f.bias = bias ? b : NULL;
+            f.a = affine ? a : NULL;
+            f.b = sh;
+            f.relu = relu;
+            f.eps = eps;
+            f.inv_delta = inv;
+            f.maxcode = maxc;
+            memset(q2, 0x77, (size_t)og.image);
+            tsq__conv_front_bytes_avx512(&f, x, &og, q2, ws);
+            ck_assert_int_eq(memcmp(q1, q2, (size_t)og.image), 0);
+            free(x); free(w); free(wt); free(b); free(y); free(ws);
+            free(a); free(sh); free(eps); free(inv); free(maxc); free(q1); free(q2);
+        }
+    }
+}
+END_TEST
+
 static Suite *kernels_suite(void)
 {
     Suite *s = suite_create("kernels");
@@ -1437,6 +1613,8 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_bitplane_gather);
     tcase_add_test(tc, test_bitplane_epilogue);
     tcase_add_test(tc, test_bitplane_encode);
+    tcase_add_test(tc, test_conv_direct);
+    tcase_add_test(tc, test_conv_front_bytes);
     tcase_add_test(tc, test_pack_two_bits_per_ternary_weight);
     tcase_add_test(tc, test_pack_errors);
     tcase_add_test(tc, test_pack_out_of_memory);

@@ -726,7 +726,8 @@ static void run_with_cpu(tsq_context *ctx, tsq_net *net, uint32_t cpu, const tsq
     *bit_stages = 0;
     for (i = 0; i < plan->nstages; i++)
         *bit_stages += plan->stages[i].bp_in + 10 * plan->stages[i].bp_bytes +
-                       100 * (plan->stages[i].op == OP_FRONT);
+                       100 * (plan->stages[i].op == OP_FRONT ||
+                              plan->stages[i].op == OP_CONV_FRONT);
     TH_OK(ctx, tsq_plan_run(ctx, plan, x, y, NULL, 0));
     tsq_plan_destroy(plan);
     ctx->cpu = saved;

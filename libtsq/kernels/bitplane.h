@@ -23,6 +23,7 @@
 #ifndef TSQ_KERNELS_BITPLANE_H
 #define TSQ_KERNELS_BITPLANE_H
 
+#include "kernels/conv.h"
 #include "kernels/kernels_internal.h"
 
 typedef struct {
@@ -148,5 +149,26 @@ void tsq__bp_encode_bytes_ref(const tsq__bp_geom *g, const float *x, const float
 void tsq__bp_encode_bytes_avx512(const tsq__bp_geom *g, const float *x, const float *a,
                                  const float *b, int relu, const float *eps,
                                  const float *inv_delta, const int32_t *maxcode, uint8_t *img);
+
+/* The front with the network's first convolution before it: the
+ * convolution computed directly (conv_direct.c; tsq__conv_direct_runs(g)),
+ * then the front above, per channel. */
+typedef struct tsq__conv_front {
+    const tsq__conv_geom *g;
+    const float *wt;       /* the weights tap-major, k x ld, zero beyond cout */
+    int64_t ld;            /* cout rounded up to 16 */
+    const float *bias;     /* cout, or NULL */
+    const float *a, *b;    /* the affine per channel, or a = NULL */
+    int relu;
+    const float *eps, *inv_delta;
+    const int32_t *maxcode;
+} tsq__conv_front;
+/* One image x (g->cin x g->h x g->w) into the byte layout og (og->c =
+ * g->cout, og->h x og->w = g->oh x g->ow): the codes of the separate
+ * stages (tsq__conv_direct_ref, then tsq__bp_encode_bytes_ref), bit for
+ * bit, without storing the convolution's floats. scratch:
+ * tsq__conv_direct_ws_floats(g) floats. */
+void tsq__conv_front_bytes_avx512(const tsq__conv_front *f, const float *x,
+                                  const tsq__bp_geom *og, uint8_t *img, float *scratch);
 
 #endif /* TSQ_KERNELS_BITPLANE_H */

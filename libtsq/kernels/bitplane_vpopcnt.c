@@ -8,6 +8,7 @@
  * file name) but uses AVX-512 F/BW/VL only, no popcount: called when the
  * CPU runs the VPOPCNT or the VNNI kernel (both imply those). */
 #include "kernels/bitplane.h"
+#include "kernels/encode_avx512.h"
 
 #include <immintrin.h>
 #include <string.h>
@@ -338,10 +339,7 @@ INLINE void encode_masks(__m512 v, __mmask16 vm, float a, float b, int affine, i
                          __mmask16 *ge3)
 {
     __m512 k;
-    if (affine)
-        v = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(a), v), _mm512_set1_ps(b));
-    if (relu) /* v > 0 ? v : 0 (+0 for -0 and NaN, as the C select) */
-        v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ), v);
+    v = tsq__front_v(v, _mm512_set1_ps(a), _mm512_set1_ps(b), affine, relu);
     *ge1 = _mm512_mask_cmp_ps_mask(vm, v, _mm512_set1_ps(eps), _CMP_GT_OQ);
     k = _mm512_roundscale_ps(_mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(inv)),
                                            _mm512_set1_ps(0.5f)),
@@ -488,23 +486,13 @@ void tsq__bp_epilogue_bytes_avx512(const tsq_thresholds *th, const int32_t *acc,
     }
 }
 
-/* 16 pixels of channel c as int32 codes: the separate stages' float
- * operations (see encode_masks), then tsq__quant_code's clamp. */
+/* 16 pixels of channel c as int32 codes (kernels/encode_avx512.h). */
 INLINE __m512i encode_codes(__m512 v, float a, float b, int affine, int relu, float eps,
                             float inv, int32_t maxcode)
 {
-    __m512 k;
-    __mmask16 pos;
-    if (affine)
-        v = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(a), v), _mm512_set1_ps(b));
-    if (relu)
-        v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ), v);
-    pos = _mm512_cmp_ps_mask(v, _mm512_set1_ps(eps), _CMP_GT_OQ);
-    k = _mm512_roundscale_ps(_mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(inv)),
-                                           _mm512_set1_ps(0.5f)),
-                             _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    k = _mm512_min_ps(_mm512_max_ps(k, _mm512_set1_ps(1.0f)), _mm512_set1_ps((float)maxcode));
-    return _mm512_maskz_cvttps_epi32(pos, k);
+    return tsq__encode_codes_v(v, _mm512_set1_ps(a), _mm512_set1_ps(b), affine, relu,
+                               _mm512_set1_ps(eps), _mm512_set1_ps(inv),
+                               _mm512_set1_ps((float)maxcode));
 }
 
 /* 16 x 16 bytes: r[i] byte j -> r[j] byte i. */

@@ -75,7 +75,10 @@ size_t tsq__conv_ws_floats(const tsq__conv_geom *g, int64_t threads, int backwar
 /* The floats tsq__conv_forward needs for `batch` images at most (less than
  * tsq__conv_ws_floats for small batches: the inference plan's tiles). */
 size_t tsq__conv_forward_ws_floats(const tsq__conv_geom *g, int64_t threads, int64_t batch);
-void tsq__conv_forward(const tsq__conv_geom *g, int64_t threads, const float *x,
+/* cpu: the context's TSQ_CPU_* features, which pick the kernel (never the
+ * result). With tsq__conv_direct_runs and no scale the convolution is
+ * computed directly (conv_direct.c). */
+void tsq__conv_forward(const tsq__conv_geom *g, int64_t threads, uint32_t cpu, const float *x,
                        const float *w, const float *scale, const float *bias, float *y,
                        int64_t batch, float *ws);
 /* From dy: dw = sum_n dy[n] col(x[n])^T (cout x k), db = sum dy over
@@ -83,6 +86,32 @@ void tsq__conv_forward(const tsq__conv_geom *g, int64_t threads, const float *x,
 void tsq__conv_backward(const tsq__conv_geom *g, int64_t threads, const float *x,
                         const float *w, const float *dy, float *dw, float *db, float *dx,
                         int64_t batch, float *ws);
+
+/* ---- conv_direct.c: small patches without the GEMM ---- */
+#define TSQ__CONV_DIRECT_K 32 /* patch sizes k = cin kh kw computed directly, at most */
+/* 1 if a convolution of this geometry is computed directly (on every CPU):
+ * k <= TSQ__CONV_DIRECT_K, stride 1, square padding, not 1 x 1 (a product
+ * over channels, which the BLAS does well). The layers and the plan both
+ * decide with it. */
+int tsq__conv_direct_runs(const tsq__conv_geom *g);
+/* Scratch floats of one image's direct convolution (the padded image). */
+int64_t tsq__conv_direct_ws_floats(const tsq__conv_geom *g);
+/* x (cin x h x w) into scratch with a zero border of the padding. */
+void tsq__conv_pad_image(const tsq__conv_geom *g, const float *x, float *xp);
+/* One image x (cin x h x w) into y (cout x oh x ow): each output the FMA
+ * chain over its patch in (c, ky, kx) order from +0, then + bias (NULL:
+ * none). The C oracle and the SIMD kernels give the same bits; scratch:
+ * tsq__conv_direct_ws_floats(g) floats. */
+typedef void (*tsq__conv_direct_fn)(const tsq__conv_geom *g, const float *x, const float *w,
+                                    const float *bias, float *y, float *scratch);
+void tsq__conv_direct_ref(const tsq__conv_geom *g, const float *x, const float *w,
+                          const float *bias, float *y, float *scratch);
+void tsq__conv_direct_avx2(const tsq__conv_geom *g, const float *x, const float *w,
+                           const float *bias, float *y, float *scratch);
+void tsq__conv_direct_avx512(const tsq__conv_geom *g, const float *x, const float *w,
+                             const float *bias, float *y, float *scratch);
+/* The kernel for the TSQ_CPU_* features cpu. */
+tsq__conv_direct_fn tsq__conv_direct_for(uint32_t cpu);
 
 /* ---- dense_f32.c ---- */
 /* y = x W^T (.) scale + bias (x batch x in, W out x in); threads as for

@@ -78,15 +78,25 @@ static ws_layout layout(const tsq__conv_geom *g, int64_t threads, int64_t units)
     return L;
 }
 
+/* The GEMM path's floats, or the direct path's padded images (one per
+ * thread) when those are more. */
+static size_t ws_max(const tsq__conv_geom *g, int64_t threads, int64_t total)
+{
+    int64_t direct = threads * tsq__conv_direct_ws_floats(g);
+    return (size_t)(direct > total ? direct : total);
+}
+
 size_t tsq__conv_ws_floats(const tsq__conv_geom *g, int64_t threads, int backward)
 {
     (void)backward; /* one layout serves both directions */
-    return (size_t)layout(g, threads < 1 ? 1 : threads, INT64_MAX).total;
+    threads = threads < 1 ? 1 : threads;
+    return ws_max(g, threads, layout(g, threads, INT64_MAX).total);
 }
 
 size_t tsq__conv_forward_ws_floats(const tsq__conv_geom *g, int64_t threads, int64_t batch)
 {
-    return (size_t)layout(g, threads < 1 ? 1 : threads, (batch + g->group - 1) / g->group).total;
+    threads = threads < 1 ? 1 : threads;
+    return ws_max(g, threads, layout(g, threads, (batch + g->group - 1) / g->group).total);
 }
 
 typedef struct {
@@ -331,11 +341,38 @@ static void init_job(conv_job *j, const tsq__conv_geom *g, int64_t threads, int6
     j->cols = ones ? g->k + 1 : g->k;
 }
 
-void tsq__conv_forward(const tsq__conv_geom *g, int64_t threads, const float *x,
+typedef struct {
+    const tsq__conv_geom *g;
+    tsq__conv_direct_fn fn;
+    const float *x, *w, *bias;
+    float *y, *ws;
+    int64_t batch, threads;
+} direct_job;
+
+/* Thread t takes images t, t + T, ... with its own scratch. */
+static void direct_worker(void *arg, int64_t t)
+{
+    const direct_job *d = arg;
+    float *scratch = d->ws + t * tsq__conv_direct_ws_floats(d->g);
+    int64_t n;
+    for (n = t; n < d->batch; n += d->threads)
+        d->fn(d->g, d->x + n * in_size(d->g), d->w, d->bias, d->y + n * d->g->cout * d->g->ohw,
+              scratch);
+}
+
+void tsq__conv_forward(const tsq__conv_geom *g, int64_t threads, uint32_t cpu, const float *x,
                        const float *w, const float *scale, const float *bias, float *y,
                        int64_t batch, float *ws)
 {
     conv_job j;
+    if (!scale && tsq__conv_direct_runs(g)) {
+        direct_job d = {g, tsq__conv_direct_for(cpu), x, w, bias, y, ws, batch,
+                        threads < batch ? threads : batch};
+        if (d.threads < 1)
+            d.threads = 1;
+        tsq__parallel_for(d.threads, d.threads, direct_worker, &d);
+        return;
+    }
     /* The scale of a low-bit layer must come before its bias: then the bias
      * goes in the epilogue with it. */
     init_job(&j, g, threads, batch, ws, !g->direct && !scale && bias);

@@ -69,7 +69,7 @@ static tsq_status conv_forward(tsq_layer *l, const float *x, float *y, int64_t b
         w = tsq__qat_weights(&c->qat, l, tsq__param_data(l, P_WEIGHT), c->g.cout, c->g.k, &st);
     if (st != TSQ_OK)
         return st;
-    tsq__conv_forward(&c->g, tsq__layer_threads(l), x, w, NULL,
+    tsq__conv_forward(&c->g, tsq__layer_threads(l), l->obj.ctx->cpu, x, w, NULL,
                       tsq__param_data(l, P_BIAS), y, batch, l->ws);
     return TSQ_OK;
 }

@@ -79,7 +79,8 @@ static tsq_status lb_forward(tsq_layer *l, const float *x, float *y, int64_t bat
     if (tsq__layer_workspace(l, "lowbit_conv2d_forward",
                              tsq__conv_ws_floats(&q->g, tsq__layer_threads(l), 1)) != TSQ_OK)
         return TSQ_ERR_NO_MEMORY;
-    tsq__conv_forward(&q->g, tsq__layer_threads(l), x, q->wq, alpha, b, y, batch, l->ws);
+    tsq__conv_forward(&q->g, tsq__layer_threads(l), l->obj.ctx->cpu, x, q->wq, alpha, b, y,
+                      batch, l->ws);
     return TSQ_OK;
 }
 

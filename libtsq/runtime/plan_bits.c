@@ -74,6 +74,33 @@ static void link_one(tsq__plan_stage *list, int32_t *cnt, const tsq__plan_stage 
     t->bout = consumer->bin;
 }
 
+/* The float conv before a front into bytes, when it is computed directly
+ * (the net computes it so too): the front takes it over, with its weights
+ * tap-major for the kernel. 0 (nothing taken) if it cannot, or if the
+ * copy cannot be allocated: the stages then run apart, to the same bits. */
+static int take_conv(tsq_context *ctx, tsq__plan_stage *f, tsq__plan_stage *conv)
+{
+    int64_t ld = (conv->g.cout + 15) / 16 * 16, t, c;
+    float *wt;
+    if (conv->op != OP_CONV || !tsq__conv_direct_runs(&conv->g))
+        return 0;
+    wt = tsq__calloc(ctx, (size_t)(conv->g.k * ld), sizeof *wt);
+    if (!wt)
+        return 0;
+    for (t = 0; t < conv->g.k; t++)
+        for (c = 0; c < conv->g.cout; c++)
+            wt[t * ld + c] = conv->weight[c * conv->g.k + t];
+    tsq__free(ctx, conv->weight);
+    f->op = OP_CONV_FRONT;
+    f->g = conv->g;
+    f->weight = wt;
+    f->bias = conv->bias;
+    f->c = conv->c;
+    f->h = conv->h;
+    f->w = conv->w;
+    return 1;
+}
+
 /* [affine] [relu] encode, then to bit planes: one pass from the floats
  * (stages i - len .. i, i the conversion), the encode's arrays moving to
  * the new stage. Returns the number of stages it replaced (0: none). */
@@ -101,7 +128,8 @@ static int32_t fuse_front(tsq_context *ctx, tsq__plan_stage *list, int32_t i)
     f.qeps = enc->s;
     f.qinv = enc->t;
     f.maxcode = enc->maxcode;
-    (void)ctx;
+    if (f.bout.bytes && first >= 1 && take_conv(ctx, &f, &list[first - 1]))
+        first--;
     list[first] = f;
     return i - first;
 }
@@ -162,8 +190,11 @@ void tsq__plan_bits_sizes(const tsq__plan_stage *s, int64_t n, int64_t threads, 
     int64_t rows;
     *scratch = 0;
     /* Bit planes are read by the gather with TSQ__BP_SLACK bytes past the end. */
-    if (s->op == OP_TOBP || s->op == OP_FRONT) {
+    if (s->op == OP_TOBP || s->op == OP_FRONT || s->op == OP_CONV_FRONT) {
         *outb = (uint64_t)n * (uint64_t)s->bout.image + TSQ__BP_SLACK;
+        if (s->op == OP_CONV_FRONT)
+            *scratch = (uint64_t)threads *
+                       round_up((uint64_t)tsq__conv_direct_ws_floats(&s->g) * sizeof(float));
         return;
     }
     *outb = s->bp_out ? (uint64_t)n * (uint64_t)s->bout.image + TSQ__BP_SLACK
@@ -267,6 +298,20 @@ static void front_range(void *arg, int64_t lo, int64_t hi)
     }
 }
 
+/* Thread `slot` takes images slot, slot + T, ... with its own scratch. */
+static void conv_front_task(void *arg, int64_t slot)
+{
+    const bits_job *j = arg;
+    const tsq__plan_stage *s = j->s;
+    int64_t i, per = s->c * s->h * s->w;
+    tsq__conv_front f = {&s->g, s->weight, (s->g.cout + 15) / 16 * 16, s->bias, s->s, s->t,
+                         s->relu, s->qeps, s->qinv, s->maxcode};
+    float *mine = (float *)(void *)(j->scratch + (uint64_t)slot * j->slot_bytes);
+    for (i = slot; i < j->n; i += j->threads)
+        tsq__conv_front_bytes_avx512(&f, (const float *)(const void *)j->x + i * per, &s->bout,
+                                     j->y + i * s->bout.image, mine);
+}
+
 void tsq__plan_bits_run(int64_t threads, const tsq__plan_stage *s, const void *x, void *y,
                         int64_t n, uint8_t *scratch)
 {
@@ -277,6 +322,14 @@ void tsq__plan_bits_run(int64_t threads, const tsq__plan_stage *s, const void *x
     j.x = x;
     j.y = y;
     j.n = n;
+    if (s->op == OP_CONV_FRONT) {
+        tsq__plan_bits_sizes(s, n, threads, &outb, &j.slot_bytes);
+        j.slot_bytes /= (uint64_t)threads;
+        j.scratch = scratch;
+        j.threads = threads < n ? threads : n;
+        tsq__parallel_for(j.threads, j.threads, conv_front_task, &j);
+        return;
+    }
     if (s->op == OP_TOBP || s->op == OP_FRONT) {
         tsq__parallel_range(threads, n, s->c * s->h * s->w,
                             s->op == OP_TOBP ? tobp_range : front_range, &j);

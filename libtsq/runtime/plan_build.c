@@ -304,6 +304,7 @@ static tsq_status build_weights(builder *b, const tsq__stage_desc *d)
         return oom(b);
     if (conv)
         s->g = d->geom;
+    s->cpu = b->plan->cpu;
     s->weight = copy_floats(b, d->weight, wn);
     s->bias = copy_floats(b, d->bias, out);
     if (!s->weight || !s->bias)
@@ -427,6 +428,7 @@ static const char *op_name(const tsq__plan_stage *s)
     case OP_CPOOL: return "max-pool on codes";
     case OP_LOWBIT: return s->conv ? "low-bit conv" : "low-bit dense";
     case OP_TOBP: return "codes to bit planes";
+    case OP_CONV_FRONT: return "float conv and front to codes";
     default: return "float front to codes";
     }
 }

@@ -29,7 +29,8 @@ enum {
     OP_CPOOL,    /* max-pool on NHWC codes */
     OP_LOWBIT,   /* low-bit dense / conv on codes (or bit planes: bp_in) */
     OP_TOBP,     /* codes NHWC -> bit planes (bout) */
-    OP_FRONT     /* float NCHW -> [affine s, t] [relu] quantizer (qeps, qinv, maxcode) -> bout */
+    OP_FRONT,    /* float NCHW -> [affine s, t] [relu] quantizer (qeps, qinv, maxcode) -> bout */
+    OP_CONV_FRONT /* float NCHW -> direct conv (g, weight tap-major, bias), then as OP_FRONT */
 };
 
 typedef struct tsq__plan_stage {
@@ -38,6 +39,7 @@ typedef struct tsq__plan_stage {
     int64_t oc, oh, ow; /* output sample dims */
     /* float conv / dense */
     tsq__conv_geom g;
+    uint32_t cpu;         /* conv: the creating context's features (tsq__conv_direct_runs) */
     float *weight, *bias; /* dense: out x in */
     /* per channel: affine (s, t), encode (eps, inv_delta), decode (scale) */
     float *s, *t;
@@ -87,10 +89,11 @@ int tsq__plan_bits_layout(const tsq_plan *p, int conv, int32_t code_bits, int32_
  * low-bit conv's epilogue, a 2 x 2 code pool fused into it) or get a
  * conversion stage. May reallocate p->stages. */
 tsq_status tsq__plan_bits_link(tsq_context *ctx, tsq_plan *p);
-/* Output and scratch bytes of a bit-plane stage for n images. */
+/* Output and scratch bytes of a bit-plane stage (as above) for n images. */
 void tsq__plan_bits_sizes(const tsq__plan_stage *s, int64_t n, int64_t threads, uint64_t *outb,
                           uint64_t *scratch);
-/* Runs a bit-plane stage (OP_TOBP, or OP_LOWBIT with bp_in). */
+/* Runs a bit-plane stage (OP_TOBP, OP_FRONT, OP_CONV_FRONT, or OP_LOWBIT
+ * with bp_in). */
 void tsq__plan_bits_run(int64_t threads, const tsq__plan_stage *s, const void *x, void *y,
                         int64_t n, uint8_t *scratch);
 

@@ -29,7 +29,8 @@ static tsq_status stage_sizes(tsq_context *ctx, const tsq__plan_stage *s, int64_
         return tsq__fail(&ctx->obj, TSQ_ERR_OVERFLOW, "plan_workspace_size: batch %lld is too "
                          "large", (long long)n);
     *outb = (uint64_t)total;
-    if (s->op == OP_TOBP || s->op == OP_FRONT || (s->op == OP_LOWBIT && s->bp_in)) {
+    if (s->op == OP_TOBP || s->op == OP_FRONT || s->op == OP_CONV_FRONT ||
+        (s->op == OP_LOWBIT && s->bp_in)) {
         tsq__plan_bits_sizes(s, n, threads, outb, scratch);
         return TSQ_OK;
     }
@@ -304,7 +305,7 @@ static tsq_status run_stage(tsq_context *ctx, int64_t threads, const tsq__plan_s
     int64_t numel = n * s->c * s->h * s->w, per = s->c * s->h * s->w;
     switch (s->op) {
     case OP_CONV:
-        tsq__conv_forward(&s->g, threads, x, s->weight, NULL, s->bias, y, n,
+        tsq__conv_forward(&s->g, threads, s->cpu, x, s->weight, NULL, s->bias, y, n,
                           (float *)(void *)scratch);
         return TSQ_OK;
     case OP_DENSE:
@@ -332,7 +333,8 @@ static tsq_status run_stage(tsq_context *ctx, int64_t threads, const tsq__plan_s
         }
         return run_lowbit(ctx, threads, s, x, y, n, scratch);
     case OP_TOBP:
-    case OP_FRONT: tsq__plan_bits_run(threads, s, x, y, n, scratch); return TSQ_OK;
+    case OP_FRONT:
+    case OP_CONV_FRONT: tsq__plan_bits_run(threads, s, x, y, n, scratch); return TSQ_OK;
     default:
         return tsq__fail(&ctx->obj, TSQ_ERR_INTERNAL, "plan_run: unknown stage %d", (int)s->op);
     }
