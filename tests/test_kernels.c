@@ -1238,6 +1238,83 @@ START_TEST(test_bitplane_gather)
 }
 END_TEST
 
+/* The VNNI kernel reading a convolution's window rows in place from the
+ * byte layout gives the bits of the same kernel on the gathered im2col rows:
+ * channel counts whose window rows are whole groups of 4 k, strides 1 and
+ * 2, a start mid-row, row counts that leave partial tiles, 13 and 40
+ * output channels (partial panels), and random weights in the panels'
+ * padding past the window (where the gathered rows hold zeros). */
+START_TEST(test_conv_vnni_in_place)
+{
+    const int64_t cs[] = {4, 8, 12, 20, 36, 64}, ns[] = {13, 40};
+    th_rng seed = {15};
+    size_t t, ni;
+    int64_t stride;
+    if (!kernel_here(TSQ_KERNEL_VNNI)) {
+        say_skip("test_conv_vnni_in_place", TSQ_KERNEL_VNNI);
+        return;
+    }
+    for (t = 0; t < sizeof cs / sizeof cs[0]; t++)
+        for (ni = 0; ni < 2; ni++)
+            for (stride = 1; stride <= 2; stride++) {
+                int64_t h = 6, w = 7, pad = 1, n = ns[ni], i, r, q0, k, k4n, np, p, q, l, e;
+                tsq__bp_geom g;
+                tsq__bp_window win;
+                uint8_t *codes, *img, *xp;
+                const uint8_t **rows;
+                int8_t *dec;
+                int32_t *a1, *a2;
+                tsq__bp_geom_bytes(&g, cs[t], h, w, pad, 2);
+                win.kh = win.kw = 3;
+                win.stride = stride;
+                win.oh = (h + 2 * pad - 3) / stride + 1;
+                win.ow = (w + 2 * pad - 3) / stride + 1;
+                win.kwords = (9 * g.cb + 7) / 8;
+                k = win.kwords * 8;
+                k4n = (k + 3) / 4;
+                np = (n + 15) / 16;
+                codes = malloc((size_t)(h * w * cs[t]));
+                img = calloc(1, (size_t)(g.image + TSQ__BP_SLACK));
+                for (i = 0; i < h * w * cs[t]; i++)
+                    codes[i] = (uint8_t)th_rng_below(&seed, 4);
+                tsq__bp_bytes_from_codes(&g, codes, img);
+                dec = malloc((size_t)(np * k4n * 64));
+                for (p = 0; p < np; p++)
+                    for (q = 0; q < k4n; q++)
+                        for (l = 0; l < 16; l++)
+                            for (e = 0; e < 4; e++)
+                                dec[(p * k4n + q) * 64 + 4 * l + e] =
+                                    16 * p + l < n ? (int8_t)((int)th_rng_below(&seed, 3) - 1)
+                                                   : 0;
+                q0 = win.ow / 2;
+                r = win.oh * win.ow - q0;
+                xp = malloc((size_t)(r * k) + TSQ__BP_SLACK);
+                rows = malloc((size_t)r * sizeof *rows);
+                a1 = malloc((size_t)(r * 48) * sizeof(int32_t));
+                a2 = malloc((size_t)(r * 48) * sizeof(int32_t));
+                tsq__bp_gather_ref(&g, &win, img, q0, r, (uint64_t *)(void *)xp);
+                for (i = 0; i < r; i++) {
+                    int64_t oy = (q0 + i) / win.ow, ox = (q0 + i) % win.ow;
+                    rows[i] = img + oy * stride * g.row + ox * stride * g.cb;
+                }
+                memset(a1, 0x11, (size_t)(r * 48) * sizeof(int32_t));
+                memset(a2, 0x22, (size_t)(r * 48) * sizeof(int32_t));
+                tsq__gemm_vnni(xp, k, r, k, dec, 0, n, a1, 48);
+                tsq__conv_vnni(rows, r, 3, 3 * g.cb, g.row, k, dec, 0, n, a2, 48);
+                for (i = 0; i < r; i++)
+                    ck_assert_int_eq(memcmp(a1 + i * 48, a2 + i * 48, (size_t)n * sizeof(int32_t)),
+                                     0);
+                free(codes);
+                free(img);
+                free(dec);
+                free(xp);
+                free(rows);
+                free(a1);
+                free(a2);
+            }
+}
+END_TEST
+
 /* The threshold epilogue into planes (and into the byte layout): each
  * output bit (byte) is the code of
  * tsq__thresholds_apply_ref (the max over the 2 x 2 window when pooled,
@@ -1611,6 +1688,7 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_code_maxpool);
     tcase_add_test(tc, test_bitplane_from_codes);
     tcase_add_test(tc, test_bitplane_gather);
+    tcase_add_test(tc, test_conv_vnni_in_place);
     tcase_add_test(tc, test_bitplane_epilogue);
     tcase_add_test(tc, test_bitplane_encode);
     tcase_add_test(tc, test_conv_direct);

@@ -33,6 +33,25 @@ INLINE __m512i bcast_tail(const uint8_t *p, int64_t n)
     return bcast4(b);
 }
 
+/* The R x C accumulators of a tile into acc (ncols columns of the tile's
+ * 16 C, the last panel masked). */
+INLINE void store_tile(__m512i a[TILE_ROWS][TILE_PANELS], int64_t ncols, int32_t *acc,
+                       int64_t ldacc, const int R, const int C)
+{
+    int r, c;
+#pragma GCC unroll 8
+    for (r = 0; r < R; r++)
+#pragma GCC unroll 2
+        for (c = 0; c < C; c++) {
+            int64_t left = ncols - 16 * c;
+            int32_t *dst = acc + r * ldacc + 16 * c;
+            if (left >= 16)
+                _mm512_storeu_si512((void *)dst, a[r][c]);
+            else
+                _mm512_mask_storeu_epi32(dst, (__mmask16)((1u << left) - 1u), a[r][c]);
+        }
+}
+
 /* S independent sets of accumulators, summed at the end: with one or two
  * rows there are too few vpdpbusd chains to hide its latency otherwise. */
 INLINE void tile(const uint8_t *x, int64_t ldx, int64_t k, const int8_t *w,
@@ -86,18 +105,11 @@ INLINE void tile(const uint8_t *x, int64_t ldx, int64_t k, const int8_t *w,
 #pragma GCC unroll 8
     for (r = 0; r < R; r++)
 #pragma GCC unroll 2
-        for (c = 0; c < C; c++) {
-            int64_t left = ncols - 16 * c;
-            int32_t *dst = acc + r * ldacc + 16 * c;
-            __m512i sum = a[0][r][c];
+        for (c = 0; c < C; c++)
 #pragma GCC unroll 4
             for (u = 1; u < S; u++)
-                sum = _mm512_add_epi32(sum, a[u][r][c]);
-            if (left >= 16)
-                _mm512_storeu_si512((void *)dst, sum);
-            else
-                _mm512_mask_storeu_epi32(dst, (__mmask16)((1u << left) - 1u), sum);
-        }
+                a[0][r][c] = _mm512_add_epi32(a[0][r][c], a[u][r][c]);
+    store_tile(a[0], ncols, acc, ldacc, R, C);
 }
 
 typedef void (*tile_fn)(const uint8_t *, int64_t, int64_t, const int8_t *, int64_t, int64_t,
@@ -131,6 +143,84 @@ void tsq__gemm_vnni(const uint8_t *x, int64_t ldx, int64_t m, int64_t k, const i
             int nr = m - r < TILE_ROWS ? (int)(m - r) : TILE_ROWS;
             tiles[nr][np](x + r * ldx, ldx, k, w, panel_stride, ncols, acc + r * ldacc + c,
                           ldacc);
+        }
+    }
+}
+
+/* ---- the indirect form: a convolution read in place ---------------- */
+
+/* Row r of the product is kh segments of seg bytes (seg % 4 == 0), segment
+ * ky at rows[r] + ky * step: the k order of the panels, read where the
+ * image holds it instead of copied into an im2col row. Weights past
+ * kh * seg are the panels' zero padding and are skipped. */
+INLINE void itile(const uint8_t *const *rows, int64_t kh, int64_t seg, int64_t step,
+                  const int8_t *w, int64_t panel_stride, int64_t ncols, int32_t *acc,
+                  int64_t ldacc, const int R, const int C)
+{
+    __m512i a[TILE_ROWS][TILE_PANELS];
+    int64_t ky, q, sq = seg / 4;
+    int r, c;
+#pragma GCC unroll 8
+    for (r = 0; r < R; r++)
+#pragma GCC unroll 2
+        for (c = 0; c < C; c++)
+            a[r][c] = _mm512_setzero_si512();
+    for (ky = 0; ky < kh; ky++) {
+        const uint8_t *p[TILE_ROWS];
+        const int8_t *wk = w + ky * sq * 64;
+#pragma GCC unroll 8
+        for (r = 0; r < R; r++)
+            p[r] = rows[r] + ky * step;
+        for (q = 0; q < sq; q++) {
+            __m512i wv[TILE_PANELS];
+#pragma GCC unroll 2
+            for (c = 0; c < C; c++)
+                wv[c] = _mm512_loadu_si512((const void *)(wk + c * panel_stride + q * 64));
+#pragma GCC unroll 8
+            for (r = 0; r < R; r++) {
+                __m512i xb = bcast4(p[r] + q * 4);
+#pragma GCC unroll 2
+                for (c = 0; c < C; c++)
+                    a[r][c] = _mm512_dpbusd_epi32(a[r][c], xb, wv[c]);
+            }
+        }
+    }
+    store_tile(a, ncols, acc, ldacc, R, C);
+}
+
+typedef void (*itile_fn)(const uint8_t *const *, int64_t, int64_t, int64_t, const int8_t *,
+                         int64_t, int64_t, int32_t *, int64_t);
+
+#define ITILE(R, C)                                                                          \
+    static void itile_##R##_##C(const uint8_t *const *rows, int64_t kh, int64_t seg,        \
+                                int64_t step, const int8_t *w, int64_t ps, int64_t nc,      \
+                                int32_t *acc, int64_t ldacc)                                \
+    {                                                                                        \
+        itile(rows, kh, seg, step, w, ps, nc, acc, ldacc, R, C);                             \
+    }
+ITILE(1, 1) ITILE(2, 1) ITILE(3, 1) ITILE(4, 1) ITILE(5, 1) ITILE(6, 1) ITILE(7, 1) ITILE(8, 1)
+ITILE(1, 2) ITILE(2, 2) ITILE(3, 2) ITILE(4, 2) ITILE(5, 2) ITILE(6, 2) ITILE(7, 2) ITILE(8, 2)
+
+static const itile_fn itiles[TILE_ROWS + 1][TILE_PANELS + 1] = {
+    {NULL, NULL, NULL},
+    {NULL, itile_1_1, itile_1_2}, {NULL, itile_2_1, itile_2_2}, {NULL, itile_3_1, itile_3_2},
+    {NULL, itile_4_1, itile_4_2}, {NULL, itile_5_1, itile_5_2}, {NULL, itile_6_1, itile_6_2},
+    {NULL, itile_7_1, itile_7_2}, {NULL, itile_8_1, itile_8_2},
+};
+
+void tsq__conv_vnni(const uint8_t *const *rows, int64_t m, int64_t kh, int64_t seg,
+                    int64_t step, int64_t k, const int8_t *dec, int64_t c0, int64_t c1,
+                    int32_t *acc, int64_t ldacc)
+{
+    int64_t panel_stride = tsq__k4n(k) * 64, c, r;
+    for (c = c0; c < c1; c += 16 * TILE_PANELS) {
+        int64_t ncols = c1 - c < 16 * TILE_PANELS ? c1 - c : 16 * TILE_PANELS;
+        int np = (int)((ncols + 15) / 16);
+        const int8_t *w = dec + (c - c0) / 16 * panel_stride;
+        for (r = 0; r < m; r += TILE_ROWS) {
+            int nr = m - r < TILE_ROWS ? (int)(m - r) : TILE_ROWS;
+            itiles[nr][np](rows + r, kh, seg, step, w, panel_stride, ncols,
+                           acc + r * ldacc + c, ldacc);
         }
     }
 }

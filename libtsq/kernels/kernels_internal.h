@@ -86,6 +86,14 @@ void tsq__gemm_avx2(const uint8_t *x, int64_t ldx, int64_t m, int64_t k, const i
                     int32_t maxprod, int64_t c0, int64_t c1, int32_t *acc, int64_t ldacc);
 void tsq__gemm_vnni(const uint8_t *x, int64_t ldx, int64_t m, int64_t k, const int8_t *dec,
                     int64_t c0, int64_t c1, int32_t *acc, int64_t ldacc);
+/* The same product with row r of x read in place as kh segments of seg
+ * bytes (seg a multiple of 4), segment ky at rows[r] + ky * step, and k
+ * = kh * seg rounded up as the panels were (a convolution's window rows in
+ * the byte layout: no im2col copy). The same bits as tsq__gemm_vnni on
+ * the gathered rows. */
+void tsq__conv_vnni(const uint8_t *const *rows, int64_t m, int64_t kh, int64_t seg,
+                    int64_t step, int64_t k, const int8_t *dec, int64_t c0, int64_t c1,
+                    int32_t *acc, int64_t ldacc);
 /* AVX2 and AVX-512 versions of tsq__decode_panels (same output). */
 void tsq__decode_panels_avx2(const tsq_packed_weights *pw, int64_t p0, int64_t p1,
                              int8_t *dec);

@@ -216,18 +216,39 @@ typedef struct {
     uint64_t slot_bytes;
 } bits_job;
 
+/* Output rows y0 .. y0 + nr - 1 of a byte-layout convolution through the
+ * VNNI kernel reading the image in place: a pointer per output pixel to
+ * its window's first row (in the scratch of the im2col rows, which it
+ * does not need). */
+static void conv_in_place(const tsq__plan_stage *s, const uint8_t *img, int64_t y0, int64_t nr,
+                          const uint8_t **rows, int32_t *acc, int64_t ld)
+{
+    int64_t oy, ox, r = 0, step = s->win.stride * s->bin.cb;
+    for (oy = y0; oy < y0 + nr; oy++)
+        for (ox = 0; ox < s->win.ow; ox++)
+            rows[r++] = img + oy * s->win.stride * s->bin.row + ox * step;
+    tsq__conv_vnni(rows, r, s->win.kh, s->win.kw * s->bin.cb, s->bin.row, s->win.kwords * 8,
+                   s->dec, 0, s->oc, acc, ld);
+}
+
 static void conv_item(const bits_job *j, int64_t item, uint64_t *xp, int32_t *acc)
 {
     const tsq__plan_stage *s = j->s;
     int64_t img = item / j->per_image, oh = s->win.oh, ow = s->win.ow;
     int64_t y0 = item % j->per_image * s->band, nr = oh - y0 < s->band ? oh - y0 : s->band;
     int64_t ld = acc_ld(s->oc);
-    tsq__bp_gather_avx512(&s->bin, &s->win, j->x + img * s->bin.image, y0 * ow, nr * ow, xp);
-    if (s->bp_bytes)
-        tsq__gemm_vnni((const uint8_t *)xp, s->win.kwords * 8, nr * ow, s->win.kwords * 8,
-                       s->dec, 0, s->oc, acc, ld);
-    else
-        tsq__gemm_vpopcnt(xp, nr * ow, s->bin.nb, s->pw, 0, s->oc, acc, ld);
+    if (s->bp_inplace) {
+        conv_in_place(s, j->x + img * s->bin.image, y0, nr, (const uint8_t **)(void *)xp, acc,
+                      ld);
+    } else {
+        tsq__bp_gather_avx512(&s->bin, &s->win, j->x + img * s->bin.image, y0 * ow, nr * ow,
+                              xp);
+        if (s->bp_bytes)
+            tsq__gemm_vnni((const uint8_t *)xp, s->win.kwords * 8, nr * ow, s->win.kwords * 8,
+                           s->dec, 0, s->oc, acc, ld);
+        else
+            tsq__gemm_vpopcnt(xp, nr * ow, s->bin.nb, s->pw, 0, s->oc, acc, ld);
+    }
     if (s->bp_out && s->bout.bytes)
         tsq__bp_epilogue_bytes_avx512(s->th, acc, ld, y0, nr, ow, s->bp_pool, &s->bout,
                                       j->y + img * s->bout.image);

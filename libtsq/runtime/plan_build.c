@@ -226,6 +226,9 @@ static void setup_bits(tsq__plan_stage *s, const tsq__stage_desc *d, int32_t bit
     s->win.oh = d->out_h;
     s->win.ow = d->out_w;
     s->win.kwords = (s->kh * s->kw * s->bin.cb + 7) / 8;
+    /* Bytes whose window rows hold whole groups of 4 k: the VNNI kernel
+     * reads them in place (tsq__conv_vnni), with no im2col copy. */
+    s->bp_inplace = s->bp_bytes && s->kw * s->bin.cb % 4 == 0;
     /* Bands of output rows: even (a fused 2 x 2 pool takes whole windows). */
     s->band = 128 / d->out_w;
     s->band = s->band < 2 ? 2 : s->band / 2 * 2;

@@ -58,6 +58,7 @@ typedef struct tsq__plan_stage {
     int bp_in;           /* LOWBIT: reads bit planes `bin` (VPOPCNT kernel, fused thresholds) */
     int bp_bytes;        /* ... in the byte layout instead (VNNI kernel on `dec`) */
     int8_t *dec;         /* bp_bytes: the weights as VNNI panels, decoded once */
+    int bp_inplace;      /* ... read in place (a window row is whole groups of 4 k) */
     int bp_out;          /* LOWBIT conv: writes bit planes `bout` instead of codes */
     int bp_pool;         /* ... max-pooled 2 x 2 on the way (oh, ow are the pooled dims) */
     tsq__bp_geom bin, bout;
