@@ -76,8 +76,8 @@ static void link_one(tsq__plan_stage *list, int32_t *cnt, const tsq__plan_stage 
 
 /* The float conv before a front into bytes, when it is computed directly
  * (the net computes it so too): the front takes it over, with its weights
- * tap-major for the kernel. 0 (nothing taken) if it cannot, or if the
- * copy cannot be allocated: the stages then run apart, to the same bits. */
+ * tap-major for the kernel. 1 if taken, 0 if not, -1 if the copy cannot be
+ * allocated. */
 static int take_conv(tsq_context *ctx, tsq__plan_stage *f, tsq__plan_stage *conv)
 {
     int64_t ld = (conv->g.cout + 15) / 16 * 16, t, c;
@@ -86,7 +86,7 @@ static int take_conv(tsq_context *ctx, tsq__plan_stage *f, tsq__plan_stage *conv
         return 0;
     wt = tsq__calloc(ctx, (size_t)(conv->g.k * ld), sizeof *wt);
     if (!wt)
-        return 0;
+        return -1;
     for (t = 0; t < conv->g.k; t++)
         for (c = 0; c < conv->g.cout; c++)
             wt[t * ld + c] = conv->weight[c * conv->g.k + t];
@@ -101,13 +101,15 @@ static int take_conv(tsq_context *ctx, tsq__plan_stage *f, tsq__plan_stage *conv
     return 1;
 }
 
-/* [affine] [relu] encode, then to bit planes: one pass from the floats
- * (stages i - len .. i, i the conversion), the encode's arrays moving to
- * the new stage. Returns the number of stages it replaced (0: none). */
+/* [conv] [affine] [relu] encode, then to bit planes: one pass from the
+ * floats (stages i - len .. i, i the conversion), the encode's arrays
+ * moving to the new stage. Returns the number of stages it replaced (0:
+ * none), or -1 out of memory (the list unchanged). */
 static int32_t fuse_front(tsq_context *ctx, tsq__plan_stage *list, int32_t i)
 {
     tsq__plan_stage f, *enc = &list[i - 1];
     int32_t first = i - 1;
+    int taken;
     memset(&f, 0, sizeof f);
     if (i < 1 || enc->op != OP_ENCODE)
         return 0;
@@ -128,8 +130,10 @@ static int32_t fuse_front(tsq_context *ctx, tsq__plan_stage *list, int32_t i)
     f.qeps = enc->s;
     f.qinv = enc->t;
     f.maxcode = enc->maxcode;
-    if (f.bout.bytes && first >= 1 && take_conv(ctx, &f, &list[first - 1]))
-        first--;
+    taken = f.bout.bytes && first >= 1 ? take_conv(ctx, &f, &list[first - 1]) : 0;
+    if (taken < 0)
+        return -1;
+    first -= taken;
     list[first] = f;
     return i - first;
 }
@@ -157,6 +161,8 @@ tsq_status tsq__plan_bits_link(tsq_context *ctx, tsq_plan *p)
     p->nstages = cnt;
     for (i = 0; i < p->nstages; i++) {
         int32_t gone = list[i].op == OP_TOBP ? fuse_front(ctx, list, i) : 0;
+        if (gone < 0)
+            return tsq__fail(&ctx->obj, TSQ_ERR_NO_MEMORY, "plan_create: out of memory");
         if (gone > 0) { /* stages first + 1 .. i go; their arrays moved to the new one */
             memmove(&list[i - gone + 1], &list[i + 1],
                     (size_t)(p->nstages - i - 1) * sizeof *list);
