@@ -14,19 +14,43 @@ log=$(mktemp)
 # Seconds per entry go to $times and are printed, slowest first, at the end:
 # the whole of `make check` has a 10-minute budget on two cores.
 times=$(mktemp)
-trap 'rm -f "$log" "$times"' EXIT
 now() { date +%s; }
+
+# The binaries run TSQ_TEST_JOBS (2) at a time, each into a log of its own
+# (most are single-threaded: on two cores this halves their wall time);
+# their logs are then read in the order given.
+runs=$(mktemp -d)
+trap 'rm -rf "$log" "$times" "$runs"' EXIT
+export VALGRIND runs
+
+# The two shell checks that build a library of their own (ThreadSanitizer,
+# the fuzzers: into <buildroot>/openblas-tsan and -fuzz, nothing shared with
+# the rest) start first, in the background, and are counted last.
+background="check_tsan check_fuzz"
+bg_pids=""
+if [ -z "$VALGRIND" ] && [ -z "$SAN" ]; then
+    for name in $background; do
+        [ -f "tests/$name.sh" ] || continue
+        ( t0=$(now); sh "tests/$name.sh" >"$runs/$name.log" 2>&1; echo $? >"$runs/$name.rc"
+          echo $(($(now) - t0)) >"$runs/$name.sec" ) &
+        bg_pids="$bg_pids $!"
+    done
+fi
+printf '%s\n' "$@" | xargs -r -P "${TSQ_TEST_JOBS:-2}" -I{} sh -c '
+    bin=$1; name=$(basename "$bin"); t0=$(date +%s)
+    if [ -n "$VALGRIND" ]; then
+        CK_FORK=no valgrind -q --error-exitcode=99 --leak-check=full \
+            --errors-for-leak-kinds=definite,indirect "$bin" >"$runs/$name.log" 2>&1
+    else
+        "$bin" >"$runs/$name.log" 2>&1
+    fi
+    echo $? >"$runs/$name.rc"
+    echo $(($(date +%s) - t0)) >"$runs/$name.sec"' sh {}
 
 for bin in "$@"; do
     name=$(basename "$bin")
-    t0=$(now)
-    if [ -n "$VALGRIND" ]; then
-        CK_FORK=no valgrind -q --error-exitcode=99 --leak-check=full \
-            --errors-for-leak-kinds=definite,indirect "$bin" >"$log" 2>&1
-    else
-        "$bin" >"$log" 2>&1
-    fi
-    rc=$?
+    cp "$runs/$name.log" "$log" 2>/dev/null || : >"$log"
+    rc=$(cat "$runs/$name.rc" 2>/dev/null || echo 127)
     cat "$log"
     line=$(grep -E '^[0-9]+%: Checks: ' "$log" | tail -n 1)
     if [ -n "$line" ]; then
@@ -43,8 +67,22 @@ for bin in "$@"; do
     else
         failed=$((failed + 1)); failed_names="$failed_names $name(no summary, exit $rc)"
     fi
-    echo "$(($(now) - t0)) $name" >>"$times"
+    echo "$(cat "$runs/$name.sec" 2>/dev/null || echo 0) $name" >>"$times"
 done
+
+# A shell check's result: its log in $log, exit status $1, seconds $2.
+check_done() {
+    if [ "$1" -eq 0 ]; then
+        grep -q 'reported only' "$log" && cat "$log"
+        echo "$name: passed"
+        passed=$((passed + 1))
+    else
+        cat "$log"
+        echo "$name: FAILED"
+        failed=$((failed + 1)); failed_names="$failed_names $name"
+    fi
+    echo "$2 $name" >>"$times"
+}
 
 # The shell checks link the shared library into uninstrumented programs:
 # they run in the plain build only.
@@ -52,17 +90,17 @@ if [ -z "$VALGRIND" ] && [ -z "$SAN" ]; then
     for chk in tests/check_*.sh; do
         [ -f "$chk" ] || continue
         name=$(basename "$chk" .sh)
+        case " $background " in *" $name "*) continue ;; esac
         t0=$(now)
-        if sh "$chk" >"$log" 2>&1; then
-            grep -q 'reported only' "$log" && cat "$log"
-            echo "$name: passed"
-            passed=$((passed + 1))
-        else
-            cat "$log"
-            echo "$name: FAILED"
-            failed=$((failed + 1)); failed_names="$failed_names $name"
-        fi
-        echo "$(($(now) - t0)) $name" >>"$times"
+        sh "$chk" >"$log" 2>&1
+        check_done $? $(($(now) - t0))
+    done
+    for pid in $bg_pids; do wait "$pid"; done
+    for name in $background; do
+        [ -f "tests/$name.sh" ] || continue
+        cp "$runs/$name.log" "$log" 2>/dev/null || : >"$log"
+        check_done "$(cat "$runs/$name.rc" 2>/dev/null || echo 1)" \
+            "$(cat "$runs/$name.sec" 2>/dev/null || echo 0)"
     done
 fi
 
