@@ -16,17 +16,23 @@ log=$(mktemp)
 times=$(mktemp)
 now() { date +%s; }
 
-# The binaries run TSQ_TEST_JOBS (2) at a time, each into a log of its own
-# (most are single-threaded: on two cores this halves their wall time);
-# their logs are then read in the order given.
+# The binaries of a plain build run TSQ_TEST_JOBS (2) at a time, each into
+# a log of its own (most are single-threaded: on two cores this halves their
+# wall time); their logs are then read in the order given. Under a
+# sanitizer or valgrind they run one at a time: those slow them 5-50x, and
+# sharing the cores could push a test past its timeout.
 runs=$(mktemp -d)
 trap 'rm -rf "$log" "$times" "$runs"' EXIT
 export VALGRIND runs
+jobs=${TSQ_TEST_JOBS:-2}
+[ -n "$VALGRIND" ] || [ -n "$SAN" ] && jobs=1
 
-# The two shell checks that build a library of their own (ThreadSanitizer,
-# the fuzzers: into <buildroot>/openblas-tsan and -fuzz, nothing shared with
-# the rest) start first, in the background, and are counted last.
-background="check_tsan check_fuzz"
+# The fuzzing check (30 s per target, on a library it builds in
+# <buildroot>/openblas-fuzz, nothing shared with the rest) starts first, in
+# the background, and is counted last; check_tsan waits for it, so that the
+# ThreadSanitizer tests have the cores to themselves.
+background="check_fuzz"
+quiet="check_tsan"
 bg_pids=""
 if [ -z "$VALGRIND" ] && [ -z "$SAN" ]; then
     for name in $background; do
@@ -36,7 +42,7 @@ if [ -z "$VALGRIND" ] && [ -z "$SAN" ]; then
         bg_pids="$bg_pids $!"
     done
 fi
-printf '%s\n' "$@" | xargs -r -P "${TSQ_TEST_JOBS:-2}" -I{} sh -c '
+printf '%s\n' "$@" | xargs -r -P "$jobs" -I{} sh -c '
     bin=$1; name=$(basename "$bin"); t0=$(date +%s)
     if [ -n "$VALGRIND" ]; then
         CK_FORK=no valgrind -q --error-exitcode=99 --leak-check=full \
@@ -91,6 +97,7 @@ if [ -z "$VALGRIND" ] && [ -z "$SAN" ]; then
         [ -f "$chk" ] || continue
         name=$(basename "$chk" .sh)
         case " $background " in *" $name "*) continue ;; esac
+        case " $quiet " in *" $name "*) for pid in $bg_pids; do wait "$pid"; done; bg_pids="" ;; esac
         t0=$(now)
         sh "$chk" >"$log" 2>&1
         check_done $? $(($(now) - t0))
