@@ -52,6 +52,33 @@ INLINE void store_tile(__m512i a[TILE_ROWS][TILE_PANELS], int64_t ncols, int32_t
         }
 }
 
+INLINE void zero_tile(__m512i a[TILE_ROWS][TILE_PANELS], const int R, const int C)
+{
+    int i;
+#pragma GCC unroll 16
+    for (i = 0; i < R * C; i++)
+        a[i / C][i % C] = _mm512_setzero_si512();
+}
+
+/* One group of 4 k into an in-place tile (itile): row r's 4 codes at
+ * p[r] + off broadcast, times the C panels' 64-byte rows at w. */
+INLINE void step4(__m512i a[TILE_ROWS][TILE_PANELS], const uint8_t *const *p, int64_t off,
+                  const int8_t *w, int64_t panel_stride, const int R, const int C)
+{
+    __m512i wv[TILE_PANELS];
+    int r, c;
+#pragma GCC unroll 2
+    for (c = 0; c < C; c++)
+        wv[c] = _mm512_loadu_si512((const void *)(w + c * panel_stride));
+#pragma GCC unroll 8
+    for (r = 0; r < R; r++) {
+        __m512i xb = bcast4(p[r] + off);
+#pragma GCC unroll 2
+        for (c = 0; c < C; c++)
+            a[r][c] = _mm512_dpbusd_epi32(a[r][c], xb, wv[c]);
+    }
+}
+
 /* S independent sets of accumulators, summed at the end: with one or two
  * rows there are too few vpdpbusd chains to hide its latency otherwise. */
 INLINE void tile(const uint8_t *x, int64_t ldx, int64_t k, const int8_t *w,
@@ -121,31 +148,19 @@ typedef void (*tile_fn)(const uint8_t *, int64_t, int64_t, const int8_t *, int64
     {                                                                                     \
         tile(x, ldx, k, w, ps, nc, acc, ldacc, R, C, R <= 2 ? 4 : 1);                     \
     }
-TILE(1, 1) TILE(2, 1) TILE(3, 1) TILE(4, 1) TILE(5, 1) TILE(6, 1) TILE(7, 1) TILE(8, 1)
-TILE(1, 2) TILE(2, 2) TILE(3, 2) TILE(4, 2) TILE(5, 2) TILE(6, 2) TILE(7, 2) TILE(8, 2)
-
-static const tile_fn tiles[TILE_ROWS + 1][TILE_PANELS + 1] = {
-    {NULL, NULL, NULL},
-    {NULL, tile_1_1, tile_1_2}, {NULL, tile_2_1, tile_2_2}, {NULL, tile_3_1, tile_3_2},
-    {NULL, tile_4_1, tile_4_2}, {NULL, tile_5_1, tile_5_2}, {NULL, tile_6_1, tile_6_2},
-    {NULL, tile_7_1, tile_7_2}, {NULL, tile_8_1, tile_8_2},
-};
-
-void tsq__gemm_vnni(const uint8_t *x, int64_t ldx, int64_t m, int64_t k, const int8_t *dec,
-                    int64_t c0, int64_t c1, int32_t *acc, int64_t ldacc)
-{
-    int64_t panel_stride = tsq__k4n(k) * 64, c, r;
-    for (c = c0; c < c1; c += 16 * TILE_PANELS) {
-        int64_t ncols = c1 - c < 16 * TILE_PANELS ? c1 - c : 16 * TILE_PANELS;
-        int np = (int)((ncols + 15) / 16);
-        const int8_t *w = dec + (c - c0) / 16 * panel_stride;
-        for (r = 0; r < m; r += TILE_ROWS) {
-            int nr = m - r < TILE_ROWS ? (int)(m - r) : TILE_ROWS;
-            tiles[nr][np](x + r * ldx, ldx, k, w, panel_stride, ncols, acc + r * ldacc + c,
-                          ldacc);
-        }
+/* Every tile size, and the table of a tile kind by rows and panels. */
+#define EACH_TILE(T)                                                                        \
+    T(1, 1) T(2, 1) T(3, 1) T(4, 1) T(5, 1) T(6, 1) T(7, 1) T(8, 1)                           \
+    T(1, 2) T(2, 2) T(3, 2) T(4, 2) T(5, 2) T(6, 2) T(7, 2) T(8, 2)
+#define TILE_TABLE(p)                                                                       \
+    {                                                                                       \
+        {NULL, NULL, NULL}, {NULL, p##_1_1, p##_1_2}, {NULL, p##_2_1, p##_2_2},             \
+            {NULL, p##_3_1, p##_3_2}, {NULL, p##_4_1, p##_4_2}, {NULL, p##_5_1, p##_5_2},   \
+            {NULL, p##_6_1, p##_6_2}, {NULL, p##_7_1, p##_7_2}, {NULL, p##_8_1, p##_8_2}    \
     }
-}
+EACH_TILE(TILE)
+
+static const tile_fn tiles[TILE_ROWS + 1][TILE_PANELS + 1] = TILE_TABLE(tile);
 
 /* ---- the indirect form: a convolution read in place ---------------- */
 
@@ -159,31 +174,15 @@ INLINE void itile(const uint8_t *const *rows, int64_t kh, int64_t seg, int64_t s
 {
     __m512i a[TILE_ROWS][TILE_PANELS];
     int64_t ky, q, sq = seg / 4;
-    int r, c;
-#pragma GCC unroll 8
-    for (r = 0; r < R; r++)
-#pragma GCC unroll 2
-        for (c = 0; c < C; c++)
-            a[r][c] = _mm512_setzero_si512();
+    int r;
+    zero_tile(a, R, C);
     for (ky = 0; ky < kh; ky++) {
         const uint8_t *p[TILE_ROWS];
-        const int8_t *wk = w + ky * sq * 64;
 #pragma GCC unroll 8
         for (r = 0; r < R; r++)
             p[r] = rows[r] + ky * step;
-        for (q = 0; q < sq; q++) {
-            __m512i wv[TILE_PANELS];
-#pragma GCC unroll 2
-            for (c = 0; c < C; c++)
-                wv[c] = _mm512_loadu_si512((const void *)(wk + c * panel_stride + q * 64));
-#pragma GCC unroll 8
-            for (r = 0; r < R; r++) {
-                __m512i xb = bcast4(p[r] + q * 4);
-#pragma GCC unroll 2
-                for (c = 0; c < C; c++)
-                    a[r][c] = _mm512_dpbusd_epi32(a[r][c], xb, wv[c]);
-            }
-        }
+        for (q = 0; q < sq; q++)
+            step4(a, p, q * 4, w + (ky * sq + q) * 64, panel_stride, R, C);
     }
     store_tile(a, ncols, acc, ldacc, R, C);
 }
@@ -198,19 +197,15 @@ typedef void (*itile_fn)(const uint8_t *const *, int64_t, int64_t, int64_t, cons
     {                                                                                        \
         itile(rows, kh, seg, step, w, ps, nc, acc, ldacc, R, C);                             \
     }
-ITILE(1, 1) ITILE(2, 1) ITILE(3, 1) ITILE(4, 1) ITILE(5, 1) ITILE(6, 1) ITILE(7, 1) ITILE(8, 1)
-ITILE(1, 2) ITILE(2, 2) ITILE(3, 2) ITILE(4, 2) ITILE(5, 2) ITILE(6, 2) ITILE(7, 2) ITILE(8, 2)
+EACH_TILE(ITILE)
 
-static const itile_fn itiles[TILE_ROWS + 1][TILE_PANELS + 1] = {
-    {NULL, NULL, NULL},
-    {NULL, itile_1_1, itile_1_2}, {NULL, itile_2_1, itile_2_2}, {NULL, itile_3_1, itile_3_2},
-    {NULL, itile_4_1, itile_4_2}, {NULL, itile_5_1, itile_5_2}, {NULL, itile_6_1, itile_6_2},
-    {NULL, itile_7_1, itile_7_2}, {NULL, itile_8_1, itile_8_2},
-};
+static const itile_fn itiles[TILE_ROWS + 1][TILE_PANELS + 1] = TILE_TABLE(itile);
 
-void tsq__conv_vnni(const uint8_t *const *rows, int64_t m, int64_t kh, int64_t seg,
-                    int64_t step, int64_t k, const int8_t *dec, int64_t c0, int64_t c1,
-                    int32_t *acc, int64_t ldacc)
+/* Over panels of 32 columns and tiles of 8 rows: the rows of x (ldx apart),
+ * or, with rows not NULL, read in place (itile). */
+static void drive(const uint8_t *x, int64_t ldx, const uint8_t *const *rows, int64_t kh,
+                  int64_t seg, int64_t step, int64_t m, int64_t k, const int8_t *dec,
+                  int64_t c0, int64_t c1, int32_t *acc, int64_t ldacc)
 {
     int64_t panel_stride = tsq__k4n(k) * 64, c, r;
     for (c = c0; c < c1; c += 16 * TILE_PANELS) {
@@ -219,10 +214,26 @@ void tsq__conv_vnni(const uint8_t *const *rows, int64_t m, int64_t kh, int64_t s
         const int8_t *w = dec + (c - c0) / 16 * panel_stride;
         for (r = 0; r < m; r += TILE_ROWS) {
             int nr = m - r < TILE_ROWS ? (int)(m - r) : TILE_ROWS;
-            itiles[nr][np](rows + r, kh, seg, step, w, panel_stride, ncols,
-                           acc + r * ldacc + c, ldacc);
+            int32_t *out = acc + r * ldacc + c;
+            if (rows)
+                itiles[nr][np](rows + r, kh, seg, step, w, panel_stride, ncols, out, ldacc);
+            else
+                tiles[nr][np](x + r * ldx, ldx, k, w, panel_stride, ncols, out, ldacc);
         }
     }
+}
+
+void tsq__gemm_vnni(const uint8_t *x, int64_t ldx, int64_t m, int64_t k, const int8_t *dec,
+                    int64_t c0, int64_t c1, int32_t *acc, int64_t ldacc)
+{
+    drive(x, ldx, NULL, 0, 0, 0, m, k, dec, c0, c1, acc, ldacc);
+}
+
+void tsq__conv_vnni(const uint8_t *const *rows, int64_t m, int64_t kh, int64_t seg,
+                    int64_t step, int64_t k, const int8_t *dec, int64_t c0, int64_t c1,
+                    int32_t *acc, int64_t ldacc)
+{
+    drive(NULL, 0, rows, kh, seg, step, m, k, dec, c0, c1, acc, ldacc);
 }
 
 /* ---- decoder: bit planes -> panels ------------------------------------ */
