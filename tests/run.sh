@@ -14,44 +14,66 @@ log=$(mktemp)
 # Seconds per entry go to $times and are printed, slowest first, at the end:
 # the whole of `make check` has a 10-minute budget on two cores.
 times=$(mktemp)
-now() { date +%s; }
 
-# The binaries of a plain build run TSQ_TEST_JOBS (2) at a time, each into
-# a log of its own (most are single-threaded: on two cores this halves their
-# wall time); their logs are then read in the order given. Under a
-# sanitizer or valgrind they run one at a time: those slow them 5-50x, and
+# Every entry of a plain build (test binaries, shell checks, the Python
+# tests) goes into one queue served by TSQ_TEST_JOBS (2) workers, each entry
+# into a log of its own; the logs are then read in the usual order. Most
+# entries are single-threaded, so on two cores this halves the wall time,
+# and the queue starts with the longest entries (measured; `heavy` below) so
+# that no long one is left for the end. Entries joined by '+' run one after
+# the other in one worker: check_install and check_python_package both run
+# `make install` in the same build tree. The checks that build libraries of
+# their own (fuzzing, ThreadSanitizer) do so in build roots of their own,
+# and the fuzzing check runs one target at a time (FUZZ_JOBS=1), so that no
+# worker takes more than its core for long: under TSan, tests run near
+# their timeouts when the cores are oversubscribed. Under a sanitizer or
+# valgrind only the binaries run, one at a time: those slow them 5-50x, and
 # sharing the cores could push a test past its timeout.
 runs=$(mktemp -d)
 trap 'rm -rf "$log" "$times" "$runs"' EXIT
 export VALGRIND runs
 jobs=${TSQ_TEST_JOBS:-2}
-[ -n "$VALGRIND" ] || [ -n "$SAN" ] && jobs=1
+plain=1
+[ -n "$VALGRIND" ] || [ -n "$SAN" ] && { jobs=1; plain=""; }
+checks=""
+[ -n "$plain" ] && for chk in tests/check_*.sh; do
+    [ -f "$chk" ] && checks="$checks $(basename "$chk" .sh)"
+done
+python=""
+[ -n "$plain" ] && [ -n "$BUILD" ] && [ -x /usr/bin/python3 ] && python=python
+export FUZZ_JOBS=1
 
-# The fuzzing check (30 s per target, on a library it builds in
-# <buildroot>/openblas-fuzz, nothing shared with the rest) starts first, in
-# the background, and is counted last; check_tsan waits for it, so that the
-# ThreadSanitizer tests have the cores to themselves.
-background="check_fuzz"
-quiet="check_tsan"
-bg_pids=""
-if [ -z "$VALGRIND" ] && [ -z "$SAN" ]; then
-    for name in $background; do
-        [ -f "tests/$name.sh" ] || continue
-        ( t0=$(now); sh "tests/$name.sh" >"$runs/$name.log" 2>&1; echo $? >"$runs/$name.rc"
-          echo $(($(now) - t0)) >"$runs/$name.sec" ) &
-        bg_pids="$bg_pids $!"
-    done
-fi
-printf '%s\n' "$@" | xargs -r -P "$jobs" -I{} sh -c '
-    bin=$1; name=$(basename "$bin"); t0=$(date +%s)
-    if [ -n "$VALGRIND" ]; then
-        CK_FORK=no valgrind -q --error-exitcode=99 --leak-check=full \
-            --errors-for-leak-kinds=definite,indirect "$bin" >"$runs/$name.log" 2>&1
-    else
-        "$bin" >"$runs/$name.log" 2>&1
-    fi
-    echo $? >"$runs/$name.rc"
-    echo $(($(date +%s) - t0)) >"$runs/$name.sec"' sh {}
+# The queue: heavy entries first, in this order, then the rest as given.
+heavy="check_fuzz check_tsan check_demo_quick test_nn_tsq test_alloc_e2e check_pytorch_quick"
+together="check_install+check_python_package"
+queue=$(mktemp -p "$runs")
+for name in $heavy; do
+    for e in "$@" $checks; do [ "$(basename "$e")" = "$name" ] && echo "$e"; done
+done >"$queue"
+for e in "$@" $checks $python; do
+    name=$(basename "$e")
+    case " $heavy " in *" $name "*) continue ;; esac
+    case "+$together+" in *"+$name+"*) continue ;; esac
+    echo "$e"
+done >>"$queue"
+[ -n "$plain" ] && echo "$together" >>"$queue"
+
+xargs -r -P "$jobs" -I{} sh -c '
+    for e in $(echo "$1" | tr "+" " "); do
+        name=$(basename "$e"); t0=$(date +%s)
+        case "$e" in
+        python) sh bindings/python/run_tests.sh "$BUILD" >"$runs/$name.log" 2>&1 ;;
+        */*) if [ -n "$VALGRIND" ]; then
+                 CK_FORK=no valgrind -q --error-exitcode=99 --leak-check=full \
+                     --errors-for-leak-kinds=definite,indirect "$e" >"$runs/$name.log" 2>&1
+             else
+                 "$e" >"$runs/$name.log" 2>&1
+             fi ;;
+        *) [ -f "tests/$e.sh" ] || continue; sh "tests/$e.sh" >"$runs/$name.log" 2>&1 ;;
+        esac
+        echo $? >"$runs/$name.rc"
+        echo $(($(date +%s) - t0)) >"$runs/$name.sec"
+    done' sh {} <"$queue"
 
 for bin in "$@"; do
     name=$(basename "$bin")
@@ -92,31 +114,17 @@ check_done() {
 
 # The shell checks link the shared library into uninstrumented programs:
 # they run in the plain build only.
-if [ -z "$VALGRIND" ] && [ -z "$SAN" ]; then
-    for chk in tests/check_*.sh; do
-        [ -f "$chk" ] || continue
-        name=$(basename "$chk" .sh)
-        case " $background " in *" $name "*) continue ;; esac
-        case " $quiet " in *" $name "*) for pid in $bg_pids; do wait "$pid"; done; bg_pids="" ;; esac
-        t0=$(now)
-        sh "$chk" >"$log" 2>&1
-        check_done $? $(($(now) - t0))
-    done
-    for pid in $bg_pids; do wait "$pid"; done
-    for name in $background; do
-        [ -f "tests/$name.sh" ] || continue
-        cp "$runs/$name.log" "$log" 2>/dev/null || : >"$log"
-        check_done "$(cat "$runs/$name.rc" 2>/dev/null || echo 1)" \
-            "$(cat "$runs/$name.sec" 2>/dev/null || echo 0)"
-    done
-fi
+for name in $checks; do
+    cp "$runs/$name.log" "$log" 2>/dev/null || : >"$log"
+    check_done "$(cat "$runs/$name.rc" 2>/dev/null || echo 1)" \
+        "$(cat "$runs/$name.sec" 2>/dev/null || echo 0)"
+done
 
 # The Python bindings' tests (unittest), counted with the rest.
-if [ -z "$VALGRIND" ] && [ -z "$SAN" ] && [ -n "$BUILD" ] && [ -x /usr/bin/python3 ]; then
-    t0=$(now)
-    sh bindings/python/run_tests.sh "$BUILD" >"$log" 2>&1
-    rc=$?
-    echo "$(($(now) - t0)) python" >>"$times"
+if [ -n "$python" ]; then
+    cp "$runs/python.log" "$log" 2>/dev/null || : >"$log"
+    rc=$(cat "$runs/python.rc" 2>/dev/null || echo 1)
+    echo "$(cat "$runs/python.sec" 2>/dev/null || echo 0) python" >>"$times"
     tail -n 25 "$log"
     line=$(grep -E '^python: [0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
     if [ -n "$line" ]; then
