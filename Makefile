@@ -289,7 +289,9 @@ check-valgrind:
 # OpenBLAS is not instrumented, so its own threads could only hide races.
 # halt_on_error=1: the first report ends the test with exit code 66, which
 # Check counts as an error (fork mode works: each test's child reports and
-# exits by itself). test_concurrency runs at full size, the others quick.
+# exits by itself). test_concurrency runs at full size and alone, the others
+# quick and two at a time (run one at a time, alone, their CPU / wall was
+# 1.0: their threaded parts are short).
 TSAN_TESTS ?= plan nn_layers nn_net quantizer regressor kernels
 .PHONY: check-tsan check-tsan-run check-abi check-abi-run abi-baseline abi-baseline-run
 check-tsan:
@@ -300,7 +302,7 @@ check-tsan-run: $(BUILD)/tests/test_concurrency $(patsubst %,$(BUILD)/tests/test
 	@OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 $(TSAN_OPTIONS)" BUILD=$(BUILD) \
 	    SAN=$(SAN) sh tests/run.sh $(BUILD)/tests/test_concurrency
 	@OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 $(TSAN_OPTIONS)" BUILD=$(BUILD) \
-	    SAN=$(SAN) CHECK_QUICK=1 sh tests/run.sh $(patsubst %,$(BUILD)/tests/test_%,$(TSAN_TESTS))
+	    SAN=$(SAN) CHECK_QUICK=1 TSQ_TEST_JOBS=2 sh tests/run.sh $(patsubst %,$(BUILD)/tests/test_%,$(TSAN_TESTS))
 
 # ---- ABI (docs/reliability.md, "ABI") ---------------------------------------
 # tests/abi/libtsq.so.0.abi is the ABI of release 0.1.0: abidw of the plain

@@ -13,12 +13,14 @@ data=/usr/share/datasets/fashion-mnist
 [ -f "$data/train-images-idx3-ubyte.gz" ] || { echo "missing $data (apt-get install dataset-fashion-mnist)"; exit 1; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 OPENBLAS_NUM_THREADS=1 timeout 900 "$BUILD/examples/fmnist" --quick --no-baselines --json "$tmp/quick.json" \
-    --model "$tmp/quick.tsq" > "$tmp/log" 2>&1 || { tail -n 40 "$tmp/log"; exit 1; }
+    --model "$tmp/quick.tsq" --fp32-model "$tmp/fp32.tsq" > "$tmp/log" 2>&1 || { tail -n 40 "$tmp/log"; exit 1; }
 tail -n 12 "$tmp/log"
 grep -q '"tsq_acc"' "$tmp/quick.json"
 # joint QAT from the FP32 net, converted: the same floor, and the converted
-# network is what the accuracy is measured on
+# network is what the accuracy is measured on. The FP32 net is the one the
+# first run saved (--fp32-model), which also checks that it loads.
 OPENBLAS_NUM_THREADS=1 timeout 900 "$BUILD/examples/fmnist" --quick --joint-only --json "$tmp/joint.json" \
-    > "$tmp/jlog" 2>&1 || { tail -n 40 "$tmp/jlog"; exit 1; }
+    --fp32-model "$tmp/fp32.tsq" > "$tmp/jlog" 2>&1 || { tail -n 40 "$tmp/jlog"; exit 1; }
+grep -q 'FP32 net loaded from' "$tmp/jlog" || { tail -n 40 "$tmp/jlog"; echo "the FP32 net was not loaded"; exit 1; }
 tail -n 3 "$tmp/jlog"
 grep -q '"joint_acc"' "$tmp/joint.json"

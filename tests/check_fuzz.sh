@@ -1,9 +1,9 @@
 #!/bin/sh
 # The libFuzzer targets (tests/fuzz/fuzz_*.c, docs/reliability.md "Fuzzing"),
-# 30 s each, FUZZ_JOBS at a time (2; make check's runner sets 1, as it runs
-# other entries beside this one), on their committed seed corpora: builds
-# the library with clang, ASan, UBSan and fuzzer instrumentation into the
-# same build root as the tests ($BUILD is <BUILDROOT>/<BLAS>), then runs
+# 30 s each, FUZZ_JOBS (default 2) at a time, on their committed seed
+# corpora: builds the library with clang, ASan, UBSan and fuzzer
+# instrumentation into the same build root as the tests ($BUILD is
+# <BUILDROOT>/<BLAS>), then runs
 # `make fuzz-run`. A crash, leak, UBSan report, timeout or out-of-memory in
 # any target fails the check and prints the end of its log.
 # clang and libclang-rt-14-dev are required (make deps installs them): their
