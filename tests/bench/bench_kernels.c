@@ -9,7 +9,8 @@
  * (2*M*N*K / time) and the ratio to sgemm(v); the fused threshold epilogue;
  * packed weight bytes against fp32. Then, single-threaded, every kernel on
  * a GEMM (4096 x 576 x 64) and a GEMV (4096 x 4096) for code bits 1..8 and
- * weight bits 2..8: the table behind TSQ_KERNEL_AUTO.
+ * weight bits 2..8: the table behind TSQ_KERNEL_AUTO; and the CPU's ceilings
+ * (vpdpbusd and 512-bit FMA on registers, bench_peaks).
  *
  * Threads: the program runs itself once per thread count in
  * TSQ_BENCH_THREADS (default "1 2"), each child with OPENBLAS_NUM_THREADS
@@ -444,6 +445,77 @@ static int run_child(const char *self, const char *count)
     return WEXITSTATUS(status);
 }
 
+/* The machine's own ceilings, in the GOPS of the lines above (2 operations
+ * per multiply-add): 16 independent vpdpbusd (64 multiply-adds each) and 16
+ * independent 512-bit FMAs (16 each) on registers, nothing loaded. A kernel's
+ * GOPS over these says how close to the issue ports it runs (on CPUs that
+ * issue vpdpbusd on one port and the FMA on two, they differ by 2x per
+ * instruction). Medians of 5 runs of 2 x 10^8 instructions. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+__attribute__((target("avx512f,avx512vnni"))) static double peak_vnni(void)
+{
+    __m512i a[16], x = _mm512_set1_epi32(0x01010101), w = _mm512_set1_epi32(0x01ff01ff);
+    long it, n = 200000000 / 16;
+    int i;
+    double t0;
+    for (i = 0; i < 16; i++)
+        a[i] = _mm512_set1_epi32(i);
+    t0 = clock_now();
+    for (it = 0; it < n; it++) {
+#pragma GCC unroll 16
+        for (i = 0; i < 16; i++)
+            a[i] = _mm512_dpbusd_epi32(a[i], x, w);
+        __asm__ volatile("" : "+v"(x)); /* keeps the loop from being folded */
+    }
+    t0 = clock_now() - t0;
+    for (i = 1; i < 16; i++)
+        a[0] = _mm512_add_epi32(a[0], a[i]);
+    __asm__ volatile("" : : "v"(a[0]));
+    return (double)n * 16 * 128 / t0 * 1e-9;
+}
+
+__attribute__((target("avx512f"))) static double peak_fma(void)
+{
+    __m512 a[16], x = _mm512_set1_ps(1.0f), y = _mm512_set1_ps(0.5f);
+    long it, n = 200000000 / 16;
+    int i;
+    double t0;
+    for (i = 0; i < 16; i++)
+        a[i] = _mm512_set1_ps((float)i);
+    t0 = clock_now();
+    for (it = 0; it < n; it++) {
+#pragma GCC unroll 16
+        for (i = 0; i < 16; i++)
+            a[i] = _mm512_fmadd_ps(a[i], x, y);
+        __asm__ volatile("" : "+v"(x));
+    }
+    t0 = clock_now() - t0;
+    for (i = 1; i < 16; i++)
+        a[0] = _mm512_add_ps(a[0], a[i]);
+    __asm__ volatile("" : : "v"(a[0]));
+    return (double)n * 16 * 32 / t0 * 1e-9;
+}
+
+static void bench_peaks(void)
+{
+    double v[5], f[5];
+    int r;
+    if (!__builtin_cpu_supports("avx512f"))
+        return;
+    for (r = 0; r < 5; r++)
+        f[r] = peak_fma();
+    bench_line("peak_fma512_f32", bench_median(f, 5), "GFLOPS");
+    if (!__builtin_cpu_supports("avx512vnni"))
+        return;
+    for (r = 0; r < 5; r++)
+        v[r] = peak_vnni();
+    bench_line("peak_vpdpbusd", bench_median(v, 5), "GOPS");
+}
+#else
+static void bench_peaks(void) {}
+#endif
+
 int main(int argc, char **argv)
 {
     const char *child = getenv("TSQ_BENCH_CHILD");
@@ -474,6 +546,7 @@ int main(int argc, char **argv)
     for (i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         bench_shape(ctx, &shapes[i], threads);
     if (threads == 1) {
+        bench_peaks();
         bench_bit_widths(ctx, threads, "bits_gemm4096x576x64", 4096, 576, 64);
         bench_bit_widths(ctx, threads, "bits_gemv4096", 1, 4096, 4096);
     }
