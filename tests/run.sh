@@ -5,36 +5,6 @@
 # skip the shell checks), CHECK_QUICK=1 (smaller problem sizes),
 # TSQ_LAYERS=report (tests/check_layers.sh lists upward includes and passes;
 # its list is printed here too).
-
-# One entry into $runs/<name>.log, .rc and .sec.
-run_entry() {
-    e=$1; name=$(basename "$e"); t0=$(date +%s)
-    case "$e" in
-    python) sh bindings/python/run_tests.sh "$BUILD" >"$runs/$name.log" 2>&1 ;;
-    */*) if [ -n "$VALGRIND" ]; then
-             CK_FORK=no valgrind -q --error-exitcode=99 --leak-check=full \
-                 --errors-for-leak-kinds=definite,indirect "$e" >"$runs/$name.log" 2>&1
-         else
-             "$e" >"$runs/$name.log" 2>&1
-         fi ;;
-    *) sh "tests/$e.sh" >"$runs/$name.log" 2>&1 ;;
-    esac
-    echo $? >"$runs/$name.rc"
-    echo $(($(date +%s) - t0)) >"$runs/$name.sec"
-}
-
-# A worker of the queue below: one item, its '+'-joined entries in turn.
-# OpenBLAS gets one thread there: its threads wait for work by yielding in a
-# loop, so with more runnable threads than cores its calls slow down tenfold
-# (test_nn_tsq: 7 s alone, 65 s beside two busy processes, 8 s so with one
-# BLAS thread); two workers already fill the two cores. (With one worker,
-# as under valgrind and ASan, the BLAS keeps its own thread count.)
-if [ "$1" = "--entry" ]; then
-    [ "$pool_jobs" -gt 1 ] && export OPENBLAS_NUM_THREADS=1
-    for e in $(echo "$2" | tr "+" " "); do run_entry "$e"; done
-    exit 0
-fi
-
 passed=0
 failed=0
 failed_names=""
@@ -44,86 +14,56 @@ log=$(mktemp)
 # Seconds per entry go to $times and are printed, slowest first, at the end:
 # the whole of `make check` has a 10-minute budget on two cores.
 times=$(mktemp)
+now() { date +%s; }
 
-# The entries of a plain build run in three groups, so that the cores are
-# busy without being oversubscribed by entries that run threads of their own:
-#  - the fuzzing check (its own library, in a build root of its own, then
-#    two targets at a time for a fixed 30 s each) starts first, in the
-#    background;
-#  - meanwhile the single-threaded entries (test binaries, the short shell
-#    checks, the Python tests) go into one queue served by TSQ_TEST_JOBS (2)
-#    workers, longest first, each into a log of its own (read in the usual
-#    order at the end); entries joined by '+' run one after the other in one
-#    worker (check_install and check_python_package both run make install in
-#    the same build tree);
-#  - then the checks that use both cores themselves (`alone`: the quick demo
-#    and PyTorch runs, libtsq's and torch's threads; ThreadSanitizer's build
-#    and tests) run one at a time, ThreadSanitizer's after the fuzzing has
-#    ended, since its tests run near their timeouts on busy cores.
-# Under a sanitizer or valgrind only the binaries run, one at a time unless
-# TSQ_TEST_JOBS says otherwise (make check-tsan runs its quick set two at a
-# time, alone on the machine): those slow them 5-50x, and sharing the cores
-# could push a test past its timeout.
+# The binaries of a plain build run TSQ_TEST_JOBS (2) at a time, each into
+# a log of its own (most are single-threaded: on two cores this halves their
+# wall time); their logs are then read in the order given. Under a
+# sanitizer or valgrind they run one at a time unless TSQ_TEST_JOBS says
+# otherwise (make check-tsan runs its quick set two at a time, alone on the
+# machine): those slow them 5-50x, and sharing the cores could push a test
+# past its timeout.
 runs=$(mktemp -d)
 trap 'rm -rf "$log" "$times" "$runs"' EXIT
 export VALGRIND runs
 jobs=${TSQ_TEST_JOBS:-2}
-plain=1
-if [ -n "$VALGRIND" ] || [ -n "$SAN" ]; then
-    jobs=${TSQ_TEST_JOBS:-1}
-    plain=""
-fi
-pool_jobs=$jobs
-export pool_jobs
-checks=""
-[ -n "$plain" ] && for chk in tests/check_*.sh; do
-    [ -f "$chk" ] && checks="$checks $(basename "$chk" .sh)"
-done
-python=""
-[ -n "$plain" ] && [ -n "$BUILD" ] && [ -x /usr/bin/python3 ] && python=python
+[ -n "$VALGRIND" ] || [ -n "$SAN" ] && jobs=${TSQ_TEST_JOBS:-1}
+# Where binaries share the cores, OpenBLAS gets one thread: its threads wait
+# for work by yielding in a loop, so with more runnable threads than cores
+# its calls slow down tenfold (test_nn_tsq: 7 s alone, 65 s beside two busy
+# processes, 8 s so with one BLAS thread). With one binary at a time (as
+# under valgrind and ASan) the BLAS keeps its own thread count.
+blas1=""
+[ "$jobs" -gt 1 ] && blas1=1
+export blas1
 
+# The fuzzing check (30 s per target, on a library it builds in
+# <buildroot>/openblas-fuzz, nothing shared with the rest) starts first, in
+# the background, and is counted last; check_tsan waits for it, so that the
+# ThreadSanitizer tests have the cores to themselves.
 background="check_fuzz"
-alone="check_demo_quick check_pytorch_quick check_tsan"
-heavy="test_alloc_e2e test_nn_tsq python test_kernels test_regressor"
-together="check_install+check_python_package"
-
-in_list() { case " $2 " in *" $1 "*) return 0 ;; esac; return 1; }
-
+quiet="check_tsan"
 bg_pids=""
-if [ -n "$plain" ]; then
+if [ -z "$VALGRIND" ] && [ -z "$SAN" ]; then
     for name in $background; do
-        in_list "$name" "$checks" || continue
-        ( export OPENBLAS_NUM_THREADS=1; run_entry "$name" ) &
+        [ -f "tests/$name.sh" ] || continue
+        ( t0=$(now); OPENBLAS_NUM_THREADS=1 sh "tests/$name.sh" >"$runs/$name.log" 2>&1
+          echo $? >"$runs/$name.rc"
+          echo $(($(now) - t0)) >"$runs/$name.sec" ) &
         bg_pids="$bg_pids $!"
     done
 fi
-
-# The queue: the heavy entries first, in that order, then the rest as given.
-queue=$(mktemp -p "$runs")
-for name in $heavy; do
-    for e in "$@" $python; do [ "$(basename "$e")" = "$name" ] && echo "$e"; done
-done >"$queue"
-for e in "$@" $checks $python; do
-    name=$(basename "$e")
-    in_list "$name" "$heavy $background $alone" && continue
-    case "+$together+" in *"+$name+"*) continue ;; esac
-    echo "$e"
-done >>"$queue"
-[ -n "$plain" ] && echo "$together" >>"$queue"
-
-xargs -r -P "$jobs" -I{} sh "$0" --entry {} <"$queue"
-
-if [ -n "$plain" ]; then
-    for name in $alone; do
-        in_list "$name" "$checks" || continue
-        if [ "$name" = check_tsan ]; then
-            for pid in $bg_pids; do wait "$pid"; done
-            bg_pids=""
-        fi
-        run_entry "$name"
-    done
-    for pid in $bg_pids; do wait "$pid"; done
-fi
+printf '%s\n' "$@" | xargs -r -P "$jobs" -I{} sh -c '
+    bin=$1; name=$(basename "$bin"); t0=$(date +%s)
+    [ -n "$blas1" ] && export OPENBLAS_NUM_THREADS=1
+    if [ -n "$VALGRIND" ]; then
+        CK_FORK=no valgrind -q --error-exitcode=99 --leak-check=full \
+            --errors-for-leak-kinds=definite,indirect "$bin" >"$runs/$name.log" 2>&1
+    else
+        "$bin" >"$runs/$name.log" 2>&1
+    fi
+    echo $? >"$runs/$name.rc"
+    echo $(($(date +%s) - t0)) >"$runs/$name.sec"' sh {}
 
 for bin in "$@"; do
     name=$(basename "$bin")
@@ -164,17 +104,31 @@ check_done() {
 
 # The shell checks link the shared library into uninstrumented programs:
 # they run in the plain build only.
-for name in $checks; do
-    cp "$runs/$name.log" "$log" 2>/dev/null || : >"$log"
-    check_done "$(cat "$runs/$name.rc" 2>/dev/null || echo 1)" \
-        "$(cat "$runs/$name.sec" 2>/dev/null || echo 0)"
-done
+if [ -z "$VALGRIND" ] && [ -z "$SAN" ]; then
+    for chk in tests/check_*.sh; do
+        [ -f "$chk" ] || continue
+        name=$(basename "$chk" .sh)
+        case " $background " in *" $name "*) continue ;; esac
+        case " $quiet " in *" $name "*) for pid in $bg_pids; do wait "$pid"; done; bg_pids="" ;; esac
+        t0=$(now)
+        sh "$chk" >"$log" 2>&1
+        check_done $? $(($(now) - t0))
+    done
+    for pid in $bg_pids; do wait "$pid"; done
+    for name in $background; do
+        [ -f "tests/$name.sh" ] || continue
+        cp "$runs/$name.log" "$log" 2>/dev/null || : >"$log"
+        check_done "$(cat "$runs/$name.rc" 2>/dev/null || echo 1)" \
+            "$(cat "$runs/$name.sec" 2>/dev/null || echo 0)"
+    done
+fi
 
 # The Python bindings' tests (unittest), counted with the rest.
-if [ -n "$python" ]; then
-    cp "$runs/python.log" "$log" 2>/dev/null || : >"$log"
-    rc=$(cat "$runs/python.rc" 2>/dev/null || echo 1)
-    echo "$(cat "$runs/python.sec" 2>/dev/null || echo 0) python" >>"$times"
+if [ -z "$VALGRIND" ] && [ -z "$SAN" ] && [ -n "$BUILD" ] && [ -x /usr/bin/python3 ]; then
+    t0=$(now)
+    sh bindings/python/run_tests.sh "$BUILD" >"$log" 2>&1
+    rc=$?
+    echo "$(($(now) - t0)) python" >>"$times"
     tail -n 25 "$log"
     line=$(grep -E '^python: [0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
     if [ -n "$line" ]; then
