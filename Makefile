@@ -289,9 +289,9 @@ check-valgrind:
 # OpenBLAS is not instrumented, so its own threads could only hide races.
 # halt_on_error=1: the first report ends the test with exit code 66, which
 # Check counts as an error (fork mode works: each test's child reports and
-# exits by itself). test_concurrency runs at full size and alone, the others
-# quick and two at a time (run one at a time, alone, their CPU / wall was
-# 1.0: their threaded parts are short).
+# exits by itself). test_concurrency runs at full size and alone; the others
+# run quick and two at a time, since their threaded parts are short (one at
+# a time, their CPU / wall was 1.0).
 TSAN_TESTS ?= plan nn_layers nn_net quantizer regressor kernels
 .PHONY: check-tsan check-tsan-run check-abi check-abi-run abi-baseline abi-baseline-run
 check-tsan:

@@ -1,9 +1,8 @@
 #!/bin/sh
 # The libFuzzer targets (tests/fuzz/fuzz_*.c, docs/reliability.md "Fuzzing"),
-# 30 s each, FUZZ_JOBS (default 2) at a time, on their committed seed
-# corpora: builds the library with clang, ASan, UBSan and fuzzer
-# instrumentation into the same build root as the tests ($BUILD is
-# <BUILDROOT>/<BLAS>), then runs
+# 30 s each, two at a time, on their committed seed corpora: builds the
+# library with clang, ASan, UBSan and fuzzer instrumentation into the same
+# build root as the tests ($BUILD is <BUILDROOT>/<BLAS>), then runs
 # `make fuzz-run`. A crash, leak, UBSan report, timeout or out-of-memory in
 # any target fails the check and prints the end of its log.
 # clang and libclang-rt-14-dev are required (make deps installs them): their
@@ -20,7 +19,7 @@ log=$(mktemp); trap 'rm -f "$log"' EXIT
 start=$(date +%s)
 # A fresh make: not the jobserver of the make check that runs us.
 if env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory -j2 BUILDROOT="$buildroot" \
-        SAN=fuzz CC=clang FUZZ_SECONDS="$seconds" FUZZ_JOBS="${FUZZ_JOBS:-2}" fuzz-run >"$log" 2>&1; then
+        SAN=fuzz CC=clang FUZZ_SECONDS="$seconds" FUZZ_JOBS=2 fuzz-run >"$log" 2>&1; then
     grep '^fuzz ' "$log"
     echo "fuzz: all targets clean in $(( $(date +%s) - start )) s"
 else
