@@ -1510,12 +1510,25 @@ static const int64_t direct_geoms[][7] = {
     {1, 28, 28, 32, 3, 3, 1}, {3, 7, 19, 13, 3, 3, 1}, {1, 6, 9, 17, 5, 5, 2},
     {3, 5, 40, 9, 3, 1, 0},   {1, 3, 2, 70, 2, 2, 1},
 };
+#define SMALL_DIRECT (sizeof direct_geoms / sizeof direct_geoms[0])
+/* Larger patches, direct only with a SIMD kernel: one chain (k = 288, the
+ * fmnist net's; 405; k = 447, 448 terms with the bias, the longest), two
+ * (k = 448 with the bias, 449 without, 576, and 450 cut off the channel
+ * boundaries), odd and even output heights (the AVX-512 kernel's row
+ * pairs), channel counts no multiple of 8. */
+static const int64_t direct_big_geoms[][7] = {
+    {32, 14, 14, 11, 3, 3, 1}, {149, 12, 13, 3, 3, 1, 1}, {7, 13, 14, 9, 8, 8, 4},
+    {5, 11, 12, 16, 9, 9, 4}, {64, 12, 12, 10, 3, 3, 1}, {50, 13, 13, 11, 3, 3, 1},
+};
+#define ALL_DIRECT (SMALL_DIRECT + sizeof direct_big_geoms / sizeof direct_big_geoms[0])
 
 static void direct_geom(size_t i, tsq__conv_geom *g)
 {
-    const int64_t *d = direct_geoms[i];
+    const int64_t *d = i < SMALL_DIRECT ? direct_geoms[i] : direct_big_geoms[i - SMALL_DIRECT];
+    uint32_t simd = TSQ_CPU_AVX2 | TSQ_CPU_FMA;
     ck_assert(tsq__conv_geom_init(g, d[0], d[1], d[2], d[3], d[4], d[5], 1, d[6]));
-    ck_assert(tsq__conv_direct_runs(g));
+    ck_assert(tsq__conv_direct_runs(g, simd));
+    ck_assert(tsq__conv_direct_runs(g, 0) == (i < SMALL_DIRECT));
 }
 
 static void fill_signed(th_rng *r, float *v, int64_t n, int zeros)
@@ -1523,6 +1536,37 @@ static void fill_signed(th_rng *r, float *v, int64_t n, int zeros)
     int64_t i;
     for (i = 0; i < n; i++)
         v[i] = zeros && i % 5 == 0 ? 0.0f : (float)(th_rng_below(r, 2001) - 1000) / 997.0f;
+}
+
+/* The chains of image 0's outputs (with the bias) written out from the
+ * rule itself: up to 448 terms one chain, else a first chain over the
+ * first half of the k + 1 terms rounded up to 16 and a second over the
+ * rest, the bias last, added. */
+static void check_chains(const tsq__conv_geom *g, const float *x, const float *w,
+                         const float *b, const float *y)
+{
+    int64_t terms = g->k + 1, split = terms <= 448 ? g->k : (terms / 2 + 15) / 16 * 16;
+    int64_t co, p;
+    ck_assert_int_eq(tsq__conv_direct_split(g, 1), split);
+    for (co = 0; co < g->cout; co++)
+        for (p = 0; p < g->ohw; p++) {
+            float first = 0.0f, acc = 0.0f, out;
+            int64_t t;
+            for (t = 0; t < g->k; t++) {
+                int64_t c = t / (g->kh * g->kw), ky = t / g->kw % g->kh, kx = t % g->kw;
+                int64_t iy = p / g->ow - g->pad + ky, ix = p % g->ow - g->pad + kx;
+                float v = iy < 0 || iy >= g->h || ix < 0 || ix >= g->w
+                              ? 0.0f
+                              : x[(c * g->h + iy) * g->w + ix];
+                if (t == split) {
+                    first = acc;
+                    acc = 0.0f;
+                }
+                acc = fmaf(w[co * g->k + t], v, acc);
+            }
+            out = split < g->k ? first + (acc + b[co]) : acc + b[co];
+            ck_assert_int_eq(memcmp(&out, y + co * g->ohw + p, sizeof out), 0);
+        }
 }
 
 /* The direct convolution: every kernel this CPU runs writes the C
@@ -1538,9 +1582,9 @@ START_TEST(test_conv_direct)
     ck_assert(tsq__conv_geom_init(&big, 4, 9, 9, 8, 3, 3, 1, 1)); /* k = 36 */
     ck_assert(tsq__conv_geom_init(&strided, 1, 9, 9, 8, 3, 3, 2, 1));
     ck_assert(tsq__conv_geom_init(&one, 3, 9, 9, 8, 1, 1, 1, 0));
-    ck_assert(!tsq__conv_direct_runs(&big) && !tsq__conv_direct_runs(&strided) &&
-              !tsq__conv_direct_runs(&one));
-    for (i = 0; i < sizeof direct_geoms / sizeof direct_geoms[0]; i++) {
+    ck_assert(!tsq__conv_direct_runs(&big, ~0u) && !tsq__conv_direct_runs(&strided, ~0u) &&
+              !tsq__conv_direct_runs(&one, ~0u));
+    for (i = 0; i < ALL_DIRECT; i++) {
         tsq__conv_geom g;
         int64_t nx, ny, batch = 5, co, p, n, threads;
         float *x, *w, *b, *y0, *y1, *ws;
@@ -1575,6 +1619,7 @@ START_TEST(test_conv_direct)
                         }
                 ck_assert(fabs(y0[co * g.ohw + p] - sum) <= 4e-7 * (double)(g.k + 1) * mag);
             }
+        check_chains(&g, x, w, b, y0);
         if (kernel_here(TSQ_KERNEL_AVX2))
             for (n = 0; n < batch; n++) {
                 tsq__conv_direct_avx2(&g, x + n * nx, w, n % 2 ? NULL : b, y1 + n * ny, ws);
@@ -1591,6 +1636,8 @@ START_TEST(test_conv_direct)
             uint32_t cpus[] = {0, TSQ_CPU_AVX2 | TSQ_CPU_FMA, 0xFFFFFFFFu}, cpu;
             for (cpu = 0; cpu < 3; cpu++) {
                 uint32_t have = tsq__cpu_detect() & cpus[cpu];
+                if (!tsq__conv_direct_runs(&g, have))
+                    continue; /* the GEMM's bits: the BLAS's own */
                 memset(y1, 0x55, (size_t)(batch * ny) * sizeof(float));
                 tsq__conv_forward(&g, threads, have, x, w, NULL, b, y1, batch, ws);
                 ck_assert_int_eq(memcmp(y0, y1, (size_t)(batch * ny) * sizeof(float)), 0);

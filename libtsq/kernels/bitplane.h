@@ -151,7 +151,8 @@ void tsq__bp_encode_bytes_avx512(const tsq__bp_geom *g, const float *x, const fl
                                  const float *inv_delta, const int32_t *maxcode, uint8_t *img);
 
 /* The front with the network's first convolution before it: the
- * convolution computed directly (conv_direct.c; tsq__conv_direct_runs(g)),
+ * convolution computed directly (conv_direct.c; tsq__conv_direct_runs, one
+ * chain: k <= TSQ__CONV_DIRECT_K),
  * then the front above, per channel. */
 typedef struct tsq__conv_front {
     const tsq__conv_geom *g;

@@ -87,20 +87,30 @@ void tsq__conv_backward(const tsq__conv_geom *g, int64_t threads, const float *x
                         const float *w, const float *dy, float *dw, float *db, float *dx,
                         int64_t batch, float *ws);
 
-/* ---- conv_direct.c: small patches without the GEMM ---- */
-#define TSQ__CONV_DIRECT_K 32 /* patch sizes k = cin kh kw computed directly, at most */
-/* 1 if a convolution of this geometry is computed directly (on every CPU):
- * k <= TSQ__CONV_DIRECT_K, stride 1, square padding, not 1 x 1 (a product
- * over channels, which the BLAS does well). The layers and the plan both
- * decide with it. */
-int tsq__conv_direct_runs(const tsq__conv_geom *g);
+/* ---- conv_direct.c: convolutions without the GEMM ---- */
+#define TSQ__CONV_DIRECT_K 32 /* small patches: always direct, and fused into a plan's front */
+#define TSQ__CONV_CHAIN_Q 448 /* the longest single FMA chain (see tsq__conv_direct_split) */
+#define TSQ__CONV_DIRECT_MIN_W 12 /* larger patches go direct from this output width */
+/* 1 if a convolution of this geometry is computed directly on a CPU with
+ * the TSQ_CPU_* features cpu: stride 1, square padding, not 1 x 1 (a
+ * product over channels, which the BLAS does well), and either k <=
+ * TSQ__CONV_DIRECT_K (every CPU), or k + 1 < 2 Q, outputs at least
+ * TSQ__CONV_DIRECT_MIN_W wide (a row fills most of a vector) and a SIMD
+ * kernel (AVX2 + FMA). The layers and the plan both decide with it. */
+int tsq__conv_direct_runs(const tsq__conv_geom *g, uint32_t cpu);
+/* The taps of an output's first FMA chain: all k when the patch with its
+ * bias (k + 1 terms, or k without) is at most TSQ__CONV_CHAIN_Q long,
+ * else the first half rounded up to a multiple of 16; the second chain
+ * takes the rest and the bias, and the two are added (conv_direct.c). */
+int64_t tsq__conv_direct_split(const tsq__conv_geom *g, int has_bias);
 /* Scratch floats of one image's direct convolution (the padded image). */
 int64_t tsq__conv_direct_ws_floats(const tsq__conv_geom *g);
 /* x (cin x h x w) into scratch with a zero border of the padding. */
 void tsq__conv_pad_image(const tsq__conv_geom *g, const float *x, float *xp);
 /* One image x (cin x h x w) into y (cout x oh x ow): each output the FMA
  * chain over its patch in (c, ky, kx) order from +0, then + bias (NULL:
- * none). The C oracle and the SIMD kernels give the same bits; scratch:
+ * none), split in two chains as tsq__conv_direct_split says. The C oracle
+ * and the SIMD kernels give the same bits; scratch:
  * tsq__conv_direct_ws_floats(g) floats. */
 typedef void (*tsq__conv_direct_fn)(const tsq__conv_geom *g, const float *x, const float *w,
                                     const float *bias, float *y, float *scratch);

@@ -1,23 +1,30 @@
-/* The float convolution computed directly, for small patches (a network's
- * first layer: one or three input channels, a 3 x 3 or 5 x 5 window).
+/* The float convolution computed directly, without the patch matrix: a
+ * network's first layer (one or three input channels) and the 3 x 3
+ * convolutions of small CNNs (k = cin kh kw up to a few hundred).
  *
- * With k = cin kh kw of a few tens, the GEMM of conv_f32.c spends most of
- * its time building and packing the patch matrix, not multiplying, and its
- * float output goes through memory before the next stage reads it. Here
- * each output is one FMA chain over its patch in the patch matrix's
- * (c, ky, kx) order, from +0, with the bias added last:
+ * The GEMM of conv_f32.c spends much of its time building, packing and
+ * clearing matrices, not multiplying: at k = 9 to 28 most of it, at the
+ * fmnist net's k = 288 and 576 a third (this path is 1.3-1.7x faster
+ * there, docs/nn.md). Here each output is an FMA chain over its patch in
+ * the patch matrix's (c, ky, kx) order, from +0, with the bias added last:
  *
  *     y = fl( fma(w[k-1], x[k-1], ... fma(w[0], x[0], +0) ...) + b )
  *
  * Padding cells enter as 0.0f, as im2col writes them. This is, bit for
  * bit, what a GEMM kernel that accumulates over k in one FMA register per
- * output computes with the bias as a last row of ones: OpenBLAS's SkylakeX
- * sgemm kernels at these shapes (measured: no output of 1.6 million
- * differs, k = 9 to 28), so a net trained on such a machine through the
- * GEMM keeps its numbers. Every CPU takes this path for these shapes (the
- * layers and the inference plan alike, tsq__conv_direct_runs), so the
- * result no longer depends on the BLAS, and the plan, which fuses it with
- * the quantizer (conv_front_avx512.c), still equals the net.
+ * output computes with the bias as a last row of ones, and it is what
+ * OpenBLAS's SkylakeX sgemm computes at these shapes as long as the k + 1
+ * terms fit its depth block of 448. A longer patch is cut there as the
+ * GEMM cuts it: a first chain over the first half of the terms rounded up
+ * to 16, a second over the rest with the bias as its last term, the two
+ * added (tsq__conv_direct_split). Measured: no output of 1.6 million
+ * differs at k = 9 to 28, 288 and 576, so a net trained on such a machine
+ * through the GEMM keeps its numbers. Every CPU takes this path for small
+ * patches, so their result no longer depends on the BLAS; larger ones go
+ * direct where a SIMD kernel runs them (AVX2 + FMA), the GEMM elsewhere.
+ * The layers and the inference plan decide alike (tsq__conv_direct_runs),
+ * and the plan, which fuses the small-patch case with the quantizer
+ * (conv_front_avx512.c), still equals the net.
  *
  * This C version is the oracle: fmaf is exact by definition, so the SIMD
  * kernels (conv_direct_avx2.c, conv_direct_avx512.c) give the same bits.
@@ -27,10 +34,26 @@
 #include <math.h>
 #include <string.h>
 
-int tsq__conv_direct_runs(const tsq__conv_geom *g)
+static int simd(uint32_t cpu)
 {
-    return !(g->kh == 1 && g->kw == 1) && g->k <= TSQ__CONV_DIRECT_K && g->stride == 1 && g->stride_w == 1 &&
-           g->pad == g->pad_w;
+    return (cpu & (TSQ_CPU_AVX2 | TSQ_CPU_FMA)) == (TSQ_CPU_AVX2 | TSQ_CPU_FMA);
+}
+
+int tsq__conv_direct_runs(const tsq__conv_geom *g, uint32_t cpu)
+{
+    int small = g->k <= TSQ__CONV_DIRECT_K;
+    int two_chains = g->k + 1 < 2 * TSQ__CONV_CHAIN_Q && g->ow >= TSQ__CONV_DIRECT_MIN_W &&
+                     simd(cpu);
+    return !(g->kh == 1 && g->kw == 1) && (small || two_chains) && g->stride == 1 &&
+           g->stride_w == 1 && g->pad == g->pad_w;
+}
+
+int64_t tsq__conv_direct_split(const tsq__conv_geom *g, int has_bias)
+{
+    int64_t terms = g->k + (has_bias ? 1 : 0);
+    if (terms <= TSQ__CONV_CHAIN_Q)
+        return g->k;
+    return (terms / 2 + 15) / 16 * 16;
 }
 
 /* The padded image (rows of w + 2 pad floats), 32 zeros after it (a row's
@@ -63,30 +86,37 @@ static float at(const tsq__conv_geom *g, const float *x, int64_t c, int64_t iy, 
 void tsq__conv_direct_ref(const tsq__conv_geom *g, const float *x, const float *w,
                           const float *bias, float *y, float *scratch)
 {
-    int64_t co, oy, ox, c, ky, kx;
+    int64_t split = tsq__conv_direct_split(g, bias != NULL), co, oy, ox, c, ky, kx;
     (void)scratch;
     for (co = 0; co < g->cout; co++)
         for (oy = 0; oy < g->oh; oy++)
             for (ox = 0; ox < g->ow; ox++) {
                 const float *wc = w + co * g->k;
-                float acc = 0.0f;
+                float acc = 0.0f, first = 0.0f;
+                int64_t t = 0;
                 for (c = 0; c < g->cin; c++)
                     for (ky = 0; ky < g->kh; ky++)
-                        for (kx = 0; kx < g->kw; kx++)
+                        for (kx = 0; kx < g->kw; kx++, t++) {
+                            if (t == split) { /* the second chain starts from +0 */
+                                first = acc;
+                                acc = 0.0f;
+                            }
                             acc = fmaf(*wc++, at(g, x, c, oy - g->pad + ky, ox - g->pad_w + kx),
                                        acc);
+                        }
                 if (bias)
                     acc = acc + bias[co];
+                if (split < g->k)
+                    acc = first + acc;
                 y[(co * g->oh + oy) * g->ow + ox] = acc;
             }
 }
 
 tsq__conv_direct_fn tsq__conv_direct_for(uint32_t cpu)
 {
-    const uint32_t avx2 = TSQ_CPU_AVX2 | TSQ_CPU_FMA;
-    if ((cpu & (avx2 | TSQ_CPU_AVX512F)) == (avx2 | TSQ_CPU_AVX512F))
+    if (simd(cpu) && (cpu & TSQ_CPU_AVX512F))
         return tsq__conv_direct_avx512;
-    if ((cpu & avx2) == avx2)
+    if (simd(cpu))
         return tsq__conv_direct_avx2;
     return tsq__conv_direct_ref;
 }

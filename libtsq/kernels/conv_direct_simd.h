@@ -9,65 +9,120 @@
  *   CD_ZERO(), CD_LOAD(p) zero, an unaligned load
  *   CD_FMA(wp, v, acc)    acc + (*wp broadcast) * v, fused
  *   CD_ADD1(r, s)         r + s broadcast
+ *   CD_ADD(a, b)          a + b
  *   CD_STORE(p, m, r)     the lanes of mask m of r to p
+ *   CD_ROWS               output rows per tile (1 or 2: registers permitting)
  *   CD_NAME               the kernel's name
  *
  * 16 (or 8) output pixels of a row per vector and 8 output channels at a
- * time, so that each input vector loaded serves 8 FMAs, from a zero-padded
- * copy of the image (every tap is one plain load). The FMA chain of every
- * output is the C version's, in the same order, so the bits are the same.
+ * time, so that each input vector loaded serves 8 FMAs, and on AVX-512
+ * two rows at a time, so that each weight broadcast serves 2, from a zero-padded
+ * copy of the image (every tap is one plain load). The FMA chains of every
+ * output are the C version's, in the same order and cut at the same tap
+ * (tsq__conv_direct_split), so the bits are the same.
  */
 
 #define CO_BLOCK 8
 
+/* The 8 chains of one row's vector take tap v (weights at wk). */
+#define CD_TAP8(A, v, wk)                                                                      \
+    do {                                                                                       \
+        A##0 = CD_FMA((wk) + 0, v, A##0);                                                      \
+        A##1 = CD_FMA((wk) + 1, v, A##1);                                                      \
+        A##2 = CD_FMA((wk) + 2, v, A##2);                                                      \
+        A##3 = CD_FMA((wk) + 3, v, A##3);                                                      \
+        A##4 = CD_FMA((wk) + 4, v, A##4);                                                      \
+        A##5 = CD_FMA((wk) + 5, v, A##5);                                                      \
+        A##6 = CD_FMA((wk) + 6, v, A##6);                                                      \
+        A##7 = CD_FMA((wk) + 7, v, A##7);                                                      \
+    } while (0)
+#define CD_ZERO8(A) (A##0 = A##1 = A##2 = A##3 = A##4 = A##5 = A##6 = A##7 = CD_ZERO())
+/* At the split tap the chains so far are kept in F and restart from +0. */
+#define CD_CUT8(F, A)                                                                          \
+    do {                                                                                       \
+        F[0] = A##0, F[1] = A##1, F[2] = A##2, F[3] = A##3;                                    \
+        F[4] = A##4, F[5] = A##5, F[6] = A##6, F[7] = A##7;                                    \
+        CD_ZERO8(A);                                                                           \
+    } while (0)
+
+/* The tile's results: chain + bias, plus the first chain when cut. */
+static void store8(const tsq__conv_geom *g, const CD_VEC *acc, const CD_VEC *first, int cut,
+                   const float *bias, float *y, int64_t co0, int64_t nco, int64_t oy, int64_t x0)
+{
+    CD_MASK om = CD_MASK_OF(g->ow - x0 < CD_LANES ? g->ow - x0 : CD_LANES);
+    int64_t j;
+    for (j = 0; j < nco; j++) {
+        CD_VEC r = bias ? CD_ADD1(acc[j], bias[co0 + j]) : acc[j];
+        if (cut)
+            r = CD_ADD(first[j], r);
+        CD_STORE(y + ((co0 + j) * g->oh + oy) * g->ow + x0, om, r);
+    }
+}
+
+/* Output rows oy and oy + 1 (rows = 2) or oy alone, pixels x0 .. x0 +
+ * CD_LANES - 1, channels co0 .. co0 + nco - 1: each weight broadcast
+ * serves both rows. */
+static void tile(const tsq__conv_geom *g, const float *xp, const float *wt, const float *bias,
+                 float *y, int64_t co0, int64_t nco, int64_t oy, int64_t x0, int rows,
+                 int64_t split)
+{
+    int64_t hp = g->h + 2 * g->pad, wp = g->w + 2 * g->pad_w, c, ky, kx, t = 0;
+    CD_VEC a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7;
+    CD_VEC fa[CO_BLOCK], fb[CO_BLOCK];
+    const float *wk = wt;
+    CD_ZERO8(a);
+    CD_ZERO8(b);
+    for (c = 0; c < g->cin; c++)
+        for (ky = 0; ky < g->kh; ky++) {
+            const float *row = xp + (c * hp + oy + ky) * wp + x0;
+            for (kx = 0; kx < g->kw; kx++, wk += CO_BLOCK, t++) {
+                if (t == split) {
+                    CD_CUT8(fa, a);
+                    CD_CUT8(fb, b);
+                }
+                CD_TAP8(a, CD_LOAD(row + kx), wk);
+                if (rows == 2)
+                    CD_TAP8(b, CD_LOAD(row + wp + kx), wk);
+            }
+        }
+    {
+        CD_VEC ra[CO_BLOCK] = {a0, a1, a2, a3, a4, a5, a6, a7};
+        CD_VEC rb[CO_BLOCK] = {b0, b1, b2, b3, b4, b5, b6, b7};
+        store8(g, ra, fa, split < g->k, bias, y, co0, nco, oy, x0);
+        if (rows == 2)
+            store8(g, rb, fb, split < g->k, bias, y, co0, nco, oy + 1, x0);
+    }
+}
+
 /* Output channels co0 .. co0 + nco - 1 (nco <= 8; the lanes of missing
  * channels repeat the last one and are not stored). wt: scratch for the
  * block's weights, tap-major (k x 8), so each FMA takes its weight as a
- * broadcast from one base. */
+ * broadcast from one base. Rows in pairs where CD_ROWS is 2. */
 static void block(const tsq__conv_geom *g, const float *xp, const float *w, const float *bias,
-                  float *y, int64_t co0, int64_t nco, float *wt)
+                  float *y, int64_t co0, int64_t nco, float *wt, int64_t split)
 {
-    int64_t hp = g->h + 2 * g->pad, wp = g->w + 2 * g->pad_w, oy, x0, c, ky, kx, j, t;
+    int64_t oy, x0, j, t;
     for (t = 0; t < g->k; t++)
         for (j = 0; j < CO_BLOCK; j++)
             wt[t * CO_BLOCK + j] = w[(co0 + (j < nco ? j : nco - 1)) * g->k + t];
-    for (oy = 0; oy < g->oh; oy++)
+    for (oy = 0; oy < g->oh; oy += CD_ROWS) {
+        int rows = g->oh - oy < CD_ROWS ? (int)(g->oh - oy) : CD_ROWS;
         for (x0 = 0; x0 < g->ow; x0 += CD_LANES) {
-            CD_MASK om = CD_MASK_OF(g->ow - x0 < CD_LANES ? g->ow - x0 : CD_LANES);
-            CD_VEC a0 = CD_ZERO(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-            const float *wk = wt;
-            for (c = 0; c < g->cin; c++)
-                for (ky = 0; ky < g->kh; ky++) {
-                    const float *row = xp + (c * hp + oy + ky) * wp + x0;
-                    for (kx = 0; kx < g->kw; kx++, wk += CO_BLOCK) {
-                        CD_VEC v = CD_LOAD(row + kx);
-                        a0 = CD_FMA(wk + 0, v, a0);
-                        a1 = CD_FMA(wk + 1, v, a1);
-                        a2 = CD_FMA(wk + 2, v, a2);
-                        a3 = CD_FMA(wk + 3, v, a3);
-                        a4 = CD_FMA(wk + 4, v, a4);
-                        a5 = CD_FMA(wk + 5, v, a5);
-                        a6 = CD_FMA(wk + 6, v, a6);
-                        a7 = CD_FMA(wk + 7, v, a7);
-                    }
-                }
-            {
-                CD_VEC acc[CO_BLOCK] = {a0, a1, a2, a3, a4, a5, a6, a7};
-                for (j = 0; j < nco; j++) {
-                    CD_VEC r = bias ? CD_ADD1(acc[j], bias[co0 + j]) : acc[j];
-                    CD_STORE(y + ((co0 + j) * g->oh + oy) * g->ow + x0, om, r);
-                }
-            }
+            if (rows == 2)
+                tile(g, xp, wt, bias, y, co0, nco, oy, x0, 2, split);
+            else
+                tile(g, xp, wt, bias, y, co0, nco, oy, x0, 1, split);
         }
+    }
 }
 
 void CD_NAME(const tsq__conv_geom *g, const float *x, const float *w, const float *bias,
              float *y, float *scratch)
 {
-    int64_t co0;
+    int64_t co0, split = tsq__conv_direct_split(g, bias != NULL);
     float *wt = scratch + tsq__conv_direct_ws_floats(g) - g->k * CO_BLOCK;
     tsq__conv_pad_image(g, x, scratch);
     for (co0 = 0; co0 < g->cout; co0 += CO_BLOCK)
         block(g, scratch, w, bias, y, co0, g->cout - co0 < CO_BLOCK ? g->cout - co0 : CO_BLOCK,
-              wt);
+              wt, split);
 }

@@ -365,7 +365,7 @@ void tsq__conv_forward(const tsq__conv_geom *g, int64_t threads, uint32_t cpu, c
                        int64_t batch, float *ws)
 {
     conv_job j;
-    if (!scale && tsq__conv_direct_runs(g)) {
+    if (!scale && tsq__conv_direct_runs(g, cpu)) {
         direct_job d = {g, tsq__conv_direct_for(cpu), x, w, bias, y, ws, batch,
                         threads < batch ? threads : batch};
         if (d.threads < 1)

@@ -75,14 +75,16 @@ static void link_one(tsq__plan_stage *list, int32_t *cnt, const tsq__plan_stage 
 }
 
 /* The float conv before a front into bytes, when it is computed directly
- * (the net computes it so too): the front takes it over, with its weights
+ * (the net computes it so too) in one short chain per output (a first
+ * layer's small patch): the front takes it over, with its weights
  * tap-major for the kernel. 1 if taken, 0 if not, -1 if the copy cannot be
  * allocated. */
 static int take_conv(tsq_context *ctx, tsq__plan_stage *f, tsq__plan_stage *conv)
 {
     int64_t ld = (conv->g.cout + 15) / 16 * 16, t, c;
     float *wt;
-    if (conv->op != OP_CONV || !tsq__conv_direct_runs(&conv->g))
+    if (conv->op != OP_CONV || !tsq__conv_direct_runs(&conv->g, conv->cpu) ||
+        conv->g.k > TSQ__CONV_DIRECT_K)
         return 0;
     wt = tsq__calloc(ctx, (size_t)(conv->g.k * ld), sizeof *wt);
     if (!wt)
