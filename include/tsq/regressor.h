@@ -43,7 +43,12 @@
  * accumulates sums (X^T X, X^T z, ...), which can be exported to and added
  * from an array of doubles, so that several processes can each feed a
  * shard and only sum d x d and d x C arrays (e.g. with MPI_Allreduce).
- * tsq_fit_transform runs the same protocol on in-memory data.
+ * tsq_fit_transform runs the same protocol on in-memory data. The
+ * per-channel solves of end_pass can be split too: with
+ * tsq_regressor_set_share each process solves a block of the channels,
+ * and after every end_pass the processes exchange their blocks' results
+ * (tsq_regressor_share_export, e.g. MPI_Allgatherv, then
+ * tsq_regressor_share_import, which reports done instead of end_pass).
  *
  * Memory: besides the caller's X, Y (and P), a fit holds O(d^2 + d C)
  * doubles, 4096 doubles per channel for the polish, and one batch of
@@ -379,6 +384,66 @@ TSQ_API tsq_status tsq_regressor_stats_export(const tsq_regressor *reg, double *
  *  TSQ_ERR_NOT_FINITE (the array holds NaN or Inf; nothing is changed). */
 TSQ_API tsq_status tsq_regressor_stats_import(tsq_regressor *reg, const double *in,
                                               int64_t count, int32_t mode);
+
+/* ------------------------------------------------------------------ */
+/* Shares: the channels' solves spread over processes                  */
+/* ------------------------------------------------------------------ */
+
+/*! tsq_regressor_set_share() :
+ *  Makes the next fit begun by tsq_regressor_begin solve only share
+ *  `index` of `count` of the channels: the contiguous block
+ *  floor(index C / count) .. floor((index + 1) C / count) - 1 (empty when
+ *  count > C and the block has no channel). The processes of a sharded fit
+ *  (same d, C, W_init, options, and the same summed statistics every pass,
+ *  see tsq_regressor_stats_import) then each solve their block in
+ *  tsq_regressor_end_pass and exchange the results after it
+ *  (tsq_regressor_share_size / export / import); the fit is bit for bit
+ *  the one with count = 1, on every process. count = 1 (the default) solves
+ *  every channel, with no exchange. The linear loss solves in its single
+ *  end_pass on every share (its exchange carries nothing).
+ *  tsq_fit_transform ignores the share.
+ *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (count < 1, index outside
+ *  0..count-1), TSQ_ERR_STATE (a fit is in progress). */
+TSQ_API tsq_status tsq_regressor_set_share(tsq_regressor *reg, int32_t index, int32_t count);
+
+/*! tsq_regressor_share_size() :
+ *  After tsq_regressor_end_pass of a fit with more than one share: writes
+ *  to *count the number of doubles in share `share`'s part of the pass's
+ *  results (its channels times d + 4 after the start or a round, times 36
+ *  after a polish search, 0 after other passes; docs/regressor.md). Every
+ *  process computes every share's size alone (e.g. the counts of
+ *  MPI_Allgatherv).
+ *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_INVALID (share outside
+ *  0..count-1), TSQ_ERR_STATE (no exchange is due). */
+TSQ_API tsq_status tsq_regressor_share_size(const tsq_regressor *reg, int32_t share,
+                                            int64_t *count);
+
+/*! tsq_regressor_share_export() :
+ *  Copies this regressor's part (its share's channels' results of the
+ *  pass just ended) to out[0..count-1]; count must equal
+ *  tsq_regressor_share_size() of its share (out may be NULL when it is 0).
+ *  @return TSQ_OK, TSQ_ERR_NULL, TSQ_ERR_STATE (no exchange is due),
+ *  TSQ_ERR_TOO_SMALL (count differs from the size; nothing is written). */
+TSQ_API tsq_status tsq_regressor_share_export(const tsq_regressor *reg, double *out,
+                                              int64_t count);
+
+/*! tsq_regressor_share_import() :
+ *  Takes every share's part, concatenated in share order (in[0..count-1],
+ *  count the sum of the shares' sizes; e.g. the result of MPI_Allgatherv),
+ *  completes the pass (the decisions that need every channel: the
+ *  objectives recorded, the early stop, the polish's stages) and writes
+ *  *done as tsq_regressor_end_pass does without shares: 1 when the fit is
+ *  finished (tsq_regressor_result then works), else 0 (feed the next
+ *  pass). Until this call, the feed, the statistics and end_pass are
+ *  refused. Nothing is changed when it fails.
+ *  @return TSQ_OK, TSQ_ERR_NULL (reg, done; in when count > 0),
+ *  TSQ_ERR_STATE (no exchange is due), TSQ_ERR_TOO_SMALL (count differs
+ *  from the total size), TSQ_ERR_NOT_FINITE (NaN or Inf in the array),
+ *  TSQ_ERR_INVALID (a weight outside the alphabet, a flag other than 0 or
+ *  1, a float value that is no float, or this share's own part differs
+ *  from its results: parts out of order, or from another fit). */
+TSQ_API tsq_status tsq_regressor_share_import(tsq_regressor *reg, const double *in,
+                                              int64_t count, int32_t *done);
 
 /*! tsq_regressor_result() :
  *  After a finished fit (tsq_regressor_end_pass set *done, or

@@ -273,6 +273,8 @@ tsq_status tsq__reg_begin_fit(tsq_regressor *reg, const char *where, int64_t d, 
     f->with_preact = with_preact;
     f->chunk = reg->opt.batch_rows;
     f->threads = (int32_t)ctx->threads;
+    f->shares = 1;
+    f->c1 = C;
     f->vnni = (ctx->cpu & VNNI_NEEDS) == VNNI_NEEDS;
     f->int_xw = f->vnni;
     f->avx512 = (ctx->cpu & AVX512_NEEDS) == AVX512_NEEDS;
@@ -333,6 +335,12 @@ tsq_status tsq_regressor_begin(tsq_regressor *reg, int64_t d, int64_t C,
     st = tsq__reg_begin_fit(reg, "regressor_begin", d, C, W_init, with_preact, &f);
     if (st != TSQ_OK)
         return st;
+    /* The shares split the solves of the quantized loss's passes; the
+     * linear loss solves in pass 0 alone, so every share solves it all. */
+    f->share = reg->share;
+    f->shares = reg->shares;
+    if (f->opt.loss == TSQ_LOSS_QUANTIZED)
+        tsq__reg_share_range(C, f->share, f->shares, &f->c0, &f->c1);
     tsq__reg_fit_free(reg->obj.ctx, reg->fit);
     reg->fit = f;
     tsq__clear(&reg->obj);

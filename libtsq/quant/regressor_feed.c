@@ -554,6 +554,7 @@ tsq_status tsq_regressor_feed(tsq_regressor *reg, const tsq_tensor *X, const tsq
     if (!fit_running(reg))
         return tsq__fail(&reg->obj, TSQ_ERR_STATE,
                          "regressor_feed: no fit in progress (tsq_regressor_begin first)");
+    TSQ_FORWARD_IF_ERROR(tsq__reg_check_no_exchange(reg, "regressor_feed"));
     st = tsq__reg_check_batch(reg, "regressor_feed", X, Y, P, &bt);
     if (st != TSQ_OK)
         return st;

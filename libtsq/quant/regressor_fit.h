@@ -2,8 +2,8 @@
  * The step-2 regressor's fit state, shared by the files that drive a fit
  * over passes of data (regressor_options.c, regressor_begin.c,
  * regressor_feed.c, regressor_products.c, regressor_stats.c, regressor_pass.c,
- * regressor_polish_pass.c, regressor_result.c). The solver (regressor_solve.c, regressor_levels.c,
- * lowbit_init.c) sees only regressor_internal.h and never this state, so
+ * regressor_polish_pass.c, regressor_share.c, regressor_result.c). The
+ * solver (regressor_solve.c, regressor_levels.c, lowbit_init.c) sees only regressor_internal.h and never this state, so
  * the dependency runs one way: drivers -> solver.
  */
 #ifndef TSQ_REGRESSOR_FIT_H
@@ -15,6 +15,10 @@
 enum { TARGET_PREACT = 1, TARGET_XW = 2, TARGET_CODES = 3 };
 enum { FIT_RUNNING = 1, FIT_DONE = 2 };
 enum { STATS_EXPORT = 0 };
+/* The shares' exchange after an end_pass (regressor_share.c): none due;
+ * due, with nothing to carry (the pass solved nothing per channel); the
+ * iterate of the start or of a round; the polish's candidates. */
+enum { EXCHANGE_NONE = 0, EXCHANGE_EMPTY, EXCHANGE_ITERATE, EXCHANGE_CANDIDATES };
 /* The polish's passes (regressor_polish.c): the histogram, its candidates,
  * the windows, their candidates, then compass steps. */
 enum { POLISH_HIST = 1, POLISH_VERIFY, POLISH_WINDOW, POLISH_WVERIFY, POLISH_COMPASS };
@@ -38,6 +42,14 @@ typedef struct fit_state {
     int32_t pstage;     /* the polish pass's kind: POLISH_HIST .. POLISH_COMPASS */
     int32_t chunk;      /* rows per block of work */
     int32_t threads;
+    /* The channels this regressor solves: share `share` of `shares`
+     * (tsq_regressor_set_share), channels [c0, c1). With shares > 1 each
+     * end_pass leaves an exchange due (`exchange`), and the import takes
+     * the decisions that need every channel; `exchange_done` is what it
+     * reports when the end_pass already took them. */
+    int32_t share, shares;
+    int64_t c0, c1;
+    int32_t exchange, exchange_done;
     void *work, *keep;
     /* work: statistics of pass 0 */
     tsq__outq *q;       /* C channels' quantizers (when one is set) */
@@ -120,6 +132,7 @@ struct tsq_regressor {
     int64_t q_channels;       /* 0: per tensor (q_tensor) */
     tsq__outq q_tensor;
     tsq__outq *q_channel;     /* q_channels entries */
+    int32_t share, shares;    /* tsq_regressor_set_share: read by begin */
     fit_state *fit;
 };
 
@@ -171,9 +184,10 @@ static inline int shifts_xw(const fit_state *f)
     return f->target == TARGET_XW && f->opt.loss == TSQ_LOSS_QUANTIZED && f->opt.offset;
 }
 
+/* Done, and on every share: no exchange is due. */
 static inline int fit_done(const tsq_regressor *reg)
 {
-    return reg->fit && reg->fit->status == FIT_DONE;
+    return reg->fit && reg->fit->status == FIT_DONE && !reg->fit->exchange;
 }
 
 static inline int needs_codes(const fit_state *f)
@@ -230,8 +244,22 @@ void tsq__reg_quad_forms(fit_state *f, const tsq__gram *g);
 /* Marks the fit done and frees its work arena (results stay). */
 void tsq__reg_finish(tsq_regressor *reg);
 
+/* This pass solved the channels [c0, c1) (what travels: `exchange`):
+ * takes the decisions that need every channel now, or, with shares, leaves
+ * them to tsq__reg_conclude after the shares' import. */
+tsq_status tsq__reg_solved(tsq_regressor *reg, int32_t exchange, int32_t *done);
+/* Those decisions, once every channel's results are in place. */
+tsq_status tsq__reg_conclude(tsq_regressor *reg, int32_t *done);
+
 /* regressor_polish_pass.c: after the rounds, the polish (or the end). */
 tsq_status tsq__reg_finish_or_polish(tsq_regressor *reg, int32_t *done);
 tsq_status tsq__reg_end_polish_pass(tsq_regressor *reg, int32_t *done);
+/* After a search pass's solves: on to the pass that checks its candidates. */
+tsq_status tsq__reg_conclude_search(tsq_regressor *reg, int32_t *done);
+
+/* regressor_share.c: share s's channels [*c0, *c1) of C. */
+void tsq__reg_share_range(int64_t C, int32_t s, int32_t shares, int64_t *c0, int64_t *c1);
+/* TSQ_ERR_STATE while an exchange is due (feed, stats, end_pass wait). */
+tsq_status tsq__reg_check_no_exchange(const tsq_regressor *reg, const char *where);
 
 #endif

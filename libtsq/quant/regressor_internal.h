@@ -148,7 +148,7 @@ typedef struct tsq__sweep_args {
     const tsq__alphabet *a;
     int32_t sweeps, restarts;
     int32_t fresh;             /* 1: compute r = M w first; 0: r holds it */
-    int64_t C;
+    int64_t c0, C;             /* the channels [c0, C) are swept (arrays hold all) */
     double diag_floor;         /* coordinates with M_jj below it get weight 0 */
     int8_t *w;                 /* C x d, channel-major: updated */
     double *alpha;             /* C: updated */

@@ -227,6 +227,7 @@ tsq_status tsq_regressor_create(tsq_context *ctx, tsq_regressor **out)
         return tsq__fail(&ctx->obj, TSQ_ERR_NO_MEMORY, "regressor_create: out of memory");
     tsq__object_init(&reg->obj, ctx);
     (void)tsq__option_defaults(&regressor_table, reg); /* fields and bits: cannot fail */
+    reg->shares = 1; /* every channel solved here */
     tsq__clear(&ctx->obj);
     *out = reg;
     return TSQ_OK;

@@ -4,6 +4,10 @@
  * against z0 or the pass's z, the best iterate per channel and the
  * history; then the polish (regressor_polish_pass.c). With the linear loss
  * every objective follows from the statistics, so pass 0 is the only one.
+ * The per-channel solves run on the channels [c0, c1) only (all of them
+ * unless tsq_regressor_set_share split them); what needs every channel
+ * (the relaxed objective, the early stop, the next pass) waits for
+ * tsq__reg_conclude, which a shared fit runs after the shares' import.
  */
 #include "regressor_fit.h"
 #include "quant/progress.h"
@@ -51,7 +55,7 @@ static void start_channels(void *arg, int64_t task)
     fit_state *f = job->f;
     void *scratch = (unsigned char *)job->lowbit + (size_t)task * job->lowbit_bytes;
     int64_t c;
-    for (c = task; c < f->C; c += job->tasks) {
+    for (c = f->c0 + task; c < f->c1; c += job->tasks) {
         tsq__lowbit_approx(&f->opt.alphabet, job->w0 + c, f->d, f->C, f->w + c * f->d,
                            &f->alpha[c], scratch);
         f->b[c] = tsq__profile_offset(&job->g, job->zsum[c], f->w + c * f->d, f->alpha[c]);
@@ -64,14 +68,15 @@ static void start_channels(void *arg, int64_t task)
 typedef struct forms_job {
     fit_state *f;
     const tsq__gram *g;
-    int64_t per;
+    int64_t first, end, per;
 } forms_job;
 
 static void forms_task(void *arg, int64_t k)
 {
     forms_job *job = arg;
     fit_state *f = job->f;
-    int64_t d = f->d, c0 = k * job->per, c1 = c0 + job->per < f->C ? c0 + job->per : f->C, c, j;
+    int64_t d = f->d, c0 = job->first + k * job->per;
+    int64_t c1 = c0 + job->per < job->end ? c0 + job->per : job->end, c, j;
     if (c0 >= c1)
         return;
     for (j = c0 * d; j < c1 * d; j++)
@@ -86,56 +91,80 @@ static void forms_task(void *arg, int64_t k)
     }
 }
 
-void tsq__reg_quad_forms(fit_state *f, const tsq__gram *g)
+/* The forms of channels [c0, c1); a channel's do not depend on the range. */
+static void quad_forms_of(fit_state *f, const tsq__gram *g, int64_t c0, int64_t c1)
 {
     forms_job job;
-    int64_t tasks = f->threads < f->C ? f->threads : f->C;
+    int64_t tasks = f->threads < c1 - c0 ? f->threads : c1 - c0;
     if (tasks < 1)
         tasks = 1;
     job.f = f;
     job.g = g;
-    job.per = (f->C + tasks - 1) / tasks;
+    job.first = c0;
+    job.end = c1;
+    job.per = (c1 - c0 + tasks - 1) / tasks;
     tsq__parallel_for(tasks, tasks, forms_task, &job);
     f->r_valid = 1;
+}
+
+void tsq__reg_quad_forms(fit_state *f, const tsq__gram *g)
+{
+    quad_forms_of(f, g, 0, f->C);
 }
 
 typedef struct linear_job {
     const fit_state *f;
     const tsq__gram *g;
     const double *xtz, *zsum, *zsq;
+    int64_t c0;
 } linear_job;
 
-static void linear_channel(void *arg, int64_t c)
+static void linear_channel(void *arg, int64_t i)
 {
     const linear_job *job = arg;
     const fit_state *f = job->f;
-    int64_t d = f->d;
+    int64_t d = f->d, c = job->c0 + i;
     column(job->xtz, d, f->C, c, f->t + c * d);
     f->lin[c] = tsq__linear_objective(job->g, f->t + c * d, job->zsum[c], job->zsq[c],
                                       f->w + c * d, f->wmw[c], f->alpha[c], f->b[c]);
 }
 
-/* Sum over channels of the linear objective against (xtz, zsum, zsq),
- * w^T M w taken from f->wmw: spread over the threads and summed in
- * channel order, so the total does not depend on them. */
-static double linear_total(const fit_state *f, const tsq__gram *g, const double *xtz,
-                           const double *zsum, const double *zsq, double *per_channel)
+/* The linear objective of channels [c0, c1) against (xtz, zsum, zsq)
+ * into f->lin, w^T M w taken from f->wmw, spread over the threads. */
+static void linear_channels(const fit_state *f, const tsq__gram *g, const double *xtz,
+                            const double *zsum, const double *zsq, int64_t c0, int64_t c1)
 {
     linear_job job;
-    int64_t c;
-    double total = 0.0;
     job.f = f;
     job.g = g;
     job.xtz = xtz;
     job.zsum = zsum;
     job.zsq = zsq;
-    tsq__parallel_for(threads_for(f, f->C * f->d * 4), f->C, linear_channel, &job);
+    job.c0 = c0;
+    if (c1 > c0)
+        tsq__parallel_for(threads_for(f, (c1 - c0) * f->d * 4), c1 - c0, linear_channel, &job);
+}
+
+/* Sum of f->lin over every channel, in channel order: the total depends
+ * neither on the threads nor on the shares. */
+static double linear_sum(const fit_state *f, double *per_channel)
+{
+    int64_t c;
+    double total = 0.0;
     for (c = 0; c < f->C; c++) {
         if (per_channel)
             per_channel[c] = f->lin[c];
         total += f->lin[c];
     }
     return total;
+}
+
+/* The linear objective summed over every channel (none shared). */
+static double linear_total(const fit_state *f, const tsq__gram *g, const double *xtz,
+                           const double *zsum, const double *zsq, double *per_channel)
+{
+    linear_channels(f, g, xtz, zsum, zsq, 0, f->C);
+    return linear_sum(f, per_channel);
 }
 
 /* Iterate h_count has objective obj[] per channel: record it, keep the best
@@ -178,19 +207,20 @@ static int stalled(const fit_state *f)
     return 1;
 }
 
-/* One round of alpha/b and w updates on every channel against the targets
- * (xtz, zsum): centred targets, the blocked sweeps (regressor_sweep.c),
- * then each channel's profiled offset and whether it moved. */
+/* One round of alpha/b and w updates on channels [c0, c1) against the
+ * targets (xtz, zsum): centred targets, the blocked sweeps
+ * (regressor_sweep.c), then each channel's profiled offset and whether it
+ * moved. */
 static void run_round(fit_state *f, const tsq__gram *g, const double *xtz, const double *zsum,
                       const double *zsq)
 {
-    int64_t d = f->d, C = f->C, j, c;
+    int64_t d = f->d, C = f->C, c0 = f->c0, c1 = f->c1, j, c;
     double maxdiag = 0.0, tol = f->opt.tol;
     tsq__sweep_args a;
     (void)zsq;
     for (j = 0; j < d; j++) {
         maxdiag = fmax(maxdiag, g->m[j * d + j]);
-        for (c = 0; c < C; c++) /* channel-major for the sweeps */
+        for (c = c0; c < c1; c++) /* channel-major for the sweeps */
             f->tt[c * d + j] = g->offset ? xtz[j * C + c] - g->colsum[j] * zsum[c] / g->rows
                                          : xtz[j * C + c];
     }
@@ -206,7 +236,8 @@ static void run_round(fit_state *f, const tsq__gram *g, const double *xtz, const
      * polish gains far more per second): docs/regressor.md, "Speed". */
     a.restarts = f->opt.restarts >= 0 ? f->opt.restarts
                                        : f->opt.loss == TSQ_LOSS_LINEAR ? 4 : 0;
-    a.C = C;
+    a.c0 = c0;
+    a.C = c1;
     a.diag_floor = 1e-12 * maxdiag;
     a.w = f->w;
     a.alpha = f->alpha;
@@ -224,7 +255,7 @@ static void run_round(fit_state *f, const tsq__gram *g, const double *xtz, const
     a.fresh = !f->r_valid;
     tsq__sweep_round(&a, f->threads);
     f->r_valid = 1; /* r = M w of the round's w: the next round starts from it */
-    for (c = 0; c < C; c++) {
+    for (c = c0; c < c1; c++) {
         double alpha0 = f->alpha_prev[c], b0 = f->b_prev[c], wmw = 0.0;
         for (j = 0; j < d; j++) /* r = M w of the round's w */
             wmw += (double)f->w[c * d + j] * f->r[c * d + j];
@@ -279,8 +310,9 @@ static void derive_xw_target(fit_state *f)
     }
 }
 
-/* The start iterate: the exact low-bit approximation of W_init, or of the
- * least-squares solution for z0 when W_init is NULL. */
+/* The start iterate of channels [c0, c1): the exact low-bit approximation
+ * of W_init, or of the least-squares solution for z0 when W_init is NULL
+ * (solved for every channel: one factorisation serves them all). */
 static tsq_status start_iterate(tsq_regressor *reg, const char *where, const tsq__gram *g)
 {
     fit_state *f = reg->fit;
@@ -314,7 +346,7 @@ static tsq_status start_iterate(tsq_regressor *reg, const char *where, const tsq
     job.g = *g;
     job.zsum = f->z0sum;
     job.w0 = w0;
-    job.tasks = f->threads < C ? f->threads : C;
+    job.tasks = f->threads < f->c1 - f->c0 ? f->threads : f->c1 - f->c0;
     if (job.tasks < 1)
         job.tasks = 1;
     job.lowbit_bytes = align64(tsq__lowbit_scratch_bytes(d));
@@ -323,7 +355,7 @@ static tsq_status start_iterate(tsq_regressor *reg, const char *where, const tsq
         return tsq__fail(&reg->obj, TSQ_ERR_NO_MEMORY, "%s: out of memory", where);
     tsq__parallel_for(job.tasks, job.tasks, start_channels, &job);
     tsq__free(ctx, job.lowbit);
-    tsq__reg_quad_forms(f, g);
+    quad_forms_of(f, g, f->c0, f->c1);
     return TSQ_OK;
 }
 
@@ -415,11 +447,18 @@ static tsq_status end_first_pass(tsq_regressor *reg, const char *where, int32_t 
         *done = 1;
         return TSQ_OK;
     }
-    /* Quantized loss: entry 0's relaxed value is its linear fit to z0; its
-     * true objective comes from pass 1. */
-    f->h_relax[0] = linear_total(f, &g, f->g0, f->z0sum, f->z0sq, NULL);
+    /* Quantized loss: entry 0's relaxed value is its linear fit to z0
+     * (summed by conclude_start); its true objective comes from pass 1. */
+    linear_channels(f, &g, f->g0, f->z0sum, f->z0sq, f->c0, f->c1);
+    return tsq__reg_solved(reg, EXCHANGE_ITERATE, done);
+}
+
+static tsq_status conclude_start(tsq_regressor *reg, int32_t *done)
+{
+    fit_state *f = reg->fit;
+    f->h_relax[0] = linear_sum(f, NULL);
     tsq__log(reg->obj.ctx, REG_LOG_INFO, "regressor: pass 0: statistics of %.0f rows, d = %lld, "
-             "C = %lld; the start's linear objective %g", f->rows0, (long long)d,
+             "C = %lld; the start's linear objective %g", f->rows0, (long long)f->d,
              (long long)f->C, f->h_relax[0]);
     setup_pass(f, 1);
     *done = 0;
@@ -456,13 +495,28 @@ static tsq_status end_later_pass(tsq_regressor *reg, const char *where, int32_t 
     /* Round k's update, against z0 (linear round) or this pass's z. */
     if (f->zpass) {
         run_round(f, &g, f->g, f->zsum, f->zsq);
-        relaxed = 0.0;
-        for (c = 0; c < f->C; c++)
-            relaxed += f->zcost[c];
-        relaxed += f->lambda * linear_total(f, &g, f->g, f->zsum, f->zsq, NULL);
+        linear_channels(f, &g, f->g, f->zsum, f->zsq, f->c0, f->c1);
     } else {
         run_round(f, &g, f->g0, f->z0sum, f->z0sq);
-        relaxed = linear_total(f, &g, f->g0, f->z0sum, f->z0sq, NULL);
+        linear_channels(f, &g, f->g0, f->z0sum, f->z0sq, f->c0, f->c1);
+    }
+    return tsq__reg_solved(reg, EXCHANGE_ITERATE, done);
+}
+
+/* After round k's solves on every channel: its relaxed objective, the
+ * early stop, the next pass. */
+static tsq_status conclude_round(tsq_regressor *reg, int32_t *done)
+{
+    fit_state *f = reg->fit;
+    int32_t k = f->pass;
+    double relaxed = 0.0;
+    int64_t c;
+    if (f->zpass) {
+        for (c = 0; c < f->C; c++)
+            relaxed += f->zcost[c];
+        relaxed += f->lambda * linear_sum(f, NULL);
+    } else {
+        relaxed = linear_sum(f, NULL);
     }
     f->h_relax[k] = relaxed;
     f->h_lambda[k] = f->zpass ? f->lambda : 0.0;
@@ -475,12 +529,39 @@ static tsq_status end_later_pass(tsq_regressor *reg, const char *where, int32_t 
     return TSQ_OK;
 }
 
+tsq_status tsq__reg_solved(tsq_regressor *reg, int32_t exchange, int32_t *done)
+{
+    if (reg->fit->shares > 1) {
+        reg->fit->exchange = exchange;
+        *done = 0;
+        return TSQ_OK;
+    }
+    return tsq__reg_conclude(reg, done);
+}
+
+tsq_status tsq__reg_conclude(tsq_regressor *reg, int32_t *done)
+{
+    fit_state *f = reg->fit;
+    if (f->polishing)
+        return tsq__reg_conclude_search(reg, done);
+    return f->pass == 0 ? conclude_start(reg, done) : conclude_round(reg, done);
+}
+
 tsq_status tsq__reg_end_pass(tsq_regressor *reg, const char *where, int32_t *done)
 {
     tsq_status st = reg->fit->pass == 0 ? end_first_pass(reg, where, done)
                                         : end_later_pass(reg, where, done);
     /* The progress callback (quant/progress.c); a cancel abandons the fit. */
-    return st == TSQ_OK ? tsq__reg_progress(reg, where, *done) : st;
+    if (st == TSQ_OK)
+        st = tsq__reg_progress(reg, where, *done);
+    if (st == TSQ_OK && reg->fit->shares > 1 && !reg->fit->exchange) {
+        /* Nothing per channel was solved: the pass's decisions are taken,
+         * and the import reports them, so that every pass ends the same way. */
+        reg->fit->exchange = EXCHANGE_EMPTY;
+        reg->fit->exchange_done = *done;
+        *done = 0;
+    }
+    return st;
 }
 
 tsq_status tsq_regressor_end_pass(tsq_regressor *reg, int32_t *done)
@@ -492,6 +573,7 @@ tsq_status tsq_regressor_end_pass(tsq_regressor *reg, int32_t *done)
         return tsq__fail(&reg->obj, TSQ_ERR_NULL, "regressor_end_pass: done is NULL");
     if (!fit_running(reg))
         return tsq__fail(&reg->obj, TSQ_ERR_STATE, "regressor_end_pass: no fit in progress");
+    TSQ_FORWARD_IF_ERROR(tsq__reg_check_no_exchange(reg, "regressor_end_pass"));
     st = tsq__reg_end_pass(reg, "regressor_end_pass", done);
     if (st == TSQ_OK)
         tsq__clear(&reg->obj);

@@ -14,6 +14,7 @@
 typedef struct polish_job {
     fit_state *f;
     tsq__gram g;
+    int64_t c0;  /* the searches: task i is channel c0 + i */
 } polish_job;
 
 /* The histogram's range for channel c: mean(u) +- TSQ__POLISH_SPREAD sd(u),
@@ -77,10 +78,11 @@ static void begin_polish(fit_state *f)
     tsq__reg_reset_pass_sums(f);
 }
 
-static void polish_search(void *arg, int64_t c)
+static void polish_search(void *arg, int64_t i)
 {
     polish_job *job = arg;
     fit_state *f = job->f;
+    int64_t c = job->c0 + i;
     double cad[TSQ__POLISH_CAND], cbd[TSQ__POLISH_CAND];
     tsq__polish_search_args a;
     a.hist = f->hist + c * f->nbins * f->hbins;
@@ -143,10 +145,11 @@ static void setup_windows(fit_state *f, int64_t c)
     }
 }
 
-static void window_search(void *arg, int64_t c)
+static void window_search(void *arg, int64_t i)
 {
     polish_job *job = arg;
     fit_state *f = job->f;
+    int64_t c = job->c0 + i;
     double cad[TSQ__POLISH_CAND], cbd[TSQ__POLISH_CAND];
     tsq__polish_window_search_args a;
     a.hist = f->hist + c * f->nw * f->nbins * f->fb;
@@ -199,7 +202,20 @@ static double take_best(fit_state *f, int64_t *moved)
     return total;
 }
 
-/* Ends a polish pass (see regressor_polish.c for the sequence). */
+tsq_status tsq__reg_conclude_search(tsq_regressor *reg, int32_t *done)
+{
+    fit_state *f = reg->fit;
+    f->pstage++;
+    f->polishing++;
+    f->pass++;
+    tsq__reg_reset_pass_sums(f);
+    *done = 0;
+    return TSQ_OK;
+}
+
+/* Ends a polish pass (see regressor_polish.c for the sequence). A search
+ * (after a histogram pass) runs on this share's channels; the checks of
+ * candidates, cheap, on every channel. */
 tsq_status tsq__reg_end_polish_pass(tsq_regressor *reg, int32_t *done)
 {
     fit_state *f = reg->fit;
@@ -209,15 +225,13 @@ tsq_status tsq__reg_end_polish_pass(tsq_regressor *reg, int32_t *done)
     polish_job job;
     job.f = f;
     job.g = tsq__reg_gram_of(f);
+    job.c0 = f->c0;
     if (f->pstage == POLISH_HIST || f->pstage == POLISH_WINDOW) {
-        tsq__parallel_for(threads_for(f, f->C * TSQ__POLISH_CELLS * 8), f->C,
-                          f->pstage == POLISH_HIST ? polish_search : window_search, &job);
-        f->pstage++;
-        f->polishing++;
-        f->pass++;
-        tsq__reg_reset_pass_sums(f);
-        *done = 0;
-        return TSQ_OK;
+        int64_t n = f->c1 - f->c0; /* this share's channels */
+        if (n > 0)
+            tsq__parallel_for(threads_for(f, n * TSQ__POLISH_CELLS * 8), n,
+                              f->pstage == POLISH_HIST ? polish_search : window_search, &job);
+        return tsq__reg_solved(reg, EXCHANGE_CANDIDATES, done);
     }
     total = take_best(f, &moved);
     tsq__reg_record_iterate(f, f->obj, total, 0.0);

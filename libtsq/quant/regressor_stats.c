@@ -94,6 +94,7 @@ static tsq_status stats_common(const tsq_regressor *reg, const char *where, int6
     if (!fit_running(reg))
         return tsq__fail(&reg->obj, TSQ_ERR_STATE, "%s: no pass in progress",
                          where);
+    TSQ_FORWARD_IF_ERROR(tsq__reg_check_no_exchange(reg, where));
     stats_segments(reg->fit, seg, size); /* reads only */
     return TSQ_OK;
 }

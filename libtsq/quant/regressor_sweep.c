@@ -225,17 +225,19 @@ static void round_task(void *arg, int64_t k)
 void tsq__sweep_round(const tsq__sweep_args *a, int64_t threads)
 {
     task tasks[256];
-    int64_t k, n, per;
+    int64_t k, n, per, count = a->C - a->c0;
+    if (count < 1) /* a share without channels */
+        return;
     n = threads < 1 ? 1 : threads > 256 ? 256 : threads;
-    if (n > a->C)
-        n = a->C;
+    if (n > count)
+        n = count;
     /* Contiguous ranges of channels; a channel's arithmetic does not
-     * depend on the range it is in (see the thread test). */
-    per = (a->C + n - 1) / n;
+     * depend on the range it is in (see the thread and share tests). */
+    per = (count + n - 1) / n;
     for (k = 0; k < n; k++) {
         tasks[k].a = a;
-        tasks[k].c0 = k * per < a->C ? k * per : a->C;
-        tasks[k].c1 = (k + 1) * per < a->C ? (k + 1) * per : a->C;
+        tasks[k].c0 = a->c0 + (k * per < count ? k * per : count);
+        tasks[k].c1 = a->c0 + ((k + 1) * per < count ? (k + 1) * per : count);
     }
     tsq__parallel_for(n, n, round_task, tasks);
 }
