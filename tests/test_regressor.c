@@ -1,7 +1,7 @@
 /* The step-2 regressor: planted recovery, brute force, monotone objectives,
- * the k-bit limit, streamed and merged statistics, im2col, and every error
- * path (status, message, outputs untouched), with a counting allocator that
- * proves nothing leaks. */
+ * the k-bit limit, streamed and merged statistics, shared channels, im2col,
+ * and every error path (status, message, outputs untouched), with a
+ * counting allocator that proves nothing leaks. */
 #include "harness.h"
 
 #include <math.h>
@@ -2547,6 +2547,362 @@ START_TEST(test_polish_rows_simd_matches_plain)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ */
+/* Shares: the channels' solves split over regressors                  */
+/* ------------------------------------------------------------------ */
+
+/* A harder layer than the planted one: one in `every` codes of the
+ * channels from `first` on replaced by a random one, so that the rounds,
+ * the z-steps and the polish all have work left there. */
+static void planted_noisy(tsq_context *ctx, planted *pl, int64_t n, int64_t d, int64_t C,
+                          int every, int64_t first, uint64_t seed)
+{
+    th_rng r = {seed + 1000};
+    uint8_t *y;
+    int64_t i;
+    planted_make(ctx, pl, n, d, C, 3, seed);
+    y = data_of(pl->Y);
+    for (i = 0; i < n * C; i++)
+        if (i % C >= first && th_rng_below(&r, (uint64_t)every) == 0)
+            y[i] = (uint8_t)th_rng_below(&r, 4);
+}
+
+/* Options under which every stage runs: linear and z-step rounds with
+ * restarts, then the polish's histograms, windows and compass steps. */
+static tsq_regressor *make_share_reg(tsq_context *ctx, const planted *pl, int32_t loss)
+{
+    tsq_regressor *reg = make_reg(ctx, pl);
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_LOSS, loss));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_ROUNDS, 7));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_LINEAR_ROUNDS, 2));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_RESTARTS, 2));
+    REG_OK(reg, tsq_regressor_set_option(reg, TSQ_REGRESSOR_POLISH, 6));
+    return reg;
+}
+
+/* The shares' exchange as MPI_Allgatherv does it: every share's part, in
+ * share order, imported by every share. Returns their (common) done. */
+static int32_t exchange_shares(tsq_regressor **regs, int R)
+{
+    int64_t total = 0, size = 0, at = 0;
+    double *all;
+    int32_t done = -1;
+    int k;
+    for (k = 0; k < R; k++) { /* every share knows every part's size */
+        REG_OK(regs[0], tsq_regressor_share_size(regs[0], k, &size));
+        total += size;
+    }
+    all = malloc((size_t)(total ? total : 1) * sizeof *all);
+    for (k = 0; k < R; k++) {
+        REG_OK(regs[k], tsq_regressor_share_size(regs[k], k, &size));
+        REG_OK(regs[k], tsq_regressor_share_export(regs[k], all + at, size));
+        at += size;
+    }
+    ck_assert_int_eq(at, total);
+    for (k = 0; k < R; k++) {
+        int32_t dk = -1;
+        REG_OK(regs[k], tsq_regressor_share_import(regs[k], all, total, &dk));
+        if (k == 0)
+            done = dk;
+        ck_assert_int_eq(dk, done);
+    }
+    free(all);
+    return done;
+}
+
+/* One pass of every share: all the rows (so that their sums agree without
+ * a statistics exchange), then end_pass, which leaves done to the import. */
+static void shares_pass(tsq_regressor **regs, int R, const planted *pl, int use_p)
+{
+    int k;
+    for (k = 0; k < R; k++) {
+        int32_t dk = -1;
+        REG_OK(regs[k], tsq_regressor_feed(regs[k], pl->X, pl->Y, use_p ? pl->P : NULL));
+        REG_OK(regs[k], tsq_regressor_end_pass(regs[k], &dk));
+        ck_assert_int_eq(dk, 0);
+    }
+}
+
+/* Share k of R on regs[k], begun; the fit runs to its end. */
+static void fit_shares(tsq_regressor **regs, int R, const planted *pl, int use_p)
+{
+    int32_t done = 0, passes = 0;
+    int k;
+    for (k = 0; k < R; k++) {
+        REG_OK(regs[k], tsq_regressor_set_share(regs[k], k, R));
+        REG_OK(regs[k], tsq_regressor_begin(regs[k], pl->d, pl->C, NULL, use_p));
+    }
+    while (!done) {
+        ck_assert_int_lt(passes++, 100);
+        shares_pass(regs, R, pl, use_p);
+        done = exchange_shares(regs, R);
+    }
+}
+
+/* The same fit without shares (the count = 1 path), fed the same way. */
+static void fit_unshared(tsq_regressor *reg, const planted *pl, int use_p)
+{
+    int32_t done = 0, passes = 0;
+    REG_OK(reg, tsq_regressor_begin(reg, pl->d, pl->C, NULL, use_p));
+    while (!done) {
+        ck_assert_int_lt(passes++, 100);
+        REG_OK(reg, tsq_regressor_feed(reg, pl->X, pl->Y, use_p ? pl->P : NULL));
+        REG_OK(reg, tsq_regressor_end_pass(reg, &done));
+    }
+}
+
+/* Bit for bit the same results, objectives and history. */
+static void check_identical(tsq_context *ctx, tsq_regressor *a, tsq_regressor *b, int64_t d,
+                            int64_t C)
+{
+    fit_out oa, ob;
+    double *ca = malloc((size_t)C * sizeof *ca), *cb = malloc((size_t)C * sizeof *cb);
+    int32_t series, na, nb;
+    fit_out_make(ctx, &oa, d, C);
+    fit_out_make(ctx, &ob, d, C);
+    REG_OK(a, tsq_regressor_result(a, oa.W, oa.alpha, oa.b, &oa.objective));
+    REG_OK(b, tsq_regressor_result(b, ob.W, ob.alpha, ob.b, &ob.objective));
+    ck_assert(memcmp(data_of(oa.W), data_of(ob.W), (size_t)(d * C)) == 0);
+    ck_assert(memcmp(data_of(oa.alpha), data_of(ob.alpha), (size_t)C * 4) == 0);
+    ck_assert(memcmp(data_of(oa.b), data_of(ob.b), (size_t)C * 4) == 0);
+    ck_assert_msg(memcmp(&oa.objective, &ob.objective, sizeof(double)) == 0, "objective %.17g "
+                  "vs %.17g", oa.objective, ob.objective);
+    REG_OK(a, tsq_regressor_channel_objectives(a, ca, C));
+    REG_OK(b, tsq_regressor_channel_objectives(b, cb, C));
+    ck_assert(memcmp(ca, cb, (size_t)C * sizeof *ca) == 0);
+    for (series = TSQ_HISTORY_OBJECTIVE; series <= TSQ_HISTORY_LAMBDA; series++) {
+        double *ha = history(a, series, &na), *hb = history(b, series, &nb);
+        ck_assert_int_eq(na, nb);
+        ck_assert_msg(memcmp(ha, hb, (size_t)na * sizeof *ha) == 0, "history series %d differs",
+                      (int)series);
+        free(ha);
+        free(hb);
+    }
+    fit_out_free(&oa);
+    fit_out_free(&ob);
+    free(ca);
+    free(cb);
+}
+
+/* The quantized fit ran z-steps and ended in the polish (its entries have
+ * lambda 0 and the relaxed value equal to the objective). */
+static void check_every_stage_ran(tsq_regressor *reg)
+{
+    int32_t n, k, zsteps = 0;
+    double *lam = history(reg, TSQ_HISTORY_LAMBDA, &n);
+    double *obj = history(reg, TSQ_HISTORY_OBJECTIVE, &n);
+    double *rel = history(reg, TSQ_HISTORY_RELAXED, &n);
+    for (k = 0; k < n; k++)
+        zsteps += lam[k] > 0.0;
+    ck_assert_int_gt(zsteps, 0);
+    ck_assert(lam[n - 1] == 0.0 && rel[n - 1] == obj[n - 1] && lam[n - 2] == 0.0);
+    free(lam);
+    free(obj);
+    free(rel);
+}
+
+/* R shares of a C-channel layer against one regressor that solves every
+ * channel: identical on every share. */
+static void check_shares(int64_t C, int R, int32_t loss, int use_p, int64_t clean,
+                         uint64_t seed)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    tsq_regressor *one, *regs[8];
+    int k;
+    ck_assert_int_le(R, 8);
+    planted_noisy(ctx, &pl, th_quick() ? 600 : 1500, 20, C, 10, clean, seed);
+    one = make_share_reg(ctx, &pl, loss);
+    fit_unshared(one, &pl, use_p);
+    if (loss == TSQ_LOSS_QUANTIZED)
+        check_every_stage_ran(one);
+    for (k = 0; k < R; k++)
+        regs[k] = make_share_reg(ctx, &pl, loss);
+    fit_shares(regs, R, &pl, use_p);
+    for (k = 0; k < R; k++) {
+        check_identical(ctx, one, regs[k], pl.d, C);
+        tsq_regressor_destroy(regs[k]);
+    }
+    tsq_regressor_destroy(one);
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+
+START_TEST(test_shares_match_one_regressor)
+{
+    check_shares(8, 2, TSQ_LOSS_QUANTIZED, 0, 0, 61);
+    check_shares(8, 4, TSQ_LOSS_QUANTIZED, 1, 0, 62);
+}
+END_TEST
+
+START_TEST(test_shares_uneven)
+{
+    check_shares(7, 3, TSQ_LOSS_QUANTIZED, 0, 0, 63); /* blocks of 2, 2, 3 channels */
+    /* the first share's channels exact, the others noisy: shares whose
+     * channels settle at different rounds */
+    check_shares(7, 3, TSQ_LOSS_QUANTIZED, 0, 2, 63);
+}
+END_TEST
+
+START_TEST(test_shares_more_than_channels)
+{
+    /* two shares without channels: they solve nothing, yet take every
+     * decision (the early stop included) from the others' parts */
+    check_shares(3, 5, TSQ_LOSS_QUANTIZED, 0, 0, 64);
+}
+END_TEST
+
+START_TEST(test_shares_linear_loss)
+{
+    check_shares(5, 2, TSQ_LOSS_LINEAR, 0, 0, 65); /* one pass, an empty exchange */
+}
+END_TEST
+
+/* Every error of the share calls: status, message, nothing changed (the
+ * fit, continued after the failures, still equals the unshared one). */
+START_TEST(test_share_errors)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    planted pl;
+    tsq_regressor *one, *regs[2];
+    fit_out o;
+    int64_t size0 = 0, size1 = 0, total;
+    int32_t done = 7, passes = 0;
+    double *all, *part, keep;
+    int k;
+    planted_noisy(ctx, &pl, 400, 12, 5, 10, 0, 66);
+    one = make_share_reg(ctx, &pl, TSQ_LOSS_QUANTIZED);
+    fit_unshared(one, &pl, 0);
+    for (k = 0; k < 2; k++)
+        regs[k] = make_share_reg(ctx, &pl, TSQ_LOSS_QUANTIZED);
+
+    ck_assert_int_eq(tsq_regressor_set_share(NULL, 0, 1), TSQ_ERR_NULL);
+    EXPECT_FAIL(regs[0], tsq_regressor_set_share(regs[0], 0, 0), TSQ_ERR_INVALID, "count is 0");
+    EXPECT_FAIL(regs[0], tsq_regressor_set_share(regs[0], -1, 2), TSQ_ERR_INVALID,
+                "index -1 is outside 0..1");
+    EXPECT_FAIL(regs[0], tsq_regressor_set_share(regs[0], 2, 2), TSQ_ERR_INVALID,
+                "index 2 is outside");
+    /* no exchange due before a fit */
+    EXPECT_FAIL(regs[0], tsq_regressor_share_size(regs[0], 0, &size0), TSQ_ERR_STATE,
+                "no exchange is due");
+    for (k = 0; k < 2; k++) {
+        REG_OK(regs[k], tsq_regressor_set_share(regs[k], k, 2));
+        REG_OK(regs[k], tsq_regressor_begin(regs[k], pl.d, pl.C, NULL, 0));
+    }
+    EXPECT_FAIL(regs[0], tsq_regressor_set_share(regs[0], 1, 2), TSQ_ERR_STATE,
+                "fit is in progress");
+    EXPECT_FAIL(regs[0], tsq_regressor_share_export(regs[0], &keep, 1), TSQ_ERR_STATE,
+                "no exchange is due");
+    EXPECT_FAIL(regs[0], tsq_regressor_share_import(regs[0], &keep, 1, &done), TSQ_ERR_STATE,
+                "no exchange is due");
+    shares_pass(regs, 2, &pl, 0);
+
+    /* the exchange is due: the next pass waits for it */
+    EXPECT_FAIL(regs[0], tsq_regressor_feed(regs[0], pl.X, pl.Y, NULL), TSQ_ERR_STATE,
+                "not imported yet");
+    EXPECT_FAIL(regs[0], tsq_regressor_end_pass(regs[0], &done), TSQ_ERR_STATE,
+                "not imported yet");
+    EXPECT_FAIL(regs[0], tsq_regressor_stats_size(regs[0], &size0), TSQ_ERR_STATE,
+                "not imported yet");
+    EXPECT_FAIL(regs[0], tsq_regressor_set_share(regs[0], 1, 2), TSQ_ERR_STATE,
+                "fit is in progress");
+
+    ck_assert_int_eq(tsq_regressor_share_size(NULL, 0, &size0), TSQ_ERR_NULL);
+    EXPECT_FAIL(regs[0], tsq_regressor_share_size(regs[0], 0, NULL), TSQ_ERR_NULL, "count");
+    EXPECT_FAIL(regs[0], tsq_regressor_share_size(regs[0], 2, &size0), TSQ_ERR_INVALID,
+                "share 2 is outside 0..1");
+    EXPECT_FAIL(regs[0], tsq_regressor_share_size(regs[0], -1, &size0), TSQ_ERR_INVALID,
+                "share -1");
+    REG_OK(regs[0], tsq_regressor_share_size(regs[0], 0, &size0));
+    REG_OK(regs[0], tsq_regressor_share_size(regs[0], 1, &size1));
+    ck_assert_int_eq(size0, 2 * (pl.d + 4)); /* channels 0, 1 after the start */
+    ck_assert_int_eq(size1, 3 * (pl.d + 4)); /* channels 2, 3, 4 */
+    total = size0 + size1;
+    all = malloc((size_t)total * sizeof *all);
+    part = all + size0;
+
+    ck_assert_int_eq(tsq_regressor_share_export(NULL, all, size0), TSQ_ERR_NULL);
+    EXPECT_FAIL(regs[0], tsq_regressor_share_export(regs[0], NULL, size0), TSQ_ERR_NULL,
+                "out is NULL");
+    all[0] = 42.0;
+    EXPECT_FAIL(regs[0], tsq_regressor_share_export(regs[0], all, size0 - 1), TSQ_ERR_TOO_SMALL,
+                "share 0's part has");
+    EXPECT_FAIL(regs[0], tsq_regressor_share_export(regs[0], all, size1), TSQ_ERR_TOO_SMALL,
+                "count");
+    ck_assert(all[0] == 42.0); /* nothing written */
+    REG_OK(regs[0], tsq_regressor_share_export(regs[0], all, size0));
+    REG_OK(regs[1], tsq_regressor_share_export(regs[1], part, size1));
+
+    ck_assert_int_eq(tsq_regressor_share_import(NULL, all, total, &done), TSQ_ERR_NULL);
+    EXPECT_FAIL(regs[0], tsq_regressor_share_import(regs[0], all, total, NULL), TSQ_ERR_NULL,
+                "done is NULL");
+    EXPECT_FAIL(regs[0], tsq_regressor_share_import(regs[0], NULL, total, &done), TSQ_ERR_NULL,
+                "in is NULL");
+    EXPECT_FAIL(regs[0], tsq_regressor_share_import(regs[0], all, size0, &done),
+                TSQ_ERR_TOO_SMALL, "the 2 shares' parts have");
+    EXPECT_FAIL(regs[0], tsq_regressor_share_import(regs[0], all, total + 1, &done),
+                TSQ_ERR_TOO_SMALL, "count");
+    /* a bad value anywhere: refused before anything changes */
+    keep = all[total - 1]; /* share 1's last lin */
+    all[total - 1] = NAN;
+    EXPECT_FAIL(regs[0], tsq_regressor_share_import(regs[0], all, total, &done),
+                TSQ_ERR_NOT_FINITE, "element");
+    all[total - 1] = INFINITY;
+    EXPECT_FAIL(regs[1], tsq_regressor_share_import(regs[1], all, total, &done),
+                TSQ_ERR_NOT_FINITE, "share 1's part");
+    all[total - 1] = keep;
+    keep = part[0]; /* share 1's first weight */
+    part[0] = 0.5;
+    EXPECT_FAIL(regs[0], tsq_regressor_share_import(regs[0], all, total, &done),
+                TSQ_ERR_INVALID, "not a weight of the alphabet");
+    part[0] = 2.0; /* ternary: outside the alphabet */
+    EXPECT_FAIL(regs[0], tsq_regressor_share_import(regs[0], all, total, &done),
+                TSQ_ERR_INVALID, "not a weight of the alphabet");
+    part[0] = keep;
+    /* layout of a part: w (d per channel), alpha, b, moved, lin (one each) */
+    keep = part[3 * pl.d + 3 * 2];   /* share 1's first moved flag */
+    part[3 * pl.d + 3 * 2] = 3.0;
+    EXPECT_FAIL(regs[0], tsq_regressor_share_import(regs[0], all, total, &done),
+                TSQ_ERR_INVALID, "not 0 or 1");
+    part[3 * pl.d + 3 * 2] = keep;
+    /* the parts out of order: a share's own part is not what it solved */
+    keep = all[size0 - 1];
+    all[size0 - 1] = keep + 1.0;
+    EXPECT_FAIL(regs[0], tsq_regressor_share_import(regs[0], all, total, &done),
+                TSQ_ERR_INVALID, "differs from this regressor's own part");
+    all[size0 - 1] = keep;
+    done = 7;
+    /* after every failure the exchange is still due and goes through */
+    for (k = 0; k < 2; k++) {
+        REG_OK(regs[k], tsq_regressor_share_import(regs[k], all, total, &done));
+        ck_assert_int_eq(done, 0);
+    }
+    EXPECT_FAIL(regs[0], tsq_regressor_share_import(regs[0], all, total, &done), TSQ_ERR_STATE,
+                "no exchange is due");
+    free(all);
+
+    /* to the end; the last pass's results wait for its import too */
+    fit_out_make(ctx, &o, pl.d, pl.C);
+    for (done = 0; !done;) {
+        ck_assert_int_lt(passes++, 100);
+        shares_pass(regs, 2, &pl, 0);
+        EXPECT_FAIL(regs[1], tsq_regressor_result(regs[1], o.W, o.alpha, o.b, &o.objective),
+                    TSQ_ERR_STATE, "no finished fit");
+        done = exchange_shares(regs, 2);
+    }
+    for (k = 0; k < 2; k++) {
+        check_identical(ctx, one, regs[k], pl.d, pl.C);
+        tsq_regressor_destroy(regs[k]);
+    }
+    fit_out_free(&o);
+    tsq_regressor_destroy(one);
+    planted_free(&pl);
+    th_context_done(ctx, &st);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("regressor");
@@ -2595,6 +2951,11 @@ static Suite *suite(void)
     tcase_add_test(tc, test_all_zero_channel);
     tcase_add_test(tc, test_progress_log);
     tcase_add_test(tc, test_polish_rows_simd_matches_plain);
+    tcase_add_test(tc, test_shares_match_one_regressor);
+    tcase_add_test(tc, test_shares_uneven);
+    tcase_add_test(tc, test_shares_more_than_channels);
+    tcase_add_test(tc, test_shares_linear_loss);
+    tcase_add_test(tc, test_share_errors);
     suite_add_tcase(s, tc);
     return s;
 }
