@@ -6,7 +6,12 @@
  * own shard (tsq_regressor_begin / feed / end_pass) and, at every pass
  * boundary, the ranks add up the pass's sufficient statistics (a d x d Gram
  * matrix and d x C cross products, as doubles) with MPI_Allreduce, so that
- * each rank computes the same iterate as a fit over all the data. Rank 0
+ * each rank computes the same iterate as a fit over all the data. The
+ * channels' solves in end_pass are shared too (tsq_regressor_set_share):
+ * each rank solves a block of C / ranks channels, and the ranks exchange
+ * their blocks' results with MPI_Allgatherv after every end_pass
+ * (--no-share: every rank solves every channel, for comparison; both
+ * print each rank's time in end_pass and a checksum of the result). Rank 0
  * then fits the whole data in one process (tsq_fit_transform) and compares:
  * the exit status is 0 only if the weights are identical, alpha and b agree
  * within --tol (relative; the sums are added in another order, so the last
@@ -42,6 +47,7 @@ typedef struct config {
     int32_t rounds;     /* regressor rounds */
     double tol;         /* relative tolerance on alpha and b */
     int no_allreduce;   /* negative control: each rank fits its shard alone */
+    int no_share;       /* every rank solves every channel */
     uint64_t seed;
 } config;
 
@@ -59,7 +65,18 @@ typedef struct fit_result {
     double objective;
     double start_objective; /* of the best low-bit approximation of W_init */
     int32_t passes;
+    double reduced;         /* doubles all-reduced (statistics) */
+    double gathered;        /* doubles all-gathered (the shares' results) */
+    double t_solve;         /* seconds in end_pass: the solves */
+    double t_exchange;      /* seconds in the shares' exchange and import */
 } fit_result;
+
+/* The buffers of the passes' exchanges, grown as needed. */
+typedef struct exchange_bufs {
+    double *sums, *parts;
+    int64_t sums_cap, parts_cap;
+    int *counts, *displs; /* per rank, for MPI_Allgatherv */
+} exchange_bufs;
 
 enum { KH = 3, KW = 3, PAD = 1 };
 
@@ -338,34 +355,73 @@ static void feed_shard(tsq_context *ctx, tsq_regressor *reg, const config *cfg, 
     }
 }
 
+static void grow(double **buf, int64_t *cap, int64_t count)
+{
+    if (count <= *cap)
+        return;
+    free(*buf);
+    *cap = count;
+    *buf = xmalloc((size_t)count * sizeof(double));
+}
+
+/* After end_pass with shares: every rank's part of the results (its
+ * channels'), gathered in rank order on every rank and imported there,
+ * which completes the pass and says whether the fit is done. */
+static int32_t exchange_shares(tsq_regressor *reg, int nranks, MPI_Comm comm,
+                               exchange_bufs *x, fit_result *out)
+{
+    int64_t total = 0, size = 0;
+    int32_t done = 0;
+    int r;
+    for (r = 0; r < nranks; r++) { /* every part's size, known on every rank */
+        check_reg(reg, tsq_regressor_share_size(reg, r, &size), "share_size");
+        if (total + size > INT32_MAX)
+            die("MPI_Allgatherv", "results larger than 2^31 doubles");
+        x->counts[r] = (int)size;
+        x->displs[r] = (int)total;
+        total += size;
+    }
+    grow(&x->parts, &x->parts_cap, total);
+    check_reg(reg, tsq_regressor_share_export(reg, x->parts + x->displs[rank_id],
+                                              x->counts[rank_id]), "share_export");
+    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x->parts, x->counts, x->displs,
+                   MPI_DOUBLE, comm);
+    check_reg(reg, tsq_regressor_share_import(reg, x->parts, total, &done), "share_import");
+    out->gathered += (double)total;
+    return done;
+}
+
 /* One pass of this rank: feed the shard, then (unless cfg->no_allreduce,
  * the negative control) replace the pass's sums by their sum over all
- * ranks, and end the pass. */
+ * ranks, end the pass, and with shares exchange the solves' results. */
 static int32_t sharded_pass(tsq_context *ctx, tsq_regressor *reg, const config *cfg, shard *s,
-                            int first_pass, MPI_Comm comm, double **sums, int64_t *cap,
-                            double *reduced_doubles)
+                            int nranks, MPI_Comm comm, exchange_bufs *x, fit_result *out)
 {
     int64_t count = 0;
     int32_t done = 0;
-    feed_shard(ctx, reg, cfg, s, first_pass);
+    double t0;
+    feed_shard(ctx, reg, cfg, s, out->passes == 0);
     if (!cfg->no_allreduce) {
         check_reg(reg, tsq_regressor_stats_size(reg, &count), "stats_size");
-        if (count > *cap) {
-            free(*sums);
-            *cap = count;
-            *sums = xmalloc((size_t)count * sizeof(double));
-        }
-        check_reg(reg, tsq_regressor_stats_export(reg, *sums, count), "stats_export");
+        grow(&x->sums, &x->sums_cap, count);
+        check_reg(reg, tsq_regressor_stats_export(reg, x->sums, count), "stats_export");
         /* count is the same on every rank: it depends only on d, C, the
          * options and the pass. */
         if (count > INT32_MAX)
             die("MPI_Allreduce", "statistics larger than 2^31 doubles");
-        MPI_Allreduce(MPI_IN_PLACE, *sums, (int)count, MPI_DOUBLE, MPI_SUM, comm);
-        check_reg(reg, tsq_regressor_stats_import(reg, *sums, count, TSQ_STATS_REPLACE),
+        MPI_Allreduce(MPI_IN_PLACE, x->sums, (int)count, MPI_DOUBLE, MPI_SUM, comm);
+        check_reg(reg, tsq_regressor_stats_import(reg, x->sums, count, TSQ_STATS_REPLACE),
                   "stats_import");
-        *reduced_doubles += (double)count;
+        out->reduced += (double)count;
     }
+    t0 = MPI_Wtime();
     check_reg(reg, tsq_regressor_end_pass(reg, &done), "end_pass");
+    out->t_solve += MPI_Wtime() - t0;
+    if (!cfg->no_share) { /* end_pass left done to the import */
+        t0 = MPI_Wtime();
+        done = exchange_shares(reg, nranks, comm, x, out);
+        out->t_exchange += MPI_Wtime() - t0;
+    }
     return done;
 }
 
@@ -374,21 +430,23 @@ static int32_t sharded_pass(tsq_context *ctx, tsq_regressor *reg, const config *
  * same way above), and the summed statistics imported at every pass; then
  * every rank computes the same iterate and they all finish together. */
 static void distributed_fit(tsq_context *ctx, const config *cfg, shard *s, tsq_quantizer *q,
-                            const float *W_init, MPI_Comm comm, fit_result *out,
-                            double *reduced_doubles)
+                            const float *W_init, int nranks, MPI_Comm comm, fit_result *out)
 {
     tsq_regressor *reg = make_regressor(ctx, cfg, q);
     tsq_tensor *w0 = wrap2d(ctx, TSQ_DTYPE_F32, s->d, s->C, (void *)W_init);
-    double *sums = NULL;
-    int64_t cap = 0;
+    exchange_bufs x;
     int32_t done = 0, all_done = 0;
-    *reduced_doubles = 0;
+    memset(&x, 0, sizeof x);
+    x.counts = xmalloc((size_t)nranks * sizeof(int));
+    x.displs = xmalloc((size_t)nranks * sizeof(int));
+    /* This rank solves channels floor(rank C / ranks) .. floor((rank + 1) C / ranks) - 1. */
+    if (!cfg->no_share)
+        check_reg(reg, tsq_regressor_set_share(reg, rank_id, nranks), "set_share");
     check_reg(reg, tsq_regressor_begin(reg, s->d, s->C, w0, 1), "regressor_begin");
     while (!all_done) {
         int32_t any_done = 0;
         if (!done) {
-            done = sharded_pass(ctx, reg, cfg, s, out->passes == 0, comm, &sums, &cap,
-                                reduced_doubles);
+            done = sharded_pass(ctx, reg, cfg, s, nranks, comm, &x, out);
             out->passes++;
         }
         /* With the same sums every rank computes the same iterate, so all
@@ -406,7 +464,10 @@ static void distributed_fit(tsq_context *ctx, const config *cfg, shard *s, tsq_q
         if (tsq_regressor_history(reg, TSQ_HISTORY_BEST, hist, 256, &n) == TSQ_OK && n > 0)
             out->start_objective = hist[0];
     }
-    free(sums);
+    free(x.sums);
+    free(x.parts);
+    free(x.counts);
+    free(x.displs);
     tsq_tensor_destroy(w0);
     tsq_regressor_destroy(reg);
 }
@@ -454,6 +515,28 @@ static uint64_t result_hash(const fit_result *r, int64_t d, int64_t C)
         for (i = 0; i < sizes[k]; i++)
             h = (h ^ parts[k][i]) * 1099511628211ull;
     return h;
+}
+
+/* Rank 0 prints every rank's time in end_pass (the channels' solves) and
+ * in the shares' exchange. */
+static void print_timings(const config *cfg, const fit_result *r, int nranks)
+{
+    double mine[3] = {r->t_solve, r->t_exchange, r->gathered}, *all = NULL;
+    int k;
+    if (rank_id == 0)
+        all = xmalloc((size_t)nranks * sizeof mine);
+    MPI_Gather(mine, 3, MPI_DOUBLE, all, 3, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    for (k = 0; rank_id == 0 && k < nranks; k++) {
+        if (cfg->no_share)
+            printf("rank %d: end_pass %.3fs solving all %lld channels (--no-share)\n", k,
+                   all[3 * k], (long long)cfg->cout);
+        else
+            printf("rank %d: end_pass %.3fs solving its %lld of %lld channels, exchange %.3fs "
+                   "(%.0f doubles gathered)\n", k, all[3 * k],
+                   (long long)(cfg->cout * (k + 1) / nranks - cfg->cout * k / nranks),
+                   (long long)cfg->cout, all[3 * k + 1], all[3 * k + 2]);
+    }
+    free(all);
 }
 
 /* Rank 0: prints the comparison; returns 1 if they agree. */
@@ -506,8 +589,11 @@ static void usage(void)
            "  --batch N    rows per feed call (default 1000)\n"
            "  --tol X      relative tolerance on alpha and b (default 1e-5)\n"
            "  --seed N     data seed (default 1)\n"
+           "  --no-share   every rank solves every channel (default: each solves\n"
+           "               C / ranks of them and the ranks exchange the results)\n"
            "  --no-allreduce  negative control: skip the sums, so that each rank fits\n"
-           "               its own shard; the comparison must then fail (exit 1)\n");
+           "               its own shard alone (implies --no-share); the comparison\n"
+           "               must then fail (exit 1)\n");
 }
 
 static int parse_args(config *cfg, int argc, char **argv)
@@ -530,7 +616,13 @@ static int parse_args(config *cfg, int argc, char **argv)
             return 1;
         }
         if (strcmp(a, "--no-allreduce") == 0) {
-            cfg->no_allreduce = 1;
+            /* ranks with different sums take different decisions: no
+             * exchange between them could line up */
+            cfg->no_allreduce = cfg->no_share = 1;
+            continue;
+        }
+        if (strcmp(a, "--no-share") == 0) {
+            cfg->no_share = 1;
             continue;
         }
         if (!v) {
@@ -572,7 +664,7 @@ int main(int argc, char **argv)
     float *W = NULL, *b = NULL;
     int nranks = 1, ok = 1, parsed;
     int64_t d, lo, hi;
-    double reduced = 0, t0, t_dist;
+    double t0, t_dist;
 
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_id);
@@ -630,8 +722,9 @@ int main(int argc, char **argv)
      * everywhere because it comes from the same seed. */
     alloc_result(&dist, d, cfg.cout);
     t0 = MPI_Wtime();
-    distributed_fit(ctx, &cfg, &mine, q, W, MPI_COMM_WORLD, &dist, &reduced);
+    distributed_fit(ctx, &cfg, &mine, q, W, nranks, MPI_COMM_WORLD, &dist);
     t_dist = MPI_Wtime() - t0;
+    print_timings(&cfg, &dist, nranks);
 
     /* Every rank must hold the same result, bit for bit. */
     {
@@ -646,8 +739,9 @@ int main(int argc, char **argv)
                 same &= all[r] == all[0];
             printf("sharded fit: %d passes, %.0f doubles (%.1f KiB) all-reduced per rank, "
                    "%.2fs; results on all %d ranks %s\n",
-                   dist.passes, reduced, reduced * 8 / 1024, t_dist, nranks,
+                   dist.passes, dist.reduced, dist.reduced * 8 / 1024, t_dist, nranks,
                    same ? "bit-identical" : "DIFFER");
+            printf("checksum of w, alpha, b: %016llx\n", (unsigned long long)all[0]);
             ok &= same;
             free(all);
         }
