@@ -1653,6 +1653,150 @@ START_TEST(test_conv_direct)
 }
 END_TEST
 
+/* Geometries of the direct backward (conv_grad.c): the fmnist net's
+ * three, channel counts that are no multiple of 8 or 16 (and 40: a pair of
+ * channel vectors, then one), odd heights (the dx kernel's row pairs),
+ * and P = 576 and 930 positions (the weight gradient's depth cut in two
+ * and in three blocks). */
+static const int64_t grad_geoms[][7] = {
+    {32, 28, 28, 32, 3, 3, 1}, {32, 14, 14, 64, 3, 3, 1}, {64, 14, 14, 64, 3, 3, 1},
+    {5, 11, 12, 16, 9, 9, 4},  {50, 13, 13, 11, 3, 3, 1}, {8, 12, 12, 40, 3, 3, 1},
+    {4, 24, 24, 5, 3, 3, 1},   {4, 30, 31, 3, 3, 3, 1},   {7, 13, 14, 9, 8, 8, 4},
+};
+
+/* The weight gradient's chains written out from the rule: blocks of at
+ * most 448 positions, between 448 and 896 left cut at half rounded up to
+ * 16, each chain from +0, added in order; acc is [dW db] transposed. */
+static void check_grad_chains(const tsq__conv_geom *g, const float *x, const float *dy,
+                              const float *acc, int64_t ld)
+{
+    int64_t co, t, P = g->ohw;
+    for (co = 0; co < g->cout; co += 3)
+        for (t = 0; t <= g->k; t += 7) {
+            float sum = 0.0f;
+            int64_t p0 = 0, n, p;
+            for (; p0 < P; p0 += n) {
+                float s = 0.0f;
+                n = P - p0 >= 896 ? 448 : P - p0 > 448 ? ((P - p0) / 2 + 15) / 16 * 16 : P - p0;
+                ck_assert_int_eq(tsq__conv_depth_block(P - p0), n);
+                for (p = p0; p < p0 + n; p++) {
+                    int64_t c = t / (g->kh * g->kw), ky = t / g->kw % g->kh, kx = t % g->kw;
+                    int64_t iy = p / g->ow - g->pad + ky, ix = p % g->ow - g->pad + kx;
+                    float v = t == g->k ? 1.0f
+                              : iy < 0 || iy >= g->h || ix < 0 || ix >= g->w
+                                  ? 0.0f
+                                  : x[(c * g->h + iy) * g->w + ix];
+                    s = fmaf(dy[co * P + p], v, s);
+                }
+                sum = sum + s;
+            }
+            ck_assert_int_eq(memcmp(&sum, acc + t * ld + co, sizeof sum), 0);
+        }
+}
+
+/* The direct backward: the C oracle against the gradients in double (to
+ * float rounding) and against its chains written out; the AVX-512 kernels
+ * give the oracle's bits; tsq__conv_backward gives, for 1 to 3 threads,
+ * the oracle's accumulators added in thread order. */
+START_TEST(test_conv_grad)
+{
+    th_rng r = {47};
+    size_t i;
+    const uint32_t need = TSQ_CPU_AVX2 | TSQ_CPU_FMA | TSQ_CPU_AVX512F;
+    uint32_t cpu = tsq__cpu_detect();
+    int simd = (cpu & need) == need;
+    /* quick runs (valgrind, sanitizers) leave out the fmnist-sized three */
+    for (i = th_quick() ? 3 : 0; i < sizeof grad_geoms / sizeof grad_geoms[0]; i++) {
+        const int64_t *d = grad_geoms[i];
+        tsq__conv_geom g;
+        int64_t batch = 3, nx, ny, ld, cols, n, threads, t, co, c, iy, ix;
+        float *x, *w, *dy, *acc, *acc1, *dx, *dx1, *ws, *scratch, *dw, *db;
+        ck_assert(tsq__conv_geom_init(&g, d[0], d[1], d[2], d[3], d[4], d[5], 1, d[6]));
+        ck_assert(tsq__conv_grad_direct_runs(&g, need));
+        ck_assert(!tsq__conv_grad_direct_runs(&g, TSQ_CPU_AVX2 | TSQ_CPU_FMA));
+        g.k = TSQ__CONV_DIRECT_K; /* a small patch's backward stays on the BLAS */
+        ck_assert(!tsq__conv_grad_direct_runs(&g, need));
+        g.k = g.cin * g.kh * g.kw;
+        nx = g.cin * g.h * g.w;
+        ny = g.cout * g.ohw;
+        ld = tsq__conv_grad_ld(&g);
+        cols = g.k + 1;
+        x = malloc((size_t)(batch * nx) * sizeof(float));
+        w = malloc((size_t)(g.cout * g.k) * sizeof(float));
+        dy = malloc((size_t)(batch * ny) * sizeof(float));
+        acc = calloc((size_t)(4 * ld * cols), sizeof(float)); /* per thread, up to 3, + total */
+        acc1 = calloc((size_t)(ld * cols), sizeof(float));
+        dx = malloc((size_t)(batch * nx) * sizeof(float));
+        dx1 = malloc((size_t)(batch * nx) * sizeof(float));
+        dw = malloc((size_t)(g.cout * g.k) * sizeof(float));
+        db = malloc((size_t)g.cout * sizeof(float));
+        scratch = malloc((size_t)tsq__conv_grad_ws_floats(&g) * sizeof(float));
+        ws = malloc(tsq__conv_ws_floats(&g, 3, 1) * sizeof(float));
+        fill_signed(&r, x, batch * nx, 1);
+        fill_signed(&r, w, g.cout * g.k, 0);
+        fill_signed(&r, dy, batch * ny, 1);
+        for (n = 0; n < batch; n++) {
+            tsq__conv_grad_dx_ref(&g, w, dy + n * ny, dx + n * nx, scratch);
+            if (simd) {
+                tsq__conv_grad_dx_avx512(&g, w, dy + n * ny, dx1 + n * nx, scratch);
+                ck_assert_int_eq(memcmp(dx + n * nx, dx1 + n * nx, (size_t)nx * sizeof(float)), 0);
+            }
+        }
+        /* image 0's dx against the sum in double */
+        for (c = 0; c < g.cin; c++)
+            for (iy = 0; iy < g.h; iy++)
+                for (ix = 0; ix < g.w; ix++) {
+                    double sum = 0.0, mag = 0.0;
+                    int64_t ky, kx;
+                    for (co = 0; co < g.cout; co++)
+                        for (ky = 0; ky < g.kh; ky++)
+                            for (kx = 0; kx < g.kw; kx++) {
+                                int64_t oy = iy + g.pad - ky, ox = ix + g.pad - kx;
+                                double v;
+                                if (oy < 0 || oy >= g.oh || ox < 0 || ox >= g.ow)
+                                    continue;
+                                v = (double)w[(co * g.cin + c) * g.kh * g.kw + ky * g.kw + kx] *
+                                    dy[(co * g.oh + oy) * g.ow + ox];
+                                sum += v;
+                                mag += fabs(v);
+                            }
+                    ck_assert(fabs(dx[(c * g.h + iy) * g.w + ix] - sum) <=
+                              4e-7 * (double)(g.cout * g.kh * g.kw + 1) * mag);
+                }
+        tsq__conv_grad_dw_ref(&g, x, dy, cols, acc1, scratch);
+        check_grad_chains(&g, x, dy, acc1, ld);
+        if (simd) {
+            memset(acc, 0, (size_t)(ld * cols) * sizeof(float));
+            tsq__conv_grad_dw_avx512(&g, x, dy, cols, acc, scratch);
+            ck_assert_int_eq(memcmp(acc, acc1, (size_t)(ld * cols) * sizeof(float)), 0);
+        }
+        for (threads = 1; threads <= 3 && simd; threads++) {
+            float *total = acc + 3 * ld * cols;
+            memset(acc, 0, (size_t)(4 * ld * cols) * sizeof(float));
+            for (n = 0; n < batch; n++)
+                tsq__conv_grad_dw_ref(&g, x + n * nx, dy + n * ny, cols,
+                                      acc + (n % threads) * ld * cols, scratch);
+            memcpy(total, acc, (size_t)(ld * cols) * sizeof(float));
+            for (t = 1; t < threads; t++)
+                for (n = 0; n < ld * cols; n++)
+                    total[n] += acc[t * ld * cols + n];
+            memset(dx1, 0x55, (size_t)(batch * nx) * sizeof(float));
+            tsq__conv_backward(&g, threads, cpu, x, w, dy, dw, db, dx1, batch, ws);
+            ck_assert_int_eq(memcmp(dx, dx1, (size_t)(batch * nx) * sizeof(float)), 0);
+            for (co = 0; co < g.cout; co++) {
+                for (t = 0; t < g.k; t++)
+                    ck_assert_int_eq(memcmp(dw + co * g.k + t, total + t * ld + co, 4), 0);
+                ck_assert_int_eq(memcmp(db + co, total + g.k * ld + co, 4), 0);
+            }
+        }
+        free(x); free(w); free(dy); free(acc); free(acc1); free(dx); free(dx1);
+        free(dw); free(db); free(scratch); free(ws);
+    }
+    if (!simd)
+        fprintf(stderr, "test_conv_grad: no AVX-512 here: the oracle alone was checked\n");
+}
+END_TEST
+
 /* The first convolution fused with the front into the byte layout: the
  * bytes of the direct convolution followed by the reference front, with
  * and without bias, affine and ReLU, 1- and 2-bit codes, on the geometries
@@ -1739,6 +1883,7 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_bitplane_epilogue);
     tcase_add_test(tc, test_bitplane_encode);
     tcase_add_test(tc, test_conv_direct);
+    tcase_add_test(tc, test_conv_grad);
     tcase_add_test(tc, test_conv_front_bytes);
     tcase_add_test(tc, test_pack_two_bits_per_ternary_weight);
     tcase_add_test(tc, test_pack_errors);

@@ -82,8 +82,10 @@ void tsq__conv_forward(const tsq__conv_geom *g, int64_t threads, uint32_t cpu, c
                        const float *w, const float *scale, const float *bias, float *y,
                        int64_t batch, float *ws);
 /* From dy: dw = sum_n dy[n] col(x[n])^T (cout x k), db = sum dy over
- * positions (NULL to skip), dx = W^T dy col2im'd (NULL to skip). */
-void tsq__conv_backward(const tsq__conv_geom *g, int64_t threads, const float *x,
+ * positions (NULL to skip), dx = W^T dy col2im'd (NULL to skip). cpu
+ * picks the kernels: directly (conv_grad.c) where
+ * tsq__conv_grad_direct_runs, else the GEMMs. */
+void tsq__conv_backward(const tsq__conv_geom *g, int64_t threads, uint32_t cpu, const float *x,
                         const float *w, const float *dy, float *dw, float *db, float *dx,
                         int64_t batch, float *ws);
 
@@ -122,6 +124,43 @@ void tsq__conv_direct_avx512(const tsq__conv_geom *g, const float *x, const floa
                              const float *bias, float *y, float *scratch);
 /* The kernel for the TSQ_CPU_* features cpu. */
 tsq__conv_direct_fn tsq__conv_direct_for(uint32_t cpu);
+
+/* ---- conv_grad.c: the backward without the GEMMs ---- */
+/* 1 if tsq__conv_backward computes this geometry directly on a CPU with
+ * the features cpu: AVX-512 (the kernels), stride 1, square padding, k >
+ * TSQ__CONV_DIRECT_K, one image per GEMM (group 1), rows at least
+ * TSQ__CONV_DIRECT_MIN_W wide, cout <= TSQ__CONV_CHAIN_Q. */
+int tsq__conv_grad_direct_runs(const tsq__conv_geom *g, uint32_t cpu);
+/* The length of the next depth block of a GEMM with `left` terms still to
+ * add: at most TSQ__CONV_CHAIN_Q; between Q and 2Q, half rounded up to a
+ * multiple of 16 (OpenBLAS SkylakeX's cut, measured). The one rule of
+ * both directions (tsq__conv_direct_split uses it too). */
+int64_t tsq__conv_depth_block(int64_t left);
+/* Scratch floats of one image's backward (either kernel). */
+int64_t tsq__conv_grad_ws_floats(const tsq__conv_geom *g);
+/* Floats per row of the backward's accumulator: cout rounded up to 16. */
+int64_t tsq__conv_grad_ld(const tsq__conv_geom *g);
+/* acc (cols rows of tsq__conv_grad_ld floats: row t is column t of
+ * [dW db], cols = k or k + 1 with the ones row of the bias) += this
+ * image's [dW db]^T, one chain per depth block of positions. */
+typedef void (*tsq__conv_grad_dw_fn)(const tsq__conv_geom *g, const float *x, const float *dy,
+                                     int64_t cols, float *acc, float *scratch);
+/* dx (cin x h x w) = this image's input gradient, overwritten. */
+typedef void (*tsq__conv_grad_dx_fn)(const tsq__conv_geom *g, const float *w, const float *dy,
+                                     float *dx, float *scratch);
+typedef struct {
+    tsq__conv_grad_dw_fn dw;
+    tsq__conv_grad_dx_fn dx;
+} tsq__conv_grad_fns;
+void tsq__conv_grad_dw_ref(const tsq__conv_geom *g, const float *x, const float *dy,
+                           int64_t cols, float *acc, float *scratch);
+void tsq__conv_grad_dx_ref(const tsq__conv_geom *g, const float *w, const float *dy, float *dx,
+                           float *scratch);
+void tsq__conv_grad_dw_avx512(const tsq__conv_geom *g, const float *x, const float *dy,
+                              int64_t cols, float *acc, float *scratch);
+void tsq__conv_grad_dx_avx512(const tsq__conv_geom *g, const float *w, const float *dy,
+                              float *dx, float *scratch);
+tsq__conv_grad_fns tsq__conv_grad_for(uint32_t cpu);
 
 /* ---- dense_f32.c ---- */
 /* y = x W^T (.) scale + bias (x batch x in, W out x in); threads as for

@@ -51,11 +51,8 @@ int tsq__conv_direct_runs(const tsq__conv_geom *g, uint32_t cpu)
 int64_t tsq__conv_direct_split(const tsq__conv_geom *g, int has_bias)
 {
     int64_t terms = g->k + (has_bias ? 1 : 0);
-    if (terms <= TSQ__CONV_CHAIN_Q)
-        return g->k;
-    return (terms / 2 + 15) / 16 * 16;
+    return terms <= TSQ__CONV_CHAIN_Q ? g->k : tsq__conv_depth_block(terms);
 }
-
 /* The padded image (rows of w + 2 pad floats), 32 zeros after it (a row's
  * last vector reads up to 15 floats past the row), then a block of 8
  * channels' weights. */

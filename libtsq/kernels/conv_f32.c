@@ -78,11 +78,20 @@ static ws_layout layout(const tsq__conv_geom *g, int64_t threads, int64_t units)
     return L;
 }
 
-/* The GEMM path's floats, or the direct path's padded images (one per
+/* Per thread of the direct backward: a weight-gradient accumulator and
+ * the kernels' scratch. */
+static int64_t grad_slot(const tsq__conv_geom *g)
+{
+    return (tsq__conv_grad_ld(g) * (g->k + 1) + tsq__conv_grad_ws_floats(g) + 15) / 16 * 16;
+}
+
+/* The GEMM path's floats, or the direct paths' (one image's scratch per
  * thread) when those are more. */
 static size_t ws_max(const tsq__conv_geom *g, int64_t threads, int64_t total)
 {
-    int64_t direct = threads * tsq__conv_direct_ws_floats(g);
+    int64_t direct = threads * tsq__conv_direct_ws_floats(g), grad = threads * grad_slot(g);
+    if (direct < grad)
+        direct = grad;
     return (size_t)(direct > total ? direct : total);
 }
 
@@ -418,13 +427,63 @@ static void bias_grad_range(void *arg, int64_t lo, int64_t hi)
     }
 }
 
-void tsq__conv_backward(const tsq__conv_geom *g, int64_t threads, const float *x,
+typedef struct {
+    const tsq__conv_geom *g;
+    tsq__conv_grad_fns fn;
+    const float *x, *w, *dy;
+    float *dx, *ws;
+    int64_t batch, threads, cols;
+} grad_job;
+
+/* Thread t takes images t, t + T, ... (the GEMM path's workers do the
+ * same) into its own accumulator. */
+static void grad_worker(void *arg, int64_t t)
+{
+    const grad_job *d = arg;
+    const tsq__conv_geom *g = d->g;
+    float *acc = d->ws + t * grad_slot(g), *scratch = acc + tsq__conv_grad_ld(g) * d->cols;
+    int64_t n;
+    memset(acc, 0, (size_t)(tsq__conv_grad_ld(g) * d->cols) * sizeof(float));
+    for (n = t; n < d->batch; n += d->threads) {
+        d->fn.dw(g, d->x + n * in_size(g), d->dy + n * g->cout * g->ohw, d->cols, acc, scratch);
+        if (d->dx)
+            d->fn.dx(g, d->w, d->dy + n * g->cout * g->ohw, d->dx + n * in_size(g), scratch);
+    }
+}
+
+/* The backward without GEMMs (conv_grad.c): the accumulators added in
+ * thread order, as the GEMM path adds its workers'. */
+static void backward_direct(const tsq__conv_geom *g, int64_t threads, uint32_t cpu,
+                            const float *x, const float *w, const float *dy, float *dw,
+                            float *db, float *dx, int64_t batch, float *ws)
+{
+    grad_job d = {g, tsq__conv_grad_for(cpu), x, w, dy, dx, ws, batch,
+                  threads < batch ? threads : batch, db ? g->k + 1 : g->k};
+    int64_t ld = tsq__conv_grad_ld(g), co, t;
+    if (d.threads < 1)
+        d.threads = 1;
+    tsq__parallel_for(d.threads, d.threads, grad_worker, &d);
+    for (t = 1; t < d.threads; t++)
+        tsq__vec_add(ws, ws + t * grad_slot(g), ld * d.cols);
+    for (co = 0; co < g->cout; co++) { /* the accumulator is [dW db] transposed */
+        for (t = 0; t < g->k; t++)
+            dw[co * g->k + t] = ws[t * ld + co];
+        if (db)
+            db[co] = ws[g->k * ld + co];
+    }
+}
+
+void tsq__conv_backward(const tsq__conv_geom *g, int64_t threads, uint32_t cpu, const float *x,
                         const float *w, const float *dy, float *dw, float *db, float *dx,
                         int64_t batch, float *ws)
 {
     conv_job j;
     float *total;
     int64_t co, t, n;
+    if (tsq__conv_grad_direct_runs(g, cpu)) {
+        backward_direct(g, threads, cpu, x, w, dy, dw, db, dx, batch, ws);
+        return;
+    }
     init_job(&j, g, threads, batch, ws, db && !g->direct);
     j.x = x;
     j.w = w;

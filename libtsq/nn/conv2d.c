@@ -83,7 +83,7 @@ static tsq_status conv_backward(tsq_layer *l, const float *x, const float *y, co
     if (st != TSQ_OK)
         return st;
     /* QAT: dx through the weights the forward used, dW straight through */
-    tsq__conv_backward(&c->g, tsq__layer_threads(l), x,
+    tsq__conv_backward(&c->g, tsq__layer_threads(l), l->obj.ctx->cpu, x,
                        c->qat.bits ? c->qat.wq : tsq__param_data(l, P_WEIGHT), dy,
                        tsq__param_grad(l, P_WEIGHT), tsq__param_grad(l, P_BIAS), dx, batch,
                        l->ws);

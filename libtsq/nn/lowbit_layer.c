@@ -105,8 +105,8 @@ static tsq_status lb_backward(tsq_layer *l, const float *x, const float *y, cons
         if (tsq__layer_workspace(l, "lowbit_conv2d_backward",
                                  tsq__conv_ws_floats(&q->g, tsq__layer_threads(l), 1)) != TSQ_OK)
             return TSQ_ERR_NO_MEMORY;
-        tsq__conv_backward(&q->g, tsq__layer_threads(l), x, q->weff, dy, dS, db, dx, batch,
-                           l->ws);
+        tsq__conv_backward(&q->g, tsq__layer_threads(l), l->obj.ctx->cpu, x, q->weff, dy, dS,
+                           db, dx, batch, l->ws);
     }
     for (c = 0; c < q->out; c++) {
         double s = 0.0;

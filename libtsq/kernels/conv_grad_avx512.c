@@ -1,0 +1,264 @@
+/* The direct backward of conv_grad.c on AVX-512: the same chains as the C
+ * oracle, in the same order, so the same bits. Compiled with the AVX-512
+ * flags; called only when the CPU has them (tsq__conv_grad_direct_runs).
+ *
+ * dW: 16 output channels per vector (dy transposed to position-major), 8
+ * patch taps at a time, two vectors of channels: per position, 2 loads of
+ * dy and 8 broadcasts of input values serve 16 FMAs.
+ * dx: 16 input pixels of a row per vector, 8 input channels and two rows
+ * at a time: per output channel, 2 loads of (zero-padded) dy and 8 weight
+ * broadcasts serve 16 FMAs. */
+#include "kernels/conv.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define INLINE static inline __attribute__((always_inline))
+#define TAPS 8
+
+/* ---- scratch ---- */
+
+static int64_t round16(int64_t n)
+{
+    return (n + 15) / 16 * 16;
+}
+
+typedef struct {
+    int64_t hp, wp, plane;   /* dW: the padded image */
+    int64_t ld;              /* dW: floats per position of transposed dy */
+    int64_t xp, ones, dyt, tmp, dw_total;
+    int64_t top, left, ohp, owp, c8; /* dx: the padded dy, the weights */
+    int64_t dyp, wd, dx_total;
+} grad_layout;
+
+static grad_layout layout(const tsq__conv_geom *g)
+{
+    grad_layout L;
+    L.hp = g->h + 2 * g->pad;
+    L.wp = g->w + 2 * g->pad_w;
+    L.plane = L.hp * L.wp;
+    L.ld = round16(g->cout);
+    L.xp = 0;
+    L.ones = round16(L.xp + g->cin * L.plane + 32);
+    L.dyt = round16(L.ones + L.plane);
+    L.tmp = L.dyt + g->ohw * L.ld;
+    L.dw_total = L.tmp + TAPS * L.ld;
+    L.top = g->kh - 1 - g->pad;
+    L.left = g->kw - 1 - g->pad_w;
+    L.ohp = g->oh + 2 * L.top;
+    L.owp = round16(g->w) + g->kw + 16;
+    L.c8 = (g->cin + 7) / 8 * 8;
+    L.dyp = 0;
+    L.wd = round16(L.dyp + g->cout * L.ohp * L.owp);
+    L.dx_total = L.wd + g->kh * g->kw * g->cout * L.c8;
+    return L;
+}
+
+int64_t tsq__conv_grad_ws_floats(const tsq__conv_geom *g)
+{
+    grad_layout L = layout(g);
+    return (L.dw_total > L.dx_total ? L.dw_total : L.dx_total) + 16;
+}
+
+/* ---- dW ---- */
+
+typedef struct {
+    const tsq__conv_geom *g;
+    const float *dyt;   /* position-major dy, ld floats per position */
+    int64_t ld, wp;
+    const float *base[TAPS]; /* tap j's input at position (0, 0) */
+} dw_job;
+
+#define FMA8(S, xs, d)                                                                         \
+    do {                                                                                       \
+        S##0 = _mm512_fmadd_ps(xs[0], d, S##0);                                                \
+        S##1 = _mm512_fmadd_ps(xs[1], d, S##1);                                                \
+        S##2 = _mm512_fmadd_ps(xs[2], d, S##2);                                                \
+        S##3 = _mm512_fmadd_ps(xs[3], d, S##3);                                                \
+        S##4 = _mm512_fmadd_ps(xs[4], d, S##4);                                                \
+        S##5 = _mm512_fmadd_ps(xs[5], d, S##5);                                                \
+        S##6 = _mm512_fmadd_ps(xs[6], d, S##6);                                                \
+        S##7 = _mm512_fmadd_ps(xs[7], d, S##7);                                                \
+    } while (0)
+
+/* The chains of positions [p0, p0 + n) for TAPS taps and `vecs` (1 or 2)
+ * vectors of channels from v0, each from +0, added to acc (rows of ld). */
+INLINE void dw_block(const dw_job *j, int64_t v0, int vecs, int64_t p0, int64_t n, float *acc)
+{
+    __m512 a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7;
+    int64_t ow = j->g->ow, ox = p0 % ow, off = p0 / ow * j->wp + ox, p, t;
+    const float *d = j->dyt + p0 * j->ld + v0 * 16;
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = _mm512_setzero_ps();
+    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = a0;
+    for (p = 0; p < n; p++, d += j->ld, off++) {
+        __m512 xs[TAPS];
+        for (t = 0; t < TAPS; t++)
+            xs[t] = _mm512_set1_ps(j->base[t][off]);
+        FMA8(a, xs, _mm512_loadu_ps(d));
+        if (vecs == 2)
+            FMA8(b, xs, _mm512_loadu_ps(d + 16));
+        if (++ox == ow) { /* next output row: skip the padding columns */
+            ox = 0;
+            off += j->wp - ow;
+        }
+    }
+    {
+        __m512 ra[TAPS] = {a0, a1, a2, a3, a4, a5, a6, a7};
+        __m512 rb[TAPS] = {b0, b1, b2, b3, b4, b5, b6, b7};
+        for (t = 0; t < TAPS; t++) {
+            float *row = acc + t * j->ld + v0 * 16;
+            _mm512_storeu_ps(row, _mm512_add_ps(_mm512_loadu_ps(row), ra[t]));
+            if (vecs == 2)
+                _mm512_storeu_ps(row + 16, _mm512_add_ps(_mm512_loadu_ps(row + 16), rb[t]));
+        }
+    }
+}
+
+void tsq__conv_grad_dw_avx512(const tsq__conv_geom *g, const float *x, const float *dy,
+                              int64_t cols, float *acc, float *scratch)
+{
+    grad_layout L = layout(g);
+    int64_t P = g->ohw, nv = L.ld / 16, v0, t0, t, p, co, p0, n;
+    float *xp = scratch + L.xp, *ones = scratch + L.ones, *dyt = scratch + L.dyt;
+    float *tmp = scratch + L.tmp; /* a block's rows past the last column */
+    dw_job j;
+    tsq__conv_pad_image(g, x, xp);
+    for (p = 0; p < L.plane; p++)
+        ones[p] = 1.0f; /* the bias's row of the patch matrix */
+    for (p = 0; p < P; p++) {
+        for (co = 0; co < g->cout; co++)
+            dyt[p * L.ld + co] = dy[co * P + p];
+        for (; co < L.ld; co++)
+            dyt[p * L.ld + co] = 0.0f;
+    }
+    j.g = g;
+    j.dyt = dyt;
+    j.ld = L.ld;
+    j.wp = L.wp;
+    for (v0 = 0; v0 < nv; v0 += 2) {
+        int vecs = nv - v0 >= 2 ? 2 : 1;
+        for (t0 = 0; t0 < cols; t0 += TAPS) {
+            /* a last block of fewer taps adds its extra rows to tmp */
+            float *rows = t0 + TAPS <= cols ? acc + t0 * L.ld : tmp;
+            int64_t nt = cols - t0 < TAPS ? cols - t0 : TAPS;
+            for (t = 0; t < TAPS; t++) {
+                int64_t tap = t0 + (t < nt ? t : 0), c = tap / (g->kh * g->kw);
+                int64_t ky = tap / g->kw % g->kh, kx = tap % g->kw;
+                j.base[t] = tap == g->k ? ones : xp + (c * L.hp + ky) * L.wp + kx;
+            }
+            if (rows == tmp)
+                for (t = 0; t < nt; t++)
+                    memcpy(tmp + t * L.ld, acc + (t0 + t) * L.ld, (size_t)L.ld * sizeof(float));
+            for (p0 = 0; p0 < P; p0 += n) {
+                n = tsq__conv_depth_block(P - p0);
+                if (vecs == 2)
+                    dw_block(&j, v0, 2, p0, n, rows);
+                else
+                    dw_block(&j, v0, 1, p0, n, rows);
+            }
+            if (rows == tmp)
+                for (t = 0; t < nt; t++)
+                    memcpy(acc + (t0 + t) * L.ld, tmp + t * L.ld, (size_t)L.ld * sizeof(float));
+        }
+    }
+}
+
+/* ---- dx ---- */
+
+typedef struct {
+    const tsq__conv_geom *g;
+    const float *dyp, *wd;
+    int64_t chan;       /* floats between channels of dyp */
+    int64_t owp, cout, c8;
+} dx_job;
+
+#define WFMA8(T, ws, v)                                                                        \
+    do {                                                                                       \
+        T##0 = _mm512_fmadd_ps(ws[0], v, T##0);                                                \
+        T##1 = _mm512_fmadd_ps(ws[1], v, T##1);                                                \
+        T##2 = _mm512_fmadd_ps(ws[2], v, T##2);                                                \
+        T##3 = _mm512_fmadd_ps(ws[3], v, T##3);                                                \
+        T##4 = _mm512_fmadd_ps(ws[4], v, T##4);                                                \
+        T##5 = _mm512_fmadd_ps(ws[5], v, T##5);                                                \
+        T##6 = _mm512_fmadd_ps(ws[6], v, T##6);                                                \
+        T##7 = _mm512_fmadd_ps(ws[7], v, T##7);                                                \
+    } while (0)
+
+/* One tap's chains over the output channels for 8 input channels and
+ * `rows` rows (dy rows at src and src + owp), added to acc (2 x 8). */
+INLINE void dx_tap(const dx_job *j, const float *src, const float *w, int rows, __m512 *acc)
+{
+    __m512 a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7;
+    int64_t co, t;
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = _mm512_setzero_ps();
+    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = a0;
+    for (co = 0; co < j->cout; co++, src += j->chan, w += j->c8) {
+        __m512 ws[8];
+        for (t = 0; t < 8; t++)
+            ws[t] = _mm512_set1_ps(w[t]);
+        WFMA8(a, ws, _mm512_loadu_ps(src));
+        if (rows == 2)
+            WFMA8(b, ws, _mm512_loadu_ps(src + j->owp));
+    }
+    {
+        __m512 ra[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+        __m512 rb[8] = {b0, b1, b2, b3, b4, b5, b6, b7};
+        for (t = 0; t < 8; t++) {
+            acc[t] = _mm512_add_ps(acc[t], ra[t]);
+            if (rows == 2)
+                acc[8 + t] = _mm512_add_ps(acc[8 + t], rb[t]);
+        }
+    }
+}
+
+void tsq__conv_grad_dx_avx512(const tsq__conv_geom *g, const float *w, const float *dy,
+                              float *dx, float *scratch)
+{
+    grad_layout L = layout(g);
+    int64_t taps = g->kh * g->kw, co, c, c0, tap, oy, iy, ix0, ky, kx, t, r;
+    float *dyp = scratch + L.dyp, *wd = scratch + L.wd;
+    dx_job j;
+    memset(dyp, 0, (size_t)(g->cout * L.ohp * L.owp) * sizeof(float));
+    for (co = 0; co < g->cout; co++)
+        for (oy = 0; oy < g->oh; oy++)
+            memcpy(dyp + (co * L.ohp + oy + L.top) * L.owp + L.left,
+                   dy + (co * g->oh + oy) * g->ow, (size_t)g->ow * sizeof(float));
+    for (tap = 0; tap < taps; tap++)
+        for (co = 0; co < g->cout; co++)
+            for (c = 0; c < L.c8; c++)
+                wd[(tap * g->cout + co) * L.c8 + c] =
+                    c < g->cin ? w[(co * g->cin + c) * taps + tap] : 0.0f;
+    j.g = g;
+    j.dyp = dyp;
+    j.wd = wd;
+    j.chan = L.ohp * L.owp;
+    j.owp = L.owp;
+    j.cout = g->cout;
+    j.c8 = L.c8;
+    for (c0 = 0; c0 < g->cin; c0 += 8) {
+        int64_t nc = g->cin - c0 < 8 ? g->cin - c0 : 8;
+        for (iy = 0; iy < g->h; iy += 2) {
+            int rows = g->h - iy >= 2 ? 2 : 1;
+            for (ix0 = 0; ix0 < g->w; ix0 += 16) {
+                __mmask16 m = (__mmask16)((1u << (g->w - ix0 < 16 ? g->w - ix0 : 16)) - 1u);
+                __m512 acc[16];
+                for (t = 0; t < 16; t++)
+                    acc[t] = _mm512_setzero_ps();
+                for (ky = 0; ky < g->kh; ky++)
+                    for (kx = 0; kx < g->kw; kx++) {
+                        /* dy row oy = iy + pad - ky, column ox = ix0 + pad - kx, padded */
+                        const float *src = dyp + (iy + g->kh - 1 - ky) * L.owp + ix0 + g->kw - 1 - kx;
+                        const float *wt = wd + (ky * g->kw + kx) * g->cout * L.c8 + c0;
+                        if (rows == 2)
+                            dx_tap(&j, src, wt, 2, acc);
+                        else
+                            dx_tap(&j, src, wt, 1, acc);
+                    }
+                for (r = 0; r < rows; r++)
+                    for (t = 0; t < nc; t++)
+                        _mm512_mask_storeu_ps(dx + ((c0 + t) * g->h + iy + r) * g->w + ix0, m,
+                                              acc[r * 8 + t]);
+            }
+        }
+    }
+}
