@@ -1710,7 +1710,7 @@ START_TEST(test_conv_grad)
         const int64_t *d = grad_geoms[i];
         tsq__conv_geom g;
         int64_t batch = 3, nx, ny, ld, cols, n, threads, t, co, c, iy, ix;
-        float *x, *w, *dy, *acc, *acc1, *dx, *dx1, *ws, *scratch, *dw, *db;
+        float *x, *w, *dy, *acc, *acc1, *dx, *dx1, *ws, *scratch, *dw, *db, *wp;
         ck_assert(tsq__conv_geom_init(&g, d[0], d[1], d[2], d[3], d[4], d[5], 1, d[6]));
         ck_assert(tsq__conv_grad_direct_runs(&g, need));
         ck_assert(!tsq__conv_grad_direct_runs(&g, TSQ_CPU_AVX2 | TSQ_CPU_FMA));
@@ -1731,14 +1731,20 @@ START_TEST(test_conv_grad)
         dw = malloc((size_t)(g.cout * g.k) * sizeof(float));
         db = malloc((size_t)g.cout * sizeof(float));
         scratch = malloc((size_t)tsq__conv_grad_ws_floats(&g) * sizeof(float));
+        wp = malloc((size_t)tsq__conv_grad_prep_floats(&g) * sizeof(float));
         ws = malloc(tsq__conv_ws_floats(&g, 3, 1) * sizeof(float));
         fill_signed(&r, x, batch * nx, 1);
         fill_signed(&r, w, g.cout * g.k, 0);
         fill_signed(&r, dy, batch * ny, 1);
+        ck_assert(tsq__conv_grad_prep_floats(&g) >= g.cout * g.k);
+        tsq__conv_grad_prep_ref(&g, w, wp);
+        ck_assert_int_eq(memcmp(w, wp, (size_t)(g.cout * g.k) * sizeof(float)), 0);
         for (n = 0; n < batch; n++) {
             tsq__conv_grad_dx_ref(&g, w, dy + n * ny, dx + n * nx, scratch);
             if (simd) {
-                tsq__conv_grad_dx_avx512(&g, w, dy + n * ny, dx1 + n * nx, scratch);
+                if (n == 0)
+                    tsq__conv_grad_prep_avx512(&g, w, wp);
+                tsq__conv_grad_dx_avx512(&g, wp, dy + n * ny, dx1 + n * nx, scratch);
                 ck_assert_int_eq(memcmp(dx + n * nx, dx1 + n * nx, (size_t)nx * sizeof(float)), 0);
             }
         }
@@ -1790,7 +1796,7 @@ START_TEST(test_conv_grad)
             }
         }
         free(x); free(w); free(dy); free(acc); free(acc1); free(dx); free(dx1);
-        free(dw); free(db); free(scratch); free(ws);
+        free(dw); free(db); free(scratch); free(ws); free(wp);
     }
     if (!simd)
         fprintf(stderr, "test_conv_grad: no AVX-512 here: the oracle alone was checked\n");

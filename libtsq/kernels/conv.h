@@ -145,20 +145,28 @@ int64_t tsq__conv_grad_ld(const tsq__conv_geom *g);
  * image's [dW db]^T, one chain per depth block of positions. */
 typedef void (*tsq__conv_grad_dw_fn)(const tsq__conv_geom *g, const float *x, const float *dy,
                                      int64_t cols, float *acc, float *scratch);
-/* dx (cin x h x w) = this image's input gradient, overwritten. */
-typedef void (*tsq__conv_grad_dx_fn)(const tsq__conv_geom *g, const float *w, const float *dy,
+/* The weights W (cout x k) in the dx kernel's layout, wp (of
+ * tsq__conv_grad_prep_floats floats): once per backward, not per image. */
+typedef void (*tsq__conv_grad_prep_fn)(const tsq__conv_geom *g, const float *w, float *wp);
+int64_t tsq__conv_grad_prep_floats(const tsq__conv_geom *g);
+/* dx (cin x h x w) = this image's input gradient, overwritten; wp from the
+ * same kernel set's prep. */
+typedef void (*tsq__conv_grad_dx_fn)(const tsq__conv_geom *g, const float *wp, const float *dy,
                                      float *dx, float *scratch);
 typedef struct {
     tsq__conv_grad_dw_fn dw;
+    tsq__conv_grad_prep_fn prep;
     tsq__conv_grad_dx_fn dx;
 } tsq__conv_grad_fns;
 void tsq__conv_grad_dw_ref(const tsq__conv_geom *g, const float *x, const float *dy,
                            int64_t cols, float *acc, float *scratch);
-void tsq__conv_grad_dx_ref(const tsq__conv_geom *g, const float *w, const float *dy, float *dx,
+void tsq__conv_grad_prep_ref(const tsq__conv_geom *g, const float *w, float *wp);
+void tsq__conv_grad_dx_ref(const tsq__conv_geom *g, const float *wp, const float *dy, float *dx,
                            float *scratch);
 void tsq__conv_grad_dw_avx512(const tsq__conv_geom *g, const float *x, const float *dy,
                               int64_t cols, float *acc, float *scratch);
-void tsq__conv_grad_dx_avx512(const tsq__conv_geom *g, const float *w, const float *dy,
+void tsq__conv_grad_prep_avx512(const tsq__conv_geom *g, const float *w, float *wp);
+void tsq__conv_grad_dx_avx512(const tsq__conv_geom *g, const float *wp, const float *dy,
                               float *dx, float *scratch);
 tsq__conv_grad_fns tsq__conv_grad_for(uint32_t cpu);
 

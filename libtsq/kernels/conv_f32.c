@@ -89,7 +89,8 @@ static int64_t grad_slot(const tsq__conv_geom *g)
  * thread) when those are more. */
 static size_t ws_max(const tsq__conv_geom *g, int64_t threads, int64_t total)
 {
-    int64_t direct = threads * tsq__conv_direct_ws_floats(g), grad = threads * grad_slot(g);
+    int64_t direct = threads * tsq__conv_direct_ws_floats(g);
+    int64_t grad = threads * grad_slot(g) + tsq__conv_grad_prep_floats(g);
     if (direct < grad)
         direct = grad;
     return (size_t)(direct > total ? direct : total);
@@ -430,7 +431,7 @@ static void bias_grad_range(void *arg, int64_t lo, int64_t hi)
 typedef struct {
     const tsq__conv_geom *g;
     tsq__conv_grad_fns fn;
-    const float *x, *w, *dy;
+    const float *x, *wp, *dy; /* wp: the weights in the dx kernel's layout */
     float *dx, *ws;
     int64_t batch, threads, cols;
 } grad_job;
@@ -447,7 +448,7 @@ static void grad_worker(void *arg, int64_t t)
     for (n = t; n < d->batch; n += d->threads) {
         d->fn.dw(g, d->x + n * in_size(g), d->dy + n * g->cout * g->ohw, d->cols, acc, scratch);
         if (d->dx)
-            d->fn.dx(g, d->w, d->dy + n * g->cout * g->ohw, d->dx + n * in_size(g), scratch);
+            d->fn.dx(g, d->wp, d->dy + n * g->cout * g->ohw, d->dx + n * in_size(g), scratch);
     }
 }
 
@@ -457,11 +458,15 @@ static void backward_direct(const tsq__conv_geom *g, int64_t threads, uint32_t c
                             const float *x, const float *w, const float *dy, float *dw,
                             float *db, float *dx, int64_t batch, float *ws)
 {
-    grad_job d = {g, tsq__conv_grad_for(cpu), x, w, dy, dx, ws, batch,
+    grad_job d = {g, tsq__conv_grad_for(cpu), x, NULL, dy, dx, ws, batch,
                   threads < batch ? threads : batch, db ? g->k + 1 : g->k};
     int64_t ld = tsq__conv_grad_ld(g), co, t;
+    float *wp = ws + (d.threads < 1 ? 1 : d.threads) * grad_slot(g);
     if (d.threads < 1)
         d.threads = 1;
+    if (dx)
+        d.fn.prep(g, w, wp);
+    d.wp = wp;
     tsq__parallel_for(d.threads, d.threads, grad_worker, &d);
     for (t = 1; t < d.threads; t++)
         tsq__vec_add(ws, ws + t * grad_slot(g), ld * d.cols);

@@ -90,6 +90,18 @@ void tsq__conv_grad_dw_ref(const tsq__conv_geom *g, const float *x, const float 
             }
 }
 
+int64_t tsq__conv_grad_prep_floats(const tsq__conv_geom *g)
+{
+    /* the AVX-512 layout: taps x cout x cin rounded up to 8 (the oracle's
+     * plain copy is smaller) */
+    return g->kh * g->kw * g->cout * ((g->cin + 7) / 8 * 8);
+}
+
+void tsq__conv_grad_prep_ref(const tsq__conv_geom *g, const float *w, float *wp)
+{
+    memcpy(wp, w, (size_t)(g->cout * g->k) * sizeof(float));
+}
+
 void tsq__conv_grad_dx_ref(const tsq__conv_geom *g, const float *w, const float *dy, float *dx,
                            float *scratch)
 {
@@ -116,10 +128,12 @@ void tsq__conv_grad_dx_ref(const tsq__conv_geom *g, const float *w, const float 
 
 tsq__conv_grad_fns tsq__conv_grad_for(uint32_t cpu)
 {
-    tsq__conv_grad_fns f = {tsq__conv_grad_dw_ref, tsq__conv_grad_dx_ref};
+    tsq__conv_grad_fns f = {tsq__conv_grad_dw_ref, tsq__conv_grad_prep_ref,
+                            tsq__conv_grad_dx_ref};
     const uint32_t need = TSQ_CPU_AVX2 | TSQ_CPU_FMA | TSQ_CPU_AVX512F;
     if ((cpu & need) == need) {
         f.dw = tsq__conv_grad_dw_avx512;
+        f.prep = tsq__conv_grad_prep_avx512;
         f.dx = tsq__conv_grad_dx_avx512;
     }
     return f;

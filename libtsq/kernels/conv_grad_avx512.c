@@ -28,7 +28,7 @@ typedef struct {
     int64_t ld;              /* dW: floats per position of transposed dy */
     int64_t xp, ones, dyt, tmp, dw_total;
     int64_t top, left, ohp, owp, c8; /* dx: the padded dy, the weights */
-    int64_t dyp, wd, dx_total;
+    int64_t dyp, dx_total;
 } grad_layout;
 
 static grad_layout layout(const tsq__conv_geom *g)
@@ -49,8 +49,7 @@ static grad_layout layout(const tsq__conv_geom *g)
     L.owp = round16(g->w) + g->kw + 16;
     L.c8 = (g->cin + 7) / 8 * 8;
     L.dyp = 0;
-    L.wd = round16(L.dyp + g->cout * L.ohp * L.owp);
-    L.dx_total = L.wd + g->kh * g->kw * g->cout * L.c8;
+    L.dx_total = L.dyp + g->cout * L.ohp * L.owp;
     return L;
 }
 
@@ -211,23 +210,29 @@ INLINE void dx_tap(const dx_job *j, const float *src, const float *w, int rows, 
     }
 }
 
-void tsq__conv_grad_dx_avx512(const tsq__conv_geom *g, const float *w, const float *dy,
+void tsq__conv_grad_prep_avx512(const tsq__conv_geom *g, const float *w, float *wp)
+{
+    int64_t taps = g->kh * g->kw, c8 = (g->cin + 7) / 8 * 8, tap, co, c;
+    for (co = 0; co < g->cout; co++) /* taps x cout x c8: 8 channels' weights side by side */
+        for (c = 0; c < c8; c++)
+            for (tap = 0; tap < taps; tap++)
+                wp[(tap * g->cout + co) * c8 + c] = c < g->cin ? w[(co * g->cin + c) * taps + tap]
+                                                               : 0.0f;
+}
+
+void tsq__conv_grad_dx_avx512(const tsq__conv_geom *g, const float *wp, const float *dy,
                               float *dx, float *scratch)
 {
     grad_layout L = layout(g);
-    int64_t taps = g->kh * g->kw, co, c, c0, tap, oy, iy, ix0, ky, kx, t, r;
-    float *dyp = scratch + L.dyp, *wd = scratch + L.wd;
+    int64_t co, c0, oy, iy, ix0, ky, kx, t, r;
+    float *dyp = scratch + L.dyp;
+    const float *wd = wp;
     dx_job j;
     memset(dyp, 0, (size_t)(g->cout * L.ohp * L.owp) * sizeof(float));
     for (co = 0; co < g->cout; co++)
         for (oy = 0; oy < g->oh; oy++)
             memcpy(dyp + (co * L.ohp + oy + L.top) * L.owp + L.left,
                    dy + (co * g->oh + oy) * g->ow, (size_t)g->ow * sizeof(float));
-    for (tap = 0; tap < taps; tap++)
-        for (co = 0; co < g->cout; co++)
-            for (c = 0; c < L.c8; c++)
-                wd[(tap * g->cout + co) * L.c8 + c] =
-                    c < g->cin ? w[(co * g->cin + c) * taps + tap] : 0.0f;
     j.g = g;
     j.dyp = dyp;
     j.wd = wd;
