@@ -599,6 +599,54 @@ START_TEST(test_fakequant_ste_simd_bit_exact)
 }
 END_TEST
 
+/* A learned delta's gradient terms (the LSQ derivative of nn/activation_quant.c):
+ * the C kernel against the formula written out here (k - x/delta inside
+ * (0, maxcode delta), maxcode above, 0 at or below 0 and for NaN), the AVX2
+ * kernel against the C one bit for bit, on values at every boundary, NaN,
+ * infinities and odd lengths. */
+START_TEST(test_lsq_prod_simd_bit_exact)
+{
+    uint32_t cpu = tsq__cpu_detect();
+    th_rng r = {13};
+    enum { N = 300 };
+    float x[N], dy[N];
+    double ref[N + 1], simd[N + 1];
+    int64_t n, i;
+    int32_t bits;
+    for (bits = 1; bits <= 8; bits++)
+        for (n = 0; n <= N; n += (n < 40 ? 1 : 37)) {
+            int32_t maxcode = (1 << bits) - 1;
+            float delta = (float)exp(6.0 * th_rng_uniform(&r) - 3.0);
+            float eps = (float)(th_rng_uniform(&r) * 2.0) * delta, inv = 1.0f / delta;
+            float top = (float)maxcode * delta;
+            fill_hard(x, n, eps, delta, &r);
+            for (i = 0; i < n; i++) {
+                if (i % 23 == 5)
+                    x[i] = top; /* the window's top, exactly: above */
+                else if (i % 29 == 7)
+                    x[i] = 0.0f;
+                dy[i] = i % 19 == 4 ? -0.0f : (float)th_rng_normal(&r);
+            }
+            ref[n] = simd[n] = -7.0; /* canaries */
+            tsq__eltwise_c.lsq_prod_span(x, dy, ref, n, eps, inv, top, maxcode);
+            for (i = 0; i < n; i++) {
+                float v = x[i], t;
+                int32_t k = th_ref_code(v, eps, delta, maxcode);
+                if (v > 0.0f && v < top)
+                    t = (float)k - v * inv;
+                else
+                    t = v > 0.0f ? (float)maxcode : 0.0f;
+                ck_assert_mem_eq(&ref[i], &(double){(double)dy[i] * (double)t}, sizeof(double));
+            }
+            if (cpu & TSQ_CPU_AVX2) {
+                tsq__eltwise_avx2.lsq_prod_span(x, dy, simd, n, eps, inv, top, maxcode);
+                ck_assert_mem_eq(ref, simd, (size_t)(n + 1) * sizeof(double));
+            }
+            ck_assert(ref[n] == -7.0);
+        }
+}
+END_TEST
+
 /* The code is floor(x * (1.0f / delta) + 0.5f) in float, as quantizer.h
  * says, and not floor(x / delta + 1/2): at values within 2 ulp of a level
  * boundary the two differ, and encode follows the header. */
@@ -1376,6 +1424,7 @@ static Suite *quantizer_suite(void)
     tcase_add_test(tc, test_bad_input);
     tcase_add_test(tc, test_allocation_failures);
     tcase_add_test(tc, test_fakequant_ste_simd_bit_exact);
+    tcase_add_test(tc, test_lsq_prod_simd_bit_exact);
     tcase_add_test(tc, test_formula_at_boundaries);
     tcase_add_test(tc, test_fakequant_threads_agree);
     tcase_add_test(tc, test_null_outputs_and_key_families);

@@ -65,9 +65,19 @@ static void ste_row_c(const float *x, const float *go, float *gi, int64_t n, con
         gi[i] = tsq__quant_passes(x[i], delta[i], maxcode) ? go[i] : 0.0f;
 }
 
+static void lsq_prod_span_c(const float *x, const float *dy, double *prod, int64_t n, float eps,
+                            float inv_delta, float top, int32_t maxcode)
+{
+    int64_t i;
+    for (i = 0; i < n; i++) {
+        int32_t k = tsq__quant_code(x[i], eps, inv_delta, maxcode);
+        prod[i] = (double)dy[i] * (double)tsq__lsq_term(x[i], k, inv_delta, top, maxcode);
+    }
+}
+
 const tsq__eltwise tsq__eltwise_c = {
-    tsq__encode_span_c, encode_row_c, fakequant_span_c, fakequant_row_c,
-    ste_span_c,         ste_row_c,    count_nonfinite_c,
+    tsq__encode_span_c, encode_row_c, fakequant_span_c,  fakequant_row_c,
+    ste_span_c,         ste_row_c,    count_nonfinite_c, lsq_prod_span_c,
 };
 
 const tsq__eltwise *tsq__eltwise_for(uint32_t cpu)

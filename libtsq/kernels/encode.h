@@ -40,6 +40,19 @@ static inline int tsq__quant_passes(float x, float delta, int32_t maxcode)
     return x > 0.0f && x < (float)maxcode * delta;
 }
 
+/* LSQ's derivative of the quantized value k(x) * delta by delta, with
+ * round's derivative taken as 1 (docs/nn.md, learned delta): k - x / delta
+ * inside (0, top), maxcode above, 0 below; top = (float)maxcode * delta as
+ * in tsq__quant_passes, x / delta as x * inv_delta. */
+static inline float tsq__lsq_term(float x, int32_t k, float inv_delta, float top,
+                                  int32_t maxcode)
+{
+    float inside = (float)k - x * inv_delta;
+    if (x > 0.0f && x < top)
+        return inside;
+    return x > 0.0f ? (float)maxcode : 0.0f;
+}
+
 /* One (eps, inv_delta) for the whole span: codes[i] = Q(x[i]); the C
  * oracle and (call only when the CPU features report TSQ_CPU_AVX2) the
  * AVX2 kernel, also reached through the table below. */
@@ -73,6 +86,10 @@ typedef struct tsq__eltwise {
                     int32_t maxcode);
     /* the number of NaN or Inf values among x[0..n-1] */
     int64_t (*count_nonfinite)(const float *x, int64_t n);
+    /* prod[i] = dy[i] * tsq__lsq_term(x[i], Q(x[i])) in double (a float
+     * times a float: exact), the terms of a learned delta's gradient */
+    void (*lsq_prod_span)(const float *x, const float *dy, double *prod, int64_t n, float eps,
+                          float inv_delta, float top, int32_t maxcode);
 } tsq__eltwise;
 
 extern const tsq__eltwise tsq__eltwise_c;

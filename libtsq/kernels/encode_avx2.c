@@ -225,7 +225,42 @@ static void ste_row_avx2(const float *x, const float *go, float *gi, int64_t n,
     }
 }
 
+/* ---- a learned delta's gradient terms: dy * tsq__lsq_term in double ---- */
+
+static inline void lsq_prod8(const float *x, const float *dy, double *prod, __m256 eps,
+                             __m256 inv, __m256 mc, __m256 top)
+{
+    __m256 v = _mm256_loadu_ps(x), k = levels8(v, eps, inv, mc);
+    __m256 inside = _mm256_sub_ps(k, _mm256_mul_ps(v, inv));
+    __m256 pos = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ); /* false for NaN */
+    __m256 in = _mm256_and_ps(pos, _mm256_cmp_ps(v, top, _CMP_LT_OQ));
+    __m256 t = _mm256_blendv_ps(_mm256_and_ps(mc, pos), inside, in);
+    __m256 d = _mm256_loadu_ps(dy);
+    _mm256_storeu_pd(prod, _mm256_mul_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(d)),
+                                         _mm256_cvtps_pd(_mm256_castps256_ps128(t))));
+    _mm256_storeu_pd(prod + 4, _mm256_mul_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(d, 1)),
+                                             _mm256_cvtps_pd(_mm256_extractf128_ps(t, 1))));
+}
+
+static void lsq_prod_span_avx2(const float *x, const float *dy, double *prod, int64_t n,
+                               float eps, float inv_delta, float top, int32_t maxcode)
+{
+    const __m256 ve = _mm256_set1_ps(eps), vi = _mm256_set1_ps(inv_delta);
+    const __m256 mc = _mm256_set1_ps((float)maxcode), vt = _mm256_set1_ps(top);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        lsq_prod8(x + i, dy + i, prod + i, ve, vi, mc, vt);
+    if (i < n) {
+        float xt[8] = {0}, dt[8] = {0};
+        double pt[8];
+        memcpy(xt, x + i, (size_t)(n - i) * sizeof *x);
+        memcpy(dt, dy + i, (size_t)(n - i) * sizeof *dy);
+        lsq_prod8(xt, dt, pt, ve, vi, mc, vt);
+        memcpy(prod + i, pt, (size_t)(n - i) * sizeof *prod);
+    }
+}
+
 const tsq__eltwise tsq__eltwise_avx2 = {
-    tsq__encode_span_avx2, encode_row_avx2, fakequant_span_avx2, fakequant_row_avx2,
-    ste_span_avx2,         ste_row_avx2,    count_nonfinite_avx2,
+    tsq__encode_span_avx2, encode_row_avx2,      fakequant_span_avx2, fakequant_row_avx2,
+    ste_span_avx2,         ste_row_avx2,         count_nonfinite_avx2, lsq_prod_span_avx2,
 };

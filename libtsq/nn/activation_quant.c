@@ -198,45 +198,27 @@ typedef struct {
     const float *x, *dy;
     float *part; /* per plane (n, c): its sum, rounded to float */
     int64_t C, S;
-    tsq__encode_span_fn encode; /* the encode kernel of the context's CPU */
+    /* the products' kernel of the context's CPU */
+    void (*prod)(const float *x, const float *dy, double *prod, int64_t n, float eps,
+                 float inv_delta, float top, int32_t maxcode);
 } dg_job;
 
 /* PLANES planes side by side: independent sums (each in the order of its
  * own elements), so that their additions overlap; CHUNK elements of each
- * at a time. */
-#define PLANES 4
+ * at a time. The products dy * term (tsq__lsq_term: the LSQ derivative
+ * above) are formed first, as doubles, by the CPU's element-wise kernel (a
+ * float times a float is exact in double), so that the element loop is
+ * the additions alone: eight chains keep both adders busy. */
+#define PLANES 8
 #define CHUNK 256
-
-/* The LSQ derivative dy/ddelta of n inputs (see the top of the file), from
- * their codes k: k - x/delta inside (0, top), 2^bits - 1 above, 0 below.
- * Branch-free, so that it vectorises; the values of the scalar formula. */
-static float lsq_term(float v, uint8_t k, float inv, float top, float maxcode)
-{
-    float inside = (float)k - v * inv, outside = v > 0.0f ? maxcode : 0.0f;
-    int in = (v > 0.0f) & (v < top); /* not &&: no branch, so that it vectorises */
-    return in ? inside : outside;
-}
-
-static void lsq_terms(const float *restrict x, const uint8_t *restrict k, float *restrict t,
-                      int64_t n, float inv, float top, float maxcode)
-{
-    int64_t i = 0, b;
-    for (; i + 8 <= n; i += 8) /* blocks of 8: vectorised at -O2 too (vec_f32.c) */
-        for (b = 0; b < 8; b++)
-            t[i + b] = lsq_term(x[i + b], k[i + b], inv, top, maxcode);
-    for (; i < n; i++)
-        t[i] = lsq_term(x[i], k[i], inv, top, maxcode);
-}
-
 /* Planes [p, p + m), m <= PLANES: part[p + k] = sum_i dy_i * term(x_i). */
 static void plane_sums(const dg_job *j, int64_t p, int64_t m)
 {
     const aq_layer *q = j->q;
     const float *xs[PLANES], *ds[PLANES];
-    float eps[PLANES], inv[PLANES], top[PLANES], terms[PLANES][CHUNK];
+    float eps[PLANES], inv[PLANES], top[PLANES];
+    double prod[PLANES][CHUNK], acc[PLANES];
     int32_t maxcode[PLANES];
-    uint8_t codes[CHUNK];
-    double acc[PLANES];
     int64_t i, k, i0, len;
     for (k = 0; k < m; k++) {
         int64_t sl = q->nchannels > 0 ? (p + k) % j->C : 0;
@@ -250,18 +232,16 @@ static void plane_sums(const dg_job *j, int64_t p, int64_t m)
     }
     for (i0 = 0; i0 < j->S; i0 += CHUNK) {
         len = j->S - i0 < CHUNK ? j->S - i0 : CHUNK;
-        for (k = 0; k < m; k++) {
-            j->encode(xs[k] + i0, codes, len, eps[k], inv[k], maxcode[k]);
-            lsq_terms(xs[k] + i0, codes, terms[k], len, inv[k], top[k], (float)maxcode[k]);
-        }
+        for (k = 0; k < m; k++)
+            j->prod(xs[k] + i0, ds[k] + i0, prod[k], len, eps[k], inv[k], top[k], maxcode[k]);
         if (m == PLANES) {
             for (i = 0; i < len; i++)
                 for (k = 0; k < PLANES; k++)
-                    acc[k] += (double)ds[k][i0 + i] * terms[k][i];
+                    acc[k] += prod[k][i];
         } else {
             for (k = 0; k < m; k++)
                 for (i = 0; i < len; i++)
-                    acc[k] += (double)ds[k][i0 + i] * terms[k][i];
+                    acc[k] += prod[k][i];
         }
     }
     for (k = 0; k < m; k++)
@@ -291,7 +271,7 @@ static void delta_grad(aq_layer *q, const float *x, const float *dy, int64_t bat
     j.part = l->ws; /* batch * C floats: aq_backward reserved them */
     j.C = C;
     j.S = S;
-    j.encode = tsq__eltwise_for(l->obj.ctx->cpu)->encode_span;
+    j.prod = tsq__eltwise_for(l->obj.ctx->cpu)->lsq_prod_span;
     tsq__parallel_range(tsq__layer_threads(l), batch * C, S, delta_grad_planes, &j);
     for (c = 0; c < nslots; c++)
         g[c] = 0.0f;
