@@ -10,7 +10,9 @@
  * packed weight bytes against fp32. Then, single-threaded, every kernel on
  * a GEMM (4096 x 576 x 64) and a GEMV (4096 x 4096) for code bits 1..8 and
  * weight bits 2..8: the table behind TSQ_KERNEL_AUTO; and the CPU's ceilings
- * (vpdpbusd and 512-bit FMA on registers, bench_peaks).
+ * (vpdpbusd and 512-bit FMA on registers, bench_peaks), with the plan's
+ * three convolutions read in place by the VNNI kernel against the vpdpbusd
+ * ceiling (bench_conv_in_place; TSQ_BENCH_IN_PLACE=1 runs only these).
  *
  * Threads: the program runs itself once per thread count in
  * TSQ_BENCH_THREADS (default "1 2"), each child with OPENBLAS_NUM_THREADS
@@ -27,6 +29,7 @@
 #include "rng.h"
 #include "blas.h"
 #include "tsq/experimental.h"
+#include "kernels/bitplane.h" /* the in-place convolution lines */
 
 #include <spawn.h>
 #include <stdint.h>
@@ -453,72 +456,203 @@ static int run_child(const char *self, const char *count)
  * instruction). Medians of 5 runs of 2 x 10^8 instructions. */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+/* The loop is written in assembly: compiled from intrinsics, gcc kept two
+ * of the 16 accumulators on the stack (a store and a reload on their
+ * chains every iteration) and moved the others between registers, so the
+ * "ceiling" read 0.5-0.8 of what the kernels themselves reach. */
+#define PEAK_BODY(op)                                                               \
+    op " %%zmm17, %%zmm16, %%zmm0\n\t" op " %%zmm17, %%zmm16, %%zmm1\n\t"           \
+    op " %%zmm17, %%zmm16, %%zmm2\n\t" op " %%zmm17, %%zmm16, %%zmm3\n\t"           \
+    op " %%zmm17, %%zmm16, %%zmm4\n\t" op " %%zmm17, %%zmm16, %%zmm5\n\t"           \
+    op " %%zmm17, %%zmm16, %%zmm6\n\t" op " %%zmm17, %%zmm16, %%zmm7\n\t"           \
+    op " %%zmm17, %%zmm16, %%zmm8\n\t" op " %%zmm17, %%zmm16, %%zmm9\n\t"           \
+    op " %%zmm17, %%zmm16, %%zmm10\n\t" op " %%zmm17, %%zmm16, %%zmm11\n\t"         \
+    op " %%zmm17, %%zmm16, %%zmm12\n\t" op " %%zmm17, %%zmm16, %%zmm13\n\t"         \
+    op " %%zmm17, %%zmm16, %%zmm14\n\t" op " %%zmm17, %%zmm16, %%zmm15\n\t"
+/* Every register of the loop zeroed first (no denormal or NaN operands). */
+#define PEAK_ZERO                                                                        \
+    "vpxord %%zmm0, %%zmm0, %%zmm0\n\t"                                                  \
+    "vmovdqa64 %%zmm0, %%zmm1\n\tvmovdqa64 %%zmm0, %%zmm2\n\tvmovdqa64 %%zmm0, %%zmm3\n\t" \
+    "vmovdqa64 %%zmm0, %%zmm4\n\tvmovdqa64 %%zmm0, %%zmm5\n\tvmovdqa64 %%zmm0, %%zmm6\n\t" \
+    "vmovdqa64 %%zmm0, %%zmm7\n\tvmovdqa64 %%zmm0, %%zmm8\n\tvmovdqa64 %%zmm0, %%zmm9\n\t" \
+    "vmovdqa64 %%zmm0, %%zmm10\n\tvmovdqa64 %%zmm0, %%zmm11\n\t"                       \
+    "vmovdqa64 %%zmm0, %%zmm12\n\tvmovdqa64 %%zmm0, %%zmm13\n\t"                       \
+    "vmovdqa64 %%zmm0, %%zmm14\n\tvmovdqa64 %%zmm0, %%zmm15\n\t"                       \
+    "vmovdqa64 %%zmm0, %%zmm16\n\tvmovdqa64 %%zmm0, %%zmm17\n\t"
+#define PEAK_CLOBBERS                                                                    \
+    "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",    \
+        "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "cc"
+
 __attribute__((target("avx512f,avx512vnni"))) static double peak_vnni(void)
 {
-    __m512i a[16], x = _mm512_set1_epi32(0x01010101), w = _mm512_set1_epi32(0x01ff01ff);
-    long it, n = 200000000 / 16;
-    int i;
-    double t0;
-    for (i = 0; i < 16; i++)
-        a[i] = _mm512_set1_epi32(i);
-    t0 = clock_now();
-    for (it = 0; it < n; it++) {
-#pragma GCC unroll 16
-        for (i = 0; i < 16; i++)
-            a[i] = _mm512_dpbusd_epi32(a[i], x, w);
-        __asm__ volatile("" : "+v"(x)); /* keeps the loop from being folded */
-    }
+    long n = 200000000 / 16;
+    double t0 = clock_now();
+    __asm__ volatile(PEAK_ZERO "1:\n\t" PEAK_BODY("vpdpbusd") "dec %0\n\t"
+                     "jnz 1b"
+                     : "+r"(n)
+                     :
+                     : PEAK_CLOBBERS);
     t0 = clock_now() - t0;
-    for (i = 1; i < 16; i++)
-        a[0] = _mm512_add_epi32(a[0], a[i]);
-    __asm__ volatile("" : : "v"(a[0]));
-    return (double)n * 16 * 128 / t0 * 1e-9;
+    return 200000000.0 / 16 * 16 * 128 / t0 * 1e-9;
 }
 
 __attribute__((target("avx512f"))) static double peak_fma(void)
 {
-    __m512 a[16], x = _mm512_set1_ps(1.0f), y = _mm512_set1_ps(0.5f);
-    long it, n = 200000000 / 16;
-    int i;
-    double t0;
-    for (i = 0; i < 16; i++)
-        a[i] = _mm512_set1_ps((float)i);
-    t0 = clock_now();
-    for (it = 0; it < n; it++) {
-#pragma GCC unroll 16
-        for (i = 0; i < 16; i++)
-            a[i] = _mm512_fmadd_ps(a[i], x, y);
-        __asm__ volatile("" : "+v"(x));
-    }
+    long n = 200000000 / 16;
+    double t0 = clock_now();
+    __asm__ volatile(PEAK_ZERO "1:\n\t" PEAK_BODY("vfmadd231ps") "dec %0\n\t"
+                     "jnz 1b"
+                     : "+r"(n)
+                     :
+                     : PEAK_CLOBBERS);
     t0 = clock_now() - t0;
-    for (i = 1; i < 16; i++)
-        a[0] = _mm512_add_ps(a[0], a[i]);
-    __asm__ volatile("" : : "v"(a[0]));
-    return (double)n * 16 * 32 / t0 * 1e-9;
+    return 200000000.0 / 16 * 16 * 32 / t0 * 1e-9;
 }
 
-static void bench_peaks(void)
+static double bench_peaks(void)
 {
     double v[5], f[5];
     int r;
     if (!__builtin_cpu_supports("avx512f"))
-        return;
+        return 0;
     for (r = 0; r < 5; r++)
         f[r] = peak_fma();
     bench_line("peak_fma512_f32", bench_median(f, 5), "GFLOPS");
     if (!__builtin_cpu_supports("avx512vnni"))
-        return;
+        return 0;
     for (r = 0; r < 5; r++)
         v[r] = peak_vnni();
     bench_line("peak_vpdpbusd", bench_median(v, 5), "GOPS");
+    return bench_median(v, 5);
 }
 #else
-static void bench_peaks(void) {}
+static double bench_peaks(void) { return 0; }
 #endif
+
+/* The plan's three low-bit convolutions as the plan runs them on a CPU
+ * with VNNI: the VNNI kernel reading each image's byte layout in place
+ * (tsq__conv_vnni, bands of output rows, one row pointer per pixel), alone
+ * ("conv_vnni_in_place_*") and followed by the threshold epilogue into the
+ * next layer's byte layout, max-pooled where the network pools
+ * ("conv_vnni_in_place_epi_*"). 64 images of 2-bit codes, ternary weights;
+ * GOPS of the window's multiply-adds (2 * pixels * 9 C * N), and their
+ * fraction of peak_vpdpbusd measured just before in the same process. */
+typedef struct {
+    const char *name;
+    int64_t c, hw, n, band;
+    int pool;
+} conv_shape;
+
+typedef struct {
+    const conv_shape *s;
+    tsq__bp_geom g, og;
+    tsq__bp_window win;
+    uint8_t *img, *out;
+    const uint8_t **rows;
+    int8_t *dec;
+    int32_t *acc;
+    tsq_thresholds *th;
+    int64_t images, ld;
+    int epilogue;
+} conv_args;
+
+#define CONV_IMAGES 64
+
+static void run_conv_in_place(void *p)
+{
+    conv_args *a = p;
+    int64_t im, y0, oy, ox, ow = a->win.ow, oh = a->win.oh;
+    for (im = 0; im < a->images; im++) {
+        const uint8_t *img = a->img + im * a->g.image;
+        for (y0 = 0; y0 < oh; y0 += a->s->band) {
+            int64_t nr = oh - y0 < a->s->band ? oh - y0 : a->s->band, r = 0;
+            for (oy = y0; oy < y0 + nr; oy++)
+                for (ox = 0; ox < ow; ox++)
+                    a->rows[r++] = img + oy * a->g.row + ox * a->g.cb;
+            tsq__conv_vnni(a->rows, r, 3, 3 * a->g.cb, a->g.row, a->win.kwords * 8, a->dec, 0,
+                           a->s->n, a->acc, a->ld);
+            if (a->epilogue)
+                tsq__bp_epilogue_bytes_avx512(a->th, a->acc, a->ld, y0, nr, ow, a->s->pool,
+                                              &a->og, a->out + im * a->og.image);
+        }
+    }
+}
+
+static void bench_conv_in_place(tsq_context *ctx, double peak)
+{
+    static const conv_shape cs[] = {
+        {"fmnist_conv2", 32, 28, 32, 4, 1},
+        {"fmnist_conv3", 32, 14, 64, 8, 0},
+        {"fmnist_conv4", 64, 14, 64, 8, 1},
+    };
+    size_t t;
+    if (!__builtin_cpu_supports("avx512vnni") || !__builtin_cpu_supports("avx512bw"))
+        return;
+    for (t = 0; t < sizeof cs / sizeof cs[0]; t++) {
+        const conv_shape *s = &cs[t];
+        conv_args a;
+        float alpha[64], eps = 0.5f, delta = 1.0f;
+        int64_t i, k, k4n, np, pixels, oh;
+        uint8_t *codes;
+        double ops, sec;
+        char name[96];
+        memset(&a, 0, sizeof a);
+        a.s = s;
+        a.images = CONV_IMAGES;
+        tsq__bp_geom_bytes(&a.g, s->c, s->hw, s->hw, 1, 2);
+        oh = s->pool ? s->hw / 2 : s->hw;
+        tsq__bp_geom_bytes(&a.og, s->n, oh, oh, 1, 2);
+        a.win.kh = a.win.kw = 3;
+        a.win.stride = 1;
+        a.win.oh = a.win.ow = s->hw;
+        a.win.kwords = (9 * a.g.cb + 7) / 8;
+        k = a.win.kwords * 8;
+        k4n = tsq__k4n(k);
+        np = (s->n + 15) / 16;
+        a.ld = (s->n + 15) / 16 * 16;
+        pixels = s->hw * s->hw;
+        codes = malloc((size_t)(pixels * s->c));
+        a.img = calloc(1, (size_t)(a.images * a.g.image + TSQ__BP_SLACK));
+        a.out = calloc(1, (size_t)(a.images * a.og.image + TSQ__BP_SLACK));
+        a.rows = malloc((size_t)(s->band * s->hw) * sizeof *a.rows);
+        a.dec = malloc((size_t)(np * k4n * 64));
+        a.acc = malloc((size_t)(s->band * s->hw * a.ld) * sizeof(int32_t));
+        if (!codes || !a.img || !a.out || !a.rows || !a.dec || !a.acc)
+            die("malloc", NULL);
+        for (i = 0; i < a.images; i++) {
+            int64_t j;
+            for (j = 0; j < pixels * s->c; j++)
+                codes[j] = (uint8_t)(th_rng_next(&rng) & 3);
+            tsq__bp_bytes_from_codes(&a.g, codes, a.img + i * a.g.image);
+        }
+        for (i = 0; i < np * k4n * 64; i++)
+            a.dec[i] = (int8_t)((int)(th_rng_next(&rng) % 3) - 1);
+        for (i = 0; i < s->n; i++)
+            alpha[i] = 0.05f * (i % 2 ? 1.0f : -1.0f);
+        if (tsq_thresholds_create(ctx, s->n, alpha, NULL, 2, &eps, &delta, 1, &a.th) != TSQ_OK)
+            die("thresholds", ctx);
+        ops = 2.0 * (double)(a.images * pixels) * (double)(9 * s->c) * (double)s->n;
+        for (a.epilogue = 0; a.epilogue <= 1; a.epilogue++) {
+            sec = time_median(run_conv_in_place, &a, 1.0);
+            snprintf(name, sizeof name, "conv_vnni_in_place%s_%s", a.epilogue ? "_epi" : "",
+                     s->name);
+            bench_line_ratio(name, ops / sec * 1e-9, "GOPS", "peak_vpdpbusd", peak);
+        }
+        tsq_thresholds_destroy(a.th);
+        free(codes);
+        free(a.img);
+        free(a.out);
+        free(a.rows);
+        free(a.dec);
+        free(a.acc);
+    }
+}
 
 int main(int argc, char **argv)
 {
     const char *child = getenv("TSQ_BENCH_CHILD");
+    const char *only = getenv("TSQ_BENCH_IN_PLACE");
+    int in_place_only = only && *only && strcmp(only, "0") != 0;
     tsq_context *ctx = NULL;
     size_t i;
     int64_t threads;
@@ -543,10 +677,17 @@ int main(int argc, char **argv)
     if (tsq_context_create(&ctx) != TSQ_OK ||
         tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads) != TSQ_OK)
         die("context", ctx);
+    if (in_place_only) {
+        /* TSQ_BENCH_IN_PLACE=1: only the ceilings and the in-place lines. */
+        if (threads == 1)
+            bench_conv_in_place(ctx, bench_peaks());
+        tsq_context_destroy(ctx);
+        return 0;
+    }
     for (i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         bench_shape(ctx, &shapes[i], threads);
     if (threads == 1) {
-        bench_peaks();
+        bench_conv_in_place(ctx, bench_peaks());
         bench_bit_widths(ctx, threads, "bits_gemm4096x576x64", 4096, 576, 64);
         bench_bit_widths(ctx, threads, "bits_gemv4096", 1, 4096, 4096);
     }
