@@ -1243,10 +1243,12 @@ END_TEST
  * channel counts whose window rows are whole groups of 4 k, strides 1 and
  * 2, a start mid-row, row counts that leave partial tiles, 13 and 40
  * output channels (partial panels), and random weights in the panels'
- * padding past the window (where the gathered rows hold zeros). */
+ * padding past the window (where the gathered rows hold zeros). Full tiles
+ * (8 rows, 32 columns) take the flat tile; 1368 channels make a window of
+ * more groups than its offset table holds (the nested loops instead). */
 START_TEST(test_conv_vnni_in_place)
 {
-    const int64_t cs[] = {4, 8, 12, 20, 36, 64}, ns[] = {13, 40};
+    const int64_t cs[] = {4, 8, 12, 20, 36, 64, 1368}, ns[] = {13, 40};
     th_rng seed = {15};
     size_t t, ni;
     int64_t stride;
