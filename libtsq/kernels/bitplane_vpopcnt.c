@@ -416,7 +416,10 @@ void tsq__bp_encode_avx512(const tsq__bp_geom *g, const float *x, const float *a
 }
 
 /* One 16-channel chunk c into the byte layout: the thresholds of up to 3
- * levels stay in registers across the pixels (more levels reload them). */
+ * levels stay in registers across the pixels (more levels reload them).
+ * Past the compares (int32, into masks) the codes are counted, pooled and
+ * clipped as the 16 bytes they are stored as: the same values (a code is
+ * at most maxcode <= 255), with no int32 -> byte narrowing per pixel. */
 INLINE void epilogue_bytes(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc,
                            int64_t y0, int64_t first, int64_t last, int64_t ow,
                            const tsq__bp_geom *og, uint8_t *img, int64_t c, const int L,
@@ -425,9 +428,9 @@ INLINE void epilogue_bytes(const tsq_thresholds *th, const int32_t *acc, int64_t
     int64_t wp = og->w + 2 * og->pad, oy, ox;
     __mmask16 valid = (__mmask16)(og->c - c >= 16 ? 0xFFFF : (1u << (og->c - c)) - 1u);
     __m512i flip = _mm512_loadu_si512((const void *)(th->flip + c));
-    __m512i top = _mm512_loadu_si512((const void *)(th->top + c));
+    __m128i top = _mm512_cvtepi32_epi8(_mm512_loadu_si512((const void *)(th->top + c)));
     __m512i t1 = _mm512_loadu_si512((const void *)(th->t + c)), t2 = t1, t3 = t1;
-    const __m512i one = _mm512_set1_epi32(1);
+    const __m128i one = _mm_set1_epi8(1);
     if (L == 3) {
         t2 = _mm512_loadu_si512((const void *)(th->t + th->padded + c));
         t3 = _mm512_loadu_si512((const void *)(th->t + 2 * th->padded + c));
@@ -436,29 +439,29 @@ INLINE void epilogue_bytes(const tsq_thresholds *th, const int32_t *acc, int64_t
         const int32_t *row = acc + (oy * S - y0) * ow * ldacc + c;
         uint8_t *dst = img + ((oy + og->pad) * wp + og->pad) * og->cb + c;
         for (ox = 0; ox < og->w; ox++, dst += og->cb) {
-            __m512i code = _mm512_setzero_si512();
+            __m128i code = _mm_setzero_si128();
             int dy, dx, m;
             for (dy = 0; dy < S; dy++)
                 for (dx = 0; dx < S; dx++) {
                     __m512i a = _mm512_xor_si512(
                         _mm512_maskz_loadu_epi32(valid, row + (dy * ow + ox * S + dx) * ldacc),
                         flip);
-                    __m512i n = _mm512_maskz_mov_epi32(_mm512_cmpge_epi32_mask(a, t1), one);
+                    __m128i n = _mm_maskz_mov_epi8(_mm512_cmpge_epi32_mask(a, t1), one);
                     if (L == 3) {
-                        n = _mm512_mask_add_epi32(n, _mm512_cmpge_epi32_mask(a, t2), n, one);
-                        n = _mm512_mask_add_epi32(n, _mm512_cmpge_epi32_mask(a, t3), n, one);
+                        n = _mm_mask_add_epi8(n, _mm512_cmpge_epi32_mask(a, t2), n, one);
+                        n = _mm_mask_add_epi8(n, _mm512_cmpge_epi32_mask(a, t3), n, one);
                     } else if (L != 1) {
                         for (m = 1; m < L; m++)
-                            n = _mm512_mask_add_epi32(
+                            n = _mm_mask_add_epi8(
                                 n,
                                 _mm512_cmpge_epi32_mask(
                                     a, _mm512_loadu_si512((const void *)(th->t + m * th->padded + c))),
                                 n, one);
                     }
-                    code = _mm512_max_epi32(code, n);
+                    code = _mm_max_epu8(code, n);
                 }
-            code = _mm512_min_epi32(code, top);
-            _mm_mask_storeu_epi8(dst, valid, _mm512_cvtepi32_epi8(code));
+            code = _mm_min_epu8(code, top);
+            _mm_mask_storeu_epi8(dst, valid, code);
         }
     }
 }
