@@ -666,9 +666,11 @@ END_TEST
 
 /* The bit-plane and byte-layout paths (runtime/plan_bits.c) against the
  * general path with the AVX2 kernel and the portable C path, bit for bit,
- * on odd shapes: 5, 12, 9 and 17 channels (no multiple of 8), K = 45, 108,
- * 81 (no multiple of 64), a 1-bit layer between 2-bit ones, an odd image
- * side (floor pooling), and batches 1, 7 and 257 on 1 and 2 threads. */
+ * on odd shapes: 5, 12, 36 and 17 channels (no multiple of 8), K = 45, 108,
+ * 324 (no multiple of 64), a 1-bit layer between 2-bit ones, an odd image
+ * side (floor pooling), and batches 1, 7 and 257 on 1 and 2 threads. The
+ * 12 -> 36 convolution reads its input in place in full tiles of 8 pixels x
+ * 32 channels (the VNNI kernel's flat tile) and a partial panel. */
 static tsq_net *make_bits_net(tsq_context *ctx, int64_t img, uint64_t seed)
 {
     th_rng r = {seed};
@@ -695,11 +697,11 @@ static tsq_net *make_bits_net(tsq_context *ctx, int64_t img, uint64_t seed)
                                                    0.3f + 0.05f * (float)c));
     n++;
     TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
-    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 12, 9, 3, 3, 1, 1, 2, &L[n]));
-    set_lowbit(ctx, L[n++], 9, 108, 2, &r);
+    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 12, 36, 3, 3, 1, 1, 2, &L[n]));
+    set_lowbit(ctx, L[n++], 36, 108, 2, &r);
     L[n++] = quant(ctx, 1, 0.1f, 0.5f, 1);
-    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 9, 17, 3, 3, 1, 1, 2, &L[n]));
-    set_lowbit(ctx, L[n++], 17, 81, 2, &r);
+    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 36, 17, 3, 3, 1, 1, 2, &L[n]));
+    set_lowbit(ctx, L[n++], 17, 324, 2, &r);
     L[n++] = quant(ctx, 2, 0.25f, 0.45f, 1);
     TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
     TH_OK(ctx, tsq_layer_flatten_create(ctx, &L[n++]));
