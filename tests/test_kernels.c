@@ -1243,9 +1243,8 @@ END_TEST
  * channel counts whose window rows are whole groups of 4 k, strides 1 and
  * 2, a start mid-row, row counts that leave partial tiles, 13 and 40
  * output channels (partial panels), and random weights in the panels'
- * padding past the window (where the gathered rows hold zeros). Full tiles
- * (8 rows, 32 columns) take the flat tile; 1368 channels make a window of
- * more groups than its offset table holds (the nested loops instead). */
+ * padding past the window (where the gathered rows hold zeros), and 1368
+ * channels (a window of more than 1024 groups of 4 k). */
 START_TEST(test_conv_vnni_in_place)
 {
     const int64_t cs[] = {4, 8, 12, 20, 36, 64, 1368}, ns[] = {13, 40};

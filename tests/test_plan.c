@@ -669,8 +669,8 @@ END_TEST
  * on odd shapes: 5, 12, 36 and 17 channels (no multiple of 8), K = 45, 108,
  * 324 (no multiple of 64), a 1-bit layer between 2-bit ones, an odd image
  * side (floor pooling), and batches 1, 7 and 257 on 1 and 2 threads. The
- * 12 -> 36 convolution reads its input in place in full tiles of 8 pixels x
- * 32 channels (the VNNI kernel's flat tile) and a partial panel. */
+ * 12 -> 36 convolution reads its input in place in full VNNI tiles of 8
+ * pixels x 32 channels and a partial panel. */
 static tsq_net *make_bits_net(tsq_context *ctx, int64_t img, uint64_t seed)
 {
     th_rng r = {seed};

@@ -5,9 +5,7 @@
  * with no offset correction.
  *
  * Tile: up to 8 rows x 2 panels (32 columns). Per group of 4 k: one dword
- * of each row broadcast, two 64-byte weight rows loaded, 16 vpdpbusd. A
- * convolution read in place runs its full tiles through one flat loop over
- * the window's groups in assembly (itile_flat_8_2).
+ * of each row broadcast, two 64-byte weight rows loaded, 16 vpdpbusd.
  * Also here: the AVX-512 decoder from bit planes to panels. Compiled with
  * -mavx512vnni; called only when the CPU has it. */
 #include "kernels_internal.h"
@@ -189,73 +187,6 @@ INLINE void itile(const uint8_t *const *rows, int64_t kh, int64_t seg, int64_t s
     store_tile(a, ncols, acc, ldacc, R, C);
 }
 
-/* The full in-place tile, 8 rows x 32 columns, with the window flattened:
- * one loop over the nq groups of 4 k, group q's codes at rows[r] + offs[q]
- * (offs in the panels' k order: window row, then group within it), the
- * accumulators in zmm0-15 from their zeroing to their store. Written in
- * assembly because gcc, given this loop in intrinsics, moved the
- * accumulators between registers or spilled the row pointers (up to 32
- * extra instructions per 16 vpdpbusd). 13 general registers, so that it
- * builds with a frame pointer too (-O0, sanitizers). nq >= 1, all 32
- * columns stored. */
-#if defined(__x86_64__) && defined(__GNUC__)
-#define HAVE_FLAT 1
-static void itile_flat_8_2(const uint8_t *const *rows, const int64_t *offs, int64_t nq,
-                           const int8_t *w, int64_t panel_stride, int32_t *acc, int64_t ldacc)
-{
-    const int64_t *oe = offs + nq;
-    int64_t n = -nq, t, ld4 = ldacc * 4;
-#define VNNI_ROW(r, a0, a1)                                                             \
-    "vpbroadcastd (%[p" #r "],%[t]), %%zmm29\n\t"                                         \
-    "vpdpbusd %%zmm30, %%zmm29, %%zmm" #a0 "\n\t"                                         \
-    "vpdpbusd %%zmm31, %%zmm29, %%zmm" #a1 "\n\t"
-#define VNNI_STORE(a0, a1)                                                              \
-    "vmovdqu64 %%zmm" #a0 ", (%[t])\n\t"                                                  \
-    "vmovdqu64 %%zmm" #a1 ", 64(%[t])\n\t"                                                \
-    "add %[ld4], %[t]\n\t"
-    __asm__ volatile(
-        "vpxord %%zmm0, %%zmm0, %%zmm0\n\t"
-        "vpxord %%zmm1, %%zmm1, %%zmm1\n\t"
-        "vpxord %%zmm2, %%zmm2, %%zmm2\n\t"
-        "vpxord %%zmm3, %%zmm3, %%zmm3\n\t"
-        "vpxord %%zmm4, %%zmm4, %%zmm4\n\t"
-        "vpxord %%zmm5, %%zmm5, %%zmm5\n\t"
-        "vpxord %%zmm6, %%zmm6, %%zmm6\n\t"
-        "vpxord %%zmm7, %%zmm7, %%zmm7\n\t"
-        "vpxord %%zmm8, %%zmm8, %%zmm8\n\t"
-        "vpxord %%zmm9, %%zmm9, %%zmm9\n\t"
-        "vpxord %%zmm10, %%zmm10, %%zmm10\n\t"
-        "vpxord %%zmm11, %%zmm11, %%zmm11\n\t"
-        "vpxord %%zmm12, %%zmm12, %%zmm12\n\t"
-        "vpxord %%zmm13, %%zmm13, %%zmm13\n\t"
-        "vpxord %%zmm14, %%zmm14, %%zmm14\n\t"
-        "vpxord %%zmm15, %%zmm15, %%zmm15\n\t"
-        "1:\n\t"
-        "mov (%[oe],%[n],8), %[t]\n\t"
-        "vmovdqu64 (%[w]), %%zmm30\n\t"
-        "vmovdqu64 (%[w],%[ps]), %%zmm31\n\t" VNNI_ROW(0, 0, 1) VNNI_ROW(1, 2, 3)
-            VNNI_ROW(2, 4, 5) VNNI_ROW(3, 6, 7) VNNI_ROW(4, 8, 9) VNNI_ROW(5, 10, 11)
-                VNNI_ROW(6, 12, 13) VNNI_ROW(7, 14, 15)
-        "add $64, %[w]\n\t"
-        "add $1, %[n]\n\t"
-        "jnz 1b\n\t"
-        "mov %[acc], %[t]\n\t" VNNI_STORE(0, 1) VNNI_STORE(2, 3) VNNI_STORE(4, 5) VNNI_STORE(6, 7)
-            VNNI_STORE(8, 9) VNNI_STORE(10, 11) VNNI_STORE(12, 13) VNNI_STORE(14, 15)
-        : [n] "+r"(n), [w] "+r"(w), [t] "=&r"(t)
-        : [p0] "r"(rows[0]), [p1] "r"(rows[1]), [p2] "r"(rows[2]), [p3] "r"(rows[3]),
-          [p4] "r"(rows[4]), [p5] "r"(rows[5]), [p6] "r"(rows[6]), [p7] "r"(rows[7]),
-          [ps] "r"(panel_stride), [oe] "r"(oe), [acc] "m"(acc), [ld4] "m"(ld4)
-        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
-          "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm29", "xmm30", "xmm31",
-          "cc", "memory");
-#undef VNNI_ROW
-#undef VNNI_STORE
-}
-#else
-#define HAVE_FLAT 0
-#define itile_flat_8_2(rows, offs, nq, w, ps, acc, ldacc) ((void)0)
-#endif
-
 typedef void (*itile_fn)(const uint8_t *const *, int64_t, int64_t, int64_t, const int8_t *,
                          int64_t, int64_t, int32_t *, int64_t);
 
@@ -270,23 +201,13 @@ EACH_TILE(ITILE)
 
 static const itile_fn itiles[TILE_ROWS + 1][TILE_PANELS + 1] = TILE_TABLE(itile);
 
-/* The most groups of 4 k a window may have for the flat tile (the size of
- * its offset table, on the stack); larger windows take the nested loops. */
-#define FLAT_MAX 1024
-
 /* Over panels of 32 columns and tiles of 8 rows: the rows of x (ldx apart),
  * or, with rows not NULL, read in place (itile). */
 static void drive(const uint8_t *x, int64_t ldx, const uint8_t *const *rows, int64_t kh,
                   int64_t seg, int64_t step, int64_t m, int64_t k, const int8_t *dec,
                   int64_t c0, int64_t c1, int32_t *acc, int64_t ldacc)
 {
-    int64_t panel_stride = tsq__k4n(k) * 64, c, r, nq = 0, ky, q;
-    int64_t offs[FLAT_MAX];
-    /* The flat tile's offsets, when the window has few enough groups. */
-    if (HAVE_FLAT && rows && kh * (seg / 4) <= FLAT_MAX)
-        for (ky = 0; ky < kh; ky++)
-            for (q = 0; q < seg / 4; q++)
-                offs[nq++] = ky * step + q * 4;
+    int64_t panel_stride = tsq__k4n(k) * 64, c, r;
     for (c = c0; c < c1; c += 16 * TILE_PANELS) {
         int64_t ncols = c1 - c < 16 * TILE_PANELS ? c1 - c : 16 * TILE_PANELS;
         int np = (int)((ncols + 15) / 16);
@@ -294,9 +215,7 @@ static void drive(const uint8_t *x, int64_t ldx, const uint8_t *const *rows, int
         for (r = 0; r < m; r += TILE_ROWS) {
             int nr = m - r < TILE_ROWS ? (int)(m - r) : TILE_ROWS;
             int32_t *out = acc + r * ldacc + c;
-            if (rows && nr == TILE_ROWS && ncols == 16 * TILE_PANELS && nq > 0)
-                itile_flat_8_2(rows + r, offs, nq, w, panel_stride, out, ldacc);
-            else if (rows)
+            if (rows)
                 itiles[nr][np](rows + r, kh, seg, step, w, panel_stride, ncols, out, ldacc);
             else
                 tiles[nr][np](x + r * ldx, ldx, k, w, panel_stride, ncols, out, ldacc);
