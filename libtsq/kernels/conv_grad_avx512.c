@@ -59,6 +59,19 @@ int64_t tsq__conv_grad_ws_floats(const tsq__conv_geom *g)
     return (L.dw_total > L.dx_total ? L.dw_total : L.dx_total) + 16;
 }
 
+/* S0..S7 += bs[k] * v: 8 chains, each its own broadcast times one vector. */
+#define FMA8(S, bs, v)                                                                         \
+    do {                                                                                       \
+        S##0 = _mm512_fmadd_ps(bs[0], v, S##0);                                                \
+        S##1 = _mm512_fmadd_ps(bs[1], v, S##1);                                                \
+        S##2 = _mm512_fmadd_ps(bs[2], v, S##2);                                                \
+        S##3 = _mm512_fmadd_ps(bs[3], v, S##3);                                                \
+        S##4 = _mm512_fmadd_ps(bs[4], v, S##4);                                                \
+        S##5 = _mm512_fmadd_ps(bs[5], v, S##5);                                                \
+        S##6 = _mm512_fmadd_ps(bs[6], v, S##6);                                                \
+        S##7 = _mm512_fmadd_ps(bs[7], v, S##7);                                                \
+    } while (0)
+
 /* ---- dW ---- */
 
 typedef struct {
@@ -67,18 +80,6 @@ typedef struct {
     int64_t ld, wp;
     const float *base[TAPS]; /* tap j's input at position (0, 0) */
 } dw_job;
-
-#define FMA8(S, xs, d)                                                                         \
-    do {                                                                                       \
-        S##0 = _mm512_fmadd_ps(xs[0], d, S##0);                                                \
-        S##1 = _mm512_fmadd_ps(xs[1], d, S##1);                                                \
-        S##2 = _mm512_fmadd_ps(xs[2], d, S##2);                                                \
-        S##3 = _mm512_fmadd_ps(xs[3], d, S##3);                                                \
-        S##4 = _mm512_fmadd_ps(xs[4], d, S##4);                                                \
-        S##5 = _mm512_fmadd_ps(xs[5], d, S##5);                                                \
-        S##6 = _mm512_fmadd_ps(xs[6], d, S##6);                                                \
-        S##7 = _mm512_fmadd_ps(xs[7], d, S##7);                                                \
-    } while (0)
 
 /* The chains of positions [p0, p0 + n) for TAPS taps and `vecs` (1 or 2)
  * vectors of channels from v0, each from +0, added to acc (rows of ld). */
@@ -171,18 +172,6 @@ typedef struct {
     int64_t owp, cout, c8;
 } dx_job;
 
-#define WFMA8(T, ws, v)                                                                        \
-    do {                                                                                       \
-        T##0 = _mm512_fmadd_ps(ws[0], v, T##0);                                                \
-        T##1 = _mm512_fmadd_ps(ws[1], v, T##1);                                                \
-        T##2 = _mm512_fmadd_ps(ws[2], v, T##2);                                                \
-        T##3 = _mm512_fmadd_ps(ws[3], v, T##3);                                                \
-        T##4 = _mm512_fmadd_ps(ws[4], v, T##4);                                                \
-        T##5 = _mm512_fmadd_ps(ws[5], v, T##5);                                                \
-        T##6 = _mm512_fmadd_ps(ws[6], v, T##6);                                                \
-        T##7 = _mm512_fmadd_ps(ws[7], v, T##7);                                                \
-    } while (0)
-
 /* One tap's chains over the output channels for 8 input channels and
  * `rows` rows (dy rows at src and src + owp), added to acc (2 x 8). */
 INLINE void dx_tap(const dx_job *j, const float *src, const float *w, int rows, __m512 *acc)
@@ -195,9 +184,9 @@ INLINE void dx_tap(const dx_job *j, const float *src, const float *w, int rows, 
         __m512 ws[8];
         for (t = 0; t < 8; t++)
             ws[t] = _mm512_set1_ps(w[t]);
-        WFMA8(a, ws, _mm512_loadu_ps(src));
+        FMA8(a, ws, _mm512_loadu_ps(src));
         if (rows == 2)
-            WFMA8(b, ws, _mm512_loadu_ps(src + j->owp));
+            FMA8(b, ws, _mm512_loadu_ps(src + j->owp));
     }
     {
         __m512 ra[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
