@@ -145,6 +145,61 @@ class Planted(TestCase):
             np.testing.assert_array_equal(r.weights, ref.weights)
             np.testing.assert_allclose(r.alpha, ref.alpha, rtol=1e-5)
 
+    def test_shares_give_the_unshared_fit(self):
+        """Three regressors, each solving a block of the 5 channels and
+        exchanging the blocks after every pass (what MPI_Allgatherv does
+        across processes), end with the weights, alpha, b and objective of
+        one regressor solving every channel, bit for bit."""
+        X, Y, P, w, alpha, b = planted(1500, 9, 5, seed=19)
+        Yn = Y.copy()
+        Yn[::4] = np.minimum(Yn[::4] + 1, 3)
+        ref = self.regressor(rounds=3).fit_stream([(X, Yn)], 9, 5)
+        regs = [self.regressor(rounds=3).set_share(i, 3) for i in range(3)]
+        for reg in regs:
+            reg.begin(9, 5)
+        done, passes = False, 0
+        while not done:
+            for reg in regs:
+                reg.feed(X, Yn)                           # all rows: no sums to add
+                self.assertFalse(reg.end_pass())          # done comes with the import
+            sizes = [regs[0].share_size(i) for i in range(3)]
+            parts = [reg.share_export(i) for i, reg in enumerate(regs)]
+            self.assertEqual([p.size for p in parts], sizes)
+            whole = np.concatenate(parts)
+            flags = [reg.share_import(whole) for reg in regs]
+            self.assertEqual(len(set(flags)), 1)
+            done = flags[0]
+            passes += 1
+        self.assertGreater(passes, 1)
+        for reg in regs:
+            r = reg.result()
+            np.testing.assert_array_equal(r.weights, ref.weights)
+            np.testing.assert_array_equal(r.alpha, ref.alpha)
+            np.testing.assert_array_equal(r.bias, ref.bias)
+            self.assertEqual(r.objective, ref.objective)
+
+    def test_share_errors(self):
+        X, Y, P, w, alpha, b = planted(300, 6, 3, seed=20)
+        reg = self.regressor()
+        with self.assertRaises(tsq.TsqError):
+            reg.set_share(2, 2)                           # index outside 0..count-1
+        with self.assertRaises(tsq.TsqError):
+            reg.set_share(0, 0)
+        with self.assertRaises(tsq.TsqError):
+            reg.share_size(0)                             # no exchange is due
+        reg.set_share(0, 2).begin(6, 3)
+        reg.feed(X, Y)
+        self.assertFalse(reg.end_pass())
+        with self.assertRaises(tsq.TsqError):
+            reg.feed(X, Y)                                # the import comes first
+        part = reg.share_export(0)
+        with self.assertRaises(tsq.TsqError):
+            reg.share_import(part)                        # only one share's part
+        bad = np.concatenate([part, np.zeros(reg.share_size(1))])
+        bad[0] = np.nan
+        with self.assertRaises(tsq.TsqError):
+            reg.share_import(bad)
+
     def test_stats_import_add_reads_in_place(self):
         X, Y, P, w, alpha, b = planted(500, 6, 2, seed=17)
         reg = self.regressor()

@@ -688,6 +688,26 @@ FUNCTIONS = {
         [C.POINTER(tsq_regressor), C.POINTER(C.c_double), C.c_int64, C.c_int32],
         ['reg', 'in', 'count', 'mode'],
         'regressor.h', False),
+    'tsq_regressor_set_share': (
+        C.c_int32,
+        [C.POINTER(tsq_regressor), C.c_int32, C.c_int32],
+        ['reg', 'index', 'count'],
+        'regressor.h', False),
+    'tsq_regressor_share_size': (
+        C.c_int32,
+        [C.POINTER(tsq_regressor), C.c_int32, C.POINTER(C.c_int64)],
+        ['reg', 'share', 'count'],
+        'regressor.h', False),
+    'tsq_regressor_share_export': (
+        C.c_int32,
+        [C.POINTER(tsq_regressor), C.POINTER(C.c_double), C.c_int64],
+        ['reg', 'out', 'count'],
+        'regressor.h', False),
+    'tsq_regressor_share_import': (
+        C.c_int32,
+        [C.POINTER(tsq_regressor), C.POINTER(C.c_double), C.c_int64, C.POINTER(C.c_int32)],
+        ['reg', 'in', 'count', 'done'],
+        'regressor.h', False),
     'tsq_regressor_result': (
         C.c_int32,
         [C.POINTER(tsq_regressor), C.POINTER(tsq_tensor), C.POINTER(tsq_tensor), C.POINTER(tsq_tensor), C.POINTER(C.c_double)],

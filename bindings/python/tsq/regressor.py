@@ -69,6 +69,9 @@ class Regressor(Handle):
     ``reg.begin(d, C)``; per pass ``reg.feed(X, Y)`` for each batch, optionally
     ``reg.stats_import(allreduce(reg.stats_export()), "replace")``, then
     ``reg.end_pass()`` until it returns True; then ``reg.result()``.
+    With ``reg.set_share(i, n)`` before begin, each process solves a block of
+    the channels and, after every end_pass, ``reg.share_import(allgather(
+    reg.share_export(i)))`` completes the pass and says whether it is done.
     """
 
     _destroy_name = "tsq_regressor_destroy"
@@ -244,6 +247,39 @@ class Regressor(Handle):
         self._call("tsq_regressor_stats_import", ptr, n,
                    lookup(_STATS_MODES, mode, "stats mode"))
         return self
+
+    def set_share(self, index: int, count: int) -> "Regressor":
+        """Makes the next begun fit solve only share `index` of `count` of the
+        channels (a contiguous block); the processes then exchange their
+        blocks after every end_pass (share_export, share_import). The fit is
+        bit for bit the one with count = 1 (the default), on every process."""
+        self._call("tsq_regressor_set_share", B.int_arg(index, "index"),
+                   B.int_arg(count, "count"))
+        return self
+
+    def share_size(self, share: int) -> int:
+        """The number of doubles in share `share`'s part of the pass's results
+        (after an end_pass of a shared fit)."""
+        v = ctypes.c_int64()
+        self._call("tsq_regressor_share_size", B.int_arg(share, "share"), ctypes.byref(v))
+        return v.value
+
+    def share_export(self, share: int, out: Optional[ArrayLike] = None) -> Any:
+        """This regressor's part (it is share `share`) as float64: a new array,
+        or written into `out` (C-contiguous float64 of share_size(share))."""
+        if out is None:
+            out = B.new_array("d", (self.share_size(share),))
+        ptr, n, _keep = _double_buffer(out, writable=True)
+        self._call("tsq_regressor_share_export", ptr, n)
+        return out
+
+    def share_import(self, data: ArrayLike) -> bool:
+        """Takes every share's part, concatenated in share order (e.g. an MPI
+        Allgatherv), completes the pass; True when the fit is finished."""
+        ptr, n, _keep = _double_buffer(data, writable=False)
+        done = ctypes.c_int32()
+        self._call("tsq_regressor_share_import", ptr, n, ctypes.byref(done))
+        return bool(done.value)
 
     def result(self, out: Optional[ArrayLike] = None) -> FitResult:
         """The finished fit's FitResult (after end_pass returned True or
