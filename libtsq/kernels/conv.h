@@ -138,6 +138,17 @@ int tsq__conv_grad_direct_runs(const tsq__conv_geom *g, uint32_t cpu);
 int64_t tsq__conv_depth_block(int64_t left);
 /* Scratch floats of one image's backward (either kernel). */
 int64_t tsq__conv_grad_ws_floats(const tsq__conv_geom *g);
+/* Where the AVX-512 kernels keep what in their scratch (offsets and sizes
+ * in floats), in one place with the size queries. */
+#define TSQ__CONV_GRAD_TAPS 8 /* taps of the weight gradient's blocks */
+typedef struct {
+    int64_t hp, wp, plane; /* dW: the padded image */
+    int64_t ld;            /* dW: floats per position of transposed dy */
+    int64_t xp, ones, dyt, tmp, dw_total;
+    int64_t top, left, ohp, owp, c8; /* dx: the padded dy, the weights */
+    int64_t dyp, dx_total;
+} tsq__conv_grad_layout;
+tsq__conv_grad_layout tsq__conv_grad_layout_of(const tsq__conv_geom *g);
 /* Floats per row of the backward's accumulator: cout rounded up to 16. */
 int64_t tsq__conv_grad_ld(const tsq__conv_geom *g);
 /* acc (cols rows of tsq__conv_grad_ld floats: row t is column t of

@@ -461,9 +461,10 @@ static void backward_direct(const tsq__conv_geom *g, int64_t threads, uint32_t c
     grad_job d = {g, tsq__conv_grad_for(cpu), x, NULL, dy, dx, ws, batch,
                   threads < batch ? threads : batch, db ? g->k + 1 : g->k};
     int64_t ld = tsq__conv_grad_ld(g), co, t;
-    float *wp = ws + (d.threads < 1 ? 1 : d.threads) * grad_slot(g);
+    float *wp;
     if (d.threads < 1)
         d.threads = 1;
+    wp = ws + d.threads * grad_slot(g); /* after the threads' slots */
     if (dx)
         d.fn.prep(g, w, wp);
     d.wp = wp;

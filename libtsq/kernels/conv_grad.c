@@ -43,9 +43,46 @@ int tsq__conv_grad_direct_runs(const tsq__conv_geom *g, uint32_t cpu)
            g->ow >= TSQ__CONV_DIRECT_MIN_W && g->cout <= TSQ__CONV_CHAIN_Q;
 }
 
+static int64_t round16(int64_t n)
+{
+    return (n + 15) / 16 * 16;
+}
+
 int64_t tsq__conv_grad_ld(const tsq__conv_geom *g)
 {
-    return (g->cout + 15) / 16 * 16;
+    return round16(g->cout);
+}
+
+tsq__conv_grad_layout tsq__conv_grad_layout_of(const tsq__conv_geom *g)
+{
+    tsq__conv_grad_layout L;
+    /* dW: the zero-padded image, a plane of ones (the bias's row), dy
+     * position-major, a last tap block's rows */
+    L.hp = g->h + 2 * g->pad;
+    L.wp = g->w + 2 * g->pad_w;
+    L.plane = L.hp * L.wp;
+    L.ld = tsq__conv_grad_ld(g);
+    L.xp = 0;
+    L.ones = round16(L.xp + g->cin * L.plane + 32);
+    L.dyt = round16(L.ones + L.plane);
+    L.tmp = L.dyt + g->ohw * L.ld;
+    L.dw_total = L.tmp + TSQ__CONV_GRAD_TAPS * L.ld;
+    /* dx: dy zero-padded so that every tap of a row of 16 pixels reads
+     * inside it; the weights' channels rounded up to 8 */
+    L.top = g->kh - 1 - g->pad;
+    L.left = g->kw - 1 - g->pad_w;
+    L.ohp = g->oh + 2 * L.top;
+    L.owp = round16(g->w) + g->kw + 16;
+    L.c8 = (g->cin + 7) / 8 * 8;
+    L.dyp = 0;
+    L.dx_total = L.dyp + g->cout * L.ohp * L.owp;
+    return L;
+}
+
+int64_t tsq__conv_grad_ws_floats(const tsq__conv_geom *g)
+{
+    tsq__conv_grad_layout L = tsq__conv_grad_layout_of(g);
+    return (L.dw_total > L.dx_total ? L.dw_total : L.dx_total) + 16;
 }
 
 int64_t tsq__conv_depth_block(int64_t left)
@@ -94,7 +131,7 @@ int64_t tsq__conv_grad_prep_floats(const tsq__conv_geom *g)
 {
     /* the AVX-512 layout: taps x cout x cin rounded up to 8 (the oracle's
      * plain copy is smaller) */
-    return g->kh * g->kw * g->cout * ((g->cin + 7) / 8 * 8);
+    return g->kh * g->kw * g->cout * tsq__conv_grad_layout_of(g).c8;
 }
 
 void tsq__conv_grad_prep_ref(const tsq__conv_geom *g, const float *w, float *wp)

@@ -7,57 +7,16 @@
  * dy and 8 broadcasts of input values serve 16 FMAs.
  * dx: 16 input pixels of a row per vector, 8 input channels and two rows
  * at a time: per output channel, 2 loads of (zero-padded) dy and 8 weight
- * broadcasts serve 16 FMAs. */
+ * broadcasts serve 16 FMAs. Their scratch layout is conv_grad.c's
+ * (tsq__conv_grad_layout_of), so that the size queries, which every CPU
+ * calls, are not compiled with these flags. */
 #include "kernels/conv.h"
 
 #include <immintrin.h>
 #include <string.h>
 
 #define INLINE static inline __attribute__((always_inline))
-#define TAPS 8
-
-/* ---- scratch ---- */
-
-static int64_t round16(int64_t n)
-{
-    return (n + 15) / 16 * 16;
-}
-
-typedef struct {
-    int64_t hp, wp, plane;   /* dW: the padded image */
-    int64_t ld;              /* dW: floats per position of transposed dy */
-    int64_t xp, ones, dyt, tmp, dw_total;
-    int64_t top, left, ohp, owp, c8; /* dx: the padded dy, the weights */
-    int64_t dyp, dx_total;
-} grad_layout;
-
-static grad_layout layout(const tsq__conv_geom *g)
-{
-    grad_layout L;
-    L.hp = g->h + 2 * g->pad;
-    L.wp = g->w + 2 * g->pad_w;
-    L.plane = L.hp * L.wp;
-    L.ld = round16(g->cout);
-    L.xp = 0;
-    L.ones = round16(L.xp + g->cin * L.plane + 32);
-    L.dyt = round16(L.ones + L.plane);
-    L.tmp = L.dyt + g->ohw * L.ld;
-    L.dw_total = L.tmp + TAPS * L.ld;
-    L.top = g->kh - 1 - g->pad;
-    L.left = g->kw - 1 - g->pad_w;
-    L.ohp = g->oh + 2 * L.top;
-    L.owp = round16(g->w) + g->kw + 16;
-    L.c8 = (g->cin + 7) / 8 * 8;
-    L.dyp = 0;
-    L.dx_total = L.dyp + g->cout * L.ohp * L.owp;
-    return L;
-}
-
-int64_t tsq__conv_grad_ws_floats(const tsq__conv_geom *g)
-{
-    grad_layout L = layout(g);
-    return (L.dw_total > L.dx_total ? L.dw_total : L.dx_total) + 16;
-}
+#define TAPS TSQ__CONV_GRAD_TAPS
 
 /* S0..S7 += bs[k] * v: 8 chains, each its own broadcast times one vector. */
 #define FMA8(S, bs, v)                                                                         \
@@ -117,7 +76,7 @@ INLINE void dw_block(const dw_job *j, int64_t v0, int vecs, int64_t p0, int64_t 
 void tsq__conv_grad_dw_avx512(const tsq__conv_geom *g, const float *x, const float *dy,
                               int64_t cols, float *acc, float *scratch)
 {
-    grad_layout L = layout(g);
+    tsq__conv_grad_layout L = tsq__conv_grad_layout_of(g);
     int64_t P = g->ohw, nv = L.ld / 16, v0, t0, t, p, co, p0, n;
     float *xp = scratch + L.xp, *ones = scratch + L.ones, *dyt = scratch + L.dyt;
     float *tmp = scratch + L.tmp; /* a block's rows past the last column */
@@ -212,7 +171,7 @@ void tsq__conv_grad_prep_avx512(const tsq__conv_geom *g, const float *w, float *
 void tsq__conv_grad_dx_avx512(const tsq__conv_geom *g, const float *wp, const float *dy,
                               float *dx, float *scratch)
 {
-    grad_layout L = layout(g);
+    tsq__conv_grad_layout L = tsq__conv_grad_layout_of(g);
     int64_t co, c0, oy, iy, ix0, ky, kx, t, r;
     float *dyp = scratch + L.dyp;
     const float *wd = wp;
