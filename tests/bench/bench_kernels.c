@@ -483,15 +483,18 @@ static int run_child(const char *self, const char *count)
     "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",    \
         "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "cc"
 
+/* n iterations of the register-only body of instruction insn. */
+#define PEAK_LOOP(insn, n)                                                               \
+    __asm__ volatile(PEAK_ZERO "1:\n\t" PEAK_BODY(insn) "dec %0\n\tjnz 1b"                 \
+                     : "+r"(n)                                                           \
+                     :                                                                   \
+                     : PEAK_CLOBBERS)
+
 __attribute__((target("avx512f,avx512vnni"))) static double peak_vnni_n(long count)
 {
     long n = count / 16;
     double t0 = clock_now();
-    __asm__ volatile(PEAK_ZERO "1:\n\t" PEAK_BODY("vpdpbusd") "dec %0\n\t"
-                     "jnz 1b"
-                     : "+r"(n)
-                     :
-                     : PEAK_CLOBBERS);
+    PEAK_LOOP("vpdpbusd", n);
     t0 = clock_now() - t0;
     return (double)(count / 16) * 16 * 128 / t0 * 1e-9;
 }
@@ -502,11 +505,7 @@ __attribute__((target("avx512f"))) static double peak_fma(void)
 {
     long n = 200000000 / 16;
     double t0 = clock_now();
-    __asm__ volatile(PEAK_ZERO "1:\n\t" PEAK_BODY("vfmadd231ps") "dec %0\n\t"
-                     "jnz 1b"
-                     : "+r"(n)
-                     :
-                     : PEAK_CLOBBERS);
+    PEAK_LOOP("vfmadd231ps", n);
     t0 = clock_now() - t0;
     return 200000000.0 / 16 * 16 * 32 / t0 * 1e-9;
 }
