@@ -1543,12 +1543,16 @@ static void fill_signed(th_rng *r, float *v, int64_t n, int zeros)
  * rule itself: up to 448 terms one chain, else a first chain over the
  * first half of the k + 1 terms rounded up to 16 and a second over the
  * rest, the bias last, added. */
+/* y against each output's chains written out from the rule: k + 1 terms
+ * (the bias the last) without a scale, k with one (then scale * chain +
+ * bias). */
 static void check_chains(const tsq__conv_geom *g, const float *x, const float *w,
-                         const float *b, const float *y)
+                         const float *scale, const float *b, const float *y)
 {
-    int64_t terms = g->k + 1, split = terms <= 448 ? g->k : (terms / 2 + 15) / 16 * 16;
+    int64_t terms = g->k + (scale ? 0 : 1);
+    int64_t split = terms <= 448 ? g->k : (terms / 2 + 15) / 16 * 16;
     int64_t co, p;
-    ck_assert_int_eq(tsq__conv_direct_split(g, 1), split);
+    ck_assert_int_eq(tsq__conv_direct_split(g, !scale), split);
     for (co = 0; co < g->cout; co++)
         for (p = 0; p < g->ohw; p++) {
             float first = 0.0f, acc = 0.0f, out;
@@ -1565,7 +1569,12 @@ static void check_chains(const tsq__conv_geom *g, const float *x, const float *w
                 }
                 acc = fmaf(w[co * g->k + t], v, acc);
             }
-            out = split < g->k ? first + (acc + b[co]) : acc + b[co];
+            if (scale) {
+                out = split < g->k ? first + acc : acc;
+                out = scale[co] * out + b[co];
+            } else {
+                out = split < g->k ? first + (acc + b[co]) : acc + b[co];
+            }
             ck_assert_int_eq(memcmp(&out, y + co * g->ohw + p, sizeof out), 0);
         }
 }
@@ -1588,68 +1597,86 @@ START_TEST(test_conv_direct)
     for (i = 0; i < ALL_DIRECT; i++) {
         tsq__conv_geom g;
         int64_t nx, ny, batch = 5, co, p, n, threads;
-        float *x, *w, *b, *y0, *y1, *ws;
+        float *x, *w, *b, *sc, *y0, *y1, *ws, *pk;
+        int scaled;
         direct_geom(i, &g);
         nx = g.cin * g.h * g.w;
         ny = g.cout * g.ohw;
         x = malloc((size_t)(batch * nx) * sizeof(float));
         w = malloc((size_t)(g.cout * g.k) * sizeof(float));
         b = malloc((size_t)g.cout * sizeof(float));
+        sc = malloc((size_t)g.cout * sizeof(float));
         y0 = malloc((size_t)(batch * ny) * sizeof(float));
         y1 = malloc((size_t)(batch * ny) * sizeof(float));
         ws = malloc(tsq__conv_ws_floats(&g, 3, 0) * sizeof(float));
+        pk = malloc((size_t)tsq__conv_direct_pack_floats(&g) * sizeof(float));
         fill_signed(&r, x, batch * nx, 1);
         fill_signed(&r, w, g.cout * g.k, 0);
         fill_signed(&r, b, g.cout, 0);
-        for (n = 0; n < batch; n++)
-            tsq__conv_direct_ref(&g, x + n * nx, w, n % 2 ? NULL : b, y0 + n * ny, ws);
-        for (co = 0; co < g.cout; co++) /* image 0, with the bias */
-            for (p = 0; p < g.ohw; p++) {
-                int64_t oy = p / g.ow, ox = p % g.ow, c, ky, kx;
-                double sum = b[co], mag = fabs(b[co]);
-                for (c = 0; c < g.cin; c++)
-                    for (ky = 0; ky < g.kh; ky++)
-                        for (kx = 0; kx < g.kw; kx++) {
-                            int64_t iy = oy - g.pad + ky, ix = ox - g.pad + kx;
-                            double v = iy < 0 || iy >= g.h || ix < 0 || ix >= g.w
-                                           ? 0.0
-                                           : x[(c * g.h + iy) * g.w + ix];
-                            double t = (double)w[(co * g.cin + c) * g.kh * g.kw + ky * g.kw + kx] * v;
-                            sum += t;
-                            mag += fabs(t);
-                        }
-                ck_assert(fabs(y0[co * g.ohw + p] - sum) <= 4e-7 * (double)(g.k + 1) * mag);
-            }
-        check_chains(&g, x, w, b, y0);
-        if (kernel_here(TSQ_KERNEL_AVX2))
+        fill_signed(&r, sc, g.cout, 0);
+        tsq__conv_direct_pack(&g, w, pk);
+        /* without and with a low-bit layer's scale */
+        for (scaled = 0; scaled < 2; scaled++) {
+            tsq__conv_direct_op op = {&g, w, pk, scaled ? sc : NULL, NULL};
             for (n = 0; n < batch; n++) {
-                tsq__conv_direct_avx2(&g, x + n * nx, w, n % 2 ? NULL : b, y1 + n * ny, ws);
-                ck_assert_int_eq(memcmp(y0 + n * ny, y1 + n * ny, (size_t)ny * sizeof(float)), 0);
+                op.bias = n % 2 ? NULL : b;
+                tsq__conv_direct_ref(&op, x + n * nx, y0 + n * ny, ws);
             }
-        if (kernel_here(TSQ_KERNEL_VPOPCNT) || kernel_here(TSQ_KERNEL_VNNI))
-            for (n = 0; n < batch; n++) {
-                tsq__conv_direct_avx512(&g, x + n * nx, w, n % 2 ? NULL : b, y1 + n * ny, ws);
-                ck_assert_int_eq(memcmp(y0 + n * ny, y1 + n * ny, (size_t)ny * sizeof(float)), 0);
-            }
-        for (n = 0; n < batch; n++) /* the whole batch with the bias */
-            tsq__conv_direct_ref(&g, x + n * nx, w, b, y0 + n * ny, ws);
-        for (threads = 1; threads <= 3; threads++) {
-            uint32_t cpus[] = {0, TSQ_CPU_AVX2 | TSQ_CPU_FMA, 0xFFFFFFFFu}, cpu;
-            for (cpu = 0; cpu < 3; cpu++) {
-                uint32_t have = tsq__cpu_detect() & cpus[cpu];
-                if (!tsq__conv_direct_runs(&g, have))
-                    continue; /* the GEMM's bits: the BLAS's own */
-                memset(y1, 0x55, (size_t)(batch * ny) * sizeof(float));
-                tsq__conv_forward(&g, threads, have, x, w, NULL, b, y1, batch, ws);
-                ck_assert_int_eq(memcmp(y0, y1, (size_t)(batch * ny) * sizeof(float)), 0);
+            for (co = 0; co < g.cout; co++) /* image 0, with the bias */
+                for (p = 0; p < g.ohw; p++) {
+                    int64_t oy = p / g.ow, ox = p % g.ow, c, ky, kx;
+                    double sum = 0.0, mag = 0.0, s = scaled ? sc[co] : 1.0;
+                    for (c = 0; c < g.cin; c++)
+                        for (ky = 0; ky < g.kh; ky++)
+                            for (kx = 0; kx < g.kw; kx++) {
+                                int64_t iy = oy - g.pad + ky, ix = ox - g.pad + kx;
+                                double v = iy < 0 || iy >= g.h || ix < 0 || ix >= g.w
+                                               ? 0.0
+                                               : x[(c * g.h + iy) * g.w + ix];
+                                double t = (double)w[(co * g.cin + c) * g.kh * g.kw + ky * g.kw + kx] * v;
+                                sum += t;
+                                mag += fabs(t);
+                            }
+                    sum = s * sum + b[co];
+                    mag = fabs(s) * mag + fabs(b[co]);
+                    ck_assert(fabs(y0[co * g.ohw + p] - sum) <= 4e-7 * (double)(g.k + 2) * mag);
+                }
+            check_chains(&g, x, w, op.scale, b, y0);
+            if (kernel_here(TSQ_KERNEL_AVX2))
+                for (n = 0; n < batch; n++) {
+                    op.bias = n % 2 ? NULL : b;
+                    tsq__conv_direct_avx2(&op, x + n * nx, y1 + n * ny, ws);
+                    ck_assert_int_eq(memcmp(y0 + n * ny, y1 + n * ny, (size_t)ny * sizeof(float)), 0);
+                }
+            if (kernel_here(TSQ_KERNEL_VPOPCNT) || kernel_here(TSQ_KERNEL_VNNI))
+                for (n = 0; n < batch; n++) {
+                    op.bias = n % 2 ? NULL : b;
+                    tsq__conv_direct_avx512(&op, x + n * nx, y1 + n * ny, ws);
+                    ck_assert_int_eq(memcmp(y0 + n * ny, y1 + n * ny, (size_t)ny * sizeof(float)), 0);
+                }
+            op.bias = b;
+            for (n = 0; n < batch; n++) /* the whole batch with the bias */
+                tsq__conv_direct_ref(&op, x + n * nx, y0 + n * ny, ws);
+            for (threads = 1; threads <= 3; threads++) {
+                uint32_t cpus[] = {0, TSQ_CPU_AVX2 | TSQ_CPU_FMA, 0xFFFFFFFFu}, cpu;
+                for (cpu = 0; cpu < 3; cpu++) {
+                    uint32_t have = tsq__cpu_detect() & cpus[cpu];
+                    if (!tsq__conv_direct_runs(&g, have))
+                        continue; /* the GEMM's bits: the BLAS's own */
+                    memset(y1, 0x55, (size_t)(batch * ny) * sizeof(float));
+                    tsq__conv_forward(&g, threads, have, x, w, op.scale, b, y1, batch, ws);
+                    ck_assert_int_eq(memcmp(y0, y1, (size_t)(batch * ny) * sizeof(float)), 0);
+                }
             }
         }
         free(x);
         free(w);
         free(b);
+        free(sc);
         free(y0);
         free(y1);
         free(ws);
+        free(pk);
     }
 }
 END_TEST
@@ -1853,7 +1880,10 @@ START_TEST(test_conv_front_bytes)
             tsq__bp_geom_bytes(&og, g.cout, g.oh, g.ow, 1, nb);
             q1 = malloc((size_t)og.image);
             q2 = malloc((size_t)og.image);
-            tsq__conv_direct_ref(&g, x, w, bias ? b : NULL, y, ws);
+            {
+                tsq__conv_direct_op op = {&g, w, NULL, NULL, bias ? b : NULL};
+                tsq__conv_direct_ref(&op, x, y, ws);
+            }
             tsq__bp_encode_bytes_ref(&og, y, affine ? a : NULL, sh, relu, eps, inv, maxc, q1);
             f.g = &g;
             f.wt = wt;

@@ -105,23 +105,44 @@ int tsq__conv_direct_runs(const tsq__conv_geom *g, uint32_t cpu);
  * else the first half rounded up to a multiple of 16; the second chain
  * takes the rest and the bias, and the two are added (conv_direct.c). */
 int64_t tsq__conv_direct_split(const tsq__conv_geom *g, int has_bias);
-/* Scratch floats of one image's direct convolution (the padded image). */
+/* Scratch floats of one image's direct convolution (the padded image, a
+ * block of weights, the taps' offsets). */
 int64_t tsq__conv_direct_ws_floats(const tsq__conv_geom *g);
+/* Where in that scratch the SIMD kernels keep the taps' offsets in the
+ * padded image (filled here). */
+int32_t *tsq__conv_direct_offsets(const tsq__conv_geom *g, float *scratch);
+/* The SIMD kernels' weights: blocks of 8 output channels, each tap-major
+ * (k x 8, a missing channel repeating the block's last), so that one tap's
+ * 8 weights are one base for the broadcasts. Packed once per call
+ * (tsq__conv_forward) and shared by its images and threads. */
+int64_t tsq__conv_direct_pack_floats(const tsq__conv_geom *g);
+void tsq__conv_direct_pack(const tsq__conv_geom *g, const float *w, float *packed);
 /* x (cin x h x w) into scratch with a zero border of the padding. */
 void tsq__conv_pad_image(const tsq__conv_geom *g, const float *x, float *xp);
+/* What stays the same for every image of a direct convolution. */
+typedef struct tsq__conv_direct_op {
+    const tsq__conv_geom *g;
+    const float *w;      /* cout x k */
+    const float *packed; /* tsq__conv_direct_pack of w (the SIMD kernels read this) */
+    const float *scale;  /* per output channel, or NULL */
+    const float *bias;   /* per output channel, or NULL */
+} tsq__conv_direct_op;
 /* One image x (cin x h x w) into y (cout x oh x ow): each output the FMA
- * chain over its patch in (c, ky, kx) order from +0, then + bias (NULL:
- * none), split in two chains as tsq__conv_direct_split says. The C oracle
- * and the SIMD kernels give the same bits; scratch:
+ * chain over its patch in (c, ky, kx) order from +0, split in two chains
+ * as tsq__conv_direct_split says, then
+ *   no scale:  chain + bias (the bias the chain's last term, NULL: none);
+ *   scale:     scale * chain + bias (bias NULL: + 0.0f), the low-bit
+ *              layers' epilogue.
+ * The C oracle and the SIMD kernels give the same bits; scratch:
  * tsq__conv_direct_ws_floats(g) floats. */
-typedef void (*tsq__conv_direct_fn)(const tsq__conv_geom *g, const float *x, const float *w,
-                                    const float *bias, float *y, float *scratch);
-void tsq__conv_direct_ref(const tsq__conv_geom *g, const float *x, const float *w,
-                          const float *bias, float *y, float *scratch);
-void tsq__conv_direct_avx2(const tsq__conv_geom *g, const float *x, const float *w,
-                           const float *bias, float *y, float *scratch);
-void tsq__conv_direct_avx512(const tsq__conv_geom *g, const float *x, const float *w,
-                             const float *bias, float *y, float *scratch);
+typedef void (*tsq__conv_direct_fn)(const tsq__conv_direct_op *op, const float *x, float *y,
+                                    float *scratch);
+void tsq__conv_direct_ref(const tsq__conv_direct_op *op, const float *x, float *y,
+                          float *scratch);
+void tsq__conv_direct_avx2(const tsq__conv_direct_op *op, const float *x, float *y,
+                           float *scratch);
+void tsq__conv_direct_avx512(const tsq__conv_direct_op *op, const float *x, float *y,
+                             float *scratch);
 /* The kernel for the TSQ_CPU_* features cpu. */
 tsq__conv_direct_fn tsq__conv_direct_for(uint32_t cpu);
 

@@ -50,16 +50,50 @@ int tsq__conv_direct_runs(const tsq__conv_geom *g, uint32_t cpu)
 
 int64_t tsq__conv_direct_split(const tsq__conv_geom *g, int has_bias)
 {
-    int64_t terms = g->k + (has_bias ? 1 : 0);
+    int64_t terms = g->k + (has_bias ? 1 : 0); /* a scaled layer's bias is not a term */
     return terms <= TSQ__CONV_CHAIN_Q ? g->k : tsq__conv_depth_block(terms);
 }
 /* The padded image (rows of w + 2 pad floats), 32 zeros after it (a row's
- * last vector reads up to 15 floats past the row), then a block of 8
- * channels' weights. */
+ * last vector reads up to 15 floats past the row), then the taps'
+ * offsets. */
+static int64_t image_floats(const tsq__conv_geom *g)
+{
+    return g->cin * (g->h + 2 * g->pad) * (g->w + 2 * g->pad_w) + 32;
+}
+
 int64_t tsq__conv_direct_ws_floats(const tsq__conv_geom *g)
 {
-    int64_t hp = g->h + 2 * g->pad, wp = g->w + 2 * g->pad_w;
-    return (g->cin * hp * wp + 32 + 8 * g->k + 15) / 16 * 16;
+    return (image_floats(g) + g->k + 15) / 16 * 16;
+}
+
+/* Tap t = (c, ky, kx) of the patch starts at off[t] in the padded image,
+ * counted from the window's top-left corner. */
+int32_t *tsq__conv_direct_offsets(const tsq__conv_geom *g, float *scratch)
+{
+    int64_t wp = g->w + 2 * g->pad_w, hp = g->h + 2 * g->pad, c, ky, kx, t = 0;
+    int32_t *off = (int32_t *)(scratch + image_floats(g));
+    for (c = 0; c < g->cin; c++)
+        for (ky = 0; ky < g->kh; ky++)
+            for (kx = 0; kx < g->kw; kx++)
+                off[t++] = (int32_t)((c * hp + ky) * wp + kx);
+    return off;
+}
+
+int64_t tsq__conv_direct_pack_floats(const tsq__conv_geom *g)
+{
+    return (g->cout + 7) / 8 * 8 * g->k;
+}
+
+void tsq__conv_direct_pack(const tsq__conv_geom *g, const float *w, float *packed)
+{
+    int64_t co0, t, j;
+    for (co0 = 0; co0 < g->cout; co0 += 8) {
+        int64_t last = (g->cout - co0 < 8 ? g->cout - co0 : 8) - 1;
+        float *blk = packed + co0 * g->k;
+        for (t = 0; t < g->k; t++)
+            for (j = 0; j < 8; j++)
+                blk[t * 8 + j] = w[(co0 + (j < last ? j : last)) * g->k + t];
+    }
 }
 
 void tsq__conv_pad_image(const tsq__conv_geom *g, const float *x, float *xp)
@@ -80,15 +114,17 @@ static float at(const tsq__conv_geom *g, const float *x, int64_t c, int64_t iy, 
     return x[(c * g->h + iy) * g->w + ix];
 }
 
-void tsq__conv_direct_ref(const tsq__conv_geom *g, const float *x, const float *w,
-                          const float *bias, float *y, float *scratch)
+void tsq__conv_direct_ref(const tsq__conv_direct_op *op, const float *x, float *y,
+                          float *scratch)
 {
-    int64_t split = tsq__conv_direct_split(g, bias != NULL), co, oy, ox, c, ky, kx;
+    const tsq__conv_geom *g = op->g;
+    const float *bias = op->bias, *scale = op->scale;
+    int64_t split = tsq__conv_direct_split(g, bias && !scale), co, oy, ox, c, ky, kx;
     (void)scratch;
     for (co = 0; co < g->cout; co++)
         for (oy = 0; oy < g->oh; oy++)
             for (ox = 0; ox < g->ow; ox++) {
-                const float *wc = w + co * g->k;
+                const float *wc = op->w + co * g->k;
                 float acc = 0.0f, first = 0.0f;
                 int64_t t = 0;
                 for (c = 0; c < g->cin; c++)
@@ -101,10 +137,12 @@ void tsq__conv_direct_ref(const tsq__conv_geom *g, const float *x, const float *
                             acc = fmaf(*wc++, at(g, x, c, oy - g->pad + ky, ox - g->pad_w + kx),
                                        acc);
                         }
-                if (bias)
+                if (bias && !scale)
                     acc = acc + bias[co];
                 if (split < g->k)
                     acc = first + acc;
+                if (scale)
+                    acc = scale[co] * acc + (bias ? bias[co] : 0.0f);
                 y[(co * g->oh + oy) * g->ow + ox] = acc;
             }
 }

@@ -14,6 +14,7 @@
 #define CD_LOAD(p) _mm256_loadu_ps(p)
 #define CD_FMA(wp, v, acc) _mm256_fmadd_ps(_mm256_broadcast_ss(wp), v, acc)
 #define CD_ADD1(r, s) _mm256_add_ps(r, _mm256_set1_ps(s))
+#define CD_MUL1(r, s) _mm256_mul_ps(r, _mm256_set1_ps(s))
 #define CD_ADD(a, b) _mm256_add_ps(a, b)
 #define CD_STORE(p, m, r) _mm256_maskstore_ps(p, m, r)
 #define CD_ROWS 1

@@ -13,6 +13,7 @@
 #define CD_LOAD(p) _mm512_loadu_ps(p)
 #define CD_FMA(wp, v, acc) _mm512_fmadd_ps(_mm512_set1_ps(*(wp)), v, acc)
 #define CD_ADD1(r, s) _mm512_add_ps(r, _mm512_set1_ps(s))
+#define CD_MUL1(r, s) _mm512_mul_ps(r, _mm512_set1_ps(s))
 #define CD_ADD(a, b) _mm512_add_ps(a, b)
 #define CD_STORE(p, m, r) _mm512_mask_storeu_ps(p, m, r)
 #define CD_ROWS 2

@@ -9,6 +9,7 @@
  *   CD_ZERO(), CD_LOAD(p) zero, an unaligned load
  *   CD_FMA(wp, v, acc)    acc + (*wp broadcast) * v, fused
  *   CD_ADD1(r, s)         r + s broadcast
+ *   CD_MUL1(r, s)         r * s broadcast
  *   CD_ADD(a, b)          a + b
  *   CD_STORE(p, m, r)     the lanes of mask m of r to p
  *   CD_ROWS               output rows per tile (1 or 2: registers permitting)
@@ -45,84 +46,93 @@
         CD_ZERO8(A);                                                                           \
     } while (0)
 
-/* The tile's results: chain + bias, plus the first chain when cut. */
-static void store8(const tsq__conv_geom *g, const CD_VEC *acc, const CD_VEC *first, int cut,
-                   const float *bias, float *y, int64_t co0, int64_t nco, int64_t oy, int64_t x0)
+/* The tile's results: chain + bias (no scale) or scale * chain + bias,
+ * plus the first chain when cut, as the C version orders them. */
+static void store8(const tsq__conv_direct_op *op, const CD_VEC *acc, const CD_VEC *first,
+                   int cut, float *y, int64_t co0, int64_t nco, int64_t oy, int64_t x0)
 {
+    const tsq__conv_geom *g = op->g;
     CD_MASK om = CD_MASK_OF(g->ow - x0 < CD_LANES ? g->ow - x0 : CD_LANES);
     int64_t j;
     for (j = 0; j < nco; j++) {
-        CD_VEC r = bias ? CD_ADD1(acc[j], bias[co0 + j]) : acc[j];
+        CD_VEC r = op->bias && !op->scale ? CD_ADD1(acc[j], op->bias[co0 + j]) : acc[j];
         if (cut)
             r = CD_ADD(first[j], r);
+        if (op->scale)
+            r = CD_ADD1(CD_MUL1(r, op->scale[co0 + j]), op->bias ? op->bias[co0 + j] : 0.0f);
         CD_STORE(y + ((co0 + j) * g->oh + oy) * g->ow + x0, om, r);
     }
 }
 
+/* Taps t0 .. t1 - 1 into the chains of row oy (a) and, with two rows, oy + 1
+ * (b). A tap is one load at its offset in the padded image (off, from
+ * tap_offsets), so the loop is flat whatever the window. */
+#define CD_TAPS(t0, t1, ROWS)                                                                  \
+    for (t = (t0); t < (t1); t++) {                                                            \
+        const float *p = base + off[t], *wk = wt + t * CO_BLOCK;                               \
+        CD_VEC v = CD_LOAD(p);                                                                 \
+        CD_TAP8(a, v, wk);                                                                     \
+        if ((ROWS) == 2) {                                                                     \
+            v = CD_LOAD(p + wp);                                                               \
+            CD_TAP8(b, v, wk);                                                                 \
+        }                                                                                      \
+    }
+
 /* Output rows oy and oy + 1 (rows = 2) or oy alone, pixels x0 .. x0 +
- * CD_LANES - 1, channels co0 .. co0 + nco - 1: each weight broadcast
- * serves both rows. */
-static void tile(const tsq__conv_geom *g, const float *xp, const float *wt, const float *bias,
-                 float *y, int64_t co0, int64_t nco, int64_t oy, int64_t x0, int rows,
-                 int64_t split)
+ * CD_LANES - 1, channels co0 .. co0 + nco - 1 (weights wt, their packed
+ * block): each weight broadcast serves both rows. The first chain runs to
+ * the split tap, the second on. */
+static void tile(const tsq__conv_direct_op *op, const float *xp, const int32_t *off,
+                 const float *wt, float *y, int64_t co0, int64_t nco, int64_t oy, int64_t x0,
+                 int rows, int64_t split)
 {
-    int64_t hp = g->h + 2 * g->pad, wp = g->w + 2 * g->pad_w, c, ky, kx, t = 0;
+    const tsq__conv_geom *g = op->g;
+    int64_t wp = g->w + 2 * g->pad_w, t;
+    const float *base = xp + oy * wp + x0;
     CD_VEC a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7;
     CD_VEC fa[CO_BLOCK], fb[CO_BLOCK];
-    const float *wk = wt;
     CD_ZERO8(a);
     CD_ZERO8(b);
-    for (c = 0; c < g->cin; c++)
-        for (ky = 0; ky < g->kh; ky++) {
-            const float *row = xp + (c * hp + oy + ky) * wp + x0;
-            for (kx = 0; kx < g->kw; kx++, wk += CO_BLOCK, t++) {
-                if (t == split) {
-                    CD_CUT8(fa, a);
-                    CD_CUT8(fb, b);
-                }
-                CD_TAP8(a, CD_LOAD(row + kx), wk);
-                if (rows == 2)
-                    CD_TAP8(b, CD_LOAD(row + wp + kx), wk);
-            }
+    if (rows == 2) {
+        CD_TAPS(0, split, 2);
+    } else {
+        CD_TAPS(0, split, 1);
+    }
+    if (split < g->k) {
+        CD_CUT8(fa, a);
+        CD_CUT8(fb, b);
+        if (rows == 2) {
+            CD_TAPS(split, g->k, 2);
+        } else {
+            CD_TAPS(split, g->k, 1);
         }
+    }
     {
         CD_VEC ra[CO_BLOCK] = {a0, a1, a2, a3, a4, a5, a6, a7};
         CD_VEC rb[CO_BLOCK] = {b0, b1, b2, b3, b4, b5, b6, b7};
-        store8(g, ra, fa, split < g->k, bias, y, co0, nco, oy, x0);
+        store8(op, ra, fa, split < g->k, y, co0, nco, oy, x0);
         if (rows == 2)
-            store8(g, rb, fb, split < g->k, bias, y, co0, nco, oy + 1, x0);
+            store8(op, rb, fb, split < g->k, y, co0, nco, oy + 1, x0);
     }
 }
 
-/* Output channels co0 .. co0 + nco - 1 (nco <= 8; the lanes of missing
- * channels repeat the last one and are not stored). wt: scratch for the
- * block's weights, tap-major (k x 8), so each FMA takes its weight as a
- * broadcast from one base. Rows in pairs where CD_ROWS is 2. */
-static void block(const tsq__conv_geom *g, const float *xp, const float *w, const float *bias,
-                  float *y, int64_t co0, int64_t nco, float *wt, int64_t split)
+void CD_NAME(const tsq__conv_direct_op *op, const float *x, float *y, float *scratch)
 {
-    int64_t oy, x0, j, t;
-    for (t = 0; t < g->k; t++)
-        for (j = 0; j < CO_BLOCK; j++)
-            wt[t * CO_BLOCK + j] = w[(co0 + (j < nco ? j : nco - 1)) * g->k + t];
-    for (oy = 0; oy < g->oh; oy += CD_ROWS) {
-        int rows = g->oh - oy < CD_ROWS ? (int)(g->oh - oy) : CD_ROWS;
-        for (x0 = 0; x0 < g->ow; x0 += CD_LANES) {
-            if (rows == 2)
-                tile(g, xp, wt, bias, y, co0, nco, oy, x0, 2, split);
-            else
-                tile(g, xp, wt, bias, y, co0, nco, oy, x0, 1, split);
+    const tsq__conv_geom *g = op->g;
+    int64_t co0, oy, x0, split = tsq__conv_direct_split(g, op->bias && !op->scale);
+    int32_t *off = tsq__conv_direct_offsets(g, scratch);
+    tsq__conv_pad_image(g, x, scratch);
+    for (co0 = 0; co0 < g->cout; co0 += CO_BLOCK) {
+        int64_t nco = g->cout - co0 < CO_BLOCK ? g->cout - co0 : CO_BLOCK;
+        const float *wt = op->packed + co0 * g->k;
+        for (oy = 0; oy < g->oh; oy += CD_ROWS) {
+            int rows = g->oh - oy < CD_ROWS ? (int)(g->oh - oy) : CD_ROWS;
+            for (x0 = 0; x0 < g->ow; x0 += CD_LANES) {
+                if (rows == 2)
+                    tile(op, scratch, off, wt, y, co0, nco, oy, x0, 2, split);
+                else
+                    tile(op, scratch, off, wt, y, co0, nco, oy, x0, 1, split);
+            }
         }
     }
-}
-
-void CD_NAME(const tsq__conv_geom *g, const float *x, const float *w, const float *bias,
-             float *y, float *scratch)
-{
-    int64_t co0, split = tsq__conv_direct_split(g, bias != NULL);
-    float *wt = scratch + tsq__conv_direct_ws_floats(g) - g->k * CO_BLOCK;
-    tsq__conv_pad_image(g, x, scratch);
-    for (co0 = 0; co0 < g->cout; co0 += CO_BLOCK)
-        block(g, scratch, w, bias, y, co0, g->cout - co0 < CO_BLOCK ? g->cout - co0 : CO_BLOCK,
-              wt, split);
 }

@@ -89,7 +89,7 @@ static int64_t grad_slot(const tsq__conv_geom *g)
  * thread) when those are more. */
 static size_t ws_max(const tsq__conv_geom *g, int64_t threads, int64_t total)
 {
-    int64_t direct = threads * tsq__conv_direct_ws_floats(g);
+    int64_t direct = threads * tsq__conv_direct_ws_floats(g) + tsq__conv_direct_pack_floats(g);
     int64_t grad = threads * grad_slot(g) + tsq__conv_grad_prep_floats(g);
     if (direct < grad)
         direct = grad;
@@ -352,22 +352,23 @@ static void init_job(conv_job *j, const tsq__conv_geom *g, int64_t threads, int6
 }
 
 typedef struct {
-    const tsq__conv_geom *g;
+    tsq__conv_direct_op op;
     tsq__conv_direct_fn fn;
-    const float *x, *w, *bias;
+    const float *x;
     float *y, *ws;
     int64_t batch, threads;
 } direct_job;
 
-/* Thread t takes images t, t + T, ... with its own scratch. */
+/* Thread t takes images t, t + T, ... with its own scratch (after the
+ * packed weights). */
 static void direct_worker(void *arg, int64_t t)
 {
     const direct_job *d = arg;
-    float *scratch = d->ws + t * tsq__conv_direct_ws_floats(d->g);
+    const tsq__conv_geom *g = d->op.g;
+    float *scratch = d->ws + tsq__conv_direct_pack_floats(g) + t * tsq__conv_direct_ws_floats(g);
     int64_t n;
     for (n = t; n < d->batch; n += d->threads)
-        d->fn(d->g, d->x + n * in_size(d->g), d->w, d->bias, d->y + n * d->g->cout * d->g->ohw,
-              scratch);
+        d->fn(&d->op, d->x + n * in_size(g), d->y + n * g->cout * g->ohw, scratch);
 }
 
 void tsq__conv_forward(const tsq__conv_geom *g, int64_t threads, uint32_t cpu, const float *x,
@@ -375,11 +376,22 @@ void tsq__conv_forward(const tsq__conv_geom *g, int64_t threads, uint32_t cpu, c
                        int64_t batch, float *ws)
 {
     conv_job j;
-    if (!scale && tsq__conv_direct_runs(g, cpu)) {
-        direct_job d = {g, tsq__conv_direct_for(cpu), x, w, bias, y, ws, batch,
-                        threads < batch ? threads : batch};
+    if (tsq__conv_direct_runs(g, cpu)) {
+        direct_job d;
+        d.op.g = g;
+        d.op.w = w;
+        d.op.packed = ws;
+        d.op.scale = scale;
+        d.op.bias = bias;
+        d.fn = tsq__conv_direct_for(cpu);
+        d.x = x;
+        d.y = y;
+        d.ws = ws;
+        d.batch = batch;
+        d.threads = threads < batch ? threads : batch;
         if (d.threads < 1)
             d.threads = 1;
+        tsq__conv_direct_pack(g, w, ws);
         tsq__parallel_for(d.threads, d.threads, direct_worker, &d);
         return;
     }
