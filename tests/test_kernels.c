@@ -1681,6 +1681,51 @@ START_TEST(test_conv_direct)
 }
 END_TEST
 
+/* Float max-pooling against the rule written out: each output is the
+ * first maximum in window order (strict >, so ties keep the earlier value
+ * and a NaN never replaces the best), its index in the plane the argmax.
+ * Values from a small set make ties common; NaN and -inf are mixed in;
+ * widths with 4-output groups and tails, odd planes, and a 3 x 3 window
+ * (the generic loop). */
+START_TEST(test_maxpool_f32)
+{
+    static const int64_t geoms[][4] = {{28, 28, 2, 2}, {14, 14, 2, 2}, {7, 9, 2, 2},
+                                       {5, 19, 2, 2}, {9, 9, 3, 2}, {8, 8, 2, 1}};
+    static const float vals[] = {0.0f, -0.0f, 1.0f, 1.0f, 2.0f, -3.0f, -INFINITY, 0.5f};
+    th_rng r = {47};
+    size_t i;
+    for (i = 0; i < sizeof geoms / sizeof geoms[0]; i++) {
+        int64_t h = geoms[i][0], w = geoms[i][1], k = geoms[i][2], s = geoms[i][3];
+        int64_t oh = (h - k) / s + 1, ow = (w - k) / s + 1, planes = 3, j, pl, oy, ox;
+        float *x = malloc((size_t)(planes * h * w) * sizeof(float));
+        float *y = malloc((size_t)(planes * oh * ow) * sizeof(float));
+        int32_t *am = malloc((size_t)(planes * oh * ow) * sizeof(int32_t));
+        for (j = 0; j < planes * h * w; j++)
+            x[j] = j % 29 == 5 ? NAN : vals[th_rng_below(&r, 8)];
+        memset(am, 0xff, (size_t)(planes * oh * ow) * sizeof(int32_t));
+        tsq__maxpool_f32(x, y, am, 1, planes, h, w, oh, ow, k, s); /* plane 0 untouched */
+        ck_assert_int_eq(am[0], -1);
+        for (pl = 1; pl < planes; pl++)
+            for (oy = 0; oy < oh; oy++)
+                for (ox = 0; ox < ow; ox++) {
+                    const float *xp = x + pl * h * w;
+                    int64_t best = oy * s * w + ox * s, a, b, o = pl * oh * ow + oy * ow + ox;
+                    for (a = 0; a < k; a++)
+                        for (b = 0; b < k; b++) {
+                            int64_t idx = (oy * s + a) * w + ox * s + b;
+                            if (xp[idx] > xp[best])
+                                best = idx;
+                        }
+                    ck_assert_int_eq(am[o], best);
+                    ck_assert_int_eq(memcmp(&y[o], &xp[best], sizeof(float)), 0);
+                }
+        free(x);
+        free(y);
+        free(am);
+    }
+}
+END_TEST
+
 /* Geometries of the direct backward (conv_grad.c): the fmnist net's
  * three, channel counts that are no multiple of 8 or 16 (and 40: a pair of
  * channel vectors, then one), odd heights (the dx kernel's row pairs),
@@ -1920,6 +1965,7 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_bitplane_epilogue);
     tcase_add_test(tc, test_bitplane_encode);
     tcase_add_test(tc, test_conv_direct);
+    tcase_add_test(tc, test_maxpool_f32);
     tcase_add_test(tc, test_conv_grad);
     tcase_add_test(tc, test_conv_front_bytes);
     tcase_add_test(tc, test_pack_two_bits_per_ternary_weight);
