@@ -22,7 +22,7 @@ typedef struct {
     const tsq__conv_front *f;
     const tsq__bp_geom *og;
     const float *xp;  /* the zero-padded image */
-    int64_t off[TSQ__CONV_DIRECT_K]; /* tap t at xp + pixel + off[t] */
+    const int32_t *off; /* tap t at xp + pixel + off[t] (tsq__conv_direct_offsets) */
     uint8_t *img;
 } front_job;
 
@@ -81,17 +81,14 @@ void tsq__conv_front_bytes_avx512(const tsq__conv_front *f, const float *x,
                                   const tsq__bp_geom *og, uint8_t *img, float *scratch)
 {
     const tsq__conv_geom *g = f->g;
-    int64_t hp = g->h + 2 * g->pad, wp = g->w + 2 * g->pad_w, c, ky, kx, t = 0, c0;
+    int64_t c0;
     front_job j;
     j.g = g;
     j.f = f;
     j.og = og;
     j.xp = scratch;
     j.img = img;
-    for (c = 0; c < g->cin; c++)
-        for (ky = 0; ky < g->kh; ky++)
-            for (kx = 0; kx < g->kw; kx++)
-                j.off[t++] = (c * hp + ky) * wp + kx;
+    j.off = tsq__conv_direct_offsets(g, scratch);
     tsq__conv_pad_image(g, x, scratch);
     memset(img, 0, (size_t)og->image);
     for (c0 = 0; c0 < g->cout; c0 += 16 * CHUNKS) {
