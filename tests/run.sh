@@ -103,20 +103,8 @@ check_done() {
 }
 
 # The shell checks link the shared library into uninstrumented programs:
-# they run in the plain build only. Most of them run one process on one
-# core, so the quick demo (its own temporary directory, nothing shared)
-# runs beside them in the background from here; check_tsan waits for it as
-# for the fuzzing, and it is counted with the background checks.
-late="check_demo_quick"
+# they run in the plain build only.
 if [ -z "$VALGRIND" ] && [ -z "$SAN" ]; then
-    for name in $late; do
-        [ -f "tests/$name.sh" ] || continue
-        ( t0=$(now); sh "tests/$name.sh" >"$runs/$name.log" 2>&1
-          echo $? >"$runs/$name.rc"
-          echo $(($(now) - t0)) >"$runs/$name.sec" ) &
-        bg_pids="$bg_pids $!"
-    done
-    background="$background $late"
     for chk in tests/check_*.sh; do
         [ -f "$chk" ] || continue
         name=$(basename "$chk" .sh)
