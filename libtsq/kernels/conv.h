@@ -105,8 +105,8 @@ int tsq__conv_direct_runs(const tsq__conv_geom *g, uint32_t cpu);
  * else the first half rounded up to a multiple of 16; the second chain
  * takes the rest and the bias, and the two are added (conv_direct.c). */
 int64_t tsq__conv_direct_split(const tsq__conv_geom *g, int has_bias);
-/* Scratch floats of one image's direct convolution (the padded image, a
- * block of weights, the taps' offsets). */
+/* Scratch floats of one image's direct convolution (the padded image, the
+ * taps' offsets). */
 int64_t tsq__conv_direct_ws_floats(const tsq__conv_geom *g);
 /* Where in that scratch the SIMD kernels keep the taps' offsets in the
  * padded image (filled here). */

@@ -66,7 +66,7 @@ static void store8(const tsq__conv_direct_op *op, const CD_VEC *acc, const CD_VE
 
 /* Taps t0 .. t1 - 1 into the chains of row oy (a) and, with two rows, oy + 1
  * (b). A tap is one load at its offset in the padded image (off, from
- * tap_offsets), so the loop is flat whatever the window. */
+ * tsq__conv_direct_offsets), so the loop is flat whatever the window. */
 #define CD_TAPS(t0, t1, ROWS)                                                                  \
     for (t = (t0); t < (t1); t++) {                                                            \
         const float *p = base + off[t], *wk = wt + t * CO_BLOCK;                               \

@@ -11,6 +11,7 @@
  * (tsq__conv_grad_layout_of), so that the size queries, which every CPU
  * calls, are not compiled with these flags. */
 #include "kernels/conv.h"
+#include "kernels/transpose_avx512.h"
 
 #include <immintrin.h>
 #include <string.h>
@@ -77,33 +78,16 @@ INLINE void dw_block(const dw_job *j, int64_t v0, int vecs, int64_t p0, int64_t 
  * block at src (rows sstride apart; rows from `rows` on read as zeros):
  * dy made position-major 256 values at a time, not one strided load each
  * (a tenth of the weight gradient's time when it was). */
-static void transpose16(const float *src, int64_t sstride, int64_t rows, float *dst,
-                        int64_t dstride)
+static void transpose_block(const float *src, int64_t sstride, int64_t rows, float *dst,
+                            int64_t dstride)
 {
-    __m512 r[16], t[16];
-    int i, j;
+    __m512i v[16];
+    int i;
     for (i = 0; i < 16; i++)
-        r[i] = i < rows ? _mm512_loadu_ps(src + i * sstride) : _mm512_setzero_ps();
-    for (i = 0; i < 8; i++) { /* pairs of rows interleaved within each 128-bit lane */
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (i = 0; i < 4; i++) { /* r[4i + j]: rows 4i..4i+3 at column j + 4L in lane L */
-        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-    }
-    for (j = 0; j < 4; j++) { /* lane L of r[j], r[4+j], r[8+j], r[12+j] is column j + 4L */
-        __m512 x0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
-        __m512 x1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
-        __m512 y0 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
-        __m512 y1 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
-        _mm512_storeu_ps(dst + j * dstride, _mm512_shuffle_f32x4(x0, y0, 0x88));
-        _mm512_storeu_ps(dst + (j + 4) * dstride, _mm512_shuffle_f32x4(x1, y1, 0x88));
-        _mm512_storeu_ps(dst + (j + 8) * dstride, _mm512_shuffle_f32x4(x0, y0, 0xDD));
-        _mm512_storeu_ps(dst + (j + 12) * dstride, _mm512_shuffle_f32x4(x1, y1, 0xDD));
-    }
+        v[i] = i < rows ? _mm512_loadu_si512(src + i * sstride) : _mm512_setzero_si512();
+    tsq__transpose16_avx512(v);
+    for (i = 0; i < 16; i++)
+        _mm512_storeu_si512(dst + i * dstride, v[i]);
 }
 
 void tsq__conv_grad_dw_avx512(const tsq__conv_geom *g, const float *x, const float *dy,
@@ -119,7 +103,7 @@ void tsq__conv_grad_dw_avx512(const tsq__conv_geom *g, const float *x, const flo
         ones[p] = 1.0f; /* the bias's row of the patch matrix */
     for (p = 0; p + 16 <= P; p += 16)
         for (co = 0; co < L.ld; co += 16)
-            transpose16(dy + co * P + p, P, g->cout - co, dyt + p * L.ld + co, L.ld);
+            transpose_block(dy + co * P + p, P, g->cout - co, dyt + p * L.ld + co, L.ld);
     for (; p < P; p++) {
         for (co = 0; co < g->cout; co++)
             dyt[p * L.ld + co] = dy[co * P + p];

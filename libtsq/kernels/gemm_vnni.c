@@ -9,6 +9,7 @@
  * Also here: the AVX-512 decoder from bit planes to panels. Compiled with
  * -mavx512vnni; called only when the CPU has it. */
 #include "kernels_internal.h"
+#include "transpose_avx512.h"
 
 #include <immintrin.h>
 #include <string.h>
@@ -238,36 +239,6 @@ void tsq__conv_vnni(const uint8_t *const *rows, int64_t m, int64_t kh, int64_t s
 
 /* ---- decoder: bit planes -> panels ------------------------------------ */
 
-/* 16 x 16 transpose of 32-bit elements: v[l] holds column l's 16 dwords
- * (groups of 4 k); afterwards v[i] holds dword i of every column. */
-static void transpose16(__m512i v[16])
-{
-    __m512i t[16], u[16];
-    int i;
-    for (i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(v[i], v[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(v[i], v[i + 1]);
-    }
-    for (i = 0; i < 16; i += 4) {
-        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    /* u[4b + e], 128-bit lane L, holds element 4L + e of rows 4b .. 4b+3:
-     * a 4 x 4 transpose of 128-bit lanes finishes the job. */
-    for (i = 0; i < 4; i++) {
-        __m512i a0 = _mm512_shuffle_i32x4(u[i], u[4 + i], 0x44);
-        __m512i a1 = _mm512_shuffle_i32x4(u[i], u[4 + i], 0xEE);
-        __m512i a2 = _mm512_shuffle_i32x4(u[8 + i], u[12 + i], 0x44);
-        __m512i a3 = _mm512_shuffle_i32x4(u[8 + i], u[12 + i], 0xEE);
-        v[i] = _mm512_shuffle_i32x4(a0, a2, 0x88);
-        v[4 + i] = _mm512_shuffle_i32x4(a0, a2, 0xDD);
-        v[8 + i] = _mm512_shuffle_i32x4(a1, a3, 0x88);
-        v[12 + i] = _mm512_shuffle_i32x4(a1, a3, 0xDD);
-    }
-}
-
 /* 64 weights of column c at k-word kw as int8 bytes: each plane's mask
  * selects its coefficient, 2^j or, for the sign plane, -2^(b-1). */
 static __m512i column_bytes(const tsq_packed_weights *pw, int64_t c, int64_t kw)
@@ -298,7 +269,7 @@ void tsq__decode_panels_avx512(const tsq_packed_weights *pw, int64_t p0, int64_t
             __m512i v[16];
             for (i = 0; i < 16; i++)
                 v[i] = column_bytes(pw, p * TSQ__PANEL_COLS + i, kw);
-            transpose16(v);
+            tsq__transpose16_avx512(v);
             for (i = 0; i < 16 && kw * 16 + i < k4n; i++)
                 _mm512_storeu_si512((void *)(panel + (kw * 16 + i) * 64), v[i]);
         }
