@@ -111,10 +111,12 @@ int64_t tsq__conv_direct_ws_floats(const tsq__conv_geom *g);
 /* Where in that scratch the SIMD kernels keep the taps' offsets in the
  * padded image (filled here). */
 int32_t *tsq__conv_direct_offsets(const tsq__conv_geom *g, float *scratch);
-/* The SIMD kernels' weights: blocks of 8 output channels, each tap-major
- * (k x 8, a missing channel repeating the block's last), so that one tap's
- * 8 weights are one base for the broadcasts. Packed once per call
- * (tsq__conv_forward) and shared by its images and threads. */
+/* The SIMD kernels' weights: blocks of 16 output channels, each tap-major
+ * (k x 16, a missing channel repeating the block's last), so that one
+ * tap's weights are one vector for the AVX-512 kernel (channels in the
+ * lanes) and two bases of 8 broadcasts for the AVX2 one. Packed once per
+ * call (tsq__conv_forward) and shared by its images and threads. */
+#define TSQ__CONV_PACK_W 16
 int64_t tsq__conv_direct_pack_floats(const tsq__conv_geom *g);
 void tsq__conv_direct_pack(const tsq__conv_geom *g, const float *w, float *packed);
 /* x (cin x h x w) into scratch with a zero border of the padding. */
@@ -141,10 +143,14 @@ void tsq__conv_direct_ref(const tsq__conv_direct_op *op, const float *x, float *
                           float *scratch);
 void tsq__conv_direct_avx2(const tsq__conv_direct_op *op, const float *x, float *y,
                            float *scratch);
+/* AVX-512: output pixels in the lanes for small patches (k up to
+ * TSQ__CONV_DIRECT_K), output channels in the lanes for larger ones. */
 void tsq__conv_direct_avx512(const tsq__conv_direct_op *op, const float *x, float *y,
                              float *scratch);
-/* The kernel for the TSQ_CPU_* features cpu. */
-tsq__conv_direct_fn tsq__conv_direct_for(uint32_t cpu);
+void tsq__conv_direct_ch_avx512(const tsq__conv_direct_op *op, const float *x, float *y,
+                                float *scratch);
+/* The kernel for the TSQ_CPU_* features cpu and this geometry. */
+tsq__conv_direct_fn tsq__conv_direct_for(uint32_t cpu, const tsq__conv_geom *g);
 
 /* ---- conv_grad.c: the backward without the GEMMs ---- */
 /* 1 if tsq__conv_backward computes this geometry directly on a CPU with
@@ -166,7 +172,7 @@ typedef struct {
     int64_t hp, wp, plane; /* dW: the padded image */
     int64_t ld;            /* dW: floats per position of transposed dy */
     int64_t xp, ones, dyt, tmp, dw_total;
-    int64_t top, left, ohp, owp, c8; /* dx: the padded dy, the weights */
+    int64_t top, left, ohp, owp, c16; /* dx: the padded dy, the weights */
     int64_t dyp, dx_total;
 } tsq__conv_grad_layout;
 tsq__conv_grad_layout tsq__conv_grad_layout_of(const tsq__conv_geom *g);

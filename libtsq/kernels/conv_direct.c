@@ -81,29 +81,49 @@ int32_t *tsq__conv_direct_offsets(const tsq__conv_geom *g, float *scratch)
 
 int64_t tsq__conv_direct_pack_floats(const tsq__conv_geom *g)
 {
-    return (g->cout + 7) / 8 * 8 * g->k;
+    return (g->cout + TSQ__CONV_PACK_W - 1) / TSQ__CONV_PACK_W * TSQ__CONV_PACK_W * g->k;
 }
 
 void tsq__conv_direct_pack(const tsq__conv_geom *g, const float *w, float *packed)
 {
+    enum { W = TSQ__CONV_PACK_W };
     int64_t co0, t, j;
-    for (co0 = 0; co0 < g->cout; co0 += 8) {
-        int64_t last = (g->cout - co0 < 8 ? g->cout - co0 : 8) - 1;
+    for (co0 = 0; co0 < g->cout; co0 += W) {
+        int64_t last = (g->cout - co0 < W ? g->cout - co0 : W) - 1;
         float *blk = packed + co0 * g->k;
         for (t = 0; t < g->k; t++)
-            for (j = 0; j < 8; j++)
-                blk[t * 8 + j] = w[(co0 + (j < last ? j : last)) * g->k + t];
+            for (j = 0; j < W; j++)
+                blk[t * W + j] = w[(co0 + (j < last ? j : last)) * g->k + t];
     }
 }
 
+/* Only the border is cleared: clearing the whole copy first doubled the
+ * bytes written, and a library call per row of a few dozen floats cost
+ * more than the copy (together about a tenth of a 28 x 28 convolution). */
 void tsq__conv_pad_image(const tsq__conv_geom *g, const float *x, float *xp)
 {
-    int64_t hp = g->h + 2 * g->pad, wp = g->w + 2 * g->pad_w, c, iy;
-    memset(xp, 0, (size_t)(g->cin * hp * wp + 32) * sizeof(float));
-    for (c = 0; c < g->cin; c++)
-        for (iy = 0; iy < g->h; iy++)
-            memcpy(xp + (c * hp + iy + g->pad) * wp + g->pad_w, x + (c * g->h + iy) * g->w,
-                   (size_t)g->w * sizeof(float));
+    int64_t hp = g->h + 2 * g->pad, wp = g->w + 2 * g->pad_w, c, iy, i;
+    int64_t right = wp - g->pad_w - g->w;
+    for (c = 0; c < g->cin; c++) {
+        float *plane = xp + c * hp * wp;
+        const float *src = x + c * g->h * g->w;
+        for (i = 0; i < g->pad * wp; i++) {
+            plane[i] = 0.0f;
+            plane[(hp - g->pad) * wp + i] = 0.0f;
+        }
+        for (iy = 0; iy < g->h; iy++) {
+            float *row = plane + (iy + g->pad) * wp;
+            const float *in = src + iy * g->w;
+            for (i = 0; i < g->pad_w; i++)
+                row[i] = 0.0f;
+            for (i = 0; i < g->w; i++)
+                row[g->pad_w + i] = in[i];
+            for (i = 0; i < right; i++)
+                row[g->pad_w + g->w + i] = 0.0f;
+        }
+    }
+    for (i = 0; i < 32; i++)
+        xp[g->cin * hp * wp + i] = 0.0f;
 }
 
 /* Input value (c, iy, ix) of one image, 0.0f in the padding. */
@@ -147,10 +167,14 @@ void tsq__conv_direct_ref(const tsq__conv_direct_op *op, const float *x, float *
             }
 }
 
-tsq__conv_direct_fn tsq__conv_direct_for(uint32_t cpu)
+/* On AVX-512, channels in the lanes fill every lane of 32- and 64-channel
+ * layers, but their epilogue transposes each tile: at k = 9 that took
+ * longer than the taps (the first layer ran at 0.75x the pixel-lane
+ * kernel), from k = 288 the taps dominate and it ran 1.03-1.11x. */
+tsq__conv_direct_fn tsq__conv_direct_for(uint32_t cpu, const tsq__conv_geom *g)
 {
     if (simd(cpu) && (cpu & TSQ_CPU_AVX512F))
-        return tsq__conv_direct_avx512;
+        return g->k > TSQ__CONV_DIRECT_K ? tsq__conv_direct_ch_avx512 : tsq__conv_direct_avx512;
     if (simd(cpu))
         return tsq__conv_direct_avx2;
     return tsq__conv_direct_ref;

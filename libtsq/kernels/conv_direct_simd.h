@@ -1,8 +1,9 @@
 /*
- * The body of the direct small-patch convolution's SIMD kernels
+ * The body of the direct convolution's pixel-lane SIMD kernels
  * (conv_direct.c), written once for both vector widths: included by
- * conv_direct_avx2.c (8 lanes) and conv_direct_avx512.c (16 lanes) after
- * they define
+ * conv_direct_avx2.c (8 lanes, every patch) and conv_direct_avx512.c (16
+ * lanes, small patches: conv_direct_ch_avx512.c takes the larger ones)
+ * after they define
  *
  *   CD_VEC, CD_LANES      the float vector type and its lanes
  *   CD_MASK, CD_MASK_OF(n)  a store mask for the first n lanes
@@ -69,7 +70,7 @@ static void store8(const tsq__conv_direct_op *op, const CD_VEC *acc, const CD_VE
  * tsq__conv_direct_offsets), so the loop is flat whatever the window. */
 #define CD_TAPS(t0, t1, ROWS)                                                                  \
     for (t = (t0); t < (t1); t++) {                                                            \
-        const float *p = base + off[t], *wk = wt + t * CO_BLOCK;                               \
+        const float *p = base + off[t], *wk = wt + t * TSQ__CONV_PACK_W;                             \
         CD_VEC v = CD_LOAD(p);                                                                 \
         CD_TAP8(a, v, wk);                                                                     \
         if ((ROWS) == 2) {                                                                     \
@@ -124,7 +125,9 @@ void CD_NAME(const tsq__conv_direct_op *op, const float *x, float *y, float *scr
     tsq__conv_pad_image(g, x, scratch);
     for (co0 = 0; co0 < g->cout; co0 += CO_BLOCK) {
         int64_t nco = g->cout - co0 < CO_BLOCK ? g->cout - co0 : CO_BLOCK;
-        const float *wt = op->packed + co0 * g->k;
+        /* the 8 channels' lanes in their block of 16 (tsq__conv_direct_pack) */
+        const float *wt = op->packed + co0 / TSQ__CONV_PACK_W * TSQ__CONV_PACK_W * g->k +
+                          co0 % TSQ__CONV_PACK_W;
         for (oy = 0; oy < g->oh; oy += CD_ROWS) {
             int rows = g->oh - oy < CD_ROWS ? (int)(g->oh - oy) : CD_ROWS;
             for (x0 = 0; x0 < g->ow; x0 += CD_LANES) {

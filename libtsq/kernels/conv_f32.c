@@ -383,7 +383,7 @@ void tsq__conv_forward(const tsq__conv_geom *g, int64_t threads, uint32_t cpu, c
         d.op.packed = ws;
         d.op.scale = scale;
         d.op.bias = bias;
-        d.fn = tsq__conv_direct_for(cpu);
+        d.fn = tsq__conv_direct_for(cpu, g);
         d.x = x;
         d.y = y;
         d.ws = ws;

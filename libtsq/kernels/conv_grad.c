@@ -67,13 +67,13 @@ tsq__conv_grad_layout tsq__conv_grad_layout_of(const tsq__conv_geom *g)
     L.dyt = round16(L.ones + L.plane);
     L.tmp = L.dyt + g->ohw * L.ld;
     L.dw_total = L.tmp + TSQ__CONV_GRAD_TAPS * L.ld;
-    /* dx: dy zero-padded so that every tap of a row of 16 pixels reads
-     * inside it; the weights' channels rounded up to 8 */
+    /* dx: dy zero-padded so that every tap of a tile of pixels reads
+     * inside it; the weights' channels rounded up to 16 (one vector) */
     L.top = g->kh - 1 - g->pad;
     L.left = g->kw - 1 - g->pad_w;
     L.ohp = g->oh + 2 * L.top;
     L.owp = round16(g->w) + g->kw + 16;
-    L.c8 = (g->cin + 7) / 8 * 8;
+    L.c16 = round16(g->cin);
     L.dyp = 0;
     L.dx_total = L.dyp + g->cout * L.ohp * L.owp;
     return L;
@@ -129,9 +129,9 @@ void tsq__conv_grad_dw_ref(const tsq__conv_geom *g, const float *x, const float 
 
 int64_t tsq__conv_grad_prep_floats(const tsq__conv_geom *g)
 {
-    /* the AVX-512 layout: taps x cout x cin rounded up to 8 (the oracle's
+    /* the AVX-512 layout: taps x cout x cin rounded up to 16 (the oracle's
      * plain copy is smaller) */
-    return g->kh * g->kw * g->cout * tsq__conv_grad_layout_of(g).c8;
+    return g->kh * g->kw * g->cout * tsq__conv_grad_layout_of(g).c16;
 }
 
 void tsq__conv_grad_prep_ref(const tsq__conv_geom *g, const float *w, float *wp)

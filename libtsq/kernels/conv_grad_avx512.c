@@ -144,94 +144,109 @@ void tsq__conv_grad_dw_avx512(const tsq__conv_geom *g, const float *x, const flo
 
 /* ---- dx ---- */
 
-typedef struct {
-    const tsq__conv_geom *g;
-    const float *dyp, *wd;
-    int64_t chan;       /* floats between channels of dyp */
-    int64_t owp, cout, c8;
-} dx_job;
+enum {
+    DX_NP = 14, /* input pixels of a row per tile: 28- and 14-wide rows in whole tiles */
+    DX_NV = 2   /* vectors of 16 input channels per tile */
+};
 
-/* One tap's chains over the output channels for 8 input channels and
- * `rows` rows (dy rows at src and src + owp), added to acc (2 x 8). */
-INLINE void dx_tap(const dx_job *j, const float *src, const float *w, int rows, __m512 *acc)
+/* acc += one tap's chains over the output channels, from +0, for DX_NP
+ * pixels (dy at src[i], the next channel chan floats on) and nv vectors of
+ * input channels (weights at w, the next output channel c16 floats on). */
+INLINE void dx_tap(const float *src, int64_t chan, const float *w, int64_t c16, int64_t cout,
+                   __m512 *acc, const int nv)
 {
-    __m512 a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7;
-    int64_t co, t;
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = _mm512_setzero_ps();
-    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = a0;
-    for (co = 0; co < j->cout; co++, src += j->chan, w += j->c8) {
-        __m512 ws[8];
-        for (t = 0; t < 8; t++)
-            ws[t] = _mm512_set1_ps(w[t]);
-        FMA8(a, ws, _mm512_loadu_ps(src));
-        if (rows == 2)
-            FMA8(b, ws, _mm512_loadu_ps(src + j->owp));
-    }
-    {
-        __m512 ra[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
-        __m512 rb[8] = {b0, b1, b2, b3, b4, b5, b6, b7};
-        for (t = 0; t < 8; t++) {
-            acc[t] = _mm512_add_ps(acc[t], ra[t]);
-            if (rows == 2)
-                acc[8 + t] = _mm512_add_ps(acc[8 + t], rb[t]);
+    __m512 t[DX_NP][DX_NV];
+    int64_t co;
+    int i, v;
+#pragma GCC unroll 14
+    for (i = 0; i < DX_NP; i++)
+#pragma GCC unroll 2
+        for (v = 0; v < nv; v++)
+            t[i][v] = _mm512_setzero_ps();
+    for (co = 0; co < cout; co++, src += chan, w += c16) {
+        __m512 wv[DX_NV];
+#pragma GCC unroll 2
+        for (v = 0; v < nv; v++)
+            wv[v] = _mm512_loadu_ps(w + 16 * v);
+#pragma GCC unroll 14
+        for (i = 0; i < DX_NP; i++) {
+            __m512 d = _mm512_set1_ps(src[i]);
+#pragma GCC unroll 2
+            for (v = 0; v < nv; v++)
+                t[i][v] = _mm512_fmadd_ps(wv[v], d, t[i][v]);
         }
     }
+    /* acc = acc + t, the oracle's order; acc lives in memory (the tile's
+     * chains take the registers), one add per pixel per tap */
+#pragma GCC unroll 14
+    for (i = 0; i < DX_NP; i++)
+#pragma GCC unroll 2
+        for (v = 0; v < nv; v++)
+            acc[i * DX_NV + v] = _mm512_add_ps(acc[i * DX_NV + v], t[i][v]);
 }
 
 void tsq__conv_grad_prep_avx512(const tsq__conv_geom *g, const float *w, float *wp)
 {
-    int64_t taps = g->kh * g->kw, c8 = (g->cin + 7) / 8 * 8, tap, co, c;
-    for (co = 0; co < g->cout; co++) /* taps x cout x c8: 8 channels' weights side by side */
-        for (c = 0; c < c8; c++)
+    int64_t taps = g->kh * g->kw, c16 = tsq__conv_grad_layout_of(g).c16, tap, co, c;
+    for (co = 0; co < g->cout; co++) /* taps x cout x c16: the input channels side by side */
+        for (c = 0; c < c16; c++)
             for (tap = 0; tap < taps; tap++)
-                wp[(tap * g->cout + co) * c8 + c] = c < g->cin ? w[(co * g->cin + c) * taps + tap]
-                                                               : 0.0f;
+                wp[(tap * g->cout + co) * c16 + c] =
+                    c < g->cin ? w[(co * g->cin + c) * taps + tap] : 0.0f;
+}
+
+/* Input pixels ix0 .. ix0 + nx - 1 of row iy, input channels c0 .. c0 + nc
+ * - 1 (nv vectors): every tap's chain, then 16 x 16 transposes into the
+ * channels' rows. Pixels past the row read the padded dy's zeros or next
+ * cells and are not stored. */
+INLINE void dx_tile(const tsq__conv_geom *g, const tsq__conv_grad_layout *L, const float *dyp,
+                    const float *wd, float *dx, int64_t c0, int nc, int64_t iy, int64_t ix0,
+                    const int nv)
+{
+    __m512 acc[DX_NP * DX_NV];
+    int64_t ky, kx, chan = L->ohp * L->owp;
+    int nx = g->w - ix0 < DX_NP ? (int)(g->w - ix0) : DX_NP, i, v;
+    __mmask16 pm = (__mmask16)((1u << nx) - 1u);
+    for (i = 0; i < DX_NP * DX_NV; i++)
+        acc[i] = _mm512_setzero_ps();
+    for (ky = 0; ky < g->kh; ky++)
+        for (kx = 0; kx < g->kw; kx++) {
+            /* dy row oy = iy + pad - ky, column ox = ix0 + pad - kx, padded */
+            const float *src = dyp + (iy + g->kh - 1 - ky) * L->owp + ix0 + g->kw - 1 - kx;
+            const float *wt = wd + (ky * g->kw + kx) * g->cout * L->c16 + c0;
+            dx_tap(src, chan, wt, L->c16, g->cout, acc, nv);
+        }
+    for (v = 0; v < nv; v++) {
+        __m512i r[16];
+        int n = nc - 16 * v < 16 ? nc - 16 * v : 16;
+        for (i = 0; i < 16; i++)
+            r[i] = i < DX_NP ? _mm512_castps_si512(acc[i * DX_NV + v]) : _mm512_setzero_si512();
+        tsq__transpose16_avx512(r);
+        for (i = 0; i < n; i++)
+            _mm512_mask_storeu_ps(dx + ((c0 + 16 * v + i) * g->h + iy) * g->w + ix0, pm,
+                                  _mm512_castsi512_ps(r[i]));
+    }
 }
 
 void tsq__conv_grad_dx_avx512(const tsq__conv_geom *g, const float *wp, const float *dy,
                               float *dx, float *scratch)
 {
     tsq__conv_grad_layout L = tsq__conv_grad_layout_of(g);
-    int64_t co, c0, oy, iy, ix0, ky, kx, t, r;
+    int64_t co, c0, oy, iy, ix0;
     float *dyp = scratch + L.dyp;
-    const float *wd = wp;
-    dx_job j;
     memset(dyp, 0, (size_t)(g->cout * L.ohp * L.owp) * sizeof(float));
     for (co = 0; co < g->cout; co++)
         for (oy = 0; oy < g->oh; oy++)
             memcpy(dyp + (co * L.ohp + oy + L.top) * L.owp + L.left,
                    dy + (co * g->oh + oy) * g->ow, (size_t)g->ow * sizeof(float));
-    j.g = g;
-    j.dyp = dyp;
-    j.wd = wd;
-    j.chan = L.ohp * L.owp;
-    j.owp = L.owp;
-    j.cout = g->cout;
-    j.c8 = L.c8;
-    for (c0 = 0; c0 < g->cin; c0 += 8) {
-        int64_t nc = g->cin - c0 < 8 ? g->cin - c0 : 8;
-        for (iy = 0; iy < g->h; iy += 2) {
-            int rows = g->h - iy >= 2 ? 2 : 1;
-            for (ix0 = 0; ix0 < g->w; ix0 += 16) {
-                __mmask16 m = (__mmask16)((1u << (g->w - ix0 < 16 ? g->w - ix0 : 16)) - 1u);
-                __m512 acc[16];
-                for (t = 0; t < 16; t++)
-                    acc[t] = _mm512_setzero_ps();
-                for (ky = 0; ky < g->kh; ky++)
-                    for (kx = 0; kx < g->kw; kx++) {
-                        /* dy row oy = iy + pad - ky, column ox = ix0 + pad - kx, padded */
-                        const float *src = dyp + (iy + g->kh - 1 - ky) * L.owp + ix0 + g->kw - 1 - kx;
-                        const float *wt = wd + (ky * g->kw + kx) * g->cout * L.c8 + c0;
-                        if (rows == 2)
-                            dx_tap(&j, src, wt, 2, acc);
-                        else
-                            dx_tap(&j, src, wt, 1, acc);
-                    }
-                for (r = 0; r < rows; r++)
-                    for (t = 0; t < nc; t++)
-                        _mm512_mask_storeu_ps(dx + ((c0 + t) * g->h + iy + r) * g->w + ix0, m,
-                                              acc[r * 8 + t]);
+    for (c0 = 0; c0 < g->cin; c0 += 16 * DX_NV) {
+        int nc = g->cin - c0 < 16 * DX_NV ? (int)(g->cin - c0) : 16 * DX_NV;
+        for (iy = 0; iy < g->h; iy++)
+            for (ix0 = 0; ix0 < g->w; ix0 += DX_NP) {
+                if (nc > 16)
+                    dx_tile(g, &L, dyp, wp, dx, c0, nc, iy, ix0, 2);
+                else
+                    dx_tile(g, &L, dyp, wp, dx, c0, nc, iy, ix0, 1);
             }
-        }
     }
 }
