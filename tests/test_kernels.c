@@ -1770,6 +1770,64 @@ static void check_grad_chains(const tsq__conv_geom *g, const float *x, const flo
         }
 }
 
+/* The channel sums of batch-norm over rows: the rule written out (8
+ * partials in double, element i to partial i % 8, the tail to partial 0,
+ * folded in order, row after row) and every kernel this CPU runs give the
+ * same bits. Values of mixed magnitudes make the order visible: a sum
+ * taken in another order differs in its last bits. Row counts with and
+ * without a remainder of 4, lengths with tails (196 = 24 * 8 + 4). */
+static void sums_rule(const float *x, const float *dy, int64_t stride, int64_t rows, int64_t n,
+                      double *a, double *b)
+{
+    int64_t r, i, k;
+    for (r = 0; r < rows; r++) {
+        double s[8] = {0}, q[8] = {0};
+        for (i = 0; i < n; i++) {
+            double v = x[r * stride + i], g = dy ? dy[r * stride + i] : v;
+            k = i < n / 8 * 8 ? i % 8 : 0;
+            s[k] += g;
+            q[k] += g * v;
+        }
+        for (k = 0; k < 8; k++) {
+            *a += s[k];
+            *b += q[k];
+        }
+    }
+}
+
+START_TEST(test_vec_sums_rows)
+{
+    static const int64_t lens[] = {0, 1, 7, 8, 13, 196, 784};
+    static const int64_t row_counts[] = {1, 3, 4, 5, 9, 128};
+    uint32_t cpus[] = {0, tsq__cpu_detect()};
+    th_rng r = {77};
+    size_t li, ri, ci;
+    for (li = 0; li < sizeof lens / sizeof lens[0]; li++)
+        for (ri = 0; ri < sizeof row_counts / sizeof row_counts[0]; ri++) {
+            int64_t n = lens[li], rows = row_counts[ri], stride = n + 5, i;
+            float *x = malloc((size_t)(rows * stride + 1) * sizeof(float));
+            float *dy = malloc((size_t)(rows * stride + 1) * sizeof(float));
+            double w[4] = {0.25, -1.5, 0, 0}, want[4] = {0.25, -1.5, 0, 0};
+            for (i = 0; i < rows * stride + 1; i++) {
+                x[i] = (float)(th_rng_normal(&r) * (i % 3 ? 1.0 : 1e5));
+                dy[i] = (float)(th_rng_normal(&r) * (i % 4 ? 1e-3 : 10.0));
+            }
+            sums_rule(x, NULL, stride, rows, n, &want[0], &want[1]);
+            want[2] = 3.0;
+            want[3] = -2.0;
+            sums_rule(x, dy, stride, rows, n, &want[2], &want[3]);
+            for (ci = 0; ci < 2; ci++) {
+                double got[4] = {w[0], w[1], 3.0, -2.0};
+                tsq__vec_sums_rows(cpus[ci], x, stride, rows, n, &got[0], &got[1]);
+                tsq__vec_dot_sum_rows(cpus[ci], dy, x, stride, rows, n, &got[2], &got[3]);
+                ck_assert_int_eq(memcmp(got, want, sizeof got), 0);
+            }
+            free(x);
+            free(dy);
+        }
+}
+END_TEST
+
 /* The direct backward: the C oracle against the gradients in double (to
  * float rounding) and against its chains written out; the AVX-512 kernels
  * give the oracle's bits; tsq__conv_backward gives, for 1 to 3 threads,
@@ -1969,6 +2027,7 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_bitplane_encode);
     tcase_add_test(tc, test_conv_direct);
     tcase_add_test(tc, test_maxpool_f32);
+    tcase_add_test(tc, test_vec_sums_rows);
     tcase_add_test(tc, test_conv_grad);
     tcase_add_test(tc, test_conv_front_bytes);
     tcase_add_test(tc, test_pack_two_bits_per_ternary_weight);

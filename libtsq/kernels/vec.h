@@ -22,6 +22,18 @@ void tsq__vec_sums(const float *restrict x, int64_t n, double *sum, double *sums
 void tsq__vec_dot_sum(const float *restrict dy, const float *restrict x, int64_t n,
                       double *sum_dy, double *sum_dyx);
 void tsq__vec_add(float *restrict dst, const float *restrict src, int64_t n);
+/* The two sums above over `rows` rows of n floats, stride floats apart,
+ * with exactly the bits of calling them row by row in order; cpu (the
+ * context's TSQ_CPU_* features) picks the kernel: on AVX-512 several rows
+ * run side by side (vec_sums_avx512.c). */
+void tsq__vec_sums_rows(uint32_t cpu, const float *x, int64_t stride, int64_t rows, int64_t n,
+                        double *sum, double *sumsq);
+void tsq__vec_dot_sum_rows(uint32_t cpu, const float *dy, const float *x, int64_t stride,
+                           int64_t rows, int64_t n, double *sum_dy, double *sum_dyx);
+void tsq__vec_sums_rows_avx512(const float *x, int64_t stride, int64_t rows, int64_t n,
+                               double *sum, double *sumsq);
+void tsq__vec_dot_sum_rows_avx512(const float *dy, const float *x, int64_t stride, int64_t rows,
+                                  int64_t n, double *sum_dy, double *sum_dyx);
 
 /* ---- pool.c ---- */
 /* k x k max-pool with stride s, no padding, on planes [lo, hi) of float

@@ -113,3 +113,32 @@ void tsq__vec_add(float *restrict dst, const float *restrict src, int64_t n)
     for (; i < n; i++)
         dst[i] += src[i];
 }
+
+static int sums_avx512(uint32_t cpu)
+{
+    return (cpu & (TSQ_CPU_AVX2 | TSQ_CPU_AVX512F)) == (TSQ_CPU_AVX2 | TSQ_CPU_AVX512F);
+}
+
+void tsq__vec_sums_rows(uint32_t cpu, const float *x, int64_t stride, int64_t rows, int64_t n,
+                        double *sum, double *sumsq)
+{
+    int64_t r;
+    if (sums_avx512(cpu)) {
+        tsq__vec_sums_rows_avx512(x, stride, rows, n, sum, sumsq);
+        return;
+    }
+    for (r = 0; r < rows; r++)
+        tsq__vec_sums(x + r * stride, n, sum, sumsq);
+}
+
+void tsq__vec_dot_sum_rows(uint32_t cpu, const float *dy, const float *x, int64_t stride,
+                           int64_t rows, int64_t n, double *sum_dy, double *sum_dyx)
+{
+    int64_t r;
+    if (sums_avx512(cpu)) {
+        tsq__vec_dot_sum_rows_avx512(dy, x, stride, rows, n, sum_dy, sum_dyx);
+        return;
+    }
+    for (r = 0; r < rows; r++)
+        tsq__vec_dot_sum(dy + r * stride, x + r * stride, n, sum_dy, sum_dyx);
+}

@@ -88,8 +88,7 @@ static void forward_channels(void *arg, int64_t lo, int64_t hi)
             /* One pass: var = E[x^2] - mu^2, in double (the cancellation
              * only matters for |mu| / sigma beyond ~1e6). */
             double sum = 0.0, sq = 0.0;
-            for (n = 0; n < j->batch; n++)
-                tsq__vec_sums(j->x + (n * C + c) * S, S, &sum, &sq);
+            tsq__vec_sums_rows(b->base.obj.ctx->cpu, j->x + c * S, C * S, j->batch, S, &sum, &sq);
             mu = sum / (double)M;
             var = sq / (double)M - mu * mu;
             if (var < 0.0)
@@ -139,8 +138,8 @@ static void backward_channels(void *arg, int64_t lo, int64_t hi)
     for (c = lo; c < hi; c++) {
         double sdy = 0.0, sdx = 0.0, sdyx;
         double mu = b->mean[c], istd = b->istd[c];
-        for (n = 0; n < j->batch; n++)
-            tsq__vec_dot_sum(j->dy + (n * C + c) * S, j->x + (n * C + c) * S, S, &sdy, &sdx);
+        tsq__vec_dot_sum_rows(b->base.obj.ctx->cpu, j->dy + c * S, j->x + c * S, C * S, j->batch,
+                              S, &sdy, &sdx);
         /* sum dy xh with xh = (x - mu) istd */
         sdyx = istd * (sdx - mu * sdy);
         dgamma[c] = (float)sdyx;
