@@ -109,6 +109,109 @@ START_TEST(test_grad_batchnorm)
 }
 END_TEST
 
+/* A batch-norm followed by a ReLU runs as one step in a net (the ReLU's
+ * mask recomputed from the batch-norm's input). Against the same two
+ * layers kept apart by a flatten (a copy, so the same math, unpaired):
+ * the output, the batch-norm's output, dx and the parameter gradients are
+ * the same bits, in training (batch statistics), eval and frozen modes,
+ * 1-d and 2-d, on 1 and 2 threads (each layer's gradient is checked
+ * against finite differences on its own above and below). Sizes with remainders: 9 samples (not a multiple of 4 rows),
+ * 5 x 7 positions (35: a tail past the blocks of 8). */
+static void bn_relu_net(tsq_context *ctx, int dims, int frozen, tsq_net **paired,
+                        tsq_net **apart)
+{
+    const int64_t in3[3] = {6, 5, 7}, in1[1] = {6};
+    int k;
+    for (k = 0; k < 2; k++) {
+        tsq_layer *bn = NULL, *relu = NULL, *flat = NULL;
+        tsq_tensor *g = NULL, *b = NULL, *rv = NULL;
+        int i;
+        TH_OK(ctx, tsq_layer_batchnorm_create(ctx, 6, &bn));
+        TH_OK(ctx, tsq_layer_relu_create(ctx, &relu));
+        TH_OK(ctx, tsq_layer_param(bn, 0, &g, NULL, NULL));
+        TH_OK(ctx, tsq_layer_param(bn, 1, &b, NULL, NULL));
+        TH_OK(ctx, tsq_layer_state(bn, 1, &rv, NULL));
+        for (i = 0; i < 6; i++) { /* one channel with gamma < 0, one all but cut off */
+            nt_data(g)[i] = i == 2 ? -0.8f : 0.4f + 0.3f * (float)i;
+            nt_data(b)[i] = i == 4 ? -3.0f : 0.2f * (float)(i - 2);
+            nt_data(rv)[i] = 0.5f + 0.25f * (float)i;
+        }
+        if (frozen)
+            TH_OK(ctx, tsq_layer_set_option(bn, TSQ_LAYER_OPT_BN_FROZEN, 1));
+        if (k == 1)
+            TH_OK(ctx, tsq_layer_flatten_create(ctx, &flat));
+        *(k == 0 ? paired : apart) =
+            nt_net(ctx, dims, dims == 3 ? in3 : in1,
+                   k == 0 ? (tsq_layer *[]){bn, relu, NULL} : (tsq_layer *[]){bn, flat, relu, NULL});
+    }
+}
+
+static void same_floats(const tsq_tensor *a, const tsq_tensor *b)
+{
+    ck_assert_int_eq(nt_numel(a), nt_numel(b));
+    ck_assert_int_eq(memcmp(nt_data((tsq_tensor *)a), nt_data((tsq_tensor *)b),
+                            (size_t)nt_numel(a) * sizeof(float)),
+                     0);
+}
+
+START_TEST(test_batchnorm_relu_pair)
+{
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    th_rng r = {29};
+    int dims, mode, threads;
+    for (threads = 1; threads <= 2; threads++)
+        for (dims = 1; dims <= 3; dims += 2)
+            for (mode = 0; mode < 3; mode++) { /* train, eval, frozen (train) */
+                int32_t train = mode != 1, np, i;
+                int64_t n = 9, m = dims == 3 ? 6 * 5 * 7 : 6;
+                tsq_net *a = NULL, *b = NULL;
+                tsq_tensor *x = dims == 3 ? nt_tensor(ctx, 4, n, 6, 5, 7) : nt_tensor(ctx, 2, n, 6, 0, 0);
+                tsq_tensor *ya = nt_tensor(ctx, 2, n, m, 0, 0), *yb = nt_tensor(ctx, 2, n, m, 0, 0);
+                tsq_tensor *dy = nt_tensor(ctx, 2, n, m, 0, 0);
+                tsq_tensor *dxa = NULL, *dxb = NULL, *ha = NULL, *hb = NULL;
+                TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads));
+                bn_relu_net(ctx, dims, mode == 2, &a, &b);
+                dxa = dims == 3 ? nt_tensor(ctx, 4, n, 6, 5, 7) : nt_tensor(ctx, 2, n, 6, 0, 0);
+                dxb = dims == 3 ? nt_tensor(ctx, 4, n, 6, 5, 7) : nt_tensor(ctx, 2, n, 6, 0, 0);
+                nt_fill_normal(x, &r, 1.5);
+                nt_fill_normal(dy, &r, 1.0);
+                nt_data(x)[3] = 0.0f;
+                ck_assert_int_eq(tsq_net_forward(a, x, ya, train), TSQ_OK);
+                ck_assert_int_eq(tsq_net_forward(b, x, yb, train), TSQ_OK);
+                same_floats(ya, yb);
+                /* the batch-norm's own output (the ReLU's input) is kept too */
+                ha = dims == 3 ? nt_tensor(ctx, 4, n, 6, 5, 7) : nt_tensor(ctx, 2, n, 6, 0, 0);
+                hb = dims == 3 ? nt_tensor(ctx, 4, n, 6, 5, 7) : nt_tensor(ctx, 2, n, 6, 0, 0);
+                ck_assert_int_eq(tsq_net_layer_output(a, 0, ha), TSQ_OK);
+                ck_assert_int_eq(tsq_net_layer_output(b, 0, hb), TSQ_OK);
+                same_floats(ha, hb);
+                ck_assert_int_eq(tsq_net_backward(a, dy, dxa), TSQ_OK);
+                ck_assert_int_eq(tsq_net_backward(b, dy, dxb), TSQ_OK);
+                same_floats(dxa, dxb);
+                TH_OK(ctx, tsq_net_param_count(a, &np));
+                ck_assert_int_eq(np, 2);
+                for (i = 0; i < np; i++) {
+                    tsq_tensor *ga = NULL, *gb = NULL;
+                    TH_OK(ctx, tsq_net_param(a, i, NULL, &ga, NULL, NULL));
+                    TH_OK(ctx, tsq_net_param(b, i, NULL, &gb, NULL, NULL));
+                    same_floats(ga, gb);
+                }
+                tsq_tensor_destroy(x);
+                tsq_tensor_destroy(ya);
+                tsq_tensor_destroy(yb);
+                tsq_tensor_destroy(dy);
+                tsq_tensor_destroy(dxa);
+                tsq_tensor_destroy(dxb);
+                tsq_tensor_destroy(ha);
+                tsq_tensor_destroy(hb);
+                tsq_net_destroy(a);
+                tsq_net_destroy(b);
+            }
+    th_context_done(ctx, &st);
+}
+END_TEST
+
 START_TEST(test_grad_relu_pool_flatten)
 {
     th_alloc_stats st;
@@ -833,6 +936,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_grad_dense);
     tcase_add_test(tc, test_grad_conv);
     tcase_add_test(tc, test_grad_batchnorm);
+    tcase_add_test(tc, test_batchnorm_relu_pair);
     tcase_add_test(tc, test_grad_relu_pool_flatten);
     tcase_add_test(tc, test_grad_lowbit);
     tcase_add_test(tc, test_lowbit_set_shape);

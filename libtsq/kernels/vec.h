@@ -30,6 +30,23 @@ void tsq__vec_sums_rows(uint32_t cpu, const float *x, int64_t stride, int64_t ro
                         double *sum, double *sumsq);
 void tsq__vec_dot_sum_rows(uint32_t cpu, const float *dy, const float *x, int64_t stride,
                            int64_t rows, int64_t n, double *sum_dy, double *sum_dyx);
+/* A batch-norm (y1 = a x + b) and the ReLU after it (y2) in one pass, and
+ * the ReLU's gradient recomputed from the batch-norm's input x (g = dy
+ * where a x + b > 0), folded into the batch-norm's backward passes: the
+ * bits of tsq__vec_affine, tsq__vec_relu, tsq__vec_relu_grad and then
+ * tsq__vec_axpbypc, tsq__vec_affine (b = 0) or tsq__vec_dot_sum_rows. */
+void tsq__vec_affine_relu(float *restrict y1, float *restrict y2, const float *restrict x,
+                          float a, float b, int64_t n);
+void tsq__vec_axpbypc_relu(float *restrict y, const float *restrict dy, const float *restrict x,
+                           float a, float b, float ga, float gb, float gc, int64_t n);
+void tsq__vec_scale_relu(float *restrict y, const float *restrict dy, const float *restrict x,
+                         float a, float b, float k, int64_t n);
+void tsq__vec_dot_sum_rows_relu(uint32_t cpu, const float *dy, const float *x, float a, float b,
+                                int64_t stride, int64_t rows, int64_t n, double *sum_dy,
+                                double *sum_dyx);
+void tsq__vec_dot_sum_rows_relu_avx512(const float *dy, const float *x, float a, float b,
+                                       int64_t stride, int64_t rows, int64_t n, double *sum_dy,
+                                       double *sum_dyx);
 void tsq__vec_sums_rows_avx512(const float *x, int64_t stride, int64_t rows, int64_t n,
                                double *sum, double *sumsq);
 void tsq__vec_dot_sum_rows_avx512(const float *dy, const float *x, int64_t stride, int64_t rows,

@@ -12,7 +12,15 @@
  * with running statistics the normalisation is a constant affine map, so
  *   dx = gamma istd dy.
  * Channel sums are taken in double; channels are independent, so the
- * result does not depend on the thread count. */
+ * result does not depend on the thread count.
+ *
+ * A ReLU right after the layer runs inside its passes (the net pairs them,
+ * net_run.c): the forward writes y and max(y, 0) from one read of x, and
+ * the backward takes the ReLU's output gradient and recomputes its mask,
+ * y > 0, from x (y = sc x + sh, the same float operations, so the same
+ * bits), instead of the ReLU's own pass writing dy for this layer's two
+ * passes to read back. Every result is the pair's, run apart, bit for
+ * bit. */
 #include "nn_internal.h"
 
 #include <math.h>
@@ -26,6 +34,7 @@ typedef struct {
     int frozen;
     int used_batch_stats; /* how the last forward normalised */
     float *mean, *istd;   /* per channel, from the last forward */
+    float *sc, *sh;       /* per channel, the last forward's y = sc x + sh */
 } bn_layer;
 
 enum { P_GAMMA = 0, P_BETA = 1 };
@@ -69,6 +78,8 @@ typedef struct {
     bn_layer *b;
     const float *x, *dy;
     float *y, *dx;
+    float *r;  /* forward: the ReLU's output too (tsq__batchnorm_forward_relu), or NULL */
+    int relu;  /* backward: dy is the gradient of that ReLU's output */
     int64_t batch;
     int update;
 } bn_job;
@@ -107,12 +118,20 @@ static void forward_channels(void *arg, int64_t lo, int64_t hi)
         b->istd[c] = (float)istd;
         sc = (float)(gamma[c] * istd);
         sh = (float)(beta[c] - gamma[c] * istd * mu);
-        for (n = 0; n < j->batch; n++)
-            tsq__vec_affine(j->y + (n * C + c) * S, j->x + (n * C + c) * S, sc, sh, S);
+        b->sc[c] = sc;
+        b->sh[c] = sh;
+        for (n = 0; n < j->batch; n++) {
+            int64_t o = (n * C + c) * S;
+            if (j->r)
+                tsq__vec_affine_relu(j->y + o, j->r + o, j->x + o, sc, sh, S);
+            else
+                tsq__vec_affine(j->y + o, j->x + o, sc, sh, S);
+        }
     }
 }
 
-static tsq_status bn_forward(tsq_layer *l, const float *x, float *y, int64_t batch, int train)
+static tsq_status run_forward(tsq_layer *l, const float *x, float *y, float *r, int64_t batch,
+                              int train)
 {
     bn_layer *b = (bn_layer *)l;
     bn_job j;
@@ -120,6 +139,7 @@ static tsq_status bn_forward(tsq_layer *l, const float *x, float *y, int64_t bat
     j.b = b;
     j.x = x;
     j.y = y;
+    j.r = r;
     j.batch = batch;
     b->used_batch_stats = train && !b->frozen;
     j.update = b->used_batch_stats;
@@ -128,55 +148,91 @@ static tsq_status bn_forward(tsq_layer *l, const float *x, float *y, int64_t bat
     return TSQ_OK;
 }
 
+static tsq_status bn_forward(tsq_layer *l, const float *x, float *y, int64_t batch, int train)
+{
+    return run_forward(l, x, y, NULL, batch, train);
+}
+
+tsq_status tsq__batchnorm_forward_relu(tsq_layer *l, const float *x, float *y, float *r,
+                                       int64_t batch, int train)
+{
+    return run_forward(l, x, y, r, batch, train);
+}
+
 static void backward_channels(void *arg, int64_t lo, int64_t hi)
 {
     bn_job *j = arg;
     bn_layer *b = j->b;
     const float *gamma = tsq__param_data(&b->base, P_GAMMA);
     float *dgamma = tsq__param_grad(&b->base, P_GAMMA), *dbeta = tsq__param_grad(&b->base, P_BETA);
+    uint32_t cpu = b->base.obj.ctx->cpu;
     int64_t S = b->spatial, C = b->channels, M = j->batch * S, c, n;
     for (c = lo; c < hi; c++) {
         double sdy = 0.0, sdx = 0.0, sdyx;
         double mu = b->mean[c], istd = b->istd[c];
-        tsq__vec_dot_sum_rows(b->base.obj.ctx->cpu, j->dy + c * S, j->x + c * S, C * S, j->batch,
-                              S, &sdy, &sdx);
+        float sc = b->sc[c], sh = b->sh[c];
+        if (j->relu)
+            tsq__vec_dot_sum_rows_relu(cpu, j->dy + c * S, j->x + c * S, sc, sh, C * S, j->batch,
+                                       S, &sdy, &sdx);
+        else
+            tsq__vec_dot_sum_rows(cpu, j->dy + c * S, j->x + c * S, C * S, j->batch, S, &sdy,
+                                  &sdx);
         /* sum dy xh with xh = (x - mu) istd */
         sdyx = istd * (sdx - mu * sdy);
         dgamma[c] = (float)sdyx;
         dbeta[c] = (float)sdy;
         if (!j->dx)
             continue;
-        if (b->used_batch_stats) {
-            /* dx = k (dy - mean dy - xh mean(dy xh)) = a dy + bx x + c0 */
-            double k = gamma[c] * istd, mdy = sdy / (double)M, mdyx = sdyx / (double)M;
-            float a = (float)k, bx = (float)(-k * istd * mdyx);
-            float c0 = (float)(-k * mdy + k * istd * mdyx * mu);
-            for (n = 0; n < j->batch; n++)
-                tsq__vec_axpbypc(j->dx + (n * C + c) * S, j->dy + (n * C + c) * S,
-                                 j->x + (n * C + c) * S, a, bx, c0, S);
-        } else {
-            float k = (float)(gamma[c] * istd);
-            for (n = 0; n < j->batch; n++)
-                tsq__vec_affine(j->dx + (n * C + c) * S, j->dy + (n * C + c) * S, k, 0.0f, S);
+        for (n = 0; n < j->batch; n++) {
+            int64_t o = (n * C + c) * S;
+            if (b->used_batch_stats) {
+                /* dx = k (dy - mean dy - xh mean(dy xh)) = a dy + bx x + c0 */
+                double k = gamma[c] * istd, mdy = sdy / (double)M, mdyx = sdyx / (double)M;
+                float a = (float)k, bx = (float)(-k * istd * mdyx);
+                float c0 = (float)(-k * mdy + k * istd * mdyx * mu);
+                if (j->relu)
+                    tsq__vec_axpbypc_relu(j->dx + o, j->dy + o, j->x + o, sc, sh, a, bx, c0, S);
+                else
+                    tsq__vec_axpbypc(j->dx + o, j->dy + o, j->x + o, a, bx, c0, S);
+            } else {
+                float k = (float)(gamma[c] * istd);
+                if (j->relu)
+                    tsq__vec_scale_relu(j->dx + o, j->dy + o, j->x + o, sc, sh, k, S);
+                else
+                    tsq__vec_affine(j->dx + o, j->dy + o, k, 0.0f, S);
+            }
         }
     }
 }
 
-static tsq_status bn_backward(tsq_layer *l, const float *x, const float *y, const float *dy,
-                              float *dx, int64_t batch)
+static tsq_status run_backward(tsq_layer *l, const float *x, const float *dy, float *dx,
+                               int64_t batch, int relu)
 {
     bn_layer *b = (bn_layer *)l;
     bn_job j;
-    (void)y;
     memset(&j, 0, sizeof j);
     j.b = b;
     j.x = x;
     j.dy = dy;
     j.dx = dx;
+    j.relu = relu;
     j.batch = batch;
     tsq__parallel_range(tsq__layer_threads(l), b->channels, 2 * batch * b->spatial,
                         backward_channels, &j);
     return TSQ_OK;
+}
+
+static tsq_status bn_backward(tsq_layer *l, const float *x, const float *y, const float *dy,
+                              float *dx, int64_t batch)
+{
+    (void)y;
+    return run_backward(l, x, dy, dx, batch, 0);
+}
+
+tsq_status tsq__batchnorm_backward_relu(tsq_layer *l, const float *x, const float *dr, float *dx,
+                                        int64_t batch)
+{
+    return run_backward(l, x, dr, dx, batch, 1);
 }
 
 static tsq_status bn_set_option(tsq_layer *l, int32_t key, double value)
@@ -220,12 +276,14 @@ static tsq_status bn_clone_extra(const tsq_layer *src, tsq_layer *dst)
 {
     const bn_layer *s = (const bn_layer *)src;
     bn_layer *d = (bn_layer *)dst;
-    d->mean = tsq__alloc(dst->obj.ctx, (size_t)(2 * s->channels) * sizeof(float));
-    d->istd = NULL;
+    d->mean = tsq__alloc(dst->obj.ctx, (size_t)(4 * s->channels) * sizeof(float));
+    d->istd = d->sc = d->sh = NULL;
     if (!d->mean)
         return TSQ_ERR_NO_MEMORY;
     d->istd = d->mean + s->channels;
-    memcpy(d->mean, s->mean, (size_t)(2 * s->channels) * sizeof(float));
+    d->sc = d->mean + 2 * s->channels;
+    d->sh = d->mean + 3 * s->channels;
+    memcpy(d->mean, s->mean, (size_t)(4 * s->channels) * sizeof(float));
     return TSQ_OK;
 }
 
@@ -259,12 +317,14 @@ tsq_status tsq_layer_batchnorm_create(tsq_context *ctx, int64_t channels, tsq_la
     b->channels = channels;
     b->spatial = 1; /* momentum and eps: the options' defaults (layer.c) */
     shape[0] = channels;
-    b->mean = tsq__alloc(ctx, (size_t)(2 * channels) * sizeof(float));
+    b->mean = tsq__alloc(ctx, (size_t)(4 * channels) * sizeof(float));
     if (!b->mean) {
         tsq__layer_free(l);
         return tsq__fail(&ctx->obj, TSQ_ERR_NO_MEMORY, "%s: out of memory", where);
     }
     b->istd = b->mean + channels;
+    b->sc = b->mean + 2 * channels;
+    b->sh = b->mean + 3 * channels;
     st = tsq__layer_add_param(l, where, "gamma", 0, 1, shape, &gamma);
     if (st == TSQ_OK)
         st = tsq__layer_add_param(l, where, "beta", 0, 1, shape, NULL);
@@ -282,6 +342,8 @@ tsq_status tsq_layer_batchnorm_create(tsq_context *ctx, int64_t channels, tsq_la
         rv[c] = 1.0f;
         b->mean[c] = 0.0f;
         b->istd[c] = 1.0f;
+        b->sc[c] = 1.0f;
+        b->sh[c] = 0.0f;
     }
     tsq__clear(&ctx->obj);
     *layer = l;

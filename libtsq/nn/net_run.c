@@ -93,6 +93,15 @@ tsq_status tsq__net_check_input(tsq_net *net, const char *where, const tsq_tenso
     return TSQ_OK;
 }
 
+/* 1 if layer i is a batch-norm whose next layer is a ReLU: the two run as
+ * one step (tsq__batchnorm_forward_relu, _backward_relu), which saves the
+ * ReLU's passes over memory and gives the same bits. */
+static int bn_relu_pair(const tsq_net *net, int32_t i)
+{
+    return i + 1 < net->nlayers && tsq__layer_is(net->layers[i], TSQ_LAYER_BATCHNORM) &&
+           tsq__layer_is(net->layers[i + 1], TSQ_LAYER_RELU);
+}
+
 tsq_status tsq__net_run(tsq_net *net, int32_t upto, int64_t n, int train)
 {
     int32_t i;
@@ -101,11 +110,16 @@ tsq_status tsq__net_run(tsq_net *net, int32_t upto, int64_t n, int train)
     net->batch = n;
     for (i = 0; i < upto; i++) {
         tsq_layer *l = net->layers[i];
-        tsq_status st = l->ops->forward(l, net->act[i], net->act[i + 1], n, train);
+        int pair = i + 1 < upto && bn_relu_pair(net, i);
+        tsq_status st = pair ? tsq__batchnorm_forward_relu(l, net->act[i], net->act[i + 1],
+                                                           net->act[i + 2], n, train)
+                             : l->ops->forward(l, net->act[i], net->act[i + 1], n, train);
         if (st != TSQ_OK)
             return tsq__fail(&net->obj, st, "net: layer %d (%s): %s", (int)i, l->ops->name,
                              l->obj.msg);
         l->last_train = train;
+        if (pair)
+            net->layers[++i]->last_train = train;
         net->act_valid = i + 1;
     }
     net->have_forward = upto == net->nlayers;
@@ -172,9 +186,14 @@ tsq_status tsq__net_backward(tsq_net *net, float *dx_out)
         int want = dx_out || i > first;
         float *target = want ? (i == 0 && dx_out ? dx_out : dx) : NULL;
         tsq_status st;
+        if (i > 0 && bn_relu_pair(net, i - 1))
+            continue; /* the batch-norm below takes this ReLU's gradient */
         if (!want && l->nparams == 0)
             break;
-        st = l->ops->backward(l, net->act[i], net->act[i + 1], dy, target, net->batch);
+        if (bn_relu_pair(net, i))
+            st = tsq__batchnorm_backward_relu(l, net->act[i], dy, target, net->batch);
+        else
+            st = l->ops->backward(l, net->act[i], net->act[i + 1], dy, target, net->batch);
         if (st != TSQ_OK)
             return tsq__fail(&net->obj, st, "net_backward: layer %d (%s): %s", (int)i,
                              l->ops->name, l->obj.msg);

@@ -180,6 +180,14 @@ int tsq__layer_is(const tsq_layer *l, int32_t kind);
 /* Batch-norm: the per-channel affine y = s*x + t it applies in eval mode. */
 void tsq__batchnorm_eval_affine(const tsq_layer *bn, float *s, float *t);
 int64_t tsq__batchnorm_channels(const tsq_layer *bn);
+/* A batch-norm and the ReLU after it as one step (batchnorm.c): the
+ * forward writes the batch-norm's output y and the ReLU's r; the backward
+ * takes the gradient of r (dr) and writes this layer's parameter
+ * gradients and dx (NULL: none), as the two layers' backwards would. */
+tsq_status tsq__batchnorm_forward_relu(tsq_layer *bn, const float *x, float *y, float *r,
+                                       int64_t batch, int train);
+tsq_status tsq__batchnorm_backward_relu(tsq_layer *bn, const float *x, const float *dr,
+                                        float *dx, int64_t batch);
 /* Low-bit layer pieces. */
 int tsq__layer_is_lowbit(const tsq_layer *l);
 /* Gives `codes` (the right element count, row-major outputs first) the
