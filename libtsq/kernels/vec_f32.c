@@ -143,7 +143,8 @@ void tsq__vec_axpbypc_relu(float *restrict y, const float *restrict dy, const fl
     int64_t i = 0, k;
     for (; i + 8 <= n; i += 8)
         for (k = 0; k < 8; k++) {
-            float v = x[i + k], g = a * v + b > 0.0f ? dy[i + k] : 0.0f;
+            float v = x[i + k], d = dy[i + k]; /* loaded unconditionally: a select */
+            float g = a * v + b > 0.0f ? d : 0.0f;
             y[i + k] = ga * g + gb * v + gc;
         }
     for (; i < n; i++) {
@@ -159,7 +160,7 @@ void tsq__vec_scale_relu(float *restrict y, const float *restrict dy, const floa
     int64_t i = 0, t;
     for (; i + 8 <= n; i += 8)
         for (t = 0; t < 8; t++) {
-            float g = a * x[i + t] + b > 0.0f ? dy[i + t] : 0.0f;
+            float d = dy[i + t], g = a * x[i + t] + b > 0.0f ? d : 0.0f;
             y[i + t] = k * g + 0.0f;
         }
     for (; i < n; i++) {
@@ -176,8 +177,8 @@ static void dot_sum_relu(const float *restrict dy, const float *restrict x, floa
     int64_t i = 0, k;
     for (; i + 8 <= n; i += 8)
         for (k = 0; k < 8; k++) {
-            float v = x[i + k];
-            double g = a * v + b > 0.0f ? dy[i + k] : 0.0f;
+            float v = x[i + k], gv = dy[i + k];
+            double g = a * v + b > 0.0f ? gv : 0.0f;
             s[k] += g;
             d[k] += g * (double)v;
         }
