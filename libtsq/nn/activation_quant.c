@@ -84,30 +84,8 @@ typedef struct {
     float *y, *dx;
     int64_t per_channel; /* elements of one channel in one sample */
     int64_t channels;    /* channels per sample */
-    tsq__encode_span_fn encode; /* the encode kernel of the context's CPU */
+    const tsq__eltwise *k; /* the element-wise kernels of the context's CPU */
 } aq_job;
-
-/* y = scale * code for n elements: the codes come from the quantizer's own
- * encode kernels (bit-identical to tsq__quant_code; AVX2 when present),
- * a piece at a time through a small buffer. */
-static void quantize_span(const float *restrict x, float *restrict y, int64_t n, float eps,
-                          float inv, int32_t maxcode, float scale,
-                          tsq__encode_span_fn encode)
-{
-    uint8_t codes[1024];
-    int64_t i, k, len;
-    for (i = 0; i < n; i += len) {
-        len = n - i < 1024 ? n - i : 1024;
-        encode(x + i, codes, len, eps, inv, maxcode);
-        for (k = 0; k + 8 <= len; k += 8) {
-            int t;
-            for (t = 0; t < 8; t++)
-                y[i + k + t] = (float)codes[k + t] * scale;
-        }
-        for (; k < len; k++)
-            y[i + k] = (float)codes[k] * scale;
-    }
-}
 
 /* dx = dy * scale where tsq__quant_passes(x), else 0. The blocks of 8
  * evaluate tsq__quant_passes's condition, 0 < x < (float)maxcode * delta,
@@ -147,9 +125,10 @@ static void run_planes(void *arg, int64_t lo, int64_t hi)
         if (j->dy)
             pass_span(j->dx + at, j->x + at, j->dy + at, S, delta, maxcode,
                       q->output_codes ? 1.0f / delta : 1.0f);
-        else
-            quantize_span(j->x + at, j->y + at, S, q->eps[c], 1.0f / delta, maxcode,
-                          q->output_codes ? 1.0f : delta, j->encode);
+        else /* y = code * scale in one pass: codes as exact floats times the
+              * scale, the bits of (float)code * scale for a positive scale */
+            j->k->fakequant_span(j->x + at, j->y + at, S, q->eps[c], 1.0f / delta,
+                                 q->output_codes ? 1.0f : delta, maxcode);
     }
 }
 
@@ -160,7 +139,7 @@ static void make_job(aq_job *j, tsq_layer *l)
     j->channels = l->in_shape[0];
     j->per_channel = l->in_numel / l->in_shape[0];
     /* the CPU features were detected once, at context creation */
-    j->encode = tsq__eltwise_for(l->obj.ctx->cpu)->encode_span;
+    j->k = tsq__eltwise_for(l->obj.ctx->cpu);
 }
 
 /* Learned delta: the parameter, kept >= AQ_DELTA_MIN, into the slots. */
