@@ -88,6 +88,8 @@ ISA_AVX2 := -mavx2 -mfma
 ISA_AVX512 := -mavx2 -mfma -mavx512f -mavx512bw -mavx512vl -mavx512dq
 ISA_VNNI := $(ISA_AVX512) -mavx512vnni
 ISA_POPCNT := $(ISA_AVX512) -mavx512vpopcntdq
+# Tile instructions only: the AMX kernel does no vector arithmetic.
+ISA_AMX := -mamx-tile -mamx-int8
 
 LIB_SRCS := $(sort $(wildcard libtsq/*/*.c))
 LIB_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRCS))
@@ -127,6 +129,7 @@ $(BUILD)/%_avx2.o: CFLAGS_ALL += $(ISA_AVX2)
 $(BUILD)/%_avx512.o: CFLAGS_ALL += $(ISA_AVX512)
 $(BUILD)/%_vnni.o: CFLAGS_ALL += $(ISA_VNNI)
 $(BUILD)/%_vpopcnt.o: CFLAGS_ALL += $(ISA_POPCNT)
+$(BUILD)/%_amx.o: CFLAGS_ALL += $(ISA_AMX)
 
 $(SHLIB): $(LIB_OBJS) libtsq/libtsq.map
 	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=libtsq/libtsq.map \

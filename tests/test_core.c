@@ -189,7 +189,13 @@ START_TEST(test_cpu_features)
         ck_assert(f & TSQ_CPU_AVX512F);
     if (f & TSQ_CPU_AVX512BW)
         ck_assert(f & TSQ_CPU_AVX512F);
-    ck_assert_uint_eq(f & ~0xffu, 0);
+    /* AMX-INT8 only beside the AVX-512 set its plan stages share. */
+    if (f & TSQ_CPU_AMXINT8)
+        ck_assert_uint_eq(f & (TSQ_CPU_AVX512F | TSQ_CPU_AVX512BW | TSQ_CPU_AVX512VL |
+                               TSQ_CPU_AVX512VNNI),
+                          TSQ_CPU_AVX512F | TSQ_CPU_AVX512BW | TSQ_CPU_AVX512VL |
+                              TSQ_CPU_AVX512VNNI);
+    ck_assert_uint_eq(f & ~0x1ffu, 0);
     ck_assert_int_eq(tsq_context_cpu_features(ctx, NULL), TSQ_ERR_NULL);
     ck_assert_str_eq(tsq_context_errmsg(ctx), "context_cpu_features: features is NULL");
     ck_assert_int_eq(tsq_context_cpu_features(NULL, &g), TSQ_ERR_NULL);

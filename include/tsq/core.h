@@ -297,7 +297,13 @@ enum {
     TSQ_CPU_AVX512VL = 1 << 4,
     TSQ_CPU_AVX512VNNI = 1 << 5,
     TSQ_CPU_AVX512VPOPCNTDQ = 1 << 6,
-    TSQ_CPU_AVXVNNI = 1 << 7
+    TSQ_CPU_AVXVNNI = 1 << 7,
+    /* AMX-TILE and AMX-INT8, with the operating system saving the tile
+     * state; reported only together with AVX512F, BW, VL and VNNI. The
+     * inference plan then runs its byte-layout stages on tiles, after
+     * asking Linux for the process's permission to use them (when refused,
+     * it uses AVX-512 VNNI, with the same results). */
+    TSQ_CPU_AMXINT8 = 1 << 8
 };
 
 /*! tsq_context_cpu_features() :

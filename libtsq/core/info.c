@@ -73,6 +73,7 @@ static void cpu_string(char *dst, size_t cap)
         {TSQ_CPU_AVX512F, "avx512f"}, {TSQ_CPU_AVX512BW, "avx512bw"},
         {TSQ_CPU_AVX512VL, "avx512vl"}, {TSQ_CPU_AVX512VNNI, "avx512vnni"},
         {TSQ_CPU_AVX512VPOPCNTDQ, "avx512vpopcntdq"}, {TSQ_CPU_AVXVNNI, "avxvnni"},
+        {TSQ_CPU_AMXINT8, "amx-int8"},
     };
     uint32_t f = tsq__cpu_detect();
     size_t i, used = 0;

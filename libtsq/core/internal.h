@@ -145,6 +145,10 @@ int tsq__all_finite(const float *x, int64_t n);
 
 /* ---- CPU ---- */
 uint32_t tsq__cpu_detect(void);
+/* Asks Linux for this process's permission to use the AMX tile data (the
+ * kernel refuses tile instructions until then: SIGILL). 1 if granted
+ * (again: it is idempotent), 0 if refused or not Linux on x86-64. */
+int tsq__amx_permit(void);
 
 /* ---- random numbers: xoshiro256** seeded through splitmix64 ---- */
 typedef struct tsq__rng {

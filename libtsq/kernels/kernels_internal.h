@@ -94,6 +94,24 @@ void tsq__gemm_vnni(const uint8_t *x, int64_t ldx, int64_t m, int64_t k, const i
 void tsq__conv_vnni(const uint8_t *const *rows, int64_t m, int64_t kh, int64_t seg,
                     int64_t step, int64_t k, const int8_t *dec, int64_t c0, int64_t c1,
                     int32_t *acc, int64_t ldacc);
+/* AMX-INT8 (gemm_amx.c): the same sums from tile instructions. Rows come
+ * in `sets` of m rows: row r of set i is kh segments of seg bytes (seg a
+ * multiple of 4), segment ky at x + i * xset + r * ldx + ky * step, its
+ * sums written to acc + (i * m + r) * ldacc, columns 0 .. n - 1 only. A
+ * convolution's output row is a set (ldx = stride * cb); a dense product
+ * is one set with kh = 1 and seg = k. w: the weights re-laid by
+ * tsq__amx_pack for this kh and seg. No byte outside the segments is
+ * read. Call only when the CPU has AMX-INT8 and tsq__amx_permit() gave 1. */
+void tsq__conv_amx(const uint8_t *x, int64_t sets, int64_t xset, int64_t m, int64_t ldx,
+                   int64_t kh, int64_t seg, int64_t step, const int8_t *w, int64_t n,
+                   int32_t *acc, int64_t ldacc);
+/* Bytes per panel of the re-laid weights, and the re-laying: panels
+ * 0 .. panels - 1 of dec (decoded panels of k rows, k >= kh * seg) into
+ * out, per window row ky its chunks of 64 k, zeros where the last chunk
+ * overlaps the one before (gemm_amx.c). Plain C, any CPU. */
+int64_t tsq__amx_panel_bytes(int64_t kh, int64_t seg);
+void tsq__amx_pack(const int8_t *dec, int64_t k, int64_t kh, int64_t seg, int64_t panels,
+                   int8_t *out);
 /* AVX2 and AVX-512 versions of tsq__decode_panels (same output). */
 void tsq__decode_panels_avx2(const tsq_packed_weights *pw, int64_t p0, int64_t p1,
                              int8_t *dec);

@@ -245,13 +245,21 @@ static void conv_item(const bits_job *j, int64_t item, uint64_t *xp, int32_t *ac
     int64_t img = item / j->per_image, oh = s->win.oh, ow = s->win.ow;
     int64_t y0 = item % j->per_image * s->band, nr = oh - y0 < s->band ? oh - y0 : s->band;
     int64_t ld = acc_ld(s->oc);
-    if (s->bp_inplace) {
+    if (s->bp_amx && s->bp_inplace) {
+        /* Each output row is a set of ow rows, stride * cb bytes apart. */
+        tsq__conv_amx(j->x + img * s->bin.image + y0 * s->win.stride * s->bin.row, nr,
+                      s->win.stride * s->bin.row, ow, s->win.stride * s->bin.cb, s->amx_kh,
+                      s->amx_seg, s->bin.row, s->amx, s->oc, acc, ld);
+    } else if (s->bp_inplace) {
         conv_in_place(s, j->x + img * s->bin.image, y0, nr, (const uint8_t **)(void *)xp, acc,
                       ld);
     } else {
         tsq__bp_gather_avx512(&s->bin, &s->win, j->x + img * s->bin.image, y0 * ow, nr * ow,
                               xp);
-        if (s->bp_bytes)
+        if (s->bp_amx)
+            tsq__conv_amx((const uint8_t *)xp, 1, 0, nr * ow, s->win.kwords * 8, 1,
+                          s->amx_seg, 0, s->amx, s->oc, acc, ld);
+        else if (s->bp_bytes)
             tsq__gemm_vnni((const uint8_t *)xp, s->win.kwords * 8, nr * ow, s->win.kwords * 8,
                            s->dec, 0, s->oc, acc, ld);
         else
@@ -275,7 +283,10 @@ static void dense_item(const bits_job *j, int64_t item, int32_t *acc)
     int64_t ld = acc_ld(s->oc);
     /* With no border, the images are the kernel's bit-plane rows as they are. */
     const uint64_t *xp = (const uint64_t *)(const void *)(j->x + r0 * s->bin.image);
-    if (s->bp_bytes)
+    if (s->bp_amx)
+        tsq__conv_amx(j->x + r0 * s->bin.image, 1, 0, rows, s->bin.image, 1, s->amx_seg, 0,
+                      s->amx, s->oc, acc, ld);
+    else if (s->bp_bytes)
         tsq__gemm_vnni(j->x + r0 * s->bin.image, s->bin.image, rows, s->bin.image, s->dec, 0,
                        s->oc, acc, ld);
     else

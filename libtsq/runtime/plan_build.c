@@ -30,6 +30,7 @@ typedef struct {
     int64_t c, h, w; /* physical dims */
     int flat;        /* codes flattened from (c, h, w) */
     int32_t bits;    /* bits of the codes */
+    int amx;         /* byte-layout stages on AMX tiles: 0 not asked yet, 1 yes, -1 no */
 } builder;
 
 static tsq_status oom(builder *b)
@@ -234,6 +235,38 @@ static void setup_bits(tsq__plan_stage *s, const tsq__stage_desc *d, int32_t bit
     s->band = s->band < 2 ? 2 : s->band / 2 * 2;
 }
 
+/* Whether byte-layout stages run on AMX tiles: the CPU reports AMX-INT8
+ * (with the VNNI kernel's AVX-512 set, whose epilogues they share) and
+ * Linux grants the permission, asked here once per plan and only for a
+ * plan with such a stage. Refused, the plan stays on VNNI. */
+static int use_amx(builder *b)
+{
+    if (!b->amx)
+        b->amx = (b->plan->cpu & TSQ_CPU_AMXINT8) &&
+                         tsq__kernel_runs(TSQ_KERNEL_VNNI, b->plan->cpu) && tsq__amx_permit()
+                     ? 1
+                     : -1;
+    return b->amx > 0;
+}
+
+/* The VNNI panels of a byte-layout stage re-laid for the tiles: a window
+ * row per segment when read in place, else the whole row of k (gathered
+ * im2col rows, a dense layer's input). The panels themselves are freed. */
+static tsq_status setup_amx(builder *b, tsq__plan_stage *s)
+{
+    int64_t k = s->pw->k, np = tsq__panels(s->pw->n);
+    s->amx_kh = s->conv && s->bp_inplace ? s->kh : 1;
+    s->amx_seg = s->conv && s->bp_inplace ? s->kw * s->bin.cb : k;
+    s->amx = tsq__alloc(b->ctx, (size_t)(np * tsq__amx_panel_bytes(s->amx_kh, s->amx_seg)));
+    if (!s->amx)
+        return oom(b);
+    tsq__amx_pack(s->dec, k, s->amx_kh, s->amx_seg, np, s->amx);
+    tsq__free(b->ctx, s->dec);
+    s->dec = NULL;
+    s->bp_amx = 1;
+    return TSQ_OK;
+}
+
 /* A low-bit stage; `next` is the stage after it (or NULL). *consumed is 1
  * when the quantizer `next` was fused. */
 static tsq_status build_lowbit(builder *b, const tsq__stage_desc *d, const tsq__stage_desc *next,
@@ -278,6 +311,8 @@ static tsq_status build_lowbit(builder *b, const tsq__stage_desc *d, const tsq__
         if (!s->dec)
             return oom(b);
         tsq__decode_panels_avx512(s->pw, 0, tsq__panels(out), s->dec);
+        if (use_amx(b) && setup_amx(b, s) != TSQ_OK)
+            return TSQ_ERR_NO_MEMORY;
     }
     if (st != TSQ_OK)
         return st;
@@ -379,6 +414,7 @@ static void free_stages(tsq_plan *p)
         tsq__free(ctx, s->qeps);
         tsq__free(ctx, s->qinv);
         tsq__free(ctx, s->dec);
+        tsq__free(ctx, s->amx);
         tsq_packed_weights_destroy(s->pw);
         tsq_thresholds_destroy(s->th);
     }
@@ -445,7 +481,8 @@ static void log_stages(tsq_context *ctx, const tsq_plan *p)
         const tsq__plan_stage *s = &p->stages[i];
         const char *how = "";
         if (s->op == OP_LOWBIT)
-            how = s->bp_bytes ? ", u8 operand on AVX-512 VNNI"
+            how = s->bp_amx     ? ", u8 operand on AMX-INT8 tiles"
+                  : s->bp_bytes ? ", u8 operand on AVX-512 VNNI"
                   : s->bp_in  ? ", bit planes on AVX-512 VPOPCNTDQ"
                               : ", codes on the packed-weight GEMM (kernel chosen per batch "
                                 "size by plan_workspace_size)";

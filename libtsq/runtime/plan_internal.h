@@ -59,6 +59,9 @@ typedef struct tsq__plan_stage {
     int bp_bytes;        /* ... in the byte layout instead (VNNI kernel on `dec`) */
     int8_t *dec;         /* bp_bytes: the weights as VNNI panels, decoded once */
     int bp_inplace;      /* ... read in place (a window row is whole groups of 4 k) */
+    int bp_amx;          /* bp_bytes on AMX-INT8 tiles (tsq__conv_amx on `amx`; dec freed) */
+    int8_t *amx;         /* bp_amx: the panels re-laid for the tiles (tsq__amx_pack) */
+    int64_t amx_kh, amx_seg; /* ... their window rows and bytes per row */
     int bp_out;          /* LOWBIT conv: writes bit planes `bout` instead of codes */
     int bp_pool;         /* ... max-pooled 2 x 2 on the way (oh, ow are the pooled dims) */
     tsq__bp_geom bin, bout;

@@ -35,7 +35,11 @@ _OPTION_KEYS = key_names("TSQ_CONTEXT_", 0x0100)        # "threads", "log_level"
 # libtsq log levels -> logging levels.
 _LOG_LEVELS = {1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO, 4: logging.DEBUG}
 
-_CPU_NAMES = [(getattr(_ffi, k), k[len("TSQ_CPU_"):].lower())
+# The names of the library's info string: the constant's name in lowercase,
+# except where the usual spelling has a hyphen.
+_CPU_SPELLING = {"amxint8": "amx-int8"}
+_CPU_NAMES = [(getattr(_ffi, k), _CPU_SPELLING.get(k[len("TSQ_CPU_"):].lower(),
+                                                   k[len("TSQ_CPU_"):].lower()))
               for k in sorted(_ffi.CONSTANTS, key=lambda n: _ffi.CONSTANTS[n])
               if k.startswith("TSQ_CPU_")]
 
