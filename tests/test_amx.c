@@ -346,15 +346,18 @@ static tsq_net *make_net(tsq_context *ctx, uint64_t seed)
     return nt_net(ctx, 3, shape, L);
 }
 
-/* y of a plan made with the CPU features `cpu`; *amx and *vnni count its
- * stages on tiles and on VNNI. */
+/* y of a plan made with the CPU features `cpu` (a subset of the detected
+ * ones, kept through the public TSQ_CONTEXT_CPU_MASK); *amx and *vnni
+ * count its stages on tiles and on VNNI. */
 static void run_with_cpu(tsq_context *ctx, tsq_net *net, uint32_t cpu, const tsq_tensor *x,
                          tsq_tensor *y, int *amx, int *vnni)
 {
-    uint32_t saved = ctx->cpu;
     tsq_plan *plan = NULL;
+    uint32_t used = 0;
     int32_t i;
-    ctx->cpu = cpu;
+    TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_CPU_MASK, (double)cpu));
+    TH_OK(ctx, tsq_context_cpu_features(ctx, &used));
+    ck_assert_uint_eq(used, cpu);
     TH_OK(ctx, tsq_plan_create(ctx, net, &plan));
     *amx = *vnni = 0;
     for (i = 0; i < plan->nstages; i++) {
@@ -363,7 +366,7 @@ static void run_with_cpu(tsq_context *ctx, tsq_net *net, uint32_t cpu, const tsq
     }
     TH_OK(ctx, tsq_plan_run(ctx, plan, x, y, NULL, 0));
     tsq_plan_destroy(plan);
-    ctx->cpu = saved;
+    TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_CPU_MASK, 4294967295.0));
 }
 
 /* Same predictions, every logit within 1e-4 of the sample's largest (the

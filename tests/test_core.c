@@ -200,6 +200,33 @@ START_TEST(test_cpu_features)
     ck_assert_str_eq(tsq_context_errmsg(ctx), "context_cpu_features: features is NULL");
     ck_assert_int_eq(tsq_context_cpu_features(NULL, &g), TSQ_ERR_NULL);
     ck_assert_uint_eq(g, 0); /* nothing written */
+    {
+        /* TSQ_CONTEXT_CPU_MASK: the features used are the detected ones it
+         * keeps; all by default; bad values refused, the mask unchanged. */
+        double v = 0, lo = 0, hi = 0;
+        uint32_t m = 0;
+        TH_OK(ctx, tsq_context_get_option(ctx, TSQ_CONTEXT_CPU_MASK, &v));
+        ck_assert(v == 4294967295.0);
+        TH_OK(ctx, tsq_context_option_bounds(TSQ_CONTEXT_CPU_MASK, &lo, &hi));
+        ck_assert(lo == 0.0 && hi == 4294967295.0);
+        TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_CPU_MASK,
+                                          (double)(0xffffffffu & ~(uint32_t)TSQ_CPU_AMXINT8)));
+        TH_OK(ctx, tsq_context_cpu_features(ctx, &m));
+        ck_assert_uint_eq(m, f & ~(uint32_t)TSQ_CPU_AMXINT8);
+        TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_CPU_MASK, 0));
+        TH_OK(ctx, tsq_context_cpu_features(ctx, &m));
+        ck_assert_uint_eq(m, 0);
+        ck_assert_int_eq(tsq_context_set_option(ctx, TSQ_CONTEXT_CPU_MASK, -1), TSQ_ERR_INVALID);
+        ck_assert_int_eq(tsq_context_set_option(ctx, TSQ_CONTEXT_CPU_MASK, 4294967296.0),
+                         TSQ_ERR_INVALID);
+        ck_assert_int_eq(tsq_context_set_option(ctx, TSQ_CONTEXT_CPU_MASK, 2.5), TSQ_ERR_INVALID);
+        ck_assert_int_eq(tsq_context_set_option(ctx, TSQ_CONTEXT_CPU_MASK, NAN), TSQ_ERR_INVALID);
+        TH_OK(ctx, tsq_context_get_option(ctx, TSQ_CONTEXT_CPU_MASK, &v));
+        ck_assert(v == 0.0);
+        TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_CPU_MASK, 4294967295.0));
+        TH_OK(ctx, tsq_context_cpu_features(ctx, &m));
+        ck_assert_uint_eq(m, f);
+    }
 #if defined(__x86_64__)
     /* Compare with the compiler's own detection of the same features. */
     __builtin_cpu_init();

@@ -31,7 +31,7 @@ typedef struct family {
  * may grow at its end (a new key changes its frozen_last here, in the
  * same commit), never renumber. */
 static const family families[NFAMILIES] = {
-    {"context", TSQ_CONTEXT_THREADS, TSQ_CONTEXT_LOG_LEVEL, 0x0101, 0x0102},
+    {"context", TSQ_CONTEXT_THREADS, TSQ_CONTEXT_CPU_MASK, 0x0101, 0x0103},
     {"quantizer", TSQ_QUANTIZER_BITS, TSQ_QUANTIZER_OBSERVED, 0x0201, 0x0208},
     {"regressor", TSQ_REGRESSOR_WEIGHT_BITS, TSQ_REGRESSOR_RESTARTS, 0x0301, 0x030D},
     {"layer option", TSQ_LAYER_OPT_TRAINABLE, TSQ_LAYER_OPT_AQ_LEARN_DELTA, 0x0401, 0x040A},
@@ -99,6 +99,7 @@ typedef struct expect {
 static const expect rows[] = {
     {F_CONTEXT, H_CTX, TSQ_CONTEXT_THREADS, 1, 1, 256, 1, 0},
     {F_CONTEXT, H_CTX, TSQ_CONTEXT_LOG_LEVEL, 1, 0, 4, 1, 0},
+    {F_CONTEXT, H_CTX, TSQ_CONTEXT_CPU_MASK, 4294967295.0, 0, 4294967295.0, 1, 0},
     /* the quantizer is made with 3 bits: BITS' default is create's */
     {F_QUANTIZER, H_QUANT, TSQ_QUANTIZER_BITS, 3, 1, 8, 1, 0},
     {F_QUANTIZER, H_QUANT, TSQ_QUANTIZER_EPS_MODE, TSQ_EPS_JOINT, TSQ_EPS_FIXED, TSQ_EPS_PLAIN, 1,

@@ -178,12 +178,23 @@ TSQ_API const char *tsq_context_errmsg(const tsq_context *ctx);
 /* Context options: the 0x0100 family. */
 enum {
     TSQ_CONTEXT_THREADS = 0x0101,  /* worker threads for libtsq's own loops; 1..256, default 1 */
-    TSQ_CONTEXT_LOG_LEVEL = 0x0102 /* 0 none, 1 errors, 2 warnings, 3 info, 4 debug; default 1 */
+    TSQ_CONTEXT_LOG_LEVEL = 0x0102, /* 0 none, 1 errors, 2 warnings, 3 info, 4 debug; default 1 */
+    /* The TSQ_CPU_* bits the context's kernels may use: they use the
+     * detected features this mask keeps (tsq_context_cpu_features() reports
+     * the result). 0..2^32-1, default 2^32-1 (all). For hosts that must
+     * keep a feature off, e.g. TSQ_CPU_AMXINT8, whose first use in a plan
+     * asks Linux for the tile state for the whole process (docs/kernels.md),
+     * and for comparing kernel paths. A plan keeps the kernels chosen at its
+     * creation; layers, nets and the other calls read it when called. Inference
+     * kernels give the same bits on every path; the float training layers
+     * too wherever their direct kernels run, while a CPU without AVX2 + FMA
+     * takes the BLAS for larger convolutions (docs/nn.md). */
+    TSQ_CONTEXT_CPU_MASK = 0x0103
 };
 
 /*! tsq_context_set_option() :
- *  Sets option `key` (TSQ_CONTEXT_*) of the context to `value` (both
- *  context options are integers).
+ *  Sets option `key` (TSQ_CONTEXT_*) of the context to `value` (every
+ *  context option is an integer).
  *  @return TSQ_OK, TSQ_ERR_NULL (ctx), TSQ_ERR_INVALID (unknown key, a key of
  *  another family, NaN, a value not integral or out of the bounds that
  *  tsq_context_option_bounds() reports). */
@@ -308,8 +319,9 @@ enum {
 
 /*! tsq_context_cpu_features() :
  *  Writes the TSQ_CPU_* bits of the CPU features the context's kernels use
- *  to *features: detected once, when the context was created (CPUID for
- *  what the processor has, XGETBV for what the operating system saves).
+ *  to *features: those detected once, when the context was created (CPUID
+ *  for what the processor has, XGETBV for what the operating system saves),
+ *  that TSQ_CONTEXT_CPU_MASK keeps.
  *  Thread-safe.
  *  @return TSQ_OK, TSQ_ERR_NULL (ctx, or features: with a message on ctx). */
 TSQ_API tsq_status tsq_context_cpu_features(const tsq_context *ctx, uint32_t *features);

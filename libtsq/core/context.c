@@ -116,16 +116,37 @@ tsq_status tsq__fail(const tsq__object *obj, tsq_status status, const char *fmt,
     return status;
 }
 
+/* The CPU mask: the features the kernels may use are the detected ones
+ * that the mask keeps, recomputed when it is set. */
+static tsq_status context_store(void *handle, const tsq__option *o, double value,
+                                const char *where)
+{
+    tsq_context *ctx = handle;
+    (void)o;
+    (void)where;
+    ctx->cpu_mask = (uint32_t)value;
+    ctx->cpu = ctx->cpu_detected & ctx->cpu_mask;
+    return TSQ_OK;
+}
+
+static void context_load(const void *handle, const tsq__option *o, double *value)
+{
+    (void)o;
+    *value = (double)((const tsq_context *)handle)->cpu_mask;
+}
+
 static const tsq__option context_options[] = {
     {TSQ_CONTEXT_THREADS, "threads", 1, 256, 1, TSQ__OPT_I64, 0,
      offsetof(tsq_context, threads), 0, NULL, 0},
     {TSQ_CONTEXT_LOG_LEVEL, "log_level", 0, 4, 1, TSQ__OPT_I64, 0,
      offsetof(tsq_context, log_level), 0, NULL, 0},
+    {TSQ_CONTEXT_CPU_MASK, "cpu_mask", 0, 4294967295.0, 4294967295.0, TSQ__OPT_HOOK,
+     TSQ__OPT_INTEGER, 0, 0, NULL, 0},
 };
 
 static const tsq__option_table context_table = {
     "context", 0x0100, (int32_t)(sizeof context_options / sizeof context_options[0]),
-    context_options, NULL, NULL, NULL, NULL, ".."};
+    context_options, context_store, context_load, NULL, NULL, ".."};
 
 static tsq_status create(tsq_context **out, tsq_alloc_fn alloc_fn, tsq_free_fn free_fn,
                          void *user)
@@ -139,8 +160,8 @@ static tsq_status create(tsq_context **out, tsq_alloc_fn alloc_fn, tsq_free_fn f
     ctx->alloc_fn = alloc_fn;
     ctx->free_fn = free_fn;
     ctx->alloc_user = user;
-    (void)tsq__option_defaults(&context_table, ctx); /* fields only: cannot fail */
-    ctx->cpu = tsq__cpu_detect(); /* once: the kernels and plans read it here */
+    ctx->cpu_detected = tsq__cpu_detect(); /* once: the kernels and plans read ctx->cpu */
+    (void)tsq__option_defaults(&context_table, ctx); /* cannot fail; sets cpu too */
     *out = ctx;
     return TSQ_OK;
 }

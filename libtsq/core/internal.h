@@ -37,7 +37,9 @@ struct tsq_context {
     tsq_free_fn free_fn;
     void *alloc_user;
     int64_t threads;
-    uint32_t cpu;       /* TSQ_CPU_* features, detected once at creation */
+    uint32_t cpu;       /* TSQ_CPU_* features the kernels use: cpu_detected & cpu_mask */
+    uint32_t cpu_detected; /* detected once, at creation */
+    uint32_t cpu_mask;  /* TSQ_CONTEXT_CPU_MASK */
     int64_t log_level;
     uint64_t seed;
     uint64_t streams;   /* number of random streams handed out so far */

@@ -21,6 +21,19 @@ class Options(TestCase):
         ctx.log_level = 4
         self.assertEqual(ctx.log_level, 4)
 
+    def test_cpu_mask_keeps_features(self):
+        ctx = self.ctx
+        full = ctx.cpu_features()
+        self.assertEqual(ctx.get_option("cpu_mask"), 2 ** 32 - 1)
+        self.assertEqual(tsq.Context.option_bounds("cpu_mask"), (0, 2 ** 32 - 1))
+        ctx.set_option("cpu_mask", (2 ** 32 - 1) & ~tsq.TSQ_CPU_AMXINT8)
+        self.assertEqual(ctx.cpu_features(), full & ~tsq.TSQ_CPU_AMXINT8)
+        self.assertNotIn("amx-int8", ctx.cpu_feature_names())
+        with self.assertRaisesTsq("TSQ_ERR_INVALID", "context_set_option"):
+            ctx.set_option("cpu_mask", 2 ** 32)
+        ctx.set_option(tsq.TSQ_CONTEXT_CPU_MASK, 2 ** 32 - 1)
+        self.assertEqual(ctx.cpu_features(), full)
+
     def test_option_errors_carry_the_library_message(self):
         with self.assertRaisesTsq("TSQ_ERR_INVALID", "context_set_option", "1..256"):
             self.ctx.threads = 999

@@ -30,7 +30,7 @@ PROGRESS_STAGES = {getattr(_ffi, k): lib.tsq_progress_stage_name(getattr(_ffi, k
 # "version", "blas", "blas_core", "cpu", "build", "summary".
 _INFO_KEYS = key_names("TSQ_INFO_", 0x0A00)
 
-_OPTION_KEYS = key_names("TSQ_CONTEXT_", 0x0100)        # "threads", "log_level"
+_OPTION_KEYS = key_names("TSQ_CONTEXT_", 0x0100)        # "threads", "log_level", "cpu_mask"
 
 # libtsq log levels -> logging levels.
 _LOG_LEVELS = {1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO, 4: logging.DEBUG}
@@ -210,7 +210,8 @@ class Context(Handle):
 
     def set_option(self, key: Union[str, int], value: float) -> None:
         """Sets an integer option (tsq_context_set_option): key "threads",
-        "log_level" or a TSQ_CONTEXT_* number."""
+        "log_level", "cpu_mask" (the TSQ_CPU_* bits the kernels may use,
+        e.g. all but tsq.TSQ_CPU_AMXINT8) or a TSQ_CONTEXT_* number."""
         self._call("tsq_context_set_option", lookup(_OPTION_KEYS, key, "context option"),
                    B.int_arg(value, key if isinstance(key, str) else "value"))
 
