@@ -168,4 +168,40 @@ static inline void nt_gradcheck(tsq_context *ctx, tsq_net *net, tsq_tensor *x, i
     tsq_tensor_destroy(dx);
 }
 
+/* A low-bit layer's codes of wbits bits at random, alpha scaled so that alpha * acc is O(1), random bias. */
+static inline void nt_set_lowbit(tsq_context *ctx, tsq_layer *l, int64_t out, int64_t in,
+                                 int32_t wbits, th_rng *r)
+{
+    int64_t shape[1] = {out * in}, i;
+    int32_t m = (1 << (wbits - 1)) - 1;
+    tsq_tensor *codes = NULL, *alpha = nt_tensor(ctx, 1, out, 0, 0, 0);
+    tsq_tensor *bias = nt_tensor(ctx, 1, out, 0, 0, 0);
+    int8_t *c;
+    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_I8, 1, shape, &codes));
+    TH_OK(ctx, tsq_tensor_data(codes, (void **)&c));
+    for (i = 0; i < out * in; i++)
+        c[i] = (int8_t)((int64_t)(th_rng_next(r) % (uint64_t)(2 * m + 1)) - m);
+    for (i = 0; i < out; i++) {
+        nt_data(alpha)[i] = (float)((0.5 + th_rng_uniform(r)) / sqrt((double)in));
+        nt_data(bias)[i] = (float)(0.3 * th_rng_normal(r));
+    }
+    TH_OK(ctx, nt_weight_shaped(l, codes));
+    TH_OK(ctx, tsq_layer_lowbit_set(l, codes, alpha, bias));
+    tsq_tensor_destroy(codes);
+    tsq_tensor_destroy(alpha);
+    tsq_tensor_destroy(bias);
+}
+
+/* Every parameter of a float layer from N(0, 0.25). */
+static inline void nt_randomize_float(tsq_context *ctx, tsq_layer *l, th_rng *r)
+{
+    int32_t n = 0, i;
+    TH_OK(ctx, tsq_layer_param_count(l, &n));
+    for (i = 0; i < n; i++) {
+        tsq_tensor *v = NULL;
+        TH_OK(ctx, tsq_layer_param(l, i, &v, NULL, NULL));
+        nt_fill_normal(v, r, 0.5);
+    }
+}
+
 #endif

@@ -279,39 +279,6 @@ static tsq_layer *quant(tsq_context *ctx, int32_t bits, float eps, float delta)
     return l;
 }
 
-/* Ternary codes at random, alpha scaled so that alpha * acc is O(1). */
-static void set_lowbit(tsq_context *ctx, tsq_layer *l, int64_t out, int64_t in, th_rng *r)
-{
-    int64_t shape[1] = {out * in}, i;
-    tsq_tensor *codes = NULL, *alpha = nt_tensor(ctx, 1, out, 0, 0, 0);
-    tsq_tensor *bias = nt_tensor(ctx, 1, out, 0, 0, 0);
-    int8_t *c;
-    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_I8, 1, shape, &codes));
-    TH_OK(ctx, tsq_tensor_data(codes, (void **)&c));
-    for (i = 0; i < out * in; i++)
-        c[i] = (int8_t)((int)th_rng_below(r, 3) - 1);
-    for (i = 0; i < out; i++) {
-        nt_data(alpha)[i] = (float)((0.5 + th_rng_uniform(r)) / sqrt((double)in));
-        nt_data(bias)[i] = (float)(0.3 * th_rng_normal(r));
-    }
-    TH_OK(ctx, nt_weight_shaped(l, codes));
-    TH_OK(ctx, tsq_layer_lowbit_set(l, codes, alpha, bias));
-    tsq_tensor_destroy(codes);
-    tsq_tensor_destroy(alpha);
-    tsq_tensor_destroy(bias);
-}
-
-static void randomize_float(tsq_context *ctx, tsq_layer *l, th_rng *r)
-{
-    int32_t n = 0, i;
-    TH_OK(ctx, tsq_layer_param_count(l, &n));
-    for (i = 0; i < n; i++) {
-        tsq_tensor *v = NULL;
-        TH_OK(ctx, tsq_layer_param(l, i, &v, NULL, NULL));
-        nt_fill_normal(v, r, 0.5);
-    }
-}
-
 /* The demo's shape, smaller: a float conv and front into bytes, then
  * low-bit convs of 32 -> 32 (28 wide: two overlapping row groups), a pool,
  * 32 -> 64 and 64 -> 20 (14 wide, window rows of 96 and 192 bytes), a
@@ -323,25 +290,25 @@ static tsq_net *make_net(tsq_context *ctx, uint64_t seed)
     tsq_layer *L[20] = {0};
     int n = 0;
     TH_OK(ctx, tsq_layer_conv2d_create(ctx, 1, 32, 3, 3, 1, 1, &L[n]));
-    randomize_float(ctx, L[n++], &r);
+    nt_randomize_float(ctx, L[n++], &r);
     L[n++] = quant(ctx, 2, 0.1f, 0.4f);
     TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 32, 32, 3, 3, 1, 1, 2, &L[n]));
-    set_lowbit(ctx, L[n++], 32, 288, &r);
+    nt_set_lowbit(ctx, L[n++], 32, 288, 2, &r);
     L[n++] = quant(ctx, 2, 0.2f, 0.5f);
     TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
     TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 32, 64, 3, 3, 1, 1, 2, &L[n]));
-    set_lowbit(ctx, L[n++], 64, 288, &r);
+    nt_set_lowbit(ctx, L[n++], 64, 288, 2, &r);
     L[n++] = quant(ctx, 2, 0.2f, 0.5f);
     TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 64, 20, 3, 3, 1, 1, 2, &L[n]));
-    set_lowbit(ctx, L[n++], 20, 576, &r);
+    nt_set_lowbit(ctx, L[n++], 20, 576, 2, &r);
     L[n++] = quant(ctx, 2, 0.2f, 0.5f);
     TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
     TH_OK(ctx, tsq_layer_flatten_create(ctx, &L[n++]));
     TH_OK(ctx, tsq_layer_lowbit_dense_create(ctx, 20 * 7 * 7, 24, 2, &L[n]));
-    set_lowbit(ctx, L[n++], 24, 20 * 7 * 7, &r);
+    nt_set_lowbit(ctx, L[n++], 24, 20 * 7 * 7, 2, &r);
     L[n++] = quant(ctx, 2, 0.3f, 0.5f);
     TH_OK(ctx, tsq_layer_dense_create(ctx, 24, 10, &L[n]));
-    randomize_float(ctx, L[n++], &r);
+    nt_randomize_float(ctx, L[n++], &r);
     L[n] = NULL;
     return nt_net(ctx, 3, shape, L);
 }

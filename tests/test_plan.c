@@ -25,41 +25,6 @@ static tsq_layer *quant(tsq_context *ctx, int32_t bits, float eps, float delta, 
     return l;
 }
 
-/* Random codes, alpha scaled so that alpha * acc is O(1), random bias. */
-static void set_lowbit(tsq_context *ctx, tsq_layer *l, int64_t out, int64_t in, int32_t wbits,
-                       th_rng *r)
-{
-    int64_t shape[1] = {out * in}, i;
-    int32_t m = (1 << (wbits - 1)) - 1;
-    tsq_tensor *codes = NULL, *alpha = nt_tensor(ctx, 1, out, 0, 0, 0);
-    tsq_tensor *bias = nt_tensor(ctx, 1, out, 0, 0, 0);
-    int8_t *c;
-    TH_OK(ctx, tsq_tensor_create(ctx, TSQ_DTYPE_I8, 1, shape, &codes));
-    TH_OK(ctx, tsq_tensor_data(codes, (void **)&c));
-    for (i = 0; i < out * in; i++)
-        c[i] = (int8_t)((int64_t)(th_rng_next(r) % (uint64_t)(2 * m + 1)) - m);
-    for (i = 0; i < out; i++) {
-        nt_data(alpha)[i] = (float)((0.5 + th_rng_uniform(r)) / sqrt((double)in));
-        nt_data(bias)[i] = (float)(0.3 * th_rng_normal(r));
-    }
-    TH_OK(ctx, nt_weight_shaped(l, codes));
-    TH_OK(ctx, tsq_layer_lowbit_set(l, codes, alpha, bias));
-    tsq_tensor_destroy(codes);
-    tsq_tensor_destroy(alpha);
-    tsq_tensor_destroy(bias);
-}
-
-static void randomize_float(tsq_context *ctx, tsq_layer *l, th_rng *r)
-{
-    int32_t n = 0, i;
-    TH_OK(ctx, tsq_layer_param_count(l, &n));
-    for (i = 0; i < n; i++) {
-        tsq_tensor *v = NULL;
-        TH_OK(ctx, tsq_layer_param(l, i, &v, NULL, NULL));
-        nt_fill_normal(v, r, 0.5);
-    }
-}
-
 /* variant 0: conv-BN-Q | lbconv-Q(per channel)-pool | lbconv-Q-flatten |
  *            lbdense(3-bit)-Q(values) | dense   (3 low-bit, all fused)
  * variant 1: the same with a low-bit last layer (float output) and a
@@ -73,16 +38,16 @@ static tsq_net *make_net(tsq_context *ctx, int variant, uint64_t seed)
     tsq_tensor *v = NULL;
     int n = 0, c;
     TH_OK(ctx, tsq_layer_conv2d_create(ctx, 1, 4, 3, 3, 1, 1, &L[n]));
-    randomize_float(ctx, L[n++], &r);
+    nt_randomize_float(ctx, L[n++], &r);
     TH_OK(ctx, tsq_layer_batchnorm_create(ctx, 4, &L[n]));
-    randomize_float(ctx, L[n], &r);
+    nt_randomize_float(ctx, L[n], &r);
     TH_OK(ctx, tsq_layer_state(L[n], 1, &v, NULL)); /* running_var */
     for (c = 0; c < 4; c++)
         nt_data(v)[c] = (float)(0.5 + th_rng_uniform(&r));
     n++;
     L[n++] = quant(ctx, 2, 0.3f, 0.4f, 1);
     TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 4, 6, 3, 3, 1, 1, 2, &L[n]));
-    set_lowbit(ctx, L[n++], 6, 36, 2, &r);
+    nt_set_lowbit(ctx, L[n++], 6, 36, 2, &r);
     L[n] = quant(ctx, 2, 0.2f, 0.5f, 1);
     for (c = 0; c < 6; c++)
         TH_OK(ctx, tsq_layer_act_quant_set_channel(L[n], c, 6, 2, 0.1f + 0.05f * (float)c,
@@ -90,25 +55,25 @@ static tsq_net *make_net(tsq_context *ctx, int variant, uint64_t seed)
     n++;
     TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
     TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 6, 8, 3, 3, 1, 1, 2, &L[n]));
-    set_lowbit(ctx, L[n++], 8, 54, 2, &r);
+    nt_set_lowbit(ctx, L[n++], 8, 54, 2, &r);
     L[n++] = quant(ctx, 2, 0.25f, 0.45f, 1);
     TH_OK(ctx, tsq_layer_flatten_create(ctx, &L[n++]));
     if (variant == 0) {
         TH_OK(ctx, tsq_layer_lowbit_dense_create(ctx, 128, 16, 3, &L[n]));
-        set_lowbit(ctx, L[n++], 16, 128, 3, &r);
+        nt_set_lowbit(ctx, L[n++], 16, 128, 3, &r);
         L[n++] = quant(ctx, 2, 0.3f, 0.5f, 0);
         TH_OK(ctx, tsq_layer_dense_create(ctx, 16, 5, &L[n]));
-        randomize_float(ctx, L[n++], &r);
+        nt_randomize_float(ctx, L[n++], &r);
     } else {
         TH_OK(ctx, tsq_layer_lowbit_dense_create(ctx, 128, 16, 2, &L[n]));
-        set_lowbit(ctx, L[n++], 16, 128, 2, &r);
+        nt_set_lowbit(ctx, L[n++], 16, 128, 2, &r);
         L[n++] = quant(ctx, 2, 0.3f, 0.5f, 0);
         TH_OK(ctx, tsq_layer_dense_create(ctx, 16, 12, &L[n]));
-        randomize_float(ctx, L[n++], &r);
+        nt_randomize_float(ctx, L[n++], &r);
         TH_OK(ctx, tsq_layer_relu_create(ctx, &L[n++]));
         L[n++] = quant(ctx, 2, 0.2f, 0.5f, 1);
         TH_OK(ctx, tsq_layer_lowbit_dense_create(ctx, 12, 5, 2, &L[n]));
-        set_lowbit(ctx, L[n++], 5, 12, 2, &r);
+        nt_set_lowbit(ctx, L[n++], 5, 12, 2, &r);
     }
     L[n] = NULL;
     net = nt_net(ctx, 3, shape, L);
@@ -679,9 +644,9 @@ static tsq_net *make_bits_net(tsq_context *ctx, int64_t img, uint64_t seed)
     tsq_tensor *v = NULL;
     int n = 0;
     TH_OK(ctx, tsq_layer_conv2d_create(ctx, 1, 5, 3, 3, 1, 1, &L[n]));
-    randomize_float(ctx, L[n++], &r);
+    nt_randomize_float(ctx, L[n++], &r);
     TH_OK(ctx, tsq_layer_batchnorm_create(ctx, 5, &L[n]));
-    randomize_float(ctx, L[n], &r);
+    nt_randomize_float(ctx, L[n], &r);
     TH_OK(ctx, tsq_layer_state(L[n], 1, &v, NULL));
     for (c = 0; c < 5; c++)
         nt_data(v)[c] = (float)(0.5 + th_rng_uniform(&r));
@@ -690,7 +655,7 @@ static tsq_net *make_bits_net(tsq_context *ctx, int64_t img, uint64_t seed)
         TH_OK(ctx, tsq_layer_relu_create(ctx, &L[n++]));
     L[n++] = quant(ctx, 2, 0.3f, 0.4f, 1);
     TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 5, 12, 3, 3, 1, 1, 2, &L[n]));
-    set_lowbit(ctx, L[n++], 12, 45, 2, &r);
+    nt_set_lowbit(ctx, L[n++], 12, 45, 2, &r);
     L[n] = quant(ctx, 2, 0.2f, 0.5f, 1);
     for (c = 0; c < 12; c++)
         TH_OK(ctx, tsq_layer_act_quant_set_channel(L[n], c, 12, 2, 0.1f + 0.03f * (float)c,
@@ -698,18 +663,18 @@ static tsq_net *make_bits_net(tsq_context *ctx, int64_t img, uint64_t seed)
     n++;
     TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
     TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 12, 36, 3, 3, 1, 1, 2, &L[n]));
-    set_lowbit(ctx, L[n++], 36, 108, 2, &r);
+    nt_set_lowbit(ctx, L[n++], 36, 108, 2, &r);
     L[n++] = quant(ctx, 1, 0.1f, 0.5f, 1);
     TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 36, 17, 3, 3, 1, 1, 2, &L[n]));
-    set_lowbit(ctx, L[n++], 17, 324, 2, &r);
+    nt_set_lowbit(ctx, L[n++], 17, 324, 2, &r);
     L[n++] = quant(ctx, 2, 0.25f, 0.45f, 1);
     TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
     TH_OK(ctx, tsq_layer_flatten_create(ctx, &L[n++]));
     TH_OK(ctx, tsq_layer_lowbit_dense_create(ctx, 17 * hw * hw, 16, 2, &L[n]));
-    set_lowbit(ctx, L[n++], 16, 17 * hw * hw, 2, &r);
+    nt_set_lowbit(ctx, L[n++], 16, 17 * hw * hw, 2, &r);
     L[n++] = quant(ctx, 2, 0.3f, 0.5f, 0);
     TH_OK(ctx, tsq_layer_dense_create(ctx, 16, 5, &L[n]));
-    randomize_float(ctx, L[n++], &r);
+    nt_randomize_float(ctx, L[n++], &r);
     L[n] = NULL;
     return nt_net(ctx, 3, shape, L);
 }
