@@ -10,7 +10,9 @@ process, images/s of
               fbgemm / qnnpack, whichever this torch has),
 
 at batch 1, 16 and 256 with 1 and 2 threads; one JSON line per (batch,
-threads) with the ratios, medians of 5 timed runs, and the load average
+threads) with the rates (medians of 5 timed runs) and the ratios (medians
+of the 5 runs' ratios: the four are timed in turn within each run, so a
+ratio compares runs taken at the same moment), and the load average
 beside them. With build/fmnist-tsq.tsq (make demo) the plan runs the
 trained model; otherwise one of the same shape with random parameters
 (the speed does not depend on the values).
@@ -179,21 +181,36 @@ def torch_models(net, calib):
     return m, q, engine
 
 
-def rate(fn, batch, repeats, min_seconds):
-    """Median images/s of `repeats` runs, each at least min_seconds long."""
-    fn()  # warm-up: first-call allocations, page faults
+def calls_for(fn, min_seconds):
+    """Calls of fn that take about min_seconds (after a warm-up call:
+    first-call allocations, page faults)."""
+    fn()
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < min_seconds / 4:
         fn()
         n += 1
-    calls = max(1, int(n * 4))
-    out = []
+    return max(1, int(n * 4))
+
+
+def rates(fns, batch, repeats, min_seconds):
+    """images/s of each of fns (a dict), timed in turn within every repeat
+    so that all see the same moments of a shared machine (this VM's speed
+    moves by 20% within minutes); per name the median over repeats, and
+    per repeat the rates themselves, for the ratios' medians."""
+    calls = {k: calls_for(f, min_seconds) for k, f in fns.items()}
+    runs = {k: [] for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        out.append(calls * batch / (time.perf_counter() - t0))
-    return float(np.median(out))
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(calls[k]):
+                f()
+            runs[k].append(calls[k] * batch / (time.perf_counter() - t0))
+    return {k: float(np.median(v)) for k, v in runs.items()}, runs
+
+
+def ratio(runs, a, b):
+    """The median over repeats of a's rate over b's in the same repeat."""
+    return float(np.median([x / y for x, y in zip(runs[a], runs[b])]))
 
 
 def main():
@@ -223,22 +240,18 @@ def main():
                     y = np.zeros((batch, 10), np.float32)
                     ws_bytes = plan.workspace_size(batch)
                     ws = bytearray(ws_bytes)
-                    r = {}
-                    r["plan"] = rate(lambda: plan.run(x, out=y, workspace=ws), batch,
-                                     args.repeats, args.seconds)
-                    r["float_net"] = rate(lambda: fnet_t.forward(x), batch, args.repeats,
-                                          args.seconds)
                     with torch.no_grad():
-                        r["torch_fp32"] = rate(lambda: fp32(xt), batch, args.repeats,
-                                               args.seconds)
-                        r["torch_int8"] = rate(lambda: int8(xt), batch, args.repeats,
-                                               args.seconds)
+                        r, runs = rates({"plan": lambda: plan.run(x, out=y, workspace=ws),
+                                         "float_net": lambda: fnet_t.forward(x),
+                                         "torch_fp32": lambda: fp32(xt),
+                                         "torch_int8": lambda: int8(xt)},
+                                        batch, args.repeats, args.seconds)
                     row = {"batch": batch, "threads": threads, "unit": "images/s",
                            "model": source, "plan_workspace_bytes": ws_bytes}
                     row.update({k: round(v, 1) for k, v in r.items()})
-                    row["plan_vs_int8"] = round(r["plan"] / r["torch_int8"], 3)
-                    row["plan_vs_fp32"] = round(r["plan"] / r["torch_fp32"], 3)
-                    row["plan_vs_float_net"] = round(r["plan"] / r["float_net"], 3)
+                    row["plan_vs_int8"] = round(ratio(runs, "plan", "torch_int8"), 3)
+                    row["plan_vs_fp32"] = round(ratio(runs, "plan", "torch_fp32"), 3)
+                    row["plan_vs_float_net"] = round(ratio(runs, "plan", "float_net"), 3)
                     row["loadavg"] = [round(v, 2) for v in os.getloadavg()]
                     print(json.dumps(row), flush=True)
 
