@@ -6,6 +6,7 @@
  * the workspace, are checked. */
 #include "runtime/plan_internal.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 #define ALIGN TSQ__PLAN_ALIGN
@@ -81,7 +82,14 @@ static tsq_status layout(tsq_context *ctx, const tsq_plan *p, int64_t n, int64_t
  * stage to the next. The threads then take whole tiles (each running the
  * stages on one thread, with its own part of the workspace), which needs
  * no synchronisation between stages. A batch of at most one tile runs at
- * once, its stages split over the threads. */
+ * once, its stages split over the threads.
+ *
+ * The tiles are as many as the workspace bound asks for, rounded up to a
+ * multiple of the threads, and their sizes differ by at most one image:
+ * 256 images in 13 tiles of 20 left one thread a seventh of the batch
+ * longer than the other (7 tiles against 6). The threads take the next
+ * tile from a shared counter, so one that a busy host slows down takes
+ * fewer. */
 #define TILE_BYTES (3u << 20) /* workspace of one tile, at most (or one image) */
 #define TILE_MAX 64           /* images per tile, at most */
 /* A batch of one tile splits its stages over the threads only with at
@@ -92,7 +100,8 @@ static tsq_status layout(tsq_context *ctx, const tsq_plan *p, int64_t n, int64_t
 #define MAX_WORKERS 256
 
 typedef struct {
-    int64_t tile;     /* images per tile (the whole batch when workers == 0) */
+    int64_t tile;     /* images per tile, at most (the whole batch when workers == 0) */
+    int64_t tiles;    /* the first n % tiles tiles hold one image more than the rest */
     int64_t workers;  /* threads taking tiles; 0: one run of the whole batch */
     int64_t threads;  /* of that one run */
     ws_layout w;      /* of one tile on one thread, or of the whole batch */
@@ -102,23 +111,28 @@ typedef struct {
 static tsq_status plan_layout(tsq_context *ctx, const tsq_plan *p, int64_t n, run_layout *r)
 {
     ws_layout one;
-    int64_t tiles;
+    int64_t tile;
     tsq_status st = layout(ctx, p, 1, 1, &one);
     if (st != TSQ_OK)
         return st;
-    r->tile = (int64_t)(TILE_BYTES / (one.total ? one.total : 1));
-    r->tile = r->tile < 1 ? 1 : r->tile > TILE_MAX ? TILE_MAX : r->tile;
-    tiles = n / r->tile + (n % r->tile != 0); /* n + tile - 1 could overflow */
-    if (tiles <= 1) {
+    tile = (int64_t)(TILE_BYTES / (one.total ? one.total : 1));
+    tile = tile < 1 ? 1 : tile > TILE_MAX ? TILE_MAX : tile;
+    r->tiles = n / tile + (n % tile != 0); /* n + tile - 1 could overflow */
+    if (r->tiles <= 1) {
         r->tile = n;
+        r->tiles = 1;
         r->workers = 0;
         r->threads = p->macs * (double)n >= SPLIT_MIN_MACS ? ctx->threads : 1;
         st = layout(ctx, p, n, r->threads, &r->w);
         r->total = r->w.total + ALIGN;
         return st;
     }
-    r->workers = ctx->threads < tiles ? ctx->threads : tiles;
+    r->workers = ctx->threads < r->tiles ? ctx->threads : r->tiles;
     r->workers = r->workers > MAX_WORKERS ? MAX_WORKERS : r->workers;
+    /* More, smaller tiles (never more than n): each at most `tile`. */
+    r->tiles = (r->tiles + r->workers - 1) / r->workers * r->workers;
+    r->tiles = r->tiles > n ? n : r->tiles;
+    r->tile = n / r->tiles + (n % r->tiles != 0);
     st = layout(ctx, p, r->tile, 1, &r->w);
     r->total = (uint64_t)r->workers * r->w.total + ALIGN;
     return st;
@@ -394,19 +408,25 @@ typedef struct {
     float *y;
     int64_t n;
     uint8_t *base;
+    atomic_llong next; /* the next tile to take */
     tsq_status status[MAX_WORKERS];
 } tile_job;
 
-/* Worker `slot` runs tiles slot, slot + workers, ... on one thread. */
+/* Worker `slot` takes tiles from the shared counter and runs each on one
+ * thread in its own part of the workspace. A tile's result does not
+ * depend on which worker runs it. */
 static void tile_worker(void *arg, int64_t slot)
 {
     tile_job *j = arg;
     const tsq_plan *p = j->plan;
-    int64_t t, tiles = (j->n + j->r->tile - 1) / j->r->tile;
+    const int64_t tiles = j->r->tiles;
     uint8_t *mine = j->base + (uint64_t)slot * j->r->w.total;
+    int64_t t;
     j->status[slot] = TSQ_OK;
-    for (t = slot; t < tiles && j->status[slot] == TSQ_OK; t += j->r->workers) {
-        int64_t b0 = t * j->r->tile, nb = j->n - b0 < j->r->tile ? j->n - b0 : j->r->tile;
+    while (j->status[slot] == TSQ_OK &&
+           (t = (int64_t)atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < tiles) {
+        int64_t size = j->n / tiles, more = j->n % tiles;
+        int64_t b0 = t * size + (t < more ? t : more), nb = size + (t < more);
         j->status[slot] = run_stages(j->ctx, p, &j->r->w, 1, j->x + b0 * p->in_numel,
                                      j->y + b0 * p->out_numel, nb, mine);
     }
@@ -461,6 +481,7 @@ tsq_status tsq_plan_run(tsq_context *ctx, const tsq_plan *plan, const tsq_tensor
         j.y = y->data;
         j.n = n;
         j.base = base;
+        atomic_init(&j.next, 0);
         tsq__parallel_for(r.workers, r.workers, tile_worker, &j);
         for (i = 0; i < r.workers && st == TSQ_OK; i++)
             st = j.status[i];
