@@ -119,7 +119,12 @@ int32_t *tsq__conv_direct_offsets(const tsq__conv_geom *g, float *scratch);
 #define TSQ__CONV_PACK_W 16
 int64_t tsq__conv_direct_pack_floats(const tsq__conv_geom *g);
 void tsq__conv_direct_pack(const tsq__conv_geom *g, const float *w, float *packed);
-/* x (cin x h x w) into scratch with a zero border of the padding. */
+/* planes x h x w floats into planes x hp x wp with a zero border: `top`
+ * rows above, `left` columns before, the rest after. */
+void tsq__pad_planes(const float *x, int64_t planes, int64_t h, int64_t w, int64_t top,
+                     int64_t left, int64_t hp, int64_t wp, float *xp);
+/* x (cin x h x w) into scratch with a zero border of the padding, and 32
+ * zeros after it. */
 void tsq__conv_pad_image(const tsq__conv_geom *g, const float *x, float *xp);
 /* What stays the same for every image of a direct convolution. */
 typedef struct tsq__conv_direct_op {

@@ -100,28 +100,34 @@ void tsq__conv_direct_pack(const tsq__conv_geom *g, const float *w, float *packe
 /* Only the border is cleared: clearing the whole copy first doubled the
  * bytes written, and a library call per row of a few dozen floats cost
  * more than the copy (together about a tenth of a 28 x 28 convolution). */
-void tsq__conv_pad_image(const tsq__conv_geom *g, const float *x, float *xp)
+void tsq__pad_planes(const float *x, int64_t planes, int64_t h, int64_t w, int64_t top,
+                     int64_t left, int64_t hp, int64_t wp, float *xp)
 {
-    int64_t hp = g->h + 2 * g->pad, wp = g->w + 2 * g->pad_w, c, iy, i;
-    int64_t right = wp - g->pad_w - g->w;
-    for (c = 0; c < g->cin; c++) {
+    int64_t right = wp - left - w, c, iy, i;
+    for (c = 0; c < planes; c++) {
         float *plane = xp + c * hp * wp;
-        const float *src = x + c * g->h * g->w;
-        for (i = 0; i < g->pad * wp; i++) {
+        const float *src = x + c * h * w;
+        for (i = 0; i < top * wp; i++)
             plane[i] = 0.0f;
-            plane[(hp - g->pad) * wp + i] = 0.0f;
-        }
-        for (iy = 0; iy < g->h; iy++) {
-            float *row = plane + (iy + g->pad) * wp;
-            const float *in = src + iy * g->w;
-            for (i = 0; i < g->pad_w; i++)
+        for (i = (top + h) * wp; i < hp * wp; i++)
+            plane[i] = 0.0f;
+        for (iy = 0; iy < h; iy++) {
+            float *row = plane + (iy + top) * wp;
+            const float *in = src + iy * w;
+            for (i = 0; i < left; i++)
                 row[i] = 0.0f;
-            for (i = 0; i < g->w; i++)
-                row[g->pad_w + i] = in[i];
+            for (i = 0; i < w; i++)
+                row[left + i] = in[i];
             for (i = 0; i < right; i++)
-                row[g->pad_w + g->w + i] = 0.0f;
+                row[left + w + i] = 0.0f;
         }
     }
+}
+
+void tsq__conv_pad_image(const tsq__conv_geom *g, const float *x, float *xp)
+{
+    int64_t hp = g->h + 2 * g->pad, wp = g->w + 2 * g->pad_w, i;
+    tsq__pad_planes(x, g->cin, g->h, g->w, g->pad, g->pad_w, hp, wp, xp);
     for (i = 0; i < 32; i++)
         xp[g->cin * hp * wp + i] = 0.0f;
 }

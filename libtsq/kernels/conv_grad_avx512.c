@@ -232,13 +232,9 @@ void tsq__conv_grad_dx_avx512(const tsq__conv_geom *g, const float *wp, const fl
                               float *dx, float *scratch)
 {
     tsq__conv_grad_layout L = tsq__conv_grad_layout_of(g);
-    int64_t co, c0, oy, iy, ix0;
+    int64_t c0, iy, ix0;
     float *dyp = scratch + L.dyp;
-    memset(dyp, 0, (size_t)(g->cout * L.ohp * L.owp) * sizeof(float));
-    for (co = 0; co < g->cout; co++)
-        for (oy = 0; oy < g->oh; oy++)
-            memcpy(dyp + (co * L.ohp + oy + L.top) * L.owp + L.left,
-                   dy + (co * g->oh + oy) * g->ow, (size_t)g->ow * sizeof(float));
+    tsq__pad_planes(dy, g->cout, g->oh, g->ow, L.top, L.left, L.ohp, L.owp, dyp);
     for (c0 = 0; c0 < g->cin; c0 += 16 * DX_NV) {
         int nc = g->cin - c0 < 16 * DX_NV ? (int)(g->cin - c0) : 16 * DX_NV;
         for (iy = 0; iy < g->h; iy++)
