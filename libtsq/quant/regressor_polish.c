@@ -58,7 +58,27 @@ typedef struct hist_view {
     int32_t bins;
     const tsq__outq *oq;
     float lo[256], hi[256];  /* the bins shrunk by delta / 2 (tsq__zstep_bins) */
+    /* The bins that hold samples, in order: the cost is a sum over them
+     * only, and a layer's few samples (a small calibration set, the tails
+     * of u) leave most bins empty. */
+    int32_t nnz, nz[TSQ__POLISH_CELLS]; /* bins <= TSQ__POLISH_CELLS (regressor_begin.c) */
 } hist_view;
+
+/* Points the view at bins [0, bins) of n, s, q, u and lists the nonempty. */
+static void view_set(hist_view *h, const double *n, const double *s, const double *q,
+                     const double *u, int32_t bins)
+{
+    int32_t k;
+    h->n = n;
+    h->s = s;
+    h->q = q;
+    h->u = u;
+    h->bins = bins;
+    h->nnz = 0;
+    for (k = 0; k < bins; k++)
+        if (n[k] != 0.0)
+            h->nz[h->nnz++] = k;
+}
 
 /* sum over bins of sum_i (y_i - m)^2, m the code of alpha u + b, and, to
  * break its ties (the cost is often 0 on a whole region), the squared
@@ -67,12 +87,10 @@ typedef struct hist_view {
 static double hist_cost(const hist_view *h, double alpha, double b, double *pen)
 {
     double total = 0.0, p = 0.0;
-    int32_t k;
-    for (k = 0; k < h->bins; k++) {
-        int32_t m;
+    int32_t i;
+    for (i = 0; i < h->nnz; i++) {
+        int32_t k = h->nz[i], m;
         float v, gap;
-        if (h->n[k] == 0.0)
-            continue;
         v = (float)(alpha * h->u[k] + b);
         m = tsq__quant_code(v, h->oq->eps, h->oq->inv_delta, h->oq->maxcode);
         total += h->q[k] - 2.0 * m * h->s[k] + (double)m * m * h->n[k];
@@ -167,11 +185,7 @@ void tsq__polish_search(const tsq__polish_search_args *a, double *alpha, double 
             qc[k] += q[k * COARSE + t];
         }
     }
-    h.n = nc;
-    h.s = sc;
-    h.q = qc;
-    h.u = uc;
-    h.bins = a->bins / COARSE;
+    view_set(&h, nc, sc, qc, uc, a->bins / COARSE);
     h.oq = a->oq;
     tsq__zstep_bins(a->oq, 0.5 * delta, h.lo, h.hi);
     memset(&coarse, 0, sizeof coarse);
@@ -188,11 +202,7 @@ void tsq__polish_search(const tsq__polish_search_args *a, double *alpha, double 
             top_add(&coarse, cost, pen, al, bb);
         }
     }
-    h.n = n;
-    h.s = s;
-    h.q = q;
-    h.u = u;
-    h.bins = a->bins;
+    view_set(&h, n, s, q, u, a->bins);
     memset(&top, 0, sizeof top);
     top.keep = TSQ__POLISH_CAND - 1;
     for (z = 0; z < coarse.count; z++) { /* zoom in around each of the best */
@@ -276,11 +286,7 @@ void tsq__polish_window_search(const tsq__polish_window_search_args *a, double *
     }
     if (first < 0)
         return;
-    h.n = n;
-    h.s = s;
-    h.q = q;
-    h.u = u;
-    h.bins = nbins;
+    view_set(&h, n, s, q, u, nbins);
     h.oq = a->oq;
     tsq__zstep_bins(a->oq, 0.5 * a->oq->delta, h.lo, h.hi);
     memset(&top, 0, sizeof top);
