@@ -92,7 +92,21 @@ ISA_POPCNT := $(ISA_AVX512) -mavx512vpopcntdq
 ISA_AMX := -mamx-tile -mamx-int8
 
 LIB_SRCS := $(sort $(wildcard libtsq/*/*.c))
-LIB_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRCS))
+# Most objects are the same whichever BLAS is linked: they are built once,
+# in $(COMMON), and shared by both BLAS builds (make check builds both).
+# The others name the BLAS (TSQ_BLAS_*) or include blas.h, directly or
+# through headers that do (found to a fixed point). blas.h also refuses to
+# compile without a BLAS define, so a source missed here fails to build
+# instead of silently losing its OpenBLAS-only code.
+BLAS_SRCS := $(sort $(shell pat='TSQ_BLAS_|"blas\.h"'; prev=; \
+    while [ "$$pat" != "$$prev" ]; do prev=$$pat; \
+        for f in $$(grep -lE "$$pat" libtsq/*/*.h); do \
+            pat="$$pat|\"([a-z]+/)?$$(basename $$f | sed 's/\./\\./')\""; done; \
+        pat=$$(echo "$$pat" | tr '|' '\n' | sort -u | paste -sd'|'); done; \
+    grep -lE "$$pat" $(LIB_SRCS)))
+COMMON := $(BUILDROOT)/common$(if $(SAN),-$(SAN))
+LIB_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(BLAS_SRCS)) \
+            $(patsubst %.c,$(COMMON)/%.o,$(filter-out $(BLAS_SRCS),$(LIB_SRCS)))
 TEST_SRCS := $(sort $(wildcard tests/test_*.c))
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 TEST_SUPPORT_SRCS := $(sort $(wildcard tests/support/*.c))
@@ -104,7 +118,7 @@ SHLIB := $(BUILD)/libtsq.so.$(VERSION)
 STLIB := $(BUILD)/libtsq.a
 # The inference-only library (docs/kernels.md, "The inference-only
 # library"): core, kernels, runtime and io (the model file), no training code.
-RT_OBJS := $(filter $(BUILD)/libtsq/core/% $(BUILD)/libtsq/kernels/% $(BUILD)/libtsq/runtime/% $(BUILD)/libtsq/io/%,$(LIB_OBJS))
+RT_OBJS := $(filter $(foreach d,$(BUILD) $(COMMON),$(d)/libtsq/core/% $(d)/libtsq/kernels/% $(d)/libtsq/runtime/% $(d)/libtsq/io/%),$(LIB_OBJS))
 RTLIB := $(BUILD)/libtsq_runtime.a
 
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
@@ -125,11 +139,16 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
 
-$(BUILD)/%_avx2.o: CFLAGS_ALL += $(ISA_AVX2)
-$(BUILD)/%_avx512.o: CFLAGS_ALL += $(ISA_AVX512)
-$(BUILD)/%_vnni.o: CFLAGS_ALL += $(ISA_VNNI)
-$(BUILD)/%_vpopcnt.o: CFLAGS_ALL += $(ISA_POPCNT)
-$(BUILD)/%_amx.o: CFLAGS_ALL += $(ISA_AMX)
+# The shared objects: no BLAS flags (so both builds compile them alike).
+$(COMMON)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out $(BLAS_CFLAGS),$(CFLAGS_ALL)) -MMD -MP -c $< -o $@
+
+$(foreach d,$(BUILD) $(COMMON),$(d)/%_avx2.o): CFLAGS_ALL += $(ISA_AVX2)
+$(foreach d,$(BUILD) $(COMMON),$(d)/%_avx512.o): CFLAGS_ALL += $(ISA_AVX512)
+$(foreach d,$(BUILD) $(COMMON),$(d)/%_vnni.o): CFLAGS_ALL += $(ISA_VNNI)
+$(foreach d,$(BUILD) $(COMMON),$(d)/%_vpopcnt.o): CFLAGS_ALL += $(ISA_POPCNT)
+$(foreach d,$(BUILD) $(COMMON),$(d)/%_amx.o): CFLAGS_ALL += $(ISA_AMX)
 
 $(SHLIB): $(LIB_OBJS) libtsq/libtsq.map
 	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=libtsq/libtsq.map \

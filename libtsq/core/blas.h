@@ -5,6 +5,9 @@
  * outside info.c, so that both BLAS builds behave the same. */
 #ifndef TSQ_BLAS_H
 #define TSQ_BLAS_H
+#if !defined(TSQ_BLAS_OPENBLAS) && !defined(TSQ_BLAS_NETLIB)
+#  error "blas.h without a BLAS define: add the source to the Makefile's BLAS_SRCS"
+#endif
 #if defined(TSQ_BLAS_NETLIB) && defined(__has_include)
 #  if __has_include(<cblas-netlib.h>)
 #    include <cblas-netlib.h>

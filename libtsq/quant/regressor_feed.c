@@ -13,6 +13,7 @@
  * X w and the integer kernels are in regressor_products.c.
  */
 #include "regressor_fit.h"
+#include "blas.h"
 
 #include "kernels/kernels_internal.h" /* tsq__gemm_vnni, tsq__k4n */
 

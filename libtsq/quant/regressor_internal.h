@@ -9,7 +9,6 @@
 #ifndef TSQ_REGRESSOR_INTERNAL_H
 #define TSQ_REGRESSOR_INTERNAL_H
 
-#include "blas.h"
 #include "quant_internal.h"
 
 #include <stddef.h>

@@ -10,6 +10,7 @@
  * tsq__reg_conclude, which a shared fit runs after the shares' import.
  */
 #include "regressor_fit.h"
+#include "blas.h"
 #include "quant/progress.h"
 
 #include <math.h>

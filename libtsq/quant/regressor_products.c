@@ -16,6 +16,7 @@
  * float BLAS.
  */
 #include "regressor_fit.h"
+#include "blas.h"
 
 #include "kernels/kernels_internal.h" /* tsq__gemm_vnni and its panels */
 

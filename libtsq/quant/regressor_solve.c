@@ -8,6 +8,7 @@
  * The drivers (regressor_pass.c) call in; nothing here calls out.
  */
 #include "regressor_internal.h"
+#include "blas.h"
 
 #include <math.h>
 #include <string.h>

@@ -23,6 +23,7 @@
  * 24 bits would flip weights the double path keeps.
  */
 #include "regressor_internal.h"
+#include "blas.h"
 
 #include <math.h>
 #include <string.h>
