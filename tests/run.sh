@@ -31,8 +31,10 @@ jobs=${TSQ_TEST_JOBS:-2}
 # Where binaries share the cores, OpenBLAS gets one thread: its threads wait
 # for work by yielding in a loop, so with more runnable threads than cores
 # its calls slow down tenfold (test_nn_tsq: 7 s alone, 65 s beside two busy
-# processes, 8 s so with one BLAS thread). With one binary at a time (as
-# under valgrind and ASan) the BLAS keeps its own thread count.
+# processes, 8 s so with one BLAS thread). PyTorch's OpenMP threads spin
+# the same way (its quick check took 187 s instead of 46 s beside the quick
+# demo), so they get one thread too. With one binary at a time (as under
+# valgrind and ASan) both keep their own thread counts.
 blas1=""
 [ "$jobs" -gt 1 ] && blas1=1
 export blas1
@@ -76,7 +78,7 @@ for entry in "$@" $checks; do
 done >>"$queue"
 xargs -r -P "$jobs" -I{} sh -c '
     entry=$1; name=$(basename "$entry" .sh); t0=$(date +%s)
-    [ -n "$blas1" ] && export OPENBLAS_NUM_THREADS=1
+    [ -n "$blas1" ] && export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
     if [ "$entry" != "${entry%.sh}" ]; then
         sh "$entry" >"$runs/$name.log" 2>&1
     elif [ -n "$VALGRIND" ]; then
