@@ -315,12 +315,16 @@ check-valgrind:
 # run quick and two at a time, since their threaded parts are short (one at
 # a time, their CPU / wall was 1.0).
 TSAN_TESTS ?= plan nn_layers nn_net quantizer regressor kernels
-.PHONY: check-tsan check-tsan-run check-abi check-abi-run abi-baseline abi-baseline-run
+.PHONY: check-tsan check-tsan-build check-tsan-run check-abi check-abi-run abi-baseline abi-baseline-run
 check-tsan:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory check-tsan-run SAN=tsan CC=gcc
 
-check-tsan-run: $(BUILD)/tests/test_concurrency $(patsubst %,$(BUILD)/tests/test_%,$(TSAN_TESTS))
+# The build alone (tests/run.sh starts it while the fuzzer's timed runs
+# end, so that only the tests wait for them).
+check-tsan-build: $(BUILD)/tests/test_concurrency $(patsubst %,$(BUILD)/tests/test_%,$(TSAN_TESTS))
+
+check-tsan-run: check-tsan-build
 	@OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 $(TSAN_OPTIONS)" BUILD=$(BUILD) \
 	    SAN=$(SAN) sh tests/run.sh $(BUILD)/tests/test_concurrency
 	@OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 $(TSAN_OPTIONS)" BUILD=$(BUILD) \

@@ -9,4 +9,9 @@ if [ -n "$CHECK_QUICK" ]; then echo "check-tsan: skipped in the quick pass (runs
 buildroot=$(dirname "${BUILD:-build/openblas}")
 # A make of its own: not a job of the calling make's jobserver.
 unset MAKEFLAGS MFLAGS MAKELEVEL
+# `check_tsan.sh build` only builds (tests/run.sh runs it in the background
+# before the check itself).
+if [ "$1" = build ]; then
+    exec make --no-print-directory -j2 check-tsan-build SAN=tsan CC=gcc BUILDROOT="$buildroot"
+fi
 exec make --no-print-directory -j2 check-tsan BUILDROOT="$buildroot"
