@@ -31,10 +31,9 @@ jobs=${TSQ_TEST_JOBS:-2}
 # Where binaries share the cores, OpenBLAS gets one thread: its threads wait
 # for work by yielding in a loop, so with more runnable threads than cores
 # its calls slow down tenfold (test_nn_tsq: 7 s alone, 65 s beside two busy
-# processes, 8 s so with one BLAS thread). PyTorch's OpenMP threads spin
-# the same way (its quick check took 187 s instead of 46 s beside the quick
-# demo), so they get one thread too. With one binary at a time (as under
-# valgrind and ASan) both keep their own thread counts.
+# processes, 8 s so with one BLAS thread). PyTorch's OpenMP threads wait
+# by spinning too, so they get one thread as well. With one binary at a
+# time (as under valgrind and ASan) both keep their own thread counts.
 blas1=""
 [ "$jobs" -gt 1 ] && blas1=1
 export blas1
