@@ -1940,7 +1940,9 @@ END_TEST
 /* The first convolution fused with the front into the byte layout: the
  * bytes of the direct convolution followed by the reference front, with
  * and without bias, affine and ReLU, 1- and 2-bit codes, on the geometries
- * above (up to 70 channels: two passes of the kernel). */
+ * above (up to 70 channels: two passes of the kernel), and with eps below
+ * half a step on some channels (negative on a third) or above it on all,
+ * where the kernel leaves out the ReLU and the clamp at code 1. */
 START_TEST(test_conv_front_bytes)
 {
     th_rng r = {43};
@@ -1953,8 +1955,9 @@ START_TEST(test_conv_front_bytes)
         tsq__conv_geom g;
         int mode;
         direct_geom(i, &g);
-        for (mode = 0; mode < 16; mode++) {
+        for (mode = 0; mode < 32; mode++) {
             int bias = mode & 1, affine = (mode >> 1) & 1, relu = (mode >> 2) & 1;
+            int high_eps = (mode >> 4) & 1;
             int32_t nb = 1 + ((mode >> 3) & 1), c;
             int64_t nx = g.cin * g.h * g.w, ld = (g.cout + 15) / 16 * 16, t;
             float *x = malloc((size_t)nx * sizeof(float)), *w, *wt, *b, *y, *ws;
@@ -1979,6 +1982,8 @@ START_TEST(test_conv_front_bytes)
                 sh[c] = (float)(th_rng_below(&r, 100) - 50) / 100.0f;
                 eps[c] = c % 3 == 0 ? -0.1f : (float)th_rng_below(&r, 40) / 100.0f;
                 inv[c] = 1.0f / (0.2f + (float)th_rng_below(&r, 40) / 100.0f);
+                if (high_eps) /* eps inv from 0.51 to 0.9: every code above eps is >= 1 */
+                    eps[c] = (0.51f + (float)th_rng_below(&r, 40) / 100.0f) / inv[c];
                 maxc[c] = nb == 2 && c % 4 ? 3 : 1;
                 for (t = 0; t < g.k; t++)
                     wt[t * ld + c] = w[c * g.k + t];

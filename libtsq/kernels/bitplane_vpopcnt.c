@@ -495,7 +495,7 @@ INLINE __m512i encode_codes(__m512 v, float a, float b, int affine, int relu, fl
 {
     return tsq__encode_codes_v(v, _mm512_set1_ps(a), _mm512_set1_ps(b), affine, relu,
                                _mm512_set1_ps(eps), _mm512_set1_ps(inv),
-                               _mm512_set1_ps((float)maxcode));
+                               _mm512_set1_ps((float)maxcode), 1);
 }
 
 /* 16 x 16 bytes: r[i] byte j -> r[j] byte i. */

@@ -11,6 +11,7 @@
 #include "kernels/conv.h"
 #include "kernels/encode_avx512.h"
 
+#include <math.h>
 #include <string.h>
 
 #define INLINE static inline __attribute__((always_inline))
@@ -26,8 +27,11 @@ typedef struct {
     uint8_t *img;
 } front_job;
 
-/* Channels c0 .. c0 + 16 NCH - 1 of every pixel. */
-INLINE void pass(const front_job *j, int64_t c0, const int NCH)
+/* Channels c0 .. c0 + 16 NCH - 1 of every pixel. SHORT: the relu and the
+ * clamp at code 1 are left out, which changes no code when every channel
+ * has eps >= 0 (a value <= 0 is then at most eps either way) and
+ * floor(eps inv + 1/2) >= 1 (see tsq__encode_codes_v): short_form. */
+INLINE void pass(const front_job *j, int64_t c0, const int NCH, const int SHORT)
 {
     const tsq__conv_geom *g = j->g;
     const tsq__conv_front *f = j->f;
@@ -69,12 +73,26 @@ INLINE void pass(const front_job *j, int64_t c0, const int NCH)
                     j->img + ((oy + j->og->pad) * wpo + ox + p + j->og->pad) * j->og->cb + c0;
                 for (q = 0; q < NCH; q++) {
                     __m512 y = f->bias ? _mm512_add_ps(acc[p][q], bias[q]) : acc[p][q];
-                    __m512i code = tsq__encode_codes_v(y, a[q], b[q], f->a != NULL, f->relu,
-                                                       eps[q], inv[q], top[q]);
+                    __m512i code = tsq__encode_codes_v(y, a[q], b[q], f->a != NULL,
+                                                       f->relu && !SHORT, eps[q], inv[q],
+                                                       top[q], !SHORT);
                     _mm_mask_storeu_epi8(dst + 16 * q, cm[q], _mm512_cvtepi32_epi8(code));
                 }
             }
         }
+}
+
+/* Whether every channel allows pass's short form (the same float
+ * operations as the encoder's, so the test is exact). */
+static int short_form(const tsq__conv_front *f, int64_t cout)
+{
+    int64_t c;
+    for (c = 0; c < cout; c++) {
+        float e = f->eps[c], inv = f->inv_delta[c];
+        if (!(e >= 0.0f) || !(inv > 0.0f) || !(floorf(e * inv + 0.5f) >= 1.0f))
+            return 0;
+    }
+    return 1;
 }
 
 void tsq__conv_front_bytes_avx512(const tsq__conv_front *f, const float *x,
@@ -82,6 +100,7 @@ void tsq__conv_front_bytes_avx512(const tsq__conv_front *f, const float *x,
 {
     const tsq__conv_geom *g = f->g;
     int64_t c0;
+    int sf;
     front_job j;
     j.g = g;
     j.f = f;
@@ -91,15 +110,16 @@ void tsq__conv_front_bytes_avx512(const tsq__conv_front *f, const float *x,
     j.off = tsq__conv_direct_offsets(g, scratch);
     tsq__conv_pad_image(g, x, scratch);
     memset(img, 0, (size_t)og->image);
+    sf = short_form(f, g->cout);
     for (c0 = 0; c0 < g->cout; c0 += 16 * CHUNKS) {
         int64_t left = (g->cout - c0 + 15) / 16;
         if (left >= 4)
-            pass(&j, c0, 4);
+            sf ? pass(&j, c0, 4, 1) : pass(&j, c0, 4, 0);
         else if (left == 3)
-            pass(&j, c0, 3);
+            sf ? pass(&j, c0, 3, 1) : pass(&j, c0, 3, 0);
         else if (left == 2)
-            pass(&j, c0, 2);
+            sf ? pass(&j, c0, 2, 1) : pass(&j, c0, 2, 0);
         else
-            pass(&j, c0, 1);
+            sf ? pass(&j, c0, 1, 1) : pass(&j, c0, 1, 0);
     }
 }

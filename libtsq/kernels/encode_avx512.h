@@ -24,10 +24,12 @@ static inline __attribute__((always_inline)) __m512 tsq__front_v(__m512 v, __m51
 }
 
 /* The codes, each lane with its own channel's parameters (maxcode as a
- * float). */
+ * float). `floor1` 0 drops the clamp at 1, which a caller may do only when
+ * every lane's floor(eps inv + 1/2) >= 1 with inv > 0 (then every value
+ * above eps rounds to a code >= 1 already, rounding being monotone). */
 static inline __attribute__((always_inline)) __m512i
 tsq__encode_codes_v(__m512 v, __m512 a, __m512 b, int affine, int relu, __m512 eps, __m512 inv,
-                    __m512 maxcode)
+                    __m512 maxcode, int floor1)
 {
     __m512 k;
     __mmask16 pos;
@@ -35,7 +37,9 @@ tsq__encode_codes_v(__m512 v, __m512 a, __m512 b, int affine, int relu, __m512 e
     pos = _mm512_cmp_ps_mask(v, eps, _CMP_GT_OQ);
     k = _mm512_roundscale_ps(_mm512_add_ps(_mm512_mul_ps(v, inv), _mm512_set1_ps(0.5f)),
                              _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    k = _mm512_min_ps(_mm512_max_ps(k, _mm512_set1_ps(1.0f)), maxcode);
+    if (floor1)
+        k = _mm512_max_ps(k, _mm512_set1_ps(1.0f));
+    k = _mm512_min_ps(k, maxcode);
     return _mm512_maskz_cvttps_epi32(pos, k);
 }
 
