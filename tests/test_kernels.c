@@ -2006,6 +2006,7 @@ START_TEST(test_conv_front_bytes)
             f.eps = eps;
             f.inv_delta = inv;
             f.maxcode = maxc;
+            f.short_form = tsq__front_short_form(eps, inv, g.cout);
             memset(q2, 0x77, (size_t)og.image);
             tsq__conv_front_bytes_avx512(&f, x, &og, q2, ws);
             ck_assert_int_eq(memcmp(q1, q2, (size_t)og.image), 0);

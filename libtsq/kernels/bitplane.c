@@ -5,6 +5,7 @@
 #include "kernels/bitplane.h"
 #include "kernels/encode.h"
 
+#include <math.h>
 #include <string.h>
 
 void tsq__bp_gather_ref(const tsq__bp_geom *g, const tsq__bp_window *win, const uint8_t *img,
@@ -126,6 +127,17 @@ void tsq__bp_bytes_from_codes(const tsq__bp_geom *g, const uint8_t *codes, uint8
     for (y = 0; y < g->h; y++)
         memcpy(img + ((y + g->pad) * wp + g->pad) * g->cb, codes + y * g->w * g->c,
                (size_t)(g->w * g->c));
+}
+
+int tsq__front_short_form(const float *eps, const float *inv_delta, int64_t channels)
+{
+    int64_t c;
+    for (c = 0; c < channels; c++) {
+        float e = eps[c], inv = inv_delta[c];
+        if (!(e >= 0.0f) || !(inv > 0.0f) || !(floorf(e * inv + 0.5f) >= 1.0f))
+            return 0;
+    }
+    return 1;
 }
 
 void tsq__bp_encode_bytes_ref(const tsq__bp_geom *g, const float *x, const float *a,

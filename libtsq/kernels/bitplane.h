@@ -163,7 +163,14 @@ typedef struct tsq__conv_front {
     int relu;
     const float *eps, *inv_delta;
     const int32_t *maxcode;
+    int short_form;        /* tsq__front_short_form(eps, inv_delta, cout), decided once */
 } tsq__conv_front;
+/* Whether a front may leave out the relu and the clamp at code 1 with no
+ * code changing: every channel has eps >= 0 (a value <= 0 is then at most
+ * eps either way) and floor(eps inv + 1/2) >= 1 with inv > 0 (every value
+ * above eps then rounds to a code >= 1, rounding being monotone). The
+ * same float operations as the encoder's, so the test is exact. */
+int tsq__front_short_form(const float *eps, const float *inv_delta, int64_t channels);
 /* One image x (g->cin x g->h x g->w) into the byte layout og (og->c =
  * g->cout, og->h x og->w = g->oh x g->ow): the codes of the separate
  * stages (tsq__conv_direct_ref, then tsq__bp_encode_bytes_ref), bit for

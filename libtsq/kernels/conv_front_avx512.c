@@ -11,7 +11,6 @@
 #include "kernels/conv.h"
 #include "kernels/encode_avx512.h"
 
-#include <math.h>
 #include <string.h>
 
 #define INLINE static inline __attribute__((always_inline))
@@ -28,9 +27,7 @@ typedef struct {
 } front_job;
 
 /* Channels c0 .. c0 + 16 NCH - 1 of every pixel. SHORT: the relu and the
- * clamp at code 1 are left out, which changes no code when every channel
- * has eps >= 0 (a value <= 0 is then at most eps either way) and
- * floor(eps inv + 1/2) >= 1 (see tsq__encode_codes_v): short_form. */
+ * clamp at code 1 are left out (f->short_form: tsq__front_short_form). */
 INLINE void pass(const front_job *j, int64_t c0, const int NCH, const int SHORT)
 {
     const tsq__conv_geom *g = j->g;
@@ -82,25 +79,12 @@ INLINE void pass(const front_job *j, int64_t c0, const int NCH, const int SHORT)
         }
 }
 
-/* Whether every channel allows pass's short form (the same float
- * operations as the encoder's, so the test is exact). */
-static int short_form(const tsq__conv_front *f, int64_t cout)
-{
-    int64_t c;
-    for (c = 0; c < cout; c++) {
-        float e = f->eps[c], inv = f->inv_delta[c];
-        if (!(e >= 0.0f) || !(inv > 0.0f) || !(floorf(e * inv + 0.5f) >= 1.0f))
-            return 0;
-    }
-    return 1;
-}
-
 void tsq__conv_front_bytes_avx512(const tsq__conv_front *f, const float *x,
                                   const tsq__bp_geom *og, uint8_t *img, float *scratch)
 {
     const tsq__conv_geom *g = f->g;
     int64_t c0;
-    int sf;
+    const int sf = f->short_form;
     front_job j;
     j.g = g;
     j.f = f;
@@ -110,7 +94,6 @@ void tsq__conv_front_bytes_avx512(const tsq__conv_front *f, const float *x,
     j.off = tsq__conv_direct_offsets(g, scratch);
     tsq__conv_pad_image(g, x, scratch);
     memset(img, 0, (size_t)og->image);
-    sf = short_form(f, g->cout);
     for (c0 = 0; c0 < g->cout; c0 += 16 * CHUNKS) {
         int64_t left = (g->cout - c0 + 15) / 16;
         if (left >= 4)

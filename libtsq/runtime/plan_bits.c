@@ -132,6 +132,7 @@ static int32_t fuse_front(tsq_context *ctx, tsq__plan_stage *list, int32_t i)
     f.qeps = enc->s;
     f.qinv = enc->t;
     f.maxcode = enc->maxcode;
+    f.short_form = tsq__front_short_form(f.qeps, f.qinv, f.c);
     taken = f.bout.bytes && first >= 1 ? take_conv(ctx, &f, &list[first - 1]) : 0;
     if (taken < 0)
         return -1;
@@ -345,7 +346,7 @@ static void conv_front_task(void *arg, int64_t slot)
     const tsq__plan_stage *s = j->s;
     int64_t i, per = s->c * s->h * s->w;
     tsq__conv_front f = {&s->g, s->weight, (s->g.cout + 15) / 16 * 16, s->bias, s->s, s->t,
-                         s->relu, s->qeps, s->qinv, s->maxcode};
+                         s->relu, s->qeps, s->qinv, s->maxcode, s->short_form};
     float *mine = (float *)(void *)(j->scratch + (uint64_t)slot * j->slot_bytes);
     for (i = slot; i < j->n; i += j->threads)
         tsq__conv_front_bytes_avx512(&f, (const float *)(const void *)j->x + i * per, &s->bout,

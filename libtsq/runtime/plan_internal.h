@@ -68,6 +68,7 @@ typedef struct tsq__plan_stage {
     tsq__bp_window win;  /* LOWBIT conv with bp_in */
     int64_t band;        /* output rows per work item (conv with bp_in) */
     int relu;            /* FRONT */
+    int short_form;      /* CONV_FRONT: tsq__front_short_form of qeps, qinv */
     float *qeps, *qinv;  /* FRONT: the quantizer's per-channel eps and 1 / delta */
 } tsq__plan_stage;
 
