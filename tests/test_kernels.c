@@ -1238,21 +1238,24 @@ START_TEST(test_bitplane_gather)
 }
 END_TEST
 
-/* The VNNI kernel reading a convolution's window rows in place from the
- * byte layout gives the bits of the same kernel on the gathered im2col rows:
+/* The VNNI and AVX2 kernels reading a convolution's window rows in place
+ * from the byte layout give the bits of the same kernel on the gathered
+ * im2col rows:
  * channel counts whose window rows are whole groups of 4 k, strides 1 and
  * 2, a start mid-row, row counts that leave partial tiles, 13 and 40
  * output channels (partial panels), and random weights in the panels'
  * padding past the window (where the gathered rows hold zeros), and 1368
- * channels (a window of more than 1024 groups of 4 k). */
-START_TEST(test_conv_vnni_in_place)
+ * channels (a window of more than 1024 groups of 4 k; more than the 2730
+ * groups after which the AVX2 kernel widens its 16-bit sums). */
+START_TEST(test_conv_in_place)
 {
     const int64_t cs[] = {4, 8, 12, 20, 36, 64, 1368}, ns[] = {13, 40};
     th_rng seed = {15};
     size_t t, ni;
     int64_t stride;
-    if (!kernel_here(TSQ_KERNEL_VNNI)) {
-        say_skip("test_conv_vnni_in_place", TSQ_KERNEL_VNNI);
+    int vnni = kernel_here(TSQ_KERNEL_VNNI), avx2 = kernel_here(TSQ_KERNEL_AVX2);
+    if (!vnni && !avx2) {
+        say_skip("test_conv_in_place", TSQ_KERNEL_AVX2);
         return;
     }
     for (t = 0; t < sizeof cs / sizeof cs[0]; t++)
@@ -1298,13 +1301,31 @@ START_TEST(test_conv_vnni_in_place)
                     int64_t oy = (q0 + i) / win.ow, ox = (q0 + i) % win.ow;
                     rows[i] = img + oy * stride * g.row + ox * stride * g.cb;
                 }
-                memset(a1, 0x11, (size_t)(r * 48) * sizeof(int32_t));
-                memset(a2, 0x22, (size_t)(r * 48) * sizeof(int32_t));
-                tsq__gemm_vnni(xp, k, r, k, dec, 0, n, a1, 48);
-                tsq__conv_vnni(rows, r, 3, 3 * g.cb, g.row, k, dec, 0, n, a2, 48);
-                for (i = 0; i < r; i++)
-                    ck_assert_int_eq(memcmp(a1 + i * 48, a2 + i * 48, (size_t)n * sizeof(int32_t)),
-                                     0);
+                for (e = 0; e < 2; e++) {
+                    if (!(e ? avx2 : vnni))
+                        continue;
+                    memset(a1, 0x11, (size_t)(r * 48) * sizeof(int32_t));
+                    memset(a2, 0x22, (size_t)(r * 48) * sizeof(int32_t));
+                    if (e) { /* 2-bit codes times ternary weights: products up to 3 */
+                        tsq__gemm_avx2(xp, k, r, k, dec, 3, 0, n, a1, 48);
+                        tsq__conv_avx2(rows, r, 3, 3 * g.cb, g.row, k, dec, 3, 0, n, a2, 48);
+                    } else {
+                        tsq__gemm_vnni(xp, k, r, k, dec, 0, n, a1, 48);
+                        tsq__conv_vnni(rows, r, 3, 3 * g.cb, g.row, k, dec, 0, n, a2, 48);
+                    }
+                    for (i = 0; i < r; i++)
+                        ck_assert_int_eq(
+                            memcmp(a1 + i * 48, a2 + i * 48, (size_t)n * sizeof(int32_t)), 0);
+                    /* Both equal the plain sums over the window. */
+                    for (i = 0; i < r; i += 5)
+                        for (l = 0; l < n; l += 3) {
+                            int64_t sum = 0, kk;
+                            for (kk = 0; kk < 9 * g.cb; kk++)
+                                sum += (int64_t)xp[i * k + kk] *
+                                       dec[((l / 16) * k4n + kk / 4) * 64 + (l % 16) * 4 + kk % 4];
+                            ck_assert_int_eq(a2[i * 48 + l], sum);
+                        }
+                }
                 free(codes);
                 free(img);
                 free(dec);
@@ -1321,7 +1342,7 @@ END_TEST
  * tsq__thresholds_apply_ref (the max over the 2 x 2 window when pooled,
  * odd widths and heights floored), on bands of rows, negative and positive
  * scales, 1-, 2- and 3-bit codes and odd channel counts; the AVX-512
- * version writes the same bytes. */
+ * versions (and the AVX2 one of the byte layout) write the same bytes. */
 START_TEST(test_bitplane_epilogue)
 {
     const int64_t cs[] = {1, 5, 16, 17, 33, 64};
@@ -1378,10 +1399,11 @@ START_TEST(test_bitplane_epilogue)
                     ck_assert_int_eq(memcmp(a, b2, (size_t)g.image), 0);
                 { /* the byte layout: the codes themselves */
                     tsq__bp_geom gb;
-                    uint8_t *ra, *rv;
+                    uint8_t *ra, *rv, *r2;
                     tsq__bp_geom_bytes(&gb, C, gh, gw, 1, bits);
                     ra = calloc(1, (size_t)gb.image);
                     rv = calloc(1, (size_t)gb.image);
+                    r2 = calloc(1, (size_t)gb.image);
                     for (y0 = 0; y0 < oh; y0 += band) {
                         int64_t nr = oh - y0 < band ? oh - y0 : band;
                         tsq__bp_epilogue_bytes_ref(th, acc + y0 * ow * C, C, y0, nr, ow, pool, &gb,
@@ -1389,6 +1411,9 @@ START_TEST(test_bitplane_epilogue)
                         if (kernel_here(TSQ_KERNEL_VPOPCNT))
                             tsq__bp_epilogue_bytes_avx512(th, acc + y0 * ow * C, C, y0, nr, ow,
                                                           pool, &gb, rv);
+                        if (kernel_here(TSQ_KERNEL_AVX2))
+                            tsq__bp_epilogue_bytes_avx2(th, acc + y0 * ow * C, C, y0, nr, ow,
+                                                        pool, &gb, r2);
                     }
                     for (oy = 0; oy < gh; oy++)
                         for (ox = 0; ox < gw; ox++)
@@ -1404,8 +1429,11 @@ START_TEST(test_bitplane_epilogue)
                             }
                     if (kernel_here(TSQ_KERNEL_VPOPCNT))
                         ck_assert_int_eq(memcmp(ra, rv, (size_t)gb.image), 0);
+                    if (kernel_here(TSQ_KERNEL_AVX2))
+                        ck_assert_int_eq(memcmp(ra, r2, (size_t)gb.image), 0);
                     free(ra);
                     free(rv);
+                    free(r2);
                 }
                 tsq_thresholds_destroy(th);
                 free(acc);
@@ -1940,15 +1968,18 @@ END_TEST
 /* The first convolution fused with the front into the byte layout: the
  * bytes of the direct convolution followed by the reference front, with
  * and without bias, affine and ReLU, 1- and 2-bit codes, on the geometries
- * above (up to 70 channels: two passes of the kernel), and with eps below
+ * above (up to 70 channels: two passes of the AVX-512 kernel, three of the
+ * AVX2 one, the last partial), and with eps below
  * half a step on some channels (negative on a third) or above it on all,
  * where the kernel leaves out the ReLU and the clamp at code 1. */
 START_TEST(test_conv_front_bytes)
 {
     th_rng r = {43};
     size_t i;
-    if (!kernel_here(TSQ_KERNEL_VNNI) && !kernel_here(TSQ_KERNEL_VPOPCNT)) {
-        say_skip("test_conv_front_bytes", TSQ_KERNEL_VNNI);
+    int avx512 = kernel_here(TSQ_KERNEL_VNNI) || kernel_here(TSQ_KERNEL_VPOPCNT);
+    int avx2 = kernel_here(TSQ_KERNEL_AVX2);
+    if (!avx512 && !avx2) {
+        say_skip("test_conv_front_bytes", TSQ_KERNEL_AVX2);
         return;
     }
     for (i = 0; i < sizeof direct_geoms / sizeof direct_geoms[0]; i++) {
@@ -2007,9 +2038,16 @@ START_TEST(test_conv_front_bytes)
             f.inv_delta = inv;
             f.maxcode = maxc;
             f.short_form = tsq__front_short_form(eps, inv, g.cout);
-            memset(q2, 0x77, (size_t)og.image);
-            tsq__conv_front_bytes_avx512(&f, x, &og, q2, ws);
-            ck_assert_int_eq(memcmp(q1, q2, (size_t)og.image), 0);
+            if (avx512) {
+                memset(q2, 0x77, (size_t)og.image);
+                tsq__conv_front_bytes_avx512(&f, x, &og, q2, ws);
+                ck_assert_int_eq(memcmp(q1, q2, (size_t)og.image), 0);
+            }
+            if (avx2) {
+                memset(q2, 0x77, (size_t)og.image);
+                tsq__conv_front_bytes_avx2(&f, x, &og, q2, ws);
+                ck_assert_int_eq(memcmp(q1, q2, (size_t)og.image), 0);
+            }
             free(x); free(w); free(wt); free(b); free(y); free(ws);
             free(a); free(sh); free(eps); free(inv); free(maxc); free(q1); free(q2);
         }
@@ -2028,7 +2066,7 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_code_maxpool);
     tcase_add_test(tc, test_bitplane_from_codes);
     tcase_add_test(tc, test_bitplane_gather);
-    tcase_add_test(tc, test_conv_vnni_in_place);
+    tcase_add_test(tc, test_conv_in_place);
     tcase_add_test(tc, test_bitplane_epilogue);
     tcase_add_test(tc, test_bitplane_encode);
     tcase_add_test(tc, test_conv_direct);

@@ -125,6 +125,9 @@ void tsq__bp_epilogue_bytes_ref(const tsq_thresholds *th, const int32_t *acc, in
 void tsq__bp_epilogue_bytes_avx512(const tsq_thresholds *th, const int32_t *acc,
                                    int64_t ldacc, int64_t y0, int64_t nrows, int64_t ow,
                                    int pool, const tsq__bp_geom *og, uint8_t *img);
+void tsq__bp_epilogue_bytes_avx2(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc,
+                                 int64_t y0, int64_t nrows, int64_t ow, int pool,
+                                 const tsq__bp_geom *og, uint8_t *img);
 /* NHWC codes of one image into the byte layout (border zeroed). */
 void tsq__bp_bytes_from_codes(const tsq__bp_geom *g, const uint8_t *codes, uint8_t *img);
 
@@ -178,5 +181,7 @@ int tsq__front_short_form(const float *eps, const float *inv_delta, int64_t chan
  * tsq__conv_direct_ws_floats(g) floats. */
 void tsq__conv_front_bytes_avx512(const tsq__conv_front *f, const float *x,
                                   const tsq__bp_geom *og, uint8_t *img, float *scratch);
+void tsq__conv_front_bytes_avx2(const tsq__conv_front *f, const float *x,
+                                const tsq__bp_geom *og, uint8_t *img, float *scratch);
 
 #endif /* TSQ_KERNELS_BITPLANE_H */

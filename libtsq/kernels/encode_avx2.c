@@ -8,38 +8,18 @@
  * detection reports AVX2. Tails shorter than a vector go through a padded
  * copy, so no scalar formula is compiled here. */
 #include "kernels/encode.h"
+#include "kernels/encode_avx2.h"
 
 #include <immintrin.h>
 #include <string.h>
 
 #define BLOCK 32 /* floats per step: four vectors give one 32-byte store */
 
-/* Eight codes as floats (0.0f or k), before the conversion to integers. */
-static inline __m256 levels8(__m256 x, __m256 eps, __m256 inv, __m256 top)
-{
-    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
-    __m256 k = _mm256_floor_ps(_mm256_add_ps(_mm256_mul_ps(x, inv), half));
-    __m256 pos = _mm256_cmp_ps(x, eps, _CMP_GT_OQ); /* false for NaN, as !(x > eps) */
-    k = _mm256_min_ps(_mm256_max_ps(k, one), top);
-    return _mm256_and_ps(k, pos);
-}
-
-/* Eight codes as int32 lanes. */
-static inline __m256i codes8(__m256 x, __m256 eps, __m256 inv, __m256 top)
-{
-    return _mm256_cvttps_epi32(levels8(x, eps, inv, top));
-}
-
-/* Packs 4 x 8 int32 codes (each 0..255) into 32 bytes in order. */
-static inline __m256i pack32(__m256i c0, __m256i c1, __m256i c2, __m256i c3)
-{
-    /* packus works within 128-bit lanes: the 4-byte groups come out as
-     * c0lo c1lo c2lo c3lo | c0hi c1hi c2hi c3hi, and the permute restores
-     * c0lo c0hi c1lo c1hi ... */
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    __m256i b = _mm256_packus_epi16(_mm256_packus_epi32(c0, c1), _mm256_packus_epi32(c2, c3));
-    return _mm256_permutevar8x32_epi32(b, order);
-}
+/* Eight codes as floats, as int32 lanes, and 4 x 8 of them packed: the
+ * formulas live in kernels/encode_avx2.h. */
+#define levels8(x, eps, inv, top) tsq__levels8_avx2(x, eps, inv, top, 1)
+#define codes8(x, eps, inv, top) _mm256_cvttps_epi32(levels8(x, eps, inv, top))
+#define pack32 tsq__pack32_avx2
 
 static inline void encode_block(const float *x, uint8_t *codes, __m256 eps, __m256 inv,
                                 __m256 top)

@@ -7,15 +7,22 @@
  * pair can saturate (8-bit codes with 8-bit weights) the codes are split
  * into nibbles, each multiplied separately and widened at every step.
  *
- * Tile: up to 4 rows x 1 panel (16 columns, two 8-column halves of the
- * 64-byte panel row). Also here: the AVX2 decoder from bit planes to
- * panels. Compiled with -mavx2; called only when the CPU has it. */
+ * Tile: up to 5 rows x 1 panel (16 columns, two 8-column halves of the
+ * 64-byte panel row): 10 16-bit sums, the two weight vectors, a broadcast
+ * and a product take 14 of the 16 registers (6 rows spilled two sums to
+ * the stack and ran slower), and the 32-bit sums wait in memory (with
+ * 2-bit codes and ternary weights L is 2730 groups of 4 k, so a layer of
+ * k < 10920 widens once, at the end, straight into acc). Rows are read from x (ldx
+ * apart) or, for a convolution in the byte layout, in place as window rows
+ * (tsq__conv_avx2). Also here: the AVX2 decoder from bit planes to panels.
+ * Compiled with -mavx2; called only when the CPU has it. */
 #include "kernels_internal.h"
 
 #include <immintrin.h>
 #include <string.h>
 
-#define TILE_ROWS 4
+#define TILE_ROWS 5
+#define NIB_ROWS 4
 #define INLINE static inline __attribute__((always_inline))
 
 INLINE __m256i bcast4(const uint8_t *p)
@@ -35,70 +42,109 @@ INLINE __m256i bcast_codes(const uint8_t *row, int64_t q, int64_t k)
     return bcast4(b);
 }
 
-/* The one epilogue of both tiles: R rows of two 8-column int32 halves
- * into acc, ncols (<= 16) columns each (through a buffer: the partial
- * last panel must not write past column c1). */
-INLINE void store_tile(__m256i s32[TILE_ROWS][2], int R, int64_t ncols, int32_t *acc,
-                       int64_t ldacc)
+/* R rows of 16 columns in int32 (rows 16 apart) into acc, ncols (<= 16)
+ * columns each: a partial last panel must not write past column c1. */
+INLINE void store_rows(const int32_t *wide, int R, int64_t ncols, int32_t *acc, int64_t ldacc)
 {
-    int32_t sum[16];
     int r;
-#pragma GCC unroll 4
-    for (r = 0; r < R; r++) {
-        if (ncols == 16) {
-            _mm256_storeu_si256((__m256i *)(acc + r * ldacc), s32[r][0]);
-            _mm256_storeu_si256((__m256i *)(acc + r * ldacc + 8), s32[r][1]);
-            continue;
+    for (r = 0; r < R; r++)
+        memcpy(acc + r * ldacc, wide + 16 * r, (size_t)ncols * sizeof(int32_t));
+}
+
+/* The 16-bit sums of R rows widened and added to their int32 rows (16
+ * apart), and reset. */
+INLINE void widen(__m256i s16[TILE_ROWS][2], int32_t *wide, const int R)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    int r, h;
+#pragma GCC unroll 5
+    for (r = 0; r < R; r++)
+        for (h = 0; h < 2; h++) {
+            __m256i *dst = (__m256i *)(void *)(wide + 16 * r + 8 * h);
+            __m256i v = _mm256_madd_epi16(s16[r][h], ones);
+            _mm256_storeu_si256(dst, _mm256_add_epi32(_mm256_loadu_si256(dst), v));
+            s16[r][h] = _mm256_setzero_si256();
         }
-        _mm256_storeu_si256((__m256i *)sum, s32[r][0]);
-        _mm256_storeu_si256((__m256i *)(sum + 8), s32[r][1]);
-        memcpy(acc + r * ldacc, sum, (size_t)ncols * sizeof(int32_t));
+}
+
+/* The last 16-bit sums widened, plus the int32 rows when there are any,
+ * into acc (ncols columns of each row). */
+INLINE void finish(__m256i s16[TILE_ROWS][2], int32_t *wide, int widened, int64_t ncols,
+                   int32_t *acc, int64_t ldacc, const int R)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    int r, h;
+    if (widened || ncols < 16) {
+        if (!widened)
+            memset(wide, 0, (size_t)R * 16 * sizeof(int32_t));
+        widen(s16, wide, R);
+        store_rows(wide, R, ncols, acc, ldacc);
+        return;
+    }
+#pragma GCC unroll 5
+    for (r = 0; r < R; r++)
+        for (h = 0; h < 2; h++)
+            _mm256_storeu_si256((__m256i *)(void *)(acc + r * ldacc + 8 * h),
+                                _mm256_madd_epi16(s16[r][h], ones));
+}
+
+/* One group of 4 k for R rows: the codes at p[r] + off times the panel row w. */
+INLINE void group(__m256i s16[TILE_ROWS][2], const uint8_t *const *p, int64_t off,
+                  const int8_t *w, const int R)
+{
+    __m256i w0 = _mm256_loadu_si256((const __m256i *)(const void *)w);
+    __m256i w1 = _mm256_loadu_si256((const __m256i *)(const void *)(w + 32));
+    int r;
+#pragma GCC unroll 5
+    for (r = 0; r < R; r++) {
+        __m256i xb = bcast4(p[r] + off);
+        s16[r][0] = _mm256_add_epi16(s16[r][0], _mm256_maddubs_epi16(xb, w0));
+        s16[r][1] = _mm256_add_epi16(s16[r][1], _mm256_maddubs_epi16(xb, w1));
     }
 }
 
-/* 16-bit accumulation, widened every `flush` steps. */
-INLINE void tile16(const uint8_t *x, int64_t ldx, int64_t k, const int8_t *w, int64_t flush,
-                   int64_t ncols, int32_t *acc, int64_t ldacc, const int R)
+/* R rows, each kh segments of sq groups of 4 codes (segment ky at rows[r]
+ * + ky * step), then, when kh is 1, `tail` (0..3) codes more; 16-bit sums
+ * widened every `flush` groups. */
+INLINE void tile16(const uint8_t *const *rows, int64_t kh, int64_t sq, int64_t step,
+                   int64_t tail, const int8_t *w, int64_t flush, int64_t ncols, int32_t *acc,
+                   int64_t ldacc, const int R)
 {
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256i s32[TILE_ROWS][2];
-    int64_t q0, q, k4n = tsq__k4n(k), kq = k / 4;
-    int r, h;
-#pragma GCC unroll 4
+    __m256i s16[TILE_ROWS][2];
+    int32_t wide[TILE_ROWS * 16];
+    const uint8_t *p[TILE_ROWS];
+    int64_t ky, q, left = flush;
+    int r, widened = 0;
+#pragma GCC unroll 5
     for (r = 0; r < R; r++)
-        s32[r][0] = s32[r][1] = _mm256_setzero_si256();
-    for (q0 = 0; q0 < k4n; q0 += flush) {
-        int64_t qend = q0 + flush < k4n ? q0 + flush : k4n;
-        __m256i s16[TILE_ROWS][2];
-#pragma GCC unroll 4
+        s16[r][0] = s16[r][1] = _mm256_setzero_si256();
+    for (ky = 0; ky < kh; ky++) {
+#pragma GCC unroll 5
         for (r = 0; r < R; r++)
-            s16[r][0] = s16[r][1] = _mm256_setzero_si256();
-        for (q = q0; q < qend && q < kq; q++) {
-            __m256i w0 = _mm256_loadu_si256((const __m256i *)(w + q * 64));
-            __m256i w1 = _mm256_loadu_si256((const __m256i *)(w + q * 64 + 32));
-#pragma GCC unroll 4
-            for (r = 0; r < R; r++) {
-                __m256i xb = bcast4(x + r * ldx + q * 4);
-                s16[r][0] = _mm256_add_epi16(s16[r][0], _mm256_maddubs_epi16(xb, w0));
-                s16[r][1] = _mm256_add_epi16(s16[r][1], _mm256_maddubs_epi16(xb, w1));
+            p[r] = rows[r] + ky * step;
+        for (q = 0; q < sq; q++, w += 64) {
+            group(s16, p, 4 * q, w, R);
+            if (--left == 0) {
+                if (!widened)
+                    memset(wide, 0, sizeof wide);
+                widened = 1;
+                widen(s16, wide, R);
+                left = flush;
             }
         }
-        if (qend > kq) { /* the partial last group of k % 4 codes */
-            __m256i w0 = _mm256_loadu_si256((const __m256i *)(w + kq * 64));
-            __m256i w1 = _mm256_loadu_si256((const __m256i *)(w + kq * 64 + 32));
-#pragma GCC unroll 4
-            for (r = 0; r < R; r++) {
-                __m256i xb = bcast_codes(x + r * ldx, kq, k);
-                s16[r][0] = _mm256_add_epi16(s16[r][0], _mm256_maddubs_epi16(xb, w0));
-                s16[r][1] = _mm256_add_epi16(s16[r][1], _mm256_maddubs_epi16(xb, w1));
-            }
-        }
-#pragma GCC unroll 4
-        for (r = 0; r < R; r++)
-            for (h = 0; h < 2; h++)
-                s32[r][h] = _mm256_add_epi32(s32[r][h], _mm256_madd_epi16(s16[r][h], ones));
     }
-    store_tile(s32, R, ncols, acc, ldacc);
+    if (tail) { /* the partial last group of k % 4 codes */
+        uint8_t b[TILE_ROWS][4];
+        const uint8_t *pb[TILE_ROWS];
+        memset(b, 0, sizeof b);
+#pragma GCC unroll 5
+        for (r = 0; r < R; r++) {
+            memcpy(b[r], rows[r] + 4 * sq, (size_t)tail); /* kh is 1 */
+            pb[r] = b[r];
+        }
+        group(s16, pb, 0, w, R);
+    }
+    finish(s16, wide, widened, ncols, acc, ldacc, R);
 }
 
 /* Nibble split for codes whose pair products could saturate 16 bits:
@@ -108,7 +154,8 @@ INLINE void tile_nibbles(const uint8_t *x, int64_t ldx, int64_t k, const int8_t 
 {
     const __m256i ones = _mm256_set1_epi16(1), sixteens = _mm256_set1_epi16(16);
     const __m256i low4 = _mm256_set1_epi8(15);
-    __m256i s32[TILE_ROWS][2];
+    __m256i s32[NIB_ROWS][2];
+    int32_t wide[NIB_ROWS * 16];
     int64_t q, k4n = tsq__k4n(k);
     int r, h;
 #pragma GCC unroll 4
@@ -116,8 +163,8 @@ INLINE void tile_nibbles(const uint8_t *x, int64_t ldx, int64_t k, const int8_t 
         s32[r][0] = s32[r][1] = _mm256_setzero_si256();
     for (q = 0; q < k4n; q++) {
         __m256i wv[2];
-        wv[0] = _mm256_loadu_si256((const __m256i *)(w + q * 64));
-        wv[1] = _mm256_loadu_si256((const __m256i *)(w + q * 64 + 32));
+        wv[0] = _mm256_loadu_si256((const __m256i *)(const void *)(w + q * 64));
+        wv[1] = _mm256_loadu_si256((const __m256i *)(const void *)(w + q * 64 + 32));
 #pragma GCC unroll 4
         for (r = 0; r < R; r++) {
             __m256i xb = bcast_codes(x + r * ldx, q, k);
@@ -130,43 +177,82 @@ INLINE void tile_nibbles(const uint8_t *x, int64_t ldx, int64_t k, const int8_t 
             }
         }
     }
-    store_tile(s32, R, ncols, acc, ldacc);
+#pragma GCC unroll 4
+    for (r = 0; r < R; r++)
+        for (h = 0; h < 2; h++)
+            _mm256_storeu_si256((__m256i *)(void *)(wide + 16 * r + 8 * h), s32[r][h]);
+    store_rows(wide, R, ncols, acc, ldacc);
 }
 
-typedef void (*tile_fn)(const uint8_t *, int64_t, int64_t, const int8_t *, int64_t, int64_t,
-                        int32_t *, int64_t);
+typedef void (*tile_fn)(const uint8_t *const *, int64_t, int64_t, int64_t, int64_t,
+                        const int8_t *, int64_t, int64_t, int32_t *, int64_t);
+typedef void (*nib_fn)(const uint8_t *, int64_t, int64_t, const int8_t *, int64_t, int32_t *,
+                       int64_t);
 
-#define TILE(R)                                                                           \
-    static void tile16_##R(const uint8_t *x, int64_t ldx, int64_t k, const int8_t *w,      \
-                           int64_t flush, int64_t nc, int32_t *acc, int64_t ldacc)        \
-    {                                                                                     \
-        tile16(x, ldx, k, w, flush, nc, acc, ldacc, R);                                   \
-    }                                                                                     \
-    static void tilenib_##R(const uint8_t *x, int64_t ldx, int64_t k, const int8_t *w,     \
-                            int64_t flush, int64_t nc, int32_t *acc, int64_t ldacc)       \
-    {                                                                                     \
-        (void)flush;                                                                      \
-        tile_nibbles(x, ldx, k, w, nc, acc, ldacc, R);                                    \
+#define TILE(R)                                                                             \
+    static void tile16_##R(const uint8_t *const *rows, int64_t kh, int64_t sq, int64_t step, \
+                           int64_t tail, const int8_t *w, int64_t flush, int64_t nc,        \
+                           int32_t *acc, int64_t ldacc)                                     \
+    {                                                                                       \
+        tile16(rows, kh, sq, step, tail, w, flush, nc, acc, ldacc, R);                      \
     }
-TILE(1) TILE(2) TILE(3) TILE(4)
+#define NIB(R)                                                                              \
+    static void tilenib_##R(const uint8_t *x, int64_t ldx, int64_t k, const int8_t *w,      \
+                            int64_t nc, int32_t *acc, int64_t ldacc)                        \
+    {                                                                                       \
+        tile_nibbles(x, ldx, k, w, nc, acc, ldacc, R);                                      \
+    }
+TILE(1) TILE(2) TILE(3) TILE(4) TILE(5)
+NIB(1) NIB(2) NIB(3) NIB(4)
 
-static const tile_fn tiles16[TILE_ROWS + 1] = {NULL, tile16_1, tile16_2, tile16_3, tile16_4};
-static const tile_fn tilesnib[TILE_ROWS + 1] = {NULL, tilenib_1, tilenib_2, tilenib_3,
-                                                tilenib_4};
+static const tile_fn tiles16[TILE_ROWS + 1] = {NULL,     tile16_1, tile16_2,
+                                               tile16_3, tile16_4, tile16_5};
+static const nib_fn tilesnib[NIB_ROWS + 1] = {NULL, tilenib_1, tilenib_2, tilenib_3,
+                                              tilenib_4};
+
+/* Steps of 16-bit accumulation before a lane could leave int16 (0: the
+ * nibble split). */
+static int64_t flush_steps(int32_t maxprod)
+{
+    return 32767 / (2 * (int64_t)(maxprod > 0 ? maxprod : 1));
+}
 
 void tsq__gemm_avx2(const uint8_t *x, int64_t ldx, int64_t m, int64_t k, const int8_t *dec,
                     int32_t maxprod, int64_t c0, int64_t c1, int32_t *acc, int64_t ldacc)
 {
-    int64_t panel_stride = tsq__k4n(k) * 64, c, r;
-    /* Steps of 16-bit accumulation before a lane could leave int16. */
-    int64_t flush = 32767 / (2 * (int64_t)(maxprod > 0 ? maxprod : 1));
-    const tile_fn *tiles = flush >= 1 ? tiles16 : tilesnib;
+    int64_t panel_stride = tsq__k4n(k) * 64, flush = flush_steps(maxprod), c, r;
+    for (c = c0; c < c1; c += 16) {
+        int64_t ncols = c1 - c < 16 ? c1 - c : 16;
+        const int8_t *w = dec + (c - c0) / 16 * panel_stride;
+        if (flush < 1) {
+            for (r = 0; r < m; r += NIB_ROWS) {
+                int nr = m - r < NIB_ROWS ? (int)(m - r) : NIB_ROWS;
+                tilesnib[nr](x + r * ldx, ldx, k, w, ncols, acc + r * ldacc + c, ldacc);
+            }
+            continue;
+        }
+        for (r = 0; r < m; r += TILE_ROWS) {
+            int nr = m - r < TILE_ROWS ? (int)(m - r) : TILE_ROWS, i;
+            const uint8_t *rows[TILE_ROWS];
+            for (i = 0; i < nr; i++)
+                rows[i] = x + (r + i) * ldx;
+            tiles16[nr](rows, 1, k / 4, 0, k % 4, w, flush, ncols, acc + r * ldacc + c, ldacc);
+        }
+    }
+}
+
+void tsq__conv_avx2(const uint8_t *const *rows, int64_t m, int64_t kh, int64_t seg,
+                    int64_t step, int64_t k, const int8_t *dec, int32_t maxprod, int64_t c0,
+                    int64_t c1, int32_t *acc, int64_t ldacc)
+{
+    int64_t panel_stride = tsq__k4n(k) * 64, flush = flush_steps(maxprod), c, r;
     for (c = c0; c < c1; c += 16) {
         int64_t ncols = c1 - c < 16 ? c1 - c : 16;
         const int8_t *w = dec + (c - c0) / 16 * panel_stride;
         for (r = 0; r < m; r += TILE_ROWS) {
             int nr = m - r < TILE_ROWS ? (int)(m - r) : TILE_ROWS;
-            tiles[nr](x + r * ldx, ldx, k, w, flush, ncols, acc + r * ldacc + c, ldacc);
+            tiles16[nr](rows + r, kh, seg / 4, step, 0, w, flush, ncols, acc + r * ldacc + c,
+                        ldacc);
         }
     }
 }

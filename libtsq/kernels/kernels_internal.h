@@ -94,6 +94,12 @@ void tsq__gemm_vnni(const uint8_t *x, int64_t ldx, int64_t m, int64_t k, const i
 void tsq__conv_vnni(const uint8_t *const *rows, int64_t m, int64_t kh, int64_t seg,
                     int64_t step, int64_t k, const int8_t *dec, int64_t c0, int64_t c1,
                     int32_t *acc, int64_t ldacc);
+/* The same on AVX2 (maxprod as for tsq__gemm_avx2, and small enough that
+ * 16-bit sums are used: 2 * maxprod <= 32767). The same bits as
+ * tsq__gemm_avx2 on the gathered rows. */
+void tsq__conv_avx2(const uint8_t *const *rows, int64_t m, int64_t kh, int64_t seg,
+                    int64_t step, int64_t k, const int8_t *dec, int32_t maxprod, int64_t c0,
+                    int64_t c1, int32_t *acc, int64_t ldacc);
 /* AMX-INT8 (gemm_amx.c): the same sums from tile instructions. Rows come
  * in `sets` of m rows: row r of set i is kh segments of seg bytes (seg a
  * multiple of 4), segment ky at x + i * xset + r * ldx + ky * step, its

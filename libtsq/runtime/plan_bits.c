@@ -24,15 +24,27 @@ static uint64_t round_up(uint64_t n) { return (n + ALIGN - 1) / ALIGN * ALIGN; }
 
 static int64_t acc_ld(int64_t n) { return (n + 31) / 32 * 32; }
 
+int tsq__plan_bits_avx2(const tsq_plan *p)
+{
+    return !tsq__kernel_runs(TSQ_KERNEL_VNNI, p->cpu) && tsq__kernel_runs(TSQ_KERNEL_AVX2, p->cpu);
+}
+
 int tsq__plan_bits_layout(const tsq_plan *p, int conv, int32_t code_bits, int32_t weight_bits)
 {
     /* Per stage, by the kernels' speed on the plan's shapes (docs/kernels.md,
      * "Bit planes or bytes"): VNNI's vpdpbusd runs on two ports where
      * vpopcntq has one, and beat the bit-serial kernel on every fmnist
      * convolution; a dense layer reads one row per image, where the 4x
-     * smaller bit-plane weights win (a batch-1 product streams them). */
+     * smaller bit-plane weights win (a batch-1 product streams them).
+     * Without AVX-512, the AVX2 kernel's 16-bit sums take the bytes when
+     * a pair of products cannot leave int16 (its in-place form has no
+     * nibble split). */
     int bits = tsq__kernel_runs(TSQ_KERNEL_VPOPCNT, p->cpu) && code_bits * weight_bits <= 4;
     int bytes = tsq__kernel_runs(TSQ_KERNEL_VNNI, p->cpu);
+    if (tsq__plan_bits_avx2(p))
+        return 2 * tsq__max_code(code_bits) * tsq__max_weight(weight_bits) <= 32767
+                   ? TSQ__BP_BYTES
+                   : 0;
     if (bytes && (conv || !bits))
         return TSQ__BP_BYTES;
     return bits ? TSQ__BP_BITS : 0;
@@ -74,6 +86,13 @@ static void link_one(tsq__plan_stage *list, int32_t *cnt, const tsq__plan_stage 
     t->bout = consumer->bin;
 }
 
+/* Whether the front can take over the float conv `conv`. */
+static int front_conv(const tsq__plan_stage *conv)
+{
+    return conv->op == OP_CONV && tsq__conv_direct_runs(&conv->g, conv->cpu) &&
+           conv->g.k <= TSQ__CONV_DIRECT_K;
+}
+
 /* The float conv before a front into bytes, when it is computed directly
  * (the net computes it so too) in one short chain per output (a first
  * layer's small patch): the front takes it over, with its weights
@@ -83,8 +102,7 @@ static int take_conv(tsq_context *ctx, tsq__plan_stage *f, tsq__plan_stage *conv
 {
     int64_t ld = (conv->g.cout + 15) / 16 * 16, t, c;
     float *wt;
-    if (conv->op != OP_CONV || !tsq__conv_direct_runs(&conv->g, conv->cpu) ||
-        conv->g.k > TSQ__CONV_DIRECT_K)
+    if (!front_conv(conv))
         return 0;
     wt = tsq__calloc(ctx, (size_t)(conv->g.k * ld), sizeof *wt);
     if (!wt)
@@ -107,7 +125,7 @@ static int take_conv(tsq_context *ctx, tsq__plan_stage *f, tsq__plan_stage *conv
  * floats (stages i - len .. i, i the conversion), the encode's arrays
  * moving to the new stage. Returns the number of stages it replaced (0:
  * none), or -1 out of memory (the list unchanged). */
-static int32_t fuse_front(tsq_context *ctx, tsq__plan_stage *list, int32_t i)
+static int32_t fuse_front(tsq_context *ctx, tsq__plan_stage *list, int32_t i, int avx2)
 {
     tsq__plan_stage f, *enc = &list[i - 1];
     int32_t first = i - 1;
@@ -133,6 +151,11 @@ static int32_t fuse_front(tsq_context *ctx, tsq__plan_stage *list, int32_t i)
     f.qinv = enc->t;
     f.maxcode = enc->maxcode;
     f.short_form = tsq__front_short_form(f.qeps, f.qinv, f.c);
+    /* AVX2 has the front with its conv only; without one, the encode
+     * (its own AVX2 kernel) and the copy into bytes stay. */
+    if (avx2 && !(f.bout.bytes && first >= 1 && front_conv(&list[first - 1])))
+        return 0;
+    f.bp_avx2 = avx2;
     taken = f.bout.bytes && first >= 1 ? take_conv(ctx, &f, &list[first - 1]) : 0;
     if (taken < 0)
         return -1;
@@ -163,7 +186,7 @@ tsq_status tsq__plan_bits_link(tsq_context *ctx, tsq_plan *p)
     p->stages = list;
     p->nstages = cnt;
     for (i = 0; i < p->nstages; i++) {
-        int32_t gone = list[i].op == OP_TOBP ? fuse_front(ctx, list, i) : 0;
+        int32_t gone = list[i].op == OP_TOBP ? fuse_front(ctx, list, i, tsq__plan_bits_avx2(p)) : 0;
         if (gone < 0)
             return tsq__fail(&ctx->obj, TSQ_ERR_NO_MEMORY, "plan_create: out of memory");
         if (gone > 0) { /* stages first + 1 .. i go; their arrays moved to the new one */
@@ -225,8 +248,36 @@ typedef struct {
     uint64_t slot_bytes;
 } bits_job;
 
+/* The AVX2 kernel's bound on one product (its 16-bit sums). */
+static int32_t maxprod(const tsq__plan_stage *s)
+{
+    return tsq__max_code(s->code_bits) * tsq__max_weight(s->pw->bits);
+}
+
+/* The rows of codes x (ldx apart) times the stage's weights into acc, on
+ * the byte layout's kernel. */
+static void gemm_bytes(const tsq__plan_stage *s, const uint8_t *x, int64_t ldx, int64_t m,
+                       int64_t k, int32_t *acc, int64_t ld)
+{
+    if (s->bp_avx2)
+        tsq__gemm_avx2(x, ldx, m, k, s->dec, maxprod(s), 0, s->oc, acc, ld);
+    else
+        tsq__gemm_vnni(x, ldx, m, k, s->dec, 0, s->oc, acc, ld);
+}
+
+/* The codes of rows of accumulators (a dense stage's, or a conv's not
+ * written in a bit-plane layout). */
+static void thresholds(const tsq__plan_stage *s, const int32_t *acc, int64_t ld, int64_t rows,
+                       uint8_t *out)
+{
+    if (s->bp_avx2)
+        tsq__thresholds_apply_avx2(s->th, acc, ld, rows, 0, s->oc, out, s->oc);
+    else
+        tsq__thresholds_apply_avx512(s->th, acc, ld, rows, 0, s->oc, out, s->oc);
+}
+
 /* Output rows y0 .. y0 + nr - 1 of a byte-layout convolution through the
- * VNNI kernel reading the image in place: a pointer per output pixel to
+ * VNNI (or AVX2) kernel reading the image in place: a pointer per output pixel to
  * its window's first row (in the scratch of the im2col rows, which it
  * does not need). */
 static void conv_in_place(const tsq__plan_stage *s, const uint8_t *img, int64_t y0, int64_t nr,
@@ -236,8 +287,12 @@ static void conv_in_place(const tsq__plan_stage *s, const uint8_t *img, int64_t 
     for (oy = y0; oy < y0 + nr; oy++)
         for (ox = 0; ox < s->win.ow; ox++)
             rows[r++] = img + oy * s->win.stride * s->bin.row + ox * step;
-    tsq__conv_vnni(rows, r, s->win.kh, s->win.kw * s->bin.cb, s->bin.row, s->win.kwords * 8,
-                   s->dec, 0, s->oc, acc, ld);
+    if (s->bp_avx2)
+        tsq__conv_avx2(rows, r, s->win.kh, s->win.kw * s->bin.cb, s->bin.row,
+                       s->win.kwords * 8, s->dec, maxprod(s), 0, s->oc, acc, ld);
+    else
+        tsq__conv_vnni(rows, r, s->win.kh, s->win.kw * s->bin.cb, s->bin.row,
+                       s->win.kwords * 8, s->dec, 0, s->oc, acc, ld);
 }
 
 static void conv_item(const bits_job *j, int64_t item, uint64_t *xp, int32_t *acc)
@@ -255,26 +310,32 @@ static void conv_item(const bits_job *j, int64_t item, uint64_t *xp, int32_t *ac
         conv_in_place(s, j->x + img * s->bin.image, y0, nr, (const uint8_t **)(void *)xp, acc,
                       ld);
     } else {
-        tsq__bp_gather_avx512(&s->bin, &s->win, j->x + img * s->bin.image, y0 * ow, nr * ow,
-                              xp);
+        if (s->bp_avx2)
+            tsq__bp_gather_ref(&s->bin, &s->win, j->x + img * s->bin.image, y0 * ow, nr * ow,
+                               xp);
+        else
+            tsq__bp_gather_avx512(&s->bin, &s->win, j->x + img * s->bin.image, y0 * ow,
+                                  nr * ow, xp);
         if (s->bp_amx)
             tsq__conv_amx((const uint8_t *)xp, 1, 0, nr * ow, s->win.kwords * 8, 1,
                           s->amx_seg, 0, s->amx, s->oc, acc, ld);
         else if (s->bp_bytes)
-            tsq__gemm_vnni((const uint8_t *)xp, s->win.kwords * 8, nr * ow, s->win.kwords * 8,
-                           s->dec, 0, s->oc, acc, ld);
+            gemm_bytes(s, (const uint8_t *)xp, s->win.kwords * 8, nr * ow, s->win.kwords * 8,
+                       acc, ld);
         else
             tsq__gemm_vpopcnt(xp, nr * ow, s->bin.nb, s->pw, 0, s->oc, acc, ld);
     }
-    if (s->bp_out && s->bout.bytes)
+    if (s->bp_out && s->bout.bytes && s->bp_avx2)
+        tsq__bp_epilogue_bytes_avx2(s->th, acc, ld, y0, nr, ow, s->bp_pool, &s->bout,
+                                    j->y + img * s->bout.image);
+    else if (s->bp_out && s->bout.bytes)
         tsq__bp_epilogue_bytes_avx512(s->th, acc, ld, y0, nr, ow, s->bp_pool, &s->bout,
                                       j->y + img * s->bout.image);
     else if (s->bp_out)
         tsq__bp_epilogue_avx512(s->th, acc, ld, y0, nr, ow, s->bp_pool, &s->bout,
                                 j->y + img * s->bout.image);
     else
-        tsq__thresholds_apply_avx512(s->th, acc, ld, nr * ow, 0, s->oc,
-                                     j->y + (img * oh + y0) * ow * s->oc, s->oc);
+        thresholds(s, acc, ld, nr * ow, j->y + (img * oh + y0) * ow * s->oc);
 }
 
 static void dense_item(const bits_job *j, int64_t item, int32_t *acc)
@@ -288,11 +349,10 @@ static void dense_item(const bits_job *j, int64_t item, int32_t *acc)
         tsq__conv_amx(j->x + r0 * s->bin.image, 1, 0, rows, s->bin.image, 1, s->amx_seg, 0,
                       s->amx, s->oc, acc, ld);
     else if (s->bp_bytes)
-        tsq__gemm_vnni(j->x + r0 * s->bin.image, s->bin.image, rows, s->bin.image, s->dec, 0,
-                       s->oc, acc, ld);
+        gemm_bytes(s, j->x + r0 * s->bin.image, s->bin.image, rows, s->bin.image, acc, ld);
     else
         tsq__gemm_vpopcnt(xp, rows, s->bin.nb, s->pw, 0, s->oc, acc, ld);
-    tsq__thresholds_apply_avx512(s->th, acc, ld, rows, 0, s->oc, j->y + r0 * s->oc, s->oc);
+    thresholds(s, acc, ld, rows, j->y + r0 * s->oc);
 }
 
 static void bits_task(void *arg, int64_t slot)
@@ -348,9 +408,13 @@ static void conv_front_task(void *arg, int64_t slot)
     tsq__conv_front f = {&s->g, s->weight, (s->g.cout + 15) / 16 * 16, s->bias, s->s, s->t,
                          s->relu, s->qeps, s->qinv, s->maxcode, s->short_form};
     float *mine = (float *)(void *)(j->scratch + (uint64_t)slot * j->slot_bytes);
-    for (i = slot; i < j->n; i += j->threads)
-        tsq__conv_front_bytes_avx512(&f, (const float *)(const void *)j->x + i * per, &s->bout,
-                                     j->y + i * s->bout.image, mine);
+    for (i = slot; i < j->n; i += j->threads) {
+        const float *xi = (const float *)(const void *)j->x + i * per;
+        if (s->bp_avx2)
+            tsq__conv_front_bytes_avx2(&f, xi, &s->bout, j->y + i * s->bout.image, mine);
+        else
+            tsq__conv_front_bytes_avx512(&f, xi, &s->bout, j->y + i * s->bout.image, mine);
+    }
 }
 
 void tsq__plan_bits_run(int64_t threads, const tsq__plan_stage *s, const void *x, void *y,

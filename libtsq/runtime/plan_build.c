@@ -214,10 +214,12 @@ static tsq_status fuse_quant(builder *b, tsq__plan_stage *s, const tsq__stage_de
 
 /* The bit-plane input of a low-bit stage whose input dims are s->c, h, w
  * (runtime/plan_bits.c). */
-static void setup_bits(tsq__plan_stage *s, const tsq__stage_desc *d, int32_t bits, int layout)
+static void setup_bits(const tsq_plan *plan, tsq__plan_stage *s, const tsq__stage_desc *d,
+                       int32_t bits, int layout)
 {
     s->bp_in = 1;
     s->bp_bytes = layout == TSQ__BP_BYTES;
+    s->bp_avx2 = s->bp_bytes && tsq__plan_bits_avx2(plan);
     tsq__bp_geom_fill(&s->bin, s->c, s->h, s->w, s->conv ? s->pad : 0, bits, s->bp_bytes);
     if (!s->conv)
         return;
@@ -303,15 +305,18 @@ static tsq_status build_lowbit(builder *b, const tsq__stage_desc *d, const tsq__
     layout = fuse && !mixed ? tsq__plan_bits_layout(b->plan, s->conv, b->bits, d->weight_bits)
                             : 0;
     if (layout)
-        setup_bits(s, d, b->bits, layout);
+        setup_bits(b->plan, s, d, b->bits, layout);
     st = pack_lowbit(b, s, d, in, out);
-    if (st == TSQ_OK && s->bp_bytes) { /* VNNI panels once, not per call */
+    if (st == TSQ_OK && s->bp_bytes) { /* the panels once, not per call */
         int64_t k = s->pw->k;
         s->dec = tsq__alloc(b->ctx, (size_t)(tsq__panels(out) * tsq__k4n(k) * 64));
         if (!s->dec)
             return oom(b);
-        tsq__decode_panels_avx512(s->pw, 0, tsq__panels(out), s->dec);
-        if (use_amx(b) && setup_amx(b, s) != TSQ_OK)
+        if (s->bp_avx2)
+            tsq__decode_panels_avx2(s->pw, 0, tsq__panels(out), s->dec);
+        else
+            tsq__decode_panels_avx512(s->pw, 0, tsq__panels(out), s->dec);
+        if (!s->bp_avx2 && use_amx(b) && setup_amx(b, s) != TSQ_OK)
             return TSQ_ERR_NO_MEMORY;
     }
     if (st != TSQ_OK)
@@ -482,6 +487,7 @@ static void log_stages(tsq_context *ctx, const tsq_plan *p)
         const char *how = "";
         if (s->op == OP_LOWBIT)
             how = s->bp_amx     ? ", u8 operand on AMX-INT8 tiles"
+                  : s->bp_avx2  ? ", u8 operand on AVX2"
                   : s->bp_bytes ? ", u8 operand on AVX-512 VNNI"
                   : s->bp_in  ? ", bit planes on AVX-512 VPOPCNTDQ"
                               : ", codes on the packed-weight GEMM (kernel chosen per batch "

@@ -57,7 +57,8 @@ typedef struct tsq__plan_stage {
     /* the bit-plane path (plan_bits.c) */
     int bp_in;           /* LOWBIT: reads bit planes `bin` (VPOPCNT kernel, fused thresholds) */
     int bp_bytes;        /* ... in the byte layout instead (VNNI kernel on `dec`) */
-    int8_t *dec;         /* bp_bytes: the weights as VNNI panels, decoded once */
+    int bp_avx2;         /* ... on the AVX2 kernels instead (no AVX-512 on the CPU) */
+    int8_t *dec;         /* bp_bytes: the weights as decoded panels, once */
     int bp_inplace;      /* ... read in place (a window row is whole groups of 4 k) */
     int bp_amx;          /* bp_bytes on AMX-INT8 tiles (tsq__conv_amx on `amx`; dec freed) */
     int8_t *amx;         /* bp_amx: the panels re-laid for the tiles (tsq__amx_pack) */
@@ -87,9 +88,13 @@ struct tsq_plan {
 /* ---- plan_bits.c ---- */
 /* The layout a low-bit stage of these bit widths reads: 0 the codes (the
  * general path), TSQ__BP_BITS bit planes (VPOPCNT), TSQ__BP_BYTES the byte
- * layout (VNNI). */
+ * layout (VNNI, or on a CPU with AVX2 but no AVX-512, the AVX2 kernels:
+ * tsq__plan_bits_avx2). */
 enum { TSQ__BP_BITS = 1, TSQ__BP_BYTES = 2 };
 int tsq__plan_bits_layout(const tsq_plan *p, int conv, int32_t code_bits, int32_t weight_bits);
+/* 1 if the byte layout runs on the AVX2 kernels in plan p (its CPU has
+ * AVX2 and not the VNNI kernel's AVX-512). */
+int tsq__plan_bits_avx2(const tsq_plan *p);
 /* After the build: producers of bit-plane stages write bit planes (a
  * low-bit conv's epilogue, a 2 x 2 code pool fused into it) or get a
  * conversion stage. May reallocate p->stages. */
