@@ -21,14 +21,49 @@ static inline __m256i load8(const int32_t *a, int64_t n)
     return _mm256_loadu_si256((const __m256i *)(const void *)in);
 }
 
+/* The chunk's per-channel constants, kept in registers across its pixels
+ * (L <= 3 levels; more are read from th at every pixel). */
+typedef struct {
+    __m256i flip, t[3];
+} levels8;
+
+static inline __attribute__((always_inline)) levels8 levels_of(const tsq_thresholds *th,
+                                                               int64_t c, const int L)
+{
+    levels8 v;
+    int m;
+    v.flip = _mm256_loadu_si256((const __m256i *)(const void *)(th->flip + c));
+    for (m = 0; m < 3; m++)
+        v.t[m] = m < L ? _mm256_loadu_si256((const __m256i *)(const void *)(th->t + m * th->padded + c))
+                       : _mm256_setzero_si256();
+    return v;
+}
+
+/* tsq__below_avx2 with the constants in registers (L 1 or 3), or from th. */
+static inline __attribute__((always_inline)) __m256i below(const tsq_thresholds *th,
+                                                           const levels8 *v, __m256i a,
+                                                           int64_t c, const int L)
+{
+    __m256i b;
+    int m;
+    if (L != 1 && L != 3)
+        return tsq__below_avx2(th, a, c);
+    a = _mm256_xor_si256(a, v->flip);
+    b = _mm256_cmpgt_epi32(v->t[0], a);
+    for (m = 1; m < L; m++)
+        b = _mm256_add_epi32(b, _mm256_cmpgt_epi32(v->t[m], a));
+    return b;
+}
+
 /* Output rows first .. last - 1 (of the pooled grid when S is 2), channel
- * chunk c .. c + 15 (n of them valid). */
+ * chunk c .. c + 15 (n of them valid), L levels (1, 3, or 0: any). */
 static inline __attribute__((always_inline)) void
 chunk(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc, int64_t y0, int64_t first,
       int64_t last, int64_t ow, const tsq__bp_geom *og, uint8_t *img, int64_t c, int64_t n,
-      const int S)
+      const int S, const int L)
 {
     int64_t wp = og->w + 2 * og->pad, oy, ox;
+    const levels8 vl = levels_of(th, c, L), vh = levels_of(th, c + 8, L);
     for (oy = first; oy < last; oy++) {
         const int32_t *row = acc + (oy * S - y0) * ow * ldacc + c;
         uint8_t *dst = img + ((oy + og->pad) * wp + og->pad) * og->cb + c;
@@ -38,8 +73,8 @@ chunk(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc, int64_t y0, i
             for (dy = 0; dy < S; dy++)
                 for (dx = 0; dx < S; dx++) {
                     const int32_t *a = row + (dy * ow + ox * S + dx) * ldacc;
-                    lo = _mm256_max_epi32(lo, tsq__below_avx2(th, load8(a, n), c));
-                    hi = _mm256_max_epi32(hi, tsq__below_avx2(th, load8(a + 8, n - 8), c + 8));
+                    lo = _mm256_max_epi32(lo, below(th, &vl, load8(a, n), c, L));
+                    hi = _mm256_max_epi32(hi, below(th, &vh, load8(a + 8, n - 8), c + 8, L));
                 }
             {
                 __m128i b = tsq__codes_to_bytes_avx2(tsq__code_of_below_avx2(th, lo, c),
@@ -58,12 +93,21 @@ void tsq__bp_epilogue_bytes_avx2(const tsq_thresholds *th, const int32_t *acc, i
                                  const tsq__bp_geom *og, uint8_t *img)
 {
     int64_t s = pool ? 2 : 1, first = y0 / s, last = (y0 + nrows) / s, c;
+    int L = th->maxcode;
     last = last < og->h ? last : og->h;
     for (c = 0; c < og->c; c += 16) {
         int64_t n = og->c - c < 16 ? og->c - c : 16;
-        if (pool)
-            chunk(th, acc, ldacc, y0, first, last, ow, og, img, c, n, 2);
+        if (L == 3 && pool)
+            chunk(th, acc, ldacc, y0, first, last, ow, og, img, c, n, 2, 3);
+        else if (L == 3)
+            chunk(th, acc, ldacc, y0, first, last, ow, og, img, c, n, 1, 3);
+        else if (L == 1 && pool)
+            chunk(th, acc, ldacc, y0, first, last, ow, og, img, c, n, 2, 1);
+        else if (L == 1)
+            chunk(th, acc, ldacc, y0, first, last, ow, og, img, c, n, 1, 1);
+        else if (pool)
+            chunk(th, acc, ldacc, y0, first, last, ow, og, img, c, n, 2, 0);
         else
-            chunk(th, acc, ldacc, y0, first, last, ow, og, img, c, n, 1);
+            chunk(th, acc, ldacc, y0, first, last, ow, og, img, c, n, 1, 0);
     }
 }
