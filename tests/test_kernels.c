@@ -1803,7 +1803,9 @@ static void check_grad_chains(const tsq__conv_geom *g, const float *x, const flo
  * folded in order, row after row) and every kernel this CPU runs give the
  * same bits. Values of mixed magnitudes make the order visible: a sum
  * taken in another order differs in its last bits. Row counts with and
- * without a remainder of 4, lengths with tails (196 = 24 * 8 + 4). */
+ * without a remainder of 4 or 2 (the rows side by side of the AVX-512 and
+ * AVX2 kernels), lengths with tails (196 = 24 * 8 + 4); the sums of dy
+ * and dy x also with the ReLU's gradient folded in. */
 static void sums_rule(const float *x, const float *dy, int64_t stride, int64_t rows, int64_t n,
                       double *a, double *b)
 {
@@ -1849,6 +1851,21 @@ START_TEST(test_vec_sums_rows)
                 tsq__vec_sums_rows(cpus[ci], x, stride, rows, n, &got[0], &got[1]);
                 tsq__vec_dot_sum_rows(cpus[ci], dy, x, stride, rows, n, &got[2], &got[3]);
                 ck_assert_int_eq(memcmp(got, want, sizeof got), 0);
+            }
+            { /* with the ReLU's gradient: dy where 0.7 x - 0.2 > 0, else 0 */
+                float *g = malloc((size_t)(rows * stride + 1) * sizeof(float));
+                for (i = 0; i < rows * stride + 1; i++)
+                    g[i] = 0.7f * x[i] + -0.2f > 0.0f ? dy[i] : 0.0f;
+                want[2] = 3.0;
+                want[3] = -2.0;
+                sums_rule(x, g, stride, rows, n, &want[2], &want[3]);
+                for (ci = 0; ci < 2; ci++) {
+                    double got[2] = {3.0, -2.0};
+                    tsq__vec_dot_sum_rows_relu(cpus[ci], dy, x, 0.7f, -0.2f, stride, rows, n,
+                                               &got[0], &got[1]);
+                    ck_assert_int_eq(memcmp(got, want + 2, sizeof got), 0);
+                }
+                free(g);
             }
             free(x);
             free(dy);

@@ -24,8 +24,8 @@ void tsq__vec_dot_sum(const float *restrict dy, const float *restrict x, int64_t
 void tsq__vec_add(float *restrict dst, const float *restrict src, int64_t n);
 /* The two sums above over `rows` rows of n floats, stride floats apart,
  * with exactly the bits of calling them row by row in order; cpu (the
- * context's TSQ_CPU_* features) picks the kernel: on AVX-512 several rows
- * run side by side (vec_sums_avx512.c). */
+ * context's TSQ_CPU_* features) picks the kernel: with AVX-512 or AVX2
+ * several rows run side by side (vec_sums_avx512.c, vec_sums_avx2.c). */
 void tsq__vec_sums_rows(uint32_t cpu, const float *x, int64_t stride, int64_t rows, int64_t n,
                         double *sum, double *sumsq);
 void tsq__vec_dot_sum_rows(uint32_t cpu, const float *dy, const float *x, int64_t stride,
@@ -51,6 +51,14 @@ void tsq__vec_sums_rows_avx512(const float *x, int64_t stride, int64_t rows, int
                                double *sum, double *sumsq);
 void tsq__vec_dot_sum_rows_avx512(const float *dy, const float *x, int64_t stride, int64_t rows,
                                   int64_t n, double *sum_dy, double *sum_dyx);
+/* The same three on AVX2 (vec_sums_avx2.c), for CPUs without AVX-512. */
+void tsq__vec_dot_sum_rows_relu_avx2(const float *dy, const float *x, float a, float b,
+                                     int64_t stride, int64_t rows, int64_t n, double *sum_dy,
+                                     double *sum_dyx);
+void tsq__vec_sums_rows_avx2(const float *x, int64_t stride, int64_t rows, int64_t n,
+                             double *sum, double *sumsq);
+void tsq__vec_dot_sum_rows_avx2(const float *dy, const float *x, int64_t stride, int64_t rows,
+                                int64_t n, double *sum_dy, double *sum_dyx);
 
 /* ---- pool.c ---- */
 /* k x k max-pool with stride s, no padding, on planes [lo, hi) of float

@@ -198,12 +198,21 @@ static int sums_avx512(uint32_t cpu)
     return (cpu & (TSQ_CPU_AVX2 | TSQ_CPU_AVX512F)) == (TSQ_CPU_AVX2 | TSQ_CPU_AVX512F);
 }
 
+static int sums_avx2(uint32_t cpu)
+{
+    return (cpu & TSQ_CPU_AVX2) != 0;
+}
+
 void tsq__vec_sums_rows(uint32_t cpu, const float *x, int64_t stride, int64_t rows, int64_t n,
                         double *sum, double *sumsq)
 {
     int64_t r;
     if (sums_avx512(cpu)) {
         tsq__vec_sums_rows_avx512(x, stride, rows, n, sum, sumsq);
+        return;
+    }
+    if (sums_avx2(cpu)) {
+        tsq__vec_sums_rows_avx2(x, stride, rows, n, sum, sumsq);
         return;
     }
     for (r = 0; r < rows; r++)
@@ -218,6 +227,10 @@ void tsq__vec_dot_sum_rows(uint32_t cpu, const float *dy, const float *x, int64_
         tsq__vec_dot_sum_rows_avx512(dy, x, stride, rows, n, sum_dy, sum_dyx);
         return;
     }
+    if (sums_avx2(cpu)) {
+        tsq__vec_dot_sum_rows_avx2(dy, x, stride, rows, n, sum_dy, sum_dyx);
+        return;
+    }
     for (r = 0; r < rows; r++)
         tsq__vec_dot_sum(dy + r * stride, x + r * stride, n, sum_dy, sum_dyx);
 }
@@ -229,6 +242,10 @@ void tsq__vec_dot_sum_rows_relu(uint32_t cpu, const float *dy, const float *x, f
     int64_t r;
     if (sums_avx512(cpu)) {
         tsq__vec_dot_sum_rows_relu_avx512(dy, x, a, b, stride, rows, n, sum_dy, sum_dyx);
+        return;
+    }
+    if (sums_avx2(cpu)) {
+        tsq__vec_dot_sum_rows_relu_avx2(dy, x, a, b, stride, rows, n, sum_dy, sum_dyx);
         return;
     }
     for (r = 0; r < rows; r++)
