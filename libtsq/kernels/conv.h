@@ -114,7 +114,7 @@ int32_t *tsq__conv_direct_offsets(const tsq__conv_geom *g, float *scratch);
 /* The SIMD kernels' weights: blocks of 16 output channels, each tap-major
  * (k x 16, a missing channel repeating the block's last), so that one
  * tap's weights are one vector for the AVX-512 kernel (channels in the
- * lanes) and two bases of 8 broadcasts for the AVX2 one. Packed once per
+ * lanes) and the broadcasts of the AVX2 one. Packed once per
  * call (tsq__conv_forward) and shared by its images and threads. */
 #define TSQ__CONV_PACK_W 16
 int64_t tsq__conv_direct_pack_floats(const tsq__conv_geom *g);

@@ -1,9 +1,10 @@
 /*
- * The body of the direct convolution's pixel-lane SIMD kernels
- * (conv_direct.c), written once for both vector widths: included by
- * conv_direct_avx2.c (8 lanes, every patch) and conv_direct_avx512.c (16
- * lanes, small patches: conv_direct_ch_avx512.c takes the larger ones)
- * after they define
+ * The body of the direct convolution's pixel-lane AVX-512 kernel
+ * (conv_direct.c), written over a vector abstraction: included by
+ * conv_direct_avx512.c (16 lanes, small patches: conv_direct_ch_avx512.c
+ * takes the larger ones) after it defines the macros below. The AVX2
+ * kernel, with half the registers' width and count, walks the image's
+ * rows as one flat sequence instead (conv_direct_avx2.c).
  *
  *   CD_VEC, CD_LANES      the float vector type and its lanes
  *   CD_MASK, CD_MASK_OF(n)  a store mask for the first n lanes
@@ -16,9 +17,9 @@
  *   CD_ROWS               output rows per tile (1 or 2: registers permitting)
  *   CD_NAME               the kernel's name
  *
- * 16 (or 8) output pixels of a row per vector and 8 output channels at a
- * time, so that each input vector loaded serves 8 FMAs, and on AVX-512
- * two rows at a time, so that each weight broadcast serves 2, from a zero-padded
+ * 16 output pixels of a row per vector and 8 output channels at a
+ * time, so that each input vector loaded serves 8 FMAs, and two rows at a
+ * time, so that each weight broadcast serves 2, from a zero-padded
  * copy of the image (every tap is one plain load). The FMA chains of every
  * output are the C version's, in the same order and cut at the same tap
  * (tsq__conv_direct_split), so the bits are the same.
