@@ -9,18 +9,6 @@
 
 #include <string.h>
 
-/* Channels c .. c+7 of one pixel's accumulators, n of them valid (n < 8:
- * the row may end there). */
-static inline __m256i load8(const int32_t *a, int64_t n)
-{
-    int32_t in[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    if (n >= 8)
-        return _mm256_loadu_si256((const __m256i *)(const void *)a);
-    if (n > 0)
-        memcpy(in, a, (size_t)n * sizeof(int32_t));
-    return _mm256_loadu_si256((const __m256i *)(const void *)in);
-}
-
 /* The chunk's per-channel constants, kept in registers across its pixels
  * (L <= 3 levels; more are read from th at every pixel). */
 typedef struct {
@@ -73,8 +61,8 @@ chunk(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc, int64_t y0, i
             for (dy = 0; dy < S; dy++)
                 for (dx = 0; dx < S; dx++) {
                     const int32_t *a = row + (dy * ow + ox * S + dx) * ldacc;
-                    lo = _mm256_max_epi32(lo, below(th, &vl, load8(a, n), c, L));
-                    hi = _mm256_max_epi32(hi, below(th, &vh, load8(a + 8, n - 8), c + 8, L));
+                    lo = _mm256_max_epi32(lo, below(th, &vl, tsq__load_acc8_avx2(a, n), c, L));
+                    hi = _mm256_max_epi32(hi, below(th, &vh, tsq__load_acc8_avx2(a + 8, n - 8), c + 8, L));
                 }
             {
                 __m128i b = tsq__codes_to_bytes_avx2(tsq__code_of_below_avx2(th, lo, c),

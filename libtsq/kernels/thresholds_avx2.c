@@ -5,18 +5,6 @@
 
 #include <string.h>
 
-/* The accumulators of channels c .. c+7 of one row, n of them (lanes past
- * n read as 0: the row may end there). */
-static __m256i load_acc(const int32_t *a, int64_t n)
-{
-    int32_t in[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    if (n >= 8)
-        return _mm256_loadu_si256((const __m256i *)(const void *)a);
-    if (n > 0)
-        memcpy(in, a, (size_t)n * sizeof(int32_t));
-    return _mm256_loadu_si256((const __m256i *)(const void *)in);
-}
-
 void tsq__thresholds_apply_avx2(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc,
                                 int64_t rows, int64_t c0, int64_t c1, uint8_t *out,
                                 int64_t ldo)
@@ -27,9 +15,10 @@ void tsq__thresholds_apply_avx2(const tsq_thresholds *th, const int32_t *acc, in
             /* c0 is a multiple of 16 (the kernels' column ranges) or 0 */
             int64_t n = c1 - c < 16 ? c1 - c : 16;
             const int32_t *a = acc + r * ldacc + c;
-            __m256i lo = tsq__code_of_below_avx2(th, tsq__below_avx2(th, load_acc(a, n), c), c);
-            __m256i hi = tsq__code_of_below_avx2(
-                th, tsq__below_avx2(th, load_acc(a + 8, n - 8), c + 8), c + 8);
+            __m256i blo = tsq__below_avx2(th, tsq__load_acc8_avx2(a, n), c);
+            __m256i bhi = tsq__below_avx2(th, tsq__load_acc8_avx2(a + 8, n - 8), c + 8);
+            __m256i lo = tsq__code_of_below_avx2(th, blo, c);
+            __m256i hi = tsq__code_of_below_avx2(th, bhi, c + 8);
             __m128i b = tsq__codes_to_bytes_avx2(lo, hi);
             if (n == 16)
                 _mm_storeu_si128((__m128i *)(void *)(out + r * ldo + c), b);

@@ -15,6 +15,18 @@
 #include <immintrin.h>
 #include <string.h>
 
+/* Eight accumulators from a, n of them (lanes past n read as 0: a row of
+ * accumulators may end there). */
+static inline __m256i tsq__load_acc8_avx2(const int32_t *a, int64_t n)
+{
+    int32_t in[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (n >= 8)
+        return _mm256_loadu_si256((const __m256i *)(const void *)a);
+    if (n > 0)
+        memcpy(in, a, (size_t)n * sizeof(int32_t));
+    return _mm256_loadu_si256((const __m256i *)(const void *)in);
+}
+
 /* Minus the number of levels that the accumulators a of channels c .. c+7
  * do not reach (0 .. -maxcode per lane). */
 static inline __m256i tsq__below_avx2(const tsq_thresholds *th, __m256i a, int64_t c)
