@@ -1829,16 +1829,17 @@ START_TEST(test_vec_sums_rows)
 END_TEST
 
 /* The direct backward: the C oracle against the gradients in double (to
- * float rounding) and against its chains written out; the AVX-512 kernels
- * give the oracle's bits; tsq__conv_backward gives, for 1 to 3 threads,
- * the oracle's accumulators added in thread order. */
+ * float rounding) and against its chains written out; the AVX2 and
+ * AVX-512 kernels (those this CPU runs) give the oracle's bits;
+ * tsq__conv_backward gives, for 1 to 3 threads, the oracle's accumulators
+ * added in thread order. */
 START_TEST(test_conv_grad)
 {
     th_rng r = {47};
     size_t i;
-    const uint32_t need = TSQ_CPU_AVX2 | TSQ_CPU_FMA | TSQ_CPU_AVX512F;
+    const uint32_t avx2 = TSQ_CPU_AVX2 | TSQ_CPU_FMA, need = avx2 | TSQ_CPU_AVX512F;
     uint32_t cpu = tsq__cpu_detect();
-    int simd = (cpu & need) == need;
+    int simd = (cpu & need) == need, simd2 = (cpu & avx2) == avx2;
     /* quick runs (valgrind, sanitizers) leave out the fmnist-sized three */
     for (i = th_quick() ? 3 : 0; i < sizeof grad_geoms / sizeof grad_geoms[0]; i++) {
         const int64_t *d = grad_geoms[i];
@@ -1847,7 +1848,7 @@ START_TEST(test_conv_grad)
         float *x, *w, *dy, *acc, *acc1, *dx, *dx1, *ws, *scratch, *dw, *db, *wp;
         ck_assert(tsq__conv_geom_init(&g, d[0], d[1], d[2], d[3], d[4], d[5], 1, d[6]));
         ck_assert(tsq__conv_grad_direct_runs(&g, need));
-        ck_assert(!tsq__conv_grad_direct_runs(&g, TSQ_CPU_AVX2 | TSQ_CPU_FMA));
+        ck_assert(!tsq__conv_grad_direct_runs(&g, avx2));
         g.k = TSQ__CONV_DIRECT_K; /* a small patch's backward stays on the BLAS */
         ck_assert(!tsq__conv_grad_direct_runs(&g, need));
         g.k = g.cin * g.kh * g.kw;
@@ -1875,9 +1876,15 @@ START_TEST(test_conv_grad)
         ck_assert_int_eq(memcmp(w, wp, (size_t)(g.cout * g.k) * sizeof(float)), 0);
         for (n = 0; n < batch; n++) {
             tsq__conv_grad_dx_ref(&g, w, dy + n * ny, dx + n * nx, scratch);
-            if (simd) {
+            if (simd2) {
                 if (n == 0)
-                    tsq__conv_grad_prep_avx512(&g, w, wp);
+                    tsq__conv_grad_prep_avx2(&g, w, wp);
+                memset(dx1 + n * nx, 0x55, (size_t)nx * sizeof(float));
+                tsq__conv_grad_dx_avx2(&g, wp, dy + n * ny, dx1 + n * nx, scratch);
+                ck_assert_int_eq(memcmp(dx + n * nx, dx1 + n * nx, (size_t)nx * sizeof(float)), 0);
+            }
+            if (simd) {
+                tsq__conv_grad_prep_avx512(&g, w, wp);
                 tsq__conv_grad_dx_avx512(&g, wp, dy + n * ny, dx1 + n * nx, scratch);
                 ck_assert_int_eq(memcmp(dx + n * nx, dx1 + n * nx, (size_t)nx * sizeof(float)), 0);
             }
@@ -1905,6 +1912,14 @@ START_TEST(test_conv_grad)
                 }
         tsq__conv_grad_dw_ref(&g, x, dy, cols, acc1, scratch);
         check_grad_chains(&g, x, dy, acc1, ld);
+        if (simd2) { /* with the k columns of dW alone too (no bias) */
+            memset(acc, 0, (size_t)(ld * cols) * sizeof(float));
+            tsq__conv_grad_dw_avx2(&g, x, dy, cols, acc, scratch);
+            ck_assert_int_eq(memcmp(acc, acc1, (size_t)(ld * cols) * sizeof(float)), 0);
+            memset(acc, 0, (size_t)(ld * cols) * sizeof(float));
+            tsq__conv_grad_dw_avx2(&g, x, dy, g.k, acc, scratch);
+            ck_assert_int_eq(memcmp(acc, acc1, (size_t)(ld * g.k) * sizeof(float)), 0);
+        }
         if (simd) {
             memset(acc, 0, (size_t)(ld * cols) * sizeof(float));
             tsq__conv_grad_dw_avx512(&g, x, dy, cols, acc, scratch);
@@ -1932,8 +1947,10 @@ START_TEST(test_conv_grad)
         free(x); free(w); free(dy); free(acc); free(acc1); free(dx); free(dx1);
         free(dw); free(db); free(scratch); free(ws); free(wp);
     }
-    if (!simd)
-        fprintf(stderr, "test_conv_grad: no AVX-512 here: the oracle alone was checked\n");
+    if (!simd2)
+        fprintf(stderr, "test_conv_grad: no AVX2 + FMA here: the oracle alone was checked\n");
+    else if (!simd)
+        fprintf(stderr, "test_conv_grad: no AVX-512 here: the oracle and AVX2 were checked\n");
 }
 END_TEST
 

@@ -129,7 +129,8 @@ void tsq__conv_grad_dw_ref(const tsq__conv_geom *g, const float *x, const float 
 
 int64_t tsq__conv_grad_prep_floats(const tsq__conv_geom *g)
 {
-    /* the AVX-512 layout: taps x cout x cin rounded up to 16 (the oracle's
+    /* the SIMD layouts: taps x cout x cin rounded up to 16, in tap-major
+     * order on AVX-512, in groups of 16 channels on AVX2 (the oracle's
      * plain copy is smaller) */
     return g->kh * g->kw * g->cout * tsq__conv_grad_layout_of(g).c16;
 }
