@@ -159,9 +159,11 @@ tsq__conv_direct_fn tsq__conv_direct_for(uint32_t cpu, const tsq__conv_geom *g);
 
 /* ---- conv_grad.c: the backward without the GEMMs ---- */
 /* 1 if tsq__conv_backward computes this geometry directly on a CPU with
- * the features cpu: AVX-512 (the kernels), stride 1, square padding, k >
- * TSQ__CONV_DIRECT_K, one image per GEMM (group 1), rows at least
- * TSQ__CONV_DIRECT_MIN_W wide, cout <= TSQ__CONV_CHAIN_Q. */
+ * the features cpu: AVX-512, or AVX2 + FMA where its kernels beat the
+ * GEMMs (conv_grad.c: cout <= 128, and cin >= 8 unless cout <= 16),
+ * stride 1, square padding, k > TSQ__CONV_DIRECT_K, one image per GEMM
+ * (group 1), rows at least TSQ__CONV_DIRECT_MIN_W wide, cout <=
+ * TSQ__CONV_CHAIN_Q. */
 int tsq__conv_grad_direct_runs(const tsq__conv_geom *g, uint32_t cpu);
 /* The length of the next depth block of a GEMM with `left` terms still to
  * add: at most TSQ__CONV_CHAIN_Q; between Q and 2Q, half rounded up to a
