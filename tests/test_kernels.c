@@ -1874,27 +1874,45 @@ START_TEST(test_vec_sums_rows)
 END_TEST
 
 /* The direct backward: the C oracle against the gradients in double (to
- * float rounding) and against its chains written out; the AVX-512 kernels
- * give the oracle's bits; tsq__conv_backward gives, for 1 to 3 threads,
- * the oracle's accumulators added in thread order. */
+ * float rounding) and against its chains written out; the AVX2 and
+ * AVX-512 kernels (those this CPU runs) give the oracle's bits;
+ * tsq__conv_backward gives, for 1 to 3 threads and either kernel set, the
+ * oracle's accumulators added in thread order. */
 START_TEST(test_conv_grad)
 {
     th_rng r = {47};
     size_t i;
-    const uint32_t need = TSQ_CPU_AVX2 | TSQ_CPU_FMA | TSQ_CPU_AVX512F;
+    const uint32_t avx2 = TSQ_CPU_AVX2 | TSQ_CPU_FMA, need = avx2 | TSQ_CPU_AVX512F;
     uint32_t cpu = tsq__cpu_detect();
-    int simd = (cpu & need) == need;
+    int simd = (cpu & need) == need, simd2 = (cpu & avx2) == avx2;
+    /* the AVX2 set alone, then (on AVX-512) the AVX-512 one */
+    uint32_t sets[2] = {cpu & ~(uint32_t)TSQ_CPU_AVX512F, cpu};
+    tsq__conv_geom big, thin;
+    /* on AVX2 alone the GEMMs keep what they run faster (conv_grad.c):
+     * more than 128 output channels, fewer than 8 input channels with more
+     * than 16 outputs */
+    ck_assert(tsq__conv_geom_init(&big, 64, 14, 14, 256, 3, 3, 1, 1));
+    ck_assert(tsq__conv_grad_direct_runs(&big, need) && !tsq__conv_grad_direct_runs(&big, avx2));
+    big.cout = 128;
+    ck_assert(tsq__conv_grad_direct_runs(&big, avx2));
+    ck_assert(tsq__conv_geom_init(&thin, 4, 28, 28, 32, 3, 3, 1, 1));
+    ck_assert(tsq__conv_grad_direct_runs(&thin, need) && !tsq__conv_grad_direct_runs(&thin, avx2));
+    thin.cout = 16;
+    ck_assert(tsq__conv_grad_direct_runs(&thin, avx2));
     /* quick runs (valgrind, sanitizers) leave out the fmnist-sized three */
     for (i = th_quick() ? 3 : 0; i < sizeof grad_geoms / sizeof grad_geoms[0]; i++) {
         const int64_t *d = grad_geoms[i];
         tsq__conv_geom g;
         int64_t batch = 3, nx, ny, ld, cols, n, threads, t, co, c, iy, ix;
         float *x, *w, *dy, *acc, *acc1, *dx, *dx1, *ws, *scratch, *dw, *db, *wp;
+        int set;
         ck_assert(tsq__conv_geom_init(&g, d[0], d[1], d[2], d[3], d[4], d[5], 1, d[6]));
         ck_assert(tsq__conv_grad_direct_runs(&g, need));
-        ck_assert(!tsq__conv_grad_direct_runs(&g, TSQ_CPU_AVX2 | TSQ_CPU_FMA));
+        ck_assert(tsq__conv_grad_direct_runs(&g, avx2));
+        ck_assert(!tsq__conv_grad_direct_runs(&g, TSQ_CPU_AVX2));
         g.k = TSQ__CONV_DIRECT_K; /* a small patch's backward stays on the BLAS */
         ck_assert(!tsq__conv_grad_direct_runs(&g, need));
+        ck_assert(!tsq__conv_grad_direct_runs(&g, avx2));
         g.k = g.cin * g.kh * g.kw;
         nx = g.cin * g.h * g.w;
         ny = g.cout * g.ohw;
@@ -1920,9 +1938,15 @@ START_TEST(test_conv_grad)
         ck_assert_int_eq(memcmp(w, wp, (size_t)(g.cout * g.k) * sizeof(float)), 0);
         for (n = 0; n < batch; n++) {
             tsq__conv_grad_dx_ref(&g, w, dy + n * ny, dx + n * nx, scratch);
-            if (simd) {
+            if (simd2) {
                 if (n == 0)
-                    tsq__conv_grad_prep_avx512(&g, w, wp);
+                    tsq__conv_grad_prep_avx2(&g, w, wp);
+                memset(dx1 + n * nx, 0x55, (size_t)nx * sizeof(float));
+                tsq__conv_grad_dx_avx2(&g, wp, dy + n * ny, dx1 + n * nx, scratch);
+                ck_assert_int_eq(memcmp(dx + n * nx, dx1 + n * nx, (size_t)nx * sizeof(float)), 0);
+            }
+            if (simd) {
+                tsq__conv_grad_prep_avx512(&g, w, wp);
                 tsq__conv_grad_dx_avx512(&g, wp, dy + n * ny, dx1 + n * nx, scratch);
                 ck_assert_int_eq(memcmp(dx + n * nx, dx1 + n * nx, (size_t)nx * sizeof(float)), 0);
             }
@@ -1950,35 +1974,46 @@ START_TEST(test_conv_grad)
                 }
         tsq__conv_grad_dw_ref(&g, x, dy, cols, acc1, scratch);
         check_grad_chains(&g, x, dy, acc1, ld);
+        if (simd2) { /* with the k columns of dW alone too (no bias) */
+            memset(acc, 0, (size_t)(ld * cols) * sizeof(float));
+            tsq__conv_grad_dw_avx2(&g, x, dy, cols, acc, scratch);
+            ck_assert_int_eq(memcmp(acc, acc1, (size_t)(ld * cols) * sizeof(float)), 0);
+            memset(acc, 0, (size_t)(ld * cols) * sizeof(float));
+            tsq__conv_grad_dw_avx2(&g, x, dy, g.k, acc, scratch);
+            ck_assert_int_eq(memcmp(acc, acc1, (size_t)(ld * g.k) * sizeof(float)), 0);
+        }
         if (simd) {
             memset(acc, 0, (size_t)(ld * cols) * sizeof(float));
             tsq__conv_grad_dw_avx512(&g, x, dy, cols, acc, scratch);
             ck_assert_int_eq(memcmp(acc, acc1, (size_t)(ld * cols) * sizeof(float)), 0);
         }
-        for (threads = 1; threads <= 3 && simd; threads++) {
-            float *total = acc + 3 * ld * cols;
-            memset(acc, 0, (size_t)(4 * ld * cols) * sizeof(float));
-            for (n = 0; n < batch; n++)
-                tsq__conv_grad_dw_ref(&g, x + n * nx, dy + n * ny, cols,
-                                      acc + (n % threads) * ld * cols, scratch);
-            memcpy(total, acc, (size_t)(ld * cols) * sizeof(float));
-            for (t = 1; t < threads; t++)
-                for (n = 0; n < ld * cols; n++)
-                    total[n] += acc[t * ld * cols + n];
-            memset(dx1, 0x55, (size_t)(batch * nx) * sizeof(float));
-            tsq__conv_backward(&g, threads, cpu, x, w, dy, dw, db, dx1, batch, ws);
-            ck_assert_int_eq(memcmp(dx, dx1, (size_t)(batch * nx) * sizeof(float)), 0);
-            for (co = 0; co < g.cout; co++) {
-                for (t = 0; t < g.k; t++)
-                    ck_assert_int_eq(memcmp(dw + co * g.k + t, total + t * ld + co, 4), 0);
-                ck_assert_int_eq(memcmp(db + co, total + g.k * ld + co, 4), 0);
+        for (set = 0; set < (simd ? 2 : simd2 ? 1 : 0); set++)
+            for (threads = 1; threads <= 3; threads++) {
+                float *total = acc + 3 * ld * cols;
+                memset(acc, 0, (size_t)(4 * ld * cols) * sizeof(float));
+                for (n = 0; n < batch; n++)
+                    tsq__conv_grad_dw_ref(&g, x + n * nx, dy + n * ny, cols,
+                                          acc + (n % threads) * ld * cols, scratch);
+                memcpy(total, acc, (size_t)(ld * cols) * sizeof(float));
+                for (t = 1; t < threads; t++)
+                    for (n = 0; n < ld * cols; n++)
+                        total[n] += acc[t * ld * cols + n];
+                memset(dx1, 0x55, (size_t)(batch * nx) * sizeof(float));
+                tsq__conv_backward(&g, threads, sets[set], x, w, dy, dw, db, dx1, batch, ws);
+                ck_assert_int_eq(memcmp(dx, dx1, (size_t)(batch * nx) * sizeof(float)), 0);
+                for (co = 0; co < g.cout; co++) {
+                    for (t = 0; t < g.k; t++)
+                        ck_assert_int_eq(memcmp(dw + co * g.k + t, total + t * ld + co, 4), 0);
+                    ck_assert_int_eq(memcmp(db + co, total + g.k * ld + co, 4), 0);
+                }
             }
-        }
         free(x); free(w); free(dy); free(acc); free(acc1); free(dx); free(dx1);
         free(dw); free(db); free(scratch); free(ws); free(wp);
     }
-    if (!simd)
-        fprintf(stderr, "test_conv_grad: no AVX-512 here: the oracle alone was checked\n");
+    if (!simd2)
+        fprintf(stderr, "test_conv_grad: no AVX2 + FMA here: the oracle alone was checked\n");
+    else if (!simd)
+        fprintf(stderr, "test_conv_grad: no AVX-512 here: the oracle and AVX2 were checked\n");
 }
 END_TEST
 

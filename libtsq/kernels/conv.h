@@ -159,23 +159,26 @@ tsq__conv_direct_fn tsq__conv_direct_for(uint32_t cpu, const tsq__conv_geom *g);
 
 /* ---- conv_grad.c: the backward without the GEMMs ---- */
 /* 1 if tsq__conv_backward computes this geometry directly on a CPU with
- * the features cpu: AVX-512 (the kernels), stride 1, square padding, k >
- * TSQ__CONV_DIRECT_K, one image per GEMM (group 1), rows at least
- * TSQ__CONV_DIRECT_MIN_W wide, cout <= TSQ__CONV_CHAIN_Q. */
+ * the features cpu: AVX-512, or AVX2 + FMA where its kernels beat the
+ * GEMMs (conv_grad.c: cout <= 128, and cin >= 8 unless cout <= 16),
+ * stride 1, square padding, k > TSQ__CONV_DIRECT_K, one image per GEMM
+ * (group 1), rows at least TSQ__CONV_DIRECT_MIN_W wide, cout <=
+ * TSQ__CONV_CHAIN_Q. */
 int tsq__conv_grad_direct_runs(const tsq__conv_geom *g, uint32_t cpu);
 /* The length of the next depth block of a GEMM with `left` terms still to
  * add: at most TSQ__CONV_CHAIN_Q; between Q and 2Q, half rounded up to a
  * multiple of 16 (OpenBLAS SkylakeX's cut, measured). The one rule of
  * both directions (tsq__conv_direct_split uses it too). */
 int64_t tsq__conv_depth_block(int64_t left);
-/* Scratch floats of one image's backward (either kernel). */
+/* Scratch floats of one image's backward (any kernel set). */
 int64_t tsq__conv_grad_ws_floats(const tsq__conv_geom *g);
-/* Where the AVX-512 kernels keep what in their scratch (offsets and sizes
- * in floats), in one place with the size queries. */
+/* Where the SIMD kernels (AVX-512 and AVX2) keep what in their scratch
+ * (offsets and sizes in floats), in one place with the size queries. */
 #define TSQ__CONV_GRAD_TAPS 8 /* taps of the weight gradient's blocks */
 typedef struct {
     int64_t hp, wp, plane; /* dW: the padded image */
-    int64_t ld;            /* dW: floats per position of transposed dy */
+    int64_t ld;            /* dW: floats per position of transposed dy (AVX2: in
+                            * blocks of 16 channels, the same P ld floats) */
     int64_t xp, ones, dyt, tmp, dw_total;
     int64_t top, left, ohp, owp, c16; /* dx: the padded dy, the weights */
     int64_t dyp, dx_total;
@@ -211,6 +214,13 @@ void tsq__conv_grad_dw_avx512(const tsq__conv_geom *g, const float *x, const flo
 void tsq__conv_grad_prep_avx512(const tsq__conv_geom *g, const float *w, float *wp);
 void tsq__conv_grad_dx_avx512(const tsq__conv_geom *g, const float *wp, const float *dy,
                               float *dx, float *scratch);
+/* AVX2 + FMA (conv_grad_avx2.c): channels in the lanes as on AVX-512, 8
+ * per vector; the same scratch and prep sizes, other orders inside. */
+void tsq__conv_grad_dw_avx2(const tsq__conv_geom *g, const float *x, const float *dy,
+                            int64_t cols, float *acc, float *scratch);
+void tsq__conv_grad_prep_avx2(const tsq__conv_geom *g, const float *w, float *wp);
+void tsq__conv_grad_dx_avx2(const tsq__conv_geom *g, const float *wp, const float *dy,
+                            float *dx, float *scratch);
 tsq__conv_grad_fns tsq__conv_grad_for(uint32_t cpu);
 
 /* ---- dense_f32.c ---- */

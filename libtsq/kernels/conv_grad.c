@@ -1,11 +1,12 @@
 /* The float convolution's backward computed directly, image by image, for
  * the larger-patch convolutions whose forward goes direct (conv_direct.c):
  * stride 1, k = cin kh kw > TSQ__CONV_DIRECT_K, rows at least
- * TSQ__CONV_DIRECT_MIN_W wide, on CPUs with AVX-512 (conv_grad_avx512.c;
- * elsewhere the GEMMs of conv_f32.c). A small patch's backward is a tiny
- * GEMM, which the BLAS runs with its own small-matrix kernel (summing 16
- * lanes of k at a time on SkylakeX): nothing to gain there, and its bits
- * are the BLAS's.
+ * TSQ__CONV_DIRECT_MIN_W wide, on CPUs with AVX-512 (conv_grad_avx512.c)
+ * and, where its kernels beat the GEMMs (tsq__conv_grad_direct_runs), on
+ * CPUs with AVX2 + FMA (conv_grad_avx2.c); elsewhere the GEMMs of
+ * conv_f32.c. A small patch's backward is a tiny GEMM, which the BLAS
+ * runs with its own small-matrix kernel (summing 16 lanes of k at a time
+ * on SkylakeX): nothing to gain there, and its bits are the BLAS's.
  *
  * The GEMM path computes, per image, dcol = W^T dy then col2im, and
  * [dW db] += dy [col; 1]^T. Its bits on OpenBLAS's SkylakeX sgemm, which
@@ -26,18 +27,35 @@
  *                   the bias is learned, is all ones (db).
  *
  * The C versions here are the oracle (fmaf is exact by definition); the
- * AVX-512 kernels give the same bits (tests/test_kernels.c,
- * test_conv_grad). At the fmnist net's shapes the chains over cout (32 or
- * 64 terms) are one block, as are P = 196; P = 784 is cut at 400. */
+ * AVX-512 and AVX2 kernels give the same bits (tests/test_kernels.c,
+ * test_conv_grad), so on an AVX2 machine too these are SkylakeX's sums,
+ * not those of the local BLAS. At the fmnist net's shapes the chains over
+ * cout (32 or 64 terms) are one block, as are P = 196; P = 784 is cut at
+ * 400. */
 #include "kernels/conv.h"
 
 #include <math.h>
 #include <string.h>
 
+/* Where the AVX2 kernels beat the GEMMs (OpenBLAS's Zen sgemm on a Zen 3,
+ * one thread, weight and input gradients of 8-16 images together): up to
+ * 128 output channels (1.15-1.6x at the fmnist net's shapes, 1.05-1.3x at
+ * 128). At 256 and 448 the GEMMs ran up to 10% faster (1.3-1.6x with 8
+ * input channels): dy and a tile's weights outgrow the L2 cache. Below 8
+ * input channels the input gradient's vector of channels is partly empty,
+ * while the GEMM's depth is cout: with 4 input channels and 32 or 64
+ * outputs the GEMMs ran 1.1-1.5x faster, with 16 outputs or fewer (the
+ * GEMM's rows few too) as fast or slower. */
+static int avx2_wins(const tsq__conv_geom *g)
+{
+    return g->cout <= 128 && (g->cin >= 8 || g->cout <= 16);
+}
+
 int tsq__conv_grad_direct_runs(const tsq__conv_geom *g, uint32_t cpu)
 {
-    const uint32_t need = TSQ_CPU_AVX2 | TSQ_CPU_FMA | TSQ_CPU_AVX512F;
-    return (cpu & need) == need && g->group == 1 && g->k > TSQ__CONV_DIRECT_K &&
+    const uint32_t avx2 = TSQ_CPU_AVX2 | TSQ_CPU_FMA, avx512 = avx2 | TSQ_CPU_AVX512F;
+    int kernels = (cpu & avx512) == avx512 || ((cpu & avx2) == avx2 && avx2_wins(g));
+    return kernels && g->group == 1 && g->k > TSQ__CONV_DIRECT_K &&
            !(g->kh == 1 && g->kw == 1) &&
            g->stride == 1 && g->stride_w == 1 && g->pad == g->pad_w &&
            g->ow >= TSQ__CONV_DIRECT_MIN_W && g->cout <= TSQ__CONV_CHAIN_Q;
@@ -129,7 +147,8 @@ void tsq__conv_grad_dw_ref(const tsq__conv_geom *g, const float *x, const float 
 
 int64_t tsq__conv_grad_prep_floats(const tsq__conv_geom *g)
 {
-    /* the AVX-512 layout: taps x cout x cin rounded up to 16 (the oracle's
+    /* the SIMD layouts: taps x cout x cin rounded up to 16, in tap-major
+     * order on AVX-512, in groups of 16 channels on AVX2 (the oracle's
      * plain copy is smaller) */
     return g->kh * g->kw * g->cout * tsq__conv_grad_layout_of(g).c16;
 }
@@ -167,11 +186,15 @@ tsq__conv_grad_fns tsq__conv_grad_for(uint32_t cpu)
 {
     tsq__conv_grad_fns f = {tsq__conv_grad_dw_ref, tsq__conv_grad_prep_ref,
                             tsq__conv_grad_dx_ref};
-    const uint32_t need = TSQ_CPU_AVX2 | TSQ_CPU_FMA | TSQ_CPU_AVX512F;
-    if ((cpu & need) == need) {
+    const uint32_t avx2 = TSQ_CPU_AVX2 | TSQ_CPU_FMA, avx512 = avx2 | TSQ_CPU_AVX512F;
+    if ((cpu & avx512) == avx512) {
         f.dw = tsq__conv_grad_dw_avx512;
         f.prep = tsq__conv_grad_prep_avx512;
         f.dx = tsq__conv_grad_dx_avx512;
+    } else if ((cpu & avx2) == avx2) {
+        f.dw = tsq__conv_grad_dw_avx2;
+        f.prep = tsq__conv_grad_prep_avx2;
+        f.dx = tsq__conv_grad_dx_avx2;
     }
     return f;
 }
