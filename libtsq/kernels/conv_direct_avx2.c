@@ -4,19 +4,19 @@
  * reads tap t at xp[q + off[t]], so 8 consecutive q are one vector load
  * whatever the row, and the wp - ow outputs past each row are computed and
  * dropped (2 of 30 at the fmnist net's 28-wide rows, where 8-pixel vectors
- * per row dropped 4 of 32). A tile is 3 vectors (24 outputs) x 4 output
+ * per row dropped 4 of 32). A tile is 2 vectors (16 outputs) x 6 output
  * channels: 12 FMA chains, more than the 8 that two FMA units of latency 4
- * need, within the 16 registers with a broadcast (the loads go into the
- * FMAs as memory operands). Each output's chain is the C version's, in the
+ * need, the two input vectors and a broadcast in the 16 registers (3
+ * vectors x 4 channels left gcc one register short: it spilled three
+ * chains, and ran at half the speed). Each output's chain is the C version's, in the
  * same order and cut at the same tap (tsq__conv_direct_split), so the bits
  * are the same. */
 #include "kernels/conv.h"
 
 #include <immintrin.h>
-#include <string.h>
 
-#define VECS 3 /* 8-output vectors per tile */
-#define CH 4   /* output channels per tile */
+#define VECS 2 /* 8-output vectors per tile */
+#define CH 6   /* output channels per tile */
 #define INLINE static inline __attribute__((always_inline))
 
 typedef struct {
@@ -28,35 +28,62 @@ typedef struct {
     int64_t split;      /* the first chain's taps */
 } job;
 
-/* Taps t0 .. t1 - 1 into the NV x CH chains of the tile at q0, channels'
- * weights wk (tap t at wk + t * TSQ__CONV_PACK_W). */
-INLINE void taps(const job *j, const float *wk, int64_t q0, int64_t t0, int64_t t1,
+/* Taps t0 .. t1 - 1 into the NV x CH chains of the tile at q0, channel
+ * c's weights at wk[c] (tap t at wk[c] + t * TSQ__CONV_PACK_W). */
+INLINE void taps(const job *j, const float *const *wk, int64_t q0, int64_t t0, int64_t t1,
                  __m256 acc[VECS][CH], const int NV, const int NC)
 {
     const float *base = j->xp + q0;
     __m256 r[VECS][CH]; /* a copy the compiler keeps in registers (acc lives in memory) */
     int64_t t;
     int v, c;
-#pragma GCC unroll 3
+#pragma GCC unroll 2
     for (v = 0; v < VECS; v++)
-#pragma GCC unroll 4
+#pragma GCC unroll 6
         for (c = 0; c < CH; c++)
             r[v][c] = acc[v][c];
     for (t = t0; t < t1; t++) {
-        const float *p = base + j->off[t], *w = wk + t * TSQ__CONV_PACK_W;
-#pragma GCC unroll 4
+        const float *p = base + j->off[t];
+        __m256 in[VECS];
+#pragma GCC unroll 2
+        for (v = 0; v < NV; v++)
+            in[v] = _mm256_loadu_ps(p + 8 * v);
+#pragma GCC unroll 6
         for (c = 0; c < NC; c++) {
-            __m256 b = _mm256_broadcast_ss(w + c);
-#pragma GCC unroll 3
+            __m256 b = _mm256_broadcast_ss(wk[c] + t * TSQ__CONV_PACK_W);
+#pragma GCC unroll 2
             for (v = 0; v < NV; v++)
-                r[v][c] = _mm256_fmadd_ps(b, _mm256_loadu_ps(p + 8 * v), r[v][c]);
+                r[v][c] = _mm256_fmadd_ps(b, in[v], r[v][c]);
         }
     }
-#pragma GCC unroll 3
+#pragma GCC unroll 2
     for (v = 0; v < VECS; v++)
-#pragma GCC unroll 4
+#pragma GCC unroll 6
         for (c = 0; c < CH; c++)
             acc[v][c] = r[v][c];
+}
+
+/* n floats from src to dst: whole vectors, the last one overlapping the
+ * one before (rewriting the same values), shorter runs in 4s and 1s. A
+ * library call per run of a few dozen floats was 3% of a training step,
+ * and masked stores (vmaskmovps) are microcoded on AMD and halved the
+ * kernel's speed. */
+INLINE void copy_run(float *dst, const float *src, int64_t n)
+{
+    int64_t i = 0;
+    if (n >= 8) {
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(dst + i, _mm256_loadu_ps(src + i));
+        if (i < n)
+            _mm256_storeu_ps(dst + n - 8, _mm256_loadu_ps(src + n - 8));
+        return;
+    }
+    if (n >= 4) {
+        _mm_storeu_ps(dst, _mm_loadu_ps(src));
+        i = 4;
+    }
+    for (; i < n; i++)
+        _mm_store_ss(dst + i, _mm_load_ss(src + i));
 }
 
 /* The tile's results, ordered as the C version adds them, into y: each
@@ -84,16 +111,15 @@ INLINE void store(const job *j, __m256 acc[VECS][CH], __m256 first[VECS][CH], in
         for (q = 0; q < n && q0 + q <= j->last;) {
             int64_t oy = (q0 + q) / j->wp, ox = (q0 + q) % j->wp;
             int64_t run = j->wp - ox < n - q ? j->wp - ox : n - q;
-            if (ox < g->ow) {
-                int64_t keep = g->ow - ox < run ? g->ow - ox : run;
-                memcpy(y + (co * g->oh + oy) * g->ow + ox, out + q, (size_t)keep * sizeof(float));
-            }
+            if (ox < g->ow)
+                copy_run(y + (co * g->oh + oy) * g->ow + ox, out + q,
+                         g->ow - ox < run ? g->ow - ox : run);
             q += run;
         }
     }
 }
 
-INLINE void tile(const job *j, const float *wk, float *y, int64_t co0, int64_t q0,
+INLINE void tile(const job *j, const float *const *wk, float *y, int64_t co0, int64_t q0,
                  const int NV, const int NC)
 {
     const tsq__conv_geom *g = j->op->g;
@@ -115,14 +141,11 @@ INLINE void tile(const job *j, const float *wk, float *y, int64_t co0, int64_t q
 }
 
 /* Every tile of channels co0 .. co0 + NC - 1. */
-INLINE void channels(const job *j, const float *wk, float *y, int64_t co0, const int NC)
+INLINE void channels(const job *j, const float *const *wk, float *y, int64_t co0, const int NC)
 {
     int64_t q0, nvec = j->last / 8 + 1; /* vectors that start at or before the last output */
     for (q0 = 0; q0 < 8 * nvec; q0 += 8 * VECS) {
-        int64_t left = nvec - q0 / 8;
-        if (left >= 3)
-            tile(j, wk, y, co0, q0, 3, NC);
-        else if (left == 2)
+        if (nvec - q0 / 8 >= 2)
             tile(j, wk, y, co0, q0, 2, NC);
         else
             tile(j, wk, y, co0, q0, 1, NC);
@@ -133,7 +156,7 @@ void tsq__conv_direct_avx2(const tsq__conv_direct_op *op, const float *x, float 
                            float *scratch)
 {
     const tsq__conv_geom *g = op->g;
-    int64_t co0;
+    int64_t co0, c;
     job j;
     j.op = op;
     j.xp = scratch;
@@ -143,17 +166,22 @@ void tsq__conv_direct_avx2(const tsq__conv_direct_op *op, const float *x, float 
     j.split = tsq__conv_direct_split(g, op->bias && !op->scale);
     tsq__conv_pad_image(g, x, scratch);
     for (co0 = 0; co0 < g->cout; co0 += CH) {
-        /* the 4 channels' lanes in their block of 16 (tsq__conv_direct_pack) */
-        const float *wk = op->packed + co0 / TSQ__CONV_PACK_W * TSQ__CONV_PACK_W * g->k +
-                          co0 % TSQ__CONV_PACK_W;
+        /* each channel's lane in its block of 16 (tsq__conv_direct_pack);
+         * a tile's channels may span two blocks */
+        const float *wk[CH];
         int64_t nc = g->cout - co0 < CH ? g->cout - co0 : CH;
-        if (nc == 4)
-            channels(&j, wk, y, co0, 4);
-        else if (nc == 3)
-            channels(&j, wk, y, co0, 3);
-        else if (nc == 2)
-            channels(&j, wk, y, co0, 2);
-        else
-            channels(&j, wk, y, co0, 1);
+        for (c = 0; c < CH; c++) {
+            int64_t co = co0 + (c < nc ? c : nc - 1);
+            wk[c] = op->packed + co / TSQ__CONV_PACK_W * TSQ__CONV_PACK_W * g->k +
+                    co % TSQ__CONV_PACK_W;
+        }
+        switch (nc) {
+        case 6: channels(&j, wk, y, co0, 6); break;
+        case 5: channels(&j, wk, y, co0, 5); break;
+        case 4: channels(&j, wk, y, co0, 4); break;
+        case 3: channels(&j, wk, y, co0, 3); break;
+        case 2: channels(&j, wk, y, co0, 2); break;
+        default: channels(&j, wk, y, co0, 1); break;
+        }
     }
 }
