@@ -89,13 +89,13 @@ INLINE void copy_run(float *dst, const float *src, int64_t n)
 /* The tile's results, ordered as the C version adds them, into y: each
  * channel's 8 NV outputs from q0 on, run by run within the output rows. */
 INLINE void store(const job *j, __m256 acc[VECS][CH], __m256 first[VECS][CH], int cut,
-                  float *y, int64_t co0, int64_t q0, const int NV, const int NC)
+                  float *y, int64_t co0, int64_t q0, const int NV, int nc)
 {
     const tsq__conv_direct_op *op = j->op;
     const tsq__conv_geom *g = op->g;
     float out[VECS * 8];
     int v, c;
-    for (c = 0; c < NC; c++) {
+    for (c = 0; c < nc; c++) {
         int64_t co = co0 + c, q, n = 8 * NV;
         for (v = 0; v < NV; v++) {
             __m256 r = acc[v][c];
@@ -119,8 +119,8 @@ INLINE void store(const job *j, __m256 acc[VECS][CH], __m256 first[VECS][CH], in
     }
 }
 
-INLINE void tile(const job *j, const float *const *wk, float *y, int64_t co0, int64_t q0,
-                 const int NV, const int NC)
+INLINE void tile(const job *j, const float *const *wk, float *y, int64_t co0, int64_t nc,
+                 int64_t q0, const int NV)
 {
     const tsq__conv_geom *g = j->op->g;
     __m256 acc[VECS][CH], first[VECS][CH];
@@ -128,35 +128,23 @@ INLINE void tile(const job *j, const float *const *wk, float *y, int64_t co0, in
     for (v = 0; v < VECS; v++)
         for (c = 0; c < CH; c++)
             acc[v][c] = first[v][c] = _mm256_setzero_ps();
-    taps(j, wk, q0, 0, j->split, acc, NV, NC);
+    taps(j, wk, q0, 0, j->split, acc, NV, CH);
     if (j->split < g->k) { /* the second chain from +0 */
         for (v = 0; v < NV; v++)
-            for (c = 0; c < NC; c++) {
+            for (c = 0; c < CH; c++) {
                 first[v][c] = acc[v][c];
                 acc[v][c] = _mm256_setzero_ps();
             }
-        taps(j, wk, q0, j->split, g->k, acc, NV, NC);
+        taps(j, wk, q0, j->split, g->k, acc, NV, CH);
     }
-    store(j, acc, first, j->split < g->k, y, co0, q0, NV, NC);
-}
-
-/* Every tile of channels co0 .. co0 + NC - 1. */
-INLINE void channels(const job *j, const float *const *wk, float *y, int64_t co0, const int NC)
-{
-    int64_t q0, nvec = j->last / 8 + 1; /* vectors that start at or before the last output */
-    for (q0 = 0; q0 < 8 * nvec; q0 += 8 * VECS) {
-        if (nvec - q0 / 8 >= 2)
-            tile(j, wk, y, co0, q0, 2, NC);
-        else
-            tile(j, wk, y, co0, q0, 1, NC);
-    }
+    store(j, acc, first, j->split < g->k, y, co0, q0, NV, (int)nc);
 }
 
 void tsq__conv_direct_avx2(const tsq__conv_direct_op *op, const float *x, float *y,
                            float *scratch)
 {
     const tsq__conv_geom *g = op->g;
-    int64_t co0, c;
+    int64_t co0, c, q0, nvec;
     job j;
     j.op = op;
     j.xp = scratch;
@@ -164,10 +152,13 @@ void tsq__conv_direct_avx2(const tsq__conv_direct_op *op, const float *x, float 
     j.wp = g->w + 2 * g->pad_w;
     j.last = (g->oh - 1) * j.wp + g->ow - 1;
     j.split = tsq__conv_direct_split(g, op->bias && !op->scale);
+    nvec = j.last / 8 + 1; /* vectors that start at or before the last output */
     tsq__conv_pad_image(g, x, scratch);
     for (co0 = 0; co0 < g->cout; co0 += CH) {
-        /* each channel's lane in its block of 16 (tsq__conv_direct_pack);
-         * a tile's channels may span two blocks */
+        /* each channel's lane in its block of 16 (tsq__conv_direct_pack); a
+         * tile's channels may span two blocks, and past cout the last
+         * channel is computed again and not stored (one tile shape: each
+         * further one had cost seconds of every instrumented build) */
         const float *wk[CH];
         int64_t nc = g->cout - co0 < CH ? g->cout - co0 : CH;
         for (c = 0; c < CH; c++) {
@@ -175,13 +166,11 @@ void tsq__conv_direct_avx2(const tsq__conv_direct_op *op, const float *x, float 
             wk[c] = op->packed + co / TSQ__CONV_PACK_W * TSQ__CONV_PACK_W * g->k +
                     co % TSQ__CONV_PACK_W;
         }
-        switch (nc) {
-        case 6: channels(&j, wk, y, co0, 6); break;
-        case 5: channels(&j, wk, y, co0, 5); break;
-        case 4: channels(&j, wk, y, co0, 4); break;
-        case 3: channels(&j, wk, y, co0, 3); break;
-        case 2: channels(&j, wk, y, co0, 2); break;
-        default: channels(&j, wk, y, co0, 1); break;
+        for (q0 = 0; q0 < 8 * nvec; q0 += 8 * VECS) {
+            if (nvec - q0 / 8 >= 2)
+                tile(&j, wk, y, co0, nc, q0, 2);
+            else
+                tile(&j, wk, y, co0, nc, q0, 1);
         }
     }
 }
