@@ -21,6 +21,8 @@
  * weights the same taps x cout x c16, in other orders. */
 #include "kernels/conv.h"
 
+#include "kernels/transpose_avx2.h"
+
 #include <immintrin.h>
 #include <string.h>
 
@@ -86,28 +88,6 @@ INLINE void dw_block(const dw_job *j, int64_t co0, int64_t p0, int64_t n, float 
     }
 }
 
-/* r[i] = column i of the 8 x 8 block whose row j is r[j]. */
-static inline void transpose8(__m256 r[8])
-{
-    __m256 t[8], u[8];
-    int i;
-    for (i = 0; i < 8; i += 2) {
-        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (i = 0; i < 8; i += 4) {
-        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
-        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-    }
-    /* u[4h + e], 128-bit half L, holds element 4L + e of rows 4h .. 4h+3 */
-    for (i = 0; i < 4; i++) {
-        r[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
-        r[4 + i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
-    }
-}
-
 /* dyt from dy (cout x P): position-major in blocks of 16 channels (block
  * b holds P x 16 floats, channels past cout zero), so that a block's
  * chains read one contiguous stream; 8 x 8 transposes, not one strided
@@ -121,7 +101,7 @@ static void transpose_dy(const tsq__conv_geom *g, const float *dy, int64_t ld, f
             for (i = 0; i < 8; i++)
                 r[i] = co + i < g->cout ? _mm256_loadu_ps(dy + (co + i) * P + p)
                                         : _mm256_setzero_ps();
-            transpose8(r);
+            tsq__transpose8_ps_avx2(r);
             for (i = 0; i < 8; i++)
                 _mm256_storeu_ps(dyt + co / 16 * 16 * P + (p + i) * 16 + co % 16, r[i]);
         }
@@ -306,7 +286,7 @@ static void dx_store(const __m256 *acc, int nv, int64_t nc, int64_t np, float *d
         __m256 r[8];
         for (k = 0; k < 8; k++)
             r[k] = k < DX_NP ? acc[k * DX_NV + v] : _mm256_setzero_ps();
-        transpose8(r);
+        tsq__transpose8_ps_avx2(r);
         for (c = 0; c < 8 && 8 * v + c < nc; c++)
             store_lanes(dx + (8 * v + c) * hw, r[c], np);
     }

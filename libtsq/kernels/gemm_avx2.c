@@ -17,6 +17,7 @@
  * (tsq__conv_avx2). Also here: the AVX2 decoder from bit planes to panels.
  * Compiled with -mavx2; called only when the CPU has it. */
 #include "kernels_internal.h"
+#include "kernels/transpose_avx2.h"
 
 #include <immintrin.h>
 #include <string.h>
@@ -297,28 +298,6 @@ static __m256i column_bytes(const uint64_t *word, int64_t plane_stride, int32_t 
     return v;
 }
 
-/* 8 x 8 transpose of 32-bit elements. */
-static void transpose8(__m256i v[8])
-{
-    __m256i t[8], u[8];
-    int i;
-    for (i = 0; i < 8; i += 2) {
-        t[i] = _mm256_unpacklo_epi32(v[i], v[i + 1]);
-        t[i + 1] = _mm256_unpackhi_epi32(v[i], v[i + 1]);
-    }
-    for (i = 0; i < 8; i += 4) {
-        u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
-        u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
-        u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
-        u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    /* u[4b + e], 128-bit lane L, holds element 4L + e of rows 4b .. 4b+3. */
-    for (i = 0; i < 4; i++) {
-        v[i] = _mm256_permute2x128_si256(u[i], u[4 + i], 0x20);
-        v[4 + i] = _mm256_permute2x128_si256(u[i], u[4 + i], 0x31);
-    }
-}
-
 void tsq__decode_panels_avx2(const tsq_packed_weights *pw, int64_t p0, int64_t p1,
                              int8_t *dec)
 {
@@ -341,7 +320,7 @@ void tsq__decode_panels_avx2(const tsq_packed_weights *pw, int64_t p0, int64_t p
                         v[i] = c < pw->n ? column_bytes(word, plane_stride, pw->bits, half)
                                          : _mm256_setzero_si256();
                     }
-                    transpose8(v);
+                    tsq__transpose8_avx2(v);
                     for (i = 0; i < 8 && q0 + i < k4n; i++)
                         _mm256_storeu_si256((__m256i *)(panel + (q0 + i) * 64 + side * 32),
                                             v[i]);
