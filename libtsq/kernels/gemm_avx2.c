@@ -211,17 +211,10 @@ static const tile_fn tiles16[TILE_ROWS + 1] = {NULL,     tile16_1, tile16_2,
 static const nib_fn tilesnib[NIB_ROWS + 1] = {NULL, tilenib_1, tilenib_2, tilenib_3,
                                               tilenib_4};
 
-/* Steps of 16-bit accumulation before a lane could leave int16 (0: the
- * nibble split). */
-static int64_t flush_steps(int32_t maxprod)
-{
-    return 32767 / (2 * (int64_t)(maxprod > 0 ? maxprod : 1));
-}
-
 void tsq__gemm_avx2(const uint8_t *x, int64_t ldx, int64_t m, int64_t k, const int8_t *dec,
                     int32_t maxprod, int64_t c0, int64_t c1, int32_t *acc, int64_t ldacc)
 {
-    int64_t panel_stride = tsq__k4n(k) * 64, flush = flush_steps(maxprod), c, r;
+    int64_t panel_stride = tsq__k4n(k) * 64, flush = tsq__avx2_flush_steps(maxprod), c, r;
     for (c = c0; c < c1; c += 16) {
         int64_t ncols = c1 - c < 16 ? c1 - c : 16;
         const int8_t *w = dec + (c - c0) / 16 * panel_stride;
@@ -246,7 +239,7 @@ void tsq__conv_avx2(const uint8_t *const *rows, int64_t m, int64_t kh, int64_t s
                     int64_t step, int64_t k, const int8_t *dec, int32_t maxprod, int64_t c0,
                     int64_t c1, int32_t *acc, int64_t ldacc)
 {
-    int64_t panel_stride = tsq__k4n(k) * 64, flush = flush_steps(maxprod), c, r;
+    int64_t panel_stride = tsq__k4n(k) * 64, flush = tsq__avx2_flush_steps(maxprod), c, r;
     for (c = c0; c < c1; c += 16) {
         int64_t ncols = c1 - c < 16 ? c1 - c : 16;
         const int8_t *w = dec + (c - c0) / 16 * panel_stride;

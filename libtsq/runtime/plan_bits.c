@@ -42,7 +42,7 @@ int tsq__plan_bits_layout(const tsq_plan *p, int conv, int32_t code_bits, int32_
     int bits = tsq__kernel_runs(TSQ_KERNEL_VPOPCNT, p->cpu) && code_bits * weight_bits <= 4;
     int bytes = tsq__kernel_runs(TSQ_KERNEL_VNNI, p->cpu);
     if (tsq__plan_bits_avx2(p))
-        return 2 * tsq__max_code(code_bits) * tsq__max_weight(weight_bits) <= 32767
+        return tsq__avx2_flush_steps(tsq__max_code(code_bits) * tsq__max_weight(weight_bits))
                    ? TSQ__BP_BYTES
                    : 0;
     if (bytes && (conv || !bits))
@@ -186,7 +186,8 @@ tsq_status tsq__plan_bits_link(tsq_context *ctx, tsq_plan *p)
     p->stages = list;
     p->nstages = cnt;
     for (i = 0; i < p->nstages; i++) {
-        int32_t gone = list[i].op == OP_TOBP ? fuse_front(ctx, list, i, tsq__plan_bits_avx2(p)) : 0;
+        int32_t gone =
+            list[i].op == OP_TOBP ? fuse_front(ctx, list, i, tsq__plan_bits_avx2(p)) : 0;
         if (gone < 0)
             return tsq__fail(&ctx->obj, TSQ_ERR_NO_MEMORY, "plan_create: out of memory");
         if (gone > 0) { /* stages first + 1 .. i go; their arrays moved to the new one */
@@ -277,8 +278,8 @@ static void thresholds(const tsq__plan_stage *s, const int32_t *acc, int64_t ld,
 }
 
 /* Output rows y0 .. y0 + nr - 1 of a byte-layout convolution through the
- * VNNI (or AVX2) kernel reading the image in place: a pointer per output pixel to
- * its window's first row (in the scratch of the im2col rows, which it
+ * VNNI (or AVX2) kernel reading the image in place: a pointer per output
+ * pixel to its window's first row (in the scratch of the im2col rows, which it
  * does not need). */
 static void conv_in_place(const tsq__plan_stage *s, const uint8_t *img, int64_t y0, int64_t nr,
                           const uint8_t **rows, int32_t *acc, int64_t ld)
