@@ -71,6 +71,17 @@ void tsq__arena_free(tsq__arena *a);
 int tsq__mul_size(size_t a, size_t b, size_t *out);
 int tsq__mul_i64(int64_t a, int64_t b, int64_t *out);
 
+/* For loops over a few dozen floats that the compiler would otherwise turn
+ * into a memcpy or memset call each (loop-idiom recognition): at rows of
+ * 28 floats, with borders of 1, the calls cost more than the copies. */
+#if defined(__clang__)
+#define TSQ__NO_LIBCALLS __attribute__((no_builtin("memcpy", "memset")))
+#elif defined(__GNUC__)
+#define TSQ__NO_LIBCALLS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define TSQ__NO_LIBCALLS
+#endif
+
 /* ---- errors ---- */
 /* Records "fmt..." as the object's message, logs it at level 1, and returns
  * `status`. Takes a const object: see tsq__object. */

@@ -99,8 +99,9 @@ void tsq__conv_direct_pack(const tsq__conv_geom *g, const float *w, float *packe
 
 /* Only the border is cleared: clearing the whole copy first doubled the
  * bytes written, and a library call per row of a few dozen floats cost
- * more than the copy (together about a tenth of a 28 x 28 convolution). */
-void tsq__pad_planes(const float *x, int64_t planes, int64_t h, int64_t w, int64_t top,
+ * more than the copy (together about a tenth of a 28 x 28 convolution);
+ * TSQ__NO_LIBCALLS keeps gcc from making those calls again. */
+TSQ__NO_LIBCALLS void tsq__pad_planes(const float *x, int64_t planes, int64_t h, int64_t w, int64_t top,
                      int64_t left, int64_t hp, int64_t wp, float *xp)
 {
     int64_t right = wp - left - w, c, iy, i;

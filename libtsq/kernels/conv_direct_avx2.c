@@ -63,27 +63,27 @@ INLINE void taps(const job *j, const float *const *wk, int64_t q0, int64_t t0, i
             acc[v][c] = r[v][c];
 }
 
-/* n floats from src to dst: whole vectors, the last one overlapping the
- * one before (rewriting the same values), shorter runs in 4s and 1s. A
- * library call per run of a few dozen floats was 3% of a training step,
- * and masked stores (vmaskmovps) are microcoded on AMD and halved the
- * kernel's speed. */
+/* n <= 16 floats (a run of one tile's outputs) from src to dst: two
+ * vectors of 8 or of 4, the second overlapping the first (rewriting the
+ * same values), or up to 3 single floats. No loops: gcc turned the loops
+ * this had into a memcpy call per run (1% of a training step), and masked
+ * stores (vmaskmovps) are microcoded on AMD and halved the kernel's speed. */
 INLINE void copy_run(float *dst, const float *src, int64_t n)
 {
-    int64_t i = 0;
     if (n >= 8) {
-        for (; i + 8 <= n; i += 8)
-            _mm256_storeu_ps(dst + i, _mm256_loadu_ps(src + i));
-        if (i < n)
-            _mm256_storeu_ps(dst + n - 8, _mm256_loadu_ps(src + n - 8));
-        return;
-    }
-    if (n >= 4) {
+        _mm256_storeu_ps(dst, _mm256_loadu_ps(src));
+        _mm256_storeu_ps(dst + n - 8, _mm256_loadu_ps(src + n - 8));
+    } else if (n >= 4) {
         _mm_storeu_ps(dst, _mm_loadu_ps(src));
-        i = 4;
+        _mm_storeu_ps(dst + n - 4, _mm_loadu_ps(src + n - 4));
+    } else {
+        if (n > 0)
+            dst[0] = src[0];
+        if (n > 1)
+            dst[1] = src[1];
+        if (n > 2)
+            dst[2] = src[2];
     }
-    for (; i < n; i++)
-        _mm_store_ss(dst + i, _mm_load_ss(src + i));
 }
 
 /* The tile's results, ordered as the C version adds them, into y: each
