@@ -62,13 +62,39 @@ INLINE __m256i codes_of(const tsq__conv_front *f, const chunk_consts *k, __m256 
     return _mm256_cvttps_epi32(tsq__levels8_avx2(y, k->eps, k->inv, k->top, !SHORT));
 }
 
+/* The chains of PIXELS pixels (at px) x NCH chunks over every tap, from
+ * +0, into acc. They run in a local copy that gcc keeps in registers: with
+ * the loop written over acc itself it stored all twelve chains to the
+ * stack after every tap, and the front took twice its time. */
+INLINE void front_taps(const front_job *j, const float *const *px, const float *wt,
+                       __m256 acc[PIXELS][CHUNKS], const int NCH)
+{
+    __m256 r[PIXELS][CHUNKS];
+    int64_t t;
+    int p, q;
+    for (p = 0; p < PIXELS; p++)
+        for (q = 0; q < CHUNKS; q++)
+            r[p][q] = _mm256_setzero_ps();
+    for (t = 0; t < j->g->k; t++, wt += j->f->ld) {
+        const int32_t o = j->off[t];
+        for (p = 0; p < PIXELS; p++) {
+            __m256 v = _mm256_broadcast_ss(px[p] + o);
+            for (q = 0; q < NCH; q++)
+                r[p][q] = _mm256_fmadd_ps(_mm256_loadu_ps(wt + 8 * q), v, r[p][q]);
+        }
+    }
+    for (p = 0; p < PIXELS; p++)
+        for (q = 0; q < CHUNKS; q++)
+            acc[p][q] = r[p][q];
+}
+
 /* Channels c0 .. c0 + 8 NCH - 1 of every pixel. SHORT: the relu and the
  * clamp at code 1 are left out (f->short_form: tsq__front_short_form). */
 INLINE void pass(const front_job *j, int64_t c0, const int NCH, const int SHORT)
 {
     const tsq__conv_geom *g = j->g;
     const tsq__conv_front *f = j->f;
-    int64_t wp = g->w + 2 * g->pad_w, wpo = j->og->w + 2 * j->og->pad, oy, ox, t, q;
+    int64_t wp = g->w + 2 * g->pad_w, wpo = j->og->w + 2 * j->og->pad, oy, ox, q;
     int64_t nc = g->cout - c0 < 8 * NCH ? g->cout - c0 : 8 * NCH;
     chunk_consts k[CHUNKS];
     for (q = 0; q < NCH; q++)
@@ -79,20 +105,11 @@ INLINE void pass(const front_job *j, int64_t c0, const int NCH, const int SHORT)
              * FMA latency is hidden; past the row's end the last pixel is
              * computed again and not stored. */
             const float *px[PIXELS];
-            const float *wt = f->wt + c0;
             __m256 acc[PIXELS][CHUNKS];
             int64_t p, np = g->ow - ox < PIXELS ? g->ow - ox : PIXELS;
-            for (p = 0; p < PIXELS; p++) {
+            for (p = 0; p < PIXELS; p++)
                 px[p] = j->xp + oy * wp + ox + (p < np ? p : np - 1);
-                for (q = 0; q < NCH; q++)
-                    acc[p][q] = _mm256_setzero_ps();
-            }
-            for (t = 0; t < g->k; t++, wt += f->ld)
-                for (p = 0; p < PIXELS; p++) {
-                    __m256 v = _mm256_broadcast_ss(px[p] + j->off[t]);
-                    for (q = 0; q < NCH; q++)
-                        acc[p][q] = _mm256_fmadd_ps(_mm256_loadu_ps(wt + 8 * q), v, acc[p][q]);
-                }
+            front_taps(j, px, f->wt + c0, acc, NCH);
             for (p = 0; p < np; p++) {
                 uint8_t *dst =
                     j->img + ((oy + j->og->pad) * wpo + ox + p + j->og->pad) * j->og->cb + c0;
