@@ -434,22 +434,26 @@ static seed_stage *seed_slot(demo *d, const char *key, const char *label)
     return &d->agg[d->nagg++];
 }
 
+/* How stage_done gets a row's accuracies: by evaluating the stage's net,
+ * or as the last measured stage's (the same net: a TSQ row without
+ * fine-tuning is step 2's net, and evaluating it again cost 15,000 forward
+ * passes). */
+enum { MEASURE = 1, MEASURED_ABOVE = 2 };
+
 /* One row of the results: the test and validation accuracy of a stage's
- * net, measured here (measure = 1) or, with measure = 2, the last measured
- * stage's (the same net: a TSQ row without fine-tuning is step 2's net, and
- * evaluating it again cost 15,000 forward passes). */
+ * net (measure: MEASURE or MEASURED_ABOVE). */
 static void stage_done(demo *d, const char *key, const char *label, tsq_net *net,
                        double seconds, int measure)
 {
     double acc = -1, val = -1, wb = 0;
-    if (measure == 1) {
+    if (measure == MEASURE) {
         acc = evaluate(d, net, &d->test);
         val = d->val.count > 0 ? evaluate(d, net, &d->val) : -1;
         wb = weight_bytes(net);
         d->last_acc = acc;
         d->last_val = val;
         d->last_wb = wb;
-    } else if (measure == 2) {
+    } else if (measure == MEASURED_ABOVE) {
         acc = d->last_acc;
         val = d->last_val;
         wb = d->last_wb;
@@ -787,12 +791,12 @@ static tsq_net *run_fp32(demo *d, demo_rng *rng)
     const char *path = d->opt.fp32_path;
     if (path && tsq_net_load_file(d->ctx, path, &net) == TSQ_OK) {
         printf("  FP32 net loaded from %s (not trained in this run)\n", path);
-        stage_done(d, "fp32", "FP32 (loaded)", net, progress_now() - t0, 1);
+        stage_done(d, "fp32", "FP32 (loaded)", net, progress_now() - t0, MEASURE);
         return net;
     }
     net = build_net(d);
     train(d, net, &p, rng);
-    stage_done(d, "fp32", "FP32", net, progress_now() - t0, 1);
+    stage_done(d, "fp32", "FP32", net, progress_now() - t0, MEASURE);
     if (path)
         check_net(net, tsq_net_save_file(net, path), "save the FP32 net");
     return net;
@@ -809,7 +813,7 @@ static tsq_net *run_naive(demo *d, tsq_net *fp32)
      * default run). */
     fit_transform(d, net, &TERNARY, 0, fit_batches(d), "naive PTQ");
     stage_done(d, "naive", "naive PTQ (optimal ternary, fitted 2-bit)", net,
-               progress_now() - t0, 1);
+               progress_now() - t0, MEASURE);
     return net;
 }
 
@@ -844,7 +848,8 @@ static tsq_net *run_tsq(demo *d, tsq_net *fp32, int32_t eps_mode, const char *ta
     }
     t1 = progress_now();
     if (!plain)
-        stage_done(d, "step1", "step 1: code learning (FP weights, 2-bit A)", step1, t1 - t0, 1);
+        stage_done(d, "step1", "step 1: code learning (FP weights, 2-bit A)", step1, t1 - t0,
+                   MEASURE);
     if (d->opt.step1_only) {
         if (step1_out)
             *step1_out = step1;
@@ -856,7 +861,8 @@ static tsq_net *run_tsq(demo *d, tsq_net *fp32, int32_t eps_mode, const char *ta
     fit_transform(d, net, &TERNARY, d->opt.rounds, calib_batches(d), "step 2 fit_transform");
     t2 = progress_now();
     if (!plain) {
-        stage_done(d, "step2", "step 2: transformation (ternary W, 2-bit A)", net, t2 - t1, 1);
+        stage_done(d, "step2", "step 2: transformation (ternary W, 2-bit A)", net, t2 - t1,
+                   MEASURE);
         if (d->run == 0)
             record_layers(d, step1, net);
     }
@@ -868,7 +874,7 @@ static tsq_net *run_tsq(demo *d, tsq_net *fp32, int32_t eps_mode, const char *ta
                                                               "TSQ: step 2, no fine-tuning");
     /* without fine-tuning the TSQ row is step 2's net, measured above */
     stage_done(d, key, label, net, progress_now() - (plain ? t0 : t2),
-               !plain && !(d->opt.epochs_finetune > 0) ? 2 : 1);
+               !plain && !(d->opt.epochs_finetune > 0) ? MEASURED_ABOVE : MEASURE);
     if (step1_out)
         *step1_out = step1;
     else
@@ -909,7 +915,7 @@ static void run_joint(demo *d, tsq_net *fp32, demo_rng *rng)
     train(d, net, &p, rng);
     check_net(net, tsq_net_convert_qat(net, &converted), "net_convert_qat");
     stage_done(d, "joint", "joint QAT (ternary W + 2-bit A, from FP32)", net,
-               progress_now() - t0, 1);
+               progress_now() - t0, MEASURE);
     tsq_net_destroy(net);
 }
 

@@ -80,8 +80,6 @@ static inline int64_t tsq__panels(int64_t n) { return (n + TSQ__PANEL_COLS - 1) 
  * written. The decoded-panel kernels get dec pointing at panel c0 / 16. ---- */
 void tsq__gemm_ref(const uint8_t *x, int64_t ldx, int64_t m, int64_t k, const int8_t *w,
                    int64_t n, int64_t c0, int64_t c1, int32_t *acc, int64_t ldacc);
-/* maxprod = largest code times largest weight magnitude: it bounds the
- * 16-bit partial sums (vpmaddubsw saturates). */
 /* Groups of 4 k the AVX2 kernel's 16-bit sums take before a lane could
  * leave int16 (a pair sum is at most 2 maxprod); 0: products this large
  * need its nibble split, which only tsq__gemm_avx2 has. */
@@ -89,6 +87,8 @@ static inline int64_t tsq__avx2_flush_steps(int32_t maxprod)
 {
     return 32767 / (2 * (int64_t)(maxprod > 0 ? maxprod : 1));
 }
+/* maxprod = largest code times largest weight magnitude: it bounds the
+ * 16-bit partial sums (vpmaddubsw saturates). */
 void tsq__gemm_avx2(const uint8_t *x, int64_t ldx, int64_t m, int64_t k, const int8_t *dec,
                     int32_t maxprod, int64_t c0, int64_t c1, int32_t *acc, int64_t ldacc);
 void tsq__gemm_vnni(const uint8_t *x, int64_t ldx, int64_t m, int64_t k, const int8_t *dec,
