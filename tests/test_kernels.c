@@ -1675,6 +1675,9 @@ START_TEST(test_conv_direct)
                     op.bias = n % 2 ? NULL : b;
                     tsq__conv_direct_avx2(&op, x + n * nx, y1 + n * ny, ws);
                     ck_assert_int_eq(memcmp(y0 + n * ny, y1 + n * ny, (size_t)ny * sizeof(float)), 0);
+                    memset(y1 + n * ny, 0x55, (size_t)ny * sizeof(float));
+                    tsq__conv_direct_ch_avx2(&op, x + n * nx, y1 + n * ny, ws);
+                    ck_assert_int_eq(memcmp(y0 + n * ny, y1 + n * ny, (size_t)ny * sizeof(float)), 0);
                 }
             if (kernel_here(TSQ_KERNEL_VPOPCNT) || kernel_here(TSQ_KERNEL_VNNI))
                 for (n = 0; n < batch; n++) {

@@ -146,8 +146,12 @@ typedef void (*tsq__conv_direct_fn)(const tsq__conv_direct_op *op, const float *
                                     float *scratch);
 void tsq__conv_direct_ref(const tsq__conv_direct_op *op, const float *x, float *y,
                           float *scratch);
+/* AVX2: output pixels in the lanes, or output channels in the lanes
+ * (conv_direct_ch_avx2.c), whichever computes fewer idle lanes. */
 void tsq__conv_direct_avx2(const tsq__conv_direct_op *op, const float *x, float *y,
                            float *scratch);
+void tsq__conv_direct_ch_avx2(const tsq__conv_direct_op *op, const float *x, float *y,
+                              float *scratch);
 /* AVX-512: output pixels in the lanes for small patches (k up to
  * TSQ__CONV_DIRECT_K), output channels in the lanes for larger ones. */
 void tsq__conv_direct_avx512(const tsq__conv_direct_op *op, const float *x, float *y,

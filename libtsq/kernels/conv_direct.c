@@ -178,11 +178,26 @@ void tsq__conv_direct_ref(const tsq__conv_direct_op *op, const float *x, float *
  * layers, but their epilogue transposes each tile: at k = 9 that took
  * longer than the taps (the first layer ran at 0.75x the pixel-lane
  * kernel), from k = 288 the taps dominate and it ran 1.03-1.11x. */
+/* On AVX2 both layouts waste FMA slots: pixels in the lanes compute the
+ * padded grid's columns past each row in 16-output tiles and round the
+ * channels up to 6; channels in the lanes round them up to 16 and the
+ * plane's pixels up to 6. The one that computes fewer runs. At the fmnist
+ * net's 32- and 64-channel layers that is channels in the lanes: 1.24-1.3x
+ * faster at k = 288 and 576 on Zen 3, and 1.3x even for the first layer's
+ * 9 taps, whose transposes outweighed the taps on AVX-512 (docs/nn.md). */
+static int channel_lanes_avx2(const tsq__conv_geom *g)
+{
+    int64_t wp = g->w + 2 * g->pad_w;
+    int64_t ch = (g->cout + 15) / 16 * 16 * ((g->ohw + 5) / 6 * 6);
+    int64_t px = (g->cout + 5) / 6 * 6 * (((g->oh - 1) * wp + g->ow + 15) / 16 * 16);
+    return ch <= px;
+}
+
 tsq__conv_direct_fn tsq__conv_direct_for(uint32_t cpu, const tsq__conv_geom *g)
 {
     if (simd(cpu) && (cpu & TSQ_CPU_AVX512F))
         return g->k > TSQ__CONV_DIRECT_K ? tsq__conv_direct_ch_avx512 : tsq__conv_direct_avx512;
     if (simd(cpu))
-        return tsq__conv_direct_avx2;
+        return channel_lanes_avx2(g) ? tsq__conv_direct_ch_avx2 : tsq__conv_direct_avx2;
     return tsq__conv_direct_ref;
 }
