@@ -35,37 +35,27 @@ enum {
 INLINE void taps(const float *xp, const int32_t *off, const int64_t o[NP], const float *w,
                  int64_t t0, int64_t t1, __m256 acc[NP][NV])
 {
-    const float *p0 = xp + o[0], *p1 = xp + o[1], *p2 = xp + o[2];
-    const float *p3 = xp + o[3], *p4 = xp + o[4], *p5 = xp + o[5];
-    __m256 r[NP][NV]; /* a copy the compiler keeps in registers */
+    const float *p[NP]; /* pixel i's window corner */
+    __m256 r[NP][NV];   /* a copy the compiler keeps in registers */
     int64_t t;
     int i, v;
 #pragma GCC unroll 6
-    for (i = 0; i < NP; i++)
+    for (i = 0; i < NP; i++) {
+        p[i] = xp + o[i];
 #pragma GCC unroll 2
         for (v = 0; v < NV; v++)
             r[i][v] = acc[i][v];
+    }
     for (t = t0; t < t1; t++) {
         int64_t d = off[t];
-        __m256 w0 = _mm256_loadu_ps(w + 16 * t), w1 = _mm256_loadu_ps(w + 16 * t + 8), x;
-        x = _mm256_broadcast_ss(p0 + d);
-        r[0][0] = _mm256_fmadd_ps(w0, x, r[0][0]);
-        r[0][1] = _mm256_fmadd_ps(w1, x, r[0][1]);
-        x = _mm256_broadcast_ss(p1 + d);
-        r[1][0] = _mm256_fmadd_ps(w0, x, r[1][0]);
-        r[1][1] = _mm256_fmadd_ps(w1, x, r[1][1]);
-        x = _mm256_broadcast_ss(p2 + d);
-        r[2][0] = _mm256_fmadd_ps(w0, x, r[2][0]);
-        r[2][1] = _mm256_fmadd_ps(w1, x, r[2][1]);
-        x = _mm256_broadcast_ss(p3 + d);
-        r[3][0] = _mm256_fmadd_ps(w0, x, r[3][0]);
-        r[3][1] = _mm256_fmadd_ps(w1, x, r[3][1]);
-        x = _mm256_broadcast_ss(p4 + d);
-        r[4][0] = _mm256_fmadd_ps(w0, x, r[4][0]);
-        r[4][1] = _mm256_fmadd_ps(w1, x, r[4][1]);
-        x = _mm256_broadcast_ss(p5 + d);
-        r[5][0] = _mm256_fmadd_ps(w0, x, r[5][0]);
-        r[5][1] = _mm256_fmadd_ps(w1, x, r[5][1]);
+        __m256 wv[NV] = {_mm256_loadu_ps(w + 16 * t), _mm256_loadu_ps(w + 16 * t + 8)};
+#pragma GCC unroll 6
+        for (i = 0; i < NP; i++) {
+            __m256 x = _mm256_broadcast_ss(p[i] + d);
+#pragma GCC unroll 2
+            for (v = 0; v < NV; v++)
+                r[i][v] = _mm256_fmadd_ps(wv[v], x, r[i][v]);
+        }
     }
 #pragma GCC unroll 6
     for (i = 0; i < NP; i++)
