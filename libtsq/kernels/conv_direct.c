@@ -174,10 +174,6 @@ void tsq__conv_direct_ref(const tsq__conv_direct_op *op, const float *x, float *
             }
 }
 
-/* On AVX-512, channels in the lanes fill every lane of 32- and 64-channel
- * layers, but their epilogue transposes each tile: at k = 9 that took
- * longer than the taps (the first layer ran at 0.75x the pixel-lane
- * kernel), from k = 288 the taps dominate and it ran 1.03-1.11x. */
 /* On AVX2 both layouts waste FMA slots: pixels in the lanes compute the
  * padded grid's columns past each row in 16-output tiles and round the
  * channels up to 6; channels in the lanes round them up to 16 and the
@@ -193,6 +189,10 @@ static int channel_lanes_avx2(const tsq__conv_geom *g)
     return ch <= px;
 }
 
+/* On AVX-512, channels in the lanes fill every lane of 32- and 64-channel
+ * layers, but their epilogue transposes each tile: at k = 9 that took
+ * longer than the taps (the first layer ran at 0.75x the pixel-lane
+ * kernel), from k = 288 the taps dominate and it ran 1.03-1.11x. */
 tsq__conv_direct_fn tsq__conv_direct_for(uint32_t cpu, const tsq__conv_geom *g)
 {
     if (simd(cpu) && (cpu & TSQ_CPU_AVX512F))
