@@ -1343,6 +1343,115 @@ END_TEST
  * odd widths and heights floored), on bands of rows, negative and positive
  * scales, 1-, 2- and 3-bit codes and odd channel counts; the AVX-512
  * versions (and the AVX2 one of the byte layout) write the same bytes. */
+/* The pair kernel (gemm_pairs_avx2.c) against plain sums: a 3 x 3
+ * convolution read in place from the pair layout (channel counts not a
+ * multiple of 8, strides 1 and 2, column counts across the 64-column
+ * blocks), and the gemm form on rows of k not a multiple of 64, batch-like
+ * row counts 1, 7 and 257; ternary weights (byte sums flushed every 21
+ * pairs) and weights with -2 (every 10), including the all-extreme corners
+ * the flush bound is for. */
+static int32_t pair_code(const uint8_t *x, int64_t k)
+{
+    return (x[k / 2] >> (4 + 2 * (k % 2))) & 3;
+}
+
+START_TEST(test_pairs_product)
+{
+    const int64_t cs[] = {2, 6, 10, 34, 64}, ns[] = {1, 13, 64, 70, 130};
+    th_rng seed = {29};
+    size_t t, ni;
+    int neg;
+    if (!kernel_here(TSQ_KERNEL_AVX2)) {
+        say_skip("test_pairs_product", TSQ_KERNEL_AVX2);
+        return;
+    }
+    for (t = 0; t < sizeof cs / sizeof cs[0]; t++)
+        for (ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+            for (neg = 0; neg <= 1; neg++) {
+                int64_t h = 6, w = 7, pad = 1, n = ns[ni], C = cs[t], stride = 1 + (int64_t)(ni % 2);
+                int64_t oh = (h + 2 * pad - 3) / stride + 1, ow = (w + 2 * pad - 3) / stride + 1;
+                int64_t kpairs = (9 * C / 2 + 7) / 8 * 8, k = 2 * kpairs, m = oh * ow, i, l;
+                int32_t flush = neg ? 10 : 21;
+                tsq__bp_geom g;
+                uint8_t *codes = malloc((size_t)(h * w * C)), *img, *panels;
+                int8_t *wt = calloc((size_t)(k * n), 1);
+                int32_t *acc = malloc((size_t)(m * 136) * sizeof(int32_t));
+                const uint8_t **rows = malloc((size_t)m * sizeof *rows);
+                tsq__bp_geom_pairs(&g, C, h, w, pad, 2);
+                img = calloc(1, (size_t)g.image);
+                panels = malloc((size_t)tsq__pair_panel_bytes(k, n));
+                for (i = 0; i < h * w * C; i++)
+                    codes[i] = (uint8_t)th_rng_below(&seed, 4);
+                tsq__bp_bytes_from_codes(&g, codes, img);
+                for (i = 0; i < 9 * C * n; i++)
+                    wt[i] = (int8_t)((int)th_rng_below(&seed, neg ? 4 : 3) - (neg ? 2 : 1));
+                tsq__pair_panels(wt, k, n, panels);
+                for (i = 0; i < m; i++)
+                    rows[i] = img + (i / ow) * stride * g.row + (i % ow) * stride * g.cb;
+                memset(acc, 0x55, (size_t)(m * 136) * sizeof(int32_t));
+                tsq__conv_pairs_avx2(rows, m, 3, 3 * g.cb, g.row, kpairs, panels, flush, n, acc,
+                                     136);
+                for (i = 0; i < m; i++) {
+                    int64_t oy = i / ow, ox = i % ow;
+                    for (l = 0; l < n; l++) {
+                        int64_t sum = 0, ky, kx, ci;
+                        for (ky = 0; ky < 3; ky++)
+                            for (kx = 0; kx < 3; kx++)
+                                for (ci = 0; ci < C; ci++) {
+                                    int64_t y = oy * stride + ky - pad, x = ox * stride + kx - pad;
+                                    if (y < 0 || y >= h || x < 0 || x >= w)
+                                        continue;
+                                    sum += codes[(y * w + x) * C + ci] *
+                                           wt[((ky * 3 + kx) * C + ci) * n + l];
+                                }
+                        ck_assert_int_eq(acc[i * 136 + l], sum);
+                    }
+                    ck_assert_int_eq(acc[i * 136 + n], 0x55555555); /* nothing past n */
+                }
+                free(codes);
+                free(img);
+                free(panels);
+                free(wt);
+                free(acc);
+                free(rows);
+            }
+    { /* the gemm form; corners: every code 3 times every weight -2 (or 1) */
+        const int64_t ms[] = {1, 7, 257}, kps[] = {1, 37, 1568};
+        size_t a, b;
+        for (a = 0; a < 3; a++)
+            for (b = 0; b < 3; b++)
+                for (neg = 0; neg <= 3; neg++) {
+                    int64_t m = ms[a], kpairs = kps[b], k = 2 * kpairs, n = 70, ldx = kpairs + 3;
+                    int64_t i, l, q;
+                    int32_t flush = neg % 2 ? 10 : 21;
+                    uint8_t *x = malloc((size_t)(m * ldx)), *panels;
+                    int8_t *wt = malloc((size_t)(k * n));
+                    int32_t *acc = malloc((size_t)(m * n) * sizeof(int32_t));
+                    panels = malloc((size_t)tsq__pair_panel_bytes(k, n));
+                    for (i = 0; i < m * ldx; i++)
+                        x[i] = neg >= 2 ? 16 * 15 : (uint8_t)(16 * th_rng_below(&seed, 16));
+                    for (i = 0; i < k * n; i++)
+                        wt[i] = neg >= 2 ? (int8_t)(neg % 2 ? -2 : 1)
+                                         : (int8_t)((int)th_rng_below(&seed, neg ? 4 : 3) -
+                                                    (neg ? 2 : 1));
+                    tsq__pair_panels(wt, k, n, panels);
+                    tsq__gemm_pairs_avx2(x, ldx, m, kpairs, panels, flush, n, acc, n);
+                    for (i = 0; i < m; i++)
+                        for (l = 0; l < n; l++) {
+                            int64_t sum = 0;
+                            for (q = 0; q < k; q++)
+                                sum += pair_code(x + i * ldx, q) * wt[q * n + l];
+                            ck_assert_int_eq(acc[i * n + l], sum);
+                        }
+                    free(x);
+                    free(panels);
+                    free(wt);
+                    free(acc);
+                }
+    }
+}
+END_TEST
+
 START_TEST(test_bitplane_epilogue)
 {
     const int64_t cs[] = {1, 5, 16, 17, 33, 64};
@@ -1433,6 +1542,40 @@ START_TEST(test_bitplane_epilogue)
                         ck_assert_int_eq(memcmp(ra, r2, (size_t)gb.image), 0);
                     free(ra);
                     free(rv);
+                    free(r2);
+                }
+                if (C % 2 == 0 && bits <= 2) { /* the pair layout: two codes a byte */
+                    tsq__bp_geom gp;
+                    uint8_t *ra, *r2;
+                    tsq__bp_geom_pairs(&gp, C, gh, gw, 1, bits);
+                    ck_assert_int_eq(gp.cb, C / 2);
+                    ra = calloc(1, (size_t)gp.image);
+                    r2 = calloc(1, (size_t)gp.image);
+                    for (y0 = 0; y0 < oh; y0 += band) {
+                        int64_t nr = oh - y0 < band ? oh - y0 : band;
+                        tsq__bp_epilogue_bytes_ref(th, acc + y0 * ow * C, C, y0, nr, ow, pool, &gp,
+                                                   ra);
+                        if (kernel_here(TSQ_KERNEL_AVX2))
+                            tsq__bp_epilogue_bytes_avx2(th, acc + y0 * ow * C, C, y0, nr, ow,
+                                                        pool, &gp, r2);
+                    }
+                    for (oy = 0; oy < gh; oy++)
+                        for (ox = 0; ox < gw; ox++)
+                            for (c = 0; c < C; c += 2) {
+                                int64_t s2 = pool ? 2 : 1, dy, dx, e;
+                                int32_t want[2] = {0, 0};
+                                for (e = 0; e < 2; e++)
+                                    for (dy = 0; dy < s2; dy++)
+                                        for (dx = 0; dx < s2; dx++) {
+                                            int32_t v = codes[((oy * s2 + dy) * ow + ox * s2 + dx) * C + c + e];
+                                            want[e] = v > want[e] ? v : want[e];
+                                        }
+                                ck_assert_int_eq(ra[((oy + 1) * (gw + 2) + ox + 1) * (C / 2) + c / 2],
+                                                 16 * (want[0] + 4 * want[1]));
+                            }
+                    if (kernel_here(TSQ_KERNEL_AVX2))
+                        ck_assert_int_eq(memcmp(ra, r2, (size_t)gp.image), 0);
+                    free(ra);
                     free(r2);
                 }
                 tsq_thresholds_destroy(th);
@@ -2122,6 +2265,7 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_bitplane_from_codes);
     tcase_add_test(tc, test_bitplane_gather);
     tcase_add_test(tc, test_conv_in_place);
+    tcase_add_test(tc, test_pairs_product);
     tcase_add_test(tc, test_bitplane_epilogue);
     tcase_add_test(tc, test_bitplane_encode);
     tcase_add_test(tc, test_conv_direct);

@@ -769,6 +769,115 @@ START_TEST(test_bitplane_path_exact)
 }
 END_TEST
 
+/* A net whose wider stages take the pair layout on AVX2: conv front,
+ * lbconv 6 -> 64 (bytes: fed by the front), pool, lbconv 64 -> 66 and
+ * 66 -> 70 (pairs: 1-bit codes in the second, channel and column counts
+ * not multiples of 8 or of the 64-column tile), pool, lbdense -> 64
+ * (pairs, one row per image), dense. */
+static tsq_net *make_pairs_net(tsq_context *ctx, int64_t img, uint64_t seed)
+{
+    th_rng r = {seed};
+    int64_t shape[3] = {1, img, img}, hw = (img / 2) / 2;
+    tsq_layer *L[20] = {0};
+    int n = 0;
+    TH_OK(ctx, tsq_layer_conv2d_create(ctx, 1, 6, 3, 3, 1, 1, &L[n]));
+    nt_randomize_float(ctx, L[n++], &r);
+    TH_OK(ctx, tsq_layer_relu_create(ctx, &L[n++]));
+    L[n++] = quant(ctx, 2, 0.3f, 0.4f, 1);
+    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 6, 64, 3, 3, 1, 1, 2, &L[n]));
+    nt_set_lowbit(ctx, L[n++], 64, 54, 2, &r);
+    L[n++] = quant(ctx, 2, 0.2f, 0.5f, 1);
+    TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
+    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 64, 66, 3, 3, 1, 1, 2, &L[n]));
+    nt_set_lowbit(ctx, L[n++], 66, 576, 2, &r);
+    L[n++] = quant(ctx, 1, 0.1f, 0.5f, 1);
+    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 66, 70, 3, 3, 1, 1, 2, &L[n]));
+    nt_set_lowbit(ctx, L[n++], 70, 594, 2, &r);
+    L[n++] = quant(ctx, 2, 0.25f, 0.45f, 1);
+    TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
+    TH_OK(ctx, tsq_layer_flatten_create(ctx, &L[n++]));
+    TH_OK(ctx, tsq_layer_lowbit_dense_create(ctx, 70 * hw * hw, 64, 2, &L[n]));
+    nt_set_lowbit(ctx, L[n++], 64, 70 * hw * hw, 2, &r);
+    L[n++] = quant(ctx, 2, 0.3f, 0.5f, 0);
+    TH_OK(ctx, tsq_layer_dense_create(ctx, 64, 5, &L[n]));
+    nt_randomize_float(ctx, L[n++], &r);
+    L[n] = NULL;
+    return nt_net(ctx, 3, shape, L);
+}
+
+/* The pair layout (two codes a byte, the AVX2 table kernel) gives the C
+ * plan's logits bit for bit, at batches 1, 7 and 257 on one and two
+ * threads; three stages take it. Its creation fails cleanly at every
+ * allocation. */
+START_TEST(test_pair_layout_exact)
+{
+    static const int64_t batches[] = {1, 7, 257}, imgs[] = {8, 9};
+    th_alloc_stats st;
+    tsq_context *ctx = th_context(&st);
+    uint32_t avx2 = ctx->cpu & ~(uint32_t)(TSQ_CPU_AVX512VNNI | TSQ_CPU_AVX512VPOPCNTDQ);
+    size_t bi, ii;
+    int32_t threads;
+    if (!tsq__kernel_runs(TSQ_KERNEL_AVX2, avx2)) {
+        printf("test_pair_layout_exact: SKIP kernel 'avx2': this CPU lacks its instructions\n");
+        th_context_done(ctx, &st);
+        return;
+    }
+    for (ii = 0; ii < 2; ii++)
+        for (threads = 1; threads <= 2; threads++)
+            for (bi = 0; bi < 3; bi++) {
+                int64_t b = batches[bi], img = imgs[ii];
+                tsq_net *net = make_pairs_net(ctx, img, 700 + ii);
+                tsq_tensor *x = nt_tensor(ctx, 4, b, 1, img, img);
+                tsq_tensor *ya = nt_tensor(ctx, 2, b, 5, 0, 0), *yc = nt_tensor(ctx, 2, b, 5, 0, 0);
+                th_rng r = {41 + (uint64_t)b};
+                tsq_plan *plan = NULL;
+                uint32_t saved = ctx->cpu;
+                int32_t i, pairs = 0;
+                int nc = 0;
+                TH_OK(ctx, tsq_context_set_option(ctx, TSQ_CONTEXT_THREADS, threads));
+                nt_fill_normal(x, &r, 1.0);
+                ctx->cpu = avx2;
+                TH_OK(ctx, tsq_plan_create(ctx, net, &plan));
+                for (i = 0; i < plan->nstages; i++)
+                    pairs += plan->stages[i].bp_pairs;
+                TH_OK(ctx, tsq_plan_run(ctx, plan, x, ya, NULL, 0));
+                tsq_plan_destroy(plan);
+                ctx->cpu = saved;
+                ck_assert_int_eq(pairs, 3);
+                run_with_cpu(ctx, net, 0, x, yc, &nc);
+                NT_REQUIRE(memcmp(nt_data(ya), nt_data(yc), (size_t)(b * 5) * sizeof(float)) == 0,
+                           "img %lld batch %lld threads %d: pair layout differs from C",
+                           (long long)img, (long long)b, (int)threads);
+                tsq_net_destroy(net);
+                tsq_tensor_destroy(x);
+                tsq_tensor_destroy(ya);
+                tsq_tensor_destroy(yc);
+            }
+    { /* every allocation of that plan's creation refused in turn: a clean
+       * "out of memory" and nothing leaked (th_context_done) */
+        tsq_net *net = make_pairs_net(ctx, 8, 700);
+        tsq_plan *plan = NULL;
+        uint32_t saved = ctx->cpu;
+        int64_t before, count, k;
+        ctx->cpu = avx2;
+        before = st.total_allocs;
+        TH_OK(ctx, tsq_plan_create(ctx, net, &plan));
+        count = st.total_allocs - before;
+        tsq_plan_destroy(plan);
+        for (k = 1; k <= count; k++) {
+            plan = NULL;
+            st.fail_at = st.total_allocs + k;
+            ck_assert_int_eq(tsq_plan_create(ctx, net, &plan), TSQ_ERR_NO_MEMORY);
+            ck_assert_ptr_null(plan);
+            st.fail_at = 0;
+        }
+        ctx->cpu = saved;
+        tsq_net_destroy(net);
+    }
+    th_context_done(ctx, &st);
+}
+END_TEST
+
 static Suite *plan_suite(void)
 {
     Suite *s = suite_create("plan");
@@ -786,6 +895,7 @@ static Suite *plan_suite(void)
     tcase_add_test(tc, test_batch_independent);
     tcase_add_test(tc, test_plan_load_errors);
     tcase_add_test(tc, test_bitplane_path_exact);
+    tcase_add_test(tc, test_pair_layout_exact);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -107,6 +107,7 @@ void tsq__bp_epilogue_bytes_ref(const tsq_thresholds *th, const int32_t *acc, in
     for (oy = first; oy < last && oy < og->h; oy++)
         for (ox = 0; ox < og->w; ox++) {
             uint8_t *dst = img + ((oy + og->pad) * wp + ox + og->pad) * og->cb;
+            memset(dst, 0, (size_t)og->cb);
             for (c = 0; c < og->c; c++) {
                 int32_t code = 0, dy, dx;
                 for (dy = 0; dy < s; dy++)
@@ -115,18 +116,26 @@ void tsq__bp_epilogue_bytes_ref(const tsq_thresholds *th, const int32_t *acc, in
                         int32_t v = code_of(th, acc[q * ldacc + c], c);
                         code = v > code ? v : code;
                     }
-                dst[c] = (uint8_t)code;
+                dst[tsq__bp_byte_of(og, c)] |= (uint8_t)(code << tsq__bp_shift_of(og, c));
             }
         }
 }
 
 void tsq__bp_bytes_from_codes(const tsq__bp_geom *g, const uint8_t *codes, uint8_t *img)
 {
-    int64_t y, wp = g->w + 2 * g->pad;
+    int64_t y, x, c, wp = g->w + 2 * g->pad;
     memset(img, 0, (size_t)g->image);
-    for (y = 0; y < g->h; y++)
-        memcpy(img + ((y + g->pad) * wp + g->pad) * g->cb, codes + y * g->w * g->c,
-               (size_t)(g->w * g->c));
+    for (y = 0; y < g->h; y++) {
+        uint8_t *row = img + ((y + g->pad) * wp + g->pad) * g->cb;
+        const uint8_t *src = codes + y * g->w * g->c;
+        if (g->bytes != 2) {
+            memcpy(row, src, (size_t)(g->w * g->c));
+            continue;
+        }
+        for (x = 0; x < g->w; x++)
+            for (c = 0; c < g->c; c++)
+                row[x * g->cb + c / 2] |= (uint8_t)(src[x * g->c + c] << tsq__bp_shift_of(g, c));
+    }
 }
 
 int tsq__front_short_form(const float *eps, const float *inv_delta, int64_t channels)

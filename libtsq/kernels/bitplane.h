@@ -29,10 +29,10 @@
 typedef struct {
     int64_t c, h, w, pad;
     int32_t nb;     /* code bits */
-    int bytes;      /* the byte layout (else bit planes) */
-    int32_t planes; /* nb planes of bits, or 1 of bytes (byte layout) */
-    int64_t cb;     /* bytes per pixel in a plane: ceil(c / 8), or c (bytes) */
-    int64_t kpix;   /* k entries per pixel: cb * 8 (bits) or c (bytes) */
+    int bytes;      /* the byte layout, 1 code per byte, or 2: the pair layout (else bit planes) */
+    int32_t planes; /* nb planes of bits, or 1 of bytes (byte and pair layouts) */
+    int64_t cb;     /* bytes per pixel in a plane: ceil(c / 8), c (bytes) or c / 2 (pairs) */
+    int64_t kpix;   /* k entries per pixel: cb * 8 (bits) or c (bytes, pairs) */
     int64_t row;    /* bytes per padded row: (w + 2 pad) cb */
     int64_t plane;  /* bytes per plane, a multiple of 8 */
     int64_t image;  /* planes * plane */
@@ -48,7 +48,7 @@ static inline void tsq__bp_geom_fill(tsq__bp_geom *g, int64_t c, int64_t h, int6
     g->nb = nb;
     g->bytes = bytes;
     g->planes = bytes ? 1 : nb;
-    g->cb = bytes ? c : (c + 7) / 8;
+    g->cb = bytes == 2 ? c / 2 : bytes ? c : (c + 7) / 8;
     g->kpix = bytes ? c : g->cb * 8;
     g->row = (w + 2 * pad) * g->cb;
     g->plane = ((h + 2 * pad) * g->row + 7) / 8 * 8;
@@ -69,6 +69,27 @@ static inline void tsq__bp_geom_bytes(tsq__bp_geom *g, int64_t c, int64_t h, int
                                       int64_t pad, int32_t nb)
 {
     tsq__bp_geom_fill(g, c, h, w, pad, nb, 1);
+}
+
+/* The pair layout (for the AVX2 pair kernel, gemm_pairs_avx2.c): codes of
+ * at most 2 bits, c even, channels 2j and 2j + 1 of a pixel in byte j as
+ * 16 (a_2j + 4 a_2j+1), the same padded NHWC order otherwise; k stays
+ * (ky, kx, c), two per byte. */
+static inline void tsq__bp_geom_pairs(tsq__bp_geom *g, int64_t c, int64_t h, int64_t w,
+                                      int64_t pad, int32_t nb)
+{
+    tsq__bp_geom_fill(g, c, h, w, pad, nb, 2);
+}
+
+/* The byte of a pixel holding channel c's code, and the code's shift in
+ * it, in the byte or pair layout. */
+static inline int64_t tsq__bp_byte_of(const tsq__bp_geom *g, int64_t c)
+{
+    return g->bytes == 2 ? c / 2 : c;
+}
+static inline int tsq__bp_shift_of(const tsq__bp_geom *g, int64_t c)
+{
+    return g->bytes == 2 ? 4 + 2 * (int)(c % 2) : 0;
 }
 
 /* The packed-weight row (k index) of input channel ci at window tap
@@ -117,8 +138,9 @@ void tsq__bp_epilogue_ref(const tsq_thresholds *th, const int32_t *acc, int64_t 
 void tsq__bp_epilogue_avx512(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc,
                              int64_t y0, int64_t nrows, int64_t ow, int pool,
                              const tsq__bp_geom *og, uint8_t *img);
-/* The same into the byte layout (og from tsq__bp_geom_bytes): the codes
- * themselves, max-pooled when pool is set. */
+/* The same into the byte or pair layout (og from tsq__bp_geom_bytes or
+ * tsq__bp_geom_pairs): the codes themselves, max-pooled when pool is set
+ * (the AVX-512 version: the byte layout only). */
 void tsq__bp_epilogue_bytes_ref(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc,
                                 int64_t y0, int64_t nrows, int64_t ow, int pool,
                                 const tsq__bp_geom *og, uint8_t *img);

@@ -2,7 +2,8 @@
  * tsq__bp_epilogue_bytes_ref): 16 channels per step as two vectors of 8.
  * A pooled code is the largest of its window's codes, and the code is
  * monotone in the count of levels reached, so the window's counts are
- * maxed first and turned into a code once. Compiled with -mavx2; called
+ * maxed first and turned into a code once. In the pair layout two codes
+ * share a byte (kernels/bitplane.h). Compiled with -mavx2; called
  * only when the CPU has it. */
 #include "kernels/bitplane.h"
 #include "kernels/thresholds_avx2.h"
@@ -51,10 +52,11 @@ chunk(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc, int64_t y0, i
       const int S, const int L)
 {
     int64_t wp = og->w + 2 * og->pad, oy, ox;
+    const int pairs = og->bytes == 2;
     const levels8 vl = levels_of(th, c, L), vh = levels_of(th, c + 8, L);
     for (oy = first; oy < last; oy++) {
         const int32_t *row = acc + (oy * S - y0) * ow * ldacc + c;
-        uint8_t *dst = img + ((oy + og->pad) * wp + og->pad) * og->cb + c;
+        uint8_t *dst = img + ((oy + og->pad) * wp + og->pad) * og->cb + tsq__bp_byte_of(og, c);
         for (ox = 0; ox < og->w; ox++, dst += og->cb) {
             __m256i lo = _mm256_set1_epi32(INT32_MIN), hi = lo;
             int dy, dx;
@@ -67,7 +69,14 @@ chunk(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc, int64_t y0, i
             {
                 __m128i b = tsq__codes_to_bytes_avx2(tsq__code_of_below_avx2(th, lo, c),
                                                      tsq__code_of_below_avx2(th, hi, c + 8));
-                if (n == 16)
+                if (pairs) { /* 16 a_2j + 64 a_2j+1 in byte j (n is even) */
+                    __m128i p = _mm_maddubs_epi16(b, _mm_set1_epi16(0x4010));
+                    p = _mm_packus_epi16(p, p);
+                    if (n == 16)
+                        _mm_storel_epi64((__m128i *)(void *)dst, p);
+                    else
+                        tsq__store_bytes_avx2(dst, p, n / 2);
+                } else if (n == 16)
                     _mm_storeu_si128((__m128i *)(void *)dst, b);
                 else
                     tsq__store_bytes_avx2(dst, b, n);

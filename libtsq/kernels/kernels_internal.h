@@ -72,6 +72,16 @@ void tsq__unpack_weights(const tsq_packed_weights *pw, int8_t *w);
 /* Decoded panels p0 .. p1-1 into dec (layout above; dec receives panel p0). */
 void tsq__decode_panels(const tsq_packed_weights *pw, int64_t p0, int64_t p1, int8_t *dec);
 static inline int64_t tsq__k4n(int64_t k) { return (k + 3) / 4; }
+/* Pair panels (plain C, any CPU): for each block of TSQ__PAIR_COLS
+ * columns, ceil(k / 2) rows of one byte per column, (w0 + 2) + 4 (w1 + 2)
+ * for the column's weights at k = 2q and 2q + 1 (0 past k and past n).
+ * w: k x n int8 in -2 .. 1. */
+#define TSQ__PAIR_COLS 64
+static inline int64_t tsq__pair_panel_bytes(int64_t k, int64_t n)
+{
+    return (n + TSQ__PAIR_COLS - 1) / TSQ__PAIR_COLS * ((k + 1) / 2) * TSQ__PAIR_COLS;
+}
+void tsq__pair_panels(const int8_t *w, int64_t k, int64_t n, uint8_t *out);
 static inline int64_t tsq__panels(int64_t n) { return (n + TSQ__PANEL_COLS - 1) / TSQ__PANEL_COLS; }
 
 /* ---- the kernels: rows 0..m-1 of codes x (row stride ldx) times column
@@ -107,6 +117,20 @@ void tsq__conv_vnni(const uint8_t *const *rows, int64_t m, int64_t kh, int64_t s
 void tsq__conv_avx2(const uint8_t *const *rows, int64_t m, int64_t kh, int64_t seg,
                     int64_t step, int64_t k, const int8_t *dec, int32_t maxprod, int64_t c0,
                     int64_t c1, int32_t *acc, int64_t ldacc);
+/* The pair layout's product (gemm_pairs_avx2.c): codes of at most 2 bits,
+ * two per byte as 16 (a0 + 4 a1), times 2-bit weights given as pair
+ * panels (tsq__pair_panels). Row r is kh segments of seg bytes (pairs of
+ * k), segment ky at rows[r] + ky * step; the panels hold kpairs pairs per
+ * column (kpairs >= kh * seg). Columns 0 .. n - 1 of acc are written.
+ * flush: pairs of k the byte sums take, 127 / the largest |a0 w0 + a1 w1|;
+ * the 16-bit row sums must hold kh * seg times that bound. The gemm form
+ * reads rows of kpairs bytes, ldx apart. Call only when the CPU has AVX2. */
+void tsq__conv_pairs_avx2(const uint8_t *const *rows, int64_t m, int64_t kh, int64_t seg,
+                          int64_t step, int64_t kpairs, const uint8_t *panels, int32_t flush,
+                          int64_t n, int32_t *acc, int64_t ldacc);
+void tsq__gemm_pairs_avx2(const uint8_t *x, int64_t ldx, int64_t m, int64_t kpairs,
+                          const uint8_t *panels, int32_t flush, int64_t n, int32_t *acc,
+                          int64_t ldacc);
 /* AMX-INT8 (gemm_amx.c): the same sums from tile instructions. Rows come
  * in `sets` of m rows: row r of set i is kh segments of seg bytes (seg a
  * multiple of 4), segment ky at x + i * xset + r * ldx + ky * step, its

@@ -209,3 +209,16 @@ void tsq__decode_panels(const tsq_packed_weights *pw, int64_t p0, int64_t p1, in
         }
     }
 }
+
+void tsq__pair_panels(const int8_t *w, int64_t k, int64_t n, uint8_t *out)
+{
+    int64_t kp = (k + 1) / 2, b, q, j;
+    for (b = 0; b < (n + TSQ__PAIR_COLS - 1) / TSQ__PAIR_COLS; b++)
+        for (q = 0; q < kp; q++)
+            for (j = 0; j < TSQ__PAIR_COLS; j++) {
+                int64_t c = b * TSQ__PAIR_COLS + j;
+                int w0 = c < n ? w[2 * q * n + c] : 0;
+                int w1 = c < n && 2 * q + 1 < k ? w[(2 * q + 1) * n + c] : 0;
+                *out++ = (uint8_t)((w0 + 2) + 4 * (w1 + 2));
+            }
+}

@@ -153,7 +153,7 @@ static int32_t fuse_front(tsq_context *ctx, tsq__plan_stage *list, int32_t i, in
     f.short_form = tsq__front_short_form(f.qeps, f.qinv, f.c);
     /* AVX2 has the front with its conv only; without one, the encode
      * (its own AVX2 kernel) and the copy into bytes stay. */
-    if (avx2 && !(f.bout.bytes && first >= 1 && front_conv(&list[first - 1])))
+    if (avx2 && !(f.bout.bytes == 1 && first >= 1 && front_conv(&list[first - 1])))
         return 0;
     f.bp_avx2 = avx2;
     taken = f.bout.bytes && first >= 1 ? take_conv(ctx, &f, &list[first - 1]) : 0;
@@ -260,7 +260,9 @@ static int32_t maxprod(const tsq__plan_stage *s)
 static void gemm_bytes(const tsq__plan_stage *s, const uint8_t *x, int64_t ldx, int64_t m,
                        int64_t k, int32_t *acc, int64_t ld)
 {
-    if (s->bp_avx2)
+    if (s->bp_pairs)
+        tsq__gemm_pairs_avx2(x, ldx, m, k / 2, s->pairs, s->pairs_flush, s->oc, acc, ld);
+    else if (s->bp_avx2)
         tsq__gemm_avx2(x, ldx, m, k, s->dec, maxprod(s), 0, s->oc, acc, ld);
     else
         tsq__gemm_vnni(x, ldx, m, k, s->dec, 0, s->oc, acc, ld);
@@ -288,7 +290,10 @@ static void conv_in_place(const tsq__plan_stage *s, const uint8_t *img, int64_t 
     for (oy = y0; oy < y0 + nr; oy++)
         for (ox = 0; ox < s->win.ow; ox++)
             rows[r++] = img + oy * s->win.stride * s->bin.row + ox * step;
-    if (s->bp_avx2)
+    if (s->bp_pairs)
+        tsq__conv_pairs_avx2(rows, r, s->win.kh, s->win.kw * s->bin.cb, s->bin.row,
+                             s->pw->k / 2, s->pairs, s->pairs_flush, s->oc, acc, ld);
+    else if (s->bp_avx2)
         tsq__conv_avx2(rows, r, s->win.kh, s->win.kw * s->bin.cb, s->bin.row,
                        s->win.kwords * 8, s->dec, maxprod(s), 0, s->oc, acc, ld);
     else
@@ -349,8 +354,9 @@ static void dense_item(const bits_job *j, int64_t item, int32_t *acc)
     if (s->bp_amx)
         tsq__conv_amx(j->x + r0 * s->bin.image, 1, 0, rows, s->bin.image, 1, s->amx_seg, 0,
                       s->amx, s->oc, acc, ld);
-    else if (s->bp_bytes)
-        gemm_bytes(s, j->x + r0 * s->bin.image, s->bin.image, rows, s->bin.image, acc, ld);
+    else if (s->bp_bytes) /* k: the bytes of an image, times 2 in the pair layout */
+        gemm_bytes(s, j->x + r0 * s->bin.image, s->bin.image, rows,
+                   s->bin.image * (s->bp_pairs ? 2 : 1), acc, ld);
     else
         tsq__gemm_vpopcnt(xp, rows, s->bin.nb, s->pw, 0, s->oc, acc, ld);
     thresholds(s, acc, ld, rows, j->y + r0 * s->oc);

@@ -164,7 +164,7 @@ static int64_t packed_row(const builder *b, const tsq__plan_stage *s, int64_t i)
  * byte-padded channels, or a dense layer's whole input plane. */
 static int64_t bits_k(const tsq__plan_stage *s)
 {
-    int64_t per_byte = s->bp_bytes ? 1 : 8; /* k entries per byte of a row */
+    int64_t per_byte = s->bp_pairs ? 2 : s->bp_bytes ? 1 : 8; /* k entries per byte */
     return s->conv ? s->win.kwords * 8 * per_byte : s->bin.plane * per_byte;
 }
 
@@ -215,12 +215,14 @@ static tsq_status fuse_quant(builder *b, tsq__plan_stage *s, const tsq__stage_de
 /* The bit-plane input of a low-bit stage whose input dims are s->c, h, w
  * (runtime/plan_bits.c). */
 static void setup_bits(const tsq_plan *plan, tsq__plan_stage *s, const tsq__stage_desc *d,
-                       int32_t bits, int layout)
+                       int32_t bits, int layout, int pairs)
 {
     s->bp_in = 1;
     s->bp_bytes = layout == TSQ__BP_BYTES;
     s->bp_avx2 = s->bp_bytes && tsq__plan_bits_avx2(plan);
-    tsq__bp_geom_fill(&s->bin, s->c, s->h, s->w, s->conv ? s->pad : 0, bits, s->bp_bytes);
+    s->bp_pairs = s->bp_avx2 && pairs;
+    tsq__bp_geom_fill(&s->bin, s->c, s->h, s->w, s->conv ? s->pad : 0, bits,
+                      s->bp_pairs ? 2 : s->bp_bytes);
     if (!s->conv)
         return;
     s->win.kh = s->kh;
@@ -231,7 +233,7 @@ static void setup_bits(const tsq_plan *plan, tsq__plan_stage *s, const tsq__stag
     s->win.kwords = (s->kh * s->kw * s->bin.cb + 7) / 8;
     /* Bytes whose window rows hold whole groups of 4 k: the VNNI kernel
      * reads them in place (tsq__conv_vnni), with no im2col copy. */
-    s->bp_inplace = s->bp_bytes && s->kw * s->bin.cb % 4 == 0;
+    s->bp_inplace = s->bp_pairs || (s->bp_bytes && s->kw * s->bin.cb % 4 == 0);
     /* Bands of output rows: even (a fused 2 x 2 pool takes whole windows). */
     s->band = 128 / d->out_w;
     s->band = s->band < 2 ? 2 : s->band / 2 * 2;
@@ -266,6 +268,46 @@ static tsq_status setup_amx(builder *b, tsq__plan_stage *s)
     tsq__free(b->ctx, s->dec);
     s->dec = NULL;
     s->bp_amx = 1;
+    return TSQ_OK;
+}
+
+/* Whether the low-bit stage s (input dims set, `in` k entries, `out`
+ * columns) reads the pair layout on AVX2 (docs/kernels.md, "Two codes a
+ * byte"): codes of at most 2 bits and 2-bit weights (a pair's products
+ * index a 16-entry table), an even channel count, columns enough for the
+ * kernel's 64-column tile (at 32 the byte kernel is as fast), 16-bit row
+ * sums that cannot overflow (k / 2 pairs of at most 12), and an input
+ * written by a low-bit convolution's AVX2 epilogue (the float front
+ * writes bytes only). */
+static int pairs_here(const builder *b, const tsq__plan_stage *s, const tsq__stage_desc *d,
+                      int64_t in, int64_t out)
+{
+    const tsq__plan_stage *prev = b->plan->nstages >= 2 ? &s[-1] : NULL;
+    if (prev && prev->op == OP_CPOOL && b->plan->nstages >= 3)
+        prev = &s[-2];
+    return b->bits <= 2 && d->weight_bits == 2 && s->c % 2 == 0 && out >= TSQ__PAIR_COLS &&
+           (in + 1) / 2 * 12 <= 32767 && prev && prev->op == OP_LOWBIT && prev->bp_avx2 &&
+           prev->conv && prev->th;
+}
+
+/* The pair panels of stage s, and its byte sums' flush count from the
+ * largest weight magnitude found. */
+static tsq_status setup_pairs(builder *b, tsq__plan_stage *s)
+{
+    int64_t k = s->pw->k, n = s->pw->n, i;
+    int8_t *w = tsq__alloc(b->ctx, (size_t)(k * n));
+    int32_t big = 1;
+    s->pairs = tsq__alloc(b->ctx, (size_t)tsq__pair_panel_bytes(k, n));
+    if (!w || !s->pairs) {
+        tsq__free(b->ctx, w);
+        return oom(b);
+    }
+    tsq__unpack_weights(s->pw, w);
+    for (i = 0; i < k * n; i++)
+        big = w[i] < -1 ? 2 : big;
+    tsq__pair_panels(w, k, n, s->pairs);
+    tsq__free(b->ctx, w);
+    s->pairs_flush = 127 / (2 * tsq__max_code(s->code_bits) * big);
     return TSQ_OK;
 }
 
@@ -305,9 +347,12 @@ static tsq_status build_lowbit(builder *b, const tsq__stage_desc *d, const tsq__
     layout = fuse && !mixed ? tsq__plan_bits_layout(b->plan, s->conv, b->bits, d->weight_bits)
                             : 0;
     if (layout)
-        setup_bits(b->plan, s, d, b->bits, layout);
+        setup_bits(b->plan, s, d, b->bits, layout, pairs_here(b, s, d, in, out));
     st = pack_lowbit(b, s, d, in, out);
-    if (st == TSQ_OK && s->bp_bytes) { /* the panels once, not per call */
+    if (st == TSQ_OK && s->bp_pairs) {
+        if (setup_pairs(b, s) != TSQ_OK)
+            return TSQ_ERR_NO_MEMORY;
+    } else if (st == TSQ_OK && s->bp_bytes) { /* the panels once, not per call */
         int64_t k = s->pw->k;
         s->dec = tsq__alloc(b->ctx, (size_t)(tsq__panels(out) * tsq__k4n(k) * 64));
         if (!s->dec)
@@ -419,6 +464,7 @@ static void free_stages(tsq_plan *p)
         tsq__free(ctx, s->qeps);
         tsq__free(ctx, s->qinv);
         tsq__free(ctx, s->dec);
+        tsq__free(ctx, s->pairs);
         tsq__free(ctx, s->amx);
         tsq_packed_weights_destroy(s->pw);
         tsq_thresholds_destroy(s->th);
@@ -487,6 +533,7 @@ static void log_stages(tsq_context *ctx, const tsq_plan *p)
         const char *how = "";
         if (s->op == OP_LOWBIT)
             how = s->bp_amx     ? ", u8 operand on AMX-INT8 tiles"
+                  : s->bp_pairs ? ", two codes a byte on AVX2 (table products)"
                   : s->bp_avx2  ? ", u8 operand on AVX2"
                   : s->bp_bytes ? ", u8 operand on AVX-512 VNNI"
                   : s->bp_in  ? ", bit planes on AVX-512 VPOPCNTDQ"

@@ -63,6 +63,9 @@ typedef struct tsq__plan_stage {
     int bp_amx;          /* bp_bytes on AMX-INT8 tiles (tsq__conv_amx on `amx`; dec freed) */
     int8_t *amx;         /* bp_amx: the panels re-laid for the tiles (tsq__amx_pack) */
     int64_t amx_kh, amx_seg; /* ... their window rows and bytes per row */
+    int bp_pairs;        /* bp_avx2 in the pair layout: the pair kernel on `pairs` */
+    uint8_t *pairs;      /* bp_pairs: the weights as pair panels (tsq__pair_panels) */
+    int32_t pairs_flush; /* ... pairs of k its byte sums take (127 / largest pair sum) */
     int bp_out;          /* LOWBIT conv: writes bit planes `bout` instead of codes */
     int bp_pool;         /* ... max-pooled 2 x 2 on the way (oh, ow are the pooled dims) */
     tsq__bp_geom bin, bout;
