@@ -1452,6 +1452,50 @@ START_TEST(test_pairs_product)
 }
 END_TEST
 
+/* The byte-layout epilogue into geometry g (bytes or pairs), band by band:
+ * each channel's code, read from its byte and shift, is the largest of
+ * its pool window's codes (codes: the thresholds' NHWC output), and the
+ * AVX2 and AVX-512 versions write the reference's bytes (AVX-512: bytes
+ * only). */
+static void check_epilogue_bytes(const tsq_thresholds *th, const int32_t *acc, int64_t C,
+                                 int64_t oh, int64_t ow, int64_t band, int pool,
+                                 const tsq__bp_geom *g, const uint8_t *codes)
+{
+    uint8_t *ra = calloc(1, (size_t)g->image), *rv = calloc(1, (size_t)g->image);
+    uint8_t *r2 = calloc(1, (size_t)g->image);
+    int64_t y0, oy, ox, c, s = pool ? 2 : 1;
+    int avx512 = g->bytes == 1 && kernel_here(TSQ_KERNEL_VPOPCNT), avx2 = kernel_here(TSQ_KERNEL_AVX2);
+    for (y0 = 0; y0 < oh; y0 += band) {
+        int64_t nr = oh - y0 < band ? oh - y0 : band;
+        const int32_t *a = acc + y0 * ow * C;
+        tsq__bp_epilogue_bytes_ref(th, a, C, y0, nr, ow, pool, g, ra);
+        if (avx512)
+            tsq__bp_epilogue_bytes_avx512(th, a, C, y0, nr, ow, pool, g, rv);
+        if (avx2)
+            tsq__bp_epilogue_bytes_avx2(th, a, C, y0, nr, ow, pool, g, r2);
+    }
+    for (oy = 0; oy < g->h; oy++)
+        for (ox = 0; ox < g->w; ox++)
+            for (c = 0; c < C; c++) {
+                int64_t dy, dx;
+                int32_t want = 0;
+                uint8_t byte = ra[((oy + 1) * (g->w + 2) + ox + 1) * g->cb + tsq__bp_byte_of(g, c)];
+                for (dy = 0; dy < s; dy++)
+                    for (dx = 0; dx < s; dx++) {
+                        int32_t v = codes[((oy * s + dy) * ow + ox * s + dx) * C + c];
+                        want = v > want ? v : want;
+                    }
+                ck_assert_int_eq((byte >> tsq__bp_shift_of(g, c)) & (g->bytes == 2 ? 3 : 255), want);
+            }
+    if (avx512)
+        ck_assert_int_eq(memcmp(ra, rv, (size_t)g->image), 0);
+    if (avx2)
+        ck_assert_int_eq(memcmp(ra, r2, (size_t)g->image), 0);
+    free(ra);
+    free(rv);
+    free(r2);
+}
+
 START_TEST(test_bitplane_epilogue)
 {
     const int64_t cs[] = {1, 5, 16, 17, 33, 64};
@@ -1506,77 +1550,15 @@ START_TEST(test_bitplane_epilogue)
                         }
                 if (kernel_here(TSQ_KERNEL_VPOPCNT))
                     ck_assert_int_eq(memcmp(a, b2, (size_t)g.image), 0);
-                { /* the byte layout: the codes themselves */
+                { /* the byte layout (the codes themselves), and the pair layout */
                     tsq__bp_geom gb;
-                    uint8_t *ra, *rv, *r2;
                     tsq__bp_geom_bytes(&gb, C, gh, gw, 1, bits);
-                    ra = calloc(1, (size_t)gb.image);
-                    rv = calloc(1, (size_t)gb.image);
-                    r2 = calloc(1, (size_t)gb.image);
-                    for (y0 = 0; y0 < oh; y0 += band) {
-                        int64_t nr = oh - y0 < band ? oh - y0 : band;
-                        tsq__bp_epilogue_bytes_ref(th, acc + y0 * ow * C, C, y0, nr, ow, pool, &gb,
-                                                   ra);
-                        if (kernel_here(TSQ_KERNEL_VPOPCNT))
-                            tsq__bp_epilogue_bytes_avx512(th, acc + y0 * ow * C, C, y0, nr, ow,
-                                                          pool, &gb, rv);
-                        if (kernel_here(TSQ_KERNEL_AVX2))
-                            tsq__bp_epilogue_bytes_avx2(th, acc + y0 * ow * C, C, y0, nr, ow,
-                                                        pool, &gb, r2);
+                    check_epilogue_bytes(th, acc, C, oh, ow, band, pool, &gb, codes);
+                    if (C % 2 == 0 && bits <= 2) {
+                        tsq__bp_geom_pairs(&gb, C, gh, gw, 1, bits);
+                        ck_assert_int_eq(gb.cb, C / 2);
+                        check_epilogue_bytes(th, acc, C, oh, ow, band, pool, &gb, codes);
                     }
-                    for (oy = 0; oy < gh; oy++)
-                        for (ox = 0; ox < gw; ox++)
-                            for (c = 0; c < C; c++) {
-                                int64_t s2 = pool ? 2 : 1, dy, dx;
-                                int32_t want = 0;
-                                for (dy = 0; dy < s2; dy++)
-                                    for (dx = 0; dx < s2; dx++) {
-                                        int32_t v = codes[((oy * s2 + dy) * ow + ox * s2 + dx) * C + c];
-                                        want = v > want ? v : want;
-                                    }
-                                ck_assert_int_eq(ra[((oy + 1) * (gw + 2) + ox + 1) * C + c], want);
-                            }
-                    if (kernel_here(TSQ_KERNEL_VPOPCNT))
-                        ck_assert_int_eq(memcmp(ra, rv, (size_t)gb.image), 0);
-                    if (kernel_here(TSQ_KERNEL_AVX2))
-                        ck_assert_int_eq(memcmp(ra, r2, (size_t)gb.image), 0);
-                    free(ra);
-                    free(rv);
-                    free(r2);
-                }
-                if (C % 2 == 0 && bits <= 2) { /* the pair layout: two codes a byte */
-                    tsq__bp_geom gp;
-                    uint8_t *ra, *r2;
-                    tsq__bp_geom_pairs(&gp, C, gh, gw, 1, bits);
-                    ck_assert_int_eq(gp.cb, C / 2);
-                    ra = calloc(1, (size_t)gp.image);
-                    r2 = calloc(1, (size_t)gp.image);
-                    for (y0 = 0; y0 < oh; y0 += band) {
-                        int64_t nr = oh - y0 < band ? oh - y0 : band;
-                        tsq__bp_epilogue_bytes_ref(th, acc + y0 * ow * C, C, y0, nr, ow, pool, &gp,
-                                                   ra);
-                        if (kernel_here(TSQ_KERNEL_AVX2))
-                            tsq__bp_epilogue_bytes_avx2(th, acc + y0 * ow * C, C, y0, nr, ow,
-                                                        pool, &gp, r2);
-                    }
-                    for (oy = 0; oy < gh; oy++)
-                        for (ox = 0; ox < gw; ox++)
-                            for (c = 0; c < C; c += 2) {
-                                int64_t s2 = pool ? 2 : 1, dy, dx, e;
-                                int32_t want[2] = {0, 0};
-                                for (e = 0; e < 2; e++)
-                                    for (dy = 0; dy < s2; dy++)
-                                        for (dx = 0; dx < s2; dx++) {
-                                            int32_t v = codes[((oy * s2 + dy) * ow + ox * s2 + dx) * C + c + e];
-                                            want[e] = v > want[e] ? v : want[e];
-                                        }
-                                ck_assert_int_eq(ra[((oy + 1) * (gw + 2) + ox + 1) * (C / 2) + c / 2],
-                                                 16 * (want[0] + 4 * want[1]));
-                            }
-                    if (kernel_here(TSQ_KERNEL_AVX2))
-                        ck_assert_int_eq(memcmp(ra, r2, (size_t)gp.image), 0);
-                    free(ra);
-                    free(r2);
                 }
                 tsq_thresholds_destroy(th);
                 free(acc);

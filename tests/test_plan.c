@@ -646,6 +646,17 @@ END_TEST
  * side (floor pooling), and batches 1, 7 and 257 on 1 and 2 threads. The
  * 12 -> 36 convolution reads its input in place in full VNNI tiles of 8
  * pixels x 32 channels and a partial panel. */
+/* A low-bit 3 x 3 conv (padding 1) of random ternary weights at L[*n],
+ * then a codes-mode quantizer of qbits (qbits 0: none). */
+static void add_lbconv(tsq_context *ctx, tsq_layer **L, int *n, int64_t cin, int64_t cout,
+                       int32_t qbits, float eps, float delta, th_rng *r)
+{
+    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, cin, cout, 3, 3, 1, 1, 2, &L[*n]));
+    nt_set_lowbit(ctx, L[(*n)++], cout, cin * 9, 2, r);
+    if (qbits)
+        L[(*n)++] = quant(ctx, qbits, eps, delta, 1);
+}
+
 static tsq_net *make_bits_net(tsq_context *ctx, int64_t img, uint64_t seed)
 {
     th_rng r = {seed};
@@ -664,20 +675,15 @@ static tsq_net *make_bits_net(tsq_context *ctx, int64_t img, uint64_t seed)
     if (img % 2) /* the float front with and without a ReLU */
         TH_OK(ctx, tsq_layer_relu_create(ctx, &L[n++]));
     L[n++] = quant(ctx, 2, 0.3f, 0.4f, 1);
-    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 5, 12, 3, 3, 1, 1, 2, &L[n]));
-    nt_set_lowbit(ctx, L[n++], 12, 45, 2, &r);
+    add_lbconv(ctx, L, &n, 5, 12, 0, 0.0f, 0.0f, &r);
     L[n] = quant(ctx, 2, 0.2f, 0.5f, 1);
     for (c = 0; c < 12; c++)
         TH_OK(ctx, tsq_layer_act_quant_set_channel(L[n], c, 12, 2, 0.1f + 0.03f * (float)c,
                                                    0.3f + 0.05f * (float)c));
     n++;
     TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
-    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 12, 36, 3, 3, 1, 1, 2, &L[n]));
-    nt_set_lowbit(ctx, L[n++], 36, 108, 2, &r);
-    L[n++] = quant(ctx, 1, 0.1f, 0.5f, 1);
-    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 36, 17, 3, 3, 1, 1, 2, &L[n]));
-    nt_set_lowbit(ctx, L[n++], 17, 324, 2, &r);
-    L[n++] = quant(ctx, 2, 0.25f, 0.45f, 1);
+    add_lbconv(ctx, L, &n, 12, 36, 1, 0.1f, 0.5f, &r);
+    add_lbconv(ctx, L, &n, 36, 17, 2, 0.25f, 0.45f, &r);
     TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
     TH_OK(ctx, tsq_layer_flatten_create(ctx, &L[n++]));
     TH_OK(ctx, tsq_layer_lowbit_dense_create(ctx, 17 * hw * hw, 16, 2, &L[n]));
@@ -784,16 +790,10 @@ static tsq_net *make_pairs_net(tsq_context *ctx, int64_t img, uint64_t seed)
     nt_randomize_float(ctx, L[n++], &r);
     TH_OK(ctx, tsq_layer_relu_create(ctx, &L[n++]));
     L[n++] = quant(ctx, 2, 0.3f, 0.4f, 1);
-    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 6, 64, 3, 3, 1, 1, 2, &L[n]));
-    nt_set_lowbit(ctx, L[n++], 64, 54, 2, &r);
-    L[n++] = quant(ctx, 2, 0.2f, 0.5f, 1);
+    add_lbconv(ctx, L, &n, 6, 64, 2, 0.2f, 0.5f, &r);
     TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
-    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 64, 66, 3, 3, 1, 1, 2, &L[n]));
-    nt_set_lowbit(ctx, L[n++], 66, 576, 2, &r);
-    L[n++] = quant(ctx, 1, 0.1f, 0.5f, 1);
-    TH_OK(ctx, tsq_layer_lowbit_conv2d_create(ctx, 66, 70, 3, 3, 1, 1, 2, &L[n]));
-    nt_set_lowbit(ctx, L[n++], 70, 594, 2, &r);
-    L[n++] = quant(ctx, 2, 0.25f, 0.45f, 1);
+    add_lbconv(ctx, L, &n, 64, 66, 1, 0.1f, 0.5f, &r);
+    add_lbconv(ctx, L, &n, 66, 70, 2, 0.25f, 0.45f, &r);
     TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
     TH_OK(ctx, tsq_layer_flatten_create(ctx, &L[n++]));
     TH_OK(ctx, tsq_layer_lowbit_dense_create(ctx, 70 * hw * hw, 64, 2, &L[n]));
