@@ -1,6 +1,7 @@
 /*
  * The activation layouts of the inference plan's fused path, bit planes
- * (for the VPOPCNT kernel) and bytes (for the VNNI kernel), and their
+ * (for the VPOPCNT kernel), bytes (for the VNNI kernel) and pairs (for the
+ * AVX2 table kernel: tsq__bp_geom_pairs below), and their
  * kernels (bitplane_vpopcnt.c, AVX-512; bitplane.c, the portable reference
  * the tests compare them with). docs/kernels.md, "Activations in the
  * kernel's format", draws the layouts.

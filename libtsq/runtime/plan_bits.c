@@ -1,7 +1,8 @@
 /* The fused path of the inference plan (docs/kernels.md, "Activations in
  * the kernel's format"). Between low-bit layers the activation stays in the
  * operand format of the kernel chosen per stage: bit planes for the VPOPCNT
- * kernel, bytes for the VNNI kernel, both padded NHWC (kernels/bitplane.h).
+ * kernel, bytes for the VNNI (or AVX2) kernel, two codes a byte for the
+ * AVX2 table kernel, all padded NHWC (kernels/bitplane.h).
  * Each layer's threshold epilogue writes the next layer's operand (a 2 x 2
  * max-pool fused), the float front (affine, ReLU, quantizer) writes the
  * first one in one pass, and a convolution builds the im2col rows of one

@@ -6,7 +6,7 @@
  * The activation between stages is float, NCHW per sample (as the float
  * network computes), uint8 codes, NHWC per sample (rows of the low-bit
  * kernels' M x N output), or, between low-bit layers on the fused path,
- * the next kernel's operand: bit planes or the byte layout, padded NHWC
+ * the next kernel's operand: bit planes, the byte or the pair layout, padded NHWC
  * (kernels/bitplane.h, runtime/plan_bits.c).
  */
 #ifndef TSQ_RUNTIME_PLAN_INTERNAL_H
@@ -92,7 +92,8 @@ struct tsq_plan {
 /* The layout a low-bit stage of these bit widths reads: 0 the codes (the
  * general path), TSQ__BP_BITS bit planes (VPOPCNT), TSQ__BP_BYTES the byte
  * layout (VNNI, or on a CPU with AVX2 but no AVX-512, the AVX2 kernels:
- * tsq__plan_bits_avx2). */
+ * tsq__plan_bits_avx2; there the build may choose the pair layout for a
+ * stage, bp_pairs). */
 enum { TSQ__BP_BITS = 1, TSQ__BP_BYTES = 2 };
 int tsq__plan_bits_layout(const tsq_plan *p, int conv, int32_t code_bits, int32_t weight_bits);
 /* 1 if the byte layout runs on the AVX2 kernels in plan p (its CPU has
