@@ -1,8 +1,9 @@
 /* The threshold epilogue into the byte layout on AVX2 (the same bytes as
  * tsq__bp_epilogue_bytes_ref): 16 channels per step as two vectors of 8.
- * A pooled code is the largest of its window's codes, and the code is
- * monotone in the count of levels reached, so the window's counts are
- * maxed first and turned into a code once. In the pair layout two codes
+ * A pooled code is the largest of its window's codes, and the code grows
+ * with the flipped accumulator (acc, or ~acc for a negative scale:
+ * tsq__flipped_avx2), so the window's flipped accumulators are maxed first
+ * and compared with the thresholds once. In the pair layout two codes
  * share a byte (kernels/bitplane.h). Compiled with -mavx2; called
  * only when the CPU has it. */
 #include "kernels/bitplane.h"
@@ -28,19 +29,19 @@ static inline __attribute__((always_inline)) levels8 levels_of(const tsq_thresho
     return v;
 }
 
-/* tsq__below_avx2 with the constants in registers (L 1 or 3), or from th. */
+/* tsq__below_flipped_avx2 with the constants in registers (L 1 or 3), or
+ * from th. */
 static inline __attribute__((always_inline)) __m256i below(const tsq_thresholds *th,
-                                                           const levels8 *v, __m256i a,
+                                                           const levels8 *v, __m256i x,
                                                            int64_t c, const int L)
 {
     __m256i b;
     int m;
     if (L != 1 && L != 3)
-        return tsq__below_avx2(th, a, c);
-    a = _mm256_xor_si256(a, v->flip);
-    b = _mm256_cmpgt_epi32(v->t[0], a);
+        return tsq__below_flipped_avx2(th, x, c);
+    b = _mm256_cmpgt_epi32(v->t[0], x);
     for (m = 1; m < L; m++)
-        b = _mm256_add_epi32(b, _mm256_cmpgt_epi32(v->t[m], a));
+        b = _mm256_add_epi32(b, _mm256_cmpgt_epi32(v->t[m], x));
     return b;
 }
 
@@ -63,12 +64,14 @@ chunk(const tsq_thresholds *th, const int32_t *acc, int64_t ldacc, int64_t y0, i
             for (dy = 0; dy < S; dy++)
                 for (dx = 0; dx < S; dx++) {
                     const int32_t *a = row + (dy * ow + ox * S + dx) * ldacc;
-                    lo = _mm256_max_epi32(lo, below(th, &vl, tsq__load_acc8_avx2(a, n), c, L));
-                    hi = _mm256_max_epi32(hi, below(th, &vh, tsq__load_acc8_avx2(a + 8, n - 8), c + 8, L));
+                    lo = _mm256_max_epi32(lo, _mm256_xor_si256(tsq__load_acc8_avx2(a, n), vl.flip));
+                    hi = _mm256_max_epi32(
+                        hi, _mm256_xor_si256(tsq__load_acc8_avx2(a + 8, n - 8), vh.flip));
                 }
             {
-                __m128i b = tsq__codes_to_bytes_avx2(tsq__code_of_below_avx2(th, lo, c),
-                                                     tsq__code_of_below_avx2(th, hi, c + 8));
+                __m128i b =
+                    tsq__codes_to_bytes_avx2(tsq__code_of_below_avx2(th, below(th, &vl, lo, c, L), c),
+                                             tsq__code_of_below_avx2(th, below(th, &vh, hi, c + 8, L), c + 8));
                 if (pairs) { /* 16 a_2j + 64 a_2j+1 in byte j (n is even) */
                     __m128i p = _mm_maddubs_epi16(b, _mm_set1_epi16(0x4010));
                     p = _mm_packus_epi16(p, p);

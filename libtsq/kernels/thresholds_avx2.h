@@ -27,18 +27,31 @@ static inline __m256i tsq__load_acc8_avx2(const int32_t *a, int64_t n)
     return _mm256_loadu_si256((const __m256i *)(const void *)in);
 }
 
-/* Minus the number of levels that the accumulators a of channels c .. c+7
- * do not reach (0 .. -maxcode per lane). */
-static inline __m256i tsq__below_avx2(const tsq_thresholds *th, __m256i a, int64_t c)
+/* The accumulators of channels c .. c+7 in the order the thresholds
+ * compare: acc, or ~acc where the channel's scale is negative. Codes grow
+ * with it, so a pool's largest code is the code of its largest one. */
+static inline __m256i tsq__flipped_avx2(const tsq_thresholds *th, __m256i a, int64_t c)
+{
+    return _mm256_xor_si256(a, _mm256_loadu_si256((const __m256i *)(const void *)(th->flip + c)));
+}
+
+/* Minus the number of levels that flipped accumulators x of channels
+ * c .. c+7 do not reach (0 .. -maxcode per lane). */
+static inline __m256i tsq__below_flipped_avx2(const tsq_thresholds *th, __m256i a, int64_t c)
 {
     __m256i below = _mm256_setzero_si256();
     int32_t m;
-    a = _mm256_xor_si256(a, _mm256_loadu_si256((const __m256i *)(const void *)(th->flip + c)));
     for (m = 0; m < th->maxcode; m++) {
         __m256i t = _mm256_loadu_si256((const __m256i *)(const void *)(th->t + m * th->padded + c));
         below = _mm256_add_epi32(below, _mm256_cmpgt_epi32(t, a));
     }
     return below;
+}
+
+/* The same from the accumulators themselves. */
+static inline __m256i tsq__below_avx2(const tsq_thresholds *th, __m256i a, int64_t c)
+{
+    return tsq__below_flipped_avx2(th, tsq__flipped_avx2(th, a, c), c);
 }
 
 /* The codes of channels c .. c+7 from `below` (the largest over a pooling
