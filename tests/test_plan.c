@@ -657,6 +657,22 @@ static void add_lbconv(tsq_context *ctx, tsq_layer **L, int *n, int64_t cin, int
         L[(*n)++] = quant(ctx, qbits, eps, delta, 1);
 }
 
+/* The test nets' end: 2 x 2 pool, flatten, a low-bit dense of `in` ->
+ * `hidden` with a values-mode quantizer, a float dense to 5; the net. */
+static tsq_net *pooled_tail(tsq_context *ctx, tsq_layer **L, int n, int64_t in, int64_t hidden,
+                            int64_t shape[3], th_rng *r)
+{
+    TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
+    TH_OK(ctx, tsq_layer_flatten_create(ctx, &L[n++]));
+    TH_OK(ctx, tsq_layer_lowbit_dense_create(ctx, in, hidden, 2, &L[n]));
+    nt_set_lowbit(ctx, L[n++], hidden, in, 2, r);
+    L[n++] = quant(ctx, 2, 0.3f, 0.5f, 0);
+    TH_OK(ctx, tsq_layer_dense_create(ctx, hidden, 5, &L[n]));
+    nt_randomize_float(ctx, L[n++], r);
+    L[n] = NULL;
+    return nt_net(ctx, 3, shape, L);
+}
+
 static tsq_net *make_bits_net(tsq_context *ctx, int64_t img, uint64_t seed)
 {
     th_rng r = {seed};
@@ -684,15 +700,7 @@ static tsq_net *make_bits_net(tsq_context *ctx, int64_t img, uint64_t seed)
     TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
     add_lbconv(ctx, L, &n, 12, 36, 1, 0.1f, 0.5f, &r);
     add_lbconv(ctx, L, &n, 36, 17, 2, 0.25f, 0.45f, &r);
-    TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
-    TH_OK(ctx, tsq_layer_flatten_create(ctx, &L[n++]));
-    TH_OK(ctx, tsq_layer_lowbit_dense_create(ctx, 17 * hw * hw, 16, 2, &L[n]));
-    nt_set_lowbit(ctx, L[n++], 16, 17 * hw * hw, 2, &r);
-    L[n++] = quant(ctx, 2, 0.3f, 0.5f, 0);
-    TH_OK(ctx, tsq_layer_dense_create(ctx, 16, 5, &L[n]));
-    nt_randomize_float(ctx, L[n++], &r);
-    L[n] = NULL;
-    return nt_net(ctx, 3, shape, L);
+    return pooled_tail(ctx, L, n, 17 * hw * hw, 16, shape, &r);
 }
 
 /* y of a plan created and run with the CPU features `cpu`; *bit_stages
@@ -794,15 +802,7 @@ static tsq_net *make_pairs_net(tsq_context *ctx, int64_t img, uint64_t seed)
     TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
     add_lbconv(ctx, L, &n, 64, 66, 1, 0.1f, 0.5f, &r);
     add_lbconv(ctx, L, &n, 66, 70, 2, 0.25f, 0.45f, &r);
-    TH_OK(ctx, tsq_layer_maxpool2d_create(ctx, 2, 2, &L[n++]));
-    TH_OK(ctx, tsq_layer_flatten_create(ctx, &L[n++]));
-    TH_OK(ctx, tsq_layer_lowbit_dense_create(ctx, 70 * hw * hw, 64, 2, &L[n]));
-    nt_set_lowbit(ctx, L[n++], 64, 70 * hw * hw, 2, &r);
-    L[n++] = quant(ctx, 2, 0.3f, 0.5f, 0);
-    TH_OK(ctx, tsq_layer_dense_create(ctx, 64, 5, &L[n]));
-    nt_randomize_float(ctx, L[n++], &r);
-    L[n] = NULL;
-    return nt_net(ctx, 3, shape, L);
+    return pooled_tail(ctx, L, n, 70 * hw * hw, 64, shape, &r);
 }
 
 /* The pair layout (two codes a byte, the AVX2 table kernel) gives the C

@@ -134,7 +134,8 @@ void tsq__bp_bytes_from_codes(const tsq__bp_geom *g, const uint8_t *codes, uint8
         }
         for (x = 0; x < g->w; x++)
             for (c = 0; c < g->c; c++)
-                row[x * g->cb + c / 2] |= (uint8_t)(src[x * g->c + c] << tsq__bp_shift_of(g, c));
+                row[x * g->cb + tsq__bp_byte_of(g, c)] |=
+                    (uint8_t)(src[x * g->c + c] << tsq__bp_shift_of(g, c));
     }
 }
 

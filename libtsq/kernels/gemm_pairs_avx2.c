@@ -160,16 +160,13 @@ void tsq__gemm_pairs_avx2(const uint8_t *x, int64_t ldx, int64_t m, int64_t kpai
                           const uint8_t *panels, int32_t flush, int64_t n, int32_t *acc,
                           int64_t ldacc)
 {
-    int64_t c, r;
-    for (c = 0; c < n; c += COLS) {
-        int64_t ncols = n - c < COLS ? n - c : COLS;
-        const uint8_t *w = panels + c / COLS * kpairs * COLS;
-        for (r = 0; r < m; r += ROWS) {
-            int nr = m - r < ROWS ? (int)(m - r) : ROWS, i;
-            const uint8_t *rows[ROWS];
-            for (i = 0; i < nr; i++)
-                rows[i] = x + (r + i) * ldx;
-            tiles[nr](rows, 1, kpairs, 0, w, flush, ncols, acc + r * ldacc + c, ldacc);
-        }
+    int64_t r;
+    for (r = 0; r < m; r += ROWS) { /* each row one segment of kpairs */
+        const uint8_t *rows[ROWS];
+        int64_t nr = m - r < ROWS ? m - r : ROWS, i;
+        for (i = 0; i < nr; i++)
+            rows[i] = x + (r + i) * ldx;
+        tsq__conv_pairs_avx2(rows, nr, 1, kpairs, 0, kpairs, panels, flush, n,
+                             acc + r * ldacc, ldacc);
     }
 }

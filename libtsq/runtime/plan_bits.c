@@ -256,13 +256,14 @@ static int32_t maxprod(const tsq__plan_stage *s)
     return tsq__max_code(s->code_bits) * tsq__max_weight(s->pw->bits);
 }
 
-/* The rows of codes x (ldx apart) times the stage's weights into acc, on
- * the byte layout's kernel. */
+/* The rows of k bytes of codes x (ldx apart) times the stage's weights
+ * into acc, on the byte layout's kernel (in the pair layout a byte is a
+ * pair of k). */
 static void gemm_bytes(const tsq__plan_stage *s, const uint8_t *x, int64_t ldx, int64_t m,
                        int64_t k, int32_t *acc, int64_t ld)
 {
     if (s->bp_pairs)
-        tsq__gemm_pairs_avx2(x, ldx, m, k / 2, s->pairs, s->pairs_flush, s->oc, acc, ld);
+        tsq__gemm_pairs_avx2(x, ldx, m, k, s->pairs, s->pairs_flush, s->oc, acc, ld);
     else if (s->bp_avx2)
         tsq__gemm_avx2(x, ldx, m, k, s->dec, maxprod(s), 0, s->oc, acc, ld);
     else
@@ -355,9 +356,8 @@ static void dense_item(const bits_job *j, int64_t item, int32_t *acc)
     if (s->bp_amx)
         tsq__conv_amx(j->x + r0 * s->bin.image, 1, 0, rows, s->bin.image, 1, s->amx_seg, 0,
                       s->amx, s->oc, acc, ld);
-    else if (s->bp_bytes) /* k: the bytes of an image, times 2 in the pair layout */
-        gemm_bytes(s, j->x + r0 * s->bin.image, s->bin.image, rows,
-                   s->bin.image * (s->bp_pairs ? 2 : 1), acc, ld);
+    else if (s->bp_bytes)
+        gemm_bytes(s, j->x + r0 * s->bin.image, s->bin.image, rows, s->bin.image, acc, ld);
     else
         tsq__gemm_vpopcnt(xp, rows, s->bin.nb, s->pw, 0, s->oc, acc, ld);
     thresholds(s, acc, ld, rows, j->y + r0 * s->oc);
